@@ -1,0 +1,77 @@
+// Reductions over the middle axis of an [outer, len, inner] view, in a fixed order
+// (deterministic run to run). `IS_MAX` selects max instead of sum.
+
+fn combine(a: f32, b: f32) -> f32 {
+    if (IS_MAX) { return max(a, b); }
+    return a + b;
+}
+
+fn identity() -> f32 {
+    if (IS_MAX) { return bitcast<f32>(0xff800000u); }
+    return 0.0;
+}
+
+//#kernel reduce_rows
+// inner == 1: one workgroup per output, strided partial sums, then a tree.
+// params: outer, len
+var<workgroup> partial: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let row = wid.x + wid.y * groups.x;
+    let len = p(1);
+    var acc = identity();
+    if (row < p(0)) {
+        for (var j = lid.x; j < len; j += 256u) {
+            acc = combine(acc, in0[row * len + j]);
+        }
+    }
+    partial[lid.x] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s / 2u) {
+        if (lid.x < s) {
+            partial[lid.x] = combine(partial[lid.x], partial[lid.x + s]);
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u && row < p(0)) { out0[row] = partial[0]; }
+}
+
+//#kernel reduce_cols
+// inner > 1: one invocation per output, looping over len.
+// params: outer, len, inner
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(gid, groups);
+    let len = p(1);
+    let inner = p(2);
+    if (i >= p(0) * inner) { return; }
+    let o = i / inner;
+    let k = i % inner;
+    var acc = identity();
+    for (var j = 0u; j < len; j++) {
+        acc = combine(acc, in0[(o * len + j) * inner + k]);
+    }
+    out0[i] = acc;
+}
+
+//#kernel argmax
+// First index of the maximum; writes u32 bits. params: outer, len, inner
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(gid, groups);
+    let len = p(1);
+    let inner = p(2);
+    if (i >= p(0) * inner) { return; }
+    let o = i / inner;
+    let k = i % inner;
+    var best = in0[o * len * inner + k];
+    var at = 0u;
+    for (var j = 1u; j < len; j++) {
+        let v = in0[(o * len + j) * inner + k];
+        if (v > best) {
+            best = v;
+            at = j;
+        }
+    }
+    out0[i] = bitcast<f32>(at);
+}

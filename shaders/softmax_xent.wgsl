@@ -1,0 +1,50 @@
+// Fused log-softmax + cross-entropy, one invocation per row. in0: logits [rows,
+// classes]; in1: labels (u32 bits). A label out of range gives NaN, never a fault.
+
+fn row_max(base: u32, classes: u32) -> f32 {
+    var m = bitcast<f32>(0xff800000u);
+    for (var c = 0u; c < classes; c++) { m = max(m, in0[base + c]); }
+    return m;
+}
+
+fn row_sum_exp(base: u32, classes: u32, m: f32) -> f32 {
+    var s = 0.0;
+    for (var c = 0u; c < classes; c++) { s += exp(in0[base + c] - m); }
+    return s;
+}
+
+//#kernel xent_rows
+// out0[r] = log Σ exp(x) - x[label]. params: rows, classes
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let r = flat_id(gid, groups);
+    let classes = p(1);
+    if (r >= p(0)) { return; }
+    let base = r * classes;
+    let label = bitcast<u32>(in1[r]);
+    let m = row_max(base, classes);
+    let s = row_sum_exp(base, classes, m);
+    if (label < classes) {
+        out0[r] = log(s) + m - in0[base + label];
+    } else {
+        out0[r] = bitcast<f32>(0x7fc00000u);
+    }
+}
+
+//#kernel xent_rows_grad
+// out0[r, c] = (softmax(x)[c] - onehot[c]) * g[r]; in2: g. params: rows, classes
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let r = flat_id(gid, groups);
+    let classes = p(1);
+    if (r >= p(0)) { return; }
+    let base = r * classes;
+    let label = bitcast<u32>(in1[r]);
+    let g = in2[r];
+    let m = row_max(base, classes);
+    let s = row_sum_exp(base, classes, m);
+    for (var c = 0u; c < classes; c++) {
+        let prob = exp(in0[base + c] - m) / s;
+        out0[base + c] = (prob - select(0.0, 1.0, c == label)) * g;
+    }
+}

@@ -1,0 +1,563 @@
+//! The wgpu backend. Every wgpu call of the crate lives in this file. A compiled
+//! plan owns its scratch buffers, pipelines, uniform parameters and bind groups;
+//! running it is one command encoder and one submit, with no readback.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::kernel::MAX_RANK;
+use super::{BoxFuture, Counters, Executable, Kernel, Program, Slot, Step, Storage};
+use crate::graph::op::{Act, ReduceKind, UpdateKind};
+use crate::{DeviceInfo, DeviceKind, Error, Result};
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+const COPY: &str = include_str!("../../shaders/copy.wgsl");
+const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const SOFTMAX_XENT: &str = include_str!("../../shaders/softmax_xent.wgsl");
+const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
+
+/// Groups per axis before a launch folds into a second axis.
+const MAX_GROUPS: u32 = 65_535;
+const PARAM_WORDS: usize = 32;
+
+static NEXT_BUFFER: AtomicU64 = AtomicU64::new(1);
+
+/// Freed buffers by size, for reuse (creating buffers is slow on most drivers).
+type Pool = Mutex<HashMap<u64, Vec<wgpu::Buffer>>>;
+
+/// A resident device buffer; returns to the pool when dropped.
+pub(crate) struct GpuBuffer {
+    buffer: Option<wgpu::Buffer>,
+    id: u64,
+    pool: Arc<Pool>,
+}
+
+impl GpuBuffer {
+    fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("live buffer")
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.pool.lock().unwrap().entry(b.size()).or_default().push(b);
+        }
+    }
+}
+
+struct Shared {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: DeviceInfo,
+    counters: Arc<Counters>,
+    pool: Arc<Pool>,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    layouts: Mutex<HashMap<(usize, usize), Arc<wgpu::BindGroupLayout>>>,
+}
+
+pub(crate) struct GpuBackend(Arc<Shared>);
+
+/// Rounded buffer size: a multiple of 16 bytes, never zero.
+fn buffer_bytes(words: usize) -> u64 {
+    ((words.max(1) * 4) as u64).div_ceil(16) * 16
+}
+
+impl GpuBackend {
+    pub(crate) fn new(backends: &str, counters: Arc<Counters>) -> Result<GpuBackend> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        let mask = match backends.trim() {
+            "" => wgpu::Backends::all(),
+            "none" => wgpu::Backends::empty(),
+            list => wgpu::Backends::from_comma_list(list),
+        };
+        if mask.is_empty() {
+            return Err(Error::NoAdapter(format!("no wgpu backend enabled by {backends:?}")));
+        }
+        desc.backends = mask;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::NoAdapter(format!("backends {mask:?}: {e}")))?;
+        let a = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgnn"),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::DeviceCreation { adapter: a.name.clone(), reason: e.to_string() })?;
+        let info = DeviceInfo {
+            kind: DeviceKind::Gpu,
+            name: a.name.clone(),
+            backend: format!("{:?}", a.backend),
+            driver: format!("{} {}", a.driver, a.driver_info).trim().to_string(),
+            device_type: format!("{:?}", a.device_type),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        };
+        Ok(GpuBackend(Arc::new(Shared {
+            device,
+            queue,
+            info,
+            counters,
+            pool: Arc::new(Mutex::new(HashMap::new())),
+            pipelines: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
+        })))
+    }
+}
+
+impl Shared {
+    fn check_size(&self, what: &str, words: usize) -> Result<()> {
+        let bytes = buffer_bytes(words);
+        let limit = self.info.max_storage_buffer_binding_size;
+        if bytes > limit {
+            return Err(Error::DeviceLimit { what: what.into(), needed: bytes, limit, limit_name: "max_storage_buffer_binding_size" });
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of at least `words` words; from the pool unless `fresh`
+    /// (fresh buffers are zero-filled by wgpu).
+    fn buffer(&self, words: usize, fresh: bool) -> Result<Arc<GpuBuffer>> {
+        self.check_size("a buffer", words)?;
+        let bytes = buffer_bytes(words);
+        let pooled = if fresh { None } else { self.pool.lock().unwrap().get_mut(&bytes).and_then(Vec::pop) };
+        let buffer = match pooled {
+            Some(b) => b,
+            None => {
+                Counters::add(&self.counters.live_buffer_bytes, bytes);
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgnn value"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        Ok(Arc::new(GpuBuffer { buffer: Some(buffer), id: NEXT_BUFFER.fetch_add(1, Ordering::Relaxed), pool: self.pool.clone() }))
+    }
+
+    fn upload(&self, buffer: &wgpu::Buffer, data: &[f32]) {
+        self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
+        Counters::add(&self.counters.bytes_uploaded, (data.len() * 4) as u64);
+    }
+
+    fn layout(&self, reads: usize, writes: usize) -> Arc<wgpu::BindGroupLayout> {
+        let mut layouts = self.layouts.lock().unwrap();
+        layouts
+            .entry((reads, writes))
+            .or_insert_with(|| {
+                let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+                    count: None,
+                }];
+                for i in 0..reads + writes {
+                    entries.push(wgpu::BindGroupLayoutEntry {
+                        binding: 1 + i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: i < reads },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    });
+                }
+                Arc::new(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("wgnn kernel"), entries: &entries }))
+            })
+            .clone()
+    }
+
+    /// The pipeline for a kernel source, compiled once per device.
+    fn pipeline(&self, source: &str, reads: usize, writes: usize) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.lock().unwrap().get(source) {
+            return Ok(p.clone());
+        }
+        let layout = self.layout(reads, writes);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("wgnn kernel"),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("wgnn kernel"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("wgnn kernel"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { context: format!("compiling kernel:\n{source}"), reason: e.to_string() });
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap().insert(source.to_string(), pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// The body of `//#kernel name` in a shader file, after the file's shared prelude.
+fn section(file: &str, name: &str) -> String {
+    let marker = format!("//#kernel {name}\n");
+    let prelude_end = file.find("//#kernel ").unwrap_or(file.len());
+    let start = file.find(&marker).unwrap_or_else(|| panic!("shader section {name} is missing")) + marker.len();
+    let end = file[start..].find("//#kernel ").map_or(file.len(), |e| start + e);
+    format!("{}\n{}", &file[..prelude_end], &file[start..end])
+}
+
+/// A launch: WGSL source (bindings + generated constants + common + kernel),
+/// parameters and grid.
+struct Launch {
+    source: String,
+    params: Vec<u32>,
+    groups: (u32, u32, u32),
+}
+
+/// Folds `n` groups into a 2-D grid.
+fn grid(n: usize) -> (u32, u32, u32) {
+    let n = n.max(1) as u32;
+    if n <= MAX_GROUPS {
+        (n, 1, 1)
+    } else {
+        (MAX_GROUPS, n.div_ceil(MAX_GROUPS), 1)
+    }
+}
+
+fn grid_for(n: usize) -> (u32, u32, u32) {
+    grid(n.div_ceil(256))
+}
+
+fn push_dims(params: &mut Vec<u32>, dims: &[usize]) {
+    for i in 0..MAX_RANK {
+        params.push(dims.get(i).copied().unwrap_or(0) as u32);
+    }
+}
+
+fn launch(kernel: &Kernel) -> Launch {
+    let reads = kernel.reads();
+    let writes = match kernel {
+        Kernel::Update { kind: UpdateKind::Sgd { momentum: true }, .. } => 2,
+        Kernel::Update { kind: UpdateKind::Adam { .. }, .. } => 3,
+        _ => 1,
+    };
+    let mut generated = String::new();
+    for i in 0..reads {
+        generated += &format!("@group(0) @binding({}) var<storage, read> in{i}: array<f32>;\n", 1 + i);
+    }
+    for i in 0..writes {
+        generated += &format!("@group(0) @binding({}) var<storage, read_write> out{i}: array<f32>;\n", 1 + reads + i);
+    }
+    let (body, params, groups) = match kernel {
+        Kernel::Fill { n, value } => (section(ELEMENTWISE, "fill"), vec![*n as u32, value.to_bits()], grid_for(*n)),
+        Kernel::Unary { op, n } => {
+            generated += &format!("fn unary_op(x: f32) -> f32 {{ return {}; }}\n", op.wgsl());
+            (section(ELEMENTWISE, "unary"), vec![*n as u32], grid_for(*n))
+        }
+        Kernel::Binary { op, shape, a_strides, b_strides } => {
+            generated += &format!("fn binary_op(a: f32, b: f32) -> f32 {{ return {}; }}\n", op.wgsl());
+            let n: usize = shape.iter().product();
+            let mut params = vec![n as u32, shape.len() as u32];
+            push_dims(&mut params, shape);
+            push_dims(&mut params, a_strides);
+            push_dims(&mut params, b_strides);
+            (section(ELEMENTWISE, "binary"), params, grid_for(n))
+        }
+        Kernel::Strided { shape, in_strides } => {
+            let n: usize = shape.iter().product();
+            let mut params = vec![n as u32, shape.len() as u32];
+            push_dims(&mut params, shape);
+            push_dims(&mut params, in_strides);
+            (section(COPY, "strided"), params, grid_for(n))
+        }
+        Kernel::MatMul { m, k, n, ta, tb, bias, act } => {
+            generated += &format!("const TA: bool = {ta};\nconst TB: bool = {tb};\n");
+            generated += &if *bias {
+                "fn bias_at(c: u32) -> f32 { return in2[c]; }\n".to_string()
+            } else {
+                "fn bias_at(c: u32) -> f32 { return 0.0; }\n".to_string()
+            };
+            let act = match act {
+                Act::None => "v",
+                Act::Relu => "max(v, 0.0)",
+                Act::Sigmoid => "sigmoid_f(v)",
+                Act::Tanh => "tanh_f(v)",
+            };
+            generated += &format!("fn act(v: f32) -> f32 {{ return {act}; }}\n");
+            let groups = (n.div_ceil(64).max(1) as u32, m.div_ceil(64).max(1) as u32, 1);
+            (section(MATMUL, "matmul"), vec![*m as u32, *k as u32, *n as u32], groups)
+        }
+        Kernel::Reduce { kind, outer, len, inner } => {
+            generated += &format!("const IS_MAX: bool = {};\n", *kind == ReduceKind::Max);
+            let params = vec![*outer as u32, *len as u32, *inner as u32];
+            if *inner == 1 {
+                (section(REDUCE, "reduce_rows"), params, grid(*outer))
+            } else {
+                (section(REDUCE, "reduce_cols"), params, grid_for(outer * inner))
+            }
+        }
+        Kernel::ArgMax { outer, len, inner } => {
+            generated += "const IS_MAX: bool = true;\n";
+            (section(REDUCE, "argmax"), vec![*outer as u32, *len as u32, *inner as u32], grid_for(outer * inner))
+        }
+        Kernel::CrossEntropyRows { rows, classes } => {
+            (section(SOFTMAX_XENT, "xent_rows"), vec![*rows as u32, *classes as u32], grid_for(*rows))
+        }
+        Kernel::CrossEntropyRowsGrad { rows, classes } => {
+            (section(SOFTMAX_XENT, "xent_rows_grad"), vec![*rows as u32, *classes as u32], grid_for(*rows))
+        }
+        Kernel::Update { kind, n } => {
+            let name = match kind {
+                UpdateKind::Sgd { momentum: false } => "sgd",
+                UpdateKind::Sgd { momentum: true } => "sgd_momentum",
+                UpdateKind::Adam { decoupled } => {
+                    generated += &format!("const DECOUPLED: bool = {decoupled};\n");
+                    "adam"
+                }
+            };
+            (section(OPTIM, name), vec![*n as u32], grid_for(*n))
+        }
+        Kernel::Increment => (section(OPTIM, "increment"), vec![], (1, 1, 1)),
+    };
+    Launch { source: format!("{generated}\n{COMMON}\n{body}"), params, groups }
+}
+
+/// One launch of a compiled plan.
+struct GpuStep {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    layout: Arc<wgpu::BindGroupLayout>,
+    params: wgpu::Buffer,
+    groups: (u32, u32, u32),
+    bindings: Vec<Slot>,
+    /// The bind group, with the ids of the external buffers it was built for.
+    bind_group: Mutex<Option<(Vec<u64>, wgpu::BindGroup)>>,
+}
+
+struct GpuPlan {
+    shared: Arc<Shared>,
+    arena: Vec<wgpu::Buffer>,
+    /// Plan-owned buffers that host data is uploaded into, per external.
+    host_inputs: Vec<Option<wgpu::Buffer>>,
+    steps: Vec<GpuStep>,
+    updates: Vec<GpuStep>,
+    kept: Vec<(Slot, usize)>,
+    bytes: u64,
+}
+
+impl Drop for GpuPlan {
+    fn drop(&mut self) {
+        Counters::sub(&self.shared.counters.live_buffer_bytes, self.bytes);
+    }
+}
+
+impl super::Backend for GpuBackend {
+    fn info(&self) -> DeviceInfo {
+        self.0.info.clone()
+    }
+
+    fn stage(&self, data: Vec<f32>) -> Result<Storage> {
+        self.0.check_size("a tensor", data.len())?;
+        Ok(Storage::Host(Arc::new(data)))
+    }
+
+    fn make_resident(&self, storage: Storage) -> Result<Storage> {
+        match storage {
+            Storage::Host(data) => {
+                let buffer = self.0.buffer(data.len(), true)?;
+                self.0.upload(buffer.raw(), &data);
+                Ok(Storage::Gpu(buffer))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn overwrite(&self, storage: Storage, data: &[f32]) -> Result<Storage> {
+        match storage {
+            Storage::Gpu(b) => {
+                self.0.upload(b.raw(), data);
+                Ok(Storage::Gpu(b))
+            }
+            _ => Ok(Storage::Host(Arc::new(data.to_vec()))),
+        }
+    }
+
+    fn read<'a>(&'a self, storage: &'a Storage) -> BoxFuture<'a, Result<Vec<f32>>> {
+        Box::pin(async move {
+            let source = match storage {
+                Storage::Host(data) => return Ok(data.to_vec()),
+                Storage::Gpu(b) => b,
+                Storage::Cpu(_) => return Err(Error::Invalid("a GPU read was given a CPU value".into())),
+            };
+            let s = &self.0;
+            let bytes = source.raw().size();
+            let staging = s.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgnn readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgnn readback") });
+            encoder.copy_buffer_to_buffer(source.raw(), 0, &staging, 0, bytes);
+            s.queue.submit([encoder.finish()]);
+            Counters::add(&s.counters.submits, 1);
+            let (tx, rx) = futures::channel::oneshot::channel();
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            s.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu { context: "waiting for a readback".into(), reason: e.to_string() })?;
+            rx.await
+                .map_err(|_| Error::Gpu { context: "readback".into(), reason: "the mapping callback was dropped".into() })?
+                .map_err(|e| Error::Gpu { context: "mapping a readback buffer".into(), reason: e.to_string() })?;
+            let data: Vec<f32> = {
+                let view = staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Gpu { context: "reading a mapped buffer".into(), reason: format!("{e:?}") })?;
+                bytemuck::cast_slice(&view).to_vec()
+            };
+            staging.unmap();
+            Counters::add(&s.counters.bytes_downloaded, bytes);
+            Ok(data)
+        })
+    }
+
+    fn compile(&self, program: Program) -> Result<Box<dyn Executable>> {
+        let s = &self.0;
+        let mut bytes = 0;
+        let mut make = |words: usize, what: &str| -> Result<wgpu::Buffer> {
+            s.check_size(what, words)?;
+            let size = buffer_bytes(words);
+            bytes += size;
+            Ok(s.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(what),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        };
+        let arena = program.arena.iter().map(|&w| make(w, "wgnn arena")).collect::<Result<Vec<_>>>()?;
+        let host_inputs = program
+            .externals
+            .iter()
+            .map(|e| if e.host { make(e.words, "wgnn input").map(Some) } else { Ok(None) })
+            .collect::<Result<Vec<_>>>()?;
+        let build = |step: &Step| -> Result<GpuStep> {
+            let l = launch(&step.kernel);
+            let reads = step.kernel.reads();
+            let writes = step.bindings.len() - reads;
+            let pipeline = s.pipeline(&l.source, reads, writes)?;
+            let mut words = l.params.clone();
+            words.resize(PARAM_WORDS, 0);
+            let params = s.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgnn params"),
+                size: (PARAM_WORDS * 4) as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            s.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
+            Ok(GpuStep {
+                pipeline,
+                layout: s.layout(reads, writes),
+                params,
+                groups: l.groups,
+                bindings: step.bindings.clone(),
+                bind_group: Mutex::new(None),
+            })
+        };
+        let steps = program.steps.iter().map(build).collect::<Result<Vec<_>>>()?;
+        let updates = program.updates.iter().map(build).collect::<Result<Vec<_>>>()?;
+        Counters::add(&s.counters.live_buffer_bytes, bytes);
+        Ok(Box::new(GpuPlan { shared: self.0.clone(), arena, host_inputs, steps, updates, kept: program.kept, bytes }))
+    }
+}
+
+impl GpuPlan {
+    fn buffer<'a>(&'a self, slot: Slot, ext: &'a [Option<&'a Arc<GpuBuffer>>]) -> &'a wgpu::Buffer {
+        match slot {
+            Slot::Arena(a) => &self.arena[a],
+            Slot::External(e) => match &self.host_inputs[e] {
+                Some(b) => b,
+                None => ext[e].expect("resident external").raw(),
+            },
+        }
+    }
+
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &GpuStep, ext: &[Option<&Arc<GpuBuffer>>]) {
+        let ids: Vec<u64> = step
+            .bindings
+            .iter()
+            .map(|s| match s {
+                Slot::External(e) if self.host_inputs[*e].is_none() => ext[*e].map_or(0, |b| b.id),
+                _ => 0,
+            })
+            .collect();
+        let mut cached = step.bind_group.lock().unwrap();
+        if cached.as_ref().is_none_or(|(have, _)| *have != ids) {
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: step.params.as_entire_binding() }];
+            for (i, slot) in step.bindings.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry { binding: 1 + i as u32, resource: self.buffer(*slot, ext).as_entire_binding() });
+            }
+            let group = self.shared.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("wgnn kernel"), layout: &step.layout, entries: &entries });
+            *cached = Some((ids, group));
+        }
+        pass.set_pipeline(&step.pipeline);
+        pass.set_bind_group(0, &cached.as_ref().unwrap().1, &[]);
+        pass.dispatch_workgroups(step.groups.0, step.groups.1, step.groups.2);
+    }
+}
+
+impl Executable for GpuPlan {
+    fn run(&self, externals: &[Storage]) -> Result<Vec<Storage>> {
+        let s = &self.shared;
+        let mut ext: Vec<Option<&Arc<GpuBuffer>>> = Vec::with_capacity(externals.len());
+        for (e, storage) in externals.iter().enumerate() {
+            match (storage, &self.host_inputs[e]) {
+                (Storage::Host(data), Some(input)) => {
+                    s.upload(input, data);
+                    ext.push(None);
+                }
+                (Storage::Gpu(b), None) => ext.push(Some(b)),
+                _ => return Err(Error::Invalid("a GPU plan was given a value of another kind or device".into())),
+            }
+        }
+        let kept: Vec<Arc<GpuBuffer>> = self.kept.iter().map(|&(_, words)| s.buffer(words, false)).collect::<Result<_>>()?;
+        let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgnn plan") });
+        if !self.steps.is_empty() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgnn compute"), timestamp_writes: None });
+            for step in &self.steps {
+                self.encode(&mut pass, step, &ext);
+            }
+        }
+        for (&(slot, words), dst) in self.kept.iter().zip(&kept) {
+            encoder.copy_buffer_to_buffer(self.buffer(slot, &ext), 0, dst.raw(), 0, buffer_bytes(words).min(dst.raw().size()));
+        }
+        if !self.updates.is_empty() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgnn update"), timestamp_writes: None });
+            for step in &self.updates {
+                self.encode(&mut pass, step, &ext);
+            }
+        }
+        s.queue.submit([encoder.finish()]);
+        Counters::add(&s.counters.submits, 1);
+        Counters::add(&s.counters.dispatches, (self.steps.len() + self.updates.len()) as u64);
+        Ok(kept.into_iter().map(Storage::Gpu).collect())
+    }
+}

@@ -1,0 +1,119 @@
+//! What a backend is: storage for values, and a compiler from a backend-neutral
+//! [`Program`] (a list of [`Kernel`] launches over buffer slots) to something it can
+//! run. The CPU backend is the reference; the GPU backend runs the same programs
+//! with the WGSL kernels in `shaders/`.
+
+pub(crate) mod cpu;
+pub(crate) mod gpu;
+mod kernel;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub(crate) use kernel::Kernel;
+
+use crate::{DeviceInfo, Result};
+
+/// Where a value lives.
+#[derive(Clone)]
+pub(crate) enum Storage {
+    /// Data still on the host, uploaded into a plan's input buffer when a GPU plan
+    /// reads it (batches: one upload per use, nothing else allocated).
+    Host(Arc<Vec<f32>>),
+    /// A CPU backend buffer.
+    Cpu(Arc<cpu::CpuBuffer>),
+    /// A resident GPU buffer.
+    Gpu(Arc<gpu::GpuBuffer>),
+}
+
+impl Storage {
+    pub(crate) fn is_host(&self) -> bool {
+        matches!(self, Storage::Host(_))
+    }
+}
+
+/// A buffer reference inside a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Plan-owned scratch buffer, reused by liveness.
+    Arena(usize),
+    /// A value from outside the plan (a leaf or an earlier plan's result).
+    External(usize),
+}
+
+/// An input of a program that comes from outside it.
+#[derive(Clone, Debug)]
+pub(crate) struct ExternalSpec {
+    pub words: usize,
+    /// Host data (uploaded into a plan-owned buffer) rather than a resident buffer.
+    pub host: bool,
+    /// Written in place by an optimizer update.
+    pub written: bool,
+}
+
+/// One kernel launch: bindings are the kernel's reads, then its writes.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    pub kernel: Kernel,
+    pub bindings: Vec<Slot>,
+}
+
+/// A backend-neutral program: the lowered form of a plan.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Program {
+    /// Words per arena slot.
+    pub arena: Vec<usize>,
+    pub externals: Vec<ExternalSpec>,
+    /// Compute steps, in order.
+    pub steps: Vec<Step>,
+    /// In-place updates, run after `kept` values are copied out.
+    pub updates: Vec<Step>,
+    /// Values copied into fresh buffers for the nodes that outlive the plan.
+    pub kept: Vec<(Slot, usize)>,
+}
+
+/// A compiled program, ready to run many times.
+pub(crate) trait Executable: Send + Sync {
+    /// Runs the program on these external values and returns the kept values.
+    fn run(&self, externals: &[Storage]) -> Result<Vec<Storage>>;
+}
+
+/// A boxed future, for object-safe async readback.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A compute backend.
+pub(crate) trait Backend: Send + Sync {
+    fn info(&self) -> DeviceInfo;
+    /// Takes ownership of host data for a new leaf.
+    fn stage(&self, data: Vec<f32>) -> Result<Storage>;
+    /// Moves a value into a resident buffer that optimizers can update in place.
+    fn make_resident(&self, storage: Storage) -> Result<Storage>;
+    /// Overwrites a value with `data` (same length), in place where it is resident.
+    fn overwrite(&self, storage: Storage, data: &[f32]) -> Result<Storage>;
+    /// Reads a value back to the host.
+    fn read<'a>(&'a self, storage: &'a Storage) -> BoxFuture<'a, Result<Vec<f32>>>;
+    fn compile(&self, program: Program) -> Result<Box<dyn Executable>>;
+}
+
+/// The counters behind `Device::stats`.
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    pub submits: AtomicU64,
+    pub dispatches: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub bytes_downloaded: AtomicU64,
+    pub live_buffer_bytes: AtomicU64,
+    pub plan_cache_hits: AtomicU64,
+    pub plan_cache_misses: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+}

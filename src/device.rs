@@ -1,0 +1,222 @@
+//! Devices: the CPU reference backend and a wgpu GPU, how one is chosen, what it
+//! reports about itself, and its counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
+use crate::graph::plan::CompiledPlan;
+use crate::Result;
+
+/// Which kind of backend a device runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+}
+
+/// What a device is and the limits that matter for kernels.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub kind: DeviceKind,
+    /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") or "cpu".
+    pub name: String,
+    /// wgpu backend ("Vulkan", "Metal", "Dx12", "Gl") or "reference".
+    pub backend: String,
+    /// Driver name and version, where the adapter reports them.
+    pub driver: String,
+    /// Adapter type ("DiscreteGpu", "Cpu", …).
+    pub device_type: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            DeviceKind::Cpu => write!(f, "cpu (reference backend, {} threads)", self.max_compute_invocations_per_workgroup),
+            DeviceKind::Gpu => write!(f, "gpu: {} ({}, {}, driver {})", self.name, self.backend, self.device_type, self.driver),
+        }
+    }
+}
+
+/// Counters of what a device has done, for checking that a training step is one
+/// submit with no readback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Command buffers submitted (GPU) or plans run (CPU).
+    pub submits: u64,
+    /// Kernel launches.
+    pub dispatches: u64,
+    pub bytes_uploaded: u64,
+    pub bytes_downloaded: u64,
+    /// Bytes of buffers currently allocated on the device (pooled ones included).
+    pub live_buffer_bytes: u64,
+    pub plan_cache_hits: u64,
+    pub plan_cache_misses: u64,
+}
+
+impl std::ops::Sub for Stats {
+    type Output = Stats;
+    /// Difference of two snapshots (live bytes: the later value minus the earlier).
+    fn sub(self, earlier: Stats) -> Stats {
+        Stats {
+            submits: self.submits - earlier.submits,
+            dispatches: self.dispatches - earlier.dispatches,
+            bytes_uploaded: self.bytes_uploaded - earlier.bytes_uploaded,
+            bytes_downloaded: self.bytes_downloaded - earlier.bytes_downloaded,
+            live_buffer_bytes: self.live_buffer_bytes.wrapping_sub(earlier.live_buffer_bytes),
+            plan_cache_hits: self.plan_cache_hits - earlier.plan_cache_hits,
+            plan_cache_misses: self.plan_cache_misses - earlier.plan_cache_misses,
+        }
+    }
+}
+
+pub(crate) struct DeviceInner {
+    id: u64,
+    backend: Box<dyn Backend>,
+    counters: Arc<Counters>,
+    plans: Mutex<HashMap<String, Arc<CompiledPlan>>>,
+}
+
+/// A compute device: the CPU reference backend or a wgpu GPU. Cheap to clone;
+/// tensors on the same device can be combined.
+#[derive(Clone)]
+pub struct Device(Arc<DeviceInner>);
+
+static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
+static CPU: OnceLock<Device> = OnceLock::new();
+static GPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+
+impl Device {
+    fn new(make: impl FnOnce(Arc<Counters>) -> Result<Box<dyn Backend>>) -> Result<Device> {
+        let counters = Arc::new(Counters::default());
+        let backend = make(counters.clone())?;
+        Ok(Device(Arc::new(DeviceInner {
+            id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
+            backend,
+            counters,
+            plans: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// The CPU reference backend (always available; one per process).
+    pub fn cpu() -> Device {
+        CPU.get_or_init(|| Device::new(|c| Ok(Box::new(CpuBackend::new(c)))).expect("the CPU backend cannot fail"))
+            .clone()
+    }
+
+    /// The first wgpu adapter (Vulkan, Metal, DX12 or GL), with the adapter's real
+    /// limits; one per process. `Err(Error::NoAdapter)` when there is none.
+    /// `WGPU_BACKEND` (e.g. `vulkan`, `gl`) restricts the backends tried.
+    pub fn gpu() -> Result<Device> {
+        let result = GPU.get_or_init(|| {
+            let backends = std::env::var("WGPU_BACKEND").unwrap_or_default();
+            Device::gpu_with_backends(&backends).map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(d) => Ok(d.clone()),
+            Err(e) => Err(crate::Error::NoAdapter(e.clone())),
+        }
+    }
+
+    /// A new GPU device on the named wgpu backends (comma-separated: `vulkan`, `metal`,
+    /// `dx12`, `gl`; empty for all; `none` for none, which simulates a machine
+    /// without a GPU).
+    pub fn gpu_with_backends(backends: &str) -> Result<Device> {
+        Device::new(|c| Ok(Box::new(GpuBackend::new(backends, c)?)))
+    }
+
+    /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu` overrides. Prints
+    /// the choice once to stderr (silence with `WGNN_QUIET=1`).
+    pub fn best() -> Device {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default().to_ascii_lowercase();
+        let (device, why) = match wanted.as_str() {
+            "cpu" => (Device::cpu(), "WGNN_DEVICE=cpu".to_string()),
+            "gpu" => match Device::gpu() {
+                Ok(d) => (d, "WGNN_DEVICE=gpu".into()),
+                Err(e) => (Device::cpu(), format!("WGNN_DEVICE=gpu but {e}; falling back")),
+            },
+            _ => match Device::gpu() {
+                Ok(d) => (d, "GPU found".into()),
+                Err(e) => (Device::cpu(), format!("{e}")),
+            },
+        };
+        SAID.call_once(|| {
+            if std::env::var_os("WGNN_QUIET").is_none() {
+                eprintln!("wgnn: using {} ({why})", device.info());
+            }
+        });
+        device
+    }
+
+    /// What the device is and its limits.
+    pub fn info(&self) -> DeviceInfo {
+        self.0.backend.info()
+    }
+
+    /// CPU or GPU.
+    pub fn kind(&self) -> DeviceKind {
+        self.info().kind
+    }
+
+    /// A snapshot of the device's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.0.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            submits: get(&c.submits),
+            dispatches: get(&c.dispatches),
+            bytes_uploaded: get(&c.bytes_uploaded),
+            bytes_downloaded: get(&c.bytes_downloaded),
+            live_buffer_bytes: get(&c.live_buffer_bytes),
+            plan_cache_hits: get(&c.plan_cache_hits),
+            plan_cache_misses: get(&c.plan_cache_misses),
+        }
+    }
+
+    /// Whether two handles name the same device.
+    pub fn same(&self, other: &Device) -> bool {
+        self.0.id == other.0.id
+    }
+
+    /// Drops every cached plan (their scratch buffers are freed).
+    pub fn clear_plan_cache(&self) {
+        self.0.plans.lock().unwrap().clear();
+    }
+
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.0.backend
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.0.counters
+    }
+
+    pub(crate) fn plan_cache(&self) -> &Mutex<HashMap<String, Arc<CompiledPlan>>> {
+        &self.0.plans
+    }
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Device) -> bool {
+        self.same(other)
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.info())
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.info())
+    }
+}

@@ -1,0 +1,94 @@
+//! Reverse-mode autodiff: a topological sort and a reverse walk that appends each
+//! op's gradient rule (written as graph ops) to the same graph.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::graph::op::Op;
+use crate::{Error, Result, Tensor};
+
+/// Gradients of the trainable tensors a loss depends on, keyed by tensor identity.
+/// The values are lazy graph nodes: reading one, or applying an optimizer step,
+/// computes them.
+#[derive(Clone, Default)]
+pub struct Gradients {
+    by_id: HashMap<u64, (Tensor, Tensor)>,
+}
+
+impl Gradients {
+    /// The gradient of `param`, if the loss depends on it.
+    pub fn get(&self, param: &Tensor) -> Option<&Tensor> {
+        self.by_id.get(&param.id()).map(|(_, g)| g)
+    }
+
+    /// `(parameter, gradient)` pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&Tensor, &Tensor)> {
+        self.by_id.values().map(|(p, g)| (p, g))
+    }
+
+    /// Number of parameters with a gradient.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no parameter got a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// Nodes that lead to `root` through trainable paths, inputs before users.
+fn topo_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative DFS (deep graphs such as unrolled RNNs would overflow the stack).
+    let mut stack: Vec<(Tensor, usize)> = vec![(root.clone(), 0)];
+    seen.insert(root.id());
+    while let Some((node, next)) = stack.pop() {
+        if next < node.0.inputs.len() {
+            let child = node.0.inputs[next].clone();
+            stack.push((node, next + 1));
+            if child.is_trainable() && seen.insert(child.id()) {
+                stack.push((child, 0));
+            }
+        } else {
+            order.push(node);
+        }
+    }
+    order
+}
+
+pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
+    if loss.numel() != 1 {
+        return Err(Error::Invalid(format!(
+            "backward: the loss must have one element, got shape {:?} (reduce it with sum or mean)",
+            loss.shape()
+        )));
+    }
+    if !loss.is_trainable() {
+        return Err(Error::Invalid("backward: the loss does not depend on any trainable tensor".into()));
+    }
+    let order = topo_order(loss);
+    let mut grads: HashMap<u64, Tensor> = HashMap::new();
+    grads.insert(loss.id(), Tensor::ones(loss.shape(), loss.device()));
+    let mut out = Gradients::default();
+    for node in order.iter().rev() {
+        let Some(g) = grads.remove(&node.id()) else { continue };
+        if node.0.op == Op::Leaf {
+            out.by_id.insert(node.id(), (node.clone(), g));
+            continue;
+        }
+        let input_grads = node.0.op.backward(&node.0.inputs, node, &g);
+        for (input, grad) in node.0.inputs.iter().zip(input_grads) {
+            let Some(grad) = grad else { continue };
+            if !input.is_trainable() {
+                continue;
+            }
+            let acc = match grads.remove(&input.id()) {
+                Some(prev) => &prev + &grad,
+                None => grad,
+            };
+            grads.insert(input.id(), acc);
+        }
+    }
+    Ok(out)
+}

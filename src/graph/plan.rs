@@ -1,0 +1,300 @@
+//! Plans: the pending part of the graph, scheduled in topological order, lowered to
+//! a backend [`Program`] with arena buffers assigned by liveness, compiled once and
+//! cached by graph structure and shapes. Running a plan realizes the requested
+//! values and every pending value that someone else still holds (so laziness never
+//! changes meaning), then applies in-place optimizer updates last.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::backend::{Counters, Executable, ExternalSpec, Kernel, Program, Slot, Step, Storage};
+use crate::graph::op::Op;
+use crate::tensor::numel;
+use crate::{Error, Result, Tensor};
+
+/// A compiled plan, shared by every graph of the same structure.
+pub(crate) struct CompiledPlan {
+    exec: Box<dyn Executable>,
+    /// Indices (into the schedule) of the nodes whose values are kept.
+    kept_nodes: Vec<usize>,
+}
+
+/// The pending graph reachable from some roots, in a deterministic order.
+struct Schedule {
+    nodes: Vec<Tensor>,
+    /// Optimizer updates, run last.
+    updates: Vec<Tensor>,
+    externals: Vec<Tensor>,
+    /// For each node and update: its inputs as references.
+    inputs: Vec<Vec<Ref>>,
+    kept: Vec<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ref {
+    Node(usize),
+    External(usize),
+}
+
+fn is_pending(t: &Tensor) -> bool {
+    t.0.op != Op::Leaf && t.0.storage.lock().unwrap().is_none()
+}
+
+impl Schedule {
+    fn build(roots: &[Tensor], updates: &[Tensor]) -> Schedule {
+        let mut s = Schedule { nodes: Vec::new(), updates: Vec::new(), externals: Vec::new(), inputs: Vec::new(), kept: Vec::new() };
+        let mut index: HashMap<u64, Ref> = HashMap::new();
+        let mut update_inputs = Vec::new();
+        for (is_update, start) in roots.iter().map(|t| (false, t)).chain(updates.iter().map(|t| (true, t))) {
+            if is_update {
+                for input in &start.0.inputs {
+                    s.visit(input, &mut index);
+                }
+                update_inputs.push(start.0.inputs.iter().map(|t| index[&t.id()]).collect::<Vec<_>>());
+                s.updates.push(start.clone());
+            } else {
+                s.visit(start, &mut index);
+            }
+        }
+        // Consumers inside the plan; any other holder of a pending node needs its value.
+        let mut uses = vec![0usize; s.nodes.len()];
+        for refs in s.inputs.iter().chain(update_inputs.iter()) {
+            for r in refs {
+                if let Ref::Node(i) = r {
+                    uses[*i] += 1;
+                }
+            }
+        }
+        s.kept = s.nodes.iter().enumerate().map(|(i, t)| Arc::strong_count(&t.0) > 1 + uses[i]).collect();
+        s.inputs.extend(update_inputs);
+        s
+    }
+
+    /// Iterative post-order DFS: inputs before users, externals in discovery order.
+    fn visit(&mut self, start: &Tensor, index: &mut HashMap<u64, Ref>) {
+        if index.contains_key(&start.id()) {
+            return;
+        }
+        if !is_pending(start) {
+            index.insert(start.id(), Ref::External(self.externals.len()));
+            self.externals.push(start.clone());
+            return;
+        }
+        let mut stack: Vec<(Tensor, usize)> = vec![(start.clone(), 0)];
+        while let Some((node, next)) = stack.pop() {
+            if next < node.0.inputs.len() {
+                let child = node.0.inputs[next].clone();
+                stack.push((node, next + 1));
+                if index.contains_key(&child.id()) {
+                    continue;
+                }
+                if is_pending(&child) {
+                    stack.push((child, 0));
+                } else {
+                    index.insert(child.id(), Ref::External(self.externals.len()));
+                    self.externals.push(child);
+                }
+            } else if !index.contains_key(&node.id()) {
+                index.insert(node.id(), Ref::Node(self.nodes.len()));
+                self.inputs.push(node.0.inputs.iter().map(|t| index[&t.id()]).collect());
+                self.nodes.push(node);
+            }
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Tensor> {
+        self.nodes.iter().chain(self.updates.iter())
+    }
+
+    /// Checks what can only be checked once values are known to exist.
+    fn validate(&self) -> Result<()> {
+        for node in self.all() {
+            for (input, &version) in node.0.inputs.iter().zip(&node.0.input_versions) {
+                if input.0.op == Op::Leaf && input.0.version.load(Ordering::Acquire) != version {
+                    return Err(Error::StaleParameter(node.0.op.name().into()));
+                }
+            }
+            if node.0.op == Op::CrossEntropyRows {
+                let (logits, labels) = (&node.0.inputs[0], &node.0.inputs[1]);
+                let classes = logits.shape()[1];
+                if let Some((label, index)) = labels.0.max_label {
+                    if label as usize >= classes {
+                        return Err(Error::LabelOutOfRange { op: "cross_entropy", label, index, classes });
+                    }
+                }
+            }
+            if let Some(from) = node.0.op.in_place_from() {
+                for input in &node.0.inputs[from..] {
+                    let resident = input.0.op == Op::Leaf && !input.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host);
+                    if !resident {
+                        return Err(Error::Invalid(format!("{}: can only update resident leaf tensors in place", node.0.op.name())));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cache key: structure, shapes, external kinds and which values are kept.
+    fn key(&self) -> String {
+        let mut key = String::new();
+        for e in &self.externals {
+            let host = e.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host);
+            let _ = write!(key, "E{:?}{:?}{};", e.shape(), e.dtype(), if host { "h" } else { "r" });
+        }
+        for (i, node) in self.all().enumerate() {
+            let kept = self.kept.get(i).copied().unwrap_or(false);
+            let _ = write!(key, "N{:?}{:?}{:?}{:?}{};", node.0.op, node.shape(), node.dtype(), self.inputs[i], kept as u8);
+        }
+        key
+    }
+
+    /// Lowers to a program: one step per kernel, arena slots reused by liveness.
+    fn lower(&self) -> Program {
+        let mut program = Program {
+            externals: self
+                .externals
+                .iter()
+                .map(|e| ExternalSpec {
+                    words: e.numel(),
+                    host: e.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host),
+                    written: false,
+                })
+                .collect(),
+            ..Program::default()
+        };
+        let n = self.nodes.len();
+        // Remaining uses of each arena slot, counting uses of aliases.
+        let mut slot_of: Vec<Slot> = Vec::with_capacity(n);
+        let mut uses_left: Vec<usize> = Vec::new();
+        let mut pinned: Vec<bool> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut uses = vec![0usize; n];
+        for refs in &self.inputs {
+            for r in refs {
+                if let Ref::Node(i) = r {
+                    uses[*i] += 1;
+                }
+            }
+        }
+        let resolve = |r: &Ref, slot_of: &Vec<Slot>| match r {
+            Ref::Node(i) => slot_of[*i],
+            Ref::External(e) => Slot::External(*e),
+        };
+        for (i, node) in self.nodes.iter().enumerate() {
+            let input_shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
+            let kernel = Kernel::for_node(&node.0.op, &input_shapes, node.shape());
+            let bindings_in: Vec<Slot> = self.inputs[i].iter().map(|r| resolve(r, &slot_of)).collect();
+            let out = match &kernel {
+                None => bindings_in[0], // alias: same buffer as the input
+                Some(_) => {
+                    let words = numel(node.shape()).max(1);
+                    let best = free.iter().enumerate().filter(|(_, &s)| program.arena[s] >= words).min_by_key(|(_, &s)| program.arena[s]);
+                    match best {
+                        Some((pos, &s)) => {
+                            free.swap_remove(pos);
+                            Slot::Arena(s)
+                        }
+                        None => {
+                            program.arena.push(words);
+                            uses_left.push(0);
+                            pinned.push(false);
+                            Slot::Arena(program.arena.len() - 1)
+                        }
+                    }
+                }
+            };
+            slot_of.push(out);
+            if let Slot::Arena(s) = out {
+                uses_left[s] += uses[i];
+                pinned[s] |= self.kept[i];
+            }
+            if let Some(kernel) = kernel {
+                let mut bindings = bindings_in.clone();
+                bindings.push(out);
+                program.steps.push(Step { kernel, bindings });
+            }
+            // Inputs consumed: free arena slots nobody needs any more.
+            for b in bindings_in {
+                if let Slot::Arena(s) = b {
+                    uses_left[s] -= 1;
+                    if uses_left[s] == 0 && !pinned[s] {
+                        free.push(s);
+                    }
+                }
+            }
+            if let Slot::Arena(s) = out {
+                if uses_left[s] == 0 && !pinned[s] && !free.contains(&s) {
+                    free.push(s);
+                }
+            }
+        }
+        for (u, update) in self.updates.iter().enumerate() {
+            let refs = &self.inputs[n + u];
+            let input_shapes: Vec<&[usize]> = update.0.inputs.iter().map(|t| t.shape()).collect();
+            let kernel = Kernel::for_node(&update.0.op, &input_shapes, update.shape()).expect("updates are kernels");
+            let bindings: Vec<Slot> = refs.iter().map(|r| resolve(r, &slot_of)).collect();
+            for (k, b) in bindings.iter().enumerate() {
+                if k >= kernel.reads() {
+                    if let Slot::External(e) = b {
+                        program.externals[*e].written = true;
+                    }
+                }
+            }
+            program.updates.push(Step { kernel, bindings });
+        }
+        program.kept = (0..n).filter(|&i| self.kept[i]).map(|i| (slot_of[i], numel(self.nodes[i].shape()))).collect();
+        program
+    }
+}
+
+/// Computes `roots` (and every pending value someone still holds), then applies
+/// `updates` in place, as one plan: on the GPU one command buffer, one submit.
+pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
+    let Some(device) = roots.iter().chain(updates).next().map(|t| t.device().clone()) else {
+        return Ok(());
+    };
+    let schedule = Schedule::build(roots, updates);
+    if schedule.nodes.is_empty() && schedule.updates.is_empty() {
+        return Ok(());
+    }
+    for t in schedule.all().chain(&schedule.externals) {
+        if !t.device().same(&device) {
+            return Err(Error::DeviceMismatch { op: "realize", a: device.to_string(), b: t.device().to_string() });
+        }
+    }
+    schedule.validate()?;
+    let key = schedule.key();
+    let plan = {
+        let cached = device.plan_cache().lock().unwrap().get(&key).cloned();
+        match cached {
+            Some(plan) => {
+                Counters::add(&device.counters().plan_cache_hits, 1);
+                plan
+            }
+            None => {
+                Counters::add(&device.counters().plan_cache_misses, 1);
+                let exec = device.backend().compile(schedule.lower())?;
+                let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();
+                let plan = Arc::new(CompiledPlan { exec, kept_nodes });
+                device.plan_cache().lock().unwrap().insert(key, plan.clone());
+                plan
+            }
+        }
+    };
+    let externals: Vec<Storage> =
+        schedule.externals.iter().map(|t| t.0.storage.lock().unwrap().clone().expect("externals are realized")).collect();
+    let kept = plan.exec.run(&externals)?;
+    for (&i, storage) in plan.kept_nodes.iter().zip(kept) {
+        *schedule.nodes[i].0.storage.lock().unwrap() = Some(storage);
+    }
+    for update in &schedule.updates {
+        let from = update.0.op.in_place_from().unwrap_or(update.0.inputs.len());
+        for written in &update.0.inputs[from..] {
+            written.0.version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! # wgnn — neural networks on WebGPU
+//!
+//! A neural-network compute engine: lazy tensors build a graph, autograd appends the
+//! backward pass to the same graph, and a plan executor runs it on a wgpu GPU
+//! (Vulkan, Metal, DX12, GL) or on the CPU reference backend. A training step —
+//! forward, backward, optimizer update — is one plan: on the GPU one submit and no
+//! readback.
+//!
+//! ```no_run
+//! use wgnn::{Device, Tensor};
+//! use wgnn::nn::{self, Linear, Module, Sequential};
+//! use wgnn::optim::{Adam, AdamConfig, Optimizer};
+//!
+//! # fn main() -> wgnn::Result<()> {
+//! let dev = Device::best();
+//! let model = Sequential::new().add(Linear::new(2, 8, &dev)).add(nn::Tanh).add(Linear::new(8, 1, &dev));
+//! let mut opt = Adam::new(model.parameters(), AdamConfig { lr: 0.05, ..Default::default() });
+//! let x = Tensor::from_vec(vec![0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2], &dev)?;
+//! let y = Tensor::from_vec(vec![0., 1., 1., 0.], &[4, 1], &dev)?;
+//! for _ in 0..500 {
+//!     let loss = nn::loss::mse(&model.forward(&x), &y);
+//!     opt.step(&loss.backward()?)?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod backend;
+pub mod data;
+mod device;
+mod error;
+mod graph;
+pub mod io;
+pub mod nn;
+pub mod optim;
+pub mod rng;
+mod tensor;
+
+pub use device::{Device, DeviceInfo, DeviceKind, Stats};
+pub use error::{Error, Result};
+pub use graph::autograd::Gradients;
+pub use rng::manual_seed;
+pub use tensor::{DType, Tensor};
+
+/// The op table, public for documentation and tests.
+pub mod ops {
+    pub use crate::graph::elementwise::{BinaryOp, UnaryOp};
+    pub use crate::graph::op::{Act, Op, ReduceKind};
+}

@@ -1,0 +1,52 @@
+//! Losses with PyTorch's mean reduction, composed from primitive ops (the softmax
+//! cross-entropy uses its fused kernel).
+
+use crate::tensor::DType;
+use crate::Tensor;
+
+/// Mean squared error, `MSELoss()`.
+#[track_caller]
+pub fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
+    assert!(pred.shape() == target.shape(), "mse: prediction {:?} and target {:?} differ", pred.shape(), target.shape());
+    (pred - target).square().mean()
+}
+
+/// Binary cross-entropy on probabilities, `BCELoss()` (logs clamped at -100 as
+/// PyTorch does, so p = 0 or 1 gives a finite loss).
+#[track_caller]
+pub fn binary_cross_entropy(p: &Tensor, target: &Tensor) -> Tensor {
+    assert!(p.shape() == target.shape(), "binary_cross_entropy: prediction {:?} and target {:?} differ", p.shape(), target.shape());
+    let floor = Tensor::full(&[], -100.0, p.device());
+    let log_p = p.log().maximum(&floor);
+    let log_q = p.neg().add_scalar(1.0).log().maximum(&floor);
+    (target * &log_p + &(target.neg().add_scalar(1.0) * log_q)).mean().neg()
+}
+
+/// Binary cross-entropy on logits, `BCEWithLogitsLoss()`: stable for any logit.
+#[track_caller]
+pub fn binary_cross_entropy_with_logits(z: &Tensor, target: &Tensor) -> Tensor {
+    assert!(
+        z.shape() == target.shape(),
+        "binary_cross_entropy_with_logits: logits {:?} and target {:?} differ",
+        z.shape(),
+        target.shape()
+    );
+    // max(z, 0) - z·t + log(1 + e^-|z|)
+    (z.relu() - z * target + z.abs().neg().exp().add_scalar(1.0).log()).mean()
+}
+
+/// Softmax cross-entropy of logits `[batch, classes]` against class labels
+/// `[batch]`, `CrossEntropyLoss()`: one fused kernel forward and backward. Labels
+/// out of range are reported as `Error::LabelOutOfRange` when the loss is computed.
+#[track_caller]
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    assert!(logits.shape().len() == 2, "cross_entropy: logits must be [batch, classes], got {:?}", logits.shape());
+    assert!(
+        labels.dtype() == DType::U32 && labels.shape() == [logits.shape()[0]],
+        "cross_entropy: labels must be a label tensor of shape [{}], got {:?} {:?}",
+        logits.shape()[0],
+        labels.dtype(),
+        labels.shape()
+    );
+    Tensor::cross_entropy_rows(logits, labels).mean()
+}

@@ -1,0 +1,181 @@
+//! Optimizers with `torch.optim` semantics. A step is part of the plan that
+//! computes the gradients: fused in-place update kernels run after the backward
+//! pass, in the same submit, with no parameter readback. Hyper-parameters live in a
+//! small device buffer, so changing the learning rate does not recompile anything.
+
+use crate::graph::op::{Op, UpdateKind};
+use crate::graph::plan;
+use crate::tensor::DType;
+use crate::{Error, Gradients, Result, Tensor};
+
+/// Something that updates parameters from gradients. Object-safe.
+pub trait Optimizer {
+    /// Applies one update to every parameter that has a gradient in `grads`. On
+    /// error, parameters and state are left as they were.
+    fn step(&mut self, grads: &Gradients) -> Result<()>;
+    /// The current learning rate.
+    fn lr(&self) -> f32;
+    /// Sets the learning rate for the following steps.
+    fn set_lr(&mut self, lr: f32);
+    /// The parameters this optimizer updates.
+    fn parameters(&self) -> &[Tensor];
+    /// Gradients are values here (not accumulated into parameters), so there is
+    /// nothing to zero; kept for PyTorch habits.
+    fn zero_grad(&mut self) {}
+}
+
+/// Settings of [`Sgd`], as `torch.optim.SGD`. The seed's momentum form
+/// v = βv + (1−β)g is `momentum: β, dampening: β`.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig { lr: 1e-2, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false }
+    }
+}
+
+/// Settings of [`Adam`] and [`AdamW`], as `torch.optim.Adam`/`AdamW`.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+/// Shared machinery: parameters, their device-resident state, the hyper-parameter
+/// buffer and the step counter.
+struct Core {
+    params: Vec<Tensor>,
+    kind: UpdateKind,
+    state_buffers: usize,
+    hyper_values: Vec<f32>,
+    /// Created on the first step (device allocation can fail; constructors cannot).
+    resident: Option<Resident>,
+    hyper_dirty: bool,
+}
+
+struct Resident {
+    state: Vec<Vec<Tensor>>,
+    hyper: Tensor,
+    steps: Tensor,
+}
+
+impl Core {
+    fn new(params: Vec<Tensor>, kind: UpdateKind, state_buffers: usize, hyper_values: Vec<f32>) -> Core {
+        Core { params, kind, state_buffers, hyper_values, resident: None, hyper_dirty: false }
+    }
+
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        let Some(first) = self.params.first() else { return Ok(()) };
+        let device = first.device().clone();
+        if self.resident.is_none() {
+            let zeros = |shape: &[usize]| Tensor::resident(vec![0.0; shape.iter().product()], shape, &device);
+            let state = self
+                .params
+                .iter()
+                .map(|p| (0..self.state_buffers).map(|_| zeros(p.shape())).collect::<Result<Vec<_>>>())
+                .collect::<Result<Vec<_>>>()?;
+            let hyper = Tensor::resident(self.hyper_values.clone(), &[self.hyper_values.len()], &device)?;
+            self.resident = Some(Resident { state, hyper, steps: zeros(&[1])? });
+            self.hyper_dirty = false;
+        }
+        let r = self.resident.as_ref().unwrap();
+        if self.hyper_dirty {
+            r.hyper.assign(&self.hyper_values)?;
+            self.hyper_dirty = false;
+        }
+        let mut updates = Vec::new();
+        for (param, state) in self.params.iter().zip(&r.state) {
+            let Some(grad) = grads.get(param) else { continue };
+            if grad.shape() != param.shape() {
+                return Err(Error::ShapeMismatch { op: "optimizer step".into(), expected: param.shape().to_vec(), got: grad.shape().to_vec() });
+            }
+            let mut inputs = vec![grad.clone(), r.hyper.clone(), r.steps.clone(), param.clone()];
+            inputs.extend(state.iter().cloned());
+            updates.push(Tensor::from_node(Op::Update(self.kind), inputs, vec![], DType::F32));
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        updates.push(Tensor::from_node(Op::Increment, vec![r.steps.clone()], vec![], DType::F32));
+        plan::realize(&[], &updates)
+    }
+}
+
+/// Stochastic gradient descent with momentum, dampening, Nesterov and weight decay.
+pub struct Sgd {
+    core: Core,
+}
+
+impl Sgd {
+    pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Sgd {
+        let momentum = config.momentum != 0.0;
+        let hyper = vec![config.lr, config.momentum, config.dampening, config.weight_decay, config.nesterov as u32 as f32];
+        Sgd { core: Core::new(params, UpdateKind::Sgd { momentum }, momentum as usize, hyper) }
+    }
+}
+
+/// Adam (`torch.optim.Adam`: L2 weight decay added to the gradient).
+pub struct Adam {
+    core: Core,
+}
+
+impl Adam {
+    pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Adam {
+        Adam { core: adam_core(params, config, false) }
+    }
+}
+
+/// AdamW (`torch.optim.AdamW`: decoupled weight decay). PyTorch's default
+/// weight decay for AdamW is 0.01; set it in the config.
+pub struct AdamW {
+    core: Core,
+}
+
+impl AdamW {
+    pub fn new(params: Vec<Tensor>, config: AdamConfig) -> AdamW {
+        AdamW { core: adam_core(params, config, true) }
+    }
+}
+
+fn adam_core(params: Vec<Tensor>, c: AdamConfig, decoupled: bool) -> Core {
+    Core::new(params, UpdateKind::Adam { decoupled }, 2, vec![c.lr, c.beta1, c.beta2, c.eps, c.weight_decay])
+}
+
+macro_rules! impl_optimizer {
+    ($t:ty) => {
+        impl Optimizer for $t {
+            fn step(&mut self, grads: &Gradients) -> Result<()> {
+                self.core.step(grads)
+            }
+            fn lr(&self) -> f32 {
+                self.core.hyper_values[0]
+            }
+            fn set_lr(&mut self, lr: f32) {
+                self.core.hyper_values[0] = lr;
+                self.core.hyper_dirty = true;
+            }
+            fn parameters(&self) -> &[Tensor] {
+                &self.core.params
+            }
+        }
+    };
+}
+impl_optimizer!(Sgd);
+impl_optimizer!(Adam);
+impl_optimizer!(AdamW);

@@ -1,0 +1,280 @@
+//! `Tensor`: a handle to a node of the lazy graph. Building ops records nodes;
+//! nothing runs until a value is read (`to_vec`) or an optimizer step is applied.
+
+mod ops;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::Storage;
+use crate::graph::op::Op;
+use crate::graph::plan;
+use crate::{Device, Error, Result};
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    /// Class indices (stored as 32-bit words like f32 data).
+    U32,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One node of the graph.
+pub(crate) struct Node {
+    pub id: u64,
+    pub op: Op,
+    pub inputs: Vec<Tensor>,
+    /// Versions of leaf inputs when this node was built (0 for non-leaves).
+    pub input_versions: Vec<u64>,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub device: Device,
+    pub requires_grad: AtomicBool,
+    /// The realized value, once computed (always set for leaves).
+    pub storage: Mutex<Option<Storage>>,
+    /// Bumped whenever a leaf is written in place.
+    pub version: AtomicU64,
+    /// For label leaves: the largest label, checked against the class count.
+    pub max_label: Option<(u32, usize)>,
+}
+
+/// A lazily evaluated n-dimensional array of f32 (or u32 class labels) on a [`Device`].
+///
+/// Cloning is cheap (a reference count). Arithmetic is available on references:
+/// `&a + &b`, `&a * &b`, ….
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Node>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({}, {:?}, {:?})", self.0.op.name(), self.0.shape, self.0.dtype)
+    }
+}
+
+pub(crate) fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    pub(crate) fn from_node(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType) -> Tensor {
+        let device = inputs.first().map(|t| t.0.device.clone()).expect("an op node has inputs");
+        Tensor::new_node(op, inputs, shape, dtype, device)
+    }
+
+    pub(crate) fn new_node(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType, device: Device) -> Tensor {
+        let requires_grad = inputs.iter().any(|t| t.is_trainable());
+        let input_versions = inputs
+            .iter()
+            .map(|t| if t.0.op == Op::Leaf { t.0.version.load(Ordering::Acquire) } else { 0 })
+            .collect();
+        Tensor(Arc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            op,
+            inputs,
+            input_versions,
+            shape,
+            dtype,
+            device,
+            requires_grad: AtomicBool::new(requires_grad),
+            storage: Mutex::new(None),
+            version: AtomicU64::new(0),
+            max_label: None,
+        }))
+    }
+
+    pub(crate) fn leaf(storage: Storage, shape: Vec<usize>, dtype: DType, device: &Device, max_label: Option<(u32, usize)>) -> Tensor {
+        Tensor(Arc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            op: Op::Leaf,
+            inputs: Vec::new(),
+            input_versions: Vec::new(),
+            shape,
+            dtype,
+            device: device.clone(),
+            requires_grad: AtomicBool::new(false),
+            storage: Mutex::new(Some(storage)),
+            version: AtomicU64::new(0),
+            max_label,
+        }))
+    }
+
+    /// A tensor holding `data` in row-major order; `data.len()` must equal the
+    /// product of `shape`.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        let expected = numel(shape);
+        if data.len() != expected {
+            return Err(Error::ShapeData { op: "Tensor::from_vec", len: data.len(), shape: shape.to_vec(), expected });
+        }
+        let storage = device.backend().stage(data)?;
+        Ok(Tensor::leaf(storage, shape.to_vec(), DType::F32, device, None))
+    }
+
+    /// A 1-D tensor of class indices, for `cross_entropy` and metrics.
+    pub fn from_labels(labels: &[u32], device: &Device) -> Result<Tensor> {
+        let data: Vec<f32> = labels.iter().map(|&l| f32::from_bits(l)).collect();
+        let storage = device.backend().stage(data)?;
+        let max_label = labels.iter().copied().enumerate().max_by_key(|&(i, l)| (l, std::cmp::Reverse(i))).map(|(i, l)| (l, i));
+        Ok(Tensor::leaf(storage, vec![labels.len()], DType::U32, device, max_label))
+    }
+
+    /// A tensor filled with `value`, generated on the device (nothing is uploaded).
+    pub fn full(shape: &[usize], value: f32, device: &Device) -> Tensor {
+        Tensor::new_node(Op::Fill(value), Vec::new(), shape.to_vec(), DType::F32, device.clone())
+    }
+
+    /// Zeros of the given shape (generated on the device).
+    pub fn zeros(shape: &[usize], device: &Device) -> Tensor {
+        Tensor::full(shape, 0.0, device)
+    }
+
+    /// Ones of the given shape (generated on the device).
+    pub fn ones(shape: &[usize], device: &Device) -> Tensor {
+        Tensor::full(shape, 1.0, device)
+    }
+
+    /// Uniform values in `[low, high)` from a counter-based generator keyed by `seed`
+    /// (the same seed gives the same values on every device).
+    pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64, device: &Device) -> Result<Tensor> {
+        let data = crate::rng::uniform(seed, numel(shape), low, high);
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// Standard normal values from a counter-based generator keyed by `seed`.
+    pub fn randn(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
+        let data = crate::rng::normal(seed, numel(shape));
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// Marks a leaf as trainable: `backward` returns its gradient and optimizers may
+    /// update it in place. Its data moves into a resident device buffer.
+    pub fn requires_grad(self) -> Result<Tensor> {
+        if self.0.op != Op::Leaf {
+            return Err(Error::Invalid("requires_grad: only leaf tensors (made from data) can be trainable".into()));
+        }
+        {
+            let mut storage = self.0.storage.lock().unwrap();
+            let current = storage.take().expect("a leaf has storage");
+            *storage = Some(self.0.device.backend().make_resident(current)?);
+        }
+        self.0.requires_grad.store(true, Ordering::Release);
+        Ok(self)
+    }
+
+    /// Whether gradients flow to this tensor.
+    pub fn is_trainable(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Acquire)
+    }
+
+    /// The shape (row-major).
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// The device the tensor lives on.
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
+    /// A stable identity for this node (used to look up gradients).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Computes the value (if it is not yet) and reads it back. Labels come back as
+    /// their integer values converted to f32.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.to_vec_async())
+    }
+
+    /// Async form of [`Tensor::to_vec`] (the readback is awaited, not blocked on).
+    pub async fn to_vec_async(&self) -> Result<Vec<f32>> {
+        let storage = self.realized_storage()?;
+        let mut words = self.0.device.backend().read(&storage).await?;
+        words.truncate(self.numel());
+        Ok(match self.0.dtype {
+            DType::F32 => words,
+            DType::U32 => words.into_iter().map(|w| w.to_bits() as f32).collect(),
+        })
+    }
+
+    /// Reads a label tensor (e.g. the result of `argmax`) as integers.
+    pub fn to_labels(&self) -> Result<Vec<u32>> {
+        let storage = self.realized_storage()?;
+        let mut words = pollster::block_on(self.0.device.backend().read(&storage))?;
+        words.truncate(self.numel());
+        Ok(words.into_iter().map(|w| if self.0.dtype == DType::U32 { w.to_bits() } else { w as u32 }).collect())
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        let v = self.to_vec()?;
+        if v.len() != 1 {
+            return Err(Error::Invalid(format!("item: tensor of shape {:?} has {} values, not 1", self.shape(), v.len())));
+        }
+        Ok(v[0])
+    }
+
+    /// Computes the value on the device without reading it back.
+    pub fn realize(&self) -> Result<()> {
+        self.realized_storage().map(|_| ())
+    }
+
+    pub(crate) fn realized_storage(&self) -> Result<Storage> {
+        if let Some(s) = self.0.storage.lock().unwrap().as_ref() {
+            return Ok(s.clone());
+        }
+        plan::realize(std::slice::from_ref(self), &[])?;
+        Ok(self.0.storage.lock().unwrap().clone().expect("realized"))
+    }
+
+    /// Overwrites a leaf's data in place (e.g. when loading weights); pending graphs
+    /// that read the old value will report [`Error::StaleParameter`].
+    pub fn assign(&self, data: &[f32]) -> Result<()> {
+        if self.0.op != Op::Leaf {
+            return Err(Error::Invalid("assign: only leaf tensors can be overwritten".into()));
+        }
+        if data.len() != self.numel() {
+            return Err(Error::ShapeData { op: "Tensor::assign", len: data.len(), shape: self.shape().to_vec(), expected: self.numel() });
+        }
+        let mut storage = self.0.storage.lock().unwrap();
+        let current = storage.take().expect("a leaf has storage");
+        let backend = self.0.device.backend();
+        let updated = backend.overwrite(current.clone(), data);
+        match updated {
+            Ok(s) => *storage = Some(s),
+            Err(e) => {
+                *storage = Some(current);
+                return Err(e);
+            }
+        }
+        self.0.version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Backpropagates from this scalar: the gradient of every trainable tensor it
+    /// depends on, as graph nodes (nothing runs until they are read or applied).
+    pub fn backward(&self) -> Result<crate::Gradients> {
+        crate::graph::autograd::backward(self)
+    }
+}
+
+impl Tensor {
+    /// A leaf in a resident device buffer (optimizer state, hyper-parameters).
+    pub(crate) fn resident(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        let backend = device.backend();
+        let storage = backend.make_resident(backend.stage(data)?)?;
+        Ok(Tensor::leaf(storage, shape.to_vec(), DType::F32, device, None))
+    }
+}
