@@ -148,7 +148,6 @@ impl Kernel {
             Kernel::CrossEntropyRowsGrad { .. } | Kernel::Update { .. } => 3,
         }
     }
-    }
 }
 
 /// `[outer, len, inner]` view of a shape around `axis`.
