@@ -1,0 +1,352 @@
+//! GPU vs CPU: square f32 matmul and one training step of an MNIST MLP, timed on
+//! the CPU reference backend and on the wgpu GPU, printed as one table.
+//!
+//! `cargo run --release --example bench [-- --quick]`
+//!
+//! Method, per cell (one op, one size, one device):
+//!
+//! * **Warm-up.** The op runs untimed first (twice; once with `--quick`), which
+//!   compiles its plan (shaders, pipelines, arena buffers) and fills the plan
+//!   cache. Timed runs then reuse the cached plan, as a training loop does.
+//! * **Every timed run waits for completion.** On the GPU, `realize` and
+//!   `Optimizer::step` only submit work and return, so each timed run ends in a
+//!   tiny readback, which submits a copy and blocks until the queue is idle (the
+//!   queue runs in order, so that means until the measured work has finished):
+//!   - matmul: `c.realize()`, then a 4-byte read of a one-element resident
+//!     "fence" tensor (reading all of `c` would add an n²-word copy to the time);
+//!   - train_step: forward, `backward`, `Adam::step` (one plan, one submit; the
+//!     loss is kept because we hold it), then `loss.to_vec()` (4 bytes).
+//!
+//!   The CPU backend computes synchronously; it ends its runs the same way.
+//! * **Median of N runs**, N adaptive: at least 3, and more until about 1 s has
+//!   been spent in the cell (about 0.1 s with `--quick`).
+//!
+//! Columns: median ms per op on each device; GFLOP/s on each device (matmul:
+//! 2n³ flops; train_step: the matmul flops of forward and backward, 2·F1 + 3·F2
+//! with F = 2·batch·in·out per layer, so elementwise, loss and Adam work are not
+//! counted); GPU/CPU is GPU time over CPU time (below 1: the GPU is faster). With
+//! no GPU adapter the GPU columns show "n/a". After the table, the device counters
+//! of one GPU training step show that a step is one submit with no readback.
+
+use std::time::{Duration, Instant};
+
+use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::{Device, Result, Stats, Tensor};
+
+const MATMUL_SIZES: [usize; 4] = [128, 512, 1024, 2048];
+const TRAIN_BATCHES: [usize; 2] = [32, 128];
+const IN: usize = 784;
+const HIDDEN: usize = 128;
+const CLASSES: usize = 10;
+
+/// How much timing each cell gets.
+#[derive(Clone, Copy)]
+struct Budget {
+    warmup_runs: usize,
+    min_runs: usize,
+    max_runs: usize,
+    time: Duration,
+}
+
+/// What one cell measured.
+#[derive(Clone, Copy)]
+struct Timing {
+    median: Duration,
+    runs: usize,
+}
+
+impl Timing {
+    fn ms(&self) -> f64 {
+        self.median.as_secs_f64() * 1e3
+    }
+}
+
+/// Runs `run` untimed `warmup_runs` times, then times it until both `min_runs`
+/// runs and `time` have passed (at most `max_runs`), and returns the median.
+/// `run` must itself wait for its work to finish (see the module doc).
+fn measure(budget: Budget, mut run: impl FnMut() -> Result<()>) -> Result<Timing> {
+    for _ in 0..budget.warmup_runs {
+        run()?;
+    }
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while samples.len() < budget.min_runs
+        || (started.elapsed() < budget.time && samples.len() < budget.max_runs)
+    {
+        let t = Instant::now();
+        run()?;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let mid = samples.len() / 2;
+    let median = if samples.len() % 2 == 1 {
+        samples[mid]
+    } else {
+        (samples[mid - 1] + samples[mid]) / 2
+    };
+    Ok(Timing {
+        median,
+        runs: samples.len(),
+    })
+}
+
+/// A one-element tensor in a resident device buffer. Reading it back submits a
+/// 4-byte copy and waits for the device queue to drain, i.e. for everything
+/// submitted before it (on the CPU the read is trivial: work is synchronous).
+fn fence(dev: &Device) -> Result<Tensor> {
+    Tensor::from_vec(vec![0.0], &[1], dev)?.requires_grad()
+}
+
+/// Median time of an `n×n · n×n` matmul on `dev`, each run realized and waited for.
+fn time_matmul(n: usize, dev: &Device, budget: Budget) -> Result<Timing> {
+    let a = Tensor::randn(&[n, n], 1, dev)?;
+    let b = Tensor::randn(&[n, n], 2, dev)?;
+    let fence = fence(dev)?;
+    measure(budget, || {
+        let c = a.matmul(&b);
+        c.realize()?; // on the GPU: submitted, not finished
+        fence.to_vec()?; // waits for the matmul to finish
+        Ok(())
+    })
+}
+
+/// The MNIST MLP (784 → 128 relu → 10), its optimizer and a fixed random batch.
+struct MlpStep {
+    model: Sequential,
+    opt: Adam,
+    x: Tensor,
+    labels: Tensor,
+}
+
+impl MlpStep {
+    fn new(batch: usize, dev: &Device) -> Result<MlpStep> {
+        wgnn::manual_seed(0);
+        let model = Sequential::new()
+            .add(Linear::new(IN, HIDDEN, dev))
+            .add(nn::Relu)
+            .add(Linear::new(HIDDEN, CLASSES, dev));
+        let opt = Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 1e-3,
+                ..Default::default()
+            },
+        );
+        let pixels = wgnn::rng::uniform(42, batch * IN, 0.0, 1.0);
+        let x = Tensor::from_vec(pixels, &[batch, IN], dev)?;
+        let labels: Vec<u32> = wgnn::rng::uniform(43, batch, 0.0, CLASSES as f32)
+            .into_iter()
+            .map(|v| (v as u32).min(CLASSES as u32 - 1))
+            .collect();
+        let labels = Tensor::from_labels(&labels, dev)?;
+        Ok(MlpStep {
+            model,
+            opt,
+            x,
+            labels,
+        })
+    }
+
+    /// Forward, backward and Adam update as one plan (on the GPU one submit that
+    /// returns without waiting). The loss is returned unread; holding it keeps its
+    /// value, which the plan then writes to a buffer of its own.
+    fn step(&mut self) -> Result<Tensor> {
+        let loss = nn::loss::cross_entropy(&self.model.forward(&self.x), &self.labels);
+        let grads = loss.backward()?;
+        self.opt.step(&grads)?;
+        Ok(loss)
+    }
+
+    /// One step, finished: the 4-byte loss readback waits for the step's submit.
+    fn step_and_wait(&mut self) -> Result<f32> {
+        Ok(self.step()?.to_vec()?[0])
+    }
+}
+
+/// Matmul flops of one training step (see the module doc).
+fn train_flops(batch: usize) -> f64 {
+    let f1 = 2.0 * (batch * IN * HIDDEN) as f64;
+    let f2 = 2.0 * (batch * HIDDEN * CLASSES) as f64;
+    2.0 * f1 + 3.0 * f2
+}
+
+fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing> {
+    let mut mlp = MlpStep::new(batch, dev)?;
+    measure(budget, || mlp.step_and_wait().map(|_| ()))
+}
+
+/// One row of the table.
+struct Row {
+    op: &'static str,
+    size: String,
+    flops: f64,
+    cpu: Timing,
+    gpu: Option<Timing>,
+}
+
+fn gflops(flops: f64, t: Timing) -> f64 {
+    flops / t.median.as_secs_f64() / 1e9
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<10} {:>9} {:>11} {:>11} {:>12} {:>12} {:>8} {:>11}",
+        "op", "size", "CPU ms", "GPU ms", "CPU GFLOP/s", "GPU GFLOP/s", "GPU/CPU", "runs c/g"
+    );
+    println!("{}", "-".repeat(91));
+    for r in rows {
+        let na = || "n/a".to_string();
+        let gpu_ms = r.gpu.map_or_else(na, |g| format!("{:.3}", g.ms()));
+        let gpu_gf = r
+            .gpu
+            .map_or_else(na, |g| format!("{:.2}", gflops(r.flops, g)));
+        let ratio = r
+            .gpu
+            .map_or_else(na, |g| format!("{:.2}", g.ms() / r.cpu.ms()));
+        let runs = format!(
+            "{}/{}",
+            r.cpu.runs,
+            r.gpu
+                .map_or_else(|| "-".to_string(), |g| g.runs.to_string())
+        );
+        println!(
+            "{:<10} {:>9} {:>11.3} {:>11} {:>12.2} {:>12} {:>8} {:>11}",
+            r.op,
+            r.size,
+            r.cpu.ms(),
+            gpu_ms,
+            gflops(r.flops, r.cpu),
+            gpu_gf,
+            ratio,
+            runs
+        );
+    }
+}
+
+/// Counters of one GPU training step (no readback), then of the loss readback.
+fn step_stats(dev: &Device, batch: usize) -> Result<(Stats, Stats)> {
+    let mut mlp = MlpStep::new(batch, dev)?;
+    mlp.step_and_wait()?; // compile and warm the plan
+    let before = dev.stats();
+    let loss = mlp.step()?;
+    let after_step = dev.stats();
+    loss.to_vec()?;
+    let after_read = dev.stats();
+    Ok((after_step - before, after_read - after_step))
+}
+
+/// The largest |difference| between the CPU and GPU results of a small matmul
+/// and of a first training step's loss (a sanity check that both compute the same).
+fn agreement(gpu: &Device) -> Result<(f32, f32)> {
+    let cpu = Device::cpu();
+    let mm = |dev: &Device| -> Result<Vec<f32>> {
+        let a = Tensor::randn(&[128, 128], 1, dev)?;
+        let b = Tensor::randn(&[128, 128], 2, dev)?;
+        a.matmul(&b).to_vec()
+    };
+    let (c, g) = (mm(&cpu)?, mm(gpu)?);
+    let mm_diff = c
+        .iter()
+        .zip(&g)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let loss_diff =
+        (MlpStep::new(32, &cpu)?.step_and_wait()? - MlpStep::new(32, gpu)?.step_and_wait()?).abs();
+    Ok((mm_diff, loss_diff))
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let budget = if quick {
+        Budget {
+            warmup_runs: 1,
+            min_runs: 3,
+            max_runs: 20,
+            time: Duration::from_millis(100),
+        }
+    } else {
+        Budget {
+            warmup_runs: 2,
+            min_runs: 3,
+            max_runs: 1000,
+            time: Duration::from_secs(1),
+        }
+    };
+    let started = Instant::now();
+    let cpu = Device::cpu();
+    let gpu = match Device::gpu() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("no GPU ({e}); GPU columns will show n/a");
+            None
+        }
+    };
+
+    println!(
+        "wgnn bench{}: median of >= {} waited-for runs per cell, ~{:?} each",
+        if quick { " --quick" } else { "" },
+        budget.min_runs,
+        budget.time
+    );
+    println!("CPU: {}", cpu.info());
+    match &gpu {
+        Some(g) => println!("GPU: {}", g.info()),
+        None => println!("GPU: n/a (no adapter)"),
+    }
+    if let Some(g) = &gpu {
+        let (mm_diff, loss_diff) = agreement(g)?;
+        println!("check: matmul 128 max |cpu-gpu| = {mm_diff:.2e}; first train_step loss |cpu-gpu| = {loss_diff:.2e}");
+    }
+    println!();
+
+    let mut rows = Vec::new();
+    let gpu_time = |what: &str, f: &dyn Fn(&Device) -> Result<Timing>| -> Result<Option<Timing>> {
+        match &gpu {
+            Some(g) => {
+                eprintln!("  {what} on gpu ...");
+                f(g).map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    for n in MATMUL_SIZES {
+        eprintln!("  matmul {n} on cpu ...");
+        let c = time_matmul(n, &cpu, budget)?;
+        let g = gpu_time(&format!("matmul {n}"), &|d| time_matmul(n, d, budget))?;
+        rows.push(Row {
+            op: "matmul",
+            size: format!("{n}"),
+            flops: 2.0 * (n as f64).powi(3),
+            cpu: c,
+            gpu: g,
+        });
+    }
+    for batch in TRAIN_BATCHES {
+        eprintln!("  train_step b{batch} on cpu ...");
+        let c = time_train_step(batch, &cpu, budget)?;
+        let g = gpu_time(&format!("train_step b{batch}"), &|d| {
+            time_train_step(batch, d, budget)
+        })?;
+        rows.push(Row {
+            op: "train_step",
+            size: format!("mlp b{batch}"),
+            flops: train_flops(batch),
+            cpu: c,
+            gpu: g,
+        });
+    }
+    print_table(&rows);
+    println!("(train_step = mnist-mlp 784-128-10, relu, cross-entropy, Adam; GFLOP/s counts matmul flops only)");
+
+    if let Some(g) = &gpu {
+        let (step, read) = step_stats(g, 128)?;
+        println!(
+            "gpu counters, one train_step b128: submits {}, dispatches {}, uploaded {} B, downloaded {} B; \
+             the loss readback after it: submits {}, downloaded {} B",
+            step.submits, step.dispatches, step.bytes_uploaded, step.bytes_downloaded, read.submits, read.bytes_downloaded
+        );
+    }
+    eprintln!("bench took {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
