@@ -12,16 +12,22 @@ fn identity() -> f32 {
 }
 
 //#kernel reduce_rows
-// inner == 1: one workgroup per output, strided partial sums, then a tree.
-// params: outer, len
+// inner == 1: one workgroup per chunk of a row: strided partial results in a fixed
+// order, then a tree. params: outer, len, chunk, chunks; writes [outer, chunks].
 var<workgroup> partial: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let row = wid.x + wid.y * groups.x;
+    let w = wid.x + wid.y * groups.x;
     let len = p(1);
+    let chunk = p(2);
+    let chunks = p(3);
+    let live = w < p(0) * chunks;
     var acc = identity();
-    if (row < p(0)) {
-        for (var j = lid.x; j < len; j += 256u) {
+    if (live) {
+        let row = w / chunks;
+        let start = (w % chunks) * chunk;
+        let end = min(start + chunk, len);
+        for (var j = start + lid.x; j < end; j += 256u) {
             acc = combine(acc, in0[row * len + j]);
         }
     }
@@ -33,7 +39,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
     }
-    if (lid.x == 0u && row < p(0)) { out0[row] = partial[0]; }
+    if (lid.x == 0u && live) { out0[w] = partial[0]; }
 }
 
 //#kernel reduce_cols

@@ -186,7 +186,7 @@ pub(crate) fn run_kernel(kernel: &Kernel, x: &[&[f32]], out: &mut [&mut [f32]]) 
             matmul(*m, *k, *n, *ta, *tb, x[0], x[1], out[0]);
             epilogue(*m, *n, if *bias { Some(x[2]) } else { None }, *act, out[0]);
         }
-        Kernel::Reduce { kind, outer, len, inner } => reduce(*kind, *outer, *len, *inner, x[0], out[0]),
+        Kernel::Reduce { kind, outer, len, inner, chunk } => reduce(*kind, *outer, *len, *inner, *chunk, x[0], out[0]),
         Kernel::ArgMax { outer, len, inner } => {
             for o in 0..*outer {
                 for i in 0..*inner {
@@ -332,11 +332,37 @@ fn epilogue(m: usize, n: usize, bias: Option<&[f32]>, act: Act, out: &mut [f32])
     }
 }
 
-fn reduce(kind: ReduceKind, outer: usize, len: usize, inner: usize, x: &[f32], out: &mut [f32]) {
+fn reduce(kind: ReduceKind, outer: usize, len: usize, inner: usize, chunk: usize, x: &[f32], out: &mut [f32]) {
     let init = match kind {
         ReduceKind::Sum => 0.0,
         ReduceKind::Max => f32::NEG_INFINITY,
     };
+    let combine = |a: f32, b: f32| match kind {
+        ReduceKind::Sum => a + b,
+        ReduceKind::Max => a.max(b),
+    };
+    if inner == 1 {
+        // The GPU's order: 256 strided partial results, then a tree (so the two
+        // backends agree bit for bit, and long sums stay accurate).
+        let chunks = len.div_ceil(chunk.max(1));
+        for (w, result) in out[..outer * chunks].iter_mut().enumerate() {
+            let (o, c) = (w / chunks, w % chunks);
+            let row = &x[o * len + c * chunk..o * len + ((c + 1) * chunk).min(len)];
+            let mut partial = [init; 256];
+            for (j, &v) in row.iter().enumerate() {
+                partial[j % 256] = combine(partial[j % 256], v);
+            }
+            let mut s = 128;
+            while s > 0 {
+                for i in 0..s {
+                    partial[i] = combine(partial[i], partial[i + s]);
+                }
+                s /= 2;
+            }
+            *result = partial[0];
+        }
+        return;
+    }
     out[..outer * inner].fill(init);
     for o in 0..outer {
         let acc = &mut out[o * inner..(o + 1) * inner];

@@ -303,13 +303,14 @@ fn launch(kernel: &Kernel) -> Launch {
             let groups = (n.div_ceil(64).max(1) as u32, m.div_ceil(64).max(1) as u32, 1);
             (section(MATMUL, "matmul"), vec![*m as u32, *k as u32, *n as u32], groups)
         }
-        Kernel::Reduce { kind, outer, len, inner } => {
+        Kernel::Reduce { kind, outer, len, inner, chunk } => {
             generated += &format!("const IS_MAX: bool = {};\n", *kind == ReduceKind::Max);
-            let params = vec![*outer as u32, *len as u32, *inner as u32];
             if *inner == 1 {
-                (section(REDUCE, "reduce_rows"), params, grid(*outer))
+                let chunks = len.div_ceil((*chunk).max(1));
+                let params = vec![*outer as u32, *len as u32, *chunk as u32, chunks as u32];
+                (section(REDUCE, "reduce_rows"), params, grid(outer * chunks))
             } else {
-                (section(REDUCE, "reduce_cols"), params, grid_for(outer * inner))
+                (section(REDUCE, "reduce_cols"), vec![*outer as u32, *len as u32, *inner as u32], grid_for(outer * inner))
             }
         }
         Kernel::ArgMax { outer, len, inner } => {

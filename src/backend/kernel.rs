@@ -19,8 +19,10 @@ pub(crate) enum Kernel {
     Binary { op: BinaryOp, shape: Vec<usize>, a_strides: Vec<usize>, b_strides: Vec<usize> },
     /// reads [a, b, bias?], writes [out]
     MatMul { m: usize, k: usize, n: usize, ta: bool, tb: bool, bias: bool, act: Act },
-    /// reads [x] viewed as [outer, len, inner], writes [outer, inner]
-    Reduce { kind: ReduceKind, outer: usize, len: usize, inner: usize },
+    /// reads [x] viewed as [outer, len, inner], writes [outer, inner]; when
+    /// `inner == 1`, each row is reduced in chunks of `chunk` (one workgroup each),
+    /// writing [outer, ⌈len / chunk⌉] (a long row takes two launches).
+    Reduce { kind: ReduceKind, outer: usize, len: usize, inner: usize, chunk: usize },
     /// reads [x] viewed as [outer, len, inner], writes u32 [outer, inner]
     ArgMax { outer: usize, len: usize, inner: usize },
     /// reads [x], writes [out]: out[i] = x[Σ idx_d · in_strides_d] (permute, expand).
@@ -112,7 +114,7 @@ impl Kernel {
             }
             Op::Reduce { kind, axis } => {
                 let (outer, len, inner) = split_axis(inputs[0], *axis);
-                Kernel::Reduce { kind: *kind, outer, len, inner }
+                Kernel::Reduce { kind: *kind, outer, len, inner, chunk: len }
             }
             Op::ArgMax { axis } => {
                 let (outer, len, inner) = split_axis(inputs[0], *axis);
@@ -146,6 +148,26 @@ impl Kernel {
             Kernel::Binary { .. } | Kernel::CrossEntropyRows { .. } => 2,
             Kernel::MatMul { bias, .. } => 2 + *bias as usize,
             Kernel::CrossEntropyRowsGrad { .. } | Kernel::Update { .. } => 3,
+        }
+    }
+}
+
+/// Longest row one workgroup reduces alone; longer rows are reduced in chunks
+/// first (more parallelism, and no invocation loops for too long).
+const ROW_CHUNK: usize = 4096;
+
+impl Kernel {
+    /// Splits a long-row reduction into a chunked pass and a final pass; returns the
+    /// launches and the words of the intermediate buffer (0 when not split).
+    pub(crate) fn split(self) -> (Vec<Kernel>, usize) {
+        match self {
+            Kernel::Reduce { kind, outer, len, inner: 1, .. } if len > 4 * ROW_CHUNK => {
+                let chunks = len.div_ceil(ROW_CHUNK);
+                let first = Kernel::Reduce { kind, outer, len, inner: 1, chunk: ROW_CHUNK };
+                let second = Kernel::Reduce { kind, outer, len: chunks, inner: 1, chunk: chunks };
+                (vec![first, second], outer * chunks)
+            }
+            k => (vec![k], 0),
         }
     }
 }

@@ -212,9 +212,21 @@ impl Schedule {
                 pinned[s] |= self.kept[i];
             }
             if let Some(kernel) = kernel {
-                let mut bindings = bindings_in.clone();
-                bindings.push(out);
-                program.steps.push(Step { kernel, bindings });
+                let (kernels, temp_words) = kernel.split();
+                if kernels.len() == 2 {
+                    // Chunked partial results in a scratch slot of their own.
+                    program.arena.push(temp_words);
+                    uses_left.push(0);
+                    pinned.push(false);
+                    let temp = Slot::Arena(program.arena.len() - 1);
+                    let [first, second]: [Kernel; 2] = kernels.try_into().unwrap();
+                    program.steps.push(Step { kernel: first, bindings: vec![bindings_in[0], temp] });
+                    program.steps.push(Step { kernel: second, bindings: vec![temp, out] });
+                } else {
+                    let mut bindings = bindings_in.clone();
+                    bindings.push(out);
+                    program.steps.push(Step { kernel: kernels.into_iter().next().unwrap(), bindings });
+                }
             }
             // Inputs consumed: free arena slots nobody needs any more.
             for b in bindings_in {

@@ -1,0 +1,34 @@
+//! Shared by the test binaries: the devices every test runs on.
+
+use wgnn::Device;
+
+/// The CPU, and the GPU when one is found. Under `WGNN_REQUIRE_GPU=1` a missing
+/// GPU fails the test instead of skipping it.
+#[allow(dead_code)]
+pub fn devices() -> Vec<Device> {
+    let mut out = vec![Device::cpu()];
+    match Device::gpu() {
+        Ok(gpu) => out.push(gpu),
+        Err(e) => {
+            if std::env::var("WGNN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("WGNN_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("skipping the GPU half of this test: {e}");
+        }
+    }
+    out
+}
+
+/// The GPU, or `None` (with a printed reason) when there is none and it is not
+/// required.
+#[allow(dead_code)]
+pub fn gpu() -> Option<Device> {
+    devices().into_iter().nth(1)
+}
+
+/// Largest absolute difference, scaled by max(1, |expected|).
+#[allow(dead_code)]
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
+}
