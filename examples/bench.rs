@@ -14,8 +14,13 @@
 //!   queue runs in order, so that means until the measured work has finished):
 //!   - matmul: `c.realize()`, then a 4-byte read of a one-element resident
 //!     "fence" tensor (reading all of `c` would add an n²-word copy to the time);
-//!   - train_step: forward, `backward`, `Adam::step` (one plan, one submit; the
-//!     loss is kept because we hold it), then `loss.to_vec()` (4 bytes).
+//!   - train_step: forward, `backward`, `Adam::step` (one plan, one submit; we
+//!     hold the loss through the step, as a loop that logs it would, so the plan
+//!     also computes the loss's inputs), then the same 4-byte fence read. Not
+//!     `loss.to_vec()`: the loss node itself is not in the step's plan (no
+//!     gradient reads it), so reading it runs one more small plan (a mean, one
+//!     more submit) before its readback. The lines after the table show the
+//!     counters of both and the time of a step that reads its loss.
 //!
 //!   The CPU backend computes synchronously; it ends its runs the same way.
 //! * **Median of N runs**, N adaptive: at least 3, and more until about 1 s has
@@ -62,11 +67,16 @@ impl Timing {
     }
 }
 
-/// Runs `run` untimed `warmup_runs` times, then times it until both `min_runs`
-/// runs and `time` have passed (at most `max_runs`), and returns the median.
-/// `run` must itself wait for its work to finish (see the module doc).
+/// Warms up (at least one untimed run, which compiles the plan; more, up to
+/// `warmup_runs`, while warming has taken under a fifth of `time`), then times `run`
+/// until both `min_runs` runs and `time` have passed (at most `max_runs`), and
+/// returns the median. `run` must itself wait for its work to finish (module doc).
 fn measure(budget: Budget, mut run: impl FnMut() -> Result<()>) -> Result<Timing> {
-    for _ in 0..budget.warmup_runs {
+    let warming = Instant::now();
+    for i in 0..budget.warmup_runs.max(1) {
+        if i > 0 && warming.elapsed() >= budget.time / 5 {
+            break;
+        }
         run()?;
     }
     let mut samples = Vec::new();
@@ -117,6 +127,7 @@ struct MlpStep {
     opt: Adam,
     x: Tensor,
     labels: Tensor,
+    fence: Tensor,
 }
 
 impl MlpStep {
@@ -140,17 +151,18 @@ impl MlpStep {
             .map(|v| (v as u32).min(CLASSES as u32 - 1))
             .collect();
         let labels = Tensor::from_labels(&labels, dev)?;
+        let fence = fence(dev)?;
         Ok(MlpStep {
             model,
             opt,
             x,
             labels,
+            fence,
         })
     }
 
     /// Forward, backward and Adam update as one plan (on the GPU one submit that
-    /// returns without waiting). The loss is returned unread; holding it keeps its
-    /// value, which the plan then writes to a buffer of its own.
+    /// returns without waiting). The loss is returned unread.
     fn step(&mut self) -> Result<Tensor> {
         let loss = nn::loss::cross_entropy(&self.model.forward(&self.x), &self.labels);
         let grads = loss.backward()?;
@@ -158,8 +170,15 @@ impl MlpStep {
         Ok(loss)
     }
 
-    /// One step, finished: the 4-byte loss readback waits for the step's submit.
-    fn step_and_wait(&mut self) -> Result<f32> {
+    /// One step, finished: the 4-byte fence read waits for the step's submit.
+    fn step_and_wait(&mut self) -> Result<()> {
+        let _loss = self.step()?; // held through the step, as a logging loop would
+        self.fence.to_vec()?;
+        Ok(())
+    }
+
+    /// One step and its loss, read back (which also waits for the step).
+    fn step_and_read_loss(&mut self) -> Result<f32> {
         Ok(self.step()?.to_vec()?[0])
     }
 }
@@ -173,7 +192,7 @@ fn train_flops(batch: usize) -> f64 {
 
 fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     let mut mlp = MlpStep::new(batch, dev)?;
-    measure(budget, || mlp.step_and_wait().map(|_| ()))
+    measure(budget, || mlp.step_and_wait())
 }
 
 /// One row of the table.
@@ -224,10 +243,10 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// Counters of one GPU training step (no readback), then of the loss readback.
+/// Counters of one GPU training step (no readback), then of reading its loss.
 fn step_stats(dev: &Device, batch: usize) -> Result<(Stats, Stats)> {
     let mut mlp = MlpStep::new(batch, dev)?;
-    mlp.step_and_wait()?; // compile and warm the plan
+    mlp.step_and_read_loss()?; // compile and warm both plans
     let before = dev.stats();
     let loss = mlp.step()?;
     let after_step = dev.stats();
@@ -251,8 +270,9 @@ fn agreement(gpu: &Device) -> Result<(f32, f32)> {
         .zip(&g)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
-    let loss_diff =
-        (MlpStep::new(32, &cpu)?.step_and_wait()? - MlpStep::new(32, gpu)?.step_and_wait()?).abs();
+    let loss_diff = (MlpStep::new(32, &cpu)?.step_and_read_loss()?
+        - MlpStep::new(32, gpu)?.step_and_read_loss()?)
+    .abs();
     Ok((mm_diff, loss_diff))
 }
 
@@ -341,10 +361,22 @@ fn main() -> Result<()> {
 
     if let Some(g) = &gpu {
         let (step, read) = step_stats(g, 128)?;
+        let plans = |s: &Stats| s.plan_cache_hits + s.plan_cache_misses;
         println!(
-            "gpu counters, one train_step b128: submits {}, dispatches {}, uploaded {} B, downloaded {} B; \
-             the loss readback after it: submits {}, downloaded {} B",
-            step.submits, step.dispatches, step.bytes_uploaded, step.bytes_downloaded, read.submits, read.bytes_downloaded
+            "gpu counters, one train_step b128: {} plan, {} submit, {} dispatches, {} B uploaded, {} B downloaded",
+            plans(&step), step.submits, step.dispatches, step.bytes_uploaded, step.bytes_downloaded
+        );
+        println!(
+            "  then loss.to_vec(): {} plan, {} submits, {} dispatches, {} B uploaded, {} B downloaded",
+            plans(&read), read.submits, read.dispatches, read.bytes_uploaded, read.bytes_downloaded
+        );
+        let mut mlp = MlpStep::new(128, g)?;
+        let with_loss = measure(budget, || mlp.step_and_read_loss().map(|_| ()))?;
+        let row = rows.last().and_then(|r| r.gpu);
+        println!(
+            "  gpu train_step b128 ending in loss.to_vec() instead of the fence: {:.3} ms (fence: {})",
+            with_loss.ms(),
+            row.map_or_else(|| "n/a".into(), |t| format!("{:.3} ms", t.ms()))
         );
     }
     eprintln!("bench took {:.1} s", started.elapsed().as_secs_f64());

@@ -110,6 +110,12 @@ impl Device {
             .clone()
     }
 
+    /// A CPU device of its own (separate counters and plan cache), e.g. to measure
+    /// one workload while others run.
+    pub fn cpu_private() -> Device {
+        Device::new(|c| Ok(Box::new(CpuBackend::new(c)))).expect("the CPU backend cannot fail")
+    }
+
     /// The first wgpu adapter (Vulkan, Metal, DX12 or GL), with the adapter's real
     /// limits; one per process. `Err(Error::NoAdapter)` when there is none.
     /// `WGPU_BACKEND` (e.g. `vulkan`, `gl`) restricts the backends tried.
