@@ -1,1 +1,178 @@
-fn main() {}
+//! Criterion benchmarks, CPU reference backend vs wgpu GPU:
+//!
+//! * `matmul/{cpu,gpu}/{128,512,1024,2048}`: square f32 `n×n · n×n`, throughput in
+//!   flops (`2n³` "elements");
+//! * `train_step/{cpu,gpu}/{32,128}`: one step (forward, backward, Adam) of the
+//!   MNIST MLP 784 → 128 relu → 10 on a fixed random batch, throughput in samples.
+//!
+//! `cargo bench --bench gpu_vs_cpu [-- FILTER]`. With no GPU adapter the GPU
+//! benchmarks are skipped (with a note on stderr).
+//!
+//! Honest GPU timing: `realize` and `Optimizer::step` submit work and return
+//! without waiting, so every timed iteration ends in a 4-byte readback of a
+//! one-element resident "fence" tensor. A readback submits a copy and blocks until
+//! the queue has drained, and the queue runs in order, so the iteration's work has
+//! finished when it returns. The CPU backend computes synchronously; its iterations
+//! end the same way. Plans are compiled during criterion's warm-up and reused.
+//!
+//! To keep the whole run to a few minutes on a small machine, sizes of 512 and up
+//! take 10 flat samples over a short measurement time (criterion warns that it
+//! could not finish in that time; the samples are still taken). On a software
+//! adapter (lavapipe/llvmpipe, adapter type "Cpu"), where one 2048 GPU matmul
+//! takes tens of seconds, `matmul/gpu/2048` is skipped unless
+//! `WGNN_BENCH_ALL=1`; the CPU runs all sizes.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::{Device, Tensor};
+
+const MATMUL_SIZES: [usize; 4] = [128, 512, 1024, 2048];
+const TRAIN_BATCHES: [usize; 2] = [32, 128];
+const IN: usize = 784;
+const HIDDEN: usize = 128;
+const CLASSES: usize = 10;
+
+/// The devices to compare: the CPU always, the GPU when an adapter exists.
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut out = vec![("cpu", Device::cpu())];
+    match Device::gpu() {
+        Ok(gpu) => {
+            eprintln!("gpu_vs_cpu: GPU is {}", gpu.info());
+            out.push(("gpu", gpu));
+        }
+        Err(e) => eprintln!("gpu_vs_cpu: no GPU ({e}); skipping the GPU benchmarks"),
+    }
+    out
+}
+
+/// Whether the GPU is a software rasterizer (lavapipe, SwiftShader, WARP).
+fn software_gpu(dev: &Device) -> bool {
+    dev.info().device_type == "Cpu"
+}
+
+/// A one-element tensor in a resident device buffer: reading it back waits for
+/// everything submitted before the read (see the module doc).
+fn fence(dev: &Device) -> Tensor {
+    Tensor::from_vec(vec![0.0], &[1], dev)
+        .and_then(Tensor::requires_grad)
+        .expect("fence tensor")
+}
+
+fn matmul(c: &mut Criterion) {
+    let devices = devices();
+    let all = std::env::var_os("WGNN_BENCH_ALL").is_some_and(|v| v == "1");
+    let mut group = c.benchmark_group("matmul");
+    for n in MATMUL_SIZES {
+        group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
+        if n >= 512 {
+            group.sample_size(10).sampling_mode(SamplingMode::Flat);
+            group
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_secs(2));
+        } else {
+            group.sample_size(30).sampling_mode(SamplingMode::Auto);
+            group
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_secs(2));
+        }
+        for (name, dev) in &devices {
+            if *name == "gpu" && n >= 2048 && software_gpu(dev) && !all {
+                eprintln!(
+                    "gpu_vs_cpu: skipping matmul/gpu/{n} on a software adapter ({}); set WGNN_BENCH_ALL=1 to run it",
+                    dev.info().name
+                );
+                continue;
+            }
+            let a = Tensor::randn(&[n, n], 1, dev).expect("a");
+            let b = Tensor::randn(&[n, n], 2, dev).expect("b");
+            let fence = fence(dev);
+            group.bench_with_input(BenchmarkId::new(*name, n), &n, |bench, _| {
+                bench.iter(|| {
+                    let c = a.matmul(&b);
+                    c.realize().expect("matmul"); // GPU: submitted, not finished
+                    black_box(fence.to_vec().expect("fence")) // waits for the matmul
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// The MNIST MLP, its optimizer and a fixed random batch (fixed seeds).
+struct MlpStep {
+    model: Sequential,
+    opt: Adam,
+    x: Tensor,
+    labels: Tensor,
+    fence: Tensor,
+}
+
+impl MlpStep {
+    fn new(batch: usize, dev: &Device) -> MlpStep {
+        wgnn::manual_seed(0);
+        let model = Sequential::new()
+            .add(Linear::new(IN, HIDDEN, dev))
+            .add(nn::Relu)
+            .add(Linear::new(HIDDEN, CLASSES, dev));
+        let opt = Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 1e-3,
+                ..Default::default()
+            },
+        );
+        let pixels = wgnn::rng::uniform(42, batch * IN, 0.0, 1.0);
+        let x = Tensor::from_vec(pixels, &[batch, IN], dev).expect("batch");
+        let labels: Vec<u32> = wgnn::rng::uniform(43, batch, 0.0, CLASSES as f32)
+            .into_iter()
+            .map(|v| (v as u32).min(CLASSES as u32 - 1))
+            .collect();
+        let labels = Tensor::from_labels(&labels, dev).expect("labels");
+        MlpStep {
+            model,
+            opt,
+            x,
+            labels,
+            fence: fence(dev),
+        }
+    }
+
+    /// Forward, backward and Adam update (one plan; on the GPU one submit), then the
+    /// fence read that waits for it. The loss is held through the step, as a loop
+    /// that logs it would, but not read: reading it runs one more small plan.
+    fn step_and_wait(&mut self) -> Vec<f32> {
+        let loss = nn::loss::cross_entropy(&self.model.forward(&self.x), &self.labels);
+        let grads = loss.backward().expect("backward");
+        self.opt.step(&grads).expect("step");
+        drop(loss);
+        self.fence.to_vec().expect("fence")
+    }
+}
+
+fn train_step(c: &mut Criterion) {
+    let devices = devices();
+    let mut group = c.benchmark_group("train_step");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for batch in TRAIN_BATCHES {
+        group.throughput(Throughput::Elements(batch as u64));
+        for (name, dev) in &devices {
+            let mut mlp = MlpStep::new(batch, dev);
+            group.bench_with_input(BenchmarkId::new(*name, batch), &batch, |bench, _| {
+                bench.iter(|| black_box(mlp.step_and_wait()))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, train_step);
+criterion_main!(benches);

@@ -116,7 +116,7 @@ impl Schedule {
                     return Err(Error::StaleParameter(node.0.op.name().into()));
                 }
             }
-            if node.0.op == Op::CrossEntropyRows {
+            if matches!(node.0.op, Op::CrossEntropyRows | Op::CrossEntropyRowsGrad) {
                 let (logits, labels) = (&node.0.inputs[0], &node.0.inputs[1]);
                 let classes = logits.shape()[1];
                 if let Some((label, index)) = labels.0.max_label {

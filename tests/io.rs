@@ -1,0 +1,146 @@
+//! Boundaries with the outside world: typed errors for bad input, model files
+//! (including one written by PyTorch), and data files.
+
+mod common;
+
+use common::{devices, max_rel_diff};
+use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::{Device, Error, Tensor};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The fixture's architecture: Linear(4, 8), ReLU, Linear(8, 6), Tanh, Linear(6, 3), Sigmoid.
+fn fixture_model(dev: &Device) -> Sequential {
+    Sequential::new()
+        .add(Linear::new(4, 8, dev))
+        .add(nn::Relu)
+        .add(Linear::new(8, 6, dev))
+        .add(nn::Tanh)
+        .add(Linear::new(6, 3, dev))
+        .add(nn::Sigmoid)
+}
+
+/// Reads a named f32 tensor from a safetensors file (test-side, independent of wgnn).
+fn read_tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    // {"name":{"dtype":"F32","shape":[5,4],"data_offsets":[a,b]},...}
+    let entry = &header[header.find(&format!("\"{name}\"")).unwrap()..];
+    let num_list = |key: &str| -> Vec<usize> {
+        let s = &entry[entry.find(key).unwrap() + key.len()..];
+        let s = &s[s.find('[').unwrap() + 1..s.find(']').unwrap()];
+        s.split(',').filter(|t| !t.trim().is_empty()).map(|t| t.trim().parse().unwrap()).collect()
+    };
+    let (shape, offsets) = (num_list("\"shape\""), num_list("\"data_offsets\""));
+    let data = &bytes[8 + header_len + offsets[0]..8 + header_len + offsets[1]];
+    (shape, data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+#[test]
+fn a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs() {
+    let (x_shape, x) = read_tensor(&fixture("mlp_io.safetensors"), "input");
+    let (_, expected) = read_tensor(&fixture("mlp_io.safetensors"), "output");
+    for dev in devices() {
+        let mut model = fixture_model(&dev);
+        wgnn::io::load_safetensors(&mut model, fixture("mlp.safetensors")).unwrap();
+        let out = model.forward(&Tensor::from_vec(x.clone(), &x_shape, &dev).unwrap()).to_vec().unwrap();
+        let d = max_rel_diff(&out, &expected);
+        assert!(d <= 1e-5, "{dev}: outputs differ from PyTorch's by {d}");
+    }
+}
+
+#[test]
+fn saving_and_loading_round_trips_every_parameter() {
+    let dir = std::env::temp_dir().join(format!("wgnn-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for dev in devices() {
+        let path = dir.join("model.safetensors");
+        let a = fixture_model(&dev);
+        wgnn::io::save_safetensors(&a, &path).unwrap();
+        let mut b = fixture_model(&dev);
+        wgnn::io::load_safetensors(&mut b, &path).unwrap();
+        for ((na, ta), (nb, tb)) in a.named_parameters().iter().zip(b.named_parameters()) {
+            assert_eq!(na, &nb);
+            assert_eq!(ta.to_vec().unwrap(), tb.to_vec().unwrap(), "{dev}: {na}");
+        }
+        assert!(!dir.join("model.safetensors.tmp").exists());
+    }
+}
+
+#[test]
+fn strict_loading_reports_every_problem_and_leaves_the_module_untouched() {
+    let dev = Device::cpu();
+    // Linear(4, 8) then Linear(8, 5): "2.weight" has the wrong shape, "4.*" are
+    // unexpected, and "3.weight"/"3.bias" are missing.
+    let mut model = Sequential::new()
+        .add(Linear::new(4, 8, &dev))
+        .add(nn::Relu)
+        .add(Linear::new(8, 5, &dev))
+        .add(Linear::new(5, 2, &dev));
+    let before: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    let err = wgnn::io::load_safetensors(&mut model, fixture("mlp.safetensors")).unwrap_err();
+    let Error::Load { problems, .. } = &err else { panic!("expected Error::Load, got {err}") };
+    let text = problems.join("\n");
+    for needle in ["\"2.weight\" has shape [6, 8]", "missing tensor \"3.weight\"", "missing tensor \"3.bias\"", "unexpected tensor \"4.weight\""] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    let after: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    assert_eq!(before, after, "a failed load changed the module");
+    assert!(matches!(wgnn::io::load_safetensors(&mut model, "/nonexistent/m.safetensors"), Err(Error::Io { .. })));
+}
+
+#[test]
+fn from_vec_with_the_wrong_length_is_a_typed_error() {
+    for dev in devices() {
+        let err = Tensor::from_vec(vec![0.0; 5], &[2, 3], &dev).unwrap_err();
+        assert!(matches!(err, Error::ShapeData { len: 5, expected: 6, .. }), "{dev}: {err}");
+    }
+}
+
+#[test]
+fn labels_out_of_range_are_a_typed_error_when_the_loss_is_computed() {
+    for dev in devices() {
+        let logits = Tensor::randn(&[3, 4], 0, &dev).unwrap().requires_grad().unwrap();
+        let labels = Tensor::from_labels(&[0, 4, 1], &dev).unwrap();
+        let loss = nn::loss::cross_entropy(&logits, &labels);
+        let err = loss.item().unwrap_err();
+        assert!(matches!(err, Error::LabelOutOfRange { label: 4, index: 1, classes: 4, .. }), "{dev}: {err}");
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(&logits).unwrap().to_vec().is_err(), "{dev}");
+    }
+}
+
+#[test]
+fn asking_for_a_gpu_with_no_backend_is_a_typed_error() {
+    assert!(matches!(Device::gpu_with_backends("none"), Err(Error::NoAdapter(_))));
+}
+
+#[test]
+fn backward_of_a_non_scalar_is_a_typed_error() {
+    let x = Tensor::randn(&[2, 2], 0, &Device::cpu()).unwrap().requires_grad().unwrap();
+    assert!(matches!(x.exp().backward(), Err(Error::Invalid(_))));
+}
+
+#[test]
+fn idx_files_with_a_wrong_magic_or_a_truncated_payload_are_typed_errors() {
+    let dir = std::env::temp_dir().join(format!("wgnn-idx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let images = dir.join("images");
+    let labels = dir.join("labels");
+    let mut header = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
+    header.extend([0u8; 8]);
+    std::fs::write(&images, &header).unwrap();
+    std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 2, 3, 4]).unwrap();
+    let ok = wgnn::data::load_idx(&images, &labels).unwrap();
+    assert_eq!((ok.n, ok.dim, ok.labels.clone()), (2, 4, vec![3, 4]));
+
+    std::fs::write(&images, [&[0u8, 0, 8, 4][..], &header[4..]].concat()).unwrap();
+    assert!(matches!(wgnn::data::load_idx(&images, &labels), Err(Error::Format { offset: 0, .. })));
+
+    std::fs::write(&images, &header[..header.len() - 3]).unwrap();
+    let err = wgnn::data::load_idx(&images, &labels).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+}
