@@ -144,3 +144,12 @@ fn idx_files_with_a_wrong_magic_or_a_truncated_payload_are_typed_errors() {
     let err = wgnn::data::load_idx(&images, &labels).unwrap_err();
     assert!(matches!(err, Error::Format { .. }), "{err}");
 }
+
+#[test]
+fn the_gpu_adapter_reports_its_name_and_limits() {
+    for dev in devices() {
+        let info = dev.info();
+        eprintln!("device: {info} (max storage binding {} bytes)", info.max_storage_buffer_binding_size);
+        assert!(!info.name.is_empty() && info.max_storage_buffer_binding_size > 0);
+    }
+}
