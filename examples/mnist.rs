@@ -30,7 +30,14 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { device: None, data: None, epochs: 10, batch: 32, lr: 1e-3, seed: 0 };
+    let mut args = Args {
+        device: None,
+        data: None,
+        epochs: 10,
+        batch: 32,
+        lr: 1e-3,
+        seed: 0,
+    };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < raw.len() {
@@ -77,9 +84,17 @@ fn accuracy(model: &Sequential, test: &Dataset, dev: &Device) -> Result<f32> {
     let mut correct = 0;
     for start in (0..test.n).step_by(1000) {
         let end = (start + 1000).min(test.n);
-        let x = Tensor::from_vec(test.features[start * test.dim..end * test.dim].to_vec(), &[end - start, test.dim], dev)?;
+        let x = Tensor::from_vec(
+            test.features[start * test.dim..end * test.dim].to_vec(),
+            &[end - start, test.dim],
+            dev,
+        )?;
         let predicted = model.forward(&x).argmax(1).to_labels()?;
-        correct += predicted.iter().zip(&test.labels[start..end]).filter(|(p, l)| p == l).count();
+        correct += predicted
+            .iter()
+            .zip(&test.labels[start..end])
+            .filter(|(p, l)| p == l)
+            .count();
     }
     Ok(correct as f32 / test.n as f32)
 }
@@ -92,18 +107,35 @@ fn main() -> Result<()> {
         _ => Device::best(),
     };
     let (train, test, name) = load(&args)?;
-    println!("data: {name}: {} train, {} test, {} features", train.n, test.n, train.dim);
+    println!(
+        "data: {name}: {} train, {} test, {} features",
+        train.n, test.n, train.dim
+    );
     println!("device: {}", dev.info());
     wgnn::manual_seed(args.seed);
-    let model = Sequential::new().add(Linear::new(train.dim, 128, &dev)).add(nn::Relu).add(Linear::new(128, 10, &dev));
-    let mut opt = Adam::new(model.parameters(), AdamConfig { lr: args.lr, ..Default::default() });
+    let model = Sequential::new()
+        .add(Linear::new(train.dim, 128, &dev))
+        .add(nn::Relu)
+        .add(Linear::new(128, 10, &dev));
+    let mut opt = Adam::new(
+        model.parameters(),
+        AdamConfig {
+            lr: args.lr,
+            ..Default::default()
+        },
+    );
     let mut order: Vec<usize> = (0..train.n).collect();
     println!("epoch   loss     test acc   seconds");
     for epoch in 1..=args.epochs {
         let started = Instant::now();
         // Seeded shuffle of the training order each epoch.
-        let (shuffled, _) = Dataset { features: vec![], labels: order.iter().map(|&i| i as u32).collect(), n: order.len(), dim: 0 }
-            .shuffle_split(args.seed.wrapping_mul(1000).wrapping_add(epoch as u64), order.len());
+        let (shuffled, _) = Dataset {
+            features: vec![],
+            labels: order.iter().map(|&i| i as u32).collect(),
+            n: order.len(),
+            dim: 0,
+        }
+        .shuffle_split(args.seed.wrapping_mul(1000).wrapping_add(epoch as u64), order.len());
         order = shuffled.labels.iter().map(|&i| i as usize).collect();
         let mut losses = Vec::new();
         for chunk in order.chunks(args.batch) {
@@ -116,9 +148,17 @@ fn main() -> Result<()> {
         }
         // One readback per epoch: the mean of the step losses, summed on the device.
         let n = losses.len() as f32;
-        let mean_loss = losses.iter().skip(1).fold(losses[0].clone(), |acc, l| &acc + l).item()? / n;
+        let mean_loss = losses
+            .iter()
+            .skip(1)
+            .fold(losses[0].clone(), |acc, l| &acc + l)
+            .item()?
+            / n;
         let acc = accuracy(&model, &test, &dev)?;
-        println!("{epoch:>5}   {mean_loss:.4}   {acc:.4}     {:.2}", started.elapsed().as_secs_f32());
+        println!(
+            "{epoch:>5}   {mean_loss:.4}   {acc:.4}     {:.2}",
+            started.elapsed().as_secs_f32()
+        );
     }
     Ok(())
 }

@@ -12,7 +12,12 @@ const TARGETS: [f32; 4] = [0.0, 1.0, 1.0, 0.0];
 
 fn device_from_args() -> Result<Device> {
     let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)).map(String::as_str) {
+    match args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
         Some("cpu") => Ok(Device::cpu()),
         Some("gpu") => Device::gpu(),
         _ => Ok(Device::best()),
@@ -22,7 +27,13 @@ fn device_from_args() -> Result<Device> {
 /// Trains `model` (ending in a sigmoid) with binary cross-entropy and returns its
 /// outputs on the four inputs.
 fn train(model: &Sequential, x: &Tensor, y: &Tensor, lr: f32, epochs: usize) -> Result<Vec<f32>> {
-    let mut opt = Adam::new(model.parameters(), AdamConfig { lr, ..Default::default() });
+    let mut opt = Adam::new(
+        model.parameters(),
+        AdamConfig {
+            lr,
+            ..Default::default()
+        },
+    );
     for _ in 0..epochs {
         let loss = nn::loss::binary_cross_entropy(&model.forward(x), y);
         opt.step(&loss.backward()?)?;
@@ -55,7 +66,11 @@ fn main() -> Result<()> {
     let p_out = train(&perceptron, &x, &y, 0.1, 1000)?;
     let p_correct = print_table("Single-layer perceptron (2 -> 1, sigmoid):", &p_out);
 
-    let mlp = Sequential::new().add(Linear::new(2, 3, &dev)).add(nn::Tanh).add(Linear::new(3, 1, &dev)).add(nn::Sigmoid);
+    let mlp = Sequential::new()
+        .add(Linear::new(2, 3, &dev))
+        .add(nn::Tanh)
+        .add(Linear::new(3, 1, &dev))
+        .add(nn::Sigmoid);
     let m_out = train(&mlp, &x, &y, 0.1, 1000)?;
     let m_correct = print_table("MLP (2 -> 3 tanh -> 1, sigmoid):", &m_out);
 

@@ -17,22 +17,43 @@ pub enum Error {
     Gpu { context: String, reason: String },
     /// A buffer would exceed what the device allows.
     #[error("{what} needs {needed} bytes but the device allows at most {limit} bytes ({limit_name})")]
-    DeviceLimit { what: String, needed: u64, limit: u64, limit_name: &'static str },
+    DeviceLimit {
+        what: String,
+        needed: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
     /// Data handed to a constructor does not match the shape asked for.
     #[error("{op}: {len} values do not fill shape {shape:?} ({expected} values)")]
-    ShapeData { op: &'static str, len: usize, shape: Vec<usize>, expected: usize },
+    ShapeData {
+        op: &'static str,
+        len: usize,
+        shape: Vec<usize>,
+        expected: usize,
+    },
     /// Two shapes that must agree do not.
     #[error("{op}: shape {got:?} does not match the expected {expected:?}")]
-    ShapeMismatch { op: String, expected: Vec<usize>, got: Vec<usize> },
+    ShapeMismatch {
+        op: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     /// A class label is not below the number of classes.
     #[error("{op}: label {label} at index {index} is out of range for {classes} classes")]
-    LabelOutOfRange { op: &'static str, label: u32, index: usize, classes: usize },
+    LabelOutOfRange {
+        op: &'static str,
+        label: u32,
+        index: usize,
+        classes: usize,
+    },
     /// Tensors from different devices were combined.
     #[error("{op}: tensors live on different devices ({a} and {b})")]
     DeviceMismatch { op: &'static str, a: String, b: String },
     /// A parameter was changed in place (by an optimizer step or a load) after a
     /// pending graph read it, so that graph can no longer give the value it had.
-    #[error("{0}: a parameter it reads was updated in place after the graph was built; realize the value before the step")]
+    #[error(
+        "{0}: a parameter it reads was updated in place after the graph was built; realize the value before the step"
+    )]
     StaleParameter(String),
     /// A value was asked for that the graph cannot give (e.g. backward of a non-scalar).
     #[error("{0}")]
@@ -60,9 +81,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub(crate) fn format(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), offset, reason: reason.into() }
+        Error::Format {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
     }
 }

@@ -8,7 +8,9 @@ use wgnn::nn::{self, Linear, Module, Sequential};
 use wgnn::{Device, Error, Tensor};
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// The fixture's architecture: Linear(4, 8), ReLU, Linear(8, 6), Tanh, Linear(6, 3), Sigmoid.
@@ -32,11 +34,19 @@ fn read_tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let num_list = |key: &str| -> Vec<usize> {
         let s = &entry[entry.find(key).unwrap() + key.len()..];
         let s = &s[s.find('[').unwrap() + 1..s.find(']').unwrap()];
-        s.split(',').filter(|t| !t.trim().is_empty()).map(|t| t.trim().parse().unwrap()).collect()
+        s.split(',')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| t.trim().parse().unwrap())
+            .collect()
     };
     let (shape, offsets) = (num_list("\"shape\""), num_list("\"data_offsets\""));
     let data = &bytes[8 + header_len + offsets[0]..8 + header_len + offsets[1]];
-    (shape, data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+    (
+        shape,
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    )
 }
 
 #[test]
@@ -46,7 +56,10 @@ fn a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs() {
     for dev in devices() {
         let mut model = fixture_model(&dev);
         wgnn::io::load_safetensors(&mut model, fixture("mlp.safetensors")).unwrap();
-        let out = model.forward(&Tensor::from_vec(x.clone(), &x_shape, &dev).unwrap()).to_vec().unwrap();
+        let out = model
+            .forward(&Tensor::from_vec(x.clone(), &x_shape, &dev).unwrap())
+            .to_vec()
+            .unwrap();
         let d = max_rel_diff(&out, &expected);
         assert!(d <= 1e-5, "{dev}: outputs differ from PyTorch's by {d}");
     }
@@ -82,21 +95,41 @@ fn strict_loading_reports_every_problem_and_leaves_the_module_untouched() {
         .add(Linear::new(5, 2, &dev));
     let before: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
     let err = wgnn::io::load_safetensors(&mut model, fixture("mlp.safetensors")).unwrap_err();
-    let Error::Load { problems, .. } = &err else { panic!("expected Error::Load, got {err}") };
+    let Error::Load { problems, .. } = &err else {
+        panic!("expected Error::Load, got {err}")
+    };
     let text = problems.join("\n");
-    for needle in ["\"2.weight\" has shape [6, 8]", "missing tensor \"3.weight\"", "missing tensor \"3.bias\"", "unexpected tensor \"4.weight\""] {
+    for needle in [
+        "\"2.weight\" has shape [6, 8]",
+        "missing tensor \"3.weight\"",
+        "missing tensor \"3.bias\"",
+        "unexpected tensor \"4.weight\"",
+    ] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
     let after: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
     assert_eq!(before, after, "a failed load changed the module");
-    assert!(matches!(wgnn::io::load_safetensors(&mut model, "/nonexistent/m.safetensors"), Err(Error::Io { .. })));
+    assert!(matches!(
+        wgnn::io::load_safetensors(&mut model, "/nonexistent/m.safetensors"),
+        Err(Error::Io { .. })
+    ));
 }
 
 #[test]
 fn from_vec_with_the_wrong_length_is_a_typed_error() {
     for dev in devices() {
         let err = Tensor::from_vec(vec![0.0; 5], &[2, 3], &dev).unwrap_err();
-        assert!(matches!(err, Error::ShapeData { len: 5, expected: 6, .. }), "{dev}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::ShapeData {
+                    len: 5,
+                    expected: 6,
+                    ..
+                }
+            ),
+            "{dev}: {err}"
+        );
     }
 }
 
@@ -107,7 +140,18 @@ fn labels_out_of_range_are_a_typed_error_when_the_loss_is_computed() {
         let labels = Tensor::from_labels(&[0, 4, 1], &dev).unwrap();
         let loss = nn::loss::cross_entropy(&logits, &labels);
         let err = loss.item().unwrap_err();
-        assert!(matches!(err, Error::LabelOutOfRange { label: 4, index: 1, classes: 4, .. }), "{dev}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::LabelOutOfRange {
+                    label: 4,
+                    index: 1,
+                    classes: 4,
+                    ..
+                }
+            ),
+            "{dev}: {err}"
+        );
         let grads = loss.backward().unwrap();
         assert!(grads.get(&logits).unwrap().to_vec().is_err(), "{dev}");
     }
@@ -120,7 +164,10 @@ fn asking_for_a_gpu_with_no_backend_is_a_typed_error() {
 
 #[test]
 fn backward_of_a_non_scalar_is_a_typed_error() {
-    let x = Tensor::randn(&[2, 2], 0, &Device::cpu()).unwrap().requires_grad().unwrap();
+    let x = Tensor::randn(&[2, 2], 0, &Device::cpu())
+        .unwrap()
+        .requires_grad()
+        .unwrap();
     assert!(matches!(x.exp().backward(), Err(Error::Invalid(_))));
 }
 
@@ -138,7 +185,10 @@ fn idx_files_with_a_wrong_magic_or_a_truncated_payload_are_typed_errors() {
     assert_eq!((ok.n, ok.dim, ok.labels.clone()), (2, 4, vec![3, 4]));
 
     std::fs::write(&images, [&[0u8, 0, 8, 4][..], &header[4..]].concat()).unwrap();
-    assert!(matches!(wgnn::data::load_idx(&images, &labels), Err(Error::Format { offset: 0, .. })));
+    assert!(matches!(
+        wgnn::data::load_idx(&images, &labels),
+        Err(Error::Format { offset: 0, .. })
+    ));
 
     std::fs::write(&images, &header[..header.len() - 3]).unwrap();
     let err = wgnn::data::load_idx(&images, &labels).unwrap_err();
@@ -149,7 +199,10 @@ fn idx_files_with_a_wrong_magic_or_a_truncated_payload_are_typed_errors() {
 fn the_gpu_adapter_reports_its_name_and_limits() {
     for dev in devices() {
         let info = dev.info();
-        eprintln!("device: {info} (max storage binding {} bytes)", info.max_storage_buffer_binding_size);
+        eprintln!(
+            "device: {info} (max storage binding {} bytes)",
+            info.max_storage_buffer_binding_size
+        );
         assert!(!info.name.is_empty() && info.max_storage_buffer_binding_size > 0);
     }
 }

@@ -48,7 +48,10 @@ fn inputs(c: &Case, dev: &Device, seed: u64) -> Vec<Tensor> {
         .enumerate()
         .map(|(i, s)| {
             let n = s.iter().product();
-            Tensor::from_vec(draw(c.draw, n, seed + i as u64), s, dev).unwrap().requires_grad().unwrap()
+            Tensor::from_vec(draw(c.draw, n, seed + i as u64), s, dev)
+                .unwrap()
+                .requires_grad()
+                .unwrap()
         })
         .collect()
 }
@@ -68,7 +71,12 @@ fn evaluate(c: &Case, dev: &Device, seed: u64) -> (Vec<f32>, Vec<Vec<f32>>) {
     let grads = readout(&out, seed).backward().unwrap();
     let g = xs
         .iter()
-        .map(|x| grads.get(x).map(|g| g.to_vec().unwrap()).unwrap_or_else(|| vec![0.0; x.numel()]))
+        .map(|x| {
+            grads
+                .get(x)
+                .map(|g| g.to_vec().unwrap())
+                .unwrap_or_else(|| vec![0.0; x.numel()])
+        })
         .collect();
     (values, g)
 }
@@ -106,19 +114,40 @@ fn elementwise_cases() -> Vec<Case> {
             case("softmax", vec![vec![2, n]], Draw::Normal, |x| x[0].softmax(1)),
             case("log_softmax", vec![vec![2, n]], Draw::Normal, |x| x[0].log_softmax(1)),
             case("sum_axis0", vec![vec![n, 3]], Draw::Normal, |x| x[0].sum_axis(0, false)),
-            case("mean_axis1", vec![vec![3, n]], Draw::Normal, |x| x[0].mean_axis(1, true)),
+            case("mean_axis1", vec![vec![3, n]], Draw::Normal, |x| {
+                x[0].mean_axis(1, true)
+            }),
             case("max_axis1", vec![vec![3, n]], Draw::Normal, |x| x[0].max_axis(1, false)),
             case("max_axis0", vec![vec![n, 5]], Draw::Normal, |x| x[0].max_axis(0, false)),
-            case("reshape", vec![vec![n, 2]], Draw::Normal, |x| x[0].reshape(&[2, x[0].shape()[0]]).exp()),
+            case("reshape", vec![vec![n, 2]], Draw::Normal, |x| {
+                x[0].reshape(&[2, x[0].shape()[0]]).exp()
+            }),
             case("transpose", vec![vec![n, 3]], Draw::Normal, |x| x[0].t().exp()),
-            case("permute3", vec![vec![2, n, 3]], Draw::Normal, |x| x[0].permute(&[2, 0, 1]).exp()),
-            case("expand", vec![vec![n, 1]], Draw::Normal, |x| x[0].expand(&[x[0].shape()[0], 4]).exp()),
-            case("add_broadcast_row", vec![vec![3, n], vec![n]], Draw::Normal, |x| &x[0] + &x[1]),
-            case("mul_broadcast_col", vec![vec![n, 3], vec![n, 1]], Draw::Normal, |x| &x[0] * &x[1]),
-            case("div_broadcast_both", vec![vec![n, 1], vec![1, 4]], Draw::Positive, |x| &x[0] / &x[1]),
+            case("permute3", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                x[0].permute(&[2, 0, 1]).exp()
+            }),
+            case("expand", vec![vec![n, 1]], Draw::Normal, |x| {
+                x[0].expand(&[x[0].shape()[0], 4]).exp()
+            }),
+            case("add_broadcast_row", vec![vec![3, n], vec![n]], Draw::Normal, |x| {
+                &x[0] + &x[1]
+            }),
+            case("mul_broadcast_col", vec![vec![n, 3], vec![n, 1]], Draw::Normal, |x| {
+                &x[0] * &x[1]
+            }),
+            case(
+                "div_broadcast_both",
+                vec![vec![n, 1], vec![1, 4]],
+                Draw::Positive,
+                |x| &x[0] / &x[1],
+            ),
             case("mse", vec![vec![n], vec![n]], Draw::Normal, |x| loss::mse(&x[0], &x[1])),
-            case("bce", vec![vec![n], vec![n]], Draw::Probability, |x| loss::binary_cross_entropy(&x[0], &x[1])),
-            case("bce_logits", vec![vec![n], vec![n]], Draw::Normal, |x| loss::binary_cross_entropy_with_logits(&x[0], &x[1])),
+            case("bce", vec![vec![n], vec![n]], Draw::Probability, |x| {
+                loss::binary_cross_entropy(&x[0], &x[1])
+            }),
+            case("bce_logits", vec![vec![n], vec![n]], Draw::Normal, |x| {
+                loss::binary_cross_entropy_with_logits(&x[0], &x[1])
+            }),
         ]);
     }
     cases
@@ -128,13 +157,36 @@ fn matmul_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for (m, k, n) in [(1, 1, 1), (33, 65, 17), (257, 129, 511)] {
         cases.extend([
-            case("matmul", vec![vec![m, k], vec![k, n]], Draw::Normal, |x| x[0].matmul(&x[1])),
-            case("matmul_at", vec![vec![k, m], vec![k, n]], Draw::Normal, |x| x[0].t().matmul(&x[1])),
-            case("matmul_bt", vec![vec![m, k], vec![n, k]], Draw::Normal, |x| x[0].matmul(&x[1].t())),
-            case("matmul_at_bt", vec![vec![k, m], vec![n, k]], Draw::Normal, |x| x[0].t().matmul(&x[1].t())),
-            case("linear_relu", vec![vec![m, k], vec![n, k], vec![n]], Draw::Normal, |x| x[0].linear(&x[1], Some(&x[2])).relu()),
-            case("linear_sigmoid", vec![vec![m, k], vec![n, k], vec![n]], Draw::Normal, |x| x[0].linear(&x[1], Some(&x[2])).sigmoid()),
-            case("linear_tanh", vec![vec![m, k], vec![n, k], vec![n]], Draw::Normal, |x| x[0].linear(&x[1], Some(&x[2])).tanh()),
+            case("matmul", vec![vec![m, k], vec![k, n]], Draw::Normal, |x| {
+                x[0].matmul(&x[1])
+            }),
+            case("matmul_at", vec![vec![k, m], vec![k, n]], Draw::Normal, |x| {
+                x[0].t().matmul(&x[1])
+            }),
+            case("matmul_bt", vec![vec![m, k], vec![n, k]], Draw::Normal, |x| {
+                x[0].matmul(&x[1].t())
+            }),
+            case("matmul_at_bt", vec![vec![k, m], vec![n, k]], Draw::Normal, |x| {
+                x[0].t().matmul(&x[1].t())
+            }),
+            case(
+                "linear_relu",
+                vec![vec![m, k], vec![n, k], vec![n]],
+                Draw::Normal,
+                |x| x[0].linear(&x[1], Some(&x[2])).relu(),
+            ),
+            case(
+                "linear_sigmoid",
+                vec![vec![m, k], vec![n, k], vec![n]],
+                Draw::Normal,
+                |x| x[0].linear(&x[1], Some(&x[2])).sigmoid(),
+            ),
+            case(
+                "linear_tanh",
+                vec![vec![m, k], vec![n, k], vec![n]],
+                Draw::Normal,
+                |x| x[0].linear(&x[1], Some(&x[2])).tanh(),
+            ),
         ]);
     }
     cases
@@ -151,7 +203,12 @@ fn assert_parity(cases: &[Case], tol: f32) {
         assert!(d <= tol, "{} {:?}: forward differs by {d}", c.name, c.shapes);
         for (j, (gg, gc)) in grads_g.iter().zip(&grads_c).enumerate() {
             let d = max_rel_diff(gg, gc);
-            assert!(d <= tol, "{} {:?}: gradient of input {j} differs by {d}", c.name, c.shapes);
+            assert!(
+                d <= tol,
+                "{} {:?}: gradient of input {j} differs by {d}",
+                c.name,
+                c.shapes
+            );
         }
     }
 }
@@ -172,7 +229,10 @@ fn cross_entropy_matches_between_cpu_and_gpu() {
     let Some(gpu) = gpu() else { return };
     for (rows, classes) in [(1, 1), (7, 3), (33, 10), (129, 7), (1000, 10)] {
         let run = |dev: &Device| {
-            let logits = Tensor::randn(&[rows, classes], 5, dev).unwrap().requires_grad().unwrap();
+            let logits = Tensor::randn(&[rows, classes], 5, dev)
+                .unwrap()
+                .requires_grad()
+                .unwrap();
             let labels: Vec<u32> = (0..rows as u32).map(|r| (r * 7 + 3) % classes as u32).collect();
             let labels = Tensor::from_labels(&labels, dev).unwrap();
             let l = loss::cross_entropy(&logits, &labels);
@@ -181,7 +241,10 @@ fn cross_entropy_matches_between_cpu_and_gpu() {
         };
         let (lc, gc) = run(&Device::cpu());
         let (lg, gg) = run(&gpu);
-        assert!(max_rel_diff(&lg, &lc) < 1e-5 && max_rel_diff(&gg, &gc) < 1e-5, "cross_entropy [{rows}, {classes}]");
+        assert!(
+            max_rel_diff(&lg, &lc) < 1e-5 && max_rel_diff(&gg, &gc) < 1e-5,
+            "cross_entropy [{rows}, {classes}]"
+        );
     }
 }
 
@@ -204,9 +267,18 @@ fn gradcheck(c: &Case) {
     let dev = Device::cpu();
     let seed = 7;
     let (_, analytic) = evaluate(c, &dev, seed);
-    let base: Vec<Vec<f32>> = c.shapes.iter().enumerate().map(|(i, s)| draw(c.draw, s.iter().product(), seed + i as u64)).collect();
+    let base: Vec<Vec<f32>> = c
+        .shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| draw(c.draw, s.iter().product(), seed + i as u64))
+        .collect();
     let value_at = |data: &[Vec<f32>]| -> f64 {
-        let xs: Vec<Tensor> = data.iter().zip(&c.shapes).map(|(d, s)| Tensor::from_vec(d.clone(), s, &dev).unwrap()).collect();
+        let xs: Vec<Tensor> = data
+            .iter()
+            .zip(&c.shapes)
+            .map(|(d, s)| Tensor::from_vec(d.clone(), s, &dev).unwrap())
+            .collect();
         readout(&(c.f)(&xs), seed).item().unwrap() as f64
     };
     let eps = 1e-2f32;
@@ -221,7 +293,12 @@ fn gradcheck(c: &Case) {
             let numeric = (value_at(&plus) - value_at(&minus)) / (2.0 * eps as f64);
             let a = grad[coord] as f64;
             let err = (numeric - a).abs() / numeric.abs().max(a.abs()).max(1.0);
-            assert!(err < 2e-2, "{} {:?}: input {input}[{coord}]: analytic {a}, numeric {numeric}", c.name, c.shapes);
+            assert!(
+                err < 2e-2,
+                "{} {:?}: input {input}[{coord}]: analytic {a}, numeric {numeric}",
+                c.name,
+                c.shapes
+            );
         }
     }
 }
@@ -249,7 +326,10 @@ fn cross_entropy_passes_a_finite_difference_gradient_check() {
 #[test]
 fn a_parameter_used_twice_gets_the_sum_of_both_gradients() {
     for dev in devices() {
-        let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], &dev).unwrap().requires_grad().unwrap();
+        let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
         let f = (&w * &w).sum() + w.sum();
         let g = f.backward().unwrap();
         assert_eq!(g.get(&w).unwrap().to_vec().unwrap(), vec![3.0, -3.0, 7.0], "{dev}");
@@ -266,6 +346,9 @@ fn large_launches_fold_into_a_two_dimensional_grid() {
         assert_eq!(y.len(), n);
         assert!(y.iter().all(|&v| v == 3.0), "{dev}: some elements were not written");
         let total = x.sum().item().unwrap() as f64;
-        assert!((total - 2.0 * n as f64).abs() / (2.0 * n as f64) < 1e-6, "{dev}: sum {total}");
+        assert!(
+            (total - 2.0 * n as f64).abs() / (2.0 * n as f64) < 1e-6,
+            "{dev}: sum {total}"
+        );
     }
 }

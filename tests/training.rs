@@ -15,12 +15,18 @@ fn mnist_subset() -> (Dataset, Dataset) {
 }
 
 fn mlp(dev: &Device) -> Sequential {
-    Sequential::new().add(Linear::new(784, 128, dev)).add(nn::Relu).add(Linear::new(128, 10, dev))
+    Sequential::new()
+        .add(Linear::new(784, 128, dev))
+        .add(nn::Relu)
+        .add(Linear::new(128, 10, dev))
 }
 
 fn batch(set: &Dataset, rows: &[usize], dev: &Device) -> (Tensor, Tensor) {
     let b = set.select(rows);
-    (Tensor::from_vec(b.features, &[rows.len(), set.dim], dev).unwrap(), Tensor::from_labels(&b.labels, dev).unwrap())
+    (
+        Tensor::from_vec(b.features, &[rows.len(), set.dim], dev).unwrap(),
+        Tensor::from_labels(&b.labels, dev).unwrap(),
+    )
 }
 
 #[test]
@@ -29,8 +35,18 @@ fn xor_is_learned_by_a_2_3_1_mlp_on_every_device() {
         wgnn::manual_seed(1);
         let x = Tensor::from_vec(vec![0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2], &dev).unwrap();
         let y = Tensor::from_vec(vec![0., 1., 1., 0.], &[4, 1], &dev).unwrap();
-        let model = Sequential::new().add(Linear::new(2, 3, &dev)).add(nn::Tanh).add(Linear::new(3, 1, &dev)).add(nn::Sigmoid);
-        let mut opt = Adam::new(model.parameters(), AdamConfig { lr: 0.1, ..Default::default() });
+        let model = Sequential::new()
+            .add(Linear::new(2, 3, &dev))
+            .add(nn::Tanh)
+            .add(Linear::new(3, 1, &dev))
+            .add(nn::Sigmoid);
+        let mut opt = Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 0.1,
+                ..Default::default()
+            },
+        );
         for _ in 0..500 {
             let loss = nn::loss::binary_cross_entropy(&model.forward(&x), &y);
             opt.step(&loss.backward().unwrap()).unwrap();
@@ -47,7 +63,13 @@ fn mnist_subset_reaches_88_percent_test_accuracy_in_5_epochs_on_every_device() {
     for dev in devices() {
         wgnn::manual_seed(0);
         let model = mlp(&dev);
-        let mut opt = Adam::new(model.parameters(), AdamConfig { lr: 1e-3, ..Default::default() });
+        let mut opt = Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 1e-3,
+                ..Default::default()
+            },
+        );
         let order: Vec<usize> = (0..train.n).collect();
         for _ in 0..5 {
             for rows in order.chunks(32) {
@@ -100,7 +122,11 @@ fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memor
         for i in 4..104 {
             step(i, &mut opt);
         }
-        assert_eq!(dev.stats().live_buffer_bytes, live, "{dev}: live buffer bytes grew over 100 steps");
+        assert_eq!(
+            dev.stats().live_buffer_bytes,
+            live,
+            "{dev}: live buffer bytes grew over 100 steps"
+        );
     }
 }
 
@@ -113,11 +139,20 @@ fn a_loss_built_before_a_step_and_read_after_it_has_its_pre_step_value() {
         let y = Tensor::randn(&[4, 2], 2, &dev).unwrap();
         let expected = nn::loss::mse(&model.forward(&x), &y).item().unwrap();
         let loss = nn::loss::mse(&model.forward(&x), &y);
-        let mut opt = Sgd::new(model.parameters(), SgdConfig { lr: 0.5, ..Default::default() });
+        let mut opt = Sgd::new(
+            model.parameters(),
+            SgdConfig {
+                lr: 0.5,
+                ..Default::default()
+            },
+        );
         opt.step(&loss.backward().unwrap()).unwrap();
         assert_eq!(loss.item().unwrap(), expected, "{dev}");
         let after = nn::loss::mse(&model.forward(&x), &y).item().unwrap();
-        assert!(after < expected, "{dev}: the step did not reduce the loss ({expected} -> {after})");
+        assert!(
+            after < expected,
+            "{dev}: the step did not reduce the loss ({expected} -> {after})"
+        );
     }
 }
 
@@ -130,7 +165,13 @@ fn a_value_read_before_the_step_is_not_recomputed_by_it() {
         let loss = nn::loss::mse(&model.forward(&x), &y);
         let grads = loss.backward().unwrap();
         let value = loss.item().unwrap();
-        let mut opt = Sgd::new(model.parameters(), SgdConfig { lr: 0.1, ..Default::default() });
+        let mut opt = Sgd::new(
+            model.parameters(),
+            SgdConfig {
+                lr: 0.1,
+                ..Default::default()
+            },
+        );
         let before = dev.stats();
         opt.step(&grads).unwrap();
         assert_eq!((dev.stats() - before).submits, 1);
@@ -145,7 +186,13 @@ fn a_pending_graph_that_reads_an_updated_parameter_reports_an_error() {
         let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
         let pending = model.forward(&x).sum();
         let loss = model.forward(&x).square().mean();
-        let mut opt = Sgd::new(model.parameters(), SgdConfig { lr: 0.1, ..Default::default() });
+        let mut opt = Sgd::new(
+            model.parameters(),
+            SgdConfig {
+                lr: 0.1,
+                ..Default::default()
+            },
+        );
         opt.step(&loss.backward().unwrap()).unwrap();
         assert!(matches!(pending.item(), Err(Error::StaleParameter(_))), "{dev}");
     }
@@ -157,8 +204,20 @@ fn sgd_and_adam_match_torch_optim_on_a_quadratic() {
     // torch.optim.SGD(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01,
     // nesterov=False) and torch.optim.Adam(lr=0.1), three steps from w = [1, -2].
     for dev in devices() {
-        let w = Tensor::from_vec(vec![1.0, -2.0], &[2], &dev).unwrap().requires_grad().unwrap();
-        let mut sgd = Sgd::new(vec![w.clone()], SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.1, weight_decay: 0.01, nesterov: false });
+        let w = Tensor::from_vec(vec![1.0, -2.0], &[2], &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let mut sgd = Sgd::new(
+            vec![w.clone()],
+            SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                dampening: 0.1,
+                weight_decay: 0.01,
+                nesterov: false,
+            },
+        );
         let (mut wr, mut buf) = ([1.0f64, -2.0], [0.0f64; 2]);
         for t in 0..3 {
             sgd.step(&w.square().sum().backward().unwrap()).unwrap();
@@ -173,8 +232,17 @@ fn sgd_and_adam_match_torch_optim_on_a_quadratic() {
             assert!((got[i] as f64 - wr[i]).abs() < 1e-5, "{dev} sgd: {got:?} vs {wr:?}");
         }
 
-        let w = Tensor::from_vec(vec![1.0, -2.0], &[2], &dev).unwrap().requires_grad().unwrap();
-        let mut adam = Adam::new(vec![w.clone()], AdamConfig { lr: 0.1, ..Default::default() });
+        let w = Tensor::from_vec(vec![1.0, -2.0], &[2], &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let mut adam = Adam::new(
+            vec![w.clone()],
+            AdamConfig {
+                lr: 0.1,
+                ..Default::default()
+            },
+        );
         let (mut wr, mut m, mut v) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
         for t in 1..=3 {
             adam.step(&w.square().sum().backward().unwrap()).unwrap();

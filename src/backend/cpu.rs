@@ -19,7 +19,11 @@ impl CpuBuffer {
     fn new(data: Vec<f32>, counters: &Arc<Counters>) -> Arc<CpuBuffer> {
         let bytes = (data.len() * 4) as u64;
         Counters::add(&counters.live_buffer_bytes, bytes);
-        Arc::new(CpuBuffer { data: RwLock::new(data), counters: counters.clone(), bytes })
+        Arc::new(CpuBuffer {
+            data: RwLock::new(data),
+            counters: counters.clone(),
+            bytes,
+        })
     }
 }
 
@@ -41,7 +45,9 @@ impl CpuBackend {
     fn buffer<'a>(&self, storage: &'a Storage) -> Result<&'a Arc<CpuBuffer>> {
         match storage {
             Storage::Cpu(b) => Ok(b),
-            _ => Err(Error::Invalid("a CPU plan was given a value that lives on another device".into())),
+            _ => Err(Error::Invalid(
+                "a CPU plan was given a value that lives on another device".into(),
+            )),
         }
     }
 }
@@ -83,7 +89,12 @@ impl super::Backend for CpuBackend {
         let arena = program.arena.iter().map(|&w| vec![0.0; w]).collect();
         let bytes: usize = program.arena.iter().sum::<usize>() * 4;
         Counters::add(&self.counters.live_buffer_bytes, bytes as u64);
-        Ok(Box::new(CpuPlan { program, arena: Mutex::new(arena), counters: self.counters.clone(), bytes: bytes as u64 }))
+        Ok(Box::new(CpuPlan {
+            program,
+            arena: Mutex::new(arena),
+            counters: self.counters.clone(),
+            bytes: bytes as u64,
+        }))
     }
 }
 
@@ -106,7 +117,9 @@ impl Executable for CpuPlan {
             .iter()
             .map(|s| match s {
                 Storage::Cpu(b) => Ok(b),
-                _ => Err(Error::Invalid("a CPU plan was given a value that lives on another device".into())),
+                _ => Err(Error::Invalid(
+                    "a CPU plan was given a value that lives on another device".into(),
+                )),
             })
             .collect::<Result<_>>()?;
         let mut arena = self.arena.lock().unwrap();
@@ -164,7 +177,11 @@ fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&Arc<CpuBuffer>]) {
                 _ => unreachable!(),
             })
             .collect();
-        let mut outputs: Vec<&mut [f32]> = taken.iter_mut().map(|(_, v)| &mut v[..]).chain(ext_guards.iter_mut().map(|g| &mut g[..])).collect();
+        let mut outputs: Vec<&mut [f32]> = taken
+            .iter_mut()
+            .map(|(_, v)| &mut v[..])
+            .chain(ext_guards.iter_mut().map(|g| &mut g[..]))
+            .collect();
         run_kernel(&step.kernel, &inputs, &mut outputs);
     }
     for (s, v) in taken {
@@ -181,12 +198,31 @@ pub(crate) fn run_kernel(kernel: &Kernel, x: &[&[f32]], out: &mut [&mut [f32]]) 
                 *o = op.cpu(v);
             }
         }
-        Kernel::Binary { op, shape, a_strides, b_strides } => binary(*op, shape, a_strides, b_strides, x[0], x[1], out[0]),
-        Kernel::MatMul { m, k, n, ta, tb, bias, act } => {
+        Kernel::Binary {
+            op,
+            shape,
+            a_strides,
+            b_strides,
+        } => binary(*op, shape, a_strides, b_strides, x[0], x[1], out[0]),
+        Kernel::MatMul {
+            m,
+            k,
+            n,
+            ta,
+            tb,
+            bias,
+            act,
+        } => {
             matmul(*m, *k, *n, *ta, *tb, x[0], x[1], out[0]);
             epilogue(*m, *n, if *bias { Some(x[2]) } else { None }, *act, out[0]);
         }
-        Kernel::Reduce { kind, outer, len, inner, chunk } => reduce(*kind, *outer, *len, *inner, *chunk, x[0], out[0]),
+        Kernel::Reduce {
+            kind,
+            outer,
+            len,
+            inner,
+            chunk,
+        } => reduce(*kind, *outer, *len, *inner, *chunk, x[0], out[0]),
         Kernel::ArgMax { outer, len, inner } => {
             for o in 0..*outer {
                 for i in 0..*inner {
@@ -232,7 +268,11 @@ pub(crate) fn run_kernel(kernel: &Kernel, x: &[&[f32]], out: &mut [&mut [f32]]) 
                 let label = x[1][r].to_bits() as usize;
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
-                out[0][r] = if label < *classes { sum.ln() + max - row[label] } else { f32::NAN };
+                out[0][r] = if label < *classes {
+                    sum.ln() + max - row[label]
+                } else {
+                    f32::NAN
+                };
             }
         }
         Kernel::CrossEntropyRowsGrad { rows, classes } => {
@@ -253,7 +293,15 @@ pub(crate) fn run_kernel(kernel: &Kernel, x: &[&[f32]], out: &mut [&mut [f32]]) 
     }
 }
 
-fn binary(op: crate::graph::elementwise::BinaryOp, shape: &[usize], sa: &[usize], sb: &[usize], a: &[f32], b: &[f32], out: &mut [f32]) {
+fn binary(
+    op: crate::graph::elementwise::BinaryOp,
+    shape: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
     let n: usize = shape.iter().product();
     let last = shape.len() - 1;
     let (len, la, lb) = (shape[last], sa[last], sb[last]);
@@ -309,7 +357,22 @@ pub(crate) fn matmul(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32]
     // SAFETY: the slices hold at least m·k, k·n and m·n elements (checked when the
     // op was built) and the strides address exactly those.
     unsafe {
-        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, out.as_mut_ptr(), n as isize, 1);
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 
@@ -388,7 +451,11 @@ fn update(kind: UpdateKind, n: usize, grad: &[f32], hyper: &[f32], step: f32, ou
                 let mut g = grad[i] + wd * param[i];
                 if has_momentum {
                     let buf = &mut rest[0][i];
-                    *buf = if step == 0.0 { g } else { momentum * *buf + (1.0 - dampening) * g };
+                    *buf = if step == 0.0 {
+                        g
+                    } else {
+                        momentum * *buf + (1.0 - dampening) * g
+                    };
                     g = if nesterov { g + momentum * *buf } else { *buf };
                 }
                 param[i] -= lr * g;
@@ -400,7 +467,9 @@ fn update(kind: UpdateKind, n: usize, grad: &[f32], hyper: &[f32], step: f32, ou
             let bc1 = 1.0 - b1.powf(t);
             let bc2_sqrt = (1.0 - b2.powf(t)).sqrt();
             let step_size = lr / bc1;
-            let [param, m, v] = out else { unreachable!("adam writes param, m, v") };
+            let [param, m, v] = out else {
+                unreachable!("adam writes param, m, v")
+            };
             for i in 0..n {
                 let mut g = grad[i];
                 if decoupled {

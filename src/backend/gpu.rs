@@ -91,7 +91,10 @@ impl GpuBackend {
             required_limits: limits.clone(),
             ..Default::default()
         }))
-        .map_err(|e| Error::DeviceCreation { adapter: a.name.clone(), reason: e.to_string() })?;
+        .map_err(|e| Error::DeviceCreation {
+            adapter: a.name.clone(),
+            reason: e.to_string(),
+        })?;
         let info = DeviceInfo {
             kind: DeviceKind::Gpu,
             name: a.name.clone(),
@@ -121,7 +124,12 @@ impl Shared {
         let bytes = buffer_bytes(words);
         let limit = self.info.max_storage_buffer_binding_size;
         if bytes > limit {
-            return Err(Error::DeviceLimit { what: what.into(), needed: bytes, limit, limit_name: "max_storage_buffer_binding_size" });
+            return Err(Error::DeviceLimit {
+                what: what.into(),
+                needed: bytes,
+                limit,
+                limit_name: "max_storage_buffer_binding_size",
+            });
         }
         Ok(())
     }
@@ -131,7 +139,11 @@ impl Shared {
     fn buffer(&self, words: usize, fresh: bool) -> Result<Arc<GpuBuffer>> {
         self.check_size("a buffer", words)?;
         let bytes = buffer_bytes(words);
-        let pooled = if fresh { None } else { self.pool.lock().unwrap().get_mut(&bytes).and_then(Vec::pop) };
+        let pooled = if fresh {
+            None
+        } else {
+            self.pool.lock().unwrap().get_mut(&bytes).and_then(Vec::pop)
+        };
         let buffer = match pooled {
             Some(b) => b,
             None => {
@@ -144,7 +156,11 @@ impl Shared {
                 })
             }
         };
-        Ok(Arc::new(GpuBuffer { buffer: Some(buffer), id: NEXT_BUFFER.fetch_add(1, Ordering::Relaxed), pool: self.pool.clone() }))
+        Ok(Arc::new(GpuBuffer {
+            buffer: Some(buffer),
+            id: NEXT_BUFFER.fetch_add(1, Ordering::Relaxed),
+            pool: self.pool.clone(),
+        }))
     }
 
     fn upload(&self, buffer: &wgpu::Buffer, data: &[f32]) {
@@ -160,7 +176,11 @@ impl Shared {
                 let mut entries = vec![wgpu::BindGroupLayoutEntry {
                     binding: 0,
                     visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
                     count: None,
                 }];
                 for i in 0..reads + writes {
@@ -175,7 +195,10 @@ impl Shared {
                         count: None,
                     });
                 }
-                Arc::new(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("wgnn kernel"), entries: &entries }))
+                Arc::new(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("wgnn kernel"),
+                    entries: &entries,
+                }))
             })
             .clone()
     }
@@ -205,10 +228,16 @@ impl Shared {
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu { context: format!("compiling kernel:\n{source}"), reason: e.to_string() });
+            return Err(Error::Gpu {
+                context: format!("compiling kernel:\n{source}"),
+                reason: e.to_string(),
+            });
         }
         let pipeline = Arc::new(pipeline);
-        self.pipelines.lock().unwrap().insert(source.to_string(), pipeline.clone());
+        self.pipelines
+            .lock()
+            .unwrap()
+            .insert(source.to_string(), pipeline.clone());
         Ok(pipeline)
     }
 }
@@ -217,7 +246,10 @@ impl Shared {
 fn section(file: &str, name: &str) -> String {
     let marker = format!("//#kernel {name}\n");
     let prelude_end = file.find("//#kernel ").unwrap_or(file.len());
-    let start = file.find(&marker).unwrap_or_else(|| panic!("shader section {name} is missing")) + marker.len();
+    let start = file
+        .find(&marker)
+        .unwrap_or_else(|| panic!("shader section {name} is missing"))
+        + marker.len();
     let end = file[start..].find("//#kernel ").map_or(file.len(), |e| start + e);
     format!("{}\n{}", &file[..prelude_end], &file[start..end])
 }
@@ -253,8 +285,14 @@ fn push_dims(params: &mut Vec<u32>, dims: &[usize]) {
 fn launch(kernel: &Kernel) -> Launch {
     let reads = kernel.reads();
     let writes = match kernel {
-        Kernel::Update { kind: UpdateKind::Sgd { momentum: true }, .. } => 2,
-        Kernel::Update { kind: UpdateKind::Adam { .. }, .. } => 3,
+        Kernel::Update {
+            kind: UpdateKind::Sgd { momentum: true },
+            ..
+        } => 2,
+        Kernel::Update {
+            kind: UpdateKind::Adam { .. },
+            ..
+        } => 3,
         _ => 1,
     };
     let mut generated = String::new();
@@ -262,15 +300,27 @@ fn launch(kernel: &Kernel) -> Launch {
         generated += &format!("@group(0) @binding({}) var<storage, read> in{i}: array<f32>;\n", 1 + i);
     }
     for i in 0..writes {
-        generated += &format!("@group(0) @binding({}) var<storage, read_write> out{i}: array<f32>;\n", 1 + reads + i);
+        generated += &format!(
+            "@group(0) @binding({}) var<storage, read_write> out{i}: array<f32>;\n",
+            1 + reads + i
+        );
     }
     let (body, params, groups) = match kernel {
-        Kernel::Fill { n, value } => (section(ELEMENTWISE, "fill"), vec![*n as u32, value.to_bits()], grid_for(*n)),
+        Kernel::Fill { n, value } => (
+            section(ELEMENTWISE, "fill"),
+            vec![*n as u32, value.to_bits()],
+            grid_for(*n),
+        ),
         Kernel::Unary { op, n } => {
             generated += &format!("fn unary_op(x: f32) -> f32 {{ return {}; }}\n", op.wgsl());
             (section(ELEMENTWISE, "unary"), vec![*n as u32], grid_for(*n))
         }
-        Kernel::Binary { op, shape, a_strides, b_strides } => {
+        Kernel::Binary {
+            op,
+            shape,
+            a_strides,
+            b_strides,
+        } => {
             generated += &format!("fn binary_op(a: f32, b: f32) -> f32 {{ return {}; }}\n", op.wgsl());
             let n: usize = shape.iter().product();
             let mut params = vec![n as u32, shape.len() as u32];
@@ -286,7 +336,15 @@ fn launch(kernel: &Kernel) -> Launch {
             push_dims(&mut params, in_strides);
             (section(COPY, "strided"), params, grid_for(n))
         }
-        Kernel::MatMul { m, k, n, ta, tb, bias, act } => {
+        Kernel::MatMul {
+            m,
+            k,
+            n,
+            ta,
+            tb,
+            bias,
+            act,
+        } => {
             generated += &format!("const TA: bool = {ta};\nconst TB: bool = {tb};\n");
             generated += &if *bias {
                 "fn bias_at(c: u32) -> f32 { return in2[c]; }\n".to_string()
@@ -303,26 +361,44 @@ fn launch(kernel: &Kernel) -> Launch {
             let groups = (n.div_ceil(64).max(1) as u32, m.div_ceil(64).max(1) as u32, 1);
             (section(MATMUL, "matmul"), vec![*m as u32, *k as u32, *n as u32], groups)
         }
-        Kernel::Reduce { kind, outer, len, inner, chunk } => {
+        Kernel::Reduce {
+            kind,
+            outer,
+            len,
+            inner,
+            chunk,
+        } => {
             generated += &format!("const IS_MAX: bool = {};\n", *kind == ReduceKind::Max);
             if *inner == 1 {
                 let chunks = len.div_ceil((*chunk).max(1));
                 let params = vec![*outer as u32, *len as u32, *chunk as u32, chunks as u32];
                 (section(REDUCE, "reduce_rows"), params, grid(outer * chunks))
             } else {
-                (section(REDUCE, "reduce_cols"), vec![*outer as u32, *len as u32, *inner as u32], grid_for(outer * inner))
+                (
+                    section(REDUCE, "reduce_cols"),
+                    vec![*outer as u32, *len as u32, *inner as u32],
+                    grid_for(outer * inner),
+                )
             }
         }
         Kernel::ArgMax { outer, len, inner } => {
             generated += "const IS_MAX: bool = true;\n";
-            (section(REDUCE, "argmax"), vec![*outer as u32, *len as u32, *inner as u32], grid_for(outer * inner))
+            (
+                section(REDUCE, "argmax"),
+                vec![*outer as u32, *len as u32, *inner as u32],
+                grid_for(outer * inner),
+            )
         }
-        Kernel::CrossEntropyRows { rows, classes } => {
-            (section(SOFTMAX_XENT, "xent_rows"), vec![*rows as u32, *classes as u32], grid_for(*rows))
-        }
-        Kernel::CrossEntropyRowsGrad { rows, classes } => {
-            (section(SOFTMAX_XENT, "xent_rows_grad"), vec![*rows as u32, *classes as u32], grid_for(*rows))
-        }
+        Kernel::CrossEntropyRows { rows, classes } => (
+            section(SOFTMAX_XENT, "xent_rows"),
+            vec![*rows as u32, *classes as u32],
+            grid_for(*rows),
+        ),
+        Kernel::CrossEntropyRowsGrad { rows, classes } => (
+            section(SOFTMAX_XENT, "xent_rows_grad"),
+            vec![*rows as u32, *classes as u32],
+            grid_for(*rows),
+        ),
         Kernel::Update { kind, n } => {
             let name = match kind {
                 UpdateKind::Sgd { momentum: false } => "sgd",
@@ -336,7 +412,11 @@ fn launch(kernel: &Kernel) -> Launch {
         }
         Kernel::Increment => (section(OPTIM, "increment"), vec![], (1, 1, 1)),
     };
-    Launch { source: format!("{generated}\n{COMMON}\n{body}"), params, groups }
+    Launch {
+        source: format!("{generated}\n{COMMON}\n{body}"),
+        params,
+        groups,
+    }
 }
 
 /// One launch of a compiled plan.
@@ -413,7 +493,9 @@ impl super::Backend for GpuBackend {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgnn readback") });
+            let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgnn readback"),
+            });
             encoder.copy_buffer_to_buffer(source.raw(), 0, &staging, 0, bytes);
             s.queue.submit([encoder.finish()]);
             Counters::add(&s.counters.submits, 1);
@@ -423,15 +505,24 @@ impl super::Backend for GpuBackend {
             });
             s.device
                 .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu { context: "waiting for a readback".into(), reason: e.to_string() })?;
+                .map_err(|e| Error::Gpu {
+                    context: "waiting for a readback".into(),
+                    reason: e.to_string(),
+                })?;
             rx.await
-                .map_err(|_| Error::Gpu { context: "readback".into(), reason: "the mapping callback was dropped".into() })?
-                .map_err(|e| Error::Gpu { context: "mapping a readback buffer".into(), reason: e.to_string() })?;
+                .map_err(|_| Error::Gpu {
+                    context: "readback".into(),
+                    reason: "the mapping callback was dropped".into(),
+                })?
+                .map_err(|e| Error::Gpu {
+                    context: "mapping a readback buffer".into(),
+                    reason: e.to_string(),
+                })?;
             let data: Vec<f32> = {
-                let view = staging
-                    .slice(..)
-                    .get_mapped_range()
-                    .map_err(|e| Error::Gpu { context: "reading a mapped buffer".into(), reason: format!("{e:?}") })?;
+                let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu {
+                    context: "reading a mapped buffer".into(),
+                    reason: format!("{e:?}"),
+                })?;
                 bytemuck::cast_slice(&view).to_vec()
             };
             staging.unmap();
@@ -454,11 +545,21 @@ impl super::Backend for GpuBackend {
                 mapped_at_creation: false,
             }))
         };
-        let arena = program.arena.iter().map(|&w| make(w, "wgnn arena")).collect::<Result<Vec<_>>>()?;
+        let arena = program
+            .arena
+            .iter()
+            .map(|&w| make(w, "wgnn arena"))
+            .collect::<Result<Vec<_>>>()?;
         let host_inputs = program
             .externals
             .iter()
-            .map(|e| if e.host { make(e.words, "wgnn input").map(Some) } else { Ok(None) })
+            .map(|e| {
+                if e.host {
+                    make(e.words, "wgnn input").map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         let build = |step: &Step| -> Result<GpuStep> {
             let l = launch(&step.kernel);
@@ -486,7 +587,15 @@ impl super::Backend for GpuBackend {
         let steps = program.steps.iter().map(build).collect::<Result<Vec<_>>>()?;
         let updates = program.updates.iter().map(build).collect::<Result<Vec<_>>>()?;
         Counters::add(&s.counters.live_buffer_bytes, bytes);
-        Ok(Box::new(GpuPlan { shared: self.0.clone(), arena, host_inputs, steps, updates, kept: program.kept, bytes }))
+        Ok(Box::new(GpuPlan {
+            shared: self.0.clone(),
+            arena,
+            host_inputs,
+            steps,
+            updates,
+            kept: program.kept,
+            bytes,
+        }))
     }
 }
 
@@ -512,11 +621,21 @@ impl GpuPlan {
             .collect();
         let mut cached = step.bind_group.lock().unwrap();
         if cached.as_ref().is_none_or(|(have, _)| *have != ids) {
-            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: step.params.as_entire_binding() }];
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: step.params.as_entire_binding(),
+            }];
             for (i, slot) in step.bindings.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: 1 + i as u32, resource: self.buffer(*slot, ext).as_entire_binding() });
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 1 + i as u32,
+                    resource: self.buffer(*slot, ext).as_entire_binding(),
+                });
             }
-            let group = self.shared.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("wgnn kernel"), layout: &step.layout, entries: &entries });
+            let group = self.shared.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgnn kernel"),
+                layout: &step.layout,
+                entries: &entries,
+            });
             *cached = Some((ids, group));
         }
         pass.set_pipeline(&step.pipeline);
@@ -536,22 +655,44 @@ impl Executable for GpuPlan {
                     ext.push(None);
                 }
                 (Storage::Gpu(b), None) => ext.push(Some(b)),
-                _ => return Err(Error::Invalid("a GPU plan was given a value of another kind or device".into())),
+                _ => {
+                    return Err(Error::Invalid(
+                        "a GPU plan was given a value of another kind or device".into(),
+                    ))
+                }
             }
         }
-        let kept: Vec<Arc<GpuBuffer>> = self.kept.iter().map(|&(_, words)| s.buffer(words, false)).collect::<Result<_>>()?;
-        let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgnn plan") });
+        let kept: Vec<Arc<GpuBuffer>> = self
+            .kept
+            .iter()
+            .map(|&(_, words)| s.buffer(words, false))
+            .collect::<Result<_>>()?;
+        let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgnn plan"),
+        });
         if !self.steps.is_empty() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgnn compute"), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgnn compute"),
+                timestamp_writes: None,
+            });
             for step in &self.steps {
                 self.encode(&mut pass, step, &ext);
             }
         }
         for (&(slot, words), dst) in self.kept.iter().zip(&kept) {
-            encoder.copy_buffer_to_buffer(self.buffer(slot, &ext), 0, dst.raw(), 0, buffer_bytes(words).min(dst.raw().size()));
+            encoder.copy_buffer_to_buffer(
+                self.buffer(slot, &ext),
+                0,
+                dst.raw(),
+                0,
+                buffer_bytes(words).min(dst.raw().size()),
+            );
         }
         if !self.updates.is_empty() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgnn update"), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgnn update"),
+                timestamp_writes: None,
+            });
             for step in &self.updates {
                 self.encode(&mut pass, step, &ext);
             }

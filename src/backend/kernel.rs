@@ -16,13 +16,32 @@ pub(crate) enum Kernel {
     /// reads [x], writes [out]
     Unary { op: UnaryOp, n: usize },
     /// reads [a, b], writes [out]; strides are 0 along broadcast axes.
-    Binary { op: BinaryOp, shape: Vec<usize>, a_strides: Vec<usize>, b_strides: Vec<usize> },
+    Binary {
+        op: BinaryOp,
+        shape: Vec<usize>,
+        a_strides: Vec<usize>,
+        b_strides: Vec<usize>,
+    },
     /// reads [a, b, bias?], writes [out]
-    MatMul { m: usize, k: usize, n: usize, ta: bool, tb: bool, bias: bool, act: Act },
+    MatMul {
+        m: usize,
+        k: usize,
+        n: usize,
+        ta: bool,
+        tb: bool,
+        bias: bool,
+        act: Act,
+    },
     /// reads [x] viewed as [outer, len, inner], writes [outer, inner]; when
     /// `inner == 1`, each row is reduced in chunks of `chunk` (one workgroup each),
     /// writing [outer, ⌈len / chunk⌉] (a long row takes two launches).
-    Reduce { kind: ReduceKind, outer: usize, len: usize, inner: usize, chunk: usize },
+    Reduce {
+        kind: ReduceKind,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        chunk: usize,
+    },
     /// reads [x] viewed as [outer, len, inner], writes u32 [outer, inner]
     ArgMax { outer: usize, len: usize, inner: usize },
     /// reads [x], writes [out]: out[i] = x[Σ idx_d · in_strides_d] (permute, expand).
@@ -52,7 +71,13 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let own = contiguous_strides(shape);
     let lead = out.len() - shape.len();
     (0..out.len())
-        .map(|i| if i < lead || shape[i - lead] == 1 { 0 } else { own[i - lead] })
+        .map(|i| {
+            if i < lead || shape[i - lead] == 1 {
+                0
+            } else {
+                own[i - lead]
+            }
+        })
         .collect()
 }
 
@@ -106,15 +131,34 @@ impl Kernel {
                 let (shape, mut s) = simplify(out, &[&a, &b]);
                 let b_strides = s.pop().unwrap();
                 let a_strides = s.pop().unwrap();
-                Kernel::Binary { op: *op, shape, a_strides, b_strides }
+                Kernel::Binary {
+                    op: *op,
+                    shape,
+                    a_strides,
+                    b_strides,
+                }
             }
             Op::MatMul { ta, tb, bias, act } => {
                 let k = if *ta { inputs[0][0] } else { inputs[0][1] };
-                Kernel::MatMul { m: out[0], k, n: out[1], ta: *ta, tb: *tb, bias: *bias, act: *act }
+                Kernel::MatMul {
+                    m: out[0],
+                    k,
+                    n: out[1],
+                    ta: *ta,
+                    tb: *tb,
+                    bias: *bias,
+                    act: *act,
+                }
             }
             Op::Reduce { kind, axis } => {
                 let (outer, len, inner) = split_axis(inputs[0], *axis);
-                Kernel::Reduce { kind: *kind, outer, len, inner, chunk: len }
+                Kernel::Reduce {
+                    kind: *kind,
+                    outer,
+                    len,
+                    inner,
+                    chunk: len,
+                }
             }
             Op::ArgMax { axis } => {
                 let (outer, len, inner) = split_axis(inputs[0], *axis);
@@ -125,17 +169,32 @@ impl Kernel {
                 let in_strides: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
                 let (shape, mut s) = simplify(out, &[&in_strides, &contiguous_strides(out)]);
                 s.pop();
-                Kernel::Strided { shape, in_strides: s.pop().unwrap() }
+                Kernel::Strided {
+                    shape,
+                    in_strides: s.pop().unwrap(),
+                }
             }
             Op::Expand => {
                 let in_strides = broadcast_strides(inputs[0], out);
                 let (shape, mut s) = simplify(out, &[&in_strides, &contiguous_strides(out)]);
                 s.pop();
-                Kernel::Strided { shape, in_strides: s.pop().unwrap() }
+                Kernel::Strided {
+                    shape,
+                    in_strides: s.pop().unwrap(),
+                }
             }
-            Op::CrossEntropyRows => Kernel::CrossEntropyRows { rows: inputs[0][0], classes: inputs[0][1] },
-            Op::CrossEntropyRowsGrad => Kernel::CrossEntropyRowsGrad { rows: inputs[0][0], classes: inputs[0][1] },
-            Op::Update(kind) => Kernel::Update { kind: *kind, n: numel(inputs[0]) },
+            Op::CrossEntropyRows => Kernel::CrossEntropyRows {
+                rows: inputs[0][0],
+                classes: inputs[0][1],
+            },
+            Op::CrossEntropyRowsGrad => Kernel::CrossEntropyRowsGrad {
+                rows: inputs[0][0],
+                classes: inputs[0][1],
+            },
+            Op::Update(kind) => Kernel::Update {
+                kind: *kind,
+                n: numel(inputs[0]),
+            },
             Op::Increment => Kernel::Increment,
         })
     }
@@ -161,10 +220,28 @@ impl Kernel {
     /// launches and the words of the intermediate buffer (0 when not split).
     pub(crate) fn split(self) -> (Vec<Kernel>, usize) {
         match self {
-            Kernel::Reduce { kind, outer, len, inner: 1, .. } if len > 4 * ROW_CHUNK => {
+            Kernel::Reduce {
+                kind,
+                outer,
+                len,
+                inner: 1,
+                ..
+            } if len > 4 * ROW_CHUNK => {
                 let chunks = len.div_ceil(ROW_CHUNK);
-                let first = Kernel::Reduce { kind, outer, len, inner: 1, chunk: ROW_CHUNK };
-                let second = Kernel::Reduce { kind, outer, len: chunks, inner: 1, chunk: chunks };
+                let first = Kernel::Reduce {
+                    kind,
+                    outer,
+                    len,
+                    inner: 1,
+                    chunk: ROW_CHUNK,
+                };
+                let second = Kernel::Reduce {
+                    kind,
+                    outer,
+                    len: chunks,
+                    inner: 1,
+                    chunk: chunks,
+                };
                 (vec![first, second], outer * chunks)
             }
             k => (vec![k], 0),

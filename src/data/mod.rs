@@ -147,13 +147,7 @@ const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 /// Checks an IDX file's magic and header and returns its dimensions and the payload.
 ///
 /// `what` names the kind of file for messages ("image" or "label").
-fn parse_idx<'a>(
-    bytes: &'a [u8],
-    path: &Path,
-    magic: u32,
-    ndims: usize,
-    what: &str,
-) -> Result<(Vec<usize>, &'a [u8])> {
+fn parse_idx<'a>(bytes: &'a [u8], path: &Path, magic: u32, ndims: usize, what: &str) -> Result<(Vec<usize>, &'a [u8])> {
     if bytes.len() < 4 {
         return Err(Error::format(
             path,
@@ -182,15 +176,10 @@ fn parse_idx<'a>(
         return Err(Error::format(
             path,
             bytes.len() as u64,
-            format!(
-                "truncated IDX header: expected {header} bytes, found {}",
-                bytes.len()
-            ),
+            format!("truncated IDX header: expected {header} bytes, found {}", bytes.len()),
         ));
     }
-    let dims: Vec<usize> = (0..ndims)
-        .map(|d| be_u32(bytes, 4 + 4 * d) as usize)
-        .collect();
+    let dims: Vec<usize> = (0..ndims).map(|d| be_u32(bytes, 4 + 4 * d) as usize).collect();
     let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let Some(expected) = expected else {
         return Err(Error::format(
@@ -310,20 +299,9 @@ enum Fields {
 ///
 /// `skip` leading lines are ignored, as are blank lines. `cols`, when given, is the
 /// required number of columns (features + label); otherwise the first data row sets it.
-fn parse_labelled_csv(
-    bytes: &[u8],
-    path: &Path,
-    skip: usize,
-    cols: Option<usize>,
-    fields: Fields,
-) -> Result<Dataset> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Error::format(
-            path,
-            e.valid_up_to() as u64,
-            "the file is not valid UTF-8 text",
-        )
-    })?;
+fn parse_labelled_csv(bytes: &[u8], path: &Path, skip: usize, cols: Option<usize>, fields: Fields) -> Result<Dataset> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::format(path, e.valid_up_to() as u64, "the file is not valid UTF-8 text"))?;
     let mut features = Vec::new();
     let mut labels = Vec::new();
     let mut ncols = cols;
@@ -365,10 +343,7 @@ fn parse_labelled_csv(
                 Error::format(
                     path,
                     off as u64,
-                    format!(
-                        "line {line_no}, column {}: {value:?} is not {what}",
-                        col + 1
-                    ),
+                    format!("line {line_no}, column {}: {value:?} is not {what}", col + 1),
                 )
             };
             let v: f32 = match value.parse::<f32>() {
@@ -391,9 +366,7 @@ fn parse_labelled_csv(
             Error::format(
                 path,
                 off as u64,
-                format!(
-                    "line {line_no}, column {c}: label {value:?} is not a non-negative integer"
-                ),
+                format!("line {line_no}, column {c}: label {value:?} is not a non-negative integer"),
             )
         })?;
         labels.push(label);
@@ -518,8 +491,7 @@ mod tests {
         fn new(tag: &str) -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let k = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("wgnn-data-test-{}-{tag}-{k}", std::process::id()));
+            let p = std::env::temp_dir().join(format!("wgnn-data-test-{}-{tag}-{k}", std::process::id()));
             let _ = fs::remove_dir_all(&p);
             fs::create_dir_all(&p).unwrap();
             TempDir(p)
@@ -606,11 +578,7 @@ mod tests {
         fs::write(t.path("l"), &lab).unwrap();
         // Arguments swapped: the label file is read as images.
         match load_idx(t.path("l"), t.path("i")) {
-            Err(Error::Format {
-                path,
-                offset,
-                reason,
-            }) => {
+            Err(Error::Format { path, offset, reason }) => {
                 assert_eq!(path, t.path("l"));
                 assert_eq!(offset, 0);
                 assert!(reason.contains("0x00000803"), "{reason}");

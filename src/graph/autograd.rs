@@ -65,7 +65,9 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
         )));
     }
     if !loss.is_trainable() {
-        return Err(Error::Invalid("backward: the loss does not depend on any trainable tensor".into()));
+        return Err(Error::Invalid(
+            "backward: the loss does not depend on any trainable tensor".into(),
+        ));
     }
     let order = topo_order(loss);
     let mut grads: HashMap<u64, Tensor> = HashMap::new();

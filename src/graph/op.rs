@@ -43,11 +43,21 @@ pub enum Op {
     Binary(BinaryOp),
     /// `act(op(A)·op(B) + bias)`; op transposes a 2-D operand in place (no copy).
     /// Inputs: a, b, and bias when `bias`.
-    MatMul { ta: bool, tb: bool, bias: bool, act: Act },
+    MatMul {
+        ta: bool,
+        tb: bool,
+        bias: bool,
+        act: Act,
+    },
     /// Reduce along `axis`, which is removed from the shape.
-    Reduce { kind: ReduceKind, axis: usize },
+    Reduce {
+        kind: ReduceKind,
+        axis: usize,
+    },
     /// Index of the first maximum along `axis` (u32 labels out).
-    ArgMax { axis: usize },
+    ArgMax {
+        axis: usize,
+    },
     /// Same data, new shape (an alias, no kernel).
     Reshape,
     /// Axis permutation (strided copy).

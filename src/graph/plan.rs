@@ -44,10 +44,20 @@ fn is_pending(t: &Tensor) -> bool {
 
 impl Schedule {
     fn build(roots: &[Tensor], updates: &[Tensor]) -> Schedule {
-        let mut s = Schedule { nodes: Vec::new(), updates: Vec::new(), externals: Vec::new(), inputs: Vec::new(), kept: Vec::new() };
+        let mut s = Schedule {
+            nodes: Vec::new(),
+            updates: Vec::new(),
+            externals: Vec::new(),
+            inputs: Vec::new(),
+            kept: Vec::new(),
+        };
         let mut index: HashMap<u64, Ref> = HashMap::new();
         let mut update_inputs = Vec::new();
-        for (is_update, start) in roots.iter().map(|t| (false, t)).chain(updates.iter().map(|t| (true, t))) {
+        for (is_update, start) in roots
+            .iter()
+            .map(|t| (false, t))
+            .chain(updates.iter().map(|t| (true, t)))
+        {
             if is_update {
                 for input in &start.0.inputs {
                     s.visit(input, &mut index);
@@ -67,7 +77,12 @@ impl Schedule {
                 }
             }
         }
-        s.kept = s.nodes.iter().enumerate().map(|(i, t)| Arc::strong_count(&t.0) > 1 + uses[i]).collect();
+        s.kept = s
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Arc::strong_count(&t.0) > 1 + uses[i])
+            .collect();
         s.inputs.extend(update_inputs);
         s
     }
@@ -96,8 +111,8 @@ impl Schedule {
                     index.insert(child.id(), Ref::External(self.externals.len()));
                     self.externals.push(child);
                 }
-            } else if !index.contains_key(&node.id()) {
-                index.insert(node.id(), Ref::Node(self.nodes.len()));
+            } else if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(node.id()) {
+                slot.insert(Ref::Node(self.nodes.len()));
                 self.inputs.push(node.0.inputs.iter().map(|t| index[&t.id()]).collect());
                 self.nodes.push(node);
             }
@@ -121,15 +136,24 @@ impl Schedule {
                 let classes = logits.shape()[1];
                 if let Some((label, index)) = labels.0.max_label {
                     if label as usize >= classes {
-                        return Err(Error::LabelOutOfRange { op: "cross_entropy", label, index, classes });
+                        return Err(Error::LabelOutOfRange {
+                            op: "cross_entropy",
+                            label,
+                            index,
+                            classes,
+                        });
                     }
                 }
             }
             if let Some(from) = node.0.op.in_place_from() {
                 for input in &node.0.inputs[from..] {
-                    let resident = input.0.op == Op::Leaf && !input.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host);
+                    let resident = input.0.op == Op::Leaf
+                        && !input.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host);
                     if !resident {
-                        return Err(Error::Invalid(format!("{}: can only update resident leaf tensors in place", node.0.op.name())));
+                        return Err(Error::Invalid(format!(
+                            "{}: can only update resident leaf tensors in place",
+                            node.0.op.name()
+                        )));
                     }
                 }
             }
@@ -146,7 +170,15 @@ impl Schedule {
         }
         for (i, node) in self.all().enumerate() {
             let kept = self.kept.get(i).copied().unwrap_or(false);
-            let _ = write!(key, "N{:?}{:?}{:?}{:?}{};", node.0.op, node.shape(), node.dtype(), self.inputs[i], kept as u8);
+            let _ = write!(
+                key,
+                "N{:?}{:?}{:?}{:?}{};",
+                node.0.op,
+                node.shape(),
+                node.dtype(),
+                self.inputs[i],
+                kept as u8
+            );
         }
         key
     }
@@ -191,7 +223,11 @@ impl Schedule {
                 None => bindings_in[0], // alias: same buffer as the input
                 Some(_) => {
                     let words = numel(node.shape()).max(1);
-                    let best = free.iter().enumerate().filter(|(_, &s)| program.arena[s] >= words).min_by_key(|(_, &s)| program.arena[s]);
+                    let best = free
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &s)| program.arena[s] >= words)
+                        .min_by_key(|(_, &s)| program.arena[s]);
                     match best {
                         Some((pos, &s)) => {
                             free.swap_remove(pos);
@@ -220,12 +256,21 @@ impl Schedule {
                     pinned.push(false);
                     let temp = Slot::Arena(program.arena.len() - 1);
                     let [first, second]: [Kernel; 2] = kernels.try_into().unwrap();
-                    program.steps.push(Step { kernel: first, bindings: vec![bindings_in[0], temp] });
-                    program.steps.push(Step { kernel: second, bindings: vec![temp, out] });
+                    program.steps.push(Step {
+                        kernel: first,
+                        bindings: vec![bindings_in[0], temp],
+                    });
+                    program.steps.push(Step {
+                        kernel: second,
+                        bindings: vec![temp, out],
+                    });
                 } else {
                     let mut bindings = bindings_in.clone();
                     bindings.push(out);
-                    program.steps.push(Step { kernel: kernels.into_iter().next().unwrap(), bindings });
+                    program.steps.push(Step {
+                        kernel: kernels.into_iter().next().unwrap(),
+                        bindings,
+                    });
                 }
             }
             // Inputs consumed: free arena slots nobody needs any more.
@@ -257,7 +302,10 @@ impl Schedule {
             }
             program.updates.push(Step { kernel, bindings });
         }
-        program.kept = (0..n).filter(|&i| self.kept[i]).map(|i| (slot_of[i], numel(self.nodes[i].shape()))).collect();
+        program.kept = (0..n)
+            .filter(|&i| self.kept[i])
+            .map(|i| (slot_of[i], numel(self.nodes[i].shape())))
+            .collect();
         program
     }
 }
@@ -274,7 +322,11 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
     }
     for t in schedule.all().chain(&schedule.externals) {
         if !t.device().same(&device) {
-            return Err(Error::DeviceMismatch { op: "realize", a: device.to_string(), b: t.device().to_string() });
+            return Err(Error::DeviceMismatch {
+                op: "realize",
+                a: device.to_string(),
+                b: t.device().to_string(),
+            });
         }
     }
     schedule.validate()?;
@@ -296,8 +348,11 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
             }
         }
     };
-    let externals: Vec<Storage> =
-        schedule.externals.iter().map(|t| t.0.storage.lock().unwrap().clone().expect("externals are realized")).collect();
+    let externals: Vec<Storage> = schedule
+        .externals
+        .iter()
+        .map(|t| t.0.storage.lock().unwrap().clone().expect("externals are realized"))
+        .collect();
     let kept = plan.exec.run(&externals)?;
     for (&i, storage) in plan.kept_nodes.iter().zip(kept) {
         *schedule.nodes[i].0.storage.lock().unwrap() = Some(storage);

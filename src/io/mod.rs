@@ -24,10 +24,16 @@ pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<(
         .map(|(name, shape, bytes)| {
             TensorView::new(Dtype::F32, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| Error::SafeTensors { path: path.into(), reason: e.to_string() })
+                .map_err(|e| Error::SafeTensors {
+                    path: path.into(),
+                    reason: e.to_string(),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| Error::SafeTensors { path: path.into(), reason: e.to_string() })?;
+    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| Error::SafeTensors {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     let tmp = path.with_extension("safetensors.tmp");
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -40,7 +46,10 @@ pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<(
 pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::SafeTensors { path: path.into(), reason: e.to_string() })?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::SafeTensors {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     let params = module.named_parameters();
     let mut found: HashMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
     let mut problems = Vec::new();
@@ -48,14 +57,20 @@ pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Resu
     for (name, param) in &params {
         match found.remove(name) {
             None => problems.push(format!("missing tensor {name:?} (shape {:?})", param.shape())),
-            Some(view) if view.shape() != param.shape() => {
-                problems.push(format!("tensor {name:?} has shape {:?}, the module expects {:?}", view.shape(), param.shape()))
-            }
+            Some(view) if view.shape() != param.shape() => problems.push(format!(
+                "tensor {name:?} has shape {:?}, the module expects {:?}",
+                view.shape(),
+                param.shape()
+            )),
             Some(view) if view.dtype() != Dtype::F32 => {
                 problems.push(format!("tensor {name:?} is {:?}, only F32 is supported", view.dtype()))
             }
             Some(view) => {
-                let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let data: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
                 values.push((param.clone(), data));
             }
         }
@@ -64,7 +79,10 @@ pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Resu
     unexpected.sort();
     problems.extend(unexpected.into_iter().map(|n| format!("unexpected tensor {n:?}")));
     if !problems.is_empty() {
-        return Err(Error::Load { path: path.into(), problems });
+        return Err(Error::Load {
+            path: path.into(),
+            problems,
+        });
     }
     for (param, data) in values {
         param.assign(&data)?;

@@ -7,7 +7,12 @@ use crate::Tensor;
 /// Mean squared error, `MSELoss()`.
 #[track_caller]
 pub fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
-    assert!(pred.shape() == target.shape(), "mse: prediction {:?} and target {:?} differ", pred.shape(), target.shape());
+    assert!(
+        pred.shape() == target.shape(),
+        "mse: prediction {:?} and target {:?} differ",
+        pred.shape(),
+        target.shape()
+    );
     (pred - target).square().mean()
 }
 
@@ -15,7 +20,12 @@ pub fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
 /// PyTorch does, so p = 0 or 1 gives a finite loss).
 #[track_caller]
 pub fn binary_cross_entropy(p: &Tensor, target: &Tensor) -> Tensor {
-    assert!(p.shape() == target.shape(), "binary_cross_entropy: prediction {:?} and target {:?} differ", p.shape(), target.shape());
+    assert!(
+        p.shape() == target.shape(),
+        "binary_cross_entropy: prediction {:?} and target {:?} differ",
+        p.shape(),
+        target.shape()
+    );
     let floor = Tensor::full(&[], -100.0, p.device());
     let log_p = p.log().maximum(&floor);
     let log_q = p.neg().add_scalar(1.0).log().maximum(&floor);
@@ -40,7 +50,11 @@ pub fn binary_cross_entropy_with_logits(z: &Tensor, target: &Tensor) -> Tensor {
 /// out of range are reported as `Error::LabelOutOfRange` when the loss is computed.
 #[track_caller]
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
-    assert!(logits.shape().len() == 2, "cross_entropy: logits must be [batch, classes], got {:?}", logits.shape());
+    assert!(
+        logits.shape().len() == 2,
+        "cross_entropy: logits must be [batch, classes], got {:?}",
+        logits.shape()
+    );
     assert!(
         labels.dtype() == DType::U32 && labels.shape() == [logits.shape()[0]],
         "cross_entropy: labels must be a label tensor of shape [{}], got {:?} {:?}",

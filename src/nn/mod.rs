@@ -161,7 +161,12 @@ impl Module for Sequential {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, layer)| layer.named_parameters().into_iter().map(move |(n, t)| (format!("{i}.{n}"), t)))
+            .flat_map(|(i, layer)| {
+                layer
+                    .named_parameters()
+                    .into_iter()
+                    .map(move |(n, t)| (format!("{i}.{n}"), t))
+            })
             .collect()
     }
 

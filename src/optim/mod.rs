@@ -37,7 +37,13 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        SgdConfig { lr: 1e-2, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false }
+        SgdConfig {
+            lr: 1e-2,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
     }
 }
 
@@ -53,7 +59,13 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -77,21 +89,38 @@ struct Resident {
 
 impl Core {
     fn new(params: Vec<Tensor>, kind: UpdateKind, state_buffers: usize, hyper_values: Vec<f32>) -> Core {
-        Core { params, kind, state_buffers, hyper_values, resident: None, hyper_dirty: false }
+        Core {
+            params,
+            kind,
+            state_buffers,
+            hyper_values,
+            resident: None,
+            hyper_dirty: false,
+        }
     }
 
     fn step(&mut self, grads: &Gradients) -> Result<()> {
-        let Some(first) = self.params.first() else { return Ok(()) };
+        let Some(first) = self.params.first() else {
+            return Ok(());
+        };
         let device = first.device().clone();
         if self.resident.is_none() {
             let zeros = |shape: &[usize]| Tensor::resident(vec![0.0; shape.iter().product()], shape, &device);
             let state = self
                 .params
                 .iter()
-                .map(|p| (0..self.state_buffers).map(|_| zeros(p.shape())).collect::<Result<Vec<_>>>())
+                .map(|p| {
+                    (0..self.state_buffers)
+                        .map(|_| zeros(p.shape()))
+                        .collect::<Result<Vec<_>>>()
+                })
                 .collect::<Result<Vec<_>>>()?;
             let hyper = Tensor::resident(self.hyper_values.clone(), &[self.hyper_values.len()], &device)?;
-            self.resident = Some(Resident { state, hyper, steps: zeros(&[1])? });
+            self.resident = Some(Resident {
+                state,
+                hyper,
+                steps: zeros(&[1])?,
+            });
             self.hyper_dirty = false;
         }
         let r = self.resident.as_ref().unwrap();
@@ -103,7 +132,11 @@ impl Core {
         for (param, state) in self.params.iter().zip(&r.state) {
             let Some(grad) = grads.get(param) else { continue };
             if grad.shape() != param.shape() {
-                return Err(Error::ShapeMismatch { op: "optimizer step".into(), expected: param.shape().to_vec(), got: grad.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "optimizer step".into(),
+                    expected: param.shape().to_vec(),
+                    got: grad.shape().to_vec(),
+                });
             }
             let mut inputs = vec![grad.clone(), r.hyper.clone(), r.steps.clone(), param.clone()];
             inputs.extend(state.iter().cloned());
@@ -112,7 +145,12 @@ impl Core {
         if updates.is_empty() {
             return Ok(());
         }
-        updates.push(Tensor::from_node(Op::Increment, vec![r.steps.clone()], vec![], DType::F32));
+        updates.push(Tensor::from_node(
+            Op::Increment,
+            vec![r.steps.clone()],
+            vec![],
+            DType::F32,
+        ));
         plan::realize(&[], &updates)
     }
 }
@@ -125,8 +163,16 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Sgd {
         let momentum = config.momentum != 0.0;
-        let hyper = vec![config.lr, config.momentum, config.dampening, config.weight_decay, config.nesterov as u32 as f32];
-        Sgd { core: Core::new(params, UpdateKind::Sgd { momentum }, momentum as usize, hyper) }
+        let hyper = vec![
+            config.lr,
+            config.momentum,
+            config.dampening,
+            config.weight_decay,
+            config.nesterov as u32 as f32,
+        ];
+        Sgd {
+            core: Core::new(params, UpdateKind::Sgd { momentum }, momentum as usize, hyper),
+        }
     }
 }
 
@@ -137,7 +183,9 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Adam {
-        Adam { core: adam_core(params, config, false) }
+        Adam {
+            core: adam_core(params, config, false),
+        }
     }
 }
 
@@ -149,12 +197,19 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> AdamW {
-        AdamW { core: adam_core(params, config, true) }
+        AdamW {
+            core: adam_core(params, config, true),
+        }
     }
 }
 
 fn adam_core(params: Vec<Tensor>, c: AdamConfig, decoupled: bool) -> Core {
-    Core::new(params, UpdateKind::Adam { decoupled }, 2, vec![c.lr, c.beta1, c.beta2, c.eps, c.weight_decay])
+    Core::new(
+        params,
+        UpdateKind::Adam { decoupled },
+        2,
+        vec![c.lr, c.beta1, c.beta2, c.eps, c.weight_decay],
+    )
 }
 
 macro_rules! impl_optimizer {

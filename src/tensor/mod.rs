@@ -49,7 +49,13 @@ pub struct Tensor(pub(crate) Arc<Node>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({}, {:?}, {:?})", self.0.op.name(), self.0.shape, self.0.dtype)
+        write!(
+            f,
+            "Tensor({}, {:?}, {:?})",
+            self.0.op.name(),
+            self.0.shape,
+            self.0.dtype
+        )
     }
 }
 
@@ -59,7 +65,10 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
 
 impl Tensor {
     pub(crate) fn from_node(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType) -> Tensor {
-        let device = inputs.first().map(|t| t.0.device.clone()).expect("an op node has inputs");
+        let device = inputs
+            .first()
+            .map(|t| t.0.device.clone())
+            .expect("an op node has inputs");
         Tensor::new_node(op, inputs, shape, dtype, device)
     }
 
@@ -67,7 +76,13 @@ impl Tensor {
         let requires_grad = inputs.iter().any(|t| t.is_trainable());
         let input_versions = inputs
             .iter()
-            .map(|t| if t.0.op == Op::Leaf { t.0.version.load(Ordering::Acquire) } else { 0 })
+            .map(|t| {
+                if t.0.op == Op::Leaf {
+                    t.0.version.load(Ordering::Acquire)
+                } else {
+                    0
+                }
+            })
             .collect();
         Tensor(Arc::new(Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -84,7 +99,13 @@ impl Tensor {
         }))
     }
 
-    pub(crate) fn leaf(storage: Storage, shape: Vec<usize>, dtype: DType, device: &Device, max_label: Option<(u32, usize)>) -> Tensor {
+    pub(crate) fn leaf(
+        storage: Storage,
+        shape: Vec<usize>,
+        dtype: DType,
+        device: &Device,
+        max_label: Option<(u32, usize)>,
+    ) -> Tensor {
         Tensor(Arc::new(Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             op: Op::Leaf,
@@ -105,7 +126,12 @@ impl Tensor {
     pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         let expected = numel(shape);
         if data.len() != expected {
-            return Err(Error::ShapeData { op: "Tensor::from_vec", len: data.len(), shape: shape.to_vec(), expected });
+            return Err(Error::ShapeData {
+                op: "Tensor::from_vec",
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected,
+            });
         }
         let storage = device.backend().stage(data)?;
         Ok(Tensor::leaf(storage, shape.to_vec(), DType::F32, device, None))
@@ -115,7 +141,12 @@ impl Tensor {
     pub fn from_labels(labels: &[u32], device: &Device) -> Result<Tensor> {
         let data: Vec<f32> = labels.iter().map(|&l| f32::from_bits(l)).collect();
         let storage = device.backend().stage(data)?;
-        let max_label = labels.iter().copied().enumerate().max_by_key(|&(i, l)| (l, std::cmp::Reverse(i))).map(|(i, l)| (l, i));
+        let max_label = labels
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by_key(|&(i, l)| (l, std::cmp::Reverse(i)))
+            .map(|(i, l)| (l, i));
         Ok(Tensor::leaf(storage, vec![labels.len()], DType::U32, device, max_label))
     }
 
@@ -151,7 +182,9 @@ impl Tensor {
     /// update it in place. Its data moves into a resident device buffer.
     pub fn requires_grad(self) -> Result<Tensor> {
         if self.0.op != Op::Leaf {
-            return Err(Error::Invalid("requires_grad: only leaf tensors (made from data) can be trainable".into()));
+            return Err(Error::Invalid(
+                "requires_grad: only leaf tensors (made from data) can be trainable".into(),
+            ));
         }
         {
             let mut storage = self.0.storage.lock().unwrap();
@@ -214,14 +247,27 @@ impl Tensor {
         let storage = self.realized_storage()?;
         let mut words = pollster::block_on(self.0.device.backend().read(&storage))?;
         words.truncate(self.numel());
-        Ok(words.into_iter().map(|w| if self.0.dtype == DType::U32 { w.to_bits() } else { w as u32 }).collect())
+        Ok(words
+            .into_iter()
+            .map(|w| {
+                if self.0.dtype == DType::U32 {
+                    w.to_bits()
+                } else {
+                    w as u32
+                }
+            })
+            .collect())
     }
 
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         let v = self.to_vec()?;
         if v.len() != 1 {
-            return Err(Error::Invalid(format!("item: tensor of shape {:?} has {} values, not 1", self.shape(), v.len())));
+            return Err(Error::Invalid(format!(
+                "item: tensor of shape {:?} has {} values, not 1",
+                self.shape(),
+                v.len()
+            )));
         }
         Ok(v[0])
     }
@@ -246,7 +292,12 @@ impl Tensor {
             return Err(Error::Invalid("assign: only leaf tensors can be overwritten".into()));
         }
         if data.len() != self.numel() {
-            return Err(Error::ShapeData { op: "Tensor::assign", len: data.len(), shape: self.shape().to_vec(), expected: self.numel() });
+            return Err(Error::ShapeData {
+                op: "Tensor::assign",
+                len: data.len(),
+                shape: self.shape().to_vec(),
+                expected: self.numel(),
+            });
         }
         let mut storage = self.0.storage.lock().unwrap();
         let current = storage.take().expect("a leaf has storage");

@@ -25,7 +25,11 @@ pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 impl Tensor {
     #[track_caller]
     fn check_f32(&self, op: &str) {
-        assert!(self.dtype() == DType::F32, "{op}: expects f32 data, got a label tensor of shape {:?}", self.shape());
+        assert!(
+            self.dtype() == DType::F32,
+            "{op}: expects f32 data, got a label tensor of shape {:?}",
+            self.shape()
+        );
     }
 
     #[track_caller]
@@ -52,7 +56,11 @@ impl Tensor {
         other.check_f32("binary op");
         self.check_same_device(other, "binary op");
         let shape = broadcast_shapes(self.shape(), other.shape()).unwrap_or_else(|| {
-            panic!("{op:?}: shapes {:?} and {:?} do not broadcast", self.shape(), other.shape())
+            panic!(
+                "{op:?}: shapes {:?} and {:?} do not broadcast",
+                self.shape(),
+                other.shape()
+            )
         });
         Tensor::from_node(Op::Binary(op), vec![self.clone(), other.clone()], shape, DType::F32)
     }
@@ -60,7 +68,13 @@ impl Tensor {
     /// Fuses an activation into an unrealized matmul that has none, else applies it
     /// elementwise.
     fn activation(&self, act: Act, op: UnaryOp) -> Tensor {
-        if let Op::MatMul { ta, tb, bias, act: Act::None } = self.0.op {
+        if let Op::MatMul {
+            ta,
+            tb,
+            bias,
+            act: Act::None,
+        } = self.0.op
+        {
             if self.0.storage.lock().unwrap().is_none() {
                 let fused = Op::MatMul { ta, tb, bias, act };
                 return Tensor::from_node(fused, self.0.inputs.clone(), self.shape().to_vec(), DType::F32);
@@ -204,8 +218,16 @@ impl Tensor {
         // Fold explicit transposes into the kernel's flags.
         let (a, ta) = a.untransposed(ta);
         let (b, tb) = b.untransposed(tb);
-        let (m, ka) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
-        let (kb, n) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+        let (m, ka) = if ta {
+            (a.shape()[1], a.shape()[0])
+        } else {
+            (a.shape()[0], a.shape()[1])
+        };
+        let (kb, n) = if tb {
+            (b.shape()[1], b.shape()[0])
+        } else {
+            (b.shape()[0], b.shape()[1])
+        };
         assert!(
             ka == kb,
             "matmul: inner dimensions differ: {:?}{} · {:?}{}",
@@ -216,10 +238,19 @@ impl Tensor {
         );
         let mut inputs = vec![a, b];
         if let Some(bias) = bias {
-            assert!(bias.shape() == [n], "linear: bias shape {:?} does not match output features [{n}]", bias.shape());
+            assert!(
+                bias.shape() == [n],
+                "linear: bias shape {:?} does not match output features [{n}]",
+                bias.shape()
+            );
             inputs.push(bias.clone());
         }
-        let op = Op::MatMul { ta, tb, bias: bias.is_some(), act: Act::None };
+        let op = Op::MatMul {
+            ta,
+            tb,
+            bias: bias.is_some(),
+            act: Act::None,
+        };
         Tensor::from_node(op, inputs, vec![m, n], DType::F32)
     }
 
@@ -233,7 +264,11 @@ impl Tensor {
     #[track_caller]
     fn reduce(&self, kind: ReduceKind, axis: usize, keepdim: bool) -> Tensor {
         self.check_f32("reduce");
-        assert!(axis < self.shape().len(), "reduce: axis {axis} out of range for shape {:?}", self.shape());
+        assert!(
+            axis < self.shape().len(),
+            "reduce: axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
         let mut shape = self.shape().to_vec();
         shape.remove(axis);
         let out = Tensor::from_node(Op::Reduce { kind, axis }, vec![self.clone()], shape, DType::F32);
@@ -272,7 +307,11 @@ impl Tensor {
     #[track_caller]
     pub fn argmax(&self, axis: usize) -> Tensor {
         self.check_f32("argmax");
-        assert!(axis < self.shape().len(), "argmax: axis {axis} out of range for shape {:?}", self.shape());
+        assert!(
+            axis < self.shape().len(),
+            "argmax: axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
         let mut shape = self.shape().to_vec();
         shape.remove(axis);
         Tensor::from_node(Op::ArgMax { axis }, vec![self.clone()], shape, DType::U32)
@@ -297,7 +336,11 @@ impl Tensor {
     #[track_caller]
     pub fn unsqueeze(&self, axis: usize) -> Tensor {
         let mut shape = self.shape().to_vec();
-        assert!(axis <= shape.len(), "unsqueeze: axis {axis} out of range for shape {:?}", self.shape());
+        assert!(
+            axis <= shape.len(),
+            "unsqueeze: axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
         shape.insert(axis, 1);
         self.reshape(&shape)
     }
@@ -330,7 +373,11 @@ impl Tensor {
     #[track_caller]
     pub fn transpose(&self, a: usize, b: usize) -> Tensor {
         let rank = self.shape().len();
-        assert!(a < rank && b < rank, "transpose: axes {a}, {b} out of range for shape {:?}", self.shape());
+        assert!(
+            a < rank && b < rank,
+            "transpose: axes {a}, {b} out of range for shape {:?}",
+            self.shape()
+        );
         let mut perm: Vec<usize> = (0..rank).collect();
         perm.swap(a, b);
         self.permute(&perm)
@@ -339,7 +386,11 @@ impl Tensor {
     /// Transpose of a 2-D tensor.
     #[track_caller]
     pub fn t(&self) -> Tensor {
-        assert!(self.shape().len() == 2, "t: expects a 2-D tensor, got {:?}", self.shape());
+        assert!(
+            self.shape().len() == 2,
+            "t: expects a 2-D tensor, got {:?}",
+            self.shape()
+        );
         self.transpose(0, 1)
     }
 
@@ -390,7 +441,12 @@ impl Tensor {
     }
 
     pub(crate) fn cross_entropy_rows(logits: &Tensor, labels: &Tensor) -> Tensor {
-        Tensor::from_node(Op::CrossEntropyRows, vec![logits.clone(), labels.clone()], vec![logits.shape()[0]], DType::F32)
+        Tensor::from_node(
+            Op::CrossEntropyRows,
+            vec![logits.clone(), labels.clone()],
+            vec![logits.shape()[0]],
+            DType::F32,
+        )
     }
 
     pub(crate) fn cross_entropy_rows_grad(logits: &Tensor, labels: &Tensor, g: &Tensor) -> Tensor {
