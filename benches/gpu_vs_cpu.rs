@@ -25,9 +25,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use wgnn::nn::{self, Linear, Module, Sequential};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::{Device, Tensor};

@@ -5,9 +5,10 @@
 //!
 //! Method, per cell (one op, one size, one device):
 //!
-//! * **Warm-up.** The op runs untimed first (twice; once with `--quick`), which
-//!   compiles its plan (shaders, pipelines, arena buffers) and fills the plan
-//!   cache. Timed runs then reuse the cached plan, as a training loop does.
+//! * **Warm-up.** The op runs untimed first, which compiles its plan (shaders,
+//!   pipelines, arena buffers) and fills the plan cache; a second warm-up run
+//!   follows when the first took under 0.2 s (not with `--quick`). Timed runs
+//!   then reuse the cached plan, as a training loop does.
 //! * **Every timed run waits for completion.** On the GPU, `realize` and
 //!   `Optimizer::step` only submit work and return, so each timed run ends in a
 //!   tiny readback, which submits a copy and blocks until the queue is idle (the
@@ -24,7 +25,9 @@
 //!
 //!   The CPU backend computes synchronously; it ends its runs the same way.
 //! * **Median of N runs**, N adaptive: at least 3, and more until about 1 s has
-//!   been spent in the cell (about 0.1 s with `--quick`).
+//!   been spent in the cell. `--quick`: at least 1, until about 0.1 s (a slow
+//!   cell, such as a 2048 matmul on a software GPU, then costs one warm-up and
+//!   one timed run instead of one and three).
 //!
 //! Columns: median ms per op on each device; GFLOP/s on each device (matmul:
 //! 2n³ flops; train_step: the matmul flops of forward and backward, 2·F1 + 3·F2
@@ -81,9 +84,7 @@ fn measure(budget: Budget, mut run: impl FnMut() -> Result<()>) -> Result<Timing
     }
     let mut samples = Vec::new();
     let started = Instant::now();
-    while samples.len() < budget.min_runs
-        || (started.elapsed() < budget.time && samples.len() < budget.max_runs)
-    {
+    while samples.len() < budget.min_runs || (started.elapsed() < budget.time && samples.len() < budget.max_runs) {
         let t = Instant::now();
         run()?;
         samples.push(t.elapsed());
@@ -217,17 +218,12 @@ fn print_table(rows: &[Row]) {
     for r in rows {
         let na = || "n/a".to_string();
         let gpu_ms = r.gpu.map_or_else(na, |g| format!("{:.3}", g.ms()));
-        let gpu_gf = r
-            .gpu
-            .map_or_else(na, |g| format!("{:.2}", gflops(r.flops, g)));
-        let ratio = r
-            .gpu
-            .map_or_else(na, |g| format!("{:.2}", g.ms() / r.cpu.ms()));
+        let gpu_gf = r.gpu.map_or_else(na, |g| format!("{:.2}", gflops(r.flops, g)));
+        let ratio = r.gpu.map_or_else(na, |g| format!("{:.2}", g.ms() / r.cpu.ms()));
         let runs = format!(
             "{}/{}",
             r.cpu.runs,
-            r.gpu
-                .map_or_else(|| "-".to_string(), |g| g.runs.to_string())
+            r.gpu.map_or_else(|| "-".to_string(), |g| g.runs.to_string())
         );
         println!(
             "{:<10} {:>9} {:>11.3} {:>11} {:>12.2} {:>12} {:>8} {:>11}",
@@ -265,23 +261,41 @@ fn agreement(gpu: &Device) -> Result<(f32, f32)> {
         a.matmul(&b).to_vec()
     };
     let (c, g) = (mm(&cpu)?, mm(gpu)?);
-    let mm_diff = c
-        .iter()
-        .zip(&g)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    let loss_diff = (MlpStep::new(32, &cpu)?.step_and_read_loss()?
-        - MlpStep::new(32, gpu)?.step_and_read_loss()?)
-    .abs();
+    let mm_diff = c.iter().zip(&g).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let loss_diff =
+        (MlpStep::new(32, &cpu)?.step_and_read_loss()? - MlpStep::new(32, gpu)?.step_and_read_loss()?).abs();
     Ok((mm_diff, loss_diff))
 }
 
 fn main() -> Result<()> {
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let dev = Device::cpu();
+        let a = Tensor::randn(&[1024, 1024], 1, &dev)?;
+        let b = Tensor::randn(&[1024, 1024], 2, &dev)?;
+        let f = fence(&dev)?;
+        for _ in 0..10 {
+            let t = Instant::now();
+            let c = a.matmul(&b);
+            c.realize()?;
+            let t1 = t.elapsed();
+            f.to_vec()?;
+            drop(c);
+            eprintln!("{:?} {:?}", t1, t.elapsed());
+        }
+        let t = Instant::now();
+        for _ in 0..10 {
+            let c = a.matmul(&b);
+            c.realize()?;
+            f.to_vec()?;
+        }
+        eprintln!("loop avg {:?}", t.elapsed() / 10);
+        return Ok(());
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let budget = if quick {
         Budget {
             warmup_runs: 1,
-            min_runs: 3,
+            min_runs: 1,
             max_runs: 20,
             time: Duration::from_millis(100),
         }
@@ -345,9 +359,7 @@ fn main() -> Result<()> {
     for batch in TRAIN_BATCHES {
         eprintln!("  train_step b{batch} on cpu ...");
         let c = time_train_step(batch, &cpu, budget)?;
-        let g = gpu_time(&format!("train_step b{batch}"), &|d| {
-            time_train_step(batch, d, budget)
-        })?;
+        let g = gpu_time(&format!("train_step b{batch}"), &|d| time_train_step(batch, d, budget))?;
         rows.push(Row {
             op: "train_step",
             size: format!("mlp b{batch}"),
@@ -364,11 +376,19 @@ fn main() -> Result<()> {
         let plans = |s: &Stats| s.plan_cache_hits + s.plan_cache_misses;
         println!(
             "gpu counters, one train_step b128: {} plan, {} submit, {} dispatches, {} B uploaded, {} B downloaded",
-            plans(&step), step.submits, step.dispatches, step.bytes_uploaded, step.bytes_downloaded
+            plans(&step),
+            step.submits,
+            step.dispatches,
+            step.bytes_uploaded,
+            step.bytes_downloaded
         );
         println!(
             "  then loss.to_vec(): {} plan, {} submits, {} dispatches, {} B uploaded, {} B downloaded",
-            plans(&read), read.submits, read.dispatches, read.bytes_uploaded, read.bytes_downloaded
+            plans(&read),
+            read.submits,
+            read.dispatches,
+            read.bytes_uploaded,
+            read.bytes_downloaded
         );
         let mut mlp = MlpStep::new(128, g)?;
         let with_loss = measure(budget, || mlp.step_and_read_loss().map(|_| ()))?;
