@@ -268,29 +268,6 @@ fn agreement(gpu: &Device) -> Result<(f32, f32)> {
 }
 
 fn main() -> Result<()> {
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        let dev = Device::cpu();
-        let a = Tensor::randn(&[1024, 1024], 1, &dev)?;
-        let b = Tensor::randn(&[1024, 1024], 2, &dev)?;
-        let f = fence(&dev)?;
-        for _ in 0..10 {
-            let t = Instant::now();
-            let c = a.matmul(&b);
-            c.realize()?;
-            let t1 = t.elapsed();
-            f.to_vec()?;
-            drop(c);
-            eprintln!("{:?} {:?}", t1, t.elapsed());
-        }
-        let t = Instant::now();
-        for _ in 0..10 {
-            let c = a.matmul(&b);
-            c.realize()?;
-            f.to_vec()?;
-        }
-        eprintln!("loop avg {:?}", t.elapsed() / 10);
-        return Ok(());
-    }
     let quick = std::env::args().any(|a| a == "--quick");
     let budget = if quick {
         Budget {

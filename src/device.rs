@@ -130,7 +130,10 @@ impl Device {
     pub fn gpu() -> Result<Device> {
         let result = GPU.get_or_init(|| {
             let backends = std::env::var("WGPU_BACKEND").unwrap_or_default();
-            Device::gpu_with_backends(&backends).map_err(|e| e.to_string())
+            Device::gpu_with_backends(&backends).map_err(|e| match e {
+                crate::Error::NoAdapter(reason) => reason,
+                other => other.to_string(),
+            })
         });
         match result {
             Ok(d) => Ok(d.clone()),

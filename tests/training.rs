@@ -157,6 +157,34 @@ fn a_loss_built_before_a_step_and_read_after_it_has_its_pre_step_value() {
 }
 
 #[test]
+fn a_loss_that_reads_a_parameter_directly_keeps_its_pre_step_value_and_costs_no_extra_plan() {
+    for dev in devices() {
+        let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        // sum(w) reads the parameter directly; its gradient rule does not need it.
+        let loss = (&w * &w).sum() + w.sum();
+        let mut opt = Sgd::new(
+            vec![w.clone()],
+            SgdConfig {
+                lr: 0.1,
+                ..Default::default()
+            },
+        );
+        opt.step(&loss.backward().unwrap()).unwrap();
+        let before = dev.stats();
+        assert_eq!(loss.item().unwrap(), 16.0, "{dev}");
+        let read = dev.stats() - before;
+        assert_eq!(
+            (read.plan_cache_hits + read.plan_cache_misses, read.bytes_uploaded),
+            (0, 0),
+            "{dev}: {read:?}"
+        );
+    }
+}
+
+#[test]
 fn a_value_read_before_the_step_is_not_recomputed_by_it() {
     for dev in devices() {
         let model = Sequential::new().add(Linear::new(3, 2, &dev));

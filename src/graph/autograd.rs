@@ -12,6 +12,9 @@ use crate::{Error, Result, Tensor};
 #[derive(Clone, Default)]
 pub struct Gradients {
     by_id: HashMap<u64, (Tensor, Tensor)>,
+    /// The loss they came from: an optimizer step computes it in the same plan, so
+    /// reading it afterwards is a download, and it keeps its pre-step value.
+    loss: Option<Tensor>,
 }
 
 impl Gradients {
@@ -28,6 +31,11 @@ impl Gradients {
     /// Number of parameters with a gradient.
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// The loss these gradients were computed from.
+    pub fn loss(&self) -> Option<&Tensor> {
+        self.loss.as_ref()
     }
 
     /// Whether no parameter got a gradient.
@@ -72,7 +80,10 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
     let order = topo_order(loss);
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(loss.id(), Tensor::ones(loss.shape(), loss.device()));
-    let mut out = Gradients::default();
+    let mut out = Gradients {
+        loss: Some(loss.clone()),
+        ..Gradients::default()
+    };
     for node in order.iter().rev() {
         let Some(g) = grads.remove(&node.id()) else { continue };
         if node.0.op == Op::Leaf {

@@ -151,7 +151,10 @@ impl Core {
             vec![],
             DType::F32,
         ));
-        plan::realize(&[], &updates)
+        // The loss is computed in the same plan (before the updates overwrite the
+        // parameters it reads).
+        let roots: Vec<Tensor> = grads.loss().cloned().into_iter().collect();
+        plan::realize(&roots, &updates)
     }
 }
 
