@@ -279,9 +279,13 @@ fn gradcheck(c: &Case) {
             .zip(&c.shapes)
             .map(|(d, s)| Tensor::from_vec(d.clone(), s, &dev).unwrap())
             .collect();
-        readout(&(c.f)(&xs), seed).item().unwrap() as f64
+        // The readout in f64 on the host, so the difference quotient is not lost in
+        // f32 summation.
+        let out = (c.f)(&xs);
+        let w = wgnn::rng::normal(seed ^ 0xabc, out.numel());
+        out.to_vec().unwrap().iter().zip(&w).map(|(&o, &w)| o as f64 * w as f64).sum::<f64>()
     };
-    let eps = 1e-2f32;
+    let eps = 1e-3f32;
     for (input, grad) in analytic.iter().enumerate() {
         let n = base[input].len();
         for k in 0..n.min(12) {
@@ -305,7 +309,7 @@ fn gradcheck(c: &Case) {
 
 #[test]
 fn every_op_passes_a_finite_difference_gradient_check() {
-    let small = |c: &Case| c.shapes.iter().all(|s| s.iter().product::<usize>() <= 260);
+    let small = |c: &Case| c.shapes.iter().all(|s| s.iter().product::<usize>() <= 5000);
     for c in elementwise_cases().iter().filter(|c| small(c)) {
         gradcheck(c);
     }
