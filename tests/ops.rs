@@ -283,7 +283,12 @@ fn gradcheck(c: &Case) {
         // f32 summation.
         let out = (c.f)(&xs);
         let w = wgnn::rng::normal(seed ^ 0xabc, out.numel());
-        out.to_vec().unwrap().iter().zip(&w).map(|(&o, &w)| o as f64 * w as f64).sum::<f64>()
+        out.to_vec()
+            .unwrap()
+            .iter()
+            .zip(&w)
+            .map(|(&o, &w)| o as f64 * w as f64)
+            .sum::<f64>()
     };
     let eps = 1e-3f32;
     for (input, grad) in analytic.iter().enumerate() {
