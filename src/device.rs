@@ -38,11 +38,7 @@ pub struct DeviceInfo {
 impl std::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
-            DeviceKind::Cpu => write!(
-                f,
-                "cpu (reference backend, {} threads)",
-                self.max_compute_invocations_per_workgroup
-            ),
+            DeviceKind::Cpu => write!(f, "cpu (reference backend, single-threaded)"),
             DeviceKind::Gpu => write!(
                 f,
                 "gpu: {} ({}, {}, driver {})",
