@@ -55,6 +55,25 @@ pub fn normal(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Dropout's 64-bit Philox key from its two u32 words (as the key tensor holds them).
+pub(crate) fn dropout_key(lo: u32, hi: u32) -> u64 {
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// The integer threshold and the scale of dropout with probability `p`: element `i`
+/// is kept when the top 24 bits of word `i` are at least `threshold`, which happens
+/// with probability `1 − p` (to 2⁻²⁴); kept values are scaled by `1 / (1 − p)`.
+pub(crate) fn dropout_threshold(p: f32) -> (u32, f32) {
+    let threshold = (f64::from(p) * 16_777_216.0).round().clamp(0.0, 16_777_216.0) as u32;
+    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+    (threshold, scale)
+}
+
+/// Whether dropout keyed by `key` keeps element `i` (twin of `shaders/dropout.wgsl`).
+pub(crate) fn dropout_keeps(key: u64, i: u64, threshold: u32) -> bool {
+    word(key, i) >> 8 >= threshold
+}
+
 static SEED: AtomicU64 = AtomicU64::new(0x5EED);
 static STREAM: AtomicU64 = AtomicU64::new(0);
 

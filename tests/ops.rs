@@ -141,6 +141,9 @@ fn elementwise_cases() -> Vec<Case> {
                 Draw::Positive,
                 |x| &x[0] / &x[1],
             ),
+            case("dropout_0.1", s.clone(), Draw::Normal, |x| x[0].dropout(0.1, 77)),
+            case("dropout_0.5", s.clone(), Draw::Normal, |x| x[0].dropout(0.5, 78)),
+            case("dropout_0.9", vec![vec![3, n]], Draw::Normal, |x| x[0].dropout(0.9, 79)),
             case("mse", vec![vec![n], vec![n]], Draw::Normal, |x| loss::mse(&x[0], &x[1])),
             case("bce", vec![vec![n], vec![n]], Draw::Probability, |x| {
                 loss::binary_cross_entropy(&x[0], &x[1])
@@ -359,5 +362,38 @@ fn large_launches_fold_into_a_two_dimensional_grid() {
             (total - 2.0 * n as f64).abs() / (2.0 * n as f64) < 1e-6,
             "{dev}: sum {total}"
         );
+    }
+}
+
+#[test]
+fn dropout_drops_the_same_elements_on_cpu_and_gpu_at_the_expected_rate() {
+    let n = 200_003;
+    let cpu_mask = |p: f32| {
+        let x = Tensor::ones(&[n], &Device::cpu());
+        x.dropout(p, 2024).to_vec().unwrap()
+    };
+    for p in [0.1f32, 0.5, 0.9] {
+        let reference = cpu_mask(p);
+        let kept = reference.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+        assert!((kept - (1.0 - p as f64)).abs() < 0.005, "p = {p}: kept {kept}");
+        assert!(reference.iter().all(|&v| v == 0.0 || v == 1.0 / (1.0 - p)), "p = {p}: scale");
+        for dev in devices() {
+            let x = Tensor::from_vec(vec![1.0; n], &[n], &dev).unwrap().requires_grad().unwrap();
+            let y = x.dropout(p, 2024);
+            let out = y.to_vec().unwrap();
+            assert_eq!(out, reference, "{dev}: p = {p}: mask differs from the CPU's");
+            // The backward pass regenerates the same mask: d(sum y)/dx = keep / (1 - p).
+            let g = y.sum().backward().unwrap();
+            assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), reference, "{dev}: p = {p}: gradient mask");
+        }
+    }
+}
+
+#[test]
+fn dropout_with_p_zero_is_the_identity_and_p_one_zeroes_everything() {
+    for dev in devices() {
+        let x = Tensor::randn(&[129], 3, &dev).unwrap();
+        assert_eq!(x.dropout(0.0, 1).to_vec().unwrap(), x.to_vec().unwrap(), "{dev}");
+        assert!(x.dropout(1.0, 1).to_vec().unwrap().iter().all(|&v| v == 0.0), "{dev}");
     }
 }

@@ -290,6 +290,17 @@ pub(crate) fn run_kernel(kernel: &Kernel, x: &[&[f32]], out: &mut [&mut [f32]]) 
         }
         Kernel::Update { kind, n } => update(*kind, *n, x[0], x[1], x[2][0], out),
         Kernel::Increment => out[0][0] += 1.0,
+        Kernel::Dropout { n, p } => {
+            let key = crate::rng::dropout_key(x[1][0].to_bits(), x[1][1].to_bits());
+            let (threshold, scale) = crate::rng::dropout_threshold(*p);
+            for (i, (o, &v)) in out[0][..*n].iter_mut().zip(&x[0][..*n]).enumerate() {
+                *o = if crate::rng::dropout_keeps(key, i as u64, threshold) {
+                    v * scale
+                } else {
+                    0.0
+                };
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const SOFTMAX_XENT: &str = include_str!("../../shaders/softmax_xent.wgsl");
 const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
+const DROPOUT: &str = include_str!("../../shaders/dropout.wgsl");
 
 /// Groups per axis before a launch folds into a second axis.
 const MAX_GROUPS: u32 = 65_535;
@@ -411,6 +412,11 @@ fn launch(kernel: &Kernel) -> Launch {
             (section(OPTIM, name), vec![*n as u32], grid_for(*n))
         }
         Kernel::Increment => (section(OPTIM, "increment"), vec![], (1, 1, 1)),
+        Kernel::Dropout { n, p } => {
+            let (threshold, scale) = crate::rng::dropout_threshold(*p);
+            let params = vec![*n as u32, threshold, scale.to_bits()];
+            (section(DROPOUT, "dropout"), params, grid_for(*n))
+        }
     };
     Launch {
         source: format!("{generated}\n{COMMON}\n{body}"),

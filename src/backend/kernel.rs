@@ -54,6 +54,8 @@ pub(crate) enum Kernel {
     Update { kind: UpdateKind, n: usize },
     /// writes [counter]
     Increment,
+    /// reads [x, key], writes [out]: inverted dropout (see `rng::dropout_threshold`).
+    Dropout { n: usize, p: f32 },
 }
 
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
@@ -196,6 +198,7 @@ impl Kernel {
                 n: numel(inputs[0]),
             },
             Op::Increment => Kernel::Increment,
+            Op::Dropout { p } => Kernel::Dropout { n, p: *p },
         })
     }
 
@@ -204,7 +207,7 @@ impl Kernel {
         match self {
             Kernel::Fill { .. } | Kernel::Increment => 0,
             Kernel::Unary { .. } | Kernel::Reduce { .. } | Kernel::ArgMax { .. } | Kernel::Strided { .. } => 1,
-            Kernel::Binary { .. } | Kernel::CrossEntropyRows { .. } => 2,
+            Kernel::Binary { .. } | Kernel::CrossEntropyRows { .. } | Kernel::Dropout { .. } => 2,
             Kernel::MatMul { bias, .. } => 2 + *bias as usize,
             Kernel::CrossEntropyRowsGrad { .. } | Kernel::Update { .. } => 3,
         }

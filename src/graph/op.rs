@@ -74,6 +74,11 @@ pub enum Op {
     Update(UpdateKind),
     /// Adds one to a step counter in place. Input: the counter.
     Increment,
+    /// Inverted dropout: `x · keep / (1 − p)`, where `keep` for element `i` comes from
+    /// Philox4x32-10 keyed by the key input (u32 `[2]`) at counter `i`. The mask is a
+    /// function of (key, i) only, so the CPU and the GPU drop the same elements and the
+    /// backward pass regenerates it instead of storing it. Inputs: x, key.
+    Dropout { p: f32 },
 }
 
 impl Op {
@@ -94,6 +99,7 @@ impl Op {
             Op::CrossEntropyRowsGrad => "cross_entropy_grad",
             Op::Update(_) => "optimizer_update",
             Op::Increment => "increment",
+            Op::Dropout { .. } => "dropout",
         }
     }
 
@@ -174,6 +180,8 @@ impl Op {
                 vec![Some(Tensor::cross_entropy_rows_grad(&inputs[0], &inputs[1], g)), None]
             }
             Op::CrossEntropyRowsGrad => vec![None, None, None],
+            // The same key gives the same mask: dx = g · keep / (1 − p).
+            Op::Dropout { p } => vec![Some(g.dropout_keyed(*p, &inputs[1])), None],
         }
     }
 }

@@ -121,6 +121,60 @@ impl Module for Softmax {
     }
 }
 
+/// Inverted dropout (Srivastava et al. 2014): in training each activation is zeroed
+/// with probability `p` and the survivors are scaled by `1 / (1 − p)`; in evaluation
+/// it is the identity.
+///
+/// The original paper keeps activations unscaled in training and multiplies the
+/// weights by `1 − p` at inference instead. Both make the expected input of the next
+/// layer equal in training and inference; scaling during training leaves inference
+/// untouched (no rescaled copy of the model), which is why PyTorch and Keras do it.
+///
+/// Each forward call in training draws a fresh key from the global random stream
+/// (`wgnn::manual_seed`), so a run is reproducible and the CPU and the GPU drop the
+/// same units.
+#[derive(Clone, Debug)]
+pub struct Dropout {
+    p: f32,
+    training: bool,
+}
+
+impl Dropout {
+    /// Dropout with drop probability `p`, in training mode.
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    #[track_caller]
+    pub fn new(p: f32) -> Dropout {
+        assert!((0.0..=1.0).contains(&p), "nn::Dropout::new: p = {p} is not a probability in [0, 1]");
+        Dropout { p, training: true }
+    }
+
+    /// The drop probability.
+    pub fn p(&self) -> f32 {
+        self.p
+    }
+
+    /// Whether it currently drops (training mode).
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        if self.training && self.p > 0.0 {
+            x.dropout(self.p, crate::rng::next_seed())
+        } else {
+            x.clone()
+        }
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}
+
 /// Modules applied in order; parameters are named `"{index}.{name}"` as in
 /// PyTorch's `nn.Sequential`.
 #[derive(Default)]

@@ -345,6 +345,34 @@ impl Tensor {
         self.reshape(&shape)
     }
 
+    /// Inverted dropout: each element is zeroed with probability `p` and the rest are
+    /// scaled by `1 / (1 − p)`, so the expected value is unchanged. The mask is a pure
+    /// function of `seed` and the element index (Philox4x32-10), identical on the CPU
+    /// and the GPU, and the backward pass regenerates it. `nn::Dropout` draws a fresh
+    /// seed per call from the global stream (`wgnn::manual_seed`).
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    #[track_caller]
+    pub fn dropout(&self, p: f32, seed: u64) -> Tensor {
+        let key = Tensor::dropout_key_tensor(seed, self.device());
+        self.dropout_keyed(p, &key)
+    }
+
+    /// The key input of a dropout node: the seed as two u32 words.
+    fn dropout_key_tensor(seed: u64, device: &crate::Device) -> Tensor {
+        let words = vec![f32::from_bits(seed as u32), f32::from_bits((seed >> 32) as u32)];
+        let storage = device.backend().stage(words).expect("staging two words never exceeds a device limit");
+        Tensor::leaf(storage, vec![2], DType::U32, device, None)
+    }
+
+    #[track_caller]
+    pub(crate) fn dropout_keyed(&self, p: f32, key: &Tensor) -> Tensor {
+        self.check_f32("dropout");
+        assert!((0.0..=1.0).contains(&p), "dropout: p = {p} is not a probability in [0, 1]");
+        Tensor::from_node(Op::Dropout { p }, vec![self.clone(), key.clone()], self.shape().to_vec(), DType::F32)
+    }
+
     /// A value that gradients do not flow through.
     pub fn detach(&self) -> Tensor {
         let t = Tensor::from_node(Op::Reshape, vec![self.clone()], self.shape().to_vec(), self.dtype());
