@@ -42,6 +42,52 @@ impl Gradients {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
+
+    /// The global L2 norm of all gradients, `sqrt(Σ‖g‖²)`, as a lazy scalar (summed
+    /// in parameter-creation order, so it is the same number every run).
+    pub fn global_norm(&self) -> Tensor {
+        let mut pairs: Vec<_> = self.by_id.iter().collect();
+        pairs.sort_by_key(|(id, _)| **id);
+        let mut squares = pairs.iter().map(|(_, (_, g))| g.square().sum());
+        let first = squares.next().expect("global_norm: no gradients");
+        squares.fold(first, |acc, s| &acc + &s).sqrt()
+    }
+
+    /// `torch.nn.utils.clip_grad_norm_`: every gradient scaled by
+    /// `min(1, max_norm / (‖g‖ + 1e-6))` with `‖g‖` the global norm. The scaling is
+    /// part of the step's plan (no readback).
+    ///
+    /// # Panics
+    /// If `max_norm` is not positive.
+    #[track_caller]
+    pub fn clip_norm(&self, max_norm: f32) -> Gradients {
+        assert!(max_norm > 0.0, "clip_norm: max_norm must be positive, got {max_norm}");
+        if self.is_empty() {
+            return self.clone();
+        }
+        // min(1, c) = -max(-c, -1)
+        let coef = self.global_norm().add_scalar(1e-6).recip().mul_scalar(max_norm);
+        let coef = coef.neg().maximum(&Tensor::full(&[], -1.0, coef.device())).neg();
+        self.map(|g| g * &coef)
+    }
+
+    /// `torch.nn.utils.clip_grad_value_`: every gradient element clamped to
+    /// `[-clip, clip]`.
+    ///
+    /// # Panics
+    /// If `clip` is not positive.
+    #[track_caller]
+    pub fn clip_value(&self, clip: f32) -> Gradients {
+        assert!(clip > 0.0, "clip_value: clip must be positive, got {clip}");
+        self.map(|g| g.clamp(-clip, clip))
+    }
+
+    fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Gradients {
+        Gradients {
+            by_id: self.by_id.iter().map(|(id, (p, g))| (*id, (p.clone(), f(g)))).collect(),
+            loss: self.loss.clone(),
+        }
+    }
 }
 
 /// Nodes that lead to `root` through trainable paths, inputs before users.

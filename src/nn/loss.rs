@@ -64,3 +64,34 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
     );
     Tensor::cross_entropy_rows(logits, labels).mean()
 }
+
+/// L1 penalty `λ Σ|w|` over `params`, to add to a loss. Its (sub)gradient `λ·sign(w)`
+/// is the same size for small and large weights, so it pushes weights that do not
+/// help all the way to zero: L1 gives sparse models.
+///
+/// # Panics
+/// If `params` is empty.
+#[track_caller]
+pub fn l1_penalty(params: &[Tensor], lambda: f32) -> Tensor {
+    penalty("l1_penalty", params, lambda, |w| w.abs().sum())
+}
+
+/// L2 penalty `λ Σw²` over `params`, to add to a loss. Its gradient `2λw` shrinks
+/// in proportion to the weight, so weights become small but rarely exactly zero.
+/// (The optimizers' `weight_decay` adds `wd·w` to the gradient instead, which is
+/// this penalty with `λ = wd / 2`.)
+///
+/// # Panics
+/// If `params` is empty.
+#[track_caller]
+pub fn l2_penalty(params: &[Tensor], lambda: f32) -> Tensor {
+    penalty("l2_penalty", params, lambda, |w| w.square().sum())
+}
+
+#[track_caller]
+fn penalty(name: &str, params: &[Tensor], lambda: f32, term: impl Fn(&Tensor) -> Tensor) -> Tensor {
+    assert!(!params.is_empty(), "{name}: no parameters given");
+    let mut terms = params.iter().map(term);
+    let first = terms.next().unwrap();
+    terms.fold(first, |acc, t| &acc + &t).mul_scalar(lambda)
+}

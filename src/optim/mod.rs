@@ -3,6 +3,8 @@
 //! pass, in the same submit, with no parameter readback. Hyper-parameters live in a
 //! small device buffer, so changing the learning rate does not recompile anything.
 
+pub mod lr;
+
 use crate::graph::op::{Op, UpdateKind};
 use crate::graph::plan;
 use crate::tensor::DType;
@@ -13,10 +15,11 @@ pub trait Optimizer {
     /// Applies one update to every parameter that has a gradient in `grads`. On
     /// error, parameters and state are left as they were.
     fn step(&mut self, grads: &Gradients) -> Result<()>;
-    /// The current learning rate.
-    fn lr(&self) -> f32;
-    /// Sets the learning rate for the following steps.
-    fn set_lr(&mut self, lr: f32);
+    /// The current learning rate (f64, as [`lr::LrSchedule`] computes it; the device
+    /// applies it in f32).
+    fn lr(&self) -> f64;
+    /// Sets the learning rate for the following steps (no recompilation).
+    fn set_lr(&mut self, lr: f64);
     /// The parameters this optimizer updates.
     fn parameters(&self) -> &[Tensor];
     /// Gradients are values here (not accumulated into parameters), so there is
@@ -79,6 +82,8 @@ struct Core {
     /// Created on the first step (device allocation can fail; constructors cannot).
     resident: Option<Resident>,
     hyper_dirty: bool,
+    /// The learning rate as set (hyper_values[0] holds it rounded to f32).
+    lr: f64,
 }
 
 struct Resident {
@@ -89,6 +94,9 @@ struct Resident {
 
 impl Core {
     fn new(params: Vec<Tensor>, kind: UpdateKind, state_buffers: usize, hyper_values: Vec<f32>) -> Core {
+        // The f32 from the config read as the decimal it was written as (0.1f32 gives
+        // 0.1, not 0.10000000149).
+        let lr = hyper_values[0].to_string().parse().unwrap_or(f64::from(hyper_values[0]));
         Core {
             params,
             kind,
@@ -96,6 +104,7 @@ impl Core {
             hyper_values,
             resident: None,
             hyper_dirty: false,
+            lr,
         }
     }
 
@@ -221,11 +230,12 @@ macro_rules! impl_optimizer {
             fn step(&mut self, grads: &Gradients) -> Result<()> {
                 self.core.step(grads)
             }
-            fn lr(&self) -> f32 {
-                self.core.hyper_values[0]
+            fn lr(&self) -> f64 {
+                self.core.lr
             }
-            fn set_lr(&mut self, lr: f32) {
-                self.core.hyper_values[0] = lr;
+            fn set_lr(&mut self, lr: f64) {
+                self.core.lr = lr;
+                self.core.hyper_values[0] = lr as f32;
                 self.core.hyper_dirty = true;
             }
             fn parameters(&self) -> &[Tensor] {

@@ -373,6 +373,17 @@ impl Tensor {
         Tensor::from_node(Op::Dropout { p }, vec![self.clone(), key.clone()], self.shape().to_vec(), DType::F32)
     }
 
+    /// Values limited to `[lo, hi]` (composed from `maximum`).
+    #[track_caller]
+    pub fn clamp(&self, lo: f32, hi: f32) -> Tensor {
+        assert!(lo <= hi, "clamp: lo {lo} is above hi {hi}");
+        let dev = self.device();
+        self.maximum(&Tensor::full(&[], lo, dev))
+            .neg()
+            .maximum(&Tensor::full(&[], -hi, dev))
+            .neg()
+    }
+
     /// A value that gradients do not flow through.
     pub fn detach(&self) -> Tensor {
         let t = Tensor::from_node(Op::Reshape, vec![self.clone()], self.shape().to_vec(), self.dtype());
