@@ -36,3 +36,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     out0[i] = binary_op(in0[ia], in1[ib]);
 }
+
+//#kernel one_hot
+// params: n (rows · classes), classes; in0 holds u32 labels as f32 bits
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(gid, groups);
+    if (i >= p(0)) { return; }
+    let label = bitcast<u32>(in0[i / p(1)]);
+    out0[i] = select(0.0, 1.0, label == i % p(1));
+}

@@ -30,10 +30,12 @@ mod device;
 mod error;
 mod graph;
 pub mod io;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod rng;
 mod tensor;
+pub mod train;
 
 pub use device::{Device, DeviceInfo, DeviceKind, Stats};
 pub use error::{Error, Result};

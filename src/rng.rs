@@ -84,6 +84,11 @@ pub fn manual_seed(seed: u64) {
     STREAM.store(0, Ordering::SeqCst);
 }
 
+/// The seed last given to [`manual_seed`] (or the default), for reports.
+pub fn seed() -> u64 {
+    SEED.load(Ordering::SeqCst)
+}
+
 /// A fresh seed for the next random tensor: the global seed mixed with a counter.
 pub fn next_seed() -> u64 {
     let n = STREAM.fetch_add(1, Ordering::SeqCst);

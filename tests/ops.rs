@@ -376,15 +376,25 @@ fn dropout_drops_the_same_elements_on_cpu_and_gpu_at_the_expected_rate() {
         let reference = cpu_mask(p);
         let kept = reference.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
         assert!((kept - (1.0 - p as f64)).abs() < 0.005, "p = {p}: kept {kept}");
-        assert!(reference.iter().all(|&v| v == 0.0 || v == 1.0 / (1.0 - p)), "p = {p}: scale");
+        assert!(
+            reference.iter().all(|&v| v == 0.0 || v == 1.0 / (1.0 - p)),
+            "p = {p}: scale"
+        );
         for dev in devices() {
-            let x = Tensor::from_vec(vec![1.0; n], &[n], &dev).unwrap().requires_grad().unwrap();
+            let x = Tensor::from_vec(vec![1.0; n], &[n], &dev)
+                .unwrap()
+                .requires_grad()
+                .unwrap();
             let y = x.dropout(p, 2024);
             let out = y.to_vec().unwrap();
             assert_eq!(out, reference, "{dev}: p = {p}: mask differs from the CPU's");
             // The backward pass regenerates the same mask: d(sum y)/dx = keep / (1 - p).
             let g = y.sum().backward().unwrap();
-            assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), reference, "{dev}: p = {p}: gradient mask");
+            assert_eq!(
+                g.get(&x).unwrap().to_vec().unwrap(),
+                reference,
+                "{dev}: p = {p}: gradient mask"
+            );
         }
     }
 }

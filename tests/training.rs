@@ -3,10 +3,14 @@
 
 mod common;
 
-use common::devices;
+use common::{devices, serial};
+use wgnn::data::DataLoader;
 use wgnn::data::{self, Dataset};
-use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::metrics::{Average, ConfusionMatrix, Metric};
+use wgnn::nn::{self, Dropout, Linear, Module, Perceptron, Sequential};
+use wgnn::optim::lr::{PlateauConfig, ReduceLrOnPlateau};
 use wgnn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use wgnn::train::{EarlyStopping, FitConfig, Loss, LrScheduler, Penalty};
 use wgnn::{Device, Error, Tensor};
 
 fn mnist_subset() -> (Dataset, Dataset) {
@@ -31,6 +35,7 @@ fn batch(set: &Dataset, rows: &[usize], dev: &Device) -> (Tensor, Tensor) {
 
 #[test]
 fn xor_is_learned_by_a_2_3_1_mlp_on_every_device() {
+    let _serial = serial();
     for dev in devices() {
         wgnn::manual_seed(1);
         let x = Tensor::from_vec(vec![0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2], &dev).unwrap();
@@ -59,6 +64,7 @@ fn xor_is_learned_by_a_2_3_1_mlp_on_every_device() {
 
 #[test]
 fn mnist_subset_reaches_88_percent_test_accuracy_in_5_epochs_on_every_device() {
+    let _serial = serial();
     let (train, test) = mnist_subset();
     for dev in devices() {
         wgnn::manual_seed(0);
@@ -88,6 +94,7 @@ fn mnist_subset_reaches_88_percent_test_accuracy_in_5_epochs_on_every_device() {
 
 #[test]
 fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memory() {
+    let _serial = serial();
     let (train, _) = mnist_subset();
     // Devices of its own: other tests run in parallel on the shared ones.
     let private = |d: &Device| match d.kind() {
@@ -132,6 +139,7 @@ fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memor
 
 #[test]
 fn a_loss_built_before_a_step_and_read_after_it_has_its_pre_step_value() {
+    let _serial = serial();
     for dev in devices() {
         wgnn::manual_seed(3);
         let model = Sequential::new().add(Linear::new(3, 2, &dev));
@@ -158,6 +166,7 @@ fn a_loss_built_before_a_step_and_read_after_it_has_its_pre_step_value() {
 
 #[test]
 fn a_loss_that_reads_a_parameter_directly_keeps_its_pre_step_value_and_costs_no_extra_plan() {
+    let _serial = serial();
     for dev in devices() {
         let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], &dev)
             .unwrap()
@@ -186,6 +195,7 @@ fn a_loss_that_reads_a_parameter_directly_keeps_its_pre_step_value_and_costs_no_
 
 #[test]
 fn a_value_read_before_the_step_is_not_recomputed_by_it() {
+    let _serial = serial();
     for dev in devices() {
         let model = Sequential::new().add(Linear::new(3, 2, &dev));
         let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
@@ -209,6 +219,7 @@ fn a_value_read_before_the_step_is_not_recomputed_by_it() {
 
 #[test]
 fn a_pending_graph_that_reads_an_updated_parameter_reports_an_error() {
+    let _serial = serial();
     for dev in devices() {
         let model = Sequential::new().add(Linear::new(3, 2, &dev));
         let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
@@ -228,6 +239,7 @@ fn a_pending_graph_that_reads_an_updated_parameter_reports_an_error() {
 
 #[test]
 fn sgd_and_adam_match_torch_optim_on_a_quadratic() {
+    let _serial = serial();
     // f(w) = Σ w², g = 2w. Reference values from the update rules of
     // torch.optim.SGD(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01,
     // nesterov=False) and torch.optim.Adam(lr=0.1), three steps from w = [1, -2].
@@ -288,4 +300,364 @@ fn sgd_and_adam_match_torch_optim_on_a_quadratic() {
         }
         assert_eq!(adam.lr(), 0.1);
     }
+}
+
+fn breast_cancer() -> Dataset {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/breast_cancer.csv");
+    let mut all = data::load_csv_labelled(path, 1).unwrap();
+    data::standardize(&mut all, &mut []);
+    all
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_losses_with_dropout_on_each_device() {
+    let _serial = serial();
+    let (train, _) = mnist_subset();
+    for dev in devices() {
+        let run = |seed: u64| {
+            wgnn::manual_seed(seed);
+            let net = Sequential::new()
+                .add(Linear::new(784, 64, &dev))
+                .add(nn::Relu)
+                .add(Dropout::new(0.5))
+                .add(Linear::new(64, 10, &dev));
+            let mut opt = Sgd::new(
+                net.parameters(),
+                SgdConfig {
+                    lr: 0.05,
+                    ..Default::default()
+                },
+            );
+            (0..5)
+                .map(|s| {
+                    let (x, y) = batch(&train, &(s * 32..s * 32 + 32).collect::<Vec<_>>(), &dev);
+                    let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
+                    opt.step(&loss.backward().unwrap()).unwrap();
+                    loss.item().unwrap().to_bits()
+                })
+                .collect::<Vec<u32>>()
+        };
+        let (a, b) = (run(5), run(5));
+        assert_eq!(a, b, "{dev}: two runs with seed 5 differ");
+        assert_ne!(run(6), a, "{dev}: the loss does not depend on the dropout mask");
+    }
+}
+
+#[test]
+fn dropout_is_the_identity_in_eval_mode_and_scales_in_training() {
+    let _serial = serial();
+    for dev in devices() {
+        let x = Tensor::ones(&[4, 1000], &dev);
+        let mut net = Sequential::new().add(Dropout::new(0.25));
+        let y = net.forward(&x).to_vec().unwrap();
+        assert!(y.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6), "{dev}");
+        let kept = y.iter().filter(|&&v| v != 0.0).count() as f32 / y.len() as f32;
+        assert!((kept - 0.75).abs() < 0.03, "{dev}: kept {kept}");
+        net.eval();
+        assert_eq!(net.forward(&x).to_vec().unwrap(), vec![1.0; 4000], "{dev}");
+    }
+}
+
+/// Trains logistic regression on the breast-cancer data with SGD and returns its
+/// weights.
+fn logistic_weights(penalty: Option<Penalty>) -> Vec<f32> {
+    let data = breast_cancer();
+    let dev = Device::cpu();
+    wgnn::manual_seed(3);
+    let layer = Linear::new(30, 1, &dev);
+    let x = Tensor::from_vec(data.features.clone(), &[data.n, 30], &dev).unwrap();
+    let y: Vec<f32> = data.labels.iter().map(|&l| l as f32).collect();
+    let y = Tensor::from_vec(y, &[data.n, 1], &dev).unwrap();
+    let mut opt = Sgd::new(
+        layer.parameters(),
+        SgdConfig {
+            lr: 0.05,
+            ..Default::default()
+        },
+    );
+    let w = std::slice::from_ref(&layer.weight);
+    for _ in 0..400 {
+        let mut loss = nn::loss::binary_cross_entropy_with_logits(&layer.forward(&x), &y);
+        loss = match penalty {
+            Some(Penalty::L1(l)) => loss + nn::loss::l1_penalty(w, l),
+            Some(Penalty::L2(l)) => loss + nn::loss::l2_penalty(w, l),
+            None => loss,
+        };
+        opt.step(&loss.backward().unwrap()).unwrap();
+    }
+    layer.weight.to_vec().unwrap()
+}
+
+#[test]
+fn l1_drives_weights_to_zero_and_l2_only_shrinks_them() {
+    let _serial = serial();
+    let near_zero = |w: &[f32]| w.iter().filter(|v| v.abs() < 0.01).count();
+    let norm = |w: &[f32]| w.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let plain = logistic_weights(None);
+    let l1 = logistic_weights(Some(Penalty::L1(0.02)));
+    let l2 = logistic_weights(Some(Penalty::L2(0.02)));
+    eprintln!(
+        "near-zero of 30: none {}, L1 {}, L2 {}; norms {:.3} {:.3} {:.3}",
+        near_zero(&plain),
+        near_zero(&l1),
+        near_zero(&l2),
+        norm(&plain),
+        norm(&l1),
+        norm(&l2)
+    );
+    assert!(
+        near_zero(&l1) >= 10,
+        "L1 left only {} weights near zero",
+        near_zero(&l1)
+    );
+    assert!(near_zero(&l1) >= near_zero(&plain) + 8 && near_zero(&l1) >= near_zero(&l2) + 8);
+    assert!(
+        norm(&l2) < 0.8 * norm(&plain),
+        "L2 did not shrink: {} vs {}",
+        norm(&l2),
+        norm(&plain)
+    );
+}
+
+#[test]
+fn clip_norm_bounds_the_global_norm_and_clip_value_each_element() {
+    let _serial = serial();
+    for dev in devices() {
+        let w = Tensor::from_vec(vec![3.0, -4.0, 12.0], &[3], &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let g = (&w * &w).sum().mul_scalar(0.5).backward().unwrap(); // gradient = w, norm 13
+        assert!((g.global_norm().item().unwrap() - 13.0).abs() < 1e-4, "{dev}");
+        let clipped = g.clip_norm(1.3);
+        let got = clipped.get(&w).unwrap().to_vec().unwrap();
+        for (a, b) in got.iter().zip([0.3, -0.4, 1.2]) {
+            assert!((a - b).abs() < 1e-5, "{dev}: {got:?}");
+        }
+        // Below the bound nothing changes.
+        assert_eq!(
+            g.clip_norm(100.0).get(&w).unwrap().to_vec().unwrap(),
+            vec![3.0, -4.0, 12.0]
+        );
+        assert_eq!(
+            g.clip_value(3.5).get(&w).unwrap().to_vec().unwrap(),
+            vec![3.0, -3.5, 3.5]
+        );
+    }
+}
+
+#[test]
+fn a_data_loader_covers_every_row_once_per_epoch_and_reuses_the_partial_batch_plan() {
+    let _serial = serial();
+    let (train, _) = mnist_subset();
+    let small = train.select(&(0..100).collect::<Vec<_>>());
+    for dev in devices() {
+        let mut loader = DataLoader::from_dataset(&small, 32).unwrap().shuffle(9);
+        assert_eq!(loader.len(), 4);
+        let mut first_epoch = Vec::new();
+        for b in loader.epoch(&dev) {
+            first_epoch.extend(b.unwrap().1.to_labels().unwrap());
+        }
+        let mut sorted = first_epoch.clone();
+        sorted.sort();
+        let mut want = small.labels.clone();
+        want.sort();
+        assert_eq!(sorted, want, "{dev}: an epoch must see every row once");
+        let second: Vec<u32> = loader
+            .epoch(&dev)
+            .flat_map(|b| b.unwrap().1.to_labels().unwrap())
+            .collect();
+        assert_ne!(second, first_epoch, "{dev}: reshuffled each epoch");
+        assert_eq!(DataLoader::from_dataset(&small, 32).unwrap().drop_last(true).len(), 3);
+        assert_eq!(DataLoader::from_dataset(&small, 1).unwrap().len(), 100);
+        assert_eq!(DataLoader::from_dataset(&small, 1000).unwrap().len(), 1);
+
+        // Training over 3 epochs of 4 batches (the last one of 4 rows): the step plan is
+        // compiled for the full and the partial batch in epoch 1, then only reused.
+        wgnn::manual_seed(1);
+        let net = mlp(&dev);
+        let mut opt = Adam::new(net.parameters(), AdamConfig::default());
+        let mut misses_after_epoch = Vec::new();
+        for _ in 0..3 {
+            for b in loader.epoch(&dev) {
+                let (x, y) = b.unwrap();
+                opt.step(&nn::loss::cross_entropy(&net.forward(&x), &y).backward().unwrap())
+                    .unwrap();
+            }
+            misses_after_epoch.push(dev.stats().plan_cache_misses);
+        }
+        assert_eq!(
+            misses_after_epoch[0], misses_after_epoch[2],
+            "{dev}: recompiled after epoch 1"
+        );
+    }
+}
+
+#[test]
+fn the_perceptron_rule_separates_separable_data_and_never_solves_xor() {
+    let _serial = serial();
+    for dev in devices() {
+        // Two clouds of the breast-cancer data along "worst concave points" and
+        // "worst perimeter" would overlap; use a separable set: y = [x0 + 2 x1 > 0.3].
+        let pts: Vec<[f32; 2]> = wgnn::rng::uniform(4, 80, -1.0, 1.0)
+            .chunks(2)
+            .map(|c| [c[0], c[1]])
+            .collect();
+        let pts: Vec<[f32; 2]> = pts
+            .into_iter()
+            .filter(|p| (p[0] + 2.0 * p[1] - 0.3).abs() > 0.1)
+            .collect();
+        let x: Vec<f32> = pts.iter().flatten().copied().collect();
+        let y: Vec<u32> = pts.iter().map(|p| (p[0] + 2.0 * p[1] > 0.3) as u32).collect();
+        let mut p = Perceptron::new(2, 0.1, &dev).unwrap();
+        let errors = p.fit(&x, &y, 100).unwrap();
+        assert_eq!(errors.last(), Some(&0), "{dev}: mistakes per epoch {errors:?}");
+
+        let xor_x = [0., 0., 0., 1., 1., 0., 1., 1.];
+        let xor_y = [0, 1, 1, 0];
+        let mut p = Perceptron::new(2, 0.1, &dev).unwrap();
+        let errors = p.fit(&xor_x, &xor_y, 50).unwrap();
+        assert_eq!(errors.len(), 50, "{dev}");
+        assert!(errors.iter().all(|&e| e >= 1), "{dev}: XOR solved? {errors:?}");
+    }
+}
+
+#[test]
+fn fit_with_validation_split_early_stopping_and_plateau_converges_and_writes_a_report() {
+    let _serial = serial();
+    let (train, test) = mnist_subset();
+    let train = train.select(&(0..2000).collect::<Vec<_>>());
+    for dev in devices() {
+        wgnn::manual_seed(2);
+        let net = Sequential::new()
+            .add(Linear::new(784, 64, &dev))
+            .add(nn::Relu)
+            .add(Dropout::new(0.2))
+            .add(Linear::new(64, 10, &dev));
+        let opt = Adam::new(
+            net.parameters(),
+            AdamConfig {
+                lr: 2e-3,
+                ..Default::default()
+            },
+        );
+        let mut model = net
+            .compile(opt, Loss::CrossEntropy, &[Metric::Accuracy, Metric::F1(Average::Macro)])
+            .unwrap()
+            .penalty(Penalty::L2(1e-4));
+        let (x, y) = batch(&train, &(0..train.n).collect::<Vec<_>>(), &dev);
+        let plateau = ReduceLrOnPlateau::new(
+            2e-3,
+            PlateauConfig {
+                patience: 0,
+                factor: 0.5,
+                ..Default::default()
+            },
+        );
+        let history = model
+            .fit(
+                &x,
+                &y,
+                FitConfig {
+                    epochs: 12,
+                    batch_size: 64,
+                    validation_split: 0.2,
+                    callbacks: vec![
+                        Box::new(EarlyStopping::new("val_loss", 2).restore_best_weights()),
+                        Box::new(LrScheduler::on_metric(plateau, "val_loss")),
+                    ],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let val_acc = history.get("val_accuracy").unwrap();
+        let loss = history.get("loss").unwrap();
+        assert!(loss.last() < loss.first(), "{dev}: loss did not fall: {loss:?}");
+        assert!(
+            val_acc.iter().copied().fold(0.0, f64::max) > 0.85,
+            "{dev}: val accuracy {val_acc:?}"
+        );
+        assert!(history.get("val_f1_macro").is_some() && history.lr.len() == history.epochs());
+
+        // Device-side metrics equal the host's count from `predict`.
+        let (tx, ty) = batch(&test, &(0..test.n).collect::<Vec<_>>(), &dev);
+        let scores = model.evaluate(&tx, &ty).unwrap();
+        let predicted = model.predict(&tx).unwrap().argmax(1).to_labels().unwrap();
+        let cm = ConfusionMatrix::from_labels(&test.labels, &predicted, 10).unwrap();
+        assert!((scores["accuracy"] - cm.accuracy()).abs() < 1e-9, "{dev}");
+        assert!(
+            (scores["f1_macro"] - cm.f1(Average::Macro).unwrap()).abs() < 1e-9,
+            "{dev}"
+        );
+        assert!(scores["accuracy"] > 0.85, "{dev}: test accuracy {}", scores["accuracy"]);
+
+        let dir = std::env::temp_dir().join(format!("wgnn-report-{}-{:?}", std::process::id(), dev.kind()));
+        let summary = history.write_report(&dir, "MNIST subset").unwrap();
+        let md = std::fs::read_to_string(&summary).unwrap();
+        for f in [
+            "loss.png",
+            "loss.svg",
+            "accuracy.png",
+            "lr.png",
+            "confusion.png",
+            "confusion.svg",
+        ] {
+            assert!(
+                dir.join(f).metadata().map(|m| m.len() > 1000).unwrap_or(false),
+                "{dev}: {f} missing"
+            );
+        }
+        assert!(
+            md.contains("loss.png") && md.contains("llvmpipe") == (dev.kind() != wgnn::DeviceKind::Cpu)
+                || dev.kind() == wgnn::DeviceKind::Cpu
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn fit_evaluate_and_compile_report_bad_input_as_errors() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let make = |loss, metrics: &[Metric]| {
+        let net = Sequential::new().add(Linear::new(4, 3, &dev));
+        let opt = Sgd::new(net.parameters(), SgdConfig::default());
+        net.compile(opt, loss, metrics)
+    };
+    let e = make(Loss::Mse, &[Metric::Accuracy])
+        .err()
+        .expect("accuracy of an MSE model");
+    assert!(e.to_string().contains("accuracy"), "{e}");
+    assert!(make(Loss::CrossEntropy, &[Metric::RocAuc]).is_err());
+    let mut model = make(Loss::CrossEntropy, &[Metric::Accuracy]).unwrap();
+    let x = Tensor::zeros(&[10, 5], &dev); // 5 features, the model takes 4
+    let y = Tensor::from_labels(&[0; 10], &dev).unwrap();
+    let e = model.fit(&x, &y, FitConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("[10, 5]"), "{e}");
+    let x = Tensor::zeros(&[10, 4], &dev);
+    let e = model
+        .fit(
+            &x,
+            &y,
+            FitConfig {
+                validation_split: 1.0,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("validation_split"), "{e}");
+    let cb = EarlyStopping::new("val_f1", 1);
+    let e = model
+        .fit(
+            &x,
+            &y,
+            FitConfig {
+                callbacks: vec![Box::new(cb)],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("val_f1"), "{e}");
+    let short = Tensor::from_labels(&[0; 9], &dev).unwrap();
+    assert!(model.evaluate(&x, &short).is_err());
 }

@@ -290,6 +290,11 @@ pub(crate) fn run_kernel(kernel: &Kernel, x: &[&[f32]], out: &mut [&mut [f32]]) 
         }
         Kernel::Update { kind, n } => update(*kind, *n, x[0], x[1], x[2][0], out),
         Kernel::Increment => out[0][0] += 1.0,
+        Kernel::OneHot { n, classes } => {
+            for (i, o) in out[0][..*n].iter_mut().enumerate() {
+                *o = (x[0][i / classes].to_bits() as usize == i % classes) as u32 as f32;
+            }
+        }
         Kernel::Dropout { n, p } => {
             let key = crate::rng::dropout_key(x[1][0].to_bits(), x[1][1].to_bits());
             let (threshold, scale) = crate::rng::dropout_threshold(*p);

@@ -412,6 +412,11 @@ fn launch(kernel: &Kernel) -> Launch {
             (section(OPTIM, name), vec![*n as u32], grid_for(*n))
         }
         Kernel::Increment => (section(OPTIM, "increment"), vec![], (1, 1, 1)),
+        Kernel::OneHot { n, classes } => (
+            section(ELEMENTWISE, "one_hot"),
+            vec![*n as u32, *classes as u32],
+            grid_for(*n),
+        ),
         Kernel::Dropout { n, p } => {
             let (threshold, scale) = crate::rng::dropout_threshold(*p);
             let params = vec![*n as u32, threshold, scale.to_bits()];

@@ -56,6 +56,8 @@ pub(crate) enum Kernel {
     Increment,
     /// reads [x, key], writes [out]: inverted dropout (see `rng::dropout_threshold`).
     Dropout { n: usize, p: f32 },
+    /// reads [labels], writes [out] of `n` = rows · classes words
+    OneHot { n: usize, classes: usize },
 }
 
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
@@ -199,6 +201,7 @@ impl Kernel {
             },
             Op::Increment => Kernel::Increment,
             Op::Dropout { p } => Kernel::Dropout { n, p: *p },
+            Op::OneHot { classes } => Kernel::OneHot { n, classes: *classes },
         })
     }
 
@@ -206,7 +209,11 @@ impl Kernel {
     pub(crate) fn reads(&self) -> usize {
         match self {
             Kernel::Fill { .. } | Kernel::Increment => 0,
-            Kernel::Unary { .. } | Kernel::Reduce { .. } | Kernel::ArgMax { .. } | Kernel::Strided { .. } => 1,
+            Kernel::Unary { .. }
+            | Kernel::Reduce { .. }
+            | Kernel::ArgMax { .. }
+            | Kernel::Strided { .. }
+            | Kernel::OneHot { .. } => 1,
             Kernel::Binary { .. } | Kernel::CrossEntropyRows { .. } | Kernel::Dropout { .. } => 2,
             Kernel::MatMul { bias, .. } => 2 + *bias as usize,
             Kernel::CrossEntropyRowsGrad { .. } | Kernel::Update { .. } => 3,

@@ -16,6 +16,10 @@
 //! Errors name the file, and for malformed contents the byte offset where the problem
 //! was found; for a gzipped file that offset counts bytes of the decompressed stream.
 
+mod loader;
+
+pub use loader::DataLoader;
+
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -102,8 +106,9 @@ impl SplitMix64 {
     }
 }
 
-/// A seeded permutation of `0..n`.
-fn permutation(n: usize, seed: u64) -> Vec<usize> {
+/// A seeded permutation of `0..n` (Fisher–Yates driven by splitmix64; the same on
+/// every platform).
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut rng = SplitMix64(seed);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {

@@ -15,6 +15,8 @@ pub struct Gradients {
     /// The loss they came from: an optimizer step computes it in the same plan, so
     /// reading it afterwards is a download, and it keeps its pre-step value.
     loss: Option<Tensor>,
+    /// More values an optimizer step computes in its plan (see `with_outputs`).
+    outputs: Vec<Tensor>,
 }
 
 impl Gradients {
@@ -36,6 +38,19 @@ impl Gradients {
     /// The loss these gradients were computed from.
     pub fn loss(&self) -> Option<&Tensor> {
         self.loss.as_ref()
+    }
+
+    /// Asks the optimizer step that consumes these gradients to also compute
+    /// `outputs` (e.g. running metric sums) in its plan, before the update, so they
+    /// cost no extra plan or submit.
+    pub fn with_outputs(mut self, outputs: &[Tensor]) -> Gradients {
+        self.outputs.extend(outputs.iter().cloned());
+        self
+    }
+
+    /// The loss and the extra outputs: what a step computes besides the updates.
+    pub(crate) fn step_roots(&self) -> Vec<Tensor> {
+        self.loss.iter().chain(&self.outputs).cloned().collect()
     }
 
     /// Whether no parameter got a gradient.
@@ -86,6 +101,7 @@ impl Gradients {
         Gradients {
             by_id: self.by_id.iter().map(|(id, (p, g))| (*id, (p.clone(), f(g)))).collect(),
             loss: self.loss.clone(),
+            outputs: self.outputs.clone(),
         }
     }
 }

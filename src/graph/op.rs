@@ -78,7 +78,14 @@ pub enum Op {
     /// Philox4x32-10 keyed by the key input (u32 `[2]`) at counter `i`. The mask is a
     /// function of (key, i) only, so the CPU and the GPU drop the same elements and the
     /// backward pass regenerates it instead of storing it. Inputs: x, key.
-    Dropout { p: f32 },
+    Dropout {
+        p: f32,
+    },
+    /// u32 labels `[n]` to f32 rows `[n, classes]` with a 1 at the label (a label not
+    /// below `classes` gives a row of zeros). Used for device-side confusion matrices.
+    OneHot {
+        classes: usize,
+    },
 }
 
 impl Op {
@@ -100,6 +107,7 @@ impl Op {
             Op::Update(_) => "optimizer_update",
             Op::Increment => "increment",
             Op::Dropout { .. } => "dropout",
+            Op::OneHot { .. } => "one_hot",
         }
     }
 
@@ -117,7 +125,7 @@ impl Op {
     /// to their own shape.
     pub fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         match self {
-            Op::Leaf | Op::Fill(_) | Op::ArgMax { .. } | Op::Update(_) | Op::Increment => {
+            Op::Leaf | Op::Fill(_) | Op::ArgMax { .. } | Op::Update(_) | Op::Increment | Op::OneHot { .. } => {
                 vec![None; inputs.len()]
             }
             Op::Unary(u) => vec![u.grad(&inputs[0], y, g)],

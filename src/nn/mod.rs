@@ -2,6 +2,9 @@
 //! `state_dict()` saved by PyTorch loads here and gives the same outputs.
 
 pub mod loss;
+mod perceptron;
+
+pub use perceptron::Perceptron;
 
 use crate::{Device, Result, Tensor};
 
@@ -18,6 +21,12 @@ pub trait Module {
     /// The trainable parameters, in `named_parameters` order.
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// A short name for summaries and reports, e.g. `Linear(784, 128)` or `ReLU`.
+    fn name(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        full.rsplit("::").next().unwrap_or(full).to_string()
     }
 
     /// Switches training-only behaviour (e.g. dropout) on or off.
@@ -70,6 +79,11 @@ impl Module for Linear {
         x.linear(&self.weight, self.bias.as_ref())
     }
 
+    fn name(&self) -> String {
+        let s = self.weight.shape();
+        format!("Linear({}, {})", s[1], s[0])
+    }
+
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("weight".to_string(), self.weight.clone())];
         if let Some(b) = &self.bias {
@@ -96,26 +110,41 @@ pub struct Step;
 pub struct Softmax;
 
 impl Module for Relu {
+    fn name(&self) -> String {
+        "ReLU".into()
+    }
     fn forward(&self, x: &Tensor) -> Tensor {
         x.relu()
     }
 }
 impl Module for Tanh {
+    fn name(&self) -> String {
+        "Tanh".into()
+    }
     fn forward(&self, x: &Tensor) -> Tensor {
         x.tanh()
     }
 }
 impl Module for Sigmoid {
+    fn name(&self) -> String {
+        "Sigmoid".into()
+    }
     fn forward(&self, x: &Tensor) -> Tensor {
         x.sigmoid()
     }
 }
 impl Module for Step {
+    fn name(&self) -> String {
+        "Step".into()
+    }
     fn forward(&self, x: &Tensor) -> Tensor {
         x.step()
     }
 }
 impl Module for Softmax {
+    fn name(&self) -> String {
+        "Softmax".into()
+    }
     fn forward(&self, x: &Tensor) -> Tensor {
         x.softmax(x.shape().len().saturating_sub(1))
     }
@@ -146,7 +175,10 @@ impl Dropout {
     /// If `p` is not in `[0, 1]`.
     #[track_caller]
     pub fn new(p: f32) -> Dropout {
-        assert!((0.0..=1.0).contains(&p), "nn::Dropout::new: p = {p} is not a probability in [0, 1]");
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "nn::Dropout::new: p = {p} is not a probability in [0, 1]"
+        );
         Dropout { p, training: true }
     }
 
@@ -168,6 +200,10 @@ impl Module for Dropout {
         } else {
             x.clone()
         }
+    }
+
+    fn name(&self) -> String {
+        format!("Dropout({})", self.p)
     }
 
     fn set_training(&mut self, training: bool) {
@@ -203,6 +239,23 @@ impl Sequential {
     /// Whether there are no layers.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Box<dyn Module>] {
+        &self.layers
+    }
+
+    /// The output of every layer for input `x` (the last one is `forward(x)`).
+    pub fn trace(&self, x: &Tensor) -> Vec<Tensor> {
+        let mut h = x.clone();
+        self.layers
+            .iter()
+            .map(|layer| {
+                h = layer.forward(&h);
+                h.clone()
+            })
+            .collect()
     }
 }
 

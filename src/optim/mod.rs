@@ -96,7 +96,10 @@ impl Core {
     fn new(params: Vec<Tensor>, kind: UpdateKind, state_buffers: usize, hyper_values: Vec<f32>) -> Core {
         // The f32 from the config read as the decimal it was written as (0.1f32 gives
         // 0.1, not 0.10000000149).
-        let lr = hyper_values[0].to_string().parse().unwrap_or(f64::from(hyper_values[0]));
+        let lr = hyper_values[0]
+            .to_string()
+            .parse()
+            .unwrap_or(f64::from(hyper_values[0]));
         Core {
             params,
             kind,
@@ -162,8 +165,7 @@ impl Core {
         ));
         // The loss is computed in the same plan (before the updates overwrite the
         // parameters it reads).
-        let roots: Vec<Tensor> = grads.loss().cloned().into_iter().collect();
-        plan::realize(&roots, &updates)
+        plan::realize(&grads.step_roots(), &updates)
     }
 }
 

@@ -362,15 +362,40 @@ impl Tensor {
     /// The key input of a dropout node: the seed as two u32 words.
     fn dropout_key_tensor(seed: u64, device: &crate::Device) -> Tensor {
         let words = vec![f32::from_bits(seed as u32), f32::from_bits((seed >> 32) as u32)];
-        let storage = device.backend().stage(words).expect("staging two words never exceeds a device limit");
+        let storage = device
+            .backend()
+            .stage(words)
+            .expect("staging two words never exceeds a device limit");
         Tensor::leaf(storage, vec![2], DType::U32, device, None)
     }
 
     #[track_caller]
     pub(crate) fn dropout_keyed(&self, p: f32, key: &Tensor) -> Tensor {
         self.check_f32("dropout");
-        assert!((0.0..=1.0).contains(&p), "dropout: p = {p} is not a probability in [0, 1]");
-        Tensor::from_node(Op::Dropout { p }, vec![self.clone(), key.clone()], self.shape().to_vec(), DType::F32)
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "dropout: p = {p} is not a probability in [0, 1]"
+        );
+        Tensor::from_node(
+            Op::Dropout { p },
+            vec![self.clone(), key.clone()],
+            self.shape().to_vec(),
+            DType::F32,
+        )
+    }
+
+    /// One-hot rows `[n, classes]` (f32) of a label tensor `[n]`; a label not below
+    /// `classes` gives a row of zeros. No gradient.
+    #[track_caller]
+    pub fn one_hot(&self, classes: usize) -> Tensor {
+        assert!(
+            self.dtype() == DType::U32 && self.shape().len() == 1,
+            "one_hot: needs a label tensor [n], got {:?} {:?}",
+            self.dtype(),
+            self.shape()
+        );
+        let shape = vec![self.shape()[0], classes];
+        Tensor::from_node(Op::OneHot { classes }, vec![self.clone()], shape, DType::F32)
     }
 
     /// Values limited to `[lo, hi]` (composed from `maximum`).

@@ -35,3 +35,11 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
         .fold(0.0, f32::max)
 }
+
+/// Serializes tests that use the global random stream (`manual_seed`, layer init,
+/// dropout), so a seed gives the same numbers whatever else runs at the same time.
+#[allow(dead_code)]
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

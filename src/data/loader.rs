@@ -1,0 +1,172 @@
+//! [`DataLoader`]: mini-batches over in-memory data, with seeded shuffling.
+//!
+//! Batch gradient descent, mini-batch and stochastic gradient descent are one setting
+//! here: `batch_size = n`, `1 < batch_size < n`, and `batch_size = 1`. A last partial
+//! batch has its own shape, so it gets its own plan, compiled once and then taken from
+//! the plan cache every epoch.
+
+use std::sync::Arc;
+
+use super::{permutation, Dataset};
+use crate::tensor::DType;
+use crate::{Device, Error, Result, Tensor};
+
+/// Mini-batches of `(x, y)` rows, reshuffled every epoch when a seed is given.
+#[derive(Clone, Debug)]
+pub struct DataLoader {
+    x: Arc<Vec<f32>>,
+    x_row: Vec<usize>,
+    /// Targets as words: u32 label bits when `y_dtype` is `U32`, else values.
+    y: Arc<Vec<f32>>,
+    y_row: Vec<usize>,
+    y_dtype: DType,
+    n: usize,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    drop_last: bool,
+    epoch: u64,
+}
+
+impl DataLoader {
+    /// Batches of rows of `x` (`[n, …]`) with the matching rows of `y` (labels `[n]`
+    /// or values `[n, …]`). Both are read to the host once.
+    pub fn new(x: &Tensor, y: &Tensor, batch_size: usize) -> Result<DataLoader> {
+        let (n, ny) = (x.shape().first().copied(), y.shape().first().copied());
+        if n.is_none() || n != ny {
+            return Err(Error::ShapeMismatch {
+                op: "DataLoader::new: x and y must have the same number of rows".into(),
+                expected: x.shape().to_vec(),
+                got: y.shape().to_vec(),
+            });
+        }
+        let y_words = match y.dtype() {
+            DType::U32 => y.to_labels()?.into_iter().map(f32::from_bits).collect(),
+            DType::F32 => y.to_vec()?,
+        };
+        DataLoader::from_parts(x.to_vec()?, x.shape(), y_words, y.shape(), y.dtype(), batch_size)
+    }
+
+    /// Batches of a classification [`Dataset`]: features `[batch, dim]`, labels `[batch]`.
+    pub fn from_dataset(data: &Dataset, batch_size: usize) -> Result<DataLoader> {
+        let labels = data.labels.iter().map(|&l| f32::from_bits(l)).collect();
+        DataLoader::from_parts(
+            data.features.clone(),
+            &[data.n, data.dim],
+            labels,
+            &[data.n],
+            DType::U32,
+            batch_size,
+        )
+    }
+
+    fn from_parts(
+        x: Vec<f32>,
+        x_shape: &[usize],
+        y: Vec<f32>,
+        y_shape: &[usize],
+        y_dtype: DType,
+        batch_size: usize,
+    ) -> Result<DataLoader> {
+        let n = x_shape[0];
+        if n == 0 {
+            return Err(Error::Invalid("DataLoader: the data set has no rows".into()));
+        }
+        if batch_size == 0 {
+            return Err(Error::Invalid("DataLoader: batch_size must be at least 1".into()));
+        }
+        Ok(DataLoader {
+            x: Arc::new(x),
+            x_row: x_shape[1..].to_vec(),
+            y: Arc::new(y),
+            y_row: y_shape[1..].to_vec(),
+            y_dtype,
+            n,
+            batch_size: batch_size.min(n),
+            shuffle: None,
+            drop_last: false,
+            epoch: 0,
+        })
+    }
+
+    /// Reshuffles the rows at the start of every epoch, from `seed` and the epoch
+    /// number (the same seed gives the same batches in every run).
+    pub fn shuffle(mut self, seed: u64) -> DataLoader {
+        self.shuffle = Some(seed);
+        self
+    }
+
+    /// Skips a last batch smaller than `batch_size`.
+    pub fn drop_last(mut self, drop_last: bool) -> DataLoader {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// Rows per batch (at most the number of rows).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Rows in the data set.
+    pub fn samples(&self) -> usize {
+        self.n
+    }
+
+    /// Batches per epoch.
+    pub fn len(&self) -> usize {
+        if self.drop_last {
+            self.n / self.batch_size
+        } else {
+            self.n.div_ceil(self.batch_size)
+        }
+    }
+
+    /// Whether an epoch yields no batch (`drop_last` with fewer rows than a batch
+    /// cannot happen: `batch_size` is capped at the number of rows).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The row order of the next epoch, then advances the epoch counter.
+    fn next_order(&mut self) -> Vec<usize> {
+        let order = match self.shuffle {
+            Some(seed) => permutation(self.n, seed ^ self.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            None => (0..self.n).collect(),
+        };
+        self.epoch += 1;
+        order
+    }
+
+    /// One epoch of batches on `device`, as `(x, y)` tensors; the data of each batch
+    /// is staged when the batch is made and uploaded by the plan that uses it.
+    pub fn epoch<'a>(&'a mut self, device: &'a Device) -> impl Iterator<Item = Result<(Tensor, Tensor)>> + 'a {
+        let order = self.next_order();
+        let batches = self.len();
+        let this = &*self;
+        (0..batches).map(move |b| {
+            let rows = &order[b * this.batch_size..((b + 1) * this.batch_size).min(this.n)];
+            this.batch(rows, device)
+        })
+    }
+
+    /// The rows at `rows` as one batch.
+    pub fn batch(&self, rows: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let gather = |data: &[f32], row: &[usize]| {
+            let width: usize = row.iter().product();
+            let mut out = Vec::with_capacity(rows.len() * width);
+            for &r in rows {
+                out.extend_from_slice(&data[r * width..(r + 1) * width]);
+            }
+            let mut shape = vec![rows.len()];
+            shape.extend_from_slice(row);
+            (out, shape)
+        };
+        let (xs, x_shape) = gather(&self.x, &self.x_row);
+        let (ys, y_shape) = gather(&self.y, &self.y_row);
+        let x = Tensor::from_vec(xs, &x_shape, device)?;
+        let y = match self.y_dtype {
+            DType::U32 => Tensor::from_labels(&ys.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), device)?,
+            DType::F32 => Tensor::from_vec(ys, &y_shape, device)?,
+        };
+        Ok((x, y))
+    }
+}

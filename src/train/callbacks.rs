@@ -1,0 +1,236 @@
+//! Callbacks that `Model::fit` runs after every epoch: early stopping, learning-rate
+//! schedules and checkpoints.
+
+use std::path::PathBuf;
+
+use super::select::Scores;
+use crate::nn::{Module, Sequential};
+use crate::optim::lr::LrSchedule;
+use crate::optim::Optimizer;
+use crate::{Error, Result, Tensor};
+
+/// What a callback may do at the end of an epoch.
+pub struct Control<'a> {
+    /// The model being trained.
+    pub model: &'a Sequential,
+    /// Its optimizer (e.g. to change the learning rate).
+    pub optimizer: &'a mut dyn Optimizer,
+    pub(crate) stop: Option<String>,
+    pub(crate) notes: Vec<String>,
+}
+
+impl Control<'_> {
+    /// Ends training after this epoch, saying why (shown in the history and report).
+    pub fn stop(&mut self, reason: impl Into<String>) {
+        self.stop = Some(reason.into());
+    }
+
+    /// Sets the learning rate for the next epoch, recording why.
+    pub fn set_lr(&mut self, lr: f64, reason: impl Into<String>) {
+        if lr != self.optimizer.lr() {
+            self.optimizer.set_lr(lr);
+            self.notes.push(reason.into());
+        }
+    }
+}
+
+/// Runs after every epoch of `Model::fit` with that epoch's logs (`loss`,
+/// `accuracy`, …, and `val_…` for the validation set).
+pub trait Callback {
+    /// Called once per epoch (0-based `epoch`).
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()>;
+    /// Called once when training ends, for whatever reason.
+    fn on_train_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn monitored(logs: &Scores, monitor: &str) -> Result<f64> {
+    logs.get(monitor).copied().ok_or_else(|| {
+        let known: Vec<&str> = logs.keys().map(String::as_str).collect();
+        Error::Invalid(format!(
+            "callback monitors '{monitor}', which is not computed; the logs have: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+/// Whether `name` is better when larger (everything but losses).
+fn higher_is_better(name: &str) -> bool {
+    !name.ends_with("loss")
+}
+
+/// Stops when `monitor` has not improved by `min_delta` for `patience` epochs, as
+/// Keras' `EarlyStopping`; with `restore_best_weights` the parameters go back to the
+/// best epoch's values (kept on the host, read once per improvement).
+pub struct EarlyStopping {
+    pub monitor: String,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub restore_best_weights: bool,
+    best: Option<(usize, f64)>,
+    wait: usize,
+    best_weights: Vec<Vec<f32>>,
+}
+
+impl EarlyStopping {
+    /// Early stopping on `monitor` (e.g. `"val_loss"`), direction from its name.
+    pub fn new(monitor: &str, patience: usize) -> EarlyStopping {
+        EarlyStopping {
+            monitor: monitor.into(),
+            patience,
+            min_delta: 0.0,
+            restore_best_weights: false,
+            best: None,
+            wait: 0,
+            best_weights: Vec::new(),
+        }
+    }
+
+    /// Puts the best epoch's weights back when training ends.
+    pub fn restore_best_weights(mut self) -> EarlyStopping {
+        self.restore_best_weights = true;
+        self
+    }
+
+    /// Smallest change that counts as an improvement.
+    pub fn min_delta(mut self, min_delta: f64) -> EarlyStopping {
+        self.min_delta = min_delta;
+        self
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
+        let value = monitored(logs, &self.monitor)?;
+        let improved = match self.best {
+            None => true,
+            Some((_, best)) if higher_is_better(&self.monitor) => value > best + self.min_delta,
+            Some((_, best)) => value < best - self.min_delta,
+        };
+        if improved {
+            self.best = Some((epoch, value));
+            self.wait = 0;
+            if self.restore_best_weights {
+                self.best_weights = control
+                    .model
+                    .parameters()
+                    .iter()
+                    .map(Tensor::to_vec)
+                    .collect::<Result<_>>()?;
+            }
+        } else {
+            self.wait += 1;
+            if self.wait >= self.patience {
+                let (at, best) = self.best.unwrap();
+                control.stop(format!(
+                    "early stopping: {} did not improve for {} epochs after epoch {} (best {best:.4})",
+                    self.monitor,
+                    self.patience,
+                    at + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, control: &mut Control<'_>) -> Result<()> {
+        if self.restore_best_weights && !self.best_weights.is_empty() {
+            for (p, w) in control.model.parameters().iter().zip(&self.best_weights) {
+                p.assign(w)?;
+            }
+            let (at, _) = self.best.unwrap();
+            control.notes.push(format!("restored the weights of epoch {}", at + 1));
+        }
+        Ok(())
+    }
+}
+
+/// Steps a learning-rate schedule once per epoch (PyTorch's habit) and hands its
+/// rate to the optimizer; `ReduceLrOnPlateau` reads `monitor` from the logs.
+pub struct LrScheduler {
+    schedule: Box<dyn LrSchedule>,
+    monitor: Option<String>,
+}
+
+impl LrScheduler {
+    /// A schedule stepped without a metric (`StepLr`, `ExponentialLr`, `CosineAnnealingLr`).
+    pub fn new(schedule: impl LrSchedule + 'static) -> LrScheduler {
+        LrScheduler {
+            schedule: Box::new(schedule),
+            monitor: None,
+        }
+    }
+
+    /// A schedule stepped with a metric from the logs (`ReduceLrOnPlateau`).
+    pub fn on_metric(schedule: impl LrSchedule + 'static, monitor: &str) -> LrScheduler {
+        LrScheduler {
+            schedule: Box::new(schedule),
+            monitor: Some(monitor.into()),
+        }
+    }
+}
+
+impl Callback for LrScheduler {
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
+        let before = self.schedule.lr();
+        match &self.monitor {
+            Some(m) => self.schedule.step_with(monitored(logs, m)?),
+            None => self.schedule.step(),
+        }
+        let after = self.schedule.lr();
+        let why = self
+            .schedule
+            .last_change()
+            .unwrap_or_else(|| format!("schedule: lr {before:.3e} -> {after:.3e}"));
+        control.set_lr(after, format!("after epoch {}: {why}", epoch + 1));
+        Ok(())
+    }
+}
+
+/// Saves the model to a safetensors file after each epoch, or only when `monitor`
+/// improves; written to a temporary file and renamed, so a crash never leaves a
+/// half-written checkpoint.
+pub struct ModelCheckpoint {
+    pub path: PathBuf,
+    pub monitor: Option<String>,
+    best: Option<f64>,
+}
+
+impl ModelCheckpoint {
+    /// Saves after every epoch.
+    pub fn every_epoch(path: impl Into<PathBuf>) -> ModelCheckpoint {
+        ModelCheckpoint {
+            path: path.into(),
+            monitor: None,
+            best: None,
+        }
+    }
+
+    /// Saves only when `monitor` improves.
+    pub fn best_only(path: impl Into<PathBuf>, monitor: &str) -> ModelCheckpoint {
+        ModelCheckpoint {
+            path: path.into(),
+            monitor: Some(monitor.into()),
+            best: None,
+        }
+    }
+}
+
+impl Callback for ModelCheckpoint {
+    fn on_epoch_end(&mut self, _epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
+        if let Some(m) = &self.monitor {
+            let v = monitored(logs, m)?;
+            let better = match self.best {
+                None => true,
+                Some(b) if higher_is_better(m) => v > b,
+                Some(b) => v < b,
+            };
+            if !better {
+                return Ok(());
+            }
+            self.best = Some(v);
+        }
+        crate::io::save_safetensors(control.model, &self.path)
+    }
+}

@@ -1,0 +1,91 @@
+//! [`History`]: what `Model::fit` returns, per epoch, and the report made from it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::report::{write_report, Curve, ReportData};
+pub use super::report::{LayerStat, LrChange};
+use super::select::Scores;
+use crate::metrics::ConfusionMatrix;
+use crate::Result;
+
+/// Per-epoch logs of a `fit`, as Keras' `History.history`: `"loss"`, `"accuracy"`,
+/// `"val_loss"`, … each with one value per epoch run.
+#[derive(Debug, Default)]
+pub struct History {
+    pub history: BTreeMap<String, Vec<f64>>,
+    /// The learning rate of each epoch.
+    pub lr: Vec<f64>,
+    /// Learning-rate changes and their reasons.
+    pub lr_changes: Vec<LrChange>,
+    /// Why training ended early, if it did.
+    pub stop_reason: Option<String>,
+    /// Confusion counts of the last evaluation (validation if there was one).
+    pub confusion: Option<ConfusionMatrix>,
+    /// Gradient and weight norms, dead and saturated units, after training.
+    pub layers: Vec<LayerStat>,
+    /// Seed, device, driver, wgnn version and settings, for the report.
+    pub meta: Vec<(String, String)>,
+}
+
+impl History {
+    pub(crate) fn new(meta: Vec<(String, String)>) -> History {
+        History {
+            meta,
+            ..History::default()
+        }
+    }
+
+    pub(crate) fn push(&mut self, logs: &Scores, lr: f64) {
+        for (k, v) in logs {
+            self.history.entry(k.clone()).or_default().push(*v);
+        }
+        self.lr.push(lr);
+    }
+
+    /// The values of one log (`"loss"`, `"val_accuracy"`, …), one per epoch.
+    pub fn get(&self, name: &str) -> Option<&[f64]> {
+        self.history.get(name).map(Vec::as_slice)
+    }
+
+    /// Epochs run.
+    pub fn epochs(&self) -> usize {
+        self.lr.len()
+    }
+
+    /// Writes PNG and SVG plots of every curve (train and validation), the learning
+    /// rate and the confusion matrix, and a `summary.md` linking them, into `dir`.
+    /// Returns the path of the summary.
+    pub fn write_report(&self, dir: impl AsRef<Path>, title: &str) -> Result<PathBuf> {
+        let mut names: Vec<&String> = self
+            .history
+            .keys()
+            .filter(|k| !k.starts_with("val_") && *k != "samples_per_sec")
+            .collect();
+        names.sort_by_key(|k| (*k != "loss", k.to_string()));
+        let curves = names
+            .into_iter()
+            .map(|name| Curve {
+                name: name.clone(),
+                train: self.history[name].clone(),
+                val: self.history.get(&format!("val_{name}")).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let mut meta = self.meta.clone();
+        meta.push(("epochs run".into(), self.epochs().to_string()));
+        write_report(
+            dir,
+            &ReportData {
+                title: title.into(),
+                curves,
+                lr: self.lr.clone(),
+                lr_changes: self.lr_changes.clone(),
+                confusion: self.confusion.as_ref().map(|c| (c.classes(), c.counts().to_vec())),
+                class_names: Vec::new(),
+                layers: self.layers.clone(),
+                stop_reason: self.stop_reason.clone(),
+                meta,
+            },
+        )
+    }
+}

@@ -1,0 +1,43 @@
+//! Training the way Keras and scikit-learn users expect it: `compile` / `fit` /
+//! `evaluate` / `predict` with callbacks and a [`History`], a written training
+//! report, and model selection (k-fold cross-validation, grid and random search).
+//!
+//! ```no_run
+//! use wgnn::metrics::{Average, Metric};
+//! use wgnn::nn::{self, Dropout, Linear, Module, Sequential};
+//! use wgnn::optim::{lr::ReduceLrOnPlateau, Adam, AdamConfig};
+//! use wgnn::train::{EarlyStopping, FitConfig, Loss, LrScheduler};
+//! use wgnn::{Device, Tensor};
+//!
+//! # fn main() -> wgnn::Result<()> {
+//! let dev = Device::best();
+//! let net = Sequential::new().add(Linear::new(30, 16, &dev)).add(nn::Relu).add(Dropout::new(0.2)).add(Linear::new(16, 2, &dev));
+//! let opt = Adam::new(net.parameters(), AdamConfig::default());
+//! let mut model = net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy, Metric::F1(Average::Macro)])?;
+//! # let (x, y) = (Tensor::zeros(&[100, 30], &dev), Tensor::from_labels(&[0; 100], &dev)?);
+//! let history = model.fit(&x, &y, FitConfig {
+//!     epochs: 50,
+//!     validation_split: 0.2,
+//!     callbacks: vec![
+//!         Box::new(EarlyStopping::new("val_loss", 5).restore_best_weights()),
+//!         Box::new(LrScheduler::on_metric(ReduceLrOnPlateau::new(1e-3, Default::default()), "val_loss")),
+//!     ],
+//!     ..Default::default()
+//! })?;
+//! history.write_report("report", "breast cancer MLP")?;
+//! # Ok(()) }
+//! ```
+
+mod callbacks;
+mod history;
+mod model;
+pub mod report;
+pub mod select;
+
+pub use callbacks::{Callback, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
+pub use history::{History, LayerStat, LrChange};
+pub use model::{Clip, FitConfig, Loss, Model, Penalty};
+pub use select::{
+    cross_validate, grid, kfold_indices, random, search, CvReport, Leaderboard, Param, Scores, SearchSpace, Trial,
+    Value,
+};

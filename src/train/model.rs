@@ -1,0 +1,637 @@
+//! Keras-style training: [`Sequential::compile`] gives a [`Model`] with `fit`,
+//! `evaluate` and `predict`. A training step is the same single plan as a
+//! hand-written loop (forward, backward, update) that also adds the batch's loss and
+//! confusion counts to running sums on the device, so an epoch reads back only its
+//! totals.
+
+use std::io::IsTerminal;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use super::callbacks::{Callback, Control};
+use super::history::{History, LayerStat, LrChange};
+use super::select::Scores;
+use crate::data::DataLoader;
+use crate::metrics::{roc_auc, ConfusionMatrix, Metric};
+use crate::nn::{loss, Module, Sequential};
+use crate::optim::Optimizer;
+use crate::{Device, Error, Result, Tensor};
+
+/// The training objective of a compiled model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Mean squared error against f32 targets shaped like the output.
+    Mse,
+    /// Binary cross-entropy on probabilities (sigmoid output `[n, 1]`, targets 0/1).
+    BinaryCrossEntropy,
+    /// Binary cross-entropy on logits (output `[n, 1]`, targets 0/1).
+    BinaryCrossEntropyWithLogits,
+    /// Softmax cross-entropy on logits `[n, classes]` against labels `[n]`.
+    CrossEntropy,
+}
+
+impl Loss {
+    fn of(self, out: &Tensor, y: &Tensor) -> Tensor {
+        match self {
+            Loss::Mse => loss::mse(out, y),
+            Loss::BinaryCrossEntropy => loss::binary_cross_entropy(out, y),
+            Loss::BinaryCrossEntropyWithLogits => loss::binary_cross_entropy_with_logits(out, y),
+            Loss::CrossEntropy => loss::cross_entropy(out, y),
+        }
+    }
+
+    fn binary(self) -> bool {
+        matches!(self, Loss::BinaryCrossEntropy | Loss::BinaryCrossEntropyWithLogits)
+    }
+}
+
+/// A penalty added to the loss: `λ Σ|w|` or `λ Σw²`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Penalty {
+    L1(f32),
+    L2(f32),
+}
+
+/// Gradient clipping applied before every update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Clip {
+    /// Scale all gradients so their global L2 norm is at most this.
+    Norm(f32),
+    /// Clamp every gradient element to ±this.
+    Value(f32),
+}
+
+/// Settings of [`Model::fit`].
+pub struct FitConfig {
+    pub epochs: usize,
+    /// 1 is stochastic, the number of rows is batch gradient descent.
+    pub batch_size: usize,
+    /// Fraction of the rows, taken from the end before shuffling (as Keras does), held
+    /// out for validation; ignored when `validation_data` is given.
+    pub validation_split: f32,
+    /// Explicit validation inputs and targets.
+    pub validation_data: Option<(Tensor, Tensor)>,
+    /// Reshuffle the training rows every epoch.
+    pub shuffle: bool,
+    /// Seed of the shuffling (default: drawn from the global seed).
+    pub seed: Option<u64>,
+    pub callbacks: Vec<Box<dyn Callback>>,
+    /// Show a progress bar (only ever on a terminal).
+    pub verbose: bool,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            epochs: 1,
+            batch_size: 32,
+            validation_split: 0.0,
+            validation_data: None,
+            shuffle: true,
+            seed: None,
+            callbacks: Vec::new(),
+            verbose: true,
+        }
+    }
+}
+
+/// A network with its optimizer, loss and metrics (see [`Sequential::compile`]).
+pub struct Model {
+    pub net: Sequential,
+    pub optimizer: Box<dyn Optimizer>,
+    loss: Loss,
+    metrics: Vec<Metric>,
+    penalties: Vec<(Penalty, Vec<Tensor>)>,
+    clip: Option<Clip>,
+    device: Device,
+}
+
+impl Sequential {
+    /// Pairs the network with an optimizer (built on `self.parameters()`), a loss and
+    /// the metrics to log. Errors when a metric cannot be computed for this loss
+    /// (classification metrics need a cross-entropy loss; ROC-AUC a binary one).
+    pub fn compile(self, optimizer: impl Optimizer + 'static, loss: Loss, metrics: &[Metric]) -> Result<Model> {
+        let Some(first) = self.parameters().first().cloned() else {
+            return Err(Error::Invalid("compile: the network has no parameters to train".into()));
+        };
+        for m in metrics {
+            let ok = match m {
+                Metric::Loss => true,
+                Metric::RocAuc => loss.binary(),
+                _ => loss != Loss::Mse,
+            };
+            if !ok {
+                return Err(Error::Invalid(format!(
+                    "compile: metric '{}' is not computed for {loss:?} (it needs {})",
+                    m.name(),
+                    if *m == Metric::RocAuc {
+                        "a binary cross-entropy loss"
+                    } else {
+                        "a classification loss"
+                    }
+                )));
+            }
+        }
+        Ok(Model {
+            net: self,
+            optimizer: Box::new(optimizer),
+            loss,
+            metrics: metrics.iter().copied().filter(|m| *m != Metric::Loss).collect(),
+            penalties: Vec::new(),
+            clip: None,
+            device: first.device().clone(),
+        })
+    }
+}
+
+/// Device-side running sums over batches: rows, loss · rows, confusion counts.
+struct Tally {
+    rows: usize,
+    loss_sum: Tensor,
+    counts: Option<Tensor>,
+    scores: Vec<Tensor>,
+    truth: Vec<u32>,
+}
+
+impl Model {
+    /// Adds `penalty` over every weight matrix (parameters named `weight`, not biases).
+    pub fn penalty(self, penalty: Penalty) -> Model {
+        let names: Vec<String> = self
+            .net
+            .named_parameters()
+            .into_iter()
+            .filter(|(n, t)| n.ends_with("weight") && t.shape().len() >= 2)
+            .map(|(n, _)| n)
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.penalty_on(penalty, &names)
+            .expect("weight names come from the model")
+    }
+
+    /// Adds `penalty` over the named parameters (names as in `named_parameters`).
+    pub fn penalty_on(mut self, penalty: Penalty, names: &[&str]) -> Result<Model> {
+        let all = self.net.named_parameters();
+        let mut chosen = Vec::new();
+        for name in names {
+            match all.iter().find(|(n, _)| n == name) {
+                Some((_, t)) => chosen.push(t.clone()),
+                None => {
+                    let known: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(Error::Invalid(format!(
+                        "penalty_on: no parameter named '{name}'; the model has {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        if !chosen.is_empty() {
+            self.penalties.push((penalty, chosen));
+        }
+        Ok(self)
+    }
+
+    /// Clips gradients before every update.
+    pub fn clip_gradients(mut self, clip: Clip) -> Model {
+        self.clip = Some(clip);
+        self
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Builds the graph for one row first, so bad shapes or targets become an error
+    /// naming the problem instead of a panic inside the loop.
+    fn check_shapes(&self, what: &str, x: &Tensor, y: Option<&Tensor>) -> Result<()> {
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let loader = DataLoader::new(x, y.unwrap_or(x), 1)?;
+            let (xb, yb) = loader.batch(&[0], &self.device)?;
+            let out = self.net.forward(&xb);
+            if y.is_some() {
+                self.loss.of(&out, &yb);
+            }
+            Ok::<(), Error>(())
+        }));
+        match built {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(Error::Invalid(format!(
+                    "{what}: inputs {:?} and targets {:?} do not fit the model and {:?} loss: {msg}",
+                    x.shape(),
+                    y.map(|t| t.shape().to_vec()),
+                    self.loss
+                )))
+            }
+        }
+    }
+
+    fn new_tally(&self) -> Result<Tally> {
+        let loss_sum = Tensor::zeros(&[1], &self.device);
+        loss_sum.realize()?;
+        Ok(Tally {
+            rows: 0,
+            loss_sum,
+            counts: None,
+            scores: Vec::new(),
+            truth: Vec::new(),
+        })
+    }
+
+    /// The batch's additions to a tally: the new running loss sum and counts.
+    fn accumulate(&self, tally: &Tally, out: &Tensor, y: &Tensor, data_loss: &Tensor) -> (Tensor, Option<Tensor>) {
+        let rows = out.shape()[0];
+        let loss_sum = &tally.loss_sum + &data_loss.reshape(&[1]).mul_scalar(rows as f32);
+        let counts = if self.loss == Loss::CrossEntropy {
+            let classes = out.shape()[1];
+            // Row = true class, column = predicted: onehot(y)ᵀ · onehot(argmax).
+            Some(
+                y.one_hot(classes)
+                    .matmul_t(&out.argmax(1).one_hot(classes), true, false),
+            )
+        } else if self.loss.binary() && out.numel() == rows {
+            // [y, ŷ] per row; its Gram matrix is [[Σy, Σyŷ], [Σyŷ, Σŷ]].
+            let threshold = if self.loss == Loss::BinaryCrossEntropy {
+                0.5
+            } else {
+                0.0
+            };
+            let yhat = out
+                .reshape(&[rows, 1])
+                .ge_mask(&Tensor::full(&[], threshold, &self.device));
+            let e0 = Tensor::from_vec(vec![1.0, 0.0], &[1, 2], &self.device).expect("two values");
+            let e1 = Tensor::from_vec(vec![0.0, 1.0], &[1, 2], &self.device).expect("two values");
+            let pair = &(&y.reshape(&[rows, 1]) * &e0) + &(&yhat * &e1);
+            Some(pair.matmul_t(&pair, true, false))
+        } else {
+            None
+        };
+        let counts = match (counts, &tally.counts) {
+            (Some(c), Some(prev)) => Some(prev + &c),
+            (c, _) => c,
+        };
+        (loss_sum, counts)
+    }
+
+    /// Reads a tally's totals into logs (`prefix` is "" or "val_").
+    fn logs(&self, tally: &Tally, prefix: &str, logs: &mut Scores) -> Result<Option<ConfusionMatrix>> {
+        let loss = tally.loss_sum.item()? as f64 / tally.rows.max(1) as f64;
+        logs.insert(format!("{prefix}loss"), loss);
+        let Some(counts) = &tally.counts else { return Ok(None) };
+        let c: Vec<f32> = counts.to_vec()?;
+        let cm = if self.loss == Loss::CrossEntropy {
+            let classes = counts.shape()[0];
+            ConfusionMatrix::from_counts(classes, c.iter().map(|&v| v.round() as u64).collect())?
+        } else {
+            let (sy, tp, sp) = (c[0].round() as u64, c[1].round() as u64, c[3].round() as u64);
+            let n = tally.rows as u64;
+            ConfusionMatrix::from_counts(2, vec![n + tp - sy - sp, sp - tp, sy - tp, tp])?
+        };
+        for m in &self.metrics {
+            let value = match m {
+                Metric::RocAuc if tally.scores.is_empty() => continue,
+                Metric::RocAuc => {
+                    let mut scores = Vec::with_capacity(tally.rows);
+                    for s in &tally.scores {
+                        scores.extend(s.to_vec()?);
+                    }
+                    roc_auc(&scores, &tally.truth)?
+                }
+                m => cm.score(*m)?,
+            };
+            logs.insert(format!("{prefix}{}", m.name()), value);
+        }
+        Ok(Some(cm))
+    }
+
+    /// Loss and metrics on `(x, y)` in evaluation mode, in chunks of 1024 rows; the
+    /// running sums stay on the device until the end.
+    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor) -> Result<Scores> {
+        let mut logs = Scores::new();
+        self.evaluate_into(x, y, "", &mut logs)?;
+        Ok(logs)
+    }
+
+    fn evaluate_into(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        prefix: &str,
+        logs: &mut Scores,
+    ) -> Result<Option<ConfusionMatrix>> {
+        self.check_shapes("evaluate", x, Some(y))?;
+        let mut loader = DataLoader::new(x, y, 1024)?;
+        self.evaluate_loader(&mut loader, prefix, logs)
+    }
+
+    fn evaluate_loader(
+        &mut self,
+        loader: &mut DataLoader,
+        prefix: &str,
+        logs: &mut Scores,
+    ) -> Result<Option<ConfusionMatrix>> {
+        self.net.eval();
+        let want_scores = self.metrics.contains(&Metric::RocAuc);
+        let mut tally = self.new_tally()?;
+        let device = self.device.clone();
+        for batch in loader.epoch(&device) {
+            let (xb, yb) = batch?;
+            let out = self.net.forward(&xb);
+            let data_loss = self.loss.of(&out, &yb);
+            let (loss_sum, counts) = self.accumulate(&tally, &out, &yb, &data_loss);
+            let mut roots = vec![loss_sum.clone()];
+            roots.extend(counts.iter().cloned());
+            if want_scores {
+                let score = if self.loss == Loss::BinaryCrossEntropyWithLogits {
+                    out.sigmoid()
+                } else {
+                    out.clone()
+                };
+                tally.truth.extend(yb.to_vec()?.iter().map(|&v| v as u32));
+                roots.push(score.clone());
+                tally.scores.push(score);
+            }
+            crate::graph::plan::realize(&roots, &[])?;
+            tally.rows += xb.shape()[0];
+            tally.loss_sum = loss_sum;
+            tally.counts = counts;
+        }
+        self.logs(&tally, prefix, logs)
+    }
+
+    /// Outputs for `x` in evaluation mode (rows in chunks of 1024).
+    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.check_shapes("predict", x, None)?;
+        self.net.eval();
+        let rows = x.shape()[0];
+        if rows <= 1024 {
+            let xb = DataLoader::new(x, x, rows)?
+                .batch(&(0..rows).collect::<Vec<_>>(), &self.device)?
+                .0;
+            let out = self.net.forward(&xb);
+            out.realize()?;
+            return Ok(out);
+        }
+        let mut loader = DataLoader::new(x, x, 1024)?;
+        let (mut values, mut shape) = (Vec::new(), Vec::new());
+        for batch in loader.epoch(&self.device.clone()) {
+            let out = self.net.forward(&batch?.0);
+            shape = out.shape().to_vec();
+            values.extend(out.to_vec()?);
+        }
+        shape[0] = rows;
+        Tensor::from_vec(values, &shape, &self.device)
+    }
+
+    /// Trains for `config.epochs` epochs (fewer if a callback stops it) and returns the
+    /// per-epoch loss and metrics, on the training rows and the validation rows.
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, mut config: FitConfig) -> Result<History> {
+        self.check_shapes("fit", x, Some(y))?;
+        if config.epochs == 0 {
+            return Err(Error::Invalid("fit: epochs must be at least 1".into()));
+        }
+        let all = DataLoader::new(x, y, config.batch_size)?;
+        let n = all.samples();
+        let (train_rows, mut val) = match config.validation_data.take() {
+            Some((vx, vy)) => {
+                self.check_shapes("fit (validation_data)", &vx, Some(&vy))?;
+                ((0..n).collect::<Vec<_>>(), Some(DataLoader::new(&vx, &vy, 1024)?))
+            }
+            None if config.validation_split > 0.0 => {
+                let split = config.validation_split;
+                let n_val = (n as f64 * split as f64).round() as usize;
+                if !(split < 1.0) || n_val == 0 || n_val >= n {
+                    return Err(Error::Invalid(format!(
+                        "fit: validation_split {split} of {n} rows leaves no training or no validation rows"
+                    )));
+                }
+                let (vx, vy) = all.batch(&((n - n_val)..n).collect::<Vec<_>>(), &self.device)?;
+                ((0..n - n_val).collect(), Some(DataLoader::new(&vx, &vy, 1024)?))
+            }
+            None => ((0..n).collect(), None),
+        };
+        let (tx, ty) = all.batch(&train_rows, &self.device)?;
+        let mut train = DataLoader::new(&tx, &ty, config.batch_size)?;
+        if config.shuffle {
+            train = train.shuffle(config.seed.unwrap_or_else(crate::rng::next_seed));
+        }
+        let info = self.device.info();
+        let mut history = History::new(vec![
+            ("seed".into(), crate::rng::seed().to_string()),
+            ("device".into(), format!("{} ({})", info.name, info.backend)),
+            ("driver".into(), info.driver.clone()),
+            ("wgnn".into(), env!("CARGO_PKG_VERSION").into()),
+            ("loss".into(), format!("{:?}", self.loss)),
+            ("batch size".into(), train.batch_size().to_string()),
+            ("training rows".into(), train.samples().to_string()),
+            (
+                "validation rows".into(),
+                val.as_ref().map_or(0, |v| v.samples()).to_string(),
+            ),
+        ]);
+        let show = config.verbose && std::io::stdout().is_terminal();
+        for epoch in 0..config.epochs {
+            let started = Instant::now();
+            let lr = self.optimizer.lr();
+            let mut logs = Scores::new();
+            let cm = self.train_epoch(&mut train, epoch, config.epochs, show, &mut logs)?;
+            history.confusion = cm;
+            if let Some(v) = val.as_mut() {
+                history.confusion = self.evaluate_loader(v, "val_", &mut logs)?;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            logs.insert("samples_per_sec".into(), train.samples() as f64 / seconds.max(1e-9));
+            let mut control = Control {
+                model: &self.net,
+                optimizer: self.optimizer.as_mut(),
+                stop: None,
+                notes: Vec::new(),
+            };
+            for cb in config.callbacks.iter_mut() {
+                cb.on_epoch_end(epoch, &logs, &mut control)?;
+            }
+            let (stop, notes) = (control.stop.take(), std::mem::take(&mut control.notes));
+            let new_lr = self.optimizer.lr();
+            if show {
+                println!("epoch {}/{}: {}", epoch + 1, config.epochs, format_logs(&logs));
+            }
+            history.push(&logs, lr);
+            for reason in notes {
+                history.lr_changes.push(LrChange {
+                    epoch: epoch + 1,
+                    from: lr,
+                    to: new_lr,
+                    reason,
+                });
+            }
+            if let Some(reason) = stop {
+                history.stop_reason = Some(reason);
+                break;
+            }
+        }
+        let mut control = Control {
+            model: &self.net,
+            optimizer: self.optimizer.as_mut(),
+            stop: None,
+            notes: Vec::new(),
+        };
+        for cb in config.callbacks.iter_mut() {
+            cb.on_train_end(&mut control)?;
+        }
+        if let (Some(reason), false) = (&mut history.stop_reason, control.notes.is_empty()) {
+            reason.push_str(&format!("; {}", control.notes.join("; ")));
+        }
+        let rows: Vec<usize> = (0..train.samples().min(256)).collect();
+        let (xs, ys) = train.batch(&rows, &self.device)?;
+        history.layers = self.layer_stats(&xs, &ys)?;
+        self.net.eval();
+        Ok(history)
+    }
+
+    fn train_epoch(
+        &mut self,
+        train: &mut DataLoader,
+        epoch: usize,
+        epochs: usize,
+        show: bool,
+        logs: &mut Scores,
+    ) -> Result<Option<ConfusionMatrix>> {
+        self.net.train();
+        let bar = if show {
+            let bar = indicatif::ProgressBar::new(train.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut tally = self.new_tally()?;
+        let started = Instant::now();
+        let mut last_shown = Instant::now();
+        let device = self.device.clone();
+        let batches: Vec<_> = train.epoch(&device).collect();
+        for batch in batches {
+            let (xb, yb) = batch?;
+            let out = self.net.forward(&xb);
+            let data_loss = self.loss.of(&out, &yb);
+            let mut objective = data_loss.clone();
+            for (penalty, params) in &self.penalties {
+                objective = objective
+                    + match penalty {
+                        Penalty::L1(l) => loss::l1_penalty(params, *l),
+                        Penalty::L2(l) => loss::l2_penalty(params, *l),
+                    };
+            }
+            let (loss_sum, counts) = self.accumulate(&tally, &out, &yb, &data_loss);
+            let mut grads = objective.backward()?;
+            grads = match self.clip {
+                Some(Clip::Norm(c)) => grads.clip_norm(c),
+                Some(Clip::Value(c)) => grads.clip_value(c),
+                None => grads,
+            };
+            let mut outputs = vec![loss_sum.clone()];
+            outputs.extend(counts.iter().cloned());
+            self.optimizer.step(&grads.with_outputs(&outputs))?;
+            tally.rows += xb.shape()[0];
+            tally.loss_sum = loss_sum;
+            tally.counts = counts;
+            bar.inc(1);
+            // Reading the running loss is a download: only for a visible bar, 4× a second.
+            if show && last_shown.elapsed().as_millis() > 250 {
+                last_shown = Instant::now();
+                let loss = tally.loss_sum.item()? / tally.rows as f32;
+                let rate = tally.rows as f64 / started.elapsed().as_secs_f64();
+                bar.set_message(format!("loss {loss:.4}, {rate:.0} samples/s"));
+            }
+        }
+        bar.finish_and_clear();
+        self.logs(&tally, "", logs)
+    }
+
+    /// Per-layer gradient and weight norms on one batch (no update), and for ReLU,
+    /// sigmoid and tanh layers the fraction of dead or saturated units.
+    fn layer_stats(&mut self, x: &Tensor, y: &Tensor) -> Result<Vec<LayerStat>> {
+        self.net.eval();
+        let trace = self.net.trace(x);
+        let out = trace.last().cloned().unwrap_or_else(|| x.clone());
+        let grads = self.loss.of(&out, y).backward()?;
+        let named = self.net.named_parameters();
+        let norm = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.square().sum().sqrt().item()?)) };
+        let mut stats: Vec<LayerStat> = Vec::new();
+        for (i, (layer, h)) in self.net.layers().iter().zip(&trace).enumerate() {
+            let prefix = format!("{i}.");
+            let params: Vec<&Tensor> = named
+                .iter()
+                .filter(|(n, _)| n.starts_with(&prefix))
+                .map(|(_, t)| t)
+                .collect();
+            let dev = h.device();
+            let fraction = |mask: Tensor| -> Result<f64> { Ok(f64::from(mask.mean().item()?)) };
+            let (dead, saturated) = match layer.name().as_str() {
+                "ReLU" => {
+                    let alive = h.gt_mask(&Tensor::zeros(&[], dev)).max_axis(0, false);
+                    (Some(1.0 - fraction(alive)?), None)
+                }
+                "Sigmoid" => (
+                    None,
+                    Some(fraction(h.add_scalar(-0.5).abs().gt_mask(&Tensor::full(
+                        &[],
+                        0.49,
+                        dev,
+                    )))?),
+                ),
+                "Tanh" => (None, Some(fraction(h.abs().gt_mask(&Tensor::full(&[], 0.99, dev)))?)),
+                _ => (None, None),
+            };
+            if params.is_empty() {
+                // An activation: its statistics belong to the layer before it.
+                match stats.last_mut() {
+                    Some(prev) if dead.is_some() || saturated.is_some() => {
+                        prev.name = format!("{} + {}", prev.name, layer.name());
+                        prev.dead_relu = dead.or(prev.dead_relu);
+                        prev.saturated = saturated.or(prev.saturated);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let mut g2 = 0.0;
+            let mut w2 = 0.0;
+            for p in params {
+                w2 += norm(p)?.powi(2);
+                if let Some(g) = grads.get(p) {
+                    g2 += norm(g)?.powi(2);
+                }
+            }
+            stats.push(LayerStat {
+                name: format!("{i} {}", layer.name()),
+                grad_norm: g2.sqrt(),
+                weight_norm: w2.sqrt(),
+                dead_relu: dead,
+                saturated,
+            });
+        }
+        Ok(stats)
+    }
+}
+
+/// `loss 0.3121, accuracy 0.9012, val_loss …` in a stable order.
+pub(crate) fn format_logs(logs: &Scores) -> String {
+    let order = |k: &str| (k.starts_with("val_"), k != "loss" && k != "val_loss", k.to_string());
+    let mut keys: Vec<&String> = logs.keys().filter(|k| *k != "samples_per_sec").collect();
+    keys.sort_by_key(|k| order(k));
+    let mut parts: Vec<String> = keys.iter().map(|k| format!("{k} {:.4}", logs[*k])).collect();
+    if let Some(r) = logs.get("samples_per_sec") {
+        parts.push(format!("{r:.0} samples/s"));
+    }
+    parts.join(", ")
+}
