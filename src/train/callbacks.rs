@@ -27,8 +27,10 @@ impl Control<'_> {
 
     /// Sets the learning rate for the next epoch, recording why.
     pub fn set_lr(&mut self, lr: f64, reason: impl Into<String>) {
-        if lr != self.optimizer.lr() {
-            self.optimizer.set_lr(lr);
+        let old = self.optimizer.lr();
+        self.optimizer.set_lr(lr);
+        // A change below f32 resolution (an f32 setting read back as f64) is none.
+        if (lr - old).abs() > 1e-6 * old.abs().max(lr.abs()) {
             self.notes.push(reason.into());
         }
     }
@@ -179,10 +181,11 @@ impl Callback for LrScheduler {
             None => self.schedule.step(),
         }
         let after = self.schedule.lr();
-        let why = self
-            .schedule
-            .last_change()
-            .unwrap_or_else(|| format!("schedule: lr {before:.3e} -> {after:.3e}"));
+        let why = match (self.schedule.last_change(), &self.monitor) {
+            (Some(why), Some(m)) => why.replacen("metric", m, 1),
+            (Some(why), None) => why,
+            (None, _) => format!("{}: lr {before:.3e} -> {after:.3e}", self.schedule.describe()),
+        };
         control.set_lr(after, format!("after epoch {}: {why}", epoch + 1));
         Ok(())
     }

@@ -405,7 +405,7 @@ impl Model {
             None if config.validation_split > 0.0 => {
                 let split = config.validation_split;
                 let n_val = (n as f64 * split as f64).round() as usize;
-                if !(split < 1.0) || n_val == 0 || n_val >= n {
+                if !(0.0..1.0).contains(&split) || n_val == 0 || n_val >= n {
                     return Err(Error::Invalid(format!(
                         "fit: validation_split {split} of {n} rows leaves no training or no validation rows"
                     )));
