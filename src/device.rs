@@ -144,8 +144,11 @@ impl Device {
         Device::new(|c| Ok(Box::new(GpuBackend::new(backends, c)?)))
     }
 
-    /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu` overrides. Prints
-    /// the choice once to stderr (silence with `WGNN_QUIET=1`).
+    /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu` overrides. An
+    /// adapter that is itself software on the CPU (Mesa's llvmpipe, WARP,
+    /// SwiftShader) is not preferred over the CPU backend, which is much faster at the
+    /// same work; `WGNN_DEVICE=gpu` still picks it. Prints the choice once to stderr
+    /// (silence with `WGNN_QUIET=1`).
     pub fn best() -> Device {
         static SAID: std::sync::Once = std::sync::Once::new();
         let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default().to_ascii_lowercase();
@@ -156,6 +159,13 @@ impl Device {
                 Err(e) => (Device::cpu(), format!("WGNN_DEVICE=gpu but {e}; falling back")),
             },
             _ => match Device::gpu() {
+                Ok(d) if d.info().device_type == "Cpu" => (
+                    Device::cpu(),
+                    format!(
+                        "the only adapter, {}, is software on the CPU; WGNN_DEVICE=gpu uses it",
+                        d.info().name
+                    ),
+                ),
                 Ok(d) => (d, "GPU found".into()),
                 Err(e) => (Device::cpu(), format!("{e}")),
             },

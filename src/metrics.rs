@@ -29,6 +29,29 @@ pub struct ConfusionMatrix {
     counts: Vec<u64>,
 }
 
+/// The counts as a table, rows = truth, columns = prediction.
+impl fmt::Display for ConfusionMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .counts
+            .iter()
+            .max()
+            .map_or(1, |m| m.to_string().len())
+            .max(self.classes.to_string().len());
+        write!(f, "{:>w$} |", "t\\p", w = width.max(3))?;
+        for p in 0..self.classes {
+            write!(f, " {p:>width$}")?;
+        }
+        for t in 0..self.classes {
+            write!(f, "\n{t:>w$} |", w = width.max(3))?;
+            for p in 0..self.classes {
+                write!(f, " {:>width$}", self.get(t, p))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How per-class precision, recall or F1 are combined into one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Average {

@@ -88,6 +88,38 @@ impl DataLoader {
         })
     }
 
+    /// A loader over some of the rows (copied, in the given order), with the same
+    /// batch size; not shuffled until asked.
+    ///
+    /// # Errors
+    /// If `rows` is empty or an index is out of range.
+    pub fn subset(&self, rows: &[usize], batch_size: usize) -> Result<DataLoader> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.n) {
+            return Err(Error::Invalid(format!(
+                "DataLoader::subset: row {bad} is out of range for {} rows",
+                self.n
+            )));
+        }
+        let gather = |data: &[f32], row: &[usize]| {
+            let width: usize = row.iter().product();
+            rows.iter()
+                .flat_map(|&r| data[r * width..(r + 1) * width].iter().copied())
+                .collect::<Vec<f32>>()
+        };
+        let mut x_shape = vec![rows.len()];
+        x_shape.extend_from_slice(&self.x_row);
+        let mut y_shape = vec![rows.len()];
+        y_shape.extend_from_slice(&self.y_row);
+        DataLoader::from_parts(
+            gather(&self.x, &self.x_row),
+            &x_shape,
+            gather(&self.y, &self.y_row),
+            &y_shape,
+            self.y_dtype,
+            batch_size,
+        )
+    }
+
     /// Reshuffles the rows at the start of every epoch, from `seed` and the epoch
     /// number (the same seed gives the same batches in every run).
     pub fn shuffle(mut self, seed: u64) -> DataLoader {

@@ -75,6 +75,15 @@ impl Dataset {
         }
     }
 
+    /// The features `[n, dim]` and labels `[n]` as tensors on `device`, for
+    /// `Model::fit` / `evaluate` / `predict`.
+    pub fn tensors(&self, device: &crate::Device) -> Result<(crate::Tensor, crate::Tensor)> {
+        Ok((
+            crate::Tensor::from_vec(self.features.clone(), &[self.n, self.dim], device)?,
+            crate::Tensor::from_labels(&self.labels, device)?,
+        ))
+    }
+
     /// Shuffles the rows deterministically with `seed`, then splits them into the first
     /// `n_first` rows and the rest.
     ///

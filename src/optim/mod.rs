@@ -27,6 +27,23 @@ pub trait Optimizer {
     fn zero_grad(&mut self) {}
 }
 
+/// A boxed optimizer is an optimizer, so one chosen at run time can be passed where
+/// `impl Optimizer` is expected (e.g. `Sequential::compile`).
+impl Optimizer for Box<dyn Optimizer> {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        (**self).step(grads)
+    }
+    fn lr(&self) -> f64 {
+        (**self).lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        (**self).set_lr(lr)
+    }
+    fn parameters(&self) -> &[Tensor] {
+        (**self).parameters()
+    }
+}
+
 /// Settings of [`Sgd`], as `torch.optim.SGD`. The seed's momentum form
 /// v = βv + (1−β)g is `momentum: β, dampening: β`.
 #[derive(Clone, Copy, Debug)]

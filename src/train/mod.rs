@@ -38,6 +38,6 @@ pub use callbacks::{Callback, Control, EarlyStopping, LrScheduler, ModelCheckpoi
 pub use history::{History, LayerStat, LrChange};
 pub use model::{Clip, FitConfig, Loss, Model, Penalty};
 pub use select::{
-    cross_validate, grid, kfold_indices, random, search, CvReport, Leaderboard, Param, Scores, SearchSpace, Trial,
-    Value,
+    cross_validate, grid, kfold_indices, random, search, CvReport, Evaluation, Leaderboard, Param, Scores, SearchSpace,
+    Trial, Value,
 };

@@ -78,6 +78,9 @@ pub struct FitConfig {
     pub callbacks: Vec<Box<dyn Callback>>,
     /// Show a progress bar (only ever on a terminal).
     pub verbose: bool,
+    /// After training, compute per-layer gradient norms and dead/saturated units for
+    /// the report (one more forward and backward pass on up to 256 rows).
+    pub layer_stats: bool,
 }
 
 impl Default for FitConfig {
@@ -91,6 +94,7 @@ impl Default for FitConfig {
             seed: None,
             callbacks: Vec::new(),
             verbose: true,
+            layer_stats: true,
         }
     }
 }
@@ -203,32 +207,31 @@ impl Model {
 
     /// Builds the graph for one row first, so bad shapes or targets become an error
     /// naming the problem instead of a panic inside the loop.
-    fn check_shapes(&self, what: &str, x: &Tensor, y: Option<&Tensor>) -> Result<()> {
+    fn check_shapes(&self, what: &str, data: &DataLoader, with_targets: bool) -> Result<()> {
+        let (xb, yb) = data.batch(&[0], &self.device)?;
         let built = catch_unwind(AssertUnwindSafe(|| {
-            let loader = DataLoader::new(x, y.unwrap_or(x), 1)?;
-            let (xb, yb) = loader.batch(&[0], &self.device)?;
             let out = self.net.forward(&xb);
-            if y.is_some() {
+            if with_targets {
                 self.loss.of(&out, &yb);
             }
-            Ok::<(), Error>(())
         }));
-        match built {
-            Ok(r) => r,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(Error::Invalid(format!(
-                    "{what}: inputs {:?} and targets {:?} do not fit the model and {:?} loss: {msg}",
-                    x.shape(),
-                    y.map(|t| t.shape().to_vec()),
-                    self.loss
-                )))
-            }
-        }
+        built.map_err(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let targets = if with_targets {
+                format!(" and targets {:?}", yb.shape())
+            } else {
+                String::new()
+            };
+            Error::Invalid(format!(
+                "{what}: rows of shape {:?}{targets} do not fit the model and its {:?} loss: {msg}",
+                xb.shape(),
+                self.loss
+            ))
+        })
     }
 
     fn new_tally(&self) -> Result<Tally> {
@@ -324,8 +327,8 @@ impl Model {
         prefix: &str,
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
-        self.check_shapes("evaluate", x, Some(y))?;
         let mut loader = DataLoader::new(x, y, 1024)?;
+        self.check_shapes("evaluate", &loader, true)?;
         self.evaluate_loader(&mut loader, prefix, logs)
     }
 
@@ -364,20 +367,30 @@ impl Model {
         self.logs(&tally, prefix, logs)
     }
 
+    /// The confusion matrix of the model's predictions on `(x, y)` (row = true class,
+    /// column = predicted), counted on the device. Errors for a regression loss.
+    pub fn confusion_matrix(&mut self, x: &Tensor, y: &Tensor) -> Result<ConfusionMatrix> {
+        let mut logs = Scores::new();
+        self.evaluate_into(x, y, "", &mut logs)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "confusion_matrix: {:?} is not a classification loss",
+                self.loss
+            ))
+        })
+    }
+
     /// Outputs for `x` in evaluation mode (rows in chunks of 1024).
     pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
-        self.check_shapes("predict", x, None)?;
+        let mut loader = DataLoader::new(x, x, 1024)?;
+        self.check_shapes("predict", &loader, false)?;
         self.net.eval();
         let rows = x.shape()[0];
         if rows <= 1024 {
-            let xb = DataLoader::new(x, x, rows)?
-                .batch(&(0..rows).collect::<Vec<_>>(), &self.device)?
-                .0;
+            let xb = loader.batch(&(0..rows).collect::<Vec<_>>(), &self.device)?.0;
             let out = self.net.forward(&xb);
             out.realize()?;
             return Ok(out);
         }
-        let mut loader = DataLoader::new(x, x, 1024)?;
         let (mut values, mut shape) = (Vec::new(), Vec::new());
         for batch in loader.epoch(&self.device.clone()) {
             let out = self.net.forward(&batch?.0);
@@ -391,16 +404,17 @@ impl Model {
     /// Trains for `config.epochs` epochs (fewer if a callback stops it) and returns the
     /// per-epoch loss and metrics, on the training rows and the validation rows.
     pub fn fit(&mut self, x: &Tensor, y: &Tensor, mut config: FitConfig) -> Result<History> {
-        self.check_shapes("fit", x, Some(y))?;
         if config.epochs == 0 {
             return Err(Error::Invalid("fit: epochs must be at least 1".into()));
         }
         let all = DataLoader::new(x, y, config.batch_size)?;
+        self.check_shapes("fit", &all, true)?;
         let n = all.samples();
         let (train_rows, mut val) = match config.validation_data.take() {
             Some((vx, vy)) => {
-                self.check_shapes("fit (validation_data)", &vx, Some(&vy))?;
-                ((0..n).collect::<Vec<_>>(), Some(DataLoader::new(&vx, &vy, 1024)?))
+                let val = DataLoader::new(&vx, &vy, 1024)?;
+                self.check_shapes("fit (validation_data)", &val, true)?;
+                ((0..n).collect::<Vec<_>>(), Some(val))
             }
             None if config.validation_split > 0.0 => {
                 let split = config.validation_split;
@@ -410,13 +424,16 @@ impl Model {
                         "fit: validation_split {split} of {n} rows leaves no training or no validation rows"
                     )));
                 }
-                let (vx, vy) = all.batch(&((n - n_val)..n).collect::<Vec<_>>(), &self.device)?;
-                ((0..n - n_val).collect(), Some(DataLoader::new(&vx, &vy, 1024)?))
+                let val_rows: Vec<usize> = ((n - n_val)..n).collect();
+                ((0..n - n_val).collect(), Some(all.subset(&val_rows, 1024)?))
             }
             None => ((0..n).collect(), None),
         };
-        let (tx, ty) = all.batch(&train_rows, &self.device)?;
-        let mut train = DataLoader::new(&tx, &ty, config.batch_size)?;
+        let mut train = if train_rows.len() == n {
+            all
+        } else {
+            all.subset(&train_rows, config.batch_size)?
+        };
         if config.shuffle {
             train = train.shuffle(config.seed.unwrap_or_else(crate::rng::next_seed));
         }
@@ -486,9 +503,11 @@ impl Model {
         if let (Some(reason), false) = (&mut history.stop_reason, control.notes.is_empty()) {
             reason.push_str(&format!("; {}", control.notes.join("; ")));
         }
-        let rows: Vec<usize> = (0..train.samples().min(256)).collect();
-        let (xs, ys) = train.batch(&rows, &self.device)?;
-        history.layers = self.layer_stats(&xs, &ys)?;
+        if config.layer_stats {
+            let rows: Vec<usize> = (0..train.samples().min(256)).collect();
+            let (xs, ys) = train.batch(&rows, &self.device)?;
+            history.layers = self.layer_stats(&xs, &ys)?;
+        }
         self.net.eval();
         Ok(history)
     }

@@ -140,6 +140,24 @@ impl From<&str> for Value {
     }
 }
 
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::F(v)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::I(v)
+    }
+}
+
+impl From<&[i64]> for Value {
+    fn from(v: &[i64]) -> Self {
+        Value::List(v.to_vec())
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -231,6 +249,17 @@ impl SearchSpace {
 pub struct Trial(pub BTreeMap<String, Value>);
 
 impl Trial {
+    /// An empty trial, to fill with [`Trial::with`] (e.g. a hand-picked default).
+    pub fn new() -> Trial {
+        Trial::default()
+    }
+
+    /// The trial with `key` set to `value`.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Trial {
+        self.0.insert(key.into(), value.into());
+        self
+    }
+
     pub fn get(&self, key: &str) -> Result<&Value> {
         self.0.get(key).ok_or_else(|| {
             invalid(format!(
