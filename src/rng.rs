@@ -55,6 +55,31 @@ pub fn normal(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// splitmix64 (Steele, Lea, Flood 2014): a tiny sequential PRNG with a fixed,
+/// documented output, for shuffling and search draws that must be the same on every
+/// platform and with every version of every dependency.
+pub(crate) struct SplitMix64(pub(crate) u64);
+
+impl SplitMix64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..bound` (`0 < bound <= 2^64`), by multiply-shift.
+    pub(crate) fn below(&mut self, bound: u128) -> u128 {
+        (u128::from(self.next_u64()) * bound) >> 64
+    }
+}
+
 /// Dropout's 64-bit Philox key from its two u32 words (as the key tensor holds them).
 pub(crate) fn dropout_key(lo: u32, hi: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)

@@ -19,7 +19,16 @@ pub struct Control<'a> {
     pub(crate) notes: Vec<String>,
 }
 
-impl Control<'_> {
+impl<'a> Control<'a> {
+    pub(crate) fn new(model: &'a Sequential, optimizer: &'a mut dyn Optimizer) -> Control<'a> {
+        Control {
+            model,
+            optimizer,
+            stop: None,
+            notes: Vec::new(),
+        }
+    }
+
     /// Ends training after this epoch, saying why (shown in the history and report).
     pub fn stop(&mut self, reason: impl Into<String>) {
         self.stop = Some(reason.into());

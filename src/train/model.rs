@@ -463,12 +463,7 @@ impl Model {
             }
             let seconds = started.elapsed().as_secs_f64();
             logs.insert("samples_per_sec".into(), train.samples() as f64 / seconds.max(1e-9));
-            let mut control = Control {
-                model: &self.net,
-                optimizer: self.optimizer.as_mut(),
-                stop: None,
-                notes: Vec::new(),
-            };
+            let mut control = Control::new(&self.net, self.optimizer.as_mut());
             for cb in config.callbacks.iter_mut() {
                 cb.on_epoch_end(epoch, &logs, &mut control)?;
             }
@@ -491,17 +486,16 @@ impl Model {
                 break;
             }
         }
-        let mut control = Control {
-            model: &self.net,
-            optimizer: self.optimizer.as_mut(),
-            stop: None,
-            notes: Vec::new(),
-        };
+        let mut control = Control::new(&self.net, self.optimizer.as_mut());
         for cb in config.callbacks.iter_mut() {
             cb.on_train_end(&mut control)?;
         }
-        if let (Some(reason), false) = (&mut history.stop_reason, control.notes.is_empty()) {
-            reason.push_str(&format!("; {}", control.notes.join("; ")));
+        if !control.notes.is_empty() {
+            let ended = history
+                .stop_reason
+                .take()
+                .unwrap_or_else(|| format!("ran all {} epochs", history.epochs()));
+            history.stop_reason = Some(format!("{ended}; {}", control.notes.join("; ")));
         }
         if config.layer_stats {
             let rows: Vec<usize> = (0..train.samples().min(256)).collect();

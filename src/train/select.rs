@@ -368,29 +368,6 @@ pub fn grid(space: &SearchSpace, points_per_continuous: usize) -> Result<Vec<Tri
         .collect())
 }
 
-/// splitmix64, seeded per search so that trials are reproducible everywhere.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `0..bound` (`bound > 0`).
-    fn below(&mut self, bound: u128) -> u128 {
-        (u128::from(self.next_u64()) * bound) >> 64
-    }
-}
-
 /// `n_trials` independent random draws from the space (ranges uniform, `LogUniform`
 /// uniform in the log, choices equally likely), the same for the same `seed`.
 pub fn random(space: &SearchSpace, n_trials: usize, seed: u64) -> Result<Vec<Trial>> {
@@ -398,7 +375,7 @@ pub fn random(space: &SearchSpace, n_trials: usize, seed: u64) -> Result<Vec<Tri
     if n_trials == 0 {
         return Err(invalid("random search needs n_trials >= 1, got 0"));
     }
-    let mut rng = SplitMix64(seed);
+    let mut rng = crate::rng::SplitMix64(seed);
     let mut draw = |p: &Param| match p {
         Param::Uniform { low, high } => Value::F((low + (high - low) * rng.unit()).clamp(*low, *high)),
         Param::LogUniform { low, high } => Value::F((low * (high / low).powf(rng.unit())).clamp(*low, *high)),
