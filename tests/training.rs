@@ -9,7 +9,7 @@ use wgnn::data::{self, Dataset};
 use wgnn::metrics::{Average, ConfusionMatrix, Metric};
 use wgnn::nn::{self, Dropout, Linear, Module, Perceptron, Sequential};
 use wgnn::optim::lr::{PlateauConfig, ReduceLrOnPlateau};
-use wgnn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use wgnn::optim::{Adam, AdamConfig, AdamW, Optimizer, Sgd, SgdConfig};
 use wgnn::train::{EarlyStopping, FitConfig, Loss, LrScheduler, Penalty};
 use wgnn::{Device, Error, Tensor};
 
@@ -663,4 +663,106 @@ fn fit_evaluate_and_compile_report_bad_input_as_errors() {
     assert!(e.to_string().contains("val_f1"), "{e}");
     let short = Tensor::from_labels(&[0; 9], &dev).unwrap();
     assert!(model.evaluate(&x, &short).is_err());
+}
+
+/// Three steps on f(w) = Σ w² from w = [1, -2] with `opt`, against `reference`, which
+/// applies one update to (w, g = 2w) per call, in f64.
+fn follows_rule(
+    dev: &Device,
+    make: impl Fn(Tensor) -> Box<dyn Optimizer>,
+    mut reference: impl FnMut(&mut [f64; 2], usize),
+) {
+    let w = Tensor::from_vec(vec![1.0, -2.0], &[2], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let mut opt = make(w.clone());
+    let mut wr = [1.0f64, -2.0];
+    for t in 1..=3 {
+        opt.step(&w.square().sum().backward().unwrap()).unwrap();
+        reference(&mut wr, t);
+    }
+    let got = w.to_vec().unwrap();
+    for i in 0..2 {
+        assert!((got[i] as f64 - wr[i]).abs() < 5e-5, "{dev}: {got:?} vs {wr:?}");
+    }
+}
+
+#[test]
+fn nesterov_the_seeds_momentum_form_and_adamw_follow_their_update_rules() {
+    let _serial = serial();
+    for dev in devices() {
+        // torch.optim.SGD(lr=0.05, momentum=0.8, nesterov=True): buf = g at step 1, then
+        // buf = μ·buf + g; the step uses g + μ·buf.
+        let mut buf = [0.0f64; 2];
+        follows_rule(
+            &dev,
+            |w| {
+                Box::new(Sgd::new(
+                    vec![w],
+                    SgdConfig {
+                        lr: 0.05,
+                        momentum: 0.8,
+                        nesterov: true,
+                        ..Default::default()
+                    },
+                ))
+            },
+            |w, t| {
+                for i in 0..2 {
+                    let g = 2.0 * w[i];
+                    buf[i] = if t == 1 { g } else { 0.8 * buf[i] + g };
+                    w[i] -= 0.05 * (g + 0.8 * buf[i]);
+                }
+            },
+        );
+        // The seed's v = βv + (1 − β)g is dampening = β; PyTorch starts the buffer at g.
+        let mut v = [0.0f64; 2];
+        follows_rule(
+            &dev,
+            |w| {
+                Box::new(Sgd::new(
+                    vec![w],
+                    SgdConfig {
+                        lr: 0.1,
+                        momentum: 0.9,
+                        dampening: 0.9,
+                        ..Default::default()
+                    },
+                ))
+            },
+            |w, t| {
+                for i in 0..2 {
+                    let g = 2.0 * w[i];
+                    v[i] = if t == 1 { g } else { 0.9 * v[i] + 0.1 * g };
+                    w[i] -= 0.1 * v[i];
+                }
+            },
+        );
+        // torch.optim.AdamW(lr=0.1, weight_decay=0.1): w ← w·(1 − lr·wd), then Adam.
+        let (mut m, mut s) = ([0.0f64; 2], [0.0f64; 2]);
+        follows_rule(
+            &dev,
+            |w| {
+                Box::new(AdamW::new(
+                    vec![w],
+                    AdamConfig {
+                        lr: 0.1,
+                        weight_decay: 0.1,
+                        ..Default::default()
+                    },
+                ))
+            },
+            |w, t| {
+                for i in 0..2 {
+                    let g = 2.0 * w[i];
+                    w[i] *= 1.0 - 0.1 * 0.1;
+                    m[i] = 0.9 * m[i] + 0.1 * g;
+                    s[i] = 0.999 * s[i] + 0.001 * g * g;
+                    let (bc1, bc2) = (1.0 - 0.9f64.powi(t as i32), 1.0 - 0.999f64.powi(t as i32));
+                    w[i] -= 0.1 / bc1 * m[i] / (s[i].sqrt() / bc2.sqrt() + 1e-8);
+                }
+            },
+        );
+    }
 }

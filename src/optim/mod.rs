@@ -45,7 +45,8 @@ impl Optimizer for Box<dyn Optimizer> {
 }
 
 /// Settings of [`Sgd`], as `torch.optim.SGD`. The seed's momentum form
-/// v = βv + (1−β)g is `momentum: β, dampening: β`.
+/// v = βv + (1−β)g is `momentum: β, dampening: β`; as in PyTorch, the first step
+/// starts the velocity at g itself (not (1−β)g), so there is no warm-up bias.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdConfig {
     pub lr: f32,
