@@ -16,6 +16,7 @@
 //!     [--patience 3] [--report DIR]
 //! ```
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use wgnn::data::{self, Dataset};
@@ -100,7 +101,8 @@ fn load(args: &Args) -> Result<(Dataset, Dataset, String)> {
     }
 }
 
-/// Prints one table row per epoch (the progress bar only shows on a terminal).
+/// Prints one table row per epoch when stdout is not a terminal (on a terminal,
+/// `fit` shows a progress bar and a line per epoch itself).
 struct PrintEpoch;
 
 impl Callback for PrintEpoch {
@@ -156,7 +158,11 @@ fn main() -> Result<()> {
         model = model.penalty(Penalty::L2(args.l2));
     }
     let lr: f64 = args.lr.to_string().parse().unwrap_or(f64::from(args.lr));
-    let mut callbacks: Vec<Box<dyn Callback>> = vec![Box::new(PrintEpoch)];
+    let tty = std::io::stdout().is_terminal();
+    let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
+    if !tty {
+        callbacks.push(Box::new(PrintEpoch));
+    }
     match args.schedule.as_deref() {
         None => {}
         Some("step") => callbacks.push(Box::new(LrScheduler::new(StepLr::new(lr, 3, 0.5)))),
@@ -189,7 +195,9 @@ fn main() -> Result<()> {
         ));
     }
     let (x, y) = tensors(&train, &dev)?;
-    println!("epoch   loss     accuracy    val acc    lr         samples/s");
+    if !tty {
+        println!("epoch   loss     accuracy    val acc    lr         samples/s");
+    }
     let history = model.fit(
         &x,
         &y,
