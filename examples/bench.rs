@@ -1,5 +1,6 @@
 //! GPU vs CPU: square f32 matmul and one training step of an MNIST MLP, timed on
-//! the CPU reference backend and on the wgpu GPU, printed as one table.
+//! the CPU reference backend and on the wgpu GPU, printed as one table; then one
+//! epoch of the MNIST subset trained by a hand-written loop and by `Model::fit`.
 //!
 //! `cargo run --release --example bench [-- --quick]`
 //!
@@ -376,6 +377,72 @@ fn main() -> Result<()> {
             row.map_or_else(|| "n/a".into(), |t| format!("{:.3} ms", t.ms()))
         );
     }
+    println!();
+    println!(
+        "one epoch, MNIST subset (4000 rows, b32, Adam), median of {} epochs:",
+        if quick { 1 } else { 3 }
+    );
+    for dev in std::iter::once(cpu.clone()).chain(gpu.clone()) {
+        let (hand, fit) = epoch_loop_vs_fit(&dev, if quick { 1 } else { 3 })?;
+        println!(
+            "  {:<4} hand loop {hand:.3} s, fit {fit:.3} s (fit/loop {:.2})",
+            format!("{:?}", dev.kind()).to_lowercase(),
+            fit / hand
+        );
+    }
     eprintln!("bench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Seconds per epoch (median) of the PyTorch-style loop (forward, backward, step;
+/// the epoch's mean loss read once) and of `Model::fit` (which also keeps the
+/// running loss and confusion counts on the device), same model and batches.
+fn epoch_loop_vs_fit(dev: &Device, epochs: usize) -> Result<(f64, f64)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
+    let (train, _) = wgnn::data::load_mnist_csv_gz(path)?.shuffle_split(0, 4000);
+    let net = || {
+        Sequential::new()
+            .add(Linear::new(784, 128, dev))
+            .add(nn::Relu)
+            .add(Linear::new(128, 10, dev))
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let model = net();
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let mut loader = wgnn::data::DataLoader::from_dataset(&train, 32)?.shuffle(1);
+    let mut hand = Vec::new();
+    for _ in 0..=epochs {
+        let t = Instant::now();
+        let mut total = Tensor::zeros(&[], dev);
+        for batch in loader.epoch(dev) {
+            let (x, y) = batch?;
+            let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
+            opt.step(&loss.backward()?)?;
+            total = &total + &loss;
+        }
+        total.item()?;
+        hand.push(t.elapsed().as_secs_f64());
+    }
+    let net = net();
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut model = net.compile(opt, wgnn::train::Loss::CrossEntropy, &[wgnn::metrics::Metric::Accuracy])?;
+    let (x, y) = train.tensors(dev)?;
+    let mut fit = Vec::new();
+    for _ in 0..=epochs {
+        let t = Instant::now();
+        let config = wgnn::train::FitConfig {
+            epochs: 1,
+            verbose: false,
+            layer_stats: false,
+            seed: Some(1),
+            ..Default::default()
+        };
+        model.fit(&x, &y, config)?;
+        fit.push(t.elapsed().as_secs_f64());
+    }
+    // The first epoch of each compiles its plans: left out.
+    Ok((median(hand[1..].to_vec()), median(fit[1..].to_vec())))
 }

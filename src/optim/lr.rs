@@ -320,7 +320,7 @@ impl LrSchedule for ReduceLrOnPlateau {
             if old - new > self.cfg.eps {
                 self.lr = new;
                 self.change = Some(format!(
-                    "metric did not improve for {} epochs (best {}): lr {old} -> {new}",
+                    "metric did not improve for {} epochs (best {:.6}): lr {old} -> {new}",
                     self.num_bad_epochs, self.best
                 ));
             }
