@@ -394,8 +394,8 @@ fn l1_drives_weights_to_zero_and_l2_only_shrinks_them() {
     let near_zero = |w: &[f32]| w.iter().filter(|v| v.abs() < 0.01).count();
     let norm = |w: &[f32]| w.iter().map(|v| v * v).sum::<f32>().sqrt();
     let plain = logistic_weights(None);
-    let l1 = logistic_weights(Some(Penalty::L1(0.02)));
-    let l2 = logistic_weights(Some(Penalty::L2(0.02)));
+    let l1 = logistic_weights(Some(Penalty::L1(0.05)));
+    let l2 = logistic_weights(Some(Penalty::L2(0.05)));
     eprintln!(
         "near-zero of 30: none {}, L1 {}, L2 {}; norms {:.3} {:.3} {:.3}",
         near_zero(&plain),
