@@ -376,7 +376,7 @@ fn parse_labelled_csv(bytes: &[u8], path: &Path, skip: usize, cols: Option<usize
 }
 
 /// Reads the gzipped MNIST CSV (no header; 784 pixel ints 0-255 then the label per row);
-/// pixels scaled to [0,1] by /255.
+/// pixels scaled to `[0, 1]` by /255.
 ///
 /// A raw (not gzipped) file is read as well. Every row must have exactly 785 columns.
 ///

@@ -64,10 +64,10 @@ pub enum Op {
     Permute(Vec<usize>),
     /// Broadcast to the node's shape (strided copy with zero strides).
     Expand,
-    /// Per-row `-log_softmax(logits)[label]`: inputs logits [B, C], labels [B].
+    /// Per-row `-log_softmax(logits)[label]`: inputs logits `[B, C]`, labels `[B]`.
     CrossEntropyRows,
     /// Gradient of `CrossEntropyRows`: `(softmax(logits) - onehot) * g[row]`; inputs
-    /// logits, labels, g [B].
+    /// logits, labels, g `[B]`.
     CrossEntropyRowsGrad,
     /// In-place optimizer update of one parameter. Inputs: grad, hyper, step counter,
     /// then the buffers written in place: param and its state (one or two buffers).
