@@ -146,6 +146,7 @@ fn main() -> Result<()> {
         net = net.add(Dropout::new(args.dropout));
     }
     let net = net.add(Linear::new(128, 10, &dev));
+    println!("{}", net.summary());
     let opt = Adam::new(
         net.parameters(),
         AdamConfig {

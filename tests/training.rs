@@ -554,6 +554,11 @@ fn fit_with_validation_split_early_stopping_and_plateau_converges_and_writes_a_r
                 ..Default::default()
             },
         );
+        let summary = model.net.summary();
+        assert!(
+            summary.contains("Linear(784, 64)") && summary.contains("50890"),
+            "{summary}"
+        );
         let history = model
             .fit(
                 &x,
@@ -765,4 +770,100 @@ fn nesterov_the_seeds_momentum_form_and_adamw_follow_their_update_rules() {
             },
         );
     }
+}
+
+#[test]
+fn binary_metrics_from_fit_equal_host_counts_and_roc_auc_from_predict() {
+    let _serial = serial();
+    let data = breast_cancer();
+    let (train, test) = data.shuffle_split(1, 455);
+    for dev in devices() {
+        wgnn::manual_seed(4);
+        let net = Sequential::new()
+            .add(Linear::new(30, 8, &dev))
+            .add(nn::Tanh)
+            .add(Linear::new(8, 1, &dev));
+        let opt = Adam::new(
+            net.parameters(),
+            AdamConfig {
+                lr: 1e-2,
+                ..Default::default()
+            },
+        );
+        let metrics = [
+            Metric::Accuracy,
+            Metric::F1(Average::Binary { positive: 1 }),
+            Metric::RocAuc,
+        ];
+        let mut model = net.compile(opt, Loss::BinaryCrossEntropyWithLogits, &metrics).unwrap();
+        let targets = |d: &Dataset| {
+            let y: Vec<f32> = d.labels.iter().map(|&l| l as f32).collect();
+            Tensor::from_vec(y, &[d.n, 1], &dev).unwrap()
+        };
+        let x = Tensor::from_vec(train.features.clone(), &[train.n, 30], &dev).unwrap();
+        let config = FitConfig {
+            epochs: 20,
+            batch_size: 32,
+            ..Default::default()
+        };
+        let history = model.fit(&x, &targets(&train), config).unwrap();
+        assert!(history.get("roc_auc").is_none(), "ROC-AUC is an evaluation metric");
+        let xt = Tensor::from_vec(test.features.clone(), &[test.n, 30], &dev).unwrap();
+        let scores = model.evaluate(&xt, &targets(&test)).unwrap();
+        let logits = model.predict(&xt).unwrap().to_vec().unwrap();
+        let predicted: Vec<u32> = logits.iter().map(|&z| (z >= 0.0) as u32).collect();
+        let cm = ConfusionMatrix::from_labels(&test.labels, &predicted, 2).unwrap();
+        assert_eq!(model.confusion_matrix(&xt, &targets(&test)).unwrap(), cm, "{dev}");
+        assert!((scores["accuracy"] - cm.accuracy()).abs() < 1e-9, "{dev}");
+        assert!(
+            (scores["f1"] - cm.f1(Average::Binary { positive: 1 }).unwrap()).abs() < 1e-9,
+            "{dev}"
+        );
+        let probabilities: Vec<f32> = logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
+        let auc = wgnn::metrics::roc_auc(&probabilities, &test.labels).unwrap();
+        assert!(
+            (scores["roc_auc"] - auc).abs() < 1e-6,
+            "{dev}: {} vs {auc}",
+            scores["roc_auc"]
+        );
+        assert!(scores["accuracy"] > 0.9 && auc > 0.95, "{dev}: {scores:?}");
+    }
+}
+
+#[test]
+fn a_best_only_checkpoint_holds_the_weights_early_stopping_restores() {
+    let _serial = serial();
+    let (train, _) = mnist_subset();
+    let train = train.select(&(0..1000).collect::<Vec<_>>());
+    let dev = Device::cpu();
+    let path = std::env::temp_dir().join(format!("wgnn-checkpoint-{}.safetensors", std::process::id()));
+    wgnn::manual_seed(8);
+    let net = mlp(&dev);
+    let opt = Sgd::new(
+        net.parameters(),
+        SgdConfig {
+            lr: 0.5,
+            ..Default::default()
+        },
+    );
+    let mut model = net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap();
+    let (x, y) = batch(&train, &(0..train.n).collect::<Vec<_>>(), &dev);
+    let config = FitConfig {
+        epochs: 15,
+        validation_split: 0.3,
+        callbacks: vec![
+            Box::new(wgnn::train::ModelCheckpoint::best_only(&path, "val_loss")),
+            Box::new(EarlyStopping::new("val_loss", 2).restore_best_weights()),
+        ],
+        ..Default::default()
+    };
+    let history = model.fit(&x, &y, config).unwrap();
+    let reason = history.stop_reason.clone().unwrap_or_default();
+    assert!(reason.contains("restored the weights of epoch"), "{reason}");
+    let mut saved = mlp(&dev);
+    wgnn::io::load_safetensors(&mut saved, &path).unwrap();
+    for (a, b) in saved.parameters().iter().zip(model.net.parameters()) {
+        assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap());
+    }
+    let _ = std::fs::remove_file(&path);
 }

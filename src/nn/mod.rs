@@ -246,6 +246,20 @@ impl Sequential {
         &self.layers
     }
 
+    /// One line per layer with its parameter count, and the total, as Keras'
+    /// `model.summary()`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut total = 0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let n: usize = layer.parameters().iter().map(Tensor::numel).sum();
+            total += n;
+            out += &format!("{i:>3}  {:<28} {n:>10}\n", layer.name());
+        }
+        out += &format!("     {:<28} {total:>10}", "total parameters");
+        out
+    }
+
     /// The output of every layer for input `x` (the last one is `forward(x)`).
     pub fn trace(&self, x: &Tensor) -> Vec<Tensor> {
         let mut h = x.clone();
