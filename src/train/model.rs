@@ -531,8 +531,7 @@ impl Model {
         let started = Instant::now();
         let mut last_shown = Instant::now();
         let device = self.device.clone();
-        let batches: Vec<_> = train.epoch(&device).collect();
-        for batch in batches {
+        for batch in train.epoch(&device) {
             let (xb, yb) = batch?;
             let out = self.net.forward(&xb);
             let data_loss = self.loss.of(&out, &yb);
