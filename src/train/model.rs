@@ -209,12 +209,12 @@ impl Model {
     /// naming the problem instead of a panic inside the loop.
     fn check_shapes(&self, what: &str, data: &DataLoader, with_targets: bool) -> Result<()> {
         let (xb, yb) = data.batch(&[0], &self.device)?;
-        let built = catch_unwind(AssertUnwindSafe(|| {
+        let built = without_panic_message(|| {
             let out = self.net.forward(&xb);
             if with_targets {
                 self.loss.of(&out, &yb);
             }
-        }));
+        });
         built.map_err(|panic| {
             let msg = panic
                 .downcast_ref::<String>()
@@ -634,6 +634,29 @@ impl Model {
         }
         Ok(stats)
     }
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without the panic hook printing it (the message becomes
+/// part of an `Error` instead). The hook wrapper is installed once and defers to the
+/// previous hook for every other panic.
+fn without_panic_message<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info)
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result
 }
 
 /// `loss 0.3121, accuracy 0.9012, val_loss …` in a stable order.
