@@ -867,3 +867,36 @@ fn a_best_only_checkpoint_holds_the_weights_early_stopping_restores() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn the_training_toolkit_contract_of_design_md_compiles_and_runs() {
+    let _serial = serial();
+    use wgnn::optim::lr::{CosineAnnealingLr, ExponentialLr, LrSchedule, StepLr};
+    let dev = Device::cpu();
+    wgnn::manual_seed(42);
+    let drop = nn::Dropout::new(0.5);
+    let model = Sequential::new().add(Linear::new(3, 4, &dev)).add(drop);
+    let mut opt = Adam::new(
+        model.parameters(),
+        AdamConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    );
+    let mut s = StepLr::new(0.1, 3, 0.5);
+    let mut c = CosineAnnealingLr::new(0.1, 10, 0.001);
+    let mut e = ExponentialLr::new(0.1, 0.9);
+    let mut p = ReduceLrOnPlateau::new(0.1, Default::default());
+    let metric = 0.5f32;
+    for _ in 0..3 {
+        s.step();
+        c.step();
+        e.step();
+        p.step_with(metric);
+    }
+    opt.set_lr(s.lr());
+    assert_eq!(opt.lr(), 0.05);
+    assert!((c.lr() - (0.001 + 0.099 * (1.0 + (std::f64::consts::PI * 0.3).cos()) / 2.0)).abs() < 1e-12);
+    assert!((e.lr() - 0.1 * 0.9f64.powi(3)).abs() < 1e-12);
+    assert_eq!(p.lr(), 0.1);
+}
