@@ -30,9 +30,11 @@
 
 mod callbacks;
 mod history;
+mod layer_stats;
 mod model;
 pub mod report;
 pub mod select;
+mod tally;
 
 pub use callbacks::{Callback, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
 pub use history::{History, LayerStat, LrChange};

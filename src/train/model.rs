@@ -9,10 +9,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::callbacks::{Callback, Control};
-use super::history::{History, LayerStat, LrChange};
+use super::history::{History, LrChange};
+use super::layer_stats::layer_stats;
 use super::select::Scores;
+use super::tally::Tally;
 use crate::data::DataLoader;
-use crate::metrics::{roc_auc, ConfusionMatrix, Metric};
+use crate::metrics::{ConfusionMatrix, Metric};
 use crate::nn::{loss, Module, Sequential};
 use crate::optim::Optimizer;
 use crate::{Device, Error, Result, Tensor};
@@ -31,7 +33,7 @@ pub enum Loss {
 }
 
 impl Loss {
-    fn of(self, out: &Tensor, y: &Tensor) -> Tensor {
+    pub(crate) fn of(self, out: &Tensor, y: &Tensor) -> Tensor {
         match self {
             Loss::Mse => loss::mse(out, y),
             Loss::BinaryCrossEntropy => loss::binary_cross_entropy(out, y),
@@ -40,7 +42,7 @@ impl Loss {
         }
     }
 
-    fn binary(self) -> bool {
+    pub(crate) fn binary(self) -> bool {
         matches!(self, Loss::BinaryCrossEntropy | Loss::BinaryCrossEntropyWithLogits)
     }
 }
@@ -148,15 +150,6 @@ impl Sequential {
     }
 }
 
-/// Device-side running sums over batches: rows, loss · rows, confusion counts.
-struct Tally {
-    rows: usize,
-    loss_sum: Tensor,
-    counts: Option<Tensor>,
-    scores: Vec<Tensor>,
-    truth: Vec<u32>,
-}
-
 impl Model {
     /// Adds `penalty` over every weight matrix (parameters named `weight`, not biases).
     pub fn penalty(self, penalty: Penalty) -> Model {
@@ -234,84 +227,6 @@ impl Model {
         })
     }
 
-    fn new_tally(&self) -> Result<Tally> {
-        let loss_sum = Tensor::zeros(&[1], &self.device);
-        loss_sum.realize()?;
-        Ok(Tally {
-            rows: 0,
-            loss_sum,
-            counts: None,
-            scores: Vec::new(),
-            truth: Vec::new(),
-        })
-    }
-
-    /// The batch's additions to a tally: the new running loss sum and counts.
-    fn accumulate(&self, tally: &Tally, out: &Tensor, y: &Tensor, data_loss: &Tensor) -> (Tensor, Option<Tensor>) {
-        let rows = out.shape()[0];
-        let loss_sum = &tally.loss_sum + &data_loss.reshape(&[1]).mul_scalar(rows as f32);
-        let counts = if self.loss == Loss::CrossEntropy {
-            let classes = out.shape()[1];
-            // Row = true class, column = predicted: onehot(y)ᵀ · onehot(argmax).
-            Some(
-                y.one_hot(classes)
-                    .matmul_t(&out.argmax(1).one_hot(classes), true, false),
-            )
-        } else if self.loss.binary() && out.numel() == rows {
-            // [y, ŷ] per row; its Gram matrix is [[Σy, Σyŷ], [Σyŷ, Σŷ]].
-            let threshold = if self.loss == Loss::BinaryCrossEntropy {
-                0.5
-            } else {
-                0.0
-            };
-            let yhat = out
-                .reshape(&[rows, 1])
-                .ge_mask(&Tensor::full(&[], threshold, &self.device));
-            let e0 = Tensor::from_vec(vec![1.0, 0.0], &[1, 2], &self.device).expect("two values");
-            let e1 = Tensor::from_vec(vec![0.0, 1.0], &[1, 2], &self.device).expect("two values");
-            let pair = &(&y.reshape(&[rows, 1]) * &e0) + &(&yhat * &e1);
-            Some(pair.matmul_t(&pair, true, false))
-        } else {
-            None
-        };
-        let counts = match (counts, &tally.counts) {
-            (Some(c), Some(prev)) => Some(prev + &c),
-            (c, _) => c,
-        };
-        (loss_sum, counts)
-    }
-
-    /// Reads a tally's totals into logs (`prefix` is "" or "val_").
-    fn logs(&self, tally: &Tally, prefix: &str, logs: &mut Scores) -> Result<Option<ConfusionMatrix>> {
-        let loss = tally.loss_sum.item()? as f64 / tally.rows.max(1) as f64;
-        logs.insert(format!("{prefix}loss"), loss);
-        let Some(counts) = &tally.counts else { return Ok(None) };
-        let c: Vec<f32> = counts.to_vec()?;
-        let cm = if self.loss == Loss::CrossEntropy {
-            let classes = counts.shape()[0];
-            ConfusionMatrix::from_counts(classes, c.iter().map(|&v| v.round() as u64).collect())?
-        } else {
-            let (sy, tp, sp) = (c[0].round() as u64, c[1].round() as u64, c[3].round() as u64);
-            let n = tally.rows as u64;
-            ConfusionMatrix::from_counts(2, vec![n + tp - sy - sp, sp - tp, sy - tp, tp])?
-        };
-        for m in &self.metrics {
-            let value = match m {
-                Metric::RocAuc if tally.scores.is_empty() => continue,
-                Metric::RocAuc => {
-                    let mut scores = Vec::with_capacity(tally.rows);
-                    for s in &tally.scores {
-                        scores.extend(s.to_vec()?);
-                    }
-                    roc_auc(&scores, &tally.truth)?
-                }
-                m => cm.score(*m)?,
-            };
-            logs.insert(format!("{prefix}{}", m.name()), value);
-        }
-        Ok(Some(cm))
-    }
-
     /// Loss and metrics on `(x, y)` in evaluation mode, in chunks of 1024 rows; the
     /// running sums stay on the device until the end.
     pub fn evaluate(&mut self, x: &Tensor, y: &Tensor) -> Result<Scores> {
@@ -340,13 +255,13 @@ impl Model {
     ) -> Result<Option<ConfusionMatrix>> {
         self.net.eval();
         let want_scores = self.metrics.contains(&Metric::RocAuc);
-        let mut tally = self.new_tally()?;
+        let mut tally = Tally::new(&self.device)?;
         let device = self.device.clone();
         for batch in loader.epoch(&device) {
             let (xb, yb) = batch?;
             let out = self.net.forward(&xb);
             let data_loss = self.loss.of(&out, &yb);
-            let (loss_sum, counts) = self.accumulate(&tally, &out, &yb, &data_loss);
+            let (loss_sum, counts) = tally.add(self.loss, &out, &yb, &data_loss);
             let mut roots = vec![loss_sum.clone()];
             roots.extend(counts.iter().cloned());
             if want_scores {
@@ -355,16 +270,13 @@ impl Model {
                 } else {
                     out.clone()
                 };
-                tally.truth.extend(yb.to_vec()?.iter().map(|&v| v as u32));
                 roots.push(score.clone());
-                tally.scores.push(score);
+                tally.keep_scores(score, &yb)?;
             }
             crate::graph::plan::realize(&roots, &[])?;
-            tally.rows += xb.shape()[0];
-            tally.loss_sum = loss_sum;
-            tally.counts = counts;
+            tally.commit(xb.shape()[0], loss_sum, counts);
         }
-        self.logs(&tally, prefix, logs)
+        tally.read(self.loss, &self.metrics, prefix, logs)
     }
 
     /// The confusion matrix of the model's predictions on `(x, y)` (row = true class,
@@ -500,7 +412,8 @@ impl Model {
         if config.layer_stats {
             let rows: Vec<usize> = (0..train.samples().min(256)).collect();
             let (xs, ys) = train.batch(&rows, &self.device)?;
-            history.layers = self.layer_stats(&xs, &ys)?;
+            self.net.eval();
+            history.layers = layer_stats(&self.net, self.loss, &xs, &ys)?;
         }
         self.net.eval();
         Ok(history)
@@ -527,7 +440,7 @@ impl Model {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let mut tally = self.new_tally()?;
+        let mut tally = Tally::new(&self.device)?;
         let started = Instant::now();
         let mut last_shown = Instant::now();
         let device = self.device.clone();
@@ -543,7 +456,7 @@ impl Model {
                         Penalty::L2(l) => loss::l2_penalty(params, *l),
                     };
             }
-            let (loss_sum, counts) = self.accumulate(&tally, &out, &yb, &data_loss);
+            let (loss_sum, counts) = tally.add(self.loss, &out, &yb, &data_loss);
             let mut grads = objective.backward()?;
             grads = match self.clip {
                 Some(Clip::Norm(c)) => grads.clip_norm(c),
@@ -553,86 +466,18 @@ impl Model {
             let mut outputs = vec![loss_sum.clone()];
             outputs.extend(counts.iter().cloned());
             self.optimizer.step(&grads.with_outputs(&outputs))?;
-            tally.rows += xb.shape()[0];
-            tally.loss_sum = loss_sum;
-            tally.counts = counts;
+            tally.commit(xb.shape()[0], loss_sum, counts);
             bar.inc(1);
             // Reading the running loss is a download: only for a visible bar, 4× a second.
             if show && last_shown.elapsed().as_millis() > 250 {
                 last_shown = Instant::now();
-                let loss = tally.loss_sum.item()? / tally.rows as f32;
-                let rate = tally.rows as f64 / started.elapsed().as_secs_f64();
+                let loss = tally.mean_loss()?;
+                let rate = tally.rows() as f64 / started.elapsed().as_secs_f64();
                 bar.set_message(format!("loss {loss:.4}, {rate:.0} samples/s"));
             }
         }
         bar.finish_and_clear();
-        self.logs(&tally, "", logs)
-    }
-
-    /// Per-layer gradient and weight norms on one batch (no update), and for ReLU,
-    /// sigmoid and tanh layers the fraction of dead or saturated units.
-    fn layer_stats(&mut self, x: &Tensor, y: &Tensor) -> Result<Vec<LayerStat>> {
-        self.net.eval();
-        let trace = self.net.trace(x);
-        let out = trace.last().cloned().unwrap_or_else(|| x.clone());
-        let grads = self.loss.of(&out, y).backward()?;
-        let named = self.net.named_parameters();
-        let norm = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.square().sum().sqrt().item()?)) };
-        let mut stats: Vec<LayerStat> = Vec::new();
-        for (i, (layer, h)) in self.net.layers().iter().zip(&trace).enumerate() {
-            let prefix = format!("{i}.");
-            let params: Vec<&Tensor> = named
-                .iter()
-                .filter(|(n, _)| n.starts_with(&prefix))
-                .map(|(_, t)| t)
-                .collect();
-            let dev = h.device();
-            let fraction = |mask: Tensor| -> Result<f64> { Ok(f64::from(mask.mean().item()?)) };
-            let (dead, saturated) = match layer.name().as_str() {
-                "ReLU" => {
-                    let alive = h.gt_mask(&Tensor::zeros(&[], dev)).max_axis(0, false);
-                    (Some(1.0 - fraction(alive)?), None)
-                }
-                "Sigmoid" => (
-                    None,
-                    Some(fraction(h.add_scalar(-0.5).abs().gt_mask(&Tensor::full(
-                        &[],
-                        0.49,
-                        dev,
-                    )))?),
-                ),
-                "Tanh" => (None, Some(fraction(h.abs().gt_mask(&Tensor::full(&[], 0.99, dev)))?)),
-                _ => (None, None),
-            };
-            if params.is_empty() {
-                // An activation: its statistics belong to the layer before it.
-                match stats.last_mut() {
-                    Some(prev) if dead.is_some() || saturated.is_some() => {
-                        prev.name = format!("{} + {}", prev.name, layer.name());
-                        prev.dead_relu = dead.or(prev.dead_relu);
-                        prev.saturated = saturated.or(prev.saturated);
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            let mut g2 = 0.0;
-            let mut w2 = 0.0;
-            for p in params {
-                w2 += norm(p)?.powi(2);
-                if let Some(g) = grads.get(p) {
-                    g2 += norm(g)?.powi(2);
-                }
-            }
-            stats.push(LayerStat {
-                name: format!("{i} {}", layer.name()),
-                grad_norm: g2.sqrt(),
-                weight_norm: w2.sqrt(),
-                dead_relu: dead,
-                saturated,
-            });
-        }
-        Ok(stats)
+        tally.read(self.loss, &self.metrics, "", logs)
     }
 }
 

@@ -1,0 +1,125 @@
+//! Running sums of one pass over data, kept on the device: rows, loss × rows and
+//! confusion counts (onehot(y)ᵀ·onehot(argmax), or the Gram matrix of [y, ŷ] for a
+//! binary output). A training step realizes the next sums in its own plan; the pass
+//! reads them back once, at the end.
+
+use super::model::Loss;
+use super::select::Scores;
+use crate::metrics::{roc_auc, ConfusionMatrix, Metric};
+use crate::{Device, Result, Tensor};
+
+/// Device-side running sums over batches: rows, loss · rows, confusion counts.
+pub(crate) struct Tally {
+    rows: usize,
+    loss_sum: Tensor,
+    counts: Option<Tensor>,
+    scores: Vec<Tensor>,
+    truth: Vec<u32>,
+}
+
+impl Tally {
+    /// Zero sums on `device`.
+    pub(crate) fn new(device: &Device) -> Result<Tally> {
+        let loss_sum = Tensor::zeros(&[1], device);
+        loss_sum.realize()?;
+        Ok(Tally {
+            rows: 0,
+            loss_sum,
+            counts: None,
+            scores: Vec::new(),
+            truth: Vec::new(),
+        })
+    }
+
+    /// The batch's additions to a tally: the new running loss sum and counts.
+    /// Realize the returned values (in the step's plan) and [`Tally::commit`] them.
+    pub(crate) fn add(&self, loss: Loss, out: &Tensor, y: &Tensor, data_loss: &Tensor) -> (Tensor, Option<Tensor>) {
+        let rows = out.shape()[0];
+        let loss_sum = &self.loss_sum + &data_loss.reshape(&[1]).mul_scalar(rows as f32);
+        let counts = if loss == Loss::CrossEntropy {
+            let classes = out.shape()[1];
+            // Row = true class, column = predicted: onehot(y)ᵀ · onehot(argmax).
+            Some(
+                y.one_hot(classes)
+                    .matmul_t(&out.argmax(1).one_hot(classes), true, false),
+            )
+        } else if loss.binary() && out.numel() == rows {
+            // [y, ŷ] per row; its Gram matrix is [[Σy, Σyŷ], [Σyŷ, Σŷ]].
+            let threshold = if loss == Loss::BinaryCrossEntropy { 0.5 } else { 0.0 };
+            let yhat = out
+                .reshape(&[rows, 1])
+                .ge_mask(&Tensor::full(&[], threshold, out.device()));
+            let e0 = Tensor::from_vec(vec![1.0, 0.0], &[1, 2], out.device()).expect("two values");
+            let e1 = Tensor::from_vec(vec![0.0, 1.0], &[1, 2], out.device()).expect("two values");
+            let pair = &(&y.reshape(&[rows, 1]) * &e0) + &(&yhat * &e1);
+            Some(pair.matmul_t(&pair, true, false))
+        } else {
+            None
+        };
+        let counts = match (counts, &self.counts) {
+            (Some(c), Some(prev)) => Some(prev + &c),
+            (c, _) => c,
+        };
+        (loss_sum, counts)
+    }
+
+    /// Reads a tally's totals into logs (`prefix` is "" or "val_").
+    pub(crate) fn read(
+        &self,
+        loss: Loss,
+        metrics: &[Metric],
+        prefix: &str,
+        logs: &mut Scores,
+    ) -> Result<Option<ConfusionMatrix>> {
+        logs.insert(format!("{prefix}loss"), f64::from(self.mean_loss()?));
+        let Some(counts) = &self.counts else { return Ok(None) };
+        let c: Vec<f32> = counts.to_vec()?;
+        let cm = if loss == Loss::CrossEntropy {
+            let classes = counts.shape()[0];
+            ConfusionMatrix::from_counts(classes, c.iter().map(|&v| v.round() as u64).collect())?
+        } else {
+            let (sy, tp, sp) = (c[0].round() as u64, c[1].round() as u64, c[3].round() as u64);
+            let n = self.rows as u64;
+            ConfusionMatrix::from_counts(2, vec![n + tp - sy - sp, sp - tp, sy - tp, tp])?
+        };
+        for m in metrics {
+            let value = match m {
+                Metric::RocAuc if self.scores.is_empty() => continue,
+                Metric::RocAuc => {
+                    let mut scores = Vec::with_capacity(self.rows);
+                    for s in &self.scores {
+                        scores.extend(s.to_vec()?);
+                    }
+                    roc_auc(&scores, &self.truth)?
+                }
+                m => cm.score(*m)?,
+            };
+            logs.insert(format!("{prefix}{}", m.name()), value);
+        }
+        Ok(Some(cm))
+    }
+
+    /// Takes the totals of a realized batch.
+    pub(crate) fn commit(&mut self, rows: usize, loss_sum: Tensor, counts: Option<Tensor>) {
+        self.rows += rows;
+        self.loss_sum = loss_sum;
+        self.counts = counts;
+    }
+
+    /// Keeps a batch's scores and binary targets for ROC-AUC.
+    pub(crate) fn keep_scores(&mut self, scores: Tensor, y: &Tensor) -> Result<()> {
+        self.truth.extend(y.to_vec()?.iter().map(|&v| v as u32));
+        self.scores.push(scores);
+        Ok(())
+    }
+
+    /// Rows so far.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The mean loss so far (a download).
+    pub(crate) fn mean_loss(&self) -> Result<f32> {
+        Ok(self.loss_sum.item()? / self.rows.max(1) as f32)
+    }
+}
