@@ -23,7 +23,7 @@ use wgnn::data::{self, Dataset};
 use wgnn::metrics::Metric;
 use wgnn::nn::{self, Dropout, Linear, Module, Sequential};
 use wgnn::optim::lr::{CosineAnnealingLr, ExponentialLr, PlateauConfig, ReduceLrOnPlateau, StepLr};
-use wgnn::optim::{Adam, AdamConfig};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::train::{Callback, Control, EarlyStopping, FitConfig, Loss, LrScheduler, Penalty, Scores};
 use wgnn::{Device, Error, Result, Tensor};
 
@@ -154,11 +154,11 @@ fn main() -> Result<()> {
             ..Default::default()
         },
     );
+    let lr = opt.lr(); // the schedules start from the optimizer's own rate
     let mut model = net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy])?;
     if args.l2 > 0.0 {
         model = model.penalty(Penalty::L2(args.l2));
     }
-    let lr: f64 = args.lr.to_string().parse().unwrap_or(f64::from(args.lr));
     let tty = std::io::stdout().is_terminal();
     let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
     if !tty {

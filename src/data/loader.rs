@@ -46,6 +46,13 @@ impl DataLoader {
         DataLoader::from_parts(x.to_vec()?, x.shape(), y_words, y.shape(), y.dtype(), batch_size)
     }
 
+    /// Batches of inputs only (for prediction): the targets are empty `[batch, 0]`
+    /// tensors, and `x` is read to the host once.
+    pub(crate) fn inputs(x: &Tensor, batch_size: usize) -> Result<DataLoader> {
+        let n = x.shape().first().copied().unwrap_or(0);
+        DataLoader::from_parts(x.to_vec()?, x.shape(), Vec::new(), &[n, 0], DType::F32, batch_size)
+    }
+
     /// Batches of a classification [`Dataset`]: features `[batch, dim]`, labels `[batch]`.
     pub fn from_dataset(data: &Dataset, batch_size: usize) -> Result<DataLoader> {
         let labels = data.labels.iter().map(|&l| f32::from_bits(l)).collect();
@@ -67,7 +74,7 @@ impl DataLoader {
         y_dtype: DType,
         batch_size: usize,
     ) -> Result<DataLoader> {
-        let n = x_shape[0];
+        let n = x_shape.first().copied().unwrap_or(0);
         if n == 0 {
             return Err(Error::Invalid("DataLoader: the data set has no rows".into()));
         }
@@ -94,30 +101,30 @@ impl DataLoader {
     /// # Errors
     /// If `rows` is empty or an index is out of range.
     pub fn subset(&self, rows: &[usize], batch_size: usize) -> Result<DataLoader> {
+        let ((xs, x_shape), (ys, y_shape)) = self.gather("DataLoader::subset", rows)?;
+        DataLoader::from_parts(xs, &x_shape, ys, &y_shape, self.y_dtype, batch_size)
+    }
+
+    /// Copies of the x and y rows at `rows`, with their shapes.
+    #[allow(clippy::type_complexity)]
+    fn gather(&self, op: &str, rows: &[usize]) -> Result<((Vec<f32>, Vec<usize>), (Vec<f32>, Vec<usize>))> {
         if let Some(&bad) = rows.iter().find(|&&r| r >= self.n) {
             return Err(Error::Invalid(format!(
-                "DataLoader::subset: row {bad} is out of range for {} rows",
+                "{op}: row {bad} is out of range for {} rows",
                 self.n
             )));
         }
-        let gather = |data: &[f32], row: &[usize]| {
+        let pick = |data: &[f32], row: &[usize]| {
             let width: usize = row.iter().product();
-            rows.iter()
-                .flat_map(|&r| data[r * width..(r + 1) * width].iter().copied())
-                .collect::<Vec<f32>>()
+            let mut out = Vec::with_capacity(rows.len() * width);
+            for &r in rows {
+                out.extend_from_slice(&data[r * width..(r + 1) * width]);
+            }
+            let mut shape = vec![rows.len()];
+            shape.extend_from_slice(row);
+            (out, shape)
         };
-        let mut x_shape = vec![rows.len()];
-        x_shape.extend_from_slice(&self.x_row);
-        let mut y_shape = vec![rows.len()];
-        y_shape.extend_from_slice(&self.y_row);
-        DataLoader::from_parts(
-            gather(&self.x, &self.x_row),
-            &x_shape,
-            gather(&self.y, &self.y_row),
-            &y_shape,
-            self.y_dtype,
-            batch_size,
-        )
+        Ok((pick(&self.x, &self.x_row), pick(&self.y, &self.y_row)))
     }
 
     /// Reshuffles the rows at the start of every epoch, from `seed` and the epoch
@@ -181,19 +188,11 @@ impl DataLoader {
     }
 
     /// The rows at `rows` as one batch.
+    ///
+    /// # Errors
+    /// If an index is out of range, or the device cannot hold the batch.
     pub fn batch(&self, rows: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
-        let gather = |data: &[f32], row: &[usize]| {
-            let width: usize = row.iter().product();
-            let mut out = Vec::with_capacity(rows.len() * width);
-            for &r in rows {
-                out.extend_from_slice(&data[r * width..(r + 1) * width]);
-            }
-            let mut shape = vec![rows.len()];
-            shape.extend_from_slice(row);
-            (out, shape)
-        };
-        let (xs, x_shape) = gather(&self.x, &self.x_row);
-        let (ys, y_shape) = gather(&self.y, &self.y_row);
+        let ((xs, x_shape), (ys, y_shape)) = self.gather("DataLoader::batch", rows)?;
         let x = Tensor::from_vec(xs, &x_shape, device)?;
         let y = match self.y_dtype {
             DType::U32 => Tensor::from_labels(&ys.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), device)?,

@@ -293,7 +293,7 @@ impl Model {
 
     /// Outputs for `x` in evaluation mode (rows in chunks of 1024).
     pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
-        let mut loader = DataLoader::new(x, x, 1024)?;
+        let mut loader = DataLoader::inputs(x, 1024)?;
         self.check_shapes("predict", &loader, false)?;
         self.net.eval();
         let rows = x.shape()[0];
@@ -505,7 +505,7 @@ fn without_panic_message<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
 }
 
 /// `loss 0.3121, accuracy 0.9012, val_loss …` in a stable order.
-pub(crate) fn format_logs(logs: &Scores) -> String {
+fn format_logs(logs: &Scores) -> String {
     let order = |k: &str| (k.starts_with("val_"), k != "loss" && k != "val_loss", k.to_string());
     let mut keys: Vec<&String> = logs.keys().filter(|k| *k != "samples_per_sec").collect();
     keys.sort_by_key(|k| order(k));

@@ -15,6 +15,9 @@ pub(crate) struct Tally {
     counts: Option<Tensor>,
     scores: Vec<Tensor>,
     truth: Vec<u32>,
+    /// The rows [1, 0] and [0, 1], resident, to place y and ŷ side by side without an
+    /// upload per step.
+    basis: (Tensor, Tensor),
 }
 
 impl Tally {
@@ -28,6 +31,10 @@ impl Tally {
             counts: None,
             scores: Vec::new(),
             truth: Vec::new(),
+            basis: (
+                Tensor::resident(vec![1.0, 0.0], &[1, 2], device)?,
+                Tensor::resident(vec![0.0, 1.0], &[1, 2], device)?,
+            ),
         })
     }
 
@@ -49,9 +56,8 @@ impl Tally {
             let yhat = out
                 .reshape(&[rows, 1])
                 .ge_mask(&Tensor::full(&[], threshold, out.device()));
-            let e0 = Tensor::from_vec(vec![1.0, 0.0], &[1, 2], out.device()).expect("two values");
-            let e1 = Tensor::from_vec(vec![0.0, 1.0], &[1, 2], out.device()).expect("two values");
-            let pair = &(&y.reshape(&[rows, 1]) * &e0) + &(&yhat * &e1);
+            let (e0, e1) = &self.basis;
+            let pair = &(&y.reshape(&[rows, 1]) * e0) + &(&yhat * e1);
             Some(pair.matmul_t(&pair, true, false))
         } else {
             None
