@@ -1,17 +1,14 @@
 // Prepended to every kernel. The GPU backend adds, before this file, the bindings of
 // the kernel at hand: `in0`, `in1`, … (read-only) and `out0`, `out1`, … (read-write),
-// all `array<f32>` (labels are u32 bits in f32 words), and constants such as
-// `unary_op`, `binary_op`, `TA`, `TB`, `act`, `bias_at`.
-
-struct Params { d: array<vec4<u32>, 8> }
-@group(0) @binding(0) var<uniform> params: Params;
-
-fn p(i: u32) -> u32 { return params.d[i / 4u][i % 4u]; }
-fn pf(i: u32) -> f32 { return bitcast<f32>(p(i)); }
+// `array<f32>` (labels are u32 bits in f32 words) or `array<u32>` for kernels that
+// only move words; the kernel's uniform struct, bound as `params` (fields named in
+// its Rust family file, dims arrays read with `params_<name>(i)`); and generated
+// definitions such as `unary_op`, `binary_op`, `TA`, `TB`, `epilogue`.
 
 const WG: u32 = 256u;
 
-// Invocation index of a 1-D launch folded into a 2-D grid (65,535 groups per axis).
+// Invocation index of a 1-D launch folded into a 2-D grid (the adapter's limit of
+// workgroups per dimension).
 fn flat_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * WG;
 }
@@ -38,4 +35,24 @@ fn pow_f(x: f32, e: f32) -> f32 {
     if (fract(e) != 0.0) { return bitcast<f32>(0x7fc00000u); }
     let m = pow(-x, e);
     return select(m, -m, fract(e * 0.5) != 0.0);
+}
+
+// erf as a rational function of x² on [-4, 4] (XLA's f32 erf; |error| < 1e-7), the
+// same evaluation as `elementwise::erf` on the CPU.
+fn erf_f(x: f32) -> f32 {
+    let c = clamp(x, -4.0, 4.0);
+    let x2 = c * c;
+    var p = -2.72614225801306e-10;
+    p = p * x2 + 2.77068142495902e-08;
+    p = p * x2 - 2.10102402082508e-06;
+    p = p * x2 - 5.69250639462346e-05;
+    p = p * x2 - 7.34990630326855e-04;
+    p = p * x2 - 2.95459980854025e-03;
+    p = p * x2 - 1.60960333262415e-02;
+    var q = -1.45660718464996e-05;
+    q = q * x2 - 2.13374055278905e-04;
+    q = q * x2 - 1.68282697438203e-03;
+    q = q * x2 - 7.37332916720468e-03;
+    q = q * x2 - 1.42647390514189e-02;
+    return c * p / q;
 }

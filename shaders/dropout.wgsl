@@ -3,7 +3,6 @@
 // CPU twin is `rng::dropout_keeps`; both give the same bits for the same key.
 
 //#kernel dropout
-// params: n, threshold, scale
 
 // 32×32 → 64-bit product as (hi, lo), from 16-bit halves (WGSL has no u64).
 fn mul_hi_lo(a: u32, b: u32) -> vec2<u32> {
@@ -35,9 +34,9 @@ fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i >= p(0)) { return; }
+    if (i >= params.n) { return; }
     let key = vec2<u32>(bitcast<u32>(in1[0]), bitcast<u32>(in1[1]));
     let block = philox4x32_10(vec4<u32>(i / 4u, 0u, 0u, 0u), key);
     let w = block[i % 4u];
-    out0[i] = select(0.0, in0[i] * pf(2u), (w >> 8u) >= p(1));
+    out0[i] = select(0.0, in0[i] * params.scale, (w >> 8u) >= params.threshold);
 }

@@ -1,48 +1,45 @@
 // Elementwise maps. `unary_op(x)` and `binary_op(a, b)` are generated from the op
-// table in src/graph/elementwise.rs.
+// table in src/ops/elementwise.rs, as are the uniform fields named here.
 
 //#kernel fill
-// params: n, value
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i < p(0)) { out0[i] = pf(1u); }
+    if (i < params.n) { out0[i] = params.value; }
 }
 
 //#kernel unary
-// params: n
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i < p(0)) { out0[i] = unary_op(in0[i]); }
+    if (i < params.n) { out0[i] = unary_op(in0[i]); }
 }
 
 //#kernel binary
-// params: n, rank, shape[6] (2..8), a_strides[6] (8..14), b_strides[6] (14..20)
+// Broadcasting through strides (0 along broadcast axes) over at most 6 axes.
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i >= p(0)) { return; }
-    let rank = p(1);
+    if (i >= params.n) { return; }
     var rest = i;
     var ia = 0u;
     var ib = 0u;
-    for (var d = rank; d > 0u; d--) {
-        let len = p(1u + d);
+    for (var d = params.rank; d > 0u; d--) {
+        let len = params_shape(d - 1u);
         let idx = rest % len;
         rest = rest / len;
-        ia += idx * p(7u + d);
-        ib += idx * p(13u + d);
+        ia += idx * params_a_strides(d - 1u);
+        ib += idx * params_b_strides(d - 1u);
     }
     out0[i] = binary_op(in0[ia], in1[ib]);
 }
 
 //#kernel one_hot
-// params: n (rows · classes), classes; in0 holds u32 labels as f32 bits
+// in0 holds u32 labels as f32 bits; n = rows · classes.
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i >= p(0)) { return; }
-    let label = bitcast<u32>(in0[i / p(1)]);
-    out0[i] = select(0.0, 1.0, label == i % p(1));
+    if (i >= params.n) { return; }
+    let label = bitcast<u32>(in0[i / params.classes]);
+    out0[i] = select(0.0, 1.0, label == i % params.classes);
 }

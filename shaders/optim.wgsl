@@ -2,21 +2,21 @@
 // parameters; in2: number of steps already taken. out0: the parameter, then state.
 
 //#kernel sgd
-// hyper: lr, momentum, dampening, weight_decay, nesterov. params: n
+// hyper: lr, momentum, dampening, weight_decay, nesterov.
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i >= p(0)) { return; }
+    if (i >= params.n) { return; }
     let g = in0[i] + in1[3] * out0[i];
     out0[i] = out0[i] - in1[0] * g;
 }
 
 //#kernel sgd_momentum
-// out1: momentum buffer. params: n
+// out1: momentum buffer.
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i >= p(0)) { return; }
+    if (i >= params.n) { return; }
     let lr = in1[0];
     let momentum = in1[1];
     var g = in0[i] + in1[3] * out0[i];
@@ -34,11 +34,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 //#kernel adam
-// hyper: lr, beta1, beta2, eps, weight_decay; out1: m, out2: v. params: n
+// hyper: lr, beta1, beta2, eps, weight_decay; out1: m, out2: v.
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    if (i >= p(0)) { return; }
+    if (i >= params.n) { return; }
     let lr = in1[0];
     let b1 = in1[1];
     let b2 = in1[2];

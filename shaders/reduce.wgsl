@@ -13,15 +13,15 @@ fn identity() -> f32 {
 
 //#kernel reduce_rows
 // inner == 1: one workgroup per chunk of a row: strided partial results in a fixed
-// order, then a tree. params: outer, len, chunk, chunks; writes [outer, chunks].
+// order, then a tree; writes [outer, chunks].
 var<workgroup> partial: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let w = wid.x + wid.y * groups.x;
-    let len = p(1);
-    let chunk = p(2);
-    let chunks = p(3);
-    let live = w < p(0) * chunks;
+    let len = params.len;
+    let chunk = params.chunk;
+    let chunks = params.chunks;
+    let live = w < params.outer * chunks;
     var acc = identity();
     if (live) {
         let row = w / chunks;
@@ -44,13 +44,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 //#kernel reduce_cols
 // inner > 1: one invocation per output, looping over len.
-// params: outer, len, inner
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    let len = p(1);
-    let inner = p(2);
-    if (i >= p(0) * inner) { return; }
+    let len = params.len;
+    let inner = params.inner;
+    if (i >= params.outer * inner) { return; }
     let o = i / inner;
     let k = i % inner;
     var acc = identity();
@@ -61,13 +60,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 //#kernel argmax
-// First index of the maximum; writes u32 bits. params: outer, len, inner
+// First index of the maximum; writes u32 bits.
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_id(gid, groups);
-    let len = p(1);
-    let inner = p(2);
-    if (i >= p(0) * inner) { return; }
+    let len = params.len;
+    let inner = params.inner;
+    if (i >= params.outer * inner) { return; }
     let o = i / inner;
     let k = i % inner;
     var best = in0[o * len * inner + k];

@@ -14,12 +14,12 @@ fn row_sum_exp(base: u32, classes: u32, m: f32) -> f32 {
 }
 
 //#kernel xent_rows
-// out0[r] = log Σ exp(x) - x[label]. params: rows, classes
+// out0[r] = log Σ exp(x) - x[label].
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let r = flat_id(gid, groups);
-    let classes = p(1);
-    if (r >= p(0)) { return; }
+    let classes = params.classes;
+    if (r >= params.rows) { return; }
     let base = r * classes;
     let label = bitcast<u32>(in1[r]);
     let m = row_max(base, classes);
@@ -32,12 +32,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 //#kernel xent_rows_grad
-// out0[r, c] = (softmax(x)[c] - onehot[c]) * g[r]; in2: g. params: rows, classes
+// out0[r, c] = (softmax(x)[c] - onehot[c]) * g[r]; in2: g.
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let r = flat_id(gid, groups);
-    let classes = p(1);
-    if (r >= p(0)) { return; }
+    let classes = params.classes;
+    if (r >= params.rows) { return; }
     let base = r * classes;
     let label = bitcast<u32>(in1[r]);
     let g = in2[r];

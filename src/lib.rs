@@ -32,6 +32,7 @@ mod graph;
 pub mod io;
 pub mod metrics;
 pub mod nn;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 mod tensor;
@@ -42,9 +43,3 @@ pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
 pub use rng::manual_seed;
 pub use tensor::{DType, Tensor};
-
-/// The op table, public for documentation and tests.
-pub mod ops {
-    pub use crate::graph::elementwise::{BinaryOp, UnaryOp};
-    pub use crate::graph::op::{Act, Op, ReduceKind};
-}

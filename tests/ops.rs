@@ -104,6 +104,12 @@ fn elementwise_cases() -> Vec<Case> {
             case("add_scalar", s.clone(), Draw::Normal, |x| x[0].add_scalar(0.3)),
             case("mul_scalar", s.clone(), Draw::Normal, |x| x[0].mul_scalar(-1.7)),
             case("pow_scalar", s.clone(), Draw::Positive, |x| x[0].pow_scalar(2.5)),
+            case("erf", s.clone(), Draw::Normal, |x| x[0].erf()),
+            case("gelu", s.clone(), Draw::Normal, |x| x[0].gelu()),
+            case("gelu_tanh", s.clone(), Draw::Normal, |x| x[0].gelu_tanh()),
+            case("where_mask", vec![vec![n], vec![n], vec![n]], Draw::AwayFromZero, |x| {
+                x[0].where_mask(&x[1].gt_mask(&x[2]), &x[2])
+            }),
             case("add", vec![vec![n], vec![n]], Draw::Normal, |x| &x[0] + &x[1]),
             case("sub", vec![vec![n], vec![n]], Draw::Normal, |x| &x[0] - &x[1]),
             case("mul", vec![vec![n], vec![n]], Draw::Normal, |x| &x[0] * &x[1]),
@@ -195,6 +201,71 @@ fn matmul_cases() -> Vec<Case> {
     cases
 }
 
+/// Indices `(i·7 + 3) mod n` for i < m: repeats once m > n (so scatter-add sums).
+fn indices(m: usize, n: usize, dev: &Device) -> Tensor {
+    let idx: Vec<u32> = (0..m).map(|i| ((i * 7 + 3) % n) as u32).collect();
+    Tensor::from_labels(&idx, dev).unwrap()
+}
+
+/// Slicing, joining and gathering: the ops sequence models are built from.
+fn sequence_op_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for n in sizes() {
+        cases.extend([
+            case("narrow_mid_axis", vec![vec![3, n, 2]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].narrow(1, n / 3, n - n / 3)
+            }),
+            case("narrow_prefix_alias", vec![vec![1, n, 3]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].narrow(1, 0, n.div_ceil(2)).mul_scalar(2.0)
+            }),
+            case("narrow_last_axis", vec![vec![2, n]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].narrow(1, n / 2, n - n / 2)
+            }),
+            case("select_axis0", vec![vec![n, 3]], Draw::Normal, |x| {
+                x[0].select(0, x[0].shape()[0] / 2)
+            }),
+            case("select_odd_axis", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                x[0].select(2, 1)
+            }),
+            case("cat_axis0", vec![vec![n, 3], vec![2, 3]], Draw::Normal, |x| {
+                Tensor::cat(&[&x[0], &x[1]], 0)
+            }),
+            case(
+                "cat_axis1_three",
+                vec![vec![3, n], vec![3, 1], vec![3, 2]],
+                Draw::Normal,
+                |x| Tensor::cat(&[&x[0], &x[1], &x[2]], 1),
+            ),
+            case("cat_same_input_twice", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                Tensor::cat(&[&x[0], &x[0]], 2)
+            }),
+            case("stack_axis0", vec![vec![n], vec![n], vec![n]], Draw::Normal, |x| {
+                Tensor::stack(&[&x[0], &x[1], &x[2]], 0)
+            }),
+            case("stack_axis1", vec![vec![n, 2], vec![n, 2]], Draw::Normal, |x| {
+                Tensor::stack(&[&x[0], &x[1]], 1)
+            }),
+            case("index_select_rows", vec![vec![n, 5]], Draw::Normal, |x| {
+                let n = x[0].shape()[0];
+                x[0].index_select(0, &indices(2 * n + 1, n, x[0].device()))
+            }),
+            case("index_select_axis1", vec![vec![3, n, 2]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].index_select(1, &indices(n + 2, n, x[0].device()))
+            }),
+            case("scatter_add_rows", vec![vec![2 * n + 1, 4]], Draw::Normal, |x| {
+                let m = x[0].shape()[0];
+                let n = (m - 1) / 2;
+                x[0].scatter_add(0, &indices(m, n, x[0].device()), n)
+            }),
+        ]);
+    }
+    cases
+}
+
 fn assert_parity(cases: &[Case], tol: f32) {
     let Some(gpu) = gpu() else { return };
     let cpu = Device::cpu();
@@ -219,6 +290,12 @@ fn assert_parity(cases: &[Case], tol: f32) {
 #[test]
 fn elementwise_reduce_and_shape_ops_match_between_cpu_and_gpu() {
     assert_parity(&elementwise_cases(), 1e-4);
+}
+
+#[test]
+fn slicing_joining_and_gathering_match_between_cpu_and_gpu() {
+    // Copies are exact; gathers and scatter-adds of the readout's gradient too.
+    assert_parity(&sequence_op_cases(), 0.0);
 }
 
 #[test]
@@ -322,6 +399,9 @@ fn every_op_passes_a_finite_difference_gradient_check() {
         gradcheck(c);
     }
     for c in matmul_cases().iter().filter(|c| small(c)) {
+        gradcheck(c);
+    }
+    for c in sequence_op_cases().iter().filter(|c| small(c)) {
         gradcheck(c);
     }
 }

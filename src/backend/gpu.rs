@@ -1,28 +1,19 @@
 //! The wgpu backend. Every wgpu call of the crate lives in this file. A compiled
 //! plan owns its scratch buffers, pipelines, uniform parameters and bind groups;
-//! running it is one command encoder and one submit, with no readback.
+//! running it is one command encoder and one submit, with no readback. Kernels bring
+//! their WGSL launch (`Kernel::wgsl`); this file only assembles the source (bindings,
+//! uniform struct, generated definitions, `common.wgsl`, the kernel's section) and
+//! folds grids into the adapter's limits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::kernel::MAX_RANK;
-use super::{BoxFuture, Counters, Executable, Kernel, Program, Slot, Step, Storage};
-use crate::graph::op::{Act, ReduceKind, UpdateKind};
+use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage};
+use crate::ops::kernel::{Grid, Kernel};
 use crate::{DeviceInfo, DeviceKind, Error, Result};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
-const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
-const COPY: &str = include_str!("../../shaders/copy.wgsl");
-const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
-const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
-const SOFTMAX_XENT: &str = include_str!("../../shaders/softmax_xent.wgsl");
-const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
-const DROPOUT: &str = include_str!("../../shaders/dropout.wgsl");
-
-/// Groups per axis before a launch folds into a second axis.
-const MAX_GROUPS: u32 = 65_535;
-const PARAM_WORDS: usize = 32;
 
 static NEXT_BUFFER: AtomicU64 = AtomicU64::new(1);
 
@@ -255,177 +246,54 @@ fn section(file: &str, name: &str) -> String {
     format!("{}\n{}", &file[..prelude_end], &file[start..end])
 }
 
-/// A launch: WGSL source (bindings + generated constants + common + kernel),
-/// parameters and grid.
+/// A launch ready to build: the full WGSL source, the uniform words and the grid.
 struct Launch {
     source: String,
     params: Vec<u32>,
     groups: (u32, u32, u32),
 }
 
-/// Folds `n` groups into a 2-D grid.
-fn grid(n: usize) -> (u32, u32, u32) {
+/// Folds `n` workgroups into a 2-D grid of at most `max` per dimension.
+fn fold(n: usize, max: u32) -> (u32, u32, u32) {
     let n = n.max(1) as u32;
-    if n <= MAX_GROUPS {
+    if n <= max {
         (n, 1, 1)
     } else {
-        (MAX_GROUPS, n.div_ceil(MAX_GROUPS), 1)
+        (max, n.div_ceil(max), 1)
     }
 }
 
-fn grid_for(n: usize) -> (u32, u32, u32) {
-    grid(n.div_ceil(256))
-}
-
-fn push_dims(params: &mut Vec<u32>, dims: &[usize]) {
-    for i in 0..MAX_RANK {
-        params.push(dims.get(i).copied().unwrap_or(0) as u32);
-    }
-}
-
-fn launch(kernel: &Kernel) -> Launch {
+/// The kernel's source: its bindings (reads, then writes), its uniform struct, its
+/// generated definitions, `common.wgsl` and its section of the family's shader.
+fn launch(kernel: &dyn Kernel, writes: usize, max_groups: u32) -> Launch {
+    let w = kernel.wgsl();
     let reads = kernel.reads();
-    let writes = match kernel {
-        Kernel::Update {
-            kind: UpdateKind::Sgd { momentum: true },
-            ..
-        } => 2,
-        Kernel::Update {
-            kind: UpdateKind::Adam { .. },
-            ..
-        } => 3,
-        _ => 1,
-    };
-    let mut generated = String::new();
+    let mut source = String::new();
     for i in 0..reads {
-        generated += &format!("@group(0) @binding({}) var<storage, read> in{i}: array<f32>;\n", 1 + i);
-    }
-    for i in 0..writes {
-        generated += &format!(
-            "@group(0) @binding({}) var<storage, read_write> out{i}: array<f32>;\n",
-            1 + reads + i
+        source += &format!(
+            "@group(0) @binding({}) var<storage, read> in{i}: array<{}>;\n",
+            1 + i,
+            w.element
         );
     }
-    let (body, params, groups) = match kernel {
-        Kernel::Fill { n, value } => (
-            section(ELEMENTWISE, "fill"),
-            vec![*n as u32, value.to_bits()],
-            grid_for(*n),
-        ),
-        Kernel::Unary { op, n } => {
-            generated += &format!("fn unary_op(x: f32) -> f32 {{ return {}; }}\n", op.wgsl());
-            (section(ELEMENTWISE, "unary"), vec![*n as u32], grid_for(*n))
-        }
-        Kernel::Binary {
-            op,
-            shape,
-            a_strides,
-            b_strides,
-        } => {
-            generated += &format!("fn binary_op(a: f32, b: f32) -> f32 {{ return {}; }}\n", op.wgsl());
-            let n: usize = shape.iter().product();
-            let mut params = vec![n as u32, shape.len() as u32];
-            push_dims(&mut params, shape);
-            push_dims(&mut params, a_strides);
-            push_dims(&mut params, b_strides);
-            (section(ELEMENTWISE, "binary"), params, grid_for(n))
-        }
-        Kernel::Strided { shape, in_strides } => {
-            let n: usize = shape.iter().product();
-            let mut params = vec![n as u32, shape.len() as u32];
-            push_dims(&mut params, shape);
-            push_dims(&mut params, in_strides);
-            (section(COPY, "strided"), params, grid_for(n))
-        }
-        Kernel::MatMul {
-            m,
-            k,
-            n,
-            ta,
-            tb,
-            bias,
-            act,
-        } => {
-            generated += &format!("const TA: bool = {ta};\nconst TB: bool = {tb};\n");
-            generated += &if *bias {
-                "fn bias_at(c: u32) -> f32 { return in2[c]; }\n".to_string()
-            } else {
-                "fn bias_at(c: u32) -> f32 { return 0.0; }\n".to_string()
-            };
-            let act = match act {
-                Act::None => "v",
-                Act::Relu => "max(v, 0.0)",
-                Act::Sigmoid => "sigmoid_f(v)",
-                Act::Tanh => "tanh_f(v)",
-            };
-            generated += &format!("fn act(v: f32) -> f32 {{ return {act}; }}\n");
-            let groups = (n.div_ceil(64).max(1) as u32, m.div_ceil(64).max(1) as u32, 1);
-            (section(MATMUL, "matmul"), vec![*m as u32, *k as u32, *n as u32], groups)
-        }
-        Kernel::Reduce {
-            kind,
-            outer,
-            len,
-            inner,
-            chunk,
-        } => {
-            generated += &format!("const IS_MAX: bool = {};\n", *kind == ReduceKind::Max);
-            if *inner == 1 {
-                let chunks = len.div_ceil((*chunk).max(1));
-                let params = vec![*outer as u32, *len as u32, *chunk as u32, chunks as u32];
-                (section(REDUCE, "reduce_rows"), params, grid(outer * chunks))
-            } else {
-                (
-                    section(REDUCE, "reduce_cols"),
-                    vec![*outer as u32, *len as u32, *inner as u32],
-                    grid_for(outer * inner),
-                )
-            }
-        }
-        Kernel::ArgMax { outer, len, inner } => {
-            generated += "const IS_MAX: bool = true;\n";
-            (
-                section(REDUCE, "argmax"),
-                vec![*outer as u32, *len as u32, *inner as u32],
-                grid_for(outer * inner),
-            )
-        }
-        Kernel::CrossEntropyRows { rows, classes } => (
-            section(SOFTMAX_XENT, "xent_rows"),
-            vec![*rows as u32, *classes as u32],
-            grid_for(*rows),
-        ),
-        Kernel::CrossEntropyRowsGrad { rows, classes } => (
-            section(SOFTMAX_XENT, "xent_rows_grad"),
-            vec![*rows as u32, *classes as u32],
-            grid_for(*rows),
-        ),
-        Kernel::Update { kind, n } => {
-            let name = match kind {
-                UpdateKind::Sgd { momentum: false } => "sgd",
-                UpdateKind::Sgd { momentum: true } => "sgd_momentum",
-                UpdateKind::Adam { decoupled } => {
-                    generated += &format!("const DECOUPLED: bool = {decoupled};\n");
-                    "adam"
-                }
-            };
-            (section(OPTIM, name), vec![*n as u32], grid_for(*n))
-        }
-        Kernel::Increment => (section(OPTIM, "increment"), vec![], (1, 1, 1)),
-        Kernel::OneHot { n, classes } => (
-            section(ELEMENTWISE, "one_hot"),
-            vec![*n as u32, *classes as u32],
-            grid_for(*n),
-        ),
-        Kernel::Dropout { n, p } => {
-            let (threshold, scale) = crate::rng::dropout_threshold(*p);
-            let params = vec![*n as u32, threshold, scale.to_bits()];
-            (section(DROPOUT, "dropout"), params, grid_for(*n))
-        }
+    for i in 0..writes {
+        source += &format!(
+            "@group(0) @binding({}) var<storage, read_write> out{i}: array<{}>;\n",
+            1 + reads + i,
+            w.element
+        );
+    }
+    source += &w.uniforms.wgsl();
+    source += &w.defs;
+    source += &format!("\n{COMMON}\n{}", section(w.shader, w.entry));
+    let groups = match w.grid {
+        Grid::Threads(n) => fold(n.div_ceil(256), max_groups),
+        Grid::Groups(n) => fold(n, max_groups),
+        Grid::Tiles(x, y) => (x.max(1) as u32, y.max(1) as u32, 1),
     };
     Launch {
-        source: format!("{generated}\n{COMMON}\n{body}"),
-        params,
+        source,
+        params: w.uniforms.words(),
         groups,
     }
 }
@@ -572,16 +440,16 @@ impl super::Backend for GpuBackend {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        let max_groups = s.info.max_compute_workgroups_per_dimension;
         let build = |step: &Step| -> Result<GpuStep> {
-            let l = launch(&step.kernel);
             let reads = step.kernel.reads();
             let writes = step.bindings.len() - reads;
+            let l = launch(step.kernel.as_ref(), writes, max_groups);
             let pipeline = s.pipeline(&l.source, reads, writes)?;
-            let mut words = l.params.clone();
-            words.resize(PARAM_WORDS, 0);
+            let words = l.params;
             let params = s.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgnn params"),
-                size: (PARAM_WORDS * 4) as u64,
+                size: (words.len() * 4) as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });

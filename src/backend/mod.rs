@@ -1,18 +1,18 @@
 //! What a backend is: storage for values, and a compiler from a backend-neutral
 //! [`Program`] (a list of [`Kernel`] launches over buffer slots) to something it can
-//! run. The CPU backend is the reference; the GPU backend runs the same programs
-//! with the WGSL kernels in `shaders/`.
+//! run. A kernel brings its own CPU function and WGSL launch (`src/ops/`), so neither
+//! backend knows any op: the CPU backend is the reference; the GPU backend runs the
+//! same programs with the WGSL kernels in `shaders/`.
 
 pub(crate) mod cpu;
 pub(crate) mod gpu;
-mod kernel;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub(crate) use kernel::Kernel;
+pub(crate) use crate::ops::Kernel;
 
 use crate::{DeviceInfo, Result};
 
@@ -49,14 +49,12 @@ pub(crate) struct ExternalSpec {
     pub words: usize,
     /// Host data (uploaded into a plan-owned buffer) rather than a resident buffer.
     pub host: bool,
-    /// Written in place by an optimizer update.
-    pub written: bool,
 }
 
 /// One kernel launch: bindings are the kernel's reads, then its writes.
 #[derive(Clone, Debug)]
 pub(crate) struct Step {
-    pub kernel: Kernel,
+    pub kernel: Arc<dyn Kernel>,
     pub bindings: Vec<Slot>,
 }
 

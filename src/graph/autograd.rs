@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::graph::op::Op;
+use crate::ops::Op;
 use crate::{Error, Result, Tensor};
 
 /// Gradients of the trainable tensors a loss depends on, keyed by tensor identity.

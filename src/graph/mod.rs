@@ -1,6 +1,4 @@
-//! The lazy graph: the op table, autograd and plans.
+//! The lazy graph: autograd and plans (the op table is `crate::ops`).
 
 pub(crate) mod autograd;
-pub(crate) mod elementwise;
-pub(crate) mod op;
 pub(crate) mod plan;

@@ -9,8 +9,8 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::backend::{Counters, Executable, ExternalSpec, Kernel, Program, Slot, Step, Storage};
-use crate::graph::op::Op;
+use crate::backend::{Counters, Executable, ExternalSpec, Program, Slot, Step, Storage};
+use crate::ops::{Bind, Lowering, Op};
 use crate::tensor::numel;
 use crate::{Error, Result, Tensor};
 
@@ -131,20 +131,7 @@ impl Schedule {
                     return Err(Error::StaleParameter(node.0.op.name().into()));
                 }
             }
-            if matches!(node.0.op, Op::CrossEntropyRows | Op::CrossEntropyRowsGrad) {
-                let (logits, labels) = (&node.0.inputs[0], &node.0.inputs[1]);
-                let classes = logits.shape()[1];
-                if let Some((label, index)) = labels.0.max_label {
-                    if label as usize >= classes {
-                        return Err(Error::LabelOutOfRange {
-                            op: "cross_entropy",
-                            label,
-                            index,
-                            classes,
-                        });
-                    }
-                }
-            }
+            node.0.op.rule().validate(&node.0.inputs)?;
             if let Some(from) = node.0.op.in_place_from() {
                 for input in &node.0.inputs[from..] {
                     let resident = input.0.op == Op::Leaf
@@ -192,7 +179,6 @@ impl Schedule {
                 .map(|e| ExternalSpec {
                     words: e.numel(),
                     host: e.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host),
-                    written: false,
                 })
                 .collect(),
             ..Program::default()
@@ -217,29 +203,33 @@ impl Schedule {
         };
         for (i, node) in self.nodes.iter().enumerate() {
             let input_shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
-            let kernel = Kernel::for_node(&node.0.op, &input_shapes, node.shape());
+            let lowering = node.0.op.rule().lower(&input_shapes, node.shape());
             let bindings_in: Vec<Slot> = self.inputs[i].iter().map(|r| resolve(r, &slot_of)).collect();
-            let out = match &kernel {
-                None => bindings_in[0], // alias: same buffer as the input
-                Some(_) => {
-                    let words = numel(node.shape()).max(1);
-                    let best = free
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &s)| program.arena[s] >= words)
-                        .min_by_key(|(_, &s)| program.arena[s]);
-                    match best {
-                        Some((pos, &s)) => {
-                            free.swap_remove(pos);
-                            Slot::Arena(s)
-                        }
-                        None => {
-                            program.arena.push(words);
-                            uses_left.push(0);
-                            pinned.push(false);
-                            Slot::Arena(program.arena.len() - 1)
-                        }
+            let mut take = |words: usize, free: &mut Vec<usize>| -> Slot {
+                let best = free
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &s)| program.arena[s] >= words)
+                    .min_by_key(|(_, &s)| program.arena[s]);
+                match best {
+                    Some((pos, &s)) => {
+                        free.swap_remove(pos);
+                        Slot::Arena(s)
                     }
+                    None => {
+                        program.arena.push(words);
+                        uses_left.push(0);
+                        pinned.push(false);
+                        Slot::Arena(program.arena.len() - 1)
+                    }
+                }
+            };
+            let (out, launches, temps) = match lowering {
+                Lowering::Alias => (bindings_in[0], Vec::new(), Vec::new()), // same buffer as the input
+                Lowering::Launches { temps, launches } => {
+                    let out = take(numel(node.shape()).max(1), &mut free);
+                    let temps: Vec<Slot> = temps.iter().map(|&w| take(w.max(1), &mut free)).collect();
+                    (out, launches, temps)
                 }
             };
             slot_of.push(out);
@@ -247,33 +237,27 @@ impl Schedule {
                 uses_left[s] += uses[i];
                 pinned[s] |= self.kept[i];
             }
-            if let Some(kernel) = kernel {
-                let (kernels, temp_words) = kernel.split();
-                if kernels.len() == 2 {
-                    // Chunked partial results in a scratch slot of their own.
-                    program.arena.push(temp_words);
-                    uses_left.push(0);
-                    pinned.push(false);
-                    let temp = Slot::Arena(program.arena.len() - 1);
-                    let [first, second]: [Kernel; 2] = kernels.try_into().unwrap();
-                    program.steps.push(Step {
-                        kernel: first,
-                        bindings: vec![bindings_in[0], temp],
-                    });
-                    program.steps.push(Step {
-                        kernel: second,
-                        bindings: vec![temp, out],
-                    });
-                } else {
-                    let mut bindings = bindings_in.clone();
-                    bindings.push(out);
-                    program.steps.push(Step {
-                        kernel: kernels.into_iter().next().unwrap(),
-                        bindings,
-                    });
+            for launch in launches {
+                let bindings = launch
+                    .bindings
+                    .iter()
+                    .map(|b| match *b {
+                        Bind::Input(k) => bindings_in[k],
+                        Bind::Temp(k) => temps[k],
+                        Bind::Output => out,
+                    })
+                    .collect();
+                program.steps.push(Step {
+                    kernel: launch.kernel,
+                    bindings,
+                });
+            }
+            // Scratch buffers and consumed inputs nobody needs any more are free again.
+            for t in temps {
+                if let Slot::Arena(s) = t {
+                    free.push(s);
                 }
             }
-            // Inputs consumed: free arena slots nobody needs any more.
             for b in bindings_in {
                 if let Slot::Arena(s) = b {
                     uses_left[s] -= 1;
@@ -291,16 +275,23 @@ impl Schedule {
         for (u, update) in self.updates.iter().enumerate() {
             let refs = &self.inputs[n + u];
             let input_shapes: Vec<&[usize]> = update.0.inputs.iter().map(|t| t.shape()).collect();
-            let kernel = Kernel::for_node(&update.0.op, &input_shapes, update.shape()).expect("updates are kernels");
-            let bindings: Vec<Slot> = refs.iter().map(|r| resolve(r, &slot_of)).collect();
-            for (k, b) in bindings.iter().enumerate() {
-                if k >= kernel.reads() {
-                    if let Slot::External(e) = b {
-                        program.externals[*e].written = true;
-                    }
-                }
+            let Lowering::Launches { launches, .. } = update.0.op.rule().lower(&input_shapes, update.shape()) else {
+                unreachable!("updates are kernels")
+            };
+            for launch in launches {
+                let bindings = launch
+                    .bindings
+                    .iter()
+                    .map(|b| match *b {
+                        Bind::Input(k) => resolve(&refs[k], &slot_of),
+                        _ => unreachable!("updates bind their inputs only"),
+                    })
+                    .collect();
+                program.updates.push(Step {
+                    kernel: launch.kernel,
+                    bindings,
+                });
             }
-            program.updates.push(Step { kernel, bindings });
         }
         program.kept = (0..n)
             .filter(|&i| self.kept[i])

@@ -5,8 +5,8 @@
 
 pub mod lr;
 
-use crate::graph::op::{Op, UpdateKind};
 use crate::graph::plan;
+use crate::ops::{Op, UpdateKind};
 use crate::tensor::DType;
 use crate::{Error, Gradients, Result, Tensor};
 

@@ -1,14 +1,12 @@
 //! `Tensor`: a handle to a node of the lazy graph. Building ops records nodes;
 //! nothing runs until a value is read (`to_vec`) or an optimizer step is applied.
 
-mod ops;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::Storage;
-use crate::graph::op::Op;
 use crate::graph::plan;
+use crate::ops::{Fill, Op};
 use crate::{Device, Error, Result};
 
 /// Element type of a tensor.
@@ -152,7 +150,13 @@ impl Tensor {
 
     /// A tensor filled with `value`, generated on the device (nothing is uploaded).
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Tensor {
-        Tensor::new_node(Op::Fill(value), Vec::new(), shape.to_vec(), DType::F32, device.clone())
+        Tensor::new_node(
+            Op::Fill(Fill(value)),
+            Vec::new(),
+            shape.to_vec(),
+            DType::F32,
+            device.clone(),
+        )
     }
 
     /// Zeros of the given shape (generated on the device).
@@ -322,6 +326,29 @@ impl Tensor {
 }
 
 impl Tensor {
+    /// Panics (at the caller) unless this is f32 data.
+    #[track_caller]
+    pub(crate) fn check_f32(&self, op: &str) {
+        assert!(
+            self.dtype() == DType::F32,
+            "{op}: expects f32 data, got a label tensor of shape {:?}",
+            self.shape()
+        );
+    }
+
+    /// Panics (at the caller) unless both operands live on the same device.
+    #[track_caller]
+    pub(crate) fn check_same_device(&self, other: &Tensor, op: &str) {
+        assert!(
+            self.device().same(other.device()),
+            "{op}: operands live on different devices ({} and {}); shapes {:?} and {:?}",
+            self.device(),
+            other.device(),
+            self.shape(),
+            other.shape()
+        );
+    }
+
     /// A leaf in a resident device buffer (optimizer state, hyper-parameters).
     pub(crate) fn resident(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         let backend = device.backend();

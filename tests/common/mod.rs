@@ -43,3 +43,24 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Expands each `fn name(dev: &Device)` into one test per device, `name::cpu` and
+/// `name::gpu`, so a failure or a skip names its device. Without an adapter the GPU
+/// test skips with a message, and fails under `WGNN_REQUIRE_GPU=1`.
+#[macro_export]
+macro_rules! device_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn cpu() {
+                super::$name(&wgnn::Device::cpu());
+            }
+            #[test]
+            fn gpu() {
+                if let Some(dev) = $crate::common::gpu() {
+                    super::$name(&dev);
+                }
+            }
+        }
+    )*};
+}

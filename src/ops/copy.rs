@@ -1,0 +1,552 @@
+//! Copy family (`shaders/copy.wgsl`): ops that move words without reading them as
+//! numbers, so they serve f32 data and u32 labels alike — reshape and detach (aliases,
+//! no kernel), permute and expand (strided copies), narrow/select (a strided copy, or
+//! an alias when the range is a prefix of the buffer), pad (a slice's gradient), and
+//! cat/stack (one region copy per input).
+
+use std::sync::Arc;
+
+use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::{broadcast_shapes, broadcast_strides, contiguous_strides, simplify, split_axis};
+use super::{Bind, Launch, Lowering, Op, Rule};
+use crate::Tensor;
+
+const SHADER: &str = include_str!("../../shaders/copy.wgsl");
+
+/// Same data, new shape: an alias of the input's buffer.
+pub(crate) struct Reshape;
+
+impl Rule for Reshape {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Lowering {
+        Lowering::Alias
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(g.reshape(inputs[0].shape()))]
+    }
+}
+
+/// The input's value without its gradient: an alias of the input's buffer.
+pub(crate) struct Detach;
+
+impl Rule for Detach {
+    fn name(&self) -> &'static str {
+        "detach"
+    }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Lowering {
+        Lowering::Alias
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        vec![None]
+    }
+}
+
+/// Axis permutation: output axis `i` is input axis `self.0[i]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permute(pub Vec<usize>);
+
+impl Rule for Permute {
+    fn name(&self) -> &'static str {
+        "permute"
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        let own = contiguous_strides(inputs[0]);
+        let in_strides: Vec<usize> = self.0.iter().map(|&p| own[p]).collect();
+        Lowering::kernel(Strided::new(out, &in_strides, 0), 1)
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let mut inverse = vec![0; self.0.len()];
+        for (i, &p) in self.0.iter().enumerate() {
+            inverse[p] = i;
+        }
+        vec![Some(g.permute(&inverse))]
+    }
+}
+
+/// Broadcast to the node's shape (zero strides along broadcast axes).
+pub(crate) struct Expand;
+
+impl Rule for Expand {
+    fn name(&self) -> &'static str {
+        "expand"
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        Lowering::kernel(Strided::new(out, &broadcast_strides(inputs[0], out), 0), 1)
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(g.sum_to_shape(inputs[0].shape()))]
+    }
+}
+
+/// `len` entries from `start` along `axis`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// The axis sliced.
+    pub axis: usize,
+    /// First index kept.
+    pub start: usize,
+    /// Entries kept.
+    pub len: usize,
+}
+
+impl Rule for Slice {
+    fn name(&self) -> &'static str {
+        "narrow"
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        let (outer, _, inner) = split_axis(inputs[0], self.axis);
+        if outer == 1 && self.start == 0 {
+            // A prefix of the input's buffer: share it.
+            return Lowering::Alias;
+        }
+        let strides = contiguous_strides(inputs[0]);
+        Lowering::kernel(Strided::new(out, &strides, self.start * inner), 1)
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let full = inputs[0].shape()[self.axis];
+        vec![Some(g.pad(self.axis, self.start, full - self.start - self.len))]
+    }
+}
+
+/// The input placed between `before` and `after` zeros along `axis`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pad {
+    /// The axis padded.
+    pub axis: usize,
+    /// Zeros before the input.
+    pub before: usize,
+    /// Zeros after the input.
+    pub after: usize,
+}
+
+impl Rule for Pad {
+    fn name(&self) -> &'static str {
+        "pad"
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        let (outer, len, inner) = split_axis(inputs[0], self.axis);
+        let kernel = PadKernel {
+            outer,
+            inner,
+            len,
+            before: self.before,
+            out_len: out[self.axis],
+        };
+        Lowering::kernel(kernel, 1)
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(g.narrow(self.axis, self.before, inputs[0].shape()[self.axis]))]
+    }
+}
+
+/// Inputs joined along `axis`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cat {
+    /// The axis joined along.
+    pub axis: usize,
+}
+
+impl Rule for Cat {
+    fn name(&self) -> &'static str {
+        "cat"
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        let mut offset = 0;
+        let launches = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| {
+                let (outer, len, inner) = split_axis(shape, self.axis);
+                let kernel = CatKernel {
+                    outer,
+                    len,
+                    inner,
+                    offset,
+                    out_len: out[self.axis],
+                };
+                offset += len;
+                Launch {
+                    kernel: Arc::new(kernel),
+                    bindings: vec![Bind::Input(i), Bind::Output],
+                }
+            })
+            .collect();
+        Lowering::launches(launches)
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let mut start = 0;
+        inputs
+            .iter()
+            .map(|x| {
+                let len = x.shape()[self.axis];
+                start += len;
+                Some(g.narrow(self.axis, start - len, len))
+            })
+            .collect()
+    }
+}
+
+/// reads [x], writes [out]: `out[i] = x[offset + Σ idx_d · in_strides_d]`.
+#[derive(Debug)]
+struct Strided {
+    shape: Vec<usize>,
+    in_strides: Vec<usize>,
+    offset: usize,
+}
+
+impl Strided {
+    fn new(out: &[usize], in_strides: &[usize], offset: usize) -> Strided {
+        let (shape, mut s) = simplify(out, &[in_strides, &contiguous_strides(out)]);
+        s.pop();
+        Strided {
+            shape,
+            in_strides: s.pop().unwrap(),
+            offset,
+        }
+    }
+}
+
+impl Kernel for Strided {
+    fn reads(&self) -> usize {
+        1
+    }
+
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (shape, in_strides) = (&self.shape, &self.in_strides);
+        let n: usize = shape.iter().product();
+        let last = shape.len() - 1;
+        let (len, stride) = (shape[last], in_strides[last]);
+        let mut base = self.offset;
+        let mut idx = vec![0usize; shape.len()];
+        let mut o = 0;
+        while o < n {
+            for j in 0..len {
+                out[0][o + j] = x[0][base + j * stride];
+            }
+            o += len;
+            // Odometer over the outer axes.
+            for d in (0..last).rev() {
+                idx[d] += 1;
+                base += in_strides[d];
+                if idx[d] < shape[d] {
+                    break;
+                }
+                base -= in_strides[d] * shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+
+    fn wgsl(&self) -> Wgsl {
+        let n: usize = self.shape.iter().product();
+        let u = Uniforms::new()
+            .u32("n", n)
+            .u32("rank", self.shape.len())
+            .u32("offset", self.offset)
+            .dims("shape", &self.shape)
+            .dims("in_strides", &self.in_strides);
+        Wgsl::new(SHADER, "strided", u, Grid::Threads(n)).words()
+    }
+}
+
+/// reads [x] as [outer, len, inner], writes [outer, out_len, inner]: x between zeros.
+#[derive(Debug)]
+struct PadKernel {
+    outer: usize,
+    inner: usize,
+    len: usize,
+    before: usize,
+    out_len: usize,
+}
+
+impl Kernel for PadKernel {
+    fn reads(&self) -> usize {
+        1
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (inner, len, out_len) = (self.inner, self.len, self.out_len);
+        for o in 0..self.outer {
+            let dst = &mut out[0][o * out_len * inner..(o + 1) * out_len * inner];
+            dst.fill(0.0);
+            dst[self.before * inner..(self.before + len) * inner]
+                .copy_from_slice(&x[0][o * len * inner..(o + 1) * len * inner]);
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        let n = self.outer * self.out_len * self.inner;
+        let u = Uniforms::new()
+            .u32("n", n)
+            .u32("inner", self.inner)
+            .u32("len", self.len)
+            .u32("before", self.before)
+            .u32("out_len", self.out_len);
+        Wgsl::new(SHADER, "pad", u, Grid::Threads(n)).words()
+    }
+}
+
+/// reads [x] as [outer, len, inner], writes its region of [outer, out_len, inner],
+/// from `offset` along the middle axis (the rest of the output is left as it is).
+#[derive(Debug)]
+struct CatKernel {
+    outer: usize,
+    len: usize,
+    inner: usize,
+    offset: usize,
+    out_len: usize,
+}
+
+impl Kernel for CatKernel {
+    fn reads(&self) -> usize {
+        1
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (len, inner) = (self.len, self.inner);
+        for o in 0..self.outer {
+            let at = (o * self.out_len + self.offset) * inner;
+            out[0][at..at + len * inner].copy_from_slice(&x[0][o * len * inner..(o + 1) * len * inner]);
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        let n = self.outer * self.len * self.inner;
+        let u = Uniforms::new()
+            .u32("n", n)
+            .u32("inner", self.inner)
+            .u32("len", self.len)
+            .u32("offset", self.offset)
+            .u32("out_len", self.out_len);
+        Wgsl::new(SHADER, "cat", u, Grid::Threads(n)).words()
+    }
+}
+
+impl Tensor {
+    /// Same data, new shape (no copy). Works on label tensors too.
+    #[track_caller]
+    pub fn reshape(&self, shape: &[usize]) -> Tensor {
+        assert!(
+            crate::tensor::numel(shape) == self.numel(),
+            "reshape: cannot view shape {:?} as {:?}",
+            self.shape(),
+            shape
+        );
+        if shape == self.shape() {
+            return self.clone();
+        }
+        Tensor::from_node(Op::Reshape, vec![self.clone()], shape.to_vec(), self.dtype())
+    }
+
+    /// Inserts an axis of length 1 at `axis`.
+    #[track_caller]
+    pub fn unsqueeze(&self, axis: usize) -> Tensor {
+        let mut shape = self.shape().to_vec();
+        assert!(
+            axis <= shape.len(),
+            "unsqueeze: axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
+        shape.insert(axis, 1);
+        self.reshape(&shape)
+    }
+
+    /// A value that gradients do not flow through (same buffer, no copy).
+    pub fn detach(&self) -> Tensor {
+        let t = Tensor::from_node(Op::Detach, vec![self.clone()], self.shape().to_vec(), self.dtype());
+        t.0.requires_grad.store(false, std::sync::atomic::Ordering::Release);
+        t
+    }
+
+    /// Reorders the axes: output axis `i` is input axis `perm[i]`.
+    #[track_caller]
+    pub fn permute(&self, perm: &[usize]) -> Tensor {
+        let rank = self.shape().len();
+        let mut seen = vec![false; rank];
+        assert!(
+            perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true)),
+            "permute: {perm:?} is not a permutation of the axes of shape {:?}",
+            self.shape()
+        );
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            return self.clone();
+        }
+        let shape = perm.iter().map(|&p| self.shape()[p]).collect();
+        Tensor::from_node(
+            Op::Permute(Permute(perm.to_vec())),
+            vec![self.clone()],
+            shape,
+            self.dtype(),
+        )
+    }
+
+    /// Swaps two axes.
+    #[track_caller]
+    pub fn transpose(&self, a: usize, b: usize) -> Tensor {
+        let rank = self.shape().len();
+        assert!(
+            a < rank && b < rank,
+            "transpose: axes {a}, {b} out of range for shape {:?}",
+            self.shape()
+        );
+        let mut perm: Vec<usize> = (0..rank).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// Transpose of a 2-D tensor.
+    #[track_caller]
+    pub fn t(&self) -> Tensor {
+        assert!(
+            self.shape().len() == 2,
+            "t: expects a 2-D tensor, got {:?}",
+            self.shape()
+        );
+        self.transpose(0, 1)
+    }
+
+    /// Broadcasts to `shape` (NumPy rules).
+    #[track_caller]
+    pub fn expand(&self, shape: &[usize]) -> Tensor {
+        assert!(
+            broadcast_shapes(self.shape(), shape).as_deref() == Some(shape),
+            "expand: shape {:?} does not broadcast to {:?}",
+            self.shape(),
+            shape
+        );
+        if shape == self.shape() {
+            return self.clone();
+        }
+        Tensor::from_node(Op::Expand, vec![self.clone()], shape.to_vec(), self.dtype())
+    }
+
+    /// `len` entries from `start` along `axis`, as `torch.narrow`. A range at the
+    /// start of the buffer (all axes before `axis` of length 1) shares the buffer;
+    /// any other is a copy. Works on label tensors too.
+    #[track_caller]
+    pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Tensor {
+        let shape = self.shape();
+        assert!(
+            axis < shape.len() && start + len <= shape[axis],
+            "narrow: range {start}..{} of axis {axis} is outside shape {shape:?}",
+            start + len
+        );
+        if start == 0 && len == shape[axis] {
+            return self.clone();
+        }
+        let mut out = shape.to_vec();
+        out[axis] = len;
+        Tensor::from_node(
+            Op::Slice(Slice { axis, start, len }),
+            vec![self.clone()],
+            out,
+            self.dtype(),
+        )
+    }
+
+    /// Entry `index` along `axis`, which is removed, as `torch.select` (`x.select(0, t)`
+    /// is time step `t` of a `[T, B, H]` sequence).
+    #[track_caller]
+    pub fn select(&self, axis: usize, index: usize) -> Tensor {
+        let shape = self.shape();
+        assert!(
+            axis < shape.len() && index < shape[axis],
+            "select: index {index} of axis {axis} is outside shape {shape:?}"
+        );
+        let mut out = shape.to_vec();
+        out.remove(axis);
+        self.narrow(axis, index, 1).reshape(&out)
+    }
+
+    /// Zeros before and after along `axis` (the gradient of `narrow`).
+    #[track_caller]
+    pub(crate) fn pad(&self, axis: usize, before: usize, after: usize) -> Tensor {
+        if before == 0 && after == 0 {
+            return self.clone();
+        }
+        let mut out = self.shape().to_vec();
+        out[axis] += before + after;
+        Tensor::from_node(
+            Op::Pad(Pad { axis, before, after }),
+            vec![self.clone()],
+            out,
+            self.dtype(),
+        )
+    }
+
+    /// Tensors joined along `axis`, as `torch.cat`: all have the same rank, dtype and
+    /// device, and equal sizes on every other axis.
+    ///
+    /// # Panics
+    /// On an empty list or mismatched shapes (naming both).
+    #[track_caller]
+    pub fn cat(tensors: &[&Tensor], axis: usize) -> Tensor {
+        let first = tensors.first().expect("cat: no tensors to join");
+        let shape = first.shape();
+        assert!(axis < shape.len(), "cat: axis {axis} out of range for shape {shape:?}");
+        let mut out = shape.to_vec();
+        out[axis] = 0;
+        for t in tensors {
+            first.check_same_device(t, "cat");
+            let same_rest = t.shape().len() == shape.len()
+                && t.shape()
+                    .iter()
+                    .zip(shape)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
+            assert!(
+                same_rest && t.dtype() == first.dtype(),
+                "cat: {:?} {:?} and {:?} {:?} differ outside axis {axis}",
+                first.dtype(),
+                shape,
+                t.dtype(),
+                t.shape()
+            );
+            out[axis] += t.shape()[axis];
+        }
+        if tensors.len() == 1 {
+            return (*first).clone();
+        }
+        let inputs = tensors.iter().map(|t| (*t).clone()).collect();
+        Tensor::from_node(Op::Cat(Cat { axis }), inputs, out, first.dtype())
+    }
+
+    /// Tensors of one shape joined along a new axis `axis`, as `torch.stack`.
+    ///
+    /// # Panics
+    /// On an empty list or mismatched shapes.
+    #[track_caller]
+    pub fn stack(tensors: &[&Tensor], axis: usize) -> Tensor {
+        let first = tensors.first().expect("stack: no tensors to join");
+        for t in tensors {
+            assert!(
+                t.shape() == first.shape(),
+                "stack: shapes {:?} and {:?} differ",
+                first.shape(),
+                t.shape()
+            );
+        }
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(axis)).collect();
+        Tensor::cat(&parts.iter().collect::<Vec<_>>(), axis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_slice_shares_the_buffer_and_others_copy() {
+        let s = Slice {
+            axis: 1,
+            start: 0,
+            len: 2,
+        };
+        assert!(matches!(s.lower(&[&[1, 5, 3]], &[1, 2, 3]), Lowering::Alias));
+        assert!(matches!(s.lower(&[&[2, 5, 3]], &[2, 2, 3]), Lowering::Launches { .. }));
+        let s = Slice {
+            axis: 0,
+            start: 1,
+            len: 2,
+        };
+        assert!(matches!(s.lower(&[&[5, 3]], &[2, 3]), Lowering::Launches { .. }));
+    }
+}

@@ -1,0 +1,727 @@
+//! Elementwise family (`shaders/elementwise.wgsl`): the table of unary and binary
+//! maps — each with its CPU function, its WGSL expression (filled into one kernel
+//! template), its gradient and its `Tensor` method, side by side — plus constant
+//! fills and one-hot rows. Adding a map touches this file only.
+
+use super::kernel::{wgsl_f32, Grid, Kernel, Uniforms, Wgsl, MAX_RANK};
+use super::{broadcast_strides, simplify, Lowering, Op, Rule};
+use crate::tensor::DType;
+use crate::Tensor;
+
+const SHADER: &str = include_str!("../../shaders/elementwise.wgsl");
+
+/// A one-input map. Scalar parameters are part of the op (and of the plan's cache key).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `e^x`
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// Logistic function `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `max(x, 0)`
+    Relu,
+    /// Heaviside step: 1 where x > 0, else 0.
+    Step,
+    /// `|x|`
+    Abs,
+    /// -1, 0 or 1.
+    Sign,
+    /// Square root.
+    Sqrt,
+    /// `x²`
+    Square,
+    /// `1 / x`
+    Recip,
+    /// `x + c`
+    AddScalar(f32),
+    /// `x · c`
+    MulScalar(f32),
+    /// `x^p` for a constant p (x > 0 where p is not an integer).
+    PowScalar(f32),
+    /// The error function (`torch.erf`).
+    Erf,
+    /// GELU, `x · Φ(x)` with the exact normal CDF (`nn.GELU()`).
+    Gelu,
+    /// GELU with PyTorch's tanh approximation (`nn.GELU(approximate='tanh')`).
+    GeluTanh,
+}
+
+/// √(2/π), the tanh-GELU's scale.
+const GELU_TANH_K: f32 = 0.797_884_6;
+/// The tanh-GELU's cubic coefficient.
+const GELU_TANH_C: f32 = 0.044_715;
+
+impl UnaryOp {
+    /// The CPU reference of the map.
+    #[inline]
+    pub fn cpu(self, x: f32) -> f32 {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Step => (x > 0.0) as u32 as f32,
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Square => x * x,
+            UnaryOp::Recip => 1.0 / x,
+            UnaryOp::AddScalar(c) => x + c,
+            UnaryOp::MulScalar(c) => x * c,
+            UnaryOp::PowScalar(p) => x.powf(p),
+            UnaryOp::Erf => erf(x),
+            UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            UnaryOp::GeluTanh => 0.5 * x * (1.0 + (GELU_TANH_K * (x + GELU_TANH_C * x * x * x)).tanh()),
+        }
+    }
+
+    /// The WGSL expression of the map, in terms of `x` (helpers in common.wgsl).
+    pub fn wgsl(self) -> String {
+        match self {
+            UnaryOp::Neg => "-x".into(),
+            UnaryOp::Exp => "exp(x)".into(),
+            UnaryOp::Log => "log(x)".into(),
+            UnaryOp::Sigmoid => "sigmoid_f(x)".into(),
+            UnaryOp::Tanh => "tanh_f(x)".into(),
+            UnaryOp::Relu => "max(x, 0.0)".into(),
+            UnaryOp::Step => "select(0.0, 1.0, x > 0.0)".into(),
+            UnaryOp::Abs => "abs(x)".into(),
+            UnaryOp::Sign => "sign(x)".into(),
+            UnaryOp::Sqrt => "sqrt(x)".into(),
+            UnaryOp::Square => "x * x".into(),
+            UnaryOp::Recip => "1.0 / x".into(),
+            UnaryOp::AddScalar(c) => format!("x + {}", wgsl_f32(c)),
+            UnaryOp::MulScalar(c) => format!("x * {}", wgsl_f32(c)),
+            UnaryOp::PowScalar(p) => format!("pow_f(x, {})", wgsl_f32(p)),
+            UnaryOp::Erf => "erf_f(x)".into(),
+            UnaryOp::Gelu => "0.5 * x * (1.0 + erf_f(x * 0.70710678118654752))".into(),
+            UnaryOp::GeluTanh => format!(
+                "0.5 * x * (1.0 + tanh_f({} * (x + {} * x * x * x)))",
+                wgsl_f32(GELU_TANH_K),
+                wgsl_f32(GELU_TANH_C)
+            ),
+        }
+    }
+
+    /// Activations whose gradient is a function of their output: an unrealized matmul
+    /// takes them into its epilogue (the pre-activation is never stored).
+    pub(crate) fn fuses_into_matmul(self) -> bool {
+        matches!(self, UnaryOp::Relu | UnaryOp::Sigmoid | UnaryOp::Tanh)
+    }
+
+    /// The gradient written from the output `y` alone, where the map allows it.
+    pub(crate) fn grad_from_output(self, y: &Tensor, g: &Tensor) -> Option<Tensor> {
+        Some(match self {
+            UnaryOp::Neg => g.neg(),
+            UnaryOp::Exp => g * y,
+            UnaryOp::Sigmoid => g * &(y * &y.neg().add_scalar(1.0)),
+            UnaryOp::Tanh => g * &y.square().neg().add_scalar(1.0),
+            UnaryOp::Relu => g * &y.step(),
+            UnaryOp::Sqrt => g / &y.mul_scalar(2.0),
+            UnaryOp::Recip => (g * &y.square()).neg(),
+            UnaryOp::AddScalar(_) => g.clone(),
+            UnaryOp::MulScalar(c) => g.mul_scalar(c),
+            _ => return None,
+        })
+    }
+
+    /// Gradient with respect to the input `x`, given the output `y` and the incoming
+    /// gradient `g`; `None` where the map is flat almost everywhere.
+    pub fn grad(self, x: &Tensor, y: &Tensor, g: &Tensor) -> Option<Tensor> {
+        if let Some(grad) = self.grad_from_output(y, g) {
+            return Some(grad);
+        }
+        Some(match self {
+            UnaryOp::Log => g / x,
+            UnaryOp::Abs => g * &x.sign(),
+            UnaryOp::Square => g * &x.mul_scalar(2.0),
+            UnaryOp::PowScalar(p) => g * &x.pow_scalar(p - 1.0).mul_scalar(p),
+            // 2/√π · e^(-x²)
+            UnaryOp::Erf => g * &x.square().neg().exp().mul_scalar(std::f32::consts::FRAC_2_SQRT_PI),
+            // Φ(x) + x·φ(x)
+            UnaryOp::Gelu => {
+                let cdf = x
+                    .mul_scalar(std::f32::consts::FRAC_1_SQRT_2)
+                    .erf()
+                    .add_scalar(1.0)
+                    .mul_scalar(0.5);
+                let pdf = x.square().mul_scalar(-0.5).exp().mul_scalar(0.398_942_3);
+                g * &(&cdf + &(x * &pdf))
+            }
+            // ½(1 + t) + ½x(1 − t²)·k(1 + 3c·x²), t = tanh(k(x + c·x³))
+            UnaryOp::GeluTanh => {
+                let inner = (x + &x.pow_scalar(3.0).mul_scalar(GELU_TANH_C)).mul_scalar(GELU_TANH_K);
+                let t = inner.tanh();
+                let dinner = x
+                    .square()
+                    .mul_scalar(3.0 * GELU_TANH_C * GELU_TANH_K)
+                    .add_scalar(GELU_TANH_K);
+                let left = t.add_scalar(1.0).mul_scalar(0.5);
+                let right = &(x * &t.square().neg().add_scalar(1.0)) * &dinner.mul_scalar(0.5);
+                g * &(&left + &right)
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl Rule for UnaryOp {
+    fn name(&self) -> &'static str {
+        "unary"
+    }
+    fn lower(&self, _: &[&[usize]], out: &[usize]) -> Lowering {
+        Lowering::kernel(
+            UnaryKernel {
+                op: *self,
+                n: out.iter().product(),
+            },
+            1,
+        )
+    }
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![self.grad(&inputs[0], y, g)]
+    }
+}
+
+/// A two-input map with NumPy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a · b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// The larger of the two.
+    Maximum,
+    /// 1 where a == b, else 0 (no gradient).
+    Eq,
+    /// 1 where a > b, else 0 (no gradient).
+    Gt,
+}
+
+impl BinaryOp {
+    /// The CPU reference of the map.
+    #[inline]
+    pub fn cpu(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Maximum => a.max(b),
+            BinaryOp::Eq => (a == b) as u32 as f32,
+            BinaryOp::Gt => (a > b) as u32 as f32,
+        }
+    }
+
+    /// The WGSL expression of the map, in terms of `a` and `b`.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "a + b",
+            BinaryOp::Sub => "a - b",
+            BinaryOp::Mul => "a * b",
+            BinaryOp::Div => "a / b",
+            BinaryOp::Maximum => "max(a, b)",
+            BinaryOp::Eq => "select(0.0, 1.0, a == b)",
+            BinaryOp::Gt => "select(0.0, 1.0, a > b)",
+        }
+    }
+
+    /// Gradients with respect to `a` and `b` (before summing over broadcast axes).
+    pub fn grad(self, a: &Tensor, b: &Tensor, y: &Tensor, g: &Tensor) -> [Option<Tensor>; 2] {
+        match self {
+            BinaryOp::Add => [Some(g.clone()), Some(g.clone())],
+            BinaryOp::Sub => [Some(g.clone()), Some(g.neg())],
+            BinaryOp::Mul => [Some(g * b), Some(g * a)],
+            BinaryOp::Div => [Some(g / b), Some((&(g * y) / b).neg())],
+            BinaryOp::Maximum => {
+                let pick_a = a.ge_mask(b);
+                [Some(g * &pick_a), Some(g * &pick_a.neg().add_scalar(1.0))]
+            }
+            BinaryOp::Eq | BinaryOp::Gt => [None, None],
+        }
+    }
+}
+
+impl Rule for BinaryOp {
+    fn name(&self) -> &'static str {
+        "binary"
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        let a = broadcast_strides(inputs[0], out);
+        let b = broadcast_strides(inputs[1], out);
+        let (shape, mut s) = simplify(out, &[&a, &b]);
+        let b_strides = s.pop().unwrap();
+        let a_strides = s.pop().unwrap();
+        Lowering::kernel(
+            BinaryKernel {
+                op: *self,
+                shape,
+                a_strides,
+                b_strides,
+            },
+            2,
+        )
+    }
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let [ga, gb] = self.grad(&inputs[0], &inputs[1], y, g);
+        vec![
+            ga.map(|t| t.sum_to_shape(inputs[0].shape())),
+            gb.map(|t| t.sum_to_shape(inputs[1].shape())),
+        ]
+    }
+}
+
+/// A constant generated on the device.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fill(pub f32);
+
+impl Rule for Fill {
+    fn name(&self) -> &'static str {
+        "fill"
+    }
+    fn lower(&self, _: &[&[usize]], out: &[usize]) -> Lowering {
+        Lowering::kernel(
+            FillKernel {
+                n: out.iter().product(),
+                value: self.0,
+            },
+            0,
+        )
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        Vec::new()
+    }
+}
+
+/// u32 labels `[n]` to f32 rows `[n, classes]` with a 1 at the label (a label not
+/// below `classes` gives a row of zeros). Used for device-side confusion matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OneHot {
+    /// Row length.
+    pub classes: usize,
+}
+
+impl Rule for OneHot {
+    fn name(&self) -> &'static str {
+        "one_hot"
+    }
+    fn lower(&self, _: &[&[usize]], out: &[usize]) -> Lowering {
+        Lowering::kernel(
+            OneHotKernel {
+                n: out.iter().product(),
+                classes: self.classes,
+            },
+            1,
+        )
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        vec![None]
+    }
+}
+
+/// writes [out]
+#[derive(Debug)]
+struct FillKernel {
+    n: usize,
+    value: f32,
+}
+
+impl Kernel for FillKernel {
+    fn reads(&self) -> usize {
+        0
+    }
+    fn cpu(&self, _: &[&[f32]], out: &mut [&mut [f32]]) {
+        out[0][..self.n].fill(self.value);
+    }
+    fn wgsl(&self) -> Wgsl {
+        let u = Uniforms::new().u32("n", self.n).f32("value", self.value);
+        Wgsl::new(SHADER, "fill", u, Grid::Threads(self.n))
+    }
+}
+
+/// reads [x], writes [out]
+#[derive(Debug)]
+struct UnaryKernel {
+    op: UnaryOp,
+    n: usize,
+}
+
+impl Kernel for UnaryKernel {
+    fn reads(&self) -> usize {
+        1
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        for (o, &v) in out[0][..self.n].iter_mut().zip(&x[0][..self.n]) {
+            *o = self.op.cpu(v);
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        Wgsl::new(SHADER, "unary", Uniforms::new().u32("n", self.n), Grid::Threads(self.n))
+            .defs(format!("fn unary_op(x: f32) -> f32 {{ return {}; }}\n", self.op.wgsl()))
+    }
+}
+
+/// reads [a, b], writes [out]; strides are 0 along broadcast axes.
+#[derive(Debug)]
+struct BinaryKernel {
+    op: BinaryOp,
+    shape: Vec<usize>,
+    a_strides: Vec<usize>,
+    b_strides: Vec<usize>,
+}
+
+impl Kernel for BinaryKernel {
+    fn reads(&self) -> usize {
+        2
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (shape, sa, sb, op) = (&self.shape, &self.a_strides, &self.b_strides, self.op);
+        let (a, b, out) = (x[0], x[1], &mut *out[0]);
+        let n: usize = shape.iter().product();
+        let last = shape.len() - 1;
+        let (len, la, lb) = (shape[last], sa[last], sb[last]);
+        let mut idx = vec![0usize; shape.len()];
+        let (mut ia, mut ib, mut o) = (0usize, 0usize, 0usize);
+        while o < n {
+            let row = &mut out[o..o + len];
+            match (la, lb) {
+                (1, 1) => {
+                    for ((r, &x), &y) in row.iter_mut().zip(&a[ia..ia + len]).zip(&b[ib..ib + len]) {
+                        *r = op.cpu(x, y);
+                    }
+                }
+                (1, 0) => {
+                    let y = b[ib];
+                    for (r, &x) in row.iter_mut().zip(&a[ia..ia + len]) {
+                        *r = op.cpu(x, y);
+                    }
+                }
+                _ => {
+                    for (j, r) in row.iter_mut().enumerate() {
+                        *r = op.cpu(a[ia + j * la], b[ib + j * lb]);
+                    }
+                }
+            }
+            o += len;
+            // Odometer over the outer axes.
+            for d in (0..last).rev() {
+                idx[d] += 1;
+                ia += sa[d];
+                ib += sb[d];
+                if idx[d] < shape[d] {
+                    break;
+                }
+                ia -= sa[d] * shape[d];
+                ib -= sb[d] * shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        let n: usize = self.shape.iter().product();
+        debug_assert!(self.shape.len() <= MAX_RANK);
+        let u = Uniforms::new()
+            .u32("n", n)
+            .u32("rank", self.shape.len())
+            .dims("shape", &self.shape)
+            .dims("a_strides", &self.a_strides)
+            .dims("b_strides", &self.b_strides);
+        Wgsl::new(SHADER, "binary", u, Grid::Threads(n)).defs(format!(
+            "fn binary_op(a: f32, b: f32) -> f32 {{ return {}; }}\n",
+            self.op.wgsl()
+        ))
+    }
+}
+
+/// reads [labels], writes [out] of `n` = rows · classes words
+#[derive(Debug)]
+struct OneHotKernel {
+    n: usize,
+    classes: usize,
+}
+
+impl Kernel for OneHotKernel {
+    fn reads(&self) -> usize {
+        1
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        for (i, o) in out[0][..self.n].iter_mut().enumerate() {
+            *o = (x[0][i / self.classes].to_bits() as usize == i % self.classes) as u32 as f32;
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        let u = Uniforms::new().u32("n", self.n).u32("classes", self.classes);
+        Wgsl::new(SHADER, "one_hot", u, Grid::Threads(self.n))
+    }
+}
+
+/// Numerically stable logistic function, shared by the CPU kernels.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// erf as a rational function of x² on [-4, 4] (XLA's f32 erf, |error| < 1e-7), the
+/// same evaluation as `erf_f` in common.wgsl.
+#[inline]
+pub fn erf(x: f32) -> f32 {
+    let c = x.clamp(-4.0, 4.0);
+    let x2 = c * c;
+    let p = [
+        -2.726_142_3e-10,
+        2.770_681_4e-8,
+        -2.101_024e-6,
+        -5.692_506_4e-5,
+        -7.349_906_3e-4,
+        -2.9546e-3,
+        -1.609_603_3e-2,
+    ]
+    .iter()
+    .fold(0.0f32, |acc, &k| acc * x2 + k);
+    let q = [
+        -1.456_607_2e-5,
+        -2.133_740_6e-4,
+        -1.682_827e-3,
+        -7.373_329e-3,
+        -1.426_474e-2,
+    ]
+    .iter()
+    .fold(0.0f32, |acc, &k| acc * x2 + k);
+    c * p / q
+}
+
+impl Tensor {
+    /// An elementwise map of this tensor. Activations that can (see
+    /// [`UnaryOp::fuses_into_matmul`]) join an unrealized matmul's epilogue instead.
+    #[track_caller]
+    pub(crate) fn unary(&self, op: UnaryOp) -> Tensor {
+        self.check_f32("unary op");
+        if op.fuses_into_matmul() {
+            if let Some(fused) = self.with_epilogue(op) {
+                return fused;
+            }
+        }
+        Tensor::from_node(Op::Unary(op), vec![self.clone()], self.shape().to_vec(), DType::F32)
+    }
+
+    #[track_caller]
+    fn binary(&self, other: &Tensor, op: BinaryOp) -> Tensor {
+        self.check_f32("binary op");
+        other.check_f32("binary op");
+        self.check_same_device(other, "binary op");
+        let shape = super::broadcast_shapes(self.shape(), other.shape()).unwrap_or_else(|| {
+            panic!(
+                "{op:?}: shapes {:?} and {:?} do not broadcast",
+                self.shape(),
+                other.shape()
+            )
+        });
+        Tensor::from_node(Op::Binary(op), vec![self.clone(), other.clone()], shape, DType::F32)
+    }
+
+    /// `-x`
+    pub fn neg(&self) -> Tensor {
+        self.unary(UnaryOp::Neg)
+    }
+    /// `e^x`
+    pub fn exp(&self) -> Tensor {
+        self.unary(UnaryOp::Exp)
+    }
+    /// Natural logarithm.
+    pub fn log(&self) -> Tensor {
+        self.unary(UnaryOp::Log)
+    }
+    /// Logistic function `1 / (1 + e^-x)`.
+    pub fn sigmoid(&self) -> Tensor {
+        self.unary(UnaryOp::Sigmoid)
+    }
+    /// Hyperbolic tangent.
+    pub fn tanh(&self) -> Tensor {
+        self.unary(UnaryOp::Tanh)
+    }
+    /// `max(x, 0)`
+    pub fn relu(&self) -> Tensor {
+        self.unary(UnaryOp::Relu)
+    }
+    /// Heaviside step: 1 where x > 0, else 0 (zero gradient).
+    pub fn step(&self) -> Tensor {
+        self.unary(UnaryOp::Step)
+    }
+    /// `|x|`
+    pub fn abs(&self) -> Tensor {
+        self.unary(UnaryOp::Abs)
+    }
+    /// -1, 0 or 1 (zero gradient).
+    pub fn sign(&self) -> Tensor {
+        self.unary(UnaryOp::Sign)
+    }
+    /// Square root.
+    pub fn sqrt(&self) -> Tensor {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// `x²`
+    pub fn square(&self) -> Tensor {
+        self.unary(UnaryOp::Square)
+    }
+    /// `1 / x`
+    pub fn recip(&self) -> Tensor {
+        self.unary(UnaryOp::Recip)
+    }
+    /// `x + c`
+    pub fn add_scalar(&self, c: f32) -> Tensor {
+        self.unary(UnaryOp::AddScalar(c))
+    }
+    /// `x · c`
+    pub fn mul_scalar(&self, c: f32) -> Tensor {
+        self.unary(UnaryOp::MulScalar(c))
+    }
+    /// `x^p`
+    pub fn pow_scalar(&self, p: f32) -> Tensor {
+        self.unary(UnaryOp::PowScalar(p))
+    }
+    /// The error function, as `torch.erf` (f32, |error| < 1e-7).
+    pub fn erf(&self) -> Tensor {
+        self.unary(UnaryOp::Erf)
+    }
+    /// GELU `x · Φ(x)` with the exact normal CDF, as PyTorch's `F.gelu(x)`.
+    pub fn gelu(&self) -> Tensor {
+        self.unary(UnaryOp::Gelu)
+    }
+    /// GELU with the tanh approximation, as PyTorch's `F.gelu(x, approximate='tanh')`.
+    pub fn gelu_tanh(&self) -> Tensor {
+        self.unary(UnaryOp::GeluTanh)
+    }
+
+    /// Elementwise sum with broadcasting.
+    #[track_caller]
+    pub fn add(&self, other: &Tensor) -> Tensor {
+        self.binary(other, BinaryOp::Add)
+    }
+    /// Elementwise difference with broadcasting.
+    #[track_caller]
+    pub fn sub(&self, other: &Tensor) -> Tensor {
+        self.binary(other, BinaryOp::Sub)
+    }
+    /// Elementwise product with broadcasting.
+    #[track_caller]
+    pub fn mul(&self, other: &Tensor) -> Tensor {
+        self.binary(other, BinaryOp::Mul)
+    }
+    /// Elementwise quotient with broadcasting.
+    #[track_caller]
+    pub fn div(&self, other: &Tensor) -> Tensor {
+        self.binary(other, BinaryOp::Div)
+    }
+    /// Elementwise maximum with broadcasting.
+    #[track_caller]
+    pub fn maximum(&self, other: &Tensor) -> Tensor {
+        self.binary(other, BinaryOp::Maximum)
+    }
+    /// 1 where `self == other`, else 0.
+    #[track_caller]
+    pub fn eq_mask(&self, other: &Tensor) -> Tensor {
+        self.binary(other, BinaryOp::Eq)
+    }
+    /// 1 where `self > other`, else 0.
+    #[track_caller]
+    pub fn gt_mask(&self, other: &Tensor) -> Tensor {
+        self.binary(other, BinaryOp::Gt)
+    }
+    /// 1 where `self >= other`, else 0.
+    #[track_caller]
+    pub fn ge_mask(&self, other: &Tensor) -> Tensor {
+        other.gt_mask(self).neg().add_scalar(1.0)
+    }
+    /// `mask ? self : other` elementwise, with broadcasting; `mask` holds 1 or 0 (as
+    /// the `*_mask` ops give). Gradients flow to the picked side only.
+    #[track_caller]
+    pub fn where_mask(&self, mask: &Tensor, other: &Tensor) -> Tensor {
+        &(self * mask) + &(other * &mask.neg().add_scalar(1.0))
+    }
+
+    /// Values limited to `[lo, hi]` (composed from `maximum`).
+    #[track_caller]
+    pub fn clamp(&self, lo: f32, hi: f32) -> Tensor {
+        assert!(lo <= hi, "clamp: lo {lo} is above hi {hi}");
+        let dev = self.device();
+        self.maximum(&Tensor::full(&[], lo, dev))
+            .neg()
+            .maximum(&Tensor::full(&[], -hi, dev))
+            .neg()
+    }
+
+    /// One-hot rows `[n, classes]` (f32) of a label tensor `[n]`; a label not below
+    /// `classes` gives a row of zeros. No gradient.
+    #[track_caller]
+    pub fn one_hot(&self, classes: usize) -> Tensor {
+        assert!(
+            self.dtype() == DType::U32 && self.shape().len() == 1,
+            "one_hot: needs a label tensor [n], got {:?} {:?}",
+            self.dtype(),
+            self.shape()
+        );
+        let shape = vec![self.shape()[0], classes];
+        Tensor::from_node(Op::OneHot(OneHot { classes }), vec![self.clone()], shape, DType::F32)
+    }
+}
+
+macro_rules! impl_operator {
+    ($trait:ident, $method:ident) => {
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                Tensor::$method(self, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: Tensor) -> Tensor {
+                Tensor::$method(&self, &rhs)
+            }
+        }
+        impl std::ops::$trait<&Tensor> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                Tensor::$method(&self, rhs)
+            }
+        }
+    };
+}
+impl_operator!(Add, add);
+impl_operator!(Sub, sub);
+impl_operator!(Mul, mul);
+impl_operator!(Div, div);
+
+impl std::ops::Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}

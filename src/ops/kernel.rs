@@ -1,0 +1,223 @@
+//! What a kernel is to the backends: a CPU function and a WGSL launch, both owned by
+//! the kernel's family. The WGSL side is a section of the family's shader file plus
+//! definitions generated here: the bindings and a named uniform struct, declared once
+//! in Rust ([`Uniforms`]) so the shader reads `params.rows`, never a position.
+
+use std::fmt;
+
+/// Most axes a strided or broadcasting kernel handles.
+pub(crate) const MAX_RANK: usize = 6;
+
+/// One kernel launch with its sizes fixed: bindings are `reads()` read-only buffers,
+/// then the buffers it writes.
+pub(crate) trait Kernel: fmt::Debug + Send + Sync {
+    /// How many leading bindings are read-only.
+    fn reads(&self) -> usize;
+
+    /// The CPU twin: `x` are the read bindings, `out` the written ones.
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]);
+
+    /// The GPU launch.
+    fn wgsl(&self) -> Wgsl;
+}
+
+/// A WGSL launch: which section of which shader file, what to generate before it,
+/// the uniform values and the grid.
+pub(crate) struct Wgsl {
+    /// The family's whole shader file (`include_str!`); its prelude (before the first
+    /// `//#kernel`) is shared by all its kernels.
+    pub shader: &'static str,
+    /// The `//#kernel <entry>` section to compile.
+    pub entry: &'static str,
+    /// Generated definitions (constants, the elementwise maps), placed before the
+    /// shader.
+    pub defs: String,
+    /// The uniform struct, bound as `params`.
+    pub uniforms: Uniforms,
+    pub grid: Grid,
+    /// Element type of the storage bindings: `f32`, or `u32` for kernels that move
+    /// words without reading them as numbers (copies of label tensors keep their bits).
+    pub element: &'static str,
+}
+
+impl Wgsl {
+    /// A launch of `entry` in `shader` with f32 bindings.
+    pub(crate) fn new(shader: &'static str, entry: &'static str, uniforms: Uniforms, grid: Grid) -> Wgsl {
+        Wgsl {
+            shader,
+            entry,
+            defs: String::new(),
+            uniforms,
+            grid,
+            element: "f32",
+        }
+    }
+
+    /// Adds generated definitions.
+    pub(crate) fn defs(mut self, defs: impl Into<String>) -> Wgsl {
+        self.defs += &defs.into();
+        self
+    }
+
+    /// Binds the storage buffers as `array<u32>`.
+    pub(crate) fn words(mut self) -> Wgsl {
+        self.element = "u32";
+        self
+    }
+}
+
+/// How many workgroups a launch needs; the GPU backend folds a long 1-D launch into
+/// a 2-D grid within the adapter's per-dimension limit (`flat_id` in common.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Grid {
+    /// One invocation per item, 256 per workgroup.
+    Threads(usize),
+    /// One workgroup per item.
+    Groups(usize),
+    /// A fixed 2-D grid of workgroups (matmul tiles).
+    Tiles(usize, usize),
+}
+
+/// A uniform value.
+#[derive(Clone, Debug)]
+enum Value {
+    U32(u32),
+    F32(f32),
+    /// Up to [`MAX_RANK`] words (dims or strides), read with `params_<name>(i)`.
+    Dims(Vec<u32>),
+}
+
+/// A named uniform layout with its values. The WGSL struct and the words written to
+/// the uniform buffer come from the same list, so they cannot disagree.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Uniforms {
+    fields: Vec<(&'static str, Value)>,
+}
+
+/// Words per dims array (`array<vec4<u32>, 2>`: arrays in uniform space have a
+/// 16-byte stride, so words are packed four to a vector).
+const DIMS_VECS: usize = MAX_RANK.div_ceil(4);
+
+impl Uniforms {
+    /// No uniforms.
+    pub(crate) fn new() -> Uniforms {
+        Uniforms::default()
+    }
+
+    /// An unsigned size or index, read as `params.<name>`.
+    #[track_caller]
+    pub(crate) fn u32(mut self, name: &'static str, v: usize) -> Uniforms {
+        let v = u32::try_from(v).unwrap_or_else(|_| panic!("uniform {name} = {v} does not fit in u32"));
+        self.fields.push((name, Value::U32(v)));
+        self
+    }
+
+    /// A float, read as `params.<name>`.
+    pub(crate) fn f32(mut self, name: &'static str, v: f32) -> Uniforms {
+        self.fields.push((name, Value::F32(v)));
+        self
+    }
+
+    /// Up to [`MAX_RANK`] sizes, read as `params_<name>(i)`; missing ones are 0.
+    #[track_caller]
+    pub(crate) fn dims(mut self, name: &'static str, v: &[usize]) -> Uniforms {
+        assert!(
+            v.len() <= MAX_RANK,
+            "uniform {name}: {} dims, at most {MAX_RANK}",
+            v.len()
+        );
+        let words = v.iter().map(|&d| u32::try_from(d).expect("dims fit in u32")).collect();
+        self.fields.push((name, Value::Dims(words)));
+        self
+    }
+
+    /// Byte offset of each field and the struct's size, by WGSL's layout rules for the
+    /// uniform address space (scalars 4-aligned, arrays of vec4 16-aligned).
+    fn layout(&self) -> (Vec<usize>, usize) {
+        let mut offset = 0usize;
+        let offsets = self
+            .fields
+            .iter()
+            .map(|(_, v)| {
+                let (align, size) = match v {
+                    Value::U32(_) | Value::F32(_) => (4, 4),
+                    Value::Dims(_) => (16, 16 * DIMS_VECS),
+                };
+                offset = offset.div_ceil(align) * align;
+                let at = offset;
+                offset += size;
+                at
+            })
+            .collect();
+        (offsets, offset.div_ceil(16).max(1) * 16)
+    }
+
+    /// The uniform buffer's contents.
+    pub(crate) fn words(&self) -> Vec<u32> {
+        let (offsets, size) = self.layout();
+        let mut words = vec![0u32; size / 4];
+        for ((_, v), at) in self.fields.iter().zip(offsets) {
+            match v {
+                Value::U32(x) => words[at / 4] = *x,
+                Value::F32(x) => words[at / 4] = x.to_bits(),
+                Value::Dims(d) => words[at / 4..at / 4 + d.len()].copy_from_slice(d),
+            }
+        }
+        words
+    }
+
+    /// The WGSL declaration: `struct Params`, its binding as `params`, and an
+    /// accessor per dims array.
+    pub(crate) fn wgsl(&self) -> String {
+        let mut members: Vec<String> = self
+            .fields
+            .iter()
+            .map(|(name, v)| match v {
+                Value::U32(_) => format!("{name}: u32"),
+                Value::F32(_) => format!("{name}: f32"),
+                Value::Dims(_) => format!("{name}: array<vec4<u32>, {DIMS_VECS}>"),
+            })
+            .collect();
+        if members.is_empty() {
+            members.push("unused: u32".into());
+        }
+        let mut out = format!(
+            "struct Params {{ {} }}\n@group(0) @binding(0) var<uniform> params: Params;\n",
+            members.join(", ")
+        );
+        for (name, v) in &self.fields {
+            if let Value::Dims(_) = v {
+                out += &format!("fn params_{name}(i: u32) -> u32 {{ return params.{name}[i / 4u][i % 4u]; }}\n");
+            }
+        }
+        out
+    }
+}
+
+/// WGSL source of an f32 constant, exact to the bit.
+pub(crate) fn wgsl_f32(v: f32) -> String {
+    format!("bitcast<f32>({:#010x}u)", v.to_bits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_words_follow_the_wgsl_layout() {
+        let u = Uniforms::new()
+            .u32("n", 7)
+            .u32("rank", 2)
+            .dims("shape", &[3, 4])
+            .f32("scale", 0.5);
+        let words = u.words();
+        // n, rank, pad, pad, shape (8 words), scale, pad ×3
+        assert_eq!(words.len(), 16);
+        assert_eq!(&words[..2], &[7, 2]);
+        assert_eq!(&words[4..7], &[3, 4, 0]);
+        assert_eq!(words[12], 0.5f32.to_bits());
+        assert!(u
+            .wgsl()
+            .contains("struct Params { n: u32, rank: u32, shape: array<vec4<u32>, 2>, scale: f32 }"));
+    }
+}

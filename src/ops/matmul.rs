@@ -1,0 +1,255 @@
+//! Matmul family (`shaders/matmul.wgsl`): `epilogue(op(A)·op(B) + bias)` where `op`
+//! reads a 2-D operand transposed in place (no copy) and the epilogue is any map of
+//! the elementwise table. The CPU twin is `matrixmultiply`'s sgemm.
+
+use super::elementwise::UnaryOp;
+use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::{Lowering, Op, Rule};
+use crate::tensor::DType;
+use crate::Tensor;
+
+const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
+
+/// A GEMM node. Inputs: a, b, and bias when `bias`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatMul {
+    /// A is stored transposed.
+    pub ta: bool,
+    /// B is stored transposed.
+    pub tb: bool,
+    /// A bias row is added (third input).
+    pub bias: bool,
+    /// The map applied to each result, from the elementwise table.
+    pub act: Option<UnaryOp>,
+}
+
+impl Rule for MatMul {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        let k = if self.ta { inputs[0][0] } else { inputs[0][1] };
+        let kernel = MatMulKernel {
+            m: out[0],
+            k,
+            n: out[1],
+            op: *self,
+        };
+        Lowering::kernel(kernel, 2 + self.bias as usize)
+    }
+
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let gp = match self.act {
+            None => g.clone(),
+            Some(act) => match act.grad_from_output(y, g) {
+                Some(gp) => gp,
+                None => {
+                    // The map needs its input: recompute the GEMM without it.
+                    let pre = Tensor::matmul_node(a, b, inputs.get(2), self.ta, self.tb);
+                    match act.grad(&pre, y, g) {
+                        Some(gp) => gp,
+                        None => return vec![None; inputs.len()],
+                    }
+                }
+            },
+        };
+        // With C = op(A)·op(B): dop(A) = gp·op(B)ᵀ and dop(B) = op(A)ᵀ·gp,
+        // transposed back when the operand was stored transposed.
+        let da = match (self.ta, self.tb) {
+            (false, false) => gp.matmul_t(b, false, true),
+            (false, true) => gp.matmul_t(b, false, false),
+            (true, false) => b.matmul_t(&gp, false, true),
+            (true, true) => b.matmul_t(&gp, true, true),
+        };
+        let db = match (self.ta, self.tb) {
+            (false, false) => a.matmul_t(&gp, true, false),
+            (false, true) => gp.matmul_t(a, true, false),
+            (true, false) => a.matmul_t(&gp, false, false),
+            (true, true) => gp.matmul_t(a, true, true),
+        };
+        let mut out = vec![Some(da), Some(db)];
+        if self.bias {
+            out.push(Some(gp.sum_axis(0, false)));
+        }
+        out
+    }
+}
+
+/// reads [a, b, bias?], writes [out]
+#[derive(Debug)]
+struct MatMulKernel {
+    m: usize,
+    k: usize,
+    n: usize,
+    op: MatMul,
+}
+
+impl Kernel for MatMulKernel {
+    fn reads(&self) -> usize {
+        2 + self.op.bias as usize
+    }
+
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (m, n) = (self.m, self.n);
+        sgemm(m, self.k, n, self.op.ta, self.op.tb, x[0], x[1], out[0]);
+        let bias = if self.op.bias { Some(x[2]) } else { None };
+        if bias.is_none() && self.op.act.is_none() {
+            return;
+        }
+        for row in out[0][..m * n].chunks_mut(n.max(1)) {
+            if let Some(bias) = bias {
+                row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+            }
+            if let Some(act) = self.op.act {
+                row.iter_mut().for_each(|v| *v = act.cpu(*v));
+            }
+        }
+    }
+
+    fn wgsl(&self) -> Wgsl {
+        let MatMul { ta, tb, bias, act } = self.op;
+        let mut defs = format!("const TA: bool = {ta};\nconst TB: bool = {tb};\n");
+        defs += if bias {
+            "fn bias_at(c: u32) -> f32 { return in2[c]; }\n"
+        } else {
+            "fn bias_at(c: u32) -> f32 { return 0.0; }\n"
+        };
+        let act = act.map_or("x".to_string(), UnaryOp::wgsl);
+        defs += &format!("fn epilogue(x: f32) -> f32 {{ return {act}; }}\n");
+        let u = Uniforms::new().u32("m", self.m).u32("k", self.k).u32("n", self.n);
+        let grid = Grid::Tiles(self.n.div_ceil(64), self.m.div_ceil(64));
+        Wgsl::new(SHADER, "matmul", u, grid).defs(defs)
+    }
+}
+
+/// `op(A)·op(B)` through `matrixmultiply`, transposes expressed as strides.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32], b: &[f32], out: &mut [f32]) {
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
+    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+    // SAFETY: the slices hold at least m·k, k·n and m·n elements (asserted above) and
+    // the strides address exactly those.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+impl Tensor {
+    /// Matrix product of 2-D tensors `[m, k] · [k, n]`. A transposed operand
+    /// (`x.t()`) is read in place, never copied.
+    #[track_caller]
+    pub fn matmul(&self, other: &Tensor) -> Tensor {
+        self.matmul_t(other, false, false)
+    }
+
+    /// `op(self) · op(other)` where `op` transposes a 2-D operand when its flag is set.
+    #[track_caller]
+    pub fn matmul_t(&self, other: &Tensor, ta: bool, tb: bool) -> Tensor {
+        Tensor::matmul_node(self, other, None, ta, tb)
+    }
+
+    /// `x · wᵀ + b`, PyTorch's `nn.Linear` with weight `[out, in]`, as one fused kernel.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        Tensor::matmul_node(self, weight, bias, false, true)
+    }
+
+    #[track_caller]
+    fn matmul_node(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, ta: bool, tb: bool) -> Tensor {
+        a.check_f32("matmul");
+        b.check_f32("matmul");
+        a.check_same_device(b, "matmul");
+        assert!(
+            a.shape().len() == 2 && b.shape().len() == 2,
+            "matmul: expects 2-D operands, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        );
+        // Fold explicit transposes into the kernel's flags.
+        let (a, ta) = a.untransposed(ta);
+        let (b, tb) = b.untransposed(tb);
+        let (m, ka) = if ta {
+            (a.shape()[1], a.shape()[0])
+        } else {
+            (a.shape()[0], a.shape()[1])
+        };
+        let (kb, n) = if tb {
+            (b.shape()[1], b.shape()[0])
+        } else {
+            (b.shape()[0], b.shape()[1])
+        };
+        assert!(
+            ka == kb,
+            "matmul: inner dimensions differ: {:?}{} · {:?}{}",
+            a.shape(),
+            if ta { "ᵀ" } else { "" },
+            b.shape(),
+            if tb { "ᵀ" } else { "" }
+        );
+        let mut inputs = vec![a, b];
+        if let Some(bias) = bias {
+            assert!(
+                bias.shape() == [n],
+                "linear: bias shape {:?} does not match output features [{n}]",
+                bias.shape()
+            );
+            inputs.push(bias.clone());
+        }
+        let op = MatMul {
+            ta,
+            tb,
+            bias: bias.is_some(),
+            act: None,
+        };
+        Tensor::from_node(Op::MatMul(op), inputs, vec![m, n], DType::F32)
+    }
+
+    fn untransposed(&self, flag: bool) -> (Tensor, bool) {
+        match &self.0.op {
+            Op::Permute(p) if p.0 == [1, 0] => (self.0.inputs[0].clone(), !flag),
+            _ => (self.clone(), flag),
+        }
+    }
+
+    /// This unrealized matmul with `act` as its epilogue, when it has none yet.
+    pub(crate) fn with_epilogue(&self, act: UnaryOp) -> Option<Tensor> {
+        let Op::MatMul(op @ MatMul { act: None, .. }) = self.0.op else {
+            return None;
+        };
+        if self.0.storage.lock().unwrap().is_some() {
+            return None;
+        }
+        let fused = Op::MatMul(MatMul { act: Some(act), ..op });
+        Some(Tensor::from_node(
+            fused,
+            self.0.inputs.clone(),
+            self.shape().to_vec(),
+            DType::F32,
+        ))
+    }
+}

@@ -1,0 +1,332 @@
+//! The op table. Every primitive op of the graph belongs to one **kernel family**: a
+//! Rust file here beside a WGSL file in `shaders/` with the same name. The Rust file
+//! holds, side by side, the op's builder on [`Tensor`] with its shape rule, its
+//! gradient rule (written as other graph ops, so the backward pass runs on the same
+//! backend in the same plan), its lowering to kernel launches, the CPU twin of each
+//! kernel and the kernel's WGSL bindings and named uniform layout.
+//!
+//! The backends know nothing about any op: they run [`Kernel`]s, which carry their CPU
+//! function and their WGSL launch. [`Op`] is the one central enum; its only match is
+//! [`Op::rule`], one delegating line per op.
+//!
+//! - A new elementwise map is one file: a variant and its match arms in
+//!   [`elementwise`](self::UnaryOp) plus its one-line `Tensor` method there.
+//! - A new kernel family is two files, `src/ops/<family>.rs` and
+//!   `shaders/<family>.wgsl`, plus one variant of [`Op`] and its line in [`Op::rule`].
+
+pub(crate) mod copy;
+pub(crate) mod dropout;
+pub(crate) mod elementwise;
+pub(crate) mod gather;
+pub(crate) mod kernel;
+pub(crate) mod matmul;
+pub(crate) mod optim;
+pub(crate) mod reduce;
+pub(crate) mod softmax_xent;
+
+use std::sync::Arc;
+
+pub use copy::{Cat, Pad, Permute, Slice};
+pub use dropout::Dropout;
+pub use elementwise::{BinaryOp, Fill, OneHot, UnaryOp};
+pub use gather::{IndexSelect, ScatterAddRows};
+pub use matmul::MatMul;
+pub use optim::UpdateKind;
+pub use reduce::{ArgMax, Reduce, ReduceKind};
+pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
+
+pub(crate) use kernel::Kernel;
+
+use crate::{Result, Tensor};
+
+/// A primitive op: one node of the graph. Each variant's payload is its family's
+/// parameters; shapes are checked when the op is built (the builders on [`Tensor`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Data or parameter: its storage is always set.
+    Leaf,
+    /// A constant generated on the device (no upload).
+    Fill(Fill),
+    /// A one-input elementwise map.
+    Unary(UnaryOp),
+    /// A two-input elementwise map with broadcasting.
+    Binary(BinaryOp),
+    /// `act(op(A)·op(B) + bias)`: GEMM with an optional elementwise epilogue.
+    MatMul(MatMul),
+    /// Sum or max along one axis, which is removed.
+    Reduce(Reduce),
+    /// Index of the first maximum along one axis (u32 labels out).
+    ArgMax(ArgMax),
+    /// Same data, new shape (an alias of the input's buffer, no kernel).
+    Reshape,
+    /// The input's value with no gradient flowing back (an alias, no kernel).
+    Detach,
+    /// Axis permutation (strided copy).
+    Permute(Permute),
+    /// Broadcast to the node's shape (strided copy with zero strides).
+    Expand,
+    /// A range along one axis (strided copy).
+    Slice(Slice),
+    /// The input placed in a zero tensor along one axis (the gradient of a slice).
+    Pad(Pad),
+    /// Inputs joined along one axis.
+    Cat(Cat),
+    /// Rows of a table picked by u32 indices (the forward of an embedding).
+    IndexSelect(IndexSelect),
+    /// Rows added into a zero table at u32 indices, in a fixed order (deterministic).
+    ScatterAddRows(ScatterAddRows),
+    /// Per-row `-log_softmax(logits)[label]`: inputs logits `[B, C]`, labels `[B]`.
+    CrossEntropyRows(CrossEntropyRows),
+    /// Gradient of `CrossEntropyRows`: `(softmax(logits) - onehot) * g[row]`.
+    CrossEntropyRowsGrad(CrossEntropyRowsGrad),
+    /// In-place optimizer update of one parameter. Inputs: grad, hyper, step counter,
+    /// then the buffers written in place: param and its state (one or two buffers).
+    Update(UpdateKind),
+    /// Adds one to a step counter in place. Input: the counter.
+    Increment,
+    /// Inverted dropout with a counter-based mask keyed by the key input.
+    Dropout(Dropout),
+    /// u32 labels `[n]` to f32 one-hot rows `[n, classes]`.
+    OneHot(OneHot),
+}
+
+impl Op {
+    /// The op's rules: everything the graph, autograd and plans ask of an op.
+    pub(crate) fn rule(&self) -> &dyn Rule {
+        match self {
+            Op::Leaf => &Leaf,
+            Op::Fill(f) => f,
+            Op::Unary(u) => u,
+            Op::Binary(b) => b,
+            Op::MatMul(m) => m,
+            Op::Reduce(r) => r,
+            Op::ArgMax(a) => a,
+            Op::Reshape => &copy::Reshape,
+            Op::Detach => &copy::Detach,
+            Op::Permute(p) => p,
+            Op::Expand => &copy::Expand,
+            Op::Slice(s) => s,
+            Op::Pad(p) => p,
+            Op::Cat(c) => c,
+            Op::IndexSelect(i) => i,
+            Op::ScatterAddRows(s) => s,
+            Op::CrossEntropyRows(x) => x,
+            Op::CrossEntropyRowsGrad(x) => x,
+            Op::Update(u) => u,
+            Op::Increment => &optim::Increment,
+            Op::Dropout(d) => d,
+            Op::OneHot(o) => o,
+        }
+    }
+
+    /// Short name used in errors, debug output and plan keys.
+    pub fn name(&self) -> &'static str {
+        self.rule().name()
+    }
+
+    /// Number of leading inputs that are read; the rest are written in place
+    /// (optimizer ops only).
+    pub fn in_place_from(&self) -> Option<usize> {
+        self.rule().in_place_from()
+    }
+
+    /// Gradients of each input, given the node `y` (this op applied to `inputs`) and
+    /// the gradient `g` flowing into it.
+    pub(crate) fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        self.rule().backward(inputs, y, g)
+    }
+}
+
+/// What the graph, autograd and plans need of an op; each family implements it
+/// beside its kernels.
+pub(crate) trait Rule {
+    /// Short name used in errors, debug output and plan keys.
+    fn name(&self) -> &'static str;
+
+    /// The launches computing the op for inputs of these shapes into `out`.
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering;
+
+    /// Gradients of each input (`None`: no gradient flows there), given the node `y`
+    /// and the gradient `g` flowing into it, written as graph ops.
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>>;
+
+    /// Checks that can only be made once the inputs' values exist (label ranges).
+    fn validate(&self, _inputs: &[Tensor]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Number of leading inputs that are read; the rest are written in place.
+    fn in_place_from(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Data or parameter: no kernel, no gradient rule (autograd collects it).
+struct Leaf;
+
+impl Rule for Leaf {
+    fn name(&self) -> &'static str {
+        "leaf"
+    }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Lowering {
+        Lowering::Alias
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        Vec::new()
+    }
+}
+
+/// A buffer a launch binds, relative to its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// The node's input `i`.
+    Input(usize),
+    /// Scratch buffer `i` of the node (see [`Lowering::Launches`]).
+    Temp(usize),
+    /// The node's output.
+    Output,
+}
+
+/// One kernel launch of a node: bindings are the kernel's reads, then its writes.
+#[derive(Clone, Debug)]
+pub(crate) struct Launch {
+    pub kernel: Arc<dyn Kernel>,
+    pub bindings: Vec<Bind>,
+}
+
+/// How a node is computed.
+pub(crate) enum Lowering {
+    /// No kernel: the node's value is input 0's buffer.
+    Alias,
+    /// Launches in order; `temps` are scratch buffers (in words) private to the node.
+    Launches { temps: Vec<usize>, launches: Vec<Launch> },
+}
+
+impl Lowering {
+    /// One kernel reading every input in order and writing the output.
+    pub(crate) fn kernel(kernel: impl Kernel + 'static, inputs: usize) -> Lowering {
+        let mut bindings: Vec<Bind> = (0..inputs).map(Bind::Input).collect();
+        bindings.push(Bind::Output);
+        Lowering::launches(vec![Launch {
+            kernel: Arc::new(kernel),
+            bindings,
+        }])
+    }
+
+    /// Launches without scratch buffers.
+    pub(crate) fn launches(launches: Vec<Launch>) -> Lowering {
+        Lowering::Launches {
+            temps: Vec::new(),
+            launches,
+        }
+    }
+
+    /// One kernel binding the inputs only: it writes those after `reads` in place.
+    pub(crate) fn in_place(kernel: impl Kernel + 'static, inputs: usize) -> Lowering {
+        Lowering::launches(vec![Launch {
+            kernel: Arc::new(kernel),
+            bindings: (0..inputs).map(Bind::Input).collect(),
+        }])
+    }
+}
+
+/// Row-major strides of a shape.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut s = 1;
+    for i in (0..shape.len()).rev() {
+        strides[i] = s;
+        s *= shape[i];
+    }
+    strides
+}
+
+/// `[outer, len, inner]` view of a shape around `axis`.
+pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let numel = |s: &[usize]| s.iter().product::<usize>();
+    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+}
+
+/// NumPy broadcast of two shapes, or `None` when they are incompatible.
+pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Strides of `shape` read as if broadcast to `out` (0 along broadcast axes).
+pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let own = contiguous_strides(shape);
+    let lead = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| {
+            if i < lead || shape[i - lead] == 1 {
+                0
+            } else {
+                own[i - lead]
+            }
+        })
+        .collect()
+}
+
+/// Drops axes of length 1 and merges axes that are contiguous in every operand, so
+/// kernels see the smallest rank (and `MAX_RANK` is rarely a limit).
+pub(crate) fn simplify(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for axis in 0..shape.len() {
+        if shape[axis] == 1 {
+            continue;
+        }
+        let mergeable = !out_shape.is_empty()
+            && strides.iter().enumerate().all(|(k, s)| {
+                let prev = *out_strides[k].last().unwrap();
+                prev == s[axis] * shape[axis]
+            });
+        if mergeable {
+            let last = out_shape.len() - 1;
+            out_shape[last] *= shape[axis];
+            for (k, s) in strides.iter().enumerate() {
+                *out_strides[k].last_mut().unwrap() = s[axis];
+            }
+        } else {
+            out_shape.push(shape[axis]);
+            for (k, s) in strides.iter().enumerate() {
+                out_strides[k].push(s[axis]);
+            }
+        }
+    }
+    if out_shape.is_empty() {
+        out_shape.push(1);
+        for s in &mut out_strides {
+            s.push(0);
+        }
+    }
+    (out_shape, out_strides)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simplify_merges_contiguous_axes_and_keeps_broadcast_ones() {
+        let out = [2, 3, 4];
+        let a = contiguous_strides(&out);
+        let b = broadcast_strides(&[4], &out);
+        let (shape, s) = simplify(&out, &[&a, &b]);
+        assert_eq!(shape, vec![6, 4]);
+        assert_eq!(s[0], vec![4, 1]);
+        assert_eq!(s[1], vec![0, 1]);
+    }
+}

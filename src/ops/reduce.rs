@@ -1,0 +1,356 @@
+//! Reduce family (`shaders/reduce.wgsl`): sum and max along one axis in a fixed order
+//! (the CPU twin follows the GPU's order, so both agree bit for bit run to run), and
+//! argmax.
+
+use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::{split_axis, Bind, Launch, Lowering, Op, Rule};
+use crate::tensor::DType;
+use crate::Tensor;
+use std::sync::Arc;
+
+const SHADER: &str = include_str!("../../shaders/reduce.wgsl");
+
+/// What a reduction combines with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    /// `a + b`
+    Sum,
+    /// `max(a, b)`
+    Max,
+}
+
+impl ReduceKind {
+    fn identity(self) -> f32 {
+        match self {
+            ReduceKind::Sum => 0.0,
+            ReduceKind::Max => f32::NEG_INFINITY,
+        }
+    }
+
+    #[inline]
+    fn combine(self, a: f32, b: f32) -> f32 {
+        match self {
+            ReduceKind::Sum => a + b,
+            ReduceKind::Max => a.max(b),
+        }
+    }
+}
+
+/// Reduce along `axis`, which is removed from the shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reduce {
+    /// Sum or max.
+    pub kind: ReduceKind,
+    /// The axis reduced.
+    pub axis: usize,
+}
+
+/// Longest row one workgroup reduces alone; longer rows are reduced in chunks
+/// first (more parallelism, and no invocation loops for too long).
+const ROW_CHUNK: usize = 4096;
+
+impl Rule for Reduce {
+    fn name(&self) -> &'static str {
+        "reduce"
+    }
+
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        let (outer, len, inner) = split_axis(inputs[0], self.axis);
+        let kind = self.kind;
+        if inner > 1 {
+            return Lowering::kernel(
+                ReduceCols {
+                    kind,
+                    outer,
+                    len,
+                    inner,
+                },
+                1,
+            );
+        }
+        if len <= 4 * ROW_CHUNK {
+            let rows = ReduceRows {
+                kind,
+                outer,
+                len,
+                chunk: len,
+            };
+            return Lowering::kernel(rows, 1);
+        }
+        // Chunked partial results into a scratch buffer, then one pass over them.
+        let chunks = len.div_ceil(ROW_CHUNK);
+        let first = ReduceRows {
+            kind,
+            outer,
+            len,
+            chunk: ROW_CHUNK,
+        };
+        let second = ReduceRows {
+            kind,
+            outer,
+            len: chunks,
+            chunk: chunks,
+        };
+        Lowering::Launches {
+            temps: vec![outer * chunks],
+            launches: vec![
+                Launch {
+                    kernel: Arc::new(first),
+                    bindings: vec![Bind::Input(0), Bind::Temp(0)],
+                },
+                Launch {
+                    kernel: Arc::new(second),
+                    bindings: vec![Bind::Temp(0), Bind::Output],
+                },
+            ],
+        }
+    }
+
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let x = &inputs[0];
+        let g_full = g.unsqueeze(self.axis).expand(x.shape());
+        match self.kind {
+            ReduceKind::Sum => vec![Some(g_full)],
+            ReduceKind::Max => {
+                let mask = x.eq_mask(&y.unsqueeze(self.axis).expand(x.shape()));
+                vec![Some(&g_full * &mask)]
+            }
+        }
+    }
+}
+
+/// Index of the first maximum along `axis` (u32 labels out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgMax {
+    /// The axis searched, removed from the shape.
+    pub axis: usize,
+}
+
+impl Rule for ArgMax {
+    fn name(&self) -> &'static str {
+        "argmax"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        let (outer, len, inner) = split_axis(inputs[0], self.axis);
+        Lowering::kernel(ArgMaxKernel { outer, len, inner }, 1)
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        vec![None]
+    }
+}
+
+/// reads [x] viewed as [outer, len] (inner = 1), writes [outer, ⌈len / chunk⌉]: one
+/// workgroup per chunk of a row, 256 strided partial results then a tree.
+#[derive(Debug)]
+struct ReduceRows {
+    kind: ReduceKind,
+    outer: usize,
+    len: usize,
+    chunk: usize,
+}
+
+impl Kernel for ReduceRows {
+    fn reads(&self) -> usize {
+        1
+    }
+
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (kind, len, chunk) = (self.kind, self.len, self.chunk.max(1));
+        let chunks = len.div_ceil(chunk);
+        for (w, result) in out[0][..self.outer * chunks].iter_mut().enumerate() {
+            let (o, c) = (w / chunks, w % chunks);
+            let row = &x[0][o * len + c * chunk..o * len + ((c + 1) * chunk).min(len)];
+            let mut partial = [kind.identity(); 256];
+            for (j, &v) in row.iter().enumerate() {
+                partial[j % 256] = kind.combine(partial[j % 256], v);
+            }
+            let mut s = 128;
+            while s > 0 {
+                for i in 0..s {
+                    partial[i] = kind.combine(partial[i], partial[i + s]);
+                }
+                s /= 2;
+            }
+            *result = partial[0];
+        }
+    }
+
+    fn wgsl(&self) -> Wgsl {
+        let chunks = self.len.div_ceil(self.chunk.max(1));
+        let u = Uniforms::new()
+            .u32("outer", self.outer)
+            .u32("len", self.len)
+            .u32("chunk", self.chunk)
+            .u32("chunks", chunks);
+        Wgsl::new(SHADER, "reduce_rows", u, Grid::Groups(self.outer * chunks))
+            .defs(format!("const IS_MAX: bool = {};\n", self.kind == ReduceKind::Max))
+    }
+}
+
+/// reads [x] viewed as [outer, len, inner], writes [outer, inner]: one invocation per
+/// output, looping over `len`.
+#[derive(Debug)]
+struct ReduceCols {
+    kind: ReduceKind,
+    outer: usize,
+    len: usize,
+    inner: usize,
+}
+
+impl Kernel for ReduceCols {
+    fn reads(&self) -> usize {
+        1
+    }
+
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (outer, len, inner) = (self.outer, self.len, self.inner);
+        out[0][..outer * inner].fill(self.kind.identity());
+        for o in 0..outer {
+            let acc = &mut out[0][o * inner..(o + 1) * inner];
+            for l in 0..len {
+                let row = &x[0][(o * len + l) * inner..(o * len + l + 1) * inner];
+                match self.kind {
+                    ReduceKind::Sum => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
+                    ReduceKind::Max => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = a.max(v)),
+                }
+            }
+        }
+    }
+
+    fn wgsl(&self) -> Wgsl {
+        let u = Uniforms::new()
+            .u32("outer", self.outer)
+            .u32("len", self.len)
+            .u32("inner", self.inner);
+        Wgsl::new(SHADER, "reduce_cols", u, Grid::Threads(self.outer * self.inner))
+            .defs(format!("const IS_MAX: bool = {};\n", self.kind == ReduceKind::Max))
+    }
+}
+
+/// reads [x] viewed as [outer, len, inner], writes u32 [outer, inner]
+#[derive(Debug)]
+struct ArgMaxKernel {
+    outer: usize,
+    len: usize,
+    inner: usize,
+}
+
+impl Kernel for ArgMaxKernel {
+    fn reads(&self) -> usize {
+        1
+    }
+
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let (outer, len, inner) = (self.outer, self.len, self.inner);
+        for o in 0..outer {
+            for i in 0..inner {
+                let (mut best, mut at) = (f32::NEG_INFINITY, 0u32);
+                for l in 0..len {
+                    let v = x[0][(o * len + l) * inner + i];
+                    if v > best || (l == 0) {
+                        best = v;
+                        at = l as u32;
+                    }
+                }
+                out[0][o * inner + i] = f32::from_bits(at);
+            }
+        }
+    }
+
+    fn wgsl(&self) -> Wgsl {
+        let u = Uniforms::new()
+            .u32("outer", self.outer)
+            .u32("len", self.len)
+            .u32("inner", self.inner);
+        Wgsl::new(SHADER, "argmax", u, Grid::Threads(self.outer * self.inner)).defs("const IS_MAX: bool = true;\n")
+    }
+}
+
+impl Tensor {
+    #[track_caller]
+    fn reduce(&self, kind: ReduceKind, axis: usize, keepdim: bool) -> Tensor {
+        self.check_f32("reduce");
+        assert!(
+            axis < self.shape().len(),
+            "reduce: axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
+        let mut shape = self.shape().to_vec();
+        shape.remove(axis);
+        let out = Tensor::from_node(Op::Reduce(Reduce { kind, axis }), vec![self.clone()], shape, DType::F32);
+        if keepdim {
+            out.unsqueeze(axis)
+        } else {
+            out
+        }
+    }
+
+    /// Sum of all elements (shape `[]`).
+    pub fn sum(&self) -> Tensor {
+        self.reshape(&[self.numel()]).reduce(ReduceKind::Sum, 0, false)
+    }
+    /// Mean of all elements (shape `[]`).
+    pub fn mean(&self) -> Tensor {
+        self.sum().mul_scalar(1.0 / self.numel().max(1) as f32)
+    }
+    /// Sum along `axis`.
+    #[track_caller]
+    pub fn sum_axis(&self, axis: usize, keepdim: bool) -> Tensor {
+        self.reduce(ReduceKind::Sum, axis, keepdim)
+    }
+    /// Mean along `axis`.
+    #[track_caller]
+    pub fn mean_axis(&self, axis: usize, keepdim: bool) -> Tensor {
+        let n = self.shape().get(axis).copied().unwrap_or(1).max(1);
+        self.reduce(ReduceKind::Sum, axis, keepdim).mul_scalar(1.0 / n as f32)
+    }
+    /// Maximum along `axis` (the gradient goes to every maximal element).
+    #[track_caller]
+    pub fn max_axis(&self, axis: usize, keepdim: bool) -> Tensor {
+        self.reduce(ReduceKind::Max, axis, keepdim)
+    }
+    /// Index of the first maximum along `axis`, as a label tensor.
+    #[track_caller]
+    pub fn argmax(&self, axis: usize) -> Tensor {
+        self.check_f32("argmax");
+        assert!(
+            axis < self.shape().len(),
+            "argmax: axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
+        let mut shape = self.shape().to_vec();
+        shape.remove(axis);
+        Tensor::from_node(Op::ArgMax(ArgMax { axis }), vec![self.clone()], shape, DType::U32)
+    }
+
+    /// Softmax along `axis` (max-subtracted, stable).
+    #[track_caller]
+    pub fn softmax(&self, axis: usize) -> Tensor {
+        self.log_softmax(axis).exp()
+    }
+
+    /// Log-softmax along `axis` (max-subtracted, stable).
+    #[track_caller]
+    pub fn log_softmax(&self, axis: usize) -> Tensor {
+        let shifted = self - &self.max_axis(axis, true).detach();
+        &shifted - &shifted.exp().sum_axis(axis, true).log()
+    }
+
+    /// Sums a broadcast gradient back to `shape` (the inverse of `expand`).
+    pub(crate) fn sum_to_shape(&self, shape: &[usize]) -> Tensor {
+        if self.shape() == shape {
+            return self.clone();
+        }
+        let lead = self.shape().len() - shape.len();
+        let mut t = self.clone();
+        for _ in 0..lead {
+            t = t.sum_axis(0, false);
+        }
+        for (axis, &d) in shape.iter().enumerate() {
+            if d == 1 && t.shape()[axis] != 1 {
+                t = t.sum_axis(axis, true);
+            }
+        }
+        t.reshape(shape)
+    }
+}
