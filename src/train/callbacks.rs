@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::select::Scores;
+use super::history::Scores;
 use crate::nn::{Module, Sequential};
 use crate::optim::lr::LrSchedule;
 use crate::optim::Optimizer;

@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 
 use super::report::{write_report, Curve, ReportData};
 pub use super::report::{LayerStat, LrChange};
-use super::select::Scores;
 use crate::metrics::ConfusionMatrix;
 use crate::Result;
+
+/// Metric name → value (`"loss"`, `"val_accuracy"`, …): one epoch's logs, as
+/// [`History`] records them and callbacks see them, or the scores of one
+/// evaluation, cross-validation fold or search trial.
+pub type Scores = BTreeMap<String, f64>;
 
 /// Per-epoch logs of a `fit`, as Keras' `History.history`: `"loss"`, `"accuracy"`,
 /// `"val_loss"`, … each with one value per epoch run.

@@ -9,9 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::callbacks::{Callback, Control};
-use super::history::{History, LrChange};
+use super::history::{History, LrChange, Scores};
 use super::layer_stats::layer_stats;
-use super::select::Scores;
 use super::tally::Tally;
 use crate::data::DataLoader;
 use crate::metrics::{ConfusionMatrix, Metric};

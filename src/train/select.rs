@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+// Defined beside `History`, which records them; re-exported here, where it was first.
+pub use super::history::Scores;
 use crate::data::{permutation, Dataset};
 use crate::error::{Error, Result};
-
-/// Metric name → value, for one fold or one trial.
-pub type Scores = BTreeMap<String, f64>;
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
