@@ -17,6 +17,7 @@ pub type Scores = BTreeMap<String, f64>;
 /// `"val_loss"`, … each with one value per epoch run.
 #[derive(Debug, Default)]
 pub struct History {
+    /// Log name → one value per epoch (`val_` prefixed for the validation data).
     pub history: BTreeMap<String, Vec<f64>>,
     /// The learning rate of each epoch.
     pub lr: Vec<f64>,
