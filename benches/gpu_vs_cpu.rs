@@ -12,8 +12,11 @@
 //! without waiting, so every timed iteration ends in a 4-byte readback of a
 //! one-element resident "fence" tensor. A readback submits a copy and blocks until
 //! the queue has drained, and the queue runs in order, so the iteration's work has
-//! finished when it returns. The CPU backend computes synchronously; its iterations
-//! end the same way. Plans are compiled during criterion's warm-up and reused.
+//! finished when it returns. A training step's plan also computes its loss
+//! (`Optimizer::step` realizes `Gradients::loss` before the update); the loss is
+//! not read, so train_step iterations end in the same fence read as matmul ones.
+//! The CPU backend computes synchronously; its iterations end the same way. Plans
+//! are compiled during criterion's warm-up and reused.
 //!
 //! To keep the whole run to a few minutes on a small machine, sizes of 512 and up
 //! take 10 flat samples over a short measurement time (criterion warns that it
@@ -22,19 +25,18 @@
 //! takes tens of seconds, `matmul/gpu/2048` is skipped unless
 //! `WGNN_BENCH_ALL=1`; the CPU runs all sizes.
 
+#[path = "common/mnist_step.rs"]
+mod mnist_step;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use wgnn::nn::{self, Linear, Module, Sequential};
-use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use mnist_step::MlpStep;
 use wgnn::{Device, Tensor};
 
 const MATMUL_SIZES: [usize; 4] = [128, 512, 1024, 2048];
 const TRAIN_BATCHES: [usize; 2] = [32, 128];
-const IN: usize = 784;
-const HIDDEN: usize = 128;
-const CLASSES: usize = 10;
 
 /// The devices to compare: the CPU always, the GPU when an adapter exists.
 fn devices() -> Vec<(&'static str, Device)> {
@@ -57,9 +59,7 @@ fn software_gpu(dev: &Device) -> bool {
 /// A one-element tensor in a resident device buffer: reading it back waits for
 /// everything submitted before the read (see the module doc).
 fn fence(dev: &Device) -> Tensor {
-    Tensor::from_vec(vec![0.0], &[1], dev)
-        .and_then(Tensor::requires_grad)
-        .expect("fence tensor")
+    mnist_step::fence(dev).expect("fence tensor")
 }
 
 fn matmul(c: &mut Criterion) {
@@ -102,57 +102,6 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-/// The MNIST MLP, its optimizer and a fixed random batch (fixed seeds).
-struct MlpStep {
-    model: Sequential,
-    opt: Adam,
-    x: Tensor,
-    labels: Tensor,
-    fence: Tensor,
-}
-
-impl MlpStep {
-    fn new(batch: usize, dev: &Device) -> MlpStep {
-        wgnn::manual_seed(0);
-        let model = Sequential::new()
-            .add(Linear::new(IN, HIDDEN, dev))
-            .add(nn::Relu)
-            .add(Linear::new(HIDDEN, CLASSES, dev));
-        let opt = Adam::new(
-            model.parameters(),
-            AdamConfig {
-                lr: 1e-3,
-                ..Default::default()
-            },
-        );
-        let pixels = wgnn::rng::uniform(42, batch * IN, 0.0, 1.0);
-        let x = Tensor::from_vec(pixels, &[batch, IN], dev).expect("batch");
-        let labels: Vec<u32> = wgnn::rng::uniform(43, batch, 0.0, CLASSES as f32)
-            .into_iter()
-            .map(|v| (v as u32).min(CLASSES as u32 - 1))
-            .collect();
-        let labels = Tensor::from_labels(&labels, dev).expect("labels");
-        MlpStep {
-            model,
-            opt,
-            x,
-            labels,
-            fence: fence(dev),
-        }
-    }
-
-    /// Forward, backward and Adam update (one plan; on the GPU one submit), then the
-    /// fence read that waits for it. The loss is held through the step, as a loop
-    /// that logs it would, but not read: reading it runs one more small plan.
-    fn step_and_wait(&mut self) -> Vec<f32> {
-        let loss = nn::loss::cross_entropy(&self.model.forward(&self.x), &self.labels);
-        let grads = loss.backward().expect("backward");
-        self.opt.step(&grads).expect("step");
-        drop(loss);
-        self.fence.to_vec().expect("fence")
-    }
-}
-
 fn train_step(c: &mut Criterion) {
     let devices = devices();
     let mut group = c.benchmark_group("train_step");
@@ -163,9 +112,9 @@ fn train_step(c: &mut Criterion) {
     for batch in TRAIN_BATCHES {
         group.throughput(Throughput::Elements(batch as u64));
         for (name, dev) in &devices {
-            let mut mlp = MlpStep::new(batch, dev);
+            let mut mlp = MlpStep::new(batch, dev).expect("train_step setup");
             group.bench_with_input(BenchmarkId::new(*name, batch), &batch, |bench, _| {
-                bench.iter(|| black_box(mlp.step_and_wait()))
+                bench.iter(|| black_box(mlp.step_and_wait().expect("train_step")))
             });
         }
     }

@@ -16,12 +16,11 @@
 //!   queue runs in order, so that means until the measured work has finished):
 //!   - matmul: `c.realize()`, then a 4-byte read of a one-element resident
 //!     "fence" tensor (reading all of `c` would add an n²-word copy to the time);
-//!   - train_step: forward, `backward`, `Adam::step` (one plan, one submit; we
-//!     hold the loss through the step, as a loop that logs it would, so the plan
-//!     also computes the loss's inputs), then the same 4-byte fence read. Not
-//!     `loss.to_vec()`: the loss node itself is not in the step's plan (no
-//!     gradient reads it), so reading it runs one more small plan (a mean, one
-//!     more submit) before its readback. The lines after the table show the
+//!   - train_step: forward, `backward`, `Adam::step` (one plan, one submit, which
+//!     also computes the loss: `Optimizer::step` realizes `Gradients::loss` in the
+//!     same plan, before the update), then the same 4-byte fence read, so both ops
+//!     end alike. Reading the loss instead (`loss.to_vec()`) is also one small
+//!     readback and runs no further plan. The lines after the table show the
 //!     counters of both and the time of a step that reads its loss.
 //!
 //!   The CPU backend computes synchronously; it ends its runs the same way.
@@ -37,17 +36,18 @@
 //! no GPU adapter the GPU columns show "n/a". After the table, the device counters
 //! of one GPU training step show that a step is one submit with no readback.
 
+#[path = "../benches/common/mnist_step.rs"]
+mod mnist_step;
+
 use std::time::{Duration, Instant};
 
-use wgnn::nn::{self, Linear, Module, Sequential};
+use mnist_step::{fence, MlpStep, CLASSES, HIDDEN, IN};
+use wgnn::nn::{self, Module};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::{Device, Result, Stats, Tensor};
 
 const MATMUL_SIZES: [usize; 4] = [128, 512, 1024, 2048];
 const TRAIN_BATCHES: [usize; 2] = [32, 128];
-const IN: usize = 784;
-const HIDDEN: usize = 128;
-const CLASSES: usize = 10;
 
 /// How much timing each cell gets.
 #[derive(Clone, Copy)]
@@ -103,13 +103,6 @@ fn measure(budget: Budget, mut run: impl FnMut() -> Result<()>) -> Result<Timing
     })
 }
 
-/// A one-element tensor in a resident device buffer. Reading it back submits a
-/// 4-byte copy and waits for the device queue to drain, i.e. for everything
-/// submitted before it (on the CPU the read is trivial: work is synchronous).
-fn fence(dev: &Device) -> Result<Tensor> {
-    Tensor::from_vec(vec![0.0], &[1], dev)?.requires_grad()
-}
-
 /// Median time of an `n×n · n×n` matmul on `dev`, each run realized and waited for.
 fn time_matmul(n: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     let a = Tensor::randn(&[n, n], 1, dev)?;
@@ -123,68 +116,6 @@ fn time_matmul(n: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     })
 }
 
-/// The MNIST MLP (784 → 128 relu → 10), its optimizer and a fixed random batch.
-struct MlpStep {
-    model: Sequential,
-    opt: Adam,
-    x: Tensor,
-    labels: Tensor,
-    fence: Tensor,
-}
-
-impl MlpStep {
-    fn new(batch: usize, dev: &Device) -> Result<MlpStep> {
-        wgnn::manual_seed(0);
-        let model = Sequential::new()
-            .add(Linear::new(IN, HIDDEN, dev))
-            .add(nn::Relu)
-            .add(Linear::new(HIDDEN, CLASSES, dev));
-        let opt = Adam::new(
-            model.parameters(),
-            AdamConfig {
-                lr: 1e-3,
-                ..Default::default()
-            },
-        );
-        let pixels = wgnn::rng::uniform(42, batch * IN, 0.0, 1.0);
-        let x = Tensor::from_vec(pixels, &[batch, IN], dev)?;
-        let labels: Vec<u32> = wgnn::rng::uniform(43, batch, 0.0, CLASSES as f32)
-            .into_iter()
-            .map(|v| (v as u32).min(CLASSES as u32 - 1))
-            .collect();
-        let labels = Tensor::from_labels(&labels, dev)?;
-        let fence = fence(dev)?;
-        Ok(MlpStep {
-            model,
-            opt,
-            x,
-            labels,
-            fence,
-        })
-    }
-
-    /// Forward, backward and Adam update as one plan (on the GPU one submit that
-    /// returns without waiting). The loss is returned unread.
-    fn step(&mut self) -> Result<Tensor> {
-        let loss = nn::loss::cross_entropy(&self.model.forward(&self.x), &self.labels);
-        let grads = loss.backward()?;
-        self.opt.step(&grads)?;
-        Ok(loss)
-    }
-
-    /// One step, finished: the 4-byte fence read waits for the step's submit.
-    fn step_and_wait(&mut self) -> Result<()> {
-        let _loss = self.step()?; // held through the step, as a logging loop would
-        self.fence.to_vec()?;
-        Ok(())
-    }
-
-    /// One step and its loss, read back (which also waits for the step).
-    fn step_and_read_loss(&mut self) -> Result<f32> {
-        Ok(self.step()?.to_vec()?[0])
-    }
-}
-
 /// Matmul flops of one training step (see the module doc).
 fn train_flops(batch: usize) -> f64 {
     let f1 = 2.0 * (batch * IN * HIDDEN) as f64;
@@ -194,7 +125,7 @@ fn train_flops(batch: usize) -> f64 {
 
 fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     let mut mlp = MlpStep::new(batch, dev)?;
-    measure(budget, || mlp.step_and_wait())
+    measure(budget, || mlp.step_and_wait().map(|_| ()))
 }
 
 /// One row of the table.
@@ -400,12 +331,7 @@ fn main() -> Result<()> {
 fn epoch_loop_vs_fit(dev: &Device, epochs: usize) -> Result<(f64, f64)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
     let (train, _) = wgnn::data::load_mnist_csv_gz(path)?.shuffle_split(0, 4000);
-    let net = || {
-        Sequential::new()
-            .add(Linear::new(784, 128, dev))
-            .add(nn::Relu)
-            .add(Linear::new(128, 10, dev))
-    };
+    let net = || mnist_step::mlp(dev);
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]

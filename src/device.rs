@@ -12,13 +12,16 @@ use crate::Result;
 /// Which kind of backend a device runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
+    /// The CPU reference backend.
     Cpu,
+    /// A wgpu adapter (possibly a software one such as llvmpipe).
     Gpu,
 }
 
 /// What a device is and the limits that matter for kernels.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
+    /// CPU reference backend or wgpu GPU.
     pub kind: DeviceKind,
     /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") or "cpu".
     pub name: String,
@@ -28,10 +31,17 @@ pub struct DeviceInfo {
     pub driver: String,
     /// Adapter type ("DiscreteGpu", "Cpu", …).
     pub device_type: String,
+    /// Largest storage buffer a kernel can bind, in bytes: it bounds the largest
+    /// tensor (wgpu's limit of that name; unbounded on the CPU).
     pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer that can be created, in bytes (wgpu's limit of that name).
     pub max_buffer_size: u64,
+    /// Workgroup shared memory, in bytes (wgpu's limit of that name; 0 on the CPU).
     pub max_compute_workgroup_storage_size: u32,
+    /// Threads per workgroup (wgpu's limit of that name; the available parallelism
+    /// on the CPU).
     pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroups per dispatch dimension (wgpu's limit of that name).
     pub max_compute_workgroups_per_dimension: u32,
 }
 
@@ -56,11 +66,15 @@ pub struct Stats {
     pub submits: u64,
     /// Kernel launches.
     pub dispatches: u64,
+    /// Bytes copied from the host to the device.
     pub bytes_uploaded: u64,
+    /// Bytes read back from the device to the host.
     pub bytes_downloaded: u64,
     /// Bytes of buffers currently allocated on the device (pooled ones included).
     pub live_buffer_bytes: u64,
+    /// Plans run from the plan cache (no compilation).
     pub plan_cache_hits: u64,
+    /// Plans compiled (first run of a graph shape) and added to the cache.
     pub plan_cache_misses: u64,
 }
 

@@ -6,74 +6,137 @@ use std::path::PathBuf;
 /// Errors returned at every boundary with the outside world.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No wgpu adapter could be found (no GPU, no driver, or the backend mask is empty).
+    /// No wgpu adapter could be found (no GPU, no driver, or the backend mask is
+    /// empty): returned by `Device::gpu` and the like; `Device::best` falls back to the
+    /// CPU instead.
     #[error("no GPU adapter found ({0})")]
     NoAdapter(String),
-    /// The adapter was found but the device could not be created.
+    /// The adapter was found but the device could not be created (it refused the
+    /// features or limits asked for).
     #[error("could not create the GPU device on {adapter}: {reason}")]
-    DeviceCreation { adapter: String, reason: String },
-    /// A GPU operation failed (validation, out of memory, lost device, failed mapping).
+    DeviceCreation {
+        /// The adapter's name, as the driver reports it.
+        adapter: String,
+        /// wgpu's message.
+        reason: String,
+    },
+    /// A GPU operation failed (validation, out of memory, lost device, failed mapping):
+    /// while compiling a kernel, running a plan or reading a buffer back.
     #[error("GPU error in {context}: {reason}")]
-    Gpu { context: String, reason: String },
-    /// A buffer would exceed what the device allows.
+    Gpu {
+        /// What was being done (e.g. "mapping a readback buffer").
+        context: String,
+        /// wgpu's message.
+        reason: String,
+    },
+    /// A buffer would exceed what the device allows (checked before it is created).
     #[error("{what} needs {needed} bytes but the device allows at most {limit} bytes ({limit_name})")]
     DeviceLimit {
+        /// What the buffer was for.
         what: String,
+        /// Bytes the buffer needs.
         needed: u64,
+        /// Bytes the device allows.
         limit: u64,
+        /// The name of the wgpu limit (e.g. `max_storage_buffer_binding_size`).
         limit_name: &'static str,
     },
-    /// Data handed to a constructor does not match the shape asked for.
+    /// Data handed to a constructor, or to `Tensor::assign`, does not have as many
+    /// values as the shape asked for.
     #[error("{op}: {len} values do not fill shape {shape:?} ({expected} values)")]
     ShapeData {
+        /// The function that was called.
         op: &'static str,
+        /// Values given.
         len: usize,
+        /// The shape asked for.
         shape: Vec<usize>,
+        /// Values the shape holds.
         expected: usize,
     },
-    /// Two shapes that must agree do not.
+    /// Two shapes that must agree do not (e.g. a gradient and its parameter in an
+    /// optimizer step, or the row counts of inputs and targets in a `DataLoader`).
     #[error("{op}: shape {got:?} does not match the expected {expected:?}")]
     ShapeMismatch {
+        /// Where the shapes met.
         op: String,
+        /// The shape required.
         expected: Vec<usize>,
+        /// The shape given.
         got: Vec<usize>,
     },
-    /// A class label is not below the number of classes.
+    /// A class label is not below the number of classes (cross-entropy when it is
+    /// computed, metrics, the perceptron).
     #[error("{op}: label {label} at index {index} is out of range for {classes} classes")]
     LabelOutOfRange {
+        /// The function that read the label.
         op: &'static str,
+        /// The offending label.
         label: u32,
+        /// Its position among the labels.
         index: usize,
+        /// Number of classes: labels must be below it.
         classes: usize,
     },
-    /// Tensors from different devices were combined.
+    /// Tensors from different devices were combined in one graph (found when it is
+    /// realized).
     #[error("{op}: tensors live on different devices ({a} and {b})")]
-    DeviceMismatch { op: &'static str, a: String, b: String },
+    DeviceMismatch {
+        /// The function that found them.
+        op: &'static str,
+        /// One device.
+        a: String,
+        /// The other device.
+        b: String,
+    },
     /// A parameter was changed in place (by an optimizer step or a load) after a
     /// pending graph read it, so that graph can no longer give the value it had.
     #[error(
         "{0}: a parameter it reads was updated in place after the graph was built; realize the value before the step"
     )]
     StaleParameter(String),
-    /// A value was asked for that the graph cannot give (e.g. backward of a non-scalar).
+    /// An argument or request that cannot be honoured: a value the graph cannot give
+    /// (e.g. backward of a non-scalar), or a bad setting (zero epochs, an empty search
+    /// space, a callback monitoring a log that is not computed, …). The message says
+    /// which.
     #[error("{0}")]
     Invalid(String),
     /// A file or stream could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system reported.
         #[source]
         source: std::io::Error,
     },
     /// A data file is malformed (wrong magic number, truncated payload, bad row).
     #[error("{path}: {reason} (at byte {offset})")]
-    Format { path: PathBuf, offset: u64, reason: String },
-    /// A model file does not fit the module it is loaded into.
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Where in the (decompressed) stream the problem was found.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A model file does not fit the module it is loaded into (missing or unexpected
+    /// tensors, wrong shapes or dtypes); nothing is loaded then.
     #[error("cannot load {path} into the module: {}", problems.join("; "))]
-    Load { path: PathBuf, problems: Vec<String> },
-    /// The safetensors crate refused a file.
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// Every mismatch found, one message each.
+        problems: Vec<String>,
+    },
+    /// The safetensors crate refused a file (when saving, or parsing one to load).
     #[error("{path}: safetensors: {reason}")]
-    SafeTensors { path: PathBuf, reason: String },
+    SafeTensors {
+        /// The file.
+        path: PathBuf,
+        /// The safetensors crate's message.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`] as its error type.

@@ -56,7 +56,10 @@ impl fmt::Display for ConfusionMatrix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Average {
     /// Only the given class counts as positive.
-    Binary { positive: usize },
+    Binary {
+        /// The positive class (scikit-learn's `pos_label`).
+        positive: usize,
+    },
     /// Unweighted mean over all classes.
     Macro,
     /// Computed from pooled counts (equals accuracy for single-label data).
@@ -132,6 +135,7 @@ impl ConfusionMatrix {
         Ok(ConfusionMatrix { classes, counts })
     }
 
+    /// Number of classes (the matrix is `classes × classes`).
     pub fn classes(&self) -> usize {
         self.classes
     }
@@ -324,11 +328,19 @@ pub fn roc_auc(scores: &[f32], truth: &[u32]) -> Result<f64> {
 /// A metric by name, as model selection asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
+    /// Fraction of correct predictions.
     Accuracy,
+    /// Correct predictions of a class / predictions of it, averaged as given.
     Precision(Average),
+    /// Correct predictions of a class / true samples of it, averaged as given.
     Recall(Average),
+    /// Harmonic mean of precision and recall, averaged as given.
     F1(Average),
+    /// Area under the ROC curve of binary scores ([`roc_auc`]); needs scores, not a
+    /// confusion matrix (in `compile`, a binary loss).
     RocAuc,
+    /// The loss the model was compiled with (lower is better); not computable from a
+    /// confusion matrix.
     Loss,
 }
 

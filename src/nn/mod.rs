@@ -46,7 +46,9 @@ pub trait Module {
 /// `y = x·Wᵀ + b` with weight `[out, in]` and bias `[out]`, initialised as PyTorch's
 /// `nn.Linear` (uniform in ±1/√in), from the global seed (`wgnn::manual_seed`).
 pub struct Linear {
+    /// `[out_features, in_features]`, trainable; `state_dict()` name `weight`.
     pub weight: Tensor,
+    /// `[out_features]`, trainable, if the layer has one; `state_dict()` name `bias`.
     pub bias: Option<Tensor>,
 }
 

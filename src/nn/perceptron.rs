@@ -15,7 +15,9 @@ use crate::{Device, Error, Result, Tensor};
 /// after finitely many updates (Novikoff 1962); on XOR it never can, since no line
 /// separates XOR's classes.
 pub struct Perceptron {
+    /// `[1, in_features]`, starting at zero; `state_dict()` name `weight`.
     pub weight: Tensor,
+    /// `[1]`, starting at zero; `state_dict()` name `bias`.
     pub bias: Tensor,
     rule: Sgd,
 }

@@ -42,6 +42,9 @@ pub struct StepLr {
 }
 
 impl StepLr {
+    /// A schedule starting at `lr` that multiplies it by `gamma` every `step_size`
+    /// epochs.
+    ///
     /// # Panics
     /// If `lr` or `gamma` is negative or not finite, or `step_size` is 0.
     #[track_caller]
@@ -88,6 +91,8 @@ pub struct ExponentialLr {
 }
 
 impl ExponentialLr {
+    /// A schedule starting at `lr` that multiplies it by `gamma` every epoch.
+    ///
     /// # Panics
     /// If `lr` or `gamma` is negative or not finite.
     #[track_caller]
@@ -129,6 +134,8 @@ pub struct CosineAnnealingLr {
 }
 
 impl CosineAnnealingLr {
+    /// A schedule from `lr` down to `eta_min` over `t_max` epochs.
+    ///
     /// # Panics
     /// If `lr` or `eta_min` is negative or not finite, or `t_max` is 0.
     #[track_caller]
@@ -176,28 +183,37 @@ impl LrSchedule for CosineAnnealingLr {
 /// Whether the monitored metric should go down ([`Min`](Self::Min), a loss) or up ([`Max`](Self::Max)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PlateauMode {
+    /// Lower is better (a loss); the default.
     #[default]
     Min,
+    /// Higher is better (an accuracy).
     Max,
 }
 
 /// How `threshold` defines a real improvement: relative to `best` ([`Rel`](Self::Rel)) or absolute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ThresholdMode {
+    /// Better means beyond `best · (1 ∓ threshold)`; the default.
     #[default]
     Rel,
+    /// Better means beyond `best ∓ threshold`.
     Abs,
 }
 
 /// Settings of [`ReduceLrOnPlateau`]; the defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PlateauConfig {
+    /// Whether the metric should go down or up (default [`PlateauMode::Min`]).
     pub mode: PlateauMode,
     /// new lr = lr * factor; must be < 1.
     pub factor: f64,
     /// Bad epochs tolerated before reducing.
     pub patience: usize,
+    /// How much better than the best a value must be to count as an improvement
+    /// (default 1e-4).
     pub threshold: f64,
+    /// Whether `threshold` is relative to the best value or absolute (default
+    /// [`ThresholdMode::Rel`]).
     pub threshold_mode: ThresholdMode,
     /// Epochs after a reduction during which bad epochs are not counted.
     pub cooldown: usize,
@@ -237,6 +253,8 @@ pub struct ReduceLrOnPlateau {
 }
 
 impl ReduceLrOnPlateau {
+    /// A scheduler starting at `lr` (usually the optimizer's `lr()`).
+    ///
     /// # Panics
     /// If `factor` is not in `[0, 1)` (PyTorch: "Factor should be < 1.0."), or `lr`, `threshold`,
     /// `min_lr` or `eps` is negative or not finite.

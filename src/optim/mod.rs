@@ -49,10 +49,16 @@ impl Optimizer for Box<dyn Optimizer> {
 /// starts the velocity at g itself (not (1−β)g), so there is no warm-up bias.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdConfig {
+    /// Learning rate (default 0.01).
     pub lr: f32,
+    /// Momentum factor β; 0 (the default) is plain SGD with no velocity buffer.
     pub momentum: f32,
+    /// Dampening of the gradient added to the velocity, `v = βv + (1 − dampening)g`
+    /// (default 0).
     pub dampening: f32,
+    /// L2 penalty added to the gradient as `weight_decay · w` (default 0).
     pub weight_decay: f32,
+    /// Nesterov momentum: step along `g + βv` instead of `v` (default false).
     pub nesterov: bool,
 }
 
@@ -71,10 +77,18 @@ impl Default for SgdConfig {
 /// Settings of [`Adam`] and [`AdamW`], as `torch.optim.Adam`/`AdamW`.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamConfig {
+    /// Learning rate (default 1e-3).
     pub lr: f32,
+    /// Decay of the running mean of gradients, PyTorch's `betas[0]` (default 0.9).
     pub beta1: f32,
+    /// Decay of the running mean of squared gradients, PyTorch's `betas[1]`
+    /// (default 0.999).
     pub beta2: f32,
+    /// Added to the denominator for numerical stability (default 1e-8).
     pub eps: f32,
+    /// Weight decay: added to the gradient as `weight_decay · w` by [`Adam`],
+    /// applied to the weights as `w ← w (1 − lr · weight_decay)` by [`AdamW`]
+    /// (default 0).
     pub weight_decay: f32,
 }
 
@@ -193,6 +207,8 @@ pub struct Sgd {
 }
 
 impl Sgd {
+    /// An optimizer for `params` (usually `model.parameters()`); device state is
+    /// created on the first step.
     pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Sgd {
         let momentum = config.momentum != 0.0;
         let hyper = vec![
@@ -214,6 +230,8 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// An optimizer for `params` (usually `model.parameters()`); the moment buffers
+    /// are created on the device on the first step.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Adam {
         Adam {
             core: adam_core(params, config, false),
@@ -228,6 +246,8 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// An optimizer for `params` (usually `model.parameters()`); the moment buffers
+    /// are created on the device on the first step.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> AdamW {
         AdamW {
             core: adam_core(params, config, true),

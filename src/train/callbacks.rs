@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::select::Scores;
+use super::history::Scores;
 use crate::nn::{Module, Sequential};
 use crate::optim::lr::LrSchedule;
 use crate::optim::Optimizer;
@@ -75,9 +75,14 @@ fn higher_is_better(name: &str) -> bool {
 /// Keras' `EarlyStopping`; with `restore_best_weights` the parameters go back to the
 /// best epoch's values (kept on the host, read once per improvement).
 pub struct EarlyStopping {
+    /// The log watched (e.g. `"val_loss"`); lower is better when its name ends in
+    /// `loss`, higher otherwise.
     pub monitor: String,
+    /// Epochs without improvement tolerated before stopping.
     pub patience: usize,
+    /// Smallest change that counts as an improvement (default 0).
     pub min_delta: f64,
+    /// Whether the best epoch's weights are put back when training stops early.
     pub restore_best_weights: bool,
     best: Option<(usize, f64)>,
     wait: usize,
@@ -204,7 +209,10 @@ impl Callback for LrScheduler {
 /// improves; written to a temporary file and renamed, so a crash never leaves a
 /// half-written checkpoint.
 pub struct ModelCheckpoint {
+    /// The safetensors file written.
     pub path: PathBuf,
+    /// The log that must improve for a save (direction from its name, as in
+    /// [`EarlyStopping`]); `None` saves after every epoch.
     pub monitor: Option<String>,
     best: Option<f64>,
 }

@@ -5,14 +5,19 @@ use std::path::{Path, PathBuf};
 
 use super::report::{write_report, Curve, ReportData};
 pub use super::report::{LayerStat, LrChange};
-use super::select::Scores;
 use crate::metrics::ConfusionMatrix;
 use crate::Result;
+
+/// Metric name → value (`"loss"`, `"val_accuracy"`, …): one epoch's logs, as
+/// [`History`] records them and callbacks see them, or the scores of one
+/// evaluation, cross-validation fold or search trial.
+pub type Scores = BTreeMap<String, f64>;
 
 /// Per-epoch logs of a `fit`, as Keras' `History.history`: `"loss"`, `"accuracy"`,
 /// `"val_loss"`, … each with one value per epoch run.
 #[derive(Debug, Default)]
 pub struct History {
+    /// Log name → one value per epoch (`val_` prefixed for the validation data).
     pub history: BTreeMap<String, Vec<f64>>,
     /// The learning rate of each epoch.
     pub lr: Vec<f64>,

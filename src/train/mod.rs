@@ -37,9 +37,9 @@ pub mod select;
 mod tally;
 
 pub use callbacks::{Callback, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
-pub use history::{History, LayerStat, LrChange};
+pub use history::{History, LayerStat, LrChange, Scores};
 pub use model::{Clip, FitConfig, Loss, Model, Penalty};
 pub use select::{
-    cross_validate, grid, kfold_indices, random, search, CvReport, Evaluation, Leaderboard, Param, Scores, SearchSpace,
-    Trial, Value,
+    cross_validate, grid, kfold_indices, random, search, CvReport, Evaluation, Leaderboard, Param, SearchSpace, Trial,
+    Value,
 };

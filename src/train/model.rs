@@ -9,9 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::callbacks::{Callback, Control};
-use super::history::{History, LrChange};
+use super::history::{History, LrChange, Scores};
 use super::layer_stats::layer_stats;
-use super::select::Scores;
 use super::tally::Tally;
 use crate::data::DataLoader;
 use crate::metrics::{ConfusionMatrix, Metric};
@@ -50,7 +49,9 @@ impl Loss {
 /// A penalty added to the loss: `λ Σ|w|` or `λ Σw²`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Penalty {
+    /// `λ Σ|w|` with this λ (see [`crate::nn::loss::l1_penalty`]): sparse weights.
     L1(f32),
+    /// `λ Σw²` with this λ (see [`crate::nn::loss::l2_penalty`]): small weights.
     L2(f32),
 }
 
@@ -65,6 +66,7 @@ pub enum Clip {
 
 /// Settings of [`Model::fit`].
 pub struct FitConfig {
+    /// Epochs to run, at least 1 (a callback may stop earlier); default 1.
     pub epochs: usize,
     /// 1 is stochastic, the number of rows is batch gradient descent.
     pub batch_size: usize,
@@ -77,6 +79,7 @@ pub struct FitConfig {
     pub shuffle: bool,
     /// Seed of the shuffling (default: drawn from the global seed).
     pub seed: Option<u64>,
+    /// Called after every epoch, in order (early stopping, schedules, checkpoints).
     pub callbacks: Vec<Box<dyn Callback>>,
     /// Show a progress bar (only ever on a terminal).
     pub verbose: bool,
@@ -103,7 +106,9 @@ impl Default for FitConfig {
 
 /// A network with its optimizer, loss and metrics (see [`Sequential::compile`]).
 pub struct Model {
+    /// The network being trained.
     pub net: Sequential,
+    /// The optimizer updating `net`'s parameters.
     pub optimizer: Box<dyn Optimizer>,
     loss: Loss,
     metrics: Vec<Metric>,

@@ -24,16 +24,23 @@ use crate::{Error, Result};
 /// One curve pair: e.g. name "loss", train per epoch, val per epoch (may be empty).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Curve {
+    /// The log's name without the `val_` prefix (`"loss"`, `"accuracy"`, …).
     pub name: String,
+    /// Its value on the training data, per epoch.
     pub train: Vec<f64>,
+    /// Its value on the validation data, per epoch; empty without validation.
     pub val: Vec<f64>,
 }
 
 /// Health of one layer at the end of training.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LayerStat {
+    /// Index and name of the layer, with a following activation appended
+    /// (e.g. `"0 Linear(784, 128) + ReLU"`).
     pub name: String,
+    /// L2 norm of the layer's gradients on one batch (all its parameters together).
     pub grad_norm: f64,
+    /// L2 norm of the layer's parameters.
     pub weight_norm: f64,
     /// Fraction (0..1) of ReLU units that never fired.
     pub dead_relu: Option<f64>,
@@ -44,25 +51,32 @@ pub struct LayerStat {
 /// A change of the learning rate, made at the end of `epoch` (1-based).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LrChange {
+    /// The epoch (1-based) at whose end the rate changed.
     pub epoch: usize,
+    /// The rate before.
     pub from: f64,
+    /// The rate after.
     pub to: f64,
+    /// Why, as the callback that changed it says.
     pub reason: String,
 }
 
 /// Everything a report shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReportData {
+    /// Heading of `summary.md`.
     pub title: String,
     /// "loss" first, then metrics.
     pub curves: Vec<Curve>,
     /// Learning rate used in each epoch.
     pub lr: Vec<f64>,
+    /// Learning-rate changes, listed in a table.
     pub lr_changes: Vec<LrChange>,
     /// `(classes, counts)`, row-major, row = true class, column = predicted class.
     pub confusion: Option<(usize, Vec<u64>)>,
     /// May be empty: classes are then called "0", "1", ...
     pub class_names: Vec<String>,
+    /// Per-layer health, as a table (may be empty).
     pub layers: Vec<LayerStat>,
     /// Why early stopping fired, if it did.
     pub stop_reason: Option<String>,

@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+// Defined beside `History`, which records them; re-exported here, where it was first.
+pub use super::history::Scores;
 use crate::data::{permutation, Dataset};
 use crate::error::{Error, Result};
-
-/// Metric name → value, for one fold or one trial.
-pub type Scores = BTreeMap<String, f64>;
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
@@ -60,7 +59,9 @@ pub fn kfold_indices(n: usize, k: usize, stratify: Option<&[u32]>, seed: u64) ->
 /// Per-fold scores with their mean and standard deviation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CvReport {
+    /// The scores of each fold, in fold order.
     pub folds: Vec<Scores>,
+    /// Mean of each metric over the folds.
     pub mean: Scores,
     /// Population standard deviation (ddof = 0), as numpy's default and thus
     /// `cross_val_score(...).std()` in scikit-learn.
@@ -126,8 +127,11 @@ where
 /// One hyper-parameter value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// A float (from `Uniform`, `LogUniform` or a choice).
     F(f64),
+    /// An integer (from `IntRange` or a choice).
     I(i64),
+    /// A name, e.g. of an optimizer or an activation.
     S(String),
     /// e.g. hidden layer sizes.
     List(Vec<i64>),
@@ -186,16 +190,25 @@ impl fmt::Display for Value {
 pub enum Param {
     /// Uniform in the logarithm (learning rates, weight decay); `low > 0`.
     LogUniform {
+        /// Smallest value.
         low: f64,
+        /// Largest value.
         high: f64,
     },
+    /// Uniform between `low` and `high`.
     Uniform {
+        /// Smallest value.
         low: f64,
+        /// Largest value.
         high: f64,
     },
+    /// One of the given values, each equally likely (non-empty).
     Choice(Vec<Value>),
+    /// An integer from `low` to `high`, both included, each equally likely.
     IntRange {
+        /// Smallest value.
         low: i64,
+        /// Largest value (included).
         high: i64,
     },
 }
@@ -207,6 +220,7 @@ pub struct SearchSpace {
 }
 
 impl SearchSpace {
+    /// An empty space, to fill with [`SearchSpace::add`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -217,6 +231,7 @@ impl SearchSpace {
         self
     }
 
+    /// The parameters, with their names, in the order they were added.
     pub fn params(&self) -> &[(String, Param)] {
         &self.params
     }
@@ -260,6 +275,7 @@ impl Trial {
         self
     }
 
+    /// The value of `key`; an error naming the keys there are if it is missing.
     pub fn get(&self, key: &str) -> Result<&Value> {
         self.0.get(key).ok_or_else(|| {
             invalid(format!(
@@ -282,6 +298,7 @@ impl Trial {
         }
     }
 
+    /// An integer (a float value is an error, not truncated).
     pub fn get_i64(&self, key: &str) -> Result<i64> {
         match self.get(key)? {
             Value::I(v) => Ok(*v),
@@ -289,10 +306,12 @@ impl Trial {
         }
     }
 
+    /// A non-negative integer, e.g. a layer size or a batch size.
     pub fn get_usize(&self, key: &str) -> Result<usize> {
         usize::try_from(self.get_i64(key)?).map_err(|_| self.mistyped(key, "a non-negative integer"))
     }
 
+    /// A string, e.g. the name of an optimizer.
     pub fn get_str(&self, key: &str) -> Result<&str> {
         match self.get(key)? {
             Value::S(s) => Ok(s),
@@ -393,7 +412,9 @@ pub fn random(space: &SearchSpace, n_trials: usize, seed: u64) -> Result<Vec<Tri
 /// What one trial's evaluation gives: scores, and their spread when cross-validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
+    /// The scores (for a cross-validated trial, their mean over the folds).
     pub scores: Scores,
+    /// Their standard deviation over the folds, when cross-validated.
     pub std: Option<Scores>,
 }
 
@@ -415,8 +436,11 @@ impl From<CvReport> for Evaluation {
 /// Trials ranked by one metric, best first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Leaderboard {
+    /// The metric the trials are ranked by.
     pub metric: String,
+    /// Whether a larger value of `metric` ranks first.
     pub higher_is_better: bool,
+    /// Every trial with its evaluation, best first.
     pub rows: Vec<(Trial, Evaluation)>,
 }
 

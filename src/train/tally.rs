@@ -3,8 +3,8 @@
 //! binary output). A training step realizes the next sums in its own plan; the pass
 //! reads them back once, at the end.
 
+use super::history::Scores;
 use super::model::Loss;
-use super::select::Scores;
 use crate::metrics::{roc_auc, ConfusionMatrix, Metric};
 use crate::{Device, Result, Tensor};
 
