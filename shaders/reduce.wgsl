@@ -80,3 +80,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     out0[i] = bitcast<f32>(at);
 }
+
+//#kernel max_with_indices
+// The maximum (out0) and the first index where it occurs (out1, u32 bits).
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(gid, groups);
+    let len = params.len;
+    let inner = params.inner;
+    if (i >= params.outer * inner) { return; }
+    let o = i / inner;
+    let k = i % inner;
+    var best = in0[o * len * inner + k];
+    var at = 0u;
+    for (var j = 1u; j < len; j++) {
+        let v = in0[(o * len + j) * inner + k];
+        if (v > best) {
+            best = v;
+            at = j;
+        }
+    }
+    out0[i] = best;
+    out1[i] = bitcast<f32>(at);
+}

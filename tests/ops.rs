@@ -5,7 +5,21 @@ mod common;
 
 use common::{devices, gpu, max_rel_diff};
 use wgnn::nn::loss;
-use wgnn::{Device, Tensor};
+use wgnn::{DType, Device, Error, Tensor};
+
+device_tests!(
+    argmax_matches_the_cpu_and_picks_the_first_maximum,
+    a_parameter_used_twice_gets_the_sum_of_both_gradients,
+    large_launches_fold_into_a_two_dimensional_grid,
+    dropout_with_p_zero_is_the_identity_and_p_one_zeroes_everything,
+    label_tensors_reshape_slice_join_and_select_keeping_their_values,
+    an_embedding_lookup_takes_a_batch_of_sequences_of_indices,
+    an_index_past_the_table_is_a_typed_error_before_anything_runs,
+    gelu_follows_the_exact_erf_and_pytorchs_tanh_form,
+    an_op_with_two_outputs_computes_both_in_one_launch,
+    the_outputs_of_a_realized_op_stay_readable_in_any_order,
+    the_gradient_of_max_with_indices_goes_to_the_first_maximum_only,
+);
 
 /// How inputs are drawn.
 #[derive(Clone, Copy)]
@@ -125,6 +139,14 @@ fn elementwise_cases() -> Vec<Case> {
             }),
             case("max_axis1", vec![vec![3, n]], Draw::Normal, |x| x[0].max_axis(1, false)),
             case("max_axis0", vec![vec![n, 5]], Draw::Normal, |x| x[0].max_axis(0, false)),
+            case("max_with_indices_axis1", vec![vec![3, n]], Draw::Normal, |x| {
+                x[0].max_with_indices(1).0
+            }),
+            case("max_with_indices_axis0", vec![vec![n, 5]], Draw::Normal, |x| {
+                let (values, indices) = x[0].max_with_indices(0);
+                // Both outputs in one graph: indices back to f32 through one_hot.
+                &values + &indices.one_hot(x[0].shape()[0]).sum_axis(1, false)
+            }),
             case("reshape", vec![vec![n, 2]], Draw::Normal, |x| {
                 x[0].reshape(&[2, x[0].shape()[0]]).exp()
             }),
@@ -328,17 +350,14 @@ fn cross_entropy_matches_between_cpu_and_gpu() {
     }
 }
 
-#[test]
-fn argmax_matches_between_cpu_and_gpu_and_picks_the_first_maximum() {
-    for dev in devices() {
-        let x = Tensor::from_vec(vec![1.0, 3.0, 3.0, 0.0, -1.0, -2.0], &[2, 3], &dev).unwrap();
-        assert_eq!(x.argmax(1).to_labels().unwrap(), vec![1, 0], "{dev}");
-        assert_eq!(x.argmax(0).to_labels().unwrap(), vec![0, 0, 0], "{dev}");
-        for n in sizes() {
-            let x = Tensor::randn(&[3, n], 9, &dev).unwrap();
-            let cpu = Tensor::randn(&[3, n], 9, &Device::cpu()).unwrap();
-            assert_eq!(x.argmax(1).to_labels().unwrap(), cpu.argmax(1).to_labels().unwrap());
-        }
+fn argmax_matches_the_cpu_and_picks_the_first_maximum(dev: &Device) {
+    let x = Tensor::from_vec(vec![1.0, 3.0, 3.0, 0.0, -1.0, -2.0], &[2, 3], dev).unwrap();
+    assert_eq!(x.argmax(1).to_labels().unwrap(), vec![1, 0]);
+    assert_eq!(x.argmax(0).to_labels().unwrap(), vec![0, 0, 0]);
+    for n in sizes() {
+        let x = Tensor::randn(&[3, n], 9, dev).unwrap();
+        let cpu = Tensor::randn(&[3, n], 9, &Device::cpu()).unwrap();
+        assert_eq!(x.argmax(1).to_labels().unwrap(), cpu.argmax(1).to_labels().unwrap());
     }
 }
 
@@ -415,34 +434,25 @@ fn cross_entropy_passes_a_finite_difference_gradient_check() {
     gradcheck(&c);
 }
 
-#[test]
-fn a_parameter_used_twice_gets_the_sum_of_both_gradients() {
-    for dev in devices() {
-        let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], &dev)
-            .unwrap()
-            .requires_grad()
-            .unwrap();
-        let f = (&w * &w).sum() + w.sum();
-        let g = f.backward().unwrap();
-        assert_eq!(g.get(&w).unwrap().to_vec().unwrap(), vec![3.0, -3.0, 7.0], "{dev}");
-    }
+fn a_parameter_used_twice_gets_the_sum_of_both_gradients(dev: &Device) {
+    let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let f = (&w * &w).sum() + w.sum();
+    let g = f.backward().unwrap();
+    assert_eq!(g.get(&w).unwrap().to_vec().unwrap(), vec![3.0, -3.0, 7.0]);
 }
 
-#[test]
-fn large_launches_fold_into_a_two_dimensional_grid() {
+fn large_launches_fold_into_a_two_dimensional_grid(dev: &Device) {
     // 2^24 + 3 elements: more than 65,535 workgroups of 256.
-    for dev in devices() {
-        let n = (1 << 24) + 3;
-        let x = Tensor::full(&[n], 2.0, &dev);
-        let y = x.mul_scalar(1.5).to_vec().unwrap();
-        assert_eq!(y.len(), n);
-        assert!(y.iter().all(|&v| v == 3.0), "{dev}: some elements were not written");
-        let total = x.sum().item().unwrap() as f64;
-        assert!(
-            (total - 2.0 * n as f64).abs() / (2.0 * n as f64) < 1e-6,
-            "{dev}: sum {total}"
-        );
-    }
+    let n = (1 << 24) + 3;
+    let x = Tensor::full(&[n], 2.0, dev);
+    let y = x.mul_scalar(1.5).to_vec().unwrap();
+    assert_eq!(y.len(), n);
+    assert!(y.iter().all(|&v| v == 3.0), "some elements were not written");
+    let total = x.sum().item().unwrap() as f64;
+    assert!((total - 2.0 * n as f64).abs() / (2.0 * n as f64) < 1e-6, "sum {total}");
 }
 
 #[test]
@@ -479,11 +489,185 @@ fn dropout_drops_the_same_elements_on_cpu_and_gpu_at_the_expected_rate() {
     }
 }
 
-#[test]
-fn dropout_with_p_zero_is_the_identity_and_p_one_zeroes_everything() {
-    for dev in devices() {
-        let x = Tensor::randn(&[129], 3, &dev).unwrap();
-        assert_eq!(x.dropout(0.0, 1).to_vec().unwrap(), x.to_vec().unwrap(), "{dev}");
-        assert!(x.dropout(1.0, 1).to_vec().unwrap().iter().all(|&v| v == 0.0), "{dev}");
+fn dropout_with_p_zero_is_the_identity_and_p_one_zeroes_everything(dev: &Device) {
+    let x = Tensor::randn(&[129], 3, dev).unwrap();
+    assert_eq!(x.dropout(0.0, 1).to_vec().unwrap(), x.to_vec().unwrap());
+    assert!(x.dropout(1.0, 1).to_vec().unwrap().iter().all(|&v| v == 0.0));
+}
+
+fn label_tensors_reshape_slice_join_and_select_keeping_their_values(dev: &Device) {
+    // Large labels too: their bits as f32 are NaNs and denormals, which copies keep.
+    let labels: Vec<u32> = vec![0, 1, 2, 3, 4, 5, 0x7fc0_0001, 0xffff_ffff, 7, 8, 9, 10];
+    let t = Tensor::from_labels(&labels, dev).unwrap().reshape(&[3, 4]);
+    assert_eq!(t.dtype(), DType::U32);
+    assert_eq!(t.narrow(1, 1, 2).to_labels().unwrap(), vec![1, 2, 5, 0x7fc0_0001, 8, 9]);
+    assert_eq!(
+        t.select(0, 1).to_labels().unwrap(),
+        vec![4, 5, 0x7fc0_0001, 0xffff_ffff]
+    );
+    assert_eq!(t.select(1, 3).to_labels().unwrap(), vec![3, 0xffff_ffff, 10]);
+    let both = Tensor::cat(&[&t.narrow(0, 2, 1), &t.narrow(0, 0, 1)], 0);
+    assert_eq!(both.to_labels().unwrap(), vec![7, 8, 9, 10, 0, 1, 2, 3]);
+    assert_eq!(t.t().to_labels().unwrap()[..4], [0, 4, 7, 1]);
+    let stacked = Tensor::stack(&[&t.select(1, 0), &t.select(1, 1)], 1);
+    assert_eq!(stacked.shape(), &[3, 2]);
+    assert_eq!(stacked.to_labels().unwrap(), vec![0, 1, 4, 5, 7, 8]);
+}
+
+fn an_embedding_lookup_takes_a_batch_of_sequences_of_indices(dev: &Device) {
+    // A [num, dim] table and [batch, time] indices: rows gathered into [batch, time, dim],
+    // and the table's gradient counts each row as often as it was picked.
+    let (num, dim) = (5, 3);
+    let table: Vec<f32> = (0..num * dim).map(|i| i as f32).collect();
+    let w = Tensor::from_vec(table.clone(), &[num, dim], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let idx = [4u32, 0, 4, 2, 2, 4];
+    let ids = Tensor::from_labels(&idx, dev).unwrap().reshape(&[2, 3]);
+    let out = w.index_select(0, &ids.reshape(&[6])).reshape(&[2, 3, dim]);
+    let expected: Vec<f32> = idx
+        .iter()
+        .flat_map(|&r| table[r as usize * dim..][..dim].to_vec())
+        .collect();
+    assert_eq!(out.to_vec().unwrap(), expected);
+    let g = out.sum().backward().unwrap();
+    let counts = [1.0, 0.0, 2.0, 0.0, 3.0];
+    let expected: Vec<f32> = counts.iter().flat_map(|&c| vec![c; dim]).collect();
+    assert_eq!(g.get(&w).unwrap().to_vec().unwrap(), expected);
+}
+
+fn an_index_past_the_table_is_a_typed_error_before_anything_runs(dev: &Device) {
+    let w = Tensor::zeros(&[4, 2], dev);
+    let ids = Tensor::from_labels(&[1, 4, 0], dev).unwrap();
+    match w.index_select(0, &ids).to_vec() {
+        Err(Error::LabelOutOfRange {
+            label: 4,
+            index: 1,
+            classes: 4,
+            ..
+        }) => {}
+        other => panic!("expected LabelOutOfRange, got {other:?}"),
     }
+}
+
+/// erf in f64 from its Taylor series (exact to ~1e-12 for |x| < 4).
+fn erf64(x: f64) -> f64 {
+    let (mut term, mut sum) = (x, x);
+    for n in 1..200 {
+        term *= -x * x / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+fn gelu_follows_the_exact_erf_and_pytorchs_tanh_form(dev: &Device) {
+    let xs: Vec<f32> = (0..161).map(|i| -4.0 + i as f32 * 0.05).collect();
+    let x = Tensor::from_vec(xs.clone(), &[xs.len()], dev).unwrap();
+    let (erf, gelu, gelu_tanh) = (
+        x.erf().to_vec().unwrap(),
+        x.gelu().to_vec().unwrap(),
+        x.gelu_tanh().to_vec().unwrap(),
+    );
+    for (i, &v) in xs.iter().enumerate() {
+        let v = v as f64;
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        let want = [
+            erf64(v),
+            0.5 * v * (1.0 + erf64(v / 2f64.sqrt())),
+            0.5 * v * (1.0 + (k * (v + 0.044715 * v * v * v)).tanh()),
+        ];
+        for (got, want) in [erf[i], gelu[i], gelu_tanh[i]].iter().zip(want) {
+            assert!(
+                (*got as f64 - want).abs() < 1e-6 * want.abs().max(1.0),
+                "x = {v}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn scatter_add_gives_the_same_bits_on_cpu_and_gpu() {
+    let Some(gpu) = gpu() else { return };
+    // Many sources per row, in random order, with values of mixed magnitude: any
+    // other summation order would change low bits.
+    for (m, rows, inner) in [(1, 1, 1), (1000, 7, 33), (4099, 129, 3)] {
+        let idx: Vec<u32> = wgnn::rng::uniform(5, m, 0.0, rows as f32)
+            .iter()
+            .map(|u| (*u as u32).min(rows as u32 - 1))
+            .collect();
+        let data: Vec<f32> = wgnn::rng::normal(6, m * inner)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * 10f32.powi((i % 7) as i32 - 3))
+            .collect();
+        let run = |dev: &Device| {
+            let src = Tensor::from_vec(data.clone(), &[m, inner], dev).unwrap();
+            let ids = Tensor::from_labels(&idx, dev).unwrap();
+            src.scatter_add(0, &ids, rows).to_vec().unwrap()
+        };
+        let (c, g) = (run(&Device::cpu()), run(&gpu));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&c), bits(&g), "m = {m}, rows = {rows}, inner = {inner}");
+    }
+}
+
+fn an_op_with_two_outputs_computes_both_in_one_launch(dev: &Device) {
+    let x = Tensor::from_vec(vec![1.0, 5.0, 2.0, 7.0, -1.0, 7.0], &[2, 3], dev).unwrap();
+    x.realize().unwrap();
+    let (values, indices) = x.max_with_indices(1);
+    let before = dev.stats();
+    values.realize().unwrap();
+    let after = dev.stats();
+    assert_eq!(
+        after.dispatches - before.dispatches,
+        1,
+        "one kernel writes both outputs"
+    );
+    assert_eq!(after.submits - before.submits, 1);
+    // Realizing the values kept the indices too: reading them runs nothing.
+    assert_eq!(indices.to_labels().unwrap(), vec![1, 0]);
+    assert_eq!(dev.stats().dispatches, after.dispatches);
+    assert_eq!(values.to_vec().unwrap(), vec![5.0, 7.0]);
+}
+
+fn the_outputs_of_a_realized_op_stay_readable_in_any_order(dev: &Device) {
+    let x = Tensor::randn(&[4, 9], 3, dev).unwrap();
+    let reference = x.to_vec().unwrap();
+    let rows: Vec<&[f32]> = reference.chunks(9).collect();
+    let want_idx: Vec<u32> = x.argmax(1).to_labels().unwrap();
+    let want_max: Vec<f32> = rows
+        .iter()
+        .map(|r| r.iter().copied().fold(f32::MIN, f32::max))
+        .collect();
+    // Indices first (the values are computed and kept beside them), then values.
+    let (values, indices) = x.max_with_indices(1);
+    assert_eq!(indices.to_labels().unwrap(), want_idx);
+    assert_eq!(values.to_vec().unwrap(), want_max);
+    // Values only, the indices dropped unread.
+    let (values, _) = x.max_with_indices(1);
+    assert_eq!(values.to_vec().unwrap(), want_max);
+    // A consumer of the second output alone.
+    let (_, indices) = x.max_with_indices(1);
+    let picked = indices.one_hot(9).sum_axis(0, false);
+    assert_eq!(picked.to_vec().unwrap().iter().sum::<f32>(), 4.0);
+}
+
+fn the_gradient_of_max_with_indices_goes_to_the_first_maximum_only(dev: &Device) {
+    let x = Tensor::from_vec(vec![1.0, 3.0, 3.0, 0.0, 2.0, -1.0], &[2, 3], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let w = Tensor::from_vec(vec![10.0, 20.0], &[2], dev).unwrap();
+    // With the indices held and with them dropped (recomputed for the gradient).
+    let (values, indices) = x.max_with_indices(1);
+    let g = (&values * &w).sum().backward().unwrap();
+    assert_eq!(
+        g.get(&x).unwrap().to_vec().unwrap(),
+        vec![0.0, 10.0, 0.0, 0.0, 20.0, 0.0]
+    );
+    assert_eq!(indices.to_labels().unwrap(), vec![1, 1]);
+    let (values, _) = x.max_with_indices(0);
+    let g = values.sum().backward().unwrap();
+    assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
 }

@@ -146,13 +146,40 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
         loss: Some(loss.clone()),
         ..Gradients::default()
     };
+    // Gradients of the outputs after the first of multi-output nodes, by node.
+    let mut output_grads: HashMap<u64, Vec<Option<Tensor>>> = HashMap::new();
     for node in order.iter().rev() {
-        let Some(g) = grads.remove(&node.id()) else { continue };
-        if node.0.op == Op::Leaf {
-            out.by_id.insert(node.id(), (node.clone(), g));
+        if let Op::Output(o) = &node.0.op {
+            // Handed to the node that made this output, which comes later in the walk.
+            if let Some(g) = grads.remove(&node.id()) {
+                let slots = output_grads.entry(node.0.inputs[0].id()).or_default();
+                slots.resize(slots.len().max(o.index), None);
+                let acc = match slots[o.index - 1].take() {
+                    Some(prev) => &prev + &g,
+                    None => g,
+                };
+                slots[o.index - 1] = Some(acc);
+            }
             continue;
         }
-        let input_grads = node.0.op.backward(&node.0.inputs, node, &g);
+        let g = grads.remove(&node.id());
+        let others = output_grads.remove(&node.id());
+        let input_grads = match (g, others) {
+            (None, None) => continue,
+            (Some(g), None) if node.0.op == Op::Leaf => {
+                out.by_id.insert(node.id(), (node.clone(), g));
+                continue;
+            }
+            (Some(g), None) if node.0.others.get().is_none() => node.0.op.backward(&node.0.inputs, node, &g),
+            (g, others) => {
+                let mut outputs = vec![Some(node.clone())];
+                outputs.extend(node.other_outputs());
+                let mut gs = vec![g];
+                let others = others.unwrap_or_default();
+                gs.extend((1..outputs.len()).map(|k| others.get(k - 1).cloned().flatten()));
+                node.0.op.rule().backward_outputs(&node.0.inputs, &outputs, &gs)
+            }
+        };
         for (input, grad) in node.0.inputs.iter().zip(input_grads) {
             let Some(grad) = grad else { continue };
             if !input.is_trainable() {

@@ -83,6 +83,15 @@ impl Schedule {
             .enumerate()
             .map(|(i, t)| Arc::strong_count(&t.0) > 1 + uses[i])
             .collect();
+        // A kept multi-output node keeps its other outputs: they could not be
+        // recomputed once it is realized.
+        for i in 0..s.nodes.len() {
+            if let Op::Output(_) = s.nodes[i].0.op {
+                if let Ref::Node(parent) = s.inputs[i][0] {
+                    s.kept[i] |= s.kept[parent];
+                }
+            }
+        }
         s.inputs.extend(update_inputs);
         s
     }
@@ -112,9 +121,20 @@ impl Schedule {
                     self.externals.push(child);
                 }
             } else if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(node.id()) {
-                slot.insert(Ref::Node(self.nodes.len()));
+                let at = self.nodes.len();
+                slot.insert(Ref::Node(at));
                 self.inputs.push(node.0.inputs.iter().map(|t| index[&t.id()]).collect());
+                let others = node.other_outputs();
                 self.nodes.push(node);
+                // The other outputs of its kernel come with it, so they exist whenever
+                // it does (see `kept`).
+                for other in others.into_iter().flatten() {
+                    if !index.contains_key(&other.id()) && is_pending(&other) {
+                        index.insert(other.id(), Ref::Node(self.nodes.len()));
+                        self.inputs.push(vec![Ref::Node(at)]);
+                        self.nodes.push(other);
+                    }
+                }
             }
         }
     }
@@ -132,6 +152,15 @@ impl Schedule {
                 }
             }
             node.0.op.rule().validate(&node.0.inputs)?;
+            if let Op::Output(o) = &node.0.op {
+                if !is_pending(&node.0.inputs[0]) {
+                    return Err(Error::Invalid(format!(
+                        "output {} of a realized {} node was not kept",
+                        o.index,
+                        node.0.inputs[0].0.op.name()
+                    )));
+                }
+            }
             if let Some(from) = node.0.op.in_place_from() {
                 for input in &node.0.inputs[from..] {
                     let resident = input.0.op == Op::Leaf
@@ -197,6 +226,15 @@ impl Schedule {
                 }
             }
         }
+        // Which (node, output ≥ 1) an `Op::Output` node of the plan reads, and where
+        // each node's other outputs were put.
+        let read_outputs: std::collections::HashSet<(usize, usize)> = (0..n)
+            .filter_map(|i| match (&self.nodes[i].0.op, self.inputs[i].first()) {
+                (Op::Output(o), Some(&Ref::Node(parent))) => Some((parent, o.index)),
+                _ => None,
+            })
+            .collect();
+        let mut outputs_of: HashMap<usize, Vec<Slot>> = HashMap::new();
         let resolve = |r: &Ref, slot_of: &Vec<Slot>| match r {
             Ref::Node(i) => slot_of[*i],
             Ref::External(e) => Slot::External(*e),
@@ -224,12 +262,23 @@ impl Schedule {
                     }
                 }
             };
-            let (out, launches, temps) = match lowering {
-                Lowering::Alias => (bindings_in[0], Vec::new(), Vec::new()), // same buffer as the input
-                Lowering::Launches { temps, launches } => {
+            let (out, launches, mut temps, outputs) = match lowering {
+                Lowering::Alias => (bindings_in[0], Vec::new(), Vec::new(), Vec::new()), // same buffer as the input
+                Lowering::OutputOf(k) => {
+                    let Ref::Node(parent) = self.inputs[i][0] else {
+                        unreachable!("validated: an output's node is in the plan")
+                    };
+                    (outputs_of[&parent][k - 1], Vec::new(), Vec::new(), Vec::new())
+                }
+                Lowering::Launches {
+                    temps,
+                    outputs,
+                    launches,
+                } => {
                     let out = take(numel(node.shape()).max(1), &mut free);
                     let temps: Vec<Slot> = temps.iter().map(|&w| take(w.max(1), &mut free)).collect();
-                    (out, launches, temps)
+                    let outputs: Vec<Slot> = outputs.iter().map(|&w| take(w.max(1), &mut free)).collect();
+                    (out, launches, temps, outputs)
                 }
             };
             slot_of.push(out);
@@ -244,13 +293,21 @@ impl Schedule {
                     .map(|b| match *b {
                         Bind::Input(k) => bindings_in[k],
                         Bind::Temp(k) => temps[k],
-                        Bind::Output => out,
+                        Bind::Output(0) => out,
+                        Bind::Output(k) => outputs[k - 1],
                     })
                     .collect();
                 program.steps.push(Step {
                     kernel: launch.kernel,
                     bindings,
                 });
+            }
+            // Outputs read by `Op::Output` nodes live on in those; the rest are scratch.
+            for (k, &slot) in outputs.iter().enumerate() {
+                outputs_of.entry(i).or_default().push(slot);
+                if !read_outputs.contains(&(i, k + 1)) {
+                    temps.push(slot);
+                }
             }
             // Scratch buffers and consumed inputs nobody needs any more are free again.
             for t in temps {

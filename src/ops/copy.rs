@@ -169,7 +169,7 @@ impl Rule for Cat {
                 offset += len;
                 Launch {
                     kernel: Arc::new(kernel),
-                    bindings: vec![Bind::Input(i), Bind::Output],
+                    bindings: vec![Bind::Input(i), Bind::Output(0)],
                 }
             })
             .collect();

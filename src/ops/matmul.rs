@@ -253,3 +253,34 @@ impl Tensor {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Device;
+
+    #[test]
+    fn an_epilogue_whose_gradient_needs_its_input_matches_the_unfused_graph() {
+        let dev = Device::cpu();
+        let leaf = |shape: &[usize], seed| Tensor::randn(shape, seed, &dev).unwrap().requires_grad().unwrap();
+        let (a, b, bias) = (leaf(&[3, 4], 1), leaf(&[5, 4], 2), leaf(&[5], 3));
+        let op = MatMul {
+            ta: false,
+            tb: true,
+            bias: true,
+            act: Some(UnaryOp::Gelu),
+        };
+        let inputs = vec![a.clone(), b.clone(), bias.clone()];
+        let fused = Tensor::from_node(Op::MatMul(op), inputs, vec![3, 5], DType::F32);
+        let plain = a.linear(&b, Some(&bias)).gelu();
+        let (gf, gp) = (fused.sum().backward().unwrap(), plain.sum().backward().unwrap());
+        assert_eq!(fused.to_vec().unwrap(), plain.to_vec().unwrap());
+        for t in [&a, &b, &bias] {
+            let (f, p) = (
+                gf.get(t).unwrap().to_vec().unwrap(),
+                gp.get(t).unwrap().to_vec().unwrap(),
+            );
+            assert!(f.iter().zip(&p).all(|(x, y)| (x - y).abs() < 1e-5), "{f:?} vs {p:?}");
+        }
+    }
+}

@@ -5,14 +5,15 @@
 //! backend in the same plan), its lowering to kernel launches, the CPU twin of each
 //! kernel and the kernel's WGSL bindings and named uniform layout.
 //!
-//! The backends know nothing about any op: they run [`Kernel`]s, which carry their CPU
-//! function and their WGSL launch. [`Op`] is the one central enum; its only match is
-//! [`Op::rule`], one delegating line per op.
+//! The backends know nothing about any op: they run kernels (the crate-private
+//! `Kernel` trait), which carry their CPU function and their WGSL launch. [`Op`] is
+//! the one central enum; its only match is `Op::rule`, one delegating line per op.
 //!
-//! - A new elementwise map is one file: a variant and its match arms in
-//!   [`elementwise`](self::UnaryOp) plus its one-line `Tensor` method there.
+//! - A new elementwise map is one file, `src/ops/elementwise.rs`: a variant of
+//!   [`UnaryOp`] (or [`BinaryOp`]), its arms in the CPU, WGSL and gradient matches
+//!   beside it, and its one-line `Tensor` method there.
 //! - A new kernel family is two files, `src/ops/<family>.rs` and
-//!   `shaders/<family>.wgsl`, plus one variant of [`Op`] and its line in [`Op::rule`].
+//!   `shaders/<family>.wgsl`, plus one variant of [`Op`] and its line in `Op::rule`.
 
 pub(crate) mod copy;
 pub(crate) mod dropout;
@@ -27,12 +28,13 @@ pub(crate) mod softmax_xent;
 use std::sync::Arc;
 
 pub use copy::{Cat, Pad, Permute, Slice};
+
 pub use dropout::Dropout;
 pub use elementwise::{BinaryOp, Fill, OneHot, UnaryOp};
 pub use gather::{IndexSelect, ScatterAddRows};
 pub use matmul::MatMul;
 pub use optim::UpdateKind;
-pub use reduce::{ArgMax, Reduce, ReduceKind};
+pub use reduce::{ArgMax, MaxWithIndices, Reduce, ReduceKind};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 
 pub(crate) use kernel::Kernel;
@@ -57,6 +59,8 @@ pub enum Op {
     Reduce(Reduce),
     /// Index of the first maximum along one axis (u32 labels out).
     ArgMax(ArgMax),
+    /// Maxima along one axis and their indices: two outputs from one kernel.
+    MaxWithIndices(MaxWithIndices),
     /// Same data, new shape (an alias of the input's buffer, no kernel).
     Reshape,
     /// The input's value with no gradient flowing back (an alias, no kernel).
@@ -88,6 +92,9 @@ pub enum Op {
     Dropout(Dropout),
     /// u32 labels `[n]` to f32 one-hot rows `[n, classes]`.
     OneHot(OneHot),
+    /// Output `index` (≥ 1) of the op with several outputs that is its input (the
+    /// first output is that node itself); its kernel wrote it, so this is an alias.
+    Output(Output),
 }
 
 impl Op {
@@ -101,6 +108,7 @@ impl Op {
             Op::MatMul(m) => m,
             Op::Reduce(r) => r,
             Op::ArgMax(a) => a,
+            Op::MaxWithIndices(m) => m,
             Op::Reshape => &copy::Reshape,
             Op::Detach => &copy::Detach,
             Op::Permute(p) => p,
@@ -116,6 +124,7 @@ impl Op {
             Op::Increment => &optim::Increment,
             Op::Dropout(d) => d,
             Op::OneHot(o) => o,
+            Op::Output(o) => o,
         }
     }
 
@@ -159,6 +168,41 @@ pub(crate) trait Rule {
     fn in_place_from(&self) -> Option<usize> {
         None
     }
+
+    /// For ops with several outputs: gradients of each input given each output
+    /// (`None` where nobody holds it) and the gradient flowing into each (`None`
+    /// where it does not reach the loss). Single-output ops use [`Rule::backward`].
+    fn backward_outputs(
+        &self,
+        inputs: &[Tensor],
+        outputs: &[Option<Tensor>],
+        grads: &[Option<Tensor>],
+    ) -> Vec<Option<Tensor>> {
+        match (&outputs[0], &grads[0]) {
+            (Some(y), Some(g)) => self.backward(inputs, y, g),
+            _ => vec![None; inputs.len()],
+        }
+    }
+}
+
+/// Output `index` (≥ 1) of a multi-output node, which is its only input. Autograd
+/// hands its gradient to that node's [`Rule::backward_outputs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Which output of the input node.
+    pub index: usize,
+}
+
+impl Rule for Output {
+    fn name(&self) -> &'static str {
+        "output"
+    }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Lowering {
+        Lowering::OutputOf(self.index)
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        unreachable!("autograd routes an output's gradient to the node that made it")
+    }
 }
 
 /// Data or parameter: no kernel, no gradient rule (autograd collects it).
@@ -183,8 +227,8 @@ pub(crate) enum Bind {
     Input(usize),
     /// Scratch buffer `i` of the node (see [`Lowering::Launches`]).
     Temp(usize),
-    /// The node's output.
-    Output,
+    /// The node's output `k`: 0 is the node itself, the others its `Op::Output` nodes.
+    Output(usize),
 }
 
 /// One kernel launch of a node: bindings are the kernel's reads, then its writes.
@@ -198,15 +242,22 @@ pub(crate) struct Launch {
 pub(crate) enum Lowering {
     /// No kernel: the node's value is input 0's buffer.
     Alias,
-    /// Launches in order; `temps` are scratch buffers (in words) private to the node.
-    Launches { temps: Vec<usize>, launches: Vec<Launch> },
+    /// No kernel: the node's value is output `k` of input 0 (`Op::Output`).
+    OutputOf(usize),
+    /// Launches in order; `temps` are scratch buffers (in words) private to the node,
+    /// `outputs` the sizes (in words) of its outputs after the first.
+    Launches {
+        temps: Vec<usize>,
+        outputs: Vec<usize>,
+        launches: Vec<Launch>,
+    },
 }
 
 impl Lowering {
     /// One kernel reading every input in order and writing the output.
     pub(crate) fn kernel(kernel: impl Kernel + 'static, inputs: usize) -> Lowering {
         let mut bindings: Vec<Bind> = (0..inputs).map(Bind::Input).collect();
-        bindings.push(Bind::Output);
+        bindings.push(Bind::Output(0));
         Lowering::launches(vec![Launch {
             kernel: Arc::new(kernel),
             bindings,
@@ -217,6 +268,7 @@ impl Lowering {
     pub(crate) fn launches(launches: Vec<Launch>) -> Lowering {
         Lowering::Launches {
             temps: Vec::new(),
+            outputs: Vec::new(),
             launches,
         }
     }

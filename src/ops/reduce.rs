@@ -93,6 +93,7 @@ impl Rule for Reduce {
         };
         Lowering::Launches {
             temps: vec![outer * chunks],
+            outputs: Vec::new(),
             launches: vec![
                 Launch {
                     kernel: Arc::new(first),
@@ -100,7 +101,7 @@ impl Rule for Reduce {
                 },
                 Launch {
                     kernel: Arc::new(second),
-                    bindings: vec![Bind::Temp(0), Bind::Output],
+                    bindings: vec![Bind::Temp(0), Bind::Output(0)],
                 },
             ],
         }
@@ -132,10 +133,76 @@ impl Rule for ArgMax {
     }
     fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
         let (outer, len, inner) = split_axis(inputs[0], self.axis);
-        Lowering::kernel(ArgMaxKernel { outer, len, inner }, 1)
+        let kernel = ArgMaxKernel {
+            outer,
+            len,
+            inner,
+            values: false,
+        };
+        Lowering::kernel(kernel, 1)
     }
     fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
         vec![None]
+    }
+}
+
+/// The maximum along `axis` and the index of its first occurrence, from one kernel:
+/// output 0 is the values (f32), output 1 the indices (u32), as `torch.max(x, dim)`.
+/// The gradient goes to the picked index only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxWithIndices {
+    /// The axis searched, removed from the shape.
+    pub axis: usize,
+}
+
+impl Rule for MaxWithIndices {
+    fn name(&self) -> &'static str {
+        "max_with_indices"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        let (outer, len, inner) = split_axis(inputs[0], self.axis);
+        let kernel = ArgMaxKernel {
+            outer,
+            len,
+            inner,
+            values: true,
+        };
+        Lowering::Launches {
+            temps: Vec::new(),
+            outputs: vec![outer * inner],
+            launches: vec![Launch {
+                kernel: Arc::new(kernel),
+                bindings: vec![Bind::Input(0), Bind::Output(0), Bind::Output(1)],
+            }],
+        }
+    }
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        self.backward_outputs(inputs, &[Some(y.clone()), None], &[Some(g.clone()), None])
+    }
+    fn backward_outputs(
+        &self,
+        inputs: &[Tensor],
+        outputs: &[Option<Tensor>],
+        grads: &[Option<Tensor>],
+    ) -> Vec<Option<Tensor>> {
+        let (x, axis) = (&inputs[0], self.axis);
+        let Some(g) = &grads[0] else { return vec![None] };
+        // The indices, recomputed by argmax (same first maximum) if nobody kept them.
+        let indices = outputs[1].clone().unwrap_or_else(|| x.argmax(axis));
+        // One-hot rows along the axis moved last, then moved back.
+        let rank = x.shape().len();
+        let mut perm: Vec<usize> = (0..rank).filter(|&d| d != axis).collect();
+        perm.push(axis);
+        let mut moved: Vec<usize> = perm.iter().map(|&d| x.shape()[d]).collect();
+        let len = moved.pop().unwrap();
+        let rows = moved.iter().product();
+        moved.push(len);
+        let mut inverse = vec![0; rank];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        let mask = indices.reshape(&[rows]).one_hot(len).reshape(&moved).permute(&inverse);
+        vec![Some(&g.unsqueeze(axis).expand(x.shape()) * &mask)]
     }
 }
 
@@ -227,12 +294,14 @@ impl Kernel for ReduceCols {
     }
 }
 
-/// reads [x] viewed as [outer, len, inner], writes u32 [outer, inner]
+/// reads [x] viewed as [outer, len, inner], writes u32 indices [outer, inner], or
+/// with `values` the maxima [outer, inner] and then the indices.
 #[derive(Debug)]
 struct ArgMaxKernel {
     outer: usize,
     len: usize,
     inner: usize,
+    values: bool,
 }
 
 impl Kernel for ArgMaxKernel {
@@ -252,7 +321,12 @@ impl Kernel for ArgMaxKernel {
                         at = l as u32;
                     }
                 }
-                out[0][o * inner + i] = f32::from_bits(at);
+                if self.values {
+                    out[0][o * inner + i] = best;
+                    out[1][o * inner + i] = f32::from_bits(at);
+                } else {
+                    out[0][o * inner + i] = f32::from_bits(at);
+                }
             }
         }
     }
@@ -262,7 +336,8 @@ impl Kernel for ArgMaxKernel {
             .u32("outer", self.outer)
             .u32("len", self.len)
             .u32("inner", self.inner);
-        Wgsl::new(SHADER, "argmax", u, Grid::Threads(self.outer * self.inner)).defs("const IS_MAX: bool = true;\n")
+        let entry = if self.values { "max_with_indices" } else { "argmax" };
+        Wgsl::new(SHADER, entry, u, Grid::Threads(self.outer * self.inner)).defs("const IS_MAX: bool = true;\n")
     }
 }
 
@@ -321,6 +396,25 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         shape.remove(axis);
         Tensor::from_node(Op::ArgMax(ArgMax { axis }), vec![self.clone()], shape, DType::U32)
+    }
+
+    /// The maximum along `axis` and the index of its first occurrence, computed by
+    /// one kernel, as `torch.max(x, dim)`: `(values, indices)` with `axis` removed,
+    /// indices a label tensor. The gradient of the values goes to that index only.
+    #[track_caller]
+    pub fn max_with_indices(&self, axis: usize) -> (Tensor, Tensor) {
+        self.check_f32("max_with_indices");
+        assert!(
+            axis < self.shape().len(),
+            "max_with_indices: axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
+        let mut shape = self.shape().to_vec();
+        shape.remove(axis);
+        let op = Op::MaxWithIndices(MaxWithIndices { axis });
+        let outputs = vec![(shape.clone(), DType::F32), (shape, DType::U32)];
+        let mut both = Tensor::from_node_outputs(op, vec![self.clone()], outputs).into_iter();
+        (both.next().unwrap(), both.next().unwrap())
     }
 
     /// Softmax along `axis` (max-subtracted, stable).

@@ -2,7 +2,7 @@
 //! nothing runs until a value is read (`to_vec`) or an optimizer step is applied.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::backend::Storage;
 use crate::graph::plan;
@@ -12,6 +12,7 @@ use crate::{Device, Error, Result};
 /// Element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit floats: data, parameters, activations.
     F32,
     /// Class indices (stored as 32-bit words like f32 data).
     U32,
@@ -36,6 +37,9 @@ pub(crate) struct Node {
     pub version: AtomicU64,
     /// For label leaves: the largest label, checked against the class count.
     pub max_label: Option<(u32, usize)>,
+    /// For an op with several outputs: its outputs after the first (`Op::Output`
+    /// nodes that read it), weakly, so plans realize them together.
+    pub others: OnceLock<Vec<Weak<Node>>>,
 }
 
 /// A lazily evaluated n-dimensional array of f32 (or u32 class labels) on a [`Device`].
@@ -70,6 +74,30 @@ impl Tensor {
         Tensor::new_node(op, inputs, shape, dtype, device)
     }
 
+    /// A node of an op with several outputs: the first output is the node itself,
+    /// output `k` an `Op::Output` node reading it. One kernel writes them all.
+    pub(crate) fn from_node_outputs(op: Op, inputs: Vec<Tensor>, outputs: Vec<(Vec<usize>, DType)>) -> Vec<Tensor> {
+        let mut outputs = outputs.into_iter();
+        let (shape, dtype) = outputs.next().expect("an op has an output");
+        let first = Tensor::from_node(op, inputs, shape, dtype);
+        let mut all = vec![first.clone()];
+        for (index, (shape, dtype)) in outputs.enumerate() {
+            let op = Op::Output(crate::ops::Output { index: index + 1 });
+            all.push(Tensor::from_node(op, vec![first.clone()], shape, dtype));
+        }
+        let others = all[1..].iter().map(|t| Arc::downgrade(&t.0)).collect();
+        first.0.others.set(others).expect("a new node has no outputs yet");
+        all
+    }
+
+    /// The other outputs of a multi-output node that are still held somewhere.
+    pub(crate) fn other_outputs(&self) -> Vec<Option<Tensor>> {
+        self.0
+            .others
+            .get()
+            .map_or_else(Vec::new, |o| o.iter().map(|w| w.upgrade().map(Tensor)).collect())
+    }
+
     pub(crate) fn new_node(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType, device: Device) -> Tensor {
         let requires_grad = inputs.iter().any(|t| t.is_trainable());
         let input_versions = inputs
@@ -94,6 +122,7 @@ impl Tensor {
             storage: Mutex::new(None),
             version: AtomicU64::new(0),
             max_label: None,
+            others: OnceLock::new(),
         }))
     }
 
@@ -116,6 +145,7 @@ impl Tensor {
             storage: Mutex::new(Some(storage)),
             version: AtomicU64::new(0),
             max_label,
+            others: OnceLock::new(),
         }))
     }
 

@@ -1,7 +1,7 @@
 //! Running sums of one pass over data, kept on the device: rows, loss × rows and
 //! confusion counts (onehot(y)ᵀ·onehot(argmax), or the Gram matrix of [y, ŷ] for a
 //! binary output). A training step realizes the next sums in its own plan; the pass
-//! reads them back once, at the end.
+//! reads them back once, at the end, in one download.
 
 use super::history::Scores;
 use super::model::Loss;
@@ -77,9 +77,15 @@ impl Tally {
         prefix: &str,
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
-        logs.insert(format!("{prefix}loss"), f64::from(self.mean_loss()?));
-        let Some(counts) = &self.counts else { return Ok(None) };
-        let c: Vec<f32> = counts.to_vec()?;
+        let Some(counts) = &self.counts else {
+            logs.insert(format!("{prefix}loss"), f64::from(self.mean_loss()?));
+            return Ok(None);
+        };
+        // The loss sum and the counts in one download.
+        let totals = Tensor::cat(&[&self.loss_sum, &counts.reshape(&[counts.numel()])], 0).to_vec()?;
+        let mean_loss = totals[0] / self.rows.max(1) as f32;
+        logs.insert(format!("{prefix}loss"), f64::from(mean_loss));
+        let c = &totals[1..];
         let cm = if loss == Loss::CrossEntropy {
             let classes = counts.shape()[0];
             ConfusionMatrix::from_counts(classes, c.iter().map(|&v| v.round() as u64).collect())?
