@@ -36,23 +36,3 @@ fn pow_f(x: f32, e: f32) -> f32 {
     let m = pow(-x, e);
     return select(m, -m, fract(e * 0.5) != 0.0);
 }
-
-// erf as a rational function of x² on [-4, 4] (XLA's f32 erf; |error| < 1e-7), the
-// same evaluation as `elementwise::erf` on the CPU.
-fn erf_f(x: f32) -> f32 {
-    let c = clamp(x, -4.0, 4.0);
-    let x2 = c * c;
-    var p = -2.72614225801306e-10;
-    p = p * x2 + 2.77068142495902e-08;
-    p = p * x2 - 2.10102402082508e-06;
-    p = p * x2 - 5.69250639462346e-05;
-    p = p * x2 - 7.34990630326855e-04;
-    p = p * x2 - 2.95459980854025e-03;
-    p = p * x2 - 1.60960333262415e-02;
-    var q = -1.45660718464996e-05;
-    q = q * x2 - 2.13374055278905e-04;
-    q = q * x2 - 1.68282697438203e-03;
-    q = q * x2 - 7.37332916720468e-03;
-    q = q * x2 - 1.42647390514189e-02;
-    return c * p / q;
-}

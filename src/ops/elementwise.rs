@@ -118,6 +118,14 @@ impl UnaryOp {
         }
     }
 
+    /// WGSL functions the expression calls beyond common.wgsl, emitted before it.
+    pub(crate) fn wgsl_helpers(self) -> &'static str {
+        match self {
+            UnaryOp::Erf | UnaryOp::Gelu => ERF_WGSL,
+            _ => "",
+        }
+    }
+
     /// Activations whose gradient is a function of their output: an unrealized matmul
     /// takes them into its epilogue (the pre-activation is never stored).
     pub(crate) fn fuses_into_matmul(self) -> bool {
@@ -376,6 +384,7 @@ impl Kernel for UnaryKernel {
     }
     fn wgsl(&self) -> Wgsl {
         Wgsl::new(SHADER, "unary", Uniforms::new().u32("n", self.n), Grid::Threads(self.n))
+            .defs(self.op.wgsl_helpers())
             .defs(format!("fn unary_op(x: f32) -> f32 {{ return {}; }}\n", self.op.wgsl()))
     }
 }
@@ -485,32 +494,47 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// `erf_f`: the WGSL twin of [`erf`], the same evaluation step by step.
+const ERF_WGSL: &str = "
+fn erf_f(x: f32) -> f32 {
+    let c = clamp(x, -4.0, 4.0);
+    let x2 = c * c;
+    var p = -2.7261424e-10;
+    p = p * x2 + 2.7706815e-8;
+    p = p * x2 - 2.101024e-6;
+    p = p * x2 - 5.6925062e-5;
+    p = p * x2 - 7.3499064e-4;
+    p = p * x2 - 2.9546e-3;
+    p = p * x2 - 1.6096033e-2;
+    var q = -1.45660715e-5;
+    q = q * x2 - 2.1337405e-4;
+    q = q * x2 - 1.682827e-3;
+    q = q * x2 - 7.3733293e-3;
+    q = q * x2 - 1.4264739e-2;
+    return c * p / q;
+}
+";
+
 /// erf as a rational function of x² on [-4, 4] (XLA's f32 erf, |error| < 1e-7), the
-/// same evaluation as `erf_f` in common.wgsl.
+/// same evaluation as `erf_f` on the GPU.
 #[inline]
 pub fn erf(x: f32) -> f32 {
     let c = x.clamp(-4.0, 4.0);
     let x2 = c * c;
     let p = [
-        -2.726_142_3e-10,
-        2.770_681_4e-8,
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
+        -2.7261424e-10,
+        2.7706815e-8,
+        -2.101024e-6,
+        -5.6925062e-5,
+        -7.3499064e-4,
         -2.9546e-3,
-        -1.609_603_3e-2,
+        -1.6096033e-2,
     ]
     .iter()
     .fold(0.0f32, |acc, &k| acc * x2 + k);
-    let q = [
-        -1.456_607_2e-5,
-        -2.133_740_6e-4,
-        -1.682_827e-3,
-        -7.373_329e-3,
-        -1.426_474e-2,
-    ]
-    .iter()
-    .fold(0.0f32, |acc, &k| acc * x2 + k);
+    let q = [-1.45660715e-5, -2.1337405e-4, -1.682827e-3, -7.3733293e-3, -1.4264739e-2]
+        .iter()
+        .fold(0.0f32, |acc, &k| acc * x2 + k);
     c * p / q
 }
 

@@ -116,6 +116,7 @@ impl Kernel for MatMulKernel {
         } else {
             "fn bias_at(c: u32) -> f32 { return 0.0; }\n"
         };
+        defs += act.map_or("", UnaryOp::wgsl_helpers);
         let act = act.map_or("x".to_string(), UnaryOp::wgsl);
         defs += &format!("fn epilogue(x: f32) -> f32 {{ return {act}; }}\n");
         let u = Uniforms::new().u32("m", self.m).u32("k", self.k).u32("n", self.n);
