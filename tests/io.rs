@@ -3,9 +3,17 @@
 
 mod common;
 
-use common::{devices, max_rel_diff};
+use common::max_rel_diff;
 use wgnn::nn::{self, Linear, Module, Sequential};
 use wgnn::{Device, Error, Tensor};
+
+device_tests!(
+    a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs,
+    saving_and_loading_round_trips_every_parameter,
+    from_vec_with_the_wrong_length_is_a_typed_error,
+    labels_out_of_range_are_a_typed_error_when_the_loss_is_computed,
+    the_gpu_adapter_reports_its_name_and_limits,
+);
 
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,38 +57,33 @@ fn read_tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     )
 }
 
-#[test]
-fn a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs() {
+fn a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs(dev: &Device) {
     let (x_shape, x) = read_tensor(&fixture("mlp_io.safetensors"), "input");
     let (_, expected) = read_tensor(&fixture("mlp_io.safetensors"), "output");
-    for dev in devices() {
-        let mut model = fixture_model(&dev);
-        wgnn::io::load_safetensors(&mut model, fixture("mlp.safetensors")).unwrap();
-        let out = model
-            .forward(&Tensor::from_vec(x.clone(), &x_shape, &dev).unwrap())
-            .to_vec()
-            .unwrap();
-        let d = max_rel_diff(&out, &expected);
-        assert!(d <= 1e-5, "{dev}: outputs differ from PyTorch's by {d}");
-    }
+    let mut model = fixture_model(dev);
+    wgnn::io::load_safetensors(&mut model, fixture("mlp.safetensors")).unwrap();
+    let out = model
+        .forward(&Tensor::from_vec(x, &x_shape, dev).unwrap())
+        .to_vec()
+        .unwrap();
+    let d = max_rel_diff(&out, &expected);
+    assert!(d <= 1e-5, "{dev}: outputs differ from PyTorch's by {d}");
 }
 
-#[test]
-fn saving_and_loading_round_trips_every_parameter() {
-    let dir = std::env::temp_dir().join(format!("wgnn-io-{}", std::process::id()));
+fn saving_and_loading_round_trips_every_parameter(dev: &Device) {
+    // A directory per device: the CPU and GPU tests may run at the same time.
+    let dir = std::env::temp_dir().join(format!("wgnn-io-{}-{:?}", std::process::id(), dev.kind()));
     std::fs::create_dir_all(&dir).unwrap();
-    for dev in devices() {
-        let path = dir.join("model.safetensors");
-        let a = fixture_model(&dev);
-        wgnn::io::save_safetensors(&a, &path).unwrap();
-        let mut b = fixture_model(&dev);
-        wgnn::io::load_safetensors(&mut b, &path).unwrap();
-        for ((na, ta), (nb, tb)) in a.named_parameters().iter().zip(b.named_parameters()) {
-            assert_eq!(na, &nb);
-            assert_eq!(ta.to_vec().unwrap(), tb.to_vec().unwrap(), "{dev}: {na}");
-        }
-        assert!(!dir.join("model.safetensors.tmp").exists());
+    let path = dir.join("model.safetensors");
+    let a = fixture_model(dev);
+    wgnn::io::save_safetensors(&a, &path).unwrap();
+    let mut b = fixture_model(dev);
+    wgnn::io::load_safetensors(&mut b, &path).unwrap();
+    for ((na, ta), (nb, tb)) in a.named_parameters().iter().zip(b.named_parameters()) {
+        assert_eq!(na, &nb);
+        assert_eq!(ta.to_vec().unwrap(), tb.to_vec().unwrap(), "{dev}: {na}");
     }
+    assert!(!dir.join("model.safetensors.tmp").exists());
 }
 
 #[test]
@@ -115,46 +118,40 @@ fn strict_loading_reports_every_problem_and_leaves_the_module_untouched() {
     ));
 }
 
-#[test]
-fn from_vec_with_the_wrong_length_is_a_typed_error() {
-    for dev in devices() {
-        let err = Tensor::from_vec(vec![0.0; 5], &[2, 3], &dev).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::ShapeData {
-                    len: 5,
-                    expected: 6,
-                    ..
-                }
-            ),
-            "{dev}: {err}"
-        );
-    }
+fn from_vec_with_the_wrong_length_is_a_typed_error(dev: &Device) {
+    let err = Tensor::from_vec(vec![0.0; 5], &[2, 3], dev).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ShapeData {
+                len: 5,
+                expected: 6,
+                ..
+            }
+        ),
+        "{dev}: {err}"
+    );
 }
 
-#[test]
-fn labels_out_of_range_are_a_typed_error_when_the_loss_is_computed() {
-    for dev in devices() {
-        let logits = Tensor::randn(&[3, 4], 0, &dev).unwrap().requires_grad().unwrap();
-        let labels = Tensor::from_labels(&[0, 4, 1], &dev).unwrap();
-        let loss = nn::loss::cross_entropy(&logits, &labels);
-        let err = loss.item().unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::LabelOutOfRange {
-                    label: 4,
-                    index: 1,
-                    classes: 4,
-                    ..
-                }
-            ),
-            "{dev}: {err}"
-        );
-        let grads = loss.backward().unwrap();
-        assert!(grads.get(&logits).unwrap().to_vec().is_err(), "{dev}");
-    }
+fn labels_out_of_range_are_a_typed_error_when_the_loss_is_computed(dev: &Device) {
+    let logits = Tensor::randn(&[3, 4], 0, dev).unwrap().requires_grad().unwrap();
+    let labels = Tensor::from_labels(&[0, 4, 1], dev).unwrap();
+    let loss = nn::loss::cross_entropy(&logits, &labels);
+    let err = loss.item().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LabelOutOfRange {
+                label: 4,
+                index: 1,
+                classes: 4,
+                ..
+            }
+        ),
+        "{dev}: {err}"
+    );
+    let grads = loss.backward().unwrap();
+    assert!(grads.get(&logits).unwrap().to_vec().is_err(), "{dev}");
 }
 
 #[test]
@@ -195,14 +192,11 @@ fn idx_files_with_a_wrong_magic_or_a_truncated_payload_are_typed_errors() {
     assert!(matches!(err, Error::Format { .. }), "{err}");
 }
 
-#[test]
-fn the_gpu_adapter_reports_its_name_and_limits() {
-    for dev in devices() {
-        let info = dev.info();
-        eprintln!(
-            "device: {info} (max storage binding {} bytes)",
-            info.max_storage_buffer_binding_size
-        );
-        assert!(!info.name.is_empty() && info.max_storage_buffer_binding_size > 0);
-    }
+fn the_gpu_adapter_reports_its_name_and_limits(dev: &Device) {
+    let info = dev.info();
+    eprintln!(
+        "device: {info} (max storage binding {} bytes)",
+        info.max_storage_buffer_binding_size
+    );
+    assert!(!info.name.is_empty() && info.max_storage_buffer_binding_size > 0);
 }

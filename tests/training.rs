@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{devices, serial};
+use common::serial;
 use wgnn::data::DataLoader;
 use wgnn::data::{self, Dataset};
 use wgnn::metrics::{Average, ConfusionMatrix, Metric};
@@ -13,9 +13,34 @@ use wgnn::optim::{Adam, AdamConfig, AdamW, Optimizer, Sgd, SgdConfig};
 use wgnn::train::{EarlyStopping, FitConfig, Loss, LrScheduler, Penalty};
 use wgnn::{Device, Error, Tensor};
 
+device_tests!(
+    xor_is_learned_by_a_2_3_1_mlp_on_every_device,
+    mnist_subset_reaches_88_percent_test_accuracy_in_5_epochs_on_every_device,
+    a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memory,
+    a_loss_built_before_a_step_and_read_after_it_has_its_pre_step_value,
+    a_loss_that_reads_a_parameter_directly_keeps_its_pre_step_value_and_costs_no_extra_plan,
+    a_value_read_before_the_step_is_not_recomputed_by_it,
+    a_pending_graph_that_reads_an_updated_parameter_reports_an_error,
+    sgd_and_adam_match_torch_optim_on_a_quadratic,
+    the_same_seed_gives_bit_identical_losses_with_dropout_on_each_device,
+    dropout_is_the_identity_in_eval_mode_and_scales_in_training,
+    clip_norm_bounds_the_global_norm_and_clip_value_each_element,
+    a_data_loader_covers_every_row_once_per_epoch_and_reuses_the_partial_batch_plan,
+    the_perceptron_rule_separates_separable_data_and_never_solves_xor,
+    fit_with_validation_split_early_stopping_and_plateau_converges_and_writes_a_report,
+    nesterov_the_seeds_momentum_form_and_adamw_follow_their_update_rules,
+    binary_metrics_from_fit_equal_host_counts_and_roc_auc_from_predict,
+);
+
+/// The MNIST subset, split once (train 4000, test 1000) and parsed once per test
+/// binary: the per-device tests would otherwise each parse the file again.
 fn mnist_subset() -> (Dataset, Dataset) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
-    data::load_mnist_csv_gz(path).unwrap().shuffle_split(0, 4000)
+    static SETS: std::sync::OnceLock<(Dataset, Dataset)> = std::sync::OnceLock::new();
+    SETS.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
+        data::load_mnist_csv_gz(path).unwrap().shuffle_split(0, 4000)
+    })
+    .clone()
 }
 
 fn mlp(dev: &Device) -> Sequential {
@@ -33,67 +58,60 @@ fn batch(set: &Dataset, rows: &[usize], dev: &Device) -> (Tensor, Tensor) {
     )
 }
 
-#[test]
-fn xor_is_learned_by_a_2_3_1_mlp_on_every_device() {
+fn xor_is_learned_by_a_2_3_1_mlp_on_every_device(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        wgnn::manual_seed(1);
-        let x = Tensor::from_vec(vec![0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2], &dev).unwrap();
-        let y = Tensor::from_vec(vec![0., 1., 1., 0.], &[4, 1], &dev).unwrap();
-        let model = Sequential::new()
-            .add(Linear::new(2, 3, &dev))
-            .add(nn::Tanh)
-            .add(Linear::new(3, 1, &dev))
-            .add(nn::Sigmoid);
-        let mut opt = Adam::new(
-            model.parameters(),
-            AdamConfig {
-                lr: 0.1,
-                ..Default::default()
-            },
-        );
-        for _ in 0..500 {
-            let loss = nn::loss::binary_cross_entropy(&model.forward(&x), &y);
-            opt.step(&loss.backward().unwrap()).unwrap();
-        }
-        let out = model.forward(&x).to_vec().unwrap();
-        let predicted: Vec<f32> = out.iter().map(|&p| (p > 0.5) as u32 as f32).collect();
-        assert_eq!(predicted, vec![0., 1., 1., 0.], "{dev}: outputs {out:?}");
+    wgnn::manual_seed(1);
+    let x = Tensor::from_vec(vec![0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2], dev).unwrap();
+    let y = Tensor::from_vec(vec![0., 1., 1., 0.], &[4, 1], dev).unwrap();
+    let model = Sequential::new()
+        .add(Linear::new(2, 3, dev))
+        .add(nn::Tanh)
+        .add(Linear::new(3, 1, dev))
+        .add(nn::Sigmoid);
+    let mut opt = Adam::new(
+        model.parameters(),
+        AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    );
+    for _ in 0..500 {
+        let loss = nn::loss::binary_cross_entropy(&model.forward(&x), &y);
+        opt.step(&loss.backward().unwrap()).unwrap();
     }
+    let out = model.forward(&x).to_vec().unwrap();
+    let predicted: Vec<f32> = out.iter().map(|&p| (p > 0.5) as u32 as f32).collect();
+    assert_eq!(predicted, vec![0., 1., 1., 0.], "{dev}: outputs {out:?}");
 }
 
-#[test]
-fn mnist_subset_reaches_88_percent_test_accuracy_in_5_epochs_on_every_device() {
+fn mnist_subset_reaches_88_percent_test_accuracy_in_5_epochs_on_every_device(dev: &Device) {
     let _serial = serial();
     let (train, test) = mnist_subset();
-    for dev in devices() {
-        wgnn::manual_seed(0);
-        let model = mlp(&dev);
-        let mut opt = Adam::new(
-            model.parameters(),
-            AdamConfig {
-                lr: 1e-3,
-                ..Default::default()
-            },
-        );
-        let order: Vec<usize> = (0..train.n).collect();
-        for _ in 0..5 {
-            for rows in order.chunks(32) {
-                let (x, y) = batch(&train, rows, &dev);
-                let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
-                opt.step(&loss.backward().unwrap()).unwrap();
-            }
+    wgnn::manual_seed(0);
+    let model = mlp(dev);
+    let mut opt = Adam::new(
+        model.parameters(),
+        AdamConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    );
+    let order: Vec<usize> = (0..train.n).collect();
+    for _ in 0..5 {
+        for rows in order.chunks(32) {
+            let (x, y) = batch(&train, rows, dev);
+            let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
+            opt.step(&loss.backward().unwrap()).unwrap();
         }
-        let (x, _) = batch(&test, &(0..test.n).collect::<Vec<_>>(), &dev);
-        let predicted = model.forward(&x).argmax(1).to_labels().unwrap();
-        let acc = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count() as f32 / test.n as f32;
-        eprintln!("{dev}: test accuracy {acc}");
-        assert!(acc >= 0.88, "{dev}: test accuracy {acc} after 5 epochs");
     }
+    let (x, _) = batch(&test, &(0..test.n).collect::<Vec<_>>(), dev);
+    let predicted = model.forward(&x).argmax(1).to_labels().unwrap();
+    let acc = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count() as f32 / test.n as f32;
+    eprintln!("{dev}: test accuracy {acc}");
+    assert!(acc >= 0.88, "{dev}: test accuracy {acc} after 5 epochs");
 }
 
-#[test]
-fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memory() {
+fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memory(shared: &Device) {
     let _serial = serial();
     let (train, _) = mnist_subset();
     // Devices of its own: other tests run in parallel on the shared ones.
@@ -101,205 +119,189 @@ fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memor
         wgnn::DeviceKind::Cpu => Device::cpu_private(),
         wgnn::DeviceKind::Gpu => Device::gpu_with_backends(&d.info().backend.to_lowercase()).unwrap(),
     };
-    for dev in devices().iter().map(private) {
-        wgnn::manual_seed(0);
-        let model = mlp(&dev);
-        let mut opt = Adam::new(model.parameters(), AdamConfig::default());
-        let step = |i: usize, opt: &mut Adam| {
-            let rows: Vec<usize> = (i * 32..i * 32 + 32).map(|r| r % train.n).collect();
-            let (x, y) = batch(&train, &rows, &dev);
-            let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
-            opt.step(&loss.backward().unwrap()).unwrap();
-        };
-        for i in 0..3 {
-            step(i, &mut opt);
-        }
-        let before = dev.stats();
-        step(3, &mut opt);
-        let one = dev.stats() - before;
-        eprintln!("{dev}: one step: {one:?}");
-        assert_eq!(one.submits, 1, "{dev}");
-        assert_eq!(one.bytes_downloaded, 0, "{dev}");
-        assert_eq!(one.plan_cache_misses, 0, "{dev}");
-        if dev.kind() == wgnn::DeviceKind::Gpu {
-            // Only the batch crosses the bus: 32 images and 32 labels.
-            assert_eq!(one.bytes_uploaded, (32 * 784 + 32) * 4, "{dev}");
-        }
-        let live = dev.stats().live_buffer_bytes;
-        for i in 4..104 {
-            step(i, &mut opt);
-        }
-        assert_eq!(
-            dev.stats().live_buffer_bytes,
-            live,
-            "{dev}: live buffer bytes grew over 100 steps"
-        );
-    }
-}
-
-#[test]
-fn a_loss_built_before_a_step_and_read_after_it_has_its_pre_step_value() {
-    let _serial = serial();
-    for dev in devices() {
-        wgnn::manual_seed(3);
-        let model = Sequential::new().add(Linear::new(3, 2, &dev));
-        let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
-        let y = Tensor::randn(&[4, 2], 2, &dev).unwrap();
-        let expected = nn::loss::mse(&model.forward(&x), &y).item().unwrap();
-        let loss = nn::loss::mse(&model.forward(&x), &y);
-        let mut opt = Sgd::new(
-            model.parameters(),
-            SgdConfig {
-                lr: 0.5,
-                ..Default::default()
-            },
-        );
+    let dev = private(shared);
+    wgnn::manual_seed(0);
+    let model = mlp(&dev);
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let step = |i: usize, opt: &mut Adam| {
+        let rows: Vec<usize> = (i * 32..i * 32 + 32).map(|r| r % train.n).collect();
+        let (x, y) = batch(&train, &rows, &dev);
+        let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
         opt.step(&loss.backward().unwrap()).unwrap();
-        assert_eq!(loss.item().unwrap(), expected, "{dev}");
-        let after = nn::loss::mse(&model.forward(&x), &y).item().unwrap();
-        assert!(
-            after < expected,
-            "{dev}: the step did not reduce the loss ({expected} -> {after})"
-        );
+    };
+    for i in 0..3 {
+        step(i, &mut opt);
     }
+    let before = dev.stats();
+    step(3, &mut opt);
+    let one = dev.stats() - before;
+    eprintln!("{dev}: one step: {one:?}");
+    assert_eq!(one.submits, 1, "{dev}");
+    assert_eq!(one.bytes_downloaded, 0, "{dev}");
+    assert_eq!(one.plan_cache_misses, 0, "{dev}");
+    if dev.kind() == wgnn::DeviceKind::Gpu {
+        // Only the batch crosses the bus: 32 images and 32 labels.
+        assert_eq!(one.bytes_uploaded, (32 * 784 + 32) * 4, "{dev}");
+    }
+    let live = dev.stats().live_buffer_bytes;
+    for i in 4..104 {
+        step(i, &mut opt);
+    }
+    assert_eq!(
+        dev.stats().live_buffer_bytes,
+        live,
+        "{dev}: live buffer bytes grew over 100 steps"
+    );
 }
 
-#[test]
-fn a_loss_that_reads_a_parameter_directly_keeps_its_pre_step_value_and_costs_no_extra_plan() {
+fn a_loss_built_before_a_step_and_read_after_it_has_its_pre_step_value(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], &dev)
-            .unwrap()
-            .requires_grad()
-            .unwrap();
-        // sum(w) reads the parameter directly; its gradient rule does not need it.
-        let loss = (&w * &w).sum() + w.sum();
-        let mut opt = Sgd::new(
-            vec![w.clone()],
-            SgdConfig {
-                lr: 0.1,
-                ..Default::default()
-            },
-        );
-        opt.step(&loss.backward().unwrap()).unwrap();
-        let before = dev.stats();
-        assert_eq!(loss.item().unwrap(), 16.0, "{dev}");
-        let read = dev.stats() - before;
-        assert_eq!(
-            (read.plan_cache_hits + read.plan_cache_misses, read.bytes_uploaded),
-            (0, 0),
-            "{dev}: {read:?}"
-        );
-    }
+    wgnn::manual_seed(3);
+    let model = Sequential::new().add(Linear::new(3, 2, dev));
+    let x = Tensor::randn(&[4, 3], 1, dev).unwrap();
+    let y = Tensor::randn(&[4, 2], 2, dev).unwrap();
+    let expected = nn::loss::mse(&model.forward(&x), &y).item().unwrap();
+    let loss = nn::loss::mse(&model.forward(&x), &y);
+    let mut opt = Sgd::new(
+        model.parameters(),
+        SgdConfig {
+            lr: 0.5,
+            ..Default::default()
+        },
+    );
+    opt.step(&loss.backward().unwrap()).unwrap();
+    assert_eq!(loss.item().unwrap(), expected, "{dev}");
+    let after = nn::loss::mse(&model.forward(&x), &y).item().unwrap();
+    assert!(
+        after < expected,
+        "{dev}: the step did not reduce the loss ({expected} -> {after})"
+    );
 }
 
-#[test]
-fn a_value_read_before_the_step_is_not_recomputed_by_it() {
+fn a_loss_that_reads_a_parameter_directly_keeps_its_pre_step_value_and_costs_no_extra_plan(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        let model = Sequential::new().add(Linear::new(3, 2, &dev));
-        let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
-        let y = Tensor::randn(&[4, 2], 2, &dev).unwrap();
-        let loss = nn::loss::mse(&model.forward(&x), &y);
-        let grads = loss.backward().unwrap();
-        let value = loss.item().unwrap();
-        let mut opt = Sgd::new(
-            model.parameters(),
-            SgdConfig {
-                lr: 0.1,
-                ..Default::default()
-            },
-        );
-        let before = dev.stats();
-        opt.step(&grads).unwrap();
-        assert_eq!((dev.stats() - before).submits, 1);
-        assert_eq!(loss.item().unwrap(), value, "{dev}");
-    }
+    let w = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    // sum(w) reads the parameter directly; its gradient rule does not need it.
+    let loss = (&w * &w).sum() + w.sum();
+    let mut opt = Sgd::new(
+        vec![w.clone()],
+        SgdConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    );
+    opt.step(&loss.backward().unwrap()).unwrap();
+    let before = dev.stats();
+    assert_eq!(loss.item().unwrap(), 16.0, "{dev}");
+    let read = dev.stats() - before;
+    assert_eq!(
+        (read.plan_cache_hits + read.plan_cache_misses, read.bytes_uploaded),
+        (0, 0),
+        "{dev}: {read:?}"
+    );
 }
 
-#[test]
-fn a_pending_graph_that_reads_an_updated_parameter_reports_an_error() {
+fn a_value_read_before_the_step_is_not_recomputed_by_it(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        let model = Sequential::new().add(Linear::new(3, 2, &dev));
-        let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
-        let pending = model.forward(&x).sum();
-        let loss = model.forward(&x).square().mean();
-        let mut opt = Sgd::new(
-            model.parameters(),
-            SgdConfig {
-                lr: 0.1,
-                ..Default::default()
-            },
-        );
-        opt.step(&loss.backward().unwrap()).unwrap();
-        assert!(matches!(pending.item(), Err(Error::StaleParameter(_))), "{dev}");
-    }
+    let model = Sequential::new().add(Linear::new(3, 2, dev));
+    let x = Tensor::randn(&[4, 3], 1, dev).unwrap();
+    let y = Tensor::randn(&[4, 2], 2, dev).unwrap();
+    let loss = nn::loss::mse(&model.forward(&x), &y);
+    let grads = loss.backward().unwrap();
+    let value = loss.item().unwrap();
+    let mut opt = Sgd::new(
+        model.parameters(),
+        SgdConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    );
+    let before = dev.stats();
+    opt.step(&grads).unwrap();
+    assert_eq!((dev.stats() - before).submits, 1);
+    assert_eq!(loss.item().unwrap(), value, "{dev}");
 }
 
-#[test]
-fn sgd_and_adam_match_torch_optim_on_a_quadratic() {
+fn a_pending_graph_that_reads_an_updated_parameter_reports_an_error(dev: &Device) {
+    let _serial = serial();
+    let model = Sequential::new().add(Linear::new(3, 2, dev));
+    let x = Tensor::randn(&[4, 3], 1, dev).unwrap();
+    let pending = model.forward(&x).sum();
+    let loss = model.forward(&x).square().mean();
+    let mut opt = Sgd::new(
+        model.parameters(),
+        SgdConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    );
+    opt.step(&loss.backward().unwrap()).unwrap();
+    assert!(matches!(pending.item(), Err(Error::StaleParameter(_))), "{dev}");
+}
+
+fn sgd_and_adam_match_torch_optim_on_a_quadratic(dev: &Device) {
     let _serial = serial();
     // f(w) = Σ w², g = 2w. Reference values from the update rules of
     // torch.optim.SGD(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01,
     // nesterov=False) and torch.optim.Adam(lr=0.1), three steps from w = [1, -2].
-    for dev in devices() {
-        let w = Tensor::from_vec(vec![1.0, -2.0], &[2], &dev)
-            .unwrap()
-            .requires_grad()
-            .unwrap();
-        let mut sgd = Sgd::new(
-            vec![w.clone()],
-            SgdConfig {
-                lr: 0.1,
-                momentum: 0.9,
-                dampening: 0.1,
-                weight_decay: 0.01,
-                nesterov: false,
-            },
-        );
-        let (mut wr, mut buf) = ([1.0f64, -2.0], [0.0f64; 2]);
-        for t in 0..3 {
-            sgd.step(&w.square().sum().backward().unwrap()).unwrap();
-            for i in 0..2 {
-                let g = 2.0 * wr[i] + 0.01 * wr[i];
-                buf[i] = if t == 0 { g } else { 0.9 * buf[i] + 0.9 * g };
-                wr[i] -= 0.1 * buf[i];
-            }
-        }
-        let got = w.to_vec().unwrap();
+    let w = Tensor::from_vec(vec![1.0, -2.0], &[2], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let mut sgd = Sgd::new(
+        vec![w.clone()],
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.1,
+            weight_decay: 0.01,
+            nesterov: false,
+        },
+    );
+    let (mut wr, mut buf) = ([1.0f64, -2.0], [0.0f64; 2]);
+    for t in 0..3 {
+        sgd.step(&w.square().sum().backward().unwrap()).unwrap();
         for i in 0..2 {
-            assert!((got[i] as f64 - wr[i]).abs() < 1e-5, "{dev} sgd: {got:?} vs {wr:?}");
+            let g = 2.0 * wr[i] + 0.01 * wr[i];
+            buf[i] = if t == 0 { g } else { 0.9 * buf[i] + 0.9 * g };
+            wr[i] -= 0.1 * buf[i];
         }
-
-        let w = Tensor::from_vec(vec![1.0, -2.0], &[2], &dev)
-            .unwrap()
-            .requires_grad()
-            .unwrap();
-        let mut adam = Adam::new(
-            vec![w.clone()],
-            AdamConfig {
-                lr: 0.1,
-                ..Default::default()
-            },
-        );
-        let (mut wr, mut m, mut v) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
-        for t in 1..=3 {
-            adam.step(&w.square().sum().backward().unwrap()).unwrap();
-            for i in 0..2 {
-                let g = 2.0 * wr[i];
-                m[i] = 0.9 * m[i] + 0.1 * g;
-                v[i] = 0.999 * v[i] + 0.001 * g * g;
-                let (bc1, bc2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
-                wr[i] -= 0.1 / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + 1e-8);
-            }
-        }
-        let got = w.to_vec().unwrap();
-        for i in 0..2 {
-            assert!((got[i] as f64 - wr[i]).abs() < 5e-5, "{dev} adam: {got:?} vs {wr:?}");
-        }
-        assert_eq!(adam.lr(), 0.1);
     }
+    let got = w.to_vec().unwrap();
+    for i in 0..2 {
+        assert!((got[i] as f64 - wr[i]).abs() < 1e-5, "{dev} sgd: {got:?} vs {wr:?}");
+    }
+
+    let w = Tensor::from_vec(vec![1.0, -2.0], &[2], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let mut adam = Adam::new(
+        vec![w.clone()],
+        AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    );
+    let (mut wr, mut m, mut v) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
+    for t in 1..=3 {
+        adam.step(&w.square().sum().backward().unwrap()).unwrap();
+        for i in 0..2 {
+            let g = 2.0 * wr[i];
+            m[i] = 0.9 * m[i] + 0.1 * g;
+            v[i] = 0.999 * v[i] + 0.001 * g * g;
+            let (bc1, bc2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
+            wr[i] -= 0.1 / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + 1e-8);
+        }
+    }
+    let got = w.to_vec().unwrap();
+    for i in 0..2 {
+        assert!((got[i] as f64 - wr[i]).abs() < 5e-5, "{dev} adam: {got:?} vs {wr:?}");
+    }
+    assert_eq!(adam.lr(), 0.1);
 }
 
 fn breast_cancer() -> Dataset {
@@ -309,53 +311,47 @@ fn breast_cancer() -> Dataset {
     all
 }
 
-#[test]
-fn the_same_seed_gives_bit_identical_losses_with_dropout_on_each_device() {
+fn the_same_seed_gives_bit_identical_losses_with_dropout_on_each_device(dev: &Device) {
     let _serial = serial();
     let (train, _) = mnist_subset();
-    for dev in devices() {
-        let run = |seed: u64| {
-            wgnn::manual_seed(seed);
-            let net = Sequential::new()
-                .add(Linear::new(784, 64, &dev))
-                .add(nn::Relu)
-                .add(Dropout::new(0.5))
-                .add(Linear::new(64, 10, &dev));
-            let mut opt = Sgd::new(
-                net.parameters(),
-                SgdConfig {
-                    lr: 0.05,
-                    ..Default::default()
-                },
-            );
-            (0..5)
-                .map(|s| {
-                    let (x, y) = batch(&train, &(s * 32..s * 32 + 32).collect::<Vec<_>>(), &dev);
-                    let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
-                    opt.step(&loss.backward().unwrap()).unwrap();
-                    loss.item().unwrap().to_bits()
-                })
-                .collect::<Vec<u32>>()
-        };
-        let (a, b) = (run(5), run(5));
-        assert_eq!(a, b, "{dev}: two runs with seed 5 differ");
-        assert_ne!(run(6), a, "{dev}: the loss does not depend on the dropout mask");
-    }
+    let run = |seed: u64| {
+        wgnn::manual_seed(seed);
+        let net = Sequential::new()
+            .add(Linear::new(784, 64, dev))
+            .add(nn::Relu)
+            .add(Dropout::new(0.5))
+            .add(Linear::new(64, 10, dev));
+        let mut opt = Sgd::new(
+            net.parameters(),
+            SgdConfig {
+                lr: 0.05,
+                ..Default::default()
+            },
+        );
+        (0..5)
+            .map(|s| {
+                let (x, y) = batch(&train, &(s * 32..s * 32 + 32).collect::<Vec<_>>(), dev);
+                let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
+                opt.step(&loss.backward().unwrap()).unwrap();
+                loss.item().unwrap().to_bits()
+            })
+            .collect::<Vec<u32>>()
+    };
+    let (a, b) = (run(5), run(5));
+    assert_eq!(a, b, "{dev}: two runs with seed 5 differ");
+    assert_ne!(run(6), a, "{dev}: the loss does not depend on the dropout mask");
 }
 
-#[test]
-fn dropout_is_the_identity_in_eval_mode_and_scales_in_training() {
+fn dropout_is_the_identity_in_eval_mode_and_scales_in_training(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        let x = Tensor::ones(&[4, 1000], &dev);
-        let mut net = Sequential::new().add(Dropout::new(0.25));
-        let y = net.forward(&x).to_vec().unwrap();
-        assert!(y.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6), "{dev}");
-        let kept = y.iter().filter(|&&v| v != 0.0).count() as f32 / y.len() as f32;
-        assert!((kept - 0.75).abs() < 0.03, "{dev}: kept {kept}");
-        net.eval();
-        assert_eq!(net.forward(&x).to_vec().unwrap(), vec![1.0; 4000], "{dev}");
-    }
+    let x = Tensor::ones(&[4, 1000], dev);
+    let mut net = Sequential::new().add(Dropout::new(0.25));
+    let y = net.forward(&x).to_vec().unwrap();
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6), "{dev}");
+    let kept = y.iter().filter(|&&v| v != 0.0).count() as f32 / y.len() as f32;
+    assert!((kept - 0.75).abs() < 0.03, "{dev}: kept {kept}");
+    net.eval();
+    assert_eq!(net.forward(&x).to_vec().unwrap(), vec![1.0; 4000], "{dev}");
 }
 
 /// Trains logistic regression on the breast-cancer data with SGD and returns its
@@ -419,205 +415,193 @@ fn l1_drives_weights_to_zero_and_l2_only_shrinks_them() {
     );
 }
 
-#[test]
-fn clip_norm_bounds_the_global_norm_and_clip_value_each_element() {
+fn clip_norm_bounds_the_global_norm_and_clip_value_each_element(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        let w = Tensor::from_vec(vec![3.0, -4.0, 12.0], &[3], &dev)
-            .unwrap()
-            .requires_grad()
-            .unwrap();
-        let g = (&w * &w).sum().mul_scalar(0.5).backward().unwrap(); // gradient = w, norm 13
-        assert!((g.global_norm().item().unwrap() - 13.0).abs() < 1e-4, "{dev}");
-        let clipped = g.clip_norm(1.3);
-        let got = clipped.get(&w).unwrap().to_vec().unwrap();
-        for (a, b) in got.iter().zip([0.3, -0.4, 1.2]) {
-            assert!((a - b).abs() < 1e-5, "{dev}: {got:?}");
-        }
-        // Below the bound nothing changes.
-        assert_eq!(
-            g.clip_norm(100.0).get(&w).unwrap().to_vec().unwrap(),
-            vec![3.0, -4.0, 12.0]
-        );
-        assert_eq!(
-            g.clip_value(3.5).get(&w).unwrap().to_vec().unwrap(),
-            vec![3.0, -3.5, 3.5]
-        );
+    let w = Tensor::from_vec(vec![3.0, -4.0, 12.0], &[3], dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let g = (&w * &w).sum().mul_scalar(0.5).backward().unwrap(); // gradient = w, norm 13
+    assert!((g.global_norm().item().unwrap() - 13.0).abs() < 1e-4, "{dev}");
+    let clipped = g.clip_norm(1.3);
+    let got = clipped.get(&w).unwrap().to_vec().unwrap();
+    for (a, b) in got.iter().zip([0.3, -0.4, 1.2]) {
+        assert!((a - b).abs() < 1e-5, "{dev}: {got:?}");
     }
+    // Below the bound nothing changes.
+    assert_eq!(
+        g.clip_norm(100.0).get(&w).unwrap().to_vec().unwrap(),
+        vec![3.0, -4.0, 12.0]
+    );
+    assert_eq!(
+        g.clip_value(3.5).get(&w).unwrap().to_vec().unwrap(),
+        vec![3.0, -3.5, 3.5]
+    );
 }
 
-#[test]
-fn a_data_loader_covers_every_row_once_per_epoch_and_reuses_the_partial_batch_plan() {
+fn a_data_loader_covers_every_row_once_per_epoch_and_reuses_the_partial_batch_plan(dev: &Device) {
     let _serial = serial();
     let (train, _) = mnist_subset();
     let small = train.select(&(0..100).collect::<Vec<_>>());
-    for dev in devices() {
-        let mut loader = DataLoader::from_dataset(&small, 32).unwrap().shuffle(9);
-        assert_eq!(loader.len(), 4);
-        let mut first_epoch = Vec::new();
-        for b in loader.epoch(&dev) {
-            first_epoch.extend(b.unwrap().1.to_labels().unwrap());
-        }
-        let mut sorted = first_epoch.clone();
-        sorted.sort();
-        let mut want = small.labels.clone();
-        want.sort();
-        assert_eq!(sorted, want, "{dev}: an epoch must see every row once");
-        let second: Vec<u32> = loader
-            .epoch(&dev)
-            .flat_map(|b| b.unwrap().1.to_labels().unwrap())
-            .collect();
-        assert_ne!(second, first_epoch, "{dev}: reshuffled each epoch");
-        assert_eq!(DataLoader::from_dataset(&small, 32).unwrap().drop_last(true).len(), 3);
-        assert_eq!(DataLoader::from_dataset(&small, 1).unwrap().len(), 100);
-        assert_eq!(DataLoader::from_dataset(&small, 1000).unwrap().len(), 1);
-
-        // Training over 3 epochs of 4 batches (the last one of 4 rows): the step plan is
-        // compiled for the full and the partial batch in epoch 1, then only reused.
-        wgnn::manual_seed(1);
-        let net = mlp(&dev);
-        let mut opt = Adam::new(net.parameters(), AdamConfig::default());
-        let mut misses_after_epoch = Vec::new();
-        for _ in 0..3 {
-            for b in loader.epoch(&dev) {
-                let (x, y) = b.unwrap();
-                opt.step(&nn::loss::cross_entropy(&net.forward(&x), &y).backward().unwrap())
-                    .unwrap();
-            }
-            misses_after_epoch.push(dev.stats().plan_cache_misses);
-        }
-        assert_eq!(
-            misses_after_epoch[0], misses_after_epoch[2],
-            "{dev}: recompiled after epoch 1"
-        );
+    let mut loader = DataLoader::from_dataset(&small, 32).unwrap().shuffle(9);
+    assert_eq!(loader.len(), 4);
+    let mut first_epoch = Vec::new();
+    for b in loader.epoch(dev) {
+        first_epoch.extend(b.unwrap().1.to_labels().unwrap());
     }
+    let mut sorted = first_epoch.clone();
+    sorted.sort();
+    let mut want = small.labels.clone();
+    want.sort();
+    assert_eq!(sorted, want, "{dev}: an epoch must see every row once");
+    let second: Vec<u32> = loader
+        .epoch(dev)
+        .flat_map(|b| b.unwrap().1.to_labels().unwrap())
+        .collect();
+    assert_ne!(second, first_epoch, "{dev}: reshuffled each epoch");
+    assert_eq!(DataLoader::from_dataset(&small, 32).unwrap().drop_last(true).len(), 3);
+    assert_eq!(DataLoader::from_dataset(&small, 1).unwrap().len(), 100);
+    assert_eq!(DataLoader::from_dataset(&small, 1000).unwrap().len(), 1);
+
+    // Training over 3 epochs of 4 batches (the last one of 4 rows): the step plan is
+    // compiled for the full and the partial batch in epoch 1, then only reused.
+    wgnn::manual_seed(1);
+    let net = mlp(dev);
+    let mut opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut misses_after_epoch = Vec::new();
+    for _ in 0..3 {
+        for b in loader.epoch(dev) {
+            let (x, y) = b.unwrap();
+            opt.step(&nn::loss::cross_entropy(&net.forward(&x), &y).backward().unwrap())
+                .unwrap();
+        }
+        misses_after_epoch.push(dev.stats().plan_cache_misses);
+    }
+    assert_eq!(
+        misses_after_epoch[0], misses_after_epoch[2],
+        "{dev}: recompiled after epoch 1"
+    );
 }
 
-#[test]
-fn the_perceptron_rule_separates_separable_data_and_never_solves_xor() {
+fn the_perceptron_rule_separates_separable_data_and_never_solves_xor(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        // Two clouds of the breast-cancer data along "worst concave points" and
-        // "worst perimeter" would overlap; use a separable set: y = [x0 + 2 x1 > 0.3].
-        let pts: Vec<[f32; 2]> = wgnn::rng::uniform(4, 80, -1.0, 1.0)
-            .chunks(2)
-            .map(|c| [c[0], c[1]])
-            .collect();
-        let pts: Vec<[f32; 2]> = pts
-            .into_iter()
-            .filter(|p| (p[0] + 2.0 * p[1] - 0.3).abs() > 0.1)
-            .collect();
-        let x: Vec<f32> = pts.iter().flatten().copied().collect();
-        let y: Vec<u32> = pts.iter().map(|p| (p[0] + 2.0 * p[1] > 0.3) as u32).collect();
-        let mut p = Perceptron::new(2, 0.1, &dev).unwrap();
-        let errors = p.fit(&x, &y, 100).unwrap();
-        assert_eq!(errors.last(), Some(&0), "{dev}: mistakes per epoch {errors:?}");
+    // Two clouds of the breast-cancer data along "worst concave points" and
+    // "worst perimeter" would overlap; use a separable set: y = [x0 + 2 x1 > 0.3].
+    let pts: Vec<[f32; 2]> = wgnn::rng::uniform(4, 80, -1.0, 1.0)
+        .chunks(2)
+        .map(|c| [c[0], c[1]])
+        .collect();
+    let pts: Vec<[f32; 2]> = pts
+        .into_iter()
+        .filter(|p| (p[0] + 2.0 * p[1] - 0.3).abs() > 0.1)
+        .collect();
+    let x: Vec<f32> = pts.iter().flatten().copied().collect();
+    let y: Vec<u32> = pts.iter().map(|p| (p[0] + 2.0 * p[1] > 0.3) as u32).collect();
+    let mut p = Perceptron::new(2, 0.1, dev).unwrap();
+    let errors = p.fit(&x, &y, 100).unwrap();
+    assert_eq!(errors.last(), Some(&0), "{dev}: mistakes per epoch {errors:?}");
 
-        let xor_x = [0., 0., 0., 1., 1., 0., 1., 1.];
-        let xor_y = [0, 1, 1, 0];
-        let mut p = Perceptron::new(2, 0.1, &dev).unwrap();
-        let errors = p.fit(&xor_x, &xor_y, 50).unwrap();
-        assert_eq!(errors.len(), 50, "{dev}");
-        assert!(errors.iter().all(|&e| e >= 1), "{dev}: XOR solved? {errors:?}");
-    }
+    let xor_x = [0., 0., 0., 1., 1., 0., 1., 1.];
+    let xor_y = [0, 1, 1, 0];
+    let mut p = Perceptron::new(2, 0.1, dev).unwrap();
+    let errors = p.fit(&xor_x, &xor_y, 50).unwrap();
+    assert_eq!(errors.len(), 50, "{dev}");
+    assert!(errors.iter().all(|&e| e >= 1), "{dev}: XOR solved? {errors:?}");
 }
 
-#[test]
-fn fit_with_validation_split_early_stopping_and_plateau_converges_and_writes_a_report() {
+fn fit_with_validation_split_early_stopping_and_plateau_converges_and_writes_a_report(dev: &Device) {
     let _serial = serial();
     let (train, test) = mnist_subset();
     let train = train.select(&(0..2000).collect::<Vec<_>>());
-    for dev in devices() {
-        wgnn::manual_seed(2);
-        let net = Sequential::new()
-            .add(Linear::new(784, 64, &dev))
-            .add(nn::Relu)
-            .add(Dropout::new(0.2))
-            .add(Linear::new(64, 10, &dev));
-        let opt = Adam::new(
-            net.parameters(),
-            AdamConfig {
-                lr: 2e-3,
+    wgnn::manual_seed(2);
+    let net = Sequential::new()
+        .add(Linear::new(784, 64, dev))
+        .add(nn::Relu)
+        .add(Dropout::new(0.2))
+        .add(Linear::new(64, 10, dev));
+    let opt = Adam::new(
+        net.parameters(),
+        AdamConfig {
+            lr: 2e-3,
+            ..Default::default()
+        },
+    );
+    let mut model = net
+        .compile(opt, Loss::CrossEntropy, &[Metric::Accuracy, Metric::F1(Average::Macro)])
+        .unwrap()
+        .penalty(Penalty::L2(1e-4));
+    let (x, y) = batch(&train, &(0..train.n).collect::<Vec<_>>(), dev);
+    let plateau = ReduceLrOnPlateau::new(
+        2e-3,
+        PlateauConfig {
+            patience: 0,
+            factor: 0.5,
+            ..Default::default()
+        },
+    );
+    let summary = model.net.summary();
+    assert!(
+        summary.contains("Linear(784, 64)") && summary.contains("50890"),
+        "{summary}"
+    );
+    let history = model
+        .fit(
+            &x,
+            &y,
+            FitConfig {
+                epochs: 12,
+                batch_size: 64,
+                validation_split: 0.2,
+                callbacks: vec![
+                    Box::new(EarlyStopping::new("val_loss", 2).restore_best_weights()),
+                    Box::new(LrScheduler::on_metric(plateau, "val_loss")),
+                ],
                 ..Default::default()
             },
-        );
-        let mut model = net
-            .compile(opt, Loss::CrossEntropy, &[Metric::Accuracy, Metric::F1(Average::Macro)])
-            .unwrap()
-            .penalty(Penalty::L2(1e-4));
-        let (x, y) = batch(&train, &(0..train.n).collect::<Vec<_>>(), &dev);
-        let plateau = ReduceLrOnPlateau::new(
-            2e-3,
-            PlateauConfig {
-                patience: 0,
-                factor: 0.5,
-                ..Default::default()
-            },
-        );
-        let summary = model.net.summary();
-        assert!(
-            summary.contains("Linear(784, 64)") && summary.contains("50890"),
-            "{summary}"
-        );
-        let history = model
-            .fit(
-                &x,
-                &y,
-                FitConfig {
-                    epochs: 12,
-                    batch_size: 64,
-                    validation_split: 0.2,
-                    callbacks: vec![
-                        Box::new(EarlyStopping::new("val_loss", 2).restore_best_weights()),
-                        Box::new(LrScheduler::on_metric(plateau, "val_loss")),
-                    ],
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let val_acc = history.get("val_accuracy").unwrap();
-        let loss = history.get("loss").unwrap();
-        assert!(loss.last() < loss.first(), "{dev}: loss did not fall: {loss:?}");
-        assert!(
-            val_acc.iter().copied().fold(0.0, f64::max) > 0.85,
-            "{dev}: val accuracy {val_acc:?}"
-        );
-        assert!(history.get("val_f1_macro").is_some() && history.lr.len() == history.epochs());
+        )
+        .unwrap();
+    let val_acc = history.get("val_accuracy").unwrap();
+    let loss = history.get("loss").unwrap();
+    assert!(loss.last() < loss.first(), "{dev}: loss did not fall: {loss:?}");
+    assert!(
+        val_acc.iter().copied().fold(0.0, f64::max) > 0.85,
+        "{dev}: val accuracy {val_acc:?}"
+    );
+    assert!(history.get("val_f1_macro").is_some() && history.lr.len() == history.epochs());
 
-        // Device-side metrics equal the host's count from `predict`.
-        let (tx, ty) = batch(&test, &(0..test.n).collect::<Vec<_>>(), &dev);
-        let scores = model.evaluate(&tx, &ty).unwrap();
-        let predicted = model.predict(&tx).unwrap().argmax(1).to_labels().unwrap();
-        let cm = ConfusionMatrix::from_labels(&test.labels, &predicted, 10).unwrap();
-        assert!((scores["accuracy"] - cm.accuracy()).abs() < 1e-9, "{dev}");
-        assert!(
-            (scores["f1_macro"] - cm.f1(Average::Macro).unwrap()).abs() < 1e-9,
-            "{dev}"
-        );
-        assert!(scores["accuracy"] > 0.85, "{dev}: test accuracy {}", scores["accuracy"]);
+    // Device-side metrics equal the host's count from `predict`.
+    let (tx, ty) = batch(&test, &(0..test.n).collect::<Vec<_>>(), dev);
+    let scores = model.evaluate(&tx, &ty).unwrap();
+    let predicted = model.predict(&tx).unwrap().argmax(1).to_labels().unwrap();
+    let cm = ConfusionMatrix::from_labels(&test.labels, &predicted, 10).unwrap();
+    assert!((scores["accuracy"] - cm.accuracy()).abs() < 1e-9, "{dev}");
+    assert!(
+        (scores["f1_macro"] - cm.f1(Average::Macro).unwrap()).abs() < 1e-9,
+        "{dev}"
+    );
+    assert!(scores["accuracy"] > 0.85, "{dev}: test accuracy {}", scores["accuracy"]);
 
-        let dir = std::env::temp_dir().join(format!("wgnn-report-{}-{:?}", std::process::id(), dev.kind()));
-        let summary = history.write_report(&dir, "MNIST subset").unwrap();
-        let md = std::fs::read_to_string(&summary).unwrap();
-        for f in [
-            "loss.png",
-            "loss.svg",
-            "accuracy.png",
-            "lr.png",
-            "confusion.png",
-            "confusion.svg",
-        ] {
-            assert!(
-                dir.join(f).metadata().map(|m| m.len() > 1000).unwrap_or(false),
-                "{dev}: {f} missing"
-            );
-        }
+    let dir = std::env::temp_dir().join(format!("wgnn-report-{}-{:?}", std::process::id(), dev.kind()));
+    let summary = history.write_report(&dir, "MNIST subset").unwrap();
+    let md = std::fs::read_to_string(&summary).unwrap();
+    for f in [
+        "loss.png",
+        "loss.svg",
+        "accuracy.png",
+        "lr.png",
+        "confusion.png",
+        "confusion.svg",
+    ] {
         assert!(
-            md.contains("loss.png") && md.contains("llvmpipe") == (dev.kind() != wgnn::DeviceKind::Cpu)
-                || dev.kind() == wgnn::DeviceKind::Cpu
+            dir.join(f).metadata().map(|m| m.len() > 1000).unwrap_or(false),
+            "{dev}: {f} missing"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
+    assert!(
+        md.contains("loss.png") && md.contains("llvmpipe") == (dev.kind() != wgnn::DeviceKind::Cpu)
+            || dev.kind() == wgnn::DeviceKind::Cpu
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -693,141 +677,135 @@ fn follows_rule(
     }
 }
 
-#[test]
-fn nesterov_the_seeds_momentum_form_and_adamw_follow_their_update_rules() {
+fn nesterov_the_seeds_momentum_form_and_adamw_follow_their_update_rules(dev: &Device) {
     let _serial = serial();
-    for dev in devices() {
-        // torch.optim.SGD(lr=0.05, momentum=0.8, nesterov=True): buf = g at step 1, then
-        // buf = μ·buf + g; the step uses g + μ·buf.
-        let mut buf = [0.0f64; 2];
-        follows_rule(
-            &dev,
-            |w| {
-                Box::new(Sgd::new(
-                    vec![w],
-                    SgdConfig {
-                        lr: 0.05,
-                        momentum: 0.8,
-                        nesterov: true,
-                        ..Default::default()
-                    },
-                ))
-            },
-            |w, t| {
-                for i in 0..2 {
-                    let g = 2.0 * w[i];
-                    buf[i] = if t == 1 { g } else { 0.8 * buf[i] + g };
-                    w[i] -= 0.05 * (g + 0.8 * buf[i]);
-                }
-            },
-        );
-        // The seed's v = βv + (1 − β)g is dampening = β; PyTorch starts the buffer at g.
-        let mut v = [0.0f64; 2];
-        follows_rule(
-            &dev,
-            |w| {
-                Box::new(Sgd::new(
-                    vec![w],
-                    SgdConfig {
-                        lr: 0.1,
-                        momentum: 0.9,
-                        dampening: 0.9,
-                        ..Default::default()
-                    },
-                ))
-            },
-            |w, t| {
-                for i in 0..2 {
-                    let g = 2.0 * w[i];
-                    v[i] = if t == 1 { g } else { 0.9 * v[i] + 0.1 * g };
-                    w[i] -= 0.1 * v[i];
-                }
-            },
-        );
-        // torch.optim.AdamW(lr=0.1, weight_decay=0.1): w ← w·(1 − lr·wd), then Adam.
-        let (mut m, mut s) = ([0.0f64; 2], [0.0f64; 2]);
-        follows_rule(
-            &dev,
-            |w| {
-                Box::new(AdamW::new(
-                    vec![w],
-                    AdamConfig {
-                        lr: 0.1,
-                        weight_decay: 0.1,
-                        ..Default::default()
-                    },
-                ))
-            },
-            |w, t| {
-                for i in 0..2 {
-                    let g = 2.0 * w[i];
-                    w[i] *= 1.0 - 0.1 * 0.1;
-                    m[i] = 0.9 * m[i] + 0.1 * g;
-                    s[i] = 0.999 * s[i] + 0.001 * g * g;
-                    let (bc1, bc2) = (1.0 - 0.9f64.powi(t as i32), 1.0 - 0.999f64.powi(t as i32));
-                    w[i] -= 0.1 / bc1 * m[i] / (s[i].sqrt() / bc2.sqrt() + 1e-8);
-                }
-            },
-        );
-    }
+    // torch.optim.SGD(lr=0.05, momentum=0.8, nesterov=True): buf = g at step 1, then
+    // buf = μ·buf + g; the step uses g + μ·buf.
+    let mut buf = [0.0f64; 2];
+    follows_rule(
+        dev,
+        |w| {
+            Box::new(Sgd::new(
+                vec![w],
+                SgdConfig {
+                    lr: 0.05,
+                    momentum: 0.8,
+                    nesterov: true,
+                    ..Default::default()
+                },
+            ))
+        },
+        |w, t| {
+            for i in 0..2 {
+                let g = 2.0 * w[i];
+                buf[i] = if t == 1 { g } else { 0.8 * buf[i] + g };
+                w[i] -= 0.05 * (g + 0.8 * buf[i]);
+            }
+        },
+    );
+    // The seed's v = βv + (1 − β)g is dampening = β; PyTorch starts the buffer at g.
+    let mut v = [0.0f64; 2];
+    follows_rule(
+        dev,
+        |w| {
+            Box::new(Sgd::new(
+                vec![w],
+                SgdConfig {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    dampening: 0.9,
+                    ..Default::default()
+                },
+            ))
+        },
+        |w, t| {
+            for i in 0..2 {
+                let g = 2.0 * w[i];
+                v[i] = if t == 1 { g } else { 0.9 * v[i] + 0.1 * g };
+                w[i] -= 0.1 * v[i];
+            }
+        },
+    );
+    // torch.optim.AdamW(lr=0.1, weight_decay=0.1): w ← w·(1 − lr·wd), then Adam.
+    let (mut m, mut s) = ([0.0f64; 2], [0.0f64; 2]);
+    follows_rule(
+        dev,
+        |w| {
+            Box::new(AdamW::new(
+                vec![w],
+                AdamConfig {
+                    lr: 0.1,
+                    weight_decay: 0.1,
+                    ..Default::default()
+                },
+            ))
+        },
+        |w, t| {
+            for i in 0..2 {
+                let g = 2.0 * w[i];
+                w[i] *= 1.0 - 0.1 * 0.1;
+                m[i] = 0.9 * m[i] + 0.1 * g;
+                s[i] = 0.999 * s[i] + 0.001 * g * g;
+                let (bc1, bc2) = (1.0 - 0.9f64.powi(t as i32), 1.0 - 0.999f64.powi(t as i32));
+                w[i] -= 0.1 / bc1 * m[i] / (s[i].sqrt() / bc2.sqrt() + 1e-8);
+            }
+        },
+    );
 }
 
-#[test]
-fn binary_metrics_from_fit_equal_host_counts_and_roc_auc_from_predict() {
+fn binary_metrics_from_fit_equal_host_counts_and_roc_auc_from_predict(dev: &Device) {
     let _serial = serial();
     let data = breast_cancer();
     let (train, test) = data.shuffle_split(1, 455);
-    for dev in devices() {
-        wgnn::manual_seed(4);
-        let net = Sequential::new()
-            .add(Linear::new(30, 8, &dev))
-            .add(nn::Tanh)
-            .add(Linear::new(8, 1, &dev));
-        let opt = Adam::new(
-            net.parameters(),
-            AdamConfig {
-                lr: 1e-2,
-                ..Default::default()
-            },
-        );
-        let metrics = [
-            Metric::Accuracy,
-            Metric::F1(Average::Binary { positive: 1 }),
-            Metric::RocAuc,
-        ];
-        let mut model = net.compile(opt, Loss::BinaryCrossEntropyWithLogits, &metrics).unwrap();
-        let targets = |d: &Dataset| {
-            let y: Vec<f32> = d.labels.iter().map(|&l| l as f32).collect();
-            Tensor::from_vec(y, &[d.n, 1], &dev).unwrap()
-        };
-        let x = Tensor::from_vec(train.features.clone(), &[train.n, 30], &dev).unwrap();
-        let config = FitConfig {
-            epochs: 20,
-            batch_size: 32,
+    wgnn::manual_seed(4);
+    let net = Sequential::new()
+        .add(Linear::new(30, 8, dev))
+        .add(nn::Tanh)
+        .add(Linear::new(8, 1, dev));
+    let opt = Adam::new(
+        net.parameters(),
+        AdamConfig {
+            lr: 1e-2,
             ..Default::default()
-        };
-        let history = model.fit(&x, &targets(&train), config).unwrap();
-        assert!(history.get("roc_auc").is_none(), "ROC-AUC is an evaluation metric");
-        let xt = Tensor::from_vec(test.features.clone(), &[test.n, 30], &dev).unwrap();
-        let scores = model.evaluate(&xt, &targets(&test)).unwrap();
-        let logits = model.predict(&xt).unwrap().to_vec().unwrap();
-        let predicted: Vec<u32> = logits.iter().map(|&z| (z >= 0.0) as u32).collect();
-        let cm = ConfusionMatrix::from_labels(&test.labels, &predicted, 2).unwrap();
-        assert_eq!(model.confusion_matrix(&xt, &targets(&test)).unwrap(), cm, "{dev}");
-        assert!((scores["accuracy"] - cm.accuracy()).abs() < 1e-9, "{dev}");
-        assert!(
-            (scores["f1"] - cm.f1(Average::Binary { positive: 1 }).unwrap()).abs() < 1e-9,
-            "{dev}"
-        );
-        let probabilities: Vec<f32> = logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
-        let auc = wgnn::metrics::roc_auc(&probabilities, &test.labels).unwrap();
-        assert!(
-            (scores["roc_auc"] - auc).abs() < 1e-6,
-            "{dev}: {} vs {auc}",
-            scores["roc_auc"]
-        );
-        assert!(scores["accuracy"] > 0.9 && auc > 0.95, "{dev}: {scores:?}");
-    }
+        },
+    );
+    let metrics = [
+        Metric::Accuracy,
+        Metric::F1(Average::Binary { positive: 1 }),
+        Metric::RocAuc,
+    ];
+    let mut model = net.compile(opt, Loss::BinaryCrossEntropyWithLogits, &metrics).unwrap();
+    let targets = |d: &Dataset| {
+        let y: Vec<f32> = d.labels.iter().map(|&l| l as f32).collect();
+        Tensor::from_vec(y, &[d.n, 1], dev).unwrap()
+    };
+    let x = Tensor::from_vec(train.features.clone(), &[train.n, 30], dev).unwrap();
+    let config = FitConfig {
+        epochs: 20,
+        batch_size: 32,
+        ..Default::default()
+    };
+    let history = model.fit(&x, &targets(&train), config).unwrap();
+    assert!(history.get("roc_auc").is_none(), "ROC-AUC is an evaluation metric");
+    let xt = Tensor::from_vec(test.features.clone(), &[test.n, 30], dev).unwrap();
+    let scores = model.evaluate(&xt, &targets(&test)).unwrap();
+    let logits = model.predict(&xt).unwrap().to_vec().unwrap();
+    let predicted: Vec<u32> = logits.iter().map(|&z| (z >= 0.0) as u32).collect();
+    let cm = ConfusionMatrix::from_labels(&test.labels, &predicted, 2).unwrap();
+    assert_eq!(model.confusion_matrix(&xt, &targets(&test)).unwrap(), cm, "{dev}");
+    assert!((scores["accuracy"] - cm.accuracy()).abs() < 1e-9, "{dev}");
+    assert!(
+        (scores["f1"] - cm.f1(Average::Binary { positive: 1 }).unwrap()).abs() < 1e-9,
+        "{dev}"
+    );
+    let probabilities: Vec<f32> = logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
+    let auc = wgnn::metrics::roc_auc(&probabilities, &test.labels).unwrap();
+    assert!(
+        (scores["roc_auc"] - auc).abs() < 1e-6,
+        "{dev}: {} vs {auc}",
+        scores["roc_auc"]
+    );
+    assert!(scores["accuracy"] > 0.9 && auc > 0.95, "{dev}: {scores:?}");
 }
 
 #[test]
