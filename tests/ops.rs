@@ -1,5 +1,5 @@
 //! Every op, forward and backward: CPU-vs-GPU parity on random inputs of odd sizes,
-//! and finite-difference gradient checks on the CPU reference.
+//! and finite-difference gradient checks on each device.
 
 mod common;
 
@@ -19,6 +19,8 @@ device_tests!(
     an_op_with_two_outputs_computes_both_in_one_launch,
     the_outputs_of_a_realized_op_stay_readable_in_any_order,
     the_gradient_of_max_with_indices_goes_to_the_first_maximum_only,
+    every_op_passes_a_finite_difference_gradient_check,
+    cross_entropy_passes_a_finite_difference_gradient_check,
 );
 
 /// How inputs are drawn.
@@ -362,10 +364,9 @@ fn argmax_matches_the_cpu_and_picks_the_first_maximum(dev: &Device) {
 }
 
 /// Central differences of the readout, on up to 12 coordinates of each input.
-fn gradcheck(c: &Case) {
-    let dev = Device::cpu();
+fn gradcheck(c: &Case, dev: &Device) {
     let seed = 7;
-    let (_, analytic) = evaluate(c, &dev, seed);
+    let (_, analytic) = evaluate(c, dev, seed);
     let base: Vec<Vec<f32>> = c
         .shapes
         .iter()
@@ -376,7 +377,7 @@ fn gradcheck(c: &Case) {
         let xs: Vec<Tensor> = data
             .iter()
             .zip(&c.shapes)
-            .map(|(d, s)| Tensor::from_vec(d.clone(), s, &dev).unwrap())
+            .map(|(d, s)| Tensor::from_vec(d.clone(), s, dev).unwrap())
             .collect();
         // The readout in f64 on the host, so the difference quotient is not lost in
         // f32 summation.
@@ -411,27 +412,21 @@ fn gradcheck(c: &Case) {
     }
 }
 
-#[test]
-fn every_op_passes_a_finite_difference_gradient_check() {
+fn every_op_passes_a_finite_difference_gradient_check(dev: &Device) {
     let small = |c: &Case| c.shapes.iter().all(|s| s.iter().product::<usize>() <= 5000);
-    for c in elementwise_cases().iter().filter(|c| small(c)) {
-        gradcheck(c);
-    }
-    for c in matmul_cases().iter().filter(|c| small(c)) {
-        gradcheck(c);
-    }
-    for c in sequence_op_cases().iter().filter(|c| small(c)) {
-        gradcheck(c);
+    for cases in [elementwise_cases(), matmul_cases(), sequence_op_cases()] {
+        for c in cases.iter().filter(|c| small(c)) {
+            gradcheck(c, dev);
+        }
     }
 }
 
-#[test]
-fn cross_entropy_passes_a_finite_difference_gradient_check() {
+fn cross_entropy_passes_a_finite_difference_gradient_check(dev: &Device) {
     let c = case("cross_entropy", vec![vec![5, 4]], Draw::Normal, |x| {
         let labels = Tensor::from_labels(&[0, 3, 1, 1, 2], x[0].device()).unwrap();
         loss::cross_entropy(&x[0], &labels)
     });
-    gradcheck(&c);
+    gradcheck(&c, dev);
 }
 
 fn a_parameter_used_twice_gets_the_sum_of_both_gradients(dev: &Device) {
@@ -612,7 +607,8 @@ fn scatter_add_gives_the_same_bits_on_cpu_and_gpu() {
     }
 }
 
-fn an_op_with_two_outputs_computes_both_in_one_launch(dev: &Device) {
+fn an_op_with_two_outputs_computes_both_in_one_launch(shared: &Device) {
+    let dev = &common::private(shared);
     let x = Tensor::from_vec(vec![1.0, 5.0, 2.0, 7.0, -1.0, 7.0], &[2, 3], dev).unwrap();
     x.realize().unwrap();
     let (values, indices) = x.max_with_indices(1);

@@ -114,12 +114,8 @@ fn mnist_subset_reaches_88_percent_test_accuracy_in_5_epochs_on_every_device(dev
 fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memory(shared: &Device) {
     let _serial = serial();
     let (train, _) = mnist_subset();
-    // Devices of its own: other tests run in parallel on the shared ones.
-    let private = |d: &Device| match d.kind() {
-        wgnn::DeviceKind::Cpu => Device::cpu_private(),
-        wgnn::DeviceKind::Gpu => Device::gpu_with_backends(&d.info().backend.to_lowercase()).unwrap(),
-    };
-    let dev = private(shared);
+    // A device of its own: other tests run in parallel on the shared ones.
+    let dev = common::private(shared);
     wgnn::manual_seed(0);
     let model = mlp(&dev);
     let mut opt = Adam::new(model.parameters(), AdamConfig::default());

@@ -26,6 +26,16 @@ pub fn gpu() -> Option<Device> {
     devices().into_iter().nth(1)
 }
 
+/// A device of the same kind as `dev` with counters and a plan cache of its own
+/// (other tests run in parallel on the shared devices).
+#[allow(dead_code)]
+pub fn private(dev: &Device) -> Device {
+    match dev.kind() {
+        wgnn::DeviceKind::Cpu => Device::cpu_private(),
+        wgnn::DeviceKind::Gpu => Device::gpu_with_backends(&dev.info().backend.to_lowercase()).unwrap(),
+    }
+}
+
 /// Largest absolute difference, scaled by max(1, |expected|).
 #[allow(dead_code)]
 pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
