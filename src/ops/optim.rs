@@ -4,7 +4,8 @@
 //! write their parameter and state inputs in place.
 
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
-use super::{Lowering, Rule};
+use super::{Lowering, Op, Rule};
+use crate::tensor::DType;
 use crate::Tensor;
 
 const SHADER: &str = include_str!("../../shaders/optim.wgsl");
@@ -165,5 +166,28 @@ impl Kernel for IncrementKernel {
     }
     fn wgsl(&self) -> Wgsl {
         Wgsl::new(SHADER, "increment", Uniforms::new(), Grid::Groups(1))
+    }
+}
+
+impl Tensor {
+    /// An in-place update of `param` and its `state` buffers from `grad`, reading the
+    /// hyper-parameters and the number of steps taken from device buffers. It runs
+    /// last in its plan (`plan::realize`'s updates).
+    pub(crate) fn optimizer_update(
+        kind: UpdateKind,
+        grad: &Tensor,
+        hyper: &Tensor,
+        steps: &Tensor,
+        param: &Tensor,
+        state: &[Tensor],
+    ) -> Tensor {
+        let mut inputs = vec![grad.clone(), hyper.clone(), steps.clone(), param.clone()];
+        inputs.extend(state.iter().cloned());
+        Tensor::from_node(Op::Update(kind), inputs, vec![], DType::F32)
+    }
+
+    /// Adds one to a step counter in place.
+    pub(crate) fn increment(counter: &Tensor) -> Tensor {
+        Tensor::from_node(Op::Increment, vec![counter.clone()], vec![], DType::F32)
     }
 }

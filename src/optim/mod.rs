@@ -6,8 +6,7 @@
 pub mod lr;
 
 use crate::graph::plan;
-use crate::ops::{Op, UpdateKind};
-use crate::tensor::DType;
+use crate::ops::UpdateKind;
 use crate::{Error, Gradients, Result, Tensor};
 
 /// Something that updates parameters from gradients. Object-safe.
@@ -182,19 +181,14 @@ impl Core {
                     got: grad.shape().to_vec(),
                 });
             }
-            let mut inputs = vec![grad.clone(), r.hyper.clone(), r.steps.clone(), param.clone()];
-            inputs.extend(state.iter().cloned());
-            updates.push(Tensor::from_node(Op::Update(self.kind), inputs, vec![], DType::F32));
+            updates.push(Tensor::optimizer_update(
+                self.kind, grad, &r.hyper, &r.steps, param, state,
+            ));
         }
         if updates.is_empty() {
             return Ok(());
         }
-        updates.push(Tensor::from_node(
-            Op::Increment,
-            vec![r.steps.clone()],
-            vec![],
-            DType::F32,
-        ));
+        updates.push(Tensor::increment(&r.steps));
         // The loss is computed in the same plan (before the updates overwrite the
         // parameters it reads).
         plan::realize(&grads.step_roots(), &updates)
