@@ -280,10 +280,40 @@ fn sequence_op_cases() -> Vec<Case> {
                 let n = x[0].shape()[1];
                 x[0].index_select(1, &indices(n + 2, n, x[0].device()))
             }),
+            case("unbind_axis0", vec![vec![3, n]], Draw::Normal, |x| {
+                let p = x[0].unbind(0);
+                &(&p[0] * &p[1]) + &p[2]
+            }),
+            case("unbind_odd_axis_some_unused", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                let p = x[0].unbind(2);
+                &p[2] - &p[0]
+            }),
             case("scatter_add_rows", vec![vec![2 * n + 1, 4]], Draw::Normal, |x| {
                 let m = x[0].shape()[0];
                 let n = (m - 1) / 2;
                 x[0].scatter_add(0, &indices(m, n, x[0].device()), n)
+            }),
+        ]);
+    }
+    cases
+}
+
+/// The fused recurrent cells, both outputs in play.
+fn recurrent_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for n in sizes() {
+        cases.extend([
+            case("lstm_cell", vec![vec![3, 4 * n], vec![3, 4 * n], vec![3, n]], Draw::Normal, |x| {
+                let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
+                &h + &c.mul_scalar(0.5)
+            }),
+            case("lstm_cell_h_only", vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]], Draw::Normal, |x| {
+                Tensor::lstm_cell(&x[0], &x[1], &x[2]).0
+            }),
+            case("lstm_two_steps", vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]], Draw::Normal, |x| {
+                let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
+                let (h2, c2) = Tensor::lstm_cell(&x[1], &Tensor::cat(&[&h, &h, &c, &h], 1), &c);
+                &h2 * &c2
             }),
         ]);
     }
@@ -320,6 +350,11 @@ fn elementwise_reduce_and_shape_ops_match_between_cpu_and_gpu() {
 fn slicing_joining_and_gathering_match_between_cpu_and_gpu() {
     // Copies are exact; gathers and scatter-adds of the readout's gradient too.
     assert_parity(&sequence_op_cases(), 0.0);
+}
+
+#[test]
+fn recurrent_cells_match_between_cpu_and_gpu() {
+    assert_parity(&recurrent_cases(), 1e-4);
 }
 
 #[test]
@@ -414,7 +449,7 @@ fn gradcheck(c: &Case, dev: &Device) {
 
 fn every_op_passes_a_finite_difference_gradient_check(dev: &Device) {
     let small = |c: &Case| c.shapes.iter().all(|s| s.iter().product::<usize>() <= 5000);
-    for cases in [elementwise_cases(), matmul_cases(), sequence_op_cases()] {
+    for cases in [elementwise_cases(), matmul_cases(), sequence_op_cases(), recurrent_cases()] {
         for c in cases.iter().filter(|c| small(c)) {
             gradcheck(c, dev);
         }

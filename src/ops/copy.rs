@@ -188,6 +188,61 @@ impl Rule for Cat {
     }
 }
 
+/// Every entry along `axis` as its own tensor (the axis removed), as `torch.unbind`:
+/// one node whose outputs are the entries, so a sequence's time steps cost one copy
+/// each and their gradients one concatenation (not a padded tensor per step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unbind {
+    /// The axis split.
+    pub axis: usize,
+}
+
+impl Rule for Unbind {
+    fn name(&self) -> &'static str {
+        "unbind"
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        let shape = inputs[0];
+        let strides = contiguous_strides(shape);
+        let mut entry_strides = strides.clone();
+        entry_strides.remove(self.axis);
+        let entries = shape[self.axis];
+        let words = out.iter().product::<usize>();
+        let launches = (0..entries)
+            .map(|k| Launch {
+                kernel: Arc::new(Strided::new(out, &entry_strides, k * strides[self.axis])),
+                bindings: vec![Bind::Input(0), Bind::Output(k)],
+            })
+            .collect();
+        Lowering::Launches {
+            temps: Vec::new(),
+            outputs: vec![words; entries - 1],
+            launches,
+        }
+    }
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let entries = inputs[0].shape()[self.axis];
+        let mut outputs = vec![Some(y.clone())];
+        outputs.resize(entries, None);
+        let mut grads = vec![Some(g.clone())];
+        grads.resize(entries, None);
+        self.backward_outputs(inputs, &outputs, &grads)
+    }
+    fn backward_outputs(
+        &self,
+        inputs: &[Tensor],
+        _: &[Option<Tensor>],
+        grads: &[Option<Tensor>],
+    ) -> Vec<Option<Tensor>> {
+        let x = &inputs[0];
+        let mut entry = x.shape().to_vec();
+        entry.remove(self.axis);
+        let zeros = Tensor::zeros(&entry, x.device());
+        let parts: Vec<&Tensor> = grads.iter().map(|g| g.as_ref().unwrap_or(&zeros)).collect();
+        vec![Some(Tensor::stack(&parts, self.axis))]
+    }
+}
+
 /// reads [x], writes [out]: `out[i] = x[offset + Σ idx_d · in_strides_d]`.
 #[derive(Debug)]
 struct Strided {
@@ -507,6 +562,23 @@ impl Tensor {
         }
         let inputs = tensors.iter().map(|t| (*t).clone()).collect();
         Tensor::from_node(Op::Cat(Cat { axis }), inputs, out, first.dtype())
+    }
+
+    /// Every entry along `axis` as its own tensor, as `torch.unbind`: `[T, B, H]`
+    /// unbound along 0 gives T tensors `[B, H]`, computed together (one node, a copy
+    /// each) and differentiated together (one concatenation).
+    #[track_caller]
+    pub fn unbind(&self, axis: usize) -> Vec<Tensor> {
+        let shape = self.shape();
+        assert!(axis < shape.len(), "unbind: axis {axis} out of range for shape {shape:?}");
+        let entries = shape[axis];
+        if entries <= 1 {
+            return (0..entries).map(|k| self.select(axis, k)).collect();
+        }
+        let mut entry = shape.to_vec();
+        entry.remove(axis);
+        let outputs = vec![(entry, self.dtype()); entries];
+        Tensor::from_node_outputs(Op::Unbind(Unbind { axis }), vec![self.clone()], outputs)
     }
 
     /// Tensors of one shape joined along a new axis `axis`, as `torch.stack`.

@@ -20,6 +20,7 @@ pub(crate) mod dropout;
 pub(crate) mod elementwise;
 pub(crate) mod gather;
 pub(crate) mod kernel;
+pub(crate) mod lstm;
 pub(crate) mod matmul;
 pub(crate) mod optim;
 pub(crate) mod reduce;
@@ -27,11 +28,12 @@ pub(crate) mod softmax_xent;
 
 use std::sync::Arc;
 
-pub use copy::{Cat, Pad, Permute, Slice};
+pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 
 pub use dropout::Dropout;
 pub use elementwise::{BinaryOp, Fill, OneHot, UnaryOp};
 pub use gather::{IndexSelect, ScatterAddRows};
+pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
 pub use optim::UpdateKind;
 pub use reduce::{ArgMax, MaxWithIndices, Reduce, ReduceKind};
@@ -75,6 +77,8 @@ pub enum Op {
     Pad(Pad),
     /// Inputs joined along one axis.
     Cat(Cat),
+    /// Every entry along one axis as its own output.
+    Unbind(Unbind),
     /// Rows of a table picked by u32 indices (the forward of an embedding).
     IndexSelect(IndexSelect),
     /// Rows added into a zero table at u32 indices, in a fixed order (deterministic).
@@ -92,6 +96,10 @@ pub enum Op {
     Dropout(Dropout),
     /// u32 labels `[n]` to f32 one-hot rows `[n, classes]`.
     OneHot(OneHot),
+    /// One fused LSTM step: outputs h and c.
+    LstmCell(LstmCell),
+    /// Its backward: outputs the gates' and the previous cell state's gradients.
+    LstmCellGrad(LstmCellGrad),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -116,6 +124,7 @@ impl Op {
             Op::Slice(s) => s,
             Op::Pad(p) => p,
             Op::Cat(c) => c,
+            Op::Unbind(u) => u,
             Op::IndexSelect(i) => i,
             Op::ScatterAddRows(s) => s,
             Op::CrossEntropyRows(x) => x,
@@ -124,6 +133,8 @@ impl Op {
             Op::Increment => &optim::Increment,
             Op::Dropout(d) => d,
             Op::OneHot(o) => o,
+            Op::LstmCell(l) => l,
+            Op::LstmCellGrad(l) => l,
             Op::Output(o) => o,
         }
     }
