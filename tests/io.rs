@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::max_rel_diff;
+use common::{fixture, max_rel_diff, read_tensor};
 use wgnn::nn::{self, Linear, Module, Sequential};
 use wgnn::{Device, Error, Tensor};
 
@@ -15,12 +15,6 @@ device_tests!(
     the_gpu_adapter_reports_its_name_and_limits,
 );
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 /// The fixture's architecture: Linear(4, 8), ReLU, Linear(8, 6), Tanh, Linear(6, 3), Sigmoid.
 fn fixture_model(dev: &Device) -> Sequential {
     Sequential::new()
@@ -30,31 +24,6 @@ fn fixture_model(dev: &Device) -> Sequential {
         .add(nn::Tanh)
         .add(Linear::new(6, 3, dev))
         .add(nn::Sigmoid)
-}
-
-/// Reads a named f32 tensor from a safetensors file (test-side, independent of wgnn).
-fn read_tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
-    // {"name":{"dtype":"F32","shape":[5,4],"data_offsets":[a,b]},...}
-    let entry = &header[header.find(&format!("\"{name}\"")).unwrap()..];
-    let num_list = |key: &str| -> Vec<usize> {
-        let s = &entry[entry.find(key).unwrap() + key.len()..];
-        let s = &s[s.find('[').unwrap() + 1..s.find(']').unwrap()];
-        s.split(',')
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| t.trim().parse().unwrap())
-            .collect()
-    };
-    let (shape, offsets) = (num_list("\"shape\""), num_list("\"data_offsets\""));
-    let data = &bytes[8 + header_len + offsets[0]..8 + header_len + offsets[1]];
-    (
-        shape,
-        data.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-    )
 }
 
 fn a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs(dev: &Device) {

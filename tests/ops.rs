@@ -303,18 +303,31 @@ fn recurrent_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for n in sizes() {
         cases.extend([
-            case("lstm_cell", vec![vec![3, 4 * n], vec![3, 4 * n], vec![3, n]], Draw::Normal, |x| {
-                let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
-                &h + &c.mul_scalar(0.5)
-            }),
-            case("lstm_cell_h_only", vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]], Draw::Normal, |x| {
-                Tensor::lstm_cell(&x[0], &x[1], &x[2]).0
-            }),
-            case("lstm_two_steps", vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]], Draw::Normal, |x| {
-                let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
-                let (h2, c2) = Tensor::lstm_cell(&x[1], &Tensor::cat(&[&h, &h, &c, &h], 1), &c);
-                &h2 * &c2
-            }),
+            case(
+                "lstm_cell",
+                vec![vec![3, 4 * n], vec![3, 4 * n], vec![3, n]],
+                Draw::Normal,
+                |x| {
+                    let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
+                    &h + &c.mul_scalar(0.5)
+                },
+            ),
+            case(
+                "lstm_cell_h_only",
+                vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]],
+                Draw::Normal,
+                |x| Tensor::lstm_cell(&x[0], &x[1], &x[2]).0,
+            ),
+            case(
+                "lstm_two_steps",
+                vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]],
+                Draw::Normal,
+                |x| {
+                    let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
+                    let (h2, c2) = Tensor::lstm_cell(&x[1], &Tensor::cat(&[&h, &h, &c, &h], 1), &c);
+                    &h2 * &c2
+                },
+            ),
         ]);
     }
     cases
@@ -449,7 +462,12 @@ fn gradcheck(c: &Case, dev: &Device) {
 
 fn every_op_passes_a_finite_difference_gradient_check(dev: &Device) {
     let small = |c: &Case| c.shapes.iter().all(|s| s.iter().product::<usize>() <= 5000);
-    for cases in [elementwise_cases(), matmul_cases(), sequence_op_cases(), recurrent_cases()] {
+    for cases in [
+        elementwise_cases(),
+        matmul_cases(),
+        sequence_op_cases(),
+        recurrent_cases(),
+    ] {
         for c in cases.iter().filter(|c| small(c)) {
             gradcheck(c, dev);
         }

@@ -3,8 +3,10 @@
 
 pub mod loss;
 mod perceptron;
+mod rnn;
 
 pub use perceptron::Perceptron;
+pub use rnn::{Embedding, Lstm, LstmState, RnnConfig};
 
 use crate::{Device, Result, Tensor};
 

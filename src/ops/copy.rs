@@ -570,7 +570,10 @@ impl Tensor {
     #[track_caller]
     pub fn unbind(&self, axis: usize) -> Vec<Tensor> {
         let shape = self.shape();
-        assert!(axis < shape.len(), "unbind: axis {axis} out of range for shape {shape:?}");
+        assert!(
+            axis < shape.len(),
+            "unbind: axis {axis} out of range for shape {shape:?}"
+        );
         let entries = shape[axis];
         if entries <= 1 {
             return (0..entries).map(|k| self.select(axis, k)).collect();

@@ -74,3 +74,37 @@ macro_rules! device_tests {
         }
     )*};
 }
+
+/// A file in tests/fixtures.
+#[allow(dead_code)]
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Reads a named f32 tensor from a safetensors file (test-side, independent of wgnn).
+#[allow(dead_code)]
+pub fn read_tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    // {"name":{"dtype":"F32","shape":[5,4],"data_offsets":[a,b]},...}
+    let entry = &header[header.find(&format!("\"{name}\"")).unwrap()..];
+    let num_list = |key: &str| -> Vec<usize> {
+        let s = &entry[entry.find(key).unwrap() + key.len()..];
+        let s = &s[s.find('[').unwrap() + 1..s.find(']').unwrap()];
+        s.split(',')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| t.trim().parse().unwrap())
+            .collect()
+    };
+    let (shape, offsets) = (num_list("\"shape\""), num_list("\"data_offsets\""));
+    let data = &bytes[8 + header_len + offsets[0]..8 + header_len + offsets[1]];
+    (
+        shape,
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    )
+}

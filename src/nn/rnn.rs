@@ -1,0 +1,310 @@
+//! Recurrent layers with PyTorch's `nn.LSTM` layout, names, gate order and init, so a
+//! `state_dict()` moves both ways; and `nn.Embedding`.
+//!
+//! Backpropagation through time runs in the same plan as everything else: per layer,
+//! the input projection of all time steps is one GEMM; each step is one GEMM
+//! (`h·W_hhᵀ + b_hh`) and one fused cell kernel (`Tensor::lstm_cell`), whose fused
+//! backward is one kernel too. A plan is compiled per sequence length and batch size
+//! (its structure is the unrolled graph): the first batch of a new length pays one
+//! compilation (shaders and pipelines are shared, so that is mostly scheduling), every
+//! later one of that length reuses it.
+
+use super::Module;
+use crate::{Device, Result, Tensor};
+
+/// Settings of a recurrent layer stack, as PyTorch's constructor arguments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RnnConfig {
+    /// Stacked layers; layer k > 0 reads the output sequence of layer k − 1.
+    pub num_layers: usize,
+    /// Inputs and outputs are `[B, T, ·]` instead of `[T, B, ·]` (states stay
+    /// `[layers, B, H]`, as in PyTorch).
+    pub batch_first: bool,
+    /// Whether the layers have `bias_ih_l{k}` and `bias_hh_l{k}`.
+    pub bias: bool,
+    /// Dropout probability on the outputs of every layer but the last, in training only.
+    pub dropout: f32,
+}
+
+impl Default for RnnConfig {
+    fn default() -> RnnConfig {
+        RnnConfig {
+            num_layers: 1,
+            batch_first: false,
+            bias: true,
+            dropout: 0.0,
+        }
+    }
+}
+
+/// The state of an LSTM stack: `h` and `c`, each `[layers, B, H]`.
+#[derive(Clone, Debug)]
+pub struct LstmState {
+    /// Hidden states, the last time step's output of each layer.
+    pub h: Tensor,
+    /// Cell states.
+    pub c: Tensor,
+}
+
+impl LstmState {
+    /// The same values with no gradient flowing back through them: carry a state
+    /// across chunks of a long sequence (truncated backpropagation through time).
+    pub fn detach(&self) -> LstmState {
+        LstmState {
+            h: self.h.detach(),
+            c: self.c.detach(),
+        }
+    }
+}
+
+/// The parameters of one layer: `[G·H, in]`, `[G·H, H]` and two `[G·H]` biases.
+struct Layer {
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Option<Tensor>,
+    bias_hh: Option<Tensor>,
+}
+
+impl Layer {
+    /// PyTorch's init: every parameter uniform in ±1/√H, drawn in state_dict order.
+    fn new(gates: usize, input: usize, hidden: usize, bias: bool, device: &Device) -> Result<Layer> {
+        let bound = 1.0 / (hidden.max(1) as f32).sqrt();
+        let param = |shape: &[usize]| -> Result<Tensor> {
+            Tensor::rand(shape, -bound, bound, crate::rng::next_seed(), device)?.requires_grad()
+        };
+        let weight_ih = param(&[gates * hidden, input])?;
+        let weight_hh = param(&[gates * hidden, hidden])?;
+        let (bias_ih, bias_hh) = if bias {
+            (Some(param(&[gates * hidden])?), Some(param(&[gates * hidden])?))
+        } else {
+            (None, None)
+        };
+        Ok(Layer {
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+        })
+    }
+
+    fn named(&self, k: usize, out: &mut Vec<(String, Tensor)>) {
+        out.push((format!("weight_ih_l{k}"), self.weight_ih.clone()));
+        out.push((format!("weight_hh_l{k}"), self.weight_hh.clone()));
+        if let (Some(bi), Some(bh)) = (&self.bias_ih, &self.bias_hh) {
+            out.push((format!("bias_ih_l{k}"), bi.clone()));
+            out.push((format!("bias_hh_l{k}"), bh.clone()));
+        }
+    }
+}
+
+/// A stack of LSTM layers, PyTorch's `nn.LSTM`: weights `weight_ih_l{k}` `[4H, I]`
+/// (`[4H, H]` for k > 0), `weight_hh_l{k}` `[4H, H]`, biases `bias_ih_l{k}`,
+/// `bias_hh_l{k}` `[4H]`, gates in the order i, f, g, o.
+pub struct Lstm {
+    layers: Vec<Layer>,
+    input_size: usize,
+    hidden_size: usize,
+    config: RnnConfig,
+    training: bool,
+}
+
+impl Lstm {
+    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
+    /// Panics only if the device cannot hold the parameters; [`Lstm::try_new`] returns
+    /// that as an error.
+    pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Lstm {
+        Lstm::try_new(input_size, hidden_size, config, device)
+            .unwrap_or_else(|e| panic!("Lstm::new({input_size}, {hidden_size}): {e}"))
+    }
+
+    /// A stack initialised as PyTorch's, or the device's error.
+    pub fn try_new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Result<Lstm> {
+        let layers = (0..config.num_layers.max(1))
+            .map(|k| {
+                let input = if k == 0 { input_size } else { hidden_size };
+                Layer::new(4, input, hidden_size, config.bias, device)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Lstm {
+            layers,
+            input_size,
+            hidden_size,
+            config,
+            training: true,
+        })
+    }
+
+    /// Runs the sequence `x` (`[T, B, I]`, or `[B, T, I]` with `batch_first`) from
+    /// `state` (zeros when `None`): the output sequence of the last layer (`[T, B, H]`
+    /// or `[B, T, H]`) and the final state of every layer.
+    ///
+    /// # Panics
+    /// If `x` is not 3-D with `I` features, or `state` has the wrong shape.
+    #[track_caller]
+    pub fn forward_seq(&self, x: &Tensor, state: Option<&LstmState>) -> (Tensor, LstmState) {
+        let (h, b) = (self.hidden_size, self.check_input(x));
+        let layers = self.layers.len();
+        if let Some(s) = state {
+            for t in [&s.h, &s.c] {
+                assert!(
+                    t.shape() == [layers, b, h],
+                    "{}: the state must be [{layers}, {b}, {h}], got {:?}",
+                    self.name(),
+                    t.shape()
+                );
+            }
+        }
+        let mut seq = if self.config.batch_first {
+            x.transpose(0, 1)
+        } else {
+            x.clone()
+        };
+        let (mut hs, mut cs) = (Vec::new(), Vec::new());
+        for (k, layer) in self.layers.iter().enumerate() {
+            let (h0, c0) = match state {
+                Some(s) => (s.h.select(0, k), s.c.select(0, k)),
+                None => (Tensor::zeros(&[b, h], x.device()), Tensor::zeros(&[b, h], x.device())),
+            };
+            let (out, hn, cn) = layer.run(&seq, h0, c0);
+            hs.push(hn);
+            cs.push(cn);
+            let between = k + 1 < layers && self.training && self.config.dropout > 0.0;
+            seq = if between {
+                out.dropout(self.config.dropout, crate::rng::next_seed())
+            } else {
+                out
+            };
+        }
+        let out = if self.config.batch_first {
+            seq.transpose(0, 1)
+        } else {
+            seq
+        };
+        let stack = |v: &[Tensor]| Tensor::stack(&v.iter().collect::<Vec<_>>(), 0);
+        (
+            out,
+            LstmState {
+                h: stack(&hs),
+                c: stack(&cs),
+            },
+        )
+    }
+
+    /// The batch size of a valid input.
+    #[track_caller]
+    fn check_input(&self, x: &Tensor) -> usize {
+        let s = x.shape();
+        assert!(
+            s.len() == 3 && s[2] == self.input_size,
+            "{}: expects input [{}, {}, {}], got {s:?}",
+            self.name(),
+            if self.config.batch_first { "B" } else { "T" },
+            if self.config.batch_first { "T" } else { "B" },
+            self.input_size
+        );
+        if self.config.batch_first {
+            s[0]
+        } else {
+            s[1]
+        }
+    }
+}
+
+impl Layer {
+    /// One layer over `[T, B, in]`: the output sequence `[T, B, H]` and the final h, c.
+    fn run(&self, seq: &Tensor, h0: Tensor, c0: Tensor) -> (Tensor, Tensor, Tensor) {
+        let (t, b, input) = (seq.shape()[0], seq.shape()[1], seq.shape()[2]);
+        let gates = self.weight_hh.shape()[0];
+        let projected = seq
+            .reshape(&[t * b, input])
+            .linear(&self.weight_ih, self.bias_ih.as_ref())
+            .reshape(&[t, b, gates]);
+        let (mut h, mut c) = (h0, c0);
+        let mut outs = Vec::with_capacity(t);
+        for xg in projected.unbind(0) {
+            let hg = h.linear(&self.weight_hh, self.bias_hh.as_ref());
+            (h, c) = Tensor::lstm_cell(&xg, &hg, &c);
+            outs.push(h.clone());
+        }
+        let out = Tensor::stack(&outs.iter().collect::<Vec<_>>(), 0);
+        (out, h, c)
+    }
+}
+
+impl Module for Lstm {
+    /// The output sequence from a zero state.
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_seq(x, None).0
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (k, layer) in self.layers.iter().enumerate() {
+            layer.named(k, &mut out);
+        }
+        out
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "LSTM({}, {}, num_layers={})",
+            self.input_size,
+            self.hidden_size,
+            self.layers.len()
+        )
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}
+
+/// A lookup table, PyTorch's `nn.Embedding`: `weight` `[num_embeddings, dim]`
+/// initialised from N(0, 1); `forward` maps a label tensor of any shape to
+/// `[.., dim]`. Its gradient is a deterministic scatter-add (same bits on every
+/// device).
+pub struct Embedding {
+    /// `[num_embeddings, embedding_dim]`, trainable; `state_dict()` name `weight`.
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    /// A table initialised as PyTorch's (standard normal) from the global seed.
+    /// Panics only if the device cannot hold it; [`Embedding::try_new`] returns that
+    /// as an error.
+    pub fn new(num_embeddings: usize, embedding_dim: usize, device: &Device) -> Embedding {
+        Embedding::try_new(num_embeddings, embedding_dim, device)
+            .unwrap_or_else(|e| panic!("Embedding::new({num_embeddings}, {embedding_dim}): {e}"))
+    }
+
+    /// A table initialised as PyTorch's, or the device's error.
+    pub fn try_new(num_embeddings: usize, embedding_dim: usize, device: &Device) -> Result<Embedding> {
+        let weight = Tensor::randn(&[num_embeddings, embedding_dim], crate::rng::next_seed(), device)?;
+        Ok(Embedding {
+            weight: weight.requires_grad()?,
+        })
+    }
+}
+
+impl Module for Embedding {
+    /// Rows of the table for the labels `ids` (any shape): `[..ids.shape, dim]`. A
+    /// label past the table is an error when the plan runs (`LabelOutOfRange`).
+    #[track_caller]
+    fn forward(&self, ids: &Tensor) -> Tensor {
+        let dim = self.weight.shape()[1];
+        let mut shape = ids.shape().to_vec();
+        let rows = self.weight.index_select(0, &ids.reshape(&[ids.numel()]));
+        shape.push(dim);
+        rows.reshape(&shape)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![("weight".into(), self.weight.clone())]
+    }
+
+    fn name(&self) -> String {
+        let s = self.weight.shape();
+        format!("Embedding({}, {})", s[0], s[1])
+    }
+}

@@ -1,0 +1,183 @@
+//! Sequence models against PyTorch: weights, inputs, outputs, final states and
+//! gradients saved by `tests/fixtures/make_sequence_fixture.py` must be matched to
+//! 1e-5 on every device; plus truncated backpropagation through time.
+
+mod common;
+
+use common::{fixture, private, read_tensor, serial};
+use wgnn::nn::{self, Embedding, Linear, Lstm, LstmState, Module, RnnConfig};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::{Device, Tensor};
+
+device_tests!(
+    a_two_layer_batch_first_lstm_with_a_state_matches_pytorch,
+    a_one_layer_lstm_from_zeros_matches_pytorch,
+    an_embedding_matches_pytorch_with_repeated_ids,
+    truncated_bptt_carries_the_state_but_not_its_gradient,
+    an_lstm_training_step_is_one_submit_with_no_readback,
+);
+
+fn load(name: &str, dev: &Device) -> Tensor {
+    let (shape, data) = read_tensor(&fixture("sequence.safetensors"), name);
+    Tensor::from_vec(data, &shape, dev).unwrap()
+}
+
+fn values(name: &str) -> Vec<f32> {
+    read_tensor(&fixture("sequence.safetensors"), name).1
+}
+
+#[track_caller]
+fn assert_close(got: &Tensor, want: &str) {
+    let (got, want_v) = (got.to_vec().unwrap(), values(want));
+    assert_eq!(got.len(), want_v.len(), "{want}: length");
+    let worst = got.iter().zip(&want_v).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst <= 1e-5, "{want}: differs from PyTorch by {worst}");
+}
+
+/// Runs case `prefix` of the fixture: loads the weights into `lstm`, checks outputs,
+/// states and every gradient.
+fn check_lstm_case(prefix: &str, lstm: &Lstm, with_state: bool, dev: &Device) {
+    for (name, p) in lstm.named_parameters() {
+        let want = read_tensor(&fixture("sequence.safetensors"), &format!("{prefix}.{name}"));
+        assert_eq!(p.shape(), &want.0[..], "{name}: PyTorch's shape");
+        p.assign(&want.1).unwrap();
+    }
+    let leaf = |n: &str| load(&format!("{prefix}.{n}"), dev).requires_grad().unwrap();
+    let x = leaf("input");
+    let state = with_state.then(|| LstmState {
+        h: leaf("h0"),
+        c: leaf("c0"),
+    });
+    let (out, last) = lstm.forward_seq(&x, state.as_ref());
+    assert_close(&out, &format!("{prefix}.out"));
+    assert_close(&last.h, &format!("{prefix}.h_n"));
+    assert_close(&last.c, &format!("{prefix}.c_n"));
+    let w = |n: &str| load(&format!("{prefix}.{n}"), dev);
+    let loss = (&out * &w("w_out")).sum() + (&last.h * &w("w_h")).sum() + (&last.c * &w("w_c")).sum();
+    let grads = loss.backward().unwrap();
+    for (name, p) in lstm.named_parameters() {
+        assert_close(grads.get(&p).unwrap(), &format!("{prefix}.grad.{name}"));
+    }
+    assert_close(grads.get(&x).unwrap(), &format!("{prefix}.grad.input"));
+    if let Some(s) = &state {
+        assert_close(grads.get(&s.h).unwrap(), &format!("{prefix}.grad.h0"));
+        assert_close(grads.get(&s.c).unwrap(), &format!("{prefix}.grad.c0"));
+    }
+}
+
+fn a_two_layer_batch_first_lstm_with_a_state_matches_pytorch(dev: &Device) {
+    let cfg = RnnConfig {
+        num_layers: 2,
+        batch_first: true,
+        ..Default::default()
+    };
+    let lstm = Lstm::new(3, 5, cfg, dev);
+    let names: Vec<String> = lstm.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "weight_ih_l0",
+            "weight_hh_l0",
+            "bias_ih_l0",
+            "bias_hh_l0",
+            "weight_ih_l1",
+            "weight_hh_l1",
+            "bias_ih_l1",
+            "bias_hh_l1"
+        ]
+    );
+    check_lstm_case("a", &lstm, true, dev);
+}
+
+fn a_one_layer_lstm_from_zeros_matches_pytorch(dev: &Device) {
+    let lstm = Lstm::new(4, 3, RnnConfig::default(), dev);
+    check_lstm_case("b", &lstm, false, dev);
+}
+
+fn an_embedding_matches_pytorch_with_repeated_ids(dev: &Device) {
+    let emb = Embedding::new(7, 4, dev);
+    emb.weight.assign(&values("e.weight")).unwrap();
+    let ids: Vec<u32> = values("e.ids").iter().map(|&v| v as u32).collect();
+    let ids = Tensor::from_labels(&ids, dev).unwrap().reshape(&[2, 3]);
+    let out = emb.forward(&ids);
+    assert_eq!(out.shape(), &[2, 3, 4]);
+    assert_close(&out, "e.out");
+    let g = (&out * &load("e.w_out", dev)).sum().backward().unwrap();
+    assert_close(g.get(&emb.weight).unwrap(), "e.grad.weight");
+}
+
+fn truncated_bptt_carries_the_state_but_not_its_gradient(dev: &Device) {
+    let _serial = serial();
+    wgnn::manual_seed(3);
+    let lstm = Lstm::new(2, 4, RnnConfig::default(), dev);
+    let x = Tensor::randn(&[6, 3, 2], 11, dev).unwrap();
+    // The whole sequence at once, and in two chunks carrying the (detached) state.
+    let (whole, _) = lstm.forward_seq(&x, None);
+    let x1 = x.narrow(0, 0, 3).requires_grad_copy();
+    let (first, state) = lstm.forward_seq(&x1, None);
+    let x2 = x.narrow(0, 3, 3);
+    let (second, _) = lstm.forward_seq(&x2, Some(&state.detach()));
+    let joined = Tensor::cat(&[&first, &second], 0).to_vec().unwrap();
+    let whole = whole.to_vec().unwrap();
+    let worst = joined
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-6, "chunked run differs from the whole by {worst}");
+    // The second chunk's loss reaches the weights but not the first chunk's input;
+    // without the detach it would.
+    let grads = second.sum().backward().unwrap();
+    assert!(grads.get(&lstm.parameters()[0]).is_some());
+    assert!(grads.get(&x1).is_none(), "the gradient crossed a detached state");
+    let (attached, _) = lstm.forward_seq(&x2, Some(&state));
+    assert!(attached.sum().backward().unwrap().get(&x1).is_some());
+}
+
+fn an_lstm_training_step_is_one_submit_with_no_readback(shared: &Device) {
+    let dev = &private(shared);
+    let _serial = serial();
+    wgnn::manual_seed(5);
+    let cfg = RnnConfig {
+        num_layers: 2,
+        batch_first: true,
+        dropout: 0.2,
+        ..Default::default()
+    };
+    let (lstm, head) = (Lstm::new(3, 8, cfg, dev), Linear::new(8, 1, dev));
+    let mut params = lstm.parameters();
+    params.extend(head.parameters());
+    let mut opt = Adam::new(params, AdamConfig::default());
+    let x = Tensor::randn(&[4, 7, 3], 1, dev).unwrap();
+    let y = Tensor::randn(&[4, 1], 2, dev).unwrap();
+    let step = |opt: &mut Adam| {
+        let (out, _) = lstm.forward_seq(&x, None);
+        let last = out.select(1, 6);
+        let loss = nn::loss::mse(&head.forward(&last), &y);
+        opt.step(&loss.backward().unwrap().clip_norm(1.0)).unwrap();
+        loss
+    };
+    let first = step(&mut opt).item().unwrap();
+    step(&mut opt);
+    let before = dev.stats();
+    let loss = step(&mut opt);
+    let after = dev.stats();
+    assert_eq!(after.submits - before.submits, 1, "one plan, one submit");
+    assert_eq!(after.bytes_downloaded, before.bytes_downloaded, "no readback");
+    assert_eq!(after.plan_cache_misses, before.plan_cache_misses, "the plan is reused");
+    assert!(loss.item().unwrap() < first, "the loss went down");
+}
+
+trait RequiresGradCopy {
+    fn requires_grad_copy(&self) -> Tensor;
+}
+
+impl RequiresGradCopy for Tensor {
+    /// A trainable leaf holding this tensor's values.
+    fn requires_grad_copy(&self) -> Tensor {
+        Tensor::from_vec(self.to_vec().unwrap(), self.shape(), self.device())
+            .unwrap()
+            .requires_grad()
+            .unwrap()
+    }
+}
