@@ -5,7 +5,7 @@
 mod common;
 
 use common::{fixture, private, read_tensor, serial};
-use wgnn::nn::{self, Embedding, Linear, Lstm, LstmState, Module, RnnConfig};
+use wgnn::nn::{self, Embedding, Gru, Linear, Lstm, LstmState, Module, Nonlinearity, Rnn, RnnConfig};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::{Device, Tensor};
 
@@ -15,6 +15,9 @@ device_tests!(
     an_embedding_matches_pytorch_with_repeated_ids,
     truncated_bptt_carries_the_state_but_not_its_gradient,
     an_lstm_training_step_is_one_submit_with_no_readback,
+    a_two_layer_gru_with_a_state_matches_pytorch,
+    a_batch_first_tanh_rnn_from_zeros_matches_pytorch,
+    a_relu_rnn_without_bias_matches_pytorch,
 );
 
 fn load(name: &str, dev: &Device) -> Tensor {
@@ -37,11 +40,7 @@ fn assert_close(got: &Tensor, want: &str) {
 /// Runs case `prefix` of the fixture: loads the weights into `lstm`, checks outputs,
 /// states and every gradient.
 fn check_lstm_case(prefix: &str, lstm: &Lstm, with_state: bool, dev: &Device) {
-    for (name, p) in lstm.named_parameters() {
-        let want = read_tensor(&fixture("sequence.safetensors"), &format!("{prefix}.{name}"));
-        assert_eq!(p.shape(), &want.0[..], "{name}: PyTorch's shape");
-        p.assign(&want.1).unwrap();
-    }
+    load_weights(prefix, lstm);
     let leaf = |n: &str| load(&format!("{prefix}.{n}"), dev).requires_grad().unwrap();
     let x = leaf("input");
     let state = with_state.then(|| LstmState {
@@ -63,6 +62,71 @@ fn check_lstm_case(prefix: &str, lstm: &Lstm, with_state: bool, dev: &Device) {
         assert_close(grads.get(&s.h).unwrap(), &format!("{prefix}.grad.h0"));
         assert_close(grads.get(&s.c).unwrap(), &format!("{prefix}.grad.c0"));
     }
+}
+
+/// Loads the fixture's weights into `module` (checking PyTorch's names and shapes).
+fn load_weights(prefix: &str, module: &dyn Module) {
+    for (name, p) in module.named_parameters() {
+        let want = read_tensor(&fixture("sequence.safetensors"), &format!("{prefix}.{name}"));
+        assert_eq!(p.shape(), &want.0[..], "{name}: PyTorch's shape");
+        p.assign(&want.1).unwrap();
+    }
+}
+
+/// Case `prefix` of a GRU or RNN (one state tensor): outputs, final state, every
+/// gradient.
+fn check_single_state_case(
+    prefix: &str,
+    module: &dyn Module,
+    run: &dyn Fn(&Tensor, Option<&Tensor>) -> (Tensor, Tensor),
+    with_state: bool,
+    dev: &Device,
+) {
+    load_weights(prefix, module);
+    let leaf = |n: &str| load(&format!("{prefix}.{n}"), dev).requires_grad().unwrap();
+    let x = leaf("input");
+    let h0 = with_state.then(|| leaf("h0"));
+    let (out, h_n) = run(&x, h0.as_ref());
+    assert_close(&out, &format!("{prefix}.out"));
+    assert_close(&h_n, &format!("{prefix}.h_n"));
+    let w = |n: &str| load(&format!("{prefix}.{n}"), dev);
+    let loss = (&out * &w("w_out")).sum() + (&h_n * &w("w_h")).sum();
+    let grads = loss.backward().unwrap();
+    for (name, p) in module.named_parameters() {
+        assert_close(grads.get(&p).unwrap(), &format!("{prefix}.grad.{name}"));
+    }
+    assert_close(grads.get(&x).unwrap(), &format!("{prefix}.grad.input"));
+    if let Some(h0) = &h0 {
+        assert_close(grads.get(h0).unwrap(), &format!("{prefix}.grad.h0"));
+    }
+}
+
+fn a_two_layer_gru_with_a_state_matches_pytorch(dev: &Device) {
+    let cfg = RnnConfig {
+        num_layers: 2,
+        ..Default::default()
+    };
+    let gru = Gru::new(3, 4, cfg, dev);
+    check_single_state_case("g", &gru, &|x, h| gru.forward_seq(x, h), true, dev);
+}
+
+fn a_batch_first_tanh_rnn_from_zeros_matches_pytorch(dev: &Device) {
+    let cfg = RnnConfig {
+        batch_first: true,
+        ..Default::default()
+    };
+    let rnn = Rnn::new(3, 4, cfg, dev);
+    check_single_state_case("r", &rnn, &|x, h| rnn.forward_seq(x, h), false, dev);
+}
+
+fn a_relu_rnn_without_bias_matches_pytorch(dev: &Device) {
+    let cfg = RnnConfig {
+        bias: false,
+        ..Default::default()
+    };
+    let rnn = Rnn::try_with(3, 4, Nonlinearity::Relu, cfg, dev).unwrap();
+    assert_eq!(rnn.named_parameters().len(), 2, "no bias_ih_l0, bias_hh_l0");
+    check_single_state_case("q", &rnn, &|x, h| rnn.forward_seq(x, h), true, dev);
 }
 
 fn a_two_layer_batch_first_lstm_with_a_state_matches_pytorch(dev: &Device) {

@@ -6,7 +6,7 @@ mod perceptron;
 mod rnn;
 
 pub use perceptron::Perceptron;
-pub use rnn::{Embedding, Lstm, LstmState, RnnConfig};
+pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 
 use crate::{Device, Result, Tensor};
 

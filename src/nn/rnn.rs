@@ -1,10 +1,11 @@
-//! Recurrent layers with PyTorch's `nn.LSTM` layout, names, gate order and init, so a
-//! `state_dict()` moves both ways; and `nn.Embedding`.
+//! Recurrent layers with PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU` layouts, names,
+//! gate orders and init, so a `state_dict()` moves both ways; and `nn.Embedding`.
 //!
 //! Backpropagation through time runs in the same plan as everything else: per layer,
 //! the input projection of all time steps is one GEMM; each step is one GEMM
-//! (`h·W_hhᵀ + b_hh`) and one fused cell kernel (`Tensor::lstm_cell`), whose fused
-//! backward is one kernel too. A plan is compiled per sequence length and batch size
+//! (`h·W_hhᵀ + b_hh`) and one fused cell kernel (`Tensor::lstm_cell`,
+//! `Tensor::gru_cell`; the plain RNN's `act(xg + hg)` is two elementwise kernels),
+//! whose fused backward is one kernel too. A plan is compiled per sequence length and batch size
 //! (its structure is the unrolled graph): the first batch of a new length pays one
 //! compilation (shaders and pipelines are shared, so that is mostly scheduling), every
 //! later one of that length reuses it.
@@ -97,10 +98,47 @@ impl Layer {
     }
 }
 
-/// A stack of LSTM layers, PyTorch's `nn.LSTM`: weights `weight_ih_l{k}` `[4H, I]`
-/// (`[4H, H]` for k > 0), `weight_hh_l{k}` `[4H, H]`, biases `bias_ih_l{k}`,
-/// `bias_hh_l{k}` `[4H]`, gates in the order i, f, g, o.
-pub struct Lstm {
+/// The nonlinearity of a plain RNN (`nn.RNN(nonlinearity=...)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Nonlinearity {
+    /// `tanh` (PyTorch's default).
+    #[default]
+    Tanh,
+    /// `max(x, 0)`.
+    Relu,
+}
+
+/// Which cell a stack runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cell {
+    Rnn(Nonlinearity),
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    /// Gate blocks per layer (G in `[G·H, ·]`).
+    fn gates(self) -> usize {
+        match self {
+            Cell::Rnn(_) => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Cell::Rnn(_) => "RNN",
+            Cell::Lstm => "LSTM",
+            Cell::Gru => "GRU",
+        }
+    }
+}
+
+/// A stack of recurrent layers of one cell kind: what [`Rnn`], [`Lstm`] and [`Gru`]
+/// share.
+struct Stack {
+    cell: Cell,
     layers: Vec<Layer>,
     input_size: usize,
     hidden_size: usize,
@@ -108,24 +146,16 @@ pub struct Lstm {
     training: bool,
 }
 
-impl Lstm {
-    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
-    /// Panics only if the device cannot hold the parameters; [`Lstm::try_new`] returns
-    /// that as an error.
-    pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Lstm {
-        Lstm::try_new(input_size, hidden_size, config, device)
-            .unwrap_or_else(|e| panic!("Lstm::new({input_size}, {hidden_size}): {e}"))
-    }
-
-    /// A stack initialised as PyTorch's, or the device's error.
-    pub fn try_new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Result<Lstm> {
+impl Stack {
+    fn new(cell: Cell, input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Result<Stack> {
         let layers = (0..config.num_layers.max(1))
             .map(|k| {
                 let input = if k == 0 { input_size } else { hidden_size };
-                Layer::new(4, input, hidden_size, config.bias, device)
+                Layer::new(cell.gates(), input, hidden_size, config.bias, device)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Lstm {
+        Ok(Stack {
+            cell,
             layers,
             input_size,
             hidden_size,
@@ -134,59 +164,13 @@ impl Lstm {
         })
     }
 
-    /// Runs the sequence `x` (`[T, B, I]`, or `[B, T, I]` with `batch_first`) from
-    /// `state` (zeros when `None`): the output sequence of the last layer (`[T, B, H]`
-    /// or `[B, T, H]`) and the final state of every layer.
-    ///
-    /// # Panics
-    /// If `x` is not 3-D with `I` features, or `state` has the wrong shape.
-    #[track_caller]
-    pub fn forward_seq(&self, x: &Tensor, state: Option<&LstmState>) -> (Tensor, LstmState) {
-        let (h, b) = (self.hidden_size, self.check_input(x));
-        let layers = self.layers.len();
-        if let Some(s) = state {
-            for t in [&s.h, &s.c] {
-                assert!(
-                    t.shape() == [layers, b, h],
-                    "{}: the state must be [{layers}, {b}, {h}], got {:?}",
-                    self.name(),
-                    t.shape()
-                );
-            }
-        }
-        let mut seq = if self.config.batch_first {
-            x.transpose(0, 1)
-        } else {
-            x.clone()
-        };
-        let (mut hs, mut cs) = (Vec::new(), Vec::new());
-        for (k, layer) in self.layers.iter().enumerate() {
-            let (h0, c0) = match state {
-                Some(s) => (s.h.select(0, k), s.c.select(0, k)),
-                None => (Tensor::zeros(&[b, h], x.device()), Tensor::zeros(&[b, h], x.device())),
-            };
-            let (out, hn, cn) = layer.run(&seq, h0, c0);
-            hs.push(hn);
-            cs.push(cn);
-            let between = k + 1 < layers && self.training && self.config.dropout > 0.0;
-            seq = if between {
-                out.dropout(self.config.dropout, crate::rng::next_seed())
-            } else {
-                out
-            };
-        }
-        let out = if self.config.batch_first {
-            seq.transpose(0, 1)
-        } else {
-            seq
-        };
-        let stack = |v: &[Tensor]| Tensor::stack(&v.iter().collect::<Vec<_>>(), 0);
-        (
-            out,
-            LstmState {
-                h: stack(&hs),
-                c: stack(&cs),
-            },
+    fn name(&self) -> String {
+        format!(
+            "{}({}, {}, num_layers={})",
+            self.cell.name(),
+            self.input_size,
+            self.hidden_size,
+            self.layers.len()
         )
     }
 
@@ -208,11 +192,71 @@ impl Lstm {
             s[1]
         }
     }
+
+    #[track_caller]
+    fn check_state(&self, state: Option<&Tensor>, batch: usize) {
+        let want = [self.layers.len(), batch, self.hidden_size];
+        if let Some(t) = state {
+            assert!(
+                t.shape() == want,
+                "{}: the state must be {want:?}, got {:?}",
+                self.name(),
+                t.shape()
+            );
+        }
+    }
+
+    /// The output sequence and the final h (and c for an LSTM) of every layer,
+    /// `[layers, B, H]`.
+    #[track_caller]
+    fn run(&self, x: &Tensor, h0: Option<&Tensor>, c0: Option<&Tensor>) -> (Tensor, Tensor, Option<Tensor>) {
+        let (hidden, batch) = (self.hidden_size, self.check_input(x));
+        self.check_state(h0, batch);
+        self.check_state(c0, batch);
+        let zeros = || Tensor::zeros(&[batch, hidden], x.device());
+        let layers = self.layers.len();
+        let mut seq = if self.config.batch_first {
+            x.transpose(0, 1)
+        } else {
+            x.clone()
+        };
+        let (mut hs, mut cs) = (Vec::new(), Vec::new());
+        for (k, layer) in self.layers.iter().enumerate() {
+            let h = h0.map_or_else(zeros, |s| s.select(0, k));
+            let c = c0.map_or_else(zeros, |s| s.select(0, k));
+            let (out, hn, cn) = layer.run(self.cell, &seq, h, c);
+            hs.push(hn);
+            cs.push(cn);
+            let between = k + 1 < layers && self.training && self.config.dropout > 0.0;
+            seq = if between {
+                out.dropout(self.config.dropout, crate::rng::next_seed())
+            } else {
+                out
+            };
+        }
+        let out = if self.config.batch_first {
+            seq.transpose(0, 1)
+        } else {
+            seq
+        };
+        let stack = |v: &[Tensor]| Tensor::stack(&v.iter().collect::<Vec<_>>(), 0);
+        let c = (self.cell == Cell::Lstm).then(|| stack(&cs));
+        (out, stack(&hs), c)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (k, layer) in self.layers.iter().enumerate() {
+            layer.named(k, &mut out);
+        }
+        out
+    }
 }
 
 impl Layer {
-    /// One layer over `[T, B, in]`: the output sequence `[T, B, H]` and the final h, c.
-    fn run(&self, seq: &Tensor, h0: Tensor, c0: Tensor) -> (Tensor, Tensor, Tensor) {
+    /// One layer over `[T, B, in]`: the output sequence `[T, B, H]` and the final h
+    /// and c (c is unused but by the LSTM).
+    fn run(&self, cell: Cell, seq: &Tensor, h0: Tensor, c0: Tensor) -> (Tensor, Tensor, Tensor) {
         let (t, b, input) = (seq.shape()[0], seq.shape()[1], seq.shape()[2]);
         let gates = self.weight_hh.shape()[0];
         let projected = seq
@@ -223,7 +267,16 @@ impl Layer {
         let mut outs = Vec::with_capacity(t);
         for xg in projected.unbind(0) {
             let hg = h.linear(&self.weight_hh, self.bias_hh.as_ref());
-            (h, c) = Tensor::lstm_cell(&xg, &hg, &c);
+            h = match cell {
+                Cell::Lstm => {
+                    let (h, c_next) = Tensor::lstm_cell(&xg, &hg, &c);
+                    c = c_next;
+                    h
+                }
+                Cell::Gru => Tensor::gru_cell(&xg, &hg, &h),
+                Cell::Rnn(Nonlinearity::Tanh) => (&xg + &hg).tanh(),
+                Cell::Rnn(Nonlinearity::Relu) => (&xg + &hg).relu(),
+            };
             outs.push(h.clone());
         }
         let out = Tensor::stack(&outs.iter().collect::<Vec<_>>(), 0);
@@ -231,34 +284,137 @@ impl Layer {
     }
 }
 
-impl Module for Lstm {
-    /// The output sequence from a zero state.
-    #[track_caller]
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.forward_seq(x, None).0
-    }
-
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::new();
-        for (k, layer) in self.layers.iter().enumerate() {
-            layer.named(k, &mut out);
+/// The [`Module`] methods of a recurrent layer type: forward is the output sequence
+/// from a zero state.
+macro_rules! recurrent_module {
+    ($ty:ident) => {
+        impl Module for $ty {
+            /// The output sequence from a zero state.
+            #[track_caller]
+            fn forward(&self, x: &Tensor) -> Tensor {
+                self.0.run(x, None, None).0
+            }
+            fn named_parameters(&self) -> Vec<(String, Tensor)> {
+                self.0.named_parameters()
+            }
+            fn name(&self) -> String {
+                self.0.name()
+            }
+            fn set_training(&mut self, training: bool) {
+                self.0.training = training;
+            }
         }
-        out
+    };
+}
+
+/// A stack of LSTM layers, PyTorch's `nn.LSTM`: weights `weight_ih_l{k}` `[4H, I]`
+/// (`[4H, H]` for k > 0), `weight_hh_l{k}` `[4H, H]`, biases `bias_ih_l{k}`,
+/// `bias_hh_l{k}` `[4H]`, gates in the order i, f, g, o.
+pub struct Lstm(Stack);
+
+impl Lstm {
+    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
+    /// Panics only if the device cannot hold the parameters; [`Lstm::try_new`] returns
+    /// that as an error.
+    pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Lstm {
+        Lstm::try_new(input_size, hidden_size, config, device)
+            .unwrap_or_else(|e| panic!("Lstm::new({input_size}, {hidden_size}): {e}"))
     }
 
-    fn name(&self) -> String {
-        format!(
-            "LSTM({}, {}, num_layers={})",
-            self.input_size,
-            self.hidden_size,
-            self.layers.len()
+    /// A stack initialised as PyTorch's, or the device's error.
+    pub fn try_new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Result<Lstm> {
+        Stack::new(Cell::Lstm, input_size, hidden_size, config, device).map(Lstm)
+    }
+
+    /// Runs the sequence `x` (`[T, B, I]`, or `[B, T, I]` with `batch_first`) from
+    /// `state` (zeros when `None`): the output sequence of the last layer (`[T, B, H]`
+    /// or `[B, T, H]`) and the final state of every layer.
+    ///
+    /// # Panics
+    /// If `x` is not 3-D with `I` features, or `state` has the wrong shape.
+    #[track_caller]
+    pub fn forward_seq(&self, x: &Tensor, state: Option<&LstmState>) -> (Tensor, LstmState) {
+        let (out, h, c) = self.0.run(x, state.map(|s| &s.h), state.map(|s| &s.c));
+        (
+            out,
+            LstmState {
+                h,
+                c: c.expect("an LSTM has a cell state"),
+            },
         )
     }
+}
 
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
+recurrent_module!(Lstm);
+
+/// A stack of GRU layers, PyTorch's `nn.GRU`: `weight_ih_l{k}` `[3H, I]`,
+/// `weight_hh_l{k}` `[3H, H]`, biases `[3H]`, gates r, z, n with
+/// `n = tanh(W_in x + b_in + r ∘ (W_hn h + b_hn))`.
+pub struct Gru(Stack);
+
+impl Gru {
+    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
+    /// Panics only if the device cannot hold the parameters.
+    pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Gru {
+        Gru::try_new(input_size, hidden_size, config, device)
+            .unwrap_or_else(|e| panic!("Gru::new({input_size}, {hidden_size}): {e}"))
+    }
+
+    /// A stack initialised as PyTorch's, or the device's error.
+    pub fn try_new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Result<Gru> {
+        Stack::new(Cell::Gru, input_size, hidden_size, config, device).map(Gru)
+    }
+
+    /// Runs the sequence `x` from `h0` (`[layers, B, H]`, zeros when `None`): the
+    /// output sequence and the final hidden state of every layer.
+    ///
+    /// # Panics
+    /// If `x` is not 3-D with `I` features, or `h0` has the wrong shape.
+    #[track_caller]
+    pub fn forward_seq(&self, x: &Tensor, h0: Option<&Tensor>) -> (Tensor, Tensor) {
+        let (out, h, _) = self.0.run(x, h0, None);
+        (out, h)
     }
 }
+
+recurrent_module!(Gru);
+
+/// A stack of plain (Elman) RNN layers, PyTorch's `nn.RNN`: `h = act(W_ih x + b_ih +
+/// W_hh h + b_hh)` with `weight_ih_l{k}` `[H, I]`, `weight_hh_l{k}` `[H, H]`.
+pub struct Rnn(Stack);
+
+impl Rnn {
+    /// A tanh stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
+    /// Panics only if the device cannot hold the parameters.
+    pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Rnn {
+        Rnn::try_with(input_size, hidden_size, Nonlinearity::Tanh, config, device)
+            .unwrap_or_else(|e| panic!("Rnn::new({input_size}, {hidden_size}): {e}"))
+    }
+
+    /// A stack with the given nonlinearity, or the device's error.
+    pub fn try_with(
+        input_size: usize,
+        hidden_size: usize,
+        nonlinearity: Nonlinearity,
+        config: RnnConfig,
+        device: &Device,
+    ) -> Result<Rnn> {
+        Stack::new(Cell::Rnn(nonlinearity), input_size, hidden_size, config, device).map(Rnn)
+    }
+
+    /// Runs the sequence `x` from `h0` (`[layers, B, H]`, zeros when `None`): the
+    /// output sequence and the final hidden state of every layer.
+    ///
+    /// # Panics
+    /// If `x` is not 3-D with `I` features, or `h0` has the wrong shape.
+    #[track_caller]
+    pub fn forward_seq(&self, x: &Tensor, h0: Option<&Tensor>) -> (Tensor, Tensor) {
+        let (out, h, _) = self.0.run(x, h0, None);
+        (out, h)
+    }
+}
+
+recurrent_module!(Rnn);
 
 /// A lookup table, PyTorch's `nn.Embedding`: `weight` `[num_embeddings, dim]`
 /// initialised from N(0, 1); `forward` maps a label tensor of any shape to

@@ -19,6 +19,7 @@ pub(crate) mod copy;
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
 pub(crate) mod gather;
+pub(crate) mod gru;
 pub(crate) mod kernel;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
@@ -33,6 +34,7 @@ pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 pub use dropout::Dropout;
 pub use elementwise::{BinaryOp, Fill, OneHot, UnaryOp};
 pub use gather::{IndexSelect, ScatterAddRows};
+pub use gru::{GruCell, GruCellGrad};
 pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
 pub use optim::UpdateKind;
@@ -100,6 +102,10 @@ pub enum Op {
     LstmCell(LstmCell),
     /// Its backward: outputs the gates' and the previous cell state's gradients.
     LstmCellGrad(LstmCellGrad),
+    /// One fused GRU step.
+    GruCell(GruCell),
+    /// Its backward: outputs the gradients of both projections and of h_prev.
+    GruCellGrad(GruCellGrad),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -135,6 +141,8 @@ impl Op {
             Op::OneHot(o) => o,
             Op::LstmCell(l) => l,
             Op::LstmCellGrad(l) => l,
+            Op::GruCell(g) => g,
+            Op::GruCellGrad(g) => g,
             Op::Output(o) => o,
         }
     }

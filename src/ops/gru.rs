@@ -1,0 +1,165 @@
+//! GRU cell family (`shaders/gru.wgsl`): one step of PyTorch's `nn.GRU` fused into
+//! one kernel, gates r, z, n:
+//!
+//! ```text
+//! r = σ(xg_r + hg_r)   z = σ(xg_z + hg_z)   n = tanh(xg_n + r·hg_n)
+//! h = (1 − z)·n + z·h_prev
+//! ```
+//!
+//! with `xg = x·W_ihᵀ + b_ih` and `hg = h_prev·W_hhᵀ + b_hh` (`[B, 3H]` each; `b_hn`
+//! stays inside the reset gate's product, as PyTorch has it). The fused backward
+//! writes three outputs: the gradients of xg and hg (they differ in the n block) and
+//! of h_prev. No second derivative: the backward op has none.
+
+use std::sync::Arc;
+
+use super::elementwise::sigmoid;
+use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::{Bind, Launch, Lowering, Op, Rule};
+use crate::tensor::DType;
+use crate::Tensor;
+
+const SHADER: &str = include_str!("../../shaders/gru.wgsl");
+
+/// One GRU step. Inputs: xg `[B, 3H]`, hg `[B, 3H]`, h_prev `[B, H]`. Output: h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GruCell;
+
+/// The backward of [`GruCell`]. Inputs: xg, hg, h_prev, dh. Outputs: dxg `[B, 3H]`,
+/// then dhg `[B, 3H]`, then dh_prev `[B, H]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GruCellGrad;
+
+impl Rule for GruCell {
+    fn name(&self) -> &'static str {
+        "gru_cell"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        let (batch, hidden) = (inputs[2][0], inputs[2][1]);
+        let kernel = GruKernel {
+            batch,
+            hidden,
+            backward: false,
+        };
+        Lowering::kernel(kernel, 3)
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let mut all = inputs.to_vec();
+        all.push(g.clone());
+        let gates = (inputs[0].shape().to_vec(), DType::F32);
+        let outputs = vec![gates.clone(), gates, (inputs[2].shape().to_vec(), DType::F32)];
+        Tensor::from_node_outputs(Op::GruCellGrad(GruCellGrad), all, outputs)
+            .into_iter()
+            .map(Some)
+            .collect()
+    }
+}
+
+impl Rule for GruCellGrad {
+    fn name(&self) -> &'static str {
+        "gru_cell_grad"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        let (batch, hidden) = (inputs[2][0], inputs[2][1]);
+        let kernel = GruKernel {
+            batch,
+            hidden,
+            backward: true,
+        };
+        let mut bindings: Vec<Bind> = (0..4).map(Bind::Input).collect();
+        bindings.extend([Bind::Output(0), Bind::Output(1), Bind::Output(2)]);
+        Lowering::Launches {
+            temps: Vec::new(),
+            outputs: vec![batch * 3 * hidden, batch * hidden],
+            launches: vec![Launch {
+                kernel: Arc::new(kernel),
+                bindings,
+            }],
+        }
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        vec![None; inputs.len()]
+    }
+    fn backward_outputs(&self, inputs: &[Tensor], _: &[Option<Tensor>], _: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
+        vec![None; inputs.len()]
+    }
+}
+
+/// Forward: reads [xg, hg, h_prev], writes [h]. Backward: reads [xg, hg, h_prev,
+/// dh], writes [dxg, dhg, dh_prev]. One invocation per (row, unit).
+#[derive(Debug)]
+struct GruKernel {
+    batch: usize,
+    hidden: usize,
+    backward: bool,
+}
+
+impl Kernel for GruKernel {
+    fn reads(&self) -> usize {
+        3 + self.backward as usize
+    }
+
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let hidden = self.hidden;
+        for b in 0..self.batch {
+            for j in 0..hidden {
+                let u = b * hidden + j;
+                let at = |k: usize| b * 3 * hidden + k * hidden + j;
+                let (xg, hg) = (x[0], x[1]);
+                let r = sigmoid(xg[at(0)] + hg[at(0)]);
+                let z = sigmoid(xg[at(1)] + hg[at(1)]);
+                let hn = hg[at(2)];
+                let n = (xg[at(2)] + r * hn).tanh();
+                let h_prev = x[2][u];
+                if !self.backward {
+                    out[0][u] = (1.0 - z) * n + z * h_prev;
+                    continue;
+                }
+                let g = x[3][u];
+                let dn = g * (1.0 - z) * (1.0 - n * n);
+                let dr = dn * hn * r * (1.0 - r);
+                let dz = g * (h_prev - n) * z * (1.0 - z);
+                out[0][at(0)] = dr;
+                out[0][at(1)] = dz;
+                out[0][at(2)] = dn;
+                out[1][at(0)] = dr;
+                out[1][at(1)] = dz;
+                out[1][at(2)] = dn * r;
+                out[2][u] = g * z;
+            }
+        }
+    }
+
+    fn wgsl(&self) -> Wgsl {
+        let n = self.batch * self.hidden;
+        let u = Uniforms::new().u32("n", n).u32("hidden", self.hidden);
+        let entry = if self.backward { "gru_cell_grad" } else { "gru_cell" };
+        Wgsl::new(SHADER, entry, u, Grid::Threads(n))
+    }
+}
+
+impl Tensor {
+    /// One fused GRU step: h from the input projection `xg` and the hidden projection
+    /// `hg` (`[B, 3H]` each, gates r, z, n as PyTorch's `nn.GRU`) and the previous
+    /// state `h_prev` `[B, H]`. One kernel forward, one backward.
+    ///
+    /// # Panics
+    /// On shapes other than `[B, 3H]`, `[B, 3H]`, `[B, H]`.
+    #[track_caller]
+    pub fn gru_cell(xg: &Tensor, hg: &Tensor, h_prev: &Tensor) -> Tensor {
+        for t in [xg, hg, h_prev] {
+            t.check_f32("gru_cell");
+            xg.check_same_device(t, "gru_cell");
+        }
+        let s = h_prev.shape();
+        assert!(
+            s.len() == 2 && xg.shape() == [s[0], 3 * s[1]] && hg.shape() == xg.shape(),
+            "gru_cell: expects xg and hg [B, 3H] and h_prev [B, H], got {:?}, {:?}, {:?}",
+            xg.shape(),
+            hg.shape(),
+            s
+        );
+        let inputs = vec![xg.clone(), hg.clone(), h_prev.clone()];
+        Tensor::from_node(Op::GruCell(GruCell), inputs, s.to_vec(), DType::F32)
+    }
+}
