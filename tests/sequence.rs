@@ -73,12 +73,15 @@ fn load_weights(prefix: &str, module: &dyn Module) {
     }
 }
 
+/// A GRU's or RNN's `forward_seq`.
+type RunSeq<'a> = &'a dyn Fn(&Tensor, Option<&Tensor>) -> (Tensor, Tensor);
+
 /// Case `prefix` of a GRU or RNN (one state tensor): outputs, final state, every
 /// gradient.
 fn check_single_state_case(
     prefix: &str,
     module: &dyn Module,
-    run: &dyn Fn(&Tensor, Option<&Tensor>) -> (Tensor, Tensor),
+    run: RunSeq,
     with_state: bool,
     dev: &Device,
 ) {
