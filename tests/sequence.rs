@@ -1,12 +1,17 @@
-//! Sequence models against PyTorch: weights, inputs, outputs, final states and
-//! gradients saved by `tests/fixtures/make_sequence_fixture.py` must be matched to
-//! 1e-5 on every device; plus truncated backpropagation through time.
+//! Sequence models and autoencoders. Recurrent layers against PyTorch: weights,
+//! inputs, outputs, final states and gradients saved by
+//! `tests/fixtures/make_sequence_fixture.py` must be matched to 1e-5 on every device;
+//! truncated backpropagation through time; autoencoders trained with `fit` detect
+//! malignant tumours from benign-only training.
 
 mod common;
 
 use common::{fixture, private, read_tensor, serial};
-use wgnn::nn::{self, Embedding, Gru, Linear, Lstm, LstmState, Module, Nonlinearity, Rnn, RnnConfig};
+use wgnn::nn::{
+    self, Autoencoder, Embedding, Gru, Linear, Lstm, LstmState, Module, Nonlinearity, Rnn, RnnConfig, Sequential,
+};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::train::{FitConfig, Loss};
 use wgnn::{Device, Tensor};
 
 device_tests!(
@@ -18,6 +23,7 @@ device_tests!(
     a_two_layer_gru_with_a_state_matches_pytorch,
     a_batch_first_tanh_rnn_from_zeros_matches_pytorch,
     a_relu_rnn_without_bias_matches_pytorch,
+    an_autoencoder_trained_on_benign_rows_flags_malignant_ones,
 );
 
 fn load(name: &str, dev: &Device) -> Tensor {
@@ -78,13 +84,7 @@ type RunSeq<'a> = &'a dyn Fn(&Tensor, Option<&Tensor>) -> (Tensor, Tensor);
 
 /// Case `prefix` of a GRU or RNN (one state tensor): outputs, final state, every
 /// gradient.
-fn check_single_state_case(
-    prefix: &str,
-    module: &dyn Module,
-    run: RunSeq,
-    with_state: bool,
-    dev: &Device,
-) {
+fn check_single_state_case(prefix: &str, module: &dyn Module, run: RunSeq, with_state: bool, dev: &Device) {
     load_weights(prefix, module);
     let leaf = |n: &str| load(&format!("{prefix}.{n}"), dev).requires_grad().unwrap();
     let x = leaf("input");
@@ -247,4 +247,86 @@ impl RequiresGradCopy for Tensor {
             .requires_grad()
             .unwrap()
     }
+}
+
+fn an_autoencoder_trained_on_benign_rows_flags_malignant_ones(dev: &Device) {
+    let _serial = serial();
+    wgnn::manual_seed(7);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/breast_cancer.csv");
+    let all = wgnn::data::load_csv_labelled(path, 1).unwrap();
+    // Label 1 is benign: train on 250 benign rows, score the other benign and every
+    // malignant row.
+    let order = wgnn::data::permutation(all.n, 3);
+    let benign: Vec<usize> = order.iter().copied().filter(|&i| all.labels[i] == 1).collect();
+    let (mut train, mut rest) = (all.select(&benign[..250]), all.select(&benign[250..]));
+    let malignant: Vec<usize> = order.iter().copied().filter(|&i| all.labels[i] == 0).collect();
+    let mut sick = all.select(&malignant);
+    wgnn::data::standardize(&mut train, &mut [&mut rest, &mut sick]);
+    let encoder = Sequential::new().add(Linear::new(30, 8, dev)).add(nn::Tanh);
+    let decoder = Sequential::new().add(Linear::new(8, 30, dev));
+    let ae = Autoencoder::new(encoder, decoder);
+    let names: Vec<String> = ae.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "encoder.0.weight",
+            "encoder.0.bias",
+            "decoder.0.weight",
+            "decoder.0.bias"
+        ]
+    );
+    let opt = wgnn::optim::Adam::new(
+        ae.parameters(),
+        AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
+    let mut model = ae.compile(opt, Loss::Mse).unwrap();
+    let (x, _) = train.tensors(dev).unwrap();
+    let cfg = FitConfig {
+        epochs: 60,
+        batch_size: 32,
+        verbose: false,
+        ..Default::default()
+    };
+    let history = model.fit(&x, &x, cfg).unwrap();
+    let losses = &history.history["loss"];
+    assert!(
+        losses.last().unwrap() < &(losses[0] * 0.5),
+        "the reconstruction improved: {losses:?}"
+    );
+    // The original shares the trained weights.
+    let errors = |d: &wgnn::data::Dataset| ae.reconstruction_error(&d.tensors(dev).unwrap().0).unwrap();
+    let (normal, anomalous) = (errors(&rest), errors(&sick));
+    let scores: Vec<f32> = normal.iter().chain(&anomalous).copied().collect();
+    let truth: Vec<u32> = normal.iter().map(|_| 0).chain(anomalous.iter().map(|_| 1)).collect();
+    let auc = wgnn::metrics::roc_auc(&scores, &truth).unwrap();
+    assert!(auc > 0.9, "ROC-AUC {auc}");
+    // A threshold at the 95th percentile of the training errors flags few normal rows.
+    let threshold = Autoencoder::percentile_threshold(&errors(&train), 95.0).unwrap();
+    let false_alarms = normal.iter().filter(|&&e| e > threshold).count() as f64 / normal.len() as f64;
+    let caught = anomalous.iter().filter(|&&e| e > threshold).count() as f64 / anomalous.len() as f64;
+    assert!(
+        false_alarms < 0.2 && caught > 0.6,
+        "false alarms {false_alarms}, caught {caught}"
+    );
+}
+
+#[test]
+fn thresholds_follow_numpy_percentiles_and_meet_the_false_positive_rate() {
+    let errors = [4.0, 1.0, 3.0, 2.0, 10.0];
+    // numpy.percentile([4, 1, 3, 2, 10], q): 0 -> 1, 50 -> 3, 90 -> 7.6, 100 -> 10
+    for (q, want) in [(0.0, 1.0), (50.0, 3.0), (90.0, 7.6), (100.0, 10.0)] {
+        let got = Autoencoder::percentile_threshold(&errors, q).unwrap();
+        assert!((got - want).abs() < 1e-5, "q = {q}: {got}");
+    }
+    // At most 20 % of these five flagged (above the threshold): one.
+    let t = Autoencoder::threshold_for_false_positive_rate(&errors, 0.2).unwrap();
+    assert_eq!(errors.iter().filter(|&&e| e > t).count(), 1);
+    let t = Autoencoder::threshold_for_false_positive_rate(&errors, 0.0).unwrap();
+    assert_eq!(t, 10.0);
+    assert!(Autoencoder::percentile_threshold(&[], 50.0).is_err());
+    assert!(Autoencoder::percentile_threshold(&[1.0, f32::NAN], 50.0).is_err());
+    assert!(Autoencoder::threshold_for_false_positive_rate(&errors, 1.5).is_err());
 }

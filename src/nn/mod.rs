@@ -1,14 +1,71 @@
 //! Layers as [`Module`]s with PyTorch's parameter layout and names, so a
 //! `state_dict()` saved by PyTorch loads here and gives the same outputs.
 
+mod autoencoder;
 pub mod loss;
 mod perceptron;
 mod rnn;
 
+pub use autoencoder::Autoencoder;
 pub use perceptron::Perceptron;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 
 use crate::{Device, Result, Tensor};
+
+/// Implements [`Module::named_parameters`] and [`Module::set_training`] for a struct of
+/// layers, inside its `impl Module` block: parameters get PyTorch's dotted names
+/// (`lstm.weight_ih_l0`, `head.bias`), in field order, and training mode reaches
+/// every listed field. List the fields that are modules.
+///
+/// ```
+/// use wgnn::nn::{Embedding, Linear, Lstm, Module, RnnConfig};
+/// use wgnn::{Device, Tensor};
+///
+/// struct CharModel {
+///     embed: Embedding,
+///     lstm: Lstm,
+///     head: Linear,
+/// }
+///
+/// impl Module for CharModel {
+///     fn forward(&self, ids: &Tensor) -> Tensor {
+///         let (b, t) = (ids.shape()[0], ids.shape()[1]);
+///         let out = self.lstm.forward(&self.embed.forward(ids)); // [b, t, hidden]
+///         self.head.forward(&out.reshape(&[b * t, 16]))
+///     }
+///     wgnn::module_fields!(embed, lstm, head);
+/// }
+///
+/// let dev = Device::cpu();
+/// let cfg = RnnConfig { batch_first: true, ..Default::default() };
+/// let m = CharModel {
+///     embed: Embedding::new(30, 8, &dev),
+///     lstm: Lstm::new(8, 16, cfg, &dev),
+///     head: Linear::new(16, 30, &dev),
+/// };
+/// let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names[0], "embed.weight");
+/// assert_eq!(names[1], "lstm.weight_ih_l0");
+/// assert_eq!(names.last().unwrap(), "head.bias");
+/// ```
+#[macro_export]
+macro_rules! module_fields {
+    ($($field:ident),+ $(,)?) => {
+        fn named_parameters(&self) -> ::std::vec::Vec<(::std::string::String, $crate::Tensor)> {
+            let mut out = ::std::vec::Vec::new();
+            $(
+                for (name, t) in $crate::nn::Module::named_parameters(&self.$field) {
+                    out.push((::std::format!("{}.{}", ::std::stringify!($field), name), t));
+                }
+            )+
+            out
+        }
+
+        fn set_training(&mut self, training: bool) {
+            $( $crate::nn::Module::set_training(&mut self.$field, training); )+
+        }
+    };
+}
 
 /// A layer or model: a forward function and named trainable parameters.
 pub trait Module {
