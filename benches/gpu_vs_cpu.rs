@@ -3,7 +3,10 @@
 //! * `matmul/{cpu,gpu}/{128,512,1024,2048}`: square f32 `n×n · n×n`, throughput in
 //!   flops (`2n³` "elements");
 //! * `train_step/{cpu,gpu}/{32,128}`: one step (forward, backward, Adam) of the
-//!   MNIST MLP 784 → 128 relu → 10 on a fixed random batch, throughput in samples.
+//!   MNIST MLP 784 → 128 relu → 10 on a fixed random batch, throughput in samples;
+//! * `lstm_step/{cpu,gpu}/{128,512}`: one step of an LSTM (input 64, hidden 128 or
+//!   512, batch 32, 50 time steps, Linear head, MSE, Adam), throughput in sequences;
+//!   hidden 512 on a software adapter only with `WGNN_BENCH_ALL=1`.
 //!
 //! `cargo bench --bench gpu_vs_cpu [-- FILTER]`. With no GPU adapter the GPU
 //! benchmarks are skipped (with a note on stderr).
@@ -25,6 +28,8 @@
 //! takes tens of seconds, `matmul/gpu/2048` is skipped unless
 //! `WGNN_BENCH_ALL=1`; the CPU runs all sizes.
 
+#[path = "common/lstm_step.rs"]
+mod lstm_step;
 #[path = "common/mnist_step.rs"]
 mod mnist_step;
 
@@ -121,5 +126,30 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, train_step);
+fn lstm(c: &mut Criterion) {
+    let devices = devices();
+    let all = std::env::var("WGNN_BENCH_ALL").is_ok_and(|v| v == "1");
+    let mut group = c.benchmark_group("lstm_step");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for hidden in [128, 512] {
+        group.throughput(Throughput::Elements(lstm_step::BATCH as u64));
+        for (name, dev) in &devices {
+            if hidden > 128 && software_gpu(dev) && !all {
+                eprintln!("lstm_step/{name}/{hidden}: skipped on a software adapter (WGNN_BENCH_ALL=1 runs it)");
+                continue;
+            }
+            let mut step = lstm_step::LstmStep::new(hidden, dev).expect("lstm_step setup");
+            group.bench_with_input(BenchmarkId::new(*name, hidden), &hidden, |bench, _| {
+                bench.iter(|| black_box(step.step_and_wait().expect("lstm_step")))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, train_step, lstm);
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 //! the CPU reference backend and on the wgpu GPU, printed as one table; then one
 //! epoch of the MNIST subset trained by a hand-written loop and by `Model::fit`.
 //!
-//! `cargo run --release --example bench [-- --quick]`
+//! `cargo run --release --example bench [-- --quick] [--torch]` (`--torch` also times
+//! the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`, in the same run)
 //!
 //! Method, per cell (one op, one size, one device):
 //!
@@ -36,6 +37,8 @@
 //! no GPU adapter the GPU columns show "n/a". After the table, the device counters
 //! of one GPU training step show that a step is one submit with no readback.
 
+#[path = "../benches/common/lstm_step.rs"]
+mod lstm_step;
 #[path = "../benches/common/mnist_step.rs"]
 mod mnist_step;
 
@@ -48,6 +51,7 @@ use wgnn::{Device, Result, Stats, Tensor};
 
 const MATMUL_SIZES: [usize; 4] = [128, 512, 1024, 2048];
 const TRAIN_BATCHES: [usize; 2] = [32, 128];
+const LSTM_HIDDEN: [usize; 2] = [128, 512];
 
 /// How much timing each cell gets.
 #[derive(Clone, Copy)]
@@ -126,6 +130,35 @@ fn train_flops(batch: usize) -> f64 {
 fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     let mut mlp = MlpStep::new(batch, dev)?;
     measure(budget, || mlp.step_and_wait().map(|_| ()))
+}
+
+fn time_lstm_step(hidden: usize, dev: &Device, budget: Budget) -> Result<Timing> {
+    let mut lstm = lstm_step::LstmStep::new(hidden, dev)?;
+    measure(budget, || lstm.step_and_wait().map(|_| ()))
+}
+
+/// PyTorch's CPU time for the same LSTM steps (`benches/lstm_torch.py`), by hidden
+/// size, or why it could not run.
+fn torch_lstm_ms() -> std::result::Result<Vec<(usize, f64)>, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/lstm_torch.py");
+    let sizes: Vec<String> = LSTM_HIDDEN.iter().map(|h| h.to_string()).collect();
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(&sizes)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.lines().last().unwrap_or("failed").to_string());
+    }
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(&format!("\"{key}\": "))? + key.len() + 4..];
+        rest.split([',', '}']).next()?.trim().parse().ok()
+    };
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| Some((field(l, "hidden")? as usize, field(l, "ms")?)))
+        .collect())
 }
 
 /// One row of the table.
@@ -277,8 +310,38 @@ fn main() -> Result<()> {
             gpu: g,
         });
     }
+    for hidden in LSTM_HIDDEN {
+        eprintln!("  lstm_step h{hidden} on cpu ...");
+        let c = time_lstm_step(hidden, &cpu, budget)?;
+        let g = gpu_time(&format!("lstm_step h{hidden}"), &|d| time_lstm_step(hidden, d, budget))?;
+        rows.push(Row {
+            op: "lstm_step",
+            size: format!("h{hidden}"),
+            flops: lstm_step::flops(hidden),
+            cpu: c,
+            gpu: g,
+        });
+    }
     print_table(&rows);
     println!("(train_step = mnist-mlp 784-128-10, relu, cross-entropy, Adam; GFLOP/s counts matmul flops only)");
+    println!("(lstm_step = LSTM 64 -> h, batch 32, 50 steps, Linear head on the last output, MSE, Adam)");
+    if std::env::args().any(|a| a == "--torch") {
+        match torch_lstm_ms() {
+            Ok(torch) => {
+                for (hidden, ms) in torch {
+                    let ours = rows.iter().find(|r| r.op == "lstm_step" && r.size == format!("h{hidden}"));
+                    if let Some(r) = ours {
+                        println!(
+                            "  lstm_step h{hidden}: PyTorch CPU {ms:.3} ms, wgnn CPU {:.3} ms (wgnn/PyTorch {:.2})",
+                            r.cpu.ms(),
+                            r.cpu.ms() / ms
+                        );
+                    }
+                }
+            }
+            Err(e) => println!("  PyTorch comparison skipped: {e}"),
+        }
+    }
 
     if let Some(g) = &gpu {
         let (step, read) = step_stats(g, 128)?;
