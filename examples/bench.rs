@@ -329,7 +329,9 @@ fn main() -> Result<()> {
         match torch_lstm_ms() {
             Ok(torch) => {
                 for (hidden, ms) in torch {
-                    let ours = rows.iter().find(|r| r.op == "lstm_step" && r.size == format!("h{hidden}"));
+                    let ours = rows
+                        .iter()
+                        .find(|r| r.op == "lstm_step" && r.size == format!("h{hidden}"));
                     if let Some(r) = ours {
                         println!(
                             "  lstm_step h{hidden}: PyTorch CPU {ms:.3} ms, wgnn CPU {:.3} ms (wgnn/PyTorch {:.2})",

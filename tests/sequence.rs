@@ -24,6 +24,7 @@ device_tests!(
     a_batch_first_tanh_rnn_from_zeros_matches_pytorch,
     a_relu_rnn_without_bias_matches_pytorch,
     an_autoencoder_trained_on_benign_rows_flags_malignant_ones,
+    recurrent_layers_pass_finite_difference_gradient_checks,
 );
 
 fn load(name: &str, dev: &Device) -> Tensor {
@@ -329,4 +330,102 @@ fn thresholds_follow_numpy_percentiles_and_meet_the_false_positive_rate() {
     assert!(Autoencoder::percentile_threshold(&[], 50.0).is_err());
     assert!(Autoencoder::percentile_threshold(&[1.0, f32::NAN], 50.0).is_err());
     assert!(Autoencoder::threshold_for_false_positive_rate(&errors, 1.5).is_err());
+}
+
+/// Central differences of a readout of `f(x)` against its analytic gradient, on a
+/// few coordinates of the input and of every parameter.
+fn gradcheck_module(what: &str, params: &[Tensor], x_shape: &[usize], f: &dyn Fn(&Tensor) -> Tensor, dev: &Device) {
+    let x_data = wgnn::rng::normal(21, x_shape.iter().product());
+    let x = Tensor::from_vec(x_data.clone(), x_shape, dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let out = f(&x);
+    let w = wgnn::rng::normal(22, out.numel());
+    let wt = Tensor::from_vec(w.clone(), out.shape(), dev).unwrap();
+    let grads = (&out * &wt).sum().backward().unwrap();
+    let readout = |x: &Tensor| -> f64 {
+        let out = f(x).to_vec().unwrap();
+        out.iter().zip(&w).map(|(&o, &w)| o as f64 * w as f64).sum()
+    };
+    let eps = 1e-3f32;
+    let check = |name: &str, analytic: Vec<f32>, n: usize, perturb: &mut dyn FnMut(usize, f32) -> f64| {
+        for k in 0..n.min(6) {
+            let i = (k * 7919) % n;
+            let numeric = (perturb(i, eps) - perturb(i, -eps)) / (2.0 * eps as f64);
+            let a = analytic[i] as f64;
+            let err = (numeric - a).abs() / numeric.abs().max(a.abs()).max(1.0);
+            assert!(err < 2e-2, "{what} {name}[{i}]: analytic {a}, numeric {numeric}");
+        }
+    };
+    let gx = grads.get(&x).unwrap().to_vec().unwrap();
+    check("input", gx, x_data.len(), &mut |i, d| {
+        let mut v = x_data.clone();
+        v[i] += d;
+        readout(&Tensor::from_vec(v, x_shape, dev).unwrap())
+    });
+    for (p_i, p) in params.iter().enumerate() {
+        let base = p.to_vec().unwrap();
+        let gp = grads.get(p).unwrap().to_vec().unwrap();
+        check(&format!("parameter {p_i}"), gp, base.len(), &mut |i, d| {
+            let mut v = base.clone();
+            v[i] += d;
+            p.assign(&v).unwrap();
+            let r = readout(&Tensor::from_vec(x_data.clone(), x_shape, dev).unwrap());
+            p.assign(&base).unwrap();
+            r
+        });
+    }
+}
+
+fn recurrent_layers_pass_finite_difference_gradient_checks(dev: &Device) {
+    let _serial = serial();
+    wgnn::manual_seed(9);
+    let two = RnnConfig {
+        num_layers: 2,
+        batch_first: true,
+        ..Default::default()
+    };
+    let lstm = Lstm::new(3, 4, two, dev);
+    let state = LstmState {
+        h: Tensor::randn(&[2, 2, 4], 5, dev).unwrap(),
+        c: Tensor::randn(&[2, 2, 4], 6, dev).unwrap(),
+    };
+    gradcheck_module(
+        "lstm",
+        &lstm.parameters(),
+        &[2, 5, 3],
+        &|x| {
+            let (out, s) = lstm.forward_seq(x, Some(&state));
+            Tensor::cat(&[&out.reshape(&[40]), &s.c.reshape(&[16])], 0)
+        },
+        dev,
+    );
+    let gru = Gru::new(
+        3,
+        4,
+        RnnConfig {
+            num_layers: 2,
+            ..Default::default()
+        },
+        dev,
+    );
+    gradcheck_module(
+        "gru",
+        &gru.parameters(),
+        &[5, 2, 3],
+        &|x| gru.forward_seq(x, None).0,
+        dev,
+    );
+    let tanh = Rnn::new(3, 4, RnnConfig::default(), dev);
+    let h0 = Tensor::randn(&[1, 2, 4], 7, dev).unwrap();
+    gradcheck_module(
+        "rnn tanh",
+        &tanh.parameters(),
+        &[5, 2, 3],
+        &|x| tanh.forward_seq(x, Some(&h0)).1,
+        dev,
+    );
+    let relu = Rnn::try_with(3, 4, Nonlinearity::Relu, two, dev).unwrap();
+    gradcheck_module("rnn relu", &relu.parameters(), &[2, 5, 3], &|x| relu.forward(x), dev);
 }
