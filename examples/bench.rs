@@ -366,7 +366,10 @@ fn main() -> Result<()> {
         );
         let mut mlp = MlpStep::new(128, g)?;
         let with_loss = measure(budget, || mlp.step_and_read_loss().map(|_| ()))?;
-        let row = rows.last().and_then(|r| r.gpu);
+        let row = rows
+            .iter()
+            .find(|r| r.op == "train_step" && r.size == "mlp b128")
+            .and_then(|r| r.gpu);
         println!(
             "  gpu train_step b128 ending in loss.to_vec() instead of the fence: {:.3} ms (fence: {})",
             with_loss.ms(),
