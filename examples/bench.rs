@@ -2,8 +2,9 @@
 //! the CPU reference backend and on the wgpu GPU, printed as one table; then one
 //! epoch of the MNIST subset trained by a hand-written loop and by `Model::fit`.
 //!
-//! `cargo run --release --example bench [-- --quick] [--torch]` (`--torch` also times
-//! the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`, in the same run)
+//! `cargo run --release --example bench [-- --quick] [--torch] [--only OP]` (`--torch`
+//! also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`, in the
+//! same run; `--only matmul|train_step|lstm_step` runs one op's rows)
 //!
 //! Method, per cell (one op, one size, one device):
 //!
@@ -234,6 +235,10 @@ fn agreement(gpu: &Device) -> Result<(f32, f32)> {
 
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--only OP`: just the rows of one op (matmul, train_step, lstm_step).
+    let args: Vec<String> = std::env::args().collect();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
+    let wanted = |op: &str| only.as_deref().is_none_or(|o| o == op);
     let budget = if quick {
         Budget {
             warmup_runs: 1,
@@ -286,7 +291,7 @@ fn main() -> Result<()> {
             None => Ok(None),
         }
     };
-    for n in MATMUL_SIZES {
+    for n in MATMUL_SIZES.into_iter().filter(|_| wanted("matmul")) {
         eprintln!("  matmul {n} on cpu ...");
         let c = time_matmul(n, &cpu, budget)?;
         let g = gpu_time(&format!("matmul {n}"), &|d| time_matmul(n, d, budget))?;
@@ -298,7 +303,7 @@ fn main() -> Result<()> {
             gpu: g,
         });
     }
-    for batch in TRAIN_BATCHES {
+    for batch in TRAIN_BATCHES.into_iter().filter(|_| wanted("train_step")) {
         eprintln!("  train_step b{batch} on cpu ...");
         let c = time_train_step(batch, &cpu, budget)?;
         let g = gpu_time(&format!("train_step b{batch}"), &|d| time_train_step(batch, d, budget))?;
@@ -310,7 +315,7 @@ fn main() -> Result<()> {
             gpu: g,
         });
     }
-    for hidden in LSTM_HIDDEN {
+    for hidden in LSTM_HIDDEN.into_iter().filter(|_| wanted("lstm_step")) {
         eprintln!("  lstm_step h{hidden} on cpu ...");
         let c = time_lstm_step(hidden, &cpu, budget)?;
         let g = gpu_time(&format!("lstm_step h{hidden}"), &|d| time_lstm_step(hidden, d, budget))?;
@@ -345,6 +350,10 @@ fn main() -> Result<()> {
         }
     }
 
+    if only.is_some() {
+        eprintln!("bench took {:.1} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if let Some(g) = &gpu {
         let (step, read) = step_stats(g, 128)?;
         let plans = |s: &Stats| s.plan_cache_hits + s.plan_cache_misses;
