@@ -237,7 +237,10 @@ fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--only OP`: just the rows of one op (matmul, train_step, lstm_step).
     let args: Vec<String> = std::env::args().collect();
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let wanted = |op: &str| only.as_deref().is_none_or(|o| o == op);
     let budget = if quick {
         Budget {

@@ -200,6 +200,11 @@ fn truncated_bptt_carries_the_state_but_not_its_gradient(dev: &Device) {
     assert!(grads.get(&x1).is_none(), "the gradient crossed a detached state");
     let (attached, _) = lstm.forward_seq(&x2, Some(&state));
     assert!(attached.sum().backward().unwrap().get(&x1).is_some());
+    // A computed state detaches to a tensor with no link to the graph that made it,
+    // so carrying it step after step keeps no history alive.
+    state.h.realize().unwrap();
+    assert!(format!("{:?}", state.h.detach()).starts_with("Tensor(leaf"));
+    assert_eq!(state.h.detach().to_vec().unwrap(), state.h.to_vec().unwrap());
 }
 
 fn an_lstm_training_step_is_one_submit_with_no_readback(shared: &Device) {

@@ -404,8 +404,15 @@ impl Tensor {
         self.reshape(&shape)
     }
 
-    /// A value that gradients do not flow through (same buffer, no copy).
+    /// A value that gradients do not flow through (same buffer, no copy). Detaching
+    /// a value that is already computed gives a tensor with no link to the graph that
+    /// made it, so a state carried from step to step (truncated BPTT) does not keep
+    /// every earlier step's graph alive.
     pub fn detach(&self) -> Tensor {
+        let computed = self.0.storage.lock().unwrap().clone();
+        if let Some(storage) = computed.filter(|_| self.0.op != Op::Leaf) {
+            return Tensor::leaf(storage, self.shape().to_vec(), self.dtype(), self.device(), None);
+        }
         let t = Tensor::from_node(Op::Detach, vec![self.clone()], self.shape().to_vec(), self.dtype());
         t.0.requires_grad.store(false, std::sync::atomic::Ordering::Release);
         t
