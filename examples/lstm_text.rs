@@ -177,6 +177,8 @@ fn baselines(train: &[u32], vocab: usize, pairs: impl Iterator<Item = (u32, u32)
     (bits_uni / count as f64, bits_bi / count as f64)
 }
 
+/// Embedding → LSTM → Linear; `module_fields!` gives it PyTorch's dotted parameter
+/// names (`emb.weight`, `lstm.weight_ih_l0`, …, `head.bias`) and training mode.
 struct Model {
     emb: Embedding,
     lstm: Lstm,
@@ -185,10 +187,20 @@ struct Model {
     vocab: usize,
 }
 
+impl Module for Model {
+    /// Logits `[b·t, vocab]` from a zero state.
+    fn forward(&self, ids: &Tensor) -> Tensor {
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
+        let out = self.lstm.forward(&self.emb.forward(ids));
+        self.head.forward(&out.reshape(&[b * t, self.hidden]))
+    }
+    wgnn::module_fields!(emb, lstm, head);
+}
+
 impl Model {
     /// Logits `[b·t, vocab]` for the characters `ids` (`[b, t]`) from `state`, and
     /// the final state.
-    fn forward(&self, ids: &Tensor, state: &LstmState) -> (Tensor, LstmState) {
+    fn forward_from(&self, ids: &Tensor, state: &LstmState) -> (Tensor, LstmState) {
         let (b, t) = (ids.shape()[0], ids.shape()[1]);
         let (out, last) = self.lstm.forward_seq(&self.emb.forward(ids), Some(state));
         (self.head.forward(&out.reshape(&[b * t, self.hidden])), last)
@@ -219,7 +231,7 @@ fn run_chunk(
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let (b, t) = shape;
     let x = Tensor::from_labels(ids, dev)?.reshape(&[b, t]);
-    let (logits, last) = model.forward(&x, &model.state(Some(hc), b, dev)?);
+    let (logits, last) = model.forward_from(&x, &model.state(Some(hc), b, dev)?);
     let values = match targets {
         Some(y) => nn::loss::cross_entropy(&logits, &Tensor::from_labels(y, dev)?)
             .mul_scalar((b * t) as f32)
@@ -348,9 +360,7 @@ fn main() -> Result<()> {
         hidden: args.hidden,
         vocab,
     };
-    let mut params = model.emb.parameters();
-    params.extend(model.lstm.parameters());
-    params.extend(model.head.parameters());
+    let params = model.parameters();
     let n_params: usize = params.iter().map(Tensor::numel).sum();
     println!(
         "model: {} → {} → {}, {n_params} parameters",
@@ -385,7 +395,7 @@ fn main() -> Result<()> {
         }
         let (x, y) = train_streams.chunk(train, k);
         let x = Tensor::from_labels(&x, &dev)?.reshape(&[b, t]);
-        let (logits, last) = model.forward(&x, &model.state(Some((&h, &c)), b, &dev)?);
+        let (logits, last) = model.forward_from(&x, &model.state(Some((&h, &c)), b, &dev)?);
         let loss = nn::loss::cross_entropy(&logits, &Tensor::from_labels(&y, &dev)?);
         // One plan: forward, backward, clipping, the update, and the final state.
         let grads = loss
