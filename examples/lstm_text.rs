@@ -383,30 +383,35 @@ fn main() -> Result<()> {
     let mut schedule = CosineAnnealingLr::new(f64::from(args.lr), args.steps, f64::from(args.lr) / 20.0);
 
     let (b, t, hdim) = (args.batch, args.seq, args.hidden);
-    let zeros = vec![0.0; b * hdim];
-    let (mut h, mut c) = (zeros.clone(), zeros.clone());
+    let zero_state = || LstmState {
+        h: Tensor::zeros(&[1, b, hdim], &dev),
+        c: Tensor::zeros(&[1, b, hdim], &dev),
+    };
+    let mut state = zero_state();
+    // The summed loss since the last report, kept on the device: read once per report.
+    let mut recent = Tensor::zeros(&[1], &dev);
     let report_every = (args.steps / 10).max(1);
     let started = Instant::now();
-    let mut recent = 0.0f64;
     for step in 0..args.steps {
         let k = step % train_streams.chunks;
         if k == 0 {
-            (h, c) = (zeros.clone(), zeros.clone()); // a new pass starts every stream afresh
+            state = zero_state(); // a new pass starts every stream afresh
         }
         let (x, y) = train_streams.chunk(train, k);
         let x = Tensor::from_labels(&x, &dev)?.reshape(&[b, t]);
-        let (logits, last) = model.forward_from(&x, &model.state(Some((&h, &c)), b, &dev)?);
+        let (logits, last) = model.forward_from(&x, &state);
         let loss = nn::loss::cross_entropy(&logits, &Tensor::from_labels(&y, &dev)?);
-        // One plan: forward, backward, clipping, the update, and the final state.
+        let total = &recent + &loss.reshape(&[1]);
+        // One plan: forward, backward, clipping, the update, the final state and the
+        // running loss; nothing is read back.
         let grads = loss
             .backward()?
             .clip_norm(CLIP)
-            .with_outputs(&[last.h.clone(), last.c.clone()]);
+            .with_outputs(&[last.h.clone(), last.c.clone(), total.clone()]);
         opt.step(&grads)?;
-        // The state goes back to the host and up again as fresh leaves: carrying the
-        // tensors themselves would keep every earlier step's graph alive.
-        (h, c) = (last.h.to_vec()?, last.c.to_vec()?);
-        recent += f64::from(loss.item()?);
+        // Computed values detach to tensors with no link to this step's graph, so the
+        // carried state keeps no history alive (truncated BPTT).
+        (state, recent) = (last.detach(), total.detach());
         schedule.step();
         opt.set_lr(schedule.lr());
         if (step + 1) % report_every == 0 || step + 1 == args.steps {
@@ -414,11 +419,11 @@ fn main() -> Result<()> {
             println!(
                 "step {:>5}  train {:.3} bpc  {:.0} ms/step  {:.0} s",
                 step + 1,
-                recent / n / std::f64::consts::LN_2,
+                f64::from(recent.item()?) / n / std::f64::consts::LN_2,
                 started.elapsed().as_secs_f64() * 1e3 / (step + 1) as f64,
                 started.elapsed().as_secs_f64()
             );
-            recent = 0.0;
+            recent = Tensor::zeros(&[1], &dev);
         }
     }
     let train_secs = started.elapsed().as_secs_f64();

@@ -80,9 +80,6 @@ impl Rule for GruCellGrad {
     fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
         vec![None; inputs.len()]
     }
-    fn backward_outputs(&self, inputs: &[Tensor], _: &[Option<Tensor>], _: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
-        vec![None; inputs.len()]
-    }
 }
 
 /// Forward: reads [xg, hg, h_prev], writes [h]. Backward: reads [xg, hg, h_prev,

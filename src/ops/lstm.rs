@@ -100,9 +100,6 @@ impl Rule for LstmCellGrad {
     fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
         vec![None; inputs.len()]
     }
-    fn backward_outputs(&self, inputs: &[Tensor], _: &[Option<Tensor>], _: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
-        vec![None; inputs.len()]
-    }
 }
 
 /// Forward: reads [xg, hg, c_prev], writes [h, c]. Backward: reads [xg, hg, c_prev,
