@@ -22,6 +22,8 @@ device_tests!(
     a_value_read_before_the_step_is_not_recomputed_by_it,
     a_pending_graph_that_reads_an_updated_parameter_reports_an_error,
     sgd_and_adam_match_torch_optim_on_a_quadratic,
+    five_adam_and_adamw_steps_on_an_mlp_match_pytorchs_weights,
+    five_adam_and_adamw_steps_on_a_quadratic_match_pytorch_to_the_last_bits,
     the_same_seed_gives_bit_identical_losses_with_dropout_on_each_device,
     dropout_is_the_identity_in_eval_mode_and_scales_in_training,
     clip_norm_bounds_the_global_norm_and_clip_value_each_element,
@@ -136,8 +138,9 @@ fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memor
     assert_eq!(one.bytes_downloaded, 0, "{dev}");
     assert_eq!(one.plan_cache_misses, 0, "{dev}");
     if dev.kind() == wgnn::DeviceKind::Gpu {
-        // Only the batch crosses the bus: 32 images and 32 labels.
-        assert_eq!(one.bytes_uploaded, (32 * 784 + 32) * 4, "{dev}");
+        // Only the batch crosses the bus (32 images and 32 labels), and Adam's eight
+        // coefficients of this step (its bias corrections, computed on the host).
+        assert_eq!(one.bytes_uploaded, (32 * 784 + 32 + 8) * 4, "{dev}");
     }
     let live = dev.stats().live_buffer_bytes;
     for i in 4..104 {
@@ -305,6 +308,89 @@ fn breast_cancer() -> Dataset {
     let mut all = data::load_csv_labelled(path, 1).unwrap();
     data::standardize(&mut all, &mut []);
     all
+}
+
+/// Adam (`lr=1e-2`) or AdamW (`lr=1e-2, weight_decay=0.1`) for `params`.
+fn adam_or_adamw(decoupled: bool, params: Vec<Tensor>) -> Box<dyn Optimizer> {
+    let config = AdamConfig {
+        lr: 1e-2,
+        weight_decay: if decoupled { 0.1 } else { 0.0 },
+        ..Default::default()
+    };
+    if decoupled {
+        Box::new(AdamW::new(params, config))
+    } else {
+        Box::new(Adam::new(params, config))
+    }
+}
+
+/// Five steps of `torch.optim.Adam(lr=1e-2)` and `AdamW(lr=1e-2, weight_decay=0.1)`
+/// from PyTorch's weights (tests/fixtures/make_adam_fixture.py). The bias corrections
+/// are computed on the host in f64, as PyTorch does; what is left is the rounding of
+/// the gradients (PyTorch's own weights move by 2.3e-7 when its gradients are
+/// rounded from f64 instead of computed in f32).
+fn five_adam_and_adamw_steps_on_an_mlp_match_pytorchs_weights(dev: &Device) {
+    let (x_shape, x) = common::read_tensor(&common::fixture("mlp_io.safetensors"), "input");
+    let fixture = common::fixture("adam_steps.safetensors");
+    let (_, target) = common::read_tensor(&fixture, "target");
+    let x = Tensor::from_vec(x, &x_shape, dev).unwrap();
+    let target = Tensor::from_vec(target, &[5, 3], dev).unwrap();
+    for (name, decoupled) in [("adam", false), ("adamw", true)] {
+        let mut model = Sequential::new()
+            .add(Linear::new(4, 8, dev))
+            .add(nn::Relu)
+            .add(Linear::new(8, 6, dev))
+            .add(nn::Tanh)
+            .add(Linear::new(6, 3, dev))
+            .add(nn::Sigmoid);
+        wgnn::io::load_safetensors(&mut model, common::fixture("mlp.safetensors")).unwrap();
+        let mut opt = adam_or_adamw(decoupled, model.parameters());
+        for _ in 0..5 {
+            let loss = nn::loss::mse(&model.forward(&x), &target);
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        let mut worst = 0.0f32;
+        for (key, param) in model.named_parameters() {
+            let (_, expected) = common::read_tensor(&fixture, &format!("{name}.{key}"));
+            let got = param.to_vec().unwrap();
+            worst = got
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(worst, f32::max);
+        }
+        eprintln!("{dev}: {name}: max |w - w_pytorch| after 5 steps = {worst:e}");
+        assert!(worst <= 5e-7, "{dev}: {name}: weights {worst:e} from PyTorch's");
+    }
+}
+
+/// The same optimizers on `Σw²`, whose gradient `2w` is exact in f32 everywhere, so
+/// only the optimizer's own rounding is left.
+fn five_adam_and_adamw_steps_on_a_quadratic_match_pytorch_to_the_last_bits(dev: &Device) {
+    let fixture = common::fixture("adam_steps.safetensors");
+    let (_, w0) = common::read_tensor(&fixture, "quadratic.w0");
+    for (name, decoupled) in [("adam", false), ("adamw", true)] {
+        let w = Tensor::from_vec(w0.clone(), &[w0.len()], dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let mut opt = adam_or_adamw(decoupled, vec![w.clone()]);
+        for _ in 0..5 {
+            opt.step(&w.square().sum().backward().unwrap()).unwrap();
+        }
+        let (_, expected) = common::read_tensor(&fixture, &format!("quadratic.{name}"));
+        let got = w.to_vec().unwrap();
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        eprintln!("{dev}: quadratic {name}: max |w - w_pytorch| after 5 steps = {worst:e}");
+        assert!(
+            worst <= 3e-8,
+            "{dev}: quadratic {name}: weights {worst:e} from PyTorch's"
+        );
+    }
 }
 
 fn the_same_seed_gives_bit_identical_losses_with_dropout_on_each_device(dev: &Device) {

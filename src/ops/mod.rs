@@ -89,11 +89,10 @@ pub enum Op {
     CrossEntropyRows(CrossEntropyRows),
     /// Gradient of `CrossEntropyRows`: `(softmax(logits) - onehot) * g[row]`.
     CrossEntropyRowsGrad(CrossEntropyRowsGrad),
-    /// In-place optimizer update of one parameter. Inputs: grad, hyper, step counter,
-    /// then the buffers written in place: param and its state (one or two buffers).
+    /// In-place optimizer update of one parameter. Inputs: grad, the step's
+    /// coefficients, then the buffers written in place: param and its state (one or
+    /// two buffers).
     Update(UpdateKind),
-    /// Adds one to a step counter in place. Input: the counter.
-    Increment,
     /// Inverted dropout with a counter-based mask keyed by the key input.
     Dropout(Dropout),
     /// u32 labels `[n]` to f32 one-hot rows `[n, classes]`.
@@ -136,7 +135,6 @@ impl Op {
             Op::CrossEntropyRows(x) => x,
             Op::CrossEntropyRowsGrad(x) => x,
             Op::Update(u) => u,
-            Op::Increment => &optim::Increment,
             Op::Dropout(d) => d,
             Op::OneHot(o) => o,
             Op::LstmCell(l) => l,

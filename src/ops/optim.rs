@@ -1,7 +1,8 @@
 //! Optimizer-update family (`shaders/optim.wgsl`): fused in-place SGD (momentum,
 //! dampening, Nesterov, weight decay) and Adam/AdamW updates with `torch.optim`
-//! semantics, and the step counter. They run after every other kernel of a plan and
-//! write their parameter and state inputs in place.
+//! semantics. They run after every other kernel of a plan and write their parameter
+//! and state inputs in place; the step count lives on the host, which computes each
+//! step's coefficients.
 
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use super::{Lowering, Op, Rule};
@@ -10,12 +11,11 @@ use crate::Tensor;
 
 const SHADER: &str = include_str!("../../shaders/optim.wgsl");
 
-/// The update rule; hyper-parameters that change between steps live in a device
+/// The update rule. Its coefficients ([`UpdateKind::coefficients`]) live in a device
 /// buffer (an input), so changing the learning rate recompiles nothing.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UpdateKind {
-    /// `torch.optim.SGD`; reads lr, momentum, dampening, weight decay, nesterov from
-    /// the hyper buffer.
+    /// `torch.optim.SGD`.
     Sgd {
         /// A momentum buffer is kept (second written input).
         momentum: bool,
@@ -27,11 +27,60 @@ pub enum UpdateKind {
     },
 }
 
+impl UpdateKind {
+    /// The values the kernel reads from its coefficient buffer for update number
+    /// `step` (0 for the first), from the optimizer's `settings` as f64 (SGD: lr,
+    /// momentum, dampening, weight_decay, nesterov; Adam: lr, beta1, beta2, eps,
+    /// weight_decay). As `torch.optim`, everything that depends only on the step
+    /// (Adam's bias corrections `1 − βᵗ`, which cancel in f32) is computed here in
+    /// f64 and rounded once, so both backends stay within a few ulps of PyTorch.
+    ///
+    /// SGD: lr, momentum, 1 − dampening, weight_decay, nesterov (0|1), first step (0|1).
+    /// Adam: 1 − β₁, β₂, 1 − β₂, eps, weight_decay, 1 − lr·weight_decay, −lr / (1 − β₁ᵗ),
+    /// √(1 − β₂ᵗ).
+    pub(crate) fn coefficients(&self, settings: &[f64], step: u64) -> Vec<f32> {
+        let v = |x: f64| x as f32;
+        match self {
+            UpdateKind::Sgd { .. } => {
+                let [lr, momentum, dampening, wd, nesterov] = settings[..] else {
+                    unreachable!("sgd has five settings")
+                };
+                vec![
+                    v(lr),
+                    v(momentum),
+                    v(1.0 - dampening),
+                    v(wd),
+                    v(nesterov),
+                    (step == 0) as u32 as f32,
+                ]
+            }
+            UpdateKind::Adam { .. } => {
+                let [lr, beta1, beta2, eps, wd] = settings[..] else {
+                    unreachable!("adam has five settings")
+                };
+                let t = i32::try_from(step + 1).unwrap_or(i32::MAX);
+                let bias_correction1 = 1.0 - beta1.powi(t);
+                let bias_correction2 = 1.0 - beta2.powi(t);
+                vec![
+                    v(1.0 - beta1),
+                    v(beta2),
+                    v(1.0 - beta2),
+                    v(eps),
+                    v(wd),
+                    v(1.0 - lr * wd),
+                    v(-(lr / bias_correction1)),
+                    v(bias_correction2.sqrt()),
+                ]
+            }
+        }
+    }
+}
+
 impl Rule for UpdateKind {
     fn name(&self) -> &'static str {
         "optimizer_update"
     }
-    // Inputs: grad, hyper, step, then the written param and state buffers.
+    // Inputs: grad, coefficients, then the written param and state buffers.
     fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
         let n = inputs[0].iter().product();
         Lowering::in_place(UpdateKernel { kind: *self, n }, inputs.len())
@@ -40,29 +89,11 @@ impl Rule for UpdateKind {
         vec![None; inputs.len()]
     }
     fn in_place_from(&self) -> Option<usize> {
-        Some(3)
+        Some(2)
     }
 }
 
-/// Adds one to a step counter in place.
-pub(crate) struct Increment;
-
-impl Rule for Increment {
-    fn name(&self) -> &'static str {
-        "increment"
-    }
-    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Lowering {
-        Lowering::in_place(IncrementKernel, 1)
-    }
-    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
-        vec![None]
-    }
-    fn in_place_from(&self) -> Option<usize> {
-        Some(0)
-    }
-}
-
-/// reads [grad, hyper, step], writes [param, state…]
+/// reads [grad, coefficients], writes [param, state…]
 #[derive(Debug)]
 struct UpdateKernel {
     kind: UpdateKind,
@@ -71,31 +102,28 @@ struct UpdateKernel {
 
 impl Kernel for UpdateKernel {
     fn reads(&self) -> usize {
-        3
+        2
     }
 
-    /// `step` (x[2][0]) is the number of updates already applied.
+    /// The same operations in the same order as the WGSL kernel and as PyTorch's
+    /// single-tensor (CPU) path.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (n, grad, hyper, step) = (self.n, x[0], x[1], x[2][0]);
+        let (n, grad, c) = (self.n, x[0], x[1]);
         match self.kind {
             UpdateKind::Sgd { momentum: false } => {
-                let (lr, wd) = (hyper[0], hyper[3]);
+                let (lr, wd) = (c[0], c[3]);
                 for (p, &g) in out[0][..n].iter_mut().zip(&grad[..n]) {
                     *p -= lr * (g + wd * *p);
                 }
             }
             UpdateKind::Sgd { momentum: true } => {
-                let (lr, momentum, dampening, wd, nesterov) = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4] != 0.0);
+                let (lr, momentum, undamped, wd, nesterov, first) = (c[0], c[1], c[2], c[3], c[4] != 0.0, c[5] != 0.0);
                 let [param, buf] = out else {
                     unreachable!("sgd with momentum writes param, buf")
                 };
                 for ((p, b), &g) in param[..n].iter_mut().zip(buf[..n].iter_mut()).zip(&grad[..n]) {
                     let g = g + wd * *p;
-                    *b = if step == 0.0 {
-                        g
-                    } else {
-                        momentum * *b + (1.0 - dampening) * g
-                    };
+                    *b = if first { g } else { momentum * *b + undamped * g };
                     *p -= lr * if nesterov { g + momentum * *b } else { *b };
                 }
             }
@@ -105,9 +133,9 @@ impl Kernel for UpdateKernel {
                 };
                 let (param, m, v) = (&mut param[..n], &mut m[..n], &mut v[..n]);
                 if decoupled {
-                    adam::<true>(hyper, step, &grad[..n], param, m, v)
+                    adam::<true>(c, &grad[..n], param, m, v)
                 } else {
-                    adam::<false>(hyper, step, &grad[..n], param, m, v)
+                    adam::<false>(c, &grad[..n], param, m, v)
                 }
             }
         }
@@ -125,69 +153,38 @@ impl Kernel for UpdateKernel {
 }
 
 /// Adam / AdamW over whole slices (zipped, so the loop vectorizes; the CPU step is
-/// dominated by this loop on small models).
-fn adam<const DECOUPLED: bool>(
-    hyper: &[f32],
-    step: f32,
-    grad: &[f32],
-    param: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
-    let (lr, b1, b2, eps, wd) = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4]);
-    let t = step + 1.0;
-    let bc1 = 1.0 - b1.powf(t);
-    let bc2_sqrt = (1.0 - b2.powf(t)).sqrt();
-    let step_size = lr / bc1;
+/// dominated by this loop on small models). PyTorch's order: `m.lerp_(g, 1 − β₁)`,
+/// `v.mul_(β₂).addcmul_(g, g, value=1 − β₂)`, `denom = v.sqrt() / √bc₂ + eps`,
+/// `p.addcdiv_(m, denom, value=−step_size)`.
+fn adam<const DECOUPLED: bool>(c: &[f32], grad: &[f32], param: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    let (w1, b2, w2, eps, wd, decay, neg_step_size, bc2_sqrt) = (c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
     for (((p, m), v), &g) in param.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grad) {
         let g = if DECOUPLED {
-            *p *= 1.0 - lr * wd;
+            *p *= decay;
             g
         } else {
             g + wd * *p
         };
-        *m = b1 * *m + (1.0 - b1) * g;
-        *v = b2 * *v + (1.0 - b2) * g * g;
+        *m += w1 * (g - *m);
+        *v = *v * b2 + w2 * g * g;
         let denom = v.sqrt() / bc2_sqrt + eps;
-        *p -= step_size * *m / denom;
-    }
-}
-
-/// writes [counter]
-#[derive(Debug)]
-struct IncrementKernel;
-
-impl Kernel for IncrementKernel {
-    fn reads(&self) -> usize {
-        0
-    }
-    fn cpu(&self, _: &[&[f32]], out: &mut [&mut [f32]]) {
-        out[0][0] += 1.0;
-    }
-    fn wgsl(&self) -> Wgsl {
-        Wgsl::new(SHADER, "increment", Uniforms::new(), Grid::Groups(1))
+        *p += neg_step_size * *m / denom;
     }
 }
 
 impl Tensor {
     /// An in-place update of `param` and its `state` buffers from `grad`, reading the
-    /// hyper-parameters and the number of steps taken from device buffers. It runs
-    /// last in its plan (`plan::realize`'s updates).
+    /// step's coefficients ([`UpdateKind::coefficients`]) from a device buffer. It
+    /// runs last in its plan (`plan::realize`'s updates).
     pub(crate) fn optimizer_update(
         kind: UpdateKind,
         grad: &Tensor,
-        hyper: &Tensor,
-        steps: &Tensor,
+        coefficients: &Tensor,
         param: &Tensor,
         state: &[Tensor],
     ) -> Tensor {
-        let mut inputs = vec![grad.clone(), hyper.clone(), steps.clone(), param.clone()];
+        let mut inputs = vec![grad.clone(), coefficients.clone(), param.clone()];
         inputs.extend(state.iter().cloned());
         Tensor::from_node(Op::Update(kind), inputs, vec![], DType::F32)
-    }
-
-    /// Adds one to a step counter in place.
-    pub(crate) fn increment(counter: &Tensor) -> Tensor {
-        Tensor::from_node(Op::Increment, vec![counter.clone()], vec![], DType::F32)
     }
 }

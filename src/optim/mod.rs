@@ -1,7 +1,10 @@
 //! Optimizers with `torch.optim` semantics. A step is part of the plan that
 //! computes the gradients: fused in-place update kernels run after the backward
-//! pass, in the same submit, with no parameter readback. Hyper-parameters live in a
-//! small device buffer, so changing the learning rate does not recompile anything.
+//! pass, in the same submit, with no parameter readback. The step count lives on the
+//! host, which computes each step's coefficients (the learning rate, Adam's bias
+//! corrections) in f64 as PyTorch does; they reach the kernels through a small device
+//! buffer, rewritten when they change, so changing the learning rate recompiles
+//! nothing.
 
 pub mod lr;
 
@@ -103,42 +106,46 @@ impl Default for AdamConfig {
     }
 }
 
-/// Shared machinery: parameters, their device-resident state, the hyper-parameter
-/// buffer and the step counter.
+/// Shared machinery: parameters, their device-resident state, the settings and the
+/// number of steps taken.
 struct Core {
     params: Vec<Tensor>,
     kind: UpdateKind,
     state_buffers: usize,
-    hyper_values: Vec<f32>,
+    /// The hyper-parameters, learning rate first (the order of
+    /// [`UpdateKind::coefficients`]), as f64: PyTorch's Python floats.
+    settings: Vec<f64>,
+    /// Updates applied so far (PyTorch's `state["step"]`); each step's coefficients
+    /// are computed from it on the host.
+    steps: u64,
     /// Created on the first step (device allocation can fail; constructors cannot).
     resident: Option<Resident>,
-    hyper_dirty: bool,
-    /// The learning rate as set (hyper_values[0] holds it rounded to f32).
-    lr: f64,
 }
 
 struct Resident {
     state: Vec<Vec<Tensor>>,
-    hyper: Tensor,
-    steps: Tensor,
+    /// The coefficients the update kernels read, on the device.
+    coefficients: Tensor,
+    /// What `coefficients` holds: it is rewritten only when a step changes it.
+    uploaded: Vec<f32>,
+}
+
+/// An f32 setting read as the decimal it was written as (0.9f32 gives 0.9, not
+/// 0.8999999762), as PyTorch reads `betas=(0.9, 0.999)`: `1 − β` and `βᵗ` then come
+/// out as PyTorch's.
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 impl Core {
-    fn new(params: Vec<Tensor>, kind: UpdateKind, state_buffers: usize, hyper_values: Vec<f32>) -> Core {
-        // The f32 from the config read as the decimal it was written as (0.1f32 gives
-        // 0.1, not 0.10000000149).
-        let lr = hyper_values[0]
-            .to_string()
-            .parse()
-            .unwrap_or(f64::from(hyper_values[0]));
+    fn new(params: Vec<Tensor>, kind: UpdateKind, state_buffers: usize, settings: &[f32]) -> Core {
         Core {
             params,
             kind,
             state_buffers,
-            hyper_values,
+            settings: settings.iter().map(|&x| decimal(x)).collect(),
+            steps: 0,
             resident: None,
-            hyper_dirty: false,
-            lr,
         }
     }
 
@@ -147,30 +154,32 @@ impl Core {
             return Ok(());
         };
         let device = first.device().clone();
-        if self.resident.is_none() {
-            let zeros = |shape: &[usize]| Tensor::resident(vec![0.0; shape.iter().product()], shape, &device);
-            let state = self
-                .params
-                .iter()
-                .map(|p| {
-                    (0..self.state_buffers)
-                        .map(|_| zeros(p.shape()))
-                        .collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let hyper = Tensor::resident(self.hyper_values.clone(), &[self.hyper_values.len()], &device)?;
-            self.resident = Some(Resident {
-                state,
-                hyper,
-                steps: zeros(&[1])?,
-            });
-            self.hyper_dirty = false;
+        let coefficients = self.kind.coefficients(&self.settings, self.steps);
+        match &mut self.resident {
+            None => {
+                let zeros = |shape: &[usize]| Tensor::resident(vec![0.0; shape.iter().product()], shape, &device);
+                let state = self
+                    .params
+                    .iter()
+                    .map(|p| {
+                        (0..self.state_buffers)
+                            .map(|_| zeros(p.shape()))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.resident = Some(Resident {
+                    state,
+                    coefficients: Tensor::resident(coefficients.clone(), &[coefficients.len()], &device)?,
+                    uploaded: coefficients,
+                });
+            }
+            Some(r) if r.uploaded != coefficients => {
+                r.coefficients.assign(&coefficients)?;
+                r.uploaded = coefficients;
+            }
+            Some(_) => {}
         }
         let r = self.resident.as_ref().unwrap();
-        if self.hyper_dirty {
-            r.hyper.assign(&self.hyper_values)?;
-            self.hyper_dirty = false;
-        }
         let mut updates = Vec::new();
         for (param, state) in self.params.iter().zip(&r.state) {
             let Some(grad) = grads.get(param) else { continue };
@@ -181,17 +190,16 @@ impl Core {
                     got: grad.shape().to_vec(),
                 });
             }
-            updates.push(Tensor::optimizer_update(
-                self.kind, grad, &r.hyper, &r.steps, param, state,
-            ));
+            updates.push(Tensor::optimizer_update(self.kind, grad, &r.coefficients, param, state));
         }
         if updates.is_empty() {
             return Ok(());
         }
-        updates.push(Tensor::increment(&r.steps));
         // The loss is computed in the same plan (before the updates overwrite the
         // parameters it reads).
-        plan::realize(&grads.step_roots(), &updates)
+        plan::realize(&grads.step_roots(), &updates)?;
+        self.steps += 1;
+        Ok(())
     }
 }
 
@@ -205,7 +213,7 @@ impl Sgd {
     /// created on the first step.
     pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Sgd {
         let momentum = config.momentum != 0.0;
-        let hyper = vec![
+        let settings = [
             config.lr,
             config.momentum,
             config.dampening,
@@ -213,7 +221,7 @@ impl Sgd {
             config.nesterov as u32 as f32,
         ];
         Sgd {
-            core: Core::new(params, UpdateKind::Sgd { momentum }, momentum as usize, hyper),
+            core: Core::new(params, UpdateKind::Sgd { momentum }, momentum as usize, &settings),
         }
     }
 }
@@ -254,7 +262,7 @@ fn adam_core(params: Vec<Tensor>, c: AdamConfig, decoupled: bool) -> Core {
         params,
         UpdateKind::Adam { decoupled },
         2,
-        vec![c.lr, c.beta1, c.beta2, c.eps, c.weight_decay],
+        &[c.lr, c.beta1, c.beta2, c.eps, c.weight_decay],
     )
 }
 
@@ -265,12 +273,10 @@ macro_rules! impl_optimizer {
                 self.core.step(grads)
             }
             fn lr(&self) -> f64 {
-                self.core.lr
+                self.core.settings[0]
             }
             fn set_lr(&mut self, lr: f64) {
-                self.core.lr = lr;
-                self.core.hyper_values[0] = lr as f32;
-                self.core.hyper_dirty = true;
+                self.core.settings[0] = lr;
             }
             fn parameters(&self) -> &[Tensor] {
                 &self.core.params
