@@ -10,6 +10,7 @@ use wgnn::{Device, Error, Tensor};
 device_tests!(
     a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs,
     saving_and_loading_round_trips_every_parameter,
+    f64_f16_and_bf16_files_written_by_pytorch_load_as_pytorchs_float,
     from_vec_with_the_wrong_length_is_a_typed_error,
     labels_out_of_range_are_a_typed_error_when_the_loss_is_computed,
     the_gpu_adapter_reports_its_name_and_limits,
@@ -53,6 +54,45 @@ fn saving_and_loading_round_trips_every_parameter(dev: &Device) {
         assert_eq!(ta.to_vec().unwrap(), tb.to_vec().unwrap(), "{dev}: {na}");
     }
     assert!(!dir.join("model.safetensors.tmp").exists());
+}
+
+/// `nn.Linear(16, 8)` state dicts cast by PyTorch to F64, F16 and BF16, edge cases
+/// included (tests/fixtures/make_dtype_fixtures.py), load as the f32 values that
+/// PyTorch's `tensor.float()` gives, bit for bit.
+fn f64_f16_and_bf16_files_written_by_pytorch_load_as_pytorchs_float(dev: &Device) {
+    for dtype in ["f64", "f16", "bf16"] {
+        let mut layer = Linear::new(16, 8, dev);
+        wgnn::io::load_safetensors(&mut layer, fixture(&format!("linear_{dtype}.safetensors"))).unwrap();
+        for (name, param) in layer.named_parameters() {
+            let (_, expected) = read_tensor(&fixture("linear_as_f32.safetensors"), &format!("{dtype}.{name}"));
+            let got = param.to_vec().unwrap();
+            for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{dev}: {dtype} {name}[{i}]: loaded {a:e}, PyTorch's float() gives {b:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tensor_of_integers_is_refused_naming_its_dtype() {
+    use safetensors::tensor::{serialize_to_file, Dtype, TensorView};
+    let path = std::env::temp_dir().join(format!("wgnn-int-{}.safetensors", std::process::id()));
+    let (weight, bias) = (vec![0u8; 2 * 3 * 4], vec![0u8; 2 * 4]);
+    let views = [
+        ("weight", TensorView::new(Dtype::I32, vec![2, 3], &weight).unwrap()),
+        ("bias", TensorView::new(Dtype::F32, vec![2], &bias).unwrap()),
+    ];
+    serialize_to_file(views, None, &path).unwrap();
+    let mut layer = Linear::new(3, 2, &Device::cpu());
+    let before = layer.weight.to_vec().unwrap();
+    let err = wgnn::io::load_safetensors(&mut layer, &path).unwrap_err();
+    let _ = std::fs::remove_file(&path);
+    assert!(matches!(err, Error::Load { .. }), "{err}");
+    assert!(err.to_string().contains("\"weight\" is I32"), "{err}");
+    assert_eq!(layer.weight.to_vec().unwrap(), before);
 }
 
 #[test]

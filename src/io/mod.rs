@@ -43,6 +43,11 @@ pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<(
 /// (`safetensors.torch.save_file(model.state_dict(), path)`). Strict: every missing,
 /// unexpected or wrongly shaped tensor is reported at once, and on any error the
 /// module is left untouched.
+///
+/// Tensors stored as F32, F64, F16 or BF16 load, converted to f32 (wgnn computes in
+/// f32): F16 and BF16 exactly, F64 rounded to the nearest f32 as PyTorch's
+/// `tensor.float()` does (beyond f32's range it becomes ±∞, below it 0 or a
+/// subnormal). Any other dtype is reported as a problem.
 pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -62,17 +67,13 @@ pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Resu
                 view.shape(),
                 param.shape()
             )),
-            Some(view) if view.dtype() != Dtype::F32 => {
-                problems.push(format!("tensor {name:?} is {:?}, only F32 is supported", view.dtype()))
-            }
-            Some(view) => {
-                let data: Vec<f32> = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                values.push((param.clone(), data));
-            }
+            Some(view) => match to_f32(view.dtype(), view.data()) {
+                Some(data) => values.push((param.clone(), data)),
+                None => problems.push(format!(
+                    "tensor {name:?} is {:?}; F32, F64, F16 and BF16 are supported",
+                    view.dtype()
+                )),
+            },
         }
     }
     let mut unexpected: Vec<_> = found.keys().cloned().collect();
@@ -88,4 +89,44 @@ pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Resu
         param.assign(&data)?;
     }
     Ok(())
+}
+
+/// Little-endian `bytes` of `dtype` as f32 values, or `None` for a dtype that does not
+/// convert (integers, bool, f8). The safetensors crate has checked that the length
+/// is the shape's element count times the dtype's size.
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    let halves = || bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        // `as` rounds to nearest, ties to even, as C's cast that PyTorch uses.
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::F16 => halves().map(f16_to_f32).collect(),
+        // bf16 is the top half of an f32.
+        Dtype::BF16 => halves().map(|h| f32::from_bits(u32::from(h) << 16)).collect(),
+        _ => return None,
+    })
+}
+
+/// IEEE 754 binary16 to f32, exactly (every f16 is an f32), NaN payloads kept.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exponent = u32::from((h >> 10) & 0x1f);
+    let mantissa = u32::from(h & 0x3ff);
+    match exponent {
+        // Zero or subnormal: mantissa · 2⁻²⁴, exact in f32.
+        0 => {
+            let magnitude = mantissa as f32 * f32::from_bits(0x3380_0000); // 2^-24
+            f32::from_bits(sign | magnitude.to_bits())
+        }
+        // ±∞ and NaN.
+        0x1f => f32::from_bits(sign | 0x7f80_0000 | (mantissa << 13)),
+        // Normal: rebias the exponent from 15 to 127.
+        _ => f32::from_bits(sign | ((exponent + 127 - 15) << 23) | (mantissa << 13)),
+    }
 }
