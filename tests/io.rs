@@ -209,3 +209,40 @@ fn the_gpu_adapter_reports_its_name_and_limits(dev: &Device) {
     );
     assert!(!info.name.is_empty() && info.max_storage_buffer_binding_size > 0);
 }
+
+/// On a headless machine (no display, no `XDG_RUNTIME_DIR`) probing the GPU prints
+/// nothing: Mesa's device-select layer would otherwise make libwayland print
+/// `error: XDG_RUNTIME_DIR is invalid or not set` (src/backend/headless.rs). The
+/// probe runs in a child process with that environment: this test binary, running
+/// only `headless_probe_child`.
+#[test]
+fn probing_the_gpu_on_a_headless_machine_prints_nothing() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "headless_probe_child", "--nocapture", "--test-threads=1"])
+        .env("WGNN_HEADLESS_PROBE_CHILD", "1")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("probed: "), "the child did not probe:\n{stdout}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "noise on stderr:\n{stderr}");
+}
+
+/// The child of `probing_the_gpu_on_a_headless_machine_prints_nothing`; does
+/// nothing unless that test started it.
+#[test]
+fn headless_probe_child() {
+    if std::env::var_os("WGNN_HEADLESS_PROBE_CHILD").is_none() {
+        return;
+    }
+    match Device::gpu() {
+        Ok(dev) => println!("probed: {dev}"),
+        Err(e) => println!("probed: no GPU ({e})"),
+    }
+}

@@ -70,6 +70,7 @@ impl GpuBackend {
             return Err(Error::NoAdapter(format!("no wgpu backend enabled by {backends:?}")));
         }
         desc.backends = mask;
+        super::headless::quiet_device_select_layer();
         let instance = wgpu::Instance::new(desc);
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,

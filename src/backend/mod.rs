@@ -6,6 +6,7 @@
 
 pub(crate) mod cpu;
 pub(crate) mod gpu;
+mod headless;
 
 use std::future::Future;
 use std::pin::Pin;
