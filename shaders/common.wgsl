@@ -21,15 +21,40 @@ fn sigmoid_f(x: f32) -> f32 {
     return e / (1.0 + e);
 }
 
-// tanh from exp(-2|x|), which never overflows.
+// tanh from exp(-2|x|), which never overflows; below |x| = 1/4, where 1 - e would
+// cancel most of e's bits, its Taylor series (next term < 1e-8 relative).
 fn tanh_f(x: f32) -> f32 {
-    let e = exp(-2.0 * abs(x));
+    let a = abs(x);
+    if (a < 0.25) {
+        let x2 = x * x;
+        return x * (1.0 + x2 * (-0.33333334 + x2 * (0.13333334 + x2 * (-0.053968254 + x2 * 0.021869488))));
+    }
+    let e = exp(-2.0 * a);
     return sign(x) * (1.0 - e) / (1.0 + e);
 }
 
-// x^p with the real-valued results for negative x and integer p, as powf gives.
+// log(1 + x) for -0.3 < x < 1 as 2 atanh(s), s = x / (2 + x), by its series (next
+// term < 1e-9 relative): 1 + x would round x's low bits away, and drivers' log may
+// be off by 2^-21 absolute near 1 (Vulkan's bound; lavapipe's is of that order).
+fn log1p_f(x: f32) -> f32 {
+    if (x > -0.3 && x < 1.0) {
+        let s = x / (2.0 + x);
+        let s2 = s * s;
+        let p = 0.33333334 + s2 * (0.2 + s2 * (0.14285715 + s2 * (0.11111111 + s2 * (0.09090909
+            + s2 * (0.07692308 + s2 * (0.06666667 + s2 * 0.05882353))))));
+        return 2.0 * s + 2.0 * s * s2 * p;
+    }
+    return log(1.0 + x);
+}
+
+// x^p with the real-valued results for negative x and integer p, as powf gives;
+// small integer powers by multiplication (pow is exp2(p log2 x), off by many ulps).
 fn pow_f(x: f32, e: f32) -> f32 {
     if (e == 0.0) { return 1.0; }
+    if (e == 1.0) { return x; }
+    if (e == 2.0) { return x * x; }
+    if (e == 3.0) { return x * x * x; }
+    if (e == -1.0) { return 1.0 / x; }
     if (x > 0.0) { return pow(x, e); }
     if (x == 0.0) { return select(bitcast<f32>(0x7f800000u), 0.0, e > 0.0); }
     if (fract(e) != 0.0) { return bitcast<f32>(0x7fc00000u); }

@@ -25,7 +25,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let m = row_max(base, classes);
     let s = row_sum_exp(base, classes, m);
     if (label < classes) {
-        out0[r] = log(s) + m - in0[base + label];
+        out0[r] = log(s) - (in0[base + label] - m);
     } else {
         out0[r] = bitcast<f32>(0x7fc00000u);
     }

@@ -21,6 +21,7 @@ device_tests!(
     the_gradient_of_max_with_indices_goes_to_the_first_maximum_only,
     every_op_passes_a_finite_difference_gradient_check,
     cross_entropy_passes_a_finite_difference_gradient_check,
+    small_and_extreme_arguments_keep_their_precision,
 );
 
 /// How inputs are drawn.
@@ -109,6 +110,7 @@ fn elementwise_cases() -> Vec<Case> {
             case("neg", s.clone(), Draw::Normal, |x| x[0].neg()),
             case("exp", s.clone(), Draw::Normal, |x| x[0].exp()),
             case("log", s.clone(), Draw::Positive, |x| x[0].log()),
+            case("log1p", s.clone(), Draw::Positive, |x| x[0].log1p()),
             case("sigmoid", s.clone(), Draw::Normal, |x| x[0].sigmoid()),
             case("tanh", s.clone(), Draw::Normal, |x| x[0].tanh()),
             case("relu", s.clone(), Draw::AwayFromZero, |x| x[0].relu()),
@@ -719,4 +721,57 @@ fn the_gradient_of_max_with_indices_goes_to_the_first_maximum_only(dev: &Device)
     let (values, _) = x.max_with_indices(0);
     let g = values.sum().backward().unwrap();
     assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+}
+
+/// The largest relative error of `got` against an f64 reference.
+fn worst_rel_error(got: &[f32], reference: &[f64]) -> f64 {
+    got.iter()
+        .zip(reference)
+        .map(|(&g, &r)| (g as f64 - r).abs() / r.abs().max(f64::MIN_POSITIVE))
+        .fold(0.0, f64::max)
+}
+
+/// Where a naive formula cancels or rounds away what matters: tanh and log1p of
+/// small arguments, BCE-with-logits of confident logits (log1p(e^-|z|), 0 with
+/// log(1 + ·)), cross-entropy of large logits (log Σ rounded to the ulp of the max
+/// before), small integer powers (exp2(p·log2 x) on the GPU before). Each within a
+/// few f32 ulps of an f64 reference on every device.
+fn small_and_extreme_arguments_keep_their_precision(dev: &Device) {
+    let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), &[v.len()], dev).unwrap();
+    let small = [1e-7f32, -1e-5, 3e-4, -0.002, 0.01, -0.07, 0.2, 0.249, 0.251, -0.6, 3.0];
+    let ulps = |n: f64| n * f32::EPSILON as f64;
+
+    let tanh_ref: Vec<f64> = small.iter().map(|&x| (x as f64).tanh()).collect();
+    let e = worst_rel_error(&t(&small).tanh().to_vec().unwrap(), &tanh_ref);
+    assert!(e <= ulps(4.0), "{dev}: tanh off by {e:e} (relative)");
+
+    let log1p_in = [1e-10f32, -1e-7, 1e-5, 3e-3, 0.1, 1.0, 100.0, 1e20];
+    let log1p_ref: Vec<f64> = log1p_in.iter().map(|&x| (x as f64).ln_1p()).collect();
+    let e = worst_rel_error(&t(&log1p_in).log1p().to_vec().unwrap(), &log1p_ref);
+    assert!(e <= ulps(4.0), "{dev}: log1p off by {e:e} (relative)");
+
+    // Confident, correct logits: each term is log1p(e^-|z|).
+    let z = [30.0f32, -25.0, 18.0, -40.0];
+    let y = [1.0f32, 0.0, 1.0, 0.0];
+    let bce_ref = z.iter().map(|&z| (-(z.abs() as f64)).exp().ln_1p()).sum::<f64>() / 4.0;
+    let bce = loss::binary_cross_entropy_with_logits(&t(&z), &t(&y)).item().unwrap();
+    let e = worst_rel_error(&[bce], &[bce_ref]);
+    assert!(e <= ulps(8.0), "{dev}: BCE-with-logits {bce:e} vs {bce_ref:e}");
+
+    let logits = [1e4f32, 1e4 + 1.0, 1e4 - 2.0, -3e4, -3e4 + 0.5, -3e4 + 0.25];
+    let labels = Tensor::from_labels(&[0, 2], dev).unwrap();
+    let xent = loss::cross_entropy(&Tensor::from_vec(logits.to_vec(), &[2, 3], dev).unwrap(), &labels);
+    let row_loss = |row: &[f32], label: usize| {
+        let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+        s.ln() - (row[label] as f64 - m)
+    };
+    let xent_ref = (row_loss(&logits[..3], 0) + row_loss(&logits[3..], 2)) / 2.0;
+    let e = worst_rel_error(&[xent.item().unwrap()], &[xent_ref]);
+    assert!(e <= ulps(8.0), "{dev}: cross-entropy off by {e:e} (relative)");
+
+    let cube_in = [1.5f32, -2.5, 10.1, 0.3, -7.7];
+    let cube_ref: Vec<f64> = cube_in.iter().map(|&x| (x as f64).powi(3)).collect();
+    let e = worst_rel_error(&t(&cube_in).pow_scalar(3.0).to_vec().unwrap(), &cube_ref);
+    assert!(e <= ulps(2.0), "{dev}: x^3 off by {e:e} (relative)");
 }

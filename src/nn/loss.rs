@@ -41,8 +41,9 @@ pub fn binary_cross_entropy_with_logits(z: &Tensor, target: &Tensor) -> Tensor {
         z.shape(),
         target.shape()
     );
-    // max(z, 0) - z·t + log(1 + e^-|z|)
-    (z.relu() - z * target + z.abs().neg().exp().add_scalar(1.0).log()).mean()
+    // max(z, 0) - z·t + log(1 + e^-|z|), the last term with log1p (as PyTorch): for a
+    // confident logit, 1 + e^-|z| rounds to 1 and log would give 0.
+    (z.relu() - z * target + z.abs().neg().exp().log1p()).mean()
 }
 
 /// Softmax cross-entropy of logits `[batch, classes]` against class labels

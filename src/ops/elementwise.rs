@@ -19,6 +19,8 @@ pub enum UnaryOp {
     Exp,
     /// Natural logarithm.
     Log,
+    /// `ln(1 + x)`, exact for small x (where `(1 + x).ln()` loses x's low bits).
+    Log1p,
     /// Logistic function `1 / (1 + e^-x)`.
     Sigmoid,
     /// Hyperbolic tangent.
@@ -64,6 +66,7 @@ impl UnaryOp {
             UnaryOp::Neg => -x,
             UnaryOp::Exp => x.exp(),
             UnaryOp::Log => x.ln(),
+            UnaryOp::Log1p => x.ln_1p(),
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Relu => x.max(0.0),
@@ -96,6 +99,7 @@ impl UnaryOp {
             UnaryOp::Neg => "-x".into(),
             UnaryOp::Exp => "exp(x)".into(),
             UnaryOp::Log => "log(x)".into(),
+            UnaryOp::Log1p => "log1p_f(x)".into(),
             UnaryOp::Sigmoid => "sigmoid_f(x)".into(),
             UnaryOp::Tanh => "tanh_f(x)".into(),
             UnaryOp::Relu => "max(x, 0.0)".into(),
@@ -156,6 +160,7 @@ impl UnaryOp {
         }
         Some(match self {
             UnaryOp::Log => g / x,
+            UnaryOp::Log1p => g / &x.add_scalar(1.0),
             UnaryOp::Abs => g * &x.sign(),
             UnaryOp::Square => g * &x.mul_scalar(2.0),
             UnaryOp::PowScalar(p) => g * &x.pow_scalar(p - 1.0).mul_scalar(p),
@@ -584,6 +589,10 @@ impl Tensor {
     /// Natural logarithm.
     pub fn log(&self) -> Tensor {
         self.unary(UnaryOp::Log)
+    }
+    /// `ln(1 + x)`, accurate for small x (`torch.log1p`).
+    pub fn log1p(&self) -> Tensor {
+        self.unary(UnaryOp::Log1p)
     }
     /// Logistic function `1 / (1 + e^-x)`.
     pub fn sigmoid(&self) -> Tensor {

@@ -110,7 +110,9 @@ impl Kernel for XentKernel {
                 }
             } else {
                 out[0][r] = if label < classes {
-                    sum.ln() + max - row[label]
+                    // log Σe^(x−m) − (x_label − m): x_label − m is exact or nearly, where
+                    // (log Σ + m) − x_label would round log Σ to the ulp of m.
+                    sum.ln() - (row[label] - max)
                 } else {
                     f32::NAN
                 };
