@@ -32,6 +32,7 @@ device_tests!(
     fit_with_validation_split_early_stopping_and_plateau_converges_and_writes_a_report,
     nesterov_the_seeds_momentum_form_and_adamw_follow_their_update_rules,
     binary_metrics_from_fit_equal_host_counts_and_roc_auc_from_predict,
+    thousands_of_training_steps_keep_device_and_host_memory_flat,
 );
 
 /// The MNIST subset, split once (train 4000, test 1000) and parsed once per test
@@ -959,4 +960,101 @@ fn the_training_toolkit_contract_of_design_md_compiles_and_runs() {
     assert!((c.lr() - (0.001 + 0.099 * (1.0 + (std::f64::consts::PI * 0.3).cos()) / 2.0)).abs() < 1e-12);
     assert!((e.lr() - 0.1 * 0.9f64.powi(3)).abs() < 1e-12);
     assert_eq!(p.lr(), 0.1);
+}
+
+/// Steps of the soak test, and how many of them are warm-up (plans compiled, pools
+/// and allocator arenas filled).
+const SOAK_STEPS: usize = 3000;
+const SOAK_WARMUP: usize = 300;
+/// Host memory the soak may gain after warm-up: a leak of 512 bytes a step shows.
+const SOAK_RSS_SLACK: u64 = 1 << 20;
+
+/// Resident memory of this process (Linux `/proc/self/statm`, 4 KiB pages).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+/// Thousands of steps of a small MLP learning a rule (a fresh batch uploaded each
+/// step, Adam, the loss read every 100 steps): after warm-up the device's live buffer bytes do not
+/// move and the process's resident memory stays within [`SOAK_RSS_SLACK`]. Runs in
+/// a child process (this binary, running only `soak_child`), so that no other test's
+/// allocations are counted.
+fn thousands_of_training_steps_keep_device_and_host_memory_flat(dev: &Device) {
+    let kind = match dev.kind() {
+        wgnn::DeviceKind::Cpu => "cpu",
+        wgnn::DeviceKind::Gpu => "gpu",
+    };
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "soak_child", "--nocapture", "--test-threads=1"])
+        .env("WGNN_SOAK_CHILD", kind)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{dev}: soak failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("soak done"), "{dev}: the child did not soak:\n{stdout}");
+}
+
+/// The child of `thousands_of_training_steps_keep_device_and_host_memory_flat`; does
+/// nothing unless that test started it.
+#[test]
+fn soak_child() {
+    let Ok(kind) = std::env::var("WGNN_SOAK_CHILD") else {
+        return;
+    };
+    let dev = if kind == "gpu" {
+        Device::gpu().unwrap()
+    } else {
+        Device::cpu()
+    };
+    wgnn::manual_seed(5);
+    let model = Sequential::new()
+        .add(Linear::new(16, 64, &dev))
+        .add(nn::Tanh)
+        .add(Linear::new(64, 4, &dev));
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let (mut warm_bytes, mut warm_rss) = (0, 0);
+    for step in 0..SOAK_STEPS {
+        let features: Vec<f32> = (0..32 * 16)
+            .map(|i| ((i * 31 + step * 7) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        // The class is the largest of the first four features: learnable.
+        let labels: Vec<u32> = features
+            .chunks(16)
+            .map(|row| (0..4).fold(0, |best, c| if row[c] > row[best] { c } else { best }) as u32)
+            .collect();
+        let x = Tensor::from_vec(features, &[32, 16], &dev).unwrap();
+        let y = Tensor::from_labels(&labels, &dev).unwrap();
+        let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
+        opt.step(&loss.backward().unwrap()).unwrap();
+        if step % 100 == 99 {
+            let loss = loss.item().unwrap();
+            let (bytes, rss) = (dev.stats().live_buffer_bytes, rss_bytes());
+            if step + 1 == SOAK_WARMUP {
+                (warm_bytes, warm_rss) = (bytes, rss);
+            }
+            if (step + 1) % 500 == 0 || step + 1 == SOAK_WARMUP {
+                println!(
+                    "{dev}: step {}: loss {loss:.4}, device {bytes} B, rss {:.2} MiB",
+                    step + 1,
+                    rss as f64 / 1048576.0
+                );
+            }
+            if step + 1 > SOAK_WARMUP {
+                assert_eq!(bytes, warm_bytes, "{dev}: live device bytes moved at step {}", step + 1);
+                assert!(
+                    rss <= warm_rss + SOAK_RSS_SLACK,
+                    "{dev}: resident memory grew by {} B between step {SOAK_WARMUP} and {}",
+                    rss - warm_rss,
+                    step + 1
+                );
+            }
+        }
+    }
+    println!("{dev}: soak done");
 }
