@@ -6,6 +6,12 @@
 //! also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`, in the
 //! same run; `--only matmul|train_step|lstm_step` runs one op's rows)
 //!
+//! `cargo run --release --example bench -- --soak STEPS` instead trains the MNIST MLP
+//! for STEPS steps on each device (a fresh batch of 32 uploaded every step, Adam, the
+//! loss read at each report) and prints, ten times along the way, the steps per
+//! second, the device's live buffer bytes and the process's resident memory, then
+//! their growth after the first tenth (warm-up): a leak shows as a steady climb.
+//!
 //! Method, per cell (one op, one size, one device):
 //!
 //! * **Warm-up.** The op runs untimed first, which compiles its plan (shaders,
@@ -233,10 +239,72 @@ fn agreement(gpu: &Device) -> Result<(f32, f32)> {
     Ok((mm_diff, loss_diff))
 }
 
+/// Resident memory of this process in MiB (Linux `/proc/self/statm`, 4 KiB pages;
+/// NaN elsewhere).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |pages| pages * 4096.0 / 1048576.0)
+}
+
+/// `--soak STEPS`: trains the MNIST MLP for `steps` steps on `dev`, reporting ten
+/// times (see the module doc).
+fn soak(dev: &Device, steps: usize) -> Result<()> {
+    const BATCH: usize = 32;
+    println!("soak on {dev}: {steps} steps of the MNIST MLP, batch {BATCH}");
+    wgnn::manual_seed(0);
+    let model = mnist_step::mlp(dev);
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    // 16 batches of random "images", cycled; each step uploads its batch anew.
+    let pixels = wgnn::rng::uniform(42, 16 * BATCH * IN, 0.0, 1.0);
+    let labels: Vec<u32> = (0..16 * BATCH).map(|i| (i * 7 % CLASSES) as u32).collect();
+    let every = (steps / 10).max(1);
+    let (mut last, mut warm) = (Instant::now(), None);
+    println!(
+        "{:>8} {:>9} {:>9} {:>14} {:>9}",
+        "step", "steps/s", "loss", "device bytes", "rss MiB"
+    );
+    for step in 0..steps {
+        let b = step % 16;
+        let x = Tensor::from_vec(pixels[b * BATCH * IN..(b + 1) * BATCH * IN].to_vec(), &[BATCH, IN], dev)?;
+        let y = Tensor::from_labels(&labels[b * BATCH..(b + 1) * BATCH], dev)?;
+        let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
+        opt.step(&loss.backward()?)?;
+        if (step + 1) % every == 0 {
+            let loss = loss.item()?; // waits for the device
+            let rate = every as f64 / last.elapsed().as_secs_f64();
+            let (bytes, rss) = (dev.stats().live_buffer_bytes, rss_mib());
+            println!("{:>8} {rate:>9.1} {loss:>9.4} {bytes:>14} {rss:>9.2}", step + 1);
+            let (warm_bytes, warm_rss) = *warm.get_or_insert((bytes, rss));
+            if step + 1 == every * 10 {
+                println!(
+                    "after warm-up (step {every} to {}): device bytes {:+}, rss {:+.2} MiB",
+                    step + 1,
+                    bytes as i64 - warm_bytes as i64,
+                    rss - warm_rss
+                );
+            }
+            last = Instant::now();
+        }
+    }
+    println!();
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    // `--only OP`: just the rows of one op (matmul, train_step, lstm_step).
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--soak") {
+        let steps = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+        soak(&Device::cpu(), steps)?;
+        match Device::gpu() {
+            Ok(gpu) => soak(&gpu, steps)?,
+            Err(e) => println!("no GPU soak: {e}"),
+        }
+        return Ok(());
+    }
+    // `--only OP`: just the rows of one op (matmul, train_step, lstm_step).
     let only = args
         .iter()
         .position(|a| a == "--only")
