@@ -50,7 +50,7 @@ where
         result.map(|_| ())
     };
     let start = Instant::now();
-    let mut run = |runner: &mut TestRunner| match runner.run(&strategy, &timed) {
+    let run = |runner: &mut TestRunner| match runner.run(&strategy, timed) {
         Ok(()) => {}
         Err(TestError::Fail(reason, minimal)) => {
             panic!("fuzz target {target}: {reason}\nminimal failing case: {minimal:#?}")
