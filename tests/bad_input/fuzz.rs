@@ -31,7 +31,7 @@ use wgnn::nn::{self, Linear, Module, Sequential};
 use wgnn::Device;
 
 /// Cases of the short pass that `cargo test` runs for each target.
-const SHORT_CASES: u32 = 300;
+const SHORT_CASES: u32 = 1000;
 
 /// Runs `check` on cases drawn from `strategy`: [`SHORT_CASES`] seeded cases, or
 /// fresh random cases for `WGNN_FUZZ_SECS` seconds. `check` says whether the file
