@@ -2,7 +2,7 @@
 //! reports about itself, and its counters.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
@@ -94,11 +94,75 @@ impl std::ops::Sub for Stats {
     }
 }
 
+/// How to create a GPU device: which wgpu backends to try, and limits to lower below
+/// the adapter's (to test how wgnn behaves on a smaller device).
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Comma-separated wgpu backends (`vulkan`, `metal`, `dx12`, `gl`); empty for all,
+    /// `none` for none.
+    pub backends: String,
+    /// Lowers `max_storage_buffer_binding_size` (bytes) to this, if below the adapter's.
+    pub max_storage_buffer_binding_size: Option<u64>,
+    /// Lowers `max_buffer_size` (bytes) to this, if below the adapter's.
+    pub max_buffer_size: Option<u64>,
+}
+
+/// Tolerance of shadow mode: a GPU value `g` and its CPU reference `c` agree when
+/// `|g - c| <= atol + rtol * |c|` (as `numpy.allclose`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Absolute tolerance.
+    pub atol: f32,
+    /// Relative tolerance.
+    pub rtol: f32,
+}
+
+impl Default for Tolerance {
+    /// `atol 1e-5, rtol 1e-4`: well above the rounding differences of the WGSL
+    /// kernels (fused multiply-adds, `exp`/`log` approximations) on one node.
+    fn default() -> Tolerance {
+        Tolerance { atol: 1e-5, rtol: 1e-4 }
+    }
+}
+
+/// The numerical debugging modes of a device (`src/graph/debug.rs`).
+#[derive(Default)]
+pub(crate) struct DebugModes {
+    pub check_nan: AtomicBool,
+    pub shadow: Mutex<Option<Tolerance>>,
+    /// Whether `shadow` is set: the one flag a plan run reads when all is off.
+    pub shadow_on: AtomicBool,
+}
+
+impl DebugModes {
+    /// The modes `WGNN_CHECK_NAN` and `WGNN_SHADOW` ask for.
+    fn from_env() -> DebugModes {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty() && v != "0");
+        let modes = DebugModes::default();
+        modes.check_nan.store(var("WGNN_CHECK_NAN").is_some(), Ordering::Relaxed);
+        if let Some(v) = var("WGNN_SHADOW") {
+            let numbers: Vec<f32> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+            let tolerance = match numbers[..] {
+                [atol, rtol] if v.contains(',') => Tolerance { atol, rtol },
+                _ => Tolerance::default(),
+            };
+            modes.set_shadow(Some(tolerance));
+        }
+        modes
+    }
+
+    fn set_shadow(&self, tolerance: Option<Tolerance>) {
+        *self.shadow.lock().unwrap() = tolerance;
+        self.shadow_on.store(tolerance.is_some(), Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct DeviceInner {
     id: u64,
     backend: Box<dyn Backend>,
     counters: Arc<Counters>,
     plans: Mutex<HashMap<String, Arc<CompiledPlan>>>,
+    debug: DebugModes,
 }
 
 /// A compute device: the CPU reference backend or a wgpu GPU. Cheap to clone;
@@ -119,6 +183,7 @@ impl Device {
             backend,
             counters,
             plans: Mutex::new(HashMap::new()),
+            debug: DebugModes::from_env(),
         })))
     }
 
@@ -155,7 +220,17 @@ impl Device {
     /// `dx12`, `gl`; empty for all; `none` for none, which simulates a machine
     /// without a GPU).
     pub fn gpu_with_backends(backends: &str) -> Result<Device> {
-        Device::new(|c| Ok(Box::new(GpuBackend::new(backends, c)?)))
+        Device::gpu_with(&GpuOptions {
+            backends: backends.into(),
+            ..GpuOptions::default()
+        })
+    }
+
+    /// A new GPU device made as `options` say, e.g. with limits lowered below the
+    /// adapter's: a tensor or plan buffer above them is then refused with
+    /// [`crate::Error::DeviceLimit`] before anything is created or dispatched.
+    pub fn gpu_with(options: &GpuOptions) -> Result<Device> {
+        Device::new(|c| Ok(Box::new(GpuBackend::new(options, c)?)))
     }
 
     /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu` overrides. An
@@ -225,6 +300,63 @@ impl Device {
     /// Drops every cached plan (their scratch buffers are freed).
     pub fn clear_plan_cache(&self) {
         self.0.plans.lock().unwrap().clear();
+    }
+
+    /// NaN-check mode: every plan run on this device checks each node it computes,
+    /// and the first (in execution order) holding NaN or ±Inf stops the run with
+    /// [`crate::Error::NonFinite`], naming its op, shape and the source line that
+    /// built it. Nothing of that run is kept or applied (an optimizer step leaves
+    /// parameters and state as they were). Slow: on the GPU the plan runs node by
+    /// node with a readback after each. Also on when `WGNN_CHECK_NAN` is set (to
+    /// anything but `0`) when the device is created.
+    ///
+    /// Every computed value is checked, so an op that legitimately makes an infinity
+    /// (e.g. `log(0)` on purpose, or a `-inf` fill) is reported too; a leaf's data is
+    /// not checked (it was not computed).
+    pub fn set_check_nan(&self, on: bool) {
+        self.0.debug.check_nan.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether NaN-check mode is on.
+    pub fn check_nan(&self) -> bool {
+        self.0.debug.check_nan.load(Ordering::Relaxed)
+    }
+
+    /// Shadow mode (GPU devices): every plan also runs on the CPU reference, kernel by
+    /// kernel on the same inputs (each node's CPU inputs are the GPU's values), and the
+    /// first node whose GPU values differ from the CPU's beyond `tolerance` stops the
+    /// run with [`crate::Error::Divergence`], naming the node and the differences.
+    /// `None` turns it off. Label (u32) values must agree exactly. Nothing of a run
+    /// that fails is kept or applied. Slow (a readback per node). Also on when
+    /// `WGNN_SHADOW` is set when the device is created: `1` for the default tolerance,
+    /// or `atol,rtol` (e.g. `WGNN_SHADOW=1e-4,1e-3`). On the CPU device it does
+    /// nothing (the CPU is the reference).
+    pub fn set_shadow(&self, tolerance: Option<Tolerance>) {
+        self.0.debug.set_shadow(tolerance);
+    }
+
+    /// The shadow-mode tolerance, if shadow mode is on.
+    pub fn shadow(&self) -> Option<Tolerance> {
+        *self.0.debug.shadow.lock().unwrap()
+    }
+
+    /// Destroys the underlying wgpu device, as a driver reset would: for tests of
+    /// device loss (the next run returns `Error::DeviceLost`). No-op on the CPU.
+    #[doc(hidden)]
+    pub fn debug_destroy(&self) {
+        self.0.backend.debug_destroy();
+    }
+
+    /// Replaces `from` with `to` in every kernel source this GPU device compiles from
+    /// now on (cached plans keep theirs: clear the cache first): breaks a kernel on
+    /// purpose, for tests of shadow mode. No-op on the CPU.
+    #[doc(hidden)]
+    pub fn debug_patch_wgsl(&self, from: &str, to: &str) {
+        self.0.backend.debug_patch_wgsl(from, to);
+    }
+
+    pub(crate) fn debug_modes(&self) -> &DebugModes {
+        &self.0.debug
     }
 
     pub(crate) fn backend(&self) -> &dyn Backend {

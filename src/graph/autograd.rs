@@ -162,13 +162,14 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
             }
             continue;
         }
+        crate::tensor::Origin::in_backward_of(node, || {
         let g = grads.remove(&node.id());
         let others = output_grads.remove(&node.id());
         let input_grads = match (g, others) {
-            (None, None) => continue,
+            (None, None) => return,
             (Some(g), None) if node.0.op == Op::Leaf => {
                 out.by_id.insert(node.id(), (node.clone(), g));
-                continue;
+                return;
             }
             (Some(g), None) if node.0.others.get().is_none() => node.0.op.backward(&node.0.inputs, node, &g),
             (g, others) => {
@@ -191,6 +192,7 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
             };
             grads.insert(input.id(), acc);
         }
+        });
     }
     Ok(out)
 }

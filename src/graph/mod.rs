@@ -2,3 +2,4 @@
 
 pub(crate) mod autograd;
 pub(crate) mod plan;
+pub(crate) mod debug;

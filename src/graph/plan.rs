@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::backend::{Counters, Executable, ExternalSpec, Program, Slot, Step, Storage};
+use crate::backend::{Counters, Executable, ExternalSpec, Probe, Program, Slot, Step, Storage};
 use crate::ops::{Bind, Lowering, Op};
 use crate::tensor::numel;
 use crate::{Error, Result, Tensor};
@@ -17,6 +17,8 @@ use crate::{Error, Result, Tensor};
 /// A compiled plan, shared by every graph of the same structure.
 pub(crate) struct CompiledPlan {
     exec: Box<dyn Executable>,
+    /// What was compiled, for the debugging modes (`debug.rs`).
+    program: Program,
     /// Indices (into the schedule) of the nodes whose values are kept.
     kept_nodes: Vec<usize>,
 }
@@ -262,6 +264,7 @@ impl Schedule {
                     }
                 }
             };
+            let computed = !matches!(lowering, Lowering::Alias);
             let (out, launches, mut temps, outputs) = match lowering {
                 Lowering::Alias => (bindings_in[0], Vec::new(), Vec::new(), Vec::new()), // same buffer as the input
                 Lowering::OutputOf(k) => {
@@ -300,6 +303,14 @@ impl Schedule {
                 program.steps.push(Step {
                     kernel: launch.kernel,
                     bindings,
+                });
+            }
+            if computed {
+                program.probes.push(Probe {
+                    node: i,
+                    after: program.steps.len(),
+                    slot: out,
+                    words: numel(node.shape()),
                 });
             }
             // Outputs read by `Op::Output` nodes live on in those; the rest are scratch.
@@ -388,9 +399,14 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
             }
             None => {
                 Counters::add(&device.counters().plan_cache_misses, 1);
-                let exec = device.backend().compile(schedule.lower())?;
+                let program = schedule.lower();
+                let exec = device.backend().compile(program.clone())?;
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();
-                let plan = Arc::new(CompiledPlan { exec, kept_nodes });
+                let plan = Arc::new(CompiledPlan {
+                    exec,
+                    program,
+                    kept_nodes,
+                });
                 device.plan_cache().lock().unwrap().insert(key, plan.clone());
                 plan
             }
@@ -401,7 +417,11 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
         .iter()
         .map(|t| t.0.storage.lock().unwrap().clone().expect("externals are realized"))
         .collect();
-    let kept = plan.exec.run(&externals)?;
+    let kept = if device.debug_modes().any() {
+        super::debug::run(&*plan.exec, &plan.program, &schedule.nodes, &externals, &device)?
+    } else {
+        plan.exec.run(&externals, None)?
+    };
     for (&i, storage) in plan.kept_nodes.iter().zip(kept) {
         *schedule.nodes[i].0.storage.lock().unwrap() = Some(storage);
     }
