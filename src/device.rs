@@ -139,7 +139,9 @@ impl DebugModes {
     fn from_env() -> DebugModes {
         let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty() && v != "0");
         let modes = DebugModes::default();
-        modes.check_nan.store(var("WGNN_CHECK_NAN").is_some(), Ordering::Relaxed);
+        modes
+            .check_nan
+            .store(var("WGNN_CHECK_NAN").is_some(), Ordering::Relaxed);
         if let Some(v) = var("WGNN_SHADOW") {
             let numbers: Vec<f32> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
             let tolerance = match numbers[..] {

@@ -179,7 +179,9 @@ fn fixed_model(dev: &Device) -> Sequential {
         .add(nn::Tanh)
         .add(Linear::new(8, 3, dev));
     for (k, p) in model.parameters().iter().enumerate() {
-        let values: Vec<f32> = (0..p.numel()).map(|i| ((i * 7 + k * 3) % 11) as f32 / 11.0 - 0.5).collect();
+        let values: Vec<f32> = (0..p.numel())
+            .map(|i| ((i * 7 + k * 3) % 11) as f32 / 11.0 - 0.5)
+            .collect();
         p.assign(&values).unwrap();
     }
     model
@@ -208,7 +210,15 @@ fn a_failed_step_leaves_parameters_and_optimizer_state_as_they_were(dev: &Device
     let _seed = serial();
     let dev = private(dev);
     let (x, labels) = batch(&dev, 0.5);
-    let adam = |model: &Sequential| Adam::new(model.parameters(), AdamConfig { lr: 0.05, ..Default::default() });
+    let adam = |model: &Sequential| {
+        Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 0.05,
+                ..Default::default()
+            },
+        )
+    };
     let uninterrupted = fixed_model(&dev);
     let mut opt = adam(&uninterrupted);
     for _ in 0..3 {
@@ -269,7 +279,10 @@ fn a_tensor_above_a_lowered_storage_binding_limit_is_refused_before_dispatch() {
     let e = outer.sum().to_vec().unwrap_err();
     assert!(matches!(e, Error::DeviceLimit { limit: 1048576, .. }), "{e}");
     let message = e.to_string();
-    assert!(message.contains("1048576") && message.contains("max_storage_buffer_binding_size"), "{message}");
+    assert!(
+        message.contains("1048576") && message.contains("max_storage_buffer_binding_size"),
+        "{message}"
+    );
     assert_eq!(dev.stats().dispatches, before.dispatches, "nothing was dispatched");
     // Below the limit the device works.
     let small = a.narrow(0, 0, 100).matmul(&b.narrow(1, 0, 100)).sum().item().unwrap();
@@ -292,12 +305,22 @@ fn a_kernel_the_driver_rejects_is_a_gpu_error_naming_the_kernel() {
 fn losing_the_device_mid_training_is_a_typed_error_and_training_resumes_on_a_fresh_one() {
     let Some(gpu) = gpu() else { return };
     let _seed = serial();
-    let sgd = |model: &Sequential| Sgd::new(model.parameters(), SgdConfig { lr: 0.1, ..Default::default() });
+    let sgd = |model: &Sequential| {
+        Sgd::new(
+            model.parameters(),
+            SgdConfig {
+                lr: 0.1,
+                ..Default::default()
+            },
+        )
+    };
     let reference = private(&gpu);
     let (x, labels) = batch(&reference, 0.5);
     let model = fixed_model(&reference);
     let mut opt = sgd(&model);
-    let losses: Vec<f32> = (0..6).map(|_| train_step(&model, &mut opt, &x, &labels).unwrap()).collect();
+    let losses: Vec<f32> = (0..6)
+        .map(|_| train_step(&model, &mut opt, &x, &labels).unwrap())
+        .collect();
     let expected = values(&model);
 
     let doomed = private(&gpu);

@@ -771,7 +771,10 @@ fn nan_check_names_zero_over_zero_and_an_overflowing_exp(dev: &Device) {
     let ratio = &x / &y;
     let (op, _, location, value, index) = non_finite(&ratio.square());
     assert_eq!((op.as_str(), index), ("Binary(Div)", 0));
-    assert!(value.is_nan() && location.starts_with(&format!("tests/ops.rs:{line}:")), "{value} {location}");
+    assert!(
+        value.is_nan() && location.starts_with(&format!("tests/ops.rs:{line}:")),
+        "{value} {location}"
+    );
 
     let big = Tensor::from_vec(vec![1.0, 50.0, 100.0], &[3], &dev).unwrap();
     let line = line!() + 1;
@@ -794,7 +797,9 @@ fn nan_check_names_a_gradient_node_by_the_forward_line_it_came_from(dev: &Device
     let (_, shape, location, value, index) = non_finite(grads.get(&w).unwrap());
     assert_eq!((shape, value, index), (vec![3], f32::INFINITY, 1));
     assert!(
-        location.contains(&format!("in the backward of the Unary(Sqrt) built at tests/ops.rs:{line}:")),
+        location.contains(&format!(
+            "in the backward of the Unary(Sqrt) built at tests/ops.rs:{line}:"
+        )),
         "{location}"
     );
 }
@@ -867,7 +872,17 @@ fn shadow_mode_names_the_node_whose_gpu_kernel_is_broken() {
     let right = {
         let cpu = Device::cpu();
         let x = Tensor::from_vec(vec![0.1, 0.2, -0.3, 0.4], &[2, 2], &cpu).unwrap();
-        x.mul_scalar(2.0).tanh().exp().add_scalar(1.0).log().sum().item().unwrap()
+        x.mul_scalar(2.0)
+            .tanh()
+            .exp()
+            .add_scalar(1.0)
+            .log()
+            .sum()
+            .item()
+            .unwrap()
     };
-    assert!((wrong - right).abs() > 1e-3, "the patch did not break the kernel: {wrong} vs {right}");
+    assert!(
+        (wrong - right).abs() > 1e-3,
+        "the patch did not break the kernel: {wrong} vs {right}"
+    );
 }

@@ -110,7 +110,6 @@ impl Scopes {
     }
 }
 
-
 pub(crate) struct GpuBackend(Arc<Shared>);
 
 /// Rounded buffer size: a multiple of 16 bytes, never zero.
@@ -174,7 +173,12 @@ impl GpuBackend {
         }));
         let f = faults.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *f.lost.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+            let reason = format!("{reason:?}");
+            *f.lost.lock().unwrap() = Some(if message.is_empty() {
+                reason
+            } else {
+                format!("{reason}: {message}")
+            });
             f.any.store(true, Ordering::Release);
         });
         Ok(GpuBackend(Arc::new(Shared {
@@ -199,7 +203,10 @@ impl Shared {
         let bytes = buffer_bytes(words);
         for (limit, limit_name) in [
             (self.info.max_buffer_size, "max_buffer_size"),
-            (self.info.max_storage_buffer_binding_size, "max_storage_buffer_binding_size"),
+            (
+                self.info.max_storage_buffer_binding_size,
+                "max_storage_buffer_binding_size",
+            ),
         ] {
             if bytes > limit {
                 return Err(Error::DeviceLimit {
@@ -224,7 +231,11 @@ impl Shared {
 
     /// Copies each `(buffer, bytes)` into a staging buffer in `encoder`, submits it
     /// and reads them back.
-    async fn readback(&self, mut encoder: wgpu::CommandEncoder, sources: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<f32>>> {
+    async fn readback(
+        &self,
+        mut encoder: wgpu::CommandEncoder,
+        sources: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<f32>>> {
         let staging: Vec<wgpu::Buffer> = sources
             .iter()
             .map(|&(source, bytes)| {
@@ -685,7 +696,13 @@ impl GpuPlan {
 
 impl GpuPlan {
     /// Records `steps` as one compute pass.
-    fn encode_pass(&self, encoder: &mut wgpu::CommandEncoder, label: &str, steps: &[GpuStep], ext: &[Option<&Arc<GpuBuffer>>]) {
+    fn encode_pass(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        steps: &[GpuStep],
+        ext: &[Option<&Arc<GpuBuffer>>],
+    ) {
         if steps.is_empty() {
             return;
         }
@@ -763,7 +780,10 @@ impl Executable for GpuPlan {
         self.encode_pass(&mut encoder, "wgnn update", &self.updates, &ext);
         s.queue.submit([encoder.finish()]);
         Counters::add(&s.counters.submits, 1);
-        Counters::add(&s.counters.dispatches, (self.steps.len() - done + self.updates.len()) as u64);
+        Counters::add(
+            &s.counters.dispatches,
+            (self.steps.len() - done + self.updates.len()) as u64,
+        );
         s.faults.check("running a plan")?;
         Ok(kept.into_iter().map(Storage::Gpu).collect())
     }

@@ -162,14 +162,14 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
             }
             continue;
         }
-        crate::tensor::Origin::in_backward_of(node, || {
+        let _attributed = crate::tensor::Origin::backward_of(node);
         let g = grads.remove(&node.id());
         let others = output_grads.remove(&node.id());
         let input_grads = match (g, others) {
-            (None, None) => return,
+            (None, None) => continue,
             (Some(g), None) if node.0.op == Op::Leaf => {
                 out.by_id.insert(node.id(), (node.clone(), g));
-                return;
+                continue;
             }
             (Some(g), None) if node.0.others.get().is_none() => node.0.op.backward(&node.0.inputs, node, &g),
             (g, others) => {
@@ -192,7 +192,6 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
             };
             grads.insert(input.id(), acc);
         }
-        });
     }
     Ok(out)
 }

@@ -159,7 +159,8 @@ impl Tolerance {
                 max_rel = max_rel.max(diff / c.abs());
             }
             let excess = diff / (self.atol + self.rtol * c.abs());
-            if !(excess <= 1.0) && worst.is_none_or(|(e, _)| excess > e) {
+            let excess = if excess.is_nan() { f32::INFINITY } else { excess };
+            if excess > 1.0 && worst.is_none_or(|(e, _)| excess > e) {
                 worst = Some((excess, i));
             }
         }

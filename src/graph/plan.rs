@@ -179,6 +179,28 @@ impl Schedule {
         Ok(())
     }
 
+    /// Refuses, before anything is allocated or dispatched, a node whose value the
+    /// device cannot hold in one buffer, naming the node.
+    fn check_limits(&self, device: &crate::Device) -> Result<()> {
+        let info = device.info();
+        let (limit, limit_name) = [
+            (info.max_buffer_size, "max_buffer_size"),
+            (info.max_storage_buffer_binding_size, "max_storage_buffer_binding_size"),
+        ]
+        .into_iter()
+        .min_by_key(|&(limit, _)| limit)
+        .expect("two limits");
+        match self.nodes.iter().find(|t| t.numel() as u64 * 4 > limit) {
+            Some(t) => Err(Error::DeviceLimit {
+                what: format!("the value of {:?} {:?} built at {}", t.0.op, t.shape(), t.0.origin),
+                needed: t.numel() as u64 * 4,
+                limit,
+                limit_name,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The cache key: structure, shapes, external kinds and which values are kept.
     fn key(&self) -> String {
         let mut key = String::new();
@@ -399,6 +421,7 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
             }
             None => {
                 Counters::add(&device.counters().plan_cache_misses, 1);
+                schedule.check_limits(&device)?;
                 let program = schedule.lower();
                 let exec = device.backend().compile(program.clone())?;
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();

@@ -51,13 +51,19 @@ impl Origin {
         }
     }
 
-    /// Runs `f` (which builds the gradient nodes of `forward`) with those nodes
-    /// attributed to `forward`.
-    pub(crate) fn in_backward_of<R>(forward: &Tensor, f: impl FnOnce() -> R) -> R {
-        let previous = GRAD_OF.with(|c| c.replace(Some(Arc::downgrade(&forward.0))));
-        let result = f();
-        GRAD_OF.with(|c| c.set(previous));
-        result
+    /// Until the guard is dropped, nodes built on this thread are gradient nodes of
+    /// `forward` (autograd holds it while expanding `forward`'s gradient rule).
+    pub(crate) fn backward_of(forward: &Tensor) -> BackwardOf {
+        BackwardOf(GRAD_OF.with(|c| c.replace(Some(Arc::downgrade(&forward.0)))))
+    }
+}
+
+/// Restores the previous attribution when dropped (see [`Origin::backward_of`]).
+pub(crate) struct BackwardOf(Option<Weak<Node>>);
+
+impl Drop for BackwardOf {
+    fn drop(&mut self) {
+        GRAD_OF.with(|c| c.set(self.0.take()));
     }
 }
 
