@@ -137,15 +137,25 @@ pub(crate) struct DebugModes {
 impl DebugModes {
     /// The modes `WGNN_CHECK_NAN` and `WGNN_SHADOW` ask for.
     fn from_env() -> DebugModes {
-        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty() && v != "0");
+        DebugModes::from_vars(
+            std::env::var("WGNN_CHECK_NAN").ok().as_deref(),
+            std::env::var("WGNN_SHADOW").ok().as_deref(),
+        )
+    }
+
+    /// The modes asked for by these values of `WGNN_CHECK_NAN` and `WGNN_SHADOW`:
+    /// unset, empty or `0` is off; `WGNN_SHADOW=atol,rtol` sets the tolerance, any
+    /// other value turns shadow mode on with the default one.
+    fn from_vars(check_nan: Option<&str>, shadow: Option<&str>) -> DebugModes {
+        fn on(v: Option<&str>) -> Option<&str> {
+            v.filter(|v| !v.is_empty() && *v != "0")
+        }
         let modes = DebugModes::default();
-        modes
-            .check_nan
-            .store(var("WGNN_CHECK_NAN").is_some(), Ordering::Relaxed);
-        if let Some(v) = var("WGNN_SHADOW") {
+        modes.check_nan.store(on(check_nan).is_some(), Ordering::Relaxed);
+        if let Some(v) = on(shadow) {
             let numbers: Vec<f32> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
             let tolerance = match numbers[..] {
-                [atol, rtol] if v.contains(',') => Tolerance { atol, rtol },
+                [atol, rtol] => Tolerance { atol, rtol },
                 _ => Tolerance::default(),
             };
             modes.set_shadow(Some(tolerance));
@@ -389,5 +399,24 @@ impl std::fmt::Display for Device {
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Device({})", self.info())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debugging_modes_follow_their_environment_variables() {
+        let modes = |nan, shadow| {
+            let m = DebugModes::from_vars(nan, shadow);
+            let tolerance = *m.shadow.lock().unwrap();
+            (m.check_nan.load(Ordering::Relaxed), tolerance)
+        };
+        assert_eq!(modes(None, None), (false, None));
+        assert_eq!(modes(Some("0"), Some("")), (false, None));
+        assert_eq!(modes(Some("1"), Some("1")), (true, Some(Tolerance::default())));
+        let tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
+        assert_eq!(modes(Some("yes"), Some("1e-4, 1e-3")), (true, Some(tolerance)));
     }
 }

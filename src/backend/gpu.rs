@@ -297,6 +297,7 @@ impl Shared {
     /// A storage buffer of at least `words` words; from the pool unless `fresh`
     /// (fresh buffers are zero-filled by wgpu).
     fn buffer(&self, words: usize, fresh: bool) -> Result<Arc<GpuBuffer>> {
+        self.faults.check("creating a buffer")?;
         self.check_size("a buffer", words)?;
         let bytes = buffer_bytes(words);
         let pooled = if fresh {
@@ -523,6 +524,7 @@ impl super::Backend for GpuBackend {
     fn overwrite(&self, storage: Storage, data: &[f32]) -> Result<Storage> {
         match storage {
             Storage::Gpu(b) => {
+                self.0.faults.check("overwriting a value")?;
                 self.0.upload(b.raw(), data);
                 Ok(Storage::Gpu(b))
             }
