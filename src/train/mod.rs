@@ -33,10 +33,11 @@ mod history;
 mod layer_stats;
 mod model;
 pub mod report;
+mod resume;
 pub mod select;
 mod tally;
 
-pub use callbacks::{Callback, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
+pub use callbacks::{Callback, CallbackState, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
 pub use history::{History, LayerStat, LrChange, Scores};
 pub use model::{Clip, FitConfig, Loss, Model, Penalty};
 pub use select::{
