@@ -1,6 +1,8 @@
 //! Training the way Keras and scikit-learn users expect it: `compile` / `fit` /
 //! `evaluate` / `predict` with callbacks and a [`History`], a written training
 //! report, and model selection (k-fold cross-validation, grid and random search).
+//! [`ModelCheckpoint`] writes full checkpoints and [`FitConfig::resume_from`]
+//! continues a run from one, bit for bit.
 //!
 //! ```no_run
 //! use wgnn::metrics::{Average, Metric};
