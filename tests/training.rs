@@ -1,5 +1,6 @@
 //! Training end to end on both backends: XOR, the MNIST subset, the steady state of
-//! a training step, and laziness that never changes meaning.
+//! a training step, laziness that never changes meaning, and checkpoints that resume
+//! bit for bit and survive being killed mid-write.
 
 mod common;
 
@@ -1102,6 +1103,121 @@ fn loading_a_checkpoint_of_another_architecture_names_every_mismatch_and_changes
     wgnn::io::load_safetensors(&mut same, &path).unwrap();
     assert_eq!(weight_bits(&same), weight_bits(&net));
     for p in [path, plain] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn every_optimizers_state_round_trips_through_a_checkpoint() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let sgd = |momentum: f32, nesterov: bool| {
+        move |p: Vec<Tensor>| -> Box<dyn Optimizer> {
+            Box::new(Sgd::new(
+                p,
+                SgdConfig {
+                    lr: 0.1,
+                    momentum,
+                    dampening: 0.0,
+                    weight_decay: 1e-3,
+                    nesterov,
+                },
+            ))
+        }
+    };
+    let adam = |p: Vec<Tensor>| -> Box<dyn Optimizer> {
+        Box::new(Adam::new(
+            p,
+            AdamConfig {
+                lr: 0.01,
+                weight_decay: 1e-2,
+                ..Default::default()
+            },
+        ))
+    };
+    let adamw = |p: Vec<Tensor>| -> Box<dyn Optimizer> { Box::new(AdamW::new(p, AdamConfig::default())) };
+    let makers: Vec<(&str, Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>>)> = vec![
+        ("SGD", Box::new(sgd(0.0, false))),
+        ("SGD with momentum", Box::new(sgd(0.9, true))),
+        ("Adam", Box::new(adam)),
+        ("AdamW", Box::new(adamw)),
+    ];
+    let x = Tensor::from_vec((0..12).map(|v| v as f32 / 12.0).collect(), &[3, 4], &dev).unwrap();
+    let y = Tensor::from_labels(&[0, 1, 1], &dev).unwrap();
+    let path = temp_file("optimizers.ckpt", &dev);
+    for (kind, make) in &makers {
+        let net = Sequential::new().add(Linear::new(4, 2, &dev));
+        let mut opt = make(net.parameters());
+        for _ in 0..3 {
+            opt.step(&nn::loss::cross_entropy(&net.forward(&x), &y).backward().unwrap())
+                .unwrap();
+        }
+        opt.set_lr(0.0123);
+        wgnn::io::save_checkpoint(&net, &opt, &path).unwrap();
+        let mut fresh = Sequential::new().add(Linear::new(4, 2, &dev));
+        let mut loaded = make(fresh.parameters());
+        wgnn::io::load_checkpoint(&mut fresh, &mut loaded, &path).unwrap();
+        let (want, got) = (opt.state().unwrap(), loaded.state().unwrap());
+        assert_eq!((want.kind.as_str(), want.steps, want.lr), (*kind, 3, 0.0123));
+        assert_eq!(got, want, "{kind}");
+        assert_eq!(weight_bits(&fresh), weight_bits(&net), "{kind}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn resuming_fit_needs_a_checkpoint_written_by_fit_with_the_same_callbacks() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let x = Tensor::from_vec((0..24).map(|v| v as f32 / 24.0).collect(), &[6, 4], &dev).unwrap();
+    let y = Tensor::from_labels(&[0, 1, 2, 0, 1, 2], &dev).unwrap();
+    let model = || {
+        let net = Sequential::new().add(Linear::new(4, 3, &dev));
+        let opt = Adam::new(net.parameters(), AdamConfig::default());
+        net.compile(opt, Loss::CrossEntropy, &[]).unwrap()
+    };
+    let (plain, from_fit) = (temp_file("plain.ckpt", &dev), temp_file("fit.ckpt", &dev));
+    let mut m = model();
+    wgnn::io::save_checkpoint(&m.net, &m.optimizer, &plain).unwrap();
+    let config = |callbacks: Vec<Box<dyn wgnn::train::Callback>>, resume_from: &std::path::Path| FitConfig {
+        epochs: 2,
+        callbacks,
+        verbose: false,
+        layer_stats: false,
+        resume_from: Some(resume_from.into()),
+        ..Default::default()
+    };
+    let before = weight_bits(&m.net);
+    let err = m.fit(&x, &y, config(vec![], &plain)).unwrap_err();
+    assert!(
+        err.to_string().contains("written by save_checkpoint, not by fit"),
+        "{err}"
+    );
+    let mut writer = model();
+    let first = FitConfig {
+        epochs: 1,
+        callbacks: vec![Box::new(ModelCheckpoint::every_epoch(&from_fit))],
+        verbose: false,
+        layer_stats: false,
+        ..Default::default()
+    };
+    writer.fit(&x, &y, first).unwrap();
+    let err = m.fit(&x, &y, config(vec![], &from_fit)).unwrap_err();
+    assert!(err.to_string().contains("with 1 callbacks, this fit has 0"), "{err}");
+    assert_eq!(weight_bits(&m.net), before, "a refused resume changed the model");
+    let history = m
+        .fit(
+            &x,
+            &y,
+            config(vec![Box::new(ModelCheckpoint::every_epoch(&from_fit))], &from_fit),
+        )
+        .unwrap();
+    assert_eq!(
+        history.epochs(),
+        2,
+        "the history holds the epoch before the checkpoint too"
+    );
+    for p in [plain, from_fit] {
         let _ = std::fs::remove_file(p);
     }
 }
