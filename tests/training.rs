@@ -1111,43 +1111,32 @@ fn loading_a_checkpoint_of_another_architecture_names_every_mismatch_and_changes
 fn every_optimizers_state_round_trips_through_a_checkpoint() {
     let _serial = serial();
     let dev = Device::cpu();
-    let sgd = |momentum: f32, nesterov: bool| {
-        move |p: Vec<Tensor>| -> Box<dyn Optimizer> {
-            Box::new(Sgd::new(
-                p,
-                SgdConfig {
-                    lr: 0.1,
-                    momentum,
-                    dampening: 0.0,
-                    weight_decay: 1e-3,
-                    nesterov,
-                },
-            ))
+    let make = |kind: &str, p: Vec<Tensor>| -> Box<dyn Optimizer> {
+        let sgd = |momentum| SgdConfig {
+            lr: 0.1,
+            momentum,
+            weight_decay: 1e-3,
+            nesterov: momentum > 0.0,
+            ..Default::default()
+        };
+        let adam = AdamConfig {
+            lr: 0.01,
+            weight_decay: 1e-2,
+            ..Default::default()
+        };
+        match kind {
+            "SGD" => Box::new(Sgd::new(p, sgd(0.0))),
+            "SGD with momentum" => Box::new(Sgd::new(p, sgd(0.9))),
+            "Adam" => Box::new(Adam::new(p, adam)),
+            _ => Box::new(AdamW::new(p, adam)),
         }
     };
-    let adam = |p: Vec<Tensor>| -> Box<dyn Optimizer> {
-        Box::new(Adam::new(
-            p,
-            AdamConfig {
-                lr: 0.01,
-                weight_decay: 1e-2,
-                ..Default::default()
-            },
-        ))
-    };
-    let adamw = |p: Vec<Tensor>| -> Box<dyn Optimizer> { Box::new(AdamW::new(p, AdamConfig::default())) };
-    let makers: Vec<(&str, Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>>)> = vec![
-        ("SGD", Box::new(sgd(0.0, false))),
-        ("SGD with momentum", Box::new(sgd(0.9, true))),
-        ("Adam", Box::new(adam)),
-        ("AdamW", Box::new(adamw)),
-    ];
     let x = Tensor::from_vec((0..12).map(|v| v as f32 / 12.0).collect(), &[3, 4], &dev).unwrap();
     let y = Tensor::from_labels(&[0, 1, 1], &dev).unwrap();
     let path = temp_file("optimizers.ckpt", &dev);
-    for (kind, make) in &makers {
+    for kind in ["SGD", "SGD with momentum", "Adam", "AdamW"] {
         let net = Sequential::new().add(Linear::new(4, 2, &dev));
-        let mut opt = make(net.parameters());
+        let mut opt = make(kind, net.parameters());
         for _ in 0..3 {
             opt.step(&nn::loss::cross_entropy(&net.forward(&x), &y).backward().unwrap())
                 .unwrap();
@@ -1155,10 +1144,10 @@ fn every_optimizers_state_round_trips_through_a_checkpoint() {
         opt.set_lr(0.0123);
         wgnn::io::save_checkpoint(&net, &opt, &path).unwrap();
         let mut fresh = Sequential::new().add(Linear::new(4, 2, &dev));
-        let mut loaded = make(fresh.parameters());
+        let mut loaded = make(kind, fresh.parameters());
         wgnn::io::load_checkpoint(&mut fresh, &mut loaded, &path).unwrap();
         let (want, got) = (opt.state().unwrap(), loaded.state().unwrap());
-        assert_eq!((want.kind.as_str(), want.steps, want.lr), (*kind, 3, 0.0123));
+        assert_eq!((want.kind.as_str(), want.steps, want.lr), (kind, 3, 0.0123));
         assert_eq!(got, want, "{kind}");
         assert_eq!(weight_bits(&fresh), weight_bits(&net), "{kind}");
     }
