@@ -1263,7 +1263,7 @@ fn a_checkpoint_killed_while_being_written_leaves_the_old_or_the_new_one() {
     let tmp = dir.join("run.ckpt.tmp");
     let (mut net, mut opt) = crash_model();
     let mut random = 0x2545_f491_4f6c_dd1du64;
-    let (mut kills, mut cut_short, mut seen) = (0, 0, std::collections::BTreeSet::new());
+    let (mut kills, mut cut_short, mut loaded, mut seen) = (0, 0, 0, std::collections::BTreeSet::new());
     while kills < 200 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([NAME, "--exact", "--test-threads=1"])
@@ -1296,10 +1296,10 @@ fn a_checkpoint_killed_while_being_written_leaves_the_old_or_the_new_one() {
             );
         }
         seen.insert(step);
+        loaded += 1;
     }
     eprintln!(
-        "{kills} kills; after {} of them a temporary file was left (a write was cut short); checkpoints of {} distinct steps, up to step {:?}",
-        cut_short,
+        "{kills} kills; after {loaded} of them a checkpoint was there and loaded, after {cut_short} a temporary file was left (a write was cut short); checkpoints of {} distinct steps, up to step {:?}",
         seen.len(),
         seen.last()
     );

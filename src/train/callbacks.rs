@@ -32,8 +32,9 @@ impl<'a> Control<'a> {
         }
     }
 
-    /// Asks `fit` to write a full checkpoint to `path` at the end of this epoch, once
-    /// every callback has run and the epoch is in the history: parameters, optimizer
+    /// From [`Callback::on_epoch_end`], asks `fit` to write a full checkpoint to `path`
+    /// at the end of this epoch, once every callback has run and the epoch is in the
+    /// history (requests from `on_train_end` are ignored): parameters, optimizer
     /// state, random stream, epoch, data order, history and every callback's
     /// [`Callback::state`]. `FitConfig::resume_from` continues from it bit for bit.
     pub fn save_checkpoint(&mut self, path: impl Into<PathBuf>) {
@@ -310,7 +311,8 @@ impl Callback for LrScheduler {
 /// `FitConfig::resume_from` continues the run bit for bit. The file is a safetensors
 /// file whose parameters also load with [`crate::io::load_safetensors`]; it is written
 /// to a temporary file, flushed and renamed, so a crash never leaves a half-written
-/// checkpoint.
+/// checkpoint. The optimizer must support checkpoints ([`Optimizer::state`]; every
+/// built-in one does), and so must every callback that keeps state.
 pub struct ModelCheckpoint {
     /// The checkpoint file written.
     pub path: PathBuf,
