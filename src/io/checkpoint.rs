@@ -254,27 +254,22 @@ fn optimizer_state(
         field("optimizer.parameters"),
         field("optimizer.hyper"),
     );
-    let mut number_problems = Vec::new();
-    let mut number = |key: &str, text: &str| -> Option<f64> {
-        let v = text.parse().ok();
-        if v.is_none() && !text.is_empty() {
-            number_problems.push(format!("metadata {key:?}: {text:?} is not a number"));
+    // f64 and f32 each parsed as their own type: the text reads back to the same bits.
+    let lr = lr.parse::<f64>().unwrap_or_else(|_| {
+        if !lr.is_empty() {
+            problems.push(format!("metadata \"optimizer.lr\": {lr:?} is not a number"));
         }
-        v
-    };
-    let lr = number("optimizer.lr", &lr).unwrap_or(f64::NAN);
+        f64::NAN
+    });
     let steps = steps.parse::<u64>().ok();
     let count = count.parse::<usize>().ok();
-    let hyper: Vec<(String, f32)> = hyper
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| {
-            let (name, value) = h.split_once('=').unwrap_or((h, ""));
-            let value = number(&format!("optimizer.hyper {name}"), value).unwrap_or(f64::NAN) as f32;
-            (name.to_string(), value)
-        })
-        .collect();
-    problems.extend(number_problems);
+    let mut hyper_values = Vec::new();
+    for entry in hyper.split(',').filter(|h| !h.is_empty()) {
+        match entry.split_once('=').map(|(n, v)| (n, v.parse::<f32>())) {
+            Some((name, Ok(value))) => hyper_values.push((name.to_string(), value)),
+            _ => problems.push(format!("metadata \"optimizer.hyper\": {entry:?} is not `name=number`")),
+        }
+    }
     if steps.is_none() || count.is_none() {
         problems.push("metadata \"optimizer.steps\" or \"optimizer.parameters\" is not a count".into());
     }
@@ -297,7 +292,7 @@ fn optimizer_state(
     OptimizerState {
         kind,
         lr,
-        hyper,
+        hyper: hyper_values,
         steps: steps.unwrap_or(0),
         buffers,
     }
