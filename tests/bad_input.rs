@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use wgnn::data::{self, DataLoader};
 use wgnn::nn::{self, Linear, Module, Sequential};
-use wgnn::optim::{Adam, AdamConfig};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::train::{FitConfig, Loss};
 use wgnn::{Device, Error, Tensor};
 
@@ -305,6 +305,70 @@ fn safetensors_with_a_missing_tensor() {
         "Load",
         &["missing tensor \"bias\""],
     );
+}
+
+// ---- checkpoints -----------------------------------------------------------------
+
+/// A checkpoint of [`small_model`] with Adam after one step, and its bytes.
+fn checkpoint_file(tag: &str) -> (PathBuf, Vec<u8>) {
+    let dev = Device::cpu();
+    let model = small_model(&dev);
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let x = Tensor::randn(&[2, 4], 3, &dev).unwrap();
+    opt.step(&model.forward(&x).square().mean().backward().unwrap())
+        .unwrap();
+    let path = scratch(&format!("{tag}.ckpt"));
+    wgnn::io::save_checkpoint(&model, &opt, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+/// Loads the checkpoint at `path` into a fresh [`small_model`] and Adam, checking a
+/// failed load leaves both as they were.
+fn load_checkpoint_into(model: &mut dyn Module, path: &std::path::Path) -> Error {
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let before: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    let err = wgnn::io::load_checkpoint(model, &mut opt, path).unwrap_err();
+    let after: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    assert_eq!(before, after, "a failed load changed the model");
+    assert_eq!(opt.lr(), 1e-3, "a failed load changed the optimizer");
+    err
+}
+
+#[test]
+fn checkpoint_truncated() {
+    let (_, bytes) = checkpoint_file("ckpt-src");
+    for cut in [bytes.len() - 1, bytes.len() / 2, 9, 3] {
+        let path = scratch("truncated.ckpt");
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = load_checkpoint_into(&mut small_model(&Device::cpu()), &path);
+        assert_says(
+            &err,
+            matches!(err, Error::SafeTensors { .. }),
+            "SafeTensors",
+            &["truncated.ckpt"],
+        );
+    }
+}
+
+#[test]
+fn checkpoint_of_another_architecture() {
+    let (path, _) = checkpoint_file("arch");
+    let mut wider = Linear::new(5, 3, &Device::cpu());
+    let err = load_checkpoint_into(&mut wider, &path);
+    assert_says(
+        &err,
+        matches!(err, Error::Load { .. }),
+        "Load",
+        &["\"weight\" has shape [3, 4], the module expects [3, 5]"],
+    );
+}
+
+#[test]
+fn checkpoint_that_is_a_plain_model_file() {
+    let (path, _) = safetensors_file("plain-model");
+    let err = load_checkpoint_into(&mut small_model(&Device::cpu()), &path);
+    assert_says(&err, matches!(err, Error::Load { .. }), "Load", &["checkpoint"]);
 }
 
 // ---- data given to a model -------------------------------------------------------

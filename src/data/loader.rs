@@ -201,6 +201,18 @@ impl DataLoader {
         self.len() == 0
     }
 
+    /// The shuffling seed and the number of epochs begun: all that decides the row
+    /// order of the epochs to come (saved in `fit`'s checkpoints).
+    pub(crate) fn order_state(&self) -> (Option<u64>, u64) {
+        (self.shuffle, self.epoch)
+    }
+
+    /// Puts back an [`order_state`](Self::order_state), so the next epoch has the
+    /// order it would have had in the run that saved it.
+    pub(crate) fn set_order_state(&mut self, (shuffle, epoch): (Option<u64>, u64)) {
+        (self.shuffle, self.epoch) = (shuffle, epoch);
+    }
+
     /// The row order of the next epoch, then advances the epoch counter.
     fn next_order(&mut self) -> Vec<usize> {
         let order = match self.shuffle {

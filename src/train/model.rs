@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::callbacks::{Callback, Control};
 use super::history::{History, LrChange, Scores};
 use super::layer_stats::layer_stats;
+use super::resume;
 use super::tally::Tally;
 use crate::data::DataLoader;
 use crate::metrics::{ConfusionMatrix, Metric};
@@ -122,6 +123,13 @@ pub struct FitConfig {
     /// After training, compute per-layer gradient norms and dead/saturated units for
     /// the report (one more forward and backward pass on up to 256 rows).
     pub layer_stats: bool,
+    /// Continue the run that wrote this checkpoint (`ModelCheckpoint`,
+    /// `Control::save_checkpoint`): parameters, optimizer state, random stream, the
+    /// epoch, the data order, the callbacks' state and the history come from it, so
+    /// the result equals the uninterrupted run bit for bit. Give the same data,
+    /// settings and callbacks (in the same order) as that run; `epochs` is the total,
+    /// and the returned `History` holds every epoch, those before the checkpoint too.
+    pub resume_from: Option<std::path::PathBuf>,
 }
 
 impl Default for FitConfig {
@@ -136,6 +144,7 @@ impl Default for FitConfig {
             callbacks: Vec::new(),
             verbose: true,
             layer_stats: true,
+            resume_from: None,
         }
     }
 }
@@ -414,7 +423,11 @@ impl Model {
             ),
         ]);
         let show = config.verbose && std::io::stdout().is_terminal();
-        for epoch in 0..config.epochs {
+        let start = match &config.resume_from {
+            Some(path) => resume::restore(self, path, &mut train, &mut config.callbacks, &mut history)?,
+            None => 0,
+        };
+        for epoch in start..config.epochs {
             let started = Instant::now();
             let lr = self.optimizer.lr();
             let mut logs = Scores::new();
@@ -430,6 +443,7 @@ impl Model {
                 cb.on_epoch_end(epoch, &logs, &mut control)?;
             }
             let (stop, notes) = (control.stop.take(), std::mem::take(&mut control.notes));
+            let checkpoints = std::mem::take(&mut control.checkpoints);
             let new_lr = self.optimizer.lr();
             if show {
                 println!("epoch {}/{}: {}", epoch + 1, config.epochs, format_logs(&logs));
@@ -442,6 +456,9 @@ impl Model {
                     to: new_lr,
                     reason,
                 });
+            }
+            for path in checkpoints {
+                resume::save(self, &path, epoch + 1, &train, &config.callbacks, &history)?;
             }
             if let Some(reason) = stop {
                 history.stop_reason = Some(reason);
