@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
 use crate::graph::plan::CompiledPlan;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Which kind of backend a device runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,11 +245,38 @@ impl Device {
         Device::new(|c| Ok(Box::new(GpuBackend::new(options, c)?)))
     }
 
-    /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu` overrides. An
+    /// The names [`Device::from_name`] and `WGNN_DEVICE` accept.
+    pub const NAMES: [&'static str; 3] = ["cpu", "gpu", "auto"];
+
+    /// The device a name asks for, case-insensitive: `cpu`, `gpu` (an error when no
+    /// adapter works), or `auto` (as [`Device::best`], silently). An unknown name is an
+    /// error that lists the names there are.
+    pub fn from_name(name: &str) -> Result<Device> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Device::cpu()),
+            "gpu" => Device::gpu(),
+            "auto" | "" => Ok(Device::choose().0),
+            other => Err(Error::Invalid(format!(
+                "unknown device '{other}': the devices are {}",
+                Device::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// The device `WGNN_DEVICE` names (see [`Device::from_name`]), or `auto` when it is
+    /// unset: unlike [`Device::best`], an unknown name or `gpu` without a working
+    /// adapter is an error.
+    pub fn from_env() -> Result<Device> {
+        let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default();
+        Device::from_name(&wanted).map_err(|e| Error::Invalid(format!("WGNN_DEVICE={wanted}: {e}")))
+    }
+
+    /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu|auto` overrides. An
     /// adapter that is itself software on the CPU (Mesa's llvmpipe, WARP,
     /// SwiftShader) is not preferred over the CPU backend, which is much faster at the
     /// same work; `WGNN_DEVICE=gpu` still picks it. Prints the choice once to stderr
-    /// (silence with `WGNN_QUIET=1`).
+    /// (silence with `WGNN_QUIET=1`). Never fails: `WGNN_DEVICE=gpu` without an adapter
+    /// or an unknown name falls back, saying so; [`Device::from_env`] errors instead.
     pub fn best() -> Device {
         static SAID: std::sync::Once = std::sync::Once::new();
         let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default().to_ascii_lowercase();
@@ -259,17 +286,12 @@ impl Device {
                 Ok(d) => (d, "WGNN_DEVICE=gpu".into()),
                 Err(e) => (Device::cpu(), format!("WGNN_DEVICE=gpu but {e}; falling back")),
             },
-            _ => match Device::gpu() {
-                Ok(d) if d.info().device_type == "Cpu" => (
-                    Device::cpu(),
-                    format!(
-                        "the only adapter, {}, is software on the CPU; WGNN_DEVICE=gpu uses it",
-                        d.info().name
-                    ),
-                ),
-                Ok(d) => (d, "GPU found".into()),
-                Err(e) => (Device::cpu(), format!("{e}")),
-            },
+            "" | "auto" => Device::choose(),
+            other => {
+                let (d, why) = Device::choose();
+                let names = Device::NAMES.join(", ");
+                (d, format!("WGNN_DEVICE={other} is not one of {names}, so chose: {why}"))
+            }
         };
         SAID.call_once(|| {
             if std::env::var_os("WGNN_QUIET").is_none() {
@@ -277,6 +299,21 @@ impl Device {
             }
         });
         device
+    }
+
+    /// The automatic choice and why it was made.
+    fn choose() -> (Device, String) {
+        match Device::gpu() {
+            Ok(d) if d.info().device_type == "Cpu" => (
+                Device::cpu(),
+                format!(
+                    "the only adapter, {}, is software on the CPU; WGNN_DEVICE=gpu uses it",
+                    d.info().name
+                ),
+            ),
+            Ok(d) => (d, "GPU found".into()),
+            Err(e) => (Device::cpu(), format!("{e}")),
+        }
     }
 
     /// What the device is and its limits.

@@ -137,6 +137,30 @@ pub enum Error {
         /// The safetensors crate's message.
         reason: String,
     },
+    /// Data given to a model (`fit`, `evaluate`, `predict`) does not fit it: the reason
+    /// names the layer, what it expects and what the data has.
+    #[error("{op}: {reason}")]
+    DataShape {
+        /// The function that was called.
+        op: String,
+        /// What does not fit, e.g. "layer 0 `Linear(3, 8)` expects 3 features, the
+        /// data has 4".
+        reason: String,
+    },
+    /// A NaN or infinite value in data given to a model, at the first place it occurs.
+    #[error("{op}: the {what} hold {value} at row {row}, column {column}; remove or impute it first")]
+    NonFiniteData {
+        /// The function that was called.
+        op: String,
+        /// `features` or `targets`.
+        what: &'static str,
+        /// The row (sample) index.
+        row: usize,
+        /// The index of the value within its row (flattened for rows of rank > 1).
+        column: usize,
+        /// The value found.
+        value: f32,
+    },
     /// NaN-check mode (`WGNN_CHECK_NAN=1` or `Device::set_check_nan`): a node of the
     /// graph computed NaN or ±Inf. It is the first such node in execution order, so
     /// its inputs were finite (or came from outside the plan). Nothing of the plan was
