@@ -375,8 +375,9 @@ impl Device {
     /// kernel on the same inputs (each node's CPU inputs are the GPU's values), and the
     /// first node whose GPU values differ from the CPU's beyond `tolerance` stops the
     /// run with [`crate::Error::Divergence`], naming the node and the differences.
-    /// `None` turns it off. Label (u32) values must agree exactly. Nothing of a run
-    /// that fails is kept or applied. Slow (a readback per node). Also on when
+    /// `None` turns it off. Label (u32) values must agree exactly. In-place optimizer
+    /// updates are not compared (the gradients they read are). Nothing of a run that
+    /// fails is kept or applied. Slow (a readback per node). Also on when
     /// `WGNN_SHADOW` is set when the device is created: `1` for the default tolerance,
     /// or `atol,rtol` (e.g. `WGNN_SHADOW=1e-4,1e-3`). On the CPU device it does
     /// nothing (the CPU is the reference).

@@ -305,12 +305,22 @@ fn a_kernel_the_driver_rejects_is_a_gpu_error_naming_the_kernel() {
 fn losing_the_device_mid_training_is_a_typed_error_and_training_resumes_on_a_fresh_one() {
     let Some(gpu) = gpu() else { return };
     let _seed = serial();
-    let adam = |model: &Sequential| Adam::new(model.parameters(), AdamConfig { lr: 0.05, ..Default::default() });
+    let adam = |model: &Sequential| {
+        Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 0.05,
+                ..Default::default()
+            },
+        )
+    };
     let reference = private(&gpu);
     let (x, labels) = batch(&reference, 0.5);
     let model = fixed_model(&reference);
     let mut opt = adam(&model);
-    let losses: Vec<f32> = (0..6).map(|_| train_step(&model, &mut opt, &x, &labels).unwrap()).collect();
+    let losses: Vec<f32> = (0..6)
+        .map(|_| train_step(&model, &mut opt, &x, &labels).unwrap())
+        .collect();
     let expected = values(&model);
 
     let path = std::env::temp_dir().join(format!("wgnn-device-loss-{}.ckpt", std::process::id()));
