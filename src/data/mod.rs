@@ -368,6 +368,9 @@ fn parse_labelled_csv(bytes: &[u8], path: &Path, skip: usize, cols: Option<usize
         labels.push(label);
     }
     if labels.is_empty() {
+        if bytes.is_empty() {
+            return Err(Error::format(path, 0, "the file is empty"));
+        }
         let after = if skip > 0 {
             format!(" after the {skip} skipped line(s)")
         } else {
