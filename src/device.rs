@@ -2,12 +2,12 @@
 //! reports about itself, and its counters.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
 use crate::graph::plan::CompiledPlan;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Which kind of backend a device runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,11 +94,87 @@ impl std::ops::Sub for Stats {
     }
 }
 
+/// How to create a GPU device: which wgpu backends to try, and limits to lower below
+/// the adapter's (to test how wgnn behaves on a smaller device).
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Comma-separated wgpu backends (`vulkan`, `metal`, `dx12`, `gl`); empty for all,
+    /// `none` for none.
+    pub backends: String,
+    /// Lowers `max_storage_buffer_binding_size` (bytes) to this, if below the adapter's.
+    pub max_storage_buffer_binding_size: Option<u64>,
+    /// Lowers `max_buffer_size` (bytes) to this, if below the adapter's.
+    pub max_buffer_size: Option<u64>,
+}
+
+/// Tolerance of shadow mode: a GPU value `g` and its CPU reference `c` agree when
+/// `|g - c| <= atol + rtol * |c|` (as `numpy.allclose`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Absolute tolerance.
+    pub atol: f32,
+    /// Relative tolerance.
+    pub rtol: f32,
+}
+
+impl Default for Tolerance {
+    /// `atol 1e-5, rtol 1e-4`: well above the rounding differences of the WGSL
+    /// kernels (fused multiply-adds, `exp`/`log` approximations) on one node.
+    fn default() -> Tolerance {
+        Tolerance { atol: 1e-5, rtol: 1e-4 }
+    }
+}
+
+/// The numerical debugging modes of a device (`src/graph/debug.rs`).
+#[derive(Default)]
+pub(crate) struct DebugModes {
+    pub check_nan: AtomicBool,
+    pub shadow: Mutex<Option<Tolerance>>,
+    /// Whether `shadow` is set: the one flag a plan run reads when all is off.
+    pub shadow_on: AtomicBool,
+}
+
+impl DebugModes {
+    /// The modes `WGNN_CHECK_NAN` and `WGNN_SHADOW` ask for.
+    fn from_env() -> DebugModes {
+        DebugModes::from_vars(
+            std::env::var("WGNN_CHECK_NAN").ok().as_deref(),
+            std::env::var("WGNN_SHADOW").ok().as_deref(),
+        )
+    }
+
+    /// The modes asked for by these values of `WGNN_CHECK_NAN` and `WGNN_SHADOW`:
+    /// unset, empty or `0` is off; `WGNN_SHADOW=atol,rtol` sets the tolerance, any
+    /// other value turns shadow mode on with the default one.
+    fn from_vars(check_nan: Option<&str>, shadow: Option<&str>) -> DebugModes {
+        fn on(v: Option<&str>) -> Option<&str> {
+            v.filter(|v| !v.is_empty() && *v != "0")
+        }
+        let modes = DebugModes::default();
+        modes.check_nan.store(on(check_nan).is_some(), Ordering::Relaxed);
+        if let Some(v) = on(shadow) {
+            let numbers: Vec<f32> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+            let tolerance = match numbers[..] {
+                [atol, rtol] => Tolerance { atol, rtol },
+                _ => Tolerance::default(),
+            };
+            modes.set_shadow(Some(tolerance));
+        }
+        modes
+    }
+
+    fn set_shadow(&self, tolerance: Option<Tolerance>) {
+        *self.shadow.lock().unwrap() = tolerance;
+        self.shadow_on.store(tolerance.is_some(), Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct DeviceInner {
     id: u64,
     backend: Box<dyn Backend>,
     counters: Arc<Counters>,
     plans: Mutex<HashMap<String, Arc<CompiledPlan>>>,
+    debug: DebugModes,
 }
 
 /// A compute device: the CPU reference backend or a wgpu GPU. Cheap to clone;
@@ -119,6 +195,7 @@ impl Device {
             backend,
             counters,
             plans: Mutex::new(HashMap::new()),
+            debug: DebugModes::from_env(),
         })))
     }
 
@@ -155,14 +232,51 @@ impl Device {
     /// `dx12`, `gl`; empty for all; `none` for none, which simulates a machine
     /// without a GPU).
     pub fn gpu_with_backends(backends: &str) -> Result<Device> {
-        Device::new(|c| Ok(Box::new(GpuBackend::new(backends, c)?)))
+        Device::gpu_with(&GpuOptions {
+            backends: backends.into(),
+            ..GpuOptions::default()
+        })
     }
 
-    /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu` overrides. An
+    /// A new GPU device made as `options` say, e.g. with limits lowered below the
+    /// adapter's: a tensor or plan buffer above them is then refused with
+    /// [`crate::Error::DeviceLimit`] before anything is created or dispatched.
+    pub fn gpu_with(options: &GpuOptions) -> Result<Device> {
+        Device::new(|c| Ok(Box::new(GpuBackend::new(options, c)?)))
+    }
+
+    /// The names [`Device::from_name`] and `WGNN_DEVICE` accept.
+    pub const NAMES: [&'static str; 3] = ["cpu", "gpu", "auto"];
+
+    /// The device a name asks for, case-insensitive: `cpu`, `gpu` (an error when no
+    /// adapter works), or `auto` (as [`Device::best`], silently). An unknown name is an
+    /// error that lists the names there are.
+    pub fn from_name(name: &str) -> Result<Device> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Device::cpu()),
+            "gpu" => Device::gpu(),
+            "auto" | "" => Ok(Device::choose().0),
+            other => Err(Error::Invalid(format!(
+                "unknown device '{other}': the devices are {}",
+                Device::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// The device `WGNN_DEVICE` names (see [`Device::from_name`]), or `auto` when it is
+    /// unset: unlike [`Device::best`], an unknown name or `gpu` without a working
+    /// adapter is an error.
+    pub fn from_env() -> Result<Device> {
+        let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default();
+        Device::from_name(&wanted).map_err(|e| Error::Invalid(format!("WGNN_DEVICE={wanted}: {e}")))
+    }
+
+    /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu|auto` overrides. An
     /// adapter that is itself software on the CPU (Mesa's llvmpipe, WARP,
     /// SwiftShader) is not preferred over the CPU backend, which is much faster at the
     /// same work; `WGNN_DEVICE=gpu` still picks it. Prints the choice once to stderr
-    /// (silence with `WGNN_QUIET=1`).
+    /// (silence with `WGNN_QUIET=1`). Never fails: `WGNN_DEVICE=gpu` without an adapter
+    /// or an unknown name falls back, saying so; [`Device::from_env`] errors instead.
     pub fn best() -> Device {
         static SAID: std::sync::Once = std::sync::Once::new();
         let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default().to_ascii_lowercase();
@@ -172,17 +286,12 @@ impl Device {
                 Ok(d) => (d, "WGNN_DEVICE=gpu".into()),
                 Err(e) => (Device::cpu(), format!("WGNN_DEVICE=gpu but {e}; falling back")),
             },
-            _ => match Device::gpu() {
-                Ok(d) if d.info().device_type == "Cpu" => (
-                    Device::cpu(),
-                    format!(
-                        "the only adapter, {}, is software on the CPU; WGNN_DEVICE=gpu uses it",
-                        d.info().name
-                    ),
-                ),
-                Ok(d) => (d, "GPU found".into()),
-                Err(e) => (Device::cpu(), format!("{e}")),
-            },
+            "" | "auto" => Device::choose(),
+            other => {
+                let (d, why) = Device::choose();
+                let names = Device::NAMES.join(", ");
+                (d, format!("WGNN_DEVICE={other} is not one of {names}, so chose: {why}"))
+            }
         };
         SAID.call_once(|| {
             if std::env::var_os("WGNN_QUIET").is_none() {
@@ -190,6 +299,21 @@ impl Device {
             }
         });
         device
+    }
+
+    /// The automatic choice and why it was made.
+    fn choose() -> (Device, String) {
+        match Device::gpu() {
+            Ok(d) if d.info().device_type == "Cpu" => (
+                Device::cpu(),
+                format!(
+                    "the only adapter, {}, is software on the CPU; WGNN_DEVICE=gpu uses it",
+                    d.info().name
+                ),
+            ),
+            Ok(d) => (d, "GPU found".into()),
+            Err(e) => (Device::cpu(), format!("{e}")),
+        }
     }
 
     /// What the device is and its limits.
@@ -227,6 +351,64 @@ impl Device {
         self.0.plans.lock().unwrap().clear();
     }
 
+    /// NaN-check mode: every plan run on this device checks each node it computes,
+    /// and the first (in execution order) holding NaN or ±Inf stops the run with
+    /// [`crate::Error::NonFinite`], naming its op, shape and the source line that
+    /// built it. Nothing of that run is kept or applied (an optimizer step leaves
+    /// parameters and state as they were). Slow: on the GPU the plan runs node by
+    /// node with a readback after each. Also on when `WGNN_CHECK_NAN` is set (to
+    /// anything but `0`) when the device is created.
+    ///
+    /// Every computed value is checked, so an op that legitimately makes an infinity
+    /// (e.g. `log(0)` on purpose, or a `-inf` fill) is reported too; a leaf's data is
+    /// not checked (it was not computed).
+    pub fn set_check_nan(&self, on: bool) {
+        self.0.debug.check_nan.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether NaN-check mode is on.
+    pub fn check_nan(&self) -> bool {
+        self.0.debug.check_nan.load(Ordering::Relaxed)
+    }
+
+    /// Shadow mode (GPU devices): every plan also runs on the CPU reference, kernel by
+    /// kernel on the same inputs (each node's CPU inputs are the GPU's values), and the
+    /// first node whose GPU values differ from the CPU's beyond `tolerance` stops the
+    /// run with [`crate::Error::Divergence`], naming the node and the differences.
+    /// `None` turns it off. Label (u32) values must agree exactly. In-place optimizer
+    /// updates are not compared (the gradients they read are). Nothing of a run that
+    /// fails is kept or applied. Slow (a readback per node). Also on when
+    /// `WGNN_SHADOW` is set when the device is created: `1` for the default tolerance,
+    /// or `atol,rtol` (e.g. `WGNN_SHADOW=1e-4,1e-3`). On the CPU device it does
+    /// nothing (the CPU is the reference).
+    pub fn set_shadow(&self, tolerance: Option<Tolerance>) {
+        self.0.debug.set_shadow(tolerance);
+    }
+
+    /// The shadow-mode tolerance, if shadow mode is on.
+    pub fn shadow(&self) -> Option<Tolerance> {
+        *self.0.debug.shadow.lock().unwrap()
+    }
+
+    /// Destroys the underlying wgpu device, as a driver reset would: for tests of
+    /// device loss (the next run returns `Error::DeviceLost`). No-op on the CPU.
+    #[doc(hidden)]
+    pub fn debug_destroy(&self) {
+        self.0.backend.debug_destroy();
+    }
+
+    /// Replaces `from` with `to` in every kernel source this GPU device compiles from
+    /// now on (cached plans keep theirs: clear the cache first): breaks a kernel on
+    /// purpose, for tests of shadow mode. No-op on the CPU.
+    #[doc(hidden)]
+    pub fn debug_patch_wgsl(&self, from: &str, to: &str) {
+        self.0.backend.debug_patch_wgsl(from, to);
+    }
+
+    pub(crate) fn debug_modes(&self) -> &DebugModes {
+        &self.0.debug
+    }
+
     pub(crate) fn backend(&self) -> &dyn Backend {
         &*self.0.backend
     }
@@ -255,5 +437,24 @@ impl std::fmt::Display for Device {
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Device({})", self.info())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debugging_modes_follow_their_environment_variables() {
+        let modes = |nan, shadow| {
+            let m = DebugModes::from_vars(nan, shadow);
+            let tolerance = *m.shadow.lock().unwrap();
+            (m.check_nan.load(Ordering::Relaxed), tolerance)
+        };
+        assert_eq!(modes(None, None), (false, None));
+        assert_eq!(modes(Some("0"), Some("")), (false, None));
+        assert_eq!(modes(Some("1"), Some("1")), (true, Some(Tolerance::default())));
+        let tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
+        assert_eq!(modes(Some("yes"), Some("1e-4, 1e-3")), (true, Some(tolerance)));
     }
 }

@@ -137,6 +137,92 @@ pub enum Error {
         /// The safetensors crate's message.
         reason: String,
     },
+    /// Data given to a model (`fit`, `evaluate`, `predict`) does not fit it: the reason
+    /// names the layer, what it expects and what the data has.
+    #[error("{op}: {reason}")]
+    DataShape {
+        /// The function that was called.
+        op: String,
+        /// What does not fit, e.g. "layer 0 `Linear(3, 8)` expects 3 features, the
+        /// data has 4".
+        reason: String,
+    },
+    /// A NaN or infinite value in data given to a model, at the first place it occurs.
+    #[error("{op}: the {what} hold {value} at row {row}, column {column}; remove or impute it first")]
+    NonFiniteData {
+        /// The function that was called.
+        op: String,
+        /// `features` or `targets`.
+        what: &'static str,
+        /// The row (sample) index.
+        row: usize,
+        /// The index of the value within its row (flattened for rows of rank > 1).
+        column: usize,
+        /// The value found.
+        value: f32,
+    },
+    /// NaN-check mode (`WGNN_CHECK_NAN=1` or `Device::set_check_nan`): a node of the
+    /// graph computed NaN or ±Inf. It is the first such node in execution order, so
+    /// its inputs were finite (or came from outside the plan). Nothing of the plan was
+    /// kept and no in-place update ran.
+    #[error(
+        "{op} {shape:?} built at {location} produced {value} at index {index} ({count} of its {numel} values are not finite); it is the first node of the plan to produce a non-finite value"
+    )]
+    NonFinite {
+        /// The op (e.g. `Unary(Log)`).
+        op: String,
+        /// The node's shape.
+        shape: Vec<usize>,
+        /// The source line of the builder call (`file:line:column`); for a gradient
+        /// node, the forward node whose backward built it.
+        location: String,
+        /// The first non-finite value (NaN, inf or -inf).
+        value: f32,
+        /// Its flat index.
+        index: usize,
+        /// How many of the node's values are not finite.
+        count: usize,
+        /// The node's number of values.
+        numel: usize,
+    },
+    /// Shadow mode (`WGNN_SHADOW=1` or `Device::set_shadow`): a node computed on the
+    /// GPU differs from the CPU reference run of the same kernels on the same inputs
+    /// by more than the tolerance. It is the first such node in execution order.
+    #[error(
+        "{op} {shape:?} built at {location} differs between the GPU and the CPU reference: at index {index} the GPU gave {gpu}, the CPU {cpu} (max abs diff {max_abs:e}, max rel diff {max_rel:e}; tolerance abs {atol:e} + rel {rtol:e})"
+    )]
+    Divergence {
+        /// The op.
+        op: String,
+        /// The node's shape.
+        shape: Vec<usize>,
+        /// The source line of the builder call, as in [`Error::NonFinite`].
+        location: String,
+        /// The flat index of the worst value.
+        index: usize,
+        /// The GPU's value there.
+        gpu: f32,
+        /// The CPU reference's value there.
+        cpu: f32,
+        /// Largest `|gpu - cpu|` over the node.
+        max_abs: f32,
+        /// Largest `|gpu - cpu| / |cpu|` over the node.
+        max_rel: f32,
+        /// Absolute tolerance.
+        atol: f32,
+        /// Relative tolerance.
+        rtol: f32,
+    },
+    /// The GPU device was lost (driver reset, device removed or destroyed) or its
+    /// device reported an unrecoverable error. Every value on it is gone; nothing of
+    /// the failed step was applied.
+    #[error(
+        "the GPU device was lost ({reason}); its buffers are gone. Resume on a fresh device: create one (Device::gpu_with_backends, or Device::cpu), build the model and optimizer on it and load your last checkpoint with wgnn::io::load_checkpoint(&mut model, &mut opt, path)"
+    )]
+    DeviceLost {
+        /// What the driver or wgpu reported.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`] as its error type.

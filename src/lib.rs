@@ -40,7 +40,7 @@ pub mod rng;
 mod tensor;
 pub mod train;
 
-pub use device::{Device, DeviceInfo, DeviceKind, Stats};
+pub use device::{Device, DeviceInfo, DeviceKind, GpuOptions, Stats, Tolerance};
 pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
 pub use rng::manual_seed;

@@ -114,6 +114,19 @@ pub fn seed() -> u64 {
     SEED.load(Ordering::SeqCst)
 }
 
+/// Where the global random stream stands: its seed and how many seeds
+/// [`next_seed`] has handed out since. A checkpoint stores it, so a resumed run draws
+/// the same dropout keys, init and shuffling seeds as the run it continues.
+pub(crate) fn position() -> (u64, u64) {
+    (SEED.load(Ordering::SeqCst), STREAM.load(Ordering::SeqCst))
+}
+
+/// Puts the global random stream back where [`position`] found it.
+pub(crate) fn set_position((seed, stream): (u64, u64)) {
+    SEED.store(seed, Ordering::SeqCst);
+    STREAM.store(stream, Ordering::SeqCst);
+}
+
 /// A fresh seed for the next random tensor: the global seed mixed with a counter.
 pub fn next_seed() -> u64 {
     let n = STREAM.fetch_add(1, Ordering::SeqCst);

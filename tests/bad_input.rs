@@ -1,6 +1,688 @@
-//! Bad input: malformed files and misuse at the public boundary give typed errors
-//! that name the cause, never a panic.
+//! The bad-input catalogue: every malformed file and every misfit argument a user can
+//! hand wgnn is an `Err` of the right kind whose message names the cause — never a
+//! panic, never a silently wrong model. One test per case; and structure-aware
+//! fuzzing of the file readers (`fuzz`, in tests/bad_input/fuzz.rs).
 
 mod common;
 #[path = "bad_input/fuzz.rs"]
 mod fuzz;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use wgnn::data::{self, DataLoader};
+use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::train::{FitConfig, Loss};
+use wgnn::{Device, Error, Tensor};
+
+/// A fresh path `name` in this process's scratch folder.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgnn-bad-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Asserts `err` is the expected kind (`kind` names it in the failure message) and
+/// that its message contains every needle.
+#[track_caller]
+fn assert_says(err: &Error, is_kind: bool, kind: &str, needles: &[&str]) {
+    let text = err.to_string();
+    println!("catalogue: Error::{kind}: {text}");
+    assert!(is_kind, "expected Error::{kind}, got {err:?}");
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} is not in the message: {text}");
+    }
+}
+
+// ---- IDX -------------------------------------------------------------------------
+
+/// A valid pair of IDX files with 2 images of 2×2 and labels 3, 4.
+fn idx_pair(tag: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    let images = scratch(&format!("{tag}-images"));
+    let labels = scratch(&format!("{tag}-labels"));
+    let mut header = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
+    header.extend([0u8, 64, 128, 255, 1, 2, 3, 4]);
+    std::fs::write(&images, &header).unwrap();
+    std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 2, 3, 4]).unwrap();
+    assert_eq!(data::load_idx(&images, &labels).unwrap().n, 2);
+    (images, labels, header)
+}
+
+#[test]
+fn idx_with_a_wrong_magic_number() {
+    let (images, labels, file) = idx_pair("magic");
+    std::fs::write(&images, [&[0u8, 0, 8, 4][..], &file[4..]].concat()).unwrap();
+    let err = data::load_idx(&images, &labels).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { offset: 0, .. }),
+        "Format",
+        &["magic 0x00000803", "found 0x00000804"],
+    );
+}
+
+#[test]
+fn idx_with_a_truncated_payload() {
+    let (images, labels, file) = idx_pair("truncated");
+    std::fs::write(&images, &file[..file.len() - 3]).unwrap();
+    let err = data::load_idx(&images, &labels).unwrap_err();
+    assert_says(&err, matches!(err, Error::Format { .. }), "Format", &["truncated"]);
+}
+
+#[test]
+fn idx_with_a_truncated_header() {
+    let (images, labels, file) = idx_pair("header");
+    std::fs::write(&images, &file[..10]).unwrap();
+    let err = data::load_idx(&images, &labels).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { .. }),
+        "Format",
+        &["truncated IDX header"],
+    );
+}
+
+#[test]
+fn idx_with_dimensions_that_overflow() {
+    let (images, labels, _) = idx_pair("overflow");
+    let mut file = vec![0, 0, 8, 3];
+    for _ in 0..3 {
+        file.extend(u32::MAX.to_be_bytes());
+    }
+    std::fs::write(&images, &file).unwrap();
+    let err = data::load_idx(&images, &labels).unwrap_err();
+    assert_says(&err, matches!(err, Error::Format { .. }), "Format", &["overflow"]);
+}
+
+#[test]
+fn idx_with_a_gzip_stream_cut_short() {
+    let (images, labels, file) = idx_pair("gzip");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&file.repeat(50)).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(&images, &gz[..gz.len() / 2]).unwrap();
+    let err = data::load_idx(&images, &labels).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { .. }),
+        "Format",
+        &["gzip stream is corrupt or truncated"],
+    );
+}
+
+#[test]
+fn idx_file_missing() {
+    let (images, _, _) = idx_pair("missing");
+    let err = data::load_idx(&images, scratch("no-such-labels")).unwrap_err();
+    assert_says(&err, matches!(err, Error::Io { .. }), "Io", &["no-such-labels"]);
+}
+
+// ---- CSV -------------------------------------------------------------------------
+
+/// `load_csv_labelled` on a file with this text (one header line skipped).
+fn csv(tag: &str, text: &str) -> wgnn::Result<data::Dataset> {
+    let path = scratch(&format!("{tag}.csv"));
+    std::fs::write(&path, text).unwrap();
+    data::load_csv_labelled(&path, 1)
+}
+
+#[test]
+fn csv_with_ragged_rows() {
+    let err = csv("ragged", "a,b,label\n1,2,0\n3,1\n").unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { .. }),
+        "Format",
+        &["line 3 has 2 columns, expected 3"],
+    );
+}
+
+#[test]
+fn csv_with_a_value_that_is_not_a_number() {
+    let err = csv("word", "a,b,label\n1,2,0\n3,four,1\n").unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { .. }),
+        "Format",
+        &["line 3, column 2", "\"four\" is not a finite number"],
+    );
+}
+
+#[test]
+fn csv_with_a_missing_value() {
+    let err = csv("missing", "a,b,label\n1,2,0\n3,,1\n").unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { .. }),
+        "Format",
+        &["line 3, column 2", "\"\" is not a finite number"],
+    );
+}
+
+#[test]
+fn csv_with_nan_and_infinity() {
+    for (tag, value) in [("nan", "NaN"), ("inf", "inf"), ("neg-inf", "-inf")] {
+        let err = csv(tag, &format!("a,b,label\n1,{value},0\n")).unwrap_err();
+        assert_says(
+            &err,
+            matches!(err, Error::Format { .. }),
+            "Format",
+            &["line 2, column 2", "is not a finite number"],
+        );
+    }
+}
+
+#[test]
+fn csv_with_a_bad_label() {
+    let err = csv("label", "a,b,label\n1,2,-1\n").unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { .. }),
+        "Format",
+        &["line 2, column 3", "label \"-1\" is not a non-negative integer"],
+    );
+}
+
+#[test]
+fn csv_that_is_empty() {
+    for (tag, text) in [
+        ("empty", ""),
+        ("header-only", "a,b,label\n"),
+        ("blank", "a,b,label\n\n  \n"),
+    ] {
+        let err = csv(tag, text).unwrap_err();
+        let why = if text.is_empty() {
+            "the file is empty"
+        } else {
+            "no data rows"
+        };
+        assert_says(&err, matches!(err, Error::Format { .. }), "Format", &[why]);
+    }
+}
+
+#[test]
+fn csv_that_is_not_text() {
+    let err = csv("binary", "a,b,label\n1,\u{0},0\n").unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err:?}");
+    let path = scratch("latin1.csv");
+    std::fs::write(&path, b"a,b,label\n1,\xe9,0\n").unwrap();
+    let err = data::load_csv_labelled(&path, 1).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Format { .. }),
+        "Format",
+        &["not valid UTF-8"],
+    );
+}
+
+// ---- safetensors -----------------------------------------------------------------
+
+/// Linear(4, 3): "weight" [3, 4], "bias" [3].
+fn small_model(dev: &Device) -> Linear {
+    Linear::new(4, 3, dev)
+}
+
+/// A valid safetensors file of [`small_model`]'s parameters.
+fn safetensors_file(tag: &str) -> (PathBuf, Vec<u8>) {
+    let path = scratch(&format!("{tag}.safetensors"));
+    wgnn::io::save_safetensors(&small_model(&Device::cpu()), &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+/// Loads `bytes` as a safetensors file into a fresh model and checks the model kept
+/// its values.
+fn load_bytes(tag: &str, bytes: &[u8]) -> Error {
+    let path = scratch(&format!("{tag}.safetensors"));
+    std::fs::write(&path, bytes).unwrap();
+    let mut model = small_model(&Device::cpu());
+    let before: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    let err = wgnn::io::load_safetensors(&mut model, &path).unwrap_err();
+    let after: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    assert_eq!(before, after, "a failed load changed the model");
+    err
+}
+
+#[test]
+fn safetensors_truncated() {
+    let (_, bytes) = safetensors_file("trunc-src");
+    let err = load_bytes("truncated", &bytes[..bytes.len() - 5]);
+    assert_says(
+        &err,
+        matches!(err, Error::SafeTensors { .. }),
+        "SafeTensors",
+        &["truncated.safetensors"],
+    );
+}
+
+#[test]
+fn safetensors_with_a_header_longer_than_the_file() {
+    let (_, mut bytes) = safetensors_file("header-src");
+    bytes[..8].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    let err = load_bytes("long-header", &bytes);
+    assert_says(
+        &err,
+        matches!(err, Error::SafeTensors { .. }),
+        "SafeTensors",
+        &["long-header.safetensors"],
+    );
+}
+
+#[test]
+fn safetensors_that_is_garbage() {
+    let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let err = load_bytes("garbage", &garbage);
+    assert_says(
+        &err,
+        matches!(err, Error::SafeTensors { .. }),
+        "SafeTensors",
+        &["garbage.safetensors"],
+    );
+    let err = load_bytes("tiny", b"abc");
+    assert_says(
+        &err,
+        matches!(err, Error::SafeTensors { .. }),
+        "SafeTensors",
+        &["tiny.safetensors"],
+    );
+}
+
+#[test]
+fn safetensors_with_a_wrong_shape() {
+    let (path, _) = safetensors_file("shape");
+    let mut other = Linear::new(5, 3, &Device::cpu());
+    let err = wgnn::io::load_safetensors(&mut other, &path).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Load { .. }),
+        "Load",
+        &["tensor \"weight\" has shape [3, 4], the module expects [3, 5]"],
+    );
+}
+
+#[test]
+fn safetensors_with_a_missing_tensor() {
+    let path = scratch("no-bias.safetensors");
+    let dev = Device::cpu();
+    wgnn::io::save_safetensors(&Linear::try_new(4, 3, false, &dev).unwrap(), &path).unwrap();
+    let mut model = small_model(&dev);
+    let err = wgnn::io::load_safetensors(&mut model, &path).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Load { .. }),
+        "Load",
+        &["missing tensor \"bias\""],
+    );
+}
+
+// ---- checkpoints -----------------------------------------------------------------
+
+/// A checkpoint of [`small_model`] with Adam after one step, and its bytes.
+fn checkpoint_file(tag: &str) -> (PathBuf, Vec<u8>) {
+    let dev = Device::cpu();
+    let model = small_model(&dev);
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let x = Tensor::randn(&[2, 4], 3, &dev).unwrap();
+    opt.step(&model.forward(&x).square().mean().backward().unwrap())
+        .unwrap();
+    let path = scratch(&format!("{tag}.ckpt"));
+    wgnn::io::save_checkpoint(&model, &opt, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+/// Loads the checkpoint at `path` into a fresh [`small_model`] and Adam, checking a
+/// failed load leaves both as they were.
+fn load_checkpoint_into(model: &mut dyn Module, path: &std::path::Path) -> Error {
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let before: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    let err = wgnn::io::load_checkpoint(model, &mut opt, path).unwrap_err();
+    let after: Vec<Vec<f32>> = model.parameters().iter().map(|t| t.to_vec().unwrap()).collect();
+    assert_eq!(before, after, "a failed load changed the model");
+    assert_eq!(opt.lr(), 1e-3, "a failed load changed the optimizer");
+    err
+}
+
+#[test]
+fn checkpoint_truncated() {
+    let (_, bytes) = checkpoint_file("ckpt-src");
+    for cut in [bytes.len() - 1, bytes.len() / 2, 9, 3] {
+        let path = scratch("truncated.ckpt");
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = load_checkpoint_into(&mut small_model(&Device::cpu()), &path);
+        assert_says(
+            &err,
+            matches!(err, Error::SafeTensors { .. }),
+            "SafeTensors",
+            &["truncated.ckpt"],
+        );
+    }
+}
+
+#[test]
+fn checkpoint_of_another_architecture() {
+    let (path, _) = checkpoint_file("arch");
+    let mut wider = Linear::new(5, 3, &Device::cpu());
+    let err = load_checkpoint_into(&mut wider, &path);
+    assert_says(
+        &err,
+        matches!(err, Error::Load { .. }),
+        "Load",
+        &["\"weight\" has shape [3, 4], the module expects [3, 5]"],
+    );
+}
+
+#[test]
+fn checkpoint_that_is_a_plain_model_file() {
+    let (path, _) = safetensors_file("plain-model");
+    let err = load_checkpoint_into(&mut small_model(&Device::cpu()), &path);
+    assert_says(&err, matches!(err, Error::Load { .. }), "Load", &["checkpoint"]);
+}
+
+// ---- data given to a model -------------------------------------------------------
+
+/// Linear(3, 8), ReLU, Linear(8, 3) with Adam and cross-entropy.
+fn classifier(dev: &Device) -> wgnn::train::Model {
+    let net = Sequential::new()
+        .add(Linear::new(3, 8, dev))
+        .add(nn::Relu)
+        .add(Linear::new(8, 3, dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    net.compile(opt, Loss::CrossEntropy, &[]).unwrap()
+}
+
+fn quiet(batch_size: usize) -> FitConfig {
+    FitConfig {
+        batch_size,
+        verbose: false,
+        layer_stats: false,
+        ..Default::default()
+    }
+}
+
+fn parameters(model: &wgnn::train::Model) -> Vec<Vec<f32>> {
+    model.net.parameters().iter().map(|t| t.to_vec().unwrap()).collect()
+}
+
+fn features(rows: usize, cols: usize, dev: &Device) -> Tensor {
+    let values = (0..rows * cols).map(|i| (i % 7) as f32 / 7.0).collect();
+    Tensor::from_vec(values, &[rows, cols], dev).unwrap()
+}
+
+fn labels(rows: usize, dev: &Device) -> Tensor {
+    Tensor::from_labels(&(0..rows as u32).map(|i| i % 3).collect::<Vec<_>>(), dev).unwrap()
+}
+
+device_tests!(
+    labels_not_below_the_number_of_classes,
+    nan_and_infinite_features,
+    a_feature_count_that_does_not_fit_the_first_layer,
+);
+
+fn labels_not_below_the_number_of_classes(dev: &Device) {
+    let mut model = classifier(dev);
+    let before = parameters(&model);
+    let y = Tensor::from_labels(&[0, 1, 2, 5, 1, 0], dev).unwrap();
+    let err = model.fit(&features(6, 3, dev), &y, quiet(2)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(
+            err,
+            Error::LabelOutOfRange {
+                label: 5,
+                index: 3,
+                classes: 3,
+                ..
+            }
+        ),
+        "LabelOutOfRange",
+        &["label 5 at index 3", "3 classes"],
+    );
+    assert_eq!(parameters(&model), before, "{dev}: a refused fit changed the model");
+    let err = model.evaluate(&features(6, 3, dev), &y).unwrap_err();
+    assert!(matches!(err, Error::LabelOutOfRange { label: 5, .. }), "{err}");
+}
+
+fn nan_and_infinite_features(dev: &Device) {
+    let mut model = classifier(dev);
+    let before = parameters(&model);
+    let mut values = features(5, 3, dev).to_vec().unwrap();
+    values[2 * 3 + 1] = f32::NAN;
+    let x = Tensor::from_vec(values.clone(), &[5, 3], dev).unwrap();
+    let err = model.fit(&x, &labels(5, dev), quiet(2)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(
+            err,
+            Error::NonFiniteData {
+                what: "features",
+                row: 2,
+                column: 1,
+                ..
+            }
+        ),
+        "NonFiniteData",
+        &["fit", "features hold NaN at row 2, column 1"],
+    );
+    assert_eq!(parameters(&model), before, "{dev}: a refused fit changed the model");
+    values[2 * 3 + 1] = 0.0;
+    values[4 * 3] = f32::NEG_INFINITY;
+    let x = Tensor::from_vec(values, &[5, 3], dev).unwrap();
+    let err = model.predict(&x).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::NonFiniteData { row: 4, column: 0, .. }),
+        "NonFiniteData",
+        &["predict", "-inf at row 4, column 0"],
+    );
+    let err = model.evaluate(&x, &labels(5, dev)).unwrap_err();
+    assert!(matches!(err, Error::NonFiniteData { .. }), "{err}");
+}
+
+fn a_feature_count_that_does_not_fit_the_first_layer(dev: &Device) {
+    let mut model = classifier(dev);
+    let err = model.fit(&features(6, 4, dev), &labels(6, dev), quiet(2)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::DataShape { .. }),
+        "DataShape",
+        &["fit: layer 0 `Linear(3, 8)` expects 3 features, the data has 4"],
+    );
+    let err = model.predict(&features(2, 4, dev)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::DataShape { .. }),
+        "DataShape",
+        &["predict: layer 0 `Linear(3, 8)` expects 3 features"],
+    );
+    let rows = Tensor::from_vec(vec![0.0; 2 * 3 * 2], &[2, 3, 2], dev).unwrap();
+    let err = model.predict(&rows).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::DataShape { .. }),
+        "DataShape",
+        &["layer 0 `Linear(3, 8)` expects rows of 3 features", "[2, 3, 2]"],
+    );
+}
+
+#[test]
+fn nan_targets_for_a_regression() {
+    let dev = Device::cpu();
+    let net = Sequential::new().add(Linear::new(3, 1, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut model = net.compile(opt, Loss::Mse, &[]).unwrap();
+    let y = Tensor::from_vec(vec![0.5, f32::INFINITY, 0.0, 1.0], &[4, 1], &dev).unwrap();
+    let err = model.fit(&features(4, 3, &dev), &y, quiet(2)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(
+            err,
+            Error::NonFiniteData {
+                what: "targets",
+                row: 1,
+                column: 0,
+                ..
+            }
+        ),
+        "NonFiniteData",
+        &["targets hold inf at row 1, column 0"],
+    );
+}
+
+#[test]
+fn targets_that_do_not_fit_the_loss() {
+    let dev = Device::cpu();
+    let mut model = classifier(&dev);
+    let y = Tensor::from_vec(vec![0.0; 4], &[4], &dev).unwrap();
+    let err = model.fit(&features(4, 3, &dev), &y, quiet(2)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::DataShape { .. }),
+        "DataShape",
+        &["CrossEntropy loss", "needs class labels"],
+    );
+    let net = Sequential::new().add(Linear::new(3, 2, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut regression = net.compile(opt, Loss::Mse, &[]).unwrap();
+    let y = Tensor::from_vec(vec![0.0; 4], &[4, 1], &dev).unwrap();
+    let err = regression.fit(&features(4, 3, &dev), &y, quiet(2)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::DataShape { .. }),
+        "DataShape",
+        &["targets shaped like the output", "[2, 2]", "[2, 1]"],
+    );
+}
+
+#[test]
+fn an_empty_data_set() {
+    let dev = Device::cpu();
+    let x = Tensor::from_vec(Vec::new(), &[0, 3], &dev).unwrap();
+    let y = Tensor::from_labels(&[], &dev).unwrap();
+    let err = DataLoader::new(&x, &y, 4).unwrap_err();
+    assert_says(&err, matches!(err, Error::Invalid(_)), "Invalid", &["no rows"]);
+    let err = classifier(&dev).fit(&x, &y, quiet(4)).unwrap_err();
+    assert_says(&err, matches!(err, Error::Invalid(_)), "Invalid", &["no rows"]);
+}
+
+#[test]
+fn a_batch_size_of_zero() {
+    let dev = Device::cpu();
+    let err = DataLoader::new(&features(4, 3, &dev), &labels(4, &dev), 0).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["batch_size must be at least 1"],
+    );
+    let err = classifier(&dev)
+        .fit(&features(4, 3, &dev), &labels(4, &dev), quiet(0))
+        .unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["batch_size must be at least 1"],
+    );
+}
+
+#[test]
+fn rows_of_inputs_and_targets_that_differ() {
+    let dev = Device::cpu();
+    let err = classifier(&dev)
+        .fit(&features(4, 3, &dev), &labels(5, &dev), quiet(2))
+        .unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::ShapeMismatch { .. }),
+        "ShapeMismatch",
+        &["same number of rows"],
+    );
+}
+
+#[test]
+fn zero_epochs() {
+    let dev = Device::cpu();
+    let config = FitConfig { epochs: 0, ..quiet(2) };
+    let err = classifier(&dev)
+        .fit(&features(4, 3, &dev), &labels(4, &dev), config)
+        .unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["epochs must be at least 1"],
+    );
+}
+
+// ---- devices ---------------------------------------------------------------------
+
+#[test]
+fn an_unknown_device_name() {
+    let err = Device::from_name("tpu").unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["unknown device 'tpu'", "cpu, gpu, auto"],
+    );
+    assert_eq!(Device::from_name(" CPU ").unwrap().kind(), wgnn::DeviceKind::Cpu);
+}
+
+#[test]
+fn a_gpu_with_no_backend() {
+    let err = Device::gpu_with_backends("none").unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::NoAdapter(_)),
+        "NoAdapter",
+        &["no GPU adapter found"],
+    );
+}
+
+// ---- shape checks without a graph ------------------------------------------------
+
+/// Every layer of `wgnn::nn` says what it makes of an input, and says what
+/// `forward` really gives; a misfit names the layer.
+#[test]
+fn every_layer_states_its_output_shape_as_forward_gives_it() {
+    use wgnn::nn::{Autoencoder, Dropout, Embedding, Gru, Lstm, Rnn, RnnConfig, TensorSpec};
+    let dev = Device::cpu();
+    let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
+    let seq = Tensor::randn(&[5, 2, 3], 2, &dev).unwrap();
+    let ids = Tensor::from_labels(&[1, 0, 4, 2, 3, 1], &dev).unwrap().reshape(&[2, 3]);
+    let batch_first = RnnConfig {
+        batch_first: true,
+        num_layers: 2,
+        ..Default::default()
+    };
+    let cases: Vec<(Box<dyn Module>, &Tensor)> = vec![
+        (Box::new(Linear::new(3, 6, &dev)), &x),
+        (Box::new(nn::Softmax), &x),
+        (Box::new(Dropout::new(0.5)), &x),
+        (Box::new(Lstm::new(3, 7, RnnConfig::default(), &dev)), &seq),
+        (Box::new(Gru::new(3, 7, batch_first, &dev)), &seq),
+        (Box::new(Rnn::new(3, 7, RnnConfig::default(), &dev)), &seq),
+        (Box::new(Embedding::new(5, 4, &dev)), &ids),
+        (
+            Box::new(Autoencoder::new(
+                Sequential::new().add(Linear::new(3, 2, &dev)).add(nn::Tanh),
+                Sequential::new().add(Linear::new(2, 3, &dev)).add(nn::Sigmoid),
+            )),
+            &x,
+        ),
+    ];
+    for (module, input) in &cases {
+        let said = module.output_spec(&TensorSpec::of(input)).unwrap();
+        assert_eq!(said, Some(TensorSpec::of(&module.forward(input))), "{}", module.name());
+    }
+    let lstm = Lstm::new(4, 7, RnnConfig::default(), &dev);
+    let why = lstm.output_spec(&TensorSpec::of(&seq)).unwrap_err();
+    assert!(why.contains("expects 4 input features, the data has 3"), "{why}");
+    let why = Embedding::new(5, 4, &dev).output_spec(&TensorSpec::of(&x)).unwrap_err();
+    assert!(why.contains("expects u32 labels"), "{why}");
+    let ae = Autoencoder::new(Linear::new(3, 2, &dev), Linear::new(5, 3, &dev));
+    let why = ae.output_spec(&TensorSpec::of(&x)).unwrap_err();
+    assert!(why.contains("decoder: expects 5 features, the data has 2"), "{why}");
+}

@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{fixture, max_rel_diff, read_tensor};
+use common::{fixture, gpu, max_rel_diff, private, read_tensor, serial};
 use wgnn::nn::{self, Linear, Module, Sequential};
-use wgnn::{Device, Error, Tensor};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::{Device, Error, GpuOptions, Tensor};
 
 device_tests!(
     a_model_saved_by_pytorch_loads_and_gives_pytorchs_outputs,
@@ -14,6 +15,7 @@ device_tests!(
     from_vec_with_the_wrong_length_is_a_typed_error,
     labels_out_of_range_are_a_typed_error_when_the_loss_is_computed,
     the_gpu_adapter_reports_its_name_and_limits,
+    a_failed_step_leaves_parameters_and_optimizer_state_as_they_were,
 );
 
 /// The fixture's architecture: Linear(4, 8), ReLU, Linear(8, 6), Tanh, Linear(6, 3), Sigmoid.
@@ -245,4 +247,186 @@ fn headless_probe_child() {
         Ok(dev) => println!("probed: {dev}"),
         Err(e) => println!("probed: no GPU ({e})"),
     }
+}
+
+/// Linear(4, 8), Tanh, Linear(8, 3) with fixed weights (no draw from the seed).
+fn fixed_model(dev: &Device) -> Sequential {
+    let model = Sequential::new()
+        .add(Linear::new(4, 8, dev))
+        .add(nn::Tanh)
+        .add(Linear::new(8, 3, dev));
+    for (k, p) in model.parameters().iter().enumerate() {
+        let values: Vec<f32> = (0..p.numel())
+            .map(|i| ((i * 7 + k * 3) % 11) as f32 / 11.0 - 0.5)
+            .collect();
+        p.assign(&values).unwrap();
+    }
+    model
+}
+
+fn batch(dev: &Device, feature: f32) -> (Tensor, Tensor) {
+    let x: Vec<f32> = (0..24).map(|i| ((i * 5) % 9) as f32 / 4.0 - 1.0).collect();
+    let mut x = x;
+    x[5] = feature;
+    let x = Tensor::from_vec(x, &[6, 4], dev).unwrap();
+    let labels = Tensor::from_labels(&[0, 1, 2, 2, 1, 0], dev).unwrap();
+    (x, labels)
+}
+
+fn train_step(model: &Sequential, opt: &mut dyn Optimizer, x: &Tensor, labels: &Tensor) -> wgnn::Result<f32> {
+    let loss = nn::loss::cross_entropy(&model.forward(x), labels);
+    opt.step(&loss.backward()?)?;
+    loss.item()
+}
+
+fn values(model: &Sequential) -> Vec<Vec<f32>> {
+    model.parameters().iter().map(|p| p.to_vec().unwrap()).collect()
+}
+
+fn a_failed_step_leaves_parameters_and_optimizer_state_as_they_were(dev: &Device) {
+    let _seed = serial();
+    let dev = private(dev);
+    let (x, labels) = batch(&dev, 0.5);
+    let adam = |model: &Sequential| {
+        Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 0.05,
+                ..Default::default()
+            },
+        )
+    };
+    let uninterrupted = fixed_model(&dev);
+    let mut opt = adam(&uninterrupted);
+    for _ in 0..3 {
+        train_step(&uninterrupted, &mut opt, &x, &labels).unwrap();
+    }
+
+    let model = fixed_model(&dev);
+    let mut opt = adam(&model);
+    train_step(&model, &mut opt, &x, &labels).unwrap();
+    let after_one = values(&model);
+    // Refused before the plan runs: a label past the classes.
+    let bad_labels = Tensor::from_labels(&[0, 1, 2, 7, 1, 0], &dev).unwrap();
+    let e = train_step(&model, &mut opt, &x, &bad_labels).unwrap_err();
+    assert!(matches!(e, Error::LabelOutOfRange { label: 7, .. }), "{e}");
+    assert_eq!(values(&model), after_one);
+    // Stopped in the middle of the plan: an infinite feature under NaN-check mode
+    // (the forward matmul is the first node to go non-finite; no update runs).
+    dev.set_check_nan(true);
+    let (x_inf, _) = batch(&dev, f32::INFINITY);
+    let e = train_step(&model, &mut opt, &x_inf, &labels).unwrap_err();
+    assert!(matches!(e, Error::NonFinite { .. }), "{e}");
+    assert_eq!(values(&model), after_one);
+    dev.set_check_nan(false);
+    // Adam's moments and step count are untouched too: two more steps land exactly
+    // where three uninterrupted steps do.
+    for _ in 0..2 {
+        train_step(&model, &mut opt, &x, &labels).unwrap();
+    }
+    assert_eq!(values(&model), values(&uninterrupted));
+}
+
+#[test]
+fn a_tensor_above_a_lowered_storage_binding_limit_is_refused_before_dispatch() {
+    let Some(gpu) = gpu() else { return };
+    let limit: u64 = 1 << 20;
+    let dev = Device::gpu_with(&GpuOptions {
+        backends: gpu.info().backend.to_lowercase(),
+        max_storage_buffer_binding_size: Some(limit),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(dev.info().max_storage_buffer_binding_size, limit);
+    let words = (limit / 4) as usize + 1;
+    match Tensor::from_vec(vec![0.0; words], &[words], &dev) {
+        Err(Error::DeviceLimit {
+            needed,
+            limit: l,
+            limit_name,
+            ..
+        }) => assert!(needed > limit && l == limit && limit_name == "max_storage_buffer_binding_size"),
+        other => panic!("expected a DeviceLimit error, got {other:?}"),
+    }
+    // A computed value too large for the device: refused when the plan is compiled.
+    let a = Tensor::from_vec(vec![1.0; 1024], &[1024, 1], &dev).unwrap();
+    let b = Tensor::from_vec(vec![2.0; 1024], &[1, 1024], &dev).unwrap();
+    let outer = a.matmul(&b); // 4 MiB
+    let before = dev.stats();
+    let e = outer.sum().to_vec().unwrap_err();
+    assert!(matches!(e, Error::DeviceLimit { limit: 1048576, .. }), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("1048576") && message.contains("max_storage_buffer_binding_size"),
+        "{message}"
+    );
+    assert_eq!(dev.stats().dispatches, before.dispatches, "nothing was dispatched");
+    // Below the limit the device works.
+    let small = a.narrow(0, 0, 100).matmul(&b.narrow(1, 0, 100)).sum().item().unwrap();
+    assert_eq!(small, 20000.0);
+}
+
+#[test]
+fn a_kernel_the_driver_rejects_is_a_gpu_error_naming_the_kernel() {
+    let Some(gpu) = gpu() else { return };
+    let dev = private(&gpu);
+    dev.debug_patch_wgsl("{ return exp(x); }", "{ return exp(x, x); }");
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2], &dev).unwrap();
+    match x.exp().to_vec() {
+        Err(Error::Gpu { context, .. }) => assert!(context.contains("kernel unary"), "{context}"),
+        other => panic!("expected a Gpu error, got {other:?}"),
+    }
+}
+
+#[test]
+fn losing_the_device_mid_training_is_a_typed_error_and_training_resumes_on_a_fresh_one() {
+    let Some(gpu) = gpu() else { return };
+    let _seed = serial();
+    let adam = |model: &Sequential| {
+        Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 0.05,
+                ..Default::default()
+            },
+        )
+    };
+    let reference = private(&gpu);
+    let (x, labels) = batch(&reference, 0.5);
+    let model = fixed_model(&reference);
+    let mut opt = adam(&model);
+    let losses: Vec<f32> = (0..6)
+        .map(|_| train_step(&model, &mut opt, &x, &labels).unwrap())
+        .collect();
+    let expected = values(&model);
+
+    let path = std::env::temp_dir().join(format!("wgnn-device-loss-{}.ckpt", std::process::id()));
+    let doomed = private(&gpu);
+    let (x, labels) = batch(&doomed, 0.5);
+    let model = fixed_model(&doomed);
+    let mut opt = adam(&model);
+    for loss in &losses[..3] {
+        assert_eq!(train_step(&model, &mut opt, &x, &labels).unwrap(), *loss);
+    }
+    wgnn::io::save_checkpoint(&model, &opt, &path).unwrap();
+    doomed.debug_destroy();
+    let e = train_step(&model, &mut opt, &x, &labels).unwrap_err();
+    assert!(matches!(e, Error::DeviceLost { .. }), "{e}");
+    assert!(e.to_string().contains("load_checkpoint"), "{e}");
+    assert!(matches!(model.forward(&x).to_vec(), Err(Error::DeviceLost { .. })));
+
+    // As the message says: a fresh device, the same model and optimizer, the last checkpoint.
+    let fresh = private(&gpu);
+    let (x, labels) = batch(&fresh, 0.5);
+    let mut model = Sequential::new()
+        .add(Linear::new(4, 8, &fresh))
+        .add(nn::Tanh)
+        .add(Linear::new(8, 3, &fresh));
+    let mut opt = adam(&model);
+    wgnn::io::load_checkpoint(&mut model, &mut opt, &path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    for loss in &losses[3..] {
+        assert_eq!(train_step(&model, &mut opt, &x, &labels).unwrap(), *loss);
+    }
+    assert_eq!(values(&model), expected, "bit for bit as the run that never failed");
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{devices, gpu, max_rel_diff};
+use common::{devices, gpu, max_rel_diff, private};
 use wgnn::nn::loss;
 use wgnn::{DType, Device, Error, Tensor};
 
@@ -22,6 +22,10 @@ device_tests!(
     every_op_passes_a_finite_difference_gradient_check,
     cross_entropy_passes_a_finite_difference_gradient_check,
     small_and_extreme_arguments_keep_their_precision,
+    nan_check_names_the_log_of_a_negative_number_in_the_middle_of_a_chain,
+    nan_check_names_zero_over_zero_and_an_overflowing_exp,
+    nan_check_names_a_gradient_node_by_the_forward_line_it_came_from,
+    nan_check_passes_a_finite_graph_with_the_same_values,
 );
 
 /// How inputs are drawn.
@@ -774,4 +778,166 @@ fn small_and_extreme_arguments_keep_their_precision(dev: &Device) {
     let cube_ref: Vec<f64> = cube_in.iter().map(|&x| (x as f64).powi(3)).collect();
     let e = worst_rel_error(&t(&cube_in).pow_scalar(3.0).to_vec().unwrap(), &cube_ref);
     assert!(e <= ulps(2.0), "{dev}: x^3 off by {e:e} (relative)");
+}
+
+/// A device of `dev`'s kind of its own, in NaN-check mode.
+fn checking(dev: &Device) -> Device {
+    let dev = private(dev);
+    dev.set_check_nan(true);
+    dev
+}
+
+/// The `NonFinite` error of reading `t`: (op, shape, location, value, index).
+fn non_finite(t: &Tensor) -> (String, Vec<usize>, String, f32, usize) {
+    match t.to_vec() {
+        Err(Error::NonFinite {
+            op,
+            shape,
+            location,
+            value,
+            index,
+            ..
+        }) => (op, shape, location, value, index),
+        other => panic!("expected a NonFinite error, got {other:?}"),
+    }
+}
+
+fn nan_check_names_the_log_of_a_negative_number_in_the_middle_of_a_chain(dev: &Device) {
+    let dev = checking(dev);
+    let x = Tensor::from_vec(vec![1.0, -2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], &dev).unwrap();
+    let scaled = x.mul_scalar(0.5).add_scalar(0.25);
+    let line = line!() + 1;
+    let logs = scaled.log();
+    let out = logs.mul_scalar(3.0).exp().sum();
+    let (op, shape, location, value, index) = non_finite(&out);
+    assert_eq!(op, "Unary(Log)");
+    assert_eq!(shape, vec![2, 3]);
+    assert!(location.starts_with(&format!("tests/ops.rs:{line}:")), "{location}");
+    assert!(value.is_nan() && index == 1, "{value} at {index}");
+    let message = out.to_vec().unwrap_err().to_string();
+    assert!(message.contains(&format!("tests/ops.rs:{line}:")), "{message}");
+}
+
+fn nan_check_names_zero_over_zero_and_an_overflowing_exp(dev: &Device) {
+    let dev = checking(dev);
+    let x = Tensor::from_vec(vec![0.0, 1.0, 2.0], &[3], &dev).unwrap();
+    let y = Tensor::from_vec(vec![0.0, 2.0, 4.0], &[3], &dev).unwrap();
+    let line = line!() + 1;
+    let ratio = &x / &y;
+    let (op, _, location, value, index) = non_finite(&ratio.square());
+    assert_eq!((op.as_str(), index), ("Binary(Div)", 0));
+    assert!(
+        value.is_nan() && location.starts_with(&format!("tests/ops.rs:{line}:")),
+        "{value} {location}"
+    );
+
+    let big = Tensor::from_vec(vec![1.0, 50.0, 100.0], &[3], &dev).unwrap();
+    let line = line!() + 1;
+    let e = big.exp();
+    let (op, _, location, value, index) = non_finite(&e.mul_scalar(0.0).sum());
+    assert_eq!((op.as_str(), value, index), ("Unary(Exp)", f32::INFINITY, 2));
+    assert!(location.starts_with(&format!("tests/ops.rs:{line}:")), "{location}");
+}
+
+fn nan_check_names_a_gradient_node_by_the_forward_line_it_came_from(dev: &Device) {
+    let dev = checking(dev);
+    let w = Tensor::from_vec(vec![4.0, 0.0, 1.0], &[3], &dev)
+        .unwrap()
+        .requires_grad()
+        .unwrap();
+    let line = line!() + 1;
+    let root = w.sqrt();
+    // Forward values are finite (sqrt(0) = 0); the gradient 1 / (2·sqrt(0)) is not.
+    let grads = root.sum().backward().unwrap();
+    let (_, shape, location, value, index) = non_finite(grads.get(&w).unwrap());
+    assert_eq!((shape, value, index), (vec![3], f32::INFINITY, 1));
+    assert!(
+        location.contains(&format!(
+            "in the backward of the Unary(Sqrt) built at tests/ops.rs:{line}:"
+        )),
+        "{location}"
+    );
+}
+
+fn nan_check_passes_a_finite_graph_with_the_same_values(dev: &Device) {
+    let graph = |dev: &Device| {
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], dev).unwrap();
+        let w = Tensor::from_vec(vec![0.5, -1.0, 0.25, 2.0, 1.5, -0.5], &[3, 2], dev).unwrap();
+        x.matmul(&w).tanh().log_softmax(1).to_vec().unwrap()
+    };
+    let checked = checking(dev);
+    assert_eq!(graph(&checked), graph(dev));
+    assert!(checked.stats().submits > 1 || checked.kind() == wgnn::DeviceKind::Cpu);
+}
+
+/// A GPU of its own in shadow mode.
+fn shadowed(gpu: &Device) -> Device {
+    let dev = private(gpu);
+    dev.set_shadow(Some(wgnn::Tolerance::default()));
+    dev
+}
+
+#[test]
+fn shadow_mode_passes_a_correct_training_step_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let dev = shadowed(&gpu);
+    let x = Tensor::randn(&[16, 5], 1, &dev).unwrap();
+    let labels = Tensor::from_labels(&(0..16).map(|i| i % 3).collect::<Vec<u32>>(), &dev).unwrap();
+    let w1 = Tensor::randn(&[8, 5], 2, &dev).unwrap().requires_grad().unwrap();
+    let w2 = Tensor::randn(&[3, 8], 3, &dev).unwrap().requires_grad().unwrap();
+    let hidden = x.linear(&w1, None).tanh().dropout(0.25, 7);
+    let logits = hidden.linear(&w2, None).gelu();
+    let loss = loss::cross_entropy(&logits, &labels);
+    let grads = loss.backward().unwrap();
+    let mut opt = wgnn::optim::Adam::new(vec![w1.clone(), w2.clone()], Default::default());
+    wgnn::optim::Optimizer::step(&mut opt, &grads).unwrap();
+    assert!(loss.item().unwrap().is_finite());
+    assert!(w1.to_vec().unwrap().iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn shadow_mode_names_the_node_whose_gpu_kernel_is_broken() {
+    let Some(gpu) = gpu() else { return };
+    let dev = shadowed(&gpu);
+    // Break the GPU's `exp` map (only it: the patch matches the unary map's body).
+    dev.debug_patch_wgsl("{ return exp(x); }", "{ return exp(x) * 1.01; }");
+    let x = Tensor::from_vec(vec![0.1, 0.2, -0.3, 0.4], &[2, 2], &dev).unwrap();
+    let before = x.mul_scalar(2.0).tanh();
+    let line = line!() + 1;
+    let broken = before.exp();
+    let after = broken.add_scalar(1.0).log().sum();
+    match after.to_vec() {
+        Err(Error::Divergence {
+            op,
+            shape,
+            location,
+            gpu,
+            cpu,
+            ..
+        }) => {
+            assert_eq!((op.as_str(), shape), ("Unary(Exp)", vec![2, 2]));
+            assert!(location.starts_with(&format!("tests/ops.rs:{line}:")), "{location}");
+            assert!((gpu / cpu - 1.01).abs() < 1e-4, "gpu {gpu} cpu {cpu}");
+        }
+        other => panic!("expected a Divergence error, got {other:?}"),
+    }
+    // Without shadow mode the same broken kernel gives a wrong answer silently.
+    dev.set_shadow(None);
+    let wrong = after.to_vec().unwrap()[0];
+    let right = {
+        let cpu = Device::cpu();
+        let x = Tensor::from_vec(vec![0.1, 0.2, -0.3, 0.4], &[2, 2], &cpu).unwrap();
+        x.mul_scalar(2.0)
+            .tanh()
+            .exp()
+            .add_scalar(1.0)
+            .log()
+            .sum()
+            .item()
+            .unwrap()
+    };
+    assert!(
+        (wrong - right).abs() > 1e-3,
+        "the patch did not break the kernel: {wrong} vs {right}"
+    );
 }

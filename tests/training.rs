@@ -1,5 +1,6 @@
 //! Training end to end on both backends: XOR, the MNIST subset, the steady state of
-//! a training step, and laziness that never changes meaning.
+//! a training step, laziness that never changes meaning, and checkpoints that resume
+//! bit for bit and survive being killed mid-write.
 
 mod common;
 
@@ -10,7 +11,7 @@ use wgnn::metrics::{Average, ConfusionMatrix, Metric};
 use wgnn::nn::{self, Dropout, Linear, Module, Perceptron, Sequential};
 use wgnn::optim::lr::{PlateauConfig, ReduceLrOnPlateau};
 use wgnn::optim::{Adam, AdamConfig, AdamW, Optimizer, Sgd, SgdConfig};
-use wgnn::train::{EarlyStopping, FitConfig, Loss, LrScheduler, Penalty};
+use wgnn::train::{EarlyStopping, FitConfig, Loss, LrScheduler, ModelCheckpoint, Penalty};
 use wgnn::{Device, Error, Tensor};
 
 device_tests!(
@@ -33,6 +34,8 @@ device_tests!(
     nesterov_the_seeds_momentum_form_and_adamw_follow_their_update_rules,
     binary_metrics_from_fit_equal_host_counts_and_roc_auc_from_predict,
     thousands_of_training_steps_keep_device_and_host_memory_flat,
+    a_checkpoint_saved_mid_training_continues_bit_for_bit,
+    resuming_fit_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit,
 );
 
 /// The MNIST subset, split once (train 4000, test 1000) and parsed once per test
@@ -706,7 +709,8 @@ fn fit_evaluate_and_compile_report_bad_input_as_errors() {
     let y = Tensor::from_labels(&[0; 10], &dev).unwrap();
     let e = model.fit(&x, &y, FitConfig::default()).unwrap_err();
     assert!(
-        e.to_string().contains("[1, 5]") && e.to_string().contains("[3, 4]"),
+        e.to_string()
+            .contains("layer 0 `Linear(4, 3)` expects 4 features, the data has 5"),
         "{e}"
     );
     let x = Tensor::zeros(&[10, 4], &dev);
@@ -1057,4 +1061,433 @@ fn soak_child() {
         }
     }
     println!("{dev}: soak done");
+}
+
+/// A file in the temporary folder, unique to this process, test and device.
+fn temp_file(name: &str, dev: &Device) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("wgnn-{}-{:?}-{name}", std::process::id(), dev.kind()))
+}
+
+/// The bits of every parameter, in order.
+fn weight_bits(model: &dyn Module) -> Vec<Vec<u32>> {
+    (model.parameters().iter())
+        .map(|p| p.to_vec().unwrap().into_iter().map(f32::to_bits).collect())
+        .collect()
+}
+
+fn a_checkpoint_saved_mid_training_continues_bit_for_bit(dev: &Device) {
+    let _serial = serial();
+    let data = breast_cancer();
+    let make = |seed: u64| {
+        wgnn::manual_seed(seed);
+        let net = Sequential::new()
+            .add(Linear::new(30, 32, dev))
+            .add(nn::Relu)
+            .add(Dropout::new(0.3))
+            .add(Linear::new(32, 2, dev));
+        let config = AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let opt: Box<dyn Optimizer> = Box::new(Adam::new(net.parameters(), config));
+        (net, opt)
+    };
+    // Step `s` trains on rows 32s.. (mod 512) and returns the loss's bits.
+    let step = |net: &Sequential, opt: &mut dyn Optimizer, s: usize| {
+        let rows: Vec<usize> = (0..32).map(|r| (s * 32 + r) % 512).collect();
+        let (x, y) = batch(&data, &rows, dev);
+        let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
+        opt.step(&loss.backward().unwrap()).unwrap();
+        loss.item().unwrap().to_bits()
+    };
+    let path = temp_file("loop.ckpt", dev);
+    let (net, mut opt) = make(3);
+    for s in 0..4 {
+        step(&net, opt.as_mut(), s);
+    }
+    opt.set_lr(5e-3);
+    wgnn::io::save_checkpoint(&net, &opt, &path).unwrap();
+    let losses: Vec<u32> = (4..10).map(|s| step(&net, opt.as_mut(), s)).collect();
+
+    // Another seed gives other weights and other dropout masks: the checkpoint puts
+    // back the weights, the moments, the step count, the lr and the random stream.
+    let (mut net2, mut opt2) = make(77);
+    assert_ne!(weight_bits(&net2), weight_bits(&net));
+    wgnn::io::load_checkpoint(&mut net2, &mut opt2, &path).unwrap();
+    assert_eq!(opt2.lr(), 5e-3, "{dev}");
+    let resumed: Vec<u32> = (4..10).map(|s| step(&net2, opt2.as_mut(), s)).collect();
+    assert_eq!(resumed, losses, "{dev}: the losses after the checkpoint differ");
+    assert_eq!(weight_bits(&net2), weight_bits(&net), "{dev}: the weights differ");
+    let (a, b) = (opt.state().unwrap(), opt2.state().unwrap());
+    assert_eq!((a.steps, &a.kind), (10, &"Adam".to_string()), "{dev}");
+    assert_eq!(a, b, "{dev}: the optimizer states differ");
+    let _ = std::fs::remove_file(&path);
+}
+
+fn resuming_fit_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit(dev: &Device) {
+    let _serial = serial();
+    let data = breast_cancer();
+    let (x, y) = batch(&data, &(0..data.n).collect::<Vec<_>>(), dev);
+    let model = |seed: u64| {
+        wgnn::manual_seed(seed);
+        let net = Sequential::new()
+            .add(Linear::new(30, 32, dev))
+            .add(nn::Relu)
+            .add(Dropout::new(0.3))
+            .add(Linear::new(32, 2, dev));
+        let opt = Adam::new(
+            net.parameters(),
+            AdamConfig {
+                lr: 0.02,
+                ..Default::default()
+            },
+        );
+        net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap()
+    };
+    let config = |epochs: usize, checkpoint: &std::path::Path, resume_from: Option<std::path::PathBuf>| {
+        let plateau = PlateauConfig {
+            patience: 0,
+            factor: 0.5,
+            ..Default::default()
+        };
+        FitConfig {
+            epochs,
+            batch_size: 32,
+            validation_split: 0.25,
+            callbacks: vec![
+                Box::new(LrScheduler::on_metric(
+                    ReduceLrOnPlateau::new(0.02, plateau),
+                    "val_loss",
+                )),
+                Box::new(EarlyStopping::new("val_loss", 100).restore_best_weights()),
+                Box::new(ModelCheckpoint::every_epoch(checkpoint)),
+            ],
+            verbose: false,
+            layer_stats: false,
+            resume_from,
+            ..Default::default()
+        }
+    };
+    let (whole, part, resumed) = (
+        temp_file("whole.ckpt", dev),
+        temp_file("part.ckpt", dev),
+        temp_file("resumed.ckpt", dev),
+    );
+    let mut a = model(5);
+    let full = a.fit(&x, &y, config(8, &whole, None)).unwrap();
+    let mut b = model(5);
+    b.fit(&x, &y, config(3, &part, None)).unwrap();
+    // A fresh model and optimizer from another seed, and the stream moved on.
+    let mut c = model(99);
+    let rest = c.fit(&x, &y, config(8, &resumed, Some(part.clone()))).unwrap();
+
+    assert!(
+        full.lr_changes.iter().any(|c| c.epoch > 3),
+        "{dev}: the plateau schedule never cut the lr after the checkpoint: {:?}",
+        full.lr
+    );
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for log in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        assert_eq!(
+            bits(rest.get(log).unwrap()),
+            bits(full.get(log).unwrap()),
+            "{dev}: {log} differs: {:?} vs {:?}",
+            rest.get(log),
+            full.get(log)
+        );
+    }
+    assert_eq!(bits(&rest.lr), bits(&full.lr), "{dev}: lr");
+    assert_eq!(rest.lr_changes, full.lr_changes, "{dev}");
+    assert_eq!(
+        weight_bits(&c.net),
+        weight_bits(&a.net),
+        "{dev}: the final weights differ"
+    );
+    assert_eq!(c.optimizer.state().unwrap(), a.optimizer.state().unwrap(), "{dev}");
+    for p in [whole, part, resumed] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn loading_a_checkpoint_of_another_architecture_names_every_mismatch_and_changes_nothing() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let x = Tensor::from_vec((0..8).map(|v| v as f32 / 8.0).collect(), &[2, 4], &dev).unwrap();
+    let trained = |net: &Sequential, opt: &mut dyn Optimizer| {
+        let y = Tensor::from_labels(&[0, 1], &dev).unwrap();
+        opt.step(&nn::loss::cross_entropy(&net.forward(&x), &y).backward().unwrap())
+            .unwrap();
+    };
+    wgnn::manual_seed(1);
+    let net = Sequential::new()
+        .add(Linear::new(4, 8, &dev))
+        .add(nn::Relu)
+        .add(Linear::new(8, 3, &dev));
+    let mut adam = Adam::new(net.parameters(), AdamConfig::default());
+    trained(&net, &mut adam);
+    let path = temp_file("other-architecture.ckpt", &dev);
+    wgnn::io::save_checkpoint(&net, &adam, &path).unwrap();
+
+    let mut other = Sequential::new()
+        .add(Linear::new(4, 6, &dev))
+        .add(nn::Relu)
+        .add(Linear::new(6, 3, &dev))
+        .add(nn::Relu)
+        .add(Linear::new(3, 2, &dev));
+    let mut sgd = Sgd::new(
+        other.parameters(),
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        },
+    );
+    trained(&other, &mut sgd);
+    let (weights, state) = (weight_bits(&other), sgd.state().unwrap());
+    let draw = || Linear::new(3, 3, &dev).weight.to_vec().unwrap();
+    wgnn::manual_seed(9);
+    let err = wgnn::io::load_checkpoint(&mut other, &mut sgd, &path).unwrap_err();
+    let after_failed_load = draw();
+    let Error::Load { problems, .. } = &err else {
+        panic!("not a load error: {err}")
+    };
+    let message = err.to_string();
+    for needle in [
+        "\"0.weight\" has shape [8, 4], the module expects [6, 4]",
+        "\"0.bias\" has shape [8], the module expects [6]",
+        "\"2.weight\" has shape [3, 8], the module expects [3, 6]",
+        "missing tensor \"4.weight\"",
+        "missing tensor \"4.bias\"",
+        "the checkpoint holds Adam state, the optimizer is SGD with momentum",
+    ] {
+        assert!(message.contains(needle), "`{needle}` not in: {message}");
+    }
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+    assert_eq!(weight_bits(&other), weights, "the model changed");
+    assert_eq!(sgd.state().unwrap(), state, "the optimizer changed");
+    wgnn::manual_seed(9);
+    assert_eq!(after_failed_load, draw(), "the random stream moved");
+
+    // The right architecture with another optimizer kind is refused too.
+    let mut same = Sequential::new()
+        .add(Linear::new(4, 8, &dev))
+        .add(nn::Relu)
+        .add(Linear::new(8, 3, &dev));
+    let mut adamw = AdamW::new(same.parameters(), AdamConfig::default());
+    let err = wgnn::io::load_checkpoint(&mut same, &mut adamw, &path).unwrap_err();
+    assert!(
+        err.to_string().contains("holds Adam state, the optimizer is AdamW"),
+        "{err}"
+    );
+    // A plain model file is not a checkpoint, but a checkpoint is a model file.
+    let plain = temp_file("plain.safetensors", &dev);
+    wgnn::io::save_safetensors(&net, &plain).unwrap();
+    let err = wgnn::io::load_checkpoint(&mut same, &mut adamw, &plain).unwrap_err();
+    assert!(err.to_string().contains("not a wgnn checkpoint"), "{err}");
+    wgnn::io::load_safetensors(&mut same, &path).unwrap();
+    assert_eq!(weight_bits(&same), weight_bits(&net));
+    for p in [path, plain] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn every_optimizers_state_round_trips_through_a_checkpoint() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let make = |kind: &str, p: Vec<Tensor>| -> Box<dyn Optimizer> {
+        let sgd = |momentum| SgdConfig {
+            lr: 0.1,
+            momentum,
+            weight_decay: 1e-3,
+            nesterov: momentum > 0.0,
+            ..Default::default()
+        };
+        let adam = AdamConfig {
+            lr: 0.01,
+            weight_decay: 1e-2,
+            ..Default::default()
+        };
+        match kind {
+            "SGD" => Box::new(Sgd::new(p, sgd(0.0))),
+            "SGD with momentum" => Box::new(Sgd::new(p, sgd(0.9))),
+            "Adam" => Box::new(Adam::new(p, adam)),
+            _ => Box::new(AdamW::new(p, adam)),
+        }
+    };
+    let x = Tensor::from_vec((0..12).map(|v| v as f32 / 12.0).collect(), &[3, 4], &dev).unwrap();
+    let y = Tensor::from_labels(&[0, 1, 1], &dev).unwrap();
+    let path = temp_file("optimizers.ckpt", &dev);
+    for kind in ["SGD", "SGD with momentum", "Adam", "AdamW"] {
+        let net = Sequential::new().add(Linear::new(4, 2, &dev));
+        let mut opt = make(kind, net.parameters());
+        for _ in 0..3 {
+            opt.step(&nn::loss::cross_entropy(&net.forward(&x), &y).backward().unwrap())
+                .unwrap();
+        }
+        opt.set_lr(0.0123);
+        wgnn::io::save_checkpoint(&net, &opt, &path).unwrap();
+        let mut fresh = Sequential::new().add(Linear::new(4, 2, &dev));
+        let mut loaded = make(kind, fresh.parameters());
+        wgnn::io::load_checkpoint(&mut fresh, &mut loaded, &path).unwrap();
+        let (want, got) = (opt.state().unwrap(), loaded.state().unwrap());
+        assert_eq!((want.kind.as_str(), want.steps, want.lr), (kind, 3, 0.0123));
+        assert_eq!(got, want, "{kind}");
+        assert_eq!(weight_bits(&fresh), weight_bits(&net), "{kind}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn resuming_fit_needs_a_checkpoint_written_by_fit_with_the_same_callbacks() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let x = Tensor::from_vec((0..24).map(|v| v as f32 / 24.0).collect(), &[6, 4], &dev).unwrap();
+    let y = Tensor::from_labels(&[0, 1, 2, 0, 1, 2], &dev).unwrap();
+    let model = || {
+        let net = Sequential::new().add(Linear::new(4, 3, &dev));
+        let opt = Adam::new(net.parameters(), AdamConfig::default());
+        net.compile(opt, Loss::CrossEntropy, &[]).unwrap()
+    };
+    let (plain, from_fit) = (temp_file("plain.ckpt", &dev), temp_file("fit.ckpt", &dev));
+    let mut m = model();
+    wgnn::io::save_checkpoint(&m.net, &m.optimizer, &plain).unwrap();
+    let config = |callbacks: Vec<Box<dyn wgnn::train::Callback>>, resume_from: &std::path::Path| FitConfig {
+        epochs: 2,
+        callbacks,
+        verbose: false,
+        layer_stats: false,
+        resume_from: Some(resume_from.into()),
+        ..Default::default()
+    };
+    let before = weight_bits(&m.net);
+    let err = m.fit(&x, &y, config(vec![], &plain)).unwrap_err();
+    assert!(
+        err.to_string().contains("written by save_checkpoint, not by fit"),
+        "{err}"
+    );
+    let mut writer = model();
+    let first = FitConfig {
+        epochs: 1,
+        callbacks: vec![Box::new(ModelCheckpoint::every_epoch(&from_fit))],
+        verbose: false,
+        layer_stats: false,
+        ..Default::default()
+    };
+    writer.fit(&x, &y, first).unwrap();
+    let err = m.fit(&x, &y, config(vec![], &from_fit)).unwrap_err();
+    assert!(err.to_string().contains("with 1 callbacks, this fit has 0"), "{err}");
+    assert_eq!(weight_bits(&m.net), before, "a refused resume changed the model");
+    let history = m
+        .fit(
+            &x,
+            &y,
+            config(vec![Box::new(ModelCheckpoint::every_epoch(&from_fit))], &from_fit),
+        )
+        .unwrap();
+    assert_eq!(
+        history.epochs(),
+        2,
+        "the history holds the epoch before the checkpoint too"
+    );
+    for p in [plain, from_fit] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Set in the child process of the crash test: the checkpoint file it writes.
+const CRASH_CHILD: &str = "WGNN_TEST_CHECKPOINT_CRASH_CHILD";
+
+/// The crash test's model (about 70,000 parameters, an 800 kB checkpoint) and the
+/// values its parameter `k` holds after step `step`.
+fn crash_model() -> (Sequential, Adam) {
+    let dev = Device::cpu();
+    let net = Sequential::new()
+        .add(Linear::new(256, 256, &dev))
+        .add(nn::Tanh)
+        .add(Linear::new(256, 16, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    (net, opt)
+}
+
+fn crash_values(step: u64, k: usize, n: usize) -> Vec<f32> {
+    (0..n).map(|i| step as f32 + (k * n + i) as f32 * 1e-6).collect()
+}
+
+/// The child: trains and writes a checkpoint after every step, each holding the
+/// step count and weights that say which step wrote them, until it is killed.
+fn write_checkpoints_until_killed(path: &str) -> ! {
+    let (net, mut opt) = crash_model();
+    let dev = Device::cpu();
+    let x = Tensor::ones(&[4, 256], &dev);
+    let y = Tensor::zeros(&[4, 16], &dev);
+    for step in 1.. {
+        let loss = nn::loss::mse(&net.forward(&x), &y);
+        opt.step(&loss.backward().unwrap()).unwrap();
+        for (k, p) in net.parameters().iter().enumerate() {
+            p.assign(&crash_values(step, k, p.numel())).unwrap();
+        }
+        wgnn::io::save_checkpoint(&net, &opt, path).unwrap();
+    }
+    unreachable!()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_checkpoint_killed_while_being_written_leaves_the_old_or_the_new_one() {
+    use std::os::unix::process::ExitStatusExt;
+    const NAME: &str = "a_checkpoint_killed_while_being_written_leaves_the_old_or_the_new_one";
+    if let Ok(path) = std::env::var(CRASH_CHILD) {
+        write_checkpoints_until_killed(&path);
+    }
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("wgnn-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.ckpt");
+    let tmp = dir.join("run.ckpt.tmp");
+    let (mut net, mut opt) = crash_model();
+    let mut random = 0x2545_f491_4f6c_dd1du64;
+    let (mut kills, mut cut_short, mut loaded, mut seen) = (0, 0, 0, std::collections::BTreeSet::new());
+    while kills < 200 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([NAME, "--exact", "--test-threads=1"])
+            .env(CRASH_CHILD, &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // xorshift64: delays from 0 to 120 ms, over the child's start and many writes.
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        std::thread::sleep(std::time::Duration::from_micros(random % 120_000));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "the child ended by itself: {status}");
+        kills += 1;
+        cut_short += tmp.exists() as usize;
+        if !path.exists() {
+            assert!(seen.is_empty(), "kill {kills}: the checkpoint is gone");
+            continue;
+        }
+        wgnn::io::load_checkpoint(&mut net, &mut opt, &path)
+            .unwrap_or_else(|e| panic!("kill {kills}: the checkpoint does not load: {e}"));
+        let step = opt.state().unwrap().steps;
+        for (k, p) in net.parameters().iter().enumerate() {
+            assert!(
+                p.to_vec().unwrap() == crash_values(step, k, p.numel()),
+                "kill {kills}: parameter {k} is not what step {step} wrote"
+            );
+        }
+        seen.insert(step);
+        loaded += 1;
+    }
+    eprintln!(
+        "{kills} kills; after {loaded} of them a checkpoint was there and loaded, after {cut_short} a temporary file was left (a write was cut short); checkpoints of {} distinct steps, up to step {:?}",
+        seen.len(),
+        seen.last()
+    );
+    assert!(seen.len() > 10, "too few writes completed to test anything: {seen:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

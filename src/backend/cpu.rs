@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage};
+use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Watch};
 use crate::{DeviceInfo, DeviceKind, Error, Result};
 
 /// A CPU buffer; its bytes count as live while it exists.
@@ -110,7 +110,7 @@ impl Drop for CpuPlan {
 }
 
 impl Executable for CpuPlan {
-    fn run(&self, externals: &[Storage]) -> Result<Vec<Storage>> {
+    fn run(&self, externals: &[Storage], mut watch: Option<Watch<'_>>) -> Result<Vec<Storage>> {
         let ext: Vec<&Arc<CpuBuffer>> = externals
             .iter()
             .map(|s| match s {
@@ -120,9 +120,20 @@ impl Executable for CpuPlan {
                 )),
             })
             .collect::<Result<_>>()?;
+        let ext_data: Vec<&RwLock<Vec<f32>>> = ext.iter().map(|b| &b.data).collect();
         let mut arena = self.arena.lock().unwrap();
-        for step in &self.program.steps {
-            run_step(step, &mut arena, &ext);
+        let mut probe = 0;
+        for (done, step) in (1..).zip(&self.program.steps) {
+            run_step(step, &mut arena, &ext_data);
+            if let Some(w) = watch.as_mut() {
+                while let Some(p) = w.probes.get(probe).filter(|p| p.after == done) {
+                    match p.slot {
+                        Slot::Arena(s) => (w.observe)(probe, &arena[s][..p.words])?,
+                        Slot::External(e) => (w.observe)(probe, &ext_data[e].read().unwrap()[..p.words])?,
+                    }
+                    probe += 1;
+                }
+            }
         }
         let kept = self
             .program
@@ -131,13 +142,13 @@ impl Executable for CpuPlan {
             .map(|&(slot, words)| {
                 let data = match slot {
                     Slot::Arena(s) => arena[s][..words].to_vec(),
-                    Slot::External(e) => ext[e].data.read().unwrap()[..words].to_vec(),
+                    Slot::External(e) => ext_data[e].read().unwrap()[..words].to_vec(),
                 };
                 Storage::Cpu(CpuBuffer::new(data, &self.counters))
             })
             .collect();
         for step in &self.program.updates {
-            run_step(step, &mut arena, &ext);
+            run_step(step, &mut arena, &ext_data);
         }
         let launches = (self.program.steps.len() + self.program.updates.len()) as u64;
         Counters::add(&self.counters.dispatches, launches);
@@ -147,22 +158,23 @@ impl Executable for CpuPlan {
 }
 
 /// Runs one step: takes the written buffers out (arena) or locks them (externals),
-/// borrows the read ones, and calls the kernel's CPU function.
-fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&Arc<CpuBuffer>]) {
+/// borrows the read ones, and calls the kernel's CPU function. (Also the CPU half of
+/// shadow mode, `src/graph/debug.rs`.)
+pub(crate) fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]) {
     let reads = step.kernel.reads();
     let mut taken: Vec<(usize, Vec<f32>)> = Vec::new();
     let mut ext_guards = Vec::new();
     for slot in &step.bindings[reads..] {
         match *slot {
             Slot::Arena(s) => taken.push((s, std::mem::take(&mut arena[s]))),
-            Slot::External(e) => ext_guards.push(ext[e].data.write().unwrap()),
+            Slot::External(e) => ext_guards.push(ext[e].write().unwrap()),
         }
     }
     {
         let read_guards: Vec<_> = step.bindings[..reads]
             .iter()
             .map(|slot| match *slot {
-                Slot::External(e) => Some(ext[e].data.read().unwrap()),
+                Slot::External(e) => Some(ext[e].read().unwrap()),
                 Slot::Arena(_) => None,
             })
             .collect();

@@ -6,12 +6,12 @@
 //! folds grids into the adapter's limits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage};
+use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Watch};
 use crate::ops::kernel::{Grid, Kernel};
-use crate::{DeviceInfo, DeviceKind, Error, Result};
+use crate::{DeviceInfo, DeviceKind, Error, GpuOptions, Result};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
@@ -49,6 +49,65 @@ struct Shared {
     pool: Arc<Pool>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     layouts: Mutex<HashMap<(usize, usize), Arc<wgpu::BindGroupLayout>>>,
+    /// What went wrong outside an error scope (wgpu's uncaptured errors, device
+    /// loss), reported by the next call instead of wgpu's default panic.
+    faults: Arc<Faults>,
+    /// A test-only patch of kernel sources (`Device::debug_patch_wgsl`).
+    patch: Mutex<Option<(String, String)>>,
+    /// Largest uniform buffer (wgpu's `max_uniform_buffer_binding_size`).
+    max_uniform_bytes: u64,
+}
+
+/// Errors wgpu reports through callbacks: set there, taken by the next call.
+#[derive(Default)]
+struct Faults {
+    any: AtomicBool,
+    lost: Mutex<Option<String>>,
+    error: Mutex<Option<String>>,
+}
+
+impl Faults {
+    /// `Err` if the device was lost or reported an uncaptured error since the last
+    /// check (one atomic load when all is well).
+    fn check(&self, context: &str) -> Result<()> {
+        if !self.any.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(reason) = self.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost { reason });
+        }
+        self.any.store(false, Ordering::Release);
+        match self.error.lock().unwrap().take() {
+            Some(reason) => Err(Error::Gpu {
+                context: context.into(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Error scopes around plan compilation; fields in reverse order of pushing, so an
+/// early return drops (pops) them in the order wgpu requires.
+struct Scopes {
+    validation: wgpu::ErrorScopeGuard,
+    out_of_memory: wgpu::ErrorScopeGuard,
+}
+
+impl Scopes {
+    /// The first error caught, as an `Error` naming `context`, or a device loss.
+    fn pop(self, faults: &Faults, context: impl Fn() -> String) -> Result<()> {
+        let validation = pollster::block_on(self.validation.pop());
+        let out_of_memory = pollster::block_on(self.out_of_memory.pop());
+        faults.check(&context())?;
+        match validation.or(out_of_memory) {
+            Some(e) => Err(Error::Gpu {
+                context: context(),
+                reason: e.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 pub(crate) struct GpuBackend(Arc<Shared>);
@@ -59,7 +118,8 @@ fn buffer_bytes(words: usize) -> u64 {
 }
 
 impl GpuBackend {
-    pub(crate) fn new(backends: &str, counters: Arc<Counters>) -> Result<GpuBackend> {
+    pub(crate) fn new(options: &GpuOptions, counters: Arc<Counters>) -> Result<GpuBackend> {
+        let backends = options.backends.as_str();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         let mask = match backends.trim() {
             "" => wgpu::Backends::all(),
@@ -78,7 +138,13 @@ impl GpuBackend {
         }))
         .map_err(|e| Error::NoAdapter(format!("backends {mask:?}: {e}")))?;
         let a = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(max) = options.max_storage_buffer_binding_size {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
+        }
+        if let Some(max) = options.max_buffer_size {
+            limits.max_buffer_size = limits.max_buffer_size.min(max);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgnn"),
             required_limits: limits.clone(),
@@ -100,6 +166,22 @@ impl GpuBackend {
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         };
+        let faults = Arc::new(Faults::default());
+        let f = faults.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            f.error.lock().unwrap().get_or_insert_with(|| e.to_string());
+            f.any.store(true, Ordering::Release);
+        }));
+        let f = faults.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let reason = format!("{reason:?}");
+            *f.lost.lock().unwrap() = Some(if message.is_empty() {
+                reason
+            } else {
+                format!("{reason}: {message}")
+            });
+            f.any.store(true, Ordering::Release);
+        });
         Ok(GpuBackend(Arc::new(Shared {
             device,
             queue,
@@ -108,28 +190,115 @@ impl GpuBackend {
             pool: Arc::new(Mutex::new(HashMap::new())),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
+            faults,
+            patch: Mutex::new(None),
+            max_uniform_bytes: limits.max_uniform_buffer_binding_size as u64,
         })))
     }
 }
 
 impl Shared {
+    /// Refuses, before anything is created or dispatched, a storage buffer the
+    /// device cannot create or bind.
     fn check_size(&self, what: &str, words: usize) -> Result<()> {
         let bytes = buffer_bytes(words);
-        let limit = self.info.max_storage_buffer_binding_size;
-        if bytes > limit {
-            return Err(Error::DeviceLimit {
-                what: what.into(),
-                needed: bytes,
-                limit,
-                limit_name: "max_storage_buffer_binding_size",
-            });
+        for (limit, limit_name) in [
+            (self.info.max_buffer_size, "max_buffer_size"),
+            (
+                self.info.max_storage_buffer_binding_size,
+                "max_storage_buffer_binding_size",
+            ),
+        ] {
+            if bytes > limit {
+                return Err(Error::DeviceLimit {
+                    what: what.into(),
+                    needed: bytes,
+                    limit,
+                    limit_name,
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Catches validation and out-of-memory errors until `Scopes::pop`.
+    fn push_scopes(&self) -> Scopes {
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        Scopes {
+            validation: self.device.push_error_scope(wgpu::ErrorFilter::Validation),
+            out_of_memory,
+        }
+    }
+
+    /// Copies each `(buffer, bytes)` into a staging buffer in `encoder`, submits it
+    /// and reads them back.
+    async fn readback(
+        &self,
+        mut encoder: wgpu::CommandEncoder,
+        sources: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let staging: Vec<wgpu::Buffer> = sources
+            .iter()
+            .map(|&(source, bytes)| {
+                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgnn readback"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                encoder.copy_buffer_to_buffer(source, 0, &staging, 0, bytes);
+                staging
+            })
+            .collect();
+        self.queue.submit([encoder.finish()]);
+        Counters::add(&self.counters.submits, 1);
+        self.faults.check("submitting a readback")?;
+        let receivers: Vec<_> = staging
+            .iter()
+            .map(|b| {
+                let (tx, rx) = futures::channel::oneshot::channel();
+                b.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send(r);
+                });
+                rx
+            })
+            .collect();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                context: "waiting for a readback".into(),
+                reason: e.to_string(),
+            })?;
+        self.faults.check("waiting for a readback")?;
+        let mut out = Vec::with_capacity(staging.len());
+        for (b, rx) in staging.iter().zip(receivers) {
+            rx.await
+                .map_err(|_| Error::Gpu {
+                    context: "readback".into(),
+                    reason: "the mapping callback was dropped".into(),
+                })?
+                .map_err(|e| Error::Gpu {
+                    context: "mapping a readback buffer".into(),
+                    reason: e.to_string(),
+                })?;
+            let data: Vec<f32> = {
+                let view = b.slice(..).get_mapped_range().map_err(|e| Error::Gpu {
+                    context: "reading a mapped buffer".into(),
+                    reason: format!("{e:?}"),
+                })?;
+                bytemuck::cast_slice(&view).to_vec()
+            };
+            b.unmap();
+            Counters::add(&self.counters.bytes_downloaded, b.size());
+            out.push(data);
+        }
+        Ok(out)
     }
 
     /// A storage buffer of at least `words` words; from the pool unless `fresh`
     /// (fresh buffers are zero-filled by wgpu).
     fn buffer(&self, words: usize, fresh: bool) -> Result<Arc<GpuBuffer>> {
+        self.faults.check("creating a buffer")?;
         self.check_size("a buffer", words)?;
         let bytes = buffer_bytes(words);
         let pooled = if fresh {
@@ -197,7 +366,7 @@ impl Shared {
     }
 
     /// The pipeline for a kernel source, compiled once per device.
-    fn pipeline(&self, source: &str, reads: usize, writes: usize) -> Result<Arc<wgpu::ComputePipeline>> {
+    fn pipeline(&self, name: &str, source: &str, reads: usize, writes: usize) -> Result<Arc<wgpu::ComputePipeline>> {
         if let Some(p) = self.pipelines.lock().unwrap().get(source) {
             return Ok(p.clone());
         }
@@ -213,7 +382,7 @@ impl Shared {
             immediate_size: 0,
         });
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("wgnn kernel"),
+            label: Some(name),
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
@@ -222,7 +391,7 @@ impl Shared {
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu {
-                context: format!("compiling kernel:\n{source}"),
+                context: format!("compiling kernel {name}:\n{source}"),
                 reason: e.to_string(),
             });
         }
@@ -249,6 +418,8 @@ fn section(file: &str, name: &str) -> String {
 
 /// A launch ready to build: the full WGSL source, the uniform words and the grid.
 struct Launch {
+    /// The kernel's section name.
+    entry: &'static str,
     source: String,
     params: Vec<u32>,
     groups: (u32, u32, u32),
@@ -293,6 +464,7 @@ fn launch(kernel: &dyn Kernel, writes: usize, max_groups: u32) -> Launch {
         Grid::Tiles(x, y) => (x.max(1) as u32, y.max(1) as u32, 1),
     };
     Launch {
+        entry: w.entry,
         source,
         params: w.uniforms.words(),
         groups,
@@ -301,6 +473,8 @@ fn launch(kernel: &dyn Kernel, writes: usize, max_groups: u32) -> Launch {
 
 /// One launch of a compiled plan.
 struct GpuStep {
+    /// The kernel's entry (its section of the shader), for error messages.
+    name: &'static str,
     pipeline: Arc<wgpu::ComputePipeline>,
     layout: Arc<wgpu::BindGroupLayout>,
     params: wgpu::Buffer,
@@ -351,6 +525,7 @@ impl super::Backend for GpuBackend {
     fn overwrite(&self, storage: Storage, data: &[f32]) -> Result<Storage> {
         match storage {
             Storage::Gpu(b) => {
+                self.0.faults.check("overwriting a value")?;
                 self.0.upload(b.raw(), data);
                 Ok(Storage::Gpu(b))
             }
@@ -366,52 +541,36 @@ impl super::Backend for GpuBackend {
                 Storage::Cpu(_) => return Err(Error::Invalid("a GPU read was given a CPU value".into())),
             };
             let s = &self.0;
-            let bytes = source.raw().size();
-            let staging = s.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgnn readback"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            s.faults.check("reading a value back")?;
+            let encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wgnn readback"),
             });
-            encoder.copy_buffer_to_buffer(source.raw(), 0, &staging, 0, bytes);
-            s.queue.submit([encoder.finish()]);
-            Counters::add(&s.counters.submits, 1);
-            let (tx, rx) = futures::channel::oneshot::channel();
-            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-            s.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu {
-                    context: "waiting for a readback".into(),
-                    reason: e.to_string(),
-                })?;
-            rx.await
-                .map_err(|_| Error::Gpu {
-                    context: "readback".into(),
-                    reason: "the mapping callback was dropped".into(),
-                })?
-                .map_err(|e| Error::Gpu {
-                    context: "mapping a readback buffer".into(),
-                    reason: e.to_string(),
-                })?;
-            let data: Vec<f32> = {
-                let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu {
-                    context: "reading a mapped buffer".into(),
-                    reason: format!("{e:?}"),
-                })?;
-                bytemuck::cast_slice(&view).to_vec()
-            };
-            staging.unmap();
-            Counters::add(&s.counters.bytes_downloaded, bytes);
-            Ok(data)
+            let mut values = s.readback(encoder, &[(source.raw(), source.raw().size())]).await?;
+            Ok(values.pop().expect("one buffer read"))
         })
     }
 
+    fn debug_destroy(&self) {
+        self.0.device.destroy();
+    }
+
+    fn debug_patch_wgsl(&self, from: &str, to: &str) {
+        *self.0.patch.lock().unwrap() = Some((from.into(), to.into()));
+    }
+
     fn compile(&self, program: Program) -> Result<Box<dyn Executable>> {
+        let s = &self.0;
+        s.faults.check("compiling a plan")?;
+        let scopes = s.push_scopes();
+        let plan = self.compile_scoped(program)?;
+        let names: Vec<&str> = plan.steps.iter().chain(&plan.updates).map(|st| st.name).collect();
+        scopes.pop(&s.faults, || format!("compiling a plan of kernels {names:?}"))?;
+        Ok(plan)
+    }
+}
+
+impl GpuBackend {
+    fn compile_scoped(&self, program: Program) -> Result<Box<GpuPlan>> {
         let s = &self.0;
         let mut bytes = 0;
         let mut make = |words: usize, what: &str| -> Result<wgpu::Buffer> {
@@ -445,9 +604,22 @@ impl super::Backend for GpuBackend {
         let build = |step: &Step| -> Result<GpuStep> {
             let reads = step.kernel.reads();
             let writes = step.bindings.len() - reads;
-            let l = launch(step.kernel.as_ref(), writes, max_groups);
-            let pipeline = s.pipeline(&l.source, reads, writes)?;
+            let mut l = launch(step.kernel.as_ref(), writes, max_groups);
+            if let Some((from, to)) = s.patch.lock().unwrap().as_ref() {
+                l.source = l.source.replace(from.as_str(), to);
+            }
+            let name = l.entry;
+            let pipeline = s.pipeline(name, &l.source, reads, writes)?;
             let words = l.params;
+            let uniform_bytes = (words.len() * 4) as u64;
+            if uniform_bytes > s.max_uniform_bytes {
+                return Err(Error::DeviceLimit {
+                    what: format!("the parameters of kernel {name}"),
+                    needed: uniform_bytes,
+                    limit: s.max_uniform_bytes,
+                    limit_name: "max_uniform_buffer_binding_size",
+                });
+            }
             let params = s.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgnn params"),
                 size: (words.len() * 4) as u64,
@@ -456,6 +628,7 @@ impl super::Backend for GpuBackend {
             });
             s.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
             Ok(GpuStep {
+                name,
                 pipeline,
                 layout: s.layout(reads, writes),
                 params,
@@ -524,9 +697,32 @@ impl GpuPlan {
     }
 }
 
+impl GpuPlan {
+    /// Records `steps` as one compute pass.
+    fn encode_pass(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        steps: &[GpuStep],
+        ext: &[Option<&Arc<GpuBuffer>>],
+    ) {
+        if steps.is_empty() {
+            return;
+        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for step in steps {
+            self.encode(&mut pass, step, ext);
+        }
+    }
+}
+
 impl Executable for GpuPlan {
-    fn run(&self, externals: &[Storage]) -> Result<Vec<Storage>> {
+    fn run(&self, externals: &[Storage], watch: Option<Watch<'_>>) -> Result<Vec<Storage>> {
         let s = &self.shared;
+        s.faults.check("running a plan")?;
         let mut ext: Vec<Option<&Arc<GpuBuffer>>> = Vec::with_capacity(externals.len());
         for (e, storage) in externals.iter().enumerate() {
             match (storage, &self.host_inputs[e]) {
@@ -547,18 +743,34 @@ impl Executable for GpuPlan {
             .iter()
             .map(|&(_, words)| s.buffer(words, false))
             .collect::<Result<_>>()?;
-        let mut encoder = s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("wgnn plan"),
-        });
-        if !self.steps.is_empty() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("wgnn compute"),
-                timestamp_writes: None,
-            });
-            for step in &self.steps {
-                self.encode(&mut pass, step, &ext);
+        let new_encoder = || {
+            s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgnn plan"),
+            })
+        };
+        let mut encoder = new_encoder();
+        let mut done = 0;
+        if let Some(w) = watch {
+            // Debugging modes: run up to each probe, read its values back, hand them out.
+            let mut first = 0;
+            while first < w.probes.len() {
+                let after = w.probes[first].after;
+                let end = first + w.probes[first..].iter().take_while(|p| p.after == after).count();
+                self.encode_pass(&mut encoder, "wgnn compute", &self.steps[done..after], &ext);
+                Counters::add(&s.counters.dispatches, (after - done) as u64);
+                done = after;
+                let sources: Vec<(&wgpu::Buffer, u64)> = w.probes[first..end]
+                    .iter()
+                    .map(|p| (self.buffer(p.slot, &ext), buffer_bytes(p.words)))
+                    .collect();
+                let values = pollster::block_on(s.readback(std::mem::replace(&mut encoder, new_encoder()), &sources))?;
+                for (k, v) in (first..end).zip(values) {
+                    (w.observe)(k, &v[..w.probes[k].words])?;
+                }
+                first = end;
             }
         }
+        self.encode_pass(&mut encoder, "wgnn compute", &self.steps[done..], &ext);
         for (&(slot, words), dst) in self.kept.iter().zip(&kept) {
             encoder.copy_buffer_to_buffer(
                 self.buffer(slot, &ext),
@@ -568,18 +780,14 @@ impl Executable for GpuPlan {
                 buffer_bytes(words).min(dst.raw().size()),
             );
         }
-        if !self.updates.is_empty() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("wgnn update"),
-                timestamp_writes: None,
-            });
-            for step in &self.updates {
-                self.encode(&mut pass, step, &ext);
-            }
-        }
+        self.encode_pass(&mut encoder, "wgnn update", &self.updates, &ext);
         s.queue.submit([encoder.finish()]);
         Counters::add(&s.counters.submits, 1);
-        Counters::add(&s.counters.dispatches, (self.steps.len() + self.updates.len()) as u64);
+        Counters::add(
+            &s.counters.dispatches,
+            (self.steps.len() - done + self.updates.len()) as u64,
+        );
+        s.faults.check("running a plan")?;
         Ok(kept.into_iter().map(Storage::Gpu).collect())
     }
 }

@@ -71,12 +71,37 @@ pub(crate) struct Program {
     pub updates: Vec<Step>,
     /// Values copied into fresh buffers for the nodes that outlive the plan.
     pub kept: Vec<(Slot, usize)>,
+    /// For each node of the plan that launches kernels: where its value is complete
+    /// (the numbers of the debugging modes, `src/graph/debug.rs`).
+    pub probes: Vec<Probe>,
+}
+
+/// Where a node's value can be read during a run: after the first `after` steps,
+/// in the first `words` words of `slot`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probe {
+    /// The node's index in the plan's schedule.
+    pub node: usize,
+    pub after: usize,
+    pub slot: Slot,
+    pub words: usize,
+}
+
+/// A run that hands values out as they are computed (the debugging modes): after
+/// each probe's step, `observe(probe index, values)`; an error from it stops the
+/// run before any value is kept or any update runs.
+pub(crate) struct Watch<'a> {
+    /// Sorted by `after`.
+    pub probes: &'a [Probe],
+    pub observe: &'a mut dyn FnMut(usize, &[f32]) -> Result<()>,
 }
 
 /// A compiled program, ready to run many times.
 pub(crate) trait Executable: Send + Sync {
-    /// Runs the program on these external values and returns the kept values.
-    fn run(&self, externals: &[Storage]) -> Result<Vec<Storage>>;
+    /// Runs the program on these external values and returns the kept values;
+    /// with a watch, hands the probed values out as it goes (slower: the GPU
+    /// submits and reads back at each probe).
+    fn run(&self, externals: &[Storage], watch: Option<Watch<'_>>) -> Result<Vec<Storage>>;
 }
 
 /// A boxed future, for object-safe async readback.
@@ -94,6 +119,11 @@ pub(crate) trait Backend: Send + Sync {
     /// Reads a value back to the host.
     fn read<'a>(&'a self, storage: &'a Storage) -> BoxFuture<'a, Result<Vec<f32>>>;
     fn compile(&self, program: Program) -> Result<Box<dyn Executable>>;
+    /// Destroys the device as a driver reset would (tests of device loss; GPU only).
+    fn debug_destroy(&self) {}
+    /// Replaces `from` with `to` in kernel sources compiled from now on (tests of
+    /// shadow mode; GPU only).
+    fn debug_patch_wgsl(&self, _from: &str, _to: &str) {}
 }
 
 /// The counters behind `Device::stats`.

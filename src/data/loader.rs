@@ -95,6 +95,42 @@ impl DataLoader {
         })
     }
 
+    /// The shape and type of a batch of `rows` inputs.
+    pub(crate) fn x_spec(&self, rows: usize) -> crate::nn::TensorSpec {
+        crate::nn::TensorSpec::f32(&[&[rows][..], &self.x_row].concat())
+    }
+
+    /// The shape and type of a batch of `rows` targets.
+    pub(crate) fn y_spec(&self, rows: usize) -> crate::nn::TensorSpec {
+        crate::nn::TensorSpec {
+            shape: [&[rows][..], &self.y_row].concat(),
+            dtype: self.y_dtype,
+        }
+    }
+
+    /// The first NaN or infinite value, inputs first, then f32 targets: `(what, row,
+    /// column, value)`, the column counted within the row's values.
+    pub(crate) fn first_non_finite(&self) -> Option<(&'static str, usize, usize, f32)> {
+        let find = |what, data: &[f32], row: &[usize]| {
+            let width = row.iter().product::<usize>().max(1);
+            let i = data.iter().position(|v| !v.is_finite())?;
+            Some((what, i / width, i % width, data[i]))
+        };
+        find("features", &self.x, &self.x_row).or_else(|| match self.y_dtype {
+            DType::F32 => find("targets", &self.y, &self.y_row),
+            DType::U32 => None,
+        })
+    }
+
+    /// The first label that is not below `classes`: `(row, label)`.
+    pub(crate) fn first_label_out_of_range(&self, classes: usize) -> Option<(usize, u32)> {
+        if self.y_dtype != DType::U32 {
+            return None;
+        }
+        let i = self.y.iter().position(|v| v.to_bits() as usize >= classes)?;
+        Some((i, self.y[i].to_bits()))
+    }
+
     /// A loader over some of the rows (copied, in the given order), with the same
     /// batch size; not shuffled until asked.
     ///
@@ -163,6 +199,18 @@ impl DataLoader {
     /// cannot happen: `batch_size` is capped at the number of rows).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The shuffling seed and the number of epochs begun: all that decides the row
+    /// order of the epochs to come (saved in `fit`'s checkpoints).
+    pub(crate) fn order_state(&self) -> (Option<u64>, u64) {
+        (self.shuffle, self.epoch)
+    }
+
+    /// Puts back an [`order_state`](Self::order_state), so the next epoch has the
+    /// order it would have had in the run that saved it.
+    pub(crate) fn set_order_state(&mut self, (shuffle, epoch): (Option<u64>, u64)) {
+        (self.shuffle, self.epoch) = (shuffle, epoch);
     }
 
     /// The row order of the next epoch, then advances the epoch counter.

@@ -367,6 +367,21 @@ fn parse_labelled_csv(bytes: &[u8], path: &Path, skip: usize, cols: Option<usize
         })?;
         labels.push(label);
     }
+    if labels.is_empty() {
+        if bytes.is_empty() {
+            return Err(Error::format(path, 0, "the file is empty"));
+        }
+        let after = if skip > 0 {
+            format!(" after the {skip} skipped line(s)")
+        } else {
+            String::new()
+        };
+        return Err(Error::format(
+            path,
+            bytes.len() as u64,
+            format!("the file has no data rows{after}"),
+        ));
+    }
     Ok(Dataset {
         n: labels.len(),
         features,
@@ -399,7 +414,8 @@ pub fn load_mnist_csv_gz(path: impl AsRef<Path>) -> Result<Dataset> {
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the line and
 /// column (1-based) of a value that is not a finite number or a label that is not a
-/// non-negative integer, or the line of a wrong column count.
+/// non-negative integer, the line of a wrong column count, or a file with no data
+/// rows.
 pub fn load_csv_labelled(path: impl AsRef<Path>, skip: usize) -> Result<Dataset> {
     let path = path.as_ref();
     let bytes = read_maybe_gz(path)?;

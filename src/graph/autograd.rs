@@ -162,6 +162,7 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
             }
             continue;
         }
+        let _attributed = crate::tensor::Origin::backward_of(node);
         let g = grads.remove(&node.id());
         let others = output_grads.remove(&node.id());
         let input_grads = match (g, others) {

@@ -1,4 +1,5 @@
 //! The lazy graph: autograd and plans (the op table is `crate::ops`).
 
 pub(crate) mod autograd;
+pub(crate) mod debug;
 pub(crate) mod plan;

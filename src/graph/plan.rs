@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::backend::{Counters, Executable, ExternalSpec, Program, Slot, Step, Storage};
+use crate::backend::{Counters, Executable, ExternalSpec, Probe, Program, Slot, Step, Storage};
 use crate::ops::{Bind, Lowering, Op};
 use crate::tensor::numel;
 use crate::{Error, Result, Tensor};
@@ -17,6 +17,8 @@ use crate::{Error, Result, Tensor};
 /// A compiled plan, shared by every graph of the same structure.
 pub(crate) struct CompiledPlan {
     exec: Box<dyn Executable>,
+    /// What was compiled, for the debugging modes (`debug.rs`).
+    program: Program,
     /// Indices (into the schedule) of the nodes whose values are kept.
     kept_nodes: Vec<usize>,
 }
@@ -177,6 +179,28 @@ impl Schedule {
         Ok(())
     }
 
+    /// Refuses, before anything is allocated or dispatched, a node whose value the
+    /// device cannot hold in one buffer, naming the node.
+    fn check_limits(&self, device: &crate::Device) -> Result<()> {
+        let info = device.info();
+        let (limit, limit_name) = [
+            (info.max_buffer_size, "max_buffer_size"),
+            (info.max_storage_buffer_binding_size, "max_storage_buffer_binding_size"),
+        ]
+        .into_iter()
+        .min_by_key(|&(limit, _)| limit)
+        .expect("two limits");
+        match self.nodes.iter().find(|t| t.numel() as u64 * 4 > limit) {
+            Some(t) => Err(Error::DeviceLimit {
+                what: format!("the value of {:?} {:?} built at {}", t.0.op, t.shape(), t.0.origin),
+                needed: t.numel() as u64 * 4,
+                limit,
+                limit_name,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The cache key: structure, shapes, external kinds and which values are kept.
     fn key(&self) -> String {
         let mut key = String::new();
@@ -262,6 +286,7 @@ impl Schedule {
                     }
                 }
             };
+            let computed = !matches!(lowering, Lowering::Alias);
             let (out, launches, mut temps, outputs) = match lowering {
                 Lowering::Alias => (bindings_in[0], Vec::new(), Vec::new(), Vec::new()), // same buffer as the input
                 Lowering::OutputOf(k) => {
@@ -300,6 +325,14 @@ impl Schedule {
                 program.steps.push(Step {
                     kernel: launch.kernel,
                     bindings,
+                });
+            }
+            if computed {
+                program.probes.push(Probe {
+                    node: i,
+                    after: program.steps.len(),
+                    slot: out,
+                    words: numel(node.shape()),
                 });
             }
             // Outputs read by `Op::Output` nodes live on in those; the rest are scratch.
@@ -388,9 +421,15 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
             }
             None => {
                 Counters::add(&device.counters().plan_cache_misses, 1);
-                let exec = device.backend().compile(schedule.lower())?;
+                schedule.check_limits(&device)?;
+                let program = schedule.lower();
+                let exec = device.backend().compile(program.clone())?;
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();
-                let plan = Arc::new(CompiledPlan { exec, kept_nodes });
+                let plan = Arc::new(CompiledPlan {
+                    exec,
+                    program,
+                    kept_nodes,
+                });
                 device.plan_cache().lock().unwrap().insert(key, plan.clone());
                 plan
             }
@@ -401,7 +440,11 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
         .iter()
         .map(|t| t.0.storage.lock().unwrap().clone().expect("externals are realized"))
         .collect();
-    let kept = plan.exec.run(&externals)?;
+    let kept = if device.debug_modes().any() {
+        super::debug::run(&*plan.exec, &plan.program, &schedule.nodes, &externals, &device)?
+    } else {
+        plan.exec.run(&externals, None)?
+    };
     for (&i, storage) in plan.kept_nodes.iter().zip(kept) {
         *schedule.nodes[i].0.storage.lock().unwrap() = Some(storage);
     }

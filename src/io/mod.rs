@@ -1,46 +1,79 @@
 //! Saving and loading module parameters as safetensors files whose tensor names are
-//! PyTorch's `state_dict()` keys.
+//! PyTorch's `state_dict()` keys, and checkpoints ([`save_checkpoint`],
+//! [`load_checkpoint`]) that hold everything needed to resume training. Every file is
+//! written crash-safely: to a temporary file in the same folder, flushed to disk,
+//! then renamed over the old one.
+
+mod checkpoint;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub(crate) use checkpoint::{read_checkpoint, save_checkpoint_with, Extra};
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::nn::Module;
-use crate::{Error, Result};
+use crate::{Error, Result, Tensor};
 
 /// Writes every parameter of `module` (f32, names as `state_dict()`) to `path`.
-/// The file is written to a temporary name and renamed, so a crash never leaves a
-/// half-written file.
+/// The file is written to a temporary name, flushed to disk and renamed, so a crash
+/// never leaves a half-written file.
 pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in module.named_parameters() {
-        let values = t.to_vec()?;
-        data.push((name, t.shape().to_vec(), bytemuck::cast_slice(&values).to_vec()));
-    }
-    let views = data
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::SafeTensors {
-                    path: path.into(),
-                    reason: e.to_string(),
-                })
-        })
+    let tensors = module
+        .named_parameters()
+        .into_iter()
+        .map(|(name, t)| Ok((name, t.shape().to_vec(), t.to_vec()?)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| Error::SafeTensors {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let bytes = serialize(path, &tensors, None)?;
+    write_atomically(path, &bytes)
+}
+
+/// Replaces `path` by `bytes` so that a crash at any moment leaves either the old
+/// file or the new one: the bytes go to `<name>.tmp` in the same folder, which is
+/// flushed to disk (`fsync`), renamed over `path`, and the folder is flushed so the
+/// rename itself survives a power loss.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let Some(name) = path.file_name() else {
+        return Err(Error::Invalid(format!("{}: not a file name", path.display())));
+    };
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_folder(path)
+}
+
+/// Flushes the folder holding `path`, so that a rename in it is on disk.
+#[cfg(unix)]
+fn sync_folder(path: &Path) -> Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(folder)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(folder, e))
+}
+
+/// Folders cannot be opened for flushing here; the rename is as durable as the
+/// file system makes it.
+#[cfg(not(unix))]
+fn sync_folder(_: &Path) -> Result<()> {
+    Ok(())
 }
 
 /// Loads parameters saved by [`save_safetensors`] or by PyTorch
-/// (`safetensors.torch.save_file(model.state_dict(), path)`). Strict: every missing,
+/// (`safetensors.torch.save_file(model.state_dict(), path)`), or the parameters of a
+/// checkpoint ([`save_checkpoint`], `ModelCheckpoint`). Strict: every missing,
 /// unexpected or wrongly shaped tensor is reported at once, and on any error the
 /// module is left untouched.
 ///
@@ -51,15 +84,37 @@ pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<(
 pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::SafeTensors {
+    let file = parse(path, &bytes)?;
+    let mut found: HashMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
+    if checkpoint::is_checkpoint(&bytes) {
+        found.retain(|name, _| !checkpoint::is_reserved(name));
+    }
+    let values = match_parameters(&module.named_parameters(), found).map_err(|problems| Error::Load {
+        path: path.into(),
+        problems,
+    })?;
+    for (param, data) in values {
+        param.assign(&data)?;
+    }
+    Ok(())
+}
+
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| Error::SafeTensors {
         path: path.into(),
         reason: e.to_string(),
-    })?;
-    let params = module.named_parameters();
-    let mut found: HashMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
+    })
+}
+
+/// The values of `found` for each of `params`, or every missing, unexpected, wrongly
+/// shaped or typed tensor, one message each.
+fn match_parameters(
+    params: &[(String, Tensor)],
+    mut found: HashMap<String, TensorView<'_>>,
+) -> std::result::Result<Vec<(Tensor, Vec<f32>)>, Vec<String>> {
     let mut problems = Vec::new();
     let mut values = Vec::new();
-    for (name, param) in &params {
+    for (name, param) in params {
         match found.remove(name) {
             None => problems.push(format!("missing tensor {name:?} (shape {:?})", param.shape())),
             Some(view) if view.shape() != param.shape() => problems.push(format!(
@@ -79,16 +134,39 @@ pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Resu
     let mut unexpected: Vec<_> = found.keys().cloned().collect();
     unexpected.sort();
     problems.extend(unexpected.into_iter().map(|n| format!("unexpected tensor {n:?}")));
-    if !problems.is_empty() {
-        return Err(Error::Load {
-            path: path.into(),
-            problems,
-        });
+    if problems.is_empty() {
+        Ok(values)
+    } else {
+        Err(problems)
     }
-    for (param, data) in values {
-        param.assign(&data)?;
-    }
-    Ok(())
+}
+
+/// The values of an F32 tensor (little-endian, as safetensors stores them).
+fn f32_values(view: &TensorView<'_>) -> Vec<f32> {
+    view.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Serializes named f32 tensors and string metadata into safetensors bytes.
+fn serialize(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let bad = |e: safetensors::SafeTensorError| Error::SafeTensors {
+        path: path.into(),
+        reason: e.to_string(),
+    };
+    let views = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(values)).map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    safetensors::tensor::serialize(views, metadata).map_err(bad)
 }
 
 /// Little-endian `bytes` of `dtype` as f32 values, or `None` for a dtype that does not

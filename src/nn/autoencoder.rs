@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::{Module, Sequential};
+use super::{Module, Sequential, TensorSpec};
 use crate::optim::Optimizer;
 use crate::train::{Loss, Model};
 use crate::{Error, Result, Tensor};
@@ -117,6 +117,19 @@ impl Module for Autoencoder {
     #[track_caller]
     fn forward(&self, x: &Tensor) -> Tensor {
         self.decode(&self.encode(x))
+    }
+
+    /// The encoder's spec, then the decoder's; a misfit names the half.
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        let code = match self.encoder.borrow().output_spec(input) {
+            Ok(Some(code)) => code,
+            Ok(None) => return Ok(None),
+            Err(why) => return Err(format!("encoder: {why}")),
+        };
+        self.decoder
+            .borrow()
+            .output_spec(&code)
+            .map_err(|why| format!("decoder: {why}"))
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

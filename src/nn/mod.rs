@@ -10,7 +10,7 @@ pub use autoencoder::Autoencoder;
 pub use perceptron::Perceptron;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 
-use crate::{Device, Result, Tensor};
+use crate::{DType, Device, Result, Tensor};
 
 /// Implements [`Module::named_parameters`] and [`Module::set_training`] for a struct of
 /// layers, inside its `impl Module` block: parameters get PyTorch's dotted names
@@ -67,10 +67,61 @@ macro_rules! module_fields {
     };
 }
 
+/// The shape and element type of a tensor: what [`Module::output_spec`] checks data
+/// against without building a graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The shape, batch axis first.
+    pub shape: Vec<usize>,
+    /// The element type.
+    pub dtype: DType,
+}
+
+impl TensorSpec {
+    /// An f32 tensor of this shape.
+    pub fn f32(shape: &[usize]) -> TensorSpec {
+        TensorSpec {
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+        }
+    }
+
+    /// The spec of an existing tensor.
+    pub fn of(t: &Tensor) -> TensorSpec {
+        TensorSpec {
+            shape: t.shape().to_vec(),
+            dtype: t.dtype(),
+        }
+    }
+
+    /// `Err` unless the values are f32 (the complaint names what the module expects).
+    pub fn expect_f32(&self) -> std::result::Result<(), String> {
+        match self.dtype {
+            DType::F32 => Ok(()),
+            DType::U32 => Err(format!(
+                "expects f32 values, the data are u32 labels of shape {:?}",
+                self.shape
+            )),
+        }
+    }
+}
+
 /// A layer or model: a forward function and named trainable parameters.
 pub trait Module {
     /// Applies the module to a batch.
     fn forward(&self, x: &Tensor) -> Tensor;
+
+    /// What `forward` makes of an input of this shape and type, worked out without
+    /// building a graph, or why the input does not fit ("expects 3 features, the data
+    /// has 4"). `fit`, `evaluate` and `predict` call it on the data's shape so that
+    /// data that does not fit the model is an error naming the layer, not a panic.
+    ///
+    /// `Ok(None)`, the default, means the module does not say: checking stops there,
+    /// and a misfit is found when the graph is built (a panic, as for any tensor
+    /// expression). Every layer of `wgnn::nn` says.
+    fn output_spec(&self, _input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        Ok(None)
+    }
 
     /// Parameters with the names PyTorch's `state_dict()` would give them.
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
@@ -145,6 +196,10 @@ impl Module for Linear {
         format!("Linear({}, {})", s[1], s[0])
     }
 
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        affine_spec(input, &self.weight).map(Some)
+    }
+
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("weight".to_string(), self.weight.clone())];
         if let Some(b) = &self.bias {
@@ -171,6 +226,9 @@ pub struct Step;
 pub struct Softmax;
 
 impl Module for Relu {
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        same_spec(input)
+    }
     fn name(&self) -> String {
         "ReLU".into()
     }
@@ -179,6 +237,9 @@ impl Module for Relu {
     }
 }
 impl Module for Tanh {
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        same_spec(input)
+    }
     fn name(&self) -> String {
         "Tanh".into()
     }
@@ -187,6 +248,9 @@ impl Module for Tanh {
     }
 }
 impl Module for Sigmoid {
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        same_spec(input)
+    }
     fn name(&self) -> String {
         "Sigmoid".into()
     }
@@ -195,6 +259,9 @@ impl Module for Sigmoid {
     }
 }
 impl Module for Step {
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        same_spec(input)
+    }
     fn name(&self) -> String {
         "Step".into()
     }
@@ -203,6 +270,9 @@ impl Module for Step {
     }
 }
 impl Module for Softmax {
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        same_spec(input)
+    }
     fn name(&self) -> String {
         "Softmax".into()
     }
@@ -265,6 +335,10 @@ impl Module for Dropout {
 
     fn name(&self) -> String {
         format!("Dropout({})", self.p)
+    }
+
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        same_spec(input)
     }
 
     fn set_training(&mut self, training: bool) {
@@ -339,6 +413,20 @@ impl Module for Sequential {
         self.layers.iter().fold(x.clone(), |h, layer| layer.forward(&h))
     }
 
+    /// Each layer's spec in turn; a misfit names the layer by index and name
+    /// ("layer 0 `Linear(3, 8)` expects 3 features, the data has 4").
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        let mut spec = input.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            match layer.output_spec(&spec) {
+                Ok(Some(next)) => spec = next,
+                Ok(None) => return Ok(None),
+                Err(why) => return Err(format!("layer {i} `{}` {why}", layer.name())),
+            }
+        }
+        Ok(Some(spec))
+    }
+
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.layers
             .iter()
@@ -354,5 +442,26 @@ impl Module for Sequential {
 
     fn set_training(&mut self, training: bool) {
         self.layers.iter_mut().for_each(|l| l.set_training(training));
+    }
+}
+
+/// The spec of an elementwise layer: f32 in, the same shape out.
+fn same_spec(input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+    input.expect_f32()?;
+    Ok(Some(input.clone()))
+}
+
+/// The spec of `x · wᵀ (+ b)` for a weight `[out, in]`: `[batch, in]` f32 in,
+/// `[batch, out]` out.
+pub(crate) fn affine_spec(input: &TensorSpec, weight: &Tensor) -> std::result::Result<TensorSpec, String> {
+    input.expect_f32()?;
+    let (out, features) = (weight.shape()[0], weight.shape()[1]);
+    match input.shape[..] {
+        [batch, f] if f == features => Ok(TensorSpec::f32(&[batch, out])),
+        [_, f] => Err(format!("expects {features} features, the data has {f}")),
+        _ => Err(format!(
+            "expects rows of {features} features (shape [batch, {features}]), the data has shape {:?}",
+            input.shape
+        )),
     }
 }

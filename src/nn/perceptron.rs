@@ -1,7 +1,7 @@
 //! Rosenblatt's perceptron (1958): a step unit trained by the perceptron rule, not
 //! by gradient descent.
 
-use super::Module;
+use super::{Module, TensorSpec};
 use crate::optim::{Optimizer, Sgd, SgdConfig};
 use crate::{Device, Error, Result, Tensor};
 
@@ -115,5 +115,9 @@ impl Module for Perceptron {
 
     fn name(&self) -> String {
         format!("Perceptron({})", self.weight.shape()[1])
+    }
+
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        super::affine_spec(input, &self.weight).map(Some)
     }
 }

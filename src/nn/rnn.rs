@@ -10,7 +10,7 @@
 //! compilation (shaders and pipelines are shared, so that is mostly scheduling), every
 //! later one of that length reuses it.
 
-use super::Module;
+use super::{Module, TensorSpec};
 use crate::{Device, Result, Tensor};
 
 /// Settings of a recurrent layer stack, as PyTorch's constructor arguments.
@@ -193,6 +193,24 @@ impl Stack {
         }
     }
 
+    /// `[T, B, I]` (or `[B, T, I]`) f32 in, `[T, B, H]` (or `[B, T, H]`) out.
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<TensorSpec, String> {
+        input.expect_f32()?;
+        let order = if self.config.batch_first {
+            "[B, T, I]"
+        } else {
+            "[T, B, I]"
+        };
+        match input.shape[..] {
+            [a, b, i] if i == self.input_size => Ok(TensorSpec::f32(&[a, b, self.hidden_size])),
+            [_, _, i] => Err(format!("expects {} input features, the data has {i}", self.input_size)),
+            _ => Err(format!(
+                "expects sequences {order} with I = {}, the data has shape {:?}",
+                self.input_size, input.shape
+            )),
+        }
+    }
+
     #[track_caller]
     fn check_state(&self, state: Option<&Tensor>, batch: usize) {
         let want = [self.layers.len(), batch, self.hidden_size];
@@ -293,6 +311,9 @@ macro_rules! recurrent_module {
             #[track_caller]
             fn forward(&self, x: &Tensor) -> Tensor {
                 self.0.run(x, None, None).0
+            }
+            fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+                self.0.output_spec(input).map(Some)
             }
             fn named_parameters(&self) -> Vec<(String, Tensor)> {
                 self.0.named_parameters()
@@ -462,5 +483,18 @@ impl Module for Embedding {
     fn name(&self) -> String {
         let s = self.weight.shape();
         format!("Embedding({}, {})", s[0], s[1])
+    }
+
+    /// u32 labels of any shape in, `[.., dim]` f32 out.
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        if input.dtype != crate::DType::U32 {
+            return Err(format!(
+                "expects u32 labels (indices into {} rows), the data are f32 values",
+                self.weight.shape()[0]
+            ));
+        }
+        let mut shape = input.shape.clone();
+        shape.push(self.weight.shape()[1]);
+        Ok(Some(TensorSpec::f32(&shape)))
     }
 }

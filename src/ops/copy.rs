@@ -408,6 +408,7 @@ impl Tensor {
     /// a value that is already computed gives a tensor with no link to the graph that
     /// made it, so a state carried from step to step (truncated BPTT) does not keep
     /// every earlier step's graph alive.
+    #[track_caller]
     pub fn detach(&self) -> Tensor {
         let computed = self.0.storage.lock().unwrap().clone();
         if let Some(storage) = computed.filter(|_| self.0.op != Op::Leaf) {

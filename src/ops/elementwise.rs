@@ -579,14 +579,17 @@ impl Tensor {
     }
 
     /// `-x`
+    #[track_caller]
     pub fn neg(&self) -> Tensor {
         self.unary(UnaryOp::Neg)
     }
     /// `e^x`
+    #[track_caller]
     pub fn exp(&self) -> Tensor {
         self.unary(UnaryOp::Exp)
     }
     /// Natural logarithm.
+    #[track_caller]
     pub fn log(&self) -> Tensor {
         self.unary(UnaryOp::Log)
     }
@@ -595,62 +598,77 @@ impl Tensor {
         self.unary(UnaryOp::Log1p)
     }
     /// Logistic function `1 / (1 + e^-x)`.
+    #[track_caller]
     pub fn sigmoid(&self) -> Tensor {
         self.unary(UnaryOp::Sigmoid)
     }
     /// Hyperbolic tangent.
+    #[track_caller]
     pub fn tanh(&self) -> Tensor {
         self.unary(UnaryOp::Tanh)
     }
     /// `max(x, 0)`
+    #[track_caller]
     pub fn relu(&self) -> Tensor {
         self.unary(UnaryOp::Relu)
     }
     /// Heaviside step: 1 where x > 0, else 0 (zero gradient).
+    #[track_caller]
     pub fn step(&self) -> Tensor {
         self.unary(UnaryOp::Step)
     }
     /// `|x|`
+    #[track_caller]
     pub fn abs(&self) -> Tensor {
         self.unary(UnaryOp::Abs)
     }
     /// -1, 0 or 1 (zero gradient).
+    #[track_caller]
     pub fn sign(&self) -> Tensor {
         self.unary(UnaryOp::Sign)
     }
     /// Square root.
+    #[track_caller]
     pub fn sqrt(&self) -> Tensor {
         self.unary(UnaryOp::Sqrt)
     }
     /// `x²`
+    #[track_caller]
     pub fn square(&self) -> Tensor {
         self.unary(UnaryOp::Square)
     }
     /// `1 / x`
+    #[track_caller]
     pub fn recip(&self) -> Tensor {
         self.unary(UnaryOp::Recip)
     }
     /// `x + c`
+    #[track_caller]
     pub fn add_scalar(&self, c: f32) -> Tensor {
         self.unary(UnaryOp::AddScalar(c))
     }
     /// `x · c`
+    #[track_caller]
     pub fn mul_scalar(&self, c: f32) -> Tensor {
         self.unary(UnaryOp::MulScalar(c))
     }
     /// `x^p`
+    #[track_caller]
     pub fn pow_scalar(&self, p: f32) -> Tensor {
         self.unary(UnaryOp::PowScalar(p))
     }
     /// The error function, as `torch.erf` (f32, |error| < 1e-7).
+    #[track_caller]
     pub fn erf(&self) -> Tensor {
         self.unary(UnaryOp::Erf)
     }
     /// GELU `x · Φ(x)` with the exact normal CDF, as PyTorch's `F.gelu(x)`.
+    #[track_caller]
     pub fn gelu(&self) -> Tensor {
         self.unary(UnaryOp::Gelu)
     }
     /// GELU with the tanh approximation, as PyTorch's `F.gelu(x, approximate='tanh')`.
+    #[track_caller]
     pub fn gelu_tanh(&self) -> Tensor {
         self.unary(UnaryOp::GeluTanh)
     }
@@ -760,6 +778,7 @@ impl_operator!(Div, div);
 
 impl std::ops::Neg for &Tensor {
     type Output = Tensor;
+    #[track_caller]
     fn neg(self) -> Tensor {
         Tensor::neg(self)
     }

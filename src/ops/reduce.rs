@@ -361,10 +361,12 @@ impl Tensor {
     }
 
     /// Sum of all elements (shape `[]`).
+    #[track_caller]
     pub fn sum(&self) -> Tensor {
         self.reshape(&[self.numel()]).reduce(ReduceKind::Sum, 0, false)
     }
     /// Mean of all elements (shape `[]`).
+    #[track_caller]
     pub fn mean(&self) -> Tensor {
         self.sum().mul_scalar(1.0 / self.numel().max(1) as f32)
     }

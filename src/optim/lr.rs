@@ -4,7 +4,14 @@
 //! of learning rates equals PyTorch's to rounding. The schedule only computes the rate; the
 //! training loop passes [`LrSchedule::lr`] to the optimizer.
 
+use std::collections::BTreeMap;
 use std::f64::consts::PI;
+
+use crate::{Error, Result};
+
+/// What a schedule carries from epoch to epoch (current lr, epoch, best metric, …),
+/// by name, as a checkpoint holds it.
+pub type ScheduleState = BTreeMap<String, f64>;
 
 /// A learning-rate schedule, stepped once per epoch. Object safe: `Box<dyn LrSchedule>` works.
 pub trait LrSchedule: Send {
@@ -25,6 +32,53 @@ pub trait LrSchedule: Send {
     fn last_change(&self) -> Option<String> {
         None
     }
+    /// The state a resumed run needs (see `FitConfig::resume_from`); the settings
+    /// given to the constructor are not part of it. The default, for a schedule with
+    /// no state, is empty: override it and [`load_state`](Self::load_state) when the
+    /// schedule changes as it steps.
+    fn state(&self) -> ScheduleState {
+        ScheduleState::new()
+    }
+    /// Puts back a state taken by [`state`](Self::state). The default accepts only
+    /// an empty state.
+    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{}: this schedule does not restore state, the checkpoint holds {:?}",
+                self.describe(),
+                state.keys().collect::<Vec<_>>()
+            )))
+        }
+    }
+}
+
+/// `state[key]`, or an error naming `who` and the missing key.
+pub(crate) fn state_value(state: &ScheduleState, key: &str, who: &str) -> Result<f64> {
+    state.get(key).copied().ok_or_else(|| {
+        Error::Invalid(format!(
+            "{who}: the checkpoint's state lacks {key:?} (it has {:?})",
+            state.keys().collect::<Vec<_>>()
+        ))
+    })
+}
+
+/// `state[key]` as a count, or an error naming `who` and the key.
+pub(crate) fn state_count(state: &ScheduleState, key: &str, who: &str) -> Result<usize> {
+    let v = state_value(state, key, who)?;
+    if v >= 0.0 && v.fract() == 0.0 && v < 9.0e15 {
+        Ok(v as usize)
+    } else {
+        Err(Error::Invalid(format!(
+            "{who}: {key} = {v} in the checkpoint is not a count"
+        )))
+    }
+}
+
+/// The state of a schedule that keeps only its lr and its epoch.
+fn lr_epoch_state(lr: f64, epoch: usize) -> ScheduleState {
+    ScheduleState::from([("lr".into(), lr), ("epoch".into(), epoch as f64)])
 }
 
 #[track_caller]
@@ -74,6 +128,17 @@ impl LrSchedule for StepLr {
     fn last_epoch(&self) -> usize {
         self.epoch
     }
+    fn state(&self) -> ScheduleState {
+        lr_epoch_state(self.lr, self.epoch)
+    }
+    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
+        let (lr, epoch) = (
+            state_value(state, "lr", "StepLR")?,
+            state_count(state, "epoch", "StepLR")?,
+        );
+        (self.lr, self.epoch) = (lr, epoch);
+        Ok(())
+    }
     fn describe(&self) -> String {
         format!(
             "StepLR(lr={}, step_size={}, gamma={}, epoch={})",
@@ -113,6 +178,17 @@ impl LrSchedule for ExponentialLr {
     }
     fn last_epoch(&self) -> usize {
         self.epoch
+    }
+    fn state(&self) -> ScheduleState {
+        lr_epoch_state(self.lr, self.epoch)
+    }
+    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
+        let (lr, epoch) = (
+            state_value(state, "lr", "ExponentialLR")?,
+            state_count(state, "epoch", "ExponentialLR")?,
+        );
+        (self.lr, self.epoch) = (lr, epoch);
+        Ok(())
     }
     fn describe(&self) -> String {
         format!(
@@ -171,6 +247,17 @@ impl LrSchedule for CosineAnnealingLr {
     }
     fn last_epoch(&self) -> usize {
         self.epoch
+    }
+    fn state(&self) -> ScheduleState {
+        lr_epoch_state(self.lr, self.epoch)
+    }
+    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
+        let (lr, epoch) = (
+            state_value(state, "lr", "CosineAnnealingLR")?,
+            state_count(state, "epoch", "CosineAnnealingLR")?,
+        );
+        (self.lr, self.epoch) = (lr, epoch);
+        Ok(())
     }
     fn describe(&self) -> String {
         format!(
@@ -357,6 +444,30 @@ impl LrSchedule for ReduceLrOnPlateau {
     }
     fn last_change(&self) -> Option<String> {
         self.change.clone()
+    }
+    fn state(&self) -> ScheduleState {
+        let mut state = lr_epoch_state(self.lr, self.epoch);
+        state.insert("best".into(), self.best);
+        state.insert("num_bad_epochs".into(), self.num_bad_epochs as f64);
+        state.insert("cooldown_counter".into(), self.cooldown_counter as f64);
+        state
+    }
+    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
+        let who = "ReduceLROnPlateau";
+        let lr = state_value(state, "lr", who)?;
+        let best = state_value(state, "best", who)?;
+        let bad = state_count(state, "num_bad_epochs", who)?;
+        let cooldown = state_count(state, "cooldown_counter", who)?;
+        let epoch = state_count(state, "epoch", who)?;
+        (
+            self.lr,
+            self.best,
+            self.num_bad_epochs,
+            self.cooldown_counter,
+            self.epoch,
+        ) = (lr, best, bad, cooldown, epoch);
+        self.change = None;
+        Ok(())
     }
 }
 

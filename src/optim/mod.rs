@@ -7,6 +7,9 @@
 //! nothing.
 
 pub mod lr;
+mod state;
+
+pub use state::OptimizerState;
 
 use crate::graph::plan;
 use crate::ops::UpdateKind;
@@ -27,6 +30,26 @@ pub trait Optimizer {
     /// Gradients are values here (not accumulated into parameters), so there is
     /// nothing to zero; kept for PyTorch habits.
     fn zero_grad(&mut self) {}
+    /// The full state, read back from the device: kind, hyper-parameters (the
+    /// current learning rate included), step count and every state buffer, as a
+    /// checkpoint holds it ([`crate::io::save_checkpoint`]). The default says that
+    /// this optimizer does not support checkpoints.
+    fn state(&self) -> Result<OptimizerState> {
+        Err(no_checkpoints(std::any::type_name::<Self>()))
+    }
+    /// Puts back a state taken by [`Optimizer::state`] (of an optimizer of the same
+    /// kind over parameters of the same shapes). Strict: on any mismatch it returns
+    /// an error naming every one and changes nothing.
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let _ = state;
+        Err(no_checkpoints(std::any::type_name::<Self>()))
+    }
+}
+
+fn no_checkpoints(name: &str) -> Error {
+    Error::Invalid(format!(
+        "optimizer {name} does not support checkpoints (it does not implement Optimizer::state and load_state)"
+    ))
 }
 
 /// A boxed optimizer is an optimizer, so one chosen at run time can be passed where
@@ -43,6 +66,15 @@ impl Optimizer for Box<dyn Optimizer> {
     }
     fn parameters(&self) -> &[Tensor] {
         (**self).parameters()
+    }
+    fn zero_grad(&mut self) {
+        (**self).zero_grad()
+    }
+    fn state(&self) -> Result<OptimizerState> {
+        (**self).state()
+    }
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        (**self).load_state(state)
     }
 }
 
@@ -154,30 +186,12 @@ impl Core {
             return Ok(());
         };
         let device = first.device().clone();
+        self.make_resident(&device)?;
         let coefficients = self.kind.coefficients(&self.settings, self.steps);
-        match &mut self.resident {
-            None => {
-                let zeros = |shape: &[usize]| Tensor::resident(vec![0.0; shape.iter().product()], shape, &device);
-                let state = self
-                    .params
-                    .iter()
-                    .map(|p| {
-                        (0..self.state_buffers)
-                            .map(|_| zeros(p.shape()))
-                            .collect::<Result<Vec<_>>>()
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                self.resident = Some(Resident {
-                    state,
-                    coefficients: Tensor::resident(coefficients.clone(), &[coefficients.len()], &device)?,
-                    uploaded: coefficients,
-                });
-            }
-            Some(r) if r.uploaded != coefficients => {
-                r.coefficients.assign(&coefficients)?;
-                r.uploaded = coefficients;
-            }
-            Some(_) => {}
+        let r = self.resident.as_mut().unwrap();
+        if r.uploaded != coefficients {
+            r.coefficients.assign(&coefficients)?;
+            r.uploaded = coefficients;
         }
         let r = self.resident.as_ref().unwrap();
         let mut updates = Vec::new();
@@ -199,6 +213,31 @@ impl Core {
         // parameters it reads).
         plan::realize(&grads.step_roots(), &updates)?;
         self.steps += 1;
+        Ok(())
+    }
+
+    /// Creates the zeroed state buffers and the coefficient buffer on `device`,
+    /// unless they exist.
+    fn make_resident(&mut self, device: &crate::Device) -> Result<()> {
+        if self.resident.is_some() {
+            return Ok(());
+        }
+        let zeros = |shape: &[usize]| Tensor::resident(vec![0.0; shape.iter().product()], shape, device);
+        let state = self
+            .params
+            .iter()
+            .map(|p| {
+                (0..self.state_buffers)
+                    .map(|_| zeros(p.shape()))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let coefficients = self.kind.coefficients(&self.settings, self.steps);
+        self.resident = Some(Resident {
+            state,
+            coefficients: Tensor::resident(coefficients.clone(), &[coefficients.len()], device)?,
+            uploaded: coefficients,
+        });
         Ok(())
     }
 }
@@ -280,6 +319,12 @@ macro_rules! impl_optimizer {
             }
             fn parameters(&self) -> &[Tensor] {
                 &self.core.params
+            }
+            fn state(&self) -> Result<OptimizerState> {
+                self.core.state()
+            }
+            fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+                self.core.load_state(state)
             }
         }
     };

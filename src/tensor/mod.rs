@@ -1,6 +1,8 @@
 //! `Tensor`: a handle to a node of the lazy graph. Building ops records nodes;
 //! nothing runs until a value is read (`to_vec`) or an optimizer step is applied.
 
+use std::cell::Cell;
+use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -20,6 +22,64 @@ pub enum DType {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Where a node was built, for the errors of the numerical debugging modes: the
+/// source line of the builder call (the public builders are `#[track_caller]`), and
+/// for a node of a backward pass, the forward node whose gradient rule built it.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    pub at: &'static Location<'static>,
+    /// The forward node, for gradient nodes (weak: it must not keep it alive).
+    pub grad_of: Option<Weak<Node>>,
+}
+
+thread_local! {
+    /// The forward node whose gradient rule is being expanded on this thread.
+    static GRAD_OF: Cell<Option<Weak<Node>>> = const { Cell::new(None) };
+}
+
+impl Origin {
+    #[track_caller]
+    fn here() -> Origin {
+        let grad_of = GRAD_OF.with(|c| {
+            let current = c.take();
+            c.set(current.clone());
+            current
+        });
+        Origin {
+            at: Location::caller(),
+            grad_of,
+        }
+    }
+
+    /// Until the guard is dropped, nodes built on this thread are gradient nodes of
+    /// `forward` (autograd holds it while expanding `forward`'s gradient rule).
+    pub(crate) fn backward_of(forward: &Tensor) -> BackwardOf {
+        BackwardOf(GRAD_OF.with(|c| c.replace(Some(Arc::downgrade(&forward.0)))))
+    }
+}
+
+/// Restores the previous attribution when dropped (see [`Origin::backward_of`]).
+pub(crate) struct BackwardOf(Option<Weak<Node>>);
+
+impl Drop for BackwardOf {
+    fn drop(&mut self) {
+        GRAD_OF.with(|c| c.set(self.0.take()));
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.grad_of.as_ref().and_then(Weak::upgrade) {
+            None => write!(f, "{}", self.at),
+            Some(forward) => write!(
+                f,
+                "{} (in the backward of the {:?} built at {})",
+                self.at, forward.op, forward.origin
+            ),
+        }
+    }
+}
+
 /// One node of the graph.
 pub(crate) struct Node {
     pub id: u64,
@@ -30,6 +90,8 @@ pub(crate) struct Node {
     pub shape: Vec<usize>,
     pub dtype: DType,
     pub device: Device,
+    /// The source line that built it.
+    pub origin: Origin,
     pub requires_grad: AtomicBool,
     /// The realized value, once computed (always set for leaves).
     pub storage: Mutex<Option<Storage>>,
@@ -66,6 +128,7 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
 }
 
 impl Tensor {
+    #[track_caller]
     pub(crate) fn from_node(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType) -> Tensor {
         let device = inputs
             .first()
@@ -76,6 +139,7 @@ impl Tensor {
 
     /// A node of an op with several outputs: the first output is the node itself,
     /// output `k` an `Op::Output` node reading it. One kernel writes them all.
+    #[track_caller]
     pub(crate) fn from_node_outputs(op: Op, inputs: Vec<Tensor>, outputs: Vec<(Vec<usize>, DType)>) -> Vec<Tensor> {
         let mut outputs = outputs.into_iter();
         let (shape, dtype) = outputs.next().expect("an op has an output");
@@ -98,6 +162,7 @@ impl Tensor {
             .map_or_else(Vec::new, |o| o.iter().map(|w| w.upgrade().map(Tensor)).collect())
     }
 
+    #[track_caller]
     pub(crate) fn new_node(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType, device: Device) -> Tensor {
         let requires_grad = inputs.iter().any(|t| t.is_trainable());
         let input_versions = inputs
@@ -118,6 +183,7 @@ impl Tensor {
             shape,
             dtype,
             device,
+            origin: Origin::here(),
             requires_grad: AtomicBool::new(requires_grad),
             storage: Mutex::new(None),
             version: AtomicU64::new(0),
@@ -126,6 +192,7 @@ impl Tensor {
         }))
     }
 
+    #[track_caller]
     pub(crate) fn leaf(
         storage: Storage,
         shape: Vec<usize>,
@@ -141,6 +208,7 @@ impl Tensor {
             shape,
             dtype,
             device: device.clone(),
+            origin: Origin::here(),
             requires_grad: AtomicBool::new(false),
             storage: Mutex::new(Some(storage)),
             version: AtomicU64::new(0),
@@ -151,6 +219,7 @@ impl Tensor {
 
     /// A tensor holding `data` in row-major order; `data.len()` must equal the
     /// product of `shape`.
+    #[track_caller]
     pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         let expected = numel(shape);
         if data.len() != expected {
@@ -166,6 +235,7 @@ impl Tensor {
     }
 
     /// A 1-D tensor of class indices, for `cross_entropy` and metrics.
+    #[track_caller]
     pub fn from_labels(labels: &[u32], device: &Device) -> Result<Tensor> {
         let data: Vec<f32> = labels.iter().map(|&l| f32::from_bits(l)).collect();
         let storage = device.backend().stage(data)?;
@@ -179,6 +249,7 @@ impl Tensor {
     }
 
     /// A tensor filled with `value`, generated on the device (nothing is uploaded).
+    #[track_caller]
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Tensor {
         Tensor::new_node(
             Op::Fill(Fill(value)),
@@ -190,23 +261,27 @@ impl Tensor {
     }
 
     /// Zeros of the given shape (generated on the device).
+    #[track_caller]
     pub fn zeros(shape: &[usize], device: &Device) -> Tensor {
         Tensor::full(shape, 0.0, device)
     }
 
     /// Ones of the given shape (generated on the device).
+    #[track_caller]
     pub fn ones(shape: &[usize], device: &Device) -> Tensor {
         Tensor::full(shape, 1.0, device)
     }
 
     /// Uniform values in `[low, high)` from a counter-based generator keyed by `seed`
     /// (the same seed gives the same values on every device).
+    #[track_caller]
     pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64, device: &Device) -> Result<Tensor> {
         let data = crate::rng::uniform(seed, numel(shape), low, high);
         Tensor::from_vec(data, shape, device)
     }
 
     /// Standard normal values from a counter-based generator keyed by `seed`.
+    #[track_caller]
     pub fn randn(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
         let data = crate::rng::normal(seed, numel(shape));
         Tensor::from_vec(data, shape, device)
@@ -380,6 +455,7 @@ impl Tensor {
     }
 
     /// A leaf in a resident device buffer (optimizer state, hyper-parameters).
+    #[track_caller]
     pub(crate) fn resident(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         let backend = device.backend();
         let storage = backend.make_resident(backend.stage(data)?)?;

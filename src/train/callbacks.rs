@@ -1,11 +1,12 @@
 //! Callbacks that `Model::fit` runs after every epoch: early stopping, learning-rate
-//! schedules and checkpoints.
+//! schedules and checkpoints, and the state they carry into a checkpoint.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::history::Scores;
 use crate::nn::{Module, Sequential};
-use crate::optim::lr::LrSchedule;
+use crate::optim::lr::{state_count, state_value, LrSchedule};
 use crate::optim::Optimizer;
 use crate::{Error, Result, Tensor};
 
@@ -17,6 +18,7 @@ pub struct Control<'a> {
     pub optimizer: &'a mut dyn Optimizer,
     pub(crate) stop: Option<String>,
     pub(crate) notes: Vec<String>,
+    pub(crate) checkpoints: Vec<PathBuf>,
 }
 
 impl<'a> Control<'a> {
@@ -26,7 +28,17 @@ impl<'a> Control<'a> {
             optimizer,
             stop: None,
             notes: Vec::new(),
+            checkpoints: Vec::new(),
         }
+    }
+
+    /// From [`Callback::on_epoch_end`], asks `fit` to write a full checkpoint to `path`
+    /// at the end of this epoch, once every callback has run and the epoch is in the
+    /// history (requests from `on_train_end` are ignored): parameters, optimizer
+    /// state, random stream, epoch, data order, history and every callback's
+    /// [`Callback::state`]. `FitConfig::resume_from` continues from it bit for bit.
+    pub fn save_checkpoint(&mut self, path: impl Into<PathBuf>) {
+        self.checkpoints.push(path.into());
     }
 
     /// Ends training after this epoch, saying why (shown in the history and report).
@@ -45,6 +57,22 @@ impl<'a> Control<'a> {
     }
 }
 
+/// What a callback carries from one epoch to the next (counters, best values, kept
+/// weights), by name, as a checkpoint holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallbackState {
+    /// Numbers by name (counts are stored exactly as f64).
+    pub values: BTreeMap<String, f64>,
+    /// Arrays by name (e.g. the best weights early stopping keeps).
+    pub arrays: BTreeMap<String, Vec<f32>>,
+}
+
+impl CallbackState {
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.arrays.is_empty()
+    }
+}
+
 /// Runs after every epoch of `Model::fit` with that epoch's logs (`loss`,
 /// `accuracy`, …, and `val_…` for the validation set).
 pub trait Callback {
@@ -53,6 +81,25 @@ pub trait Callback {
     /// Called once when training ends, for whatever reason.
     fn on_train_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
         Ok(())
+    }
+    /// The state a resumed `fit` needs to carry on as if never stopped (saved in
+    /// checkpoints). The default is no state: override it and
+    /// [`load_state`](Self::load_state) in a callback that remembers anything
+    /// between epochs.
+    fn state(&self) -> CallbackState {
+        CallbackState::default()
+    }
+    /// Puts back a state taken by [`state`](Self::state) when `fit` resumes. The
+    /// default accepts only an empty state.
+    fn load_state(&mut self, state: &CallbackState) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "a callback without state was given the checkpoint state {:?}",
+                state.values.keys().chain(state.arrays.keys()).collect::<Vec<_>>()
+            )))
+        }
     }
 }
 
@@ -150,6 +197,41 @@ impl Callback for EarlyStopping {
         Ok(())
     }
 
+    fn state(&self) -> CallbackState {
+        let mut values = BTreeMap::from([("wait".to_string(), self.wait as f64)]);
+        if let Some((epoch, best)) = self.best {
+            values.insert("best_epoch".into(), epoch as f64);
+            values.insert("best".into(), best);
+        }
+        let arrays = (self.best_weights.iter().enumerate())
+            .map(|(i, w)| (format!("best_weights.{i}"), w.clone()))
+            .collect();
+        CallbackState { values, arrays }
+    }
+
+    fn load_state(&mut self, state: &CallbackState) -> Result<()> {
+        let who = "EarlyStopping";
+        let wait = state_count(&state.values, "wait", who)?;
+        let best = match state.values.contains_key("best") {
+            true => Some((
+                state_count(&state.values, "best_epoch", who)?,
+                state_value(&state.values, "best", who)?,
+            )),
+            false => None,
+        };
+        let weights: Vec<Vec<f32>> = (0..)
+            .map_while(|i| state.arrays.get(&format!("best_weights.{i}")).cloned())
+            .collect();
+        if weights.len() != state.arrays.len() {
+            return Err(Error::Invalid(format!(
+                "{who}: unexpected arrays in the checkpoint's state: {:?}",
+                state.arrays.keys().collect::<Vec<_>>()
+            )));
+        }
+        (self.wait, self.best, self.best_weights) = (wait, best, weights);
+        Ok(())
+    }
+
     fn on_train_end(&mut self, control: &mut Control<'_>) -> Result<()> {
         if self.restore_best_weights && !self.best_weights.is_empty() {
             for (p, w) in control.model.parameters().iter().zip(&self.best_weights) {
@@ -203,13 +285,36 @@ impl Callback for LrScheduler {
         control.set_lr(after, format!("after epoch {}: {why}", epoch + 1));
         Ok(())
     }
+
+    /// The schedule's [`LrSchedule::state`].
+    fn state(&self) -> CallbackState {
+        CallbackState {
+            values: self.schedule.state(),
+            arrays: BTreeMap::new(),
+        }
+    }
+
+    fn load_state(&mut self, state: &CallbackState) -> Result<()> {
+        if !state.arrays.is_empty() {
+            return Err(Error::Invalid(format!(
+                "LrScheduler: unexpected arrays in the checkpoint's state: {:?}",
+                state.arrays.keys().collect::<Vec<_>>()
+            )));
+        }
+        self.schedule.load_state(&state.values)
+    }
 }
 
-/// Saves the model to a safetensors file after each epoch, or only when `monitor`
-/// improves; written to a temporary file and renamed, so a crash never leaves a
-/// half-written checkpoint.
+/// Saves a full checkpoint (see [`crate::io::save_checkpoint`]) after each epoch,
+/// or only when `monitor` improves: parameters, optimizer state, random stream, and
+/// `fit`'s epoch, data order, history and callback states, so that
+/// `FitConfig::resume_from` continues the run bit for bit. The file is a safetensors
+/// file whose parameters also load with [`crate::io::load_safetensors`]; it is written
+/// to a temporary file, flushed and renamed, so a crash never leaves a half-written
+/// checkpoint. The optimizer must support checkpoints ([`Optimizer::state`]; every
+/// built-in one does), and so must every callback that keeps state.
 pub struct ModelCheckpoint {
-    /// The safetensors file written.
+    /// The checkpoint file written.
     pub path: PathBuf,
     /// The log that must improve for a save (direction from its name, as in
     /// [`EarlyStopping`]); `None` saves after every epoch.
@@ -251,6 +356,25 @@ impl Callback for ModelCheckpoint {
             }
             self.best = Some(v);
         }
-        crate::io::save_safetensors(control.model, &self.path)
+        control.save_checkpoint(self.path.clone());
+        Ok(())
+    }
+
+    fn state(&self) -> CallbackState {
+        CallbackState {
+            values: self.best.map(|b| ("best".to_string(), b)).into_iter().collect(),
+            arrays: BTreeMap::new(),
+        }
+    }
+
+    fn load_state(&mut self, state: &CallbackState) -> Result<()> {
+        let unexpected = state.values.keys().chain(state.arrays.keys()).any(|k| k != "best");
+        if unexpected {
+            return Err(Error::Invalid(format!(
+                "ModelCheckpoint: unexpected state in the checkpoint: {state:?}"
+            )));
+        }
+        self.best = state.values.get("best").copied();
+        Ok(())
     }
 }

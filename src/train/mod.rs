@@ -1,6 +1,8 @@
 //! Training the way Keras and scikit-learn users expect it: `compile` / `fit` /
 //! `evaluate` / `predict` with callbacks and a [`History`], a written training
 //! report, and model selection (k-fold cross-validation, grid and random search).
+//! [`ModelCheckpoint`] writes full checkpoints and [`FitConfig::resume_from`]
+//! continues a run from one, bit for bit.
 //!
 //! ```no_run
 //! use wgnn::metrics::{Average, Metric};
@@ -33,10 +35,11 @@ mod history;
 mod layer_stats;
 mod model;
 pub mod report;
+mod resume;
 pub mod select;
 mod tally;
 
-pub use callbacks::{Callback, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
+pub use callbacks::{Callback, CallbackState, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
 pub use history::{History, LayerStat, LrChange, Scores};
 pub use model::{Clip, FitConfig, Loss, Model, Penalty};
 pub use select::{

@@ -5,18 +5,18 @@
 //! totals.
 
 use std::io::IsTerminal;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::callbacks::{Callback, Control};
 use super::history::{History, LrChange, Scores};
 use super::layer_stats::layer_stats;
+use super::resume;
 use super::tally::Tally;
 use crate::data::DataLoader;
 use crate::metrics::{ConfusionMatrix, Metric};
-use crate::nn::{loss, Module, Sequential};
+use crate::nn::{loss, Module, Sequential, TensorSpec};
 use crate::optim::Optimizer;
-use crate::{Device, Error, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 
 /// The training objective of a compiled model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,43 @@ impl Loss {
             Loss::BinaryCrossEntropyWithLogits => loss::binary_cross_entropy_with_logits(out, y),
             Loss::CrossEntropy => loss::cross_entropy(out, y),
         }
+    }
+
+    /// Why targets `y` cannot be scored against outputs `out`, if they cannot.
+    fn check(self, out: &TensorSpec, y: &TensorSpec) -> std::result::Result<(), String> {
+        let name = match self {
+            Loss::CrossEntropy => {
+                return match (&out.shape[..], y.dtype, &y.shape[..]) {
+                    ([n, _], DType::U32, [m]) if n == m => Ok(()),
+                    ([_, _], DType::U32, _) => Err(format!(
+                        "cross-entropy needs one label per row (shape [batch]), the targets have shape {:?}",
+                        y.shape
+                    )),
+                    ([_, _], DType::F32, _) => Err(
+                        "cross-entropy needs class labels (`Tensor::from_labels`), the targets are f32 values".into(),
+                    ),
+                    _ => Err(format!(
+                        "cross-entropy needs logits [batch, classes], the model gives {:?}",
+                        out.shape
+                    )),
+                };
+            }
+            Loss::Mse => "mean squared error",
+            Loss::BinaryCrossEntropy | Loss::BinaryCrossEntropyWithLogits => "binary cross-entropy",
+        };
+        if y.dtype != DType::F32 {
+            return Err(format!(
+                "{name} needs f32 targets shaped like the output {:?}, the targets are u32 labels {:?}",
+                out.shape, y.shape
+            ));
+        }
+        if out.shape != y.shape {
+            return Err(format!(
+                "{name} needs targets shaped like the output: the model gives {:?} per batch, the targets are {:?}",
+                out.shape, y.shape
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn binary(self) -> bool {
@@ -86,6 +123,13 @@ pub struct FitConfig {
     /// After training, compute per-layer gradient norms and dead/saturated units for
     /// the report (one more forward and backward pass on up to 256 rows).
     pub layer_stats: bool,
+    /// Continue the run that wrote this checkpoint (`ModelCheckpoint`,
+    /// `Control::save_checkpoint`): parameters, optimizer state, random stream, the
+    /// epoch, the data order, the callbacks' state and the history come from it, so
+    /// the result equals the uninterrupted run bit for bit. Give the same data,
+    /// settings and callbacks (in the same order) as that run; `epochs` is the total,
+    /// and the returned `History` holds every epoch, those before the checkpoint too.
+    pub resume_from: Option<std::path::PathBuf>,
 }
 
 impl Default for FitConfig {
@@ -100,6 +144,7 @@ impl Default for FitConfig {
             callbacks: Vec::new(),
             verbose: true,
             layer_stats: true,
+            resume_from: None,
         }
     }
 }
@@ -203,33 +248,42 @@ impl Model {
         &self.device
     }
 
-    /// Builds the graph for one row first, so bad shapes or targets become an error
-    /// naming the problem instead of a panic inside the loop.
-    fn check_shapes(&self, what: &str, data: &DataLoader, with_targets: bool) -> Result<()> {
-        let (xb, yb) = data.batch(&[0], &self.device)?;
-        let built = without_panic_message(|| {
-            let out = self.net.forward(&xb);
-            if with_targets {
-                self.loss.of(&out, &yb);
+    /// Checks data against the model before anything runs, so that a misfit is an
+    /// error naming the layer (or the loss) instead of a panic, and bad values are an
+    /// error instead of a NaN model: shapes and types through [`Module::output_spec`],
+    /// every value finite, class labels below the number of classes.
+    fn check_data(&self, op: &'static str, data: &DataLoader, with_targets: bool) -> Result<()> {
+        if let Some((what, row, column, value)) = data.first_non_finite() {
+            return Err(Error::NonFiniteData {
+                op: op.into(),
+                what,
+                row,
+                column,
+                value,
+            });
+        }
+        let rows = data.batch_size();
+        let shape_error = |reason: String| Error::DataShape { op: op.into(), reason };
+        let Some(out) = self.net.output_spec(&data.x_spec(rows)).map_err(shape_error)? else {
+            return Ok(()); // a module that does not say: misuse shows when the graph is built
+        };
+        if !with_targets {
+            return Ok(());
+        }
+        self.loss
+            .check(&out, &data.y_spec(rows))
+            .map_err(|why| shape_error(format!("the {:?} loss: {why}", self.loss)))?;
+        if self.loss == Loss::CrossEntropy {
+            if let Some((index, label)) = data.first_label_out_of_range(out.shape[1]) {
+                return Err(Error::LabelOutOfRange {
+                    op,
+                    label,
+                    index,
+                    classes: out.shape[1],
+                });
             }
-        });
-        built.map_err(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            let targets = if with_targets {
-                format!(" and targets {:?}", yb.shape())
-            } else {
-                String::new()
-            };
-            Error::Invalid(format!(
-                "{what}: rows of shape {:?}{targets} do not fit the model and its {:?} loss: {msg}",
-                xb.shape(),
-                self.loss
-            ))
-        })
+        }
+        Ok(())
     }
 
     /// Loss and metrics on `(x, y)` in evaluation mode, in chunks of 1024 rows; the
@@ -248,7 +302,7 @@ impl Model {
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
         let mut loader = DataLoader::new(x, y, 1024)?;
-        self.check_shapes("evaluate", &loader, true)?;
+        self.check_data("evaluate", &loader, true)?;
         self.evaluate_loader(&mut loader, prefix, logs)
     }
 
@@ -299,7 +353,7 @@ impl Model {
     /// Outputs for `x` in evaluation mode (rows in chunks of 1024).
     pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
         let mut loader = DataLoader::inputs(x, 1024)?;
-        self.check_shapes("predict", &loader, false)?;
+        self.check_data("predict", &loader, false)?;
         self.net.eval();
         let rows = x.shape()[0];
         if rows <= 1024 {
@@ -325,12 +379,12 @@ impl Model {
             return Err(Error::Invalid("fit: epochs must be at least 1".into()));
         }
         let all = DataLoader::new(x, y, config.batch_size)?;
-        self.check_shapes("fit", &all, true)?;
+        self.check_data("fit", &all, true)?;
         let n = all.samples();
         let (train_rows, mut val) = match config.validation_data.take() {
             Some((vx, vy)) => {
                 let val = DataLoader::new(&vx, &vy, 1024)?;
-                self.check_shapes("fit (validation_data)", &val, true)?;
+                self.check_data("fit (validation_data)", &val, true)?;
                 ((0..n).collect::<Vec<_>>(), Some(val))
             }
             None if config.validation_split > 0.0 => {
@@ -369,7 +423,11 @@ impl Model {
             ),
         ]);
         let show = config.verbose && std::io::stdout().is_terminal();
-        for epoch in 0..config.epochs {
+        let start = match &config.resume_from {
+            Some(path) => resume::restore(self, path, &mut train, &mut config.callbacks, &mut history)?,
+            None => 0,
+        };
+        for epoch in start..config.epochs {
             let started = Instant::now();
             let lr = self.optimizer.lr();
             let mut logs = Scores::new();
@@ -385,6 +443,7 @@ impl Model {
                 cb.on_epoch_end(epoch, &logs, &mut control)?;
             }
             let (stop, notes) = (control.stop.take(), std::mem::take(&mut control.notes));
+            let checkpoints = std::mem::take(&mut control.checkpoints);
             let new_lr = self.optimizer.lr();
             if show {
                 println!("epoch {}/{}: {}", epoch + 1, config.epochs, format_logs(&logs));
@@ -397,6 +456,9 @@ impl Model {
                     to: new_lr,
                     reason,
                 });
+            }
+            for path in checkpoints {
+                resume::save(self, &path, epoch + 1, &train, &config.callbacks, &history)?;
             }
             if let Some(reason) = stop {
                 history.stop_reason = Some(reason);
@@ -484,29 +546,6 @@ impl Model {
         bar.finish_and_clear();
         tally.read(self.loss, &self.metrics, "", logs)
     }
-}
-
-thread_local! {
-    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f`, catching a panic without the panic hook printing it (the message becomes
-/// part of an `Error` instead). The hook wrapper is installed once and defers to the
-/// previous hook for every other panic.
-fn without_panic_message<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(std::cell::Cell::get) {
-                previous(info)
-            }
-        }));
-    });
-    QUIET.with(|q| q.set(true));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    QUIET.with(|q| q.set(false));
-    result
 }
 
 /// `loss 0.3121, accuracy 0.9012, val_loss …` in a stable order.
