@@ -1,4 +1,4 @@
-//! Structure-aware fuzzing of the file readers (IDX, CSV, safetensors) with
+//! Structure-aware fuzzing of the file readers (IDX, CSV, safetensors, checkpoints) with
 //! `proptest`: each case starts from a valid file described by its structure
 //! (dimensions, rows and fields, tensor headers), edits that structure (wrong or
 //! huge dimensions, ragged rows, non-numbers, NaN, wrong dtypes, shapes and offsets,
@@ -15,8 +15,10 @@
 //! runs each target that long with fresh random seeds; run one target at a time:
 //! `WGNN_FUZZ_SECS=600 cargo test --test bad_input -- fuzz::idx`.
 //!
-//! Checkpoint loading gets a target of its own once `io::load_checkpoint` exists: a
-//! strategy for a valid checkpoint plus `Mutation`s, checked with [`fuzz`].
+//! Checkpoints (`checkpoint`): a valid checkpoint written by `fit`, its metadata
+//! entries and tensors edited (values, names, shapes, dtypes, NaN contents), then
+//! byte-mutated, loaded with `io::load_checkpoint` (a failed load must leave model
+//! and optimizer unchanged) and resumed by `fit`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,18 @@ fn fuzz<S: Strategy>(target: &str, strategy: S, check: impl Fn(&S::Value) -> Res
 where
     S::Value: std::fmt::Debug,
 {
+    fuzz_cases(target, SHORT_CASES, strategy, check)
+}
+
+/// [`fuzz`] with `short` cases in the short pass (for targets whose cases are slow).
+fn fuzz_cases<S: Strategy>(
+    target: &str,
+    short: u32,
+    strategy: S,
+    check: impl Fn(&S::Value) -> Result<bool, TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
     let budget = std::env::var("WGNN_FUZZ_SECS").ok().and_then(|s| s.parse::<u64>().ok());
     let (cases, read, slowest) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let timed = |value: S::Value| {
@@ -62,7 +76,7 @@ where
     match budget {
         None => {
             let config = Config {
-                cases: SHORT_CASES,
+                cases: short,
                 failure_persistence: None,
                 ..Config::default()
             };
@@ -692,5 +706,265 @@ fn safetensors() {
                 names_file(&e, &[&path]).map(|_| false)
             }
         }
+    });
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+/// The compiled model every checkpoint case belongs to: Linear(3, 4), Tanh, Dropout,
+/// Linear(4, 2), Adam, cross-entropy.
+fn checkpoint_model() -> wgnn::train::Model {
+    use wgnn::optim::{Adam, AdamConfig};
+    let dev = Device::cpu();
+    let net = Sequential::new()
+        .add(Linear::new(3, 4, &dev))
+        .add(nn::Tanh)
+        .add(nn::Dropout::new(0.25))
+        .add(Linear::new(4, 2, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    net.compile(opt, wgnn::train::Loss::CrossEntropy, &[]).unwrap()
+}
+
+/// Eight rows of three features and two classes.
+fn checkpoint_data() -> (wgnn::Tensor, wgnn::Tensor) {
+    let dev = Device::cpu();
+    let x = (0..24).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5).collect();
+    let x = wgnn::Tensor::from_vec(x, &[8, 3], &dev).unwrap();
+    let y = wgnn::Tensor::from_labels(&[0, 1, 1, 0, 1, 0, 0, 1], &dev).unwrap();
+    (x, y)
+}
+
+fn checkpoint_config(epochs: usize, path: &Path, resume: Option<&Path>) -> wgnn::train::FitConfig {
+    use wgnn::optim::lr::ReduceLrOnPlateau;
+    use wgnn::train::{EarlyStopping, LrScheduler, ModelCheckpoint};
+    wgnn::train::FitConfig {
+        epochs,
+        batch_size: 3,
+        verbose: false,
+        layer_stats: false,
+        seed: Some(5),
+        callbacks: vec![
+            Box::new(EarlyStopping::new("loss", 3).restore_best_weights()),
+            Box::new(LrScheduler::on_metric(
+                ReduceLrOnPlateau::new(1e-3, Default::default()),
+                "loss",
+            )),
+            Box::new(ModelCheckpoint::every_epoch(path)),
+        ],
+        resume_from: resume.map(Path::to_path_buf),
+        ..Default::default()
+    }
+}
+
+/// A valid checkpoint written by `fit` after two epochs (model, Adam, random
+/// stream, and fit's own state: epochs, data order, history, callbacks).
+/// A checkpoint's bytes, its tensors (name, shape, dtype, data) and its metadata.
+type CheckpointParts = (
+    Vec<u8>,
+    Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)>,
+    Vec<(String, String)>,
+);
+
+fn valid_checkpoint() -> &'static CheckpointParts {
+    static FILE: std::sync::OnceLock<CheckpointParts> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let scratch = Scratch::new("checkpoint-source");
+        let path = scratch.0.join("valid.ckpt");
+        let (x, y) = checkpoint_data();
+        checkpoint_model()
+            .fit(&x, &y, checkpoint_config(2, &path, None))
+            .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<_> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec(), view.dtype(), view.data().to_vec()))
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta: Vec<(String, String)> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        meta.sort();
+        (bytes, tensors, meta)
+    })
+}
+
+/// An edit of a checkpoint's structure: its metadata entries and its tensors.
+#[derive(Clone, Debug)]
+enum CheckpointEdit {
+    SetMeta(Index, String),
+    RemoveMeta(Index),
+    AddMeta(String, String),
+    RemoveTensor(Index),
+    RenameTensor(Index, String),
+    /// A new shape (data resized to fit, so the file stays well-formed).
+    Reshape(Index, Vec<usize>),
+    /// A new dtype (data resized to fit).
+    Retype(Index, safetensors::Dtype),
+    /// Values replaced by this f32 (NaN, ∞, huge…), where the tensor is f32.
+    Fill(Index, f32),
+}
+
+fn meta_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just::<&str>(""),
+        Just("0"),
+        Just("1"),
+        Just("-1"),
+        Just("2"),
+        Just("1e40"),
+        Just("NaN"),
+        Just("inf"),
+        Just("18446744073709551616"),
+        Just("4294967296"),
+        Just("abc"),
+        Just("adam"),
+        Just("adamw"),
+        Just("sgd"),
+        Just("none"),
+        Just("0.001,0.9"),
+        Just("1,2,3,4,5,6,7,8,9"),
+        Just("wgnn-checkpoint"),
+        Just("\\"),
+        Just("\n"),
+    ]
+    .prop_map(|s| s.to_string())
+    .boxed()
+    .prop_union("[ -~]{0,12}".boxed())
+}
+
+fn checkpoint_edit() -> impl Strategy<Value = CheckpointEdit> {
+    let dtype = prop_oneof![
+        Just(safetensors::Dtype::F64),
+        Just(safetensors::Dtype::F16),
+        Just(safetensors::Dtype::BF16),
+        Just(safetensors::Dtype::I32),
+        Just(safetensors::Dtype::U8),
+    ];
+    let name = prop_oneof![
+        Just("0.weight"),
+        Just("3.bias"),
+        Just("optimizer.0.exp_avg"),
+        Just("optimizer.9.exp_avg"),
+        Just("fit.best.0"),
+        Just("x"),
+    ];
+    let value = prop_oneof![
+        Just(f32::NAN),
+        Just(f32::INFINITY),
+        Just(-1e30f32),
+        Just(0.0f32),
+        any::<f32>()
+    ];
+    prop_oneof![
+        3 => (any::<Index>(), meta_value()).prop_map(|(i, v)| CheckpointEdit::SetMeta(i, v)),
+        1 => any::<Index>().prop_map(CheckpointEdit::RemoveMeta),
+        1 => ("(fit|optimizer)\\.[a-z_.0-9]{0,10}", meta_value()).prop_map(|(k, v)| CheckpointEdit::AddMeta(k, v)),
+        1 => any::<Index>().prop_map(CheckpointEdit::RemoveTensor),
+        1 => (any::<Index>(), name).prop_map(|(i, n)| CheckpointEdit::RenameTensor(i, n.to_string())),
+        1 => (any::<Index>(), prop::collection::vec(0usize..6, 0..3)).prop_map(|(i, s)| CheckpointEdit::Reshape(i, s)),
+        1 => (any::<Index>(), dtype).prop_map(|(i, d)| CheckpointEdit::Retype(i, d)),
+        1 => (any::<Index>(), value).prop_map(|(i, v)| CheckpointEdit::Fill(i, v)),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct CheckpointCase {
+    edits: Vec<CheckpointEdit>,
+    bytes: Vec<Mutation>,
+}
+
+fn checkpoint_case() -> impl Strategy<Value = CheckpointCase> {
+    (prop::collection::vec(checkpoint_edit(), 0..4), mutations())
+        .prop_map(|(edits, bytes)| CheckpointCase { edits, bytes })
+}
+
+impl CheckpointCase {
+    fn file(&self) -> Vec<u8> {
+        let (bytes, tensors, meta) = valid_checkpoint();
+        if self.edits.is_empty() {
+            return mutate(bytes.clone(), &self.bytes, &Wrap::Raw);
+        }
+        let (mut tensors, mut meta) = (tensors.clone(), meta.clone());
+        for edit in &self.edits {
+            let (nt, nm) = (tensors.len().max(1), meta.len().max(1));
+            match edit {
+                CheckpointEdit::SetMeta(i, v) if !meta.is_empty() => meta[i.index(nm)].1 = v.clone(),
+                CheckpointEdit::RemoveMeta(i) if !meta.is_empty() => {
+                    meta.remove(i.index(nm));
+                }
+                CheckpointEdit::AddMeta(k, v) => meta.push((k.clone(), v.clone())),
+                CheckpointEdit::RemoveTensor(i) if !tensors.is_empty() => {
+                    tensors.remove(i.index(nt));
+                }
+                CheckpointEdit::RenameTensor(i, n) if !tensors.is_empty() => tensors[i.index(nt)].0 = n.clone(),
+                CheckpointEdit::Reshape(i, s) if !tensors.is_empty() => {
+                    let t = &mut tensors[i.index(nt)];
+                    let size = t.2.bitsize() / 8 * s.iter().product::<usize>();
+                    t.3.resize(size, 0x3c);
+                    t.1 = s.clone();
+                }
+                CheckpointEdit::Retype(i, d) if !tensors.is_empty() => {
+                    let t = &mut tensors[i.index(nt)];
+                    t.3.resize(d.bitsize() / 8 * t.1.iter().product::<usize>(), 0x3c);
+                    t.2 = *d;
+                }
+                CheckpointEdit::Fill(i, v) if !tensors.is_empty() => {
+                    let t = &mut tensors[i.index(nt)];
+                    if t.2 == safetensors::Dtype::F32 {
+                        for c in t.3.chunks_exact_mut(4) {
+                            c.copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors.dedup_by(|a, b| a.0 == b.0);
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, shape, dtype, data)| {
+                let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+                (name.clone(), view)
+            })
+            .collect();
+        let meta: std::collections::HashMap<String, String> = meta.into_iter().collect();
+        let file = safetensors::tensor::serialize(views, Some(meta)).unwrap();
+        mutate(file, &self.bytes, &Wrap::Raw)
+    }
+}
+
+/// Loading a damaged checkpoint, directly and by resuming `fit`, is `Ok` or an
+/// `Err` naming the file; a failed load leaves the model and the optimizer as they
+/// were.
+#[test]
+fn checkpoint() {
+    use wgnn::optim::Optimizer;
+    let scratch = Scratch::new("checkpoint");
+    let (x, y) = checkpoint_data();
+    fuzz_cases("checkpoint", 200, checkpoint_case(), |case| {
+        let path = scratch.write("case.ckpt", &case.file());
+        let mut model = checkpoint_model();
+        let before: Vec<Vec<f32>> = model.net.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+        let state = model.optimizer.state().unwrap();
+        let direct = wgnn::io::load_checkpoint(&mut model.net, &mut model.optimizer, &path);
+        if let Err(e) = &direct {
+            let after: Vec<Vec<f32>> = model.net.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+            prop_assert!(before == after, "a failed load changed the model");
+            prop_assert!(
+                model.optimizer.state().unwrap() == state,
+                "a failed load changed the optimizer"
+            );
+            names_file(e, &[&path])?;
+        }
+        let out = scratch.0.join("resumed.ckpt");
+        let resumed = checkpoint_model().fit(&x, &y, checkpoint_config(4, &out, Some(&path)));
+        if let Err(e) = &resumed {
+            let text = e.to_string();
+            // fit's own errors (e.g. a history whose numbers are NaN) need not name the file.
+            prop_assert!(!text.is_empty());
+        }
+        Ok(direct.is_ok())
     });
 }
