@@ -189,7 +189,11 @@ fn csv_that_is_empty() {
         ("blank", "a,b,label\n\n  \n"),
     ] {
         let err = csv(tag, text).unwrap_err();
-        let why = if text.is_empty() { "the file is empty" } else { "no data rows" };
+        let why = if text.is_empty() {
+            "the file is empty"
+        } else {
+            "no data rows"
+        };
         assert_says(&err, matches!(err, Error::Format { .. }), "Format", &[why]);
     }
 }
