@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
 use crate::graph::plan::CompiledPlan;
+use crate::graph::profile::Profiler;
 use crate::{Error, Result};
 
 /// Which kind of backend a device runs.
@@ -175,6 +176,7 @@ pub(crate) struct DeviceInner {
     counters: Arc<Counters>,
     plans: Mutex<HashMap<String, Arc<CompiledPlan>>>,
     debug: DebugModes,
+    profiler: Profiler,
 }
 
 /// A compute device: the CPU reference backend or a wgpu GPU. Cheap to clone;
@@ -196,6 +198,7 @@ impl Device {
             counters,
             plans: Mutex::new(HashMap::new()),
             debug: DebugModes::from_env(),
+            profiler: Profiler::from_env(),
         })))
     }
 
@@ -388,6 +391,46 @@ impl Device {
     /// The shadow-mode tolerance, if shadow mode is on.
     pub fn shadow(&self) -> Option<Tolerance> {
         *self.0.debug.shadow.lock().unwrap()
+    }
+
+    /// Profile mode: every plan run on this device times each of its kernel
+    /// launches — by GPU timestamp queries where the adapter has them, on the CPU
+    /// backend by the wall clock around each kernel — and adds the times up per plan,
+    /// for [`Device::profile_report`]. Results are unchanged; on a GPU each launch
+    /// gets a compute pass of its own and the run waits for its timestamps, so steps
+    /// are slower than unprofiled ones. An adapter without timestamp queries is timed
+    /// on the host, one submit and wait per launch ([`crate::Clock::HostPerLaunch`]).
+    /// The debugging modes ([`Device::set_check_nan`], [`Device::set_shadow`]) take
+    /// precedence: while one is on, runs are not profiled.
+    ///
+    /// Also on when `WGNN_PROFILE` is set (to anything but `0`) when the device is
+    /// created; then each plan's table is also printed to stderr after its 10th,
+    /// 100th, 1000th… run.
+    pub fn set_profile(&self, on: bool) {
+        self.0.profiler.set(on);
+    }
+
+    /// Whether profile mode is on.
+    pub fn profile(&self) -> bool {
+        self.0.profiler.is_on()
+    }
+
+    /// The per-launch times of every plan run while profiling, since the device was
+    /// made or [`Device::reset_profile`]: mean time per run, share of the plan's
+    /// time, GFLOP/s and GB/s, named by kernel, op, shape and source line. Its
+    /// `Display` is a table per plan.
+    pub fn profile_report(&self) -> crate::ProfileReport {
+        self.0.profiler.report()
+    }
+
+    /// Forgets the profile so far (e.g. after warm-up steps, to report the steady
+    /// state).
+    pub fn reset_profile(&self) {
+        self.0.profiler.reset();
+    }
+
+    pub(crate) fn profiler(&self) -> &Profiler {
+        &self.0.profiler
     }
 
     /// Destroys the underlying wgpu device, as a driver reset would: for tests of

@@ -43,5 +43,6 @@ pub mod train;
 pub use device::{Device, DeviceInfo, DeviceKind, GpuOptions, Stats, Tolerance};
 pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
+pub use graph::profile::{Clock, LaunchProfile, PlanProfile, ProfileReport};
 pub use rng::manual_seed;
 pub use tensor::{DType, Tensor};

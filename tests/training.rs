@@ -36,6 +36,7 @@ device_tests!(
     thousands_of_training_steps_keep_device_and_host_memory_flat,
     a_checkpoint_saved_mid_training_continues_bit_for_bit,
     resuming_fit_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit,
+    a_profiled_training_step_times_each_launch_and_changes_no_result,
 );
 
 /// The MNIST subset, split once (train 4000, test 1000) and parsed once per test
@@ -1490,4 +1491,67 @@ fn a_checkpoint_killed_while_being_written_leaves_the_old_or_the_new_one() {
     );
     assert!(seen.len() > 10, "too few writes completed to test anything: {seen:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn a_profiled_training_step_times_each_launch_and_changes_no_result(shared: &Device) {
+    let _serial = serial();
+    let (train, _) = mnist_subset();
+    // Three Adam steps of the 784-128-10 MLP at batch 32, on a device of its own;
+    // the losses' bits and the launches of the last step.
+    let run = |profile: bool| {
+        let dev = common::private(shared);
+        dev.set_profile(profile);
+        wgnn::manual_seed(0);
+        let model = mlp(&dev);
+        let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+        let mut losses = Vec::new();
+        let mut launches = 0;
+        for i in 0..3 {
+            let rows: Vec<usize> = (i * 32..i * 32 + 32).collect();
+            let (x, y) = batch(&train, &rows, &dev);
+            let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
+            let before = dev.stats();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            launches = (dev.stats() - before).dispatches;
+            losses.push(loss.item().unwrap().to_bits());
+        }
+        (losses, launches, dev)
+    };
+    let (plain, launches, _) = run(false);
+    let (profiled, profiled_launches, dev) = run(true);
+    assert_eq!(plain, profiled, "{dev}: profiling changed the losses");
+    assert_eq!(launches, profiled_launches, "{dev}");
+    let report = dev.profile_report();
+    eprintln!("{report}");
+    let step = report
+        .plans
+        .iter()
+        .find(|p| p.runs == 3)
+        .unwrap_or_else(|| panic!("{dev}: no plan ran three times:\n{report}"));
+    assert_eq!(step.launches.len() as u64, launches, "{dev}: one entry per launch");
+    let expected_clock = match dev.kind() {
+        wgnn::DeviceKind::Cpu => vec![wgnn::Clock::CpuWall],
+        wgnn::DeviceKind::Gpu => vec![wgnn::Clock::GpuTimestamps, wgnn::Clock::HostPerLaunch],
+    };
+    assert!(expected_clock.contains(&step.clock), "{dev}: {:?}", step.clock);
+    assert!(step.launches.iter().all(|l| l.seconds >= 0.0 && l.seconds.is_finite()));
+    assert!(step.seconds_per_run() > 0.0, "{dev}: no time measured");
+    let shares: f64 = step.launches.iter().map(|l| l.share).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{dev}: shares sum to {shares}");
+    // The first layer's forward GEMM: 32×784 by 784×128, 2·m·n·k flops, and the
+    // bytes of its operands, bias and result.
+    let first = step
+        .launches
+        .iter()
+        .find(|l| l.kernel == "matmul" && l.op == "matmul" && l.shape == [32, 128] && !l.location.starts_with("grad"))
+        .unwrap_or_else(|| panic!("{dev}: no forward matmul [32, 128]:\n{report}"));
+    assert_eq!(first.flops, 2 * 32 * 784 * 128, "{dev}");
+    assert_eq!(first.bytes, 4 * (32 * 784 + 784 * 128 + 128 + 32 * 128), "{dev}");
+    let updates = step.launches.iter().filter(|l| l.kernel == "adam").count();
+    assert!(updates > 0, "{dev}: no optimizer launch");
+    let table = report.to_string();
+    assert!(
+        table.contains("matmul (matmul)") && table.contains("GFLOP/s"),
+        "{table}"
+    );
 }

@@ -2,9 +2,10 @@
 //! truth that the WGSL kernels in `shaders/` are tested against.
 
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
-use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Watch};
-use crate::{DeviceInfo, DeviceKind, Error, Result};
+use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
+use crate::{Clock, DeviceInfo, DeviceKind, Error, Result};
 
 /// A CPU buffer; its bytes count as live while it exists.
 pub(crate) struct CpuBuffer {
@@ -110,7 +111,34 @@ impl Drop for CpuPlan {
 }
 
 impl Executable for CpuPlan {
-    fn run(&self, externals: &[Storage], mut watch: Option<Watch<'_>>) -> Result<Vec<Storage>> {
+    fn run(&self, externals: &[Storage], watch: Option<Watch<'_>>) -> Result<Vec<Storage>> {
+        self.run_timed(externals, watch, None)
+    }
+
+    fn run_profiled(&self, externals: &[Storage]) -> Result<(Vec<Storage>, Timings)> {
+        let mut seconds = Vec::with_capacity(self.program.steps.len() + self.program.updates.len());
+        let kept = self.run_timed(externals, None, Some(&mut seconds))?;
+        let clock = Clock::CpuWall;
+        Ok((kept, Timings { clock, seconds }))
+    }
+}
+
+impl CpuPlan {
+    /// Runs the program; with `times`, pushes the wall time of each launch.
+    fn run_timed(
+        &self,
+        externals: &[Storage],
+        mut watch: Option<Watch<'_>>,
+        mut times: Option<&mut Vec<f64>>,
+    ) -> Result<Vec<Storage>> {
+        let mut run_step = |step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]| match times.as_mut() {
+            None => run_step(step, arena, ext),
+            Some(times) => {
+                let start = Instant::now();
+                run_step(step, arena, ext);
+                times.push(start.elapsed().as_secs_f64());
+            }
+        };
         let ext: Vec<&Arc<CpuBuffer>> = externals
             .iter()
             .map(|s| match s {

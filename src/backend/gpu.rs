@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Watch};
+use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
 use crate::ops::kernel::{Grid, Kernel};
-use crate::{DeviceInfo, DeviceKind, Error, GpuOptions, Result};
+use crate::{Clock, DeviceInfo, DeviceKind, Error, GpuOptions, Result};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
@@ -56,6 +57,8 @@ struct Shared {
     patch: Mutex<Option<(String, String)>>,
     /// Largest uniform buffer (wgpu's `max_uniform_buffer_binding_size`).
     max_uniform_bytes: u64,
+    /// Whether the device has timestamp queries (the profiler's clock).
+    timestamps: bool,
 }
 
 /// Errors wgpu reports through callbacks: set there, taken by the next call.
@@ -145,12 +148,23 @@ impl GpuBackend {
         if let Some(max) = options.max_buffer_size {
             limits.max_buffer_size = limits.max_buffer_size.min(max);
         }
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgnn"),
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .map_err(|e| Error::DeviceCreation {
+        // Timestamp queries (the profiler's clock) where the adapter has them; a
+        // device that refuses them is made without.
+        let request = |features| {
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgnn"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            }))
+        };
+        let timestamp_query = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (made, timestamps) = match request(timestamp_query) {
+            Ok(made) => (Ok(made), !timestamp_query.is_empty()),
+            Err(_) if !timestamp_query.is_empty() => (request(wgpu::Features::empty()), false),
+            Err(e) => (Err(e), false),
+        };
+        let (device, queue) = made.map_err(|e| Error::DeviceCreation {
             adapter: a.name.clone(),
             reason: e.to_string(),
         })?;
@@ -193,6 +207,7 @@ impl GpuBackend {
             faults,
             patch: Mutex::new(None),
             max_uniform_bytes: limits.max_uniform_buffer_binding_size as u64,
+            timestamps,
         })))
     }
 }
@@ -719,11 +734,12 @@ impl GpuPlan {
     }
 }
 
-impl Executable for GpuPlan {
-    fn run(&self, externals: &[Storage], watch: Option<Watch<'_>>) -> Result<Vec<Storage>> {
+impl GpuPlan {
+    /// The external buffers of a run (`None`: host data, uploaded into the plan's
+    /// input buffer here).
+    fn bind_externals<'a>(&self, externals: &'a [Storage]) -> Result<Vec<Option<&'a Arc<GpuBuffer>>>> {
         let s = &self.shared;
-        s.faults.check("running a plan")?;
-        let mut ext: Vec<Option<&Arc<GpuBuffer>>> = Vec::with_capacity(externals.len());
+        let mut ext = Vec::with_capacity(externals.len());
         for (e, storage) in externals.iter().enumerate() {
             match (storage, &self.host_inputs[e]) {
                 (Storage::Host(data), Some(input)) => {
@@ -738,17 +754,143 @@ impl Executable for GpuPlan {
                 }
             }
         }
-        let kept: Vec<Arc<GpuBuffer>> = self
-            .kept
+        Ok(ext)
+    }
+
+    /// Fresh buffers for the kept values.
+    fn kept_buffers(&self) -> Result<Vec<Arc<GpuBuffer>>> {
+        self.kept
             .iter()
-            .map(|&(_, words)| s.buffer(words, false))
-            .collect::<Result<_>>()?;
-        let new_encoder = || {
-            s.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            .map(|&(_, words)| self.shared.buffer(words, false))
+            .collect()
+    }
+
+    /// Copies the kept values into their buffers.
+    fn copy_kept(&self, encoder: &mut wgpu::CommandEncoder, ext: &[Option<&Arc<GpuBuffer>>], kept: &[Arc<GpuBuffer>]) {
+        for (&(slot, words), dst) in self.kept.iter().zip(kept) {
+            encoder.copy_buffer_to_buffer(
+                self.buffer(slot, ext),
+                0,
+                dst.raw(),
+                0,
+                buffer_bytes(words).min(dst.raw().size()),
+            );
+        }
+    }
+
+    fn new_encoder(&self) -> wgpu::CommandEncoder {
+        self.shared
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wgnn plan"),
             })
+    }
+
+    /// A profiled run on the device's clock: each launch in a compute pass of its
+    /// own, timestamped at its beginning and end.
+    fn run_timestamped(&self, ext: &[Option<&Arc<GpuBuffer>>], kept: &[Arc<GpuBuffer>]) -> Result<Vec<f64>> {
+        /// Launches per query set (two queries each; wgpu allows 4096 per set).
+        const PER_SET: usize = 2048;
+        let s = &self.shared;
+        let n = self.steps.len() + self.updates.len();
+        let sets: Vec<(wgpu::QuerySet, u32)> = (0..n.div_ceil(PER_SET))
+            .map(|k| {
+                let count = (2 * (n - k * PER_SET).min(PER_SET)) as u32;
+                let set = s.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("wgnn profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count,
+                });
+                (set, count)
+            })
+            .collect();
+        let mut encoder = self.new_encoder();
+        let timed = |encoder: &mut wgpu::CommandEncoder, i: usize, step: &GpuStep| {
+            let at = (2 * (i % PER_SET)) as u32;
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgnn profile"),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &sets[i / PER_SET].0,
+                    beginning_of_pass_write_index: Some(at),
+                    end_of_pass_write_index: Some(at + 1),
+                }),
+            });
+            self.encode(&mut pass, step, ext);
         };
-        let mut encoder = new_encoder();
+        for (i, step) in self.steps.iter().enumerate() {
+            timed(&mut encoder, i, step);
+        }
+        self.copy_kept(&mut encoder, ext, kept);
+        for (i, step) in (self.steps.len()..).zip(&self.updates) {
+            timed(&mut encoder, i, step);
+        }
+        let set_bytes = (2 * PER_SET * 8) as u64;
+        let resolved = s.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgnn profile"),
+            size: set_bytes * sets.len().max(1) as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        for (k, (set, count)) in sets.iter().enumerate() {
+            encoder.resolve_query_set(set, 0..*count, &resolved, k as u64 * set_bytes);
+        }
+        let words = pollster::block_on(s.readback(encoder, &[(&resolved, resolved.size())]))?.remove(0);
+        let ns_per_tick = s.queue.get_timestamp_period() as f64;
+        let tick = |i: usize| {
+            let at = (i / PER_SET) * 4 * PER_SET + 4 * (i % PER_SET);
+            let word = |j: usize| words[at + j].to_bits() as u64;
+            (word(0) | word(1) << 32, word(2) | word(3) << 32)
+        };
+        Ok((0..n)
+            .map(|i| {
+                let (begin, end) = tick(i);
+                end.saturating_sub(begin) as f64 * ns_per_tick * 1e-9
+            })
+            .collect())
+    }
+
+    /// A profiled run without timestamp queries: each launch submitted alone and
+    /// waited for, timed on the host (includes the submission and the wait).
+    fn run_host_timed(&self, ext: &[Option<&Arc<GpuBuffer>>], kept: &[Arc<GpuBuffer>]) -> Result<Vec<f64>> {
+        let s = &self.shared;
+        let submit = |encoder: wgpu::CommandEncoder| -> Result<f64> {
+            let start = Instant::now();
+            s.queue.submit([encoder.finish()]);
+            Counters::add(&s.counters.submits, 1);
+            s.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu {
+                    context: "waiting for a profiled launch".into(),
+                    reason: e.to_string(),
+                })?;
+            s.faults.check("running a profiled launch")?;
+            Ok(start.elapsed().as_secs_f64())
+        };
+        let mut seconds = Vec::with_capacity(self.steps.len() + self.updates.len());
+        for step in &self.steps {
+            let mut encoder = self.new_encoder();
+            self.encode_pass(&mut encoder, "wgnn profile", std::slice::from_ref(step), ext);
+            seconds.push(submit(encoder)?);
+        }
+        let mut encoder = self.new_encoder();
+        self.copy_kept(&mut encoder, ext, kept);
+        submit(encoder)?;
+        for step in &self.updates {
+            let mut encoder = self.new_encoder();
+            self.encode_pass(&mut encoder, "wgnn profile", std::slice::from_ref(step), ext);
+            seconds.push(submit(encoder)?);
+        }
+        Ok(seconds)
+    }
+}
+
+impl Executable for GpuPlan {
+    fn run(&self, externals: &[Storage], watch: Option<Watch<'_>>) -> Result<Vec<Storage>> {
+        let s = &self.shared;
+        s.faults.check("running a plan")?;
+        let ext = self.bind_externals(externals)?;
+        let kept = self.kept_buffers()?;
+        let mut encoder = self.new_encoder();
         let mut done = 0;
         if let Some(w) = watch {
             // Debugging modes: run up to each probe, read its values back, hand them out.
@@ -763,7 +905,8 @@ impl Executable for GpuPlan {
                     .iter()
                     .map(|p| (self.buffer(p.slot, &ext), buffer_bytes(p.words)))
                     .collect();
-                let values = pollster::block_on(s.readback(std::mem::replace(&mut encoder, new_encoder()), &sources))?;
+                let values =
+                    pollster::block_on(s.readback(std::mem::replace(&mut encoder, self.new_encoder()), &sources))?;
                 for (k, v) in (first..end).zip(values) {
                     (w.observe)(k, &v[..w.probes[k].words])?;
                 }
@@ -771,15 +914,7 @@ impl Executable for GpuPlan {
             }
         }
         self.encode_pass(&mut encoder, "wgnn compute", &self.steps[done..], &ext);
-        for (&(slot, words), dst) in self.kept.iter().zip(&kept) {
-            encoder.copy_buffer_to_buffer(
-                self.buffer(slot, &ext),
-                0,
-                dst.raw(),
-                0,
-                buffer_bytes(words).min(dst.raw().size()),
-            );
-        }
+        self.copy_kept(&mut encoder, &ext, &kept);
         self.encode_pass(&mut encoder, "wgnn update", &self.updates, &ext);
         s.queue.submit([encoder.finish()]);
         Counters::add(&s.counters.submits, 1);
@@ -789,5 +924,21 @@ impl Executable for GpuPlan {
         );
         s.faults.check("running a plan")?;
         Ok(kept.into_iter().map(Storage::Gpu).collect())
+    }
+
+    fn run_profiled(&self, externals: &[Storage]) -> Result<(Vec<Storage>, Timings)> {
+        let s = &self.shared;
+        s.faults.check("running a plan")?;
+        let ext = self.bind_externals(externals)?;
+        let kept = self.kept_buffers()?;
+        let (clock, seconds) = if s.timestamps {
+            (Clock::GpuTimestamps, self.run_timestamped(&ext, &kept)?)
+        } else {
+            (Clock::HostPerLaunch, self.run_host_timed(&ext, &kept)?)
+        };
+        Counters::add(&s.counters.dispatches, seconds.len() as u64);
+        s.faults.check("running a plan")?;
+        let kept = kept.into_iter().map(Storage::Gpu).collect();
+        Ok((kept, Timings { clock, seconds }))
     }
 }

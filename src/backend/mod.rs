@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub(crate) use crate::ops::Kernel;
 
-use crate::{DeviceInfo, Result};
+use crate::{Clock, DeviceInfo, Result};
 
 /// Where a value lives.
 #[derive(Clone)]
@@ -57,6 +57,11 @@ pub(crate) struct ExternalSpec {
 pub(crate) struct Step {
     pub kernel: Arc<dyn Kernel>,
     pub bindings: Vec<Slot>,
+    /// Words of each binding that the launch uses (the profiler's bytes moved).
+    pub words: Vec<usize>,
+    /// The node it computes: its index in the plan's schedule, updates after the
+    /// nodes (the profiler's names).
+    pub node: usize,
 }
 
 /// A backend-neutral program: the lowered form of a plan.
@@ -102,6 +107,18 @@ pub(crate) trait Executable: Send + Sync {
     /// with a watch, hands the probed values out as it goes (slower: the GPU
     /// submits and reads back at each probe).
     fn run(&self, externals: &[Storage], watch: Option<Watch<'_>>) -> Result<Vec<Storage>>;
+
+    /// Runs the program as `run` does and times each launch (steps, then updates):
+    /// the profiler (`src/graph/profile.rs`).
+    fn run_profiled(&self, externals: &[Storage]) -> Result<(Vec<Storage>, Timings)>;
+}
+
+/// The time of each launch of a profiled run (steps, then updates), and how it was
+/// measured.
+#[derive(Clone, Debug)]
+pub(crate) struct Timings {
+    pub clock: Clock,
+    pub seconds: Vec<f64>,
 }
 
 /// A boxed future, for object-safe async readback.

@@ -3,3 +3,4 @@
 pub(crate) mod autograd;
 pub(crate) mod debug;
 pub(crate) mod plan;
+pub(crate) mod profile;

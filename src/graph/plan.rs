@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use super::profile::Label;
 use crate::backend::{Counters, Executable, ExternalSpec, Probe, Program, Slot, Step, Storage};
 use crate::ops::{Bind, Lowering, Op};
 use crate::tensor::numel;
@@ -16,6 +17,10 @@ use crate::{Error, Result, Tensor};
 
 /// A compiled plan, shared by every graph of the same structure.
 pub(crate) struct CompiledPlan {
+    /// Names the plan in the profiler's totals.
+    id: u64,
+    /// Its launches as the profiler names them, made on the first profiled run.
+    labels: OnceLock<Arc<Vec<Label>>>,
     exec: Box<dyn Executable>,
     /// What was compiled, for the debugging modes (`debug.rs`).
     program: Program,
@@ -287,6 +292,10 @@ impl Schedule {
                 }
             };
             let computed = !matches!(lowering, Lowering::Alias);
+            let (temp_words, output_words) = match &lowering {
+                Lowering::Launches { temps, outputs, .. } => (temps.clone(), outputs.clone()),
+                _ => (Vec::new(), Vec::new()),
+            };
             let (out, launches, mut temps, outputs) = match lowering {
                 Lowering::Alias => (bindings_in[0], Vec::new(), Vec::new(), Vec::new()), // same buffer as the input
                 Lowering::OutputOf(k) => {
@@ -322,9 +331,21 @@ impl Schedule {
                         Bind::Output(k) => outputs[k - 1],
                     })
                     .collect();
+                let words = launch
+                    .bindings
+                    .iter()
+                    .map(|b| match *b {
+                        Bind::Input(k) => node.0.inputs[k].numel(),
+                        Bind::Temp(k) => temp_words[k],
+                        Bind::Output(0) => node.numel(),
+                        Bind::Output(k) => output_words[k - 1],
+                    })
+                    .collect();
                 program.steps.push(Step {
                     kernel: launch.kernel,
                     bindings,
+                    words,
+                    node: i,
                 });
             }
             if computed {
@@ -377,9 +398,19 @@ impl Schedule {
                         _ => unreachable!("updates bind their inputs only"),
                     })
                     .collect();
+                let words = launch
+                    .bindings
+                    .iter()
+                    .map(|b| match *b {
+                        Bind::Input(k) => update.0.inputs[k].numel(),
+                        _ => unreachable!("updates bind their inputs only"),
+                    })
+                    .collect();
                 program.updates.push(Step {
                     kernel: launch.kernel,
                     bindings,
+                    words,
+                    node: n + u,
                 });
             }
         }
@@ -425,7 +456,10 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
                 let program = schedule.lower();
                 let exec = device.backend().compile(program.clone())?;
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();
+                static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
                 let plan = Arc::new(CompiledPlan {
+                    id: NEXT_PLAN.fetch_add(1, Ordering::Relaxed),
+                    labels: OnceLock::new(),
                     exec,
                     program,
                     kept_nodes,
@@ -442,6 +476,10 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
         .collect();
     let kept = if device.debug_modes().any() {
         super::debug::run(&*plan.exec, &plan.program, &schedule.nodes, &externals, &device)?
+    } else if device.profiler().is_on() {
+        let nodes: Vec<&Tensor> = schedule.all().collect();
+        let plan_id = (plan.id, &plan.labels);
+        super::profile::run(&*plan.exec, &plan.program, plan_id, &nodes, &externals, &device)?
     } else {
         plan.exec.run(&externals, None)?
     };

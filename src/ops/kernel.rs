@@ -19,6 +19,33 @@ pub(crate) trait Kernel: fmt::Debug + Send + Sync {
 
     /// The GPU launch.
     fn wgsl(&self) -> Wgsl;
+
+    /// The work of one launch, for the profiler (`Device::set_profile`), given the
+    /// words of each binding (reads, then writes). By default: no floating-point
+    /// operations counted and every binding read or written once; a family whose
+    /// rate is best judged in FLOP/s (GEMM) states its flops.
+    fn cost(&self, words: &[usize]) -> Cost {
+        Cost::moved(words)
+    }
+}
+
+/// What one launch computes and moves, for the profiler's GFLOP/s and GB/s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cost {
+    /// Floating-point operations (0: not counted).
+    pub flops: u64,
+    /// Bytes read and written.
+    pub bytes: u64,
+}
+
+impl Cost {
+    /// No flops counted; each binding of `words` words read or written once.
+    pub(crate) fn moved(words: &[usize]) -> Cost {
+        Cost {
+            flops: 0,
+            bytes: 4 * words.iter().map(|&w| w as u64).sum::<u64>(),
+        }
+    }
 }
 
 /// A WGSL launch: which section of which shader file, what to generate before it,

@@ -3,7 +3,7 @@
 //! the elementwise table. The CPU twin is `matrixmultiply`'s sgemm.
 
 use super::elementwise::UnaryOp;
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::kernel::{Cost, Grid, Kernel, Uniforms, Wgsl};
 use super::{Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -123,6 +123,14 @@ impl Kernel for MatMulKernel {
         let grid = Grid::Tiles(self.n.div_ceil(64), self.m.div_ceil(64));
         Wgsl::new(SHADER, "matmul", u, grid).defs(defs)
     }
+
+    /// `2·m·n·k` (the epilogue's bias and activation not counted).
+    fn cost(&self, words: &[usize]) -> Cost {
+        Cost {
+            flops: 2 * (self.m * self.n * self.k) as u64,
+            ..Cost::moved(words)
+        }
+    }
 }
 
 /// `op(A)·op(B)` through `matrixmultiply`, transposes expressed as strides.
@@ -237,7 +245,9 @@ impl Tensor {
         }
     }
 
-    /// This unrealized matmul with `act` as its epilogue, when it has none yet.
+    /// This unrealized matmul with `act` as its epilogue, when it has none yet (built
+    /// where the activation was asked for).
+    #[track_caller]
     pub(crate) fn with_epilogue(&self, act: UnaryOp) -> Option<Tensor> {
         let Op::MatMul(op @ MatMul { act: None, .. }) = self.0.op else {
             return None;
