@@ -100,9 +100,22 @@ pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Resu
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes).map_err(|e| Error::SafeTensors {
-        path: path.into(),
-        reason: e.to_string(),
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        // The crate's messages are terse ("invalid header length"): say what the file
+        // is, and what its first 8 bytes (the header length) claim.
+        let claimed = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .map_or(String::new(), |n| {
+                format!(", whose first 8 bytes give a header of {n} bytes")
+            });
+        Error::SafeTensors {
+            path: path.into(),
+            reason: format!(
+                "{e} (a file of {} bytes{claimed}: cut short, or not a safetensors file)",
+                bytes.len()
+            ),
+        }
     })
 }
 
