@@ -21,9 +21,11 @@
 #   WGNN_VULKAN_LIB_DIR=DIR       take libvulkan.so.1 from DIR (else the system's, else
 #                                 the bundle's packages, unpacked under /tmp)
 #   WGNN_GPU_SH_BUNDLED_LOADER=1  use the bundle's loader even when the system has one
+#   WGNN_GPU_SH_PYTHON            the Python with PyTorch (default python3)
 #   WGPU_BACKEND                  wgpu backends to try (default vulkan)
 #   WGNN_GPU_SH_WGNN_TIMEOUT, WGNN_GPU_SH_TORCH_TIMEOUT  seconds (default 300, 180)
 set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin # ldconfig, also under a bare `env -i PATH=/usr/bin:/bin`
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [ -x "$here/bin/bench" ]; then # this copy lives in a bundle
@@ -63,7 +65,7 @@ vulkan_setup() {
     if [ -n "${WGNN_VULKAN_LIB_DIR:-}" ]; then
         export LD_LIBRARY_PATH=$WGNN_VULKAN_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
         echo "vulkan loader: from WGNN_VULKAN_LIB_DIR=$WGNN_VULKAN_LIB_DIR"
-    elif ldconfig -p | grep -q 'libvulkan.so.1 ' && [ -z "${WGNN_GPU_SH_BUNDLED_LOADER:-}" ]; then
+    elif ldconfig -p | grep 'libvulkan.so.1 ' >/dev/null && [ -z "${WGNN_GPU_SH_BUNDLED_LOADER:-}" ]; then
         echo "vulkan loader: the system's ($(ldconfig -p | awk '/libvulkan.so.1 / {print $NF; exit}'))"
     elif compgen -G "$bundle/debs/*.deb" >/dev/null; then
         local gl
@@ -104,7 +106,7 @@ run() {
     mkdir -p "$out"
     exec > >(tee "$out/log.txt") 2>&1
     export PYTHONUNBUFFERED=1 WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
-    local bench=$bundle/bin/bench
+    local bench=$bundle/bin/bench python=${WGNN_GPU_SH_PYTHON:-python3}
     echo "== gpu.sh run $quick ($(date -u +%FT%TZ)), bundle $bundle, commit $(cat "$bundle/COMMIT" 2>/dev/null || echo '?'), out $out"
     echo "host: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     if command -v nvidia-smi >/dev/null; then
@@ -117,7 +119,7 @@ run() {
     if ! timeout 60 "$bench" --gpu-suite --adapter-only $allow; then
         echo "gpu.sh: FAILED: wgpu found no usable GPU adapter (above: why). Checks:"
         ldconfig -p | grep -i vulkan || echo "  no libvulkan in ldconfig"
-        ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>&1 | sed 's/^/  /'
+        ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>&1 | sed 's/^/  /' || true
         exit 1
     fi
     echo "== wgnn suite"
@@ -126,10 +128,10 @@ run() {
     [ $rc = 0 ] || echo "gpu.sh: wgnn suite ended with status $rc (124: timed out); what it measured is in wgnn.json"
     echo "== PyTorch suite"
     rc=0
-    timeout "${WGNN_GPU_SH_TORCH_TIMEOUT:-180}" python3 "$bundle/torch_gpu.py" --out "$out" $quick $allow_cpu || rc=$?
+    timeout "${WGNN_GPU_SH_TORCH_TIMEOUT:-180}" "$python" "$bundle/torch_gpu.py" --out "$out" $quick $allow_cpu || rc=$?
     [ $rc = 0 ] || echo "gpu.sh: torch suite ended with status $rc (124: timed out)"
     echo "== summary ($out/summary.md)"
-    python3 "$bundle/gpu_report.py" "$out"
+    "$python" "$bundle/gpu_report.py" "$out"
 }
 
 case ${1:-} in

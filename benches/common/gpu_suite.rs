@@ -43,7 +43,11 @@ impl std::fmt::Display for J {
         match self {
             J::Num(x) if x.is_finite() => write!(f, "{x}"),
             J::Num(_) => f.write_str("null"),
-            J::Str(s) => write!(f, "\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")),
+            J::Str(s) => write!(
+                f,
+                "\"{}\"",
+                s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+            ),
             J::Arr(v) => {
                 f.write_str("[")?;
                 for (i, x) in v.iter().enumerate() {
@@ -171,7 +175,10 @@ pub fn main(args: &[String]) -> Result<()> {
             ("backend", text(&info.backend)),
             ("device_type", text(&info.device_type)),
             ("driver", text(&info.driver)),
-            ("max_storage_buffer_binding_size", num(info.max_storage_buffer_binding_size as f64)),
+            (
+                "max_storage_buffer_binding_size",
+                num(info.max_storage_buffer_binding_size as f64),
+            ),
             ("device_create_ms", num(create_ms)),
             ("quick", text(quick.to_string())),
         ]),
@@ -442,7 +449,10 @@ fn bandwidth(dev: &Device, sizes: &Sizes) -> Result<J> {
     let a = Tensor::randn(&[n], 1, dev)?;
     let b = Tensor::randn(&[n], 2, dev)?;
     let word = 4.0 * n as f64;
-    println!("bandwidth ({n} floats, {:.0} MiB per tensor; GPU timestamps):", word / 1048576.0);
+    println!(
+        "bandwidth ({n} floats, {:.0} MiB per tensor; GPU timestamps):",
+        word / 1048576.0
+    );
     let mut rows = Vec::new();
     let fence = crate::mnist_step::fence(dev)?;
     let mut record = |name: &str, ideal_words: f64, report: wgnn::ProfileReport| -> Result<()> {
@@ -499,7 +509,11 @@ fn bandwidth(dev: &Device, sizes: &Sizes) -> Result<J> {
     // Adam alone reads p, g, m, v and writes p, m, v: 7 words per element.
     record("adam step (sum(p*w) + adam)", 7.0, report.clone())?;
     for plan in &report.plans {
-        for l in plan.launches.iter().filter(|l| l.op.contains("optim") || l.kernel.contains("adam")) {
+        for l in plan
+            .launches
+            .iter()
+            .filter(|l| l.op.contains("optim") || l.kernel.contains("adam"))
+        {
             let ideal = 7.0 * word;
             println!(
                 "  adam kernel alone: {:.1} µs, {:.1} GB/s on 7 x n x 4 bytes ({:.1} GB/s on its own count)",
