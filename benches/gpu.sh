@@ -13,7 +13,7 @@
 #                            one), runs `bench --gpu-suite` and benches/torch_gpu.py, each
 #                            under a time limit, then benches/gpu_report.py. Output goes to
 #                            stdout and to $OUT (default target/gpu-out): log.txt,
-#                            wgnn.json, torch.json, summary.md. Within ~8 minutes.
+#                            wgnn.json, torch.json, summary.md. Under 8 minutes.
 #
 # Environment for `run`:
 #   WGNN_GPU_SH_ALLOW_SOFTWARE=1  accept a software adapter (llvmpipe) and PyTorch on
@@ -23,7 +23,7 @@
 #   WGNN_GPU_SH_BUNDLED_LOADER=1  use the bundle's loader even when the system has one
 #   WGNN_GPU_SH_PYTHON            the Python with PyTorch (default python3)
 #   WGPU_BACKEND                  wgpu backends to try (default vulkan)
-#   WGNN_GPU_SH_WGNN_TIMEOUT, WGNN_GPU_SH_TORCH_TIMEOUT  seconds (default 300, 180)
+#   WGNN_GPU_SH_WGNN_TIMEOUT, WGNN_GPU_SH_TORCH_TIMEOUT  seconds (default 240, 150)
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin # ldconfig, also under a bare `env -i PATH=/usr/bin:/bin`
 
@@ -57,7 +57,7 @@ prepare() {
     fi
     git -C "$root" rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || true
     echo "bundle: $bundle ($(du -sh "$bundle" | cut -f1)), commit $(cat "$bundle/COMMIT" 2>/dev/null)"
-    echo "device tool: run(command='bash ${bundle#"$root"/}/gpu.sh run', carry=['${bundle#"$root"/}'], timeout_s=600)"
+    echo "device tool: run(command='bash ${bundle#"$root"/}/gpu.sh run', carry=['${bundle#"$root"/}'], timeout_s=480)"
 }
 
 # Makes libvulkan.so.1 and an NVIDIA ICD visible to wgpu, or says what is missing.
@@ -137,11 +137,11 @@ run() {
     fi
     echo "== wgnn suite"
     local rc=0
-    timeout "${WGNN_GPU_SH_WGNN_TIMEOUT:-300}" "$bench" --gpu-suite --out "$out" $quick $allow || rc=$?
+    timeout "${WGNN_GPU_SH_WGNN_TIMEOUT:-240}" "$bench" --gpu-suite --out "$out" $quick $allow || rc=$?
     [ $rc = 0 ] || echo "gpu.sh: wgnn suite ended with status $rc (124: timed out); what it measured is in wgnn.json"
     echo "== PyTorch suite"
     rc=0
-    timeout "${WGNN_GPU_SH_TORCH_TIMEOUT:-180}" "$python" "$bundle/torch_gpu.py" --out "$out" $quick $allow_cpu || rc=$?
+    timeout "${WGNN_GPU_SH_TORCH_TIMEOUT:-150}" "$python" "$bundle/torch_gpu.py" --out "$out" $quick $allow_cpu || rc=$?
     [ $rc = 0 ] || echo "gpu.sh: torch suite ended with status $rc (124: timed out)"
     echo "== summary ($out/summary.md)"
     "$python" "$bundle/gpu_report.py" "$out"
