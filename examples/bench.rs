@@ -6,6 +6,10 @@
 //! also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`, in the
 //! same run; `--only matmul|train_step|lstm_step` runs one op's rows)
 //!
+//! `bench --gpu-suite [--quick] [--out DIR]` instead runs the GPU-only suite of
+//! `benches/gpu.sh` (GEMM up to 4096³, first and steady MLP steps, bandwidth, host
+//! time per dispatch, the profile of one step; `benches/common/gpu_suite.rs`).
+//!
 //! `cargo run --release --example bench -- --soak STEPS` instead trains the MNIST MLP
 //! for STEPS steps on each device (a fresh batch of 32 uploaded every step, Adam, the
 //! loss read at each report) and prints, ten times along the way, the steps per
@@ -44,6 +48,8 @@
 //! no GPU adapter the GPU columns show "n/a". After the table, the device counters
 //! of one GPU training step show that a step is one submit with no readback.
 
+#[path = "../benches/common/gpu_suite.rs"]
+mod gpu_suite;
 #[path = "../benches/common/lstm_step.rs"]
 mod lstm_step;
 #[path = "../benches/common/mnist_step.rs"]
@@ -295,6 +301,9 @@ fn soak(dev: &Device, steps: usize) -> Result<()> {
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--gpu-suite") {
+        return gpu_suite::main(&args);
+    }
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let steps = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
         soak(&Device::cpu(), steps)?;
