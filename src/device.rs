@@ -49,7 +49,7 @@ pub struct DeviceInfo {
 impl std::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
-            DeviceKind::Cpu => write!(f, "cpu (reference backend, single-threaded)"),
+            DeviceKind::Cpu => write!(f, "cpu (reference backend; large matmuls on every core)"),
             DeviceKind::Gpu => write!(
                 f,
                 "gpu: {} ({}, {}, driver {})",
