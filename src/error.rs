@@ -223,6 +223,10 @@ pub enum Error {
         /// What the driver or wgpu reported.
         reason: String,
     },
+    /// Distributed training failed: ranks out of step, a message too large for MPI,
+    /// or a rank that can take part in no more collectives after an earlier failure.
+    #[error("distributed training: {0}")]
+    Distributed(String),
 }
 
 /// `Result` with [`Error`] as its error type.

@@ -29,6 +29,7 @@
 mod backend;
 pub mod data;
 mod device;
+pub mod distributed;
 mod error;
 mod graph;
 pub mod io;

@@ -25,6 +25,9 @@ pub struct DataLoader {
     shuffle: Option<u64>,
     drop_last: bool,
     epoch: u64,
+    /// This process's rank and the number of ranks: each global batch of
+    /// `batch_size · ranks` rows is cut into equal parts, one per rank.
+    shard: (usize, usize),
 }
 
 impl DataLoader {
@@ -92,6 +95,7 @@ impl DataLoader {
             shuffle: None,
             drop_last: false,
             epoch: 0,
+            shard: (0, 1),
         })
     }
 
@@ -176,7 +180,35 @@ impl DataLoader {
         self
     }
 
-    /// Rows per batch (at most the number of rows).
+    /// Makes this the loader of rank `rank` of `ranks` in data-parallel training:
+    /// every epoch, all ranks draw the same row order (give them the same shuffle
+    /// seed), take global batches of `batch_size · ranks` rows from it and each keep
+    /// its own equal, disjoint part of every one, so the ranks together see each row
+    /// once per epoch, as one process with batch `batch_size · ranks` would. A last
+    /// global batch whose rows do not divide evenly loses its remainder (fewer than
+    /// `ranks` rows, different ones each epoch when shuffled); `fit` does this itself
+    /// when its optimizer is a [`crate::distributed::DistributedOptimizer`].
+    ///
+    /// # Errors
+    /// If `rank` is not below `ranks`, or the data has fewer rows than ranks.
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Result<DataLoader> {
+        if rank >= ranks || self.n < ranks {
+            return Err(Error::Invalid(format!(
+                "DataLoader::shard: rank {rank} of {ranks} ranks over {} rows (ranks must be at most the rows, the rank below the ranks)",
+                self.n
+            )));
+        }
+        self.batch_size = self.batch_size.min(self.n / ranks);
+        self.shard = (rank, ranks);
+        Ok(self)
+    }
+
+    /// This loader's rank and the number of ranks (`(0, 1)` unless sharded).
+    pub fn shard_of(&self) -> (usize, usize) {
+        self.shard
+    }
+
+    /// Rows per batch (at most the number of rows); per rank when sharded.
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
@@ -186,13 +218,12 @@ impl DataLoader {
         self.n
     }
 
-    /// Batches per epoch.
+    /// Batches per epoch (the same on every rank when sharded).
     pub fn len(&self) -> usize {
-        if self.drop_last {
-            self.n / self.batch_size
-        } else {
-            self.n.div_ceil(self.batch_size)
-        }
+        let ranks = self.shard.1;
+        let global = self.batch_size * ranks;
+        let (full, rest) = (self.n / global, self.n % global);
+        full + usize::from(!self.drop_last && rest >= ranks)
     }
 
     /// Whether an epoch yields no batch (`drop_last` with fewer rows than a batch
@@ -229,9 +260,12 @@ impl DataLoader {
         let order = self.next_order();
         let batches = self.len();
         let this = &*self;
+        let (rank, ranks) = this.shard;
+        let global = this.batch_size * ranks;
         (0..batches).map(move |b| {
-            let rows = &order[b * this.batch_size..((b + 1) * this.batch_size).min(this.n)];
-            this.batch(rows, device)
+            let rows = &order[b * global..((b + 1) * global).min(this.n)];
+            let (start, end) = crate::distributed::shard_range(rows.len(), rank, ranks);
+            this.batch(&rows[start..end], device)
         })
     }
 

@@ -48,6 +48,15 @@ impl Gradients {
         self
     }
 
+    /// The same loss and outputs with other gradients (e.g. averaged over ranks).
+    pub(crate) fn with_values(&self, pairs: Vec<(Tensor, Tensor)>) -> Gradients {
+        Gradients {
+            by_id: pairs.into_iter().map(|(p, g)| (p.id(), (p, g))).collect(),
+            loss: self.loss.clone(),
+            outputs: self.outputs.clone(),
+        }
+    }
+
     /// The loss and the extra outputs: what a step computes besides the updates.
     pub(crate) fn step_roots(&self) -> Vec<Tensor> {
         self.loss.iter().chain(&self.outputs).cloned().collect()

@@ -44,6 +44,13 @@ pub trait Optimizer {
         let _ = state;
         Err(no_checkpoints(std::any::type_name::<Self>()))
     }
+    /// The group of processes whose gradients this optimizer averages, for a
+    /// [`crate::distributed::DistributedOptimizer`]; `None` (the default) for a
+    /// single process. `fit` then trains each rank on its shard of every batch,
+    /// reports global metrics and lets rank 0 alone print and write checkpoints.
+    fn collective(&self) -> Option<std::rc::Rc<dyn crate::distributed::Collective>> {
+        None
+    }
 }
 
 fn no_checkpoints(name: &str) -> Error {
@@ -75,6 +82,9 @@ impl Optimizer for Box<dyn Optimizer> {
     }
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
         (**self).load_state(state)
+    }
+    fn collective(&self) -> Option<std::rc::Rc<dyn crate::distributed::Collective>> {
+        (**self).collective()
     }
 }
 

@@ -105,7 +105,9 @@ pub enum Clip {
 pub struct FitConfig {
     /// Epochs to run, at least 1 (a callback may stop earlier); default 1.
     pub epochs: usize,
-    /// 1 is stochastic, the number of rows is batch gradient descent.
+    /// 1 is stochastic, the number of rows is batch gradient descent. With a
+    /// [`crate::distributed::DistributedOptimizer`] this is the batch of each rank:
+    /// a step then averages `batch_size · ranks` rows.
     pub batch_size: usize,
     /// Fraction of the rows, taken from the end before shuffling (as Keras does), held
     /// out for validation; ignored when `validation_data` is given.
@@ -335,7 +337,7 @@ impl Model {
             crate::graph::plan::realize(&roots, &[])?;
             tally.commit(xb.shape()[0], loss_sum, counts);
         }
-        tally.read(self.loss, &self.metrics, prefix, logs)
+        tally.read(self.loss, &self.metrics, prefix, logs, None)
     }
 
     /// The confusion matrix of the model's predictions on `(x, y)` (row = true class,
@@ -405,8 +407,22 @@ impl Model {
         } else {
             all.subset(&train_rows, config.batch_size)?
         };
+        let comm = self.optimizer.collective();
         if config.shuffle {
-            train = train.shuffle(config.seed.unwrap_or_else(crate::rng::next_seed));
+            let mut seed = config.seed.unwrap_or_else(crate::rng::next_seed);
+            if let Some(c) = &comm {
+                // Every rank must draw the same row order.
+                let mut bytes = seed.to_le_bytes().to_vec();
+                c.broadcast_bytes(&mut bytes, 0)?;
+                seed = u64::from_le_bytes(bytes[..].try_into().map_err(|_| {
+                    Error::Distributed(format!("fit: rank 0 sent a shuffle seed of {} bytes", bytes.len()))
+                })?);
+            }
+            train = train.shuffle(seed);
+        }
+        let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
+        if ranks > 1 {
+            train = train.shard(rank, ranks)?;
         }
         let info = self.device.info();
         let mut history = History::new(vec![
@@ -416,13 +432,14 @@ impl Model {
             ("wgnn".into(), env!("CARGO_PKG_VERSION").into()),
             ("loss".into(), format!("{:?}", self.loss)),
             ("batch size".into(), train.batch_size().to_string()),
+            ("ranks".into(), ranks.to_string()),
             ("training rows".into(), train.samples().to_string()),
             (
                 "validation rows".into(),
                 val.as_ref().map_or(0, |v| v.samples()).to_string(),
             ),
         ]);
-        let show = config.verbose && std::io::stdout().is_terminal();
+        let show = config.verbose && rank == 0 && std::io::stdout().is_terminal();
         let start = match &config.resume_from {
             Some(path) => resume::restore(self, path, &mut train, &mut config.callbacks, &mut history)?,
             None => 0,
@@ -457,8 +474,8 @@ impl Model {
                     reason,
                 });
             }
-            for path in checkpoints {
-                resume::save(self, &path, epoch + 1, &train, &config.callbacks, &history)?;
+            for path in checkpoints.iter().filter(|_| rank == 0) {
+                resume::save(self, path, epoch + 1, &train, &config.callbacks, &history)?;
             }
             if let Some(reason) = stop {
                 history.stop_reason = Some(reason);
@@ -544,7 +561,8 @@ impl Model {
             }
         }
         bar.finish_and_clear();
-        tally.read(self.loss, &self.metrics, "", logs)
+        let comm = self.optimizer.collective();
+        tally.read(self.loss, &self.metrics, "", logs, comm.as_deref())
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::history::Scores;
 use super::model::Loss;
+use crate::distributed::{self, Collective};
 use crate::metrics::{roc_auc, ConfusionMatrix, Metric};
 use crate::{Device, Result, Tensor};
 
@@ -69,29 +70,42 @@ impl Tally {
         (loss_sum, counts)
     }
 
-    /// Reads a tally's totals into logs (`prefix` is "" or "val_").
+    /// Reads a tally's totals into logs (`prefix` is "" or "val_"). With a group of
+    /// ranks (`comm`), the totals are summed over the ranks first, so the logs hold
+    /// the global loss and metrics, the same on every rank.
     pub(crate) fn read(
         &self,
         loss: Loss,
         metrics: &[Metric],
         prefix: &str,
         logs: &mut Scores,
+        comm: Option<&dyn Collective>,
     ) -> Result<Option<ConfusionMatrix>> {
-        let Some(counts) = &self.counts else {
-            logs.insert(format!("{prefix}loss"), f64::from(self.mean_loss()?));
-            return Ok(None);
+        let comm = comm.filter(|c| c.size() > 1);
+        let rows = match comm {
+            Some(c) => distributed::all_reduce_sum_u64(c, self.rows as u64)? as usize,
+            None => self.rows,
         };
         // The loss sum and the counts in one download.
-        let totals = Tensor::cat(&[&self.loss_sum, &counts.reshape(&[counts.numel()])], 0).to_vec()?;
-        let mean_loss = totals[0] / self.rows.max(1) as f32;
+        let mut totals = match &self.counts {
+            Some(counts) => Tensor::cat(&[&self.loss_sum, &counts.reshape(&[counts.numel()])], 0).to_vec()?,
+            None => self.loss_sum.to_vec()?,
+        };
+        if let Some(c) = comm {
+            distributed::all_reduce_sum(c, &mut totals)?;
+        }
+        let mean_loss = totals[0] / rows.max(1) as f32;
         logs.insert(format!("{prefix}loss"), f64::from(mean_loss));
+        let Some(counts) = &self.counts else {
+            return Ok(None);
+        };
         let c = &totals[1..];
         let cm = if loss == Loss::CrossEntropy {
             let classes = counts.shape()[0];
             ConfusionMatrix::from_counts(classes, c.iter().map(|&v| v.round() as u64).collect())?
         } else {
             let (sy, tp, sp) = (c[0].round() as u64, c[1].round() as u64, c[3].round() as u64);
-            let n = self.rows as u64;
+            let n = rows as u64;
             ConfusionMatrix::from_counts(2, vec![n + tp - sy - sp, sp - tp, sy - tp, tp])?
         };
         for m in metrics {
@@ -102,7 +116,13 @@ impl Tally {
                     for s in &self.scores {
                         scores.extend(s.to_vec()?);
                     }
-                    roc_auc(&scores, &self.truth)?
+                    let mut truth = self.truth.clone();
+                    if let Some(c) = comm {
+                        scores = distributed::all_gather(c, &scores)?.concat();
+                        let words: Vec<f32> = truth.iter().map(|&t| f32::from_bits(t)).collect();
+                        truth = distributed::all_gather(c, &words)?.concat().iter().map(|w| w.to_bits()).collect();
+                    }
+                    roc_auc(&scores, &truth)?
                 }
                 m => cm.score(*m)?,
             };

@@ -1,0 +1,184 @@
+//! [`World`]: the MPI processes of a job (`MPI_COMM_WORLD`), as a [`Collective`].
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use mpi::datatype::PartitionMut;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use mpi::Count;
+
+use super::Collective;
+use crate::{Error, Result};
+
+/// Initializes MPI and returns the world: every process `mpirun` started, or this
+/// process alone (a world of 1) when it was started without `mpirun`. MPI can be
+/// initialized once per process: a second call is an error.
+pub fn init() -> Result<World> {
+    let universe = mpi::initialize()
+        .ok_or_else(|| Error::Distributed("init: MPI is already initialized in this process".into()))?;
+    let comm = universe.world();
+    Ok(World(Rc::new(Inner {
+        rank: comm.rank() as usize,
+        size: comm.size() as usize,
+        comm,
+        failure: RefCell::new(None),
+        _universe: Some(universe),
+    })))
+}
+
+/// The processes of an MPI job. Cheap to clone (all clones are the same world).
+/// Dropping the last clone finalizes MPI, except after a panic or a failed
+/// distributed step on this rank: then it stops the whole job (`MPI_Abort`) with a
+/// message naming the rank, because the other ranks would wait for it forever.
+#[derive(Clone)]
+pub struct World(Rc<Inner>);
+
+struct Inner {
+    rank: usize,
+    size: usize,
+    comm: SimpleCommunicator,
+    /// Why this rank is out of step with the others, once it is.
+    failure: RefCell<Option<String>>,
+    /// Finalizes MPI when dropped (after `comm`).
+    _universe: Option<Universe>,
+}
+
+impl World {
+    /// This process's rank, `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.0.rank
+    }
+
+    /// The number of processes.
+    pub fn size(&self) -> usize {
+        self.0.size
+    }
+
+    /// The host this rank runs on.
+    pub fn processor_name(&self) -> String {
+        mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
+    }
+
+    /// Waits until every rank has called it. Sleeps between checks, so waiting ranks
+    /// leave the CPU to working ones (MPI's own barrier spins).
+    pub fn barrier(&self) -> Result<()> {
+        self.check()?;
+        let mut request = self.0.comm.immediate_barrier();
+        loop {
+            match request.test() {
+                Ok(_) => return Ok(()),
+                Err(pending) => request = pending,
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Stops every rank of the job: prints `rank r of n failed: {error}` on
+    /// standard error and calls `MPI_Abort`. Call it when this rank fails in code of
+    /// your own while the others go on, so they do not wait for it forever.
+    pub fn abort(&self, error: &dyn std::fmt::Display) -> ! {
+        eprintln!(
+            "wgnn: rank {} of {} failed: {error}; stopping every rank (MPI_Abort). Resume from the last checkpoint.",
+            self.rank(),
+            self.size()
+        );
+        self.0.comm.abort(1)
+    }
+
+    fn check(&self) -> Result<()> {
+        match &*self.0.failure.borrow() {
+            Some(why) => Err(Error::Distributed(format!(
+                "rank {} cannot take part in more collectives: {why}",
+                self.rank()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn count(n: usize, what: &str) -> Result<Count> {
+    Count::try_from(n).map_err(|_| Error::Distributed(format!("{what} of {n} bytes is over MPI's limit of 2^31 − 1")))
+}
+
+impl Collective for World {
+    fn rank(&self) -> usize {
+        self.0.rank
+    }
+
+    fn size(&self) -> usize {
+        self.0.size
+    }
+
+    fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.check()?;
+        let comm = &self.0.comm;
+        let mut lengths = vec![0u64; self.size()];
+        comm.all_gather_into(&(mine.len() as u64), &mut lengths[..]);
+        let counts = lengths
+            .iter()
+            .map(|&n| count(n as usize, "an all-gather part"))
+            .collect::<Result<Vec<_>>>()?;
+        let total: usize = lengths.iter().map(|&n| n as usize).sum();
+        let mut displacements = Vec::with_capacity(counts.len());
+        let mut offset = 0usize;
+        for &n in &lengths {
+            displacements.push(count(offset, "an all-gather")?);
+            offset += n as usize;
+        }
+        count(total, "an all-gather")?;
+        let mut all = vec![0u8; total];
+        {
+            let mut parts = PartitionMut::new(&mut all[..], &counts[..], &displacements[..]);
+            comm.all_gather_varcount_into(mine, &mut parts);
+        }
+        let mut out = Vec::with_capacity(self.size());
+        let mut rest = &all[..];
+        for &n in &lengths {
+            let (part, tail) = rest.split_at(n as usize);
+            out.push(part.to_vec());
+            rest = tail;
+        }
+        Ok(out)
+    }
+
+    fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<()> {
+        self.check()?;
+        if root >= self.size() {
+            return Err(Error::Distributed(format!(
+                "broadcast: root {root} is not a rank of a world of {}",
+                self.size()
+            )));
+        }
+        let process = self.0.comm.process_at_rank(root as i32);
+        let mut length = data.len() as u64;
+        process.broadcast_into(&mut length);
+        count(length as usize, "a broadcast")?;
+        data.resize(length as usize, 0);
+        process.broadcast_into(&mut data[..]);
+        Ok(())
+    }
+
+    fn poison(&self, reason: &str) {
+        self.0.failure.borrow_mut().get_or_insert_with(|| reason.to_string());
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let why = if std::thread::panicking() {
+            Some("it panicked".to_string())
+        } else {
+            self.failure.borrow_mut().take()
+        };
+        if let Some(why) = why {
+            eprintln!(
+                "wgnn: rank {} of {} failed: {why}; stopping every rank (MPI_Abort) instead of leaving them waiting. Resume from the last checkpoint.",
+                self.rank, self.size
+            );
+            self.comm.abort(1);
+        }
+    }
+}
