@@ -3,6 +3,9 @@
 //! bit for bit and survive being killed mid-write.
 
 mod common;
+#[cfg(all(feature = "mpi", unix))]
+#[path = "training/distributed.rs"]
+mod distributed;
 
 use common::serial;
 use wgnn::data::DataLoader;
