@@ -85,7 +85,7 @@ impl World {
             self.rank(),
             self.size()
         );
-        self.0.comm.abort(1)
+        stop_job(&self.0.comm)
     }
 
     fn check(&self) -> Result<()> {
@@ -178,7 +178,14 @@ impl Drop for Inner {
                 "wgnn: rank {} of {} failed: {why}; stopping every rank (MPI_Abort) instead of leaving them waiting. Resume from the last checkpoint.",
                 self.rank, self.size
             );
-            self.comm.abort(1);
+            stop_job(&self.comm);
         }
     }
+}
+
+/// `MPI_Abort` after a short pause, so that `mpirun` forwards the message just
+/// printed before it tears the job down.
+fn stop_job(comm: &SimpleCommunicator) -> ! {
+    std::thread::sleep(Duration::from_millis(300));
+    comm.abort(1)
 }

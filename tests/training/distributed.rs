@@ -21,10 +21,17 @@ const OUT: &str = "WGNN_RANK_OUT";
 /// A failure a rank simulates: `kill`, `panic` or `poison`, by rank 1 at step 20.
 const FAIL: &str = "WGNN_RANK_FAIL";
 const STEPS: usize = 200;
+/// Parameters of [`net`].
+const PARAMS: u64 = 30 * 16 + 16 + 16 * 2 + 2;
 
 /// Runs `rank_child` under `mpirun -np ranks` with `batch` rows per rank, writing
 /// into a fresh folder; fails the test if the job runs past two minutes.
 fn mpirun(ranks: usize, batch: usize, tag: &str, fail: Option<&str>) -> (PathBuf, std::process::Output) {
+    mpirun_on("cpu", ranks, batch, tag, fail)
+}
+
+/// [`mpirun`] with the ranks on `device` (`cpu` or `gpu`).
+fn mpirun_on(device: &str, ranks: usize, batch: usize, tag: &str, fail: Option<&str>) -> (PathBuf, std::process::Output) {
     let out = std::env::temp_dir().join(format!("wgnn-mpi-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
@@ -37,6 +44,7 @@ fn mpirun(ranks: usize, batch: usize, tag: &str, fail: Option<&str>) -> (PathBuf
         .args(["--exact", "distributed::rank_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(OUT, &out)
         .env("WGNN_RANK_BATCH", batch.to_string())
+        .env("WGNN_RANK_DEVICE", device)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(fail) = fail {
@@ -142,6 +150,30 @@ fn two_ranks_stay_bit_identical_every_step_repeat_bit_for_bit_and_match_one_proc
     }
 }
 
+/// The same on the GPU backend: every step's packed gradients are its only download.
+#[test]
+fn two_ranks_on_the_gpu_stay_bit_identical_and_match_the_cpu_ranks() {
+    let _serial = super::serial();
+    if super::common::gpu().is_none() {
+        return;
+    }
+    let (gpu, output) = mpirun_on("gpu", 2, 16, "gpu", None);
+    ok(&output, "the 2-rank GPU run");
+    let rank0 = read(&gpu, "rank0.steps");
+    assert_eq!(rank0.lines().count(), STEPS);
+    assert_eq!(rank0, read(&gpu, "rank1.steps"), "the GPU ranks' weights differ at some step");
+    assert_eq!(read(&gpu, "rank0.fit"), read(&gpu, "rank1.fit"));
+    let (cpu, output) = mpirun(2, 16, "gpu-vs-cpu", None);
+    ok(&output, "the 2-rank CPU run");
+    let (g, c) = (steps(&rank0).0, steps(&read(&cpu, "rank0.steps")).0);
+    let worst = g.iter().zip(&c).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("2 GPU ranks vs 2 CPU ranks: largest per-step loss difference {worst:e}");
+    assert!(worst < 1e-4, "the GPU ranks' loss curve left the CPU ranks' by {worst}");
+    for dir in [gpu, cpu] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 #[test]
 fn a_rank_that_dies_or_fails_stops_the_whole_job_with_a_message_instead_of_hanging() {
     for (fail, says) in [
@@ -189,7 +221,10 @@ fn rank_child() {
     let fail = std::env::var(FAIL).ok();
     let world = distributed::init().unwrap();
     let (rank, ranks) = (world.rank(), world.size());
-    let dev = Device::cpu();
+    let dev = match std::env::var("WGNN_RANK_DEVICE").as_deref() {
+        Ok("gpu") => Device::gpu().unwrap(),
+        _ => Device::cpu(),
+    };
     let data = breast_cancer();
     let (x, y) = data.tensors(&dev).unwrap();
     // Different seeds per rank: the optimizer's broadcast must make the replicas equal.
@@ -204,7 +239,23 @@ fn rank_child() {
         for b in loader.epoch(&dev) {
             let (xb, yb) = b.unwrap();
             let loss = nn::loss::cross_entropy(&model.forward(&xb), &yb);
+            let before = dev.stats();
             wgnn::optim::Optimizer::step(&mut opt, &loss.backward().unwrap()).unwrap();
+            let cost = dev.stats() - before;
+            // In steady state a step is two plans (and on the GPU one copy for the
+            // readback). On the GPU the packed gradients (4 bytes per parameter, in a
+            // buffer of 16-byte units) are its only download, and its uploads are the
+            // averaged gradients, the batch and Adam's few per-step coefficients (the
+            // CPU backend counts no transfers).
+            let gpu = dev.kind() == wgnn::DeviceKind::Gpu;
+            let batch_bytes = 4 * (xb.numel() + yb.numel()) as u64;
+            if step > 0 {
+                assert_eq!(cost.submits, 2 + u64::from(gpu), "step {step}: {cost:?}");
+                assert!(!gpu || cost.bytes_downloaded == (4 * PARAMS).next_multiple_of(16), "step {step}: {cost:?}");
+                let extra = cost.bytes_uploaded.checked_sub(4 * PARAMS + batch_bytes);
+                assert!(!gpu || extra.is_some_and(|e| e <= 64), "step {step}: {cost:?}");
+            }
+
             let mut global = [loss.item().unwrap()];
             distributed::all_reduce_sum(&world, &mut global).unwrap();
             let global = global[0] / ranks as f32;
