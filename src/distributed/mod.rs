@@ -78,6 +78,22 @@ pub trait Collective {
     fn size(&self) -> usize;
     /// Every rank's `mine`, in rank order, on every rank (lengths may differ).
     fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Every rank's `mine`, concatenated in rank order, on every rank; all ranks must
+    /// give the same number of values (an error names a rank that did not). The
+    /// default goes through [`Collective::all_gather_bytes`]; an implementation may
+    /// gather straight into the result.
+    fn all_gather_f32(&self, mine: &[f32]) -> Result<Vec<f32>> {
+        let parts = self.all_gather_bytes(bytemuck::cast_slice(mine))?;
+        let mut out = Vec::with_capacity(mine.len() * parts.len());
+        for (rank, bytes) in parts.iter().enumerate() {
+            let values = as_f32(bytes)?;
+            if values.len() != mine.len() {
+                return Err(out_of_step(rank, values.len(), mine.len()));
+            }
+            out.extend_from_slice(&values);
+        }
+        Ok(out)
+    }
     /// Replaces `data` on every rank by `root`'s `data` (lengths may differ).
     fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<()>;
     /// Records that this rank failed in a way that leaves it out of step with the
@@ -101,21 +117,23 @@ pub fn all_reduce_sum(comm: &dyn Collective, values: &mut [f32]) -> Result<()> {
         return Ok(());
     }
     for chunk in values.chunks_mut(chunk_len(comm.size())) {
-        let all = comm.all_gather_bytes(bytemuck::cast_slice(chunk))?;
-        let parts = all.iter().map(|b| as_f32(b)).collect::<Result<Vec<_>>>()?;
-        sum_in_rank_order(&parts.iter().map(|p| &p[..]).collect::<Vec<_>>(), chunk)?;
+        let all = comm.all_gather_f32(chunk)?;
+        sum_in_rank_order(&all.chunks(chunk.len()).collect::<Vec<_>>(), chunk)?;
     }
     Ok(())
+}
+
+/// The error for a rank that sent `got` values where this rank has `expected`.
+pub(crate) fn out_of_step(rank: usize, got: usize, expected: usize) -> crate::Error {
+    crate::Error::Distributed(format!(
+        "rank {rank} sent {got} values, this rank has {expected}: the ranks are out of step"
+    ))
 }
 
 /// `out = parts[0] + parts[1] + … ` element by element, left to right.
 fn sum_in_rank_order(parts: &[&[f32]], out: &mut [f32]) -> Result<()> {
     if let Some((rank, p)) = parts.iter().enumerate().find(|(_, p)| p.len() != out.len()) {
-        return Err(crate::Error::Distributed(format!(
-            "all-reduce: rank {rank} sent {} values, this rank {}: the ranks are out of step",
-            p.len(),
-            out.len()
-        )));
+        return Err(out_of_step(rank, p.len(), out.len()));
     }
     out.copy_from_slice(parts[0]);
     for p in &parts[1..] {
@@ -169,7 +187,7 @@ pub fn broadcast(comm: &dyn Collective, values: &mut [f32], root: usize) -> Resu
 
 /// Bytes as f32 values (copied when unaligned).
 fn as_f32(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [f32]>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(crate::Error::Distributed(format!(
             "received {} bytes, not a whole number of f32 values",
             bytes.len()
@@ -177,7 +195,12 @@ fn as_f32(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [f32]>> {
     }
     Ok(match bytemuck::try_cast_slice(bytes) {
         Ok(v) => std::borrow::Cow::Borrowed(v),
-        Err(_) => std::borrow::Cow::Owned(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Err(_) => std::borrow::Cow::Owned(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
     })
 }
 

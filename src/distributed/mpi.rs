@@ -144,6 +144,20 @@ impl Collective for World {
         Ok(out)
     }
 
+    fn all_gather_f32(&self, mine: &[f32]) -> Result<Vec<f32>> {
+        self.check()?;
+        let comm = &self.0.comm;
+        let mut lengths = vec![0u64; self.size()];
+        comm.all_gather_into(&(mine.len() as u64), &mut lengths[..]);
+        if let Some((rank, &n)) = lengths.iter().enumerate().find(|(_, &n)| n != mine.len() as u64) {
+            return Err(super::out_of_step(rank, n as usize, mine.len()));
+        }
+        count(mine.len() * 4, "an all-gather part")?;
+        let mut all = vec![0f32; mine.len() * self.size()];
+        comm.all_gather_into(mine, &mut all[..]);
+        Ok(all)
+    }
+
     fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<()> {
         self.check()?;
         if root >= self.size() {

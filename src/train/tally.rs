@@ -120,7 +120,11 @@ impl Tally {
                     if let Some(c) = comm {
                         scores = distributed::all_gather(c, &scores)?.concat();
                         let words: Vec<f32> = truth.iter().map(|&t| f32::from_bits(t)).collect();
-                        truth = distributed::all_gather(c, &words)?.concat().iter().map(|w| w.to_bits()).collect();
+                        truth = distributed::all_gather(c, &words)?
+                            .concat()
+                            .iter()
+                            .map(|w| w.to_bits())
+                            .collect();
                     }
                     roc_auc(&scores, &truth)?
                 }

@@ -31,7 +31,13 @@ fn mpirun(ranks: usize, batch: usize, tag: &str, fail: Option<&str>) -> (PathBuf
 }
 
 /// [`mpirun`] with the ranks on `device` (`cpu` or `gpu`).
-fn mpirun_on(device: &str, ranks: usize, batch: usize, tag: &str, fail: Option<&str>) -> (PathBuf, std::process::Output) {
+fn mpirun_on(
+    device: &str,
+    ranks: usize,
+    batch: usize,
+    tag: &str,
+    fail: Option<&str>,
+) -> (PathBuf, std::process::Output) {
     let out = std::env::temp_dir().join(format!("wgnn-mpi-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
@@ -41,7 +47,13 @@ fn mpirun_on(device: &str, ranks: usize, batch: usize, tag: &str, fail: Option<&
         .args(["--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo"])
         .args(["--mca", "oob_tcp_if_include", "lo"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "distributed::rank_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "distributed::rank_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(OUT, &out)
         .env("WGNN_RANK_BATCH", batch.to_string())
         .env("WGNN_RANK_DEVICE", device)
@@ -86,7 +98,9 @@ fn steps(text: &str) -> (Vec<f32>, Vec<String>) {
 }
 
 fn floats(text: &str) -> Vec<f32> {
-    text.split_whitespace().map(|w| f32::from_bits(w.parse().unwrap())).collect()
+    text.split_whitespace()
+        .map(|w| f32::from_bits(w.parse().unwrap()))
+        .collect()
 }
 
 fn ok(output: &std::process::Output, what: &str) {
@@ -143,7 +157,15 @@ fn two_ranks_stay_bit_identical_every_step_repeat_bit_for_bit_and_match_one_proc
     assert_eq!(fit0, read(&a, "rank1.fit"), "the ranks' fit histories differ");
     assert_eq!(fit0, read(&a, "rank0.resumed"), "the resumed distributed fit differs");
     assert_eq!(fit0, read(&a, "rank1.resumed"));
-    let accuracy: f64 = fit0.lines().last().unwrap().split_whitespace().nth(2).unwrap().parse().unwrap();
+    let accuracy: f64 = fit0
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(accuracy > 0.9, "validation accuracy {accuracy} after distributed fit");
     for dir in [a, b, one] {
         let _ = std::fs::remove_dir_all(dir);
@@ -161,7 +183,11 @@ fn two_ranks_on_the_gpu_stay_bit_identical_and_match_the_cpu_ranks() {
     ok(&output, "the 2-rank GPU run");
     let rank0 = read(&gpu, "rank0.steps");
     assert_eq!(rank0.lines().count(), STEPS);
-    assert_eq!(rank0, read(&gpu, "rank1.steps"), "the GPU ranks' weights differ at some step");
+    assert_eq!(
+        rank0,
+        read(&gpu, "rank1.steps"),
+        "the GPU ranks' weights differ at some step"
+    );
     assert_eq!(read(&gpu, "rank0.fit"), read(&gpu, "rank1.fit"));
     let (cpu, output) = mpirun(2, 16, "gpu-vs-cpu", None);
     ok(&output, "the 2-rank CPU run");
@@ -230,9 +256,20 @@ fn rank_child() {
     // Different seeds per rank: the optimizer's broadcast must make the replicas equal.
     wgnn::manual_seed(11 + rank as u64);
     let model = net(&dev);
-    let adam = Adam::new(model.parameters(), AdamConfig { lr: 1e-2, ..Default::default() });
+    let adam = Adam::new(
+        model.parameters(),
+        AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
     let mut opt = DistributedOptimizer::new(adam, world.clone()).unwrap();
-    let mut loader = DataLoader::new(&x, &y, batch).unwrap().shuffle(3).drop_last(true).shard(rank, ranks).unwrap();
+    let mut loader = DataLoader::new(&x, &y, batch)
+        .unwrap()
+        .shuffle(3)
+        .drop_last(true)
+        .shard(rank, ranks)
+        .unwrap();
     let mut lines = String::new();
     let mut step = 0;
     while step < STEPS {
@@ -251,7 +288,10 @@ fn rank_child() {
             let batch_bytes = 4 * (xb.numel() + yb.numel()) as u64;
             if step > 0 {
                 assert_eq!(cost.submits, 2 + u64::from(gpu), "step {step}: {cost:?}");
-                assert!(!gpu || cost.bytes_downloaded == (4 * PARAMS).next_multiple_of(16), "step {step}: {cost:?}");
+                assert!(
+                    !gpu || cost.bytes_downloaded == (4 * PARAMS).next_multiple_of(16),
+                    "step {step}: {cost:?}"
+                );
                 let extra = cost.bytes_uploaded.checked_sub(4 * PARAMS + batch_bytes);
                 assert!(!gpu || extra.is_some_and(|e| e <= 64), "step {step}: {cost:?}");
             }
@@ -259,7 +299,13 @@ fn rank_child() {
             let mut global = [loss.item().unwrap()];
             distributed::all_reduce_sum(&world, &mut global).unwrap();
             let global = global[0] / ranks as f32;
-            writeln!(lines, "{step} {} {}", global.to_bits(), weight_hash(&all_weights(&model))).unwrap();
+            writeln!(
+                lines,
+                "{step} {} {}",
+                global.to_bits(),
+                weight_hash(&all_weights(&model))
+            )
+            .unwrap();
             step += 1;
             if rank == 1 && step == 20 {
                 match fail.as_deref() {
@@ -285,7 +331,13 @@ fn rank_child() {
     let fit = |epochs: usize, checkpoint: &Path, resume: Option<&Path>| {
         wgnn::manual_seed(5 + rank as u64);
         let model = net(&dev);
-        let adam = Adam::new(model.parameters(), AdamConfig { lr: 1e-2, ..Default::default() });
+        let adam = Adam::new(
+            model.parameters(),
+            AdamConfig {
+                lr: 1e-2,
+                ..Default::default()
+            },
+        );
         let opt = DistributedOptimizer::new(adam, world.clone()).unwrap();
         let mut model = model.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap();
         let callbacks: Vec<Box<dyn wgnn::train::Callback>> = vec![Box::new(ModelCheckpoint::every_epoch(checkpoint))];
@@ -304,11 +356,23 @@ fn rank_child() {
         let mut text = String::new();
         for e in 0..history.epochs() {
             let get = |k: &str| history.get(k).unwrap()[e];
-            writeln!(text, "{} {} {} {}", get("loss"), get("accuracy"), get("val_accuracy"), get("val_loss")).unwrap();
+            writeln!(
+                text,
+                "{} {} {} {}",
+                get("loss"),
+                get("accuracy"),
+                get("val_accuracy"),
+                get("val_loss")
+            )
+            .unwrap();
         }
         text
     };
-    std::fs::write(out.join(format!("rank{rank}.fit")), fit(4, &out.join("straight.ckpt"), None)).unwrap();
+    std::fs::write(
+        out.join(format!("rank{rank}.fit")),
+        fit(4, &out.join("straight.ckpt"), None),
+    )
+    .unwrap();
     let ckpt = out.join("half.ckpt");
     fit(2, &ckpt, None);
     world.barrier().unwrap(); // rank 0 has written the checkpoint

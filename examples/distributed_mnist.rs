@@ -1,0 +1,249 @@
+//! The seed's MLP (784 → 128 ReLU → 10, Adam 1e-3, cross-entropy) trained data-parallel
+//! over MPI: every rank trains on its shard of every batch and the gradients are
+//! averaged over the ranks each step (`wgnn::distributed`). Needs the `mpi` feature.
+//!
+//! It first times the all-reduce of the model's gradients, then (with more than one
+//! rank) trains on rank 0 alone for a baseline while the others wait, then trains on
+//! every rank, and prints per-rank and global throughput, the scaling efficiency
+//! (global throughput / (ranks × one rank's)) and the test accuracy.
+//!
+//! ```text
+//! cargo build --release --features mpi --example distributed_mnist
+//! mpirun -np 2 target/release/examples/distributed_mnist [--device cpu|gpu]
+//!     [--epochs 3] [--batch 32] [--data DIR] [--no-baseline]
+//! ```
+//! `--batch` is per rank; `--data DIR` reads IDX files (e.g. Fashion-MNIST in
+//! `/usr/share/datasets/fashion-mnist`), else the committed 5000-image MNIST subset.
+//! As root, add `--allow-run-as-root` to mpirun; `--mca btl self,tcp` forces TCP
+//! (loopback or network) instead of shared memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use wgnn::data::{self, Dataset};
+use wgnn::distributed::{self, DistributedOptimizer, World};
+use wgnn::metrics::Metric;
+use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::train::{Callback, Control, FitConfig, Loss, Scores};
+use wgnn::{Device, Result, Tensor};
+
+struct Args {
+    device: Option<String>,
+    data: Option<PathBuf>,
+    epochs: usize,
+    batch: usize,
+    baseline: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        device: None,
+        data: None,
+        epochs: 3,
+        batch: 32,
+        baseline: true,
+    };
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < raw.len() {
+        let value = raw.get(i + 1).cloned().unwrap_or_default();
+        let bad = |what: &str| -> ! {
+            eprintln!("distributed_mnist: {what} needs a value, got {value:?}");
+            std::process::exit(2)
+        };
+        match raw[i].as_str() {
+            "--device" => args.device = Some(value.clone()),
+            "--data" => args.data = Some(value.clone().into()),
+            "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
+            "--batch" => args.batch = value.parse().unwrap_or_else(|_| bad("--batch")),
+            "--no-baseline" => {
+                args.baseline = false;
+                i += 1;
+                continue;
+            }
+            other => {
+                eprintln!("distributed_mnist: unknown argument {other:?}");
+                std::process::exit(2)
+            }
+        }
+        i += 2;
+    }
+    args
+}
+
+fn load(args: &Args) -> Result<(Dataset, Dataset, String)> {
+    match &args.data {
+        Some(dir) => Ok((
+            data::load_idx_dir(dir, "train")?,
+            data::load_idx_dir(dir, "t10k")?,
+            dir.display().to_string(),
+        )),
+        None => {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist_5k.csv.gz");
+            let (train, test) = data::load_mnist_csv_gz(&path)?.shuffle_split(0, 4000);
+            Ok((train, test, "MNIST subset (4000 train / 1000 test)".into()))
+        }
+    }
+}
+
+fn mlp(dev: &Device) -> Sequential {
+    Sequential::new()
+        .add(Linear::new(784, 128, dev))
+        .add(nn::Relu)
+        .add(Linear::new(128, 10, dev))
+}
+
+/// Rank 0's line per epoch.
+struct PrintEpoch;
+
+impl Callback for PrintEpoch {
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, _control: &mut Control<'_>) -> Result<()> {
+        println!(
+            "  epoch {}: loss {:.4}, accuracy {:.4}, {:.0} samples/s",
+            epoch + 1,
+            logs["loss"],
+            logs["accuracy"],
+            logs["samples_per_sec"]
+        );
+        Ok(())
+    }
+}
+
+/// Trains for `epochs` with `opt`; returns the model and the last epoch's seconds
+/// on this rank's clock.
+fn train(
+    net: Sequential,
+    opt: impl Optimizer + 'static,
+    (x, y): (&Tensor, &Tensor),
+    batch: usize,
+    epochs: usize,
+    print: bool,
+) -> Result<(wgnn::train::Model, f64)> {
+    let mut model = net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy])?;
+    let callbacks: Vec<Box<dyn Callback>> = if print { vec![Box::new(PrintEpoch)] } else { Vec::new() };
+    let config = FitConfig {
+        epochs,
+        batch_size: batch,
+        seed: Some(1),
+        callbacks,
+        verbose: false,
+        layer_stats: false,
+        ..Default::default()
+    };
+    let history = model.fit(x, y, config)?;
+    // `samples_per_sec` is the rows of the whole data set over the epoch's time.
+    let rate = *history
+        .get("samples_per_sec")
+        .and_then(<[f64]>::last)
+        .expect("one epoch at least");
+    Ok((model, x.shape()[0] as f64 / rate))
+}
+
+/// Seconds per all-reduce of `n` floats (the median of `reps`).
+fn time_all_reduce(world: &World, n: usize, reps: usize) -> Result<f64> {
+    let mut values = vec![1.0f32; n];
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let started = Instant::now();
+        distributed::all_reduce_sum(world, &mut values)?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[reps / 2])
+}
+
+fn run(world: &World, args: &Args) -> Result<()> {
+    let (rank, ranks) = (world.rank(), world.size());
+    let lead = rank == 0;
+    let dev = match args.device.as_deref() {
+        Some("cpu") => Device::cpu(),
+        Some("gpu") => Device::gpu()?,
+        _ => Device::best(),
+    };
+    let (train_set, test_set, name) = load(args)?;
+    let info = dev.info();
+    println!(
+        "rank {rank} of {ranks} on {}: {} ({})",
+        world.processor_name(),
+        info.name,
+        info.backend
+    );
+    world.barrier()?;
+    if lead {
+        println!(
+            "data: {name}: {} train, {} test; batch {} per rank",
+            train_set.n, test_set.n, args.batch
+        );
+    }
+
+    // The all-reduce alone: the model's gradients (101 770 floats) and 16 Mi floats.
+    let params = mlp(&dev).parameters().iter().map(Tensor::numel).sum::<usize>();
+    for (n, reps) in [(params, 50), (1 << 24, 5)] {
+        let seconds = time_all_reduce(world, n, reps)?;
+        if lead && ranks > 1 {
+            println!(
+                "all-reduce of {n} floats over {ranks} ranks: {:.3} ms, {:.2} GB/s of gradient per rank",
+                seconds * 1e3,
+                (n * 4) as f64 / seconds / 1e9
+            );
+        }
+    }
+
+    let (x, y) = train_set.tensors(&dev)?;
+    let mut single = None;
+    if args.baseline && ranks > 1 {
+        if lead {
+            println!("baseline: rank 0 alone, 2 epochs");
+            wgnn::manual_seed(0);
+            let net = mlp(&dev);
+            let opt = Adam::new(net.parameters(), AdamConfig::default());
+            let (_, seconds) = train(net, opt, (&x, &y), args.batch, 2, true)?;
+            single = Some(train_set.n as f64 / seconds);
+        }
+        world.barrier()?; // the other ranks sleep here meanwhile
+    }
+
+    if lead {
+        println!("data-parallel: {ranks} ranks, {} epochs", args.epochs);
+    }
+    wgnn::manual_seed(rank as u64); // rank 0's initial weights are broadcast
+    let net = mlp(&dev);
+    let opt = DistributedOptimizer::new(Adam::new(net.parameters(), AdamConfig::default()), world.clone())?;
+    let (mut model, seconds) = train(net, opt, (&x, &y), args.batch, args.epochs, lead)?;
+    let shard_rows = (train_set.n / (args.batch * ranks)) * args.batch + (train_set.n % (args.batch * ranks)) / ranks;
+    let per_rank = distributed::all_gather(world, &[(shard_rows as f64 / seconds) as f32])?;
+    let (tx, ty) = test_set.tensors(&dev)?;
+    let test = model.evaluate(&tx, &ty)?;
+    if lead {
+        for (r, rate) in per_rank.iter().enumerate() {
+            println!("rank {r}: {:.0} samples/s (its shard, last epoch)", rate[0]);
+        }
+        let global: f64 = per_rank.iter().map(|r| f64::from(r[0])).sum();
+        println!("global: {global:.0} samples/s over {ranks} ranks");
+        if let Some(one) = single {
+            println!("one rank alone: {one:.0} samples/s");
+            println!(
+                "scaling efficiency 1 -> {ranks} ranks: {:.0}% (speed-up {:.2}x)",
+                100.0 * global / (ranks as f64 * one),
+                global / one
+            );
+        }
+        println!("test accuracy {:.4}, test loss {:.4}", test["accuracy"], test["loss"]);
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = parse_args();
+    let world = match distributed::init() {
+        Ok(world) => world,
+        Err(e) => {
+            eprintln!("distributed_mnist: {e}");
+            std::process::exit(1)
+        }
+    };
+    if let Err(e) = run(&world, &args) {
+        world.abort(&e); // the other ranks would otherwise wait for this one forever
+    }
+}
