@@ -10,6 +10,10 @@
 //! `benches/gpu.sh` (GEMM up to 4096³, first and steady MLP steps, bandwidth, host
 //! time per dispatch, the profile of one step; `benches/common/gpu_suite.rs`).
 //!
+//! `bench --peer-mlp cpu|gpu BATCH EPOCHS [SUBSET] [IDX_DIR] [--fit]` trains the seed's
+//! MLP on Fashion-MNIST under the protocol of the peer programs (Burn, Candle,
+//! PyTorch), for `benches/peers.sh` (`benches/common/peer_mlp.rs`).
+//!
 //! `cargo run --release --example bench -- --soak STEPS` instead trains the MNIST MLP
 //! for STEPS steps on each device (a fresh batch of 32 uploaded every step, Adam, the
 //! loss read at each report) and prints, ten times along the way, the steps per
@@ -54,6 +58,8 @@ mod gpu_suite;
 mod lstm_step;
 #[path = "../benches/common/mnist_step.rs"]
 mod mnist_step;
+#[path = "../benches/common/peer_mlp.rs"]
+mod peer_mlp;
 
 use std::time::{Duration, Instant};
 
@@ -303,6 +309,9 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--gpu-suite") {
         return gpu_suite::main(&args);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--peer-mlp") {
+        return peer_mlp::main(&args[i + 1..]);
     }
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let steps = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10_000);

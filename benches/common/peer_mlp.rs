@@ -1,0 +1,169 @@
+//! `bench --peer-mlp`: the seed's MLP on Fashion-MNIST under the protocol of the peer
+//! programs in `../shared/peers` (Burn, Candle, PyTorch), so that `benches/peers.sh`
+//! compares like with like: 784 → 128 ReLU → 10, softmax cross-entropy, Adam 1e-3,
+//! pixels in [0, 1], the training images reshuffled every epoch by splitmix64 seeded
+//! 0x5EED; an epoch's time covers gathering each batch on the host, uploading it,
+//! forward, loss, backward, the update and a final loss readback; the test set is
+//! evaluated after the timing.
+//!
+//! `bench --peer-mlp cpu|gpu BATCH EPOCHS [SUBSET] [IDX_DIR] [--fit]`: `--fit` trains
+//! with `Model::fit` (its own shuffling and batching, no validation) instead of the
+//! PyTorch-style loop. Prints one line per epoch and `median epoch N s`.
+
+use std::time::Instant;
+
+use wgnn::data::{self, Dataset};
+use wgnn::metrics::Metric;
+use wgnn::nn::{self, Module};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::train::{FitConfig, Loss};
+use wgnn::{Device, Error, Result, Tensor};
+
+use super::mnist_step::mlp;
+
+/// splitmix64, as the peers shuffle.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn shuffle(&mut self, v: &mut [usize]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Runs the mode; `args` are the program's arguments after `--peer-mlp`.
+pub fn main(args: &[String]) -> Result<()> {
+    let usage = || Error::Invalid("usage: bench --peer-mlp cpu|gpu BATCH EPOCHS [SUBSET] [IDX_DIR] [--fit]".into());
+    let fit = args.iter().any(|a| a == "--fit");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--fit").collect();
+    let dev = match args.first().map(|s| s.as_str()) {
+        Some("cpu") => Device::cpu(),
+        Some("gpu") => Device::gpu()?,
+        _ => return Err(usage()),
+    };
+    let number = |i: usize, default: usize| -> Result<usize> {
+        args.get(i).map_or(Ok(default), |s| s.parse().map_err(|_| usage()))
+    };
+    let (batch, epochs, subset) = (number(1, 32)?, number(2, 3)?, number(3, 0)?);
+    let dir = args.get(4).map_or("/usr/share/datasets/fashion-mnist", |s| s.as_str());
+    let mut train = data::load_idx_dir(dir, "train")?;
+    let test = data::load_idx_dir(dir, "t10k")?;
+    if subset > 0 && subset < train.n {
+        train = train.select(&(0..subset).collect::<Vec<_>>());
+    }
+    println!(
+        "wgnn {} {} batch={batch} epochs={epochs} train={} test={} ({})",
+        env!("CARGO_PKG_VERSION"),
+        if fit { "fit" } else { "loop" },
+        train.n,
+        test.n,
+        dev.info()
+    );
+    wgnn::manual_seed(0);
+    let net = mlp(&dev);
+    let times = if fit {
+        fit_epochs(net, &train, &test, batch, epochs, &dev)?
+    } else {
+        loop_epochs(net, &train, &test, batch, epochs, &dev)?
+    };
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!("median epoch {:.2}s", sorted[sorted.len() / 2]);
+    Ok(())
+}
+
+fn accuracy(net: &nn::Sequential, test: &Dataset, dev: &Device) -> Result<f64> {
+    let (x, y) = test.tensors(dev)?;
+    let predicted = net.forward(&x).argmax(1).to_labels()?;
+    let labels = y.to_labels()?;
+    Ok(predicted.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64)
+}
+
+fn loop_epochs(
+    mut net: nn::Sequential,
+    train: &Dataset,
+    test: &Dataset,
+    batch: usize,
+    epochs: usize,
+    dev: &Device,
+) -> Result<Vec<f64>> {
+    let mut opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut rng = SplitMix(0x5EED);
+    let mut order: Vec<usize> = (0..train.n).collect();
+    let (mut xb, mut yb) = (Vec::with_capacity(batch * train.dim), Vec::with_capacity(batch));
+    let mut times = Vec::new();
+    for epoch in 1..=epochs {
+        rng.shuffle(&mut order);
+        net.train();
+        let started = Instant::now();
+        let mut last = None;
+        for rows in order.chunks(batch) {
+            xb.clear();
+            yb.clear();
+            for &r in rows {
+                xb.extend_from_slice(&train.features[r * train.dim..(r + 1) * train.dim]);
+                yb.push(train.labels[r]);
+            }
+            let x = Tensor::from_vec(xb.clone(), &[rows.len(), train.dim], dev)?;
+            let y = Tensor::from_labels(&yb, dev)?;
+            let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
+            opt.step(&loss.backward()?)?;
+            last = Some(loss);
+        }
+        let loss = last.expect("one batch at least").item()?;
+        let seconds = started.elapsed().as_secs_f64();
+        times.push(seconds);
+        net.eval();
+        println!(
+            "epoch {epoch}: {seconds:.2}s ({:.0} samples/s) loss {loss:.4} test acc {:.4}",
+            train.n as f64 / seconds,
+            accuracy(&net, test, dev)?
+        );
+    }
+    Ok(times)
+}
+
+fn fit_epochs(
+    net: nn::Sequential,
+    train: &Dataset,
+    test: &Dataset,
+    batch: usize,
+    epochs: usize,
+    dev: &Device,
+) -> Result<Vec<f64>> {
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut model = net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy])?;
+    let (x, y) = train.tensors(dev)?;
+    let config = FitConfig {
+        epochs,
+        batch_size: batch,
+        seed: Some(0x5EED),
+        verbose: false,
+        layer_stats: false,
+        ..Default::default()
+    };
+    let history = model.fit(&x, &y, config)?;
+    // An epoch's `samples_per_sec` covers its training pass and the read of its totals.
+    let rates = history.get("samples_per_sec").unwrap_or_default();
+    let losses = history.get("loss").unwrap_or_default();
+    let times: Vec<f64> = rates.iter().map(|r| train.n as f64 / r).collect();
+    for (epoch, (seconds, loss)) in times.iter().zip(losses).enumerate() {
+        println!(
+            "epoch {}: {seconds:.2}s ({:.0} samples/s) loss {loss:.4}",
+            epoch + 1,
+            train.n as f64 / seconds
+        );
+    }
+    println!("test acc {:.4}", accuracy(&model.net, test, dev)?);
+    Ok(times)
+}
