@@ -69,8 +69,9 @@ impl Tally {
         (loss_sum, counts)
     }
 
-    /// Reads a tally's totals into logs (`prefix` is "" or "val_").
-    pub(crate) fn read(
+    /// Reads a tally's totals into logs (`prefix` is "" or "val_"): one download,
+    /// awaited.
+    pub(crate) async fn read(
         &self,
         loss: Loss,
         metrics: &[Metric],
@@ -78,11 +79,13 @@ impl Tally {
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
         let Some(counts) = &self.counts else {
-            logs.insert(format!("{prefix}loss"), f64::from(self.mean_loss()?));
+            let mean_loss = self.loss_sum.to_vec_async().await?[0] / self.rows.max(1) as f32;
+            logs.insert(format!("{prefix}loss"), f64::from(mean_loss));
             return Ok(None);
         };
         // The loss sum and the counts in one download.
-        let totals = Tensor::cat(&[&self.loss_sum, &counts.reshape(&[counts.numel()])], 0).to_vec()?;
+        let totals = Tensor::cat(&[&self.loss_sum, &counts.reshape(&[counts.numel()])], 0);
+        let totals = totals.to_vec_async().await?;
         let mean_loss = totals[0] / self.rows.max(1) as f32;
         logs.insert(format!("{prefix}loss"), f64::from(mean_loss));
         let c = &totals[1..];
@@ -100,7 +103,7 @@ impl Tally {
                 Metric::RocAuc => {
                     let mut scores = Vec::with_capacity(self.rows);
                     for s in &self.scores {
-                        scores.extend(s.to_vec()?);
+                        scores.extend(s.to_vec_async().await?);
                     }
                     roc_auc(&scores, &self.truth)?
                 }
@@ -119,8 +122,8 @@ impl Tally {
     }
 
     /// Keeps a batch's scores and binary targets for ROC-AUC.
-    pub(crate) fn keep_scores(&mut self, scores: Tensor, y: &Tensor) -> Result<()> {
-        self.truth.extend(y.to_vec()?.iter().map(|&v| v as u32));
+    pub(crate) async fn keep_scores(&mut self, scores: Tensor, y: &Tensor) -> Result<()> {
+        self.truth.extend(y.to_vec_async().await?.iter().map(|&v| v as u32));
         self.scores.push(scores);
         Ok(())
     }
