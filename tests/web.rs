@@ -5,11 +5,14 @@
 //! chromedriver (`webdriver.json` passes `--enable-unsafe-webgpu`):
 //!
 //! ```text
-//! CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+//! WASM_BINDGEN_TEST_TIMEOUT=600 CHROMEDRIVER=/usr/bin/chromedriver \
+//!     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 //!     cargo test --target wasm32-unknown-unknown --test web
 //! ```
 //!
-//! A browser without WebGPU fails every GPU test (it does not skip them).
+//! (The elementwise table compiles some 200 kernels on Chromium's software adapter,
+//! SwiftShader: past the runner's default 20 s per test.) A browser without WebGPU
+//! fails every GPU test (it does not skip them).
 #![cfg(target_arch = "wasm32")]
 
 mod common;
