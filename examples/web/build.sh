@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --profile web --example web --target wasm32-unknown-unknown
 target="${CARGO_TARGET_DIR:-target}"
-wasm-bindgen --target web --no-typescript --out-dir examples/web/pkg \
+wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+    --out-dir examples/web/pkg \
     "$target/wasm32-unknown-unknown/web/examples/web.wasm"
 ls -l examples/web/pkg/web_bg.wasm

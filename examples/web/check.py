@@ -5,7 +5,7 @@ screenshot and fails unless XOR is solved and the MNIST test accuracy reaches th
 threshold. Standard library only: serves the crate root with http.server and speaks
 WebDriver over HTTP.
 
-    examples/web/check.py [--device cpu] [--min-accuracy 0.9] [--screenshot FILE] [--no-webgpu]
+    examples/web/check.py [--device cpu] [--epochs 10] [--min-accuracy 0.9] [--screenshot FILE] [--no-webgpu]
 """
 import argparse
 import base64
@@ -47,6 +47,7 @@ def wait_for_port(port, seconds=20):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
+    parser.add_argument("--epochs", type=int, default=10, help="MNIST epochs")
     parser.add_argument("--min-accuracy", type=float, default=0.9)
     parser.add_argument("--screenshot", default=os.path.join(ROOT, "target", "web.png"))
     parser.add_argument("--no-webgpu", action="store_true", help="leave out --enable-unsafe-webgpu")
@@ -62,13 +63,13 @@ def main():
         wait_for_port(http_port)
         wait_for_port(driver_port)
         base = f"http://127.0.0.1:{driver_port}"
-        chrome_args = ["--headless=new", "--no-sandbox", "--window-size=1180,560"]
+        chrome_args = ["--headless=new", "--no-sandbox", "--window-size=1200,560"]
         if not args.no_webgpu:
             chrome_args.append("--enable-unsafe-webgpu")
         session = call(base, "POST", "/session", {"capabilities": {"alwaysMatch": {
             "browserName": "chrome", "goog:chromeOptions": {"args": chrome_args}}}})["sessionId"]
         s = f"/session/{session}"
-        query = "?device=cpu" if args.device == "cpu" else ""
+        query = f"?device={args.device}&epochs={args.epochs}"
         started = time.time()
         call(base, "POST", s + "/url", {"url": f"http://127.0.0.1:{http_port}/examples/web/{query}"})
         title = ""
