@@ -7,6 +7,13 @@
 
 const WG: u32 = 256u;
 
+// Infinities and NaN as run-time values: a constant expression that evaluates to one
+// is a shader-creation error in WGSL (Chrome's Tint enforces it, naga lets it pass),
+// and a `let` is not a constant expression.
+fn f32_inf() -> f32 { let bits = 0x7f800000u; return bitcast<f32>(bits); }
+fn f32_neg_inf() -> f32 { let bits = 0xff800000u; return bitcast<f32>(bits); }
+fn f32_nan() -> f32 { let bits = 0x7fc00000u; return bitcast<f32>(bits); }
+
 // Invocation index of a 1-D launch folded into a 2-D grid (the adapter's limit of
 // workgroups per dimension).
 fn flat_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
@@ -56,8 +63,8 @@ fn pow_f(x: f32, e: f32) -> f32 {
     if (e == 3.0) { return x * x * x; }
     if (e == -1.0) { return 1.0 / x; }
     if (x > 0.0) { return pow(x, e); }
-    if (x == 0.0) { return select(bitcast<f32>(0x7f800000u), 0.0, e > 0.0); }
-    if (fract(e) != 0.0) { return bitcast<f32>(0x7fc00000u); }
+    if (x == 0.0) { return select(f32_inf(), 0.0, e > 0.0); }
+    if (fract(e) != 0.0) { return f32_nan(); }
     let m = pow(-x, e);
     return select(m, -m, fract(e * 0.5) != 0.0);
 }

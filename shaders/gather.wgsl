@@ -13,7 +13,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let m = (i / inner) % params.picks;
     let o = i / (inner * params.picks);
     let at = bitcast<u32>(in1[m]);
-    var v = bitcast<f32>(0x7fc00000u);
+    var v = f32_nan();
     if (at < params.len) {
         v = in0[(o * params.len + at) * inner + k];
     }

@@ -7,7 +7,7 @@ fn combine(a: f32, b: f32) -> f32 {
 }
 
 fn identity() -> f32 {
-    if (IS_MAX) { return bitcast<f32>(0xff800000u); }
+    if (IS_MAX) { return f32_neg_inf(); }
     return 0.0;
 }
 

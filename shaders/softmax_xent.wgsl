@@ -2,7 +2,7 @@
 // classes]; in1: labels (u32 bits). A label out of range gives NaN, never a fault.
 
 fn row_max(base: u32, classes: u32) -> f32 {
-    var m = bitcast<f32>(0xff800000u);
+    var m = f32_neg_inf();
     for (var c = 0u; c < classes; c++) { m = max(m, in0[base + c]); }
     return m;
 }
@@ -27,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (label < classes) {
         out0[r] = log(s) - (in0[base + label] - m);
     } else {
-        out0[r] = bitcast<f32>(0x7fc00000u);
+        out0[r] = f32_nan();
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::backend::wait::{wait, CAN_BLOCK};
 use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
 use crate::graph::plan::CompiledPlan;
 use crate::graph::profile::Profiler;
@@ -189,35 +190,47 @@ static CPU: OnceLock<Device> = OnceLock::new();
 static GPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
 
 impl Device {
-    fn new(make: impl FnOnce(Arc<Counters>) -> Result<Box<dyn Backend>>) -> Result<Device> {
+    fn new(make: impl FnOnce(Arc<Counters>) -> Box<dyn Backend>) -> Device {
         let counters = Arc::new(Counters::default());
-        let backend = make(counters.clone())?;
-        Ok(Device(Arc::new(DeviceInner {
+        Device::with_backend(make(counters.clone()), counters)
+    }
+
+    fn with_backend(backend: Box<dyn Backend>, counters: Arc<Counters>) -> Device {
+        Device(Arc::new(DeviceInner {
             id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
             backend,
             counters,
             plans: Mutex::new(HashMap::new()),
             debug: DebugModes::from_env(),
             profiler: Profiler::from_env(),
-        })))
+        }))
     }
 
     /// The CPU reference backend (always available; one per process).
     pub fn cpu() -> Device {
-        CPU.get_or_init(|| Device::new(|c| Ok(Box::new(CpuBackend::new(c)))).expect("the CPU backend cannot fail"))
+        CPU.get_or_init(|| Device::new(|c| Box::new(CpuBackend::new(c))))
             .clone()
     }
 
     /// A CPU device of its own (separate counters and plan cache), e.g. to measure
     /// one workload while others run.
     pub fn cpu_private() -> Device {
-        Device::new(|c| Ok(Box::new(CpuBackend::new(c)))).expect("the CPU backend cannot fail")
+        Device::new(|c| Box::new(CpuBackend::new(c)))
     }
 
     /// The first wgpu adapter (Vulkan, Metal, DX12 or GL), with the adapter's real
     /// limits; one per process. `Err(Error::NoAdapter)` when there is none.
     /// `WGPU_BACKEND` (e.g. `vulkan`, `gl`) restricts the backends tried.
+    ///
+    /// In a browser (wasm32) the device is made by [`Device::gpu_async`]; until it
+    /// has been, this returns [`Error::WouldBlock`], and afterwards the same device.
     pub fn gpu() -> Result<Device> {
+        if !CAN_BLOCK && GPU.get().is_none() {
+            return Err(Error::WouldBlock {
+                what: "Device::gpu",
+                instead: "Device::gpu_async",
+            });
+        }
         let result = GPU.get_or_init(|| {
             let backends = std::env::var("WGPU_BACKEND").unwrap_or_default();
             Device::gpu_with_backends(&backends).map_err(|e| match e {
@@ -229,6 +242,26 @@ impl Device {
             Ok(d) => Ok(d.clone()),
             Err(e) => Err(crate::Error::NoAdapter(e.clone())),
         }
+    }
+
+    /// Async form of [`Device::gpu`], the one a browser (wasm32) needs: there the
+    /// adapter is the browser's WebGPU (`backend` "BrowserWebGpu"), and
+    /// `Err(Error::NoAdapter)` means the browser has none (or it is turned off).
+    /// Later calls, and [`Device::gpu`], return the same device.
+    pub async fn gpu_async() -> Result<Device> {
+        if GPU.get().is_none() {
+            let backends = std::env::var("WGPU_BACKEND").unwrap_or_default();
+            let options = GpuOptions {
+                backends,
+                ..GpuOptions::default()
+            };
+            let made = Device::gpu_with_async(&options).await.map_err(|e| match e {
+                crate::Error::NoAdapter(reason) => reason,
+                other => other.to_string(),
+            });
+            let _ = GPU.set(made);
+        }
+        Device::gpu()
     }
 
     /// A new GPU device on the named wgpu backends (comma-separated: `vulkan`, `metal`,
@@ -245,7 +278,18 @@ impl Device {
     /// adapter's: a tensor or plan buffer above them is then refused with
     /// [`crate::Error::DeviceLimit`] before anything is created or dispatched.
     pub fn gpu_with(options: &GpuOptions) -> Result<Device> {
-        Device::new(|c| Ok(Box::new(GpuBackend::new(options, c)?)))
+        wait(
+            Device::gpu_with_async(options),
+            "Device::gpu_with",
+            "Device::gpu_with_async",
+        )
+    }
+
+    /// Async form of [`Device::gpu_with`] (for the browser, see [`Device::gpu_async`]).
+    pub async fn gpu_with_async(options: &GpuOptions) -> Result<Device> {
+        let counters = Arc::new(Counters::default());
+        let backend = GpuBackend::new(options, counters.clone()).await?;
+        Ok(Device::with_backend(Box::new(backend), counters))
     }
 
     /// The names [`Device::from_name`] and `WGNN_DEVICE` accept.

@@ -227,6 +227,15 @@ pub enum Error {
     /// or a rank that can take part in no more collectives after an earlier failure.
     #[error("distributed training: {0}")]
     Distributed(String),
+    /// A blocking call in a browser (wasm32), whose thread cannot wait for the GPU:
+    /// reading a GPU value back is only possible with the async form.
+    #[error("{what} would wait for the GPU, which a browser tab cannot do: use {instead}")]
+    WouldBlock {
+        /// The blocking call (e.g. `Tensor::to_vec`).
+        what: &'static str,
+        /// Its async form (e.g. `Tensor::to_vec_async`).
+        instead: &'static str,
+    },
 }
 
 /// `Result` with [`Error`] as its error type.

@@ -2,7 +2,7 @@
 //! truth that the WGSL kernels in `shaders/` are tested against.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use web_time::Instant;
 
 use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
 use crate::{Clock, DeviceInfo, DeviceKind, Error, Result};

@@ -8,8 +8,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
+use web_time::Instant;
+
+use super::wait::{blocking_mode, wait, CAN_BLOCK};
 use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
 use crate::ops::kernel::{Grid, Kernel};
 use crate::{Clock, DeviceInfo, DeviceKind, Error, GpuOptions, Result};
@@ -91,7 +93,9 @@ impl Faults {
 }
 
 /// Error scopes around plan compilation; fields in reverse order of pushing, so an
-/// early return drops (pops) them in the order wgpu requires.
+/// early return drops (pops) them in the order wgpu requires. None in a browser,
+/// which cannot wait for a scope in synchronous code: errors there reach the
+/// uncaptured-error handler and the next [`Faults::check`].
 struct Scopes {
     validation: wgpu::ErrorScopeGuard,
     out_of_memory: wgpu::ErrorScopeGuard,
@@ -100,8 +104,8 @@ struct Scopes {
 impl Scopes {
     /// The first error caught, as an `Error` naming `context`, or a device loss.
     fn pop(self, faults: &Faults, context: impl Fn() -> String) -> Result<()> {
-        let validation = pollster::block_on(self.validation.pop());
-        let out_of_memory = pollster::block_on(self.out_of_memory.pop());
+        let popped = async { Ok((self.validation.pop().await, self.out_of_memory.pop().await)) };
+        let (validation, out_of_memory) = wait(popped, "compiling a plan", "the native build")?;
         faults.check(&context())?;
         match validation.or(out_of_memory) {
             Some(e) => Err(Error::Gpu {
@@ -121,7 +125,9 @@ fn buffer_bytes(words: usize) -> u64 {
 }
 
 impl GpuBackend {
-    pub(crate) fn new(options: &GpuOptions, counters: Arc<Counters>) -> Result<GpuBackend> {
+    /// Finds an adapter and creates its device (async: a browser answers both
+    /// requests later, from its event loop).
+    pub(crate) async fn new(options: &GpuOptions, counters: Arc<Counters>) -> Result<GpuBackend> {
         let backends = options.backends.as_str();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         let mask = match backends.trim() {
@@ -135,11 +141,13 @@ impl GpuBackend {
         desc.backends = mask;
         super::headless::quiet_device_select_layer();
         let instance = wgpu::Instance::new(desc);
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        }))
-        .map_err(|e| Error::NoAdapter(format!("backends {mask:?}: {e}")))?;
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("backends {mask:?}: {e}")))?;
         let a = adapter.get_info();
         let mut limits = adapter.limits();
         if let Some(max) = options.max_storage_buffer_binding_size {
@@ -151,17 +159,17 @@ impl GpuBackend {
         // Timestamp queries (the profiler's clock) where the adapter has them; a
         // device that refuses them is made without.
         let request = |features| {
-            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgnn"),
                 required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
-            }))
+            })
         };
         let timestamp_query = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
-        let (made, timestamps) = match request(timestamp_query) {
+        let (made, timestamps) = match request(timestamp_query).await {
             Ok(made) => (Ok(made), !timestamp_query.is_empty()),
-            Err(_) if !timestamp_query.is_empty() => (request(wgpu::Features::empty()), false),
+            Err(_) if !timestamp_query.is_empty() => (request(wgpu::Features::empty()).await, false),
             Err(e) => (Err(e), false),
         };
         let (device, queue) = made.map_err(|e| Error::DeviceCreation {
@@ -237,12 +245,14 @@ impl Shared {
     }
 
     /// Catches validation and out-of-memory errors until `Scopes::pop`.
-    fn push_scopes(&self) -> Scopes {
-        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        Scopes {
-            validation: self.device.push_error_scope(wgpu::ErrorFilter::Validation),
-            out_of_memory,
-        }
+    fn push_scopes(&self) -> Option<Scopes> {
+        CAN_BLOCK.then(|| {
+            let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            Scopes {
+                validation: self.device.push_error_scope(wgpu::ErrorFilter::Validation),
+                out_of_memory,
+            }
+        })
     }
 
     /// Copies each `(buffer, bytes)` into a staging buffer in `encoder`, submits it
@@ -386,7 +396,7 @@ impl Shared {
             return Ok(p.clone());
         }
         let layout = self.layout(reads, writes);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = CAN_BLOCK.then(|| self.device.push_error_scope(wgpu::ErrorFilter::Validation));
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("wgnn kernel"),
             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -404,7 +414,13 @@ impl Shared {
             compilation_options: Default::default(),
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let popped = async {
+            Ok(match scope {
+                Some(scope) => scope.pop().await,
+                None => None,
+            })
+        };
+        if let Some(e) = wait(popped, "compiling a kernel", "the native build")? {
             return Err(Error::Gpu {
                 context: format!("compiling kernel {name}:\n{source}"),
                 reason: e.to_string(),
@@ -579,7 +595,11 @@ impl super::Backend for GpuBackend {
         let scopes = s.push_scopes();
         let plan = self.compile_scoped(program)?;
         let names: Vec<&str> = plan.steps.iter().chain(&plan.updates).map(|st| st.name).collect();
-        scopes.pop(&s.faults, || format!("compiling a plan of kernels {names:?}"))?;
+        let context = || format!("compiling a plan of kernels {names:?}");
+        match scopes {
+            Some(scopes) => scopes.pop(&s.faults, context)?,
+            None => s.faults.check(&context())?,
+        }
         Ok(plan)
     }
 }
@@ -834,7 +854,8 @@ impl GpuPlan {
         for (k, (set, count)) in sets.iter().enumerate() {
             encoder.resolve_query_set(set, 0..*count, &resolved, k as u64 * set_bytes);
         }
-        let words = pollster::block_on(s.readback(encoder, &[(&resolved, resolved.size())]))?.remove(0);
+        let sources = [(&resolved, resolved.size())];
+        let words = wait(s.readback(encoder, &sources), "profile mode", "the native build")?.remove(0);
         let ns_per_tick = s.queue.get_timestamp_period() as f64;
         let tick = |i: usize| {
             let at = (i / PER_SET) * 4 * PER_SET + 4 * (i % PER_SET);
@@ -888,6 +909,9 @@ impl Executable for GpuPlan {
     fn run(&self, externals: &[Storage], watch: Option<Watch<'_>>) -> Result<Vec<Storage>> {
         let s = &self.shared;
         s.faults.check("running a plan")?;
+        if watch.is_some() && !CAN_BLOCK {
+            return Err(blocking_mode("NaN-check and shadow modes"));
+        }
         let ext = self.bind_externals(externals)?;
         let kept = self.kept_buffers()?;
         let mut encoder = self.new_encoder();
@@ -905,8 +929,8 @@ impl Executable for GpuPlan {
                     .iter()
                     .map(|p| (self.buffer(p.slot, &ext), buffer_bytes(p.words)))
                     .collect();
-                let values =
-                    pollster::block_on(s.readback(std::mem::replace(&mut encoder, self.new_encoder()), &sources))?;
+                let read = s.readback(std::mem::replace(&mut encoder, self.new_encoder()), &sources);
+                let values = wait(read, "NaN-check and shadow modes", "the native build")?;
                 for (k, v) in (first..end).zip(values) {
                     (w.observe)(k, &v[..w.probes[k].words])?;
                 }
@@ -929,6 +953,9 @@ impl Executable for GpuPlan {
     fn run_profiled(&self, externals: &[Storage]) -> Result<(Vec<Storage>, Timings)> {
         let s = &self.shared;
         s.faults.check("running a plan")?;
+        if !CAN_BLOCK {
+            return Err(blocking_mode("profile mode"));
+        }
         let ext = self.bind_externals(externals)?;
         let kept = self.kept_buffers()?;
         let (clock, seconds) = if s.timestamps {

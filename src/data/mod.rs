@@ -112,6 +112,12 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
 /// Reads a whole file, decompressing it if it starts with the gzip magic `1f 8b`.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = fs::read(path).map_err(|e| Error::io(path, e))?;
+    maybe_gunzip(raw, path)
+}
+
+/// `raw` decompressed if it starts with the gzip magic `1f 8b`, else as it is;
+/// `path` names it in errors.
+fn maybe_gunzip(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
         return Ok(raw);
     }
@@ -401,6 +407,17 @@ fn parse_labelled_csv(bytes: &[u8], path: &Path, skip: usize, cols: Option<usize
 pub fn load_mnist_csv_gz(path: impl AsRef<Path>) -> Result<Dataset> {
     let path = path.as_ref();
     let bytes = read_maybe_gz(path)?;
+    parse_labelled_csv(&bytes, path, 0, Some(28 * 28 + 1), Fields::Pixel)
+}
+
+/// [`load_mnist_csv_gz`] on bytes already in memory (gzipped or not), e.g. fetched
+/// by a web page, where there are no files; `source` names them in errors.
+///
+/// # Errors
+/// [`Error::Format`] as [`load_mnist_csv_gz`], with `source` as the path.
+pub fn parse_mnist_csv_gz(bytes: &[u8], source: &str) -> Result<Dataset> {
+    let path = Path::new(source);
+    let bytes = maybe_gunzip(bytes.to_vec(), path)?;
     parse_labelled_csv(&bytes, path, 0, Some(28 * 28 + 1), Fields::Pixel)
 }
 

@@ -8,6 +8,7 @@
 
 use std::sync::RwLock;
 
+use crate::backend::wait::wait;
 use crate::backend::{cpu, Executable, Probe, Program, Slot, Step, Storage, Watch};
 use crate::device::DebugModes;
 use crate::tensor::DType;
@@ -86,7 +87,8 @@ impl<'a> Shadow<'a> {
             .iter()
             .zip(&program.externals)
             .map(|(storage, spec)| {
-                let mut values = pollster::block_on(device.backend().read(storage))?;
+                let read = device.backend().read(storage);
+                let mut values = wait(read, "shadow mode", "the native build")?;
                 values.truncate(spec.words);
                 Ok(RwLock::new(values))
             })

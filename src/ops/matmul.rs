@@ -139,8 +139,12 @@ impl Kernel for MatMulKernel {
 /// products (25.7 MFLOP) gained nothing, so they stay on one thread.
 const FLOPS_PER_THREAD: usize = 1 << 26;
 
-/// The threads a product may use: the machine's parallelism, read once.
+/// The threads a product may use: the machine's parallelism, read once; one in a
+/// browser tab (wasm32 without atomics has no threads).
 fn cpu_threads() -> usize {
+    if cfg!(target_arch = "wasm32") {
+        return 1;
+    }
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

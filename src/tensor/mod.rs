@@ -6,6 +6,7 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use crate::backend::wait::wait;
 use crate::backend::Storage;
 use crate::graph::plan;
 use crate::ops::{Fill, Op};
@@ -335,9 +336,11 @@ impl Tensor {
     }
 
     /// Computes the value (if it is not yet) and reads it back. Labels come back as
-    /// their integer values converted to f32.
+    /// their integer values converted to f32. In a browser (wasm32) a GPU value can
+    /// only be read with [`Tensor::to_vec_async`]: this returns
+    /// [`crate::Error::WouldBlock`] for it (CPU values read as on native targets).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        pollster::block_on(self.to_vec_async())
+        wait(self.to_vec_async(), "Tensor::to_vec", "Tensor::to_vec_async")
     }
 
     /// Async form of [`Tensor::to_vec`] (the readback is awaited, not blocked on).
@@ -354,7 +357,8 @@ impl Tensor {
     /// Reads a label tensor (e.g. the result of `argmax`) as integers.
     pub fn to_labels(&self) -> Result<Vec<u32>> {
         let storage = self.realized_storage()?;
-        let mut words = pollster::block_on(self.0.device.backend().read(&storage))?;
+        let read = self.0.device.backend().read(&storage);
+        let mut words = wait(read, "Tensor::to_labels", "Tensor::to_vec_async")?;
         words.truncate(self.numel());
         Ok(words
             .into_iter()

@@ -1,17 +1,48 @@
 //! [`History`]: what `Model::fit` returns, per epoch, and the report made from it.
 
 use std::collections::BTreeMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::report::{write_report, Curve, ReportData};
-pub use super::report::{LayerStat, LrChange};
 use crate::metrics::ConfusionMatrix;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::Result;
 
 /// Metric name → value (`"loss"`, `"val_accuracy"`, …): one epoch's logs, as
 /// [`History`] records them and callbacks see them, or the scores of one
 /// evaluation, cross-validation fold or search trial.
 pub type Scores = BTreeMap<String, f64>;
+
+/// Health of one layer at the end of training.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LayerStat {
+    /// Index and name of the layer, with a following activation appended
+    /// (e.g. `"0 Linear(784, 128) + ReLU"`).
+    pub name: String,
+    /// L2 norm of the layer's gradients on one batch (all its parameters together).
+    pub grad_norm: f64,
+    /// L2 norm of the layer's parameters.
+    pub weight_norm: f64,
+    /// Fraction (0..1) of ReLU units that never fired.
+    pub dead_relu: Option<f64>,
+    /// Fraction (0..1) of sigmoid/tanh units that are saturated.
+    pub saturated: Option<f64>,
+}
+
+/// A change of the learning rate, made at the end of `epoch` (1-based).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LrChange {
+    /// The epoch (1-based) at whose end the rate changed.
+    pub epoch: usize,
+    /// The rate before.
+    pub from: f64,
+    /// The rate after.
+    pub to: f64,
+    /// Why, as the callback that changed it says.
+    pub reason: String,
+}
 
 /// Per-epoch logs of a `fit`, as Keras' `History.history`: `"loss"`, `"accuracy"`,
 /// `"val_loss"`, … each with one value per epoch run.
@@ -60,7 +91,9 @@ impl History {
 
     /// Writes PNG and SVG plots of every curve (train and validation), the learning
     /// rate and the confusion matrix, and a `summary.md` linking them, into `dir`.
-    /// Returns the path of the summary.
+    /// Returns the path of the summary. Native targets only (a browser tab has no
+    /// files).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn write_report(&self, dir: impl AsRef<Path>, title: &str) -> Result<PathBuf> {
         let mut names: Vec<&String> = self
             .history

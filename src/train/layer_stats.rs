@@ -8,13 +8,14 @@ use crate::nn::{Module, Sequential};
 use crate::{Result, Tensor};
 
 /// Per-layer gradient and weight norms on one batch (no update), and for ReLU,
-/// sigmoid and tanh layers the fraction of dead or saturated units.
-pub(crate) fn layer_stats(net: &Sequential, loss: Loss, x: &Tensor, y: &Tensor) -> Result<Vec<LayerStat>> {
+/// sigmoid and tanh layers the fraction of dead or saturated units (each read back
+/// with an await, for the browser).
+pub(crate) async fn layer_stats(net: &Sequential, loss: Loss, x: &Tensor, y: &Tensor) -> Result<Vec<LayerStat>> {
     let trace = net.trace(x);
     let out = trace.last().cloned().unwrap_or_else(|| x.clone());
     let grads = loss.of(&out, y).backward()?;
     let named = net.named_parameters();
-    let norm = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.square().sum().sqrt().item()?)) };
+    let norm = |t: &Tensor| scalar(t.square().sum().sqrt());
     let mut stats: Vec<LayerStat> = Vec::new();
     for (i, (layer, h)) in net.layers().iter().zip(&trace).enumerate() {
         let prefix = format!("{i}.");
@@ -24,21 +25,20 @@ pub(crate) fn layer_stats(net: &Sequential, loss: Loss, x: &Tensor, y: &Tensor) 
             .map(|(_, t)| t)
             .collect();
         let dev = h.device();
-        let fraction = |mask: Tensor| -> Result<f64> { Ok(f64::from(mask.mean().item()?)) };
+        let fraction = |mask: Tensor| scalar(mask.mean());
         let (dead, saturated) = match layer.name().as_str() {
             "ReLU" => {
                 let alive = h.gt_mask(&Tensor::zeros(&[], dev)).max_axis(0, false);
-                (Some(1.0 - fraction(alive)?), None)
+                (Some(1.0 - fraction(alive).await?), None)
             }
             "Sigmoid" => (
                 None,
-                Some(fraction(h.add_scalar(-0.5).abs().gt_mask(&Tensor::full(
-                    &[],
-                    0.49,
-                    dev,
-                )))?),
+                Some(fraction(h.add_scalar(-0.5).abs().gt_mask(&Tensor::full(&[], 0.49, dev))).await?),
             ),
-            "Tanh" => (None, Some(fraction(h.abs().gt_mask(&Tensor::full(&[], 0.99, dev)))?)),
+            "Tanh" => (
+                None,
+                Some(fraction(h.abs().gt_mask(&Tensor::full(&[], 0.99, dev))).await?),
+            ),
             _ => (None, None),
         };
         if params.is_empty() {
@@ -56,9 +56,9 @@ pub(crate) fn layer_stats(net: &Sequential, loss: Loss, x: &Tensor, y: &Tensor) 
         let mut g2 = 0.0;
         let mut w2 = 0.0;
         for p in params {
-            w2 += norm(p)?.powi(2);
+            w2 += norm(p).await?.powi(2);
             if let Some(g) = grads.get(p) {
-                g2 += norm(g)?.powi(2);
+                g2 += norm(g).await?.powi(2);
             }
         }
         stats.push(LayerStat {
@@ -70,4 +70,9 @@ pub(crate) fn layer_stats(net: &Sequential, loss: Loss, x: &Tensor, y: &Tensor) 
         });
     }
     Ok(stats)
+}
+
+/// A scalar's value, read back with an await.
+async fn scalar(t: Tensor) -> Result<f64> {
+    Ok(f64::from(t.to_vec_async().await?[0]))
 }

@@ -1,6 +1,6 @@
 //! Training the way Keras and scikit-learn users expect it: `compile` / `fit` /
 //! `evaluate` / `predict` with callbacks and a [`History`], a written training
-//! report, and model selection (k-fold cross-validation, grid and random search).
+//! report (native targets), and model selection (k-fold cross-validation, grid and random search).
 //! [`ModelCheckpoint`] writes full checkpoints and [`FitConfig::resume_from`]
 //! continues a run from one, bit for bit.
 //!
@@ -34,6 +34,8 @@ mod callbacks;
 mod history;
 mod layer_stats;
 mod model;
+mod progress;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod report;
 mod resume;
 pub mod select;

@@ -5,13 +5,16 @@
 //! totals.
 
 use std::io::IsTerminal;
-use std::time::Instant;
+
+use web_time::Instant;
 
 use super::callbacks::{Callback, Control};
 use super::history::{History, LrChange, Scores};
 use super::layer_stats::layer_stats;
+use super::progress::Progress;
 use super::resume;
 use super::tally::Tally;
+use crate::backend::wait::wait;
 use crate::data::DataLoader;
 use crate::metrics::{ConfusionMatrix, Metric};
 use crate::nn::{loss, Module, Sequential, TensorSpec};
@@ -291,12 +294,18 @@ impl Model {
     /// Loss and metrics on `(x, y)` in evaluation mode, in chunks of 1024 rows; the
     /// running sums stay on the device until the end.
     pub fn evaluate(&mut self, x: &Tensor, y: &Tensor) -> Result<Scores> {
+        wait(self.evaluate_async(x, y), "Model::evaluate", "Model::evaluate_async")
+    }
+
+    /// Async form of [`Model::evaluate`]: the readback of the totals is awaited, as
+    /// a browser (wasm32) needs for a GPU model.
+    pub async fn evaluate_async(&mut self, x: &Tensor, y: &Tensor) -> Result<Scores> {
         let mut logs = Scores::new();
-        self.evaluate_into(x, y, "", &mut logs)?;
+        self.evaluate_into(x, y, "", &mut logs).await?;
         Ok(logs)
     }
 
-    fn evaluate_into(
+    async fn evaluate_into(
         &mut self,
         x: &Tensor,
         y: &Tensor,
@@ -305,10 +314,10 @@ impl Model {
     ) -> Result<Option<ConfusionMatrix>> {
         let mut loader = DataLoader::new(x, y, 1024)?;
         self.check_data("evaluate", &loader, true)?;
-        self.evaluate_loader(&mut loader, prefix, logs)
+        self.evaluate_loader(&mut loader, prefix, logs).await
     }
 
-    fn evaluate_loader(
+    async fn evaluate_loader(
         &mut self,
         loader: &mut DataLoader,
         prefix: &str,
@@ -332,19 +341,24 @@ impl Model {
                     out.clone()
                 };
                 roots.push(score.clone());
-                tally.keep_scores(score, &yb)?;
+                tally.keep_scores(score, &yb).await?;
             }
             crate::graph::plan::realize(&roots, &[])?;
             tally.commit(xb.shape()[0], loss_sum, counts);
         }
-        tally.read(self.loss, &self.metrics, prefix, logs, None)
+        tally.read(self.loss, &self.metrics, prefix, logs, None).await
     }
 
     /// The confusion matrix of the model's predictions on `(x, y)` (row = true class,
     /// column = predicted), counted on the device. Errors for a regression loss.
     pub fn confusion_matrix(&mut self, x: &Tensor, y: &Tensor) -> Result<ConfusionMatrix> {
         let mut logs = Scores::new();
-        self.evaluate_into(x, y, "", &mut logs)?.ok_or_else(|| {
+        let evaluated = wait(
+            self.evaluate_into(x, y, "", &mut logs),
+            "Model::confusion_matrix",
+            "Model::evaluate_async",
+        )?;
+        evaluated.ok_or_else(|| {
             Error::Invalid(format!(
                 "confusion_matrix: {:?} is not a classification loss",
                 self.loss
@@ -376,7 +390,15 @@ impl Model {
 
     /// Trains for `config.epochs` epochs (fewer if a callback stops it) and returns the
     /// per-epoch loss and metrics, on the training rows and the validation rows.
-    pub fn fit(&mut self, x: &Tensor, y: &Tensor, mut config: FitConfig) -> Result<History> {
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, config: FitConfig) -> Result<History> {
+        wait(self.fit_async(x, y, config), "Model::fit", "Model::fit_async")
+    }
+
+    /// Async form of [`Model::fit`], the one a browser (wasm32) needs for a GPU
+    /// model: each epoch's totals are read back with an await, so the page's event
+    /// loop runs (and redraws) between epochs. Callbacks still run synchronously; a
+    /// callback that reads GPU values (e.g. `restore_best_weights`) is native-only.
+    pub async fn fit_async(&mut self, x: &Tensor, y: &Tensor, mut config: FitConfig) -> Result<History> {
         if config.epochs == 0 {
             return Err(Error::Invalid("fit: epochs must be at least 1".into()));
         }
@@ -448,10 +470,12 @@ impl Model {
             let started = Instant::now();
             let lr = self.optimizer.lr();
             let mut logs = Scores::new();
-            let cm = self.train_epoch(&mut train, epoch, config.epochs, show, &mut logs)?;
+            let cm = self
+                .train_epoch(&mut train, epoch, config.epochs, show, &mut logs)
+                .await?;
             history.confusion = cm;
             if let Some(v) = val.as_mut() {
-                history.confusion = self.evaluate_loader(v, "val_", &mut logs)?;
+                history.confusion = self.evaluate_loader(v, "val_", &mut logs).await?;
             }
             let seconds = started.elapsed().as_secs_f64();
             logs.insert("samples_per_sec".into(), train.samples() as f64 / seconds.max(1e-9));
@@ -497,13 +521,13 @@ impl Model {
             let rows: Vec<usize> = (0..train.samples().min(256)).collect();
             let (xs, ys) = train.batch(&rows, &self.device)?;
             self.net.eval();
-            history.layers = layer_stats(&self.net, self.loss, &xs, &ys)?;
+            history.layers = layer_stats(&self.net, self.loss, &xs, &ys).await?;
         }
         self.net.eval();
         Ok(history)
     }
 
-    fn train_epoch(
+    async fn train_epoch(
         &mut self,
         train: &mut DataLoader,
         epoch: usize,
@@ -512,18 +536,7 @@ impl Model {
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
         self.net.train();
-        let bar = if show {
-            let bar = indicatif::ProgressBar::new(train.len() as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                    .expect("a valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{}/{epochs}", epoch + 1));
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = Progress::new(show, train.len(), epoch, epochs);
         let mut tally = Tally::new(&self.device)?;
         let started = Instant::now();
         let mut last_shown = Instant::now();
@@ -562,7 +575,7 @@ impl Model {
         }
         bar.finish_and_clear();
         let comm = self.optimizer.collective();
-        tally.read(self.loss, &self.metrics, "", logs, comm.as_deref())
+        tally.read(self.loss, &self.metrics, "", logs, comm.as_deref()).await
     }
 }
 

@@ -19,6 +19,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle, FontTransform};
 
+pub use super::history::{LayerStat, LrChange};
 use crate::{Error, Result};
 
 /// One curve pair: e.g. name "loss", train per epoch, val per epoch (may be empty).
@@ -30,35 +31,6 @@ pub struct Curve {
     pub train: Vec<f64>,
     /// Its value on the validation data, per epoch; empty without validation.
     pub val: Vec<f64>,
-}
-
-/// Health of one layer at the end of training.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LayerStat {
-    /// Index and name of the layer, with a following activation appended
-    /// (e.g. `"0 Linear(784, 128) + ReLU"`).
-    pub name: String,
-    /// L2 norm of the layer's gradients on one batch (all its parameters together).
-    pub grad_norm: f64,
-    /// L2 norm of the layer's parameters.
-    pub weight_norm: f64,
-    /// Fraction (0..1) of ReLU units that never fired.
-    pub dead_relu: Option<f64>,
-    /// Fraction (0..1) of sigmoid/tanh units that are saturated.
-    pub saturated: Option<f64>,
-}
-
-/// A change of the learning rate, made at the end of `epoch` (1-based).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LrChange {
-    /// The epoch (1-based) at whose end the rate changed.
-    pub epoch: usize,
-    /// The rate before.
-    pub from: f64,
-    /// The rate after.
-    pub to: f64,
-    /// Why, as the callback that changed it says.
-    pub reason: String,
 }
 
 /// Everything a report shows.

@@ -70,10 +70,10 @@ impl Tally {
         (loss_sum, counts)
     }
 
-    /// Reads a tally's totals into logs (`prefix` is "" or "val_"). With a group of
-    /// ranks (`comm`), the totals are summed over the ranks first, so the logs hold
-    /// the global loss and metrics, the same on every rank.
-    pub(crate) fn read(
+    /// Reads a tally's totals into logs (`prefix` is "" or "val_"): one download,
+    /// awaited. With a group of ranks (`comm`), the totals are summed over the ranks
+    /// first, so the logs hold the global loss and metrics, the same on every rank.
+    pub(crate) async fn read(
         &self,
         loss: Loss,
         metrics: &[Metric],
@@ -87,10 +87,11 @@ impl Tally {
             None => self.rows,
         };
         // The loss sum and the counts in one download.
-        let mut totals = match &self.counts {
-            Some(counts) => Tensor::cat(&[&self.loss_sum, &counts.reshape(&[counts.numel()])], 0).to_vec()?,
-            None => self.loss_sum.to_vec()?,
+        let totals = match &self.counts {
+            Some(counts) => Tensor::cat(&[&self.loss_sum, &counts.reshape(&[counts.numel()])], 0),
+            None => self.loss_sum.clone(),
         };
+        let mut totals = totals.to_vec_async().await?;
         if let Some(c) = comm {
             distributed::all_reduce_sum(c, &mut totals)?;
         }
@@ -114,7 +115,7 @@ impl Tally {
                 Metric::RocAuc => {
                     let mut scores = Vec::with_capacity(self.rows);
                     for s in &self.scores {
-                        scores.extend(s.to_vec()?);
+                        scores.extend(s.to_vec_async().await?);
                     }
                     let mut truth = self.truth.clone();
                     if let Some(c) = comm {
@@ -143,8 +144,8 @@ impl Tally {
     }
 
     /// Keeps a batch's scores and binary targets for ROC-AUC.
-    pub(crate) fn keep_scores(&mut self, scores: Tensor, y: &Tensor) -> Result<()> {
-        self.truth.extend(y.to_vec()?.iter().map(|&v| v as u32));
+    pub(crate) async fn keep_scores(&mut self, scores: Tensor, y: &Tensor) -> Result<()> {
+        self.truth.extend(y.to_vec_async().await?.iter().map(|&v| v as u32));
         self.scores.push(scores);
         Ok(())
     }

@@ -2,6 +2,9 @@
 
 use wgnn::Device;
 
+#[allow(dead_code)]
+pub mod cases;
+
 /// The CPU, and the GPU when one is found. Under `WGNN_REQUIRE_GPU=1` a missing
 /// GPU fails the test instead of skipping it.
 #[allow(dead_code)]

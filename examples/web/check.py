@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Opens the web page (built by build.sh) in headless Chromium through chromedriver,
+waits until it has trained both models, prints what the page shows, saves a
+screenshot and fails unless XOR is solved and the MNIST test accuracy reaches the
+threshold. Standard library only: serves the crate root with http.server and speaks
+WebDriver over HTTP.
+
+    examples/web/check.py [--device cpu] [--epochs 10] [--min-accuracy 0.9] [--screenshot FILE] [--no-webgpu]
+"""
+import argparse
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(base, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)["value"]
+
+
+def wait_for_port(port, seconds=20):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    sys.exit(f"nothing listens on port {port}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
+    parser.add_argument("--epochs", type=int, default=10, help="MNIST epochs")
+    parser.add_argument("--min-accuracy", type=float, default=0.9)
+    parser.add_argument("--screenshot", default=os.path.join(ROOT, "target", "web.png"))
+    parser.add_argument("--no-webgpu", action="store_true", help="leave out --enable-unsafe-webgpu")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    http_port, driver_port = free_port(), free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(http_port), "--bind", "127.0.0.1"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen([os.environ.get("CHROMEDRIVER", "chromedriver"), f"--port={driver_port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(http_port)
+        wait_for_port(driver_port)
+        base = f"http://127.0.0.1:{driver_port}"
+        chrome_args = ["--headless=new", "--no-sandbox", "--window-size=1200,560"]
+        if not args.no_webgpu:
+            chrome_args.append("--enable-unsafe-webgpu")
+        session = call(base, "POST", "/session", {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome", "goog:chromeOptions": {"args": chrome_args}}}})["sessionId"]
+        s = f"/session/{session}"
+        query = f"?device={args.device}&epochs={args.epochs}"
+        started = time.time()
+        call(base, "POST", s + "/url", {"url": f"http://127.0.0.1:{http_port}/examples/web/{query}"})
+        title = ""
+        while time.time() - started < args.timeout:
+            title = call(base, "GET", s + "/title")
+            if title.startswith(("wgnn: done", "wgnn: error")):
+                break
+            time.sleep(1)
+        seconds = time.time() - started
+        shown = call(base, "POST", s + "/execute/sync", {"script": (
+            "return ['device', 'xor-status', 'mnist-status']"
+            ".map(id => id + ': ' + document.getElementById(id).textContent)"), "args": []})
+        os.makedirs(os.path.dirname(args.screenshot), exist_ok=True)
+        with open(args.screenshot, "wb") as f:
+            f.write(base64.b64decode(call(base, "GET", s + "/screenshot")))
+        call(base, "DELETE", s)
+    finally:
+        driver.terminate()
+        server.terminate()
+    print("\n".join(shown))
+    print(f"title: {title}\n({seconds:.0f} s; screenshot {args.screenshot})")
+    if not title.startswith("wgnn: done"):
+        sys.exit("the page did not finish training")
+    words = title.split()
+    xor_accuracy = float(words[words.index("accuracy") + 1].rstrip(";"))
+    mnist_accuracy = float(words[-1])
+    if xor_accuracy != 1.0 or mnist_accuracy < args.min_accuracy:
+        sys.exit(f"XOR accuracy {xor_accuracy} (needs 1), MNIST test accuracy {mnist_accuracy} "
+                 f"(needs {args.min_accuracy})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+//! The op cases of the parity tests, shared by tests/ops.rs (native GPU vs CPU) and
+//! tests/web.rs (the browser's WebGPU vs the CPU backend compiled to wasm): each a
+//! small graph over random inputs of odd sizes.
+
+use wgnn::nn::loss;
+use wgnn::{Device, Tensor};
+
+/// Largest relative difference (see `max_rel_diff`) allowed between the GPU and the
+/// CPU: elementwise, reduction and shape ops (one rounding per op; `exp`/`log`
+/// approximations).
+pub const ELEMENTWISE_TOL: f32 = 1e-4;
+/// Slicing, joining and gathering: copies are exact, and so are the gathers and
+/// scatter-adds of the readout's gradient.
+pub const SEQUENCE_OP_TOL: f32 = 0.0;
+/// The fused recurrent cells.
+pub const RECURRENT_TOL: f32 = 1e-4;
+/// Matmuls: sums of up to 511 products, allowing for a different summation order.
+pub const MATMUL_TOL: f32 = 1e-3;
+/// Fused softmax + cross-entropy, forward and backward.
+pub const CROSS_ENTROPY_TOL: f32 = 1e-5;
+
+/// How inputs are drawn.
+#[derive(Clone, Copy)]
+pub enum Draw {
+    /// Standard normal.
+    Normal,
+    /// Uniform in [0.5, 2): for log, sqrt, div.
+    Positive,
+    /// Normal pushed at least 0.1 away from 0: for kinks at 0.
+    AwayFromZero,
+    /// Uniform in (0.05, 0.95): probabilities.
+    Probability,
+}
+
+pub struct Case {
+    pub name: &'static str,
+    pub shapes: Vec<Vec<usize>>,
+    pub draw: Draw,
+    pub f: fn(&[Tensor]) -> Tensor,
+}
+
+pub fn case(name: &'static str, shapes: Vec<Vec<usize>>, draw: Draw, f: fn(&[Tensor]) -> Tensor) -> Case {
+    Case { name, shapes, draw, f }
+}
+
+pub fn draw(draw: Draw, n: usize, seed: u64) -> Vec<f32> {
+    let normal = wgnn::rng::normal(seed, n);
+    let unit = wgnn::rng::uniform(seed, n, 0.0, 1.0);
+    match draw {
+        Draw::Normal => normal,
+        Draw::Positive => unit.iter().map(|u| 0.5 + 1.5 * u).collect(),
+        Draw::AwayFromZero => normal.iter().map(|v| v.signum() * (0.1 + v.abs())).collect(),
+        Draw::Probability => unit.iter().map(|u| 0.05 + 0.9 * u).collect(),
+    }
+}
+
+pub fn inputs(c: &Case, dev: &Device, seed: u64) -> Vec<Tensor> {
+    c.shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n = s.iter().product();
+            Tensor::from_vec(draw(c.draw, n, seed + i as u64), s, dev)
+                .unwrap()
+                .requires_grad()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A scalar from the op's output: a fixed random weighting, so each output element
+/// gets a different upstream gradient.
+pub fn readout(out: &Tensor, seed: u64) -> Tensor {
+    let w = Tensor::from_vec(wgnn::rng::normal(seed ^ 0xabc, out.numel()), out.shape(), out.device()).unwrap();
+    (out * &w).sum()
+}
+
+pub fn sizes() -> [usize; 5] {
+    [1, 7, 33, 129, 1000]
+}
+
+pub fn elementwise_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for n in sizes() {
+        let s = vec![vec![n]];
+        cases.extend([
+            case("neg", s.clone(), Draw::Normal, |x| x[0].neg()),
+            case("exp", s.clone(), Draw::Normal, |x| x[0].exp()),
+            case("log", s.clone(), Draw::Positive, |x| x[0].log()),
+            case("log1p", s.clone(), Draw::Positive, |x| x[0].log1p()),
+            case("sigmoid", s.clone(), Draw::Normal, |x| x[0].sigmoid()),
+            case("tanh", s.clone(), Draw::Normal, |x| x[0].tanh()),
+            case("relu", s.clone(), Draw::AwayFromZero, |x| x[0].relu()),
+            case("step", s.clone(), Draw::AwayFromZero, |x| x[0].step()),
+            case("abs", s.clone(), Draw::AwayFromZero, |x| x[0].abs()),
+            case("sqrt", s.clone(), Draw::Positive, |x| x[0].sqrt()),
+            case("square", s.clone(), Draw::Normal, |x| x[0].square()),
+            case("recip", s.clone(), Draw::Positive, |x| x[0].recip()),
+            case("add_scalar", s.clone(), Draw::Normal, |x| x[0].add_scalar(0.3)),
+            case("mul_scalar", s.clone(), Draw::Normal, |x| x[0].mul_scalar(-1.7)),
+            case("pow_scalar", s.clone(), Draw::Positive, |x| x[0].pow_scalar(2.5)),
+            case("erf", s.clone(), Draw::Normal, |x| x[0].erf()),
+            case("gelu", s.clone(), Draw::Normal, |x| x[0].gelu()),
+            case("gelu_tanh", s.clone(), Draw::Normal, |x| x[0].gelu_tanh()),
+            case("where_mask", vec![vec![n], vec![n], vec![n]], Draw::AwayFromZero, |x| {
+                x[0].where_mask(&x[1].gt_mask(&x[2]), &x[2])
+            }),
+            case("add", vec![vec![n], vec![n]], Draw::Normal, |x| &x[0] + &x[1]),
+            case("sub", vec![vec![n], vec![n]], Draw::Normal, |x| &x[0] - &x[1]),
+            case("mul", vec![vec![n], vec![n]], Draw::Normal, |x| &x[0] * &x[1]),
+            case("div", vec![vec![n], vec![n]], Draw::Positive, |x| &x[0] / &x[1]),
+            case("maximum", vec![vec![n], vec![n]], Draw::Normal, |x| x[0].maximum(&x[1])),
+            case("sum", s.clone(), Draw::Normal, |x| x[0].sum()),
+            case("mean", s.clone(), Draw::Normal, |x| x[0].mean()),
+            case("softmax", vec![vec![2, n]], Draw::Normal, |x| x[0].softmax(1)),
+            case("log_softmax", vec![vec![2, n]], Draw::Normal, |x| x[0].log_softmax(1)),
+            case("sum_axis0", vec![vec![n, 3]], Draw::Normal, |x| x[0].sum_axis(0, false)),
+            case("mean_axis1", vec![vec![3, n]], Draw::Normal, |x| {
+                x[0].mean_axis(1, true)
+            }),
+            case("max_axis1", vec![vec![3, n]], Draw::Normal, |x| x[0].max_axis(1, false)),
+            case("max_axis0", vec![vec![n, 5]], Draw::Normal, |x| x[0].max_axis(0, false)),
+            case("max_with_indices_axis1", vec![vec![3, n]], Draw::Normal, |x| {
+                x[0].max_with_indices(1).0
+            }),
+            case("max_with_indices_axis0", vec![vec![n, 5]], Draw::Normal, |x| {
+                let (values, indices) = x[0].max_with_indices(0);
+                // Both outputs in one graph: indices back to f32 through one_hot.
+                &values + &indices.one_hot(x[0].shape()[0]).sum_axis(1, false)
+            }),
+            case("reshape", vec![vec![n, 2]], Draw::Normal, |x| {
+                x[0].reshape(&[2, x[0].shape()[0]]).exp()
+            }),
+            case("transpose", vec![vec![n, 3]], Draw::Normal, |x| x[0].t().exp()),
+            case("permute3", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                x[0].permute(&[2, 0, 1]).exp()
+            }),
+            case("expand", vec![vec![n, 1]], Draw::Normal, |x| {
+                x[0].expand(&[x[0].shape()[0], 4]).exp()
+            }),
+            case("add_broadcast_row", vec![vec![3, n], vec![n]], Draw::Normal, |x| {
+                &x[0] + &x[1]
+            }),
+            case("mul_broadcast_col", vec![vec![n, 3], vec![n, 1]], Draw::Normal, |x| {
+                &x[0] * &x[1]
+            }),
+            case(
+                "div_broadcast_both",
+                vec![vec![n, 1], vec![1, 4]],
+                Draw::Positive,
+                |x| &x[0] / &x[1],
+            ),
+            case("dropout_0.1", s.clone(), Draw::Normal, |x| x[0].dropout(0.1, 77)),
+            case("dropout_0.5", s.clone(), Draw::Normal, |x| x[0].dropout(0.5, 78)),
+            case("dropout_0.9", vec![vec![3, n]], Draw::Normal, |x| x[0].dropout(0.9, 79)),
+            case("mse", vec![vec![n], vec![n]], Draw::Normal, |x| loss::mse(&x[0], &x[1])),
+            case("bce", vec![vec![n], vec![n]], Draw::Probability, |x| {
+                loss::binary_cross_entropy(&x[0], &x[1])
+            }),
+            case("bce_logits", vec![vec![n], vec![n]], Draw::Normal, |x| {
+                loss::binary_cross_entropy_with_logits(&x[0], &x[1])
+            }),
+        ]);
+    }
+    cases
+}
+
+pub fn matmul_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (m, k, n) in [(1, 1, 1), (33, 65, 17), (257, 129, 511)] {
+        cases.extend([
+            case("matmul", vec![vec![m, k], vec![k, n]], Draw::Normal, |x| {
+                x[0].matmul(&x[1])
+            }),
+            case("matmul_at", vec![vec![k, m], vec![k, n]], Draw::Normal, |x| {
+                x[0].t().matmul(&x[1])
+            }),
+            case("matmul_bt", vec![vec![m, k], vec![n, k]], Draw::Normal, |x| {
+                x[0].matmul(&x[1].t())
+            }),
+            case("matmul_at_bt", vec![vec![k, m], vec![n, k]], Draw::Normal, |x| {
+                x[0].t().matmul(&x[1].t())
+            }),
+            case(
+                "linear_relu",
+                vec![vec![m, k], vec![n, k], vec![n]],
+                Draw::Normal,
+                |x| x[0].linear(&x[1], Some(&x[2])).relu(),
+            ),
+            case(
+                "linear_sigmoid",
+                vec![vec![m, k], vec![n, k], vec![n]],
+                Draw::Normal,
+                |x| x[0].linear(&x[1], Some(&x[2])).sigmoid(),
+            ),
+            case(
+                "linear_tanh",
+                vec![vec![m, k], vec![n, k], vec![n]],
+                Draw::Normal,
+                |x| x[0].linear(&x[1], Some(&x[2])).tanh(),
+            ),
+        ]);
+    }
+    cases
+}
+
+/// Indices `(i·7 + 3) mod n` for i < m: repeats once m > n (so scatter-add sums).
+pub fn indices(m: usize, n: usize, dev: &Device) -> Tensor {
+    let idx: Vec<u32> = (0..m).map(|i| ((i * 7 + 3) % n) as u32).collect();
+    Tensor::from_labels(&idx, dev).unwrap()
+}
+
+/// Slicing, joining and gathering: the ops sequence models are built from.
+pub fn sequence_op_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for n in sizes() {
+        cases.extend([
+            case("narrow_mid_axis", vec![vec![3, n, 2]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].narrow(1, n / 3, n - n / 3)
+            }),
+            case("narrow_prefix_alias", vec![vec![1, n, 3]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].narrow(1, 0, n.div_ceil(2)).mul_scalar(2.0)
+            }),
+            case("narrow_last_axis", vec![vec![2, n]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].narrow(1, n / 2, n - n / 2)
+            }),
+            case("select_axis0", vec![vec![n, 3]], Draw::Normal, |x| {
+                x[0].select(0, x[0].shape()[0] / 2)
+            }),
+            case("select_odd_axis", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                x[0].select(2, 1)
+            }),
+            case("cat_axis0", vec![vec![n, 3], vec![2, 3]], Draw::Normal, |x| {
+                Tensor::cat(&[&x[0], &x[1]], 0)
+            }),
+            case(
+                "cat_axis1_three",
+                vec![vec![3, n], vec![3, 1], vec![3, 2]],
+                Draw::Normal,
+                |x| Tensor::cat(&[&x[0], &x[1], &x[2]], 1),
+            ),
+            case("cat_same_input_twice", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                Tensor::cat(&[&x[0], &x[0]], 2)
+            }),
+            case("stack_axis0", vec![vec![n], vec![n], vec![n]], Draw::Normal, |x| {
+                Tensor::stack(&[&x[0], &x[1], &x[2]], 0)
+            }),
+            case("stack_axis1", vec![vec![n, 2], vec![n, 2]], Draw::Normal, |x| {
+                Tensor::stack(&[&x[0], &x[1]], 1)
+            }),
+            case("index_select_rows", vec![vec![n, 5]], Draw::Normal, |x| {
+                let n = x[0].shape()[0];
+                x[0].index_select(0, &indices(2 * n + 1, n, x[0].device()))
+            }),
+            case("index_select_axis1", vec![vec![3, n, 2]], Draw::Normal, |x| {
+                let n = x[0].shape()[1];
+                x[0].index_select(1, &indices(n + 2, n, x[0].device()))
+            }),
+            case("unbind_axis0", vec![vec![3, n]], Draw::Normal, |x| {
+                let p = x[0].unbind(0);
+                &(&p[0] * &p[1]) + &p[2]
+            }),
+            case("unbind_odd_axis_some_unused", vec![vec![2, n, 3]], Draw::Normal, |x| {
+                let p = x[0].unbind(2);
+                &p[2] - &p[0]
+            }),
+            case("scatter_add_rows", vec![vec![2 * n + 1, 4]], Draw::Normal, |x| {
+                let m = x[0].shape()[0];
+                let n = (m - 1) / 2;
+                x[0].scatter_add(0, &indices(m, n, x[0].device()), n)
+            }),
+        ]);
+    }
+    cases
+}
+
+/// The fused recurrent cells, both outputs in play.
+pub fn recurrent_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for n in sizes() {
+        cases.extend([
+            case(
+                "lstm_cell",
+                vec![vec![3, 4 * n], vec![3, 4 * n], vec![3, n]],
+                Draw::Normal,
+                |x| {
+                    let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
+                    &h + &c.mul_scalar(0.5)
+                },
+            ),
+            case(
+                "lstm_cell_h_only",
+                vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]],
+                Draw::Normal,
+                |x| Tensor::lstm_cell(&x[0], &x[1], &x[2]).0,
+            ),
+            case(
+                "lstm_two_steps",
+                vec![vec![2, 4 * n], vec![2, 4 * n], vec![2, n]],
+                Draw::Normal,
+                |x| {
+                    let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
+                    let (h2, c2) = Tensor::lstm_cell(&x[1], &Tensor::cat(&[&h, &h, &c, &h], 1), &c);
+                    &h2 * &c2
+                },
+            ),
+        ]);
+    }
+    cases
+}
