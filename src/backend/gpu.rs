@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use web_time::Instant;
 
+use super::pipeline_cache::DiskCache;
 use super::wait::{blocking_mode, wait, CAN_BLOCK};
 use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
 use crate::ops::kernel::{Grid, Kernel};
@@ -61,6 +62,8 @@ struct Shared {
     max_uniform_bytes: u64,
     /// Whether the device has timestamp queries (the profiler's clock).
     timestamps: bool,
+    /// The driver's compiled kernels, kept on disk across processes.
+    disk_cache: Option<DiskCache>,
 }
 
 /// Errors wgpu reports through callbacks: set there, taken by the next call.
@@ -156,8 +159,8 @@ impl GpuBackend {
         if let Some(max) = options.max_buffer_size {
             limits.max_buffer_size = limits.max_buffer_size.min(max);
         }
-        // Timestamp queries (the profiler's clock) where the adapter has them; a
-        // device that refuses them is made without.
+        // Timestamp queries (the profiler's clock) and the pipeline cache where the
+        // adapter has them; a device that refuses them is made without.
         let request = |features| {
             adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgnn"),
@@ -166,16 +169,17 @@ impl GpuBackend {
                 ..Default::default()
             })
         };
-        let timestamp_query = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
-        let (made, timestamps) = match request(timestamp_query).await {
-            Ok(made) => (Ok(made), !timestamp_query.is_empty()),
-            Err(_) if !timestamp_query.is_empty() => (request(wgpu::Features::empty()).await, false),
-            Err(e) => (Err(e), false),
+        let optional = (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | DiskCache::feature(&adapter);
+        let made = match request(optional).await {
+            Err(_) if !optional.is_empty() => request(wgpu::Features::empty()).await,
+            made => made,
         };
         let (device, queue) = made.map_err(|e| Error::DeviceCreation {
             adapter: a.name.clone(),
             reason: e.to_string(),
         })?;
+        let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let disk_cache = DiskCache::open(&device, &a);
         let info = DeviceInfo {
             kind: DeviceKind::Gpu,
             name: a.name.clone(),
@@ -216,6 +220,7 @@ impl GpuBackend {
             patch: Mutex::new(None),
             max_uniform_bytes: limits.max_uniform_buffer_binding_size as u64,
             timestamps,
+            disk_cache,
         })))
     }
 }
@@ -412,8 +417,11 @@ impl Shared {
             module: &module,
             entry_point: Some("main"),
             compilation_options: Default::default(),
-            cache: None,
+            cache: self.disk_cache.as_ref().map(DiskCache::cache),
         });
+        if let Some(c) = &self.disk_cache {
+            c.added();
+        }
         let popped = async {
             Ok(match scope {
                 Some(scope) => scope.pop().await,
@@ -599,6 +607,9 @@ impl super::Backend for GpuBackend {
         match scopes {
             Some(scopes) => scopes.pop(&s.faults, context)?,
             None => s.faults.check(&context())?,
+        }
+        if let Some(c) = &s.disk_cache {
+            c.save();
         }
         Ok(plan)
     }

@@ -7,6 +7,7 @@
 pub(crate) mod cpu;
 pub(crate) mod gpu;
 mod headless;
+mod pipeline_cache;
 pub(crate) mod wait;
 
 use std::future::Future;
