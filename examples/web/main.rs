@@ -26,7 +26,10 @@ async fn device(want_gpu: bool) -> (Device, String) {
         Ok(gpu) => {
             // Browsers tell wgpu little about the adapter: its kind, rarely its name.
             let info = gpu.info();
-            let line = format!("gpu: WebGPU ({}, {} adapter) {}", info.backend, info.device_type, info.name);
+            let line = format!(
+                "gpu: WebGPU ({}, {} adapter) {}",
+                info.backend, info.device_type, info.name
+            );
             (gpu, line.trim_end().to_string())
         }
         Err(e) => (Device::cpu(), format!("cpu: no WebGPU here ({e})")),
@@ -67,7 +70,13 @@ async fn fit_with_curves(
             ..Default::default()
         };
         let history = model.fit_async(x, y, config).await.map_err(js_error)?;
-        let log = |name: &str| history.history.get(name).and_then(|v| v.last().copied()).unwrap_or(f64::NAN);
+        let log = |name: &str| {
+            history
+                .history
+                .get(name)
+                .and_then(|v| v.last().copied())
+                .unwrap_or(f64::NAN)
+        };
         last = vec![log("loss"), log("accuracy"), log("val_accuracy")];
         let args = js_sys::Array::of5(
             &(epoch + 1).into(),
