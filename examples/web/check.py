@@ -69,6 +69,7 @@ def main():
         session = call(base, "POST", "/session", {"capabilities": {"alwaysMatch": {
             "browserName": "chrome", "goog:chromeOptions": {"args": chrome_args}}}})["sessionId"]
         s = f"/session/{session}"
+        call(base, "POST", s + "/window/rect", {"width": 1200, "height": 760})
         query = f"?device={args.device}&epochs={args.epochs}"
         started = time.time()
         call(base, "POST", s + "/url", {"url": f"http://127.0.0.1:{http_port}/examples/web/{query}"})

@@ -24,8 +24,13 @@ async fn device(want_gpu: bool) -> (Device, String) {
     }
     match Device::gpu_async().await {
         Ok(gpu) => {
-            let line = gpu.info().to_string();
-            (gpu, line)
+            // Browsers tell wgpu little about the adapter: its kind, rarely its name.
+            let info = gpu.info();
+            let line = format!(
+                "gpu: WebGPU ({}, {} adapter) {}",
+                info.backend, info.device_type, info.name
+            );
+            (gpu, line.trim_end().to_string())
         }
         Err(e) => (Device::cpu(), format!("cpu: no WebGPU here ({e})")),
     }
