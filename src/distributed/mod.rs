@@ -94,6 +94,14 @@ pub trait Collective {
         }
         Ok(out)
     }
+    /// Sums `values` elementwise over all ranks in rank order (0, 1, …), so every
+    /// rank gets the same bits, run after run. The default gathers every rank's
+    /// values ([`Collective::all_gather_f32`]) and adds them left to right; an
+    /// implementation may reuse its buffers.
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
+        let all = self.all_gather_f32(values)?;
+        sum_in_rank_order(&all.chunks(values.len().max(1)).collect::<Vec<_>>(), values)
+    }
     /// Replaces `data` on every rank by `root`'s `data` (lengths may differ).
     fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<()>;
     /// Records that this rank failed in a way that leaves it out of step with the
@@ -117,8 +125,7 @@ pub fn all_reduce_sum(comm: &dyn Collective, values: &mut [f32]) -> Result<()> {
         return Ok(());
     }
     for chunk in values.chunks_mut(chunk_len(comm.size())) {
-        let all = comm.all_gather_f32(chunk)?;
-        sum_in_rank_order(&all.chunks(chunk.len()).collect::<Vec<_>>(), chunk)?;
+        comm.all_reduce_sum_f32(chunk)?;
     }
     Ok(())
 }
@@ -131,7 +138,7 @@ pub(crate) fn out_of_step(rank: usize, got: usize, expected: usize) -> crate::Er
 }
 
 /// `out = parts[0] + parts[1] + … ` element by element, left to right.
-fn sum_in_rank_order(parts: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(crate) fn sum_in_rank_order(parts: &[&[f32]], out: &mut [f32]) -> Result<()> {
     if let Some((rank, p)) = parts.iter().enumerate().find(|(_, p)| p.len() != out.len()) {
         return Err(out_of_step(rank, p.len(), out.len()));
     }

@@ -25,6 +25,7 @@ pub fn init() -> Result<World> {
         size: comm.size() as usize,
         comm,
         failure: RefCell::new(None),
+        gathered: RefCell::new(Vec::new()),
         _universe: Some(universe),
     })))
 }
@@ -42,6 +43,9 @@ struct Inner {
     comm: SimpleCommunicator,
     /// Why this rank is out of step with the others, once it is.
     failure: RefCell<Option<String>>,
+    /// The gathered values of the last all-reduce, kept so that every step does not
+    /// allocate (and fault in) a fresh buffer.
+    gathered: RefCell<Vec<f32>>,
     /// Finalizes MPI when dropped (after `comm`).
     _universe: Option<Universe>,
 }
@@ -86,6 +90,20 @@ impl World {
             self.size()
         );
         stop_job(&self.0.comm)
+    }
+
+    /// Every rank's `mine` (all of one length, checked first) into `all`, in rank order.
+    fn gather_equal(&self, mine: &[f32], all: &mut [f32]) -> Result<()> {
+        self.check()?;
+        let comm = &self.0.comm;
+        let mut lengths = vec![0u64; self.size()];
+        comm.all_gather_into(&(mine.len() as u64), &mut lengths[..]);
+        if let Some((rank, &n)) = lengths.iter().enumerate().find(|(_, &n)| n != mine.len() as u64) {
+            return Err(super::out_of_step(rank, n as usize, mine.len()));
+        }
+        count(mine.len() * 4, "an all-gather part")?;
+        comm.all_gather_into(mine, all);
+        Ok(())
     }
 
     fn check(&self) -> Result<()> {
@@ -145,17 +163,16 @@ impl Collective for World {
     }
 
     fn all_gather_f32(&self, mine: &[f32]) -> Result<Vec<f32>> {
-        self.check()?;
-        let comm = &self.0.comm;
-        let mut lengths = vec![0u64; self.size()];
-        comm.all_gather_into(&(mine.len() as u64), &mut lengths[..]);
-        if let Some((rank, &n)) = lengths.iter().enumerate().find(|(_, &n)| n != mine.len() as u64) {
-            return Err(super::out_of_step(rank, n as usize, mine.len()));
-        }
-        count(mine.len() * 4, "an all-gather part")?;
         let mut all = vec![0f32; mine.len() * self.size()];
-        comm.all_gather_into(mine, &mut all[..]);
+        self.gather_equal(mine, &mut all)?;
         Ok(all)
+    }
+
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
+        let mut all = self.0.gathered.borrow_mut();
+        all.resize(values.len() * self.size(), 0.0);
+        self.gather_equal(values, &mut all)?;
+        super::sum_in_rank_order(&all.chunks(values.len().max(1)).collect::<Vec<_>>(), values)
     }
 
     fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<()> {
