@@ -277,7 +277,7 @@ pub fn sequence_op_cases() -> Vec<Case> {
     cases
 }
 
-/// The fused recurrent cells, both outputs in play.
+/// The fused recurrent cells (LSTM with both outputs in play, GRU), one and two steps.
 pub fn recurrent_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for n in sizes() {
@@ -305,6 +305,22 @@ pub fn recurrent_cases() -> Vec<Case> {
                     let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
                     let (h2, c2) = Tensor::lstm_cell(&x[1], &Tensor::cat(&[&h, &h, &c, &h], 1), &c);
                     &h2 * &c2
+                },
+            ),
+            case(
+                "gru_cell",
+                vec![vec![3, 3 * n], vec![3, 3 * n], vec![3, n]],
+                Draw::Normal,
+                |x| Tensor::gru_cell(&x[0], &x[1], &x[2]),
+            ),
+            case(
+                "gru_two_steps",
+                vec![vec![2, 3 * n], vec![2, 3 * n], vec![2, n]],
+                Draw::Normal,
+                |x| {
+                    let h = Tensor::gru_cell(&x[0], &x[1], &x[2]);
+                    let h2 = Tensor::gru_cell(&x[1], &Tensor::cat(&[&h, &h, &h], 1), &h);
+                    &h2 * &h
                 },
             ),
         ]);
