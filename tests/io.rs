@@ -249,6 +249,81 @@ fn headless_probe_child() {
     }
 }
 
+/// Where the adapter has `PIPELINE_CACHE`, compiling a plan writes the driver's
+/// kernels to `$WGNN_CACHE_DIR`, and a later process loads that file and computes
+/// the same values; `WGNN_CACHE_DIR=off` writes nothing. Each run is a child process
+/// (this test binary running only `pipeline_cache_child`) with its own environment.
+#[test]
+fn the_pipeline_cache_is_written_per_adapter_and_read_back_by_a_later_process() {
+    let Some(dev) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("wgnn-pipeline-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let xdg = dir.join("xdg");
+    // A child with `WGNN_CACHE_DIR` set to `cache` (or unset) and `XDG_CACHE_HOME=xdg`.
+    let run = |cache: Option<&std::path::Path>| {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "pipeline_cache_child", "--nocapture", "--test-threads=1"])
+            .env("WGNN_PIPELINE_CACHE_CHILD", "1")
+            .env("XDG_CACHE_HOME", &xdg);
+        match cache {
+            Some(c) => child.env("WGNN_CACHE_DIR", c),
+            None => child.env_remove("WGNN_CACHE_DIR"),
+        };
+        let output = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        let values = stdout.split("values: ").nth(1).and_then(|rest| rest.lines().next());
+        values.expect("the child computed").to_string()
+    };
+    let files = |d: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let cache = dir.join("cache");
+    let first = run(Some(&cache));
+    if dev.info().backend == "Vulkan" {
+        let written = files(&cache);
+        assert_eq!(written.len(), 1, "one cache file per adapter: {written:?}");
+        let name = written[0].file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("wgpu_pipeline_cache_vulkan_"), "{name}");
+        assert!(std::fs::metadata(&written[0]).unwrap().len() > 0);
+    }
+    assert_eq!(
+        run(Some(&cache)),
+        first,
+        "the run that read the cache computed other values"
+    );
+    // Off: nothing written, not even in the XDG cache folder (where Mesa keeps its own).
+    assert_eq!(run(Some(std::path::Path::new("off"))), first);
+    assert!(
+        !xdg.join("wgnn").exists(),
+        "WGNN_CACHE_DIR=off wrote {:?}",
+        files(&xdg.join("wgnn"))
+    );
+    // Unset: the XDG cache folder.
+    assert_eq!(run(None), first);
+    if dev.info().backend == "Vulkan" {
+        assert_eq!(files(&xdg.join("wgnn")).len(), 1);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The child of `the_pipeline_cache_is_written_per_adapter_and_read_back_by_a_later_process`;
+/// does nothing unless that test started it.
+#[test]
+fn pipeline_cache_child() {
+    if std::env::var_os("WGNN_PIPELINE_CACHE_CHILD").is_none() {
+        return;
+    }
+    let dev = Device::gpu().unwrap();
+    let x = Tensor::from_vec((0..12).map(|i| i as f32 / 7.0).collect(), &[3, 4], &dev).unwrap();
+    let y = x.matmul(&x.t()).relu().sum();
+    println!("values: {:?}", y.to_vec().unwrap());
+}
+
 /// Linear(4, 8), Tanh, Linear(8, 3) with fixed weights (no draw from the seed).
 fn fixed_model(dev: &Device) -> Sequential {
     let model = Sequential::new()
