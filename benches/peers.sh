@@ -66,7 +66,8 @@ if [ "$what" = cpu ] || [ "$what" = all ]; then
 fi
 if [ "$what" = lavapipe ] || [ "$what" = all ]; then
     echo
-    echo "GPU backend on $(vulkaninfo --summary 2>/dev/null | sed -n 's/.*deviceName *= *//p' | head -1), 6,000 images per epoch, median of $epochs epochs (seconds)"
+    adapter=$(vulkaninfo --summary 2>/dev/null | sed -n 's/.*deviceName *= *//p' | head -1 || true)
+    echo "GPU backend on ${adapter:-the default adapter (named in $log)}, 6,000 images per epoch, median of $epochs epochs (seconds)"
     printf '%-6s %10s %10s   %s\n' batch wgnn burn-wgpu "wgnn / burn"
     for b in 32 128; do
         w=$(median "$bench" --peer-mlp gpu "$b" "$epochs" 6000)
