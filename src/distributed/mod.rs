@@ -12,13 +12,13 @@
 //! # #[cfg(feature = "mpi")] fn main() -> wgnn::Result<()> {
 //! use wgnn::distributed::{self, DistributedOptimizer};
 //! use wgnn::optim::{Adam, AdamConfig};
-//! # use wgnn::{nn::{self, Linear, Module, Sequential}, train::{FitConfig, Loss}, Device, Tensor};
+//! # use wgnn::{nn::{self, Linear, Module, Sequential}, train::{FitConfig, Loss}, Device};
 //! let world = distributed::init()?; // under `mpirun -np N`; a single process is a world of 1
 //! let dev = Device::best();
 //! let net = Sequential::new().add(Linear::new(784, 128, &dev)).add(nn::Relu).add(Linear::new(128, 10, &dev));
 //! let opt = DistributedOptimizer::new(Adam::new(net.parameters(), AdamConfig::default()), world.clone())?;
 //! let mut model = net.compile(opt, Loss::CrossEntropy, &[])?;
-//! # let (x, y): (Tensor, Tensor) = unimplemented!();
+//! let (x, y) = wgnn::data::load_mnist_csv_gz("data/mnist_5k.csv.gz")?.tensors(&dev)?; // every rank loads it all
 //! // `fit` sees the distributed optimizer: each rank trains on its shard of every
 //! // batch, `History` holds the global loss and metrics, rank 0 alone prints and
 //! // writes checkpoints.
