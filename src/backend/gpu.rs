@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use web_time::Instant;
 
 use super::pipeline_cache::DiskCache;
+use super::tune_cache::TuneCache;
 use super::wait::{blocking_mode, wait, CAN_BLOCK};
 use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
-use crate::ops::kernel::{Grid, Kernel};
+use crate::ops::kernel::{Grid, Tune, Variant, Wgsl};
 use crate::{Clock, DeviceInfo, DeviceKind, Error, GpuOptions, Result};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -58,12 +59,16 @@ struct Shared {
     faults: Arc<Faults>,
     /// A test-only patch of kernel sources (`Device::debug_patch_wgsl`).
     patch: Mutex<Option<(String, String)>>,
+    /// A test-only choice of kernel variants (`Device::debug_kernel_variant`).
+    forced: Mutex<Option<String>>,
     /// Largest uniform buffer (wgpu's `max_uniform_buffer_binding_size`).
     max_uniform_bytes: u64,
     /// Whether the device has timestamp queries (the profiler's clock).
     timestamps: bool,
     /// The driver's compiled kernels, kept on disk across processes.
     disk_cache: Option<DiskCache>,
+    /// The autotune's choices of kernel variants.
+    tune: TuneCache,
 }
 
 /// Errors wgpu reports through callbacks: set there, taken by the next call.
@@ -192,6 +197,7 @@ impl GpuBackend {
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         };
+        let tune = TuneCache::open(&format!("{} {} {}", info.name, info.backend, info.driver));
         let faults = Arc::new(Faults::default());
         let f = faults.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -218,9 +224,11 @@ impl GpuBackend {
             layouts: Mutex::new(HashMap::new()),
             faults,
             patch: Mutex::new(None),
+            forced: Mutex::new(None),
             max_uniform_bytes: limits.max_uniform_buffer_binding_size as u64,
             timestamps,
             disk_cache,
+            tune,
         })))
     }
 }
@@ -396,16 +404,32 @@ impl Shared {
     }
 
     /// The pipeline for a kernel source, compiled once per device.
-    fn pipeline(&self, name: &str, source: &str, reads: usize, writes: usize) -> Result<Arc<wgpu::ComputePipeline>> {
+    ///
+    /// A launch that proves its indices in range ([`Wgsl::in_bounds`]) is built
+    /// without runtime bounds checks; every other keeps them.
+    fn pipeline(&self, launch: &Launch, reads: usize, writes: usize) -> Result<Arc<wgpu::ComputePipeline>> {
+        let (name, source) = (launch.entry, launch.source.as_str());
         if let Some(p) = self.pipelines.lock().unwrap().get(source) {
             return Ok(p.clone());
         }
         let layout = self.layout(reads, writes);
         let scope = CAN_BLOCK.then(|| self.device.push_error_scope(wgpu::ErrorFilter::Validation));
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let descriptor = wgpu::ShaderModuleDescriptor {
             label: Some("wgnn kernel"),
             source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        };
+        let module = if launch.in_bounds {
+            // SAFETY: the kernel's family proves every index it makes inside the
+            // buffers it binds (the plan binds buffers at least as large as the
+            // words it declares), and its loops are bounded by uniform sizes, so
+            // neither bounds checks nor loop bounding are needed.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(descriptor, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        } else {
+            self.device.create_shader_module(descriptor)
+        };
         let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("wgnn kernel"),
             bind_group_layouts: &[Some(&layout)],
@@ -443,6 +467,123 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A dispatch of `l`: its pipeline and its uniform buffer.
+    fn pass(&self, l: &Launch, reads: usize, writes: usize) -> Result<GpuPass> {
+        let pipeline = self.pipeline(l, reads, writes)?;
+        let uniform_bytes = (l.params.len() * 4) as u64;
+        if uniform_bytes > self.max_uniform_bytes {
+            return Err(Error::DeviceLimit {
+                what: format!("the parameters of kernel {}", l.entry),
+                needed: uniform_bytes,
+                limit: self.max_uniform_bytes,
+                limit_name: "max_uniform_buffer_binding_size",
+            });
+        }
+        let params = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgnn params"),
+            size: uniform_bytes,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&params, 0, bytemuck::cast_slice(&l.params));
+        Ok(GpuPass {
+            pipeline,
+            params,
+            groups: l.groups,
+        })
+    }
+
+    /// The variant of `tune` to run `step` with: the cached choice for its shape
+    /// class, else the fastest when timed, else the first.
+    fn choose(&self, mut tune: Tune, step: &Step) -> Result<Variant> {
+        let forced = self.forced.lock().unwrap().clone();
+        if let Some(i) = forced.and_then(|p| tune.variants.iter().position(|v| v.name.starts_with(&p))) {
+            return Ok(tune.variants.swap_remove(i));
+        }
+        let named = |name: &str| tune.variants.iter().position(|v| v.name == name);
+        if let Some(i) = self.tune.get(&tune.key).and_then(|n| named(&n)) {
+            return Ok(tune.variants.swap_remove(i));
+        }
+        if !(CAN_BLOCK && self.tune.timing() && tune.worth_timing && tune.variants.len() > 1) {
+            return Ok(tune.variants.swap_remove(0));
+        }
+        let best = self.fastest(&tune.variants, step)?;
+        self.tune.set(&tune.key, &tune.variants[best].name);
+        Ok(tune.variants.swap_remove(best))
+    }
+
+    /// Times each variant on scratch buffers of the step's sizes (the contents do
+    /// not matter: every variant does the same work) and returns the fastest. A
+    /// variant the adapter cannot build is skipped.
+    fn fastest(&self, variants: &[Variant], step: &Step) -> Result<usize> {
+        let raw = |words: usize| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgnn autotune"),
+                size: buffer_bytes(words),
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let buffers: Vec<wgpu::Buffer> = step.words.iter().map(|&w| raw(w)).collect();
+        let reads = step.kernel.reads();
+        let max_groups = self.info.max_compute_workgroups_per_dimension;
+        let mut best = (f64::INFINITY, 0);
+        for (i, v) in variants.iter().enumerate() {
+            let scratch = (v.scratch > 0).then(|| raw(v.scratch));
+            let writes = step.bindings.len() - reads + scratch.is_some() as usize;
+            let built: Result<Vec<GpuPass>> = v
+                .passes
+                .iter()
+                .map(|w| self.pass(&launch(w, reads, writes, max_groups), reads, writes))
+                .collect();
+            let Ok(passes) = built else { continue };
+            let layout = self.layout(reads, writes);
+            let refs: Vec<&wgpu::Buffer> = buffers.iter().chain(&scratch).collect();
+            let groups: Vec<wgpu::BindGroup> = passes
+                .iter()
+                .map(|p| bind_group(&self.device, &layout, &p.params, &refs))
+                .collect();
+            let run = |reps: usize| -> Result<f64> {
+                let mut encoder = self.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    for _ in 0..reps {
+                        for (p, g) in passes.iter().zip(&groups) {
+                            pass.set_pipeline(&p.pipeline);
+                            pass.set_bind_group(0, g, &[]);
+                            pass.dispatch_workgroups(p.groups.0, p.groups.1, p.groups.2);
+                        }
+                    }
+                }
+                let start = Instant::now();
+                self.queue.submit([encoder.finish()]);
+                self.device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| Error::Gpu {
+                        context: "timing kernel variants".into(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(start.elapsed().as_secs_f64())
+            };
+            // The first run pays for the driver's first use of the pipeline.
+            let first = run(1)?;
+            if first > 8.0 * best.0 {
+                continue;
+            }
+            // Enough repetitions for about 5 ms of work (submission overhead
+            // amortized), best of two.
+            let reps = ((0.005 / first.max(1e-6)).ceil() as usize).clamp(1, 200);
+            let seconds = run(reps)?.min(run(reps)?) / reps as f64;
+            if seconds < best.0 {
+                best = (seconds, i);
+            }
+        }
+        self.faults.check("timing kernel variants")?;
+        Ok(best.1)
+    }
+}
+
 /// The body of `//#kernel name` in a shader file, after the file's shared prelude.
 fn section(file: &str, name: &str) -> String {
     let marker = format!("//#kernel {name}\n");
@@ -462,6 +603,8 @@ struct Launch {
     source: String,
     params: Vec<u32>,
     groups: (u32, u32, u32),
+    /// Built without runtime bounds checks (the kernel proves its indices in range).
+    in_bounds: bool,
 }
 
 /// Folds `n` workgroups into a 2-D grid of at most `max` per dimension.
@@ -474,24 +617,24 @@ fn fold(n: usize, max: u32) -> (u32, u32, u32) {
     }
 }
 
-/// The kernel's source: its bindings (reads, then writes), its uniform struct, its
-/// generated definitions, `common.wgsl` and its section of the family's shader.
-fn launch(kernel: &dyn Kernel, writes: usize, max_groups: u32) -> Launch {
-    let w = kernel.wgsl();
-    let reads = kernel.reads();
+/// The launch's source: its bindings (`reads` read-only, then `writes`), its
+/// uniform struct, its generated definitions, `common.wgsl` and its section of the
+/// family's shader.
+fn launch(w: &Wgsl, reads: usize, writes: usize, max_groups: u32) -> Launch {
     let mut source = String::new();
+    let ty = |i: usize| w.types.get(i).copied().unwrap_or(w.element);
     for i in 0..reads {
         source += &format!(
             "@group(0) @binding({}) var<storage, read> in{i}: array<{}>;\n",
             1 + i,
-            w.element
+            ty(i)
         );
     }
     for i in 0..writes {
         source += &format!(
             "@group(0) @binding({}) var<storage, read_write> out{i}: array<{}>;\n",
             1 + reads + i,
-            w.element
+            ty(reads + i)
         );
     }
     source += &w.uniforms.wgsl();
@@ -500,27 +643,35 @@ fn launch(kernel: &dyn Kernel, writes: usize, max_groups: u32) -> Launch {
     let groups = match w.grid {
         Grid::Threads(n) => fold(n.div_ceil(256), max_groups),
         Grid::Groups(n) => fold(n, max_groups),
-        Grid::Tiles(x, y) => (x.max(1) as u32, y.max(1) as u32, 1),
+        Grid::Tiles(x, y, z) => (x.max(1) as u32, y.max(1) as u32, z.max(1) as u32),
     };
     Launch {
         entry: w.entry,
         source,
         params: w.uniforms.words(),
         groups,
+        in_bounds: w.in_bounds,
     }
 }
 
-/// One launch of a compiled plan.
+/// One launch of a compiled plan: one dispatch per pass of its kernel's variant.
 struct GpuStep {
     /// The kernel's entry (its section of the shader), for error messages.
     name: &'static str,
-    pipeline: Arc<wgpu::ComputePipeline>,
+    passes: Vec<GpuPass>,
     layout: Arc<wgpu::BindGroupLayout>,
+    /// The kernel's buffers, then its variant's scratch buffer if it has one.
+    bindings: Vec<Slot>,
+    /// The bind group of each pass, with the ids of the external buffers they were
+    /// built for.
+    bind_groups: Mutex<Option<(Vec<u64>, Vec<wgpu::BindGroup>)>>,
+}
+
+/// One dispatch of a step.
+struct GpuPass {
+    pipeline: Arc<wgpu::ComputePipeline>,
     params: wgpu::Buffer,
     groups: (u32, u32, u32),
-    bindings: Vec<Slot>,
-    /// The bind group, with the ids of the external buffers it was built for.
-    bind_group: Mutex<Option<(Vec<u64>, wgpu::BindGroup)>>,
 }
 
 struct GpuPlan {
@@ -597,6 +748,10 @@ impl super::Backend for GpuBackend {
         *self.0.patch.lock().unwrap() = Some((from.into(), to.into()));
     }
 
+    fn debug_kernel_variant(&self, prefix: Option<&str>) {
+        *self.0.forced.lock().unwrap() = prefix.map(str::to_string);
+    }
+
     fn compile(&self, program: Program) -> Result<Box<dyn Executable>> {
         let s = &self.0;
         s.faults.check("compiling a plan")?;
@@ -611,6 +766,7 @@ impl super::Backend for GpuBackend {
         if let Some(c) = &s.disk_cache {
             c.save();
         }
+        s.tune.save();
         Ok(plan)
     }
 }
@@ -647,44 +803,51 @@ impl GpuBackend {
             })
             .collect::<Result<Vec<_>>>()?;
         let max_groups = s.info.max_compute_workgroups_per_dimension;
-        let build = |step: &Step| -> Result<GpuStep> {
+        let mut scratch = Vec::new();
+        let mut build = |step: &Step| -> Result<GpuStep> {
             let reads = step.kernel.reads();
-            let writes = step.bindings.len() - reads;
-            let mut l = launch(step.kernel.as_ref(), writes, max_groups);
-            if let Some((from, to)) = s.patch.lock().unwrap().as_ref() {
-                l.source = l.source.replace(from.as_str(), to);
+            let mut writes = step.bindings.len() - reads;
+            let variant = match step.kernel.tune() {
+                Some(tune) => s.choose(tune, step)?,
+                None => Variant {
+                    name: String::new(),
+                    passes: vec![step.kernel.wgsl()],
+                    scratch: 0,
+                },
+            };
+            let mut bindings = step.bindings.clone();
+            if variant.scratch > 0 {
+                bindings.push(Slot::Arena(arena.len() + scratch.len()));
+                scratch.push(make(variant.scratch, "wgnn scratch")?);
+                writes += 1;
             }
-            let name = l.entry;
-            let pipeline = s.pipeline(name, &l.source, reads, writes)?;
-            let words = l.params;
-            let uniform_bytes = (words.len() * 4) as u64;
-            if uniform_bytes > s.max_uniform_bytes {
-                return Err(Error::DeviceLimit {
-                    what: format!("the parameters of kernel {name}"),
-                    needed: uniform_bytes,
-                    limit: s.max_uniform_bytes,
-                    limit_name: "max_uniform_buffer_binding_size",
-                });
-            }
-            let params = s.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgnn params"),
-                size: (words.len() * 4) as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            s.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
+            let mut name = "";
+            let passes = variant
+                .passes
+                .into_iter()
+                .map(|w| {
+                    let mut l = launch(&w, reads, writes, max_groups);
+                    if let Some((from, to)) = s.patch.lock().unwrap().as_ref() {
+                        l.source = l.source.replace(from.as_str(), to);
+                    }
+                    if name.is_empty() {
+                        name = l.entry;
+                    }
+                    s.pass(&l, reads, writes)
+                })
+                .collect::<Result<Vec<_>>>()?;
             Ok(GpuStep {
                 name,
-                pipeline,
+                passes,
                 layout: s.layout(reads, writes),
-                params,
-                groups: l.groups,
-                bindings: step.bindings.clone(),
-                bind_group: Mutex::new(None),
+                bindings,
+                bind_groups: Mutex::new(None),
             })
         };
-        let steps = program.steps.iter().map(build).collect::<Result<Vec<_>>>()?;
-        let updates = program.updates.iter().map(build).collect::<Result<Vec<_>>>()?;
+        let steps = program.steps.iter().map(&mut build).collect::<Result<Vec<_>>>()?;
+        let updates = program.updates.iter().map(&mut build).collect::<Result<Vec<_>>>()?;
+        let mut arena = arena;
+        arena.extend(scratch);
         Counters::add(&s.counters.live_buffer_bytes, bytes);
         Ok(Box::new(GpuPlan {
             shared: self.0.clone(),
@@ -718,29 +881,51 @@ impl GpuPlan {
                 _ => 0,
             })
             .collect();
-        let mut cached = step.bind_group.lock().unwrap();
+        let mut cached = step.bind_groups.lock().unwrap();
         if cached.as_ref().is_none_or(|(have, _)| *have != ids) {
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: step.params.as_entire_binding(),
-            }];
-            for (i, slot) in step.bindings.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: 1 + i as u32,
-                    resource: self.buffer(*slot, ext).as_entire_binding(),
-                });
-            }
-            let group = self.shared.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgnn kernel"),
-                layout: &step.layout,
-                entries: &entries,
-            });
-            *cached = Some((ids, group));
+            let buffers: Vec<&wgpu::Buffer> = step.bindings.iter().map(|slot| self.buffer(*slot, ext)).collect();
+            let groups = step
+                .passes
+                .iter()
+                .map(|p| bind_group(&self.shared.device, &step.layout, &p.params, &buffers))
+                .collect();
+            *cached = Some((ids, groups));
         }
-        pass.set_pipeline(&step.pipeline);
-        pass.set_bind_group(0, &cached.as_ref().unwrap().1, &[]);
-        pass.dispatch_workgroups(step.groups.0, step.groups.1, step.groups.2);
+        for (p, group) in step.passes.iter().zip(&cached.as_ref().unwrap().1) {
+            pass.set_pipeline(&p.pipeline);
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(p.groups.0, p.groups.1, p.groups.2);
+        }
     }
+}
+
+/// The bind group of one pass: its uniforms, then `buffers`.
+fn bind_group(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    params: &wgpu::Buffer,
+    buffers: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: params.as_entire_binding(),
+    }];
+    for (i, b) in buffers.iter().enumerate() {
+        entries.push(wgpu::BindGroupEntry {
+            binding: 1 + i as u32,
+            resource: b.as_entire_binding(),
+        });
+    }
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("wgnn kernel"),
+        layout,
+        entries: &entries,
+    })
+}
+
+/// Dispatches per run of `steps`.
+fn dispatches(steps: &[GpuStep]) -> u64 {
+    steps.iter().map(|s| s.passes.len() as u64).sum()
 }
 
 impl GpuPlan {
@@ -934,7 +1119,7 @@ impl Executable for GpuPlan {
                 let after = w.probes[first].after;
                 let end = first + w.probes[first..].iter().take_while(|p| p.after == after).count();
                 self.encode_pass(&mut encoder, "wgnn compute", &self.steps[done..after], &ext);
-                Counters::add(&s.counters.dispatches, (after - done) as u64);
+                Counters::add(&s.counters.dispatches, dispatches(&self.steps[done..after]));
                 done = after;
                 let sources: Vec<(&wgpu::Buffer, u64)> = w.probes[first..end]
                     .iter()
@@ -955,7 +1140,7 @@ impl Executable for GpuPlan {
         Counters::add(&s.counters.submits, 1);
         Counters::add(
             &s.counters.dispatches,
-            (self.steps.len() - done + self.updates.len()) as u64,
+            dispatches(&self.steps[done..]) + dispatches(&self.updates),
         );
         s.faults.check("running a plan")?;
         Ok(kept.into_iter().map(Storage::Gpu).collect())
@@ -974,7 +1159,10 @@ impl Executable for GpuPlan {
         } else {
             (Clock::HostPerLaunch, self.run_host_timed(&ext, &kept)?)
         };
-        Counters::add(&s.counters.dispatches, seconds.len() as u64);
+        Counters::add(
+            &s.counters.dispatches,
+            dispatches(&self.steps) + dispatches(&self.updates),
+        );
         s.faults.check("running a plan")?;
         let kept = kept.into_iter().map(Storage::Gpu).collect();
         Ok((kept, Timings { clock, seconds }))

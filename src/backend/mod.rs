@@ -8,6 +8,7 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 mod headless;
 mod pipeline_cache;
+mod tune_cache;
 pub(crate) mod wait;
 
 use std::future::Future;
@@ -143,6 +144,9 @@ pub(crate) trait Backend: Send + Sync {
     /// Replaces `from` with `to` in kernel sources compiled from now on (tests of
     /// shadow mode; GPU only).
     fn debug_patch_wgsl(&self, _from: &str, _to: &str) {}
+    /// Forces the kernel variants whose names start with `prefix` (tests of every
+    /// variant; GPU only).
+    fn debug_kernel_variant(&self, _prefix: Option<&str>) {}
 }
 
 /// The counters behind `Device::stats`.

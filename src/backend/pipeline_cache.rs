@@ -22,7 +22,7 @@ pub(crate) struct DiskCache {
 }
 
 /// The folder the cache lives in, unless it is turned off.
-fn folder() -> Option<PathBuf> {
+pub(crate) fn folder() -> Option<PathBuf> {
     match std::env::var_os("WGNN_CACHE_DIR") {
         Some(dir) if dir == "off" || dir.is_empty() => None,
         Some(dir) => Some(dir.into()),

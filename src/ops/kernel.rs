@@ -27,6 +27,36 @@ pub(crate) trait Kernel: fmt::Debug + Send + Sync {
     fn cost(&self, words: &[usize]) -> Cost {
         Cost::moved(words)
     }
+
+    /// Other ways to run this launch on the GPU, for the GPU backend to time once
+    /// per adapter and shape class and keep the fastest (`src/backend/tune_cache.rs`).
+    /// Every variant must give the same bits: the choice depends on timing, the
+    /// results never do. `None` (the default): [`Kernel::wgsl`] is the only way.
+    fn tune(&self) -> Option<Tune> {
+        None
+    }
+}
+
+/// Interchangeable GPU launches of one kernel (see [`Kernel::tune`]).
+pub(crate) struct Tune {
+    /// The shape class the choice holds for, e.g. `matmul nt m64 k1024 n128`: the
+    /// key of the tune cache, together with the adapter.
+    pub key: String,
+    /// The candidates; the first is the one used untimed (autotune off, or work too
+    /// small to be worth timing).
+    pub variants: Vec<Variant>,
+    /// Whether the launch is large enough to be worth timing.
+    pub worth_timing: bool,
+}
+
+/// One way to run a kernel on the GPU: passes dispatched in order, each binding the
+/// kernel's buffers and, when `scratch > 0`, a private scratch buffer of that many
+/// words after them (one more write binding).
+pub(crate) struct Variant {
+    /// Names the variant in the tune cache and the profiler, e.g. `64x64k16`.
+    pub name: String,
+    pub passes: Vec<Wgsl>,
+    pub scratch: usize,
 }
 
 /// What one launch computes and moves, for the profiler's GFLOP/s and GB/s.
@@ -65,6 +95,12 @@ pub(crate) struct Wgsl {
     /// Element type of the storage bindings: `f32`, or `u32` for kernels that move
     /// words without reading them as numbers (copies of label tensors keep their bits).
     pub element: &'static str,
+    /// Per binding (reads, then writes), a type that replaces `element`, e.g.
+    /// `vec4<f32>` for an operand read four words at a time; missing: `element`.
+    pub types: Vec<&'static str>,
+    /// The kernel never indexes outside its bindings (proved where its indices are
+    /// made), so its module may be built without runtime bounds checks.
+    pub in_bounds: bool,
 }
 
 impl Wgsl {
@@ -77,7 +113,22 @@ impl Wgsl {
             uniforms,
             grid,
             element: "f32",
+            types: Vec::new(),
+            in_bounds: false,
         }
+    }
+
+    /// Sets the type of each binding (reads, then writes); see [`Wgsl::types`].
+    pub(crate) fn types(mut self, types: Vec<&'static str>) -> Wgsl {
+        self.types = types;
+        self
+    }
+
+    /// Declares that every index the kernel makes is inside its bindings; see
+    /// [`Wgsl::in_bounds`].
+    pub(crate) fn in_bounds(mut self) -> Wgsl {
+        self.in_bounds = true;
+        self
     }
 
     /// Adds generated definitions.
@@ -101,8 +152,8 @@ pub(crate) enum Grid {
     Threads(usize),
     /// One workgroup per item.
     Groups(usize),
-    /// A fixed 2-D grid of workgroups (matmul tiles).
-    Tiles(usize, usize),
+    /// A fixed 3-D grid of workgroups (matmul: column tiles, row tiles, K splits).
+    Tiles(usize, usize, usize),
 }
 
 /// A uniform value.

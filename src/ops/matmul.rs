@@ -3,7 +3,7 @@
 //! the elementwise table. The CPU twin is `matrixmultiply`'s sgemm.
 
 use super::elementwise::UnaryOp;
-use super::kernel::{Cost, Grid, Kernel, Uniforms, Wgsl};
+use super::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use super::{Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -108,20 +108,10 @@ impl Kernel for MatMulKernel {
         }
     }
 
+    /// The default tile without a K split; the GPU backend runs [`Kernel::tune`]'s
+    /// variants instead.
     fn wgsl(&self) -> Wgsl {
-        let MatMul { ta, tb, bias, act } = self.op;
-        let mut defs = format!("const TA: bool = {ta};\nconst TB: bool = {tb};\n");
-        defs += if bias {
-            "fn bias_at(c: u32) -> f32 { return in2[c]; }\n"
-        } else {
-            "fn bias_at(c: u32) -> f32 { return 0.0; }\n"
-        };
-        defs += act.map_or("", UnaryOp::wgsl_helpers);
-        let act = act.map_or("x".to_string(), UnaryOp::wgsl);
-        defs += &format!("fn epilogue(x: f32) -> f32 {{ return {act}; }}\n");
-        let u = Uniforms::new().u32("m", self.m).u32("k", self.k).u32("n", self.n);
-        let grid = Grid::Tiles(self.n.div_ceil(64), self.m.div_ceil(64));
-        Wgsl::new(SHADER, "matmul", u, grid).defs(defs)
+        self.gemm_pass(self.default_tile(), 1)
     }
 
     /// `2·m·n·k` (the epilogue's bias and activation not counted).
@@ -130,6 +120,300 @@ impl Kernel for MatMulKernel {
             flops: 2 * (self.m * self.n * self.k) as u64,
             ..Cost::moved(words)
         }
+    }
+
+    /// One variant per tile of [`TILES`], all with the same K split (chosen by shape
+    /// alone, so that the bits never depend on timing); split launches add the
+    /// slice-sum pass and a scratch buffer of the partial sums.
+    fn tune(&self) -> Option<Tune> {
+        let splits = self.splits();
+        let (va, vb, vo) = self.vectors();
+        let bucket = |d: usize| d.next_power_of_two();
+        let key = format!(
+            "matmul {}{} m{} k{} n{} v{}{}{} s{splits}",
+            if self.op.ta { 't' } else { 'n' },
+            if self.op.tb { 't' } else { 'n' },
+            bucket(self.m),
+            bucket(self.k),
+            bucket(self.n),
+            va as u8,
+            vb as u8,
+            vo as u8,
+        );
+        let default = self.default_tile();
+        let variants = std::iter::once(default)
+            .chain(TILES.into_iter().filter(|t| *t != default))
+            .map(|tile| self.variant(tile, splits))
+            .collect();
+        Some(Tune {
+            key,
+            variants,
+            worth_timing: 2 * self.m * self.n * self.k >= TUNE_FLOPS,
+        })
+    }
+}
+
+/// A GEMM tile: `wx × wy` invocations, each computing `tm × tn` outputs (multiples of
+/// 4: one vec4 per four columns), K walked in slices of `bk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tile {
+    wx: usize,
+    wy: usize,
+    tm: usize,
+    tn: usize,
+    bk: usize,
+}
+
+impl Tile {
+    const fn rows(self) -> usize {
+        self.wy * self.tm
+    }
+    const fn cols(self) -> usize {
+        self.wx * self.tn
+    }
+}
+
+/// The tiles the GPU autotune chooses from (after [`MatMulKernel::default_tile`]):
+/// 64×64 (BK 16), 128×64 and 128×128 (BK 8) for large outputs, 32×64 and 32×32 for
+/// small ones, where more workgroups fill more of the GPU. Workgroup memory is at
+/// most 8 KiB and 256 invocations, inside WebGPU's default limits.
+const TILES: [Tile; 5] = [
+    Tile {
+        wx: 16,
+        wy: 16,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
+    Tile {
+        wx: 16,
+        wy: 16,
+        tm: 8,
+        tn: 4,
+        bk: 8,
+    },
+    Tile {
+        wx: 16,
+        wy: 16,
+        tm: 8,
+        tn: 8,
+        bk: 8,
+    },
+    Tile {
+        wx: 16,
+        wy: 8,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
+    Tile {
+        wx: 8,
+        wy: 8,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
+];
+
+/// Every tile's BK divides this, so K slices of a multiple of it split whole tiles.
+const SPLIT_ALIGN: usize = 16;
+
+/// Products below this many flops are not worth timing: the default tile runs.
+const TUNE_FLOPS: usize = 1 << 20;
+
+impl MatMulKernel {
+    /// The untimed choice: the largest tile that still gives the GPU enough
+    /// workgroups.
+    fn default_tile(&self) -> Tile {
+        let outputs = self.m * self.n;
+        if outputs >= 1024 * 1024 {
+            TILES[2]
+        } else if outputs >= 256 * 256 {
+            TILES[1]
+        } else if outputs >= 128 * 128 {
+            TILES[0]
+        } else {
+            TILES[4]
+        }
+    }
+
+    /// K slices for a product whose output is too small to fill a GPU (fewer than 16
+    /// tiles of 64×64) but whose K is long: enough slices of at least 256 to reach
+    /// about 64 workgroups. A function of the shape only.
+    fn splits(&self) -> usize {
+        let tiles = self.m.div_ceil(64) * self.n.div_ceil(64);
+        if tiles >= 16 || self.k < 512 {
+            return 1;
+        }
+        let want = (self.k / 256).min(64usize.div_ceil(tiles)).max(1);
+        self.k.div_ceil(self.slice(want))
+    }
+
+    /// K per slice when split `splits` ways.
+    fn slice(&self, splits: usize) -> usize {
+        self.k.div_ceil(splits).next_multiple_of(SPLIT_ALIGN)
+    }
+
+    /// Whether A and B can be loaded and the output stored as vec4 (their stored rows
+    /// are a multiple of 4 long; buffers are bound from offset 0).
+    fn vectors(&self) -> (bool, bool, bool) {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let va = if self.op.ta { m % 4 == 0 } else { k % 4 == 0 };
+        let vb = if self.op.tb { k % 4 == 0 } else { n % 4 == 0 };
+        (va, vb, n % 4 == 0)
+    }
+
+    fn variant(&self, tile: Tile, splits: usize) -> Variant {
+        let mut passes = vec![self.gemm_pass(tile, splits)];
+        let mut scratch = 0;
+        let mut name = format!("{}x{}k{}", tile.rows(), tile.cols(), tile.bk);
+        if splits > 1 {
+            scratch = splits * self.m * self.n;
+            name += &format!("s{splits}");
+            let sum = Wgsl::new(
+                SHADER,
+                "matmul_split_sum",
+                self.uniforms(splits),
+                Grid::Threads(self.m * self.n),
+            )
+            .defs(self.epilogue_defs())
+            .in_bounds();
+            passes.push(sum);
+        }
+        Variant { name, passes, scratch }
+    }
+
+    fn uniforms(&self, splits: usize) -> Uniforms {
+        Uniforms::new()
+            .u32("m", self.m)
+            .u32("k", self.k)
+            .u32("n", self.n)
+            .u32("kc", self.slice(splits))
+            .u32("splits", splits)
+    }
+
+    /// `bias_at(c)` and `epilogue(x)`.
+    fn epilogue_defs(&self) -> String {
+        let mut defs = String::from(if self.op.bias {
+            "fn bias_at(c: u32) -> f32 { return in2[c]; }\n"
+        } else {
+            "fn bias_at(c: u32) -> f32 { return 0.0; }\n"
+        });
+        defs += self.op.act.map_or("", UnaryOp::wgsl_helpers);
+        let act = self.op.act.map_or("x".to_string(), UnaryOp::wgsl);
+        defs + &format!("fn epilogue(x: f32) -> f32 {{ return {act}; }}\n")
+    }
+
+    /// The tiled product: with `splits > 1`, partial sums of each K slice into the
+    /// scratch buffer (`out1`), else the finished output.
+    fn gemm_pass(&self, tile: Tile, splits: usize) -> Wgsl {
+        let MatMul { ta, tb, bias, .. } = self.op;
+        let (va, vb, vo) = self.vectors();
+        // An empty dimension counts as an edge: then nothing is loaded or stored.
+        let edge_m = self.m % tile.rows() != 0 || self.m == 0;
+        let edge_n = self.n % tile.cols() != 0 || self.n == 0;
+        let edge_k = self.k % tile.bk != 0;
+        let Tile { wx, wy, tm, tn, bk } = tile;
+        let mut defs = format!(
+            "const TA: bool = {ta};\nconst TB: bool = {tb};\nconst EDGE_K: bool = {edge_k};\n\
+             const WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\nconst TM: u32 = {tm}u;\n\
+             const TN: u32 = {tn}u;\nconst BK: u32 = {bk}u;\n"
+        );
+        // A is stored m×k (k×m when transposed), B k×n (n×k).
+        let (a_rows, a_cols, a_edge) = if ta {
+            ("k", "m", (edge_k, edge_m))
+        } else {
+            ("m", "k", (edge_m, edge_k))
+        };
+        let (b_rows, b_cols, b_edge) = if tb {
+            ("n", "k", (edge_n, edge_k))
+        } else {
+            ("k", "n", (edge_k, edge_n))
+        };
+        defs += &loader("load_a4", "in0", va, a_rows, a_cols, a_edge);
+        defs += &loader("load_b4", "in1", vb, b_rows, b_cols, b_edge);
+        defs += &self.epilogue_defs();
+        defs += &storer(splits > 1, vo, edge_n);
+        let vec = |v: bool| if v { "vec4<f32>" } else { "f32" };
+        let mut types = vec![vec(va), vec(vb)];
+        if bias {
+            types.push("f32");
+        }
+        types.push(vec(vo));
+        if splits > 1 {
+            types.push(vec(vo));
+        }
+        let grid = Grid::Tiles(self.n.div_ceil(tile.cols()), self.m.div_ceil(tile.rows()), splits);
+        Wgsl::new(SHADER, "matmul", self.uniforms(splits), grid)
+            .defs(defs)
+            .types(types)
+            .in_bounds()
+    }
+}
+
+/// `fn name(row, col) -> vec4<f32>`: words col..col+4 of stored row `row` (col a
+/// multiple of 4) of the `rows × cols` matrix in `binding`, zero outside it; checks
+/// only the edges the shape has (`edges`: rows, cols). One vec4 load when `vector`.
+fn loader(name: &str, binding: &str, vector: bool, rows: &str, cols: &str, edges: (bool, bool)) -> String {
+    let row_out = if edges.0 {
+        format!("row >= params.{rows}")
+    } else {
+        "false".into()
+    };
+    if vector {
+        let col_out = if edges.1 {
+            format!("col >= params.{cols}")
+        } else {
+            "false".into()
+        };
+        format!(
+            "fn {name}(row: u32, col: u32) -> vec4<f32> {{\n\
+             \x20   if ({row_out} || {col_out}) {{ return vec4<f32>(); }}\n\
+             \x20   return {binding}[(row * params.{cols} + col) / 4u];\n}}\n"
+        )
+    } else {
+        let col_in = if edges.1 {
+            format!("col + e < params.{cols}")
+        } else {
+            "true".into()
+        };
+        format!(
+            "fn {name}(row: u32, col: u32) -> vec4<f32> {{\n\
+             \x20   var v = vec4<f32>();\n\
+             \x20   if ({row_out}) {{ return v; }}\n\
+             \x20   for (var e = 0u; e < 4u; e++) {{\n\
+             \x20       if ({col_in}) {{ v[e] = {binding}[row * params.{cols} + col + e]; }}\n\
+             \x20   }}\n\
+             \x20   return v;\n}}\n"
+        )
+    }
+}
+
+/// `fn store4(r, c, z, v)`: results r, c..c+4 (c a multiple of 4; those past n
+/// dropped): finished (bias, epilogue) into `out0`, or split-K's raw partial sums of
+/// slice z into `out1`; one vec4 store when `vector`.
+fn storer(split: bool, vector: bool, edge_n: bool) -> String {
+    let head = "fn store4(r: u32, c: u32, z: u32, v: vec4<f32>) {\n";
+    match (split, vector) {
+        (false, true) => format!(
+            "{head}{}    let x = v + vec4<f32>(bias_at(c), bias_at(c + 1u), bias_at(c + 2u), bias_at(c + 3u));\n\
+             \x20   out0[(r * params.n + c) / 4u] = vec4<f32>(epilogue(x.x), epilogue(x.y), epilogue(x.z), epilogue(x.w));\n}}\n",
+            if edge_n { "    if (c >= params.n) { return; }\n" } else { "" }
+        ),
+        (false, false) => format!(
+            "{head}    for (var e = 0u; e < 4u; e++) {{\n\
+             \x20       if (c + e < params.n) {{ out0[r * params.n + c + e] = epilogue(v[e] + bias_at(c + e)); }}\n\
+             \x20   }}\n}}\n"
+        ),
+        (true, true) => format!(
+            "{head}{}    out1[(z * params.m * params.n + r * params.n + c) / 4u] = v;\n}}\n",
+            if edge_n { "    if (c >= params.n) { return; }\n" } else { "" }
+        ),
+        (true, false) => format!(
+            "{head}    for (var e = 0u; e < 4u; e++) {{\n\
+             \x20       if (c + e < params.n) {{ out1[z * params.m * params.n + r * params.n + c + e] = v[e]; }}\n\
+             \x20   }}\n}}\n"
+        ),
     }
 }
 

@@ -1,0 +1,100 @@
+//! The autotune's choices (`Kernel::tune`): for each shape class of a kernel, the
+//! name of the variant that ran fastest on this adapter, kept in memory and in a
+//! small text file per adapter and driver next to the pipeline cache, so a later
+//! process skips the timing. Variants give the same bits, so a stale or foreign
+//! choice can only cost speed; a name the kernel no longer offers is timed again.
+//!
+//! The file is `tune-<hash>.txt` in the pipeline cache's folder (`WGNN_CACHE_DIR`,
+//! else `$XDG_CACHE_HOME/wgnn`, else `$HOME/.cache/wgnn`; `off` keeps choices in
+//! memory only), one `key<TAB>variant` per line; `<hash>` names the adapter, its
+//! driver and this version of wgnn. `WGNN_AUTOTUNE=0` turns timing off (every
+//! kernel runs its default variant). A file that cannot be read or written is
+//! skipped: the cache never fails a computation.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// Choices by shape-class key, and where they are saved.
+pub(crate) struct TuneCache {
+    chosen: Mutex<HashMap<String, String>>,
+    path: Option<PathBuf>,
+    dirty: Mutex<bool>,
+    timing: bool,
+}
+
+/// The choices saved in `path` (none if it cannot be read).
+fn read(path: &PathBuf) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// FNV-1a, for a short, stable file name.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl TuneCache {
+    /// The cache for an adapter described by `identity` (name, backend, driver),
+    /// seeded from its file.
+    pub(crate) fn open(identity: &str) -> TuneCache {
+        let timing = !matches!(std::env::var("WGNN_AUTOTUNE").as_deref(), Ok("0" | "off"));
+        let id = format!("{identity} wgnn {}", env!("CARGO_PKG_VERSION"));
+        let path = if cfg!(target_arch = "wasm32") {
+            None
+        } else {
+            super::pipeline_cache::folder().map(|d| d.join(format!("tune-{:016x}.txt", fnv1a(&id))))
+        };
+        let chosen = path.as_ref().map(read).unwrap_or_default();
+        TuneCache {
+            chosen: Mutex::new(chosen),
+            path,
+            dirty: Mutex::new(false),
+            timing,
+        }
+    }
+
+    /// Whether kernels may be timed (`WGNN_AUTOTUNE` is not `0`).
+    pub(crate) fn timing(&self) -> bool {
+        self.timing
+    }
+
+    /// The variant chosen for `key`, if any.
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
+        self.chosen.lock().unwrap().get(key).cloned()
+    }
+
+    /// Records a choice (saved by [`TuneCache::save`]).
+    pub(crate) fn set(&self, key: &str, variant: &str) {
+        self.chosen.lock().unwrap().insert(key.into(), variant.into());
+        *self.dirty.lock().unwrap() = true;
+    }
+
+    /// Writes the choices if any were added: a temporary file renamed over the old
+    /// one, so a reader never sees half a file. Choices another process saved since
+    /// this one opened the file are kept.
+    pub(crate) fn save(&self) {
+        let mut dirty = self.dirty.lock().unwrap();
+        let Some(path) = self.path.as_ref().filter(|_| *dirty) else {
+            return;
+        };
+        *dirty = false;
+        let mut all = read(path);
+        all.extend(self.chosen.lock().unwrap().clone());
+        let mut lines: Vec<String> = all.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+        lines.sort();
+        let Some(dir) = path.parent() else { return };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, lines.concat()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
