@@ -18,6 +18,7 @@ device_tests!(
     an_index_past_the_table_is_a_typed_error_before_anything_runs,
     gelu_follows_the_exact_erf_and_pytorchs_tanh_form,
     an_op_with_two_outputs_computes_both_in_one_launch,
+    a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain,
     the_outputs_of_a_realized_op_stay_readable_in_any_order,
     the_gradient_of_max_with_indices_goes_to_the_first_maximum_only,
     every_op_passes_a_finite_difference_gradient_check,
@@ -459,6 +460,45 @@ fn an_op_with_two_outputs_computes_both_in_one_launch(shared: &Device) {
     assert_eq!(indices.to_labels().unwrap(), vec![1, 0]);
     assert_eq!(dev.stats().dispatches, after.dispatches);
     assert_eq!(values.to_vec().unwrap(), vec![5.0, 7.0]);
+}
+
+/// `relu(exp(x·2 + b) − c) · x` with a broadcast bias row: six maps over three
+/// inputs, read once each, fuse into one launch (NaN-check mode compiles the same
+/// graph unfused, one launch per map). The CPU gives the same bits fused or not (the
+/// maps run in the same order on f32 values); a GPU compiler may contract a product
+/// and a sum into an fma, so there the values agree to rounding. A value someone
+/// holds is not fused away: it is computed and kept.
+fn a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain(shared: &Device) {
+    let dev = &common::private(shared);
+    let (rows, cols) = (37, 300);
+    let x = Tensor::randn(&[rows, cols], 1, dev).unwrap();
+    let b = Tensor::randn(&[cols], 2, dev).unwrap();
+    let c = Tensor::randn(&[rows, cols], 3, dev).unwrap();
+    let chain = || &(&(&x.mul_scalar(2.0) + &b).exp() - &c).relu() * &x;
+    let before = dev.stats();
+    let fused = chain().to_vec().unwrap();
+    let launches = (dev.stats() - before).dispatches;
+    assert_eq!(launches, 1, "six maps, one launch");
+    dev.set_check_nan(true);
+    let before = dev.stats();
+    let plain = chain().to_vec().unwrap();
+    assert_eq!((dev.stats() - before).dispatches, 6, "unfused: one launch per map");
+    dev.set_check_nan(false);
+    match dev.kind() {
+        wgnn::DeviceKind::Cpu => assert!(fused.iter().zip(&plain).all(|(f, p)| f.to_bits() == p.to_bits())),
+        wgnn::DeviceKind::Gpu => assert!(max_rel_diff(&fused, &plain) < 1e-6),
+    }
+    // Holding an intermediate keeps it: two launches, both values right.
+    let held = &x.mul_scalar(2.0) + &b;
+    let out = held.exp();
+    let before = dev.stats();
+    out.realize().unwrap();
+    assert_eq!((dev.stats() - before).dispatches, 2);
+    let (h, o) = (held.to_vec().unwrap(), out.to_vec().unwrap());
+    assert!(h
+        .iter()
+        .zip(&o)
+        .all(|(h, o)| (h.exp() - o).abs() <= 1e-6 * o.abs().max(1.0)));
 }
 
 fn the_outputs_of_a_realized_op_stay_readable_in_any_order(dev: &Device) {

@@ -1531,7 +1531,8 @@ fn a_profiled_training_step_times_each_launch_and_changes_no_result(shared: &Dev
         .iter()
         .find(|p| p.runs == 3)
         .unwrap_or_else(|| panic!("{dev}: no plan ran three times:\n{report}"));
-    assert_eq!(step.launches.len() as u64, launches, "{dev}: one entry per launch");
+    let dispatches: u64 = step.launches.iter().map(|l| l.dispatches).sum();
+    assert_eq!(dispatches, launches, "{dev}: one entry per launch, with its dispatches");
     let expected_clock = match dev.kind() {
         wgnn::DeviceKind::Cpu => vec![wgnn::Clock::CpuWall],
         wgnn::DeviceKind::Gpu => vec![wgnn::Clock::GpuTimestamps, wgnn::Clock::HostPerLaunch],

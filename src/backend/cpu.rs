@@ -119,7 +119,15 @@ impl Executable for CpuPlan {
         let mut seconds = Vec::with_capacity(self.program.steps.len() + self.program.updates.len());
         let kept = self.run_timed(externals, None, Some(&mut seconds))?;
         let clock = Clock::CpuWall;
-        Ok((kept, Timings { clock, seconds }))
+        let variants = vec![(String::new(), 1); seconds.len()];
+        Ok((
+            kept,
+            Timings {
+                clock,
+                seconds,
+                variants,
+            },
+        ))
     }
 }
 

@@ -658,6 +658,8 @@ fn launch(w: &Wgsl, reads: usize, writes: usize, max_groups: u32) -> Launch {
 struct GpuStep {
     /// The kernel's entry (its section of the shader), for error messages.
     name: &'static str,
+    /// The variant chosen among the kernel's (empty: it has none).
+    variant: String,
     passes: Vec<GpuPass>,
     layout: Arc<wgpu::BindGroupLayout>,
     /// The kernel's buffers, then its variant's scratch buffer if it has one.
@@ -838,6 +840,7 @@ impl GpuBackend {
                 .collect::<Result<Vec<_>>>()?;
             Ok(GpuStep {
                 name,
+                variant: variant.name,
                 passes,
                 layout: s.layout(reads, writes),
                 bindings,
@@ -1165,6 +1168,19 @@ impl Executable for GpuPlan {
         );
         s.faults.check("running a plan")?;
         let kept = kept.into_iter().map(Storage::Gpu).collect();
-        Ok((kept, Timings { clock, seconds }))
+        let variants = self
+            .steps
+            .iter()
+            .chain(&self.updates)
+            .map(|st| (st.variant.clone(), st.passes.len() as u64))
+            .collect();
+        Ok((
+            kept,
+            Timings {
+                clock,
+                seconds,
+                variants,
+            },
+        ))
     }
 }

@@ -122,6 +122,9 @@ pub(crate) trait Executable: Send + Sync {
 pub(crate) struct Timings {
     pub clock: Clock,
     pub seconds: Vec<f64>,
+    /// Per launch: the variant the backend runs (the autotune's choice, e.g. a GEMM
+    /// tile; empty where there is no choice) and its dispatches.
+    pub variants: Vec<(String, u64)>,
 }
 
 /// A boxed future, for object-safe async readback.

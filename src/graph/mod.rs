@@ -2,5 +2,6 @@
 
 pub(crate) mod autograd;
 pub(crate) mod debug;
+mod fuse;
 pub(crate) mod plan;
 pub(crate) mod profile;

@@ -9,8 +9,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use super::fuse::Fusion;
 use super::profile::Label;
 use crate::backend::{Counters, Executable, ExternalSpec, Probe, Program, Slot, Step, Storage};
+use crate::ops::fused::FusedKernel;
 use crate::ops::{Bind, Lowering, Op};
 use crate::tensor::numel;
 use crate::{Error, Result, Tensor};
@@ -40,7 +42,7 @@ struct Schedule {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Ref {
+pub(super) enum Ref {
     Node(usize),
     External(usize),
 }
@@ -228,8 +230,9 @@ impl Schedule {
         key
     }
 
-    /// Lowers to a program: one step per kernel, arena slots reused by liveness.
-    fn lower(&self) -> Program {
+    /// Lowers to a program: one step per kernel, arena slots reused by liveness;
+    /// with `fuse`, chains of elementwise nodes as one kernel each (`fuse.rs`).
+    fn lower(&self, fuse: bool) -> Program {
         let mut program = Program {
             externals: self
                 .externals
@@ -268,10 +271,36 @@ impl Schedule {
             Ref::Node(i) => slot_of[*i],
             Ref::External(e) => Slot::External(*e),
         };
+        let fusion = if fuse {
+            Fusion::plan(&self.nodes, &self.inputs, &uses, &self.kept)
+        } else {
+            Fusion::default()
+        };
         for (i, node) in self.nodes.iter().enumerate() {
-            let input_shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
-            let lowering = node.0.op.rule().lower(&input_shapes, node.shape());
-            let bindings_in: Vec<Slot> = self.inputs[i].iter().map(|r| resolve(r, &slot_of)).collect();
+            if fusion.absorbed.get(i).copied().unwrap_or(false) {
+                // Computed inside its consumer's kernel; nothing ever reads this slot.
+                slot_of.push(Slot::External(usize::MAX));
+                continue;
+            }
+            let (lowering, refs, input_words) = match fusion.trees.get(i).and_then(Option::as_ref) {
+                Some((expr, leaves)) => {
+                    let strides: Vec<Vec<usize>> = leaves
+                        .iter()
+                        .map(|(_, shape)| crate::ops::broadcast_strides(shape, node.shape()))
+                        .collect();
+                    let kernel = FusedKernel::new(expr, node.shape(), &strides);
+                    let refs: Vec<Ref> = leaves.iter().map(|(r, _)| *r).collect();
+                    let words = leaves.iter().map(|(_, shape)| numel(shape)).collect();
+                    (Lowering::kernel(kernel, leaves.len()), refs, words)
+                }
+                None => {
+                    let input_shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
+                    let words: Vec<usize> = node.0.inputs.iter().map(|t| t.numel()).collect();
+                    let lowering = node.0.op.rule().lower(&input_shapes, node.shape());
+                    (lowering, self.inputs[i].clone(), words)
+                }
+            };
+            let bindings_in: Vec<Slot> = refs.iter().map(|r| resolve(r, &slot_of)).collect();
             let mut take = |words: usize, free: &mut Vec<usize>| -> Slot {
                 let best = free
                     .iter()
@@ -335,7 +364,7 @@ impl Schedule {
                     .bindings
                     .iter()
                     .map(|b| match *b {
-                        Bind::Input(k) => node.0.inputs[k].numel(),
+                        Bind::Input(k) => input_words[k],
                         Bind::Temp(k) => temp_words[k],
                         Bind::Output(0) => node.numel(),
                         Bind::Output(k) => output_words[k - 1],
@@ -442,7 +471,9 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
         }
     }
     schedule.validate()?;
-    let key = schedule.key();
+    // The debugging modes read every node's value: their plans are not fused.
+    let fuse = !device.debug_modes().any();
+    let key = format!("{}{}", if fuse { "F;" } else { "U;" }, schedule.key());
     let plan = {
         let cached = device.plan_cache().lock().unwrap().get(&key).cloned();
         match cached {
@@ -453,7 +484,7 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
             None => {
                 Counters::add(&device.counters().plan_cache_misses, 1);
                 schedule.check_limits(&device)?;
-                let program = schedule.lower();
+                let program = schedule.lower(fuse);
                 let exec = device.backend().compile(program.clone())?;
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();
                 static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);

@@ -77,6 +77,12 @@ pub struct LaunchProfile {
     /// The source line that built the node; for a gradient node, the forward op it
     /// is the gradient of and where that was built.
     pub location: String,
+    /// The variant the backend chose for it (the GPU autotune's GEMM tile, e.g.
+    /// `128x64k8s3`: 128×64 outputs per workgroup, K slices of 8, K split in 3);
+    /// empty where the kernel has one form only.
+    pub variant: String,
+    /// Dispatches per run (2 for a split-K GEMM: the products, then their sum).
+    pub dispatches: u64,
     /// Mean time per run, in seconds.
     pub seconds: f64,
     /// Its share of the plan's time per run, in `[0, 1]`.
@@ -126,19 +132,19 @@ impl fmt::Display for PlanProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "  {:>10} {:>6} {:>8} {:>7}  {:<36} {:<12} built at",
+            "  {:>10} {:>6} {:>8} {:>7}  {:<40} {:<12} built at",
             "µs/run", "share", "GFLOP/s", "GB/s", "kernel (op)", "shape"
         )?;
         let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
         for l in &self.launches {
             writeln!(
                 f,
-                "  {:>10.1} {:>5.1}% {:>8} {:>7}  {:<36} {:<12} {}",
+                "  {:>10.1} {:>5.1}% {:>8} {:>7}  {:<40} {:<12} {}",
                 l.seconds * 1e6,
                 l.share * 100.0,
                 rate(l.gflops()),
                 rate(l.gbytes_per_second()),
-                format!("{} ({})", l.kernel, l.op),
+                format!("{} ({}) {}", l.kernel, l.op, l.variant).trim_end(),
                 format!("{:?}", l.shape),
                 l.location
             )?;
@@ -205,6 +211,7 @@ struct PlanTotals {
     clock: Clock,
     runs: u64,
     seconds: Vec<f64>,
+    variants: Vec<(String, u64)>,
 }
 
 impl Profiler {
@@ -257,6 +264,7 @@ impl Profiler {
                 seconds: vec![0.0; labels.len()],
                 labels,
                 clock: timings.clock,
+                variants: timings.variants.clone(),
                 runs: 0,
             }
         });
@@ -286,11 +294,14 @@ impl PlanTotals {
             .labels
             .iter()
             .zip(&self.seconds)
-            .map(|(label, &seconds)| LaunchProfile {
+            .enumerate()
+            .map(|(i, (label, &seconds))| LaunchProfile {
                 kernel: label.kernel.clone(),
                 op: label.op.clone(),
                 shape: label.shape.clone(),
                 location: label.location.clone(),
+                variant: self.variants.get(i).map(|v| v.0.clone()).unwrap_or_default(),
+                dispatches: self.variants.get(i).map_or(1, |v| v.1),
                 seconds: seconds / runs,
                 share: if total > 0.0 { seconds / total } else { 0.0 },
                 flops: label.cost.flops,

@@ -310,9 +310,9 @@ impl MatMulKernel {
         let MatMul { ta, tb, bias, .. } = self.op;
         let (va, vb, vo) = self.vectors();
         // An empty dimension counts as an edge: then nothing is loaded or stored.
-        let edge_m = self.m % tile.rows() != 0 || self.m == 0;
-        let edge_n = self.n % tile.cols() != 0 || self.n == 0;
-        let edge_k = self.k % tile.bk != 0;
+        let edge_m = !self.m.is_multiple_of(tile.rows()) || self.m == 0;
+        let edge_n = !self.n.is_multiple_of(tile.cols()) || self.n == 0;
+        let edge_k = !self.k.is_multiple_of(tile.bk);
         let Tile { wx, wy, tm, tn, bk } = tile;
         let mut defs = format!(
             "const TA: bool = {ta};\nconst TB: bool = {tb};\nconst EDGE_K: bool = {edge_k};\n\

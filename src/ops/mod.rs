@@ -18,6 +18,7 @@
 pub(crate) mod copy;
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
+pub(crate) mod fused;
 pub(crate) mod gather;
 pub(crate) mod gru;
 pub(crate) mod kernel;
