@@ -324,6 +324,86 @@ fn pipeline_cache_child() {
     println!("values: {:?}", y.to_vec().unwrap());
 }
 
+/// The GPU autotune times the GEMM tiles of a product worth timing once, writes its
+/// choice to `tune-<adapter>.txt` in `$WGNN_CACHE_DIR`, and a later process runs the
+/// tile the file names without timing again (the file is edited here to name
+/// another tile, which the later process must then run, with the same bits: every
+/// tile gives the same values). `WGNN_AUTOTUNE=0` runs the default tile and writes
+/// no file. Each run is a child process (`autotune_child`).
+#[test]
+fn the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wgnn-autotune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |autotune: bool| {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "autotune_child", "--nocapture", "--test-threads=1"])
+            .env("WGNN_AUTOTUNE_CHILD", "1")
+            .env("WGNN_CACHE_DIR", &dir)
+            .env("WGNN_AUTOTUNE", if autotune { "1" } else { "0" })
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let field = |name: &str| {
+            let line = stdout.split(name).nth(1).and_then(|rest| rest.lines().next());
+            line.unwrap_or_else(|| panic!("no {name} in {stdout}")).to_string()
+        };
+        (field("variant: "), field("values: "))
+    };
+    let tune_files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("tune-"))
+            .collect()
+    };
+    let (untuned, values) = run(false);
+    assert!(tune_files().is_empty(), "WGNN_AUTOTUNE=0 wrote {:?}", tune_files());
+    let (chosen, tuned_values) = run(true);
+    assert_eq!(tuned_values, values, "the timed tile computed other values");
+    let files = tune_files();
+    assert_eq!(files.len(), 1, "one choice file per adapter: {files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("matmul nn m256 k512 n256"))
+        .unwrap_or_else(|| panic!("no choice for the product in {text}"));
+    assert_eq!(line.split('\t').nth(1), Some(chosen.as_str()), "{text}");
+    // Name another tile: the next process must run it, with the same bits.
+    let other = ["32x32k16", "64x64k16"].into_iter().find(|t| *t != chosen).unwrap();
+    std::fs::write(&files[0], text.replace(&format!("\t{chosen}"), &format!("\t{other}"))).unwrap();
+    assert_eq!(run(true), (other.to_string(), values));
+    assert!(!untuned.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The child of `the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process`;
+/// does nothing unless that test started it.
+#[test]
+fn autotune_child() {
+    if std::env::var_os("WGNN_AUTOTUNE_CHILD").is_none() {
+        return;
+    }
+    let dev = Device::gpu().unwrap();
+    dev.set_profile(true);
+    let a = Tensor::randn(&[256, 512], 1, &dev).unwrap();
+    let b = Tensor::randn(&[512, 256], 2, &dev).unwrap();
+    let y = a.matmul(&b);
+    let bits: Vec<u32> = y.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();
+    let report = dev.profile_report();
+    let launch = report.plans[0].launches.iter().find(|l| l.kernel == "matmul").unwrap();
+    println!("variant: {}", launch.variant);
+    println!("values: {:x}", bits.iter().fold(0u64, |h, &b| h.rotate_left(5) ^ b as u64));
+}
+
 /// Linear(4, 8), Tanh, Linear(8, 3) with fixed weights (no draw from the seed).
 fn fixed_model(dev: &Device) -> Sequential {
     let model = Sequential::new()
