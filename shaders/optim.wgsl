@@ -1,58 +1,64 @@
-// Fused in-place optimizer updates with torch.optim semantics. in0: grad; in1: the
-// step's coefficients (UpdateKind::coefficients in src/ops/optim.rs, computed on the
-// host in f64). out0: the parameter, then its state.
+// Fused in-place optimizer updates with torch.optim semantics, several parameters per
+// launch (multi-tensor apply). in1: the step's coefficients (UpdateKind::coefficients
+// in src/ops/optim.rs, computed on the host in f64); in0, in2, in3, …: the gradients
+// of parameters 0, 1, 2, …; out…: each parameter, then its state. The generated
+// `update_at(i)` finds the parameter that element i of the launch belongs to and
+// applies the step function below to its words.
 
-//#kernel sgd
-// in1: lr, momentum, 1 - dampening, weight_decay, nesterov, first step.
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_id(gid, groups);
-    if (i >= params.n) { return; }
-    let g = in0[i] + in1[3] * out0[i];
-    out0[i] = out0[i] - in1[0] * g;
+// SGD: in1 = lr, momentum, 1 - dampening, weight_decay, nesterov, first step.
+fn sgd_step(grad: f32, param: f32) -> f32 {
+    let g = grad + in1[3] * param;
+    return param - in1[0] * g;
 }
 
-//#kernel sgd_momentum
-// out1: momentum buffer.
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_id(gid, groups);
-    if (i >= params.n) { return; }
+// SGD with a momentum buffer: the new parameter and buffer.
+fn sgd_momentum_step(grad: f32, param: f32, buffer: f32) -> vec2<f32> {
     let lr = in1[0];
     let momentum = in1[1];
-    var g = in0[i] + in1[3] * out0[i];
+    var g = grad + in1[3] * param;
     var buf = g;
     if (in1[5] == 0.0) {
-        buf = momentum * out1[i] + in1[2] * g;
+        buf = momentum * buffer + in1[2] * g;
     }
-    out1[i] = buf;
     if (in1[4] != 0.0) {
         g = g + momentum * buf;
     } else {
         g = buf;
     }
-    out0[i] = out0[i] - lr * g;
+    return vec2<f32>(param - lr * g, buf);
 }
 
-//#kernel adam
-// in1: 1 - beta1, beta2, 1 - beta2, eps, weight_decay, 1 - lr * weight_decay,
-// -lr / (1 - beta1^t), sqrt(1 - beta2^t); out1: m, out2: v. PyTorch's order of
-// operations (see `adam` in src/ops/optim.rs).
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_id(gid, groups);
-    if (i >= params.n) { return; }
-    var param = out0[i];
-    var g = in0[i];
+// Adam / AdamW: in1 = 1 - beta1, beta2, 1 - beta2, eps, weight_decay,
+// 1 - lr * weight_decay, -lr / (1 - beta1^t), sqrt(1 - beta2^t). PyTorch's order of
+// operations (see `adam` in src/ops/optim.rs). The new parameter, m and v.
+fn adam_step(grad: f32, param_in: f32, m_in: f32, v_in: f32) -> vec3<f32> {
+    var param = param_in;
+    var g = grad;
     if (DECOUPLED) {
         param = param * in1[5];
     } else {
         g = g + in1[4] * param;
     }
-    let m = out1[i] + in1[0] * (g - out1[i]);
-    let v = out2[i] * in1[1] + in1[2] * g * g;
-    out1[i] = m;
-    out2[i] = v;
+    let m = m_in + in1[0] * (g - m_in);
+    let v = v_in * in1[1] + in1[2] * g * g;
     let denom = sqrt(v) / in1[7] + in1[3];
-    out0[i] = param + in1[6] * m / denom;
+    return vec3<f32>(param + in1[6] * m / denom, m, v);
+}
+
+//#kernel sgd
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_at(flat_id(gid, groups));
+}
+
+//#kernel sgd_momentum
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_at(flat_id(gid, groups));
+}
+
+//#kernel adam
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_at(flat_id(gid, groups));
 }

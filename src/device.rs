@@ -45,6 +45,10 @@ pub struct DeviceInfo {
     pub max_compute_invocations_per_workgroup: u32,
     /// Workgroups per dispatch dimension (wgpu's limit of that name).
     pub max_compute_workgroups_per_dimension: u32,
+    /// Most storage buffers one kernel binds (wgpu's
+    /// `max_storage_buffers_per_shader_stage`; unbounded on the CPU): it sets how many
+    /// parameters one optimizer launch updates.
+    pub max_storage_buffers_per_shader_stage: u32,
 }
 
 impl std::fmt::Display for DeviceInfo {

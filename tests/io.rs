@@ -401,7 +401,10 @@ fn autotune_child() {
     let report = dev.profile_report();
     let launch = report.plans[0].launches.iter().find(|l| l.kernel == "matmul").unwrap();
     println!("variant: {}", launch.variant);
-    println!("values: {:x}", bits.iter().fold(0u64, |h, &b| h.rotate_left(5) ^ b as u64));
+    println!(
+        "values: {:x}",
+        bits.iter().fold(0u64, |h, &b| h.rotate_left(5) ^ b as u64)
+    );
 }
 
 /// Linear(4, 8), Tanh, Linear(8, 3) with fixed weights (no draw from the seed).

@@ -42,6 +42,67 @@ device_tests!(
     a_profiled_training_step_times_each_launch_and_changes_no_result,
 );
 
+/// Multi-tensor apply: a step of a model with six parameters updates all of them in
+/// as few launches as the device can bind (each parameter binds its gradient, itself
+/// and its state, the coefficients are shared: `(max_storage_buffers − 1) / (2 +
+/// state)` parameters per launch, one launch on the CPU), for plain SGD, SGD with
+/// momentum and Adam; three steps on the GPU end where three on the CPU do.
+#[test]
+fn an_optimizer_step_updates_many_parameters_per_launch_with_the_cpus_values() {
+    let _serial = serial();
+    let run = |dev: &Device, which: usize| {
+        let dev = common::private(dev);
+        wgnn::manual_seed(3);
+        let model = Sequential::new()
+            .add(Linear::new(5, 7, &dev))
+            .add(nn::Tanh)
+            .add(Linear::new(7, 6, &dev))
+            .add(nn::Tanh)
+            .add(Linear::new(6, 2, &dev));
+        let params = model.parameters();
+        let (mut opt, state): (Box<dyn Optimizer>, usize) = match which {
+            0 => (Box::new(Sgd::new(params, SgdConfig::default())), 0),
+            1 => {
+                let config = SgdConfig {
+                    momentum: 0.9,
+                    ..SgdConfig::default()
+                };
+                (Box::new(Sgd::new(params, config)), 1)
+            }
+            _ => (Box::new(Adam::new(params, AdamConfig::default())), 2),
+        };
+        let x = Tensor::from_vec((0..20).map(|i| (i as f32 * 0.37).sin()).collect(), &[4, 5], &dev).unwrap();
+        let y = Tensor::from_labels(&[0, 1, 1, 0], &dev).unwrap();
+        dev.set_profile(true);
+        for _ in 0..3 {
+            let loss = nn::loss::cross_entropy(&model.forward(&x), &y);
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        let report = dev.profile_report();
+        let kernel = ["sgd", "sgd_momentum", "adam"][which];
+        let launches = report.plans[0].launches.iter().filter(|l| l.kernel == kernel).count();
+        let bindings = dev.info().max_storage_buffers_per_shader_stage as usize;
+        let per_launch = ((bindings - 1) / (2 + state)).clamp(1, 32);
+        assert_eq!(
+            launches,
+            6usize.div_ceil(per_launch),
+            "{dev}: {kernel} launches per step"
+        );
+        let weights: Vec<f32> = model.parameters().iter().flat_map(|p| p.to_vec().unwrap()).collect();
+        weights
+    };
+    for which in 0..3 {
+        let cpu = run(&Device::cpu(), which);
+        if let Some(gpu) = common::gpu() {
+            let g = run(&gpu, which);
+            assert!(
+                common::max_rel_diff(&g, &cpu) < 1e-5,
+                "optimizer {which}: GPU and CPU differ"
+            );
+        }
+    }
+}
+
 /// The MNIST subset, split once (train 4000, test 1000) and parsed once per test
 /// binary: the per-device tests would otherwise each parse the file again.
 fn mnist_subset() -> (Dataset, Dataset) {

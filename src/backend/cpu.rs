@@ -64,6 +64,7 @@ impl super::Backend for CpuBackend {
             max_compute_workgroup_storage_size: 0,
             max_compute_invocations_per_workgroup: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             max_compute_workgroups_per_dimension: u32::MAX,
+            max_storage_buffers_per_shader_stage: u32::MAX,
         }
     }
 

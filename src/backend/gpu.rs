@@ -196,6 +196,7 @@ impl GpuBackend {
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
         };
         let tune = TuneCache::open(&format!("{} {} {}", info.name, info.backend, info.driver));
         let faults = Arc::new(Faults::default());

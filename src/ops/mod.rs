@@ -38,7 +38,7 @@ pub use gather::{IndexSelect, ScatterAddRows};
 pub use gru::{GruCell, GruCellGrad};
 pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
-pub use optim::UpdateKind;
+pub use optim::{UpdateKind, UpdateMany};
 pub use reduce::{ArgMax, MaxWithIndices, Reduce, ReduceKind};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 
@@ -94,6 +94,10 @@ pub enum Op {
     /// coefficients, then the buffers written in place: param and its state (one or
     /// two buffers).
     Update(UpdateKind),
+    /// In-place optimizer updates of several parameters in one launch (multi-tensor
+    /// apply); inputs: gradient 0, coefficients, gradients 1…, then each parameter
+    /// followed by its state buffers.
+    UpdateMany(UpdateMany),
     /// Inverted dropout with a counter-based mask keyed by the key input.
     Dropout(Dropout),
     /// u32 labels `[n]` to f32 one-hot rows `[n, classes]`.
@@ -136,6 +140,7 @@ impl Op {
             Op::CrossEntropyRows(x) => x,
             Op::CrossEntropyRowsGrad(x) => x,
             Op::Update(u) => u,
+            Op::UpdateMany(u) => u,
             Op::Dropout(d) => d,
             Op::OneHot(o) => o,
             Op::LstmCell(l) => l,

@@ -76,14 +76,14 @@ impl UpdateKind {
     }
 }
 
+/// One parameter: [`UpdateMany`] of one.
 impl Rule for UpdateKind {
     fn name(&self) -> &'static str {
         "optimizer_update"
     }
     // Inputs: grad, coefficients, then the written param and state buffers.
-    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
-        let n = inputs[0].iter().product();
-        Lowering::in_place(UpdateKernel { kind: *self, n }, inputs.len())
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        UpdateMany { kind: *self, params: 1 }.lower(inputs, out)
     }
     fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
         vec![None; inputs.len()]
@@ -93,62 +93,140 @@ impl Rule for UpdateKind {
     }
 }
 
-/// reads [grad, coefficients], writes [param, state…]
+/// The updates of `params` parameters in one launch. Inputs: gradient 0, the
+/// coefficients, gradients 1…, then each parameter followed by its state buffers
+/// (so one parameter is exactly an [`Op::Update`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UpdateMany {
+    /// The rule, the same for every parameter.
+    pub kind: UpdateKind,
+    /// How many parameters.
+    pub params: usize,
+}
+
+impl UpdateKind {
+    /// State buffers per parameter.
+    pub(crate) fn state_buffers(&self) -> usize {
+        match self {
+            UpdateKind::Sgd { momentum } => *momentum as usize,
+            UpdateKind::Adam { .. } => 2,
+        }
+    }
+}
+
+impl Rule for UpdateMany {
+    fn name(&self) -> &'static str {
+        "optimizer_update"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        let k = self.params;
+        let grad = |j: usize| if j == 0 { 0 } else { j + 1 };
+        let sizes = (0..k).map(|j| inputs[grad(j)].iter().product()).collect();
+        Lowering::in_place(UpdateKernel { kind: self.kind, sizes }, inputs.len())
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        vec![None; inputs.len()]
+    }
+    fn in_place_from(&self) -> Option<usize> {
+        Some(self.params + 1)
+    }
+}
+
+/// reads [grad 0, coefficients, grad 1…], writes [param 0, state 0…, param 1, …]
 #[derive(Debug)]
 struct UpdateKernel {
     kind: UpdateKind,
-    n: usize,
+    /// Words of each parameter.
+    sizes: Vec<usize>,
 }
 
 impl Kernel for UpdateKernel {
     fn reads(&self) -> usize {
-        2
+        self.sizes.len() + 1
     }
 
     /// The same operations in the same order as the WGSL kernel and as PyTorch's
-    /// single-tensor (CPU) path.
+    /// single-tensor (CPU) path, one parameter after the other.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (n, grad, c) = (self.n, x[0], x[1]);
-        match self.kind {
-            UpdateKind::Sgd { momentum: false } => {
-                let (lr, wd) = (c[0], c[3]);
-                for (p, &g) in out[0][..n].iter_mut().zip(&grad[..n]) {
-                    *p -= lr * (g + wd * *p);
+        let c = x[1];
+        let per = 1 + self.kind.state_buffers();
+        for (j, (&n, out)) in self.sizes.iter().zip(out.chunks_mut(per)).enumerate() {
+            let grad = &x[if j == 0 { 0 } else { j + 1 }][..n];
+            match self.kind {
+                UpdateKind::Sgd { momentum: false } => {
+                    let (lr, wd) = (c[0], c[3]);
+                    for (p, &g) in out[0][..n].iter_mut().zip(grad) {
+                        *p -= lr * (g + wd * *p);
+                    }
                 }
-            }
-            UpdateKind::Sgd { momentum: true } => {
-                let (lr, momentum, undamped, wd, nesterov, first) = (c[0], c[1], c[2], c[3], c[4] != 0.0, c[5] != 0.0);
-                let [param, buf] = out else {
-                    unreachable!("sgd with momentum writes param, buf")
-                };
-                for ((p, b), &g) in param[..n].iter_mut().zip(buf[..n].iter_mut()).zip(&grad[..n]) {
-                    let g = g + wd * *p;
-                    *b = if first { g } else { momentum * *b + undamped * g };
-                    *p -= lr * if nesterov { g + momentum * *b } else { *b };
+                UpdateKind::Sgd { momentum: true } => {
+                    let (lr, momentum, undamped, wd, nesterov, first) =
+                        (c[0], c[1], c[2], c[3], c[4] != 0.0, c[5] != 0.0);
+                    let [param, buf] = out else {
+                        unreachable!("sgd with momentum writes param, buf")
+                    };
+                    for ((p, b), &g) in param[..n].iter_mut().zip(buf[..n].iter_mut()).zip(grad) {
+                        let g = g + wd * *p;
+                        *b = if first { g } else { momentum * *b + undamped * g };
+                        *p -= lr * if nesterov { g + momentum * *b } else { *b };
+                    }
                 }
-            }
-            UpdateKind::Adam { decoupled } => {
-                let [param, m, v] = out else {
-                    unreachable!("adam writes param, m, v")
-                };
-                let (param, m, v) = (&mut param[..n], &mut m[..n], &mut v[..n]);
-                if decoupled {
-                    adam::<true>(c, &grad[..n], param, m, v)
-                } else {
-                    adam::<false>(c, &grad[..n], param, m, v)
+                UpdateKind::Adam { decoupled } => {
+                    let [param, m, v] = out else {
+                        unreachable!("adam writes param, m, v")
+                    };
+                    let (param, m, v) = (&mut param[..n], &mut m[..n], &mut v[..n]);
+                    if decoupled {
+                        adam::<true>(c, grad, param, m, v)
+                    } else {
+                        adam::<false>(c, grad, param, m, v)
+                    }
                 }
             }
         }
     }
 
+    /// `update_at(i)`: the parameter element i belongs to (ranges of the launch in
+    /// parameter order, baked in as constants), its words through the step function.
     fn wgsl(&self) -> Wgsl {
-        let u = Uniforms::new().u32("n", self.n);
-        let (entry, defs) = match self.kind {
-            UpdateKind::Sgd { momentum: false } => ("sgd", String::new()),
-            UpdateKind::Sgd { momentum: true } => ("sgd_momentum", String::new()),
-            UpdateKind::Adam { decoupled } => ("adam", format!("const DECOUPLED: bool = {decoupled};\n")),
+        let total: usize = self.sizes.iter().sum();
+        let u = Uniforms::new().u32("n", total);
+        let (entry, decoupled) = match self.kind {
+            UpdateKind::Sgd { momentum: false } => ("sgd", false),
+            UpdateKind::Sgd { momentum: true } => ("sgd_momentum", false),
+            UpdateKind::Adam { decoupled } => ("adam", decoupled),
         };
-        Wgsl::new(SHADER, entry, u, Grid::Threads(self.n)).defs(defs)
+        let mut defs = format!("const DECOUPLED: bool = {decoupled};\n");
+        let per = 1 + self.kind.state_buffers();
+        defs += "fn update_at(i: u32) {\n";
+        let mut start = 0;
+        for (j, &n) in self.sizes.iter().enumerate() {
+            let g = if j == 0 { 0 } else { j + 1 };
+            let o = j * per;
+            let body = match self.kind {
+                UpdateKind::Sgd { momentum: false } => format!("out{o}[w] = sgd_step(in{g}[w], out{o}[w]);"),
+                UpdateKind::Sgd { momentum: true } => format!(
+                    "let r = sgd_momentum_step(in{g}[w], out{o}[w], out{}[w]); out{o}[w] = r.x; out{}[w] = r.y;",
+                    o + 1,
+                    o + 1
+                ),
+                UpdateKind::Adam { .. } => format!(
+                    "let r = adam_step(in{g}[w], out{o}[w], out{m}[w], out{v}[w]); \
+                     out{o}[w] = r.x; out{m}[w] = r.y; out{v}[w] = r.z;",
+                    m = o + 1,
+                    v = o + 2
+                ),
+            };
+            defs += &format!(
+                "    if (i < {end}u) {{ let w = i - {start}u; {body} return; }}\n",
+                end = start + n
+            );
+            start += n;
+        }
+        defs += "}\n";
+        // Indices: element w < n_j of parameter j, whose buffers hold n_j words;
+        // coefficients 0..8.
+        Wgsl::new(SHADER, entry, u, Grid::Threads(total)).defs(defs).in_bounds()
     }
 }
 
@@ -173,18 +251,30 @@ fn adam<const DECOUPLED: bool>(c: &[f32], grad: &[f32], param: &mut [f32], m: &m
 }
 
 impl Tensor {
-    /// An in-place update of `param` and its `state` buffers from `grad`, reading the
-    /// step's coefficients ([`UpdateKind::coefficients`]) from a device buffer. It
-    /// runs last in its plan (`plan::realize`'s updates).
-    pub(crate) fn optimizer_update(
+    /// The in-place updates of several parameters (each with its gradient and state
+    /// buffers), reading the step's coefficients ([`UpdateKind::coefficients`]) from
+    /// a device buffer, as one node: one launch (multi-tensor apply). It runs last in
+    /// its plan (`plan::realize`'s updates).
+    pub(crate) fn optimizer_update_many(
         kind: UpdateKind,
-        grad: &Tensor,
         coefficients: &Tensor,
-        param: &Tensor,
-        state: &[Tensor],
+        group: &[(&Tensor, &Tensor, &[Tensor])],
     ) -> Tensor {
-        let mut inputs = vec![grad.clone(), coefficients.clone(), param.clone()];
-        inputs.extend(state.iter().cloned());
-        Tensor::from_node(Op::Update(kind), inputs, vec![], DType::F32)
+        let mut inputs: Vec<Tensor> = Vec::new();
+        for (j, (grad, _, _)) in group.iter().enumerate() {
+            inputs.push((*grad).clone());
+            if j == 0 {
+                inputs.push(coefficients.clone());
+            }
+        }
+        for (_, param, state) in group {
+            inputs.push((*param).clone());
+            inputs.extend(state.iter().cloned());
+        }
+        let op = UpdateMany {
+            kind,
+            params: group.len(),
+        };
+        Tensor::from_node(Op::UpdateMany(op), inputs, vec![], DType::F32)
     }
 }

@@ -148,6 +148,9 @@ impl Default for AdamConfig {
     }
 }
 
+/// Most parameters one update launch takes (keeps its generated kernel short).
+const MAX_PARAMS_PER_LAUNCH: usize = 32;
+
 /// Shared machinery: parameters, their device-resident state, the settings and the
 /// number of steps taken.
 struct Core {
@@ -204,7 +207,7 @@ impl Core {
             r.uploaded = coefficients;
         }
         let r = self.resident.as_ref().unwrap();
-        let mut updates = Vec::new();
+        let mut group = Vec::new();
         for (param, state) in self.params.iter().zip(&r.state) {
             let Some(grad) = grads.get(param) else { continue };
             if grad.shape() != param.shape() {
@@ -214,11 +217,19 @@ impl Core {
                     got: grad.shape().to_vec(),
                 });
             }
-            updates.push(Tensor::optimizer_update(self.kind, grad, &r.coefficients, param, state));
+            group.push((grad, param, state.as_slice()));
         }
-        if updates.is_empty() {
+        if group.is_empty() {
             return Ok(());
         }
+        // As many parameters per launch as the device can bind: each brings its
+        // gradient, itself and its state; the coefficients are shared.
+        let bindings = device.info().max_storage_buffers_per_shader_stage as usize;
+        let per_launch = (bindings.saturating_sub(1) / (2 + self.state_buffers)).clamp(1, MAX_PARAMS_PER_LAUNCH);
+        let updates: Vec<Tensor> = group
+            .chunks(per_launch)
+            .map(|chunk| Tensor::optimizer_update_many(self.kind, &r.coefficients, chunk))
+            .collect();
         // The loss is computed in the same plan (before the updates overwrite the
         // parameters it reads).
         plan::realize(&grads.step_roots(), &updates)?;
