@@ -42,6 +42,47 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     if (lid.x == 0u && live) { out0[w] = partial[0]; }
 }
 
+//#kernel reduce_rows_subgroups
+// reduce_rows with subgroup operations (adapters with SUBGROUP): each subgroup
+// combines its invocations' partial results, then invocation 0 combines the
+// subgroups' results in subgroup order.
+var<workgroup> partial: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(subgroup_id) subgroup: u32,
+    @builtin(num_subgroups) subgroups: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let w = wid.x + wid.y * groups.x;
+    let len = params.len;
+    let chunk = params.chunk;
+    let chunks = params.chunks;
+    let live = w < params.outer * chunks;
+    var acc = identity();
+    if (live) {
+        let row = w / chunks;
+        let start = (w % chunks) * chunk;
+        let end = min(start + chunk, len);
+        for (var j = start + lid.x; j < end; j += 256u) {
+            acc = combine(acc, in0[row * len + j]);
+        }
+    }
+    var total: f32;
+    if (IS_MAX) { total = subgroupMax(acc); } else { total = subgroupAdd(acc); }
+    if (lane == 0u) { partial[subgroup] = total; }
+    workgroupBarrier();
+    if (lid.x == 0u && live) {
+        var all = partial[0];
+        for (var s = 1u; s < subgroups; s++) {
+            all = combine(all, partial[s]);
+        }
+        out0[w] = all;
+    }
+}
+
 //#kernel reduce_cols
 // inner > 1: one invocation per output, looping over len.
 @compute @workgroup_size(256)

@@ -111,6 +111,9 @@ pub struct GpuOptions {
     pub max_storage_buffer_binding_size: Option<u64>,
     /// Lowers `max_buffer_size` (bytes) to this, if below the adapter's.
     pub max_buffer_size: Option<u64>,
+    /// Never use subgroup operations, even where the adapter has `SUBGROUP`
+    /// (reductions then combine through workgroup memory only).
+    pub disable_subgroups: bool,
 }
 
 /// Tolerance of shadow mode: a GPU value `g` and its CPU reference `c` agree when

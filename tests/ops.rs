@@ -158,6 +158,61 @@ fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
     gpu.debug_kernel_variant(None);
 }
 
+/// Row reductions take the subgroup path where the adapter has `SUBGROUP` (lavapipe
+/// has it) and the workgroup-memory tree where it has not or where
+/// `GpuOptions::disable_subgroups` says so: both match the CPU, sums and maxima,
+/// short rows and rows long enough to be split into chunks, and each repeats its
+/// bits from run to run.
+#[test]
+fn row_reductions_match_the_cpu_with_and_without_subgroups() {
+    let Some(shared) = gpu() else { return };
+    let with = private(&shared);
+    let without = Device::gpu_with(&wgnn::GpuOptions {
+        backends: shared.info().backend.to_lowercase(),
+        disable_subgroups: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let cpu = Device::cpu();
+    let mut paths = Vec::new();
+    for dev in [&with, &without] {
+        dev.set_profile(true);
+        for n in [1, 7, 33, 129, 1000, 70_000] {
+            for max in [false, true] {
+                let run = |d: &Device| {
+                    let x = Tensor::randn(&[3, n], 11, d).unwrap();
+                    let r = if max {
+                        x.max_axis(1, false)
+                    } else {
+                        x.sum_axis(1, false)
+                    };
+                    r.to_vec().unwrap()
+                };
+                let (got, want) = (run(dev), run(&cpu));
+                let tol = if max { 0.0 } else { 1e-4 * (n as f32).sqrt() };
+                assert!(
+                    max_rel_diff(&got, &want) <= tol,
+                    "{dev}: n {n} max {max}: {got:?} vs {want:?}"
+                );
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&run(dev)), bits(&got), "{dev}: n {n}: another run gave other bits");
+            }
+        }
+        let report = dev.profile_report();
+        let launches = report.plans.iter().flat_map(|p| &p.launches);
+        let rows: Vec<&str> = launches
+            .filter(|l| l.kernel.starts_with("reduce_rows"))
+            .map(|l| l.variant.as_str())
+            .collect();
+        assert!(!rows.is_empty(), "{dev}: no row reduction ran");
+        paths.push(rows.iter().all(|v| *v == "subgroups"));
+    }
+    assert!(!paths[1], "disable_subgroups: the plain path must run");
+    if shared.info().name.contains("llvmpipe") {
+        assert!(paths[0], "lavapipe has SUBGROUP: the subgroup path must run");
+    }
+}
+
 #[test]
 fn cross_entropy_matches_between_cpu_and_gpu() {
     let Some(gpu) = gpu() else { return };

@@ -65,6 +65,8 @@ struct Shared {
     max_uniform_bytes: u64,
     /// Whether the device has timestamp queries (the profiler's clock).
     timestamps: bool,
+    /// Whether kernels may use subgroup operations.
+    subgroups: bool,
     /// The driver's compiled kernels, kept on disk across processes.
     disk_cache: Option<DiskCache>,
     /// The autotune's choices of kernel variants.
@@ -174,7 +176,11 @@ impl GpuBackend {
                 ..Default::default()
             })
         };
-        let optional = (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | DiskCache::feature(&adapter);
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        if !options.disable_subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        let optional = (adapter.features() & wanted) | DiskCache::feature(&adapter);
         let made = match request(optional).await {
             Err(_) if !optional.is_empty() => request(wgpu::Features::empty()).await,
             made => made,
@@ -184,6 +190,7 @@ impl GpuBackend {
             reason: e.to_string(),
         })?;
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
         let disk_cache = DiskCache::open(&device, &a);
         let info = DeviceInfo {
             kind: DeviceKind::Gpu,
@@ -228,6 +235,7 @@ impl GpuBackend {
             forced: Mutex::new(None),
             max_uniform_bytes: limits.max_uniform_buffer_binding_size as u64,
             timestamps,
+            subgroups,
             disk_cache,
             tune,
         })))
@@ -810,9 +818,19 @@ impl GpuBackend {
         let mut build = |step: &Step| -> Result<GpuStep> {
             let reads = step.kernel.reads();
             let mut writes = step.bindings.len() - reads;
-            let variant = match step.kernel.tune() {
-                Some(tune) => s.choose(tune, step)?,
-                None => Variant {
+            let subgroup_form = if s.subgroups {
+                step.kernel.wgsl_subgroups()
+            } else {
+                None
+            };
+            let variant = match (step.kernel.tune(), subgroup_form) {
+                (Some(tune), _) => s.choose(tune, step)?,
+                (None, Some(w)) => Variant {
+                    name: "subgroups".into(),
+                    passes: vec![w],
+                    scratch: 0,
+                },
+                (None, None) => Variant {
                     name: String::new(),
                     passes: vec![step.kernel.wgsl()],
                     scratch: 0,

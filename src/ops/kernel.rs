@@ -28,6 +28,14 @@ pub(crate) trait Kernel: fmt::Debug + Send + Sync {
         Cost::moved(words)
     }
 
+    /// The launch written with subgroup operations, for adapters that have them
+    /// (wgpu's `SUBGROUP`); `None` (the default): [`Kernel::wgsl`] everywhere. Its
+    /// results may round differently from the plain launch's, but they are the same
+    /// on every run on one adapter.
+    fn wgsl_subgroups(&self) -> Option<Wgsl> {
+        None
+    }
+
     /// Other ways to run this launch on the GPU, for the GPU backend to time once
     /// per adapter and shape class and keep the fastest (`src/backend/tune_cache.rs`).
     /// Every variant must give the same bits: the choice depends on timing, the

@@ -252,6 +252,15 @@ impl Kernel for ReduceRows {
         Wgsl::new(SHADER, "reduce_rows", u, Grid::Groups(self.outer * chunks))
             .defs(format!("const IS_MAX: bool = {};\n", self.kind == ReduceKind::Max))
     }
+
+    /// The same partial results per invocation, combined by `subgroupAdd` /
+    /// `subgroupMax` within each subgroup and then, in subgroup order, by one
+    /// invocation: no tree of barriers through workgroup memory.
+    fn wgsl_subgroups(&self) -> Option<Wgsl> {
+        let mut w = self.wgsl();
+        w.entry = "reduce_rows_subgroups";
+        Some(w)
+    }
 }
 
 /// reads [x] viewed as [outer, len, inner], writes [outer, inner]: one invocation per
