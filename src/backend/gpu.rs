@@ -177,7 +177,9 @@ impl GpuBackend {
             })
         };
         let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
-        if !options.disable_subgroups {
+        // In a browser a subgroup kernel would need `enable subgroups;`, which naga
+        // does not parse yet: the plain kernels run there.
+        if !options.disable_subgroups && !cfg!(target_arch = "wasm32") {
             wanted |= wgpu::Features::SUBGROUP;
         }
         let optional = (adapter.features() & wanted) | DiskCache::feature(&adapter);
