@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
-use super::elementwise::sigmoid;
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -96,33 +96,45 @@ impl Kernel for GruKernel {
         3 + self.backward as usize
     }
 
+    /// Row by row: r and z over whole slices (vectorized sigmoid, `vmath.rs`),
+    /// then n (vectorized tanh) and the rest per unit, in the order of the WGSL
+    /// kernel.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let hidden = self.hidden;
+        let h = self.hidden;
+        let (xg, hg) = (x[0], x[1]);
+        let mut rz = vec![0f32; 2 * h];
+        let mut n = vec![0f32; h];
         for b in 0..self.batch {
-            for j in 0..hidden {
-                let u = b * hidden + j;
-                let at = |k: usize| b * 3 * hidden + k * hidden + j;
-                let (xg, hg) = (x[0], x[1]);
-                let r = sigmoid(xg[at(0)] + hg[at(0)]);
-                let z = sigmoid(xg[at(1)] + hg[at(1)]);
-                let hn = hg[at(2)];
-                let n = (xg[at(2)] + r * hn).tanh();
-                let h_prev = x[2][u];
-                if !self.backward {
-                    out[0][u] = (1.0 - z) * n + z * h_prev;
-                    continue;
+            let row = b * 3 * h;
+            for (k, a) in rz.iter_mut().enumerate() {
+                *a = xg[row + k] + hg[row + k];
+            }
+            vmath::sigmoid_in_place(&mut rz);
+            let (r, z) = rz.split_at(h);
+            let hn = &hg[row + 2 * h..row + 3 * h];
+            for j in 0..h {
+                n[j] = xg[row + 2 * h + j] + r[j] * hn[j];
+            }
+            vmath::tanh_in_place(&mut n);
+            let h_prev = &x[2][b * h..(b + 1) * h];
+            if !self.backward {
+                for j in 0..h {
+                    out[0][b * h + j] = (1.0 - z[j]) * n[j] + z[j] * h_prev[j];
                 }
-                let g = x[3][u];
-                let dn = g * (1.0 - z) * (1.0 - n * n);
-                let dr = dn * hn * r * (1.0 - r);
-                let dz = g * (h_prev - n) * z * (1.0 - z);
-                out[0][at(0)] = dr;
-                out[0][at(1)] = dz;
-                out[0][at(2)] = dn;
-                out[1][at(0)] = dr;
-                out[1][at(1)] = dz;
-                out[1][at(2)] = dn * r;
-                out[2][u] = g * z;
+                continue;
+            }
+            let g = &x[3][b * h..(b + 1) * h];
+            for j in 0..h {
+                let dn = g[j] * (1.0 - z[j]) * (1.0 - n[j] * n[j]);
+                let dr = dn * hn[j] * r[j] * (1.0 - r[j]);
+                let dz = g[j] * (h_prev[j] - n[j]) * z[j] * (1.0 - z[j]);
+                out[0][row + j] = dr;
+                out[0][row + h + j] = dz;
+                out[0][row + 2 * h + j] = dn;
+                out[1][row + j] = dr;
+                out[1][row + h + j] = dz;
+                out[1][row + 2 * h + j] = dn * r[j];
+                out[2][b * h + j] = g[j] * z[j];
             }
         }
     }

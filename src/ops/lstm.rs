@@ -12,8 +12,8 @@
 //! gradients), written by one kernel. The backward recomputes the gates from `a`
 //! (cheaper than storing them). No second derivative: the backward op has none.
 
-use super::elementwise::sigmoid;
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -111,13 +111,6 @@ struct LstmKernel {
     backward: bool,
 }
 
-/// The gates i, f, g, o of unit `j` of row `b`.
-#[inline]
-fn gates(xg: &[f32], hg: &[f32], b: usize, j: usize, hidden: usize) -> [f32; 4] {
-    let a = |k: usize| xg[b * 4 * hidden + k * hidden + j] + hg[b * 4 * hidden + k * hidden + j];
-    [sigmoid(a(0)), sigmoid(a(1)), a(2).tanh(), sigmoid(a(3))]
-}
-
 impl Kernel for LstmKernel {
     fn reads(&self) -> usize {
         if self.backward {
@@ -127,28 +120,46 @@ impl Kernel for LstmKernel {
         }
     }
 
+    /// Row by row: the four gates' activations over whole slices (vectorized
+    /// sigmoid and tanh, `vmath.rs`), then the cell arithmetic per unit, in the
+    /// order of the WGSL kernel.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let hidden = self.hidden;
+        let h = self.hidden;
+        let mut act = vec![0f32; 4 * h];
+        let mut c = vec![0f32; h];
+        let mut tc = vec![0f32; h];
         for b in 0..self.batch {
-            for j in 0..hidden {
-                let u = b * hidden + j;
-                let [i, f, g, o] = gates(x[0], x[1], b, j, hidden);
-                let c_prev = x[2][u];
-                let c = f * c_prev + i * g;
-                let tc = c.tanh();
-                if !self.backward {
-                    out[0][u] = o * tc;
-                    out[1][u] = c;
-                    continue;
+            let rows = b * 4 * h..(b + 1) * 4 * h;
+            for ((a, &p), &q) in act.iter_mut().zip(&x[0][rows.clone()]).zip(&x[1][rows]) {
+                *a = p + q;
+            }
+            vmath::sigmoid_in_place(&mut act[..2 * h]);
+            vmath::tanh_in_place(&mut act[2 * h..3 * h]);
+            vmath::sigmoid_in_place(&mut act[3 * h..]);
+            let (i, f, g, o) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
+            let units = b * h..(b + 1) * h;
+            let c_prev = &x[2][units.clone()];
+            for j in 0..h {
+                c[j] = f[j] * c_prev[j] + i[j] * g[j];
+            }
+            tc.copy_from_slice(&c);
+            vmath::tanh_in_place(&mut tc);
+            if !self.backward {
+                for j in 0..h {
+                    out[0][b * h + j] = o[j] * tc[j];
                 }
-                let (dh, dc) = (x[3][u], x[4][u]);
-                let dct = dc + dh * o * (1.0 - tc * tc);
-                let row = b * 4 * hidden + j;
-                out[0][row] = dct * g * i * (1.0 - i);
-                out[0][row + hidden] = dct * c_prev * f * (1.0 - f);
-                out[0][row + 2 * hidden] = dct * i * (1.0 - g * g);
-                out[0][row + 3 * hidden] = dh * tc * o * (1.0 - o);
-                out[1][u] = dct * f;
+                out[1][units].copy_from_slice(&c);
+                continue;
+            }
+            let (dh, dc) = (&x[3][units.clone()], &x[4][units]);
+            let row = b * 4 * h;
+            for j in 0..h {
+                let dct = dc[j] + dh[j] * o[j] * (1.0 - tc[j] * tc[j]);
+                out[0][row + j] = dct * g[j] * i[j] * (1.0 - i[j]);
+                out[0][row + h + j] = dct * c_prev[j] * f[j] * (1.0 - f[j]);
+                out[0][row + 2 * h + j] = dct * i[j] * (1.0 - g[j] * g[j]);
+                out[0][row + 3 * h + j] = dh[j] * tc[j] * o[j] * (1.0 - o[j]);
+                out[1][b * h + j] = dct * f[j];
             }
         }
     }

@@ -27,6 +27,7 @@ pub(crate) mod matmul;
 pub(crate) mod optim;
 pub(crate) mod reduce;
 pub(crate) mod softmax_xent;
+pub(crate) mod vmath;
 
 use std::sync::Arc;
 
