@@ -19,6 +19,7 @@ device_tests!(
     gelu_follows_the_exact_erf_and_pytorchs_tanh_form,
     an_op_with_two_outputs_computes_both_in_one_launch,
     a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain,
+    values_a_plan_hands_out_and_their_aliases_read_right_run_after_run,
     the_outputs_of_a_realized_op_stay_readable_in_any_order,
     the_gradient_of_max_with_indices_goes_to_the_first_maximum_only,
     every_op_passes_a_finite_difference_gradient_check,
@@ -554,6 +555,34 @@ fn a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain
         .iter()
         .zip(&o)
         .all(|(h, o)| (h.exp() - o).abs() <= 1e-6 * o.abs().max(1.0)));
+}
+
+/// A plan hands the values someone holds out of its scratch memory (the CPU moves
+/// the buffer out and takes pooled memory for the next run instead of copying): a
+/// held value, a held reshape of it (the same buffer: copied, not moved twice) and
+/// a value computed from it, run after run with the plan from the cache, each with
+/// its own right numbers while the earlier runs' values are still held.
+fn values_a_plan_hands_out_and_their_aliases_read_right_run_after_run(shared: &Device) {
+    let dev = &common::private(shared);
+    let mut held = Vec::new();
+    for run in 0..4 {
+        let data: Vec<f32> = (0..6000).map(|i| ((i + run * 7) % 13) as f32 * 0.25).collect();
+        let x = Tensor::from_vec(data.clone(), &[60, 100], dev).unwrap();
+        let y = x.mul_scalar(3.0).exp().mul_scalar(0.5);
+        let z = y.reshape(&[6000]);
+        let s = z.add_scalar(1.0).sum();
+        s.realize().unwrap();
+        held.push((data, y, z, s));
+    }
+    for (data, y, z, s) in &held {
+        let want: Vec<f32> = data.iter().map(|v| (v * 3.0).exp() * 0.5).collect();
+        let (y, z) = (y.to_vec().unwrap(), z.to_vec().unwrap());
+        assert!(max_rel_diff(&y, &want) < 1e-5, "{dev}");
+        assert_eq!(y, z, "{dev}: the reshape reads the same buffer");
+        let total: f32 = want.iter().map(|v| v + 1.0).sum();
+        assert!((s.item().unwrap() - total).abs() <= 1e-4 * total, "{dev}");
+    }
+    assert_eq!(dev.stats().plan_cache_misses, 1, "{dev}: one plan, run four times");
 }
 
 fn the_outputs_of_a_realized_op_stay_readable_in_any_order(dev: &Device) {

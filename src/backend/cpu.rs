@@ -12,16 +12,19 @@ pub(crate) struct CpuBuffer {
     pub data: RwLock<Vec<f32>>,
     counters: Arc<Counters>,
     bytes: u64,
+    /// Where its memory goes when it is dropped (values a plan handed out).
+    pool: Option<Arc<Pool>>,
 }
 
 impl CpuBuffer {
-    fn new(data: Vec<f32>, counters: &Arc<Counters>) -> Arc<CpuBuffer> {
+    fn new(data: Vec<f32>, counters: &Arc<Counters>, pool: Option<&Arc<Pool>>) -> Arc<CpuBuffer> {
         let bytes = (data.len() * 4) as u64;
         Counters::add(&counters.live_buffer_bytes, bytes);
         Arc::new(CpuBuffer {
             data: RwLock::new(data),
             counters: counters.clone(),
             bytes,
+            pool: pool.cloned(),
         })
     }
 }
@@ -29,16 +32,70 @@ impl CpuBuffer {
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
         Counters::sub(&self.counters.live_buffer_bytes, self.bytes);
+        if let Some(pool) = &self.pool {
+            pool.give(std::mem::take(self.data.get_mut().unwrap_or_else(|e| e.into_inner())));
+        }
+    }
+}
+
+/// Memory of values that plans handed out and that were dropped since: a plan's
+/// next run takes it back as arena memory, so a training step that hands out its
+/// gradients moves them out of the arena instead of copying them, and allocates
+/// nothing in steady state.
+#[derive(Default)]
+pub(crate) struct Pool(Mutex<Vec<Vec<f32>>>);
+
+/// Most buffers a pool keeps.
+const POOL_BUFFERS: usize = 64;
+
+/// Smaller buffers are left to the allocator (cheap to make; pooling them would
+/// crowd out the large ones).
+const POOL_MIN_WORDS: usize = 4096;
+
+impl Pool {
+    fn give(&self, v: Vec<f32>) {
+        if v.capacity() < POOL_MIN_WORDS {
+            return;
+        }
+        let mut free = self.0.lock().unwrap();
+        if free.len() < POOL_BUFFERS {
+            free.push(v);
+        }
+    }
+
+    /// A buffer of `words` zeros or old values, from the pool where one fits (the
+    /// smallest such), else new.
+    fn take(&self, words: usize) -> Vec<f32> {
+        if words < POOL_MIN_WORDS {
+            return vec![0.0; words];
+        }
+        // At most twice the size asked for: a large buffer stays for a large slot.
+        let mut free = self.0.lock().unwrap();
+        let best = (0..free.len())
+            .filter(|&i| (words..=2 * words).contains(&free[i].capacity()))
+            .min_by_key(|&i| free[i].capacity());
+        match best {
+            Some(i) => {
+                let mut v = free.swap_remove(i);
+                v.resize(words, 0.0);
+                v
+            }
+            None => vec![0.0; words],
+        }
     }
 }
 
 pub(crate) struct CpuBackend {
     counters: Arc<Counters>,
+    pool: Arc<Pool>,
 }
 
 impl CpuBackend {
     pub(crate) fn new(counters: Arc<Counters>) -> CpuBackend {
-        CpuBackend { counters }
+        CpuBackend {
+            counters,
+            pool: Arc::new(Pool::default()),
+        }
     }
 
     fn buffer<'a>(&self, storage: &'a Storage) -> Result<&'a Arc<CpuBuffer>> {
@@ -49,6 +106,13 @@ impl CpuBackend {
             )),
         }
     }
+}
+
+/// The machine's available parallelism, read once (it reads cgroup files on Linux:
+/// too slow to ask for every `Device::info`).
+fn parallelism() -> u32 {
+    static THREADS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }
 
 impl super::Backend for CpuBackend {
@@ -62,14 +126,14 @@ impl super::Backend for CpuBackend {
             max_storage_buffer_binding_size: u64::MAX,
             max_buffer_size: u64::MAX,
             max_compute_workgroup_storage_size: 0,
-            max_compute_invocations_per_workgroup: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            max_compute_invocations_per_workgroup: parallelism(),
             max_compute_workgroups_per_dimension: u32::MAX,
             max_storage_buffers_per_shader_stage: u32::MAX,
         }
     }
 
     fn stage(&self, data: Vec<f32>) -> Result<Storage> {
-        Ok(Storage::Cpu(CpuBuffer::new(data, &self.counters)))
+        Ok(Storage::Cpu(CpuBuffer::new(data, &self.counters, None)))
     }
 
     fn make_resident(&self, storage: Storage) -> Result<Storage> {
@@ -89,11 +153,22 @@ impl super::Backend for CpuBackend {
         let arena = program.arena.iter().map(|&w| vec![0.0; w]).collect();
         let bytes: usize = program.arena.iter().sum::<usize>() * 4;
         Counters::add(&self.counters.live_buffer_bytes, bytes as u64);
+        // An arena slot that holds one kept value only is handed out whole.
+        let movable = program
+            .kept
+            .iter()
+            .map(|(slot, _)| match slot {
+                Slot::Arena(_) => program.kept.iter().filter(|(s, _)| s == slot).count() == 1,
+                Slot::External(_) => false,
+            })
+            .collect();
         Ok(Box::new(CpuPlan {
             program,
             arena: Mutex::new(arena),
             counters: self.counters.clone(),
             bytes: bytes as u64,
+            pool: self.pool.clone(),
+            movable,
         }))
     }
 }
@@ -103,6 +178,10 @@ struct CpuPlan {
     arena: Mutex<Vec<Vec<f32>>>,
     counters: Arc<Counters>,
     bytes: u64,
+    pool: Arc<Pool>,
+    /// Per kept value: its arena slot is handed out (replaced by pool memory)
+    /// rather than copied.
+    movable: Vec<bool>,
 }
 
 impl Drop for CpuPlan {
@@ -172,21 +251,40 @@ impl CpuPlan {
                 }
             }
         }
-        let kept = self
+        // Copies first (the updates may overwrite an external); the updates write
+        // externals only, so arena slots can be handed out after them.
+        let mut kept: Vec<Option<Vec<f32>>> = self
             .program
             .kept
             .iter()
-            .map(|&(slot, words)| {
-                let data = match slot {
-                    Slot::Arena(s) => arena[s][..words].to_vec(),
-                    Slot::External(e) => ext_data[e].read().unwrap()[..words].to_vec(),
-                };
-                Storage::Cpu(CpuBuffer::new(data, &self.counters))
+            .zip(&self.movable)
+            .map(|(&(slot, words), &movable)| match slot {
+                _ if movable => None,
+                Slot::Arena(s) => Some(arena[s][..words].to_vec()),
+                Slot::External(e) => Some(ext_data[e].read().unwrap()[..words].to_vec()),
             })
             .collect();
         for step in &self.program.updates {
             run_step(step, &mut arena, &ext_data);
         }
+        for ((value, &(slot, words)), _) in kept.iter_mut().zip(&self.program.kept).zip(&self.movable) {
+            if let (None, Slot::Arena(s)) = (&value, slot) {
+                let fresh = self.pool.take(self.program.arena[s]);
+                let mut data = std::mem::replace(&mut arena[s], fresh);
+                data.truncate(words);
+                *value = Some(data);
+            }
+        }
+        let kept = kept
+            .into_iter()
+            .map(|v| {
+                Storage::Cpu(CpuBuffer::new(
+                    v.expect("every kept value"),
+                    &self.counters,
+                    Some(&self.pool),
+                ))
+            })
+            .collect();
         let launches = (self.program.steps.len() + self.program.updates.len()) as u64;
         Counters::add(&self.counters.dispatches, launches);
         Counters::add(&self.counters.submits, 1);

@@ -173,6 +173,9 @@ struct Resident {
     coefficients: Tensor,
     /// What `coefficients` holds: it is rewritten only when a step changes it.
     uploaded: Vec<f32>,
+    /// Parameters per update launch: as many as the device can bind (each brings its
+    /// gradient, itself and its state; the coefficients are shared).
+    per_launch: usize,
 }
 
 /// An f32 setting read as the decimal it was written as (0.9f32 gives 0.9, not
@@ -222,12 +225,8 @@ impl Core {
         if group.is_empty() {
             return Ok(());
         }
-        // As many parameters per launch as the device can bind: each brings its
-        // gradient, itself and its state; the coefficients are shared.
-        let bindings = device.info().max_storage_buffers_per_shader_stage as usize;
-        let per_launch = (bindings.saturating_sub(1) / (2 + self.state_buffers)).clamp(1, MAX_PARAMS_PER_LAUNCH);
         let updates: Vec<Tensor> = group
-            .chunks(per_launch)
+            .chunks(r.per_launch)
             .map(|chunk| Tensor::optimizer_update_many(self.kind, &r.coefficients, chunk))
             .collect();
         // The loss is computed in the same plan (before the updates overwrite the
@@ -254,10 +253,12 @@ impl Core {
             })
             .collect::<Result<Vec<_>>>()?;
         let coefficients = self.kind.coefficients(&self.settings, self.steps);
+        let bindings = device.info().max_storage_buffers_per_shader_stage as usize;
         self.resident = Some(Resident {
             state,
             coefficients: Tensor::resident(coefficients.clone(), &[coefficients.len()], device)?,
             uploaded: coefficients,
+            per_launch: (bindings.saturating_sub(1) / (2 + self.state_buffers)).clamp(1, MAX_PARAMS_PER_LAUNCH),
         });
         Ok(())
     }
