@@ -1,9 +1,10 @@
 // Fused in-place optimizer updates with torch.optim semantics, several parameters per
 // launch (multi-tensor apply). in1: the step's coefficients (UpdateKind::coefficients
 // in src/ops/optim.rs, computed on the host in f64); in0, in2, in3, …: the gradients
-// of parameters 0, 1, 2, …; out…: each parameter, then its state. The generated
-// `update_at(i)` finds the parameter that element i of the launch belongs to and
-// applies the step function below to its words.
+// of parameters 0, 1, 2, …; out…: each parameter, then its state. Each workgroup
+// updates 256 words of one parameter (a parameter's words take whole workgroups), so
+// the generated `update_group(group, lane)` picks the parameter by workgroup, the same
+// branch for every invocation of a workgroup, and applies the step function below.
 
 // SGD: in1 = lr, momentum, 1 - dampening, weight_decay, nesterov, first step.
 fn sgd_step(grad: f32, param: f32) -> f32 {
@@ -47,18 +48,18 @@ fn adam_step(grad: f32, param_in: f32, m_in: f32, v_in: f32) -> vec3<f32> {
 
 //#kernel sgd
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    update_at(flat_id(gid, groups));
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_group(wid.x + wid.y * groups.x, lid.x);
 }
 
 //#kernel sgd_momentum
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    update_at(flat_id(gid, groups));
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_group(wid.x + wid.y * groups.x, lid.x);
 }
 
 //#kernel adam
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    update_at(flat_id(gid, groups));
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_group(wid.x + wid.y * groups.x, lid.x);
 }

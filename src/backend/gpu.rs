@@ -582,10 +582,10 @@ impl Shared {
             if first > 8.0 * best.0 {
                 continue;
             }
-            // Enough repetitions for about 5 ms of work (submission overhead
-            // amortized), best of two.
-            let reps = ((0.005 / first.max(1e-6)).ceil() as usize).clamp(1, 200);
-            let seconds = run(reps)?.min(run(reps)?) / reps as f64;
+            // Enough repetitions for about 20 ms of work (submission overhead
+            // amortized), best of three.
+            let reps = ((0.02 / first.max(1e-6)).ceil() as usize).clamp(2, 200);
+            let seconds = run(reps)?.min(run(reps)?).min(run(reps)?) / reps as f64;
             if seconds < best.0 {
                 best = (seconds, i);
             }

@@ -4,7 +4,7 @@
 //! and state inputs in place; the step count lives on the host, which computes each
 //! step's coefficients.
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::kernel::{Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use super::{Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -186,10 +186,46 @@ impl Kernel for UpdateKernel {
         }
     }
 
-    /// `update_at(i)`: the parameter element i belongs to (ranges of the launch in
-    /// parameter order, baked in as constants), its words through the step function.
+    /// All parameters in one launch (see [`UpdateKernel::pass`]).
     fn wgsl(&self) -> Wgsl {
+        self.pass(&(0..self.sizes.len()).collect::<Vec<_>>())
+    }
+
+    /// Two ways with the same bits (the same operations on every word): all
+    /// parameters in one launch (multi-tensor apply: fewer dispatches), or one
+    /// launch per parameter (smaller kernels; faster on lavapipe, which runs a
+    /// kernel's branches for every invocation). The GPU autotune picks per adapter.
+    fn tune(&self) -> Option<Tune> {
+        let k = self.sizes.len();
         let total: usize = self.sizes.iter().sum();
+        let one = Variant {
+            name: "one launch".into(),
+            passes: vec![self.wgsl()],
+            scratch: 0,
+        };
+        let each = Variant {
+            name: "per parameter".into(),
+            passes: (0..k).map(|j| self.pass(&[j])).collect(),
+            scratch: 0,
+        };
+        Some(Tune {
+            key: format!("{} p{k} n{}", self.pass(&[]).entry, total.next_power_of_two()),
+            variants: if k > 1 { vec![one, each] } else { vec![one] },
+            worth_timing: k > 1 && total >= 1 << 14,
+        })
+    }
+}
+
+impl UpdateKernel {
+    /// The launch updating the parameters `which` (indices, in order):
+    /// `update_group(group, lane)` finds the parameter whose words workgroup `group`
+    /// updates (each parameter takes whole workgroups of 256 words, in order; the
+    /// ranges are baked in as constants, so the branch is the same for every
+    /// invocation of a workgroup) and puts word `lane` of its block through the step
+    /// function.
+    fn pass(&self, which: &[usize]) -> Wgsl {
+        let total: usize = which.iter().map(|&j| self.sizes[j]).sum();
+        let groups: usize = which.iter().map(|&j| self.sizes[j].div_ceil(256)).sum();
         let u = Uniforms::new().u32("n", total);
         let (entry, decoupled) = match self.kind {
             UpdateKind::Sgd { momentum: false } => ("sgd", false),
@@ -198,9 +234,10 @@ impl Kernel for UpdateKernel {
         };
         let mut defs = format!("const DECOUPLED: bool = {decoupled};\n");
         let per = 1 + self.kind.state_buffers();
-        defs += "fn update_at(i: u32) {\n";
+        defs += "fn update_group(group: u32, lane: u32) {\n";
         let mut start = 0;
-        for (j, &n) in self.sizes.iter().enumerate() {
+        for &j in which {
+            let n = self.sizes[j];
             let g = if j == 0 { 0 } else { j + 1 };
             let o = j * per;
             let body = match self.kind {
@@ -218,15 +255,15 @@ impl Kernel for UpdateKernel {
                 ),
             };
             defs += &format!(
-                "    if (i < {end}u) {{ let w = i - {start}u; {body} return; }}\n",
-                end = start + n
+                "    if (group < {end}u) {{ let w = (group - {start}u) * 256u + lane; if (w < {n}u) {{ {body} }} return; }}\n",
+                end = start + n.div_ceil(256)
             );
-            start += n;
+            start += n.div_ceil(256);
         }
         defs += "}\n";
-        // Indices: element w < n_j of parameter j, whose buffers hold n_j words;
+        // Indices: word w < n_j of parameter j, whose buffers hold n_j words;
         // coefficients 0..8.
-        Wgsl::new(SHADER, entry, u, Grid::Threads(total)).defs(defs).in_bounds()
+        Wgsl::new(SHADER, entry, u, Grid::Groups(groups)).defs(defs).in_bounds()
     }
 }
 
