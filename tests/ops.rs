@@ -214,6 +214,39 @@ fn row_reductions_match_the_cpu_with_and_without_subgroups() {
     }
 }
 
+/// A join of more inputs than one launch reads (7): every value lands where the CPU
+/// puts it, along the first and a middle axis, for floats and labels, whether the
+/// GPU copies a launch's inputs in one dispatch or one each (the autotune's choice).
+#[test]
+fn joining_many_inputs_copies_every_word_in_one_dispatch_or_one_each() {
+    let Some(shared) = gpu() else { return };
+    let run = |dev: &Device| {
+        let pieces: Vec<Tensor> = (0..10)
+            .map(|i| Tensor::randn(&[3, 1 + i % 4, 5], 20 + i as u64, dev).unwrap())
+            .collect();
+        let refs: Vec<&Tensor> = pieces.iter().collect();
+        let rows: Vec<Tensor> = (0..8)
+            .map(|i| Tensor::randn(&[1 + i % 3, 2, 5], 40 + i as u64, dev).unwrap())
+            .collect();
+        let row_refs: Vec<&Tensor> = rows.iter().collect();
+        let labels: Vec<Tensor> = (0..9u32)
+            .map(|i| Tensor::from_labels(&[i, i + 100, u32::MAX - i], dev).unwrap())
+            .collect();
+        let label_refs: Vec<&Tensor> = labels.iter().collect();
+        (
+            Tensor::cat(&refs, 1).to_vec().unwrap(),
+            Tensor::cat(&row_refs, 0).to_vec().unwrap(),
+            Tensor::cat(&label_refs, 0).to_labels().unwrap(),
+        )
+    };
+    let want = run(&Device::cpu());
+    for form in ["one launch", "per input"] {
+        let gpu = private(&shared);
+        gpu.debug_kernel_variant(Some(form));
+        assert!(run(&gpu) == want, "{form}: the GPU join differs from the CPU's");
+    }
+}
+
 #[test]
 fn cross_entropy_matches_between_cpu_and_gpu() {
     let Some(gpu) = gpu() else { return };

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::kernel::{Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use super::{broadcast_shapes, broadcast_strides, contiguous_strides, simplify, split_axis};
 use super::{Bind, Launch, Lowering, Op, Rule};
 use crate::Tensor;
@@ -152,24 +152,36 @@ impl Rule for Cat {
     fn name(&self) -> &'static str {
         "cat"
     }
+    /// One launch per group of up to [`CAT_INPUTS`] inputs (WebGPU's default of
+    /// eight storage buffers per kernel, the output included).
     fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
         let mut offset = 0;
-        let launches = inputs
+        let pieces: Vec<Piece> = inputs
             .iter()
-            .enumerate()
-            .map(|(i, shape)| {
+            .map(|shape| {
                 let (outer, len, inner) = split_axis(shape, self.axis);
-                let kernel = CatKernel {
+                offset += len;
+                Piece {
                     outer,
                     len,
                     inner,
-                    offset,
+                    offset: offset - len,
+                }
+            })
+            .collect();
+        let launches = pieces
+            .chunks(CAT_INPUTS)
+            .enumerate()
+            .map(|(c, group)| {
+                let mut bindings: Vec<Bind> = (0..group.len()).map(|j| Bind::Input(c * CAT_INPUTS + j)).collect();
+                bindings.push(Bind::Output(0));
+                let kernel = CatKernel {
+                    pieces: group.to_vec(),
                     out_len: out[self.axis],
                 };
-                offset += len;
                 Launch {
                     kernel: Arc::new(kernel),
-                    bindings: vec![Bind::Input(i), Bind::Output(0)],
+                    bindings,
                 }
             })
             .collect();
@@ -341,37 +353,101 @@ impl Kernel for PadKernel {
     }
 }
 
-/// reads [x] as [outer, len, inner], writes its region of [outer, out_len, inner],
-/// from `offset` along the middle axis (the rest of the output is left as it is).
-#[derive(Debug)]
-struct CatKernel {
+/// Most inputs one cat launch reads.
+const CAT_INPUTS: usize = 7;
+
+/// One input of a cat launch, viewed as [outer, len, inner], and where it goes along
+/// the output's middle axis.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
     outer: usize,
     len: usize,
     inner: usize,
     offset: usize,
+}
+
+impl Piece {
+    fn words(&self) -> usize {
+        self.outer * self.len * self.inner
+    }
+}
+
+/// reads its pieces, writes each one's region of [outer, out_len, inner] from the
+/// piece's offset along the middle axis (the rest of the output is left as it is).
+#[derive(Debug)]
+struct CatKernel {
+    pieces: Vec<Piece>,
     out_len: usize,
+}
+
+impl CatKernel {
+    /// The launch copying the pieces `which` (indices): `cat_at(i)` finds the piece
+    /// word i of the launch belongs to (ranges baked in as constants) and copies it.
+    fn pass(&self, which: &[usize]) -> Wgsl {
+        let total: usize = which.iter().map(|&j| self.pieces[j].words()).sum();
+        let mut defs = String::from("fn cat_at(i: u32) {\n");
+        let mut start = 0;
+        for &j in which {
+            let Piece { len, inner, offset, .. } = self.pieces[j];
+            let end = start + self.pieces[j].words();
+            defs += &format!(
+                "    if (i < {end}u) {{ let p = i - {start}u; \
+                 out0[((p / {block}u) * {out_len}u + {offset}u + (p / {inner}u) % {len}u) * {inner}u + p % {inner}u] = in{j}[p]; \
+                 return; }}\n",
+                block = (len * inner).max(1),
+                inner = inner.max(1),
+                len = len.max(1),
+                out_len = self.out_len,
+            );
+            start = end;
+        }
+        defs += "}\n";
+        // Indices: p < the piece's words; the output index < outer · out_len · inner.
+        Wgsl::new(SHADER, "cat", Uniforms::new().u32("n", total), Grid::Threads(total))
+            .defs(defs)
+            .words()
+            .in_bounds()
+    }
 }
 
 impl Kernel for CatKernel {
     fn reads(&self) -> usize {
-        1
+        self.pieces.len()
     }
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (len, inner) = (self.len, self.inner);
-        for o in 0..self.outer {
-            let at = (o * self.out_len + self.offset) * inner;
-            out[0][at..at + len * inner].copy_from_slice(&x[0][o * len * inner..(o + 1) * len * inner]);
+        for (p, x) in self.pieces.iter().zip(x) {
+            let (len, inner) = (p.len, p.inner);
+            for o in 0..p.outer {
+                let at = (o * self.out_len + p.offset) * inner;
+                out[0][at..at + len * inner].copy_from_slice(&x[o * len * inner..(o + 1) * len * inner]);
+            }
         }
     }
+    /// Every piece in one launch.
     fn wgsl(&self) -> Wgsl {
-        let n = self.outer * self.len * self.inner;
-        let u = Uniforms::new()
-            .u32("n", n)
-            .u32("inner", self.inner)
-            .u32("len", self.len)
-            .u32("offset", self.offset)
-            .u32("out_len", self.out_len);
-        Wgsl::new(SHADER, "cat", u, Grid::Threads(n)).words()
+        self.pass(&(0..self.pieces.len()).collect::<Vec<_>>())
+    }
+    /// All pieces in one dispatch or one dispatch each: the same words either way;
+    /// the GPU autotune picks per adapter (lavapipe runs every branch of a kernel for
+    /// every invocation).
+    fn tune(&self) -> Option<Tune> {
+        let k = self.pieces.len();
+        let total: usize = self.pieces.iter().map(Piece::words).sum();
+        let one = Variant {
+            name: "one launch".into(),
+            passes: vec![self.wgsl()],
+            scratch: 0,
+        };
+        let each = Variant {
+            name: "per input".into(),
+            passes: (0..k).map(|j| self.pass(&[j])).collect(),
+            scratch: 0,
+        };
+        Some(Tune {
+            key: format!("cat p{k} n{}", total.next_power_of_two()),
+            variants: if k > 1 { vec![one, each] } else { vec![one] },
+            worth_timing: k > 1 && total >= 1 << 14,
+        })
     }
 }
 
