@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::kernel::{Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
+use super::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
 use super::{broadcast_shapes, broadcast_strides, contiguous_strides, simplify, split_axis};
 use super::{Bind, Launch, Lowering, Op, Rule};
 use crate::Tensor;
@@ -431,23 +431,10 @@ impl Kernel for CatKernel {
     /// the GPU autotune picks per adapter (lavapipe runs every branch of a kernel for
     /// every invocation).
     fn tune(&self) -> Option<Tune> {
-        let k = self.pieces.len();
-        let total: usize = self.pieces.iter().map(Piece::words).sum();
-        let one = Variant {
-            name: "one launch".into(),
-            passes: vec![self.wgsl()],
-            scratch: 0,
-        };
-        let each = Variant {
-            name: "per input".into(),
-            passes: (0..k).map(|j| self.pass(&[j])).collect(),
-            scratch: 0,
-        };
-        Some(Tune {
-            key: format!("cat p{k} n{}", total.next_power_of_two()),
-            variants: if k > 1 { vec![one, each] } else { vec![one] },
-            worth_timing: k > 1 && total >= 1 << 14,
-        })
+        let words = self.pieces.iter().map(Piece::words).sum();
+        Some(Tune::one_or_each("cat", "per input", self.pieces.len(), words, |w| {
+            self.pass(w)
+        }))
     }
 }
 

@@ -57,6 +57,41 @@ pub(crate) struct Tune {
     pub worth_timing: bool,
 }
 
+impl Tune {
+    /// A kernel over `parts` independent parts (parameters, inputs) of `words` words
+    /// in all: `pass(which)` handles the parts `which`; the variants are all of them
+    /// in one dispatch (`"one launch"`) or one dispatch each (`each`, e.g. `"per
+    /// input"`), which give the same values, and the choice is keyed by `family`,
+    /// the number of parts and the size.
+    pub(crate) fn one_or_each(
+        family: &str,
+        each: &str,
+        parts: usize,
+        words: usize,
+        pass: impl Fn(&[usize]) -> Wgsl,
+    ) -> Tune {
+        let all: Vec<usize> = (0..parts).collect();
+        let one = Variant {
+            name: "one launch".into(),
+            passes: vec![pass(&all)],
+            scratch: 0,
+        };
+        let mut variants = vec![one];
+        if parts > 1 {
+            variants.push(Variant {
+                name: each.into(),
+                passes: all.iter().map(|&j| pass(&[j])).collect(),
+                scratch: 0,
+            });
+        }
+        Tune {
+            key: format!("{family} p{parts} n{}", words.next_power_of_two()),
+            variants,
+            worth_timing: parts > 1 && words >= 1 << 14,
+        }
+    }
+}
+
 /// One way to run a kernel on the GPU: passes dispatched in order, each binding the
 /// kernel's buffers and, when `scratch > 0`, a private scratch buffer of that many
 /// words after them (one more write binding).

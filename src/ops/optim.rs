@@ -4,7 +4,7 @@
 //! and state inputs in place; the step count lives on the host, which computes each
 //! step's coefficients.
 
-use super::kernel::{Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
+use super::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
 use super::{Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -196,23 +196,15 @@ impl Kernel for UpdateKernel {
     /// launch per parameter (smaller kernels; faster on lavapipe, which runs a
     /// kernel's branches for every invocation). The GPU autotune picks per adapter.
     fn tune(&self) -> Option<Tune> {
-        let k = self.sizes.len();
-        let total: usize = self.sizes.iter().sum();
-        let one = Variant {
-            name: "one launch".into(),
-            passes: vec![self.wgsl()],
-            scratch: 0,
-        };
-        let each = Variant {
-            name: "per parameter".into(),
-            passes: (0..k).map(|j| self.pass(&[j])).collect(),
-            scratch: 0,
-        };
-        Some(Tune {
-            key: format!("{} p{k} n{}", self.pass(&[]).entry, total.next_power_of_two()),
-            variants: if k > 1 { vec![one, each] } else { vec![one] },
-            worth_timing: k > 1 && total >= 1 << 14,
-        })
+        let entry = self.pass(&[]).entry;
+        let words = self.sizes.iter().sum();
+        Some(Tune::one_or_each(
+            entry,
+            "per parameter",
+            self.sizes.len(),
+            words,
+            |w| self.pass(w),
+        ))
     }
 }
 
