@@ -860,17 +860,14 @@ impl GpuBackend {
                 scratch.push(make(variant.scratch, "wgnn scratch")?);
                 writes += 1;
             }
-            let mut name = "";
+            let name = variant.passes[0].entry;
             let passes = variant
                 .passes
-                .into_iter()
+                .iter()
                 .map(|w| {
-                    let mut l = launch(&w, reads, writes, max_groups);
+                    let mut l = launch(w, reads, writes, max_groups);
                     if let Some((from, to)) = s.patch.lock().unwrap().as_ref() {
                         l.source = l.source.replace(from.as_str(), to);
-                    }
-                    if name.is_empty() {
-                        name = l.entry;
                     }
                     s.pass(&l, reads, writes)
                 })

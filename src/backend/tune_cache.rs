@@ -13,13 +13,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Choices by shape-class key, and where they are saved.
 pub(crate) struct TuneCache {
     chosen: Mutex<HashMap<String, String>>,
     path: Option<PathBuf>,
-    dirty: Mutex<bool>,
+    /// Choices were added since the last save.
+    dirty: AtomicBool,
     timing: bool,
 }
 
@@ -54,7 +56,7 @@ impl TuneCache {
         TuneCache {
             chosen: Mutex::new(chosen),
             path,
-            dirty: Mutex::new(false),
+            dirty: AtomicBool::new(false),
             timing,
         }
     }
@@ -72,18 +74,17 @@ impl TuneCache {
     /// Records a choice (saved by [`TuneCache::save`]).
     pub(crate) fn set(&self, key: &str, variant: &str) {
         self.chosen.lock().unwrap().insert(key.into(), variant.into());
-        *self.dirty.lock().unwrap() = true;
+        self.dirty.store(true, Ordering::Relaxed);
     }
 
     /// Writes the choices if any were added: a temporary file renamed over the old
     /// one, so a reader never sees half a file. Choices another process saved since
     /// this one opened the file are kept.
     pub(crate) fn save(&self) {
-        let mut dirty = self.dirty.lock().unwrap();
-        let Some(path) = self.path.as_ref().filter(|_| *dirty) else {
+        let Some(path) = self.path.as_ref() else { return };
+        if !self.dirty.swap(false, Ordering::Relaxed) {
             return;
-        };
-        *dirty = false;
+        }
         let mut all = read(path);
         all.extend(self.chosen.lock().unwrap().clone());
         let mut lines: Vec<String> = all.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();

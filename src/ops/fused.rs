@@ -71,6 +71,17 @@ enum Inst {
     Binary(BinaryOp, usize, usize),
 }
 
+/// How an input is read at output index i.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Read {
+    /// At i: it has the output's shape.
+    Same,
+    /// At 0: one value broadcast everywhere.
+    One,
+    /// Through its strides (0 along broadcast axes).
+    Strided,
+}
+
 /// reads the inputs, writes [out]; strides are 0 along broadcast axes.
 #[derive(Debug)]
 pub(crate) struct FusedKernel {
@@ -78,6 +89,8 @@ pub(crate) struct FusedKernel {
     shape: Vec<usize>,
     /// Per input, its strides over `shape`.
     strides: Vec<Vec<usize>>,
+    /// Per input, how it is read (from its strides, once).
+    reads: Vec<Read>,
 }
 
 impl FusedKernel {
@@ -88,10 +101,24 @@ impl FusedKernel {
         let (shape, strides) = simplify(shape, &refs);
         let mut program = Vec::new();
         expr.program(&mut program);
+        let contiguous = super::contiguous_strides(&shape);
+        let reads = strides
+            .iter()
+            .map(|s| {
+                if s.iter().all(|&s| s == 0) {
+                    Read::One
+                } else if *s == contiguous {
+                    Read::Same
+                } else {
+                    Read::Strided
+                }
+            })
+            .collect();
         FusedKernel {
             program,
             shape,
             strides,
+            reads,
         }
     }
 
@@ -102,14 +129,10 @@ impl FusedKernel {
     /// Input k's word for each output index in `start..start + out.len()`.
     fn load(&self, x: &[f32], k: usize, start: usize, out: &mut [f32]) {
         let strides = &self.strides[k];
-        if strides.iter().all(|&s| s == 0) {
-            out.fill(x[0]);
-            return;
-        }
-        let contiguous = super::contiguous_strides(&self.shape);
-        if *strides == contiguous {
-            out.copy_from_slice(&x[start..start + out.len()]);
-            return;
+        match self.reads[k] {
+            Read::One => return out.fill(x[0]),
+            Read::Same => return out.copy_from_slice(&x[start..start + out.len()]),
+            Read::Strided => {}
         }
         for (j, o) in out.iter_mut().enumerate() {
             let mut rest = start + j;
@@ -166,15 +189,14 @@ impl Kernel for FusedKernel {
             .u32("rank", self.shape.len())
             .dims("shape", &self.shape);
         const NAMES: [&str; MAX_INPUTS] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6"];
-        let contiguous = super::contiguous_strides(&self.shape);
         let mut defs = String::new();
         let mut helpers: Vec<&str> = Vec::new();
         let mut body = String::new();
         for (k, strides) in self.strides.iter().enumerate() {
             // Index of input k at output index i: i itself, 0, or through its strides.
-            let index = if *strides == contiguous {
+            let index = if self.reads[k] == Read::Same {
                 "i".to_string()
-            } else if strides.iter().all(|&s| s == 0) {
+            } else if self.reads[k] == Read::One {
                 "0u".to_string()
             } else {
                 u = u.dims(NAMES[k], strides);
