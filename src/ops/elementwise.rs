@@ -4,11 +4,24 @@
 //! fills and one-hot rows. Adding a map touches this file only.
 
 use super::kernel::{wgsl_f32, Grid, Kernel, Uniforms, Wgsl, MAX_RANK};
-use super::{broadcast_strides, simplify, Lowering, Op, Rule};
+use super::{broadcast_strides, simplify, vmath, Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
 
 const SHADER: &str = include_str!("../../shaders/elementwise.wgsl");
+
+/// A loop that applies a one-input map, handed to it by [`UnaryOp::each`] as a
+/// closure of the map's own type.
+pub(crate) trait UnaryLoop {
+    /// Runs the loop with `f` as the map.
+    fn run(self, f: impl Fn(f32) -> f32);
+}
+
+/// A loop that applies a two-input map, handed to it by [`BinaryOp::each`].
+pub(crate) trait BinaryLoop {
+    /// Runs the loop with `f` as the map.
+    fn run(self, f: impl Fn(f32, f32) -> f32);
+}
 
 /// A one-input map. Scalar parameters are part of the op (and of the plan's cache key).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -91,6 +104,61 @@ impl UnaryOp {
             UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
             UnaryOp::GeluTanh => 0.5 * x * (1.0 + (GELU_TANH_K * (x + GELU_TANH_C * x * x * x)).tanh()),
         }
+    }
+
+    /// Runs `each` with this map as a closure of its own type, so that the loop inside
+    /// is compiled (and vectorized) per map: the `match` is decided once per call,
+    /// not per element. Same bits as [`UnaryOp::cpu`] element by element.
+    #[inline(always)]
+    pub(crate) fn each(self, each: impl UnaryLoop) {
+        use UnaryOp::*;
+        match self {
+            Neg => each.run(|x| Neg.cpu(x)),
+            Exp => each.run(|x| Exp.cpu(x)),
+            Log => each.run(|x| Log.cpu(x)),
+            Log1p => each.run(|x| Log1p.cpu(x)),
+            Sigmoid => each.run(|x| Sigmoid.cpu(x)),
+            Tanh => each.run(|x| Tanh.cpu(x)),
+            Relu => each.run(|x| Relu.cpu(x)),
+            Step => each.run(|x| Step.cpu(x)),
+            Abs => each.run(|x| Abs.cpu(x)),
+            Sign => each.run(|x| Sign.cpu(x)),
+            Sqrt => each.run(|x| Sqrt.cpu(x)),
+            Square => each.run(|x| Square.cpu(x)),
+            Recip => each.run(|x| Recip.cpu(x)),
+            AddScalar(c) => each.run(move |x| AddScalar(c).cpu(x)),
+            MulScalar(c) => each.run(move |x| MulScalar(c).cpu(x)),
+            PowScalar(p) => each.run(move |x| PowScalar(p).cpu(x)),
+            Erf => each.run(|x| Erf.cpu(x)),
+            Gelu => each.run(|x| Gelu.cpu(x)),
+            GeluTanh => each.run(|x| GeluTanh.cpu(x)),
+        }
+    }
+
+    /// `dst[i] = map(src[i])` over the shorter of the two.
+    #[inline(always)]
+    pub(crate) fn map_slice(self, src: &[f32], dst: &mut [f32]) {
+        struct Slices<'a>(&'a [f32], &'a mut [f32]);
+        impl UnaryLoop for Slices<'_> {
+            #[inline(always)]
+            fn run(self, f: impl Fn(f32) -> f32) {
+                self.1.iter_mut().zip(self.0).for_each(|(d, &s)| *d = f(s));
+            }
+        }
+        self.each(Slices(src, dst));
+    }
+
+    /// `v[i] = map(v[i])`.
+    #[inline(always)]
+    pub(crate) fn map_in_place(self, v: &mut [f32]) {
+        struct InPlace<'a>(&'a mut [f32]);
+        impl UnaryLoop for InPlace<'_> {
+            #[inline(always)]
+            fn run(self, f: impl Fn(f32) -> f32) {
+                self.0.iter_mut().for_each(|v| *v = f(*v));
+            }
+        }
+        self.each(InPlace(v));
     }
 
     /// The WGSL expression of the map, in terms of `x` (helpers in common.wgsl).
@@ -245,6 +313,35 @@ impl BinaryOp {
         }
     }
 
+    /// Runs `each` with this map as a closure of its own type (see [`UnaryOp::each`]).
+    #[inline(always)]
+    pub(crate) fn each(self, each: impl BinaryLoop) {
+        use BinaryOp::*;
+        match self {
+            Add => each.run(|a, b| Add.cpu(a, b)),
+            Sub => each.run(|a, b| Sub.cpu(a, b)),
+            Mul => each.run(|a, b| Mul.cpu(a, b)),
+            Div => each.run(|a, b| Div.cpu(a, b)),
+            Maximum => each.run(|a, b| Maximum.cpu(a, b)),
+            Eq => each.run(|a, b| Eq.cpu(a, b)),
+            Gt => each.run(|a, b| Gt.cpu(a, b)),
+        }
+    }
+
+    /// `dst[i] = map(a[i], b[i])` over the shortest of the three.
+    #[inline(always)]
+    pub(crate) fn map_slices(self, a: &[f32], b: &[f32], dst: &mut [f32]) {
+        struct Slices<'a>(&'a [f32], &'a [f32], &'a mut [f32]);
+        impl BinaryLoop for Slices<'_> {
+            #[inline(always)]
+            fn run(self, f: impl Fn(f32, f32) -> f32) {
+                let Slices(a, b, dst) = self;
+                dst.iter_mut().zip(a).zip(b).for_each(|((d, &a), &b)| *d = f(a, b));
+            }
+        }
+        self.each(Slices(a, b, dst));
+    }
+
     /// The WGSL expression of the map, in terms of `a` and `b`.
     pub fn wgsl(self) -> &'static str {
         match self {
@@ -383,9 +480,7 @@ impl Kernel for UnaryKernel {
         1
     }
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        for (o, &v) in out[0][..self.n].iter_mut().zip(&x[0][..self.n]) {
-            *o = self.op.cpu(v);
-        }
+        unary_cpu(self.op, &x[0][..self.n], &mut out[0][..self.n]);
     }
     fn wgsl(&self) -> Wgsl {
         Wgsl::new(SHADER, "unary", Uniforms::new().u32("n", self.n), Grid::Threads(self.n))
@@ -408,8 +503,63 @@ impl Kernel for BinaryKernel {
         2
     }
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (shape, sa, sb, op) = (&self.shape, &self.a_strides, &self.b_strides, self.op);
-        let (a, b, out) = (x[0], x[1], &mut *out[0]);
+        let rows = BinaryRows {
+            kernel: self,
+            a: x[0],
+            b: x[1],
+            out: &mut *out[0],
+        };
+        binary_cpu(rows);
+    }
+    fn wgsl(&self) -> Wgsl {
+        let n: usize = self.shape.iter().product();
+        debug_assert!(self.shape.len() <= MAX_RANK);
+        let u = Uniforms::new()
+            .u32("n", n)
+            .u32("rank", self.shape.len())
+            .dims("shape", &self.shape)
+            .dims("a_strides", &self.a_strides)
+            .dims("b_strides", &self.b_strides);
+        Wgsl::new(SHADER, "binary", u, Grid::Threads(n)).defs(format!(
+            "fn binary_op(a: f32, b: f32) -> f32 {{ return {}; }}\n",
+            self.op.wgsl()
+        ))
+    }
+}
+
+vmath::simd_fn! {
+    /// [`UnaryKernel`]'s CPU loop.
+    fn unary_cpu(op: UnaryOp, x: &[f32], out: &mut [f32]) {
+        op.map_slice(x, out)
+    }
+}
+
+vmath::simd_fn! {
+    /// [`BinaryKernel`]'s CPU loop.
+    fn binary_cpu(rows: BinaryRows<'_>) {
+        rows.kernel.op.each(rows)
+    }
+}
+
+/// [`BinaryKernel`]'s CPU loop: rows along the last axis (contiguous or broadcast
+/// there), an odometer over the outer axes.
+struct BinaryRows<'a> {
+    kernel: &'a BinaryKernel,
+    a: &'a [f32],
+    b: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl BinaryLoop for BinaryRows<'_> {
+    #[inline(always)]
+    fn run(self, f: impl Fn(f32, f32) -> f32) {
+        let BinaryKernel {
+            shape,
+            a_strides: sa,
+            b_strides: sb,
+            ..
+        } = self.kernel;
+        let (a, b, out) = (self.a, self.b, self.out);
         let n: usize = shape.iter().product();
         let last = shape.len() - 1;
         let (len, la, lb) = (shape[last], sa[last], sb[last]);
@@ -420,18 +570,24 @@ impl Kernel for BinaryKernel {
             match (la, lb) {
                 (1, 1) => {
                     for ((r, &x), &y) in row.iter_mut().zip(&a[ia..ia + len]).zip(&b[ib..ib + len]) {
-                        *r = op.cpu(x, y);
+                        *r = f(x, y);
                     }
                 }
                 (1, 0) => {
                     let y = b[ib];
                     for (r, &x) in row.iter_mut().zip(&a[ia..ia + len]) {
-                        *r = op.cpu(x, y);
+                        *r = f(x, y);
+                    }
+                }
+                (0, 1) => {
+                    let x = a[ia];
+                    for (r, &y) in row.iter_mut().zip(&b[ib..ib + len]) {
+                        *r = f(x, y);
                     }
                 }
                 _ => {
                     for (j, r) in row.iter_mut().enumerate() {
-                        *r = op.cpu(a[ia + j * la], b[ib + j * lb]);
+                        *r = f(a[ia + j * la], b[ib + j * lb]);
                     }
                 }
             }
@@ -449,20 +605,6 @@ impl Kernel for BinaryKernel {
                 idx[d] = 0;
             }
         }
-    }
-    fn wgsl(&self) -> Wgsl {
-        let n: usize = self.shape.iter().product();
-        debug_assert!(self.shape.len() <= MAX_RANK);
-        let u = Uniforms::new()
-            .u32("n", n)
-            .u32("rank", self.shape.len())
-            .dims("shape", &self.shape)
-            .dims("a_strides", &self.a_strides)
-            .dims("b_strides", &self.b_strides);
-        Wgsl::new(SHADER, "binary", u, Grid::Threads(n)).defs(format!(
-            "fn binary_op(a: f32, b: f32) -> f32 {{ return {}; }}\n",
-            self.op.wgsl()
-        ))
     }
 }
 

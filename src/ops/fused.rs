@@ -122,6 +122,28 @@ impl FusedKernel {
         }
     }
 
+    /// [`Kernel::cpu`]: the program over blocks of [`BLOCK`] outputs, each
+    /// instruction a loop over the block.
+    #[inline(always)]
+    fn run_blocks(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let n = self.n();
+        let mut regs = vec![[0f32; BLOCK]; self.program.len()];
+        let last = self.program.len() - 1;
+        for start in (0..n).step_by(BLOCK) {
+            let len = BLOCK.min(n - start);
+            for (r, inst) in self.program.iter().enumerate() {
+                let (done, rest) = regs.split_at_mut(r);
+                let dst = &mut rest[0][..len];
+                match *inst {
+                    Inst::Load(k) => self.load(x[k], k, start, dst),
+                    Inst::Unary(op, a) => op.map_slice(&done[a][..len], dst),
+                    Inst::Binary(op, a, b) => op.map_slices(&done[a][..len], &done[b][..len], dst),
+                }
+            }
+            out[0][start..start + len].copy_from_slice(&regs[last][..len]);
+        }
+    }
+
     fn n(&self) -> usize {
         self.shape.iter().product()
     }
@@ -146,6 +168,13 @@ impl FusedKernel {
     }
 }
 
+super::vmath::simd_fn! {
+    /// [`FusedKernel`]'s CPU pass.
+    fn fused_cpu(kernel: &FusedKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        kernel.run_blocks(x, out)
+    }
+}
+
 /// Outputs per block of the CPU evaluation (every register fits in L1).
 const BLOCK: usize = 256;
 
@@ -155,30 +184,7 @@ impl Kernel for FusedKernel {
     }
 
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let n = self.n();
-        let mut regs = vec![[0f32; BLOCK]; self.program.len()];
-        let last = self.program.len() - 1;
-        for start in (0..n).step_by(BLOCK) {
-            let len = BLOCK.min(n - start);
-            for (r, inst) in self.program.iter().enumerate() {
-                let (done, rest) = regs.split_at_mut(r);
-                let dst = &mut rest[0][..len];
-                match *inst {
-                    Inst::Load(k) => self.load(x[k], k, start, dst),
-                    Inst::Unary(op, a) => {
-                        for (d, &v) in dst.iter_mut().zip(&done[a][..len]) {
-                            *d = op.cpu(v);
-                        }
-                    }
-                    Inst::Binary(op, a, b) => {
-                        for ((d, &u), &v) in dst.iter_mut().zip(&done[a][..len]).zip(&done[b][..len]) {
-                            *d = op.cpu(u, v);
-                        }
-                    }
-                }
-            }
-            out[0][start..start + len].copy_from_slice(&regs[last][..len]);
-        }
+        fused_cpu(self, x, out);
     }
 
     fn wgsl(&self) -> Wgsl {

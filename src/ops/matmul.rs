@@ -98,14 +98,7 @@ impl Kernel for MatMulKernel {
         if bias.is_none() && self.op.act.is_none() {
             return;
         }
-        for row in out[0][..m * n].chunks_mut(n.max(1)) {
-            if let Some(bias) = bias {
-                row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
-            }
-            if let Some(act) = self.op.act {
-                row.iter_mut().for_each(|v| *v = act.cpu(*v));
-            }
-        }
+        epilogue_cpu(&mut out[0][..m * n], n, bias, self.op.act);
     }
 
     /// The default tile without a K split; the GPU backend runs [`Kernel::tune`]'s
@@ -150,6 +143,21 @@ impl Kernel for MatMulKernel {
             variants,
             worth_timing: 2 * self.m * self.n * self.k >= TUNE_FLOPS,
         })
+    }
+}
+
+super::vmath::simd_fn! {
+    /// The CPU epilogue of a product: `bias` added to every row of `n` words, then
+    /// the activation.
+    fn epilogue_cpu(out: &mut [f32], n: usize, bias: Option<&[f32]>, act: Option<UnaryOp>) {
+        for row in out.chunks_mut(n.max(1)) {
+            if let Some(bias) = bias {
+                row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+            }
+            if let Some(act) = act {
+                act.map_in_place(row);
+            }
+        }
     }
 }
 

@@ -148,6 +148,42 @@ impl Kernel for UpdateKernel {
     /// The same operations in the same order as the WGSL kernel and as PyTorch's
     /// single-tensor (CPU) path, one parameter after the other.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        update_cpu(self, x, out);
+    }
+
+    /// All parameters in one launch (see [`UpdateKernel::pass`]).
+    fn wgsl(&self) -> Wgsl {
+        self.pass(&(0..self.sizes.len()).collect::<Vec<_>>())
+    }
+
+    /// Two ways with the same bits (the same operations on every word): all
+    /// parameters in one launch (multi-tensor apply: fewer dispatches), or one
+    /// launch per parameter (smaller kernels; faster on lavapipe, which runs a
+    /// kernel's branches for every invocation). The GPU autotune picks per adapter.
+    fn tune(&self) -> Option<Tune> {
+        let entry = self.pass(&[]).entry;
+        let words = self.sizes.iter().sum();
+        Some(Tune::one_or_each(
+            entry,
+            "per parameter",
+            self.sizes.len(),
+            words,
+            |w| self.pass(w),
+        ))
+    }
+}
+
+super::vmath::simd_fn! {
+    /// [`UpdateKernel`]'s CPU pass.
+    fn update_cpu(kernel: &UpdateKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        kernel.update_all(x, out)
+    }
+}
+
+impl UpdateKernel {
+    /// [`Kernel::cpu`]'s loops, one parameter after the other.
+    #[inline(always)]
+    fn update_all(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let c = x[1];
         let per = 1 + self.kind.state_buffers();
         for (j, (&n, out)) in self.sizes.iter().zip(out.chunks_mut(per)).enumerate() {
@@ -186,29 +222,6 @@ impl Kernel for UpdateKernel {
         }
     }
 
-    /// All parameters in one launch (see [`UpdateKernel::pass`]).
-    fn wgsl(&self) -> Wgsl {
-        self.pass(&(0..self.sizes.len()).collect::<Vec<_>>())
-    }
-
-    /// Two ways with the same bits (the same operations on every word): all
-    /// parameters in one launch (multi-tensor apply: fewer dispatches), or one
-    /// launch per parameter (smaller kernels; faster on lavapipe, which runs a
-    /// kernel's branches for every invocation). The GPU autotune picks per adapter.
-    fn tune(&self) -> Option<Tune> {
-        let entry = self.pass(&[]).entry;
-        let words = self.sizes.iter().sum();
-        Some(Tune::one_or_each(
-            entry,
-            "per parameter",
-            self.sizes.len(),
-            words,
-            |w| self.pass(w),
-        ))
-    }
-}
-
-impl UpdateKernel {
     /// The launch updating the parameters `which` (indices, in order):
     /// `update_group(group, lane)` finds the parameter whose words workgroup `group`
     /// updates (each parameter takes whole workgroups of 256 words, in order; the
@@ -263,6 +276,7 @@ impl UpdateKernel {
 /// dominated by this loop on small models). PyTorch's order: `m.lerp_(g, 1 − β₁)`,
 /// `v.mul_(β₂).addcmul_(g, g, value=1 − β₂)`, `denom = v.sqrt() / √bc₂ + eps`,
 /// `p.addcdiv_(m, denom, value=−step_size)`.
+#[inline(always)]
 fn adam<const DECOUPLED: bool>(c: &[f32], grad: &[f32], param: &mut [f32], m: &mut [f32], v: &mut [f32]) {
     let (w1, b2, w2, eps, wd, decay, neg_step_size, bc2_sqrt) = (c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
     for (((p, m), v), &g) in param.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grad) {
