@@ -7,6 +7,7 @@
 pub(crate) mod cpu;
 pub(crate) mod gpu;
 mod headless;
+pub(crate) mod helper;
 mod pipeline_cache;
 mod tune_cache;
 pub(crate) mod wait;

@@ -425,11 +425,17 @@ fn storer(split: bool, vector: bool, edge_n: bool) -> String {
     }
 }
 
-/// Products of at least this many flops (2·m·n·k) are split by rows over threads,
-/// each part at least this large. Measured on 2 vCPUs (AMD EPYC, AVX2): 512³ and
-/// 1024³ run 1.6–1.9× faster on two threads, while the seed MLP's 128×784×128
-/// products (25.7 MFLOP) gained nothing, so they stay on one thread.
+/// Products of at least twice this many flops (2·m·n·k) are split by rows over
+/// scoped threads, each part at least this large (512³ and 1024³ ran 1.6–1.9× faster
+/// on 2 vCPUs).
 const FLOPS_PER_THREAD: usize = 1 << 26;
+
+/// Products of at least this many flops and below the scoped-thread size are split in
+/// two, one half on the spinning helper thread (`backend::helper`), which costs a
+/// few µs where spawning a thread costs ~50: the seed MLP's 32×784×128 and
+/// 128×784×128 products (6.4 and 25.7 MFLOP). Whole epochs of that MLP on 2 vCPUs
+/// (AMD EPYC), paired runs: 0.86× the time at batch 32, 0.84× at batch 128.
+const FLOPS_FOR_TWO: usize = 1 << 22;
 
 /// The threads a product may use: the machine's parallelism, read once; one in a
 /// browser tab (wasm32 without atomics has no threads).
@@ -442,8 +448,9 @@ fn cpu_threads() -> usize {
 }
 
 /// `op(A)·op(B)` through `matrixmultiply`, transposes expressed as strides; a large
-/// product is split into row blocks computed on scoped threads (each block the same
-/// sgemm, so the result has the same bits however many threads the machine has).
+/// product is split into row blocks computed on the helper thread or on scoped
+/// threads (each block the same sgemm, so the result has the same bits however many
+/// threads the machine has).
 #[allow(clippy::too_many_arguments)]
 fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32], b: &[f32], out: &mut [f32]) {
     let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
@@ -455,7 +462,14 @@ fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32], b: &[f32],
         out[..m * n].fill(0.0);
         return;
     }
-    let parts = cpu_threads().min(2 * m * n * k / FLOPS_PER_THREAD);
+    let flops = 2 * m * n * k;
+    let parts = if flops >= FLOPS_PER_THREAD * 2 {
+        cpu_threads().min(flops / FLOPS_PER_THREAD)
+    } else if flops >= FLOPS_FOR_TWO {
+        cpu_threads().min(2)
+    } else {
+        1
+    };
     sgemm_parts(parts, m, k, n, (a, rsa, csa), (b, rsb, csb), out)
 }
 
@@ -476,6 +490,14 @@ fn sgemm_parts(
     }
     // Row blocks of whole 8-row panels (matrixmultiply's register tile height).
     let rows = m.div_ceil(parts).next_multiple_of(8);
+    if parts == 2 {
+        let (top, bottom) = out.split_at_mut(rows * n);
+        let a_bottom = &a[rows * rsa..];
+        return crate::backend::helper::join(
+            || gemm_block(bottom.len() / n, k, n, (a_bottom, rsa, csa), (b, rsb, csb), bottom),
+            || gemm_block(rows, k, n, (a, rsa, csa), (b, rsb, csb), top),
+        );
+    }
     std::thread::scope(|scope| {
         let mut blocks = out.chunks_mut(rows * n).enumerate();
         let (_, first) = blocks.next().expect("m > 0");
