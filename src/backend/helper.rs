@@ -76,9 +76,9 @@ impl Helper {
             let start = Instant::now();
             let mut spins = 0u32;
             while !spins.is_multiple_of(64) || start.elapsed() < SPIN {
-                let task = self.slot.swap(ptr::null_mut(), SeqCst);
-                if !task.is_null() {
-                    return task;
+                // Read-only while waiting: the line stays shared, no write per spin.
+                if !self.slot.load(SeqCst).is_null() {
+                    return self.slot.swap(ptr::null_mut(), SeqCst);
                 }
                 spins = spins.wrapping_add(1);
                 std::hint::spin_loop();
