@@ -122,46 +122,9 @@ impl Kernel for LstmKernel {
 
     /// Row by row: the four gates' activations over whole slices (vectorized
     /// sigmoid and tanh, `vmath.rs`), then the cell arithmetic per unit, in the
-    /// order of the WGSL kernel.
+    /// order of the WGSL kernel; built for AVX2 where the CPU has it.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let h = self.hidden;
-        let mut act = vec![0f32; 4 * h];
-        let mut c = vec![0f32; h];
-        let mut tc = vec![0f32; h];
-        for b in 0..self.batch {
-            let rows = b * 4 * h..(b + 1) * 4 * h;
-            for ((a, &p), &q) in act.iter_mut().zip(&x[0][rows.clone()]).zip(&x[1][rows]) {
-                *a = p + q;
-            }
-            vmath::sigmoid_in_place(&mut act[..2 * h]);
-            vmath::tanh_in_place(&mut act[2 * h..3 * h]);
-            vmath::sigmoid_in_place(&mut act[3 * h..]);
-            let (i, f, g, o) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
-            let units = b * h..(b + 1) * h;
-            let c_prev = &x[2][units.clone()];
-            for j in 0..h {
-                c[j] = f[j] * c_prev[j] + i[j] * g[j];
-            }
-            tc.copy_from_slice(&c);
-            vmath::tanh_in_place(&mut tc);
-            if !self.backward {
-                for j in 0..h {
-                    out[0][b * h + j] = o[j] * tc[j];
-                }
-                out[1][units].copy_from_slice(&c);
-                continue;
-            }
-            let (dh, dc) = (&x[3][units.clone()], &x[4][units]);
-            let row = b * 4 * h;
-            for j in 0..h {
-                let dct = dc[j] + dh[j] * o[j] * (1.0 - tc[j] * tc[j]);
-                out[0][row + j] = dct * g[j] * i[j] * (1.0 - i[j]);
-                out[0][row + h + j] = dct * c_prev[j] * f[j] * (1.0 - f[j]);
-                out[0][row + 2 * h + j] = dct * i[j] * (1.0 - g[j] * g[j]);
-                out[0][row + 3 * h + j] = dh[j] * tc[j] * o[j] * (1.0 - o[j]);
-                out[1][b * h + j] = dct * f[j];
-            }
-        }
+        lstm_cpu(self, x, out);
     }
 
     fn wgsl(&self) -> Wgsl {
@@ -169,6 +132,59 @@ impl Kernel for LstmKernel {
         let u = Uniforms::new().u32("n", n).u32("hidden", self.hidden);
         let entry = if self.backward { "lstm_cell_grad" } else { "lstm_cell" };
         Wgsl::new(SHADER, entry, u, Grid::Threads(n))
+    }
+}
+
+vmath::simd_fn! {
+    /// [`LstmKernel`]'s CPU pass.
+    fn lstm_cpu(kernel: &LstmKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let h = kernel.hidden;
+        let mut act = vec![0f32; 4 * h];
+        let mut c = vec![0f32; h];
+        let mut tc = vec![0f32; h];
+        for b in 0..kernel.batch {
+            let rows = b * 4 * h..(b + 1) * 4 * h;
+            for ((a, &p), &q) in act.iter_mut().zip(&x[0][rows.clone()]).zip(&x[1][rows.clone()]) {
+                *a = p + q;
+            }
+            let (ifg, o) = act.split_at_mut(3 * h);
+            let (if_, g) = ifg.split_at_mut(2 * h);
+            if_.iter_mut().for_each(|v| *v = vmath::sigmoid(*v));
+            o.iter_mut().for_each(|v| *v = vmath::sigmoid(*v));
+            g.iter_mut().for_each(|v| *v = vmath::tanh(*v));
+            let (i, f, g, o) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
+            let units = b * h..(b + 1) * h;
+            let c_prev = &x[2][units.clone()];
+            for (((c, &f), &cp), (&i, &g)) in c.iter_mut().zip(f).zip(c_prev).zip(i.iter().zip(g)) {
+                *c = f * cp + i * g;
+            }
+            for (t, &c) in tc.iter_mut().zip(&c) {
+                *t = vmath::tanh(c);
+            }
+            if !kernel.backward {
+                for ((out, &o), &t) in out[0][units.clone()].iter_mut().zip(o).zip(&tc) {
+                    *out = o * t;
+                }
+                out[1][units].copy_from_slice(&c);
+                continue;
+            }
+            let (dh, dc) = (&x[3][units.clone()], &x[4][units.clone()]);
+            let [da, dc_prev] = out else {
+                unreachable!("lstm_cell_grad writes da, dc_prev")
+            };
+            let (da_if, da_go) = da[rows].split_at_mut(2 * h);
+            let (di, df) = da_if.split_at_mut(h);
+            let (dg, do_) = da_go.split_at_mut(h);
+            let dc_prev = &mut dc_prev[units];
+            for j in 0..h {
+                let dct = dc[j] + dh[j] * o[j] * (1.0 - tc[j] * tc[j]);
+                di[j] = dct * g[j] * i[j] * (1.0 - i[j]);
+                df[j] = dct * c_prev[j] * f[j] * (1.0 - f[j]);
+                dg[j] = dct * i[j] * (1.0 - g[j] * g[j]);
+                do_[j] = dh[j] * tc[j] * o[j] * (1.0 - o[j]);
+                dc_prev[j] = dct * f[j];
+            }
+        }
     }
 }
 
