@@ -11,6 +11,7 @@ use wgnn::{DType, Device, Error, Tensor};
 device_tests!(
     argmax_matches_the_cpu_and_picks_the_first_maximum,
     a_parameter_used_twice_gets_the_sum_of_both_gradients,
+    a_weight_used_in_many_products_gets_their_summed_gradient_from_one_product,
     large_launches_fold_into_a_two_dimensional_grid,
     dropout_with_p_zero_is_the_identity_and_p_one_zeroes_everything,
     label_tensors_reshape_slice_join_and_select_keeping_their_values,
@@ -361,6 +362,87 @@ fn a_parameter_used_twice_gets_the_sum_of_both_gradients(dev: &Device) {
     let f = (&w * &w).sum() + w.sum();
     let g = f.backward().unwrap();
     assert_eq!(g.get(&w).unwrap().to_vec().unwrap(), vec![3.0, -3.0, 7.0]);
+}
+
+/// A weight used in several products (an RNN's recurrent weight, once per time
+/// step) gets the sum of their gradients, computed as one product over the joined
+/// inner dimensions instead of one product per use and a chain of additions: for
+/// both forms the joining meets (inner dimension along rows or along columns), uses
+/// of different sizes, against sums in f64 on the host.
+fn a_weight_used_in_many_products_gets_their_summed_gradient_from_one_product(shared: &Device) {
+    let dev = &common::private(shared);
+    let leaf = |shape: &[usize], seed| Tensor::randn(shape, seed, dev).unwrap().requires_grad().unwrap();
+    let data = |shape: &[usize], seed| Tensor::randn(shape, seed, dev).unwrap();
+    // w [4, 6] as x_i·w (x_i [r_i, 4]): dw = Σ x_iᵀ·r_i, joined along rows;
+    // u [4, 6] as uᵀ·z_i (z_i [4, c_i]): du = Σ z_i·r_iᵀ, joined along columns.
+    let (w, u) = (leaf(&[4, 6], 1), leaf(&[4, 6], 2));
+    let sizes = [3usize, 5, 2, 7, 1, 4, 6, 2, 3];
+    let xs: Vec<Tensor> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| data(&[r, 4], 10 + i as u64))
+        .collect();
+    let zs: Vec<Tensor> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| data(&[4, c], 30 + i as u64))
+        .collect();
+    let rs: Vec<Tensor> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| data(&[r, 6], 50 + i as u64))
+        .collect();
+    let ts: Vec<Tensor> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| data(&[6, c], 70 + i as u64))
+        .collect();
+    let mut loss = Tensor::full(&[], 0.0, dev);
+    for i in 0..sizes.len() {
+        loss = &loss + &(&xs[i].matmul(&w) * &rs[i]).sum();
+        loss = &loss + &(&u.matmul_t(&zs[i], true, false) * &ts[i]).sum();
+    }
+    let grads = loss.backward().unwrap();
+    dev.set_profile(true);
+    let (dw, du) = (
+        grads.get(&w).unwrap().to_vec().unwrap(),
+        grads.get(&u).unwrap().to_vec().unwrap(),
+    );
+    let report = dev.profile_report();
+    dev.set_profile(false);
+    let products: usize = report
+        .plans
+        .iter()
+        .flat_map(|p| &p.launches)
+        .filter(|l| l.kernel.starts_with("matmul"))
+        .count();
+    assert_eq!(products, 2, "one product per weight: {:?}", report.plans);
+    // Σ_i Σ_r a_i[r, j]·b_i[r, k] in f64, the inner index r along rows of both.
+    let expected = |a: &[Tensor], b: &[Tensor], a_rows: bool, b_rows: bool| {
+        let mut sum = vec![0f64; 24];
+        for (a, b) in a.iter().zip(b) {
+            let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+            let inner = if a_rows { a.shape()[0] } else { a.shape()[1] };
+            let at = |r: usize, j: usize| if a_rows { av[r * 4 + j] } else { av[j * inner + r] } as f64;
+            let bt = |r: usize, k: usize| if b_rows { bv[r * 6 + k] } else { bv[k * inner + r] } as f64;
+            for r in 0..inner {
+                for j in 0..4 {
+                    for k in 0..6 {
+                        sum[j * 6 + k] += at(r, j) * bt(r, k);
+                    }
+                }
+            }
+        }
+        sum
+    };
+    for (got, want, what) in [
+        (&dw, expected(&xs, &rs, true, true), "w"),
+        (&du, expected(&zs, &ts, false, false), "u"),
+    ] {
+        for (g, e) in got.iter().zip(&want) {
+            assert!((*g as f64 - e).abs() <= 1e-4 * e.abs().max(1.0), "d{what}: {g} vs {e}");
+        }
+    }
 }
 
 fn large_launches_fold_into_a_two_dimensional_grid(dev: &Device) {
