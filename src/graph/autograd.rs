@@ -206,7 +206,8 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
 /// form and shape among them (`op(A_i)·op(B_i)`, no bias or activation: the weight
 /// gradients of a layer used at every step of an unrolled RNN) become one product
 /// over their inner dimensions joined, `Σ op(A_i)·op(B_i) = op([A_1 … A_n])·op([B_1 …
-/// B_n])`: two joins and one GEMM instead of n GEMMs and n − 1 additions.
+/// B_n])`: two joins and one GEMM instead of n GEMMs and n − 1 additions (a few, for
+/// groups too large to join at once: [`MAX_JOINED_WORDS`]).
 fn sum_terms(terms: Vec<Tensor>) -> Tensor {
     let forms: Vec<Option<(bool, bool)>> = terms.iter().map(joinable_product).collect();
     let shared = |form: Option<(bool, bool)>| form.is_some() && forms.iter().filter(|f| **f == form).count() > 1;
@@ -226,18 +227,42 @@ fn sum_terms(terms: Vec<Tensor>) -> Tensor {
             let (ta, tb) = form.expect("shared forms are products");
             // The inner dimension is A's axis 1 (axis 0 when A is stored transposed)
             // and B's axis 0 (axis 1 when B is stored transposed).
-            let join = |k: usize, axis: usize| {
-                let parts: Vec<&Tensor> = group.iter().map(|t| &t.0.inputs[k]).collect();
+            let join = |chunk: &[&Tensor], k: usize, axis: usize| {
+                let parts: Vec<&Tensor> = chunk.iter().map(|t| &t.0.inputs[k]).collect();
                 Tensor::cat(&parts, axis)
             };
-            let product = join(0, 1 - ta as usize).matmul_t(&join(1, tb as usize), ta, tb);
-            debug_assert_eq!(product.shape(), term.shape(), "joined gradient product");
-            summed.push(product);
+            for chunk in joinable_chunks(&group) {
+                let product = join(chunk, 0, 1 - ta as usize).matmul_t(&join(chunk, 1, tb as usize), ta, tb);
+                debug_assert_eq!(product.shape(), term.shape(), "joined gradient product");
+                summed.push(product);
+            }
         }
     }
     let mut summed = summed.into_iter();
     let first = summed.next().expect("a gradient has one term at least");
     summed.fold(first, |acc, t| &acc + &t)
+}
+
+/// The most words a joined operand holds: a longer group (a long sequence) is joined
+/// in several chunks, so that the joins add little memory to what the gradients of
+/// the steps take anyway.
+const MAX_JOINED_WORDS: usize = 1 << 24;
+
+/// `group` cut into runs whose joined operands each stay within [`MAX_JOINED_WORDS`]
+/// (a run holds one term at least).
+fn joinable_chunks<'a>(group: &'a [&'a Tensor]) -> Vec<&'a [&'a Tensor]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut words) = (0, [0usize; 2]);
+    for (k, term) in group.iter().enumerate() {
+        let size = [term.0.inputs[0].numel(), term.0.inputs[1].numel()];
+        if k > start && (words[0] + size[0] > MAX_JOINED_WORDS || words[1] + size[1] > MAX_JOINED_WORDS) {
+            chunks.push(&group[start..k]);
+            (start, words) = (k, [0, 0]);
+        }
+        words = [words[0] + size[0], words[1] + size[1]];
+    }
+    chunks.push(&group[start..]);
+    chunks
 }
 
 /// `(ta, tb)` of a term that is an unrealized plain 2-D product, or `None`. (Terms of
@@ -253,5 +278,28 @@ fn joinable_product(term: &Tensor) -> Option<(bool, bool)> {
             Some((m.ta, m.tb))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Device;
+
+    /// Lazy operands (nothing is computed): terms of 2²³ + 2²² words are joined two at
+    /// a time, the third alone; terms that are not plain products are not grouped.
+    #[test]
+    fn long_groups_are_joined_in_chunks_of_bounded_size() {
+        let dev = Device::cpu();
+        let rows = 1 << 22;
+        let term = || Tensor::full(&[rows, 2], 1.0, &dev).matmul_t(&Tensor::full(&[rows, 1], 1.0, &dev), true, false);
+        let (a, b, c) = (term(), term(), term());
+        assert_eq!(joinable_product(&a), Some((true, false)));
+        let group = [&a, &b, &c];
+        let sizes: Vec<usize> = joinable_chunks(&group).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [2, 1]);
+        let relu = Tensor::full(&[2, 1], 1.0, &dev).relu();
+        assert_eq!(joinable_product(&relu), None);
+        assert_eq!(sum_terms(vec![a, b, c]).shape(), [2, 1]);
     }
 }
