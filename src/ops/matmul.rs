@@ -490,6 +490,11 @@ fn sgemm_parts(
     }
     // Row blocks of whole 8-row panels (matrixmultiply's register tile height).
     let rows = m.div_ceil(parts).next_multiple_of(8);
+    if parts == 2 && m < n && n >= 32 {
+        // A wide product: split the columns, so that each thread packs half of B
+        // (splitting rows, both would pack all of it for a few rows of A each).
+        return gemm_column_halves(m, k, n, (a, rsa, csa), (b, rsb, csb), out);
+    }
     if parts == 2 {
         let (top, bottom) = out.split_at_mut(rows * n);
         let a_bottom = &a[rows * rsa..];
@@ -507,6 +512,58 @@ fn sgemm_parts(
         }
         gemm_block(first.len() / n, k, n, (a, rsa, csa), (b, rsb, csb), first);
     });
+}
+
+/// `out[m, n] = A·B` in two column blocks (a multiple of 16 columns on the left), the
+/// right one on the helper thread.
+fn gemm_column_halves(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (&[f32], usize, usize),
+    (b, rsb, csb): (&[f32], usize, usize),
+    out: &mut [f32],
+) {
+    /// The output's base pointer, shared by the two blocks (which write disjoint
+    /// elements).
+    struct Out(*mut f32);
+    // SAFETY: the two threads write disjoint elements, and `join` returns only when
+    // both are done, while `out` is still borrowed.
+    unsafe impl Sync for Out {}
+    impl Out {
+        fn at(&self, i: usize) -> *mut f32 {
+            // SAFETY (of callers): i < n, inside `out`.
+            unsafe { self.0.add(i) }
+        }
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len() && out.len() >= m * n);
+    let out = Out(out.as_mut_ptr());
+    let cut = (n / 2).next_multiple_of(16).min(n);
+    let block = |c0: usize, c1: usize| {
+        // SAFETY: A's and B's elements lie inside their slices (asserted above);
+        // columns c0..c1 of every row of `out` (row stride n) are inside it and
+        // written by this block only.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                c1 - c0,
+                1.0,
+                a.as_ptr(),
+                rsa as isize,
+                csa as isize,
+                b.as_ptr().add(c0 * csb),
+                rsb as isize,
+                csb as isize,
+                0.0,
+                out.at(c0),
+                n as isize,
+                1,
+            );
+        }
+    };
+    crate::backend::helper::join(|| block(cut, n), || block(0, cut));
 }
 
 /// One `matrixmultiply::sgemm` call: `out[m, n] = A·B` with A and B given as slices
@@ -649,7 +706,15 @@ mod tests {
     /// transpose combination and ragged row counts.
     #[test]
     fn a_product_split_over_threads_has_the_same_bits() {
-        for (m, k, n) in [(8, 3, 5), (37, 65, 19), (130, 784, 128)] {
+        // Rows split, and (m < n, two parts) columns split.
+        for (m, k, n) in [
+            (8, 3, 5),
+            (37, 65, 19),
+            (130, 784, 128),
+            (32, 128, 512),
+            (16, 40, 33),
+            (20, 784, 128),
+        ] {
             let a = crate::rng::uniform(1, m * k, -1.0, 1.0);
             let b = crate::rng::uniform(2, k * n, -1.0, 1.0);
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
