@@ -1,11 +1,12 @@
-//! Vectorizable sigmoid and tanh for the CPU twins of the fused recurrent cells
-//! (`lstm.rs`, `gru.rs`): the formulas of `shaders/common.wgsl`'s `sigmoid_f` and
-//! `tanh_f` (both through e^(−|x|), which never overflows), with e^x computed
-//! branch-free by range reduction and a degree-6 polynomial (Cephes' `expf`,
-//! within 2 ulp) instead of a libm call per element, so that loops over slices
-//! compile to SIMD: AVX2 where the CPU has it (checked once at run time), SSE2
-//! otherwise. The cells were spending most of an LSTM step in libm's `expf` and
-//! `tanhf`.
+//! SIMD on the CPU backend. `simd_fn!` builds a function twice, for AVX2 and for
+//! plain x86-64, and runs the AVX2 build where the CPU has it (the elementwise,
+//! fused, epilogue, optimizer and recurrent-cell loops use it). And vectorizable
+//! sigmoid and tanh for the recurrent cells (`lstm.rs`, `gru.rs`): the formulas of
+//! `shaders/common.wgsl`'s `sigmoid_f` and `tanh_f` (both through e^(−|x|), which
+//! never overflows), with e^x computed branch-free by range reduction and a degree-6
+//! polynomial (Cephes' `expf`, within 2 ulp) instead of a libm call per element, so
+//! that loops over slices compile to SIMD. The cells were spending most of an LSTM
+//! step in libm's `expf` and `tanhf`.
 
 /// e^x for x ≤ 0; 0 below −87 (where e^x < 1.7e−38, the smallest normal f32).
 #[inline(always)]
