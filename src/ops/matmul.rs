@@ -531,37 +531,25 @@ fn gemm_column_halves(
     // both are done, while `out` is still borrowed.
     unsafe impl Sync for Out {}
     impl Out {
-        fn at(&self, i: usize) -> *mut f32 {
-            // SAFETY (of callers): i < n, inside `out`.
-            unsafe { self.0.add(i) }
+        fn get(&self) -> *mut f32 {
+            self.0
         }
     }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len() && out.len() >= m * n);
+    check_operands(m, k, n, (a, rsa, csa), (b, rsb, csb), out);
     let out = Out(out.as_mut_ptr());
     let cut = (n / 2).next_multiple_of(16).min(n);
-    let block = |c0: usize, c1: usize| {
-        // SAFETY: A's and B's elements lie inside their slices (asserted above);
-        // columns c0..c1 of every row of `out` (row stride n) are inside it and
-        // written by this block only.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                c1 - c0,
-                1.0,
-                a.as_ptr(),
-                rsa as isize,
-                csa as isize,
-                b.as_ptr().add(c0 * csb),
-                rsb as isize,
-                csb as isize,
-                0.0,
-                out.at(c0),
-                n as isize,
-                1,
-            );
-        }
+    // SAFETY: operands checked above; columns c0..c1 of every row of `out` (row
+    // stride n) are inside it and written by this block only.
+    let block = |c0: usize, c1: usize| unsafe {
+        sgemm_raw(
+            m,
+            k,
+            c1 - c0,
+            (a.as_ptr(), rsa, csa),
+            (b.as_ptr().add(c0 * csb), rsb, csb),
+            out.get().add(c0),
+            n,
+        )
     };
     crate::backend::helper::join(|| block(cut, n), || block(0, cut));
 }
@@ -576,27 +564,68 @@ fn gemm_block(
     (b, rsb, csb): (&[f32], usize, usize),
     out: &mut [f32],
 ) {
+    check_operands(m, k, n, (a, rsa, csa), (b, rsb, csb), out);
+    // SAFETY: operands checked above; `out` holds m·n elements written with row
+    // stride n.
+    unsafe {
+        sgemm_raw(
+            m,
+            k,
+            n,
+            (a.as_ptr(), rsa, csa),
+            (b.as_ptr(), rsb, csb),
+            out.as_mut_ptr(),
+            n,
+        )
+    }
+}
+
+/// Asserts that every element the strides of A `[m, k]` and B `[k, n]` address lies
+/// inside its slice and that `out` holds `m·n` elements.
+fn check_operands(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (&[f32], usize, usize),
+    (b, rsb, csb): (&[f32], usize, usize),
+    out: &[f32],
+) {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
     assert!(last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len() && out.len() >= m * n);
-    // SAFETY: every element the strides address lies inside its slice (asserted
-    // above), and `out` holds m·n elements written with row stride n.
+}
+
+/// `matrixmultiply::sgemm` writing `out` with row stride `ldc`.
+///
+/// # Safety
+/// A, B and `out` must address only memory of their allocations, and nobody else may
+/// touch the elements written.
+unsafe fn sgemm_raw(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (*const f32, usize, usize),
+    (b, rsb, csb): (*const f32, usize, usize),
+    out: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: as the caller promises.
     unsafe {
         matrixmultiply::sgemm(
             m,
             k,
             n,
             1.0,
-            a.as_ptr(),
+            a,
             rsa as isize,
             csa as isize,
-            b.as_ptr(),
+            b,
             rsb as isize,
             csb as isize,
             0.0,
-            out.as_mut_ptr(),
-            n as isize,
+            out,
+            ldc as isize,
             1,
-        );
+        )
     }
 }
 
