@@ -100,11 +100,25 @@ impl Kernel for GruKernel {
     /// then n (vectorized tanh) and the rest per unit, in the order of the WGSL
     /// kernel.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let h = self.hidden;
+        gru_cpu(self, x, out);
+    }
+
+    fn wgsl(&self) -> Wgsl {
+        let n = self.batch * self.hidden;
+        let u = Uniforms::new().u32("n", n).u32("hidden", self.hidden);
+        let entry = if self.backward { "gru_cell_grad" } else { "gru_cell" };
+        Wgsl::new(SHADER, entry, u, Grid::Threads(n))
+    }
+}
+
+vmath::simd_fn! {
+    /// [`GruKernel`]'s CPU pass, built for AVX2 where the CPU has it.
+    fn gru_cpu(kernel: &GruKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let h = kernel.hidden;
         let (xg, hg) = (x[0], x[1]);
         let mut rz = vec![0f32; 2 * h];
         let mut n = vec![0f32; h];
-        for b in 0..self.batch {
+        for b in 0..kernel.batch {
             let row = b * 3 * h;
             for (k, a) in rz.iter_mut().enumerate() {
                 *a = xg[row + k] + hg[row + k];
@@ -117,7 +131,7 @@ impl Kernel for GruKernel {
             }
             vmath::tanh_in_place(&mut n);
             let h_prev = &x[2][b * h..(b + 1) * h];
-            if !self.backward {
+            if !kernel.backward {
                 for j in 0..h {
                     out[0][b * h + j] = (1.0 - z[j]) * n[j] + z[j] * h_prev[j];
                 }
@@ -137,13 +151,6 @@ impl Kernel for GruKernel {
                 out[2][b * h + j] = g[j] * z[j];
             }
         }
-    }
-
-    fn wgsl(&self) -> Wgsl {
-        let n = self.batch * self.hidden;
-        let u = Uniforms::new().u32("n", n).u32("hidden", self.hidden);
-        let entry = if self.backward { "gru_cell_grad" } else { "gru_cell" };
-        Wgsl::new(SHADER, entry, u, Grid::Threads(n))
     }
 }
 
