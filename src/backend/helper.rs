@@ -1,5 +1,6 @@
 //! A second thread for work split in two that is too short for spawning a thread
-//! (~50 µs here) or waking a sleeping pool: [`join`] hands one half to a helper
+//! (~50 µs here) or waking a sleeping pool (the products of a step, and through
+//! [`join_rows`] the recurrent cells): [`join`] hands one half to a helper
 //! thread that spins for a while after each job, so that the products of one
 //! training step (a few hundred µs apart) find it awake, and parks when no job
 //! comes. One helper per process, made on first use; a second caller while it is
@@ -169,6 +170,40 @@ pub(crate) fn join(first: impl FnOnce() + Send, second: impl FnOnce()) {
     );
 }
 
+/// Most slices [`join_rows`] splits: inputs and outputs each.
+const MAX_SLICES: usize = 8;
+
+/// Runs a row-wise kernel pass in two halves over `rows` rows, the second on the
+/// helper thread: `pass(rows, inputs, outputs)` gets every slice of `x` and `out` cut
+/// at the same row (each slice holds `rows` rows of equal length). Rows must be
+/// independent of each other, so the result has the same bits as one pass. Below
+/// two rows, or with more than [`MAX_SLICES`] slices on a side, one pass on this
+/// thread.
+pub(crate) fn join_rows(
+    rows: usize,
+    x: &[&[f32]],
+    out: &mut [&mut [f32]],
+    pass: impl Fn(usize, &[&[f32]], &mut [&mut [f32]]) + Sync,
+) {
+    if rows < 2 || x.len() > MAX_SLICES || out.len() > MAX_SLICES {
+        return pass(rows, x, out);
+    }
+    let (cut, nx, no) = (rows / 2, x.len(), out.len());
+    let (mut x0, mut x1) = ([&[][..]; MAX_SLICES], [&[][..]; MAX_SLICES]);
+    for (i, s) in x.iter().enumerate() {
+        (x0[i], x1[i]) = s.split_at(s.len() / rows * cut);
+    }
+    let (mut o0, mut o1): ([&mut [f32]; MAX_SLICES], [&mut [f32]; MAX_SLICES]) = Default::default();
+    for (i, s) in out.iter_mut().enumerate() {
+        let at = s.len() / rows * cut;
+        (o0[i], o1[i]) = s.split_at_mut(at);
+    }
+    join(
+        || pass(rows - cut, &x1[..nx], &mut o1[..no]),
+        || pass(cut, &x0[..nx], &mut o0[..no]),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +226,35 @@ mod tests {
         assert!(halves[0].iter().all(|&v| v == sum) && halves[1].iter().all(|&v| v == 2 * sum));
     }
 
+    #[test]
+    fn join_rows_cuts_every_slice_at_the_same_row() {
+        let x: Vec<f32> = (0..21).map(|v| v as f32).collect();
+        let (mut narrow, mut wide) = (vec![0f32; 14], vec![0f32; 35]);
+        let parts = Mutex::new(Vec::new());
+        // Rows of 3 words in, of 2 and 5 words out: each output row from its input row.
+        let pass = |rows: usize, x: &[&[f32]], out: &mut [&mut [f32]]| {
+            assert_eq!([x[0].len(), out[0].len(), out[1].len()], [3 * rows, 2 * rows, 5 * rows]);
+            for r in 0..rows {
+                let sum: f32 = x[0][3 * r..3 * r + 3].iter().sum();
+                out[0][2 * r..2 * r + 2].fill(sum);
+                out[1][5 * r..5 * r + 5].fill(-sum);
+            }
+            parts.lock().unwrap().push(rows);
+        };
+        join_rows(7, &[&x], &mut [&mut narrow, &mut wide], pass);
+        let mut parts = parts.into_inner().unwrap();
+        parts.sort();
+        assert_eq!(parts, [3, 4]);
+        for r in 0..7 {
+            let sum = (9 * r + 3) as f32;
+            assert!(
+                narrow[2 * r..2 * r + 2].iter().all(|&v| v == sum),
+                "row {r}: {narrow:?}"
+            );
+            assert!(wide[5 * r..5 * r + 5].iter().all(|&v| v == -sum), "row {r}: {wide:?}");
+        }
+    }
+
     /// (Ends the helper of the test process: later joins run on their own thread.)
     #[test]
     fn a_panic_on_the_helper_reaches_the_caller_and_later_joins_still_run() {
@@ -198,9 +262,11 @@ mod tests {
             Ok(s) => s.to_string(),
             Err(payload) => payload.downcast::<String>().map_or(String::new(), |s| *s),
         };
-        // A try finds the helper busy with another test's product now and then; its
-        // half then runs (and panics) on the caller's thread.
-        let reached = (0..100).any(|_| {
+        // A try finds the helper busy with other tests' products now and then (for
+        // many tries in a row while they run); its half then runs (and panics) on
+        // the caller's thread. Tries go on for up to a minute.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let reached = std::iter::from_fn(|| (Instant::now() < deadline).then_some(())).any(|()| {
             let caller = thread::spawn(|| join(|| panic!("first half"), || ()));
             let got = message(caller.join().expect_err("the panic reaches the caller"));
             let on_helper = !helper().expect("a helper").alive.load(SeqCst);
@@ -210,6 +276,9 @@ mod tests {
                 "first half"
             };
             assert_eq!(got, want);
+            if !on_helper {
+                thread::sleep(Duration::from_millis(1));
+            }
             on_helper
         });
         assert!(reached, "no try reached the helper");

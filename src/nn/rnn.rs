@@ -2,8 +2,9 @@
 //! gate orders and init, so a `state_dict()` moves both ways; and `nn.Embedding`.
 //!
 //! Backpropagation through time runs in the same plan as everything else: per layer,
-//! the input projection of all time steps is one GEMM; each step is one GEMM
-//! (`h·W_hhᵀ + b_hh`) and one fused cell kernel (`Tensor::lstm_cell`,
+//! the input projection of all time steps is one GEMM (with both biases, `b_ih +
+//! b_hh`, but for the GRU, which needs `b_hh` inside its n gate); each step is one
+//! GEMM (`h·W_hhᵀ`, `+ b_hh` for the GRU) and one fused cell kernel (`Tensor::lstm_cell`,
 //! `Tensor::gru_cell`; the plain RNN's `act(xg + hg)` is two elementwise kernels),
 //! whose fused backward is one kernel too. A plan is compiled per sequence length and batch size
 //! (its structure is the unrolled graph): the first batch of a new length pays one
@@ -277,14 +278,22 @@ impl Layer {
     fn run(&self, cell: Cell, seq: &Tensor, h0: Tensor, c0: Tensor) -> (Tensor, Tensor, Tensor) {
         let (t, b, input) = (seq.shape()[0], seq.shape()[1], seq.shape()[2]);
         let gates = self.weight_hh.shape()[0];
+        // Where the cell only uses xg + hg (not the GRU, whose n gate scales the
+        // hidden projection by r), both biases are added once, to the input
+        // projection of all steps: no bias per step, and the two biases' gradient
+        // is one column sum instead of one per step plus their additions.
+        let (bias_x, bias_h) = match (&self.bias_ih, &self.bias_hh) {
+            (Some(b_ih), Some(b_hh)) if cell != Cell::Gru => (Some(b_ih + b_hh), None),
+            (b_ih, b_hh) => (b_ih.clone(), b_hh.clone()),
+        };
         let projected = seq
             .reshape(&[t * b, input])
-            .linear(&self.weight_ih, self.bias_ih.as_ref())
+            .linear(&self.weight_ih, bias_x.as_ref())
             .reshape(&[t, b, gates]);
         let (mut h, mut c) = (h0, c0);
         let mut outs = Vec::with_capacity(t);
         for xg in projected.unbind(0) {
-            let hg = h.linear(&self.weight_hh, self.bias_hh.as_ref());
+            let hg = h.linear(&self.weight_hh, bias_h.as_ref());
             h = match cell {
                 Cell::Lstm => {
                     let (h, c_next) = Tensor::lstm_cell(&xg, &hg, &c);

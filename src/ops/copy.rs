@@ -289,8 +289,16 @@ impl Kernel for Strided {
         let mut idx = vec![0usize; shape.len()];
         let mut o = 0;
         while o < n {
-            for j in 0..len {
-                out[0][o + j] = x[0][base + j * stride];
+            let dst = &mut out[0][o..o + len];
+            if stride == 1 {
+                dst.copy_from_slice(&x[0][base..base + len]);
+            } else if stride == 0 {
+                dst.fill(x[0][base]);
+            } else {
+                let src = &x[0][base..=base + (len - 1) * stride];
+                for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                    *d = *s;
+                }
             }
             o += len;
             // Odometer over the outer axes.

@@ -14,8 +14,10 @@
 use std::sync::Arc;
 
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::lstm::SPLIT_UNITS;
 use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
+use crate::backend::helper::join_rows;
 use crate::tensor::DType;
 use crate::Tensor;
 
@@ -98,9 +100,15 @@ impl Kernel for GruKernel {
 
     /// Row by row: r and z over whole slices (vectorized sigmoid, `vmath.rs`),
     /// then n (vectorized tanh) and the rest per unit, in the order of the WGSL
-    /// kernel.
+    /// kernel. From [`SPLIT_UNITS`] units on, half of the rows on the helper thread.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        gru_cpu(self, x, out);
+        let pass =
+            |rows: usize, x: &[&[f32]], out: &mut [&mut [f32]]| gru_cpu(self.hidden, self.backward, rows, x, out);
+        if self.batch * self.hidden >= SPLIT_UNITS {
+            join_rows(self.batch, x, out, pass);
+        } else {
+            pass(self.batch, x, out);
+        }
     }
 
     fn wgsl(&self) -> Wgsl {
@@ -112,13 +120,13 @@ impl Kernel for GruKernel {
 }
 
 vmath::simd_fn! {
-    /// [`GruKernel`]'s CPU pass, built for AVX2 where the CPU has it.
-    fn gru_cpu(kernel: &GruKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let h = kernel.hidden;
+    /// [`GruKernel`]'s CPU pass over `batch` rows (`gru_cell_grad`'s when
+    /// `backward`), built for AVX2 where the CPU has it.
+    fn gru_cpu(h: usize, backward: bool, batch: usize, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let (xg, hg) = (x[0], x[1]);
         let mut rz = vec![0f32; 2 * h];
         let mut n = vec![0f32; h];
-        for b in 0..kernel.batch {
+        for b in 0..batch {
             let row = b * 3 * h;
             for (k, a) in rz.iter_mut().enumerate() {
                 *a = xg[row + k] + hg[row + k];
@@ -131,7 +139,7 @@ vmath::simd_fn! {
             }
             vmath::tanh_in_place(&mut n);
             let h_prev = &x[2][b * h..(b + 1) * h];
-            if !kernel.backward {
+            if !backward {
                 for j in 0..h {
                     out[0][b * h + j] = (1.0 - z[j]) * n[j] + z[j] * h_prev[j];
                 }

@@ -15,6 +15,7 @@
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
+use crate::backend::helper::join_rows;
 use crate::tensor::DType;
 use crate::Tensor;
 use std::sync::Arc;
@@ -122,9 +123,16 @@ impl Kernel for LstmKernel {
 
     /// Row by row: the four gates' activations over whole slices (vectorized
     /// sigmoid and tanh, `vmath.rs`), then the cell arithmetic per unit, in the
-    /// order of the WGSL kernel; built for AVX2 where the CPU has it.
+    /// order of the WGSL kernel; built for AVX2 where the CPU has it. From
+    /// [`SPLIT_UNITS`] units on, half of the rows on the helper thread.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        lstm_cpu(self, x, out);
+        let pass =
+            |rows: usize, x: &[&[f32]], out: &mut [&mut [f32]]| lstm_cpu(self.hidden, self.backward, rows, x, out);
+        if self.batch * self.hidden >= SPLIT_UNITS {
+            join_rows(self.batch, x, out, pass);
+        } else {
+            pass(self.batch, x, out);
+        }
     }
 
     fn wgsl(&self) -> Wgsl {
@@ -135,14 +143,18 @@ impl Kernel for LstmKernel {
     }
 }
 
+/// Batch × hidden from which a cell's CPU pass is split over two threads (a cell of
+/// 32 × 128 units takes ~45 µs on one core; handing half to the helper ~2 µs).
+pub(crate) const SPLIT_UNITS: usize = 4096;
+
 vmath::simd_fn! {
-    /// [`LstmKernel`]'s CPU pass.
-    fn lstm_cpu(kernel: &LstmKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let h = kernel.hidden;
+    /// [`LstmKernel`]'s CPU pass over `batch` rows (`lstm_cell_grad`'s when
+    /// `backward`).
+    fn lstm_cpu(h: usize, backward: bool, batch: usize, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let mut act = vec![0f32; 4 * h];
         let mut c = vec![0f32; h];
         let mut tc = vec![0f32; h];
-        for b in 0..kernel.batch {
+        for b in 0..batch {
             let rows = b * 4 * h..(b + 1) * 4 * h;
             for ((a, &p), &q) in act.iter_mut().zip(&x[0][rows.clone()]).zip(&x[1][rows.clone()]) {
                 *a = p + q;
@@ -161,7 +173,7 @@ vmath::simd_fn! {
             for (t, &c) in tc.iter_mut().zip(&c) {
                 *t = vmath::tanh(c);
             }
-            if !kernel.backward {
+            if !backward {
                 for ((out, &o), &t) in out[0][units.clone()].iter_mut().zip(o).zip(&tc) {
                     *out = o * t;
                 }

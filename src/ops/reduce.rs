@@ -3,6 +3,7 @@
 //! argmax.
 
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
+use super::vmath;
 use super::{split_axis, Bind, Launch, Lowering, Op, Rule};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -273,24 +274,35 @@ struct ReduceCols {
     inner: usize,
 }
 
-impl Kernel for ReduceCols {
-    fn reads(&self) -> usize {
-        1
-    }
-
-    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (outer, len, inner) = (self.outer, self.len, self.inner);
-        out[0][..outer * inner].fill(self.kind.identity());
+vmath::simd_fn! {
+    /// [`ReduceCols`]'s CPU pass.
+    fn reduce_cols_cpu(kernel: &ReduceCols, x: &[f32], out: &mut [f32]) {
+        let (outer, len, inner) = (kernel.outer, kernel.len, kernel.inner);
+        out[..outer * inner].fill(kernel.kind.identity());
+        if inner == 0 {
+            return;
+        }
         for o in 0..outer {
-            let acc = &mut out[0][o * inner..(o + 1) * inner];
-            for l in 0..len {
-                let row = &x[0][(o * len + l) * inner..(o * len + l + 1) * inner];
-                match self.kind {
+            let acc = &mut out[o * inner..(o + 1) * inner];
+            for row in x[o * len * inner..(o + 1) * len * inner].chunks_exact(inner) {
+                match kernel.kind {
                     ReduceKind::Sum => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
                     ReduceKind::Max => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = a.max(v)),
                 }
             }
         }
+    }
+}
+
+impl Kernel for ReduceCols {
+    fn reads(&self) -> usize {
+        1
+    }
+
+    /// Row after row added into (or maxed with) the output row, built for AVX2
+    /// where the CPU has it.
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        reduce_cols_cpu(self, x[0], out[0]);
     }
 
     fn wgsl(&self) -> Wgsl {

@@ -325,5 +325,24 @@ pub fn recurrent_cases() -> Vec<Case> {
             ),
         ]);
     }
+    // Enough units (37 × 129) for the CPU backend to split the rows over two threads
+    // (18 and 19 rows).
+    cases.extend([
+        case(
+            "lstm_cell_split_rows",
+            vec![vec![37, 4 * 129], vec![37, 4 * 129], vec![37, 129]],
+            Draw::Normal,
+            |x| {
+                let (h, c) = Tensor::lstm_cell(&x[0], &x[1], &x[2]);
+                &h + &c.mul_scalar(0.5)
+            },
+        ),
+        case(
+            "gru_cell_split_rows",
+            vec![vec![37, 3 * 129], vec![37, 3 * 129], vec![37, 129]],
+            Draw::Normal,
+            |x| Tensor::gru_cell(&x[0], &x[1], &x[2]),
+        ),
+    ]);
     cases
 }
