@@ -2,9 +2,10 @@
 //! the CPU reference backend and on the wgpu GPU, printed as one table; then one
 //! epoch of the MNIST subset trained by a hand-written loop and by `Model::fit`.
 //!
-//! `cargo run --release --example bench [-- --quick] [--torch] [--only OP]` (`--torch`
-//! also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`, in the
-//! same run; `--only matmul|train_step|lstm_step` runs one op's rows)
+//! `cargo run --release --example bench [-- --quick] [--torch] [--only OP] [--json PATH]`
+//! (`--torch` also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`,
+//! in the same run; `--only matmul|train_step|lstm_step` runs one op's rows; `--json`
+//! also writes the table, the devices and PyTorch's LSTM times to PATH)
 //!
 //! `bench --gpu-suite [--quick] [--out DIR]` instead runs the GPU-only suite of
 //! `benches/gpu.sh` (GEMM up to 4096³, first and steady MLP steps, bandwidth, host
@@ -187,6 +188,46 @@ struct Row {
     flops: f64,
     cpu: Timing,
     gpu: Option<Timing>,
+}
+
+/// `--json PATH`: the devices, every row of the table (median ms, runs and GFLOP/s
+/// per device; `null` where a device is missing) and PyTorch's LSTM step times.
+fn write_json(path: &str, cpu: &Device, gpu: Option<&Device>, rows: &[Row], torch: &[(usize, f64)]) -> Result<()> {
+    use gpu_suite::{num, text, J};
+    let timing = |t: Option<Timing>, flops: f64| match t {
+        Some(t) => J::Obj(vec![
+            ("ms", num(t.ms())),
+            ("runs", num(t.runs as f64)),
+            ("gflops", num(gflops(flops, t))),
+        ]),
+        None => J::Num(f64::NAN),
+    };
+    let rows = rows
+        .iter()
+        .map(|r| {
+            J::Obj(vec![
+                ("op", text(r.op)),
+                ("size", text(r.size.clone())),
+                ("flops", num(r.flops)),
+                ("cpu", timing(Some(r.cpu), r.flops)),
+                ("gpu", timing(r.gpu, r.flops)),
+            ])
+        })
+        .collect();
+    let torch = torch
+        .iter()
+        .map(|&(hidden, ms)| J::Obj(vec![("hidden", num(hidden as f64)), ("ms", num(ms))]))
+        .collect();
+    let json = J::Obj(vec![
+        ("cpu", text(cpu.info().to_string())),
+        ("gpu", gpu.map_or(J::Num(f64::NAN), |g| text(g.info().to_string()))),
+        ("rows", J::Arr(rows)),
+        ("torch_lstm_step_cpu", J::Arr(torch)),
+    ]);
+    std::fs::write(path, format!("{json}\n")).map_err(|source| wgnn::Error::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 fn gflops(flops: f64, t: Timing) -> f64 {
@@ -419,9 +460,11 @@ fn main() -> Result<()> {
     print_table(&rows);
     println!("(train_step = mnist-mlp 784-128-10, relu, cross-entropy, Adam; GFLOP/s counts matmul flops only)");
     println!("(lstm_step = LSTM 64 -> h, batch 32, 50 steps, Linear head on the last output, MSE, Adam)");
+    let mut torch_rows = Vec::new();
     if std::env::args().any(|a| a == "--torch") {
         match torch_lstm_ms() {
             Ok(torch) => {
+                torch_rows = torch.clone();
                 for (hidden, ms) in torch {
                     let ours = rows
                         .iter()
@@ -437,6 +480,10 @@ fn main() -> Result<()> {
             }
             Err(e) => println!("  PyTorch comparison skipped: {e}"),
         }
+    }
+    if let Some(path) = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)) {
+        write_json(path, &cpu, gpu.as_ref(), &rows, &torch_rows)?;
+        println!("wrote {path}");
     }
 
     if only.is_some() {

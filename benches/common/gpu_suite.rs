@@ -30,8 +30,8 @@ use crate::mnist_step::MlpStep;
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::{Device, Error, Result, Tensor};
 
-/// A JSON value, enough to write the suite's results.
-enum J {
+/// A JSON value, enough to write the suite's results (and `bench --json`'s).
+pub enum J {
     Num(f64),
     Str(String),
     Arr(Vec<J>),
@@ -66,11 +66,11 @@ impl std::fmt::Display for J {
     }
 }
 
-fn num(x: impl Into<f64>) -> J {
+pub fn num(x: impl Into<f64>) -> J {
     J::Num(x.into())
 }
 
-fn text(s: impl Into<String>) -> J {
+pub fn text(s: impl Into<String>) -> J {
     J::Str(s.into())
 }
 
