@@ -1,5 +1,8 @@
 //! Reverse-mode autodiff: a topological sort and a reverse walk that appends each
-//! op's gradient rule (written as graph ops) to the same graph.
+//! op's gradient rule (written as graph ops) to the same graph. Two rewrites keep
+//! the gradients of unrolled recurrences cheap: a weight's gradient terms that are
+//! products of one form become one product ([`sum_terms`]), and a concatenation of
+//! parts already concatenated in this pass is reused ([`Joins`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -149,6 +152,7 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
         ));
     }
     let order = topo_order(loss);
+    let mut joins = Joins::default();
     // Every gradient term of a node, summed when the node's own backward runs.
     let mut grads: HashMap<u64, Vec<Tensor>> = HashMap::new();
     grads.insert(loss.id(), vec![Tensor::ones(loss.shape(), loss.device())]);
@@ -161,7 +165,7 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
     for node in order.iter().rev() {
         if let Op::Output(o) = &node.0.op {
             // Handed to the node that made this output, which comes later in the walk.
-            if let Some(g) = grads.remove(&node.id()).map(sum_terms) {
+            if let Some(g) = grads.remove(&node.id()).map(|terms| sum_terms(terms, &mut joins)) {
                 let slots = output_grads.entry(node.0.inputs[0].id()).or_default();
                 slots.resize(slots.len().max(o.index), None);
                 let acc = match slots[o.index - 1].take() {
@@ -173,7 +177,7 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
             continue;
         }
         let _attributed = crate::tensor::Origin::backward_of(node);
-        let g = grads.remove(&node.id()).map(sum_terms);
+        let g = grads.remove(&node.id()).map(|terms| sum_terms(terms, &mut joins));
         let others = output_grads.remove(&node.id());
         let input_grads = match (g, others) {
             (None, None) => continue,
@@ -196,6 +200,7 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
             if !input.is_trainable() {
                 continue;
             }
+            let grad = joins.reuse(grad);
             grads.entry(input.id()).or_default().push(grad);
         }
     }
@@ -207,8 +212,9 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
 /// gradients of a layer used at every step of an unrolled RNN) become one product
 /// over their inner dimensions joined, `Σ op(A_i)·op(B_i) = op([A_1 … A_n])·op([B_1 …
 /// B_n])`: two joins and one GEMM instead of n GEMMs and n − 1 additions (a few, for
-/// groups too large to join at once: [`MAX_JOINED_WORDS`]).
-fn sum_terms(terms: Vec<Tensor>) -> Tensor {
+/// groups too large to join at once: [`MAX_JOINED_WORDS`]). The joins are shared
+/// through `joins` with the rest of the pass.
+fn sum_terms(terms: Vec<Tensor>, joins: &mut Joins) -> Tensor {
     let forms: Vec<Option<(bool, bool)>> = terms.iter().map(joinable_product).collect();
     let shared = |form: Option<(bool, bool)>| form.is_some() && forms.iter().filter(|f| **f == form).count() > 1;
     let mut summed: Vec<Tensor> = Vec::new();
@@ -217,19 +223,23 @@ fn sum_terms(terms: Vec<Tensor>) -> Tensor {
         if !shared(form) {
             summed.push(term.clone());
         } else if forms[..k].iter().all(|f| *f != form) {
-            // The first of its group: the whole group as one product, here.
+            // The first of its group: the whole group as one product, here, joined
+            // in the order of the forward pass (terms arrive from the reverse walk,
+            // last step first), the order in which the unbind of a sequence
+            // concatenates the same steps' gradients (see `Joins`).
             let group: Vec<&Tensor> = terms
                 .iter()
                 .zip(&forms)
                 .filter(|(_, f)| **f == form)
                 .map(|(t, _)| t)
+                .rev()
                 .collect();
             let (ta, tb) = form.expect("shared forms are products");
             // The inner dimension is A's axis 1 (axis 0 when A is stored transposed)
             // and B's axis 0 (axis 1 when B is stored transposed).
-            let join = |chunk: &[&Tensor], k: usize, axis: usize| {
+            let mut join = |chunk: &[&Tensor], k: usize, axis: usize| {
                 let parts: Vec<&Tensor> = chunk.iter().map(|t| &t.0.inputs[k]).collect();
-                Tensor::cat(&parts, axis)
+                joins.reuse(Tensor::cat(&parts, axis))
             };
             for chunk in joinable_chunks(&group) {
                 let product = join(chunk, 0, 1 - ta as usize).matmul_t(&join(chunk, 1, tb as usize), ta, tb);
@@ -241,6 +251,45 @@ fn sum_terms(terms: Vec<Tensor>) -> Tensor {
     let mut summed = summed.into_iter();
     let first = summed.next().expect("a gradient has one term at least");
     summed.fold(first, |acc, t| &acc + &t)
+}
+
+/// The concatenations made in one backward pass that lay their parts' words one after
+/// the other (every axis before the joined one has length 1), by their parts (reshapes
+/// looked through): the same parts concatenated again reuse the first, reshaped. In
+/// an unrolled LSTM or RNN the gradients of the steps' gate pre-activations are
+/// concatenated twice, as the gradient of the input projection (the unbind's
+/// backward) and as an operand of the joined recurrent weight gradient: one copy.
+#[derive(Default)]
+struct Joins(HashMap<Vec<u64>, Tensor>);
+
+impl Joins {
+    /// The ids of the parts of `t` when it is such a concatenation.
+    fn parts(t: &Tensor) -> Option<Vec<u64>> {
+        let Op::Cat(cat) = &t.0.op else { return None };
+        if t.shape()[..cat.axis].iter().any(|&d| d != 1) {
+            return None;
+        }
+        let base = |mut p: &Tensor| {
+            while p.0.op == Op::Reshape {
+                p = &p.0.inputs[0];
+            }
+            p.id()
+        };
+        Some(t.0.inputs.iter().map(base).collect())
+    }
+
+    /// `t`, or the earlier concatenation of the same parts in `t`'s shape; a new
+    /// concatenation is remembered.
+    fn reuse(&mut self, t: Tensor) -> Tensor {
+        let Some(parts) = Self::parts(&t) else { return t };
+        match self.0.get(&parts) {
+            Some(earlier) if earlier.dtype() == t.dtype() && earlier.numel() == t.numel() => earlier.reshape(t.shape()),
+            _ => {
+                self.0.insert(parts, t.clone());
+                t
+            }
+        }
+    }
 }
 
 /// The most words a joined operand holds: a longer group (a long sequence) is joined
@@ -300,6 +349,35 @@ mod tests {
         assert_eq!(sizes, [2, 1]);
         let relu = Tensor::full(&[2, 1], 1.0, &dev).relu();
         assert_eq!(joinable_product(&relu), None);
-        assert_eq!(sum_terms(vec![a, b, c]).shape(), [2, 1]);
+        assert_eq!(sum_terms(vec![a, b, c], &mut Joins::default()).shape(), [2, 1]);
+    }
+
+    /// An unrolled RNN (lazy, nothing computed): the gradient of the unbound input
+    /// sequence is the same concatenation of the steps' gradients that the recurrent
+    /// weight's joined gradient uses, reshaped, not a second one.
+    #[test]
+    fn a_concatenation_of_the_same_parts_is_made_once() {
+        let dev = Device::cpu();
+        let seq = Tensor::from_vec(vec![0.1; 60], &[5, 3, 4], &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let w = Tensor::from_vec(vec![0.2; 16], &[4, 4], &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let mut h = Tensor::zeros(&[3, 4], &dev);
+        for xg in seq.unbind(0) {
+            h = (&xg + &h.matmul_t(&w, false, true)).tanh();
+        }
+        let grads = h.sum().backward().unwrap();
+        let (g_seq, g_w) = (grads.get(&seq).unwrap(), grads.get(&w).unwrap());
+        assert_eq!(g_seq.0.op, Op::Reshape, "the sequence's gradient is a view");
+        let joined = &g_seq.0.inputs[0];
+        assert!(matches!(joined.0.op, Op::Cat(_)) && joined.shape() == [15, 4]);
+        assert!(
+            g_w.0.inputs.iter().any(|operand| operand.id() == joined.id()),
+            "the weight's gradient product reads the same concatenation"
+        );
     }
 }
