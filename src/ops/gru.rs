@@ -14,10 +14,9 @@
 use std::sync::Arc;
 
 use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
-use super::lstm::SPLIT_UNITS;
+use super::lstm::cell_rows;
 use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
-use crate::backend::helper::join_rows;
 use crate::tensor::DType;
 use crate::Tensor;
 
@@ -100,15 +99,11 @@ impl Kernel for GruKernel {
 
     /// Row by row: r and z over whole slices (vectorized sigmoid, `vmath.rs`),
     /// then n (vectorized tanh) and the rest per unit, in the order of the WGSL
-    /// kernel. From [`SPLIT_UNITS`] units on, half of the rows on the helper thread.
+    /// kernel. From 4096 units on, half of the rows on the helper thread (`cell_rows`).
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let pass =
-            |rows: usize, x: &[&[f32]], out: &mut [&mut [f32]]| gru_cpu(self.hidden, self.backward, rows, x, out);
-        if self.batch * self.hidden >= SPLIT_UNITS {
-            join_rows(self.batch, x, out, pass);
-        } else {
-            pass(self.batch, x, out);
-        }
+        cell_rows(self.batch, self.hidden, x, out, |rows, x, out| {
+            gru_cpu(self.hidden, self.backward, rows, x, out)
+        });
     }
 
     fn wgsl(&self) -> Wgsl {

@@ -126,13 +126,9 @@ impl Kernel for LstmKernel {
     /// order of the WGSL kernel; built for AVX2 where the CPU has it. From
     /// [`SPLIT_UNITS`] units on, half of the rows on the helper thread.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let pass =
-            |rows: usize, x: &[&[f32]], out: &mut [&mut [f32]]| lstm_cpu(self.hidden, self.backward, rows, x, out);
-        if self.batch * self.hidden >= SPLIT_UNITS {
-            join_rows(self.batch, x, out, pass);
-        } else {
-            pass(self.batch, x, out);
-        }
+        cell_rows(self.batch, self.hidden, x, out, |rows, x, out| {
+            lstm_cpu(self.hidden, self.backward, rows, x, out)
+        });
     }
 
     fn wgsl(&self) -> Wgsl {
@@ -145,7 +141,23 @@ impl Kernel for LstmKernel {
 
 /// Batch × hidden from which a cell's CPU pass is split over two threads (a cell of
 /// 32 × 128 units takes ~45 µs on one core; handing half to the helper ~2 µs).
-pub(crate) const SPLIT_UNITS: usize = 4096;
+const SPLIT_UNITS: usize = 4096;
+
+/// Runs a recurrent cell's CPU `pass` over its `batch` rows (of `hidden` units):
+/// from [`SPLIT_UNITS`] units on, half of the rows on the helper thread.
+pub(crate) fn cell_rows(
+    batch: usize,
+    hidden: usize,
+    x: &[&[f32]],
+    out: &mut [&mut [f32]],
+    pass: impl Fn(usize, &[&[f32]], &mut [&mut [f32]]) + Sync,
+) {
+    if batch * hidden >= SPLIT_UNITS {
+        join_rows(batch, x, out, pass);
+    } else {
+        pass(batch, x, out);
+    }
+}
 
 vmath::simd_fn! {
     /// [`LstmKernel`]'s CPU pass over `batch` rows (`lstm_cell_grad`'s when
