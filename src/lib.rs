@@ -31,6 +31,7 @@ pub mod data;
 mod device;
 pub mod distributed;
 mod error;
+pub mod fast_path;
 mod graph;
 pub mod io;
 pub mod metrics;

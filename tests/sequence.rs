@@ -5,6 +5,8 @@
 //! malignant tumours from benign-only training.
 
 mod common;
+#[path = "sequence/large_layers.rs"]
+mod large_layers;
 
 use common::{fixture, private, read_tensor, serial};
 use wgnn::nn::{
@@ -25,7 +27,10 @@ device_tests!(
     a_relu_rnn_without_bias_matches_pytorch,
     an_autoencoder_trained_on_benign_rows_flags_malignant_ones,
     recurrent_layers_pass_finite_difference_gradient_checks,
+    recurrent_layers_above_every_threshold_match_pytorch,
 );
+
+use large_layers::recurrent_layers_above_every_threshold_match_pytorch;
 
 fn load(name: &str, dev: &Device) -> Tensor {
     let (shape, data) = read_tensor(&fixture("sequence.safetensors"), name);

@@ -293,8 +293,10 @@ impl CpuPlan {
 }
 
 /// Runs one step: takes the written buffers out (arena) or locks them (externals),
-/// borrows the read ones, and calls the kernel's CPU function. (Also the CPU half of
-/// shadow mode, `src/graph/debug.rs`.)
+/// borrows the read ones, and calls the kernel's CPU function with each binding cut
+/// to exactly its value's words (`Step::words`): an arena slot reused by liveness may
+/// be longer than the value it holds now, and a kernel may derive row lengths from
+/// its slices. (Also the CPU half of shadow mode, `src/graph/debug.rs`.)
 pub(crate) fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]) {
     let reads = step.kernel.reads();
     let mut taken: Vec<(usize, Vec<f32>)> = Vec::new();
@@ -316,16 +318,24 @@ pub(crate) fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f
         let inputs: Vec<&[f32]> = step.bindings[..reads]
             .iter()
             .zip(&read_guards)
-            .map(|(slot, guard)| match (slot, guard) {
-                (_, Some(g)) => &g[..],
-                (Slot::Arena(s), None) => &arena[*s][..],
+            .zip(&step.words)
+            .map(|((slot, guard), &words)| match (slot, guard) {
+                (_, Some(g)) => &g[..words],
+                (Slot::Arena(s), None) => &arena[*s][..words],
                 _ => unreachable!(),
             })
             .collect();
-        let mut outputs: Vec<&mut [f32]> = taken
-            .iter_mut()
-            .map(|(_, v)| &mut v[..])
-            .chain(ext_guards.iter_mut().map(|g| &mut g[..]))
+        // The written bindings in binding order: arena slots and externals may
+        // interleave.
+        let mut arena_out = taken.iter_mut();
+        let mut ext_out = ext_guards.iter_mut();
+        let mut outputs: Vec<&mut [f32]> = step.bindings[reads..]
+            .iter()
+            .zip(&step.words[reads..])
+            .map(|(slot, &words)| match slot {
+                Slot::Arena(_) => &mut arena_out.next().expect("taken per arena write").1[..words],
+                Slot::External(_) => &mut ext_out.next().expect("locked per external write")[..words],
+            })
             .collect();
         step.kernel.cpu(&inputs, &mut outputs);
     }

@@ -146,9 +146,11 @@ pub(crate) fn join(first: impl FnOnce() + Send, second: impl FnOnce()) {
         return second();
     };
     let first = Mutex::new(Some(first));
+    // The helper's half runs under this thread's fast-path switches.
+    let settings = crate::fast_path::settings();
     let run = || {
         if let Some(f) = first.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            f()
+            settings.scope(f)
         }
     };
     let task = Task {
@@ -175,28 +177,43 @@ const MAX_SLICES: usize = 8;
 
 /// Runs a row-wise kernel pass in two halves over `rows` rows, the second on the
 /// helper thread: `pass(rows, inputs, outputs)` gets every slice of `x` and `out` cut
-/// at the same row (each slice holds `rows` rows of equal length). Rows must be
-/// independent of each other, so the result has the same bits as one pass. Below
-/// two rows, or with more than [`MAX_SLICES`] slices on a side, one pass on this
-/// thread.
+/// at the same row. Each slice holds `rows` rows of its width (`x_width`,
+/// `out_width`: words per row, one per slice); a slice of another length is a bug in
+/// the caller and panics. Rows must be independent of each other, so the result has
+/// the same bits as one pass. Below two rows, or with more than [`MAX_SLICES`]
+/// slices on a side, one pass on this thread.
 pub(crate) fn join_rows(
     rows: usize,
-    x: &[&[f32]],
-    out: &mut [&mut [f32]],
+    (x, x_width): (&[&[f32]], &[usize]),
+    (out, out_width): (&mut [&mut [f32]], &[usize]),
     pass: impl Fn(usize, &[&[f32]], &mut [&mut [f32]]) + Sync,
 ) {
+    assert!(
+        x.len() == x_width.len() && out.len() == out_width.len(),
+        "join_rows: {} inputs and {} outputs, {} and {} widths",
+        x.len(),
+        out.len(),
+        x_width.len(),
+        out_width.len()
+    );
+    let lengths = x.iter().map(|s| s.len()).chain(out.iter().map(|s| s.len()));
+    for (i, (len, width)) in lengths.zip(x_width.iter().chain(out_width)).enumerate() {
+        assert!(
+            len == rows * width,
+            "join_rows: slice {i} holds {len} words, not {rows} rows of {width}"
+        );
+    }
     if rows < 2 || x.len() > MAX_SLICES || out.len() > MAX_SLICES {
         return pass(rows, x, out);
     }
     let (cut, nx, no) = (rows / 2, x.len(), out.len());
     let (mut x0, mut x1) = ([&[][..]; MAX_SLICES], [&[][..]; MAX_SLICES]);
-    for (i, s) in x.iter().enumerate() {
-        (x0[i], x1[i]) = s.split_at(s.len() / rows * cut);
+    for (i, (s, width)) in x.iter().zip(x_width).enumerate() {
+        (x0[i], x1[i]) = s.split_at(cut * width);
     }
     let (mut o0, mut o1): ([&mut [f32]; MAX_SLICES], [&mut [f32]; MAX_SLICES]) = Default::default();
-    for (i, s) in out.iter_mut().enumerate() {
-        let at = s.len() / rows * cut;
-        (o0[i], o1[i]) = s.split_at_mut(at);
+    for (i, (s, width)) in out.iter_mut().zip(out_width).enumerate() {
+        (o0[i], o1[i]) = s.split_at_mut(cut * width);
     }
     join(
         || pass(rows - cut, &x1[..nx], &mut o1[..no]),
@@ -241,7 +258,7 @@ mod tests {
             }
             parts.lock().unwrap().push(rows);
         };
-        join_rows(7, &[&x], &mut [&mut narrow, &mut wide], pass);
+        join_rows(7, (&[&x], &[3]), (&mut [&mut narrow, &mut wide], &[2, 5]), pass);
         let mut parts = parts.into_inner().unwrap();
         parts.sort();
         assert_eq!(parts, [3, 4]);
@@ -253,6 +270,15 @@ mod tests {
             );
             assert!(wide[5 * r..5 * r + 5].iter().all(|&v| v == -sum), "row {r}: {wide:?}");
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "join_rows: slice 1 holds 9 words, not 2 rows of 4")]
+    fn join_rows_refuses_a_slice_longer_than_its_rows() {
+        // A reused buffer longer than its value: cutting it at half its length would
+        // hand the second half the wrong rows.
+        let (x, mut out) = (vec![0f32; 6], vec![0f32; 9]);
+        join_rows(2, (&[&x], &[3]), (&mut [&mut out], &[4]), |_, _, _| ());
     }
 
     /// (Ends the helper of the test process: later joins run on their own thread.)

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::fast_path::{self, FastPath};
 use crate::ops::Op;
 use crate::{Error, Result, Tensor};
 
@@ -213,10 +214,13 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
 /// over their inner dimensions joined, `Σ op(A_i)·op(B_i) = op([A_1 … A_n])·op([B_1 …
 /// B_n])`: two joins and one GEMM instead of n GEMMs and n − 1 additions (a few, for
 /// groups too large to join at once: [`MAX_JOINED_WORDS`]). The joins are shared
-/// through `joins` with the rest of the pass.
+/// through `joins` with the rest of the pass. ([`FastPath::JoinedGradients`]: off,
+/// every term is added as it is.)
 fn sum_terms(terms: Vec<Tensor>, joins: &mut Joins) -> Tensor {
     let forms: Vec<Option<(bool, bool)>> = terms.iter().map(joinable_product).collect();
-    let shared = |form: Option<(bool, bool)>| form.is_some() && forms.iter().filter(|f| **f == form).count() > 1;
+    let group = |form: Option<(bool, bool)>| form.is_some() && forms.iter().filter(|f| **f == form).count() > 1;
+    let joining = forms.iter().any(|&f| group(f)) && fast_path::choose(FastPath::JoinedGradients, true);
+    let shared = |form: Option<(bool, bool)>| joining && group(form);
     let mut summed: Vec<Tensor> = Vec::new();
     for (k, term) in terms.iter().enumerate() {
         let form = forms[k];

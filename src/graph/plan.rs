@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use super::fuse::Fusion;
 use super::profile::Label;
 use crate::backend::{Counters, Executable, ExternalSpec, Probe, Program, Slot, Step, Storage};
+use crate::fast_path::{self, FastPath};
 use crate::ops::fused::FusedKernel;
 use crate::ops::{Bind, Lowering, Op};
 use crate::tensor::numel;
@@ -472,7 +473,7 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
     }
     schedule.validate()?;
     // The debugging modes read every node's value: their plans are not fused.
-    let fuse = !device.debug_modes().any();
+    let fuse = !device.debug_modes().any() && fast_path::choose(FastPath::Fusion, true);
     let key = format!("{}{}", if fuse { "F;" } else { "U;" }, schedule.key());
     let plan = {
         let cached = device.plan_cache().lock().unwrap().get(&key).cloned();

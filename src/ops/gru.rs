@@ -101,7 +101,14 @@ impl Kernel for GruKernel {
     /// then n (vectorized tanh) and the rest per unit, in the order of the WGSL
     /// kernel. From 4096 units on, half of the rows on the helper thread (`cell_rows`).
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        cell_rows(self.batch, self.hidden, x, out, |rows, x, out| {
+        // Words per row of each binding, in units of `hidden`.
+        let (x_units, out_units): (&[usize], &[usize]) = if self.backward {
+            (&[3, 3, 1, 1], &[3, 3, 1])
+        } else {
+            (&[3, 3, 1], &[1])
+        };
+        let rows = (self.batch, self.hidden);
+        cell_rows(rows, (x, x_units), (out, out_units), |rows, x, out| {
             gru_cpu(self.hidden, self.backward, rows, x, out)
         });
     }

@@ -14,7 +14,10 @@ pub(crate) trait Kernel: fmt::Debug + Send + Sync {
     /// How many leading bindings are read-only.
     fn reads(&self) -> usize;
 
-    /// The CPU twin: `x` are the read bindings, `out` the written ones.
+    /// The CPU twin: `x` are the read bindings, `out` the written ones, each slice
+    /// exactly as long as its binding's value (the backend cuts reused arena slots
+    /// to size). Shapes come from the kernel's own fields; a twin may check slice
+    /// lengths against them, never infer a shape from them.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]);
 
     /// The GPU launch.

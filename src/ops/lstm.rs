@@ -16,6 +16,7 @@ use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
 use crate::backend::helper::join_rows;
+use crate::fast_path::{self, FastPath};
 use crate::tensor::DType;
 use crate::Tensor;
 use std::sync::Arc;
@@ -126,7 +127,14 @@ impl Kernel for LstmKernel {
     /// order of the WGSL kernel; built for AVX2 where the CPU has it. From
     /// [`SPLIT_UNITS`] units on, half of the rows on the helper thread.
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        cell_rows(self.batch, self.hidden, x, out, |rows, x, out| {
+        // Words per row of each binding, in units of `hidden`.
+        let (x_units, out_units): (&[usize], &[usize]) = if self.backward {
+            (&[4, 4, 1, 1, 1], &[4, 1])
+        } else {
+            (&[4, 4, 1], &[1, 1])
+        };
+        let rows = (self.batch, self.hidden);
+        cell_rows(rows, (x, x_units), (out, out_units), |rows, x, out| {
             lstm_cpu(self.hidden, self.backward, rows, x, out)
         });
     }
@@ -143,17 +151,19 @@ impl Kernel for LstmKernel {
 /// 32 × 128 units takes ~45 µs on one core; handing half to the helper ~2 µs).
 const SPLIT_UNITS: usize = 4096;
 
-/// Runs a recurrent cell's CPU `pass` over its `batch` rows (of `hidden` units):
-/// from [`SPLIT_UNITS`] units on, half of the rows on the helper thread.
+/// Runs a recurrent cell's CPU `pass` over its `batch` rows of `hidden` units: from
+/// [`SPLIT_UNITS`] units on ([`FastPath::CellSplit`]), half of the rows on the helper
+/// thread. `x_units` and `out_units` give each binding's words per row in units of
+/// `hidden` (e.g. 4 for an LSTM's gates).
 pub(crate) fn cell_rows(
-    batch: usize,
-    hidden: usize,
-    x: &[&[f32]],
-    out: &mut [&mut [f32]],
+    (batch, hidden): (usize, usize),
+    (x, x_units): (&[&[f32]], &[usize]),
+    (out, out_units): (&mut [&mut [f32]], &[usize]),
     pass: impl Fn(usize, &[&[f32]], &mut [&mut [f32]]) + Sync,
 ) {
-    if batch * hidden >= SPLIT_UNITS {
-        join_rows(batch, x, out, pass);
+    if fast_path::choose(FastPath::CellSplit, batch * hidden >= SPLIT_UNITS) {
+        let width = |units: &[usize]| units.iter().map(|u| u * hidden).collect::<Vec<_>>();
+        join_rows(batch, (x, &width(x_units)), (out, &width(out_units)), pass);
     } else {
         pass(batch, x, out);
     }

@@ -5,6 +5,7 @@
 use super::elementwise::UnaryOp;
 use super::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use super::{Lowering, Op, Rule};
+use crate::fast_path::{self, FastPath};
 use crate::tensor::DType;
 use crate::Tensor;
 
@@ -121,6 +122,9 @@ impl Kernel for MatMulKernel {
     fn tune(&self) -> Option<Tune> {
         let splits = self.splits();
         let (va, vb, vo) = self.vectors();
+        // Counted here, once per launch compiled (`fast_path::taken`).
+        fast_path::choose(FastPath::SplitK, splits > 1);
+        fast_path::choose(FastPath::Vec4, va || vb || vo);
         let bucket = |d: usize| d.next_power_of_two();
         let key = format!(
             "matmul {}{} m{} k{} n{} v{}{}{} s{splits}",
@@ -248,13 +252,20 @@ impl MatMulKernel {
     /// K slices for a product whose output is too small to fill a GPU (fewer than 16
     /// tiles of 64×64) but whose K is long: enough slices of at least 256 to reach
     /// about 64 workgroups. A function of the shape only.
+    /// ([`FastPath::SplitK`] forced on: at least two slices where K allows; off: one.)
     fn splits(&self) -> usize {
         let tiles = self.m.div_ceil(64) * self.n.div_ceil(64);
-        if tiles >= 16 || self.k < 512 {
-            return 1;
+        let auto = if tiles >= 16 || self.k < 512 {
+            1
+        } else {
+            let want = (self.k / 256).min(64usize.div_ceil(tiles)).max(1);
+            self.k.div_ceil(self.slice(want))
+        };
+        match fast_path::forced(FastPath::SplitK) {
+            None => auto,
+            Some(false) => 1,
+            Some(true) => auto.max(self.k.div_ceil(self.slice(2))),
         }
-        let want = (self.k / 256).min(64usize.div_ceil(tiles)).max(1);
-        self.k.div_ceil(self.slice(want))
     }
 
     /// K per slice when split `splits` ways.
@@ -264,8 +275,12 @@ impl MatMulKernel {
 
     /// Whether A and B can be loaded and the output stored as vec4 (their stored rows
     /// are a multiple of 4 long; buffers are bound from offset 0).
+    /// ([`FastPath::Vec4`] forced off: scalar loads and stores.)
     fn vectors(&self) -> (bool, bool, bool) {
         let (m, k, n) = (self.m, self.k, self.n);
+        if fast_path::forced(FastPath::Vec4) == Some(false) {
+            return (false, false, false);
+        }
         let va = if self.op.ta { m % 4 == 0 } else { k % 4 == 0 };
         let vb = if self.op.tb { k % 4 == 0 } else { n % 4 == 0 };
         (va, vb, n % 4 == 0)
@@ -463,12 +478,19 @@ fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32], b: &[f32],
         return;
     }
     let flops = 2 * m * n * k;
-    let parts = if flops >= FLOPS_PER_THREAD * 2 {
+    let auto = if flops >= FLOPS_PER_THREAD * 2 {
         cpu_threads().min(flops / FLOPS_PER_THREAD)
     } else if flops >= FLOPS_FOR_TWO {
         cpu_threads().min(2)
     } else {
         1
+    };
+    let parts = if !fast_path::choose(FastPath::GemmSplit, auto > 1) {
+        1
+    } else if fast_path::choose(FastPath::GemmThreads, auto > 2) {
+        auto.max(4)
+    } else {
+        2
     };
     sgemm_parts(parts, m, k, n, (a, rsa, csa), (b, rsb, csb), out)
 }
@@ -490,7 +512,7 @@ fn sgemm_parts(
     }
     // Row blocks of whole 8-row panels (matrixmultiply's register tile height).
     let rows = m.div_ceil(parts).next_multiple_of(8);
-    if parts == 2 && m < n && n >= 32 {
+    if parts == 2 && n >= 32 && fast_path::choose(FastPath::GemmColumns, m < n) {
         // A wide product: split the columns, so that each thread packs half of B
         // (splitting rows, both would pack all of it for a few rows of A each).
         return gemm_column_halves(m, k, n, (a, rsa, csa), (b, rsb, csb), out);

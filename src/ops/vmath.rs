@@ -63,7 +63,8 @@ pub(crate) fn tanh(x: f32) -> f32 {
 }
 
 /// Defines a function whose body is compiled twice, for AVX2 and as is, and which
-/// runs the AVX2 build where the CPU has it (checked once, then a cached flag): the
+/// runs the AVX2 build where the CPU has it (checked once, then a cached flag) and
+/// [`FastPath::Simd`](crate::fast_path::FastPath::Simd) is not forced off: the
 /// loops in the body then vectorize 8 lanes wide instead of SSE2's 4. No FMA is
 /// enabled, so both builds give the same bits. Everything the body calls on the way
 /// to its loops must be `#[inline(always)]` (a function that is not inlined is
@@ -75,7 +76,11 @@ macro_rules! simd_fn {
             #[inline(always)]
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if $crate::fast_path::choose(
+                $crate::fast_path::FastPath::Simd,
+                std::arch::is_x86_feature_detected!("avx2"),
+            ) && std::arch::is_x86_feature_detected!("avx2")
+            {
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) {
                     body($($arg),*)
