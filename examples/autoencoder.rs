@@ -27,6 +27,7 @@
 //! ```text
 //! cargo run --release --example autoencoder -- [--device cpu|gpu] [--seed 0]
 //!     [--epochs N (both parts; default 150 for (a), 400 for (b))] [--out DIR]
+//!     [--min-auc A]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,9 @@ use wgnn::optim::{Adam, AdamConfig};
 use wgnn::train::{FitConfig, Loss};
 use wgnn::{Device, Error, Result, Tensor};
 
+#[path = "common/check.rs"]
+mod check;
+
 /// Benign rows (of 357) used for training and for the validation of the threshold;
 /// the remaining 357 − 200 − 70 = 87 are test rows.
 const BENIGN_TRAIN: usize = 200;
@@ -54,6 +58,8 @@ const CODE_SIZES: [usize; 3] = [2, 4, 8];
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 struct Args {
+    /// `--min-auc`: fail when the anomaly score's ROC-AUC is below it.
+    min_auc: Option<f64>,
     device: Option<String>,
     seed: u64,
     epochs: Option<usize>,
@@ -62,6 +68,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        min_auc: None,
         device: None,
         seed: 0,
         epochs: None,
@@ -77,6 +84,7 @@ fn parse_args() -> Args {
         };
         match raw[i].as_str() {
             "--device" => args.device = Some(value.clone()),
+            "--min-auc" => args.min_auc = Some(value.parse().unwrap_or_else(|_| bad("--min-auc"))),
             "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
             "--epochs" => args.epochs = Some(value.parse().unwrap_or_else(|_| bad("--epochs"))),
             "--out" if !value.is_empty() => args.out = value.clone().into(),
@@ -127,7 +135,8 @@ fn mean(v: &[f32]) -> f64 {
 }
 
 /// (a) Anomaly detection: malignant rows are the anomalies, scored by reconstruction error.
-fn anomaly_detection(args: &Args, dev: &Device) -> Result<()> {
+/// Part (a); returns the ROC-AUC of the anomaly score.
+fn anomaly_detection(args: &Args, dev: &Device) -> Result<f64> {
     let started = Instant::now();
     let epochs = args.epochs.unwrap_or(150);
     let all = data::load_csv_labelled(data_file("breast_cancer.csv"), 1)?;
@@ -223,7 +232,7 @@ fn anomaly_detection(args: &Args, dev: &Device) -> Result<()> {
         );
     }
     println!("    (a) took {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(auc)
 }
 
 /// PCA fitted on a training set: with `k` components it reconstructs x as
@@ -427,8 +436,9 @@ fn main() -> Result<()> {
         Some(other) => return Err(Error::Invalid(format!("--device {other:?}: expected cpu or gpu"))),
     };
     println!("device: {}", dev.info());
-    anomaly_detection(&args, &dev)?;
+    let auc = anomaly_detection(&args, &dev)?;
     compression(&args, &dev)?;
     println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
+    check::at_least("ROC-AUC", auc, args.min_auc, "--min-auc");
     Ok(())
 }

@@ -19,7 +19,7 @@
 //! ```text
 //! cargo run --release --example lstm_text -- [--device cpu|gpu] [--steps 1000]
 //!     [--hidden 192] [--seq 64] [--batch 32] [--lr 0.01] [--seed 0]
-//!     [--prompt "It is a truth"] [--temperature 0.8] [--chars 300]
+//!     [--prompt "It is a truth"] [--temperature 0.8] [--chars 300] [--max-bpc B]
 //! ```
 //!
 //! The defaults take a few minutes on the CPU backend. On a software GPU (lavapipe)
@@ -36,10 +36,15 @@ use wgnn::optim::lr::{CosineAnnealingLr, LrSchedule};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::{Device, Error, Result, Tensor};
 
+#[path = "common/check.rs"]
+mod check;
+
 const EMBED: usize = 32;
 const CLIP: f32 = 5.0;
 
 struct Args {
+    /// `--max-bpc`: fail when the validation bits per character are above it.
+    max_bpc: Option<f64>,
     device: Option<String>,
     steps: usize,
     hidden: usize,
@@ -54,6 +59,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        max_bpc: None,
         device: None,
         steps: 1000,
         hidden: 192,
@@ -80,6 +86,7 @@ fn parse_args() -> Args {
             "--seq" => args.seq = value.parse().unwrap_or_else(|_| bad("--seq")),
             "--batch" => args.batch = value.parse().unwrap_or_else(|_| bad("--batch")),
             "--lr" => args.lr = value.parse().unwrap_or_else(|_| bad("--lr")),
+            "--max-bpc" => args.max_bpc = Some(value.parse().unwrap_or_else(|_| bad("--max-bpc"))),
             "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
             "--prompt" => args.prompt = value.clone(),
             "--temperature" => args.temperature = value.parse().unwrap_or_else(|_| bad("--temperature")),
@@ -439,5 +446,6 @@ fn main() -> Result<()> {
     let sampled = generate(&model, &prompt, args.chars, args.temperature, &mut rng, &dev)?;
     let sampled: String = sampled.iter().map(|&i| alphabet[i as usize] as char).collect();
     println!("\nsample (temperature {}):\n{}{sampled}", args.temperature, args.prompt);
+    check::at_most("validation bpc", bpc, args.max_bpc, "--max-bpc");
     Ok(())
 }

@@ -26,7 +26,7 @@
 //!
 //! ```text
 //! cargo run --release --example lstm_timeseries -- [--device cpu|gpu] [--epochs 30]
-//!     [--window 36] [--hidden 64] [--seed 0] [--out DIR]
+//!     [--window 36] [--hidden 64] [--seed 0] [--out DIR] [--max-rmse E]
 //! ```
 //!
 //! On a software GPU (lavapipe) use a short run, e.g. `--epochs 1`.
@@ -45,12 +45,17 @@ use wgnn::optim::lr::{CosineAnnealingLr, LrSchedule};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::{Device, Error, Result, Tensor};
 
+#[path = "common/check.rs"]
+mod check;
+
 const BATCH: usize = 32;
 const LR: f32 = 5e-3;
 const CYCLE: usize = 132;
 static FONT: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/DejaVuSans.ttf"));
 
 struct Args {
+    /// `--max-rmse`: fail when the LSTM's test RMSE is above it.
+    max_rmse: Option<f64>,
     device: Option<String>,
     epochs: usize,
     window: usize,
@@ -61,6 +66,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        max_rmse: None,
         device: None,
         epochs: 30,
         window: 36,
@@ -81,6 +87,7 @@ fn parse_args() -> Args {
             "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
             "--window" => args.window = value.parse().unwrap_or_else(|_| bad("--window")),
             "--hidden" => args.hidden = value.parse().unwrap_or_else(|_| bad("--hidden")),
+            "--max-rmse" => args.max_rmse = Some(value.parse().unwrap_or_else(|_| bad("--max-rmse"))),
             "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
             "--out" => args.out = value.clone().into(),
             other => {
@@ -401,5 +408,6 @@ fn main() -> Result<()> {
         ],
     )?;
     println!("wrote {}", png.display());
+    check::at_most("LSTM test RMSE", lstm_rmse, args.max_rmse, "--max-rmse");
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! cargo run --release --example mnist -- [--device cpu|gpu] [--data DIR]
 //!     [--epochs 10] [--batch 32] [--lr 0.001] [--seed 0]
 //!     [--dropout 0.2] [--l2 1e-4] [--schedule step|exp|cosine|plateau]
-//!     [--patience 3] [--report DIR]
+//!     [--patience 3] [--report DIR] [--min-accuracy A]
 //! ```
 
 use std::io::IsTerminal;
@@ -27,7 +27,12 @@ use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::train::{Callback, Control, EarlyStopping, FitConfig, Loss, LrScheduler, Penalty, Scores};
 use wgnn::{Device, Error, Result, Tensor};
 
+#[path = "common/check.rs"]
+mod check;
+
 struct Args {
+    /// `--min-accuracy`: fail when the test accuracy is below it.
+    min_accuracy: Option<f64>,
     device: Option<String>,
     data: Option<PathBuf>,
     epochs: usize,
@@ -43,6 +48,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        min_accuracy: None,
         device: None,
         data: None,
         epochs: 10,
@@ -69,6 +75,7 @@ fn parse_args() -> Args {
             "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
             "--batch" => args.batch = value.parse().unwrap_or_else(|_| bad("--batch")),
             "--lr" => args.lr = value.parse().unwrap_or_else(|_| bad("--lr")),
+            "--min-accuracy" => args.min_accuracy = Some(value.parse().unwrap_or_else(|_| bad("--min-accuracy"))),
             "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
             "--dropout" => args.dropout = value.parse().unwrap_or_else(|_| bad("--dropout")),
             "--l2" => args.l2 = value.parse().unwrap_or_else(|_| bad("--l2")),
@@ -221,5 +228,6 @@ fn main() -> Result<()> {
         let summary = history.write_report(dir, &format!("MLP on {name}"))?;
         println!("report: {}", summary.display());
     }
+    check::at_least("test accuracy", scores["accuracy"], args.min_accuracy, "--min-accuracy");
     Ok(())
 }

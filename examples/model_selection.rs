@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! cargo run --release --example model_selection -- [--device cpu|gpu] [--trials 8]
-//!     [--folds 5] [--epochs 30] [--seed 0]
+//!     [--folds 5] [--epochs 30] [--seed 0] [--min-accuracy A]
 //! ```
 
 use std::path::PathBuf;
@@ -31,11 +31,16 @@ use wgnn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use wgnn::train::{cross_validate, random, search, FitConfig, Loss, Model, Param, Scores, SearchSpace, Trial, Value};
 use wgnn::{Device, Error, Result};
 
+#[path = "common/check.rs"]
+mod check;
+
 /// Rows of the 569 kept for training and model selection; the other 114 are the test set.
 const TRAIN_ROWS: usize = 455;
 const CLASSES: [&str; 2] = ["malignant", "benign"];
 
 struct Args {
+    /// `--min-accuracy`: fail when the best trial's held-out test accuracy is below it.
+    min_accuracy: Option<f64>,
     device: Option<String>,
     trials: usize,
     folds: usize,
@@ -45,6 +50,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        min_accuracy: None,
         device: None,
         trials: 8,
         folds: 5,
@@ -64,6 +70,7 @@ fn parse_args() -> Args {
             "--trials" => args.trials = value.parse().unwrap_or_else(|_| bad("--trials")),
             "--folds" => args.folds = value.parse().unwrap_or_else(|_| bad("--folds")),
             "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
+            "--min-accuracy" => args.min_accuracy = Some(value.parse().unwrap_or_else(|_| bad("--min-accuracy"))),
             "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
             other => {
                 eprintln!("model_selection: unknown argument {other:?}");
@@ -247,5 +254,6 @@ fn main() -> Result<()> {
         println!("  {name:>10} {:>10} {:>10}", cm.get(t, 0), cm.get(t, 1));
     }
     println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
+    check::at_least("test accuracy", scores["accuracy"], args.min_accuracy, "--min-accuracy");
     Ok(())
 }

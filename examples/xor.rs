@@ -75,7 +75,9 @@ fn main() -> Result<()> {
     let m_correct = print_table("MLP (2 -> 3 tanh -> 1, sigmoid):", &m_out);
 
     println!("perceptron {p_correct}/4, MLP {m_correct}/4");
-    if m_correct != 4 {
+    // The headline, checked: the MLP solves XOR, the perceptron cannot.
+    if m_correct != 4 || p_correct == 4 {
+        eprintln!("check FAILED: expected the MLP at 4/4 and the perceptron below 4/4");
         std::process::exit(1);
     }
     Ok(())
