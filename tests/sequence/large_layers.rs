@@ -324,10 +324,11 @@ fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
     }
 }
 
-/// On the GPU, the products of whole recurrent layers in K slices or not, with vec4
-/// loads or scalar ones, with each GEMM tile, and row reductions with subgroups or
-/// without, all match PyTorch; the variants meant to give the same bits (tiles, vec4)
-/// do.
+/// On the GPU, whole recurrent layers with their products in K slices or not, with
+/// vec4 loads or scalar ones, with each GEMM tile, fused or unfused, and row
+/// reductions with subgroups or without, all match PyTorch; the choices meant to give
+/// the same bits (tiles, vec4, fusion) do, and a forced path is taken exactly when
+/// forced on.
 #[test]
 fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
     let Some(shared) = gpu() else { return };
@@ -336,14 +337,18 @@ fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
     let auto = run_case(&case, &gpu);
     assert_matches_pytorch(&auto, "GPU");
     let mut runs: Vec<(String, Vec<u32>)> = Vec::new();
-    for (path, on) in [
+    let forced = [
         (FastPath::SplitK, false),
         (FastPath::SplitK, true),
         (FastPath::Vec4, false),
-    ] {
+        (FastPath::Fusion, false),
+    ];
+    for (path, on) in forced {
         gpu.clear_plan_cache();
         let _forced = fast_path::force(path, on);
+        let before = fast_path::taken(path);
         let results = run_case(&case, &gpu);
+        assert_eq!(fast_path::taken(path) > before, on, "GPU: {path:?} forced {on}");
         assert_matches_pytorch(&results, &format!("GPU, {path:?} forced {on}"));
         runs.push((format!("{path:?} {on}"), bits(&results)));
     }
@@ -370,6 +375,67 @@ fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
     let no_subgroups = Device::gpu_with(&options).unwrap();
     let results = run_case(&case, &no_subgroups);
     assert_matches_pytorch(&results, "GPU without subgroups");
+}
+
+/// Training steps of a two-layer LSTM with a linear head (ten parameters: more than
+/// the GPU binds in one Adam launch) give the same bits whether the GPU updates the
+/// parameters in as few launches as it can bind or in one each, and end within
+/// rounding of the CPU's.
+#[test]
+fn adam_steps_of_a_recurrent_model_give_the_same_bits_in_one_launch_or_one_per_parameter() {
+    use wgnn::nn::Linear;
+    use wgnn::optim::{Adam, AdamConfig, Optimizer};
+    let Some(shared) = gpu() else { return };
+    let case = CASES[0];
+    let run = |dev: &Device, form: Option<&str>| {
+        dev.debug_kernel_variant(form);
+        let config = RnnConfig {
+            num_layers: 2,
+            batch_first: true,
+            ..Default::default()
+        };
+        let lstm = Lstm::new(case.input, case.hidden, config, dev);
+        let head = Linear::new(case.hidden, 3, dev);
+        let mut params = lstm.parameters();
+        params.extend(head.parameters());
+        assert_eq!(params.len(), 10);
+        for (k, p) in params.iter().enumerate() {
+            p.assign(&values(&format!("adam.{k}"), p.numel(), 0.07)).unwrap();
+        }
+        let x_shape = [case.batch, case.steps, case.input];
+        let x = Tensor::from_vec(values("adam.x", x_shape.iter().product(), 1.0), &x_shape, dev).unwrap();
+        let y = Tensor::from_vec(values("adam.y", case.batch * 3, 1.0), &[case.batch, 3], dev).unwrap();
+        let mut opt = Adam::new(
+            params.clone(),
+            AdamConfig {
+                lr: 1e-2,
+                ..Default::default()
+            },
+        );
+        for _ in 0..3 {
+            let (out, _) = lstm.forward_seq(&x, None);
+            let last = out.select(1, case.steps - 1);
+            let loss = wgnn::nn::loss::mse(&head.forward(&last), &y);
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        dev.debug_kernel_variant(None);
+        params.iter().map(|p| p.to_vec().unwrap()).collect::<Vec<_>>()
+    };
+    let cpu = run(&Device::cpu(), None);
+    let mut first: Option<Vec<u32>> = None;
+    for form in ["one launch", "per parameter"] {
+        let gpu = private(&shared);
+        let got = run(&gpu, Some(form));
+        for (k, (g, c)) in got.iter().zip(&cpu).enumerate() {
+            let worst = g.iter().zip(c).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-4, "{form}: parameter {k} is {worst} from the CPU's");
+        }
+        let got: Vec<u32> = got.iter().flatten().map(|v| v.to_bits()).collect();
+        match &first {
+            None => first = Some(got),
+            Some(f) => assert!(*f == got, "{form} gives other bits than one launch"),
+        }
+    }
 }
 
 /// A layer of random kind and shape, its state present or not.
