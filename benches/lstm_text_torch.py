@@ -20,7 +20,7 @@ It mirrors the Rust example step for step:
 - reports: every `max(steps // 10, 1)` steps (and at the last step) the mean training
   loss since the previous report, in bits per character; validation only once, after
   training: every validation stream from a zero state, the state carried from chunk to
-  chunk, `batch x chunks x seq` characters scored (69,632 with the defaults), bpc =
+  chunk, `batch x chunks x seq` characters scored (67,584 with the defaults), bpc =
   summed cross-entropy / count / ln 2; the add-one unigram and bigram baselines on the
   same characters; then a sample of `--chars` characters from `--prompt`.
 

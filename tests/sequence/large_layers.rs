@@ -327,8 +327,7 @@ fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
 /// On the GPU, whole recurrent layers with their products in K slices or not, with
 /// vec4 loads or scalar ones, with each GEMM tile, fused or unfused, and row
 /// reductions with subgroups or without, all match PyTorch; the choices meant to give
-/// the same bits (tiles, vec4, fusion) do, and a forced path is taken exactly when
-/// forced on.
+/// the same bits (tiles, vec4) do, and a forced path is taken exactly when forced on.
 #[test]
 fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
     let Some(shared) = gpu() else { return };
@@ -350,7 +349,11 @@ fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
         let results = run_case(&case, &gpu);
         assert_eq!(fast_path::taken(path) > before, on, "GPU: {path:?} forced {on}");
         assert_matches_pytorch(&results, &format!("GPU, {path:?} forced {on}"));
-        runs.push((format!("{path:?} {on}"), bits(&results)));
+        // Split-K forced either way sums in other orders where the automatic choice
+        // differs; unfused, a GPU compiler may not contract what it did fused.
+        if path == FastPath::Vec4 {
+            runs.push((format!("{path:?} {on}"), bits(&results)));
+        }
     }
     for tile in ["64x64k16", "128x64k8", "32x32k16"] {
         gpu.clear_plan_cache();
@@ -360,9 +363,7 @@ fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
         runs.push((format!("tile {tile}"), bits(&results)));
     }
     gpu.debug_kernel_variant(None);
-    // Split-K forced either way: other sums where the automatic choice differs. The
-    // rest must agree with the automatic choice bit for bit.
-    for (what, got) in runs.iter().skip(2) {
+    for (what, got) in &runs {
         assert!(
             *got == bits(&auto),
             "GPU: {what} gives other bits than the automatic choice"
