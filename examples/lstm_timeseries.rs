@@ -17,7 +17,7 @@
 //!   competitor for a one-month horizon; the program says which model wins.
 //!
 //! With the defaults (about 10 s on two CPU cores) the test RMSEs were: LSTM 17.1,
-//! AR(36) 17.2, naive 19.3, seasonal 39.3. Seeds 1 and 2 gave the LSTM 16.8 and 17.4:
+//! AR(36) 17.2, naive 19.3, seasonal 39.3. Seeds 1 and 2 gave the LSTM 16.7 and 17.4:
 //! it clearly beats the naive and seasonal forecasts, and the linear AR model is level
 //! with it (one-month-ahead sunspot numbers are close to linear in the past months).
 //!
