@@ -34,6 +34,8 @@ mod error;
 pub mod fast_path;
 mod graph;
 pub mod io;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
 pub mod nn;
 pub mod ops;
@@ -42,9 +44,11 @@ pub mod rng;
 mod tensor;
 pub mod train;
 
-pub use device::{Device, DeviceInfo, DeviceKind, GpuOptions, Stats, Tolerance};
+pub use backend::info::{DeviceInfo, DeviceKind, GpuOptions};
+pub use backend::Clock;
+pub use device::{Device, Stats, Tolerance};
 pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
-pub use graph::profile::{Clock, LaunchProfile, PlanProfile, ProfileReport};
+pub use graph::profile::{LaunchProfile, PlanProfile, ProfileReport};
 pub use rng::manual_seed;
 pub use tensor::{DType, Tensor};

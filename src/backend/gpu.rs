@@ -14,9 +14,10 @@ use web_time::Instant;
 use super::pipeline_cache::DiskCache;
 use super::tune_cache::TuneCache;
 use super::wait::{blocking_mode, wait, CAN_BLOCK};
-use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
-use crate::ops::kernel::{Grid, Tune, Variant, Wgsl};
-use crate::{Clock, DeviceInfo, DeviceKind, Error, GpuOptions, Result};
+use super::{BoxFuture, Clock, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
+use super::{DeviceInfo, DeviceKind, GpuOptions};
+use crate::backend::kernel::{Grid, Tune, Variant, Wgsl};
+use crate::{Error, Result};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 

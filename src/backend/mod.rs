@@ -7,19 +7,23 @@
 pub(crate) mod cpu;
 pub(crate) mod gpu;
 mod headless;
-pub(crate) mod helper;
+pub(crate) mod info;
+pub(crate) mod kernel;
 mod pipeline_cache;
 mod tune_cache;
 pub(crate) mod wait;
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub(crate) use crate::ops::Kernel;
+pub(crate) use kernel::Kernel;
 
-use crate::{Clock, DeviceInfo, Result};
+pub(crate) use info::{DeviceInfo, DeviceKind, GpuOptions};
+
+use crate::Result;
 
 /// Where a value lives.
 #[derive(Clone)]
@@ -126,6 +130,30 @@ pub(crate) struct Timings {
     /// Per launch: the variant the backend runs (the autotune's choice, e.g. a GEMM
     /// tile; empty where there is no choice) and its dispatches.
     pub variants: Vec<(String, u64)>,
+}
+
+/// How a profile's times were measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// GPU timestamp queries around each launch (one compute pass per launch): time
+    /// on the device itself.
+    GpuTimestamps,
+    /// An adapter without timestamp queries: each launch submitted alone and waited
+    /// for, timed on the host, so each time includes a submit and a wait (an upper
+    /// bound, far above the kernel's own time for small launches).
+    HostPerLaunch,
+    /// The CPU backend: wall time of each kernel call.
+    CpuWall,
+}
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Clock::GpuTimestamps => "GPU timestamps",
+            Clock::HostPerLaunch => "host clock, one submit and wait per launch (no timestamp queries)",
+            Clock::CpuWall => "CPU wall clock",
+        })
+    }
 }
 
 /// A boxed future, for object-safe async readback.

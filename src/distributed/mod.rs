@@ -49,7 +49,7 @@
 //! the one that died. A rank that panics, or whose distributed step failed, stops the
 //! whole job with `MPI_Abort` and a message naming the rank and the error, instead of
 //! leaving the others waiting forever in the next all-reduce; code of your own that
-//! fails on one rank only should call [`World::abort`]. To continue, resume from the
+//! fails on one rank only should call `World::abort` (feature `mpi`). To continue, resume from the
 //! last checkpoint: `FitConfig::resume_from`, with the same number of ranks.
 //!
 //! # Running
@@ -68,7 +68,7 @@ pub use optimizer::{broadcast_parameters, DistributedOptimizer};
 use crate::Result;
 
 /// The collective operations data-parallel training needs, over a fixed group of
-/// processes (ranks `0..size`). [`World`] implements it on MPI (feature `mpi`);
+/// processes (ranks `0..size`). `World` implements it on MPI (feature `mpi`);
 /// anything else that can all-gather and broadcast bytes can too. Every rank must
 /// call the same operations in the same order.
 pub trait Collective {

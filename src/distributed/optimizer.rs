@@ -20,7 +20,7 @@ pub struct DistributedOptimizer<O: Optimizer> {
 }
 
 impl<O: Optimizer> DistributedOptimizer<O> {
-    /// Wraps `inner` for the group `comm` (e.g. a [`super::World`]) and broadcasts
+    /// Wraps `inner` for the group `comm` (e.g. a `World`) and broadcasts
     /// rank 0's parameters to every rank, so all replicas start identical. Every rank
     /// must call it.
     pub fn new(inner: O, comm: impl Collective + 'static) -> Result<DistributedOptimizer<O>> {

@@ -10,33 +10,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::backend::{Executable, Program, Storage, Timings};
-use crate::ops::kernel::Cost;
+use crate::backend::kernel::Cost;
+use crate::backend::{Clock, Executable, Program, Storage, Timings};
 use crate::{Device, Result, Tensor};
-
-/// How a profile's times were measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Clock {
-    /// GPU timestamp queries around each launch (one compute pass per launch): time
-    /// on the device itself.
-    GpuTimestamps,
-    /// An adapter without timestamp queries: each launch submitted alone and waited
-    /// for, timed on the host, so each time includes a submit and a wait (an upper
-    /// bound, far above the kernel's own time for small launches).
-    HostPerLaunch,
-    /// The CPU backend: wall time of each kernel call.
-    CpuWall,
-}
-
-impl fmt::Display for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Clock::GpuTimestamps => "GPU timestamps",
-            Clock::HostPerLaunch => "host clock, one submit and wait per launch (no timestamp queries)",
-            Clock::CpuWall => "CPU wall clock",
-        })
-    }
-}
 
 /// Per-launch times of a device's plans, from [`Device::profile_report`].
 #[derive(Clone, Debug, Default)]

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use super::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
 use super::{broadcast_shapes, broadcast_strides, contiguous_strides, simplify, split_axis};
 use super::{Bind, Launch, Lowering, Op, Rule};
+use crate::backend::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
 use crate::Tensor;
 
 const SHADER: &str = include_str!("../../shaders/copy.wgsl");

@@ -3,8 +3,8 @@
 //! (`rng::dropout_keeps`) and the GPU drop the same elements, and the backward pass
 //! regenerates the mask instead of storing it.
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use super::{Lowering, Op, Rule};
+use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::tensor::DType;
 use crate::{rng, Device, Tensor};
 

@@ -3,8 +3,9 @@
 //! template), its gradient and its `Tensor` method, side by side — plus constant
 //! fills and one-hot rows. Adding a map touches this file only.
 
-use super::kernel::{wgsl_f32, Grid, Kernel, Uniforms, Wgsl, MAX_RANK};
-use super::{broadcast_strides, simplify, vmath, Lowering, Op, Rule};
+use super::{broadcast_strides, simplify, Lowering, Op, Rule};
+use crate::backend::cpu::vmath;
+use crate::backend::kernel::{wgsl_f32, Grid, Kernel, Uniforms, Wgsl, MAX_RANK};
 use crate::tensor::DType;
 use crate::Tensor;
 

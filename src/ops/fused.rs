@@ -8,8 +8,8 @@
 //! result; a GPU compiler may contract a product and a sum into one `fma`.
 
 use super::elementwise::{BinaryOp, UnaryOp};
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl, MAX_RANK};
 use super::simplify;
+use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl, MAX_RANK};
 
 const SHADER: &str = include_str!("../../shaders/fused.wgsl");
 
@@ -168,7 +168,7 @@ impl FusedKernel {
     }
 }
 
-super::vmath::simd_fn! {
+crate::backend::cpu::vmath::simd_fn! {
     /// [`FusedKernel`]'s CPU pass.
     fn fused_cpu(kernel: &FusedKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
         kernel.run_blocks(x, out)

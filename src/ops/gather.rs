@@ -3,8 +3,8 @@
 //! scatter-add that sums in a fixed order — each output element adds its sources in
 //! index order, with no float atomics — so the CPU and the GPU give the same bits.
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use super::{split_axis, Lowering, Op, Rule};
+use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::tensor::DType;
 use crate::{Error, Result, Tensor};
 

@@ -13,10 +13,10 @@
 
 use std::sync::Arc;
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use super::lstm::cell_rows;
-use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
+use crate::backend::cpu::vmath;
+use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::tensor::DType;
 use crate::Tensor;
 

@@ -12,10 +12,10 @@
 //! gradients), written by one kernel. The backward recomputes the gates from `a`
 //! (cheaper than storing them). No second derivative: the backward op has none.
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
-use super::vmath;
 use super::{Bind, Launch, Lowering, Op, Rule};
-use crate::backend::helper::join_rows;
+use crate::backend::cpu::helper_thread::join_rows;
+use crate::backend::cpu::vmath;
+use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::fast_path::{self, FastPath};
 use crate::tensor::DType;
 use crate::Tensor;

@@ -3,8 +3,9 @@
 //! the elementwise table. The CPU twin is `matrixmultiply`'s sgemm.
 
 use super::elementwise::UnaryOp;
-use super::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use super::{Lowering, Op, Rule};
+use crate::backend::cpu::sgemm::sgemm;
+use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
 use crate::tensor::DType;
 use crate::Tensor;
@@ -150,7 +151,7 @@ impl Kernel for MatMulKernel {
     }
 }
 
-super::vmath::simd_fn! {
+crate::backend::cpu::vmath::simd_fn! {
     /// The CPU epilogue of a product: `bias` added to every row of `n` words, then
     /// the activation.
     fn epilogue_cpu(out: &mut [f32], n: usize, bias: Option<&[f32]>, act: Option<UnaryOp>) {
@@ -440,217 +441,6 @@ fn storer(split: bool, vector: bool, edge_n: bool) -> String {
     }
 }
 
-/// Products of at least twice this many flops (2·m·n·k) are split by rows over
-/// scoped threads, each part at least this large (512³ and 1024³ ran 1.6–1.9× faster
-/// on 2 vCPUs).
-const FLOPS_PER_THREAD: usize = 1 << 26;
-
-/// Products of at least this many flops and below the scoped-thread size are split in
-/// two, one half on the spinning helper thread (`backend::helper`), which costs a
-/// few µs where spawning a thread costs ~50: the seed MLP's 32×784×128 and
-/// 128×784×128 products (6.4 and 25.7 MFLOP). Whole epochs of that MLP on 2 vCPUs
-/// (AMD EPYC), paired runs: 0.86× the time at batch 32, 0.84× at batch 128.
-const FLOPS_FOR_TWO: usize = 1 << 22;
-
-/// The threads a product may use: the machine's parallelism, read once; one in a
-/// browser tab (wasm32 without atomics has no threads).
-fn cpu_threads() -> usize {
-    if cfg!(target_arch = "wasm32") {
-        return 1;
-    }
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// `op(A)·op(B)` through `matrixmultiply`, transposes expressed as strides; a large
-/// product is split into row blocks computed on the helper thread or on scoped
-/// threads (each block the same sgemm, so the result has the same bits however many
-/// threads the machine has).
-#[allow(clippy::too_many_arguments)]
-fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32], b: &[f32], out: &mut [f32]) {
-    let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
-    let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        out[..m * n].fill(0.0);
-        return;
-    }
-    let flops = 2 * m * n * k;
-    let auto = if flops >= FLOPS_PER_THREAD * 2 {
-        cpu_threads().min(flops / FLOPS_PER_THREAD)
-    } else if flops >= FLOPS_FOR_TWO {
-        cpu_threads().min(2)
-    } else {
-        1
-    };
-    let parts = if !fast_path::choose(FastPath::GemmSplit, auto > 1) {
-        1
-    } else if fast_path::choose(FastPath::GemmThreads, auto > 2) {
-        auto.max(4)
-    } else {
-        2
-    };
-    sgemm_parts(parts, m, k, n, (a, rsa, csa), (b, rsb, csb), out)
-}
-
-/// [`sgemm`] split into at most `parts` row blocks of whole 8-row panels.
-fn sgemm_parts(
-    parts: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-    (a, rsa, csa): (&[f32], usize, usize),
-    (b, rsb, csb): (&[f32], usize, usize),
-    out: &mut [f32],
-) {
-    let parts = parts.min(m / 8).max(1);
-    let out = &mut out[..m * n];
-    if parts == 1 {
-        return gemm_block(m, k, n, (a, rsa, csa), (b, rsb, csb), out);
-    }
-    // Row blocks of whole 8-row panels (matrixmultiply's register tile height).
-    let rows = m.div_ceil(parts).next_multiple_of(8);
-    if parts == 2 && n >= 32 && fast_path::choose(FastPath::GemmColumns, m < n) {
-        // A wide product: split the columns, so that each thread packs half of B
-        // (splitting rows, both would pack all of it for a few rows of A each).
-        return gemm_column_halves(m, k, n, (a, rsa, csa), (b, rsb, csb), out);
-    }
-    if parts == 2 {
-        let (top, bottom) = out.split_at_mut(rows * n);
-        let a_bottom = &a[rows * rsa..];
-        return crate::backend::helper::join(
-            || gemm_block(bottom.len() / n, k, n, (a_bottom, rsa, csa), (b, rsb, csb), bottom),
-            || gemm_block(rows, k, n, (a, rsa, csa), (b, rsb, csb), top),
-        );
-    }
-    std::thread::scope(|scope| {
-        let mut blocks = out.chunks_mut(rows * n).enumerate();
-        let (_, first) = blocks.next().expect("m > 0");
-        for (i, block) in blocks {
-            let a = &a[i * rows * rsa..];
-            scope.spawn(move || gemm_block(block.len() / n, k, n, (a, rsa, csa), (b, rsb, csb), block));
-        }
-        gemm_block(first.len() / n, k, n, (a, rsa, csa), (b, rsb, csb), first);
-    });
-}
-
-/// `out[m, n] = A·B` in two column blocks (a multiple of 16 columns on the left), the
-/// right one on the helper thread.
-fn gemm_column_halves(
-    m: usize,
-    k: usize,
-    n: usize,
-    (a, rsa, csa): (&[f32], usize, usize),
-    (b, rsb, csb): (&[f32], usize, usize),
-    out: &mut [f32],
-) {
-    /// The output's base pointer, shared by the two blocks (which write disjoint
-    /// elements).
-    struct Out(*mut f32);
-    // SAFETY: the two threads write disjoint elements, and `join` returns only when
-    // both are done, while `out` is still borrowed.
-    unsafe impl Sync for Out {}
-    impl Out {
-        fn get(&self) -> *mut f32 {
-            self.0
-        }
-    }
-    check_operands(m, k, n, (a, rsa, csa), (b, rsb, csb), out);
-    let out = Out(out.as_mut_ptr());
-    let cut = (n / 2).next_multiple_of(16).min(n);
-    // SAFETY: operands checked above; columns c0..c1 of every row of `out` (row
-    // stride n) are inside it and written by this block only.
-    let block = |c0: usize, c1: usize| unsafe {
-        sgemm_raw(
-            m,
-            k,
-            c1 - c0,
-            (a.as_ptr(), rsa, csa),
-            (b.as_ptr().add(c0 * csb), rsb, csb),
-            out.get().add(c0),
-            n,
-        )
-    };
-    crate::backend::helper::join(|| block(cut, n), || block(0, cut));
-}
-
-/// One `matrixmultiply::sgemm` call: `out[m, n] = A·B` with A and B given as slices
-/// with their row and column strides.
-fn gemm_block(
-    m: usize,
-    k: usize,
-    n: usize,
-    (a, rsa, csa): (&[f32], usize, usize),
-    (b, rsb, csb): (&[f32], usize, usize),
-    out: &mut [f32],
-) {
-    check_operands(m, k, n, (a, rsa, csa), (b, rsb, csb), out);
-    // SAFETY: operands checked above; `out` holds m·n elements written with row
-    // stride n.
-    unsafe {
-        sgemm_raw(
-            m,
-            k,
-            n,
-            (a.as_ptr(), rsa, csa),
-            (b.as_ptr(), rsb, csb),
-            out.as_mut_ptr(),
-            n,
-        )
-    }
-}
-
-/// Asserts that every element the strides of A `[m, k]` and B `[k, n]` address lies
-/// inside its slice and that `out` holds `m·n` elements.
-fn check_operands(
-    m: usize,
-    k: usize,
-    n: usize,
-    (a, rsa, csa): (&[f32], usize, usize),
-    (b, rsb, csb): (&[f32], usize, usize),
-    out: &[f32],
-) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len() && out.len() >= m * n);
-}
-
-/// `matrixmultiply::sgemm` writing `out` with row stride `ldc`.
-///
-/// # Safety
-/// A, B and `out` must address only memory of their allocations, and nobody else may
-/// touch the elements written.
-unsafe fn sgemm_raw(
-    m: usize,
-    k: usize,
-    n: usize,
-    (a, rsa, csa): (*const f32, usize, usize),
-    (b, rsb, csb): (*const f32, usize, usize),
-    out: *mut f32,
-    ldc: usize,
-) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a,
-            rsa as isize,
-            csa as isize,
-            b,
-            rsb as isize,
-            csb as isize,
-            0.0,
-            out,
-            ldc as isize,
-            1,
-        )
-    }
-}
-
 impl Tensor {
     /// Matrix product of 2-D tensors `[m, k] · [k, n]`. A transposed operand
     /// (`x.t()`) is read in place, never copied.
@@ -752,37 +542,6 @@ impl Tensor {
 mod tests {
     use super::*;
     use crate::Device;
-
-    /// Splitting a product over threads gives the same bits as one call, for every
-    /// transpose combination and ragged row counts.
-    #[test]
-    fn a_product_split_over_threads_has_the_same_bits() {
-        // Rows split, and (m < n, two parts) columns split.
-        for (m, k, n) in [
-            (8, 3, 5),
-            (37, 65, 19),
-            (130, 784, 128),
-            (32, 128, 512),
-            (16, 40, 33),
-            (20, 784, 128),
-        ] {
-            let a = crate::rng::uniform(1, m * k, -1.0, 1.0);
-            let b = crate::rng::uniform(2, k * n, -1.0, 1.0);
-            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
-                let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
-                let run = |parts| {
-                    let mut out = vec![f32::NAN; m * n];
-                    sgemm_parts(parts, m, k, n, (&a, rsa, csa), (&b, rsb, csb), &mut out);
-                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-                };
-                let one = run(1);
-                for parts in [2, 3, 5] {
-                    assert_eq!(run(parts), one, "{m}x{k}x{n} ta {ta} tb {tb}, {parts} parts");
-                }
-            }
-        }
-    }
 
     #[test]
     fn an_epilogue_whose_gradient_needs_its_input_matches_the_unfused_graph() {

@@ -21,13 +21,11 @@ pub(crate) mod elementwise;
 pub(crate) mod fused;
 pub(crate) mod gather;
 pub(crate) mod gru;
-pub(crate) mod kernel;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
 pub(crate) mod optim;
 pub(crate) mod reduce;
 pub(crate) mod softmax_xent;
-pub(crate) mod vmath;
 
 use std::sync::Arc;
 
@@ -43,7 +41,7 @@ pub use optim::{UpdateKind, UpdateMany};
 pub use reduce::{ArgMax, MaxWithIndices, Reduce, ReduceKind};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 
-pub(crate) use kernel::Kernel;
+pub(crate) use crate::backend::kernel::Kernel;
 
 use crate::{Result, Tensor};
 
@@ -210,7 +208,7 @@ pub(crate) trait Rule {
 }
 
 /// Output `index` (≥ 1) of a multi-output node, which is its only input. Autograd
-/// hands its gradient to that node's [`Rule::backward_outputs`].
+/// hands its gradient to that node's `Rule::backward_outputs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Output {
     /// Which output of the input node.

@@ -4,14 +4,14 @@
 //! and state inputs in place; the step count lives on the host, which computes each
 //! step's coefficients.
 
-use super::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
 use super::{Lowering, Op, Rule};
+use crate::backend::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
 use crate::tensor::DType;
 use crate::Tensor;
 
 const SHADER: &str = include_str!("../../shaders/optim.wgsl");
 
-/// The update rule. Its coefficients ([`UpdateKind::coefficients`]) live in a device
+/// The update rule. Its coefficients (`UpdateKind::coefficients`) live in a device
 /// buffer (an input), so changing the learning rate recompiles nothing.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UpdateKind {
@@ -173,7 +173,7 @@ impl Kernel for UpdateKernel {
     }
 }
 
-super::vmath::simd_fn! {
+crate::backend::cpu::vmath::simd_fn! {
     /// [`UpdateKernel`]'s CPU pass.
     fn update_cpu(kernel: &UpdateKernel, x: &[&[f32]], out: &mut [&mut [f32]]) {
         kernel.update_all(x, out)

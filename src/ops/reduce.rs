@@ -2,9 +2,9 @@
 //! (the CPU twin follows the GPU's order, so both agree bit for bit run to run), and
 //! argmax.
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
-use super::vmath;
 use super::{split_axis, Bind, Launch, Lowering, Op, Rule};
+use crate::backend::cpu::vmath;
+use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::tensor::DType;
 use crate::Tensor;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Softmax cross-entropy family (`shaders/softmax_xent.wgsl`): fused per-row
 //! log-softmax + negative log-likelihood, and its backward `(softmax − onehot)·g`.
 
-use super::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use super::{Lowering, Op, Rule};
+use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::tensor::DType;
 use crate::{Error, Result, Tensor};
 

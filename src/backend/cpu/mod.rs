@@ -1,11 +1,16 @@
 //! The CPU reference backend: runs each kernel's CPU twin (`src/ops/`), the ground
 //! truth that the WGSL kernels in `shaders/` are tested against.
 
+pub(crate) mod helper_thread;
+pub(crate) mod sgemm;
+pub(crate) mod vmath;
+
 use std::sync::{Arc, Mutex, RwLock};
 use web_time::Instant;
 
-use super::{BoxFuture, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
-use crate::{Clock, DeviceInfo, DeviceKind, Error, Result};
+use super::{BoxFuture, Clock, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
+use super::{DeviceInfo, DeviceKind};
+use crate::{Error, Result};
 
 /// A CPU buffer; its bytes count as live while it exists.
 pub(crate) struct CpuBuffer {
