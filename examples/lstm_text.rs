@@ -185,13 +185,17 @@ fn baselines(train: &[u32], vocab: usize, pairs: impl Iterator<Item = (u32, u32)
     (bits_uni / count as f64, bits_bi / count as f64)
 }
 
-/// Embedding → LSTM → Linear; `module_fields!` gives it PyTorch's dotted parameter
-/// names (`emb.weight`, `lstm.weight_ih_l0`, …, `head.bias`) and training mode.
+/// Embedding → LSTM → Linear; `#[derive(Module)]` gives it PyTorch's dotted
+/// parameter names (`emb.weight`, `lstm.weight_ih_l0`, …, `head.bias`) and training
+/// mode.
+#[derive(Module)]
 struct Model {
     emb: Embedding,
     lstm: Lstm,
     head: Linear,
+    #[module(skip)]
     hidden: usize,
+    #[module(skip)]
     vocab: usize,
 }
 
@@ -202,7 +206,6 @@ impl Module for Model {
         let out = self.lstm.forward(&self.emb.forward(ids));
         self.head.forward(&out.reshape(&[b * t, self.hidden]))
     }
-    wgnn::module_fields!(emb, lstm, head);
 }
 
 impl Model {

@@ -30,8 +30,6 @@ const LAYERS: &[&[&str]] = &[
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     // The optimizer trait names the collective a distributed optimizer all-reduces with.
     ("src/optim/mod.rs", "distributed"),
-    // `Autoencoder::compile` builds a `train::Model`: to go into the generic `compile`.
-    ("src/nn/autoencoder.rs", "train"),
 ];
 
 /// Every `.rs` file under `dir`.

@@ -26,6 +26,9 @@
 
 #![warn(missing_docs)]
 
+// `#[derive(Module)]` names `::wgnn` paths, also inside this crate.
+extern crate self as wgnn;
+
 mod backend;
 pub mod data;
 mod device;

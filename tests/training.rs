@@ -3,6 +3,8 @@
 //! bit for bit and survive being killed mid-write.
 
 mod common;
+#[path = "training/custom_modules.rs"]
+mod custom_modules;
 #[cfg(all(feature = "mpi", unix))]
 #[path = "training/distributed.rs"]
 mod distributed;

@@ -5,9 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::{Module, Sequential, TensorSpec};
-use crate::optim::Optimizer;
-use crate::train::{Loss, Model};
+use super::{Member, MemberMut, Module, ModuleFields, TensorSpec};
 use crate::{Error, Result, Tensor};
 
 /// `decode(encode(x))` from any encoder and decoder modules. Parameters are named
@@ -60,12 +58,6 @@ impl Autoencoder {
         }
         let per_row = x.numel() / rows.max(1);
         (&y - x).square().reshape(&[rows, per_row]).mean_axis(1, false).to_vec()
-    }
-
-    /// A model that trains this autoencoder (through a shared clone) with the input as
-    /// the target: `model.fit(&x, &x, config)`.
-    pub fn compile(&self, optimizer: impl Optimizer + 'static, loss: Loss) -> Result<Model> {
-        Sequential::new().add(self.clone()).compile(optimizer, loss, &[])
     }
 
     /// The threshold at the `q`-th percentile (0 to 100) of `errors`, interpolated
@@ -153,5 +145,36 @@ impl Module for Autoencoder {
     fn set_training(&mut self, training: bool) {
         self.encoder.borrow_mut().set_training(training);
         self.decoder.borrow_mut().set_training(training);
+    }
+
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (half, module) in [("encoder", &self.encoder), ("decoder", &self.decoder)] {
+            for (name, t) in module.borrow().named_buffers() {
+                out.push((format!("{half}.{name}"), t));
+            }
+        }
+        out
+    }
+
+    fn collect_tensors(&self, out: &mut Vec<Tensor>) {
+        self.encoder.borrow().collect_tensors(out);
+        self.decoder.borrow().collect_tensors(out);
+    }
+
+    fn put_tensors(&mut self, with: &mut dyn Iterator<Item = Tensor>) {
+        self.encoder.borrow_mut().put_tensors(with);
+        self.decoder.borrow_mut().put_tensors(with);
+    }
+}
+
+/// The halves sit behind shared cells (clones share them), so they cannot be lent out
+/// as members: [`Module`]'s methods are written out above instead.
+impl ModuleFields for Autoencoder {
+    fn members(&self) -> Vec<(String, Member<'_>)> {
+        Vec::new()
+    }
+    fn members_mut(&mut self) -> Vec<(String, MemberMut<'_>)> {
+        Vec::new()
     }
 }

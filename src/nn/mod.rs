@@ -12,15 +12,22 @@ pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 
 use crate::{DType, Device, Result, Tensor};
 
-/// Implements [`Module::named_parameters`] and [`Module::set_training`] for a struct of
-/// layers, inside its `impl Module` block: parameters get PyTorch's dotted names
-/// (`lstm.weight_ih_l0`, `head.bias`), in field order, and training mode reaches
-/// every listed field. List the fields that are modules.
+/// `#[derive(Module)]`: implements [`ModuleFields`] for a struct from its fields, so
+/// that `impl Module for T` needs only `forward`. See the [`Module`] trait's example.
+pub use wgnn_derive::Module;
+
+/// Deprecated: `#[derive(Module)]` on the struct names its children by field, and
+/// a field cannot be forgotten. This macro still overrides
+/// [`Module::named_parameters`] and [`Module::set_training`] with the listed fields
+/// inside an `impl Module` block (the struct needs `#[derive(Module)]` all the same:
+/// every `Module` is a [`ModuleFields`]).
 ///
 /// ```
+/// # #![allow(deprecated)]
 /// use wgnn::nn::{Embedding, Linear, Lstm, Module, RnnConfig};
 /// use wgnn::{Device, Tensor};
 ///
+/// #[derive(Module)]
 /// struct CharModel {
 ///     embed: Embedding,
 ///     lstm: Lstm,
@@ -48,6 +55,7 @@ use crate::{DType, Device, Result, Tensor};
 /// assert_eq!(names[1], "lstm.weight_ih_l0");
 /// assert_eq!(names.last().unwrap(), "head.bias");
 /// ```
+#[deprecated(since = "0.1.0", note = "put #[derive(Module)] on the struct instead")]
 #[macro_export]
 macro_rules! module_fields {
     ($($field:ident),+ $(,)?) => {
@@ -106,8 +114,76 @@ impl TensorSpec {
     }
 }
 
-/// A layer or model: a forward function and named trainable parameters.
-pub trait Module {
+/// One member of a module, as [`ModuleFields::members`] lists it.
+pub enum Member<'a> {
+    /// A child module; its parameters are named `"{member}.{name}"`.
+    Child(&'a dyn Module),
+    /// A trainable parameter of the module itself.
+    Parameter(&'a Tensor),
+    /// Non-trainable state (e.g. running statistics): saved and moved, never optimized.
+    Buffer(&'a Tensor),
+}
+
+/// One member of a module, mutable: [`ModuleFields::members_mut`].
+pub enum MemberMut<'a> {
+    /// A child module.
+    Child(&'a mut dyn Module),
+    /// A trainable parameter of the module itself.
+    Parameter(&'a mut Tensor),
+    /// Non-trainable state of the module itself.
+    Buffer(&'a mut Tensor),
+}
+
+/// A module's members — child modules, parameters, buffers — by name: what
+/// `#[derive(Module)]` writes from a struct's fields (a field of type `Tensor` or
+/// `Option<Tensor>` is a parameter, a `Vec` of modules is a list of children named
+/// `field.0`, `field.1`, …, `#[module(buffer)]` marks a buffer, `#[module(skip)]` a
+/// plain field, any other field is a child). [`Module`]'s default methods —
+/// parameter names, buffers, training mode, [`Module::to`] — are built on it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not list its members for `Module`",
+    note = "add `#[derive(Module)]` to `{Self}` (it names the child modules and parameters by field; a layer without any derives it too)"
+)]
+pub trait ModuleFields {
+    /// The members, in order (which is the order of `named_parameters`).
+    fn members(&self) -> Vec<(String, Member<'_>)>;
+    /// The members, mutable, in the same order as [`ModuleFields::members`].
+    fn members_mut(&mut self) -> Vec<(String, MemberMut<'_>)>;
+}
+
+/// A layer or model: a forward function over named members (child modules,
+/// parameters, buffers). `#[derive(Module)]` lists the members from the struct's
+/// fields; the `impl` writes `forward` and gets names, parameters, buffers,
+/// train/eval and [`Module::to`] from them.
+///
+/// ```
+/// use wgnn::nn::{Linear, Lstm, Module, RnnConfig};
+/// use wgnn::{Device, Tensor};
+///
+/// #[derive(Module)]
+/// struct Regressor {
+///     lstm: Lstm,
+///     head: Linear,
+///     #[module(skip)]
+///     hidden: usize,
+/// }
+///
+/// impl Module for Regressor {
+///     fn forward(&self, x: &Tensor) -> Tensor {
+///         let out = self.lstm.forward(x); // [B, T, H] (batch first)
+///         let last = out.select(1, out.shape()[1] - 1);
+///         self.head.forward(&last)
+///     }
+/// }
+///
+/// let dev = Device::cpu();
+/// let config = RnnConfig { batch_first: true, ..Default::default() };
+/// let net = Regressor { lstm: Lstm::new(1, 8, config, &dev), head: Linear::new(8, 1, &dev), hidden: 8 };
+/// let names: Vec<String> = net.named_parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0",
+///                    "head.weight", "head.bias"]);
+/// ```
+pub trait Module: ModuleFields {
     /// Applies the module to a batch.
     fn forward(&self, x: &Tensor) -> Tensor;
 
@@ -123,9 +199,34 @@ pub trait Module {
         Ok(None)
     }
 
-    /// Parameters with the names PyTorch's `state_dict()` would give them.
+    /// Parameters with the names PyTorch's `state_dict()` would give them: the
+    /// module's own, then each child's prefixed with the child's name, in member
+    /// order.
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
+        let mut out = Vec::new();
+        for (name, member) in self.members() {
+            match member {
+                Member::Parameter(t) => out.push((name, t.clone())),
+                Member::Child(child) => out.extend(prefixed(&name, child.named_parameters())),
+                Member::Buffer(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Non-trainable state (running statistics) with PyTorch's `state_dict()` names:
+    /// saved and loaded with the parameters, moved by [`Module::to`], never optimized.
+    /// By default the module's own buffers and its children's, prefixed.
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (name, member) in self.members() {
+            match member {
+                Member::Buffer(t) => out.push((name, t.clone())),
+                Member::Child(child) => out.extend(prefixed(&name, child.named_buffers())),
+                Member::Parameter(_) => {}
+            }
+        }
+        out
     }
 
     /// The trainable parameters, in `named_parameters` order.
@@ -139,8 +240,60 @@ pub trait Module {
         full.rsplit("::").next().unwrap_or(full).to_string()
     }
 
-    /// Switches training-only behaviour (e.g. dropout) on or off.
-    fn set_training(&mut self, _training: bool) {}
+    /// Moves every parameter and buffer to `device` (a copy of its value; trainable
+    /// parameters stay trainable). Nothing is moved unless everything can be: on an
+    /// error (e.g. a lost device) the module is as it was. Build optimizers after the
+    /// move: one built before holds the old tensors.
+    fn to(&mut self, device: &Device) -> Result<()> {
+        let mut tensors = Vec::new();
+        self.collect_tensors(&mut tensors);
+        let moved = tensors.iter().map(|t| t.to(device)).collect::<Result<Vec<_>>>()?;
+        self.put_tensors(&mut moved.into_iter());
+        Ok(())
+    }
+
+    /// Every parameter and buffer, depth first in member order (what [`Module::to`]
+    /// copies).
+    #[doc(hidden)]
+    fn collect_tensors(&self, out: &mut Vec<Tensor>) {
+        for (_, member) in self.members() {
+            match member {
+                Member::Parameter(t) | Member::Buffer(t) => out.push(t.clone()),
+                Member::Child(child) => child.collect_tensors(out),
+            }
+        }
+    }
+
+    /// Replaces every parameter and buffer, in [`Module::collect_tensors`]' order,
+    /// with the next tensor of `with`.
+    #[doc(hidden)]
+    fn put_tensors(&mut self, with: &mut dyn Iterator<Item = Tensor>) {
+        for (_, member) in self.members_mut() {
+            match member {
+                MemberMut::Parameter(t) | MemberMut::Buffer(t) => {
+                    *t = with.next().expect("one tensor per parameter and buffer")
+                }
+                MemberMut::Child(child) => child.put_tensors(with),
+            }
+        }
+    }
+
+    /// Switches training-only behaviour (e.g. dropout) on or off: by default in
+    /// every child.
+    fn set_training(&mut self, training: bool) {
+        for (_, member) in self.members_mut() {
+            if let MemberMut::Child(child) = member {
+                child.set_training(training);
+            }
+        }
+    }
+
+    /// The stack of layers this module is, if it is a [`Sequential`] (per-layer
+    /// statistics of `fit`'s report).
+    #[doc(hidden)]
+    fn as_sequential(&self) -> Option<&Sequential> {
+        None
+    }
 
     /// Training mode (the default).
     fn train(&mut self) {
@@ -153,8 +306,14 @@ pub trait Module {
     }
 }
 
+/// `(prefix.name, t)` for each `(name, t)`.
+fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> impl Iterator<Item = (String, Tensor)> + '_ {
+    named.into_iter().map(move |(n, t)| (format!("{prefix}.{n}"), t))
+}
+
 /// `y = x·Wᵀ + b` with weight `[out, in]` and bias `[out]`, initialised as PyTorch's
 /// `nn.Linear` (uniform in ±1/√in), from the global seed (`wgnn::manual_seed`).
+#[derive(Module)]
 pub struct Linear {
     /// `[out_features, in_features]`, trainable; `state_dict()` name `weight`.
     pub weight: Tensor,
@@ -199,87 +358,50 @@ impl Module for Linear {
     fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
         affine_spec(input, &self.weight).map(Some)
     }
+}
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            out.push(("bias".to_string(), b.clone()));
+/// An elementwise activation layer: a unit struct, its name and its map (f32 in, the
+/// same shape out).
+macro_rules! activation {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, |$x:ident| $map:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, Module)]
+        pub struct $ty;
+
+        impl Module for $ty {
+            fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+                same_spec(input)
+            }
+            fn name(&self) -> String {
+                $name.into()
+            }
+            fn forward(&self, $x: &Tensor) -> Tensor {
+                $map
+            }
         }
-        out
-    }
+    };
 }
 
-/// `max(x, 0)` (fused into a preceding `Linear`'s kernel).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Relu;
-/// Hyperbolic tangent (fused into a preceding `Linear`'s kernel).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Tanh;
-/// Logistic function (fused into a preceding `Linear`'s kernel).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Sigmoid;
-/// Heaviside step (the perceptron's activation; zero gradient).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Step;
-/// Softmax over the last axis.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Softmax;
-
-impl Module for Relu {
-    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
-        same_spec(input)
-    }
-    fn name(&self) -> String {
-        "ReLU".into()
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.relu()
-    }
-}
-impl Module for Tanh {
-    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
-        same_spec(input)
-    }
-    fn name(&self) -> String {
-        "Tanh".into()
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.tanh()
-    }
-}
-impl Module for Sigmoid {
-    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
-        same_spec(input)
-    }
-    fn name(&self) -> String {
-        "Sigmoid".into()
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.sigmoid()
-    }
-}
-impl Module for Step {
-    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
-        same_spec(input)
-    }
-    fn name(&self) -> String {
-        "Step".into()
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.step()
-    }
-}
-impl Module for Softmax {
-    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
-        same_spec(input)
-    }
-    fn name(&self) -> String {
-        "Softmax".into()
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.softmax(x.shape().len().saturating_sub(1))
-    }
-}
+activation!(
+    /// `max(x, 0)` (fused into a preceding `Linear`'s kernel).
+    Relu, "ReLU", |x| x.relu()
+);
+activation!(
+    /// Hyperbolic tangent (fused into a preceding `Linear`'s kernel).
+    Tanh, "Tanh", |x| x.tanh()
+);
+activation!(
+    /// Logistic function (fused into a preceding `Linear`'s kernel).
+    Sigmoid, "Sigmoid", |x| x.sigmoid()
+);
+activation!(
+    /// Heaviside step (the perceptron's activation; zero gradient).
+    Step, "Step", |x| x.step()
+);
+activation!(
+    /// Softmax over the last axis.
+    Softmax, "Softmax", |x| x.softmax(x.shape().len().saturating_sub(1))
+);
 
 /// Inverted dropout (Srivastava et al. 2014): in training each activation is zeroed
 /// with probability `p` and the survivors are scaled by `1 / (1 − p)`; in evaluation
@@ -293,9 +415,11 @@ impl Module for Softmax {
 /// Each forward call in training draws a fresh key from the global random stream
 /// (`wgnn::manual_seed`), so a run is reproducible and the CPU and the GPU drop the
 /// same units.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Module)]
 pub struct Dropout {
+    #[module(skip)]
     p: f32,
+    #[module(skip)]
     training: bool,
 }
 
@@ -427,21 +551,22 @@ impl Module for Sequential {
         Ok(Some(spec))
     }
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, layer)| {
-                layer
-                    .named_parameters()
-                    .into_iter()
-                    .map(move |(n, t)| (format!("{i}.{n}"), t))
-            })
-            .collect()
+    fn as_sequential(&self) -> Option<&Sequential> {
+        Some(self)
     }
+}
 
-    fn set_training(&mut self, training: bool) {
-        self.layers.iter_mut().for_each(|l| l.set_training(training));
+/// The layers are children named by index, as in PyTorch's `nn.Sequential`.
+impl ModuleFields for Sequential {
+    fn members(&self) -> Vec<(String, Member<'_>)> {
+        let layers = self.layers.iter().enumerate();
+        layers.map(|(i, l)| (i.to_string(), Member::Child(&**l))).collect()
+    }
+    fn members_mut(&mut self) -> Vec<(String, MemberMut<'_>)> {
+        let layers = self.layers.iter_mut().enumerate();
+        layers
+            .map(|(i, l)| (i.to_string(), MemberMut::Child(&mut **l)))
+            .collect()
     }
 }
 

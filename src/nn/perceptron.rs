@@ -14,11 +14,13 @@ use crate::{Device, Error, Result, Tensor};
 /// sample and no readback. On linearly separable data it stops making mistakes
 /// after finitely many updates (Novikoff 1962); on XOR it never can, since no line
 /// separates XOR's classes.
+#[derive(Module)]
 pub struct Perceptron {
     /// `[1, in_features]`, starting at zero; `state_dict()` name `weight`.
     pub weight: Tensor,
     /// `[1]`, starting at zero; `state_dict()` name `bias`.
     pub bias: Tensor,
+    #[module(skip)]
     rule: Sgd,
 }
 
@@ -104,13 +106,6 @@ fn check(x: &[f32], y: &[u32], dim: usize) -> Result<()> {
 impl Module for Perceptron {
     fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, Some(&self.bias)).step()
-    }
-
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("weight".into(), self.weight.clone()),
-            ("bias".into(), self.bias.clone()),
-        ]
     }
 
     fn name(&self) -> String {

@@ -11,7 +11,7 @@
 //! compilation (shaders and pipelines are shared, so that is mostly scheduling), every
 //! later one of that length reuses it.
 
-use super::{Module, TensorSpec};
+use super::{Member, MemberMut, Module, ModuleFields, TensorSpec};
 use crate::{Device, Result, Tensor};
 
 /// Settings of a recurrent layer stack, as PyTorch's constructor arguments.
@@ -89,12 +89,30 @@ impl Layer {
         })
     }
 
-    fn named(&self, k: usize, out: &mut Vec<(String, Tensor)>) {
-        out.push((format!("weight_ih_l{k}"), self.weight_ih.clone()));
-        out.push((format!("weight_hh_l{k}"), self.weight_hh.clone()));
+    /// Layer `k`'s parameters with PyTorch's names (`weight_ih_l{k}`, …), in
+    /// `state_dict` order.
+    fn members<'a>(&'a self, k: usize, out: &mut Vec<(String, Member<'a>)>) {
+        out.push((format!("weight_ih_l{k}"), Member::Parameter(&self.weight_ih)));
+        out.push((format!("weight_hh_l{k}"), Member::Parameter(&self.weight_hh)));
         if let (Some(bi), Some(bh)) = (&self.bias_ih, &self.bias_hh) {
-            out.push((format!("bias_ih_l{k}"), bi.clone()));
-            out.push((format!("bias_hh_l{k}"), bh.clone()));
+            out.push((format!("bias_ih_l{k}"), Member::Parameter(bi)));
+            out.push((format!("bias_hh_l{k}"), Member::Parameter(bh)));
+        }
+    }
+
+    /// [`Layer::members`], mutable.
+    fn members_mut<'a>(&'a mut self, k: usize, out: &mut Vec<(String, MemberMut<'a>)>) {
+        let Layer {
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+        } = self;
+        out.push((format!("weight_ih_l{k}"), MemberMut::Parameter(weight_ih)));
+        out.push((format!("weight_hh_l{k}"), MemberMut::Parameter(weight_hh)));
+        if let (Some(bi), Some(bh)) = (bias_ih, bias_hh) {
+            out.push((format!("bias_ih_l{k}"), MemberMut::Parameter(bi)));
+            out.push((format!("bias_hh_l{k}"), MemberMut::Parameter(bh)));
         }
     }
 }
@@ -262,11 +280,21 @@ impl Stack {
         let c = (self.cell == Cell::Lstm).then(|| stack(&cs));
         (out, stack(&hs), c)
     }
+}
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+/// Every layer's parameters, named as PyTorch's recurrent modules name them.
+impl ModuleFields for Stack {
+    fn members(&self) -> Vec<(String, Member<'_>)> {
         let mut out = Vec::new();
         for (k, layer) in self.layers.iter().enumerate() {
-            layer.named(k, &mut out);
+            layer.members(k, &mut out);
+        }
+        out
+    }
+    fn members_mut(&mut self) -> Vec<(String, MemberMut<'_>)> {
+        let mut out = Vec::new();
+        for (k, layer) in self.layers.iter_mut().enumerate() {
+            layer.members_mut(k, &mut out);
         }
         out
     }
@@ -324,14 +352,20 @@ macro_rules! recurrent_module {
             fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
                 self.0.output_spec(input).map(Some)
             }
-            fn named_parameters(&self) -> Vec<(String, Tensor)> {
-                self.0.named_parameters()
-            }
             fn name(&self) -> String {
                 self.0.name()
             }
             fn set_training(&mut self, training: bool) {
                 self.0.training = training;
+            }
+        }
+
+        impl ModuleFields for $ty {
+            fn members(&self) -> Vec<(String, Member<'_>)> {
+                self.0.members()
+            }
+            fn members_mut(&mut self) -> Vec<(String, MemberMut<'_>)> {
+                self.0.members_mut()
             }
         }
     };
@@ -450,6 +484,7 @@ recurrent_module!(Rnn);
 /// initialised from N(0, 1); `forward` maps a label tensor of any shape to
 /// `[.., dim]`. Its gradient is a deterministic scatter-add (same bits on every
 /// device).
+#[derive(Module)]
 pub struct Embedding {
     /// `[num_embeddings, embedding_dim]`, trainable; `state_dict()` name `weight`.
     pub weight: Tensor,
@@ -483,10 +518,6 @@ impl Module for Embedding {
         let rows = self.weight.index_select(0, &ids.reshape(&[ids.numel()]));
         shape.push(dim);
         rows.reshape(&shape)
-    }
-
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![("weight".into(), self.weight.clone())]
     }
 
     fn name(&self) -> String {

@@ -445,6 +445,25 @@ impl Tensor {
         );
     }
 
+    /// This tensor's value on `device`: the tensor itself when it lives there
+    /// already, else a new leaf holding a copy of its value (read back once), trainable
+    /// when this one is. The copy is a new tensor: gradients and optimizers refer to
+    /// one or the other (`Module::to` moves a whole model).
+    pub fn to(&self, device: &Device) -> Result<Tensor> {
+        if self.device().same(device) {
+            return Ok(self.clone());
+        }
+        let moved = match self.dtype() {
+            DType::F32 => Tensor::from_vec(self.to_vec()?, self.shape(), device)?,
+            DType::U32 => Tensor::from_labels(&self.to_labels()?, device)?.reshape(self.shape()),
+        };
+        if self.is_trainable() {
+            moved.requires_grad()
+        } else {
+            Ok(moved)
+        }
+    }
+
     /// Panics (at the caller) unless both operands live on the same device.
     #[track_caller]
     pub(crate) fn check_same_device(&self, other: &Tensor, op: &str) {

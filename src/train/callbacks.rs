@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::history::Scores;
-use crate::nn::{Module, Sequential};
+use crate::nn::Module;
 use crate::optim::lr::{state_count, state_value, LrSchedule};
 use crate::optim::Optimizer;
 use crate::{Error, Result, Tensor};
@@ -13,7 +13,7 @@ use crate::{Error, Result, Tensor};
 /// What a callback may do at the end of an epoch.
 pub struct Control<'a> {
     /// The model being trained.
-    pub model: &'a Sequential,
+    pub model: &'a dyn Module,
     /// Its optimizer (e.g. to change the learning rate).
     pub optimizer: &'a mut dyn Optimizer,
     pub(crate) stop: Option<String>,
@@ -22,7 +22,7 @@ pub struct Control<'a> {
 }
 
 impl<'a> Control<'a> {
-    pub(crate) fn new(model: &'a Sequential, optimizer: &'a mut dyn Optimizer) -> Control<'a> {
+    pub(crate) fn new(model: &'a dyn Module, optimizer: &'a mut dyn Optimizer) -> Control<'a> {
         Control {
             model,
             optimizer,

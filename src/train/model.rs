@@ -17,7 +17,7 @@ use super::tally::Tally;
 use crate::backend::wait::wait;
 use crate::data::DataLoader;
 use crate::metrics::{ConfusionMatrix, Metric};
-use crate::nn::{loss, Module, Sequential, TensorSpec};
+use crate::nn::{loss, Autoencoder, Module, Sequential, TensorSpec};
 use crate::optim::Optimizer;
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -154,10 +154,11 @@ impl Default for FitConfig {
     }
 }
 
-/// A network with its optimizer, loss and metrics (see [`Sequential::compile`]).
-pub struct Model {
+/// A network with its optimizer, loss and metrics: [`Model::new`] for any
+/// [`Module`], [`Sequential::compile`] as Keras writes it.
+pub struct Model<M = Sequential> {
     /// The network being trained.
-    pub net: Sequential,
+    pub net: M,
     /// The optimizer updating `net`'s parameters.
     pub optimizer: Box<dyn Optimizer>,
     loss: Loss,
@@ -169,10 +170,28 @@ pub struct Model {
 
 impl Sequential {
     /// Pairs the network with an optimizer (built on `self.parameters()`), a loss and
-    /// the metrics to log. Errors when a metric cannot be computed for this loss
-    /// (classification metrics need a cross-entropy loss; ROC-AUC a binary one).
+    /// the metrics to log: [`Model::new`], as Keras' `model.compile` reads.
     pub fn compile(self, optimizer: impl Optimizer + 'static, loss: Loss, metrics: &[Metric]) -> Result<Model> {
-        let Some(first) = self.parameters().first().cloned() else {
+        Model::new(self, optimizer, loss, metrics)
+    }
+}
+
+impl Autoencoder {
+    /// A model that trains this autoencoder (through a shared clone) with the input as
+    /// the target: `model.fit(&x, &x, config)`. Parameters keep their names
+    /// (`encoder.*`, `decoder.*`).
+    pub fn compile(&self, optimizer: impl Optimizer + 'static, loss: Loss) -> Result<Model<Autoencoder>> {
+        Model::new(self.clone(), optimizer, loss, &[])
+    }
+}
+
+impl<M: Module> Model<M> {
+    /// Pairs any network with an optimizer (built on `net.parameters()`), a loss and
+    /// the metrics to log; parameter names stay the network's own. Errors when the
+    /// network has no parameters or a metric cannot be computed for this loss
+    /// (classification metrics need a cross-entropy loss; ROC-AUC a binary one).
+    pub fn new(net: M, optimizer: impl Optimizer + 'static, loss: Loss, metrics: &[Metric]) -> Result<Model<M>> {
+        let Some(first) = net.parameters().first().cloned() else {
             return Err(Error::Invalid("compile: the network has no parameters to train".into()));
         };
         for m in metrics {
@@ -194,7 +213,7 @@ impl Sequential {
             }
         }
         Ok(Model {
-            net: self,
+            net,
             optimizer: Box::new(optimizer),
             loss,
             metrics: metrics.iter().copied().filter(|m| *m != Metric::Loss).collect(),
@@ -203,11 +222,9 @@ impl Sequential {
             device: first.device().clone(),
         })
     }
-}
 
-impl Model {
     /// Adds `penalty` over every weight matrix (parameters named `weight`, not biases).
-    pub fn penalty(self, penalty: Penalty) -> Model {
+    pub fn penalty(self, penalty: Penalty) -> Model<M> {
         let names: Vec<String> = self
             .net
             .named_parameters()
@@ -221,7 +238,7 @@ impl Model {
     }
 
     /// Adds `penalty` over the named parameters (names as in `named_parameters`).
-    pub fn penalty_on(mut self, penalty: Penalty, names: &[&str]) -> Result<Model> {
+    pub fn penalty_on(mut self, penalty: Penalty, names: &[&str]) -> Result<Model<M>> {
         let all = self.net.named_parameters();
         let mut chosen = Vec::new();
         for name in names {
@@ -243,7 +260,7 @@ impl Model {
     }
 
     /// Clips gradients before every update.
-    pub fn clip_gradients(mut self, clip: Clip) -> Model {
+    pub fn clip_gradients(mut self, clip: Clip) -> Model<M> {
         self.clip = Some(clip);
         self
     }
@@ -517,11 +534,14 @@ impl Model {
                 .unwrap_or_else(|| format!("ran all {} epochs", history.epochs()));
             history.stop_reason = Some(format!("{ended}; {}", control.notes.join("; ")));
         }
-        if config.layer_stats {
+        // Per-layer statistics need layers applied in turn: a `Sequential`.
+        if config.layer_stats && self.net.as_sequential().is_some() {
             let rows: Vec<usize> = (0..train.samples().min(256)).collect();
             let (xs, ys) = train.batch(&rows, &self.device)?;
             self.net.eval();
-            history.layers = layer_stats(&self.net, self.loss, &xs, &ys).await?;
+            if let Some(layers) = self.net.as_sequential() {
+                history.layers = layer_stats(layers, self.loss, &xs, &ys).await?;
+            }
         }
         self.net.eval();
         Ok(history)

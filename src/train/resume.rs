@@ -9,11 +9,12 @@ use super::history::{History, LrChange};
 use super::model::Model;
 use crate::data::DataLoader;
 use crate::io::{read_checkpoint, save_checkpoint_with, Extra};
+use crate::nn::Module;
 use crate::{Error, Result};
 
 /// Writes a checkpoint of `model` after `epochs_done` epochs.
-pub(crate) fn save(
-    model: &Model,
+pub(crate) fn save<M: Module>(
+    model: &Model<M>,
     path: &Path,
     epochs_done: usize,
     train: &DataLoader,
@@ -50,8 +51,8 @@ pub(crate) fn save(
 /// Loads a checkpoint written by `fit` into `model`, the random stream, the
 /// training loader's order, `callbacks` and `history`; returns the epochs already
 /// done. On error, the model, its optimizer and the random stream are unchanged.
-pub(crate) fn restore(
-    model: &mut Model,
+pub(crate) fn restore<M: Module>(
+    model: &mut Model<M>,
     path: &Path,
     train: &mut DataLoader,
     callbacks: &mut [Box<dyn Callback>],

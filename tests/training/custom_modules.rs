@@ -1,0 +1,230 @@
+//! Custom modules as a PyTorch user writes them: `#[derive(Module)]` names the members
+//! by field, `Model::new` trains any module with `fit` and keeps its names, and
+//! `Module::to` moves a trained model between devices.
+
+use crate::common::{gpu, private, serial};
+use wgnn::nn::{self, Dropout, Linear, Lstm, Module, RnnConfig};
+use wgnn::optim::{Adam, AdamConfig};
+use wgnn::train::{FitConfig, Loss, Model};
+use wgnn::{Device, Tensor};
+
+/// The first custom model of the DESIGN's first-week API: an LSTM regressor.
+#[derive(Module)]
+struct Regressor {
+    lstm: Lstm,
+    head: Linear,
+}
+
+impl Module for Regressor {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let out = self.lstm.forward(x);
+        self.head.forward(&out.select(1, out.shape()[1] - 1))
+    }
+}
+
+/// Every kind of field the derive knows.
+#[derive(Module)]
+struct Kinds {
+    scale: Tensor,
+    shift: Option<Tensor>,
+    blocks: Vec<Linear>,
+    extra: Option<Linear>,
+    drop: Dropout,
+    #[module(buffer)]
+    running: Tensor,
+    #[module(skip)]
+    #[allow(dead_code)]
+    width: usize,
+}
+
+impl Module for Kinds {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self.blocks.iter().fold(x.clone(), |h, b| b.forward(&h).relu());
+        self.drop.forward(&(&h * &self.scale))
+    }
+}
+
+#[derive(Module)]
+struct Pair(Linear, nn::Tanh, Linear);
+
+impl Module for Pair {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.2.forward(&self.1.forward(&self.0.forward(x)))
+    }
+}
+
+fn names(m: &dyn Module) -> Vec<String> {
+    m.named_parameters().into_iter().map(|(n, _)| n).collect()
+}
+
+#[test]
+fn the_derive_names_parameters_children_lists_and_buffers_by_field() {
+    let dev = Device::cpu();
+    let leaf = |shape: &[usize]| {
+        let n = shape.iter().product();
+        Tensor::from_vec(vec![1.0; n], shape, &dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap()
+    };
+    let mut k = Kinds {
+        scale: leaf(&[3]),
+        shift: None,
+        blocks: vec![Linear::new(3, 3, &dev), Linear::new(3, 3, &dev)],
+        extra: Some(Linear::new(3, 1, &dev)),
+        drop: Dropout::new(0.5),
+        running: Tensor::zeros(&[3], &dev),
+        width: 3,
+    };
+    assert_eq!(
+        names(&k),
+        [
+            "scale",
+            "blocks.0.weight",
+            "blocks.0.bias",
+            "blocks.1.weight",
+            "blocks.1.bias",
+            "extra.weight",
+            "extra.bias"
+        ]
+    );
+    let buffers: Vec<String> = k.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(buffers, ["running"]);
+    k.eval();
+    assert!(!k.drop.is_training(), "eval reaches a child");
+    k.train();
+    assert!(k.drop.is_training(), "train reaches a child");
+    let pair = Pair(Linear::new(2, 4, &dev), nn::Tanh, Linear::new(4, 1, &dev));
+    assert_eq!(names(&pair), ["0.weight", "0.bias", "2.weight", "2.bias"]);
+}
+
+/// A sine wave, 16 steps in, the next value out.
+fn sine_windows(rows: usize, dev: &Device) -> (Tensor, Tensor) {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        let start = r as f32 * 0.37;
+        x.extend((0..16).map(|t| (start + t as f32 * 0.3).sin()));
+        y.push((start + 16.0 * 0.3).sin());
+    }
+    (
+        Tensor::from_vec(x, &[rows, 16, 1], dev).unwrap(),
+        Tensor::from_vec(y, &[rows, 1], dev).unwrap(),
+    )
+}
+
+fn regressor(dev: &Device) -> Regressor {
+    let config = RnnConfig {
+        batch_first: true,
+        ..Default::default()
+    };
+    Regressor {
+        lstm: Lstm::new(1, 16, config, dev),
+        head: Linear::new(16, 1, dev),
+    }
+}
+
+/// A derived module trained by `fit` through `Model::new` learns the sine wave, and
+/// saves with its own names (no `0.` prefix), which load back into a fresh one.
+#[test]
+fn a_derived_lstm_regressor_trains_with_fit_and_saves_under_its_own_names() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    wgnn::manual_seed(4);
+    let net = regressor(&dev);
+    let opt = Adam::new(
+        net.parameters(),
+        AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
+    let mut model = Model::new(net, opt, Loss::Mse, &[]).unwrap();
+    let (x, y) = sine_windows(256, &dev);
+    let config = FitConfig {
+        epochs: 30,
+        batch_size: 32,
+        verbose: false,
+        ..Default::default()
+    };
+    let history = model.fit(&x, &y, config).unwrap();
+    let loss = *history.history["loss"].last().unwrap();
+    assert!(loss < 0.01, "the regressor did not learn the sine wave: MSE {loss}");
+    let dir = std::env::temp_dir().join(format!("wgnn-derive-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("regressor.safetensors");
+    wgnn::io::save_safetensors(&model.net, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header = String::from_utf8_lossy(&bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize]);
+    for name in ["\"lstm.weight_ih_l0\"", "\"head.weight\"", "\"head.bias\""] {
+        assert!(header.contains(name), "{name} missing from {header}");
+    }
+    assert!(!header.contains("\"0."), "a prefix crept in: {header}");
+    let mut fresh = regressor(&dev);
+    wgnn::io::load_safetensors(&mut fresh, &path).unwrap();
+    assert_eq!(
+        fresh.forward(&x).to_vec().unwrap(),
+        model.net.forward(&x).to_vec().unwrap()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A trained model moved to the GPU and back gives the CPU's outputs; its parameters
+/// stay trainable, and an optimizer built after the move trains it there.
+#[test]
+fn module_to_moves_a_trained_model_to_the_gpu_and_back_with_the_same_outputs() {
+    let Some(shared) = gpu() else { return };
+    let _serial = serial();
+    let cpu = Device::cpu();
+    let gpu = private(&shared);
+    wgnn::manual_seed(5);
+    let mut net = regressor(&cpu);
+    let (x, _) = sine_windows(8, &cpu);
+    let before = net.forward(&x).to_vec().unwrap();
+    net.to(&gpu).unwrap();
+    assert!(net
+        .parameters()
+        .iter()
+        .all(|p| p.device().same(&gpu) && p.is_trainable()));
+    let on_gpu = net.forward(&x.to(&gpu).unwrap()).to_vec().unwrap();
+    let worst = before
+        .iter()
+        .zip(&on_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "GPU outputs differ from the CPU's by {worst}");
+    net.to(&cpu).unwrap();
+    assert_eq!(
+        net.forward(&x).to_vec().unwrap(),
+        before,
+        "back on the CPU: the same bits"
+    );
+    let labels = Tensor::from_labels(&[3, 1, 4, 1, 5, 9], &cpu).unwrap().reshape(&[2, 3]);
+    let moved = labels.to(&gpu).unwrap();
+    assert_eq!(
+        (moved.shape(), moved.to_labels().unwrap()),
+        (&[2, 3][..], vec![3, 1, 4, 1, 5, 9])
+    );
+}
+
+/// Moving to a device that was lost is an error, and the module is as it was.
+#[test]
+fn module_to_a_lost_device_is_an_error_and_moves_nothing() {
+    let Some(shared) = gpu() else { return };
+    let _serial = serial();
+    let cpu = Device::cpu();
+    let lost = private(&shared);
+    lost.debug_destroy();
+    wgnn::manual_seed(6);
+    let mut net = regressor(&cpu);
+    let (x, _) = sine_windows(4, &cpu);
+    let before = net.forward(&x).to_vec().unwrap();
+    // wgpu reports the destroyed device on the first buffer made there (or, once it
+    // has noticed, as a loss): either way an error, before anything moved.
+    let err = net.to(&lost).expect_err("a lost device");
+    assert!(
+        matches!(err, wgnn::Error::DeviceLost { .. } | wgnn::Error::Gpu { .. }),
+        "{err:?}"
+    );
+    assert!(net.parameters().iter().all(|p| p.device().same(&cpu)));
+    assert_eq!(net.forward(&x).to_vec().unwrap(), before);
+}
