@@ -272,7 +272,7 @@ impl ConfusionMatrix {
             Metric::Precision(a) => self.precision(a),
             Metric::Recall(a) => self.recall(a),
             Metric::F1(a) => self.f1(a),
-            Metric::RocAuc | Metric::Loss => Err(Error::Invalid(format!(
+            Metric::RocAuc | Metric::Loss | Metric::Mae | Metric::Rmse | Metric::R2 => Err(Error::Invalid(format!(
                 "{} cannot be computed from a confusion matrix",
                 metric.name()
             ))),
@@ -342,6 +342,13 @@ pub enum Metric {
     /// The loss the model was compiled with (lower is better); not computable from a
     /// confusion matrix.
     Loss,
+    /// Regression: mean absolute error over every output (lower is better).
+    Mae,
+    /// Regression: root of the mean squared error over every output (lower is better).
+    Rmse,
+    /// Regression: coefficient of determination, 1 − SSE/SST per output column, then
+    /// averaged over the columns (scikit-learn's `r2_score`, `uniform_average`).
+    R2,
 }
 
 const AVERAGED: [&str; 3] = ["precision", "recall", "f1"];
@@ -355,6 +362,9 @@ impl Metric {
             Metric::Accuracy => return "accuracy".into(),
             Metric::RocAuc => return "roc_auc".into(),
             Metric::Loss => return "loss".into(),
+            Metric::Mae => return "mae".into(),
+            Metric::Rmse => return "rmse".into(),
+            Metric::R2 => return "r2".into(),
             Metric::Precision(a) => ("precision", a),
             Metric::Recall(a) => ("recall", a),
             Metric::F1(a) => ("f1", a),
@@ -368,9 +378,15 @@ impl Metric {
         }
     }
 
-    /// Whether a larger value is better (false only for the loss).
+    /// Whether a larger value is better (false for the loss and the regression
+    /// errors).
     pub fn higher_is_better(&self) -> bool {
-        !matches!(self, Metric::Loss)
+        !matches!(self, Metric::Loss | Metric::Mae | Metric::Rmse)
+    }
+
+    /// Whether it scores a regression (needs a regression loss, e.g. MSE).
+    pub fn is_regression(&self) -> bool {
+        matches!(self, Metric::Mae | Metric::Rmse | Metric::R2)
     }
 
     fn valid_names() -> String {
@@ -378,7 +394,7 @@ impl Metric {
         for base in AVERAGED {
             names.extend(["", "_macro", "_micro", "_weighted", "_pos<k>"].map(|s| format!("{base}{s}")));
         }
-        names.extend(["roc_auc".into(), "loss".into()]);
+        names.extend(["roc_auc", "loss", "mae", "rmse", "r2"].map(String::from));
         names.join(", ")
     }
 }
@@ -397,6 +413,9 @@ impl FromStr for Metric {
             "accuracy" => return Ok(Metric::Accuracy),
             "roc_auc" => return Ok(Metric::RocAuc),
             "loss" => return Ok(Metric::Loss),
+            "mae" => return Ok(Metric::Mae),
+            "rmse" => return Ok(Metric::Rmse),
+            "r2" => return Ok(Metric::R2),
             _ => {}
         }
         let unknown = || Error::Invalid(format!("unknown metric '{s}'; valid names: {}", Metric::valid_names()));
@@ -554,11 +573,17 @@ mod tests {
             (Metric::F1(Average::Binary { positive: 1 }), "f1"),
             (Metric::RocAuc, "roc_auc"),
             (Metric::Loss, "loss"),
+            (Metric::Mae, "mae"),
+            (Metric::Rmse, "rmse"),
+            (Metric::R2, "r2"),
         ];
         for (m, name) in all {
             assert_eq!(m.name(), name);
             assert_eq!(name.parse::<Metric>().unwrap(), m);
-            assert_eq!(m.higher_is_better(), m != Metric::Loss);
+            assert_eq!(
+                m.higher_is_better(),
+                !matches!(m, Metric::Loss | Metric::Mae | Metric::Rmse)
+            );
         }
         for bad in ["f2", "f1_", "precision_posx", "Accuracy"] {
             let e = bad.parse::<Metric>().unwrap_err().to_string();

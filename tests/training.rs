@@ -3,11 +3,11 @@
 //! bit for bit and survive being killed mid-write.
 
 mod common;
-#[path = "training/custom_modules.rs"]
-mod custom_modules;
 #[cfg(all(feature = "mpi", unix))]
 #[path = "training/distributed.rs"]
 mod distributed;
+#[path = "training/first_week.rs"]
+mod first_week;
 
 use common::serial;
 use wgnn::data::DataLoader;

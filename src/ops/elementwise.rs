@@ -919,6 +919,52 @@ impl_operator!(Sub, sub);
 impl_operator!(Mul, mul);
 impl_operator!(Div, div);
 
+/// `tensor ∘ c` and `c ∘ tensor` for an `f32` scalar, as the ops with a 0-d tensor
+/// would compute them (`t / 2.0` divides, it does not multiply by 0.5).
+macro_rules! impl_scalar_operator {
+    ($trait:ident, $method:ident, |$t:ident, $c:ident| $right:expr, |$t2:ident, $c2:ident| $left:expr) => {
+        impl std::ops::$trait<f32> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, $c: f32) -> Tensor {
+                let $t = self;
+                $right
+            }
+        }
+        impl std::ops::$trait<f32> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, c: f32) -> Tensor {
+                std::ops::$trait::$method(&self, c)
+            }
+        }
+        impl std::ops::$trait<&Tensor> for f32 {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, $t2: &Tensor) -> Tensor {
+                let $c2 = self;
+                $left
+            }
+        }
+        impl std::ops::$trait<Tensor> for f32 {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, t: Tensor) -> Tensor {
+                std::ops::$trait::$method(self, &t)
+            }
+        }
+    };
+}
+impl_scalar_operator!(Add, add, |t, c| t.add_scalar(c), |t, c| t.add_scalar(c));
+impl_scalar_operator!(Sub, sub, |t, c| t.add_scalar(-c), |t, c| (-t).add_scalar(c));
+impl_scalar_operator!(Mul, mul, |t, c| t.mul_scalar(c), |t, c| t.mul_scalar(c));
+impl_scalar_operator!(
+    Div,
+    div,
+    |t, c| t / &Tensor::full(&[], c, t.device()),
+    |t, c| &Tensor::full(&[], c, t.device()) / t
+);
+
 impl std::ops::Neg for &Tensor {
     type Output = Tensor;
     #[track_caller]

@@ -28,6 +28,12 @@ pub trait LrSchedule: Send {
     fn last_epoch(&self) -> usize;
     /// One-line summary of the settings and state, for logs.
     fn describe(&self) -> String;
+    /// A copy of this schedule (settings and state), so that a `FitConfig` holding
+    /// it can be cloned; `None`, the default, for one that cannot be copied. Every
+    /// schedule of this module can be.
+    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
+        None
+    }
     /// Why the lr changed at the latest step, if a schedule explains itself; `None` otherwise.
     fn last_change(&self) -> Option<String> {
         None
@@ -116,6 +122,9 @@ impl StepLr {
 }
 
 impl LrSchedule for StepLr {
+    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
+        Some(Box::new(self.clone()))
+    }
     fn lr(&self) -> f64 {
         self.lr
     }
@@ -169,6 +178,9 @@ impl ExponentialLr {
 }
 
 impl LrSchedule for ExponentialLr {
+    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
+        Some(Box::new(self.clone()))
+    }
     fn lr(&self) -> f64 {
         self.lr
     }
@@ -230,6 +242,9 @@ impl CosineAnnealingLr {
 }
 
 impl LrSchedule for CosineAnnealingLr {
+    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
+        Some(Box::new(self.clone()))
+    }
     fn lr(&self) -> f64 {
         self.lr
     }
@@ -401,6 +416,9 @@ impl ReduceLrOnPlateau {
 }
 
 impl LrSchedule for ReduceLrOnPlateau {
+    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
+        Some(Box::new(self.clone()))
+    }
     fn lr(&self) -> f64 {
         self.lr
     }

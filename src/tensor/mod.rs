@@ -235,6 +235,24 @@ impl Tensor {
         Ok(Tensor::leaf(storage, shape.to_vec(), DType::F32, device, None))
     }
 
+    /// A tensor from nested arrays or vectors of `f32`, its shape theirs:
+    /// `Tensor::new(&[[1.0, 2.0], [3.0, 4.0]], &dev)?` is `[2, 2]` (rank 1 to 4 and
+    /// beyond). Nested arrays are regular by their type; nested `Vec`s of unequal
+    /// lengths are an error naming the first row that differs.
+    #[track_caller]
+    pub fn new<D: TensorData + ?Sized>(data: &D, device: &Device) -> Result<Tensor> {
+        let shape = data.data_shape()?;
+        let mut flat = Vec::with_capacity(numel(&shape));
+        data.flatten_into(&mut flat);
+        Tensor::from_vec(flat, &shape, device)
+    }
+
+    /// A tensor holding a copy of `data` in row-major order (see [`Tensor::from_vec`]).
+    #[track_caller]
+    pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape, device)
+    }
+
     /// A 1-D tensor of class indices, for `cross_entropy` and metrics.
     #[track_caller]
     pub fn from_labels(labels: &[u32], device: &Device) -> Result<Tensor> {
@@ -477,11 +495,95 @@ impl Tensor {
         );
     }
 
+    /// The values of a rank-2 tensor as rows (one readback).
+    pub fn to_vec2(&self) -> Result<Vec<Vec<f32>>> {
+        let [rows, cols] = self.shape()[..] else {
+            return Err(self.rank_error("Tensor::to_vec2", 2));
+        };
+        let flat = self.to_vec()?;
+        Ok((0..rows).map(|r| flat[r * cols..(r + 1) * cols].to_vec()).collect())
+    }
+
+    /// The values of a rank-3 tensor as nested rows (one readback).
+    pub fn to_vec3(&self) -> Result<Vec<Vec<Vec<f32>>>> {
+        let [a, b, c] = self.shape()[..] else {
+            return Err(self.rank_error("Tensor::to_vec3", 3));
+        };
+        let flat = self.to_vec()?;
+        let row = |i: usize, j: usize| flat[(i * b + j) * c..(i * b + j + 1) * c].to_vec();
+        Ok((0..a).map(|i| (0..b).map(|j| row(i, j)).collect()).collect())
+    }
+
+    fn rank_error(&self, op: &str, rank: usize) -> Error {
+        Error::Invalid(format!(
+            "{op}: needs a tensor of rank {rank}, this one has shape {:?}",
+            self.shape()
+        ))
+    }
+
     /// A leaf in a resident device buffer (optimizer state, hyper-parameters).
     #[track_caller]
     pub(crate) fn resident(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         let backend = device.backend();
         let storage = backend.make_resident(backend.stage(data)?)?;
         Ok(Tensor::leaf(storage, shape.to_vec(), DType::F32, device, None))
+    }
+}
+
+/// Nested arrays, slices or vectors of `f32` that [`Tensor::new`] takes: their shape
+/// and their values in row-major order.
+pub trait TensorData {
+    /// The shape, outermost axis first; an error for rows of unequal lengths.
+    fn data_shape(&self) -> Result<Vec<usize>>;
+    /// Appends the values, row-major.
+    fn flatten_into(&self, out: &mut Vec<f32>);
+}
+
+impl TensorData for f32 {
+    fn data_shape(&self) -> Result<Vec<usize>> {
+        Ok(Vec::new())
+    }
+    fn flatten_into(&self, out: &mut Vec<f32>) {
+        out.push(*self);
+    }
+}
+
+impl<T: TensorData> TensorData for [T] {
+    fn data_shape(&self) -> Result<Vec<usize>> {
+        let mut shape = vec![self.len()];
+        if let Some(first) = self.first() {
+            let inner = first.data_shape()?;
+            for (i, row) in self.iter().enumerate().skip(1) {
+                let got = row.data_shape()?;
+                if got != inner {
+                    return Err(Error::Invalid(format!(
+                        "Tensor::new: ragged data: row {i} has shape {got:?}, row 0 has {inner:?}"
+                    )));
+                }
+            }
+            shape.extend(inner);
+        }
+        Ok(shape)
+    }
+    fn flatten_into(&self, out: &mut Vec<f32>) {
+        self.iter().for_each(|row| row.flatten_into(out));
+    }
+}
+
+impl<T: TensorData, const N: usize> TensorData for [T; N] {
+    fn data_shape(&self) -> Result<Vec<usize>> {
+        self[..].data_shape()
+    }
+    fn flatten_into(&self, out: &mut Vec<f32>) {
+        self[..].flatten_into(out)
+    }
+}
+
+impl<T: TensorData> TensorData for Vec<T> {
+    fn data_shape(&self) -> Result<Vec<usize>> {
+        self[..].data_shape()
+    }
+    fn flatten_into(&self, out: &mut Vec<f32>) {
+        self[..].flatten_into(out)
     }
 }

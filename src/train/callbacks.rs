@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::history::Scores;
+use crate::metrics::Metric;
 use crate::nn::Module;
 use crate::optim::lr::{state_count, state_value, LrSchedule};
 use crate::optim::Optimizer;
@@ -82,6 +83,13 @@ pub trait Callback {
     fn on_train_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
         Ok(())
     }
+    /// A copy of this callback (settings and state), so that a `FitConfig` holding it
+    /// can be cloned (one per fold or trial). `None`, the default, for a callback
+    /// that cannot be copied: cloning a `FitConfig` with it then panics with its
+    /// index. Every callback of `wgnn::train` can be copied.
+    fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
+        None
+    }
     /// The state a resumed `fit` needs to carry on as if never stopped (saved in
     /// checkpoints). The default is no state: override it and
     /// [`load_state`](Self::load_state) in a callback that remembers anything
@@ -113,17 +121,22 @@ fn monitored(logs: &Scores, monitor: &str) -> Result<f64> {
     })
 }
 
-/// Whether `name` is better when larger (everything but losses).
+/// Whether the logged value `name` (`loss`, `val_rmse`, …) is better when larger: as
+/// its metric says (losses and regression errors are better smaller).
 fn higher_is_better(name: &str) -> bool {
-    !name.ends_with("loss")
+    let metric = name.strip_prefix("val_").unwrap_or(name);
+    metric
+        .parse::<Metric>()
+        .map_or(!name.ends_with("loss"), |m| m.higher_is_better())
 }
 
 /// Stops when `monitor` has not improved by `min_delta` for `patience` epochs, as
 /// Keras' `EarlyStopping`; with `restore_best_weights` the parameters go back to the
 /// best epoch's values (kept on the host, read once per improvement).
+#[derive(Clone, Debug)]
 pub struct EarlyStopping {
-    /// The log watched (e.g. `"val_loss"`); lower is better when its name ends in
-    /// `loss`, higher otherwise.
+    /// The log watched (e.g. `"val_loss"`, `"val_rmse"`, `"val_accuracy"`); whether
+    /// lower or higher is better comes from its metric.
     pub monitor: String,
     /// Epochs without improvement tolerated before stopping.
     pub patience: usize,
@@ -164,6 +177,10 @@ impl EarlyStopping {
 }
 
 impl Callback for EarlyStopping {
+    fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
         let value = monitored(logs, &self.monitor)?;
         let improved = match self.best {
@@ -270,6 +287,13 @@ impl LrScheduler {
 }
 
 impl Callback for LrScheduler {
+    fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
+        Some(Box::new(LrScheduler {
+            schedule: self.schedule.boxed_clone()?,
+            monitor: self.monitor.clone(),
+        }))
+    }
+
     fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
         let before = self.schedule.lr();
         match &self.monitor {
@@ -313,6 +337,7 @@ impl Callback for LrScheduler {
 /// to a temporary file, flushed and renamed, so a crash never leaves a half-written
 /// checkpoint. The optimizer must support checkpoints ([`Optimizer::state`]; every
 /// built-in one does), and so must every callback that keeps state.
+#[derive(Clone, Debug)]
 pub struct ModelCheckpoint {
     /// The checkpoint file written.
     pub path: PathBuf,
@@ -343,6 +368,10 @@ impl ModelCheckpoint {
 }
 
 impl Callback for ModelCheckpoint {
+    fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn on_epoch_end(&mut self, _epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
         if let Some(m) = &self.monitor {
             let v = monitored(logs, m)?;

@@ -154,6 +154,104 @@ impl Default for FitConfig {
     }
 }
 
+impl Clone for FitConfig {
+    /// A copy for another fold or trial: the callbacks are copied with their state
+    /// ([`Callback::boxed_clone`]).
+    ///
+    /// # Panics
+    /// If a callback cannot be copied (its `boxed_clone` is `None`).
+    fn clone(&self) -> FitConfig {
+        let callbacks = (self.callbacks.iter().enumerate())
+            .map(|(i, c)| {
+                c.boxed_clone().unwrap_or_else(|| {
+                    panic!("FitConfig::clone: callback {i} cannot be copied (implement Callback::boxed_clone for it)")
+                })
+            })
+            .collect();
+        FitConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            validation_split: self.validation_split,
+            validation_data: self.validation_data.clone(),
+            shuffle: self.shuffle,
+            seed: self.seed,
+            callbacks,
+            verbose: self.verbose,
+            layer_stats: self.layer_stats,
+            resume_from: self.resume_from.clone(),
+        }
+    }
+}
+
+/// Builder methods, as Keras' `fit` keywords read:
+/// `FitConfig::new().epochs(20).batch_size(64).validation_split(0.1).callback(EarlyStopping::new("val_loss", 3))`.
+impl FitConfig {
+    /// The defaults: 1 epoch, batches of 32, shuffled, no validation, verbose.
+    pub fn new() -> FitConfig {
+        FitConfig::default()
+    }
+
+    /// Epochs to run (at least 1).
+    pub fn epochs(mut self, epochs: usize) -> FitConfig {
+        self.epochs = epochs;
+        self
+    }
+
+    /// Rows per batch.
+    pub fn batch_size(mut self, batch_size: usize) -> FitConfig {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// The fraction of rows, from the end, held out for validation.
+    pub fn validation_split(mut self, fraction: f32) -> FitConfig {
+        self.validation_split = fraction;
+        self
+    }
+
+    /// Explicit validation inputs and targets.
+    pub fn validation_data(mut self, x: &Tensor, y: &Tensor) -> FitConfig {
+        self.validation_data = Some((x.clone(), y.clone()));
+        self
+    }
+
+    /// Whether to reshuffle the training rows every epoch.
+    pub fn shuffle(mut self, shuffle: bool) -> FitConfig {
+        self.shuffle = shuffle;
+        self
+    }
+
+    /// The seed of the shuffling.
+    pub fn seed(mut self, seed: u64) -> FitConfig {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Adds a callback, run after every epoch in the order added.
+    pub fn callback(mut self, callback: impl Callback + 'static) -> FitConfig {
+        self.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// Whether to show progress.
+    pub fn verbose(mut self, verbose: bool) -> FitConfig {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Whether to compute per-layer statistics after training.
+    pub fn layer_stats(mut self, on: bool) -> FitConfig {
+        self.layer_stats = on;
+        self
+    }
+
+    /// Continues the run that wrote this checkpoint.
+    pub fn resume_from(mut self, path: impl Into<std::path::PathBuf>) -> FitConfig {
+        self.resume_from = Some(path.into());
+        self
+    }
+}
+
 /// A network with its optimizer, loss and metrics: [`Model::new`] for any
 /// [`Module`], [`Sequential::compile`] as Keras writes it.
 pub struct Model<M = Sequential> {
@@ -198,6 +296,7 @@ impl<M: Module> Model<M> {
             let ok = match m {
                 Metric::Loss => true,
                 Metric::RocAuc => loss.binary(),
+                m if m.is_regression() => loss == Loss::Mse,
                 _ => loss != Loss::Mse,
             };
             if !ok {
@@ -206,6 +305,8 @@ impl<M: Module> Model<M> {
                     m.name(),
                     if *m == Metric::RocAuc {
                         "a binary cross-entropy loss"
+                    } else if m.is_regression() {
+                        "a regression loss (Loss::Mse)"
                     } else {
                         "a classification loss"
                     }
@@ -342,7 +443,7 @@ impl<M: Module> Model<M> {
     ) -> Result<Option<ConfusionMatrix>> {
         self.net.eval();
         let want_scores = self.metrics.contains(&Metric::RocAuc);
-        let mut tally = Tally::new(&self.device)?;
+        let mut tally = Tally::new(&self.device, &self.metrics)?;
         let device = self.device.clone();
         for batch in loader.epoch(&device) {
             let (xb, yb) = batch?;
@@ -557,7 +658,7 @@ impl<M: Module> Model<M> {
     ) -> Result<Option<ConfusionMatrix>> {
         self.net.train();
         let bar = Progress::new(show, train.len(), epoch, epochs);
-        let mut tally = Tally::new(&self.device)?;
+        let mut tally = Tally::new(&self.device, &self.metrics)?;
         let started = Instant::now();
         let mut last_shown = Instant::now();
         let device = self.device.clone();

@@ -19,11 +19,13 @@ pub(crate) struct Tally {
     /// The rows [1, 0] and [0, 1], resident, to place y and ŷ side by side without an
     /// upload per step.
     basis: (Tensor, Tensor),
+    /// Whether to sum what the regression metrics need (with an MSE loss).
+    regression: bool,
 }
 
 impl Tally {
-    /// Zero sums on `device`.
-    pub(crate) fn new(device: &Device) -> Result<Tally> {
+    /// Zero sums on `device`, for `metrics`.
+    pub(crate) fn new(device: &Device, metrics: &[Metric]) -> Result<Tally> {
         let loss_sum = Tensor::zeros(&[1], device);
         loss_sum.realize()?;
         Ok(Tally {
@@ -36,6 +38,7 @@ impl Tally {
                 Tensor::resident(vec![1.0, 0.0], &[1, 2], device)?,
                 Tensor::resident(vec![0.0, 1.0], &[1, 2], device)?,
             ),
+            regression: metrics.iter().any(Metric::is_regression),
         })
     }
 
@@ -60,6 +63,13 @@ impl Tally {
             let (e0, e1) = &self.basis;
             let pair = &(&y.reshape(&[rows, 1]) * e0) + &(&yhat * e1);
             Some(pair.matmul_t(&pair, true, false))
+        } else if loss == Loss::Mse && self.regression {
+            // Per output column: Σ|e|, Σe², Σy, Σy² (e = ŷ − y), `[4, columns]`.
+            let columns = out.numel() / rows.max(1);
+            let (yhat, y) = (out.reshape(&[rows, columns]), y.reshape(&[rows, columns]));
+            let e = &yhat - &y;
+            let parts = [e.abs(), e.square(), y.clone(), y.square()];
+            Some(Tensor::stack(&parts.iter().collect::<Vec<_>>(), 0).sum_axis(1, false))
         } else {
             None
         };
@@ -101,6 +111,12 @@ impl Tally {
             return Ok(None);
         };
         let c = &totals[1..];
+        if loss == Loss::Mse {
+            for m in metrics.iter().filter(|m| m.is_regression()) {
+                logs.insert(format!("{prefix}{}", m.name()), regression_score(*m, c, rows));
+            }
+            return Ok(None);
+        }
         let cm = if loss == Loss::CrossEntropy {
             let classes = counts.shape()[0];
             ConfusionMatrix::from_counts(classes, c.iter().map(|&v| v.round() as u64).collect())?
@@ -158,5 +174,34 @@ impl Tally {
     /// The mean loss so far (a download).
     pub(crate) fn mean_loss(&self) -> Result<f32> {
         Ok(self.loss_sum.item()? / self.rows.max(1) as f32)
+    }
+}
+
+/// A regression metric from the sums `[Σ|e|, Σe², Σy, Σy²]` of each of the output
+/// columns (`sums` holds the four rows one after the other) over `rows` rows.
+fn regression_score(metric: Metric, sums: &[f32], rows: usize) -> f64 {
+    let columns = sums.len() / 4;
+    let row = |k: usize| sums[k * columns..(k + 1) * columns].iter().map(|&v| f64::from(v));
+    let n = rows.max(1) as f64;
+    let outputs = n * columns.max(1) as f64;
+    match metric {
+        Metric::Mae => row(0).sum::<f64>() / outputs,
+        Metric::Rmse => (row(1).sum::<f64>() / outputs).sqrt(),
+        _ => {
+            // 1 − SSE/SST per column (a constant column scores 0 unless it is fitted
+            // exactly, as scikit-learn does), averaged.
+            let r2: f64 = row(1)
+                .zip(row(2).zip(row(3)))
+                .map(|(sse, (sy, syy))| {
+                    let sst = syy - sy * sy / n;
+                    match (sst > 0.0, sse > 0.0) {
+                        (true, _) => 1.0 - sse / sst,
+                        (false, false) => 1.0,
+                        (false, true) => 0.0,
+                    }
+                })
+                .sum();
+            r2 / columns.max(1) as f64
+        }
     }
 }

@@ -1,11 +1,13 @@
-//! Custom modules as a PyTorch user writes them: `#[derive(Module)]` names the members
-//! by field, `Model::new` trains any module with `fit` and keeps its names, and
-//! `Module::to` moves a trained model between devices.
+//! The first week of a PyTorch or Keras user: `#[derive(Module)]` names a custom
+//! module's members by field, `Model::new` trains any module with `fit` (a reusable
+//! `FitConfig`, regression metrics) and keeps its names, `Module::to` moves a trained
+//! model between devices, and tensors are written as nested arrays.
 
 use crate::common::{gpu, private, serial};
+use wgnn::metrics::Metric;
 use wgnn::nn::{self, Dropout, Linear, Lstm, Module, RnnConfig};
 use wgnn::optim::{Adam, AdamConfig};
-use wgnn::train::{FitConfig, Loss, Model};
+use wgnn::train::{EarlyStopping, FitConfig, Loss, Model};
 use wgnn::{Device, Tensor};
 
 /// The first custom model of the DESIGN's first-week API: an LSTM regressor.
@@ -227,4 +229,86 @@ fn module_to_a_lost_device_is_an_error_and_moves_nothing() {
     );
     assert!(net.parameters().iter().all(|p| p.device().same(&cpu)));
     assert_eq!(net.forward(&x).to_vec().unwrap(), before);
+}
+
+#[test]
+fn tensors_are_written_as_nested_arrays_and_read_back_as_rows() {
+    let dev = Device::cpu();
+    let t = Tensor::new(&[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]], &dev).unwrap();
+    assert_eq!(t.shape(), [2, 3]);
+    assert_eq!(t.to_vec2().unwrap(), [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]);
+    let cube = Tensor::new(&[[[1.0f32], [2.0]], [[3.0], [4.0]]], &dev).unwrap();
+    assert_eq!(cube.shape(), [2, 2, 1]);
+    assert_eq!(cube.to_vec3().unwrap(), [[[1.0], [2.0]], [[3.0], [4.0]]]);
+    let four = Tensor::new(&[[[[0.5f32; 2]; 3]; 1]; 2], &dev).unwrap();
+    assert_eq!(four.shape(), [2, 1, 3, 2]);
+    let ragged = Tensor::new(&vec![vec![1.0f32, 2.0], vec![3.0]], &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(ragged.contains("ragged") && ragged.contains("row 1"), "{ragged}");
+    assert!(t.to_vec3().unwrap_err().to_string().contains("rank 3"));
+    let s = Tensor::from_slice(&[1.0, 2.0], &[2], &dev).unwrap();
+    assert_eq!((&s * 2.0).to_vec().unwrap(), [2.0, 4.0]);
+    assert_eq!((2.0 * &s).to_vec().unwrap(), [2.0, 4.0]);
+    assert_eq!((1.0 - &s).to_vec().unwrap(), [0.0, -1.0]);
+    assert_eq!((&s / 3.0).to_vec().unwrap(), [1.0 / 3.0, 2.0 / 3.0]);
+    assert_eq!((3.0 / &s).to_vec().unwrap(), [3.0, 1.5]);
+    assert_eq!((&s + 0.5).to_vec().unwrap(), [1.5, 2.5]);
+}
+
+/// MAE, RMSE and R² logged by `fit` and `evaluate` equal the host's formulas on the
+/// model's predictions; early stopping on `val_rmse` treats lower as better; one
+/// `FitConfig` serves two runs through `clone`.
+#[test]
+fn regression_metrics_match_the_host_and_a_fit_config_is_reused_by_clone() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    wgnn::manual_seed(8);
+    let (x, y) = sine_windows(200, &dev);
+    let config = FitConfig::new()
+        .epochs(6)
+        .batch_size(25)
+        .validation_split(0.2)
+        .verbose(false)
+        .callback(EarlyStopping::new("val_rmse", 2));
+    for run in 0..2 {
+        let net = regressor(&dev);
+        let opt = Adam::new(
+            net.parameters(),
+            AdamConfig {
+                lr: 1e-2,
+                ..Default::default()
+            },
+        );
+        let mut model = Model::new(net, opt, Loss::Mse, &[Metric::Mae, Metric::Rmse, Metric::R2]).unwrap();
+        let history = model.fit(&x, &y, config.clone()).unwrap();
+        for name in ["mae", "rmse", "r2", "val_mae", "val_rmse", "val_r2"] {
+            assert!(history.history.contains_key(name), "run {run}: {name} not logged");
+        }
+        let scores = model.evaluate(&x, &y).unwrap();
+        let pred = model.predict(&x).unwrap().to_vec().unwrap();
+        let truth = y.to_vec().unwrap();
+        let n = truth.len() as f64;
+        let err: Vec<f64> = pred.iter().zip(&truth).map(|(p, t)| f64::from(p - t)).collect();
+        let mae = err.iter().map(|e| e.abs()).sum::<f64>() / n;
+        let sse: f64 = err.iter().map(|e| e * e).sum();
+        let mean = truth.iter().map(|&t| f64::from(t)).sum::<f64>() / n;
+        let sst: f64 = truth.iter().map(|&t| (f64::from(t) - mean).powi(2)).sum();
+        let close = |name: &str, want: f64| {
+            let got = scores[name];
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{name}: {got} vs the host's {want}"
+            );
+        };
+        close("mae", mae);
+        close("rmse", (sse / n).sqrt());
+        close("r2", 1.0 - sse / sst);
+    }
+    let opt = Adam::new(regressor(&dev).parameters(), AdamConfig::default());
+    let err = Model::new(regressor(&dev), opt, Loss::CrossEntropy, &[Metric::Rmse])
+        .err()
+        .expect("rmse needs a regression loss")
+        .to_string();
+    assert!(err.contains("rmse") && err.contains("regression"), "{err}");
 }
