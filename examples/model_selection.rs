@@ -238,7 +238,7 @@ fn main() -> Result<()> {
     let best = board.best();
     println!("best: {best}");
     wgnn::manual_seed(args.seed);
-    let (mut model, scores) = train_and_score(best, &train, &test, args.epochs, &dev)?;
+    let (model, scores) = train_and_score(best, &train, &test, args.epochs, &dev)?;
     println!(
         "\nretrained on all {} training rows; held-out test set ({} rows):",
         train.n, test.n

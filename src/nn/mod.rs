@@ -306,6 +306,30 @@ pub trait Module: ModuleFields {
     }
 }
 
+thread_local! {
+    static INFERENCE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every module on this thread behaving as in evaluation mode (no
+/// dropout), whatever its training flag: what `Model::evaluate` and `predict` do, so
+/// that they take `&self` and leave the model's mode alone.
+pub fn inference<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INFERENCE.with(|i| i.set(self.0));
+        }
+    }
+    let _restore = Restore(INFERENCE.with(|i| i.replace(true)));
+    f()
+}
+
+/// Whether this thread is inside [`inference`]: a module with training-only
+/// behaviour checks it beside its training flag.
+pub fn inference_mode() -> bool {
+    INFERENCE.with(std::cell::Cell::get)
+}
+
 /// `(prefix.name, t)` for each `(name, t)`.
 fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> impl Iterator<Item = (String, Tensor)> + '_ {
     named.into_iter().map(move |(n, t)| (format!("{prefix}.{n}"), t))
@@ -450,7 +474,7 @@ impl Dropout {
 
 impl Module for Dropout {
     fn forward(&self, x: &Tensor) -> Tensor {
-        if self.training && self.p > 0.0 {
+        if self.training && !inference_mode() && self.p > 0.0 {
             x.dropout(self.p, crate::rng::next_seed())
         } else {
             x.clone()

@@ -264,7 +264,7 @@ impl Stack {
             let (out, hn, cn) = layer.run(self.cell, &seq, h, c);
             hs.push(hn);
             cs.push(cn);
-            let between = k + 1 < layers && self.training && self.config.dropout > 0.0;
+            let between = k + 1 < layers && self.training && !super::inference_mode() && self.config.dropout > 0.0;
             seq = if between {
                 out.dropout(self.config.dropout, crate::rng::next_seed())
             } else {

@@ -409,22 +409,23 @@ impl<M: Module> Model<M> {
         Ok(())
     }
 
-    /// Loss and metrics on `(x, y)` in evaluation mode, in chunks of 1024 rows; the
-    /// running sums stay on the device until the end.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor) -> Result<Scores> {
+    /// Loss and metrics on `(x, y)` in evaluation behaviour (no dropout, whatever the
+    /// model's mode: [`crate::nn::inference`]), in chunks of 1024 rows; the running
+    /// sums stay on the device until the end.
+    pub fn evaluate(&self, x: &Tensor, y: &Tensor) -> Result<Scores> {
         wait(self.evaluate_async(x, y), "Model::evaluate", "Model::evaluate_async")
     }
 
     /// Async form of [`Model::evaluate`]: the readback of the totals is awaited, as
     /// a browser (wasm32) needs for a GPU model.
-    pub async fn evaluate_async(&mut self, x: &Tensor, y: &Tensor) -> Result<Scores> {
+    pub async fn evaluate_async(&self, x: &Tensor, y: &Tensor) -> Result<Scores> {
         let mut logs = Scores::new();
         self.evaluate_into(x, y, "", &mut logs).await?;
         Ok(logs)
     }
 
     async fn evaluate_into(
-        &mut self,
+        &self,
         x: &Tensor,
         y: &Tensor,
         prefix: &str,
@@ -436,18 +437,17 @@ impl<M: Module> Model<M> {
     }
 
     async fn evaluate_loader(
-        &mut self,
+        &self,
         loader: &mut DataLoader,
         prefix: &str,
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
-        self.net.eval();
         let want_scores = self.metrics.contains(&Metric::RocAuc);
         let mut tally = Tally::new(&self.device, &self.metrics)?;
         let device = self.device.clone();
         for batch in loader.epoch(&device) {
             let (xb, yb) = batch?;
-            let out = self.net.forward(&xb);
+            let out = crate::nn::inference(|| self.net.forward(&xb));
             let data_loss = self.loss.of(&out, &yb);
             let (loss_sum, counts) = tally.add(self.loss, &out, &yb, &data_loss);
             let mut roots = vec![loss_sum.clone()];
@@ -469,7 +469,7 @@ impl<M: Module> Model<M> {
 
     /// The confusion matrix of the model's predictions on `(x, y)` (row = true class,
     /// column = predicted), counted on the device. Errors for a regression loss.
-    pub fn confusion_matrix(&mut self, x: &Tensor, y: &Tensor) -> Result<ConfusionMatrix> {
+    pub fn confusion_matrix(&self, x: &Tensor, y: &Tensor) -> Result<ConfusionMatrix> {
         let mut logs = Scores::new();
         let evaluated = wait(
             self.evaluate_into(x, y, "", &mut logs),
@@ -484,21 +484,22 @@ impl<M: Module> Model<M> {
         })
     }
 
-    /// Outputs for `x` in evaluation mode (rows in chunks of 1024).
-    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// Outputs for `x` in evaluation behaviour (no dropout; the model's mode is left
+    /// alone), rows in chunks of 1024.
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         let mut loader = DataLoader::inputs(x, 1024)?;
         self.check_data("predict", &loader, false)?;
-        self.net.eval();
         let rows = x.shape()[0];
         if rows <= 1024 {
             let xb = loader.batch(&(0..rows).collect::<Vec<_>>(), &self.device)?.0;
-            let out = self.net.forward(&xb);
+            let out = crate::nn::inference(|| self.net.forward(&xb));
             out.realize()?;
             return Ok(out);
         }
         let (mut values, mut shape) = (Vec::new(), Vec::new());
         for batch in loader.epoch(&self.device.clone()) {
-            let out = self.net.forward(&batch?.0);
+            let xb = batch?.0;
+            let out = crate::nn::inference(|| self.net.forward(&xb));
             shape = out.shape().to_vec();
             values.extend(out.to_vec()?);
         }

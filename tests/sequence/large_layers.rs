@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 
-use crate::common::{fixture, gpu, private, read_tensor};
+use crate::common::{fixture, gpu, private, read_tensor, serial};
 use wgnn::fast_path::{self, FastPath};
 use wgnn::nn::{Gru, Lstm, LstmState, Module, Rnn, RnnConfig};
 use wgnn::{Device, GpuOptions, Tensor};
@@ -117,7 +117,9 @@ const CASES: [Case; 4] = [
 ];
 
 /// Runs `case` forward and backward on `dev` with the fixture's weights, inputs and
-/// loss: every result the fixture holds, by its name, in full.
+/// loss: every result the fixture holds, by its name, in full. (Making the layers
+/// draws from the global random stream: callers hold `serial()`, so that seeded
+/// tests running beside them keep their draws.)
 fn run_case(case: &Case, dev: &Device) -> Vec<(String, Vec<f32>)> {
     let Case { prefix, kind, .. } = *case;
     let config = RnnConfig {
@@ -234,6 +236,7 @@ fn bits(results: &[(String, Vec<f32>)]) -> Vec<u32> {
 /// autograd's joined weight-gradient products off (the one CPU fast path whose sums
 /// differ by design).
 pub fn recurrent_layers_above_every_threshold_match_pytorch(dev: &Device) {
+    let _serial = serial();
     for case in &CASES {
         let split = fast_path::taken(FastPath::CellSplit);
         let results = run_case(case, dev);
@@ -263,6 +266,7 @@ pub fn recurrent_layers_above_every_threshold_match_pytorch(dev: &Device) {
 /// automatic choice, and the forced-on run really takes it.
 #[test]
 fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
+    let _serial = serial();
     let dev = Device::cpu_private();
     let paths = [
         FastPath::CellSplit,
@@ -330,6 +334,7 @@ fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
 /// the same bits (tiles, vec4) do, and a forced path is taken exactly when forced on.
 #[test]
 fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
+    let _serial = serial();
     let Some(shared) = gpu() else { return };
     let case = CASES[0];
     let gpu = private(&shared);
@@ -384,6 +389,7 @@ fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
 /// rounding of the CPU's.
 #[test]
 fn adam_steps_of_a_recurrent_model_give_the_same_bits_in_one_launch_or_one_per_parameter() {
+    let _serial = serial();
     use wgnn::nn::Linear;
     use wgnn::optim::{Adam, AdamConfig, Optimizer};
     let Some(shared) = gpu() else { return };
@@ -471,6 +477,7 @@ proptest! {
     #[test]
     fn random_recurrent_layers_agree_between_cpu_and_gpu(case in any_case()) {
         let Some(gpu) = gpu() else { return Ok(()) };
+        let _serial = serial();
         let cpu = run_case(&case, &Device::cpu());
         let got = run_case(&case, &gpu);
         for ((name, c), (_, g)) in cpu.iter().zip(&got) {

@@ -61,6 +61,7 @@ fn names(m: &dyn Module) -> Vec<String> {
 
 #[test]
 fn the_derive_names_parameters_children_lists_and_buffers_by_field() {
+    let _serial = serial();
     let dev = Device::cpu();
     let leaf = |shape: &[usize]| {
         let n = shape.iter().product();
@@ -311,4 +312,38 @@ fn regression_metrics_match_the_host_and_a_fit_config_is_reused_by_clone() {
         .expect("rmse needs a regression loss")
         .to_string();
     assert!(err.contains("rmse") && err.contains("regression"), "{err}");
+}
+
+/// `evaluate` and `predict` take `&self`: they run without dropout whatever the
+/// model's mode, and leave the mode as it was.
+#[test]
+fn evaluate_and_predict_take_a_shared_model_and_leave_its_mode_alone() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    wgnn::manual_seed(9);
+    let net = nn::Sequential::new()
+        .add(Linear::new(16, 32, &dev))
+        .add(Dropout::new(0.5))
+        .add(Linear::new(32, 1, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let model = Model::new(net, opt, Loss::Mse, &[Metric::Mae]).unwrap();
+    let x = Tensor::new(&[[0.25f32; 16]; 4], &dev).unwrap();
+    let y = Tensor::new(&[[1.0f32]; 4], &dev).unwrap();
+    let training = |m: &Model| {
+        let drop = m.net.layers()[1].as_ref();
+        drop.name() == "Dropout(0.5)" && m.net.forward(&x).to_vec().unwrap() != m.net.forward(&x).to_vec().unwrap()
+    };
+    assert!(
+        training(&model),
+        "a new model is in training mode (dropout draws masks)"
+    );
+    let (a, b) = (
+        model.predict(&x).unwrap().to_vec().unwrap(),
+        model.predict(&x).unwrap().to_vec().unwrap(),
+    );
+    assert_eq!(a, b, "predict runs without dropout");
+    let scores = model.evaluate(&x, &y).unwrap();
+    let mae = a.iter().map(|p| (p - 1.0).abs() as f64).sum::<f64>() / 4.0;
+    assert!((scores["mae"] - mae).abs() < 1e-6, "{} vs {mae}", scores["mae"]);
+    assert!(training(&model), "evaluate and predict left the training mode alone");
 }
