@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
-/// Errors returned at every boundary with the outside world.
+/// Errors returned at every boundary with the outside world. Non-exhaustive: new
+/// kinds of error are added without a breaking change, so a `match` needs a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No wgpu adapter could be found (no GPU, no driver, or the backend mask is
     /// empty): returned by `Device::gpu` and the like; `Device::best` falls back to the

@@ -1,0 +1,111 @@
+//! The autotune: the variant of a launch chosen by timing each once per adapter and
+//! shape class (the tune cache keeps the choice), or forced for tests.
+
+use super::*;
+
+impl Shared {
+    /// The variant of `tune` to run `step` with: the cached choice for its shape
+    /// class, else the fastest when timed, else the first.
+    pub(super) fn choose(&self, mut tune: Tune, step: &Step) -> Result<Variant> {
+        let forced = self.forced.lock().unwrap().clone();
+        if let Some(i) = forced.and_then(|p| tune.variants.iter().position(|v| v.name.starts_with(&p))) {
+            return Ok(tune.variants.swap_remove(i));
+        }
+        let named = |name: &str| tune.variants.iter().position(|v| v.name == name);
+        if let Some(i) = self.tune.get(&tune.key).and_then(|n| named(&n)) {
+            return Ok(tune.variants.swap_remove(i));
+        }
+        if !(CAN_BLOCK && self.tune.timing() && tune.worth_timing && tune.variants.len() > 1) {
+            return Ok(tune.variants.swap_remove(0));
+        }
+        let best = self.fastest(&tune.variants, step)?;
+        self.tune.set(&tune.key, &tune.variants[best].name);
+        Ok(tune.variants.swap_remove(best))
+    }
+
+    /// Times each variant on scratch buffers of the step's sizes (the contents do
+    /// not matter: every variant does the same work) and returns the fastest. A
+    /// variant the adapter cannot build is skipped; after about two seconds of
+    /// timing (a huge product on a slow adapter) the rest are not tried.
+    pub(super) fn fastest(&self, variants: &[Variant], step: &Step) -> Result<usize> {
+        let raw = |words: usize| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgnn autotune"),
+                size: buffer_bytes(words),
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let buffers: Vec<wgpu::Buffer> = step.words.iter().map(|&w| raw(w)).collect();
+        let reads = step.kernel.reads();
+        let max_groups = self.info.max_compute_workgroups_per_dimension;
+        /// A run this long is measured once.
+        const LONG_RUN: f64 = 0.05;
+        /// Past this many seconds, the variants not yet timed are not tried.
+        const TIME_BUDGET: f64 = 2.0;
+        let mut best = (f64::INFINITY, 0);
+        let mut spent = 0.0;
+        for (i, v) in variants.iter().enumerate() {
+            if spent > TIME_BUDGET {
+                break;
+            }
+            let scratch = (v.scratch > 0).then(|| raw(v.scratch));
+            let writes = step.bindings.len() - reads + scratch.is_some() as usize;
+            let built: Result<Vec<GpuPass>> = v
+                .passes
+                .iter()
+                .map(|w| self.pass(&launch(w, reads, writes, max_groups), reads, writes))
+                .collect();
+            let Ok(passes) = built else { continue };
+            let layout = self.layout(reads, writes);
+            let refs: Vec<&wgpu::Buffer> = buffers.iter().chain(&scratch).collect();
+            let groups: Vec<wgpu::BindGroup> = passes
+                .iter()
+                .map(|p| bind_group(&self.device, &layout, &p.params, &refs))
+                .collect();
+            let run = |reps: usize| -> Result<f64> {
+                let mut encoder = self.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    for _ in 0..reps {
+                        for (p, g) in passes.iter().zip(&groups) {
+                            pass.set_pipeline(&p.pipeline);
+                            pass.set_bind_group(0, g, &[]);
+                            pass.dispatch_workgroups(p.groups.0, p.groups.1, p.groups.2);
+                        }
+                    }
+                }
+                let start = Instant::now();
+                self.queue.submit([encoder.finish()]);
+                self.device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| Error::Gpu {
+                        context: "timing kernel variants".into(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(start.elapsed().as_secs_f64())
+            };
+            // One run first: a variant three times slower than the best so far is
+            // out; a long kernel (a huge product on a slow adapter) is judged on it.
+            let first = run(1)?;
+            spent += first;
+            let seconds = if first > 3.0 * best.0 {
+                continue;
+            } else if first > LONG_RUN {
+                first
+            } else {
+                // Enough repetitions for about 20 ms of work (submission overhead
+                // amortized), best of three.
+                let reps = ((0.02 / first.max(1e-6)).ceil() as usize).clamp(2, 200);
+                let times = [run(reps)?, run(reps)?, run(reps)?];
+                spent += times.iter().sum::<f64>();
+                times.into_iter().fold(f64::INFINITY, f64::min) / reps as f64
+            };
+            if seconds < best.0 {
+                best = (seconds, i);
+            }
+        }
+        self.faults.check("timing kernel variants")?;
+        Ok(best.1)
+    }
+}
