@@ -46,6 +46,36 @@ fn adam_step(grad: f32, param_in: f32, m_in: f32, v_in: f32) -> vec3<f32> {
     return vec3<f32>(param + in1[6] * m / denom, m, v);
 }
 
+// RMSprop: in1 = lr, alpha, 1 - alpha, eps, weight_decay, momentum. PyTorch's order of
+// operations (see `rmsprop_step` in src/ops/optim.rs). The new parameter,
+// square_avg, momentum_buffer and grad_avg (the last two unused unless MOMENTUM,
+// CENTERED).
+fn rmsprop_step(grad: f32, param: f32, sa_in: f32, mb_in: f32, ga_in: f32) -> vec4<f32> {
+    let g = grad + in1[4] * param;
+    let sa = sa_in * in1[1] + in1[2] * g * g;
+    var ga = ga_in;
+    var avg = 0.0;
+    if (CENTERED) {
+        ga = ga_in + in1[2] * (g - ga_in);
+        avg = sqrt(sa + -1.0 * ga * ga) + in1[3];
+    } else {
+        avg = sqrt(sa) + in1[3];
+    }
+    if (MOMENTUM) {
+        let mb = mb_in * in1[5] + g / avg;
+        return vec4<f32>(param + -in1[0] * mb, sa, mb, ga);
+    }
+    return vec4<f32>(param + -in1[0] * (g / avg), sa, mb_in, ga);
+}
+
+// Adagrad: in1 = lr / (1 + (t - 1) lr_decay), weight_decay, eps. The new parameter and
+// sum.
+fn adagrad_step(grad: f32, param: f32, sum_in: f32) -> vec2<f32> {
+    let g = grad + in1[1] * param;
+    let sum = sum_in + g * g;
+    return vec2<f32>(param + -in1[0] * (g / (sqrt(sum) + in1[2])), sum);
+}
+
 //#kernel sgd
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -59,6 +89,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 }
 
 //#kernel adam
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_group(wid.x + wid.y * groups.x, lid.x);
+}
+
+//#kernel rmsprop
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    update_group(wid.x + wid.y * groups.x, lid.x);
+}
+
+//#kernel adagrad
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     update_group(wid.x + wid.y * groups.x, lid.x);

@@ -1,6 +1,6 @@
 //! Optimizer-update family (`shaders/optim.wgsl`): fused in-place SGD (momentum,
-//! dampening, Nesterov, weight decay) and Adam/AdamW updates with `torch.optim`
-//! semantics. They run after every other kernel of a plan and write their parameter
+//! dampening, Nesterov, weight decay), Adam/AdamW, RMSprop (momentum, centered) and
+//! Adagrad (lr decay) updates with `torch.optim` semantics. They run after every other kernel of a plan and write their parameter
 //! and state inputs in place; the step count lives on the host, which computes each
 //! step's coefficients.
 
@@ -25,6 +25,16 @@ pub enum UpdateKind {
         /// Weight decay applied to the parameter (AdamW) rather than the gradient.
         decoupled: bool,
     },
+    /// `torch.optim.RMSprop`: state `square_avg`, then `momentum_buffer` (with
+    /// momentum), then `grad_avg` (centered).
+    RmsProp {
+        /// A momentum buffer is kept.
+        momentum: bool,
+        /// The running mean of the gradient is subtracted (centered RMSprop).
+        centered: bool,
+    },
+    /// `torch.optim.Adagrad`: state `sum`.
+    Adagrad,
 }
 
 impl UpdateKind {
@@ -38,6 +48,10 @@ impl UpdateKind {
     /// SGD: lr, momentum, 1 − dampening, weight_decay, nesterov (0|1), first step (0|1).
     /// Adam: 1 − β₁, β₂, 1 − β₂, eps, weight_decay, 1 − lr·weight_decay, −lr / (1 − β₁ᵗ),
     /// √(1 − β₂ᵗ).
+    /// RMSprop (settings lr, alpha, eps, weight_decay, momentum, centered): lr, α,
+    /// 1 − α, eps, weight_decay, momentum.
+    /// Adagrad (settings lr, lr_decay, weight_decay, initial_accumulator_value, eps):
+    /// lr / (1 + (t − 1)·lr_decay), weight_decay, eps.
     pub(crate) fn coefficients(&self, settings: &[f64], step: u64) -> Vec<f32> {
         let v = |x: f64| x as f32;
         match self {
@@ -72,6 +86,27 @@ impl UpdateKind {
                     v(bias_correction2.sqrt()),
                 ]
             }
+            UpdateKind::RmsProp { .. } => {
+                let [lr, alpha, eps, wd, momentum, _centered] = settings[..] else {
+                    unreachable!("rmsprop has six settings")
+                };
+                vec![v(lr), v(alpha), v(1.0 - alpha), v(eps), v(wd), v(momentum)]
+            }
+            UpdateKind::Adagrad => {
+                let [lr, lr_decay, wd, _initial, eps] = settings[..] else {
+                    unreachable!("adagrad has five settings")
+                };
+                vec![v(lr / (1.0 + step as f64 * lr_decay)), v(wd), v(eps)]
+            }
+        }
+    }
+
+    /// The value each state buffer starts from: zeros, but for Adagrad's `sum`
+    /// (`initial_accumulator_value`).
+    pub(crate) fn initial_state(&self, settings: &[f64]) -> f32 {
+        match self {
+            UpdateKind::Adagrad => settings[3] as f32,
+            _ => 0.0,
         }
     }
 }
@@ -110,6 +145,8 @@ impl UpdateKind {
         match self {
             UpdateKind::Sgd { momentum } => *momentum as usize,
             UpdateKind::Adam { .. } => 2,
+            UpdateKind::RmsProp { momentum, centered } => 1 + *momentum as usize + *centered as usize,
+            UpdateKind::Adagrad => 1,
         }
     }
 }
@@ -218,6 +255,41 @@ impl UpdateKernel {
                         adam::<false>(c, grad, param, m, v)
                     }
                 }
+                UpdateKind::RmsProp { momentum, centered } => {
+                    let (param, state) = out.split_first_mut().expect("rmsprop writes param, square_avg");
+                    let (square, rest) = state.split_first_mut().expect("square_avg");
+                    let (mut buf, rest) = if momentum {
+                        let (b, r) = rest.split_first_mut().expect("momentum_buffer");
+                        (Some(b), r)
+                    } else {
+                        (None, rest)
+                    };
+                    let mut grad_avg = if centered { rest.first_mut() } else { None };
+                    for i in 0..n {
+                        let (p, sa) = (param[i], square[i]);
+                        let mb = buf.as_ref().map_or(0.0, |b| b[i]);
+                        let ga = grad_avg.as_ref().map_or(0.0, |b| b[i]);
+                        let [p, sa, mb, ga] = rmsprop_step(c, grad[i], p, sa, mb, ga, momentum, centered);
+                        (param[i], square[i]) = (p, sa);
+                        if let Some(b) = buf.as_mut() {
+                            b[i] = mb;
+                        }
+                        if let Some(b) = grad_avg.as_mut() {
+                            b[i] = ga;
+                        }
+                    }
+                }
+                UpdateKind::Adagrad => {
+                    let [param, sum] = out else {
+                        unreachable!("adagrad writes param, sum")
+                    };
+                    let (clr, wd, eps) = (c[0], c[1], c[2]);
+                    for ((p, s), &g) in param[..n].iter_mut().zip(sum[..n].iter_mut()).zip(grad) {
+                        let g = g + wd * *p;
+                        *s += g * g;
+                        *p += -clr * (g / (s.sqrt() + eps));
+                    }
+                }
             }
         }
     }
@@ -236,8 +308,16 @@ impl UpdateKernel {
             UpdateKind::Sgd { momentum: false } => ("sgd", false),
             UpdateKind::Sgd { momentum: true } => ("sgd_momentum", false),
             UpdateKind::Adam { decoupled } => ("adam", decoupled),
+            UpdateKind::RmsProp { .. } => ("rmsprop", false),
+            UpdateKind::Adagrad => ("adagrad", false),
         };
-        let mut defs = format!("const DECOUPLED: bool = {decoupled};\n");
+        let (momentum, centered) = match self.kind {
+            UpdateKind::RmsProp { momentum, centered } => (momentum, centered),
+            _ => (false, false),
+        };
+        let mut defs = format!(
+            "const DECOUPLED: bool = {decoupled};\nconst MOMENTUM: bool = {momentum};\nconst CENTERED: bool = {centered};\n"
+        );
         let per = 1 + self.kind.state_buffers();
         defs += "fn update_group(group: u32, lane: u32) {\n";
         let mut start = 0;
@@ -257,6 +337,27 @@ impl UpdateKernel {
                      out{o}[w] = r.x; out{m}[w] = r.y; out{v}[w] = r.z;",
                     m = o + 1,
                     v = o + 2
+                ),
+                UpdateKind::RmsProp { momentum, centered } => {
+                    let (b, a) = (o + 2, o + 2 + momentum as usize);
+                    let read = |on: bool, k: usize| if on { format!("out{k}[w]") } else { "0.0".into() };
+                    let mut body = format!(
+                        "let r = rmsprop_step(in{g}[w], out{o}[w], out{s}[w], {mb}, {ga}); out{o}[w] = r.x; out{s}[w] = r.y;",
+                        s = o + 1,
+                        mb = read(momentum, b),
+                        ga = read(centered, a)
+                    );
+                    if momentum {
+                        body += &format!(" out{b}[w] = r.z;");
+                    }
+                    if centered {
+                        body += &format!(" out{a}[w] = r.w;");
+                    }
+                    body
+                }
+                UpdateKind::Adagrad => format!(
+                    "let r = adagrad_step(in{g}[w], out{o}[w], out{s}[w]); out{o}[w] = r.x; out{s}[w] = r.y;",
+                    s = o + 1
                 ),
             };
             defs += &format!(
@@ -290,6 +391,33 @@ fn adam<const DECOUPLED: bool>(c: &[f32], grad: &[f32], param: &mut [f32], m: &m
         *v = *v * b2 + w2 * g * g;
         let denom = v.sqrt() / bc2_sqrt + eps;
         *p += neg_step_size * *m / denom;
+    }
+}
+
+/// One RMSprop update of one word, PyTorch's order of operations:
+/// `square_avg.mul_(α).addcmul_(g, g, value=1 − α)`, centered `grad_avg.lerp_(g, 1 − α)`
+/// and `avg = square_avg.addcmul(grad_avg, grad_avg, value=−1).sqrt_()`, else
+/// `avg = square_avg.sqrt()`, then `avg.add_(eps)`; with momentum
+/// `buf.mul_(momentum).addcdiv_(g, avg)` and `p.add_(buf, alpha=−lr)`, else
+/// `p.addcdiv_(g, avg, value=−lr)`. Returns the new parameter, square_avg,
+/// momentum_buffer and grad_avg.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rmsprop_step(c: &[f32], g: f32, p: f32, sa: f32, mb: f32, ga: f32, momentum: bool, centered: bool) -> [f32; 4] {
+    let (lr, alpha, one_minus_alpha, eps, wd, mom) = (c[0], c[1], c[2], c[3], c[4], c[5]);
+    let g = g + wd * p;
+    let sa = sa * alpha + one_minus_alpha * g * g;
+    let (avg, ga) = if centered {
+        let ga = ga + one_minus_alpha * (g - ga);
+        ((sa + -1.0 * ga * ga).sqrt() + eps, ga)
+    } else {
+        (sa.sqrt() + eps, ga)
+    };
+    if momentum {
+        let mb = mb * mom + g / avg;
+        [p + -lr * mb, sa, mb, ga]
+    } else {
+        [p + -lr * (g / avg), sa, mb, ga]
     }
 }
 

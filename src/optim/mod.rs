@@ -242,7 +242,8 @@ impl Core {
         if self.resident.is_some() {
             return Ok(());
         }
-        let zeros = |shape: &[usize]| Tensor::resident(vec![0.0; shape.iter().product()], shape, device);
+        let initial = self.kind.initial_state(&self.settings);
+        let zeros = |shape: &[usize]| Tensor::resident(vec![initial; shape.iter().product()], shape, device);
         let state = self
             .params
             .iter()
@@ -327,6 +328,107 @@ fn adam_core(params: Vec<Tensor>, c: AdamConfig, decoupled: bool) -> Core {
     )
 }
 
+/// Settings of [`RmsProp`], `torch.optim.RMSprop`'s names and defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropConfig {
+    /// Learning rate (default 0.01).
+    pub lr: f32,
+    /// Smoothing constant of the squared-gradient average (default 0.99).
+    pub alpha: f32,
+    /// Added to the denominator (default 1e-8).
+    pub eps: f32,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f32,
+    /// Momentum factor (default 0: no momentum buffer).
+    pub momentum: f32,
+    /// Normalize by the gradient's estimated variance instead of its second moment
+    /// (default false).
+    pub centered: bool,
+}
+
+impl Default for RmsPropConfig {
+    fn default() -> Self {
+        RmsPropConfig {
+            lr: 1e-2,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+        }
+    }
+}
+
+/// RMSprop (`torch.optim.RMSprop`, Hinton's lecture 6e): the step divided by a running
+/// root mean square of the gradient; optionally centered and with momentum.
+pub struct RmsProp {
+    core: Core,
+}
+
+impl RmsProp {
+    /// An optimizer for `params`; its state buffers are created on the first step.
+    pub fn new(params: Vec<Tensor>, c: RmsPropConfig) -> RmsProp {
+        let kind = UpdateKind::RmsProp {
+            momentum: c.momentum != 0.0,
+            centered: c.centered,
+        };
+        let settings = [
+            c.lr,
+            c.alpha,
+            c.eps,
+            c.weight_decay,
+            c.momentum,
+            c.centered as u32 as f32,
+        ];
+        RmsProp {
+            core: Core::new(params, kind, kind.state_buffers(), &settings),
+        }
+    }
+}
+
+/// Settings of [`Adagrad`], `torch.optim.Adagrad`'s names and defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdagradConfig {
+    /// Learning rate (default 0.01).
+    pub lr: f32,
+    /// The rate at step t is `lr / (1 + (t − 1)·lr_decay)` (default 0).
+    pub lr_decay: f32,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f32,
+    /// What the sum of squared gradients starts from (default 0).
+    pub initial_accumulator_value: f32,
+    /// Added to the denominator (default 1e-10).
+    pub eps: f32,
+}
+
+impl Default for AdagradConfig {
+    fn default() -> Self {
+        AdagradConfig {
+            lr: 1e-2,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+        }
+    }
+}
+
+/// Adagrad (`torch.optim.Adagrad`, Duchi et al. 2011): each weight's step divided by
+/// the root of the sum of its squared gradients so far.
+pub struct Adagrad {
+    core: Core,
+}
+
+impl Adagrad {
+    /// An optimizer for `params`; its `sum` buffers are created on the first step.
+    pub fn new(params: Vec<Tensor>, c: AdagradConfig) -> Adagrad {
+        let settings = [c.lr, c.lr_decay, c.weight_decay, c.initial_accumulator_value, c.eps];
+        Adagrad {
+            core: Core::new(params, UpdateKind::Adagrad, 1, &settings),
+        }
+    }
+}
+
 macro_rules! impl_optimizer {
     ($t:ty) => {
         impl Optimizer for $t {
@@ -354,3 +456,5 @@ macro_rules! impl_optimizer {
 impl_optimizer!(Sgd);
 impl_optimizer!(Adam);
 impl_optimizer!(AdamW);
+impl_optimizer!(RmsProp);
+impl_optimizer!(Adagrad);

@@ -10,8 +10,9 @@ use crate::{Error, Result};
 /// kind continues the run bit for bit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimizerState {
-    /// Which update rule (`"SGD"`, `"SGD with momentum"`, `"Adam"`, `"AdamW"`): a
-    /// state loads only into an optimizer of the same kind.
+    /// Which update rule (`"SGD"`, `"SGD with momentum"`, `"Adam"`, `"AdamW"`,
+    /// `"RMSprop"` and its momentum and centered forms, `"Adagrad"`): a state loads
+    /// only into an optimizer of the same kind.
     pub kind: String,
     /// The learning rate as last set (f64, as [`super::Optimizer::lr`] gives it).
     pub lr: f64,
@@ -22,7 +23,8 @@ pub struct OptimizerState {
     /// Updates applied so far.
     pub steps: u64,
     /// Per parameter, in [`super::Optimizer::parameters`] order, its state buffers by
-    /// PyTorch's names (`momentum_buffer`; `exp_avg`, `exp_avg_sq`), each holding as
+    /// PyTorch's names (`momentum_buffer`; `exp_avg`, `exp_avg_sq`; `square_avg`,
+    /// `grad_avg`; `sum`), each holding as
     /// many values as the parameter.
     pub buffers: Vec<Vec<(String, Vec<f32>)>>,
 }
@@ -81,26 +83,47 @@ impl OptimizerState {
 }
 
 /// The state's kind, hyper-parameter and buffer names of an update rule.
-fn layout(kind: UpdateKind) -> (&'static str, [&'static str; 5], &'static [&'static str]) {
+fn layout(kind: UpdateKind) -> (&'static str, &'static [&'static str], &'static [&'static str]) {
     match kind {
         UpdateKind::Sgd { momentum } => (
             if momentum { "SGD with momentum" } else { "SGD" },
-            ["lr", "momentum", "dampening", "weight_decay", "nesterov"],
+            &["lr", "momentum", "dampening", "weight_decay", "nesterov"],
             if momentum { &["momentum_buffer"] } else { &[] },
         ),
         UpdateKind::Adam { decoupled } => (
             if decoupled { "AdamW" } else { "Adam" },
-            ["lr", "beta1", "beta2", "eps", "weight_decay"],
+            &["lr", "beta1", "beta2", "eps", "weight_decay"],
             &["exp_avg", "exp_avg_sq"],
+        ),
+        UpdateKind::RmsProp { momentum, centered } => (
+            match (momentum, centered) {
+                (false, false) => "RMSprop",
+                (true, false) => "RMSprop with momentum",
+                (false, true) => "centered RMSprop",
+                (true, true) => "centered RMSprop with momentum",
+            },
+            &["lr", "alpha", "eps", "weight_decay", "momentum", "centered"],
+            match (momentum, centered) {
+                (false, false) => &["square_avg"],
+                (true, false) => &["square_avg", "momentum_buffer"],
+                (false, true) => &["square_avg", "grad_avg"],
+                (true, true) => &["square_avg", "momentum_buffer", "grad_avg"],
+            },
+        ),
+        UpdateKind::Adagrad => (
+            "Adagrad",
+            &["lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"],
+            &["sum"],
         ),
     }
 }
 
 impl Core {
-    /// The state with every buffer as zeros (what a fresh optimizer holds), without
-    /// reading the device.
+    /// The state of a fresh optimizer (every buffer at its initial value: zeros, or
+    /// Adagrad's `initial_accumulator_value`), without reading the device.
     fn zero_state(&self) -> OptimizerState {
         let (kind, hyper_names, buffer_names) = layout(self.kind);
+        let initial = self.kind.initial_state(&self.settings);
         OptimizerState {
             kind: kind.into(),
             lr: self.settings[0],
@@ -116,7 +139,7 @@ impl Core {
                 .map(|p| {
                     buffer_names
                         .iter()
-                        .map(|n| (n.to_string(), vec![0.0; p.shape().iter().product()]))
+                        .map(|n| (n.to_string(), vec![initial; p.shape().iter().product()]))
                         .collect()
                 })
                 .collect(),

@@ -347,3 +347,85 @@ fn evaluate_and_predict_take_a_shared_model_and_leave_its_mode_alone() {
     assert!((scores["mae"] - mae).abs() < 1e-6, "{} vs {mae}", scores["mae"]);
     assert!(training(&model), "evaluate and predict left the training mode alone");
 }
+
+crate::device_tests!(rmsprop_and_adagrad_match_pytorch_over_five_steps);
+
+/// RMSprop (plain, and centered with momentum and weight decay) and Adagrad (plain,
+/// and with lr decay, weight decay and an initial accumulator) take five steps on
+/// an MLP and on `Σw²` as `torch.optim` does (`make_optimizer_fixture.py`).
+fn rmsprop_and_adagrad_match_pytorch_over_five_steps(dev: &Device) {
+    use wgnn::optim::{Adagrad, AdagradConfig, Optimizer, RmsProp, RmsPropConfig};
+    let make = |name: &str, params: Vec<Tensor>| -> Box<dyn Optimizer> {
+        match name {
+            "rmsprop" => Box::new(RmsProp::new(params, RmsPropConfig::default())),
+            "rmsprop_full" => Box::new(RmsProp::new(
+                params,
+                RmsPropConfig {
+                    alpha: 0.9,
+                    eps: 1e-6,
+                    weight_decay: 0.1,
+                    momentum: 0.9,
+                    centered: true,
+                    ..Default::default()
+                },
+            )),
+            "adagrad" => Box::new(Adagrad::new(
+                params,
+                AdagradConfig {
+                    lr: 0.1,
+                    ..Default::default()
+                },
+            )),
+            _ => Box::new(Adagrad::new(
+                params,
+                AdagradConfig {
+                    lr: 0.1,
+                    lr_decay: 0.05,
+                    weight_decay: 0.1,
+                    initial_accumulator_value: 0.2,
+                    eps: 1e-8,
+                },
+            )),
+        }
+    };
+    let fixture = crate::common::fixture("optimizer_steps.safetensors");
+    let adam = crate::common::fixture("adam_steps.safetensors");
+    let (x_shape, x) = crate::common::read_tensor(&crate::common::fixture("mlp_io.safetensors"), "input");
+    let x = Tensor::from_vec(x, &x_shape, dev).unwrap();
+    let target = Tensor::from_vec(crate::common::read_tensor(&adam, "target").1, &[5, 3], dev).unwrap();
+    let (_, w0) = crate::common::read_tensor(&adam, "quadratic.w0");
+    let worst = |got: &[f32], want: &[f32]| got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    for name in ["rmsprop", "rmsprop_full", "adagrad", "adagrad_full"] {
+        let mut model = nn::Sequential::new()
+            .add(Linear::new(4, 8, dev))
+            .add(nn::Relu)
+            .add(Linear::new(8, 6, dev))
+            .add(nn::Tanh)
+            .add(Linear::new(6, 3, dev))
+            .add(nn::Sigmoid);
+        wgnn::io::load_safetensors(&mut model, crate::common::fixture("mlp.safetensors")).unwrap();
+        let mut opt = make(name, model.parameters());
+        for _ in 0..5 {
+            let loss = nn::loss::mse(&model.forward(&x), &target);
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        for (key, param) in model.named_parameters() {
+            let (_, want) = crate::common::read_tensor(&fixture, &format!("{name}.{key}"));
+            let d = worst(&param.to_vec().unwrap(), &want);
+            assert!(d <= 2e-6, "{dev}: {name}: {key} is {d:e} from PyTorch's after 5 steps");
+        }
+        let w = Tensor::from_vec(w0.clone(), &[w0.len()], dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let mut opt = make(name, vec![w.clone()]);
+        for _ in 0..5 {
+            opt.step(&w.square().sum().backward().unwrap()).unwrap();
+        }
+        let (_, want) = crate::common::read_tensor(&fixture, &format!("quadratic.{name}"));
+        let d = worst(&w.to_vec().unwrap(), &want);
+        assert!(d <= 1e-6, "{dev}: quadratic {name}: {d:e} from PyTorch's after 5 steps");
+        let state = opt.state().unwrap();
+        assert_eq!(state.steps, 5, "{name}");
+    }
+}
