@@ -57,7 +57,7 @@ fn rmsprop_step(grad: f32, param: f32, sa_in: f32, mb_in: f32, ga_in: f32) -> ve
     var avg = 0.0;
     if (CENTERED) {
         ga = ga_in + in1[2] * (g - ga_in);
-        avg = sqrt(sa + -1.0 * ga * ga) + in1[3];
+        avg = sqrt(sa - ga * ga) + in1[3];
     } else {
         avg = sqrt(sa) + in1[3];
     }

@@ -409,7 +409,7 @@ fn rmsprop_step(c: &[f32], g: f32, p: f32, sa: f32, mb: f32, ga: f32, momentum: 
     let sa = sa * alpha + one_minus_alpha * g * g;
     let (avg, ga) = if centered {
         let ga = ga + one_minus_alpha * (g - ga);
-        ((sa + -1.0 * ga * ga).sqrt() + eps, ga)
+        ((sa - ga * ga).sqrt() + eps, ga)
     } else {
         (sa.sqrt() + eps, ga)
     };
