@@ -210,7 +210,7 @@ fn run(world: &World, args: &Args) -> Result<()> {
     wgnn::manual_seed(rank as u64); // rank 0's initial weights are broadcast
     let net = mlp(&dev);
     let opt = DistributedOptimizer::new(Adam::new(net.parameters(), AdamConfig::default()), world.clone())?;
-    let (mut model, seconds) = train(net, opt, (&x, &y), args.batch, args.epochs, lead)?;
+    let (model, seconds) = train(net, opt, (&x, &y), args.batch, args.epochs, lead)?;
     let shard_rows = (train_set.n / (args.batch * ranks)) * args.batch + (train_set.n % (args.batch * ranks)) / ranks;
     let per_rank = distributed::all_gather(world, &[(shard_rows as f64 / seconds) as f32])?;
     let (tx, ty) = test_set.tensors(&dev)?;

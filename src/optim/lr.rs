@@ -13,6 +13,9 @@ use crate::{Error, Result};
 /// by name, as a checkpoint holds it.
 pub type ScheduleState = BTreeMap<String, f64>;
 
+mod warmup;
+pub use warmup::{Anneal, LinearLr, OneCycleConfig, OneCycleLr};
+
 /// A learning-rate schedule, stepped once per epoch. Object safe: `Box<dyn LrSchedule>` works.
 pub trait LrSchedule: Send {
     /// The current learning rate.
@@ -28,6 +31,13 @@ pub trait LrSchedule: Send {
     fn last_epoch(&self) -> usize;
     /// One-line summary of the settings and state, for logs.
     fn describe(&self) -> String;
+    /// The learning rate the optimizer must hold when the schedule starts (its base,
+    /// as `torch.optim.lr_scheduler` reads it from the optimizer); `fit` refuses a
+    /// schedule whose base differs from the optimizer's rate. `None` (the default):
+    /// not checked.
+    fn initial_lr(&self) -> Option<f64> {
+        None
+    }
     /// A copy of this schedule (settings and state), so that a `FitConfig` holding
     /// it can be cloned; `None`, the default, for one that cannot be copied. Every
     /// schedule of this module can be.
@@ -102,6 +112,12 @@ pub struct StepLr {
 }
 
 impl StepLr {
+    /// The schedule of an optimizer: its base is `optimizer.lr()`.
+    #[track_caller]
+    pub fn for_optimizer(optimizer: &dyn super::Optimizer, step_size: usize, gamma: f64) -> Self {
+        Self::new(optimizer.lr(), step_size, gamma)
+    }
+
     /// A schedule starting at `lr` that multiplies it by `gamma` every `step_size`
     /// epochs.
     ///
@@ -122,6 +138,13 @@ impl StepLr {
 }
 
 impl LrSchedule for StepLr {
+    fn initial_lr(&self) -> Option<f64> {
+        if self.epoch == 0 {
+            Some(self.lr)
+        } else {
+            None
+        }
+    }
     fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
         Some(Box::new(self.clone()))
     }
@@ -165,6 +188,12 @@ pub struct ExponentialLr {
 }
 
 impl ExponentialLr {
+    /// The schedule of an optimizer: its base is `optimizer.lr()`.
+    #[track_caller]
+    pub fn for_optimizer(optimizer: &dyn super::Optimizer, gamma: f64) -> Self {
+        Self::new(optimizer.lr(), gamma)
+    }
+
     /// A schedule starting at `lr` that multiplies it by `gamma` every epoch.
     ///
     /// # Panics
@@ -178,6 +207,13 @@ impl ExponentialLr {
 }
 
 impl LrSchedule for ExponentialLr {
+    fn initial_lr(&self) -> Option<f64> {
+        if self.epoch == 0 {
+            Some(self.lr)
+        } else {
+            None
+        }
+    }
     fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
         Some(Box::new(self.clone()))
     }
@@ -222,6 +258,12 @@ pub struct CosineAnnealingLr {
 }
 
 impl CosineAnnealingLr {
+    /// The schedule of an optimizer: its base is `optimizer.lr()`.
+    #[track_caller]
+    pub fn for_optimizer(optimizer: &dyn super::Optimizer, t_max: usize, eta_min: f64) -> Self {
+        Self::new(optimizer.lr(), t_max, eta_min)
+    }
+
     /// A schedule from `lr` down to `eta_min` over `t_max` epochs.
     ///
     /// # Panics
@@ -242,6 +284,9 @@ impl CosineAnnealingLr {
 }
 
 impl LrSchedule for CosineAnnealingLr {
+    fn initial_lr(&self) -> Option<f64> {
+        Some(self.base_lr)
+    }
     fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
         Some(Box::new(self.clone()))
     }
@@ -355,6 +400,12 @@ pub struct ReduceLrOnPlateau {
 }
 
 impl ReduceLrOnPlateau {
+    /// The schedule of an optimizer: its base is `optimizer.lr()`.
+    #[track_caller]
+    pub fn for_optimizer(optimizer: &dyn super::Optimizer, cfg: PlateauConfig) -> Self {
+        Self::new(optimizer.lr(), cfg)
+    }
+
     /// A scheduler starting at `lr` (usually the optimizer's `lr()`).
     ///
     /// # Panics
@@ -416,6 +467,9 @@ impl ReduceLrOnPlateau {
 }
 
 impl LrSchedule for ReduceLrOnPlateau {
+    fn initial_lr(&self) -> Option<f64> {
+        (self.last_epoch() == 0).then_some(self.lr)
+    }
     fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
         Some(Box::new(self.clone()))
     }

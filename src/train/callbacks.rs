@@ -79,6 +79,15 @@ impl CallbackState {
 pub trait Callback {
     /// Called once per epoch (0-based `epoch`).
     fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()>;
+    /// Called once when training starts (not when it resumes from a checkpoint),
+    /// before the first batch: an error stops `fit` before anything is trained.
+    fn on_train_begin(&mut self, _control: &mut Control<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Called after every optimizer step (a per-batch schedule steps here).
+    fn on_batch_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
+        Ok(())
+    }
     /// Called once when training ends, for whatever reason.
     fn on_train_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
         Ok(())
@@ -266,6 +275,8 @@ impl Callback for EarlyStopping {
 pub struct LrScheduler {
     schedule: Box<dyn LrSchedule>,
     monitor: Option<String>,
+    /// Stepped after every batch rather than every epoch.
+    per_batch: bool,
 }
 
 impl LrScheduler {
@@ -274,6 +285,17 @@ impl LrScheduler {
         LrScheduler {
             schedule: Box::new(schedule),
             monitor: None,
+            per_batch: false,
+        }
+    }
+
+    /// A schedule stepped after every batch (warm-up, `OneCycleLr`, a cosine over the
+    /// steps of the run).
+    pub fn per_batch(schedule: impl LrSchedule + 'static) -> LrScheduler {
+        LrScheduler {
+            schedule: Box::new(schedule),
+            monitor: None,
+            per_batch: true,
         }
     }
 
@@ -282,6 +304,7 @@ impl LrScheduler {
         LrScheduler {
             schedule: Box::new(schedule),
             monitor: Some(monitor.into()),
+            per_batch: false,
         }
     }
 }
@@ -291,10 +314,43 @@ impl Callback for LrScheduler {
         Some(Box::new(LrScheduler {
             schedule: self.schedule.boxed_clone()?,
             monitor: self.monitor.clone(),
+            per_batch: self.per_batch,
         }))
     }
 
+    /// Refuses a schedule whose base differs from the optimizer's rate (one learning
+    /// rate: the optimizer's, as `torch.optim.lr_scheduler` reads it).
+    fn on_train_begin(&mut self, control: &mut Control<'_>) -> Result<()> {
+        let (Some(base), lr) = (self.schedule.initial_lr(), control.optimizer.lr()) else {
+            return Ok(());
+        };
+        // Within f32 rounding: a rate given as f32 and widened is the same rate.
+        if (base - lr).abs() > 1e-6 * lr.abs().max(base.abs()) {
+            return Err(Error::Invalid(format!(
+                "fit: the schedule {} starts from lr {base}, the optimizer's rate is {lr}; \
+                 build the schedule from the optimizer (e.g. StepLr::for_optimizer(&opt, ..)) \
+                 or the optimizer with the schedule's rate",
+                self.schedule.describe()
+            )));
+        }
+        // The rate of the first step (a warm-up's base · start_factor), as PyTorch's
+        // scheduler sets it when it is made.
+        control.optimizer.set_lr(self.schedule.lr());
+        Ok(())
+    }
+
+    fn on_batch_end(&mut self, control: &mut Control<'_>) -> Result<()> {
+        if self.per_batch {
+            self.schedule.step();
+            control.optimizer.set_lr(self.schedule.lr());
+        }
+        Ok(())
+    }
+
     fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
+        if self.per_batch {
+            return Ok(());
+        }
         let before = self.schedule.lr();
         match &self.monitor {
             Some(m) => self.schedule.step_with(monitored(logs, m)?),

@@ -585,12 +585,24 @@ impl<M: Module> Model<M> {
             Some(path) => resume::restore(self, path, &mut train, &mut config.callbacks, &mut history)?,
             None => 0,
         };
+        if start == 0 {
+            let mut control = Control::new(&self.net, self.optimizer.as_mut());
+            for cb in config.callbacks.iter_mut() {
+                cb.on_train_begin(&mut control)?;
+            }
+        }
         for epoch in start..config.epochs {
             let started = Instant::now();
             let lr = self.optimizer.lr();
             let mut logs = Scores::new();
             let cm = self
-                .train_epoch(&mut train, epoch, config.epochs, show, &mut logs)
+                .train_epoch(
+                    &mut train,
+                    (epoch, config.epochs),
+                    show,
+                    &mut config.callbacks,
+                    &mut logs,
+                )
                 .await?;
             history.confusion = cm;
             if let Some(v) = val.as_mut() {
@@ -652,9 +664,9 @@ impl<M: Module> Model<M> {
     async fn train_epoch(
         &mut self,
         train: &mut DataLoader,
-        epoch: usize,
-        epochs: usize,
+        (epoch, epochs): (usize, usize),
         show: bool,
+        callbacks: &mut [Box<dyn Callback>],
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
         self.net.train();
@@ -686,6 +698,12 @@ impl<M: Module> Model<M> {
             outputs.extend(counts.iter().cloned());
             self.optimizer.step(&grads.with_outputs(&outputs))?;
             tally.commit(xb.shape()[0], loss_sum, counts);
+            if !callbacks.is_empty() {
+                let mut control = Control::new(&self.net, self.optimizer.as_mut());
+                for cb in callbacks.iter_mut() {
+                    cb.on_batch_end(&mut control)?;
+                }
+            }
             bar.inc(1);
             // Reading the running loss is a download: only for a visible bar, 4× a second.
             if show && last_shown.elapsed().as_millis() > 250 {

@@ -115,6 +115,18 @@ fn sine_windows(rows: usize, dev: &Device) -> (Tensor, Tensor) {
     )
 }
 
+/// `net` with Adam at 0.01 and an MSE loss.
+fn adam_model(net: Regressor, metrics: &[Metric]) -> Model<Regressor> {
+    let opt = Adam::new(
+        net.parameters(),
+        AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
+    Model::new(net, opt, Loss::Mse, metrics).unwrap()
+}
+
 fn regressor(dev: &Device) -> Regressor {
     let config = RnnConfig {
         batch_first: true,
@@ -134,14 +146,7 @@ fn a_derived_lstm_regressor_trains_with_fit_and_saves_under_its_own_names() {
     let dev = Device::cpu();
     wgnn::manual_seed(4);
     let net = regressor(&dev);
-    let opt = Adam::new(
-        net.parameters(),
-        AdamConfig {
-            lr: 1e-2,
-            ..Default::default()
-        },
-    );
-    let mut model = Model::new(net, opt, Loss::Mse, &[]).unwrap();
+    let mut model = adam_model(net, &[]);
     let (x, y) = sine_windows(256, &dev);
     let config = FitConfig {
         epochs: 30,
@@ -274,14 +279,7 @@ fn regression_metrics_match_the_host_and_a_fit_config_is_reused_by_clone() {
         .callback(EarlyStopping::new("val_rmse", 2));
     for run in 0..2 {
         let net = regressor(&dev);
-        let opt = Adam::new(
-            net.parameters(),
-            AdamConfig {
-                lr: 1e-2,
-                ..Default::default()
-            },
-        );
-        let mut model = Model::new(net, opt, Loss::Mse, &[Metric::Mae, Metric::Rmse, Metric::R2]).unwrap();
+        let mut model = adam_model(net, &[Metric::Mae, Metric::Rmse, Metric::R2]);
         let history = model.fit(&x, &y, config.clone()).unwrap();
         for name in ["mae", "rmse", "r2", "val_mae", "val_rmse", "val_r2"] {
             assert!(history.history.contains_key(name), "run {run}: {name} not logged");
@@ -428,4 +426,65 @@ fn rmsprop_and_adagrad_match_pytorch_over_five_steps(dev: &Device) {
         let state = opt.state().unwrap();
         assert_eq!(state.steps, 5, "{name}");
     }
+}
+
+/// One learning rate: `fit` refuses a schedule whose base is not the optimizer's
+/// rate before it trains anything, takes one built from the optimizer, and a
+/// per-batch one-cycle schedule drives the optimizer's rate step by step.
+#[test]
+fn a_schedule_must_start_from_the_optimizers_rate_and_can_step_per_batch() {
+    use wgnn::optim::lr::{CosineAnnealingLr, LrSchedule, OneCycleLr, StepLr};
+    use wgnn::optim::Optimizer;
+    use wgnn::train::LrScheduler;
+    let _serial = serial();
+    let dev = Device::cpu();
+    wgnn::manual_seed(10);
+    let (x, y) = sine_windows(64, &dev);
+    let net = regressor(&dev);
+    let mut model = adam_model(net, &[]);
+    let before: Vec<Vec<f32>> = model.net.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    let wrong = FitConfig::new()
+        .verbose(false)
+        .callback(LrScheduler::new(CosineAnnealingLr::new(0.1, 5, 0.0)));
+    let err = model
+        .fit(&x, &y, wrong)
+        .expect_err("a base of 0.1 against the optimizer's 0.01")
+        .to_string();
+    assert!(
+        err.contains("0.1") && err.contains("0.01") && err.contains("for_optimizer"),
+        "{err}"
+    );
+    let after: Vec<Vec<f32>> = model.net.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    assert_eq!(before, after, "nothing trained before the refusal");
+    let right = StepLr::for_optimizer(model.optimizer.as_ref(), 1, 0.5);
+    model
+        .fit(
+            &x,
+            &y,
+            FitConfig::new()
+                .epochs(2)
+                .verbose(false)
+                .callback(LrScheduler::new(right)),
+        )
+        .unwrap();
+    assert!(
+        (model.optimizer.lr() - 2.5e-3).abs() < 1e-12,
+        "{}",
+        model.optimizer.lr()
+    );
+    // 64 rows in batches of 16: 4 steps an epoch, 8 in all; the rate after them is
+    // the schedule's eighth.
+    let cycle = OneCycleLr::new(0.05, 8);
+    let mut reference = cycle.clone();
+    for _ in 0..8 {
+        reference.step();
+    }
+    model.optimizer.set_lr(cycle.lr());
+    let config = FitConfig::new()
+        .epochs(2)
+        .batch_size(16)
+        .verbose(false)
+        .callback(LrScheduler::per_batch(cycle));
+    model.fit(&x, &y, config).unwrap();
+    assert_eq!(model.optimizer.lr(), reference.lr());
 }
