@@ -80,7 +80,9 @@ impl FastPath {
 
 thread_local! {
     static FORCED: Cell<[Option<bool>; PATHS]> = const { Cell::new([None; PATHS]) };
-    static TAKEN: Cell<[u64; PATHS]> = const { Cell::new([0; PATHS]) };
+    // One cell per path: counting a choice touches one word (the SIMD dispatch of
+    // every CPU loop counts).
+    static TAKEN: [Cell<u64>; PATHS] = const { [const { Cell::new(0) }; PATHS] };
 }
 
 /// Forces `path` on or off on this thread until the returned guard is dropped (then
@@ -149,18 +151,14 @@ impl Settings {
 
 /// How often `path` was taken on this thread so far.
 pub fn taken(path: FastPath) -> u64 {
-    TAKEN.with(|t| t.get()[path.index()])
+    TAKEN.with(|t| t[path.index()].get())
 }
 
 /// Whether to take `path`, given the automatic choice `auto`; counts it when taken.
 pub(crate) fn choose(path: FastPath, auto: bool) -> bool {
     let on = forced(path).unwrap_or(auto);
     if on {
-        TAKEN.with(|t| {
-            let mut all = t.get();
-            all[path.index()] += 1;
-            t.set(all);
-        });
+        TAKEN.with(|t| t[path.index()].set(t[path.index()].get() + 1));
     }
     on
 }

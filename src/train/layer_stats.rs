@@ -3,7 +3,7 @@
 //! sigmoid/tanh outputs that are saturated.
 
 use super::history::LayerStat;
-use super::model::Loss;
+use super::loss::Loss;
 use crate::nn::{Module, Sequential};
 use crate::{Result, Tensor};
 

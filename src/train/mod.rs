@@ -33,6 +33,7 @@
 mod callbacks;
 mod history;
 mod layer_stats;
+mod loss;
 mod model;
 mod progress;
 #[cfg(not(target_arch = "wasm32"))]
@@ -43,7 +44,8 @@ mod tally;
 
 pub use callbacks::{Callback, CallbackState, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
 pub use history::{History, LayerStat, LrChange, Scores};
-pub use model::{Clip, FitConfig, Loss, Model, Penalty};
+pub use loss::Loss;
+pub use model::{Clip, FitConfig, Model, Penalty};
 pub use select::{
     cross_validate, grid, kfold_indices, random, search, CvReport, Evaluation, Leaderboard, Param, SearchSpace, Trial,
     Value,

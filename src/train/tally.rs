@@ -4,7 +4,7 @@
 //! reads them back once, at the end, in one download.
 
 use super::history::Scores;
-use super::model::Loss;
+use super::loss::Loss;
 use crate::distributed::{self, Collective};
 use crate::metrics::{roc_auc, ConfusionMatrix, Metric};
 use crate::{Device, Result, Tensor};
