@@ -41,7 +41,7 @@ pub mod io;
 mod layering;
 pub mod metrics;
 pub mod nn;
-pub mod ops;
+pub(crate) mod ops;
 pub mod optim;
 pub mod rng;
 mod tensor;

@@ -38,7 +38,7 @@ pub use gru::{GruCell, GruCellGrad};
 pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
 pub use optim::{UpdateKind, UpdateMany};
-pub use reduce::{ArgMax, MaxWithIndices, Reduce, ReduceKind};
+pub use reduce::{ArgMax, MaxWithIndices, Reduce};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 
 pub(crate) use crate::backend::kernel::Kernel;
@@ -89,10 +89,6 @@ pub enum Op {
     CrossEntropyRows(CrossEntropyRows),
     /// Gradient of `CrossEntropyRows`: `(softmax(logits) - onehot) * g[row]`.
     CrossEntropyRowsGrad(CrossEntropyRowsGrad),
-    /// In-place optimizer update of one parameter. Inputs: grad, the step's
-    /// coefficients, then the buffers written in place: param and its state (one or
-    /// two buffers).
-    Update(UpdateKind),
     /// In-place optimizer updates of several parameters in one launch (multi-tensor
     /// apply); inputs: gradient 0, coefficients, gradients 1…, then each parameter
     /// followed by its state buffers.
@@ -138,7 +134,6 @@ impl Op {
             Op::ScatterAddRows(s) => s,
             Op::CrossEntropyRows(x) => x,
             Op::CrossEntropyRowsGrad(x) => x,
-            Op::Update(u) => u,
             Op::UpdateMany(u) => u,
             Op::Dropout(d) => d,
             Op::OneHot(o) => o,

@@ -111,26 +111,9 @@ impl UpdateKind {
     }
 }
 
-/// One parameter: [`UpdateMany`] of one.
-impl Rule for UpdateKind {
-    fn name(&self) -> &'static str {
-        "optimizer_update"
-    }
-    // Inputs: grad, coefficients, then the written param and state buffers.
-    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
-        UpdateMany { kind: *self, params: 1 }.lower(inputs, out)
-    }
-    fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
-        vec![None; inputs.len()]
-    }
-    fn in_place_from(&self) -> Option<usize> {
-        Some(2)
-    }
-}
-
 /// The updates of `params` parameters in one launch. Inputs: gradient 0, the
 /// coefficients, gradients 1…, then each parameter followed by its state buffers
-/// (so one parameter is exactly an [`Op::Update`]).
+/// (one parameter: the gradient, the coefficients, the parameter and its state).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct UpdateMany {
     /// The rule, the same for every parameter.
