@@ -686,3 +686,65 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
     let why = ae.output_spec(&TensorSpec::of(&x)).unwrap_err();
     assert!(why.contains("decoder: expects 5 features, the data has 2"), "{why}");
 }
+
+// ---- the first-week API ----------------------------------------------------------
+
+#[test]
+fn nested_data_with_rows_of_unequal_length() {
+    let dev = Device::cpu();
+    let err = Tensor::new(&vec![vec![1.0f32, 2.0, 3.0], vec![4.0, 5.0]], &dev).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["ragged", "row 1 has shape [2]", "row 0 has [3]"],
+    );
+}
+
+#[test]
+fn a_schedule_that_does_not_start_from_the_optimizers_rate() {
+    use wgnn::optim::lr::StepLr;
+    use wgnn::train::LrScheduler;
+    let dev = Device::cpu();
+    let mut model = classifier(&dev);
+    let before = parameters(&model);
+    let config = quiet(2).callback(LrScheduler::new(StepLr::new(0.5, 1, 0.1)));
+    let err = model.fit(&features(4, 3, &dev), &labels(4, &dev), config).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["starts from lr 0.5", "the optimizer's rate is 0.001", "for_optimizer"],
+    );
+    assert_eq!(parameters(&model), before, "nothing was trained");
+}
+
+#[test]
+fn a_regression_metric_for_a_classifier() {
+    let dev = Device::cpu();
+    let net = Sequential::new().add(Linear::new(3, 2, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let err = net
+        .compile(opt, Loss::CrossEntropy, &[wgnn::metrics::Metric::R2])
+        .err()
+        .unwrap();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["metric 'r2'", "a regression loss (Loss::Mse)"],
+    );
+}
+
+#[test]
+fn nested_data_read_back_at_the_wrong_rank() {
+    let dev = Device::cpu();
+    let t = Tensor::new(&[1.0f32, 2.0, 3.0], &dev).unwrap();
+    let err = t.to_vec2().unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["Tensor::to_vec2", "rank 2", "[3]"],
+    );
+}
