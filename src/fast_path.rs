@@ -1,16 +1,15 @@
 //! The size-dependent fast paths of the CPU backend, the planner and the GPU's
-//! products, each with a switch
-//! that forces it on or off, so that a test can run a whole layer or training step
-//! both ways, above and below the threshold, and demand the same bits (or, where the
-//! sums are ordered differently by design, the reference's values).
+//! products, each with a switch that forces it on or off, so that a test can run a
+//! whole layer or training step both ways, above and below the threshold, and demand
+//! the same bits (or, where the sums are ordered differently by design, the
+//! reference's values).
 //!
 //! A switch holds on the thread that sets it, until its guard is dropped: tests on
 //! other threads keep the automatic choice. Decisions are made on the thread that
 //! runs the plan, and the helper thread runs each half it is handed under the
 //! settings of the thread that handed it over, so a forced choice reaches every
-//! kernel of that thread's plans. [`taken`] counts, per thread,
-//! how often each path was taken, so that a test can show it exercised the path it
-//! forced.
+//! kernel of that thread's plans. [`taken`] counts, per thread, how often each path
+//! was taken, so that a test can show it exercised the path it forced.
 //!
 //! The GPU backend's timed variants (GEMM tiles, one launch or one per parameter)
 //! have their switch on the device, `Device::debug_kernel_variant`, and its subgroup
