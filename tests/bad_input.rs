@@ -748,3 +748,29 @@ fn nested_data_read_back_at_the_wrong_rank() {
         &["Tensor::to_vec2", "rank 2", "[3]"],
     );
 }
+
+#[test]
+fn a_frozen_parameter_given_to_an_optimizer() {
+    let dev = Device::cpu();
+    let layer = Linear::new(3, 2, &dev);
+    let mut opt = Adam::new(layer.parameters(), AdamConfig::default());
+    layer.bias.as_ref().unwrap().set_requires_grad(false).unwrap();
+    let before = layer.weight.to_vec().unwrap();
+    let x = features(4, 3, &dev);
+    let grads = layer.forward(&x).sum().backward().unwrap();
+    let err = opt.step(&grads).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["parameter 1 (shape [2]) is frozen", "trainable_parameters"],
+    );
+    assert_eq!(layer.weight.to_vec().unwrap(), before, "nothing was updated");
+    let computed = (&layer.weight * 2.0).set_requires_grad(false).unwrap_err();
+    assert_says(
+        &computed,
+        matches!(computed, Error::Invalid(_)),
+        "Invalid",
+        &["only leaf tensors"],
+    );
+}

@@ -229,9 +229,26 @@ pub trait Module: ModuleFields {
         out
     }
 
-    /// The trainable parameters, in `named_parameters` order.
+    /// The parameters, in `named_parameters` order (frozen ones too, as PyTorch's).
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// The parameters that are not frozen: what an optimizer should get after
+    /// [`Module::freeze`] of a part of the model.
+    fn trainable_parameters(&self) -> Vec<Tensor> {
+        self.parameters().into_iter().filter(Tensor::is_trainable).collect()
+    }
+
+    /// Freezes every parameter (fine-tuning: freeze a pretrained part, train the
+    /// rest): graphs built from now on compute no gradient for them.
+    fn freeze(&self) -> Result<()> {
+        self.parameters().iter().try_for_each(|p| p.set_requires_grad(false))
+    }
+
+    /// Unfreezes every parameter.
+    fn unfreeze(&self) -> Result<()> {
+        self.parameters().iter().try_for_each(|p| p.set_requires_grad(true))
     }
 
     /// A short name for summaries and reports, e.g. `Linear(784, 128)` or `ReLU`.

@@ -201,6 +201,13 @@ impl Core {
         let Some(first) = self.params.first() else {
             return Ok(());
         };
+        if let Some(i) = self.params.iter().position(|p| !p.is_trainable()) {
+            return Err(Error::Invalid(format!(
+                "optimizer step: parameter {i} (shape {:?}) is frozen; build the optimizer from the \
+                 trainable ones (Module::trainable_parameters)",
+                self.params[i].shape()
+            )));
+        }
         let device = first.device().clone();
         self.make_resident(&device)?;
         let coefficients = self.kind.coefficients(&self.settings, self.steps);

@@ -323,6 +323,24 @@ impl Tensor {
         Ok(self)
     }
 
+    /// Freezes (`false`) or unfreezes (`true`) a leaf, as PyTorch's
+    /// `requires_grad_`: graphs built from now on compute no gradient for a frozen
+    /// tensor, and an optimizer refuses to step it. Errors for a tensor computed
+    /// from others (only leaves are trainable) and, unfreezing, when the device
+    /// cannot hold its value.
+    pub fn set_requires_grad(&self, on: bool) -> Result<()> {
+        if on {
+            return self.clone().requires_grad().map(|_| ());
+        }
+        if self.0.op != Op::Leaf {
+            return Err(Error::Invalid(
+                "set_requires_grad: only leaf tensors (made from data) can be frozen".into(),
+            ));
+        }
+        self.0.requires_grad.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Whether gradients flow to this tensor.
     pub fn is_trainable(&self) -> bool {
         self.0.requires_grad.load(Ordering::Acquire)

@@ -488,3 +488,32 @@ fn a_schedule_must_start_from_the_optimizers_rate_and_can_step_per_batch() {
     model.fit(&x, &y, config).unwrap();
     assert_eq!(model.optimizer.lr(), reference.lr());
 }
+
+/// Fine-tuning: a frozen part of a model gets no gradient and keeps its weights
+/// while the rest trains with an optimizer built from `trainable_parameters`.
+#[test]
+fn a_frozen_part_keeps_its_weights_while_the_rest_trains() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    wgnn::manual_seed(11);
+    let net = regressor(&dev);
+    net.lstm.freeze().unwrap();
+    assert_eq!(net.trainable_parameters().len(), 2, "the head's weight and bias");
+    let frozen: Vec<Vec<f32>> = net.lstm.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    let head = net.head.weight.to_vec().unwrap();
+    let opt = Adam::new(net.trainable_parameters(), AdamConfig::default());
+    let mut model = Model::new(net, opt, Loss::Mse, &[]).unwrap();
+    let (x, y) = sine_windows(32, &dev);
+    model.fit(&x, &y, FitConfig::new().epochs(2).verbose(false)).unwrap();
+    let after: Vec<Vec<f32>> = model
+        .net
+        .lstm
+        .parameters()
+        .iter()
+        .map(|p| p.to_vec().unwrap())
+        .collect();
+    assert_eq!(after, frozen, "the frozen LSTM did not move");
+    assert_ne!(model.net.head.weight.to_vec().unwrap(), head, "the head trained");
+    model.net.lstm.unfreeze().unwrap();
+    assert_eq!(model.net.trainable_parameters().len(), 6);
+}
