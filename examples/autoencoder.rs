@@ -30,6 +30,7 @@
 //!     [--min-auc A]
 //! ```
 
+use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -57,46 +58,29 @@ const DIGITS_TRAIN: usize = 1437;
 const CODE_SIZES: [usize; 3] = [2, 4, 8];
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
+/// Autoencoders (`wgnn::nn::Autoencoder`) for the two things they are used for most.
+#[derive(Parser)]
+#[command(name = "autoencoder")]
 struct Args {
-    /// `--min-auc`: fail when the anomaly score's ROC-AUC is below it.
+    /// Fail when the anomaly score's ROC-AUC is below it.
+    #[arg(long)]
     min_auc: Option<f64>,
+    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
+    #[arg(long)]
     device: Option<String>,
+    /// Seed of initialization, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Training epochs.
+    #[arg(long)]
     epochs: Option<usize>,
+    /// Folder the pictures are written to.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("wgnn-autoencoder"))]
     out: PathBuf,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        min_auc: None,
-        device: None,
-        seed: 0,
-        epochs: None,
-        out: std::env::temp_dir().join("wgnn-autoencoder"),
-    };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < raw.len() {
-        let value = raw.get(i + 1).cloned().unwrap_or_default();
-        let bad = |what: &str| -> ! {
-            eprintln!("autoencoder: {what} needs a value, got {value:?}");
-            std::process::exit(2)
-        };
-        match raw[i].as_str() {
-            "--device" => args.device = Some(value.clone()),
-            "--min-auc" => args.min_auc = Some(value.parse().unwrap_or_else(|_| bad("--min-auc"))),
-            "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
-            "--epochs" => args.epochs = Some(value.parse().unwrap_or_else(|_| bad("--epochs"))),
-            "--out" if !value.is_empty() => args.out = value.clone().into(),
-            "--out" => bad("--out"),
-            other => {
-                eprintln!("autoencoder: unknown argument {other:?}");
-                std::process::exit(2)
-            }
-        }
-        i += 2;
-    }
-    args
+    Args::parse()
 }
 
 fn data_file(name: &str) -> PathBuf {

@@ -26,6 +26,7 @@
 //! `benches/lstm_text_torch.py`, 1.86). On a software GPU (lavapipe)
 //! use a short run, e.g. `--steps 20`.
 
+use clap::Parser;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -43,63 +44,47 @@ mod check;
 const EMBED: usize = 32;
 const CLIP: f32 = 5.0;
 
+/// A character-level LSTM language model on Jane Austen's *Pride and Prejudice*
+#[derive(Parser)]
+#[command(name = "lstm_text")]
 struct Args {
-    /// `--max-bpc`: fail when the validation bits per character are above it.
+    /// Fail when the validation bits per character are above it.
+    #[arg(long)]
     max_bpc: Option<f64>,
+    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
+    #[arg(long)]
     device: Option<String>,
+    /// Training steps.
+    #[arg(long, default_value_t = 1000)]
     steps: usize,
+    /// Hidden units.
+    #[arg(long, default_value_t = 192)]
     hidden: usize,
+    /// Characters per step and stream (truncated backpropagation).
+    #[arg(long, default_value_t = 64)]
     seq: usize,
+    /// Parallel streams of the training text (the batch).
+    #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-2)]
     lr: f32,
+    /// Seed of initialization, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Text the sample starts from.
+    #[arg(long, default_value = "It is a truth")]
     prompt: String,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.8)]
     temperature: f32,
+    /// Characters to sample (0: none).
+    #[arg(long, default_value_t = 300)]
     chars: usize,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        max_bpc: None,
-        device: None,
-        steps: 1000,
-        hidden: 192,
-        seq: 64,
-        batch: 32,
-        lr: 1e-2,
-        seed: 0,
-        prompt: "It is a truth".into(),
-        temperature: 0.8,
-        chars: 300,
-    };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < raw.len() {
-        let value = raw.get(i + 1).cloned().unwrap_or_default();
-        let bad = |what: &str| -> ! {
-            eprintln!("lstm_text: {what} needs a value, got {value:?}");
-            std::process::exit(2)
-        };
-        match raw[i].as_str() {
-            "--device" => args.device = Some(value.clone()),
-            "--steps" => args.steps = value.parse().unwrap_or_else(|_| bad("--steps")),
-            "--hidden" => args.hidden = value.parse().unwrap_or_else(|_| bad("--hidden")),
-            "--seq" => args.seq = value.parse().unwrap_or_else(|_| bad("--seq")),
-            "--batch" => args.batch = value.parse().unwrap_or_else(|_| bad("--batch")),
-            "--lr" => args.lr = value.parse().unwrap_or_else(|_| bad("--lr")),
-            "--max-bpc" => args.max_bpc = Some(value.parse().unwrap_or_else(|_| bad("--max-bpc"))),
-            "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
-            "--prompt" => args.prompt = value.clone(),
-            "--temperature" => args.temperature = value.parse().unwrap_or_else(|_| bad("--temperature")),
-            "--chars" => args.chars = value.parse().unwrap_or_else(|_| bad("--chars")),
-            other => {
-                eprintln!("lstm_text: unknown argument {other:?}");
-                std::process::exit(2)
-            }
-        }
-        i += 2;
-    }
-    args
+    Args::parse()
 }
 
 /// The novel as bytes (it is pure ASCII).

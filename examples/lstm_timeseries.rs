@@ -31,6 +31,7 @@
 //!
 //! On a software GPU (lavapipe) use a short run, e.g. `--epochs 1`.
 
+use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -53,51 +54,35 @@ const LR: f32 = 5e-3;
 const CYCLE: usize = 132;
 static FONT: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/DejaVuSans.ttf"));
 
+/// One-month-ahead forecasts of the monthly sunspot numbers with an LSTM, against three baselines.
+#[derive(Parser)]
+#[command(name = "lstm_timeseries")]
 struct Args {
-    /// `--max-rmse`: fail when the LSTM's test RMSE is above it.
+    /// Fail when the LSTM's test RMSE is above it.
+    #[arg(long)]
     max_rmse: Option<f64>,
+    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
+    #[arg(long)]
     device: Option<String>,
+    /// Training epochs.
+    #[arg(long, default_value_t = 30)]
     epochs: usize,
+    /// Months of history per forecast.
+    #[arg(long, default_value_t = 36)]
     window: usize,
+    /// Hidden units.
+    #[arg(long, default_value_t = 64)]
     hidden: usize,
+    /// Seed of initialization, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Folder the pictures are written to.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     out: PathBuf,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        max_rmse: None,
-        device: None,
-        epochs: 30,
-        window: 36,
-        hidden: 64,
-        seed: 0,
-        out: std::env::temp_dir(),
-    };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < raw.len() {
-        let value = raw.get(i + 1).cloned().unwrap_or_default();
-        let bad = |what: &str| -> ! {
-            eprintln!("lstm_timeseries: {what} needs a value, got {value:?}");
-            std::process::exit(2)
-        };
-        match raw[i].as_str() {
-            "--device" => args.device = Some(value.clone()),
-            "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
-            "--window" => args.window = value.parse().unwrap_or_else(|_| bad("--window")),
-            "--hidden" => args.hidden = value.parse().unwrap_or_else(|_| bad("--hidden")),
-            "--max-rmse" => args.max_rmse = Some(value.parse().unwrap_or_else(|_| bad("--max-rmse"))),
-            "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
-            "--out" => args.out = value.clone().into(),
-            other => {
-                eprintln!("lstm_timeseries: unknown argument {other:?}");
-                std::process::exit(2)
-            }
-        }
-        i += 2;
-    }
-    args
+    Args::parse()
 }
 
 /// `(year + (month − 1)/12, sunspots)` for each month of `data/sunspots_monthly.csv`.

@@ -16,6 +16,7 @@
 //!     [--patience 3] [--report DIR] [--min-accuracy A]
 //! ```
 
+use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -30,66 +31,50 @@ use wgnn::{Device, Error, Result, Tensor};
 #[path = "common/check.rs"]
 mod check;
 
+/// The MLP of the seed's practical chapter on MNIST: 784 → 128 (ReLU) → 10, trained with `fit`.
+#[derive(Parser)]
+#[command(name = "mnist")]
 struct Args {
-    /// `--min-accuracy`: fail when the test accuracy is below it.
+    /// Fail when the test accuracy is below it.
+    #[arg(long)]
     min_accuracy: Option<f64>,
+    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
+    #[arg(long)]
     device: Option<String>,
+    /// A folder of standard IDX files (e.g. /usr/share/datasets/fashion-mnist) instead of the committed subset.
+    #[arg(long)]
     data: Option<PathBuf>,
+    /// Training epochs.
+    #[arg(long, default_value_t = 10)]
     epochs: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
     lr: f32,
+    /// Seed of initialization, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Dropout probability after the hidden layer.
+    #[arg(long, default_value_t = 0.0)]
     dropout: f32,
+    /// L2 penalty on the weights.
+    #[arg(long, default_value_t = 0.0)]
     l2: f32,
+    /// Learning-rate schedule: step, exp, cosine or plateau.
+    #[arg(long)]
     schedule: Option<String>,
+    /// Early stopping patience on the validation loss.
+    #[arg(long)]
     patience: Option<usize>,
+    /// Write a training report (plots, summary.md) to this folder.
+    #[arg(long)]
     report: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        min_accuracy: None,
-        device: None,
-        data: None,
-        epochs: 10,
-        batch: 32,
-        lr: 1e-3,
-        seed: 0,
-        dropout: 0.0,
-        l2: 0.0,
-        schedule: None,
-        patience: None,
-        report: None,
-    };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < raw.len() {
-        let value = raw.get(i + 1).cloned().unwrap_or_default();
-        let bad = |what: &str| -> ! {
-            eprintln!("mnist: {what} needs a value, got {value:?}");
-            std::process::exit(2)
-        };
-        match raw[i].as_str() {
-            "--device" => args.device = Some(value.clone()),
-            "--data" => args.data = Some(value.clone().into()),
-            "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
-            "--batch" => args.batch = value.parse().unwrap_or_else(|_| bad("--batch")),
-            "--lr" => args.lr = value.parse().unwrap_or_else(|_| bad("--lr")),
-            "--min-accuracy" => args.min_accuracy = Some(value.parse().unwrap_or_else(|_| bad("--min-accuracy"))),
-            "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
-            "--dropout" => args.dropout = value.parse().unwrap_or_else(|_| bad("--dropout")),
-            "--l2" => args.l2 = value.parse().unwrap_or_else(|_| bad("--l2")),
-            "--schedule" => args.schedule = Some(value.clone()),
-            "--patience" => args.patience = Some(value.parse().unwrap_or_else(|_| bad("--patience"))),
-            "--report" => args.report = Some(value.clone().into()),
-            other => {
-                eprintln!("mnist: unknown argument {other:?}");
-                std::process::exit(2)
-            }
-        }
-        i += 2;
-    }
-    args
+    Args::parse()
 }
 
 fn load(args: &Args) -> Result<(Dataset, Dataset, String)> {

@@ -21,6 +21,7 @@
 //!     [--folds 5] [--epochs 30] [--seed 0] [--min-accuracy A]
 //! ```
 
+use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -38,48 +39,32 @@ mod check;
 const TRAIN_ROWS: usize = 455;
 const CLASSES: [&str; 2] = ["malignant", "benign"];
 
+/// Model selection on the Wisconsin breast-cancer data: cross-validation, a random search, a held-out test.
+#[derive(Parser)]
+#[command(name = "model_selection")]
 struct Args {
-    /// `--min-accuracy`: fail when the best trial's held-out test accuracy is below it.
+    /// Fail when the best trial's held-out test accuracy is below it.
+    #[arg(long)]
     min_accuracy: Option<f64>,
+    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
+    #[arg(long)]
     device: Option<String>,
+    /// Random-search trials.
+    #[arg(long, default_value_t = 8)]
     trials: usize,
+    /// Cross-validation folds.
+    #[arg(long, default_value_t = 5)]
     folds: usize,
+    /// Training epochs.
+    #[arg(long, default_value_t = 30)]
     epochs: usize,
+    /// Seed of initialization, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        min_accuracy: None,
-        device: None,
-        trials: 8,
-        folds: 5,
-        epochs: 30,
-        seed: 0,
-    };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < raw.len() {
-        let value = raw.get(i + 1).cloned().unwrap_or_default();
-        let bad = |what: &str| -> ! {
-            eprintln!("model_selection: {what} needs a value, got {value:?}");
-            std::process::exit(2)
-        };
-        match raw[i].as_str() {
-            "--device" => args.device = Some(value.clone()),
-            "--trials" => args.trials = value.parse().unwrap_or_else(|_| bad("--trials")),
-            "--folds" => args.folds = value.parse().unwrap_or_else(|_| bad("--folds")),
-            "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
-            "--min-accuracy" => args.min_accuracy = Some(value.parse().unwrap_or_else(|_| bad("--min-accuracy"))),
-            "--seed" => args.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
-            other => {
-                eprintln!("model_selection: unknown argument {other:?}");
-                std::process::exit(2)
-            }
-        }
-        i += 2;
-    }
-    args
+    Args::parse()
 }
 
 /// The metrics logged for every fit; the search ranks by `F1`.
