@@ -14,10 +14,13 @@ const LAYERS: &[&[&str]] = &[
     &["error", "fast_path", "rng", "metrics"],
     // Devices' execution: buffers, the kernels' CPU and WGSL launches, the executors.
     &["backend"],
-    // The op table, the tensor handle, autograd and planning, and the device handle:
-    // still one circle (the tensor holds its op and device, the ops build tensors for
-    // their gradients, the planner reads both, the device caches plans).
-    &["ops", "tensor", "graph", "device"],
+    // The device handle: a backend, its counters, plan cache, profiler, debug modes.
+    &["device"],
+    // The tensor handle and the op table: a node holds its op, and an op's gradient
+    // rule and its builders are written in tensors, so the two are one unit.
+    &["tensor", "ops"],
+    // Autograd, fusion and planning, and the `Tensor` methods that run them.
+    &["graph"],
     &["optim"],
     &["nn"],
     &["io", "distributed"],

@@ -49,9 +49,9 @@ pub mod train;
 
 pub use backend::info::{DeviceInfo, DeviceKind, GpuOptions};
 pub use backend::Clock;
+pub use device::profile::{LaunchProfile, PlanProfile, ProfileReport};
 pub use device::{Device, Stats, Tolerance};
 pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
-pub use graph::profile::{LaunchProfile, PlanProfile, ProfileReport};
 pub use rng::manual_seed;
 pub use tensor::{DType, Tensor, TensorData};

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use super::{all_reduce_sum, broadcast, Collective};
-use crate::graph::plan;
+use crate::graph::realize_all;
 use crate::optim::{Optimizer, OptimizerState};
 use crate::{Error, Gradients, Result, Tensor};
 
@@ -65,7 +65,7 @@ impl<O: Optimizer> DistributedOptimizer<O> {
         let packed = Tensor::cat(&flat.iter().collect::<Vec<_>>(), 0);
         let mut roots = grads.step_roots();
         roots.push(packed.clone());
-        plan::realize(&roots, &[])?;
+        realize_all(&roots, &[])?;
         let mut sums = packed.to_vec()?;
         all_reduce_sum(&*self.comm, &mut sums)?;
         let ranks = self.comm.size() as f32;

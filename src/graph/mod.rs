@@ -1,7 +1,11 @@
-//! The lazy graph: autograd and plans (the op table is `crate::ops`).
+//! The lazy graph: autograd, fusion and plans, and the `Tensor` methods that run them
+//! (`values.rs`); the op table is `crate::ops`, the tensor handle `crate::tensor`.
 
 pub(crate) mod autograd;
 pub(crate) mod debug;
 mod fuse;
 pub(crate) mod plan;
 pub(crate) mod profile;
+mod values;
+
+pub(crate) use plan::realize_all;

@@ -6,30 +6,17 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::fuse::Fusion;
-use super::profile::Label;
-use crate::backend::{Counters, Executable, ExternalSpec, Probe, Program, Slot, Step, Storage};
+use crate::backend::{Counters, ExternalSpec, Probe, Program, Slot, Step, Storage};
+use crate::device::plans::CompiledPlan;
 use crate::fast_path::{self, FastPath};
 use crate::ops::fused::FusedKernel;
 use crate::ops::{Bind, Lowering, Op};
 use crate::tensor::numel;
 use crate::{Error, Result, Tensor};
-
-/// A compiled plan, shared by every graph of the same structure.
-pub(crate) struct CompiledPlan {
-    /// Names the plan in the profiler's totals.
-    id: u64,
-    /// Its launches as the profiler names them, made on the first profiled run.
-    labels: OnceLock<Arc<Vec<Label>>>,
-    exec: Box<dyn Executable>,
-    /// What was compiled, for the debugging modes (`debug.rs`).
-    program: Program,
-    /// Indices (into the schedule) of the nodes whose values are kept.
-    kept_nodes: Vec<usize>,
-}
 
 /// The pending graph reachable from some roots, in a deterministic order.
 struct Schedule {
@@ -452,9 +439,11 @@ impl Schedule {
     }
 }
 
-/// Computes `roots` (and every pending value someone still holds), then applies
-/// `updates` in place, as one plan: on the GPU one command buffer, one submit.
-pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
+/// The one way into the executor: computes `roots` (and every pending value someone
+/// still holds), then applies `updates` in place, as one plan — on the GPU one command
+/// buffer, one submit. `Tensor::realize`/`to_vec`, the optimizers' steps, `fit`'s
+/// pass ends and the distributed optimizer all come through here.
+pub(crate) fn realize_all(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
     let Some(device) = roots.iter().chain(updates).next().map(|t| t.device().clone()) else {
         return Ok(());
     };
@@ -488,14 +477,7 @@ pub(crate) fn realize(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
                 let program = schedule.lower(fuse);
                 let exec = device.backend().compile(program.clone())?;
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();
-                static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
-                let plan = Arc::new(CompiledPlan {
-                    id: NEXT_PLAN.fetch_add(1, Ordering::Relaxed),
-                    labels: OnceLock::new(),
-                    exec,
-                    program,
-                    kept_nodes,
-                });
+                let plan = Arc::new(CompiledPlan::new(exec, program, kept_nodes));
                 device.plan_cache().lock().unwrap().insert(key, plan.clone());
                 plan
             }

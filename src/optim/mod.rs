@@ -11,7 +11,7 @@ mod state;
 
 pub use state::OptimizerState;
 
-use crate::graph::plan;
+use crate::graph::realize_all;
 use crate::ops::UpdateKind;
 use crate::{Error, Gradients, Result, Tensor};
 
@@ -238,7 +238,7 @@ impl Core {
             .collect();
         // The loss is computed in the same plan (before the updates overwrite the
         // parameters it reads).
-        plan::realize(&grads.step_roots(), &updates)?;
+        realize_all(&grads.step_roots(), &updates)?;
         self.steps += 1;
         Ok(())
     }

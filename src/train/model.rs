@@ -397,7 +397,7 @@ impl<M: Module> Model<M> {
                 roots.push(score.clone());
                 tally.keep_scores(score, &yb).await?;
             }
-            crate::graph::plan::realize(&roots, &[])?;
+            crate::graph::realize_all(&roots, &[])?;
             tally.commit(xb.shape()[0], loss_sum, counts);
         }
         tally.read(self.loss, &self.metrics, prefix, logs, None).await

@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub(crate) mod plans;
+pub(crate) mod profile;
+
+use plans::CompiledPlan;
+use profile::Profiler;
+
 use crate::backend::info::{DeviceInfo, DeviceKind, GpuOptions};
 use crate::backend::wait::{wait, CAN_BLOCK};
 use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
-use crate::graph::plan::CompiledPlan;
-use crate::graph::profile::Profiler;
 use crate::{Error, Result};
 
 /// Counters of what a device has done, for checking that a training step is one
