@@ -4,6 +4,7 @@
 pub(crate) mod autograd;
 pub(crate) mod debug;
 mod fuse;
+mod lower;
 pub(crate) mod plan;
 pub(crate) mod profile;
 mod values;

@@ -9,24 +9,21 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::fuse::Fusion;
-use crate::backend::{Counters, ExternalSpec, Probe, Program, Slot, Step, Storage};
+use crate::backend::{Counters, Storage};
 use crate::device::plans::CompiledPlan;
 use crate::fast_path::{self, FastPath};
-use crate::ops::fused::FusedKernel;
-use crate::ops::{Bind, Lowering, Op};
-use crate::tensor::numel;
+use crate::ops::Op;
 use crate::{Error, Result, Tensor};
 
 /// The pending graph reachable from some roots, in a deterministic order.
-struct Schedule {
-    nodes: Vec<Tensor>,
+pub(super) struct Schedule {
+    pub(super) nodes: Vec<Tensor>,
     /// Optimizer updates, run last.
-    updates: Vec<Tensor>,
-    externals: Vec<Tensor>,
+    pub(super) updates: Vec<Tensor>,
+    pub(super) externals: Vec<Tensor>,
     /// For each node and update: its inputs as references.
-    inputs: Vec<Vec<Ref>>,
-    kept: Vec<bool>,
+    pub(super) inputs: Vec<Vec<Ref>>,
+    pub(super) kept: Vec<bool>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -216,226 +213,6 @@ impl Schedule {
             );
         }
         key
-    }
-
-    /// Lowers to a program: one step per kernel, arena slots reused by liveness;
-    /// with `fuse`, chains of elementwise nodes as one kernel each (`fuse.rs`).
-    fn lower(&self, fuse: bool) -> Program {
-        let mut program = Program {
-            externals: self
-                .externals
-                .iter()
-                .map(|e| ExternalSpec {
-                    words: e.numel(),
-                    host: e.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host),
-                })
-                .collect(),
-            ..Program::default()
-        };
-        let n = self.nodes.len();
-        // Remaining uses of each arena slot, counting uses of aliases.
-        let mut slot_of: Vec<Slot> = Vec::with_capacity(n);
-        let mut uses_left: Vec<usize> = Vec::new();
-        let mut pinned: Vec<bool> = Vec::new();
-        let mut free: Vec<usize> = Vec::new();
-        let mut uses = vec![0usize; n];
-        for refs in &self.inputs {
-            for r in refs {
-                if let Ref::Node(i) = r {
-                    uses[*i] += 1;
-                }
-            }
-        }
-        // Which (node, output ≥ 1) an `Op::Output` node of the plan reads, and where
-        // each node's other outputs were put.
-        let read_outputs: std::collections::HashSet<(usize, usize)> = (0..n)
-            .filter_map(|i| match (&self.nodes[i].0.op, self.inputs[i].first()) {
-                (Op::Output(o), Some(&Ref::Node(parent))) => Some((parent, o.index)),
-                _ => None,
-            })
-            .collect();
-        let mut outputs_of: HashMap<usize, Vec<Slot>> = HashMap::new();
-        let resolve = |r: &Ref, slot_of: &Vec<Slot>| match r {
-            Ref::Node(i) => slot_of[*i],
-            Ref::External(e) => Slot::External(*e),
-        };
-        let fusion = if fuse {
-            Fusion::plan(&self.nodes, &self.inputs, &uses, &self.kept)
-        } else {
-            Fusion::default()
-        };
-        for (i, node) in self.nodes.iter().enumerate() {
-            if fusion.absorbed.get(i).copied().unwrap_or(false) {
-                // Computed inside its consumer's kernel; nothing ever reads this slot.
-                slot_of.push(Slot::External(usize::MAX));
-                continue;
-            }
-            let (lowering, refs, input_words) = match fusion.trees.get(i).and_then(Option::as_ref) {
-                Some((expr, leaves)) => {
-                    let strides: Vec<Vec<usize>> = leaves
-                        .iter()
-                        .map(|(_, shape)| crate::ops::broadcast_strides(shape, node.shape()))
-                        .collect();
-                    let kernel = FusedKernel::new(expr, node.shape(), &strides);
-                    let refs: Vec<Ref> = leaves.iter().map(|(r, _)| *r).collect();
-                    let words = leaves.iter().map(|(_, shape)| numel(shape)).collect();
-                    (Lowering::kernel(kernel, leaves.len()), refs, words)
-                }
-                None => {
-                    let input_shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
-                    let words: Vec<usize> = node.0.inputs.iter().map(|t| t.numel()).collect();
-                    let lowering = node.0.op.rule().lower(&input_shapes, node.shape());
-                    (lowering, self.inputs[i].clone(), words)
-                }
-            };
-            let bindings_in: Vec<Slot> = refs.iter().map(|r| resolve(r, &slot_of)).collect();
-            let mut take = |words: usize, free: &mut Vec<usize>| -> Slot {
-                let best = free
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &s)| program.arena[s] >= words)
-                    .min_by_key(|(_, &s)| program.arena[s]);
-                match best {
-                    Some((pos, &s)) => {
-                        free.swap_remove(pos);
-                        Slot::Arena(s)
-                    }
-                    None => {
-                        program.arena.push(words);
-                        uses_left.push(0);
-                        pinned.push(false);
-                        Slot::Arena(program.arena.len() - 1)
-                    }
-                }
-            };
-            let computed = !matches!(lowering, Lowering::Alias);
-            let (temp_words, output_words) = match &lowering {
-                Lowering::Launches { temps, outputs, .. } => (temps.clone(), outputs.clone()),
-                _ => (Vec::new(), Vec::new()),
-            };
-            let (out, launches, mut temps, outputs) = match lowering {
-                Lowering::Alias => (bindings_in[0], Vec::new(), Vec::new(), Vec::new()), // same buffer as the input
-                Lowering::OutputOf(k) => {
-                    let Ref::Node(parent) = self.inputs[i][0] else {
-                        unreachable!("validated: an output's node is in the plan")
-                    };
-                    (outputs_of[&parent][k - 1], Vec::new(), Vec::new(), Vec::new())
-                }
-                Lowering::Launches {
-                    temps,
-                    outputs,
-                    launches,
-                } => {
-                    let out = take(numel(node.shape()).max(1), &mut free);
-                    let temps: Vec<Slot> = temps.iter().map(|&w| take(w.max(1), &mut free)).collect();
-                    let outputs: Vec<Slot> = outputs.iter().map(|&w| take(w.max(1), &mut free)).collect();
-                    (out, launches, temps, outputs)
-                }
-            };
-            slot_of.push(out);
-            if let Slot::Arena(s) = out {
-                uses_left[s] += uses[i];
-                pinned[s] |= self.kept[i];
-            }
-            for launch in launches {
-                let bindings = launch
-                    .bindings
-                    .iter()
-                    .map(|b| match *b {
-                        Bind::Input(k) => bindings_in[k],
-                        Bind::Temp(k) => temps[k],
-                        Bind::Output(0) => out,
-                        Bind::Output(k) => outputs[k - 1],
-                    })
-                    .collect();
-                let words = launch
-                    .bindings
-                    .iter()
-                    .map(|b| match *b {
-                        Bind::Input(k) => input_words[k],
-                        Bind::Temp(k) => temp_words[k],
-                        Bind::Output(0) => node.numel(),
-                        Bind::Output(k) => output_words[k - 1],
-                    })
-                    .collect();
-                program.steps.push(Step {
-                    kernel: launch.kernel,
-                    bindings,
-                    words,
-                    node: i,
-                });
-            }
-            if computed {
-                program.probes.push(Probe {
-                    node: i,
-                    after: program.steps.len(),
-                    slot: out,
-                    words: numel(node.shape()),
-                });
-            }
-            // Outputs read by `Op::Output` nodes live on in those; the rest are scratch.
-            for (k, &slot) in outputs.iter().enumerate() {
-                outputs_of.entry(i).or_default().push(slot);
-                if !read_outputs.contains(&(i, k + 1)) {
-                    temps.push(slot);
-                }
-            }
-            // Scratch buffers and consumed inputs nobody needs any more are free again.
-            for t in temps {
-                if let Slot::Arena(s) = t {
-                    free.push(s);
-                }
-            }
-            for b in bindings_in {
-                if let Slot::Arena(s) = b {
-                    uses_left[s] -= 1;
-                    if uses_left[s] == 0 && !pinned[s] {
-                        free.push(s);
-                    }
-                }
-            }
-            if let Slot::Arena(s) = out {
-                if uses_left[s] == 0 && !pinned[s] && !free.contains(&s) {
-                    free.push(s);
-                }
-            }
-        }
-        for (u, update) in self.updates.iter().enumerate() {
-            let refs = &self.inputs[n + u];
-            let input_shapes: Vec<&[usize]> = update.0.inputs.iter().map(|t| t.shape()).collect();
-            let Lowering::Launches { launches, .. } = update.0.op.rule().lower(&input_shapes, update.shape()) else {
-                unreachable!("updates are kernels")
-            };
-            for launch in launches {
-                let bindings = launch
-                    .bindings
-                    .iter()
-                    .map(|b| match *b {
-                        Bind::Input(k) => resolve(&refs[k], &slot_of),
-                        _ => unreachable!("updates bind their inputs only"),
-                    })
-                    .collect();
-                let words = launch
-                    .bindings
-                    .iter()
-                    .map(|b| match *b {
-                        Bind::Input(k) => update.0.inputs[k].numel(),
-                        _ => unreachable!("updates bind their inputs only"),
-                    })
-                    .collect();
-                program.updates.push(Step {
-                    kernel: launch.kernel,
-                    bindings,
-                    words,
-                    node: n + u,
-                });
-            }
-        }
-        program.kept = (0..n)
-            .filter(|&i| self.kept[i])
-            .map(|i| (slot_of[i], numel(self.nodes[i].shape())))
-            .collect();
-        program
     }
 }
 

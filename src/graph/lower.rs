@@ -1,0 +1,354 @@
+//! Lowering a schedule to a backend [`Program`]: each node's launches in order, fused
+//! elementwise trees as one launch, arena buffers assigned by liveness (a slot is free
+//! again once its last reader has run and nobody keeps its value), and the optimizer
+//! updates last, in place.
+
+use std::collections::{HashMap, HashSet};
+
+use super::fuse::Fusion;
+use super::plan::{Ref, Schedule};
+use crate::backend::{ExternalSpec, Probe, Program, Slot, Step, Storage};
+use crate::ops::fused::FusedKernel;
+use crate::ops::{Bind, Launch, Lowering, Op};
+use crate::tensor::numel;
+
+impl Schedule {
+    /// Lowers to a program: one step per kernel, arena slots reused by liveness; with
+    /// `fuse`, chains of elementwise nodes as one kernel each (`fuse.rs`).
+    pub(super) fn lower(&self, fuse: bool) -> Program {
+        let mut program = Program {
+            externals: self.external_specs(),
+            ..Program::default()
+        };
+        let mut lowerer = Lowerer::new(self, fuse);
+        for i in 0..self.nodes.len() {
+            lowerer.node(i, &mut program);
+        }
+        program.arena = std::mem::take(&mut lowerer.arena.sizes);
+        self.lower_updates(&lowerer.slot_of, &mut program);
+        program.kept = (0..self.nodes.len())
+            .filter(|&i| self.kept[i])
+            .map(|i| (lowerer.slot_of[i], numel(self.nodes[i].shape())))
+            .collect();
+        program
+    }
+
+    /// Each external's size, and whether it lives in host memory.
+    fn external_specs(&self) -> Vec<ExternalSpec> {
+        self.externals
+            .iter()
+            .map(|e| ExternalSpec {
+                words: e.numel(),
+                host: e.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host),
+            })
+            .collect()
+    }
+
+    /// The optimizer updates' launches, after every node: they bind their inputs only
+    /// (the parameters and state they write in place among them).
+    fn lower_updates(&self, slot_of: &[Slot], program: &mut Program) {
+        let n = self.nodes.len();
+        for (u, update) in self.updates.iter().enumerate() {
+            let refs = &self.inputs[n + u];
+            let input_shapes: Vec<&[usize]> = update.0.inputs.iter().map(|t| t.shape()).collect();
+            let Lowering::Launches { launches, .. } = update.0.op.rule().lower(&input_shapes, update.shape()) else {
+                unreachable!("updates are kernels")
+            };
+            for launch in launches {
+                let input = |b: &Bind| match *b {
+                    Bind::Input(k) => k,
+                    _ => unreachable!("updates bind their inputs only"),
+                };
+                program.updates.push(Step {
+                    bindings: launch
+                        .bindings
+                        .iter()
+                        .map(|b| resolve(&refs[input(b)], slot_of))
+                        .collect(),
+                    words: launch
+                        .bindings
+                        .iter()
+                        .map(|b| update.0.inputs[input(b)].numel())
+                        .collect(),
+                    kernel: launch.kernel,
+                    node: n + u,
+                });
+            }
+        }
+    }
+}
+
+/// The slot a reference reads.
+fn resolve(r: &Ref, slot_of: &[Slot]) -> Slot {
+    match r {
+        Ref::Node(i) => slot_of[*i],
+        Ref::External(e) => Slot::External(*e),
+    }
+}
+
+/// The arena as lowering fills it.
+#[derive(Default)]
+struct Arena {
+    /// Each slot's size in words.
+    sizes: Vec<usize>,
+    /// Reads of each slot still to come (aliases' reads included).
+    uses_left: Vec<usize>,
+    /// Slots whose value is kept after the plan (never reused).
+    pinned: Vec<bool>,
+    free: Vec<usize>,
+}
+
+impl Arena {
+    /// The smallest free slot of at least `words`, or a new one.
+    fn take(&mut self, words: usize) -> Slot {
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| self.sizes[s] >= words)
+            .min_by_key(|(_, &s)| self.sizes[s]);
+        match best {
+            Some((pos, &s)) => {
+                self.free.swap_remove(pos);
+                Slot::Arena(s)
+            }
+            None => {
+                self.sizes.push(words);
+                self.uses_left.push(0);
+                self.pinned.push(false);
+                Slot::Arena(self.sizes.len() - 1)
+            }
+        }
+    }
+
+    /// `slot` now holds a value that will be read `uses` more times (and kept if `kept`).
+    fn hold(&mut self, slot: Slot, uses: usize, kept: bool) {
+        if let Slot::Arena(s) = slot {
+            self.uses_left[s] += uses;
+            self.pinned[s] |= kept;
+        }
+    }
+
+    /// A scratch slot is free again.
+    fn release(&mut self, slot: Slot) {
+        if let Slot::Arena(s) = slot {
+            self.free.push(s);
+        }
+    }
+
+    /// One read of `slot` has run: free once its last reader has, unless kept.
+    fn read_done(&mut self, slot: Slot) {
+        if let Slot::Arena(s) = slot {
+            self.uses_left[s] -= 1;
+            if self.uses_left[s] == 0 && !self.pinned[s] {
+                self.free.push(s);
+            }
+        }
+    }
+
+    /// A value nobody reads or keeps is free as soon as it is written.
+    fn free_if_unread(&mut self, slot: Slot) {
+        if let Slot::Arena(s) = slot {
+            if self.uses_left[s] == 0 && !self.pinned[s] && !self.free.contains(&s) {
+                self.free.push(s);
+            }
+        }
+    }
+}
+
+/// Where a node's launches bind: its inputs, scratch buffers, first output and the
+/// others, with each one's size in words.
+struct Bound {
+    inputs: Vec<(Slot, usize)>,
+    temps: Vec<(Slot, usize)>,
+    out: (Slot, usize),
+    outputs: Vec<(Slot, usize)>,
+}
+
+impl Bound {
+    fn get(&self, bind: Bind) -> (Slot, usize) {
+        match bind {
+            Bind::Input(k) => self.inputs[k],
+            Bind::Temp(k) => self.temps[k],
+            Bind::Output(0) => self.out,
+            Bind::Output(k) => self.outputs[k - 1],
+        }
+    }
+}
+
+/// The state of lowering the schedule's nodes, one after the other.
+struct Lowerer<'s> {
+    schedule: &'s Schedule,
+    fusion: Fusion,
+    /// Reads of each node's value within the plan.
+    uses: Vec<usize>,
+    /// The (node, output ≥ 1) pairs that an `Op::Output` node of the plan reads.
+    read_outputs: HashSet<(usize, usize)>,
+    /// Where each node's outputs after the first were put.
+    outputs_of: HashMap<usize, Vec<Slot>>,
+    /// Where each lowered node's value is.
+    slot_of: Vec<Slot>,
+    arena: Arena,
+}
+
+impl<'s> Lowerer<'s> {
+    fn new(schedule: &'s Schedule, fuse: bool) -> Lowerer<'s> {
+        let n = schedule.nodes.len();
+        let mut uses = vec![0usize; n];
+        for r in schedule.inputs.iter().flatten() {
+            if let Ref::Node(i) = r {
+                uses[*i] += 1;
+            }
+        }
+        let read_outputs = (0..n)
+            .filter_map(|i| match (&schedule.nodes[i].0.op, schedule.inputs[i].first()) {
+                (Op::Output(o), Some(&Ref::Node(parent))) => Some((parent, o.index)),
+                _ => None,
+            })
+            .collect();
+        let fusion = if fuse {
+            Fusion::plan(&schedule.nodes, &schedule.inputs, &uses, &schedule.kept)
+        } else {
+            Fusion::default()
+        };
+        Lowerer {
+            schedule,
+            fusion,
+            uses,
+            read_outputs,
+            outputs_of: HashMap::new(),
+            slot_of: Vec::with_capacity(n),
+            arena: Arena::default(),
+        }
+    }
+
+    /// Lowers node `i`: places its value, appends its launches and its probe, and
+    /// frees what it was the last to read.
+    fn node(&mut self, i: usize, program: &mut Program) {
+        if self.fusion.absorbed.get(i).copied().unwrap_or(false) {
+            // Computed inside its consumer's kernel; nothing ever reads this slot.
+            self.slot_of.push(Slot::External(usize::MAX));
+            return;
+        }
+        let (lowering, refs, input_words) = self.lowering_of(i);
+        let inputs: Vec<(Slot, usize)> = refs
+            .iter()
+            .map(|r| resolve(r, &self.slot_of))
+            .zip(input_words)
+            .collect();
+        let computed = !matches!(lowering, Lowering::Alias);
+        let (bound, launches) = self.place(i, lowering, inputs);
+        let out = bound.out.0;
+        self.slot_of.push(out);
+        self.arena.hold(out, self.uses[i], self.schedule.kept[i]);
+        for Launch { kernel, bindings } in launches {
+            let (slots, words) = bindings.iter().map(|&b| bound.get(b)).unzip();
+            program.steps.push(Step {
+                kernel,
+                bindings: slots,
+                words,
+                node: i,
+            });
+        }
+        if computed {
+            program.probes.push(Probe {
+                node: i,
+                after: program.steps.len(),
+                slot: out,
+                words: numel(self.schedule.nodes[i].shape()),
+            });
+        }
+        self.release(i, bound);
+    }
+
+    /// How node `i` is computed, what it reads, and the sizes of those reads: its fused
+    /// tree when fusion absorbed its producers, else its op's own lowering.
+    fn lowering_of(&self, i: usize) -> (Lowering, Vec<Ref>, Vec<usize>) {
+        let node = &self.schedule.nodes[i];
+        match self.fusion.trees.get(i).and_then(Option::as_ref) {
+            Some((expr, leaves)) => {
+                let strides: Vec<Vec<usize>> = leaves
+                    .iter()
+                    .map(|(_, shape)| crate::ops::broadcast_strides(shape, node.shape()))
+                    .collect();
+                let kernel = FusedKernel::new(expr, node.shape(), &strides);
+                let refs = leaves.iter().map(|(r, _)| *r).collect();
+                let words = leaves.iter().map(|(_, shape)| numel(shape)).collect();
+                (Lowering::kernel(kernel, leaves.len()), refs, words)
+            }
+            None => {
+                let input_shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
+                let words = node.0.inputs.iter().map(|t| t.numel()).collect();
+                let lowering = node.0.op.rule().lower(&input_shapes, node.shape());
+                (lowering, self.schedule.inputs[i].clone(), words)
+            }
+        }
+    }
+
+    /// Where node `i`'s value, scratch buffers and other outputs go, and its launches.
+    fn place(&mut self, i: usize, lowering: Lowering, inputs: Vec<(Slot, usize)>) -> (Bound, Vec<Launch>) {
+        let node = &self.schedule.nodes[i];
+        let words = node.numel();
+        let no_launch = |inputs, out| {
+            let bound = Bound {
+                inputs,
+                temps: Vec::new(),
+                out,
+                outputs: Vec::new(),
+            };
+            (bound, Vec::new())
+        };
+        match lowering {
+            // The same buffer as the input.
+            Lowering::Alias => {
+                let first = inputs[0].0;
+                no_launch(inputs, (first, words))
+            }
+            Lowering::OutputOf(k) => {
+                let Ref::Node(parent) = self.schedule.inputs[i][0] else {
+                    unreachable!("validated: an output's node is in the plan")
+                };
+                no_launch(inputs, (self.outputs_of[&parent][k - 1], words))
+            }
+            Lowering::Launches {
+                temps,
+                outputs,
+                launches,
+            } => {
+                let arena = &mut self.arena;
+                let out = (arena.take(numel(node.shape()).max(1)), words);
+                let temps = temps.iter().map(|&w| (arena.take(w.max(1)), w)).collect();
+                let outputs = outputs.iter().map(|&w| (arena.take(w.max(1)), w)).collect();
+                (
+                    Bound {
+                        inputs,
+                        temps,
+                        out,
+                        outputs,
+                    },
+                    launches,
+                )
+            }
+        }
+    }
+
+    /// After node `i`: its other outputs are remembered (those an `Op::Output` reads) or
+    /// scratch; scratch buffers and inputs nobody reads any more are free again.
+    fn release(&mut self, i: usize, bound: Bound) {
+        for &(slot, _) in &bound.outputs {
+            self.outputs_of.entry(i).or_default().push(slot);
+        }
+        for &(slot, _) in &bound.temps {
+            self.arena.release(slot);
+        }
+        for (k, &(slot, _)) in bound.outputs.iter().enumerate() {
+            if !self.read_outputs.contains(&(i, k + 1)) {
+                self.arena.release(slot);
+            }
+        }
+        for &(slot, _) in &bound.inputs {
+            self.arena.read_done(slot);
+        }
+        self.arena.free_if_unread(bound.out.0);
+    }
+}
