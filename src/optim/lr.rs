@@ -13,6 +13,34 @@ use crate::{Error, Result};
 /// by name, as a checkpoint holds it.
 pub type ScheduleState = BTreeMap<String, f64>;
 
+/// The methods of a schedule whose state is its current lr and a step count (the
+/// field names given): `lr`, `last_epoch`, `state`/`load_state` (keys `lr` and
+/// `epoch`, errors naming the schedule by its PyTorch name) and `boxed_clone`.
+macro_rules! lr_and_count {
+    ($name:literal, $lr:ident, $count:ident) => {
+        fn lr(&self) -> f64 {
+            self.$lr
+        }
+        fn last_epoch(&self) -> usize {
+            self.$count
+        }
+        fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
+            Some(Box::new(self.clone()))
+        }
+        fn state(&self) -> ScheduleState {
+            lr_epoch_state(self.$lr, self.$count)
+        }
+        fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
+            let (lr, count) = (
+                state_value(state, "lr", $name)?,
+                state_count(state, "epoch", $name)?,
+            );
+            (self.$lr, self.$count) = (lr, count);
+            Ok(())
+        }
+    };
+}
+
 mod warmup;
 pub use warmup::{Anneal, LinearLr, OneCycleConfig, OneCycleLr};
 
@@ -138,6 +166,7 @@ impl StepLr {
 }
 
 impl LrSchedule for StepLr {
+    lr_and_count!("StepLR", lr, epoch);
     fn initial_lr(&self) -> Option<f64> {
         if self.epoch == 0 {
             Some(self.lr)
@@ -145,31 +174,11 @@ impl LrSchedule for StepLr {
             None
         }
     }
-    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
-        Some(Box::new(self.clone()))
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
     fn step(&mut self) {
         self.epoch += 1;
         if self.epoch.is_multiple_of(self.step_size) {
             self.lr *= self.gamma;
         }
-    }
-    fn last_epoch(&self) -> usize {
-        self.epoch
-    }
-    fn state(&self) -> ScheduleState {
-        lr_epoch_state(self.lr, self.epoch)
-    }
-    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
-        let (lr, epoch) = (
-            state_value(state, "lr", "StepLR")?,
-            state_count(state, "epoch", "StepLR")?,
-        );
-        (self.lr, self.epoch) = (lr, epoch);
-        Ok(())
     }
     fn describe(&self) -> String {
         format!(
@@ -207,6 +216,7 @@ impl ExponentialLr {
 }
 
 impl LrSchedule for ExponentialLr {
+    lr_and_count!("ExponentialLR", lr, epoch);
     fn initial_lr(&self) -> Option<f64> {
         if self.epoch == 0 {
             Some(self.lr)
@@ -214,29 +224,9 @@ impl LrSchedule for ExponentialLr {
             None
         }
     }
-    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
-        Some(Box::new(self.clone()))
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
     fn step(&mut self) {
         self.epoch += 1;
         self.lr *= self.gamma;
-    }
-    fn last_epoch(&self) -> usize {
-        self.epoch
-    }
-    fn state(&self) -> ScheduleState {
-        lr_epoch_state(self.lr, self.epoch)
-    }
-    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
-        let (lr, epoch) = (
-            state_value(state, "lr", "ExponentialLR")?,
-            state_count(state, "epoch", "ExponentialLR")?,
-        );
-        (self.lr, self.epoch) = (lr, epoch);
-        Ok(())
     }
     fn describe(&self) -> String {
         format!(
@@ -284,14 +274,9 @@ impl CosineAnnealingLr {
 }
 
 impl LrSchedule for CosineAnnealingLr {
+    lr_and_count!("CosineAnnealingLR", lr, epoch);
     fn initial_lr(&self) -> Option<f64> {
         Some(self.base_lr)
-    }
-    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
-        Some(Box::new(self.clone()))
-    }
-    fn lr(&self) -> f64 {
-        self.lr
     }
     fn step(&mut self) {
         self.epoch += 1;
@@ -304,20 +289,6 @@ impl LrSchedule for CosineAnnealingLr {
             self.lr = (1.0 + (PI * e / t).cos()) / (1.0 + (PI * (e - 1.0) / t).cos()) * (self.lr - self.eta_min)
                 + self.eta_min;
         }
-    }
-    fn last_epoch(&self) -> usize {
-        self.epoch
-    }
-    fn state(&self) -> ScheduleState {
-        lr_epoch_state(self.lr, self.epoch)
-    }
-    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
-        let (lr, epoch) = (
-            state_value(state, "lr", "CosineAnnealingLR")?,
-            state_count(state, "epoch", "CosineAnnealingLR")?,
-        );
-        (self.lr, self.epoch) = (lr, epoch);
-        Ok(())
     }
     fn describe(&self) -> String {
         format!(

@@ -60,12 +60,7 @@ impl LinearLr {
 }
 
 impl LrSchedule for LinearLr {
-    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
-        Some(Box::new(self.clone()))
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
+    lr_and_count!("LinearLR", lr, epoch);
     fn initial_lr(&self) -> Option<f64> {
         // The optimizer holds the base; the schedule scales it from the first step.
         Some(self.base_lr)
@@ -78,17 +73,6 @@ impl LrSchedule for LinearLr {
         // PyTorch's recursive form (its rounding, not the closed form's).
         let (s, e, t) = (self.start_factor, self.end_factor, self.total_iters as f64);
         self.lr *= 1.0 + (e - s) / (t * s + (self.epoch as f64 - 1.0) * (e - s));
-    }
-    fn last_epoch(&self) -> usize {
-        self.epoch
-    }
-    fn state(&self) -> ScheduleState {
-        lr_epoch_state(self.lr, self.epoch)
-    }
-    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
-        self.lr = state_value(state, "lr", "LinearLR")?;
-        self.epoch = state_count(state, "epoch", "LinearLR")?;
-        Ok(())
     }
     fn describe(&self) -> String {
         format!(
@@ -209,29 +193,13 @@ impl OneCycleLr {
 }
 
 impl LrSchedule for OneCycleLr {
-    fn boxed_clone(&self) -> Option<Box<dyn LrSchedule>> {
-        Some(Box::new(self.clone()))
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
+    lr_and_count!("OneCycleLR", lr, step);
     fn initial_lr(&self) -> Option<f64> {
         Some(self.rate(0))
     }
     fn step(&mut self) {
         self.step += 1;
         self.lr = self.rate(self.step);
-    }
-    fn last_epoch(&self) -> usize {
-        self.step
-    }
-    fn state(&self) -> ScheduleState {
-        lr_epoch_state(self.lr, self.step)
-    }
-    fn load_state(&mut self, state: &ScheduleState) -> Result<()> {
-        self.step = state_count(state, "epoch", "OneCycleLR")?;
-        self.lr = state_value(state, "lr", "OneCycleLR")?;
-        Ok(())
     }
     fn describe(&self) -> String {
         format!(
