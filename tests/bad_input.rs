@@ -774,3 +774,52 @@ fn a_frozen_parameter_given_to_an_optimizer() {
         &["only leaf tensors"],
     );
 }
+
+#[test]
+fn param_groups_with_an_unknown_name_a_shared_tensor_or_no_tensor() {
+    use wgnn::optim::{ParamGroup, Sgd, SgdConfig};
+    let dev = Device::cpu();
+    let net = nn::Sequential::new()
+        .add(Linear::new(3, 2, &dev))
+        .add(Linear::new(2, 1, &dev));
+    let unknown = net.parameters_under("head").unwrap_err();
+    assert_says(
+        &unknown,
+        matches!(unknown, Error::Invalid(_)),
+        "Invalid",
+        &["no parameter is named \"head\"", "0.weight", "1.bias"],
+    );
+    let twice = vec![
+        ParamGroup::new(net.parameters_under("0").unwrap()),
+        ParamGroup::new(net.parameters()).lr(0.1),
+    ];
+    let err = Sgd::with_groups(twice, SgdConfig::default())
+        .err()
+        .expect("a tensor in two groups");
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["shape [2, 3] is in group 0 and in group 1"],
+    );
+    let empty = vec![ParamGroup::new(net.parameters()), ParamGroup::new(Vec::new())];
+    let err = Adam::with_groups(empty, AdamConfig::default())
+        .err()
+        .expect("an empty group");
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["group 1 has no parameter"],
+    );
+    let negative = vec![ParamGroup::new(net.parameters()).lr(-1.0)];
+    let err = Sgd::with_groups(negative, SgdConfig::default())
+        .err()
+        .expect("a negative rate");
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["group 0 has lr = -1"],
+    );
+}

@@ -10,7 +10,7 @@ pub use autoencoder::Autoencoder;
 pub use perceptron::Perceptron;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 
-use crate::{DType, Device, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 
 /// `#[derive(Module)]`: implements [`ModuleFields`] for a struct from its fields, so
 /// that `impl Module for T` needs only `forward`. See the [`Module`] trait's example.
@@ -232,6 +232,23 @@ pub trait Module: ModuleFields {
     /// The parameters, in `named_parameters` order (frozen ones too, as PyTorch's).
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// The parameters named `prefix` or under it (`"head"` gives `head.weight` and
+    /// `head.bias`; `"head.bias"` that one tensor), for a
+    /// [`ParamGroup`](crate::optim::ParamGroup) of an optimizer. An error that lists
+    /// the parameters' names when none matches.
+    fn parameters_under(&self, prefix: &str) -> Result<Vec<Tensor>> {
+        let named = self.named_parameters();
+        let under = |name: &str| name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.'));
+        let found: Vec<Tensor> = named.iter().filter(|(n, _)| under(n)).map(|(_, t)| t.clone()).collect();
+        if found.is_empty() {
+            let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "parameters_under: no parameter is named {prefix:?} or starts with \"{prefix}.\"; the parameters are {names:?}"
+            )));
+        }
+        Ok(found)
     }
 
     /// The parameters that are not frozen: what an optimizer should get after

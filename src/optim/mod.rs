@@ -6,10 +6,14 @@
 //! buffer, rewritten when they change, so changing the learning rate recompiles
 //! nothing.
 
+mod groups;
 pub mod lr;
 mod state;
 
+pub use groups::ParamGroup;
 pub use state::OptimizerState;
+
+use groups::GroupSettings;
 
 use crate::graph::realize_all;
 use crate::ops::UpdateKind;
@@ -154,12 +158,16 @@ const MAX_PARAMS_PER_LAUNCH: usize = 32;
 /// Shared machinery: parameters, their device-resident state, the settings and the
 /// number of steps taken.
 struct Core {
+    /// Every group's parameters, group after group.
     params: Vec<Tensor>,
     kind: UpdateKind,
     state_buffers: usize,
     /// The hyper-parameters, learning rate first (the order of
-    /// [`UpdateKind::coefficients`]), as f64: PyTorch's Python floats.
+    /// [`UpdateKind::coefficients`]), as f64: PyTorch's Python floats. The learning
+    /// rate is the first group's, as last set.
     settings: Vec<f64>,
+    /// The parameter groups (one when built by `new`).
+    groups: Vec<GroupSettings>,
     /// Updates applied so far (PyTorch's `state["step"]`); each step's coefficients
     /// are computed from it on the host.
     steps: u64,
@@ -169,10 +177,10 @@ struct Core {
 
 struct Resident {
     state: Vec<Vec<Tensor>>,
-    /// The coefficients the update kernels read, on the device.
-    coefficients: Tensor,
-    /// What `coefficients` holds: it is rewritten only when a step changes it.
-    uploaded: Vec<f32>,
+    /// Each group's coefficients, which its update kernels read, on the device.
+    coefficients: Vec<Tensor>,
+    /// What `coefficients` holds: each is rewritten only when a step changes it.
+    uploaded: Vec<Vec<f32>>,
     /// Parameters per update launch: as many as the device can bind (each brings its
     /// gradient, itself and its state; the coefficients are shared).
     per_launch: usize,
@@ -185,16 +193,64 @@ fn decimal(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(f64::from(x))
 }
 
+/// Where the weight decay is among an update rule's settings.
+fn weight_decay_index(kind: UpdateKind) -> usize {
+    match kind {
+        UpdateKind::Sgd { .. } | UpdateKind::RmsProp { .. } => 3,
+        UpdateKind::Adam { .. } => 4,
+        UpdateKind::Adagrad => 2,
+    }
+}
+
 impl Core {
     fn new(params: Vec<Tensor>, kind: UpdateKind, state_buffers: usize, settings: &[f32]) -> Core {
+        let group = GroupSettings {
+            end: params.len(),
+            lr: settings[0],
+            weight_decay: settings[weight_decay_index(kind)],
+        };
         Core {
             params,
             kind,
             state_buffers,
             settings: settings.iter().map(|&x| decimal(x)).collect(),
+            groups: vec![group],
             steps: 0,
             resident: None,
         }
+    }
+
+    /// An optimizer core over parameter groups; `settings` are the defaults.
+    fn with_groups(groups: Vec<ParamGroup>, kind: UpdateKind, state_buffers: usize, settings: &[f32]) -> Result<Core> {
+        let wd = weight_decay_index(kind);
+        let (params, groups) = groups::flatten(groups, settings[0], settings[wd])?;
+        let mut core = Core::new(params, kind, state_buffers, settings);
+        core.settings[0] = decimal(groups[0].lr);
+        core.settings[wd] = decimal(groups[0].weight_decay);
+        core.groups = groups;
+        Ok(core)
+    }
+
+    /// Group `g`'s settings now: its weight decay, and its learning rate in the
+    /// proportion to the first group's that they were configured in.
+    fn group_settings(&self, g: usize) -> Vec<f64> {
+        let mut settings = self.settings.clone();
+        if g > 0 {
+            let (first, this) = (decimal(self.groups[0].lr), decimal(self.groups[g].lr));
+            settings[0] = if first == 0.0 {
+                this
+            } else {
+                settings[0] * (this / first)
+            };
+            settings[weight_decay_index(self.kind)] = decimal(self.groups[g].weight_decay);
+        }
+        settings
+    }
+
+    /// The parameters of each group, as ranges of `params`.
+    fn group_ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let starts = std::iter::once(0).chain(self.groups.iter().map(|g| g.end));
+        starts.zip(self.groups.iter().map(|g| g.end)).map(|(a, b)| a..b)
     }
 
     fn step(&mut self, grads: &Gradients) -> Result<()> {
@@ -210,32 +266,36 @@ impl Core {
         }
         let device = first.device().clone();
         self.make_resident(&device)?;
-        let coefficients = self.kind.coefficients(&self.settings, self.steps);
-        let r = self.resident.as_mut().unwrap();
-        if r.uploaded != coefficients {
-            r.coefficients.assign(&coefficients)?;
-            r.uploaded = coefficients;
+        for g in 0..self.groups.len() {
+            let coefficients = self.kind.coefficients(&self.group_settings(g), self.steps);
+            let r = self.resident.as_mut().unwrap();
+            if r.uploaded[g] != coefficients {
+                r.coefficients[g].assign(&coefficients)?;
+                r.uploaded[g] = coefficients;
+            }
         }
         let r = self.resident.as_ref().unwrap();
-        let mut group = Vec::new();
-        for (param, state) in self.params.iter().zip(&r.state) {
-            let Some(grad) = grads.get(param) else { continue };
-            if grad.shape() != param.shape() {
-                return Err(Error::ShapeMismatch {
-                    op: "optimizer step".into(),
-                    expected: param.shape().to_vec(),
-                    got: grad.shape().to_vec(),
-                });
+        let mut updates = Vec::new();
+        for (g, range) in self.group_ranges().enumerate() {
+            let mut group = Vec::new();
+            for (param, state) in self.params[range.clone()].iter().zip(&r.state[range]) {
+                let Some(grad) = grads.get(param) else { continue };
+                if grad.shape() != param.shape() {
+                    return Err(Error::ShapeMismatch {
+                        op: "optimizer step".into(),
+                        expected: param.shape().to_vec(),
+                        got: grad.shape().to_vec(),
+                    });
+                }
+                group.push((grad, param, state.as_slice()));
             }
-            group.push((grad, param, state.as_slice()));
+            let coefficients = &r.coefficients[g];
+            let launch = |chunk: &[_]| Tensor::optimizer_update_many(self.kind, coefficients, chunk);
+            updates.extend(group.chunks(r.per_launch).map(launch));
         }
-        if group.is_empty() {
+        if updates.is_empty() {
             return Ok(());
         }
-        let updates: Vec<Tensor> = group
-            .chunks(r.per_launch)
-            .map(|chunk| Tensor::optimizer_update_many(self.kind, &r.coefficients, chunk))
-            .collect();
         // The loss is computed in the same plan (before the updates overwrite the
         // parameters it reads).
         realize_all(&grads.step_roots(), &updates)?;
@@ -243,7 +303,7 @@ impl Core {
         Ok(())
     }
 
-    /// Creates the zeroed state buffers and the coefficient buffer on `device`,
+    /// Creates the zeroed state buffers and the coefficient buffers on `device`,
     /// unless they exist.
     fn make_resident(&mut self, device: &crate::Device) -> Result<()> {
         if self.resident.is_some() {
@@ -260,12 +320,18 @@ impl Core {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let coefficients = self.kind.coefficients(&self.settings, self.steps);
+        let uploaded: Vec<Vec<f32>> = (0..self.groups.len())
+            .map(|g| self.kind.coefficients(&self.group_settings(g), self.steps))
+            .collect();
+        let coefficients = uploaded
+            .iter()
+            .map(|c| Tensor::resident(c.clone(), &[c.len()], device))
+            .collect::<Result<_>>()?;
         let bindings = device.info().max_storage_buffers_per_shader_stage as usize;
         self.resident = Some(Resident {
             state,
-            coefficients: Tensor::resident(coefficients.clone(), &[coefficients.len()], device)?,
-            uploaded: coefficients,
+            coefficients,
+            uploaded,
             per_launch: (bindings.saturating_sub(1) / (2 + self.state_buffers)).clamp(1, MAX_PARAMS_PER_LAUNCH),
         });
         Ok(())
@@ -281,17 +347,30 @@ impl Sgd {
     /// An optimizer for `params` (usually `model.parameters()`); device state is
     /// created on the first step.
     pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Sgd {
-        let momentum = config.momentum != 0.0;
-        let settings = [
-            config.lr,
-            config.momentum,
-            config.dampening,
-            config.weight_decay,
-            config.nesterov as u32 as f32,
-        ];
+        let (kind, settings) = Self::rule(&config);
         Sgd {
-            core: Core::new(params, UpdateKind::Sgd { momentum }, momentum as usize, &settings),
+            core: Core::new(params, kind, kind.state_buffers(), &settings),
         }
+    }
+
+    /// An optimizer for parameter groups, each with its own learning rate and weight
+    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
+    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
+    /// setting that is negative or not finite.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Sgd> {
+        let (kind, settings) = Self::rule(&config);
+        Ok(Sgd {
+            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
+        })
+    }
+
+    /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
+    fn rule(c: &SgdConfig) -> (UpdateKind, Vec<f32>) {
+        let kind = UpdateKind::Sgd {
+            momentum: c.momentum != 0.0,
+        };
+        let nesterov = c.nesterov as u32 as f32;
+        (kind, vec![c.lr, c.momentum, c.dampening, c.weight_decay, nesterov])
     }
 }
 
@@ -304,9 +383,27 @@ impl Adam {
     /// An optimizer for `params` (usually `model.parameters()`); the moment buffers
     /// are created on the device on the first step.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Adam {
+        let (kind, settings) = Self::rule(&config);
         Adam {
-            core: adam_core(params, config, false),
+            core: Core::new(params, kind, kind.state_buffers(), &settings),
         }
+    }
+
+    /// An optimizer for parameter groups, each with its own learning rate and weight
+    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
+    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
+    /// setting that is negative or not finite.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: AdamConfig) -> Result<Adam> {
+        let (kind, settings) = Self::rule(&config);
+        Ok(Adam {
+            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
+        })
+    }
+
+    /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
+    fn rule(c: &AdamConfig) -> (UpdateKind, Vec<f32>) {
+        let kind = UpdateKind::Adam { decoupled: false };
+        (kind, vec![c.lr, c.beta1, c.beta2, c.eps, c.weight_decay])
     }
 }
 
@@ -320,19 +417,28 @@ impl AdamW {
     /// An optimizer for `params` (usually `model.parameters()`); the moment buffers
     /// are created on the device on the first step.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> AdamW {
+        let (kind, settings) = Self::rule(&config);
         AdamW {
-            core: adam_core(params, config, true),
+            core: Core::new(params, kind, kind.state_buffers(), &settings),
         }
     }
-}
 
-fn adam_core(params: Vec<Tensor>, c: AdamConfig, decoupled: bool) -> Core {
-    Core::new(
-        params,
-        UpdateKind::Adam { decoupled },
-        2,
-        &[c.lr, c.beta1, c.beta2, c.eps, c.weight_decay],
-    )
+    /// An optimizer for parameter groups, each with its own learning rate and weight
+    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
+    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
+    /// setting that is negative or not finite.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: AdamConfig) -> Result<AdamW> {
+        let (kind, settings) = Self::rule(&config);
+        Ok(AdamW {
+            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
+        })
+    }
+
+    /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
+    fn rule(c: &AdamConfig) -> (UpdateKind, Vec<f32>) {
+        let kind = UpdateKind::Adam { decoupled: true };
+        (kind, vec![c.lr, c.beta1, c.beta2, c.eps, c.weight_decay])
+    }
 }
 
 /// Settings of [`RmsProp`], `torch.optim.RMSprop`'s names and defaults.
@@ -374,22 +480,32 @@ pub struct RmsProp {
 
 impl RmsProp {
     /// An optimizer for `params`; its state buffers are created on the first step.
-    pub fn new(params: Vec<Tensor>, c: RmsPropConfig) -> RmsProp {
+    pub fn new(params: Vec<Tensor>, config: RmsPropConfig) -> RmsProp {
+        let (kind, settings) = Self::rule(&config);
+        RmsProp {
+            core: Core::new(params, kind, kind.state_buffers(), &settings),
+        }
+    }
+
+    /// An optimizer for parameter groups, each with its own learning rate and weight
+    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
+    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
+    /// setting that is negative or not finite.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: RmsPropConfig) -> Result<RmsProp> {
+        let (kind, settings) = Self::rule(&config);
+        Ok(RmsProp {
+            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
+        })
+    }
+
+    /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
+    fn rule(c: &RmsPropConfig) -> (UpdateKind, Vec<f32>) {
         let kind = UpdateKind::RmsProp {
             momentum: c.momentum != 0.0,
             centered: c.centered,
         };
-        let settings = [
-            c.lr,
-            c.alpha,
-            c.eps,
-            c.weight_decay,
-            c.momentum,
-            c.centered as u32 as f32,
-        ];
-        RmsProp {
-            core: Core::new(params, kind, kind.state_buffers(), &settings),
-        }
+        let centered = c.centered as u32 as f32;
+        (kind, vec![c.lr, c.alpha, c.eps, c.weight_decay, c.momentum, centered])
     }
 }
 
@@ -428,11 +544,28 @@ pub struct Adagrad {
 
 impl Adagrad {
     /// An optimizer for `params`; its `sum` buffers are created on the first step.
-    pub fn new(params: Vec<Tensor>, c: AdagradConfig) -> Adagrad {
-        let settings = [c.lr, c.lr_decay, c.weight_decay, c.initial_accumulator_value, c.eps];
+    pub fn new(params: Vec<Tensor>, config: AdagradConfig) -> Adagrad {
+        let (kind, settings) = Self::rule(&config);
         Adagrad {
-            core: Core::new(params, UpdateKind::Adagrad, 1, &settings),
+            core: Core::new(params, kind, kind.state_buffers(), &settings),
         }
+    }
+
+    /// An optimizer for parameter groups, each with its own learning rate and weight
+    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
+    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
+    /// setting that is negative or not finite.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: AdagradConfig) -> Result<Adagrad> {
+        let (kind, settings) = Self::rule(&config);
+        Ok(Adagrad {
+            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
+        })
+    }
+
+    /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
+    fn rule(c: &AdagradConfig) -> (UpdateKind, Vec<f32>) {
+        let settings = vec![c.lr, c.lr_decay, c.weight_decay, c.initial_accumulator_value, c.eps];
+        (UpdateKind::Adagrad, settings)
     }
 }
 

@@ -119,6 +119,23 @@ fn layout(kind: UpdateKind) -> (&'static str, &'static [&'static str], &'static 
 }
 
 impl Core {
+    /// The hyper-parameters by name, and with several groups each group's lr and
+    /// weight decay (`group1.lr`, `group1.weight_decay`, …), as configured.
+    fn hyper(&self, names: &[&str]) -> Vec<(String, f32)> {
+        let mut hyper: Vec<(String, f32)> = names
+            .iter()
+            .zip(&self.settings)
+            .map(|(n, v)| (n.to_string(), *v as f32))
+            .collect();
+        if self.groups.len() > 1 {
+            for (g, group) in self.groups.iter().enumerate() {
+                hyper.push((format!("group{g}.lr"), group.lr));
+                hyper.push((format!("group{g}.weight_decay"), group.weight_decay));
+            }
+        }
+        hyper
+    }
+
     /// The state of a fresh optimizer (every buffer at its initial value: zeros, or
     /// Adagrad's `initial_accumulator_value`), without reading the device.
     fn zero_state(&self) -> OptimizerState {
@@ -127,11 +144,7 @@ impl Core {
         OptimizerState {
             kind: kind.into(),
             lr: self.settings[0],
-            hyper: hyper_names
-                .iter()
-                .zip(&self.settings)
-                .map(|(n, v)| (n.to_string(), *v as f32))
-                .collect(),
+            hyper: self.hyper(hyper_names),
             steps: 0,
             buffers: self
                 .params
@@ -179,8 +192,15 @@ impl Core {
         }
         // The coefficients follow from these at the next step.
         self.steps = state.steps;
-        self.settings = state.hyper.iter().map(|(_, v)| super::decimal(*v)).collect();
+        let settings = self.settings.len();
+        self.settings = state.hyper[..settings]
+            .iter()
+            .map(|(_, v)| super::decimal(*v))
+            .collect();
         self.settings[0] = state.lr;
+        for (group, pair) in self.groups.iter_mut().zip(state.hyper[settings..].chunks(2)) {
+            (group.lr, group.weight_decay) = (pair[0].1, pair[1].1);
+        }
         Ok(())
     }
 }

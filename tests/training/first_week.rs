@@ -517,3 +517,96 @@ fn a_frozen_part_keeps_its_weights_while_the_rest_trains() {
     model.net.lstm.unfreeze().unwrap();
     assert_eq!(model.net.trainable_parameters().len(), 6);
 }
+
+crate::device_tests!(param_groups_with_their_own_rates_and_decay_match_pytorch);
+
+/// Three groups (defaults; 3× the rate and weight decay 0.05; half the rate and no
+/// decay) under a StepLR that halves every group's rate every two steps: SGD with
+/// momentum and Adam give PyTorch's weights after five steps
+/// (`make_param_groups_fixture.py`).
+fn param_groups_with_their_own_rates_and_decay_match_pytorch(dev: &Device) {
+    use wgnn::optim::lr::{LrSchedule, StepLr};
+    use wgnn::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
+    let fixture = crate::common::fixture("param_groups.safetensors");
+    let adam = crate::common::fixture("adam_steps.safetensors");
+    let (x_shape, x) = crate::common::read_tensor(&crate::common::fixture("mlp_io.safetensors"), "input");
+    let x = Tensor::from_vec(x, &x_shape, dev).unwrap();
+    let target = Tensor::from_vec(crate::common::read_tensor(&adam, "target").1, &[5, 3], dev).unwrap();
+    for (name, lr) in [("sgd", 0.05f32), ("adam", 1e-2)] {
+        let mut model = nn::Sequential::new()
+            .add(Linear::new(4, 8, dev))
+            .add(nn::Relu)
+            .add(Linear::new(8, 6, dev))
+            .add(nn::Tanh)
+            .add(Linear::new(6, 3, dev))
+            .add(nn::Sigmoid);
+        wgnn::io::load_safetensors(&mut model, crate::common::fixture("mlp.safetensors")).unwrap();
+        let groups = vec![
+            ParamGroup::new(model.parameters_under("0").unwrap()),
+            ParamGroup::new(model.parameters_under("2").unwrap())
+                .lr(3.0 * lr)
+                .weight_decay(0.05),
+            ParamGroup::new(model.parameters_under("4").unwrap())
+                .lr(lr / 2.0)
+                .weight_decay(0.0),
+        ];
+        let mut opt: Box<dyn Optimizer> = match name {
+            "sgd" => {
+                let config = SgdConfig {
+                    lr,
+                    momentum: 0.9,
+                    weight_decay: 0.01,
+                    ..Default::default()
+                };
+                Box::new(Sgd::with_groups(groups, config).unwrap())
+            }
+            _ => {
+                let config = AdamConfig {
+                    lr,
+                    weight_decay: 0.01,
+                    ..Default::default()
+                };
+                Box::new(Adam::with_groups(groups, config).unwrap())
+            }
+        };
+        let mut schedule = StepLr::for_optimizer(&*opt, 2, 0.5);
+        for _ in 0..5 {
+            let loss = nn::loss::mse(&model.forward(&x), &target);
+            opt.step(&loss.backward().unwrap()).unwrap();
+            schedule.step();
+            opt.set_lr(schedule.lr());
+        }
+        for (key, param) in model.named_parameters() {
+            let (_, want) = crate::common::read_tensor(&fixture, &format!("{name}.{key}"));
+            let got = param.to_vec().unwrap();
+            let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(d <= 2e-6, "{dev}: {name}: {key} is {d:e} from PyTorch's after 5 steps");
+        }
+        // The groups travel with a checkpoint's state and must match on loading.
+        let state = opt.state().unwrap();
+        assert!(
+            state.hyper.iter().any(|(n, v)| n == "group1.lr" && *v == 3.0 * lr),
+            "{:?}",
+            state.hyper
+        );
+        let mut single: Box<dyn Optimizer> = match name {
+            "sgd" => Box::new(Sgd::new(
+                model.parameters(),
+                SgdConfig {
+                    lr,
+                    momentum: 0.9,
+                    ..Default::default()
+                },
+            )),
+            _ => Box::new(Adam::new(
+                model.parameters(),
+                AdamConfig {
+                    lr,
+                    ..Default::default()
+                },
+            )),
+        };
+        let err = single.load_state(&state).unwrap_err().to_string();
+        assert!(err.contains("group1.lr"), "{err}");
+    }
+}
