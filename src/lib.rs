@@ -54,4 +54,4 @@ pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
 pub use graph::profile::{LaunchProfile, PlanProfile, ProfileReport};
 pub use rng::manual_seed;
-pub use tensor::{DType, Tensor, TensorData};
+pub use tensor::{Axis, DType, Tensor, TensorData};
