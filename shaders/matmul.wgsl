@@ -8,7 +8,11 @@
 //   multiple of 4, zero outside the matrix where the shape needs edge checks;
 // - `store4(r, c, z, v)`: four results of row r from column c, with bias and epilogue,
 //   or (split-K) the raw partial sums of K slice z into the scratch buffer;
-// - TA, TB (operands stored transposed), EDGE_K (K not a multiple of BK).
+// - TA, TB (operands stored transposed), EDGE_K (K not a multiple of BK);
+// - `enter_tile(wid)`: the workgroup's row tile and K slice (wid.y, wid.z); a batched
+//   launch (operands with leading axes) has the product on z instead, and sets the
+//   private `base` (words of A, B and the output before that product's matrices),
+//   which its loaders and `store4` add.
 // Every output is one chain of fma over k in ascending order from 0.0, whatever the
 // tile: all tiles give the same bits (the autotune picks among them by speed only).
 
@@ -27,9 +31,10 @@ var<workgroup> b_tile: array<vec4<f32>, BK * BN4>; // [BK][BN]
 
 @compute @workgroup_size(WX, WY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wid.y * BM;
+    let tile = enter_tile(wid);
+    let row0 = tile.x * BM;
     let col0 = wid.x * BN;
-    let k_begin = wid.z * params.kc;
+    let k_begin = tile.y * params.kc;
     let k_end = min(params.k, k_begin + params.kc);
     let tid = lid.y * WX + lid.x;
     var acc: array<vec4<f32>, TM * TN4>;
@@ -84,7 +89,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let r = row0 + lid.y * TM + i;
         if (r >= params.m) { break; }
         for (var j = 0u; j < TN4; j++) {
-            store4(r, col0 + 4u * (lid.x + j * WX), wid.z, acc[i * TN4 + j]);
+            store4(r, col0 + 4u * (lid.x + j * WX), tile.y, acc[i * TN4 + j]);
         }
     }
 }

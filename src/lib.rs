@@ -54,4 +54,4 @@ pub use device::{Device, Stats, Tolerance};
 pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
 pub use rng::manual_seed;
-pub use tensor::{DType, Tensor, TensorData};
+pub use tensor::{Axis, DType, Tensor, TensorData};

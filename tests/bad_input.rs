@@ -1,11 +1,15 @@
 //! The bad-input catalogue: every malformed file and every misfit argument a user can
 //! hand wgnn is an `Err` of the right kind whose message names the cause — never a
 //! panic, never a silently wrong model. One test per case; and structure-aware
-//! fuzzing of the file readers (`fuzz`, in tests/bad_input/fuzz.rs).
+//! fuzzing of the file readers (`fuzz`, in tests/bad_input/fuzz.rs). Misuse inside a
+//! tensor expression is the exception: it panics where the op is built, naming the
+//! op and the shapes (`tensor_expressions`, in tests/bad_input/tensor_expressions.rs).
 
 mod common;
 #[path = "bad_input/fuzz.rs"]
 mod fuzz;
+#[path = "bad_input/tensor_expressions.rs"]
+mod tensor_expressions;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! Every op, forward and backward: CPU-vs-GPU parity on random inputs of odd sizes,
 //! and finite-difference gradient checks on each device.
 
+#[path = "ops/batched.rs"]
+mod batched;
 mod common;
 
 use common::cases::*;

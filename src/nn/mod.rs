@@ -370,7 +370,9 @@ fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> impl Iterator<Item = 
 }
 
 /// `y = x·Wᵀ + b` with weight `[out, in]` and bias `[out]`, initialised as PyTorch's
-/// `nn.Linear` (uniform in ±1/√in), from the global seed (`wgnn::manual_seed`).
+/// `nn.Linear` (uniform in ±1/√in), from the global seed (`wgnn::manual_seed`). As
+/// there, `x` may have any rank from 1: `[.., in]` gives `[.., out]` (the leading axes
+/// are rows of one product).
 #[derive(Module)]
 pub struct Linear {
     /// `[out_features, in_features]`, trainable; `state_dict()` name `weight`.
@@ -634,16 +636,22 @@ fn same_spec(input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, Stri
     Ok(Some(input.clone()))
 }
 
-/// The spec of `x · wᵀ (+ b)` for a weight `[out, in]`: `[batch, in]` f32 in,
-/// `[batch, out]` out.
+/// The spec of `x · wᵀ (+ b)` for a weight `[out, in]`: `[.., in]` f32 in (usually
+/// `[batch, in]`), `[.., out]` out.
 pub(crate) fn affine_spec(input: &TensorSpec, weight: &Tensor) -> std::result::Result<TensorSpec, String> {
     input.expect_f32()?;
     let (out, features) = (weight.shape()[0], weight.shape()[1]);
     match input.shape[..] {
         [batch, f] if f == features => Ok(TensorSpec::f32(&[batch, out])),
         [_, f] => Err(format!("expects {features} features, the data has {f}")),
+        // Any other rank from 1, as `torch.nn.Linear`: `[.., in]` → `[.., out]`.
+        [.., f] if f == features => {
+            let mut shape = input.shape.clone();
+            *shape.last_mut().expect("rank 1 or more") = out;
+            Ok(TensorSpec::f32(&shape))
+        }
         _ => Err(format!(
-            "expects rows of {features} features (shape [batch, {features}]), the data has shape {:?}",
+            "expects rows of {features} features (shape [.., {features}]), the data has shape {:?}",
             input.shape
         )),
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{broadcast_shapes, broadcast_strides, contiguous_strides, simplify, split_axis};
 use super::{Bind, Launch, Lowering, Op, Rule};
 use crate::backend::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
+use crate::tensor::Axis;
 use crate::Tensor;
 
 const SHADER: &str = include_str!("../../shaders/copy.wgsl");
@@ -462,15 +463,12 @@ impl Tensor {
         Tensor::from_node(Op::Reshape, vec![self.clone()], shape.to_vec(), self.dtype())
     }
 
-    /// Inserts an axis of length 1 at `axis`.
+    /// Inserts an axis of length 1 at `axis` (`0..=rank`; `-1` appends one, as
+    /// `torch.unsqueeze`).
     #[track_caller]
-    pub fn unsqueeze(&self, axis: usize) -> Tensor {
+    pub fn unsqueeze(&self, axis: impl Axis) -> Tensor {
+        let axis = self.new_axis("unsqueeze", axis);
         let mut shape = self.shape().to_vec();
-        assert!(
-            axis <= shape.len(),
-            "unsqueeze: axis {axis} out of range for shape {:?}",
-            self.shape()
-        );
         shape.insert(axis, 1);
         self.reshape(&shape)
     }
@@ -490,16 +488,21 @@ impl Tensor {
         t
     }
 
-    /// Reorders the axes: output axis `i` is input axis `perm[i]`.
+    /// Reorders the axes: output axis `i` is input axis `perm[i]` (negative entries
+    /// count from the back, as `torch.permute`).
     #[track_caller]
-    pub fn permute(&self, perm: &[usize]) -> Tensor {
+    pub fn permute<A: Axis>(&self, perm: &[A]) -> Tensor {
         let rank = self.shape().len();
+        let resolved: Option<Vec<usize>> = perm.iter().map(|p| p.index(rank)).collect();
         let mut seen = vec![false; rank];
-        assert!(
-            perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true)),
-            "permute: {perm:?} is not a permutation of the axes of shape {:?}",
-            self.shape()
-        );
+        let perm = match resolved {
+            Some(p) if p.len() == rank && p.iter().all(|&a| !std::mem::replace(&mut seen[a], true)) => p,
+            _ => panic!(
+                "permute: [{}] is not a permutation of the axes of shape {:?}",
+                perm.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                self.shape()
+            ),
+        };
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return self.clone();
         }
@@ -512,15 +515,11 @@ impl Tensor {
         )
     }
 
-    /// Swaps two axes.
+    /// Swaps two axes (`x.transpose(-2, -1)` swaps the last two).
     #[track_caller]
-    pub fn transpose(&self, a: usize, b: usize) -> Tensor {
+    pub fn transpose(&self, a: impl Axis, b: impl Axis) -> Tensor {
         let rank = self.shape().len();
-        assert!(
-            a < rank && b < rank,
-            "transpose: axes {a}, {b} out of range for shape {:?}",
-            self.shape()
-        );
+        let (a, b) = (self.axis("transpose", a), self.axis("transpose", b));
         let mut perm: Vec<usize> = (0..rank).collect();
         perm.swap(a, b);
         self.permute(&perm)
@@ -552,14 +551,15 @@ impl Tensor {
         Tensor::from_node(Op::Expand, vec![self.clone()], shape.to_vec(), self.dtype())
     }
 
-    /// `len` entries from `start` along `axis`, as `torch.narrow`. A range at the
-    /// start of the buffer (all axes before `axis` of length 1) shares the buffer;
-    /// any other is a copy. Works on label tensors too.
+    /// `len` entries from `start` along `axis` (`-1`: the last), as `torch.narrow`. A
+    /// range at the start of the buffer (all axes before `axis` of length 1) shares
+    /// the buffer; any other is a copy. Works on label tensors too.
     #[track_caller]
-    pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Tensor {
+    pub fn narrow(&self, axis: impl Axis, start: usize, len: usize) -> Tensor {
+        let axis = self.axis("narrow", axis);
         let shape = self.shape();
         assert!(
-            axis < shape.len() && start + len <= shape[axis],
+            start + len <= shape[axis],
             "narrow: range {start}..{} of axis {axis} is outside shape {shape:?}",
             start + len
         );
@@ -576,13 +576,14 @@ impl Tensor {
         )
     }
 
-    /// Entry `index` along `axis`, which is removed, as `torch.select` (`x.select(0, t)`
-    /// is time step `t` of a `[T, B, H]` sequence).
+    /// Entry `index` along `axis` (`-1`: the last), which is removed, as
+    /// `torch.select` (`x.select(0, t)` is time step `t` of a `[T, B, H]` sequence).
     #[track_caller]
-    pub fn select(&self, axis: usize, index: usize) -> Tensor {
+    pub fn select(&self, axis: impl Axis, index: usize) -> Tensor {
+        let axis = self.axis("select", axis);
         let shape = self.shape();
         assert!(
-            axis < shape.len() && index < shape[axis],
+            index < shape[axis],
             "select: index {index} of axis {axis} is outside shape {shape:?}"
         );
         let mut out = shape.to_vec();
@@ -606,16 +607,16 @@ impl Tensor {
         )
     }
 
-    /// Tensors joined along `axis`, as `torch.cat`: all have the same rank, dtype and
-    /// device, and equal sizes on every other axis.
+    /// Tensors joined along `axis` (`-1`: the last), as `torch.cat`: all have the same
+    /// rank, dtype and device, and equal sizes on every other axis.
     ///
     /// # Panics
     /// On an empty list or mismatched shapes (naming both).
     #[track_caller]
-    pub fn cat(tensors: &[&Tensor], axis: usize) -> Tensor {
+    pub fn cat(tensors: &[&Tensor], axis: impl Axis) -> Tensor {
         let first = tensors.first().expect("cat: no tensors to join");
+        let axis = first.axis("cat", axis);
         let shape = first.shape();
-        assert!(axis < shape.len(), "cat: axis {axis} out of range for shape {shape:?}");
         let mut out = shape.to_vec();
         out[axis] = 0;
         for t in tensors {
@@ -643,16 +644,13 @@ impl Tensor {
         Tensor::from_node(Op::Cat(Cat { axis }), inputs, out, first.dtype())
     }
 
-    /// Every entry along `axis` as its own tensor, as `torch.unbind`: `[T, B, H]`
-    /// unbound along 0 gives T tensors `[B, H]`, computed together (one node, a copy
-    /// each) and differentiated together (one concatenation).
+    /// Every entry along `axis` (`-1`: the last) as its own tensor, as `torch.unbind`:
+    /// `[T, B, H]` unbound along 0 gives T tensors `[B, H]`, computed together (one
+    /// node, a copy each) and differentiated together (one concatenation).
     #[track_caller]
-    pub fn unbind(&self, axis: usize) -> Vec<Tensor> {
+    pub fn unbind(&self, axis: impl Axis) -> Vec<Tensor> {
+        let axis = self.axis("unbind", axis);
         let shape = self.shape();
-        assert!(
-            axis < shape.len(),
-            "unbind: axis {axis} out of range for shape {shape:?}"
-        );
         let entries = shape[axis];
         if entries <= 1 {
             return (0..entries).map(|k| self.select(axis, k)).collect();
@@ -663,13 +661,15 @@ impl Tensor {
         Tensor::from_node_outputs(Op::Unbind(Unbind { axis }), vec![self.clone()], outputs)
     }
 
-    /// Tensors of one shape joined along a new axis `axis`, as `torch.stack`.
+    /// Tensors of one shape joined along a new axis `axis` (`0..=rank`; `-1`: a new
+    /// last axis), as `torch.stack`.
     ///
     /// # Panics
     /// On an empty list or mismatched shapes.
     #[track_caller]
-    pub fn stack(tensors: &[&Tensor], axis: usize) -> Tensor {
+    pub fn stack(tensors: &[&Tensor], axis: impl Axis) -> Tensor {
         let first = tensors.first().expect("stack: no tensors to join");
+        let axis = first.new_axis("stack", axis);
         for t in tensors {
             assert!(
                 t.shape() == first.shape(),

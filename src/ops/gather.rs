@@ -5,7 +5,7 @@
 
 use super::{split_axis, Lowering, Op, Rule};
 use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
-use crate::tensor::DType;
+use crate::tensor::{Axis, DType};
 use crate::{Error, Result, Tensor};
 
 const SHADER: &str = include_str!("../../shaders/gather.wgsl");
@@ -183,7 +183,7 @@ impl Kernel for ScatterAddKernel {
 }
 
 impl Tensor {
-    /// Entries along `axis` picked by a 1-D label tensor of indices, as
+    /// Entries along `axis` (`-1`: the last) picked by a 1-D label tensor of indices, as
     /// `torch.index_select`: `[.., n, ..]` → `[.., m, ..]`. With `axis` 0 on a table
     /// `[num, dim]` this is an embedding lookup. The gradient is a deterministic
     /// [`Tensor::scatter_add`].
@@ -191,7 +191,7 @@ impl Tensor {
     /// # Panics
     /// If `indices` is not a 1-D label tensor or `axis` is out of range.
     #[track_caller]
-    pub fn index_select(&self, axis: usize, indices: &Tensor) -> Tensor {
+    pub fn index_select(&self, axis: impl Axis, indices: &Tensor) -> Tensor {
         self.check_f32("index_select");
         self.check_same_device(indices, "index_select");
         assert!(
@@ -200,18 +200,14 @@ impl Tensor {
             indices.dtype(),
             indices.shape()
         );
-        assert!(
-            axis < self.shape().len(),
-            "index_select: axis {axis} out of range for shape {:?}",
-            self.shape()
-        );
+        let axis = self.axis("index_select", axis);
         let mut out = self.shape().to_vec();
         out[axis] = indices.shape()[0];
         let op = Op::IndexSelect(IndexSelect { axis });
         Tensor::from_node(op, vec![self.clone(), indices.clone()], out, DType::F32)
     }
 
-    /// Sums the entries of `self` along `axis` into a zero tensor with `len` entries
+    /// Sums the entries of `self` along `axis` (`-1`: the last) into a zero tensor with `len` entries
     /// there: entry `m` is added at `indices[m]` (repeated indices add up). The
     /// adjoint of [`Tensor::index_select`]; deterministic, the same bits on every
     /// device (each output adds its sources in index order; no atomics). Cost on the
@@ -221,11 +217,12 @@ impl Tensor {
     /// # Panics
     /// If `indices` is not a 1-D label tensor as long as `self` is along `axis`.
     #[track_caller]
-    pub fn scatter_add(&self, axis: usize, indices: &Tensor, len: usize) -> Tensor {
+    pub fn scatter_add(&self, axis: impl Axis, indices: &Tensor, len: usize) -> Tensor {
         self.check_f32("scatter_add");
         self.check_same_device(indices, "scatter_add");
+        let axis = self.axis("scatter_add", axis);
         assert!(
-            axis < self.shape().len() && indices.dtype() == DType::U32 && indices.shape() == [self.shape()[axis]],
+            indices.dtype() == DType::U32 && indices.shape() == [self.shape()[axis]],
             "scatter_add: indices {:?} {:?} do not match axis {axis} of {:?}",
             indices.dtype(),
             indices.shape(),

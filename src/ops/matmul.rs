@@ -1,14 +1,20 @@
 //! Matmul family (`shaders/matmul.wgsl`): `epilogue(op(A)·op(B) + bias)` where `op`
-//! reads a 2-D operand transposed in place (no copy) and the epilogue is any map of
+//! reads an operand transposed in place (no copy) and the epilogue is any map of
 //! the elementwise table. The CPU twin is `matrixmultiply`'s sgemm.
+//!
+//! Operands with leading batch axes (`torch.matmul`'s broadcasting) are one batched
+//! GEMM: one launch with the batch on the grid's z axis, each operand's matrix found
+//! through its own batch strides (zero along the axes it broadcasts); on the CPU, one
+//! sgemm per matrix. A plain 2-D product takes the path it always took.
 
 use super::elementwise::UnaryOp;
-use super::{Lowering, Op, Rule};
+use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
 use crate::backend::cpu::sgemm::sgemm;
 use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
-use crate::tensor::DType;
 use crate::Tensor;
+
+mod builders;
 
 const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
 
@@ -31,12 +37,21 @@ impl Rule for MatMul {
     }
 
     fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
-        let k = if self.ta { inputs[0][0] } else { inputs[0][1] };
+        let a = inputs[0];
+        let mut mkn = (
+            out[out.len() - 2],
+            a[a.len() - 2 + !self.ta as usize],
+            out[out.len() - 1],
+        );
+        if out.len() > 2 && out.contains(&0) {
+            mkn = (0, 0, 0); // an empty batch: a launch that loads and stores nothing
+        }
         let kernel = MatMulKernel {
-            m: out[0],
-            k,
-            n: out[1],
+            m: mkn.0,
+            k: mkn.1,
+            n: mkn.2,
             op: *self,
+            batch: Batch::of(a, inputs[1], out),
         };
         Lowering::kernel(kernel, 2 + self.bias as usize)
     }
@@ -49,7 +64,10 @@ impl Rule for MatMul {
                 Some(gp) => gp,
                 None => {
                     // The map needs its input: recompute the GEMM without it.
-                    let pre = Tensor::matmul_node(a, b, inputs.get(2), self.ta, self.tb);
+                    let pre = match inputs.get(2) {
+                        Some(bias) => Tensor::matmul_node(a, b, Some(bias), self.ta, self.tb),
+                        None => a.matmul_t(b, self.ta, self.tb),
+                    };
                     match act.grad(&pre, y, g) {
                         Some(gp) => gp,
                         None => return vec![None; inputs.len()],
@@ -58,7 +76,8 @@ impl Rule for MatMul {
             },
         };
         // With C = op(A)·op(B): dop(A) = gp·op(B)ᵀ and dop(B) = op(A)ᵀ·gp,
-        // transposed back when the operand was stored transposed.
+        // transposed back when the operand was stored transposed, and summed over the
+        // batch axes an operand was broadcast along (nothing to sum for 2-D products).
         let da = match (self.ta, self.tb) {
             (false, false) => gp.matmul_t(b, false, true),
             (false, true) => gp.matmul_t(b, false, false),
@@ -71,7 +90,7 @@ impl Rule for MatMul {
             (true, false) => a.matmul_t(&gp, false, false),
             (true, true) => gp.matmul_t(a, true, true),
         };
-        let mut out = vec![Some(da), Some(db)];
+        let mut out = vec![Some(da.sum_to_shape(a.shape())), Some(db.sum_to_shape(b.shape()))];
         if self.bias {
             out.push(Some(gp.sum_axis(0, false)));
         }
@@ -86,7 +105,66 @@ struct MatMulKernel {
     k: usize,
     n: usize,
     op: MatMul,
+    /// The batch of a product with leading axes; `None`: one 2-D product.
+    batch: Option<Batch>,
 }
+
+/// The batch of a product whose operands have leading axes: the output's batch axes
+/// (merged where no operand breaks their contiguity, at most `MAX_RANK`) and, per
+/// axis, the words from one matrix of A, of B to the next (0 along an axis that
+/// operand broadcasts). Output matrix `z` is at `z·m·n`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Batch {
+    dims: Vec<usize>,
+    a: Vec<usize>,
+    b: Vec<usize>,
+}
+
+impl Batch {
+    /// The batch of `a · b → out` (stored shapes), or `None` for a single product (one
+    /// matrix each) or none.
+    fn of(a: &[usize], b: &[usize], out: &[usize]) -> Option<Batch> {
+        let lead = |s: &[usize]| s[..s.len() - 2].to_vec();
+        let outer = lead(out);
+        let words = |s: &[usize]| s[s.len() - 2..].iter().product::<usize>();
+        let strides = |s: &[usize]| -> Vec<usize> {
+            let matrix = words(s);
+            broadcast_strides(&lead(s), &outer)
+                .iter()
+                .map(|st| st * matrix)
+                .collect()
+        };
+        let own = contiguous_strides(&outer);
+        let (dims, mut st) = simplify(&outer, &[&strides(a), &strides(b), &own]);
+        if dims.iter().product::<usize>() <= 1 {
+            return None;
+        }
+        let b = st.swap_remove(1);
+        let a = st.swap_remove(0);
+        Some(Batch { dims, a, b })
+    }
+
+    /// Number of products.
+    fn count(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Words of A and of B before the matrices of product `z`.
+    fn offsets(&self, mut z: usize) -> (usize, usize) {
+        let (mut oa, mut ob) = (0, 0);
+        for d in (0..self.dims.len()).rev() {
+            let i = z % self.dims[d];
+            z /= self.dims[d];
+            oa += i * self.a[d];
+            ob += i * self.b[d];
+        }
+        (oa, ob)
+    }
+}
+
+/// Most products one launch computes (WebGPU's default limit of workgroups along z);
+/// a larger batch is computed in launches of this many.
+const MAX_BATCH_GROUPS: usize = 65_535;
 
 impl Kernel for MatMulKernel {
     fn reads(&self) -> usize {
@@ -94,25 +172,37 @@ impl Kernel for MatMulKernel {
     }
 
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (m, n) = (self.m, self.n);
-        sgemm(m, self.k, n, self.op.ta, self.op.tb, x[0], x[1], out[0]);
+        let (m, k, n, MatMul { ta, tb, .. }) = (self.m, self.k, self.n, self.op);
+        let count = match &self.batch {
+            None => {
+                sgemm(m, k, n, ta, tb, x[0], x[1], out[0]);
+                1
+            }
+            Some(batch) => {
+                for z in 0..batch.count() {
+                    let (oa, ob) = batch.offsets(z);
+                    sgemm(m, k, n, ta, tb, &x[0][oa..], &x[1][ob..], &mut out[0][z * m * n..]);
+                }
+                batch.count()
+            }
+        };
         let bias = if self.op.bias { Some(x[2]) } else { None };
         if bias.is_none() && self.op.act.is_none() {
             return;
         }
-        epilogue_cpu(&mut out[0][..m * n], n, bias, self.op.act);
+        epilogue_cpu(&mut out[0][..count * m * n], n, bias, self.op.act);
     }
 
-    /// The default tile without a K split; the GPU backend runs [`Kernel::tune`]'s
-    /// variants instead.
+    /// The default tile without a K split (for a batch, its first launch); the GPU
+    /// backend runs [`Kernel::tune`]'s variants instead.
     fn wgsl(&self) -> Wgsl {
-        self.gemm_pass(self.default_tile(), 1)
+        self.gemm_pass(self.default_tile(), 1, 0)
     }
 
-    /// `2·m·n·k` (the epilogue's bias and activation not counted).
+    /// `2·m·n·k` per product (the epilogue's bias and activation not counted).
     fn cost(&self, words: &[usize]) -> Cost {
         Cost {
-            flops: 2 * (self.m * self.n * self.k) as u64,
+            flops: 2 * (self.m * self.n * self.k * self.count()) as u64,
             ..Cost::moved(words)
         }
     }
@@ -127,7 +217,7 @@ impl Kernel for MatMulKernel {
         fast_path::choose(FastPath::SplitK, splits > 1);
         fast_path::choose(FastPath::Vec4, va || vb || vo);
         let bucket = |d: usize| d.next_power_of_two();
-        let key = format!(
+        let mut key = format!(
             "matmul {}{} m{} k{} n{} v{}{}{} s{splits}",
             if self.op.ta { 't' } else { 'n' },
             if self.op.tb { 't' } else { 'n' },
@@ -138,6 +228,9 @@ impl Kernel for MatMulKernel {
             vb as u8,
             vo as u8,
         );
+        if self.batch.is_some() {
+            key += &format!(" b{}", bucket(self.count()));
+        }
         let default = self.default_tile();
         let variants = std::iter::once(default)
             .chain(TILES.into_iter().filter(|t| *t != default))
@@ -146,7 +239,7 @@ impl Kernel for MatMulKernel {
         Some(Tune {
             key,
             variants,
-            worth_timing: 2 * self.m * self.n * self.k >= TUNE_FLOPS,
+            worth_timing: 2 * self.m * self.n * self.k * self.count() >= TUNE_FLOPS,
         })
     }
 }
@@ -236,25 +329,38 @@ const TUNE_FLOPS: usize = 1 << 20;
 
 impl MatMulKernel {
     /// The untimed choice: the largest tile that still gives the GPU enough
-    /// workgroups.
+    /// workgroups (for a batch: over all its products, among the tiles no larger than
+    /// one product's output rounded up to a power of two).
     fn default_tile(&self) -> Tile {
-        let outputs = self.m * self.n;
-        if outputs >= 1024 * 1024 {
+        let outputs = self.m * self.n * self.count();
+        let fits = |t: Tile| {
+            self.batch.is_none()
+                || (t.rows() <= self.m.next_power_of_two().max(32) && t.cols() <= self.n.next_power_of_two().max(32))
+        };
+        if outputs >= 1024 * 1024 && fits(TILES[2]) {
             TILES[2]
-        } else if outputs >= 256 * 256 {
+        } else if outputs >= 256 * 256 && fits(TILES[1]) {
             TILES[1]
-        } else if outputs >= 128 * 128 {
+        } else if outputs >= 128 * 128 && fits(TILES[0]) {
             TILES[0]
         } else {
             TILES[4]
         }
     }
 
+    /// Products in one launch's batch (1 without one).
+    fn count(&self) -> usize {
+        self.batch.as_ref().map_or(1, Batch::count)
+    }
+
     /// K slices for a product whose output is too small to fill a GPU (fewer than 16
     /// tiles of 64×64) but whose K is long: enough slices of at least 256 to reach
-    /// about 64 workgroups. A function of the shape only.
+    /// about 64 workgroups. A function of the shape only; never for a batch.
     /// ([`FastPath::SplitK`] forced on: at least two slices where K allows; off: one.)
     fn splits(&self) -> usize {
+        if self.batch.is_some() {
+            return 1; // the batch fills the GPU; z is the batch
+        }
         let tiles = self.m.div_ceil(64) * self.n.div_ceil(64);
         let auto = if tiles >= 16 || self.k < 512 {
             1
@@ -288,7 +394,10 @@ impl MatMulKernel {
     }
 
     fn variant(&self, tile: Tile, splits: usize) -> Variant {
-        let mut passes = vec![self.gemm_pass(tile, splits)];
+        let mut passes: Vec<Wgsl> = (0..self.count())
+            .step_by(MAX_BATCH_GROUPS)
+            .map(|z0| self.gemm_pass(tile, splits, z0))
+            .collect();
         let mut scratch = 0;
         let mut name = format!("{}x{}k{}", tile.rows(), tile.cols(), tile.bk);
         if splits > 1 {
@@ -297,7 +406,7 @@ impl MatMulKernel {
             let sum = Wgsl::new(
                 SHADER,
                 "matmul_split_sum",
-                self.uniforms(splits),
+                self.uniforms(splits, 0),
                 Grid::Threads(self.m * self.n),
             )
             .defs(self.epilogue_defs())
@@ -307,13 +416,45 @@ impl MatMulKernel {
         Variant { name, passes, scratch }
     }
 
-    fn uniforms(&self, splits: usize) -> Uniforms {
-        Uniforms::new()
+    /// The sizes; for a batch also its axes (`bdims`), each operand's batch strides
+    /// (`bsa`, `bsb`) and the first product of the launch (`z0`).
+    fn uniforms(&self, splits: usize, z0: usize) -> Uniforms {
+        let u = Uniforms::new()
             .u32("m", self.m)
             .u32("k", self.k)
             .u32("n", self.n)
             .u32("kc", self.slice(splits))
-            .u32("splits", splits)
+            .u32("splits", splits);
+        match &self.batch {
+            None => u,
+            Some(b) => u
+                .u32("nbatch", b.dims.len())
+                .u32("z0", z0)
+                .dims("bdims", &b.dims)
+                .dims("bsa", &b.a)
+                .dims("bsb", &b.b),
+        }
+    }
+
+    /// `fn enter_tile(wid) -> vec2<u32>`: the row tile and K slice of workgroup `wid`;
+    /// for a batch it also sets `base`, the words of A, B and the output before the
+    /// matrices of product `wid.z + z0`.
+    fn tile_defs(&self) -> &'static str {
+        if self.batch.is_none() {
+            return "fn enter_tile(wid: vec3<u32>) -> vec2<u32> { return wid.yz; }\n";
+        }
+        "var<private> base: vec3<u32>;\n\
+         fn enter_tile(wid: vec3<u32>) -> vec2<u32> {\n\
+         \x20   var z = wid.z + params.z0;\n\
+         \x20   base = vec3<u32>(0u, 0u, z * params.m * params.n);\n\
+         \x20   for (var d = params.nbatch; d > 0u; d--) {\n\
+         \x20       let len = params_bdims(d - 1u);\n\
+         \x20       let i = z % len;\n\
+         \x20       z = z / len;\n\
+         \x20       base.x += i * params_bsa(d - 1u);\n\
+         \x20       base.y += i * params_bsb(d - 1u);\n\
+         \x20   }\n\
+         \x20   return vec2<u32>(wid.y, 0u);\n}\n"
     }
 
     /// `bias_at(c)` and `epilogue(x)`.
@@ -329,8 +470,9 @@ impl MatMulKernel {
     }
 
     /// The tiled product: with `splits > 1`, partial sums of each K slice into the
-    /// scratch buffer (`out1`), else the finished output.
-    fn gemm_pass(&self, tile: Tile, splits: usize) -> Wgsl {
+    /// scratch buffer (`out1`), else the finished output; for a batch, products `z0..`
+    /// (at most [`MAX_BATCH_GROUPS`]).
+    fn gemm_pass(&self, tile: Tile, splits: usize, z0: usize) -> Wgsl {
         let MatMul { ta, tb, bias, .. } = self.op;
         let (va, vb, vo) = self.vectors();
         // An empty dimension counts as an edge: then nothing is loaded or stored.
@@ -354,10 +496,13 @@ impl MatMulKernel {
         } else {
             ("k", "n", (edge_k, edge_n))
         };
-        defs += &loader("load_a4", "in0", va, a_rows, a_cols, a_edge);
-        defs += &loader("load_b4", "in1", vb, b_rows, b_cols, b_edge);
+        let batched = self.batch.is_some();
+        let base = |part: &'static str| if batched { part } else { "" };
+        defs += self.tile_defs();
+        defs += &loader("load_a4", ("in0", base("base.x + ")), va, a_rows, a_cols, a_edge);
+        defs += &loader("load_b4", ("in1", base("base.y + ")), vb, b_rows, b_cols, b_edge);
         defs += &self.epilogue_defs();
-        defs += &storer(splits > 1, vo, edge_n);
+        defs += &storer(splits > 1, vo, edge_n, base("base.z + "));
         let vec = |v: bool| if v { "vec4<f32>" } else { "f32" };
         let mut types = vec![vec(va), vec(vb)];
         if bias {
@@ -367,8 +512,12 @@ impl MatMulKernel {
         if splits > 1 {
             types.push(vec(vo));
         }
-        let grid = Grid::Tiles(self.n.div_ceil(tile.cols()), self.m.div_ceil(tile.rows()), splits);
-        Wgsl::new(SHADER, "matmul", self.uniforms(splits), grid)
+        let z = match self.batch {
+            None => splits,
+            Some(_) => (self.count() - z0).min(MAX_BATCH_GROUPS),
+        };
+        let grid = Grid::Tiles(self.n.div_ceil(tile.cols()), self.m.div_ceil(tile.rows()), z);
+        Wgsl::new(SHADER, "matmul", self.uniforms(splits, z0), grid)
             .defs(defs)
             .types(types)
             .in_bounds()
@@ -376,9 +525,17 @@ impl MatMulKernel {
 }
 
 /// `fn name(row, col) -> vec4<f32>`: words col..col+4 of stored row `row` (col a
-/// multiple of 4) of the `rows × cols` matrix in `binding`, zero outside it; checks
+/// multiple of 4) of the `rows × cols` matrix in `binding` that starts at `base`
+/// (empty: at word 0; else an expression followed by ` + `), zero outside it; checks
 /// only the edges the shape has (`edges`: rows, cols). One vec4 load when `vector`.
-fn loader(name: &str, binding: &str, vector: bool, rows: &str, cols: &str, edges: (bool, bool)) -> String {
+fn loader(
+    name: &str,
+    (binding, base): (&str, &str),
+    vector: bool,
+    rows: &str,
+    cols: &str,
+    edges: (bool, bool),
+) -> String {
     let row_out = if edges.0 {
         format!("row >= params.{rows}")
     } else {
@@ -393,7 +550,7 @@ fn loader(name: &str, binding: &str, vector: bool, rows: &str, cols: &str, edges
         format!(
             "fn {name}(row: u32, col: u32) -> vec4<f32> {{\n\
              \x20   if ({row_out} || {col_out}) {{ return vec4<f32>(); }}\n\
-             \x20   return {binding}[(row * params.{cols} + col) / 4u];\n}}\n"
+             \x20   return {binding}[({base}row * params.{cols} + col) / 4u];\n}}\n"
         )
     } else {
         let col_in = if edges.1 {
@@ -406,7 +563,7 @@ fn loader(name: &str, binding: &str, vector: bool, rows: &str, cols: &str, edges
              \x20   var v = vec4<f32>();\n\
              \x20   if ({row_out}) {{ return v; }}\n\
              \x20   for (var e = 0u; e < 4u; e++) {{\n\
-             \x20       if ({col_in}) {{ v[e] = {binding}[row * params.{cols} + col + e]; }}\n\
+             \x20       if ({col_in}) {{ v[e] = {binding}[{base}row * params.{cols} + col + e]; }}\n\
              \x20   }}\n\
              \x20   return v;\n}}\n"
         )
@@ -414,19 +571,20 @@ fn loader(name: &str, binding: &str, vector: bool, rows: &str, cols: &str, edges
 }
 
 /// `fn store4(r, c, z, v)`: results r, c..c+4 (c a multiple of 4; those past n
-/// dropped): finished (bias, epilogue) into `out0`, or split-K's raw partial sums of
-/// slice z into `out1`; one vec4 store when `vector`.
-fn storer(split: bool, vector: bool, edge_n: bool) -> String {
+/// dropped): finished (bias, epilogue) into `out0` (the matrix at `base`, as for
+/// [`loader`]), or split-K's raw partial sums of slice z into `out1`; one vec4 store
+/// when `vector`.
+fn storer(split: bool, vector: bool, edge_n: bool, base: &str) -> String {
     let head = "fn store4(r: u32, c: u32, z: u32, v: vec4<f32>) {\n";
     match (split, vector) {
         (false, true) => format!(
             "{head}{}    let x = v + vec4<f32>(bias_at(c), bias_at(c + 1u), bias_at(c + 2u), bias_at(c + 3u));\n\
-             \x20   out0[(r * params.n + c) / 4u] = vec4<f32>(epilogue(x.x), epilogue(x.y), epilogue(x.z), epilogue(x.w));\n}}\n",
+             \x20   out0[({base}r * params.n + c) / 4u] = vec4<f32>(epilogue(x.x), epilogue(x.y), epilogue(x.z), epilogue(x.w));\n}}\n",
             if edge_n { "    if (c >= params.n) { return; }\n" } else { "" }
         ),
         (false, false) => format!(
             "{head}    for (var e = 0u; e < 4u; e++) {{\n\
-             \x20       if (c + e < params.n) {{ out0[r * params.n + c + e] = epilogue(v[e] + bias_at(c + e)); }}\n\
+             \x20       if (c + e < params.n) {{ out0[{base}r * params.n + c + e] = epilogue(v[e] + bias_at(c + e)); }}\n\
              \x20   }}\n}}\n"
         ),
         (true, true) => format!(
@@ -441,106 +599,11 @@ fn storer(split: bool, vector: bool, edge_n: bool) -> String {
     }
 }
 
-impl Tensor {
-    /// Matrix product of 2-D tensors `[m, k] · [k, n]`. A transposed operand
-    /// (`x.t()`) is read in place, never copied.
-    #[track_caller]
-    pub fn matmul(&self, other: &Tensor) -> Tensor {
-        self.matmul_t(other, false, false)
-    }
-
-    /// `op(self) · op(other)` where `op` transposes a 2-D operand when its flag is set.
-    #[track_caller]
-    pub fn matmul_t(&self, other: &Tensor, ta: bool, tb: bool) -> Tensor {
-        Tensor::matmul_node(self, other, None, ta, tb)
-    }
-
-    /// `x · wᵀ + b`, PyTorch's `nn.Linear` with weight `[out, in]`, as one fused kernel.
-    #[track_caller]
-    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
-        Tensor::matmul_node(self, weight, bias, false, true)
-    }
-
-    #[track_caller]
-    fn matmul_node(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, ta: bool, tb: bool) -> Tensor {
-        a.check_f32("matmul");
-        b.check_f32("matmul");
-        a.check_same_device(b, "matmul");
-        assert!(
-            a.shape().len() == 2 && b.shape().len() == 2,
-            "matmul: expects 2-D operands, got {:?} and {:?}",
-            a.shape(),
-            b.shape()
-        );
-        // Fold explicit transposes into the kernel's flags.
-        let (a, ta) = a.untransposed(ta);
-        let (b, tb) = b.untransposed(tb);
-        let (m, ka) = if ta {
-            (a.shape()[1], a.shape()[0])
-        } else {
-            (a.shape()[0], a.shape()[1])
-        };
-        let (kb, n) = if tb {
-            (b.shape()[1], b.shape()[0])
-        } else {
-            (b.shape()[0], b.shape()[1])
-        };
-        assert!(
-            ka == kb,
-            "matmul: inner dimensions differ: {:?}{} · {:?}{}",
-            a.shape(),
-            if ta { "ᵀ" } else { "" },
-            b.shape(),
-            if tb { "ᵀ" } else { "" }
-        );
-        let mut inputs = vec![a, b];
-        if let Some(bias) = bias {
-            assert!(
-                bias.shape() == [n],
-                "linear: bias shape {:?} does not match output features [{n}]",
-                bias.shape()
-            );
-            inputs.push(bias.clone());
-        }
-        let op = MatMul {
-            ta,
-            tb,
-            bias: bias.is_some(),
-            act: None,
-        };
-        Tensor::from_node(Op::MatMul(op), inputs, vec![m, n], DType::F32)
-    }
-
-    fn untransposed(&self, flag: bool) -> (Tensor, bool) {
-        match &self.0.op {
-            Op::Permute(p) if p.0 == [1, 0] => (self.0.inputs[0].clone(), !flag),
-            _ => (self.clone(), flag),
-        }
-    }
-
-    /// This unrealized matmul with `act` as its epilogue, when it has none yet (built
-    /// where the activation was asked for).
-    #[track_caller]
-    pub(crate) fn with_epilogue(&self, act: UnaryOp) -> Option<Tensor> {
-        let Op::MatMul(op @ MatMul { act: None, .. }) = self.0.op else {
-            return None;
-        };
-        if self.0.storage.lock().unwrap().is_some() {
-            return None;
-        }
-        let fused = Op::MatMul(MatMul { act: Some(act), ..op });
-        Some(Tensor::from_node(
-            fused,
-            self.0.inputs.clone(),
-            self.shape().to_vec(),
-            DType::F32,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Op;
+    use crate::tensor::DType;
     use crate::Device;
 
     #[test]

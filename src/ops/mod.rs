@@ -14,6 +14,8 @@
 //!   beside it, and its one-line `Tensor` method there.
 //! - A new kernel family is two files, `src/ops/<family>.rs` and
 //!   `shaders/<family>.wgsl`, plus one variant of [`Op`] and its line in `Op::rule`.
+//!   (A family whose builders outgrow its file keeps them in a submodule beside it:
+//!   `matmul/builders.rs`, `torch.matmul`'s shape rules.)
 
 pub(crate) mod copy;
 pub(crate) mod dropout;

@@ -5,7 +5,7 @@
 use super::{split_axis, Bind, Launch, Lowering, Op, Rule};
 use crate::backend::cpu::vmath;
 use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
-use crate::tensor::DType;
+use crate::tensor::{Axis, DType};
 use crate::Tensor;
 use std::sync::Arc;
 
@@ -364,13 +364,9 @@ impl Kernel for ArgMaxKernel {
 
 impl Tensor {
     #[track_caller]
-    fn reduce(&self, kind: ReduceKind, axis: usize, keepdim: bool) -> Tensor {
-        self.check_f32("reduce");
-        assert!(
-            axis < self.shape().len(),
-            "reduce: axis {axis} out of range for shape {:?}",
-            self.shape()
-        );
+    fn reduce(&self, op: &str, kind: ReduceKind, axis: impl Axis, keepdim: bool) -> Tensor {
+        self.check_f32(op);
+        let axis = self.axis(op, axis);
         let mut shape = self.shape().to_vec();
         shape.remove(axis);
         let out = Tensor::from_node(Op::Reduce(Reduce { kind, axis }), vec![self.clone()], shape, DType::F32);
@@ -384,38 +380,37 @@ impl Tensor {
     /// Sum of all elements (shape `[]`).
     #[track_caller]
     pub fn sum(&self) -> Tensor {
-        self.reshape(&[self.numel()]).reduce(ReduceKind::Sum, 0, false)
+        self.reshape(&[self.numel()]).reduce("sum", ReduceKind::Sum, 0, false)
     }
     /// Mean of all elements (shape `[]`).
     #[track_caller]
     pub fn mean(&self) -> Tensor {
         self.sum().mul_scalar(1.0 / self.numel().max(1) as f32)
     }
-    /// Sum along `axis`.
+    /// Sum along `axis` (`-1`: the last), removed unless `keepdim`.
     #[track_caller]
-    pub fn sum_axis(&self, axis: usize, keepdim: bool) -> Tensor {
-        self.reduce(ReduceKind::Sum, axis, keepdim)
+    pub fn sum_axis(&self, axis: impl Axis, keepdim: bool) -> Tensor {
+        self.reduce("sum_axis", ReduceKind::Sum, axis, keepdim)
     }
-    /// Mean along `axis`.
+    /// Mean along `axis` (`-1`: the last), removed unless `keepdim`.
     #[track_caller]
-    pub fn mean_axis(&self, axis: usize, keepdim: bool) -> Tensor {
-        let n = self.shape().get(axis).copied().unwrap_or(1).max(1);
-        self.reduce(ReduceKind::Sum, axis, keepdim).mul_scalar(1.0 / n as f32)
+    pub fn mean_axis(&self, axis: impl Axis, keepdim: bool) -> Tensor {
+        let axis = self.axis("mean_axis", axis);
+        let n = self.shape()[axis].max(1);
+        self.reduce("mean_axis", ReduceKind::Sum, axis, keepdim)
+            .mul_scalar(1.0 / n as f32)
     }
-    /// Maximum along `axis` (the gradient goes to every maximal element).
+    /// Maximum along `axis` (`-1`: the last), removed unless `keepdim` (the gradient
+    /// goes to every maximal element).
     #[track_caller]
-    pub fn max_axis(&self, axis: usize, keepdim: bool) -> Tensor {
-        self.reduce(ReduceKind::Max, axis, keepdim)
+    pub fn max_axis(&self, axis: impl Axis, keepdim: bool) -> Tensor {
+        self.reduce("max_axis", ReduceKind::Max, axis, keepdim)
     }
-    /// Index of the first maximum along `axis`, as a label tensor.
+    /// Index of the first maximum along `axis` (`-1`: the last), as a label tensor.
     #[track_caller]
-    pub fn argmax(&self, axis: usize) -> Tensor {
+    pub fn argmax(&self, axis: impl Axis) -> Tensor {
         self.check_f32("argmax");
-        assert!(
-            axis < self.shape().len(),
-            "argmax: axis {axis} out of range for shape {:?}",
-            self.shape()
-        );
+        let axis = self.axis("argmax", axis);
         let mut shape = self.shape().to_vec();
         shape.remove(axis);
         Tensor::from_node(Op::ArgMax(ArgMax { axis }), vec![self.clone()], shape, DType::U32)
@@ -425,13 +420,9 @@ impl Tensor {
     /// one kernel, as `torch.max(x, dim)`: `(values, indices)` with `axis` removed,
     /// indices a label tensor. The gradient of the values goes to that index only.
     #[track_caller]
-    pub fn max_with_indices(&self, axis: usize) -> (Tensor, Tensor) {
+    pub fn max_with_indices(&self, axis: impl Axis) -> (Tensor, Tensor) {
         self.check_f32("max_with_indices");
-        assert!(
-            axis < self.shape().len(),
-            "max_with_indices: axis {axis} out of range for shape {:?}",
-            self.shape()
-        );
+        let axis = self.axis("max_with_indices", axis);
         let mut shape = self.shape().to_vec();
         shape.remove(axis);
         let op = Op::MaxWithIndices(MaxWithIndices { axis });
@@ -440,15 +431,16 @@ impl Tensor {
         (both.next().unwrap(), both.next().unwrap())
     }
 
-    /// Softmax along `axis` (max-subtracted, stable).
+    /// Softmax along `axis` (`-1`: the last; max-subtracted, stable).
     #[track_caller]
-    pub fn softmax(&self, axis: usize) -> Tensor {
-        self.log_softmax(axis).exp()
+    pub fn softmax(&self, axis: impl Axis) -> Tensor {
+        self.log_softmax(self.axis("softmax", axis)).exp()
     }
 
-    /// Log-softmax along `axis` (max-subtracted, stable).
+    /// Log-softmax along `axis` (`-1`: the last; max-subtracted, stable).
     #[track_caller]
-    pub fn log_softmax(&self, axis: usize) -> Tensor {
+    pub fn log_softmax(&self, axis: impl Axis) -> Tensor {
+        let axis = self.axis("log_softmax", axis);
         let shifted = self - &self.max_axis(axis, true).detach();
         &shifted - &shifted.exp().sum_axis(axis, true).log()
     }

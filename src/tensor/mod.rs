@@ -1,6 +1,10 @@
 //! `Tensor`: a handle to a node of the lazy graph. Building ops records nodes;
 //! nothing runs until a value is read (`to_vec`) or an optimizer step is applied.
 
+mod axis;
+
+pub use axis::Axis;
+
 use std::cell::Cell;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

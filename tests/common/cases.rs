@@ -120,6 +120,12 @@ pub fn elementwise_cases() -> Vec<Case> {
             }),
             case("max_axis1", vec![vec![3, n]], Draw::Normal, |x| x[0].max_axis(1, false)),
             case("max_axis0", vec![vec![n, 5]], Draw::Normal, |x| x[0].max_axis(0, false)),
+            case("max_axis_neg2", vec![vec![n, 5]], Draw::Normal, |x| {
+                x[0].max_axis(-2, true)
+            }),
+            case("log_softmax_neg1", vec![vec![2, 3, n]], Draw::Normal, |x| {
+                x[0].log_softmax(-1)
+            }),
             case("max_with_indices_axis1", vec![vec![3, n]], Draw::Normal, |x| {
                 x[0].max_with_indices(1).0
             }),
@@ -198,6 +204,59 @@ pub fn matmul_cases() -> Vec<Case> {
                 vec![vec![m, k], vec![n, k], vec![n]],
                 Draw::Normal,
                 |x| x[0].linear(&x[1], Some(&x[2])).tanh(),
+            ),
+        ]);
+    }
+    cases.extend(batched_matmul_cases());
+    cases
+}
+
+/// Products with batch axes (`torch.matmul`'s broadcasting) and vector operands, on
+/// odd sizes: each batched product is one launch, one broadcast operand's gradient a
+/// sum over the batch.
+pub fn batched_matmul_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (m, k, n) in [(1, 7, 33), (7, 33, 1), (33, 1, 7), (37, 20, 68)] {
+        cases.extend([
+            case("bmm", vec![vec![3, m, k], vec![3, k, n]], Draw::Normal, |x| {
+                x[0].matmul(&x[1])
+            }),
+            case(
+                "bmm_broadcast_both",
+                vec![vec![2, 1, m, k], vec![3, k, n]],
+                Draw::Normal,
+                |x| x[0].matmul(&x[1]),
+            ),
+            case("bmm_shared_a", vec![vec![m, k], vec![2, k, n]], Draw::Normal, |x| {
+                x[0].matmul(&x[1])
+            }),
+            case("bmm_shared_b", vec![vec![2, m, k], vec![k, n]], Draw::Normal, |x| {
+                x[0].matmul(&x[1])
+            }),
+            case("bmm_at_shared_b", vec![vec![2, k, m], vec![k, n]], Draw::Normal, |x| {
+                x[0].transpose(-2, -1).matmul(&x[1])
+            }),
+            case(
+                "bmm_bt_relu",
+                vec![vec![2, m, k], vec![2, n, k]],
+                Draw::AwayFromZero,
+                |x| x[0].matmul_t(&x[1], false, true).relu(),
+            ),
+            case("bmm_at_bt", vec![vec![3, 1, k, m], vec![2, n, k]], Draw::Normal, |x| {
+                x[0].transpose(-1, -2).matmul(&x[1].transpose(-1, -2))
+            }),
+            case("mat_vec", vec![vec![2, m, k], vec![k]], Draw::Normal, |x| {
+                x[0].matmul(&x[1])
+            }),
+            case("vec_mat", vec![vec![k], vec![2, k, n]], Draw::Normal, |x| {
+                x[0].matmul(&x[1])
+            }),
+            case("dot", vec![vec![k], vec![k]], Draw::Normal, |x| x[0].matmul(&x[1])),
+            case(
+                "linear_rank3_sigmoid",
+                vec![vec![2, m, k], vec![n, k], vec![n]],
+                Draw::Normal,
+                |x| x[0].linear(&x[1], Some(&x[2])).sigmoid(),
             ),
         ]);
     }
