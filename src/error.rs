@@ -103,6 +103,59 @@ pub enum Error {
     /// which.
     #[error("{0}")]
     Invalid(String),
+    /// A name that is none of the valid ones: a device (`WGNN_DEVICE`), a metric, the
+    /// log a callback monitors, a parameter path. `valid` lists what would have been
+    /// accepted, for a "did you mean".
+    #[error("unknown {what} '{name}'; the valid names are: {}", valid.join(", "))]
+    UnknownName {
+        /// What kind of name (`"device"`, `"metric"`, `"parameter prefix"`).
+        what: String,
+        /// The name given.
+        name: String,
+        /// Every name that is valid there.
+        valid: Vec<String>,
+    },
+    /// A setting outside what it can be: zero epochs, a batch size of 0, a validation
+    /// split that leaves no rows, a schedule that does not start from the optimizer's
+    /// rate, a parameter group with no tensor or a tensor in two groups.
+    #[error("{setting}: {reason}")]
+    InvalidSetting {
+        /// Which setting, named as the caller wrote it (`"fit: epochs"`).
+        setting: String,
+        /// Why it cannot be honoured.
+        reason: String,
+    },
+    /// An optimizer was asked to update a parameter that is frozen
+    /// (`Tensor::set_requires_grad(false)`, `Module::freeze`); nothing was updated.
+    #[error(
+        "optimizer step: parameter {index} (shape {shape:?}) is frozen; build the optimizer from the \
+         trainable ones (Module::trainable_parameters)"
+    )]
+    FrozenParameter {
+        /// Its position in the optimizer's parameters.
+        index: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// A saved state (an optimizer's, a schedule's, a callback's) does not fit what
+    /// it is loaded into; nothing was changed.
+    #[error("{what}: the state does not fit: {}", problems.join("; "))]
+    StateMismatch {
+        /// What it was loaded into.
+        what: String,
+        /// Every mismatch, one each.
+        problems: Vec<String>,
+    },
+    /// A read of a tensor as nested rows, or as one value, of another rank or size.
+    #[error("{op}: needs a tensor of {needs}, this one has shape {shape:?}")]
+    WrongRank {
+        /// The method (`"Tensor::to_vec2"`).
+        op: &'static str,
+        /// What it needs (`"rank 2"`, `"one element"`).
+        needs: String,
+        /// The tensor's shape.
+        shape: Vec<usize>,
+    },
     /// A file or stream could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -389,13 +389,13 @@ impl Metric {
         matches!(self, Metric::Mae | Metric::Rmse | Metric::R2)
     }
 
-    fn valid_names() -> String {
+    fn valid_names() -> Vec<String> {
         let mut names = vec!["accuracy".to_string()];
         for base in AVERAGED {
             names.extend(["", "_macro", "_micro", "_weighted", "_pos<k>"].map(|s| format!("{base}{s}")));
         }
         names.extend(["roc_auc", "loss", "mae", "rmse", "r2"].map(String::from));
-        names.join(", ")
+        names
     }
 }
 
@@ -418,7 +418,11 @@ impl FromStr for Metric {
             "r2" => return Ok(Metric::R2),
             _ => {}
         }
-        let unknown = || Error::Invalid(format!("unknown metric '{s}'; valid names: {}", Metric::valid_names()));
+        let unknown = || Error::UnknownName {
+            what: "metric".into(),
+            name: s.into(),
+            valid: Metric::valid_names(),
+        };
         let (base, suffix) = AVERAGED
             .iter()
             .find_map(|b| s.strip_prefix(b).map(|rest| (*b, rest)))

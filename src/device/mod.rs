@@ -246,10 +246,11 @@ impl Device {
             "cpu" => Ok(Device::cpu()),
             "gpu" => Device::gpu(),
             "auto" | "" => Ok(Device::choose().0),
-            other => Err(Error::Invalid(format!(
-                "unknown device '{other}': the devices are {}",
-                Device::NAMES.join(", ")
-            ))),
+            other => Err(Error::UnknownName {
+                what: "device".into(),
+                name: other.into(),
+                valid: Device::NAMES.iter().map(|n| n.to_string()).collect(),
+            }),
         }
     }
 
@@ -258,7 +259,14 @@ impl Device {
     /// adapter is an error.
     pub fn from_env() -> Result<Device> {
         let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default();
-        Device::from_name(&wanted).map_err(|e| Error::Invalid(format!("WGNN_DEVICE={wanted}: {e}")))
+        Device::from_name(&wanted).map_err(|e| match e {
+            Error::UnknownName { name, valid, .. } => Error::UnknownName {
+                what: "device in WGNN_DEVICE".into(),
+                name,
+                valid,
+            },
+            e => Error::Invalid(format!("WGNN_DEVICE={wanted}: {e}")),
+        })
     }
 
     /// The GPU if one works, else the CPU; `WGNN_DEVICE=cpu|gpu|auto` overrides. An

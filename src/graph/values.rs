@@ -52,11 +52,11 @@ impl Tensor {
     pub fn item(&self) -> Result<f32> {
         let v = self.to_vec()?;
         if v.len() != 1 {
-            return Err(Error::Invalid(format!(
-                "item: tensor of shape {:?} has {} values, not 1",
-                self.shape(),
-                v.len()
-            )));
+            return Err(Error::WrongRank {
+                op: "Tensor::item",
+                needs: "one element".into(),
+                shape: self.shape().to_vec(),
+            });
         }
         Ok(v[0])
     }
@@ -117,10 +117,11 @@ impl Tensor {
         Ok((0..a).map(|i| (0..b).map(|j| row(i, j)).collect()).collect())
     }
 
-    fn rank_error(&self, op: &str, rank: usize) -> Error {
-        Error::Invalid(format!(
-            "{op}: needs a tensor of rank {rank}, this one has shape {:?}",
-            self.shape()
-        ))
+    fn rank_error(&self, op: &'static str, rank: usize) -> Error {
+        Error::WrongRank {
+            op,
+            needs: format!("rank {rank}"),
+            shape: self.shape().to_vec(),
+        }
     }
 }

@@ -243,10 +243,12 @@ pub trait Module: ModuleFields {
         let under = |name: &str| name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.'));
         let found: Vec<Tensor> = named.iter().filter(|(n, _)| under(n)).map(|(_, t)| t.clone()).collect();
         if found.is_empty() {
-            let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(Error::Invalid(format!(
-                "parameters_under: no parameter is named {prefix:?} or starts with \"{prefix}.\"; the parameters are {names:?}"
-            )));
+            let names = named.iter().map(|(n, _)| n.as_str());
+            return Err(Error::UnknownName {
+                what: "parameter prefix".into(),
+                name: prefix.into(),
+                valid: names.into_iter().map(String::from).collect(),
+            });
         }
         Ok(found)
     }

@@ -64,7 +64,12 @@ pub(crate) fn flatten(
     lr: f32,
     weight_decay: f32,
 ) -> Result<(Vec<Tensor>, Vec<GroupSettings>)> {
-    let bad = |why: String| Err(Error::Invalid(format!("optimizer param groups: {why}")));
+    let bad = |reason: String| {
+        Err(Error::InvalidSetting {
+            setting: "optimizer param groups".into(),
+            reason,
+        })
+    };
     if groups.is_empty() {
         return bad("no group given".into());
     }

@@ -89,22 +89,25 @@ pub trait LrSchedule: Send {
         if state.is_empty() {
             Ok(())
         } else {
-            Err(Error::Invalid(format!(
-                "{}: this schedule does not restore state, the checkpoint holds {:?}",
-                self.describe(),
-                state.keys().collect::<Vec<_>>()
-            )))
+            Err(Error::StateMismatch {
+                what: self.describe(),
+                problems: vec![format!(
+                    "this schedule does not restore state, the checkpoint holds {:?}",
+                    state.keys().collect::<Vec<_>>()
+                )],
+            })
         }
     }
 }
 
 /// `state[key]`, or an error naming `who` and the missing key.
 pub(crate) fn state_value(state: &ScheduleState, key: &str, who: &str) -> Result<f64> {
-    state.get(key).copied().ok_or_else(|| {
-        Error::Invalid(format!(
-            "{who}: the checkpoint's state lacks {key:?} (it has {:?})",
+    state.get(key).copied().ok_or_else(|| Error::StateMismatch {
+        what: who.into(),
+        problems: vec![format!(
+            "the checkpoint's state lacks {key:?} (it has {:?})",
             state.keys().collect::<Vec<_>>()
-        ))
+        )],
     })
 }
 
@@ -114,9 +117,10 @@ pub(crate) fn state_count(state: &ScheduleState, key: &str, who: &str) -> Result
     if v >= 0.0 && v.fract() == 0.0 && v < 9.0e15 {
         Ok(v as usize)
     } else {
-        Err(Error::Invalid(format!(
-            "{who}: {key} = {v} in the checkpoint is not a count"
-        )))
+        Err(Error::StateMismatch {
+            what: who.into(),
+            problems: vec![format!("{key} = {v} in the checkpoint is not a count")],
+        })
     }
 }
 

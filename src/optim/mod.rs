@@ -258,11 +258,10 @@ impl Core {
             return Ok(());
         };
         if let Some(i) = self.params.iter().position(|p| !p.is_trainable()) {
-            return Err(Error::Invalid(format!(
-                "optimizer step: parameter {i} (shape {:?}) is frozen; build the optimizer from the \
-                 trainable ones (Module::trainable_parameters)",
-                self.params[i].shape()
-            )));
+            return Err(Error::FrozenParameter {
+                index: i,
+                shape: self.params[i].shape().to_vec(),
+            });
         }
         let device = first.device().clone();
         self.make_resident(&device)?;

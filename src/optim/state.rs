@@ -176,10 +176,10 @@ impl Core {
     pub(super) fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
         let problems = self.zero_state().mismatches(state);
         if !problems.is_empty() {
-            return Err(Error::Invalid(format!(
-                "load_state: the state does not fit this optimizer: {}",
-                problems.join("; ")
-            )));
+            return Err(Error::StateMismatch {
+                what: "Optimizer::load_state".into(),
+                problems,
+            });
         }
         if let Some(device) = self.params.first().map(|p| p.device().clone()) {
             self.make_resident(&device)?;
