@@ -88,6 +88,12 @@ pub trait Callback {
     fn on_batch_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
         Ok(())
     }
+    /// The log names this callback reads (e.g. `["val_loss"]`): `fit` checks them
+    /// against the names it logs before the first step, so a typo is an error that
+    /// lists the valid names. Default: none.
+    fn monitors(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Called once when training ends, for whatever reason.
     fn on_train_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
         Ok(())
@@ -188,6 +194,10 @@ impl EarlyStopping {
 impl Callback for EarlyStopping {
     fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
         Some(Box::new(self.clone()))
+    }
+
+    fn monitors(&self) -> Vec<String> {
+        vec![self.monitor.clone()]
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
@@ -318,6 +328,10 @@ impl Callback for LrScheduler {
         }))
     }
 
+    fn monitors(&self) -> Vec<String> {
+        self.monitor.iter().cloned().collect()
+    }
+
     /// Refuses a schedule whose base differs from the optimizer's rate (one learning
     /// rate: the optimizer's, as `torch.optim.lr_scheduler` reads it).
     fn on_train_begin(&mut self, control: &mut Control<'_>) -> Result<()> {
@@ -426,6 +440,10 @@ impl ModelCheckpoint {
 impl Callback for ModelCheckpoint {
     fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
         Some(Box::new(self.clone()))
+    }
+
+    fn monitors(&self) -> Vec<String> {
+        self.monitor.iter().cloned().collect()
     }
 
     fn on_epoch_end(&mut self, _epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {

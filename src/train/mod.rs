@@ -78,6 +78,8 @@
 //! # Ok(()) }
 //! ```
 mod callbacks;
+mod config;
+mod fit;
 mod history;
 mod layer_stats;
 mod loss;
@@ -91,8 +93,9 @@ mod tally;
 
 pub use callbacks::{Callback, CallbackState, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
 pub use history::{History, LayerStat, LrChange, Scores};
-pub use loss::Loss;
-pub use model::{Clip, FitConfig, Model, Penalty};
+pub use config::{FitConfig, Verbosity};
+pub use loss::{ClassWeights, CustomLoss, Loss};
+pub use model::{Clip, Model, Penalty};
 pub use select::{
     cross_validate, grid, kfold_indices, random, search, CvReport, Evaluation, Leaderboard, Param, SearchSpace, Trial,
     Value,
