@@ -6,8 +6,12 @@ mod common;
 #[cfg(all(feature = "mpi", unix))]
 #[path = "training/distributed.rs"]
 mod distributed;
+#[path = "training/batching.rs"]
+mod batching;
 #[path = "training/first_week.rs"]
 mod first_week;
+#[path = "training/objectives.rs"]
+mod objectives;
 
 use common::serial;
 use wgnn::data::DataLoader;

@@ -101,8 +101,9 @@ impl DataLoader {
     }
 
     /// Batches of rows of `x` and `y` gathered where they are, on their device
-    /// (`index_select`): the data set is never read back or uploaded again; each
-    /// batch uploads only its row numbers. What `fit` does with tensors that live on
+    /// (`index_select`): data still on the host is uploaded once, into buffers that
+    /// stay on the device, and is never read back or uploaded again; each batch
+    /// uploads only its row numbers. What `fit` does with tensors that live on
     /// the model's device. A batch asked for on another device is copied there.
     ///
     /// # Errors
@@ -116,6 +117,11 @@ impl DataLoader {
                 a: x.device().to_string(),
                 b: y.device().to_string(),
             });
+        }
+        // Computed values are computed once, data from the host uploaded once.
+        for t in [x, y] {
+            t.realize()?;
+            t.keep_resident()?;
         }
         let rows = Rows::Device {
             x: x.clone(),
@@ -218,7 +224,12 @@ impl DataLoader {
         }
         match &mut self.rows {
             Rows::Host(h) => h.w = Some(Arc::new(w.to_vec()?)),
-            Rows::Device { x, w: dw, .. } => *dw = Some(w.to(x.device())?),
+            Rows::Device { x, w: dw, .. } => {
+                let w = w.to(x.device())?;
+                w.realize()?;
+                w.keep_resident()?;
+                *dw = Some(w);
+            }
         }
         Ok(self)
     }
