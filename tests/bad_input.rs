@@ -4,6 +4,8 @@
 //! fuzzing of the file readers (`fuzz`, in tests/bad_input/fuzz.rs).
 
 mod common;
+#[path = "bad_input/fit.rs"]
+mod fit;
 #[path = "bad_input/fuzz.rs"]
 mod fuzz;
 

@@ -23,7 +23,23 @@ enum Rows {
     /// On the host: batches are copied out and uploaded.
     Host(HostRows),
     /// On a device: batches are gathered there (`index_select`).
-    Device { x: Tensor, y: Tensor, w: Option<Tensor> },
+    Device {
+        x: Tensor,
+        y: Tensor,
+        w: Option<Tensor>,
+        /// What was found scanning the values that were still on the host.
+        scan: Scan,
+    },
+}
+
+/// The checks of device rows done on the host, from values that were staged there
+/// before their one upload (`None`: the value was resident, check it on the device).
+#[derive(Clone, Debug, Default)]
+struct Scan {
+    /// The first non-finite input or f32 target, if any.
+    bad_value: Option<Option<(&'static str, usize, usize, f32)>>,
+    /// The labels (as words), to check against the number of classes.
+    labels: Option<Arc<Vec<f32>>>,
 }
 
 /// The target types of a [`Dataset`]: u32 class labels and f32 regression values.
@@ -118,15 +134,25 @@ impl DataLoader {
                 b: y.device().to_string(),
             });
         }
-        // Computed values are computed once, data from the host uploaded once.
-        for t in [x, y] {
-            t.realize()?;
-            t.keep_resident()?;
-        }
+        // Computed values are computed once, data from the host uploaded once (and
+        // checked there, where NaN is NaN; a GPU may assume finite values).
+        x.realize()?;
+        y.realize()?;
+        let (xs, ys) = (x.keep_resident()?, y.keep_resident()?);
+        let labels = y.dtype() == DType::U32;
+        let row = |t: &Tensor| t.shape()[1..].to_vec();
+        let scan = Scan {
+            bad_value: match (&xs, &ys) {
+                (Some(xs), Some(ys)) => Some(super::checks::first_non_finite_host(xs, &row(x), ys, &row(y), labels)),
+                _ => None,
+            },
+            labels: ys.filter(|_| labels).map(Arc::new),
+        };
         let rows = Rows::Device {
             x: x.clone(),
             y: y.clone(),
             w: None,
+            scan,
         };
         DataLoader::with_rows(rows, x.shape(), y.shape(), y.dtype(), batch_size)
     }
@@ -217,19 +243,29 @@ impl DataLoader {
                 got: w.shape().to_vec(),
             });
         }
-        if let Some((i, v)) = super::checks::first_bad_weight(w)? {
-            return Err(Error::Invalid(format!(
-                "fit: sample_weight {i} is {v}; weights must be finite and not negative"
-            )));
-        }
-        match &mut self.rows {
-            Rows::Host(h) => h.w = Some(Arc::new(w.to_vec()?)),
+        let bad = |values: &[f32]| values.iter().position(|v| !v.is_finite() || *v < 0.0).map(|i| (i, values[i]));
+        let found = match &mut self.rows {
+            Rows::Host(h) => {
+                let values = w.to_vec()?;
+                let found = bad(&values);
+                h.w = Some(Arc::new(values));
+                found
+            }
             Rows::Device { x, w: dw, .. } => {
                 let w = w.to(x.device())?;
                 w.realize()?;
-                w.keep_resident()?;
+                let found = match w.keep_resident()? {
+                    Some(staged) => bad(&staged),
+                    None => super::checks::first_bad_weight(&w)?,
+                };
                 *dw = Some(w);
+                found
             }
+        };
+        if let Some((i, v)) = found {
+            return Err(Error::Invalid(format!(
+                "fit: sample_weight {i} is {v}; weights must be finite and not negative"
+            )));
         }
         Ok(self)
     }
@@ -262,6 +298,7 @@ impl DataLoader {
         let labels = self.y_dtype == DType::U32;
         Ok(match &self.rows {
             Rows::Host(h) => super::checks::first_non_finite_host(&h.x, &h.x_row, &h.y, &h.y_row, labels),
+            Rows::Device { scan, .. } if scan.bad_value.is_some() => scan.bad_value.unwrap(),
             Rows::Device { x, y, .. } => super::checks::first_non_finite_device(x, y, labels)?,
         })
     }
@@ -272,10 +309,13 @@ impl DataLoader {
             return Ok(None);
         }
         Ok(match &self.rows {
-            Rows::Host(h) => {
-                let i = h.y.iter().position(|v| v.to_bits() as usize >= classes);
-                i.map(|i| (i, h.y[i].to_bits()))
-            }
+            Rows::Host(h) => first_above(&h.y, classes),
+            Rows::Device {
+                scan: Scan {
+                    labels: Some(labels), ..
+                },
+                ..
+            } => first_above(labels, classes),
             Rows::Device { y, .. } => super::checks::first_label_out_of_range_device(y, classes)?,
         })
     }
@@ -295,7 +335,7 @@ impl DataLoader {
                 (h.x, h.y, h.w) = picked.into_parts();
                 Rows::Host(h)
             }
-            Rows::Device { x, y, w } => {
+            Rows::Device { x, y, w, .. } => {
                 let idx = indices(rows, x.device())?;
                 let keep = |t: &Tensor| -> Result<Tensor> {
                     let kept = t.index_select(0, &idx);
@@ -310,6 +350,7 @@ impl DataLoader {
                     x: keep(x)?,
                     y: keep(y)?,
                     w,
+                    scan: Scan::default(),
                 }
             }
         };
@@ -456,7 +497,7 @@ impl DataLoader {
     fn batch_of(&self, rows: &[usize], device: &Device) -> Result<Batch> {
         match &self.rows {
             Rows::Host(h) => h.upload(h.pick(rows), device),
-            Rows::Device { x, y, w } => {
+            Rows::Device { x, y, w, .. } => {
                 let idx = indices(rows, x.device())?;
                 let pick = |t: &Tensor| {
                     let picked = t.index_select(0, &idx);
@@ -488,6 +529,12 @@ impl DataLoader {
         let b = self.batch_of(rows, device)?;
         Ok((b.x, b.y))
     }
+}
+
+/// The first label (of labels as words) not below `classes`: `(row, label)`.
+fn first_above(labels: &[f32], classes: usize) -> Option<(usize, u32)> {
+    let i = labels.iter().position(|v| v.to_bits() as usize >= classes)?;
+    Some((i, labels[i].to_bits()))
 }
 
 /// Row numbers as an index tensor on `device`.

@@ -325,14 +325,20 @@ impl Tensor {
 
     /// Moves a leaf's value into a resident device buffer, in place: uploaded once
     /// here instead of by every plan that reads it (what `fit` does to a data set it
-    /// batches on the device). Other tensors, and values already resident, are left
-    /// as they are; on an error the leaf is unchanged.
-    pub(crate) fn keep_resident(&self) -> Result<()> {
+    /// batches on the device). Returns the values it found staged on the host (so
+    /// the caller can check them without a readback), `None` when the value was
+    /// resident already or the tensor is not a leaf. On an error the leaf is
+    /// unchanged.
+    pub(crate) fn keep_resident(&self) -> Result<Option<Vec<f32>>> {
         if self.0.op != Op::Leaf {
-            return Ok(());
+            return Ok(None);
         }
         let mut storage = self.0.storage.lock().unwrap();
         let current = storage.take().expect("a leaf has storage");
+        let staged = match &current {
+            Storage::Host(values) => Some(values.to_vec()),
+            _ => None,
+        };
         match self.0.device.backend().make_resident(current.clone()) {
             Ok(resident) => *storage = Some(resident),
             Err(e) => {
@@ -340,7 +346,7 @@ impl Tensor {
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(staged)
     }
 
     /// Freezes (`false`) or unfreezes (`true`) a leaf, as PyTorch's
