@@ -53,27 +53,29 @@ struct Line<'a> {
 /// The data lines of `text`: the first `skip` lines and blank lines left out.
 fn data_lines(text: &str, skip: usize) -> impl Iterator<Item = Line<'_>> {
     let mut line_start = 0usize;
-    text.split_inclusive('\n').enumerate().filter_map(move |(lineno, line)| {
-        let start = line_start;
-        line_start += line.len();
-        let content = line.trim_end_matches(['\n', '\r']);
-        if lineno < skip || content.trim().is_empty() {
-            return None;
-        }
-        let mut at = start;
-        let fields = (content.split(','))
-            .map(|field| {
-                let f = (at, field);
-                at += field.len() + 1;
-                f
+    text.split_inclusive('\n')
+        .enumerate()
+        .filter_map(move |(lineno, line)| {
+            let start = line_start;
+            line_start += line.len();
+            let content = line.trim_end_matches(['\n', '\r']);
+            if lineno < skip || content.trim().is_empty() {
+                return None;
+            }
+            let mut at = start;
+            let fields = (content.split(','))
+                .map(|field| {
+                    let f = (at, field);
+                    at += field.len() + 1;
+                    f
+                })
+                .collect();
+            Some(Line {
+                number: lineno + 1,
+                start,
+                fields,
             })
-            .collect();
-        Some(Line {
-            number: lineno + 1,
-            start,
-            fields,
         })
-    })
 }
 
 /// Appends the feature fields of `line` (all but the last) to `features`.
@@ -115,11 +117,7 @@ fn no_rows(bytes: &[u8], path: &Path, skip: usize) -> Error {
     } else {
         String::new()
     };
-    Error::format(
-        path,
-        bytes.len() as u64,
-        format!("the file has no data rows{after}"),
-    )
+    Error::format(path, bytes.len() as u64, format!("the file has no data rows{after}"))
 }
 
 /// Parses a numeric CSV whose last column is the target (`T`: a u32 label or an f32
@@ -141,7 +139,11 @@ pub(super) fn parse_csv<T: TargetField>(
         let c = *ncols.get_or_insert(line.fields.len());
         let at = line.start as u64;
         if c < 2 {
-            let why = format!("line {} has {c} column; need at least one feature and the {}", line.number, T::NAME);
+            let why = format!(
+                "line {} has {c} column; need at least one feature and the {}",
+                line.number,
+                T::NAME
+            );
             return Err(Error::format(path, at, why));
         }
         if line.fields.len() != c {
@@ -152,7 +154,12 @@ pub(super) fn parse_csv<T: TargetField>(
         let (off, field) = line.fields[c - 1];
         let value = field.trim();
         let target = T::parse(value).ok_or_else(|| {
-            let why = format!("line {}, column {c}: {} {value:?} is not {}", line.number, T::NAME, T::WHAT);
+            let why = format!(
+                "line {}, column {c}: {} {value:?} is not {}",
+                line.number,
+                T::NAME,
+                T::WHAT
+            );
             Error::format(path, off as u64, why)
         })?;
         labels.push(target);

@@ -243,7 +243,12 @@ impl DataLoader {
                 got: w.shape().to_vec(),
             });
         }
-        let bad = |values: &[f32]| values.iter().position(|v| !v.is_finite() || *v < 0.0).map(|i| (i, values[i]));
+        let bad = |values: &[f32]| {
+            values
+                .iter()
+                .position(|v| !v.is_finite() || *v < 0.0)
+                .map(|i| (i, values[i]))
+        };
         let found = match &mut self.rows {
             Rows::Host(h) => {
                 let values = w.to_vec()?;

@@ -590,6 +590,23 @@ mod tests {
     }
 
     #[test]
+    fn csv_regression_reads_float_targets_and_names_a_bad_one() {
+        let t = TempDir::new("regression");
+        fs::write(t.path("ok.csv"), "x,y\n1,2.5\n-3, -0.125\n").unwrap();
+        let d = load_csv_regression(t.path("ok.csv"), 1).unwrap();
+        assert_eq!((d.n, d.dim), (2, 1));
+        assert_eq!((d.features, d.labels), (vec![1.0, -3.0], vec![2.5, -0.125]));
+        fs::write(t.path("bad.csv"), "x,y\n1,2\n2,inf\n").unwrap();
+        match load_csv_regression(t.path("bad.csv"), 1) {
+            Err(Error::Format { reason, offset, .. }) => {
+                assert!(reason.contains("line 3, column 2: target \"inf\""), "{reason}");
+                assert_eq!(offset, 10);
+            }
+            other => panic!("expected Error::Format, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn mnist_csv_gz() {
         let t = TempDir::new("mnist");
         let mut text = String::new();

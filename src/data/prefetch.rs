@@ -98,15 +98,13 @@ pub(crate) fn prefetched<'a>(
     let expected = plan.len();
     let source = rows.clone();
     // Stops when the consumer is dropped (its next send fails) or the plan is done.
-    let spawned = std::thread::Builder::new()
-        .name("wgnn-batches".into())
-        .spawn(move || {
-            for batch in plan {
-                if tx.send(source.pick(&batch)).is_err() {
-                    break;
-                }
+    let spawned = std::thread::Builder::new().name("wgnn-batches".into()).spawn(move || {
+        for batch in plan {
+            if tx.send(source.pick(&batch)).is_err() {
+                break;
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         let err = Error::Invalid(format!("DataLoader: cannot start the batching thread: {e}"));
         return Box::new(std::iter::once(Err(err)));

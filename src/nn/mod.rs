@@ -8,8 +8,8 @@ mod perceptron;
 mod rnn;
 
 pub use autoencoder::Autoencoder;
-pub use normalize::Normalize;
 pub(crate) use normalize::column_stats;
+pub use normalize::Normalize;
 pub use perceptron::Perceptron;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 

@@ -220,13 +220,25 @@ impl<M: Module> Model<M> {
 
     /// One epoch: training, validation, callbacks, the line printed, the history,
     /// checkpoints. Returns whether a callback stopped training.
-    async fn epoch(&mut self, epoch: usize, run: &mut Run, config: &mut FitConfig, history: &mut History) -> Result<bool> {
+    async fn epoch(
+        &mut self,
+        epoch: usize,
+        run: &mut Run,
+        config: &mut FitConfig,
+        history: &mut History,
+    ) -> Result<bool> {
         let started = Instant::now();
         let lr = self.optimizer.lr();
         let mut logs = Scores::new();
         let position = (epoch, config.epochs);
-        history.confusion = (self.train_epoch(&mut run.train, position, run.verbosity, &mut config.callbacks, &mut logs))
-            .await?;
+        history.confusion = (self.train_epoch(
+            &mut run.train,
+            position,
+            run.verbosity,
+            &mut config.callbacks,
+            &mut logs,
+        ))
+        .await?;
         if let Some(v) = run.val.as_mut() {
             history.confusion = self.evaluate_loader(v, "val_", &mut logs).await?;
         }

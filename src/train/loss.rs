@@ -250,7 +250,9 @@ fn check_labels(out: &TensorSpec, y: &TensorSpec) -> std::result::Result<(), Str
 fn row_means(t: &Tensor) -> Tensor {
     let rows = t.shape()[0];
     let width = t.numel() / rows.max(1);
-    t.reshape(&[rows, width]).sum_axis(1, false).mul_scalar(1.0 / width as f32)
+    t.reshape(&[rows, width])
+        .sum_axis(1, false)
+        .mul_scalar(1.0 / width as f32)
 }
 
 /// A custom loss's value as a scalar: itself, or the mean of its per-row values.

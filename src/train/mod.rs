@@ -92,8 +92,8 @@ pub mod select;
 mod tally;
 
 pub use callbacks::{Callback, CallbackState, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
-pub use history::{History, LayerStat, LrChange, Scores};
 pub use config::{FitConfig, Verbosity};
+pub use history::{History, LayerStat, LrChange, Scores};
 pub use loss::{ClassWeights, CustomLoss, Loss};
 pub use model::{Clip, Model, Penalty};
 pub use select::{

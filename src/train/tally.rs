@@ -75,7 +75,13 @@ impl Tally {
 
     /// The batch's additions to a tally: the new running loss sum and counts.
     /// Realize the returned values (in the step's plan) and [`Tally::commit`] them.
-    pub(crate) fn add(&mut self, loss: &Loss, out: &Tensor, y: &Tensor, data_loss: &Tensor) -> (Tensor, Option<Tensor>) {
+    pub(crate) fn add(
+        &mut self,
+        loss: &Loss,
+        out: &Tensor,
+        y: &Tensor,
+        data_loss: &Tensor,
+    ) -> (Tensor, Option<Tensor>) {
         let rows = out.shape()[0];
         let loss_sum = &self.loss_sum + &data_loss.reshape(&[1]).mul_scalar(rows as f32);
         self.scoring = self.scoring(loss, out, y);
@@ -179,7 +185,7 @@ impl Tally {
                     roc_auc(&scores, &truth)?
                 }
                 m if m.is_regression() => continue,
-            m => cm.score(*m)?,
+                m => cm.score(*m)?,
             };
             logs.insert(format!("{prefix}{}", m.name()), value);
         }

@@ -58,11 +58,22 @@ fn sample_weights_for_another_number_of_rows() {
         &err,
         matches!(err, Error::ShapeMismatch { .. }),
         "ShapeMismatch",
-        &["sample_weight needs one f32 weight per training row (6 rows)", "[6]", "[5]"],
+        &[
+            "sample_weight needs one f32 weight per training row (6 rows)",
+            "[6]",
+            "[5]",
+        ],
     );
     let w = Tensor::from_vec(vec![1.0, 1.0, f32::NAN, 1.0, 1.0, 1.0], &[6], &dev).unwrap();
-    let err = model.fit(&features(6, 3, &dev), &labels(6, &dev), quiet(2).sample_weight(&w)).unwrap_err();
-    assert_says(&err, matches!(err, Error::Invalid(_)), "Invalid", &["sample_weight 2 is NaN"]);
+    let err = model
+        .fit(&features(6, 3, &dev), &labels(6, &dev), quiet(2).sample_weight(&w))
+        .unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::Invalid(_)),
+        "Invalid",
+        &["sample_weight 2 is NaN"],
+    );
 }
 
 #[test]
@@ -74,6 +85,9 @@ fn a_regression_csv_whose_target_is_not_a_number() {
         &err,
         matches!(err, Error::Format { .. }),
         "Format",
-        &["regression-target.csv", "line 3, column 3: target \"n/a\" is not a finite number"],
+        &[
+            "regression-target.csv",
+            "line 3, column 3: target \"n/a\" is not a finite number",
+        ],
     );
 }

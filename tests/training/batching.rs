@@ -20,17 +20,36 @@ fn blobs(rows: usize, dim: usize) -> Dataset {
             labels[r] as f32 * if c % 3 == labels[r] as usize { 1.5 } else { -0.5 } + ((i * 31 % 17) as f32 / 17.0)
         })
         .collect();
-    Dataset { features, labels, n: rows, dim }
+    Dataset {
+        features,
+        labels,
+        n: rows,
+        dim,
+    }
 }
 
 fn classifier(dim: usize, dev: &Device) -> Model {
-    let net = Sequential::new().add(Linear::new(dim, 16, dev)).add(nn::Relu).add(Linear::new(16, 3, dev));
-    let opt = Adam::new(net.parameters(), AdamConfig { lr: 1e-2, ..Default::default() });
+    let net = Sequential::new()
+        .add(Linear::new(dim, 16, dev))
+        .add(nn::Relu)
+        .add(Linear::new(16, 3, dev));
+    let opt = Adam::new(
+        net.parameters(),
+        AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
     net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap()
 }
 
 fn quiet(epochs: usize) -> FitConfig {
-    FitConfig::new().epochs(epochs).batch_size(50).seed(5).layer_stats(false).verbose(0)
+    FitConfig::new()
+        .epochs(epochs)
+        .batch_size(50)
+        .seed(5)
+        .layer_stats(false)
+        .verbose(0)
 }
 
 crate::device_tests!(fit_on_device_tensors_gathers_batches_there_and_never_reads_the_data_back);
@@ -51,17 +70,26 @@ fn fit_on_device_tensors_gathers_batches_there_and_never_reads_the_data_back(dev
         let history = model.fit(&x, &y, quiet(epochs)).unwrap();
         let after = dev.stats();
         assert!(*history.history["accuracy"].last().unwrap() > 0.9);
-        let (up, down) = (after.bytes_uploaded - before.bytes_uploaded, after.bytes_downloaded - before.bytes_downloaded);
+        let (up, down) = (
+            after.bytes_uploaded - before.bytes_uploaded,
+            after.bytes_downloaded - before.bytes_downloaded,
+        );
         println!("{dev}: fit on device tensors uploaded {up} B, downloaded {down} B (data set {data_bytes} B)");
         (up, down)
     };
     // The first fit uploads the data set once and keeps it on the device; per batch
     // only its row numbers go up (4 B a row), per epoch only totals come back.
     let (up, down) = fit(1);
-    assert!(up < data_bytes + data_bytes / 8, "{dev}: {up} B uploaded for a {data_bytes} B data set");
+    assert!(
+        up < data_bytes + data_bytes / 8,
+        "{dev}: {up} B uploaded for a {data_bytes} B data set"
+    );
     assert!(down < 4096, "{dev}: {down} B downloaded");
     let (up, down) = fit(2);
-    assert!(up < data_bytes / 8, "{dev}: {up} B uploaded by a second fit on the same tensors");
+    assert!(
+        up < data_bytes / 8,
+        "{dev}: {up} B uploaded by a second fit on the same tensors"
+    );
     assert!(down < 4096, "{dev}: {down} B downloaded");
 
     // The host path uploads every batch's rows: the counters are live.
@@ -71,7 +99,10 @@ fn fit_on_device_tensors_gathers_batches_there_and_never_reads_the_data_back(dev
     host.fit_dataset(&data, quiet(epochs)).unwrap();
     let up = dev.stats().bytes_uploaded - before.bytes_uploaded;
     if up > 0 {
-        assert!(up >= data_bytes * epochs as u64, "{dev}: host batches uploaded only {up} B");
+        assert!(
+            up >= data_bytes * epochs as u64,
+            "{dev}: host batches uploaded only {up} B"
+        );
     }
 }
 
@@ -81,7 +112,10 @@ fn host_batches_from_a_background_thread_train_as_device_batches_bit_for_bit(dev
     let _serial = serial();
     let data = blobs(230, 6);
     let batches = |prefetch: bool| {
-        let mut loader = DataLoader::from_dataset(&data, 32).unwrap().shuffle(4).prefetch(prefetch);
+        let mut loader = DataLoader::from_dataset(&data, 32)
+            .unwrap()
+            .shuffle(4)
+            .prefetch(prefetch);
         let mut all = Vec::new();
         for _ in 0..2 {
             for b in loader.epoch(dev) {
@@ -93,7 +127,11 @@ fn host_batches_from_a_background_thread_train_as_device_batches_bit_for_bit(dev
     };
     let background = batches(true);
     assert_eq!(background.len(), 16);
-    assert_eq!(background, batches(false), "{dev}: the background thread changed the batches");
+    assert_eq!(
+        background,
+        batches(false),
+        "{dev}: the background thread changed the batches"
+    );
 
     let train = |on_device: bool| {
         wgnn::manual_seed(8);
@@ -158,7 +196,11 @@ fn a_normalize_layer_holds_standardizes_statistics_and_is_saved_loaded_and_moved
     std::fs::remove_file(&path).ok();
     assert_eq!(fresh.norm.mean.to_vec().unwrap(), mean);
     let want = model.forward(&x).to_vec().unwrap();
-    assert_eq!(fresh.forward(&x).to_vec().unwrap(), want, "the reloaded model scores the same");
+    assert_eq!(
+        fresh.forward(&x).to_vec().unwrap(),
+        want,
+        "the reloaded model scores the same"
+    );
     if let Some(gpu) = gpu() {
         fresh.to(&gpu).unwrap();
         assert!(fresh.norm.std.device().same(&gpu), "Module::to moves the buffers");

@@ -532,7 +532,10 @@ fn cancer_classifier(dev: &Device) -> Model<nn::Sequential> {
 fn an_unknown_monitor_is_an_error_listing_the_logged_names_before_any_step() {
     let _serial = serial();
     let dev = Device::cpu();
-    let (x, y) = (Tensor::zeros(&[20, 30], &dev), Tensor::from_labels(&[1; 20], &dev).unwrap());
+    let (x, y) = (
+        Tensor::zeros(&[20, 30], &dev),
+        Tensor::from_labels(&[1; 20], &dev).unwrap(),
+    );
     let mut model = cancer_classifier(&dev);
     let before: Vec<Vec<f32>> = model.net.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
     let config = FitConfig::new()
@@ -553,7 +556,10 @@ fn an_unknown_monitor_is_an_error_listing_the_logged_names_before_any_step() {
     let config = FitConfig::new()
         .validation_split(0.25)
         .callback(EarlyStopping::new("val_accuracy", 3))
-        .callback(wgnn::train::ModelCheckpoint::best_only(std::env::temp_dir().join("wgnn-unused.ckpt"), "bogus"))
+        .callback(wgnn::train::ModelCheckpoint::best_only(
+            std::env::temp_dir().join("wgnn-unused.ckpt"),
+            "bogus",
+        ))
         .verbose(0);
     let err = model.fit(&x, &y, config).unwrap_err().to_string();
     assert!(err.contains("callback 1 monitors 'bogus'"), "{err}");
@@ -582,11 +588,19 @@ fn fit_leaves_the_model_in_the_mode_it_found_it_in_even_when_it_fails() {
     assert!(!model.net.is_training(), "a model in eval mode stays in eval mode");
     model.net.train();
     model.fit(&x, &y, config()).unwrap();
-    assert!(model.net.is_training(), "a model in training mode stays in training mode");
+    assert!(
+        model.net.is_training(),
+        "a model in training mode stays in training mode"
+    );
     // Mixed modes come back as they were, also from a fit that fails mid-epoch.
-    let mut mixed = nn::Sequential::new().add(Linear::new(4, 8, &dev)).add(Dropout::new(0.3));
+    let mut mixed = nn::Sequential::new()
+        .add(Linear::new(4, 8, &dev))
+        .add(Dropout::new(0.3));
     mixed.eval();
-    let net = nn::Sequential::new().add(mixed).add(Dropout::new(0.1)).add(Linear::new(8, 1, &dev));
+    let net = nn::Sequential::new()
+        .add(mixed)
+        .add(Dropout::new(0.1))
+        .add(Linear::new(8, 1, &dev));
     let opt = Adam::new(net.parameters(), AdamConfig::default());
     let failing = Loss::custom(|pred, _| pred.clone()); // [batch, 1]: not a loss
     let mut model = Model::new(net, opt, failing, &[]).unwrap();
@@ -619,7 +633,11 @@ fn a_csv_classifier_saves_its_standardization_and_scores_the_same_after_reloadin
         Model::new(net, opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap()
     };
     let mut model = build(nn::Normalize::adapt(&x).unwrap());
-    let config = FitConfig::new().epochs(15).batch_size(16).validation_split(0.2).verbose(0);
+    let config = FitConfig::new()
+        .epochs(15)
+        .batch_size(16)
+        .validation_split(0.2)
+        .verbose(0);
     let history = model.fit(&x, &y, config).unwrap();
     assert!(*history.history["val_accuracy"].last().unwrap() > 0.93);
     let path = std::env::temp_dir().join(format!("wgnn-csv-classifier-{}.safetensors", std::process::id()));
@@ -627,7 +645,13 @@ fn a_csv_classifier_saves_its_standardization_and_scores_the_same_after_reloadin
     let mut fresh = build(nn::Normalize::new(30, &dev));
     wgnn::io::load_safetensors(&mut fresh.net, &path).unwrap();
     std::fs::remove_file(&path).ok();
-    let (scores, reloaded) = (model.evaluate(&x_test, &y_test).unwrap(), fresh.evaluate(&x_test, &y_test).unwrap());
+    let (scores, reloaded) = (
+        model.evaluate(&x_test, &y_test).unwrap(),
+        fresh.evaluate(&x_test, &y_test).unwrap(),
+    );
     assert!(scores["accuracy"] > 0.93, "test accuracy {}", scores["accuracy"]);
-    assert_eq!(scores, reloaded, "the reloaded model, standardization included, scores the same");
+    assert_eq!(
+        scores, reloaded,
+        "the reloaded model, standardization included, scores the same"
+    );
 }
