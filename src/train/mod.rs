@@ -2,7 +2,9 @@
 //! `evaluate` / `predict` with callbacks and a [`History`], a written training
 //! report (native targets), and model selection (k-fold cross-validation, grid and random search).
 //! [`ModelCheckpoint`] writes full checkpoints and [`FitConfig::resume_from`]
-//! continues a run from one, bit for bit.
+//! continues a run from one, bit for bit. Beyond the built-in losses: a closure
+//! ([`Loss::custom`]), class weights ([`Loss::cross_entropy_weighted`]) and Keras'
+//! per-row [`FitConfig::sample_weight`]; [`FitConfig::verbose`] takes Keras' levels.
 //!
 //! ```no_run
 //! use wgnn::metrics::{Average, Metric};
