@@ -106,7 +106,7 @@ pub enum Error {
     /// A name that is none of the valid ones: a device (`WGNN_DEVICE`), a metric, the
     /// log a callback monitors, a parameter path. `valid` lists what would have been
     /// accepted, for a "did you mean".
-    #[error("unknown {what} '{name}'; the valid names are: {}", valid.join(", "))]
+    #[error("unknown {what} '{name}'{context}; the valid names are: {}", valid.join(", "))]
     UnknownName {
         /// What kind of name (`"device"`, `"metric"`, `"parameter prefix"`).
         what: String,
@@ -114,16 +114,19 @@ pub enum Error {
         name: String,
         /// Every name that is valid there.
         valid: Vec<String>,
+        /// Where it was given, when that helps (`" (callback 1 monitors it)"`); often empty.
+        context: String,
     },
     /// A setting outside what it can be: zero epochs, a batch size of 0, a validation
     /// split that leaves no rows, a schedule that does not start from the optimizer's
     /// rate, a parameter group with no tensor or a tensor in two groups.
-    #[error("{setting}: {reason}")]
+    #[error("{message}")]
     InvalidSetting {
-        /// Which setting, named as the caller wrote it (`"fit: epochs"`).
-        setting: String,
-        /// Why it cannot be honoured.
-        reason: String,
+        /// Which setting, named as the caller wrote it (`"epochs"`, `"batch_size"`,
+        /// `"validation_split"`, `"lr schedule"`, `"param groups"`).
+        setting: &'static str,
+        /// What is wrong with it and where, in full.
+        message: String,
     },
     /// An optimizer was asked to update a parameter that is frozen
     /// (`Tensor::set_requires_grad(false)`, `Module::freeze`); nothing was updated.

@@ -422,6 +422,7 @@ impl FromStr for Metric {
             what: "metric".into(),
             name: s.into(),
             valid: Metric::valid_names(),
+            context: String::new(),
         };
         let (base, suffix) = AVERAGED
             .iter()

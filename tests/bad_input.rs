@@ -6,6 +6,8 @@
 //! op and the shapes (`tensor_expressions`, in tests/bad_input/tensor_expressions.rs).
 
 mod common;
+#[path = "bad_input/fit.rs"]
+mod fit;
 #[path = "bad_input/fuzz.rs"]
 mod fuzz;
 #[path = "bad_input/tensor_expressions.rs"]
@@ -576,8 +578,14 @@ fn a_batch_size_of_zero() {
     let err = DataLoader::new(&features(4, 3, &dev), &labels(4, &dev), 0).unwrap_err();
     assert_says(
         &err,
-        matches!(err, Error::Invalid(_)),
-        "Invalid",
+        matches!(
+            err,
+            Error::InvalidSetting {
+                setting: "batch_size",
+                ..
+            }
+        ),
+        "InvalidSetting",
         &["batch_size must be at least 1"],
     );
     let err = classifier(&dev)
@@ -585,8 +593,14 @@ fn a_batch_size_of_zero() {
         .unwrap_err();
     assert_says(
         &err,
-        matches!(err, Error::Invalid(_)),
-        "Invalid",
+        matches!(
+            err,
+            Error::InvalidSetting {
+                setting: "batch_size",
+                ..
+            }
+        ),
+        "InvalidSetting",
         &["batch_size must be at least 1"],
     );
 }
@@ -614,8 +628,8 @@ fn zero_epochs() {
         .unwrap_err();
     assert_says(
         &err,
-        matches!(err, Error::Invalid(_)),
-        "Invalid",
+        matches!(err, Error::InvalidSetting { setting: "epochs", .. }),
+        "InvalidSetting",
         &["epochs must be at least 1"],
     );
 }
@@ -716,8 +730,14 @@ fn a_schedule_that_does_not_start_from_the_optimizers_rate() {
     let err = model.fit(&features(4, 3, &dev), &labels(4, &dev), config).unwrap_err();
     assert_says(
         &err,
-        matches!(err, Error::Invalid(_)),
-        "Invalid",
+        matches!(
+            err,
+            Error::InvalidSetting {
+                setting: "lr schedule",
+                ..
+            }
+        ),
+        "InvalidSetting",
         &["starts from lr 0.5", "the optimizer's rate is 0.001", "for_optimizer"],
     );
     assert_eq!(parameters(&model), before, "nothing was trained");

@@ -2,12 +2,16 @@
 //! a training step, laziness that never changes meaning, and checkpoints that resume
 //! bit for bit and survive being killed mid-write.
 
+#[path = "training/batching.rs"]
+mod batching;
 mod common;
 #[cfg(all(feature = "mpi", unix))]
 #[path = "training/distributed.rs"]
 mod distributed;
 #[path = "training/first_week.rs"]
 mod first_week;
+#[path = "training/objectives.rs"]
+mod objectives;
 
 use common::serial;
 use wgnn::data::DataLoader;

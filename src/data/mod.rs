@@ -1,12 +1,14 @@
-//! Loading classification data sets into memory.
+//! Loading data sets into memory.
 //!
-//! Everything here produces a [`Dataset`]: row-major `f32` features plus one `u32`
-//! class label per row. Readers are provided for
+//! Everything here produces a [`Dataset`]: row-major `f32` features plus one target
+//! per row, a `u32` class label (`Dataset`, the default) or an `f32` value for a
+//! regression (`Dataset<f32>`). Readers are provided for
 //!
 //! - the gzipped MNIST CSV shipped in `data/mnist_5k.csv.gz` ([`load_mnist_csv_gz`]),
 //! - the IDX format of MNIST and Fashion-MNIST, gzipped or raw ([`load_idx`],
 //!   [`load_idx_dir`]),
-//! - plain numeric CSV files whose last column is the label ([`load_csv_labelled`]).
+//! - plain numeric CSV files whose last column is the label ([`load_csv_labelled`]),
+//!   or a float target for a regression ([`load_csv_regression`], a `Dataset<f32>`).
 //!
 //! [`Dataset::shuffle_split`] shuffles with a small built-in PRNG, so a given seed gives
 //! the same split on every platform and with every version of every dependency, and
@@ -16,9 +18,14 @@
 //! Errors name the file, and for malformed contents the byte offset where the problem
 //! was found; for a gzipped file that offset counts bytes of the decompressed stream.
 
+mod checks;
+mod csv;
 mod loader;
+mod prefetch;
 
-pub use loader::DataLoader;
+pub use csv::{load_csv_labelled, load_csv_regression, load_mnist_csv_gz, parse_mnist_csv_gz};
+pub use loader::{DataLoader, Target};
+pub(crate) use prefetch::Batch;
 
 use std::fs;
 use std::io::{self, Read};
@@ -26,20 +33,25 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// An in-memory classification data set: row-major features and u32 class labels.
+/// An in-memory data set: row-major features and one target per row, a u32 class
+/// label (`Dataset`, the default) or an f32 value for a regression (`Dataset<f32>`,
+/// from [`load_csv_regression`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dataset {
+pub struct Dataset<T = u32> {
     /// `n * dim` feature values, row after row.
     pub features: Vec<f32>,
-    /// `n` class labels.
-    pub labels: Vec<u32>,
+    /// `n` targets: class labels, or values for a regression.
+    pub labels: Vec<T>,
     /// Number of rows.
     pub n: usize,
     /// Number of features per row.
     pub dim: usize,
 }
 
-impl Dataset {
+/// A regression data set: f32 targets.
+pub type RegressionDataset = Dataset<f32>;
+
+impl<T: Copy> Dataset<T> {
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.n
@@ -55,7 +67,7 @@ impl Dataset {
     ///
     /// # Panics
     /// If an index is not below `self.len()`.
-    pub fn select(&self, idx: &[usize]) -> Dataset {
+    pub fn select(&self, idx: &[usize]) -> Dataset<T> {
         let mut features = Vec::with_capacity(idx.len() * self.dim);
         let mut labels = Vec::with_capacity(idx.len());
         for &i in idx {
@@ -75,6 +87,20 @@ impl Dataset {
         }
     }
 
+    /// Shuffles the rows deterministically with `seed`, then splits them into the first
+    /// `n_first` rows and the rest.
+    ///
+    /// The shuffle is a Fisher-Yates shuffle driven by splitmix64, built in so that the
+    /// same seed gives the same split everywhere. `n_first` larger than `len()` is
+    /// clamped (the second set is then empty).
+    pub fn shuffle_split(&self, seed: u64, n_first: usize) -> (Dataset<T>, Dataset<T>) {
+        let order = permutation(self.n, seed);
+        let k = n_first.min(self.n);
+        (self.select(&order[..k]), self.select(&order[k..]))
+    }
+}
+
+impl Dataset<u32> {
     /// The features `[n, dim]` and labels `[n]` as tensors on `device`, for
     /// `Model::fit` / `evaluate` / `predict`.
     pub fn tensors(&self, device: &crate::Device) -> Result<(crate::Tensor, crate::Tensor)> {
@@ -83,17 +109,16 @@ impl Dataset {
             crate::Tensor::from_labels(&self.labels, device)?,
         ))
     }
+}
 
-    /// Shuffles the rows deterministically with `seed`, then splits them into the first
-    /// `n_first` rows and the rest.
-    ///
-    /// The shuffle is a Fisher-Yates shuffle driven by splitmix64, built in so that the
-    /// same seed gives the same split everywhere. `n_first` larger than `len()` is
-    /// clamped (the second set is then empty).
-    pub fn shuffle_split(&self, seed: u64, n_first: usize) -> (Dataset, Dataset) {
-        let order = permutation(self.n, seed);
-        let k = n_first.min(self.n);
-        (self.select(&order[..k]), self.select(&order[k..]))
+impl Dataset<f32> {
+    /// The features `[n, dim]` and targets `[n, 1]` as tensors on `device`, for a
+    /// regression model with one output.
+    pub fn tensors(&self, device: &crate::Device) -> Result<(crate::Tensor, crate::Tensor)> {
+        Ok((
+            crate::Tensor::from_vec(self.features.clone(), &[self.n, self.dim], device)?,
+            crate::Tensor::from_vec(self.labels.clone(), &[self.n, 1], device)?,
+        ))
     }
 }
 
@@ -288,168 +313,19 @@ pub fn load_idx_dir(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
     load_idx(images, labels)
 }
 
-/// How the feature fields of a CSV are checked.
-#[derive(Clone, Copy)]
-enum Fields {
-    /// Any finite number.
-    Float,
-    /// An integer pixel value 0..=255.
-    Pixel,
-}
-
-/// Parses a numeric CSV whose last column is an integer label.
-///
-/// `skip` leading lines are ignored, as are blank lines. `cols`, when given, is the
-/// required number of columns (features + label); otherwise the first data row sets it.
-fn parse_labelled_csv(bytes: &[u8], path: &Path, skip: usize, cols: Option<usize>, fields: Fields) -> Result<Dataset> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| Error::format(path, e.valid_up_to() as u64, "the file is not valid UTF-8 text"))?;
-    let mut features = Vec::new();
-    let mut labels = Vec::new();
-    let mut ncols = cols;
-    let mut row: Vec<(usize, &str)> = Vec::new();
-    let mut line_start = 0usize;
-    for (lineno, line) in text.split_inclusive('\n').enumerate() {
-        let start = line_start;
-        line_start += line.len();
-        let line_no = lineno + 1;
-        let content = line.trim_end_matches(['\n', '\r']);
-        if lineno < skip || content.trim().is_empty() {
-            continue;
-        }
-        // Each field with its byte offset in the file.
-        row.clear();
-        let mut at = start;
-        for field in content.split(',') {
-            row.push((at, field));
-            at += field.len() + 1;
-        }
-        let c = *ncols.get_or_insert(row.len());
-        if c < 2 {
-            return Err(Error::format(
-                path,
-                start as u64,
-                format!("line {line_no} has {c} column; need at least one feature and the label"),
-            ));
-        }
-        if row.len() != c {
-            return Err(Error::format(
-                path,
-                start as u64,
-                format!("line {line_no} has {} columns, expected {c}", row.len()),
-            ));
-        }
-        for (col, &(off, field)) in row[..c - 1].iter().enumerate() {
-            let value = field.trim();
-            let bad = |what: &str| {
-                Error::format(
-                    path,
-                    off as u64,
-                    format!("line {line_no}, column {}: {value:?} is not {what}", col + 1),
-                )
-            };
-            let v: f32 = match value.parse::<f32>() {
-                Ok(v) if v.is_finite() => v,
-                _ => return Err(bad("a finite number")),
-            };
-            match fields {
-                Fields::Float => features.push(v),
-                Fields::Pixel => {
-                    if !(0.0..=255.0).contains(&v) || v.fract() != 0.0 {
-                        return Err(bad("a pixel value (an integer in 0..=255)"));
-                    }
-                    features.push(v / 255.0);
-                }
-            }
-        }
-        let (off, field) = row[c - 1];
-        let value = field.trim();
-        let label: u32 = value.parse().map_err(|_| {
-            Error::format(
-                path,
-                off as u64,
-                format!("line {line_no}, column {c}: label {value:?} is not a non-negative integer"),
-            )
-        })?;
-        labels.push(label);
-    }
-    if labels.is_empty() {
-        if bytes.is_empty() {
-            return Err(Error::format(path, 0, "the file is empty"));
-        }
-        let after = if skip > 0 {
-            format!(" after the {skip} skipped line(s)")
-        } else {
-            String::new()
-        };
-        return Err(Error::format(
-            path,
-            bytes.len() as u64,
-            format!("the file has no data rows{after}"),
-        ));
-    }
-    Ok(Dataset {
-        n: labels.len(),
-        features,
-        labels,
-        dim: ncols.map_or(0, |c| c - 1),
-    })
-}
-
-/// Reads the gzipped MNIST CSV (no header; 784 pixel ints 0-255 then the label per row);
-/// pixels scaled to `[0, 1]` by /255.
-///
-/// A raw (not gzipped) file is read as well. Every row must have exactly 785 columns.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the line and
-/// column of a bad value or the line of a wrong column count.
-pub fn load_mnist_csv_gz(path: impl AsRef<Path>) -> Result<Dataset> {
-    let path = path.as_ref();
-    let bytes = read_maybe_gz(path)?;
-    parse_labelled_csv(&bytes, path, 0, Some(28 * 28 + 1), Fields::Pixel)
-}
-
-/// [`load_mnist_csv_gz`] on bytes already in memory (gzipped or not), e.g. fetched
-/// by a web page, where there are no files; `source` names them in errors.
-///
-/// # Errors
-/// [`Error::Format`] as [`load_mnist_csv_gz`], with `source` as the path.
-pub fn parse_mnist_csv_gz(bytes: &[u8], source: &str) -> Result<Dataset> {
-    let path = Path::new(source);
-    let bytes = maybe_gunzip(bytes.to_vec(), path)?;
-    parse_labelled_csv(&bytes, path, 0, Some(28 * 28 + 1), Fields::Pixel)
-}
-
-/// Reads a numeric CSV: `skip` leading lines skipped, last column is an integer label,
-/// the others f32 features.
-///
-/// Fields are separated by commas and may be padded with spaces; blank lines are
-/// ignored; every row must have as many columns as the first. A gzipped file (magic
-/// `1f 8b`) is decompressed first.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the line and
-/// column (1-based) of a value that is not a finite number or a label that is not a
-/// non-negative integer, the line of a wrong column count, or a file with no data
-/// rows.
-pub fn load_csv_labelled(path: impl AsRef<Path>, skip: usize) -> Result<Dataset> {
-    let path = path.as_ref();
-    let bytes = read_maybe_gz(path)?;
-    parse_labelled_csv(&bytes, path, skip, None, Fields::Float)
-}
-
 /// Standardizes each feature column to mean 0 / std 1 in place using the statistics of
 /// `fit_on`, returns (mean, std) per column.
 ///
 /// `fit_on` and every set in `others` are transformed with the same statistics. The
 /// standard deviation is the population one (divided by n, as scikit-learn's
 /// `StandardScaler`); a column with zero spread (or an empty `fit_on`) gets std 1, so it
-/// is only centred.
+/// is only centred. To keep the statistics with a model instead (saved and loaded with
+/// it), make its first layer [`crate::nn::Normalize`] (`Normalize::from_stats` with
+/// what this returns, or `Normalize::adapt` on the training features).
 ///
 /// # Panics
 /// If a set in `others` has a different `dim` from `fit_on`.
-pub fn standardize(fit_on: &mut Dataset, others: &mut [&mut Dataset]) -> (Vec<f32>, Vec<f32>) {
+pub fn standardize<T>(fit_on: &mut Dataset<T>, others: &mut [&mut Dataset<T>]) -> (Vec<f32>, Vec<f32>) {
     let dim = fit_on.dim;
     for o in others.iter() {
         assert_eq!(
@@ -458,39 +334,10 @@ pub fn standardize(fit_on: &mut Dataset, others: &mut [&mut Dataset]) -> (Vec<f3
             o.dim
         );
     }
-    let mut sum = vec![0f64; dim];
-    let mut sq = vec![0f64; dim];
-    if dim > 0 {
-        for row in fit_on.features.chunks_exact(dim) {
-            for (s, &v) in sum.iter_mut().zip(row) {
-                *s += f64::from(v);
-            }
-        }
-    }
-    let n = fit_on.n.max(1) as f64;
-    let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    if dim > 0 {
-        for row in fit_on.features.chunks_exact(dim) {
-            for ((q, &v), m) in sq.iter_mut().zip(row).zip(&mean) {
-                let d = f64::from(v) - m;
-                *q += d * d;
-            }
-        }
-    }
-    let std: Vec<f64> = sq
-        .iter()
-        .map(|q| {
-            let s = (q / n).sqrt();
-            if s > 0.0 && s.is_finite() {
-                s
-            } else {
-                1.0
-            }
-        })
-        .collect();
+    let (mean, std) = crate::nn::column_stats(&fit_on.features, dim);
     let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let std32: Vec<f32> = std.iter().map(|&s| s as f32).collect();
-    let apply = |d: &mut Dataset| {
+    let apply = |d: &mut Dataset<T>| {
         if dim == 0 {
             return;
         }
@@ -740,6 +587,23 @@ mod tests {
             load_csv_labelled(t.path("nan.csv"), 0),
             Err(Error::Format { .. })
         ));
+    }
+
+    #[test]
+    fn csv_regression_reads_float_targets_and_names_a_bad_one() {
+        let t = TempDir::new("regression");
+        fs::write(t.path("ok.csv"), "x,y\n1,2.5\n-3, -0.125\n").unwrap();
+        let d = load_csv_regression(t.path("ok.csv"), 1).unwrap();
+        assert_eq!((d.n, d.dim), (2, 1));
+        assert_eq!((d.features, d.labels), (vec![1.0, -3.0], vec![2.5, -0.125]));
+        fs::write(t.path("bad.csv"), "x,y\n1,2\n2,inf\n").unwrap();
+        match load_csv_regression(t.path("bad.csv"), 1) {
+            Err(Error::Format { reason, offset, .. }) => {
+                assert!(reason.contains("line 3, column 2: target \"inf\""), "{reason}");
+                assert_eq!(offset, 10);
+            }
+            other => panic!("expected Error::Format, got {other:?}"),
+        }
     }
 
     #[test]

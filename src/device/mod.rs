@@ -250,6 +250,7 @@ impl Device {
                 what: "device".into(),
                 name: other.into(),
                 valid: Device::NAMES.iter().map(|n| n.to_string()).collect(),
+                context: String::new(),
             }),
         }
     }
@@ -260,10 +261,11 @@ impl Device {
     pub fn from_env() -> Result<Device> {
         let wanted = std::env::var("WGNN_DEVICE").unwrap_or_default();
         Device::from_name(&wanted).map_err(|e| match e {
-            Error::UnknownName { name, valid, .. } => Error::UnknownName {
-                what: "device in WGNN_DEVICE".into(),
+            Error::UnknownName { what, name, valid, .. } => Error::UnknownName {
+                what,
                 name,
                 valid,
+                context: " (from WGNN_DEVICE)".into(),
             },
             e => Error::Invalid(format!("WGNN_DEVICE={wanted}: {e}")),
         })

@@ -90,7 +90,7 @@ pub(crate) fn save_checkpoint_with(
 ) -> Result<()> {
     let state = optimizer.state()?;
     let mut tensors = Vec::new();
-    for (name, t) in model.named_parameters() {
+    for (name, t) in super::state_tensors(model) {
         if is_reserved(&name) {
             return Err(Error::Invalid(format!(
                 "save_checkpoint: parameter {name:?} starts with {OPTIMIZER:?} or {FIT:?}, which checkpoints reserve for their own state"
@@ -191,7 +191,7 @@ pub(crate) fn read_checkpoint(model: &dyn Module, optimizer: &dyn Optimizer, pat
         bucket.insert(name, view);
     }
     let mut problems = Vec::new();
-    let params = match_parameters(&model.named_parameters(), model_tensors).unwrap_or_else(|p| {
+    let params = match_parameters(&super::state_tensors(model), model_tensors).unwrap_or_else(|p| {
         problems.extend(p);
         Vec::new()
     });

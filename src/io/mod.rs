@@ -18,13 +18,21 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::nn::Module;
 use crate::{Error, Result, Tensor};
 
-/// Writes every parameter of `module` (f32, names as `state_dict()`) to `path`.
+/// The tensors a model file holds: every parameter, then every buffer (running
+/// statistics, a `Normalize` layer's mean and std), with `state_dict()` names.
+pub(crate) fn state_tensors(module: &dyn Module) -> Vec<(String, Tensor)> {
+    let mut all = module.named_parameters();
+    all.extend(module.named_buffers());
+    all
+}
+
+/// Writes every parameter and buffer of `module` (f32, names as `state_dict()`) to
+/// `path`.
 /// The file is written to a temporary name, flushed to disk and renamed, so a crash
 /// never leaves a half-written file.
 pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let tensors = module
-        .named_parameters()
+    let tensors = state_tensors(module)
         .into_iter()
         .map(|(name, t)| Ok((name, t.shape().to_vec(), t.to_vec()?)))
         .collect::<Result<Vec<_>>>()?;
@@ -71,7 +79,7 @@ fn sync_folder(_: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads parameters saved by [`save_safetensors`] or by PyTorch
+/// Loads parameters and buffers saved by [`save_safetensors`] or by PyTorch
 /// (`safetensors.torch.save_file(model.state_dict(), path)`), or the parameters of a
 /// checkpoint ([`save_checkpoint`], `ModelCheckpoint`). Strict: every missing,
 /// unexpected or wrongly shaped tensor is reported at once, and on any error the
@@ -89,7 +97,7 @@ pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Resu
     if checkpoint::is_checkpoint(&bytes) {
         found.retain(|name, _| !checkpoint::is_reserved(name));
     }
-    let values = match_parameters(&module.named_parameters(), found).map_err(|problems| Error::Load {
+    let values = match_parameters(&state_tensors(module), found).map_err(|problems| Error::Load {
         path: path.into(),
         problems,
     })?;

@@ -20,6 +20,12 @@ pub fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
 /// PyTorch does, so p = 0 or 1 gives a finite loss).
 #[track_caller]
 pub fn binary_cross_entropy(p: &Tensor, target: &Tensor) -> Tensor {
+    binary_cross_entropy_elements(p, target).mean()
+}
+
+/// [`binary_cross_entropy`] of each element, unreduced (`reduction='none'`).
+#[track_caller]
+pub fn binary_cross_entropy_elements(p: &Tensor, target: &Tensor) -> Tensor {
     assert!(
         p.shape() == target.shape(),
         "binary_cross_entropy: prediction {:?} and target {:?} differ",
@@ -29,12 +35,19 @@ pub fn binary_cross_entropy(p: &Tensor, target: &Tensor) -> Tensor {
     let floor = Tensor::full(&[], -100.0, p.device());
     let log_p = p.log().maximum(&floor);
     let log_q = p.neg().add_scalar(1.0).log().maximum(&floor);
-    (target * &log_p + &(target.neg().add_scalar(1.0) * log_q)).mean().neg()
+    (target * &log_p + &(target.neg().add_scalar(1.0) * log_q)).neg()
 }
 
 /// Binary cross-entropy on logits, `BCEWithLogitsLoss()`: stable for any logit.
 #[track_caller]
 pub fn binary_cross_entropy_with_logits(z: &Tensor, target: &Tensor) -> Tensor {
+    binary_cross_entropy_with_logits_elements(z, target).mean()
+}
+
+/// [`binary_cross_entropy_with_logits`] of each element, unreduced
+/// (`reduction='none'`).
+#[track_caller]
+pub fn binary_cross_entropy_with_logits_elements(z: &Tensor, target: &Tensor) -> Tensor {
     assert!(
         z.shape() == target.shape(),
         "binary_cross_entropy_with_logits: logits {:?} and target {:?} differ",
@@ -43,7 +56,7 @@ pub fn binary_cross_entropy_with_logits(z: &Tensor, target: &Tensor) -> Tensor {
     );
     // max(z, 0) - z·t + log(1 + e^-|z|), the last term with log1p (as PyTorch): for a
     // confident logit, 1 + e^-|z| rounds to 1 and log would give 0.
-    (z.relu() - z * target + z.abs().neg().exp().log1p()).mean()
+    z.relu() - z * target + z.abs().neg().exp().log1p()
 }
 
 /// Softmax cross-entropy of logits `[batch, classes]` against class labels
@@ -51,6 +64,12 @@ pub fn binary_cross_entropy_with_logits(z: &Tensor, target: &Tensor) -> Tensor {
 /// out of range are reported as `Error::LabelOutOfRange` when the loss is computed.
 #[track_caller]
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    cross_entropy_per_row(logits, labels).mean()
+}
+
+/// [`cross_entropy`] of each row, `[batch]` (`reduction='none'`).
+#[track_caller]
+pub fn cross_entropy_per_row(logits: &Tensor, labels: &Tensor) -> Tensor {
     assert!(
         logits.shape().len() == 2,
         "cross_entropy: logits must be [batch, classes], got {:?}",
@@ -63,7 +82,22 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
         labels.dtype(),
         labels.shape()
     );
-    Tensor::cross_entropy_rows(logits, labels).mean()
+    Tensor::cross_entropy_rows(logits, labels)
+}
+
+/// Softmax cross-entropy with a weight per class (`weights`, `[classes]`), as
+/// PyTorch's `CrossEntropyLoss(weight=weights)`: each row's loss times the weight of
+/// its class, summed, divided by the sum of those weights (not by the batch size).
+#[track_caller]
+pub fn cross_entropy_weighted(logits: &Tensor, labels: &Tensor, weights: &Tensor) -> Tensor {
+    let classes = logits.shape().get(1).copied().unwrap_or(0);
+    assert!(
+        weights.shape() == [classes],
+        "cross_entropy_weighted: weights must be [classes] = [{classes}], got {:?}",
+        weights.shape()
+    );
+    let w = weights.index_select(0, labels);
+    (&cross_entropy_per_row(logits, labels) * &w).sum() / w.sum()
 }
 
 /// L1 penalty `λ Σ|w|` over `params`, to add to a loss. Its (sub)gradient `λ·sign(w)`

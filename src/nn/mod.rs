@@ -3,10 +3,13 @@
 
 mod autoencoder;
 pub mod loss;
+mod normalize;
 mod perceptron;
 mod rnn;
 
 pub use autoencoder::Autoencoder;
+pub(crate) use normalize::column_stats;
+pub use normalize::Normalize;
 pub use perceptron::Perceptron;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 
@@ -248,6 +251,7 @@ pub trait Module: ModuleFields {
                 what: "parameter prefix".into(),
                 name: prefix.into(),
                 valid: names.into_iter().map(String::from).collect(),
+                context: String::new(),
             });
         }
         Ok(found)
@@ -320,6 +324,43 @@ pub trait Module: ModuleFields {
         for (_, member) in self.members_mut() {
             if let MemberMut::Child(child) = member {
                 child.set_training(training);
+            }
+        }
+    }
+
+    /// Whether the module is in training mode, PyTorch's `module.training`: the flag
+    /// of a layer with training-only behaviour (`Dropout`), else whether every child
+    /// is in training mode (`true` for a module without any: training is the default).
+    /// A module that keeps its own flag in [`Module::set_training`] reports it here.
+    fn is_training(&self) -> bool {
+        self.members().into_iter().all(|(_, member)| match member {
+            Member::Child(child) => child.is_training(),
+            _ => true,
+        })
+    }
+
+    /// The training flag of this module and of every module under it, depth first:
+    /// what `fit` puts back ([`Module::restore_training_modes`]) when it ends.
+    #[doc(hidden)]
+    fn training_modes(&self, out: &mut Vec<bool>) {
+        out.push(self.is_training());
+        for (_, member) in self.members() {
+            if let Member::Child(child) = member {
+                child.training_modes(out);
+            }
+        }
+    }
+
+    /// Puts back flags taken by [`Module::training_modes`]: each module's own, then
+    /// its children's, so that a model in mixed modes comes back as it was.
+    #[doc(hidden)]
+    fn restore_training_modes(&mut self, modes: &mut dyn Iterator<Item = bool>) {
+        if let Some(own) = modes.next() {
+            self.set_training(own);
+        }
+        for (_, member) in self.members_mut() {
+            if let MemberMut::Child(child) = member {
+                child.restore_training_modes(modes);
             }
         }
     }
@@ -529,6 +570,10 @@ impl Module for Dropout {
 
     fn set_training(&mut self, training: bool) {
         self.training = training;
+    }
+
+    fn is_training(&self) -> bool {
+        self.training
     }
 }
 

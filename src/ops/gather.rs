@@ -186,13 +186,14 @@ impl Tensor {
     /// Entries along `axis` (`-1`: the last) picked by a 1-D label tensor of indices, as
     /// `torch.index_select`: `[.., n, ..]` → `[.., m, ..]`. With `axis` 0 on a table
     /// `[num, dim]` this is an embedding lookup. The gradient is a deterministic
-    /// [`Tensor::scatter_add`].
+    /// [`Tensor::scatter_add`]. A label tensor can be indexed too (its words are
+    /// copied, as `reshape` and `cat` copy them): `fit` gathers the batch's labels on
+    /// the device this way.
     ///
     /// # Panics
     /// If `indices` is not a 1-D label tensor or `axis` is out of range.
     #[track_caller]
     pub fn index_select(&self, axis: impl Axis, indices: &Tensor) -> Tensor {
-        self.check_f32("index_select");
         self.check_same_device(indices, "index_select");
         assert!(
             indices.dtype() == DType::U32 && indices.shape().len() == 1,
@@ -204,7 +205,7 @@ impl Tensor {
         let mut out = self.shape().to_vec();
         out[axis] = indices.shape()[0];
         let op = Op::IndexSelect(IndexSelect { axis });
-        Tensor::from_node(op, vec![self.clone(), indices.clone()], out, DType::F32)
+        Tensor::from_node(op, vec![self.clone(), indices.clone()], out, self.dtype())
     }
 
     /// Sums the entries of `self` along `axis` (`-1`: the last) into a zero tensor with `len` entries

@@ -408,7 +408,7 @@ impl Tensor {
     /// The in-place updates of several parameters (each with its gradient and state
     /// buffers), reading the step's coefficients ([`UpdateKind::coefficients`]) from
     /// a device buffer, as one node: one launch (multi-tensor apply). It runs last in
-    /// its plan (`plan::realize`'s updates).
+    /// its plan (`graph::realize_all`'s updates).
     pub(crate) fn optimizer_update_many(
         kind: UpdateKind,
         coefficients: &Tensor,

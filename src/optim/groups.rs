@@ -66,8 +66,8 @@ pub(crate) fn flatten(
 ) -> Result<(Vec<Tensor>, Vec<GroupSettings>)> {
     let bad = |reason: String| {
         Err(Error::InvalidSetting {
-            setting: "optimizer param groups".into(),
-            reason,
+            setting: "param groups",
+            message: format!("optimizer param groups: {reason}"),
         })
     };
     if groups.is_empty() {

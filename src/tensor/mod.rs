@@ -325,6 +325,32 @@ impl Tensor {
         Ok(self)
     }
 
+    /// Moves a leaf's value into a resident device buffer, in place: uploaded once
+    /// here instead of by every plan that reads it (what `fit` does to a data set it
+    /// batches on the device). Returns the values it found staged on the host (so
+    /// the caller can check them without a readback), `None` when the value was
+    /// resident already or the tensor is not a leaf. On an error the leaf is
+    /// unchanged.
+    pub(crate) fn keep_resident(&self) -> Result<Option<Vec<f32>>> {
+        if self.0.op != Op::Leaf {
+            return Ok(None);
+        }
+        let mut storage = self.0.storage.lock().unwrap();
+        let current = storage.take().expect("a leaf has storage");
+        let staged = match &current {
+            Storage::Host(values) => Some(values.to_vec()),
+            _ => None,
+        };
+        match self.0.device.backend().make_resident(current.clone()) {
+            Ok(resident) => *storage = Some(resident),
+            Err(e) => {
+                *storage = Some(current);
+                return Err(e);
+            }
+        }
+        Ok(staged)
+    }
+
     /// Freezes (`false`) or unfreezes (`true`) a leaf, as PyTorch's
     /// `requires_grad_`: graphs built from now on compute no gradient for a frozen
     /// tensor, and an optimizer refuses to step it. Errors for a tensor computed

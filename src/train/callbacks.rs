@@ -88,6 +88,12 @@ pub trait Callback {
     fn on_batch_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
         Ok(())
     }
+    /// The log names this callback reads (e.g. `["val_loss"]`): `fit` checks them
+    /// against the names it logs before the first step, so a typo is an error that
+    /// lists the valid names. Default: none.
+    fn monitors(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Called once when training ends, for whatever reason.
     fn on_train_end(&mut self, _control: &mut Control<'_>) -> Result<()> {
         Ok(())
@@ -188,6 +194,10 @@ impl EarlyStopping {
 impl Callback for EarlyStopping {
     fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
         Some(Box::new(self.clone()))
+    }
+
+    fn monitors(&self) -> Vec<String> {
+        vec![self.monitor.clone()]
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {
@@ -318,6 +328,10 @@ impl Callback for LrScheduler {
         }))
     }
 
+    fn monitors(&self) -> Vec<String> {
+        self.monitor.iter().cloned().collect()
+    }
+
     /// Refuses a schedule whose base differs from the optimizer's rate (one learning
     /// rate: the optimizer's, as `torch.optim.lr_scheduler` reads it).
     fn on_train_begin(&mut self, control: &mut Control<'_>) -> Result<()> {
@@ -326,12 +340,15 @@ impl Callback for LrScheduler {
         };
         // Within f32 rounding: a rate given as f32 and widened is the same rate.
         if (base - lr).abs() > 1e-6 * lr.abs().max(base.abs()) {
-            return Err(Error::Invalid(format!(
-                "fit: the schedule {} starts from lr {base}, the optimizer's rate is {lr}; \
-                 build the schedule from the optimizer (e.g. StepLr::for_optimizer(&opt, ..)) \
-                 or the optimizer with the schedule's rate",
-                self.schedule.describe()
-            )));
+            return Err(Error::InvalidSetting {
+                setting: "lr schedule",
+                message: format!(
+                    "fit: the schedule {} starts from lr {base}, the optimizer's rate is {lr}; \
+                     build the schedule from the optimizer (e.g. StepLr::for_optimizer(&opt, ..)) \
+                     or the optimizer with the schedule's rate",
+                    self.schedule.describe()
+                ),
+            });
         }
         // The rate of the first step (a warm-up's base · start_factor), as PyTorch's
         // scheduler sets it when it is made.
@@ -426,6 +443,10 @@ impl ModelCheckpoint {
 impl Callback for ModelCheckpoint {
     fn boxed_clone(&self) -> Option<Box<dyn Callback>> {
         Some(Box::new(self.clone()))
+    }
+
+    fn monitors(&self) -> Vec<String> {
+        self.monitor.iter().cloned().collect()
     }
 
     fn on_epoch_end(&mut self, _epoch: usize, logs: &Scores, control: &mut Control<'_>) -> Result<()> {

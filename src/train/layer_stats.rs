@@ -10,10 +10,10 @@ use crate::{Result, Tensor};
 /// Per-layer gradient and weight norms on one batch (no update), and for ReLU,
 /// sigmoid and tanh layers the fraction of dead or saturated units (each read back
 /// with an await, for the browser).
-pub(crate) async fn layer_stats(net: &Sequential, loss: Loss, x: &Tensor, y: &Tensor) -> Result<Vec<LayerStat>> {
+pub(crate) async fn layer_stats(net: &Sequential, loss: &Loss, x: &Tensor, y: &Tensor) -> Result<Vec<LayerStat>> {
     let trace = net.trace(x);
     let out = trace.last().cloned().unwrap_or_else(|| x.clone());
-    let grads = loss.of(&out, y).backward()?;
+    let grads = loss.of(&out, y, None)?.backward()?;
     let named = net.named_parameters();
     let norm = |t: &Tensor| scalar(t.square().sum().sqrt());
     let mut stats: Vec<LayerStat> = Vec::new();

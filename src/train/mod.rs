@@ -2,7 +2,9 @@
 //! `evaluate` / `predict` with callbacks and a [`History`], a written training
 //! report (native targets), and model selection (k-fold cross-validation, grid and random search).
 //! [`ModelCheckpoint`] writes full checkpoints and [`FitConfig::resume_from`]
-//! continues a run from one, bit for bit.
+//! continues a run from one, bit for bit. Beyond the built-in losses: a closure
+//! ([`Loss::custom`]), class weights ([`Loss::cross_entropy_weighted`]) and Keras'
+//! per-row [`FitConfig::sample_weight`]; [`FitConfig::verbose`] takes Keras' levels.
 //!
 //! ```no_run
 //! use wgnn::metrics::{Average, Metric};
@@ -78,6 +80,8 @@
 //! # Ok(()) }
 //! ```
 mod callbacks;
+mod config;
+mod fit;
 mod history;
 mod layer_stats;
 mod loss;
@@ -90,9 +94,10 @@ pub mod select;
 mod tally;
 
 pub use callbacks::{Callback, CallbackState, Control, EarlyStopping, LrScheduler, ModelCheckpoint};
+pub use config::{FitConfig, Verbosity};
 pub use history::{History, LayerStat, LrChange, Scores};
-pub use loss::Loss;
-pub use model::{Clip, FitConfig, Model, Penalty};
+pub use loss::{ClassWeights, CustomLoss, Loss};
+pub use model::{Clip, Model, Penalty};
 pub use select::{
     cross_validate, grid, kfold_indices, random, search, CvReport, Evaluation, Leaderboard, Param, SearchSpace, Trial,
     Value,

@@ -84,10 +84,23 @@ pub fn write_report(dir: impl AsRef<Path>, data: &ReportData) -> Result<PathBuf>
         }
     }
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut md = format!("# {}\n\n", one_line(&data.title));
+    let mut md = String::new();
+    summary_head(&mut md, data);
+    curves_section(&mut md, dir, data)?;
+    lr_section(&mut md, dir, data)?;
+    layers_section(&mut md, data);
+    confusion_section(&mut md, dir, data)?;
+    let path = dir.join("summary.md");
+    write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+/// The title, the settings and why training stopped.
+fn summary_head(md: &mut String, data: &ReportData) {
+    let _ = write!(md, "# {}\n\n", one_line(&data.title));
     if !data.meta.is_empty() {
         let meta = data.meta.iter().map(|(k, v)| vec![cell(k), cell(v)]);
-        table(&mut md, "setting|value", meta);
+        table(md, "setting|value", meta);
     }
     let lens = data.curves.iter().map(|c| c.train.len().max(c.val.len()));
     let epochs = lens.fold(data.lr.len(), usize::max);
@@ -96,7 +109,10 @@ pub fn write_report(dir: impl AsRef<Path>, data: &ReportData) -> Result<PathBuf>
         None => format!("Ran all {epochs} epochs."),
     };
     let _ = writeln!(md, "## Why training stopped\n\n{why}\n");
+}
 
+/// A table of every curve's final and best values, and a plot of each.
+fn curves_section(md: &mut String, dir: &Path, data: &ReportData) -> Result<()> {
     md.push_str("## Curves\n\n");
     let (mut rows, mut notes, mut images) = (Vec::new(), String::new(), String::new());
     for c in &data.curves {
@@ -127,13 +143,17 @@ pub fn write_report(dir: impl AsRef<Path>, data: &ReportData) -> Result<PathBuf>
     if rows.is_empty() {
         md.push_str("No curves were recorded.\n\n");
     } else {
-        table(&mut md, "curve|final train|final validation|best|best epoch", rows);
+        table(md, "curve|final train|final validation|best|best epoch", rows);
     }
     if !notes.is_empty() {
         notes.push('\n');
     }
     md.push_str(&(notes + &images));
+    Ok(())
+}
 
+/// The learning rate's plot and its changes.
+fn lr_section(md: &mut String, dir: &Path, data: &ReportData) -> Result<()> {
     md.push_str("## Learning rate\n\n");
     let finite = data.lr.iter().copied().filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
@@ -150,9 +170,13 @@ pub fn write_report(dir: impl AsRef<Path>, data: &ReportData) -> Result<PathBuf>
     } else {
         let rows = data.lr_changes.iter();
         let rows = rows.map(|c| vec![c.epoch.to_string(), num(c.from), num(c.to), cell(&c.reason)]);
-        table(&mut md, "epoch|from|to|reason", rows);
+        table(md, "epoch|from|to|reason", rows);
     }
+    Ok(())
+}
 
+/// A table of the per-layer statistics.
+fn layers_section(md: &mut String, data: &ReportData) {
     md.push_str("## Layers\n\n");
     if data.layers.is_empty() {
         md.push_str("No layer statistics were recorded.\n\n");
@@ -161,33 +185,34 @@ pub fn write_report(dir: impl AsRef<Path>, data: &ReportData) -> Result<PathBuf>
             let (g, w) = (num(l.grad_norm), num(l.weight_norm));
             vec![cell(&l.name), g, w, pct(l.dead_relu), pct(l.saturated)]
         });
-        table(&mut md, "layer|grad norm|weight norm|dead ReLU|saturated", rows);
+        table(md, "layer|grad norm|weight norm|dead ReLU|saturated", rows);
     }
+}
 
-    if let Some((n, counts)) = &data.confusion {
-        md.push_str("## Confusion matrix\n\n");
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            md.push_str("The confusion matrix is empty, so it is not plotted.\n\n");
-        } else {
-            let right: u64 = (0..*n).map(|i| counts[i * n + i]).sum();
-            let share = 100.0 * right as f64 / total as f64;
-            let _ = writeln!(md, "{right} of {total} predictions correct ({share:.2}%).\n");
-            if *n > MAX_CLASSES {
-                let _ = writeln!(md, "Not plotted: more than {MAX_CLASSES} classes.\n");
-            } else {
-                let name = |i: usize| data.class_names.get(i).map_or(i.to_string(), |s| short(s, 24));
-                let names: Vec<String> = (0..*n).map(name).collect();
-                let size = grid(*n, &names).4;
-                save(dir, "confusion", size, &Figure::Confusion(*n, counts, names))?;
-                md.push_str("![confusion matrix](confusion.png)\n\n");
-            }
-        }
+/// The share of correct predictions and the confusion matrix's plot, if there is one.
+fn confusion_section(md: &mut String, dir: &Path, data: &ReportData) -> Result<()> {
+    let Some((n, counts)) = &data.confusion else {
+        return Ok(());
+    };
+    md.push_str("## Confusion matrix\n\n");
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        md.push_str("The confusion matrix is empty, so it is not plotted.\n\n");
+        return Ok(());
     }
-
-    let path = dir.join("summary.md");
-    write_atomic(&path, md.as_bytes())?;
-    Ok(path)
+    let right: u64 = (0..*n).map(|i| counts[i * n + i]).sum();
+    let share = 100.0 * right as f64 / total as f64;
+    let _ = writeln!(md, "{right} of {total} predictions correct ({share:.2}%).\n");
+    if *n > MAX_CLASSES {
+        let _ = writeln!(md, "Not plotted: more than {MAX_CLASSES} classes.\n");
+    } else {
+        let name = |i: usize| data.class_names.get(i).map_or(i.to_string(), |s| short(s, 24));
+        let names: Vec<String> = (0..*n).map(name).collect();
+        let size = grid(*n, &names).4;
+        save(dir, "confusion", size, &Figure::Confusion(*n, counts, names))?;
+        md.push_str("![confusion matrix](confusion.png)\n\n");
+    }
+    Ok(())
 }
 
 /// Appends a markdown table; `head` separates the column names with `|`.

@@ -7,19 +7,33 @@ use super::history::Scores;
 use super::loss::Loss;
 use crate::distributed::{self, Collective};
 use crate::metrics::{roc_auc, ConfusionMatrix, Metric};
-use crate::{Device, Result, Tensor};
+use crate::{DType, Device, Result, Tensor};
+
+/// What a pass counts besides the loss, decided by the loss and the targets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scoring {
+    /// Confusion counts of labels against the argmax of the output.
+    Classes,
+    /// Confusion counts of 0/1 targets against the output thresholded here.
+    Binary(f32),
+    /// Per output column: Σ|e|, Σe², Σy, Σy².
+    Regression,
+    /// Nothing (no metric needs it).
+    Nothing,
+}
 
 /// Device-side running sums over batches: rows, loss · rows, confusion counts.
 pub(crate) struct Tally {
     rows: usize,
     loss_sum: Tensor,
     counts: Option<Tensor>,
+    scoring: Scoring,
     scores: Vec<Tensor>,
     truth: Vec<u32>,
     /// The rows [1, 0] and [0, 1], resident, to place y and ŷ side by side without an
     /// upload per step.
     basis: (Tensor, Tensor),
-    /// Whether to sum what the regression metrics need (with an MSE loss).
+    /// Whether to sum what the regression metrics need.
     regression: bool,
 }
 
@@ -32,6 +46,7 @@ impl Tally {
             rows: 0,
             loss_sum,
             counts: None,
+            scoring: Scoring::Nothing,
             scores: Vec::new(),
             truth: Vec::new(),
             basis: (
@@ -42,36 +57,61 @@ impl Tally {
         })
     }
 
+    /// What to count for outputs `out` against targets `y` under `loss`.
+    fn scoring(&self, loss: &Loss, out: &Tensor, y: &Tensor) -> Scoring {
+        let rows = out.shape()[0];
+        match loss {
+            l if l.softmax_classes() => Scoring::Classes,
+            Loss::BinaryCrossEntropy if out.numel() == rows => Scoring::Binary(0.5),
+            Loss::BinaryCrossEntropyWithLogits if out.numel() == rows => Scoring::Binary(0.0),
+            Loss::Mse if self.regression => Scoring::Regression,
+            Loss::Custom(_) if y.dtype() == DType::U32 && out.shape().len() == 2 => Scoring::Classes,
+            Loss::Custom(_) if y.dtype() == DType::F32 && self.regression && out.shape() == y.shape() => {
+                Scoring::Regression
+            }
+            _ => Scoring::Nothing,
+        }
+    }
+
     /// The batch's additions to a tally: the new running loss sum and counts.
     /// Realize the returned values (in the step's plan) and [`Tally::commit`] them.
-    pub(crate) fn add(&self, loss: Loss, out: &Tensor, y: &Tensor, data_loss: &Tensor) -> (Tensor, Option<Tensor>) {
+    pub(crate) fn add(
+        &mut self,
+        loss: &Loss,
+        out: &Tensor,
+        y: &Tensor,
+        data_loss: &Tensor,
+    ) -> (Tensor, Option<Tensor>) {
         let rows = out.shape()[0];
         let loss_sum = &self.loss_sum + &data_loss.reshape(&[1]).mul_scalar(rows as f32);
-        let counts = if loss == Loss::CrossEntropy {
-            let classes = out.shape()[1];
-            // Row = true class, column = predicted: onehot(y)ᵀ · onehot(argmax).
-            Some(
-                y.one_hot(classes)
-                    .matmul_t(&out.argmax(1).one_hot(classes), true, false),
-            )
-        } else if loss.binary() && out.numel() == rows {
-            // [y, ŷ] per row; its Gram matrix is [[Σy, Σyŷ], [Σyŷ, Σŷ]].
-            let threshold = if loss == Loss::BinaryCrossEntropy { 0.5 } else { 0.0 };
-            let yhat = out
-                .reshape(&[rows, 1])
-                .ge_mask(&Tensor::full(&[], threshold, out.device()));
-            let (e0, e1) = &self.basis;
-            let pair = &(&y.reshape(&[rows, 1]) * e0) + &(&yhat * e1);
-            Some(pair.matmul_t(&pair, true, false))
-        } else if loss == Loss::Mse && self.regression {
-            // Per output column: Σ|e|, Σe², Σy, Σy² (e = ŷ − y), `[4, columns]`.
-            let columns = out.numel() / rows.max(1);
-            let (yhat, y) = (out.reshape(&[rows, columns]), y.reshape(&[rows, columns]));
-            let e = &yhat - &y;
-            let parts = [e.abs(), e.square(), y.clone(), y.square()];
-            Some(Tensor::stack(&parts.iter().collect::<Vec<_>>(), 0).sum_axis(1, false))
-        } else {
-            None
+        self.scoring = self.scoring(loss, out, y);
+        let counts = match self.scoring {
+            Scoring::Classes => {
+                let classes = out.shape()[1];
+                // Row = true class, column = predicted: onehot(y)ᵀ · onehot(argmax).
+                Some(
+                    y.one_hot(classes)
+                        .matmul_t(&out.argmax(1).one_hot(classes), true, false),
+                )
+            }
+            Scoring::Binary(threshold) => {
+                // [y, ŷ] per row; its Gram matrix is [[Σy, Σyŷ], [Σyŷ, Σŷ]].
+                let yhat = out
+                    .reshape(&[rows, 1])
+                    .ge_mask(&Tensor::full(&[], threshold, out.device()));
+                let (e0, e1) = &self.basis;
+                let pair = &(&y.reshape(&[rows, 1]) * e0) + &(&yhat * e1);
+                Some(pair.matmul_t(&pair, true, false))
+            }
+            Scoring::Regression => {
+                // Per output column: Σ|e|, Σe², Σy, Σy² (e = ŷ − y), `[4, columns]`.
+                let columns = out.numel() / rows.max(1);
+                let (yhat, y) = (out.reshape(&[rows, columns]), y.reshape(&[rows, columns]));
+                let e = &yhat - &y;
+                let parts = [e.abs(), e.square(), y.clone(), y.square()];
+                Some(Tensor::stack(&parts.iter().collect::<Vec<_>>(), 0).sum_axis(1, false))
+            }
+            Scoring::Nothing => None,
         };
         let counts = match (counts, &self.counts) {
             (Some(c), Some(prev)) => Some(prev + &c),
@@ -85,7 +125,6 @@ impl Tally {
     /// first, so the logs hold the global loss and metrics, the same on every rank.
     pub(crate) async fn read(
         &self,
-        loss: Loss,
         metrics: &[Metric],
         prefix: &str,
         logs: &mut Scores,
@@ -111,13 +150,13 @@ impl Tally {
             return Ok(None);
         };
         let c = &totals[1..];
-        if loss == Loss::Mse {
+        if self.scoring == Scoring::Regression {
             for m in metrics.iter().filter(|m| m.is_regression()) {
                 logs.insert(format!("{prefix}{}", m.name()), regression_score(*m, c, rows));
             }
             return Ok(None);
         }
-        let cm = if loss == Loss::CrossEntropy {
+        let cm = if self.scoring == Scoring::Classes {
             let classes = counts.shape()[0];
             ConfusionMatrix::from_counts(classes, c.iter().map(|&v| v.round() as u64).collect())?
         } else {
@@ -145,6 +184,7 @@ impl Tally {
                     }
                     roc_auc(&scores, &truth)?
                 }
+                m if m.is_regression() => continue,
                 m => cm.score(*m)?,
             };
             logs.insert(format!("{prefix}{}", m.name()), value);

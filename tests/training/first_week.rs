@@ -610,3 +610,144 @@ fn param_groups_with_their_own_rates_and_decay_match_pytorch(dev: &Device) {
         assert!(err.contains("group1.lr"), "{err}");
     }
 }
+
+/// A two-layer classifier of the breast-cancer CSV's 30 features.
+fn cancer_classifier(dev: &Device) -> Model<nn::Sequential> {
+    let net = nn::Sequential::new()
+        .add(Linear::new(30, 16, dev))
+        .add(nn::Relu)
+        .add(Linear::new(16, 2, dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    Model::new(net, opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap()
+}
+
+#[test]
+fn an_unknown_monitor_is_an_error_listing_the_logged_names_before_any_step() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let (x, y) = (
+        Tensor::zeros(&[20, 30], &dev),
+        Tensor::from_labels(&[1; 20], &dev).unwrap(),
+    );
+    let mut model = cancer_classifier(&dev);
+    let before: Vec<Vec<f32>> = model.net.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    let config = FitConfig::new()
+        .validation_split(0.25)
+        .callback(EarlyStopping::new("val_acc", 3))
+        .verbose(0);
+    let err = model.fit(&x, &y, config).unwrap_err().to_string();
+    for needle in ["'val_acc'", "loss, accuracy, val_loss, val_accuracy"] {
+        assert!(err.contains(needle), "{needle:?} is not in: {err}");
+    }
+    let after: Vec<Vec<f32>> = model.net.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    assert_eq!(before, after, "no step ran");
+    // A validation name without validation data says so.
+    let config = FitConfig::new().callback(EarlyStopping::new("val_loss", 3)).verbose(0);
+    let err = model.fit(&x, &y, config).unwrap_err().to_string();
+    assert!(err.contains("no validation data"), "{err}");
+    // The names fit logs are accepted, whichever callback watches them.
+    let config = FitConfig::new()
+        .validation_split(0.25)
+        .callback(EarlyStopping::new("val_accuracy", 3))
+        .callback(wgnn::train::ModelCheckpoint::best_only(
+            std::env::temp_dir().join("wgnn-unused.ckpt"),
+            "bogus",
+        ))
+        .verbose(0);
+    let err = model.fit(&x, &y, config).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown monitor 'bogus' (fit: callback 1 monitors it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fit_leaves_the_model_in_the_mode_it_found_it_in_even_when_it_fails() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    let net = nn::Sequential::new()
+        .add(Linear::new(4, 8, &dev))
+        .add(Dropout::new(0.3))
+        .add(Linear::new(8, 1, &dev))
+        .add(Dropout::new(0.1));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut model = Model::new(net, opt, Loss::Mse, &[]).unwrap();
+    let (x, y) = (Tensor::zeros(&[8, 4], &dev), Tensor::zeros(&[8, 1], &dev));
+    let config = || FitConfig::new().batch_size(4).verbose(0);
+    let modes = |m: &Model| {
+        let mut out = Vec::new();
+        m.net.training_modes(&mut out);
+        out
+    };
+    model.net.eval();
+    model.fit(&x, &y, config()).unwrap();
+    assert!(!model.net.is_training(), "a model in eval mode stays in eval mode");
+    model.net.train();
+    model.fit(&x, &y, config()).unwrap();
+    assert!(
+        model.net.is_training(),
+        "a model in training mode stays in training mode"
+    );
+    // Mixed modes come back as they were, also from a fit that fails mid-epoch.
+    let mut mixed = nn::Sequential::new()
+        .add(Linear::new(4, 8, &dev))
+        .add(Dropout::new(0.3));
+    mixed.eval();
+    let net = nn::Sequential::new()
+        .add(mixed)
+        .add(Dropout::new(0.1))
+        .add(Linear::new(8, 1, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let failing = Loss::custom(|pred, _| pred.clone()); // [batch, 1]: not a loss
+    let mut model = Model::new(net, opt, failing, &[]).unwrap();
+    let found = modes(&model);
+    assert_eq!(found, [false, false, true, false, true, true]);
+    let err = model.fit(&x, &y, config()).unwrap_err().to_string();
+    assert!(err.contains("custom loss must return a scalar"), "{err}");
+    assert_eq!(modes(&model), found, "fit put every module's mode back");
+}
+
+/// The CSV classifier a new user writes (examples/csv_classifier.rs is the long
+/// form): load, split, a `Normalize` layer fitted to the training rows first in the
+/// model, `fit` with a validation split, save, reload into a fresh model, and the
+/// same scores on the test rows.
+#[test]
+fn a_csv_classifier_saves_its_standardization_and_scores_the_same_after_reloading() {
+    let _serial = serial();
+    let dev = Device::cpu();
+    wgnn::manual_seed(0);
+    let all = wgnn::data::load_csv_labelled(concat!(env!("CARGO_MANIFEST_DIR"), "/data/breast_cancer.csv"), 1).unwrap();
+    let (train, test) = all.shuffle_split(0, 455);
+    let ((x, y), (x_test, y_test)) = (train.tensors(&dev).unwrap(), test.tensors(&dev).unwrap());
+    let build = |norm: nn::Normalize| {
+        let net = nn::Sequential::new()
+            .add(norm)
+            .add(Linear::new(30, 16, &dev))
+            .add(nn::Relu)
+            .add(Linear::new(16, 2, &dev));
+        let opt = Adam::new(net.parameters(), AdamConfig::default());
+        Model::new(net, opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap()
+    };
+    let mut model = build(nn::Normalize::adapt(&x).unwrap());
+    let config = FitConfig::new()
+        .epochs(15)
+        .batch_size(16)
+        .validation_split(0.2)
+        .verbose(0);
+    let history = model.fit(&x, &y, config).unwrap();
+    assert!(*history.history["val_accuracy"].last().unwrap() > 0.93);
+    let path = std::env::temp_dir().join(format!("wgnn-csv-classifier-{}.safetensors", std::process::id()));
+    wgnn::io::save_safetensors(&model.net, &path).unwrap();
+    let mut fresh = build(nn::Normalize::new(30, &dev));
+    wgnn::io::load_safetensors(&mut fresh.net, &path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let (scores, reloaded) = (
+        model.evaluate(&x_test, &y_test).unwrap(),
+        fresh.evaluate(&x_test, &y_test).unwrap(),
+    );
+    assert!(scores["accuracy"] > 0.93, "test accuracy {}", scores["accuracy"]);
+    assert_eq!(
+        scores, reloaded,
+        "the reloaded model, standardization included, scores the same"
+    );
+}
