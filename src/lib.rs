@@ -26,6 +26,12 @@
 
 #![warn(missing_docs)]
 
+/// The README's programs (the CSV classifier, the LSTM regressor), compiled and run as
+/// doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 // `#[derive(Module)]` names `::wgnn` paths, also inside this crate.
 extern crate self as wgnn;
 

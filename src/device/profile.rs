@@ -1,7 +1,7 @@
 //! The profiler (`Device::set_profile`, `WGNN_PROFILE`): while it is on, every plan
 //! run times each of its launches — by timestamp queries on a GPU that has them, by
 //! the host clock otherwise — and the device adds the times up per plan. The report
-//! ([`Device::profile_report`]) gives per launch its mean time per run, its share of
+//! ([`Device::profile_report`](crate::Device::profile_report)) gives per launch its mean time per run, its share of
 //! the plan's, and its rate in GFLOP/s and GB/s, named by kernel, op, shape and the
 //! source line that built the node. Off, it costs one flag load per plan run.
 
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::kernel::Cost;
 use crate::backend::{Clock, Timings};
 
-/// Per-launch times of a device's plans, from [`Device::profile_report`].
+/// Per-launch times of a device's plans, from [`Device::profile_report`](crate::Device::profile_report).
 #[derive(Clone, Debug, Default)]
 pub struct ProfileReport {
     /// Every plan run while profiling, in the order they first ran.

@@ -31,54 +31,12 @@
 //! history.write_report("report", "breast cancer MLP")?;
 //! # Ok(()) }
 //! ```
+//!
+//! Any module trains the same way: the README's second program is an LSTM regressor
+//! written with `#[derive(Module)]`, trained by `fit` on a sine wave and saved under
+//! its own parameter names (`lstm.weight_ih_l0`, …, `head.bias`); it runs as a
+//! doctest with the README's other programs.
 
-//!
-//! Any module trains the same way: an LSTM regressor written as a PyTorch user
-//! writes one, trained on a sine wave by `fit` and saved under its own parameter
-//! names (`lstm.weight_ih_l0`, …, `head.bias`):
-//!
-//! ```
-//! use wgnn::metrics::Metric;
-//! use wgnn::nn::{Linear, Lstm, Module, RnnConfig};
-//! use wgnn::optim::{Adam, AdamConfig};
-//! use wgnn::train::{FitConfig, Loss, Model};
-//! use wgnn::{Device, Tensor};
-//!
-//! #[derive(Module)]
-//! struct Regressor {
-//!     lstm: Lstm,
-//!     head: Linear,
-//! }
-//!
-//! impl Module for Regressor {
-//!     fn forward(&self, x: &Tensor) -> Tensor {
-//!         let out = self.lstm.forward(x); // [batch, time, hidden]
-//!         self.head.forward(&out.select(1, out.shape()[1] - 1))
-//!     }
-//! }
-//!
-//! # fn main() -> wgnn::Result<()> {
-//! let dev = Device::cpu();
-//! // 128 windows of 12 steps of a sine wave, and the value after each.
-//! let (mut xs, mut ys) = (Vec::new(), Vec::new());
-//! for r in 0..128 {
-//!     let t0 = r as f32 * 0.37;
-//!     xs.extend((0..12).map(|t| (t0 + t as f32 * 0.3).sin()));
-//!     ys.push((t0 + 12.0 * 0.3).sin());
-//! }
-//! let x = Tensor::from_vec(xs, &[128, 12, 1], &dev)?;
-//! let y = Tensor::from_vec(ys, &[128, 1], &dev)?;
-//! let config = RnnConfig { batch_first: true, ..Default::default() };
-//! let net = Regressor { lstm: Lstm::new(1, 16, config, &dev), head: Linear::new(16, 1, &dev) };
-//! let opt = Adam::new(net.parameters(), AdamConfig { lr: 1e-2, ..Default::default() });
-//! let mut model = Model::new(net, opt, Loss::Mse, &[Metric::Rmse])?;
-//! let history = model.fit(&x, &y, FitConfig::new().epochs(20).validation_split(0.2).verbose(false))?;
-//! assert!(history.history["val_rmse"].last().unwrap() < &0.1);
-//! let path = std::env::temp_dir().join("wgnn-doc-regressor.safetensors");
-//! wgnn::io::save_safetensors(&model.net, &path)?;
-//! # std::fs::remove_file(&path).ok();
-//! # Ok(()) }
-//! ```
 mod callbacks;
 mod config;
 mod fit;
