@@ -25,7 +25,7 @@ pub(crate) mod gather;
 pub(crate) mod gru;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
-pub(crate) mod optim;
+pub(crate) mod update;
 pub(crate) mod reduce;
 pub(crate) mod softmax_xent;
 
@@ -39,7 +39,7 @@ pub use gather::{IndexSelect, ScatterAddRows};
 pub use gru::{GruCell, GruCellGrad};
 pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
-pub use optim::{UpdateKind, UpdateMany};
+pub use update::{UpdateKind, UpdateMany};
 pub use reduce::{ArgMax, MaxWithIndices, Reduce};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 

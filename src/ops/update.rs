@@ -1,4 +1,4 @@
-//! Optimizer-update family (`shaders/optim.wgsl`): fused in-place SGD (momentum,
+//! Optimizer-update family (`shaders/update.wgsl`): fused in-place SGD (momentum,
 //! dampening, Nesterov, weight decay), Adam/AdamW, RMSprop (momentum, centered) and
 //! Adagrad (lr decay) updates with `torch.optim` semantics. They run after every other kernel of a plan and write their parameter
 //! and state inputs in place; the step count lives on the host, which computes each
@@ -9,7 +9,7 @@ use crate::backend::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
 use crate::tensor::DType;
 use crate::Tensor;
 
-const SHADER: &str = include_str!("../../shaders/optim.wgsl");
+const SHADER: &str = include_str!("../../shaders/update.wgsl");
 
 /// The update rule. Its coefficients (`UpdateKind::coefficients`) live in a device
 /// buffer (an input), so changing the learning rate recompiles nothing.
