@@ -46,6 +46,8 @@ use wgnn::{Device, Error, Result, Tensor};
 
 #[path = "common/check.rs"]
 mod check;
+#[path = "common/device.rs"]
+mod device;
 
 /// Benign rows (of 357) used for training and for the validation of the threshold;
 /// the remaining 357 − 200 − 70 = 87 are test rows.
@@ -65,9 +67,8 @@ struct Args {
     /// Fail when the anomaly score's ROC-AUC is below it.
     #[arg(long)]
     min_auc: Option<f64>,
-    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: device::DeviceArg,
     /// Seed of initialization, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -77,10 +78,6 @@ struct Args {
     /// Folder the pictures are written to.
     #[arg(long, default_value_os_t = std::env::temp_dir().join("wgnn-autoencoder"))]
     out: PathBuf,
-}
-
-fn parse_args() -> Args {
-    Args::parse()
 }
 
 fn data_file(name: &str) -> PathBuf {
@@ -411,14 +408,9 @@ fn draw_codes(path: &Path, codes: &[f32], labels: &[u32]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args();
+    let args = Args::parse();
     let started = Instant::now();
-    let dev = match args.device.as_deref() {
-        Some("cpu") => Device::cpu(),
-        Some("gpu") => Device::gpu()?,
-        None => Device::best(),
-        Some(other) => return Err(Error::Invalid(format!("--device {other:?}: expected cpu or gpu"))),
-    };
+    let dev = args.device.open()?;
     println!("device: {}", dev.info());
     let auc = anomaly_detection(&args, &dev)?;
     compression(&args, &dev)?;

@@ -62,6 +62,7 @@ mod mnist_step;
 #[path = "../benches/common/peer_mlp.rs"]
 mod peer_mlp;
 
+use clap::Parser;
 use std::time::{Duration, Instant};
 
 use mnist_step::{fence, MlpStep, CLASSES, HIDDEN, IN};
@@ -345,17 +346,47 @@ fn soak(dev: &Device, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// GPU vs CPU: matmul, an MNIST MLP's training step and an LSTM step timed on both devices, then
+/// one epoch by a hand-written loop and by `fit` (or one of the other modes below).
+#[derive(Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Small budgets: at least 1 timed run per cell, until about 0.1 s (also for --gpu-suite).
+    #[arg(long)]
+    quick: bool,
+    /// Also time the LSTM step in PyTorch on the CPU (benches/lstm_torch.py).
+    #[arg(long)]
+    torch: bool,
+    /// Only the rows of one op.
+    #[arg(long, value_name = "OP", value_parser = ["matmul", "train_step", "lstm_step"])]
+    only: Option<String>,
+    /// Also write the table, the devices and PyTorch's LSTM times as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<String>,
+    #[command(flatten)]
+    gpu_suite: gpu_suite::Options,
+    /// Instead: the peers' MLP protocol of benches/peers.sh; DEVICE is cpu or gpu, then
+    /// BATCH (32), EPOCHS (3), SUBSET (0: all) and IDX_DIR (/usr/share/datasets/fashion-mnist).
+    #[arg(long, num_args = 1..=5, value_names = ["DEVICE", "BATCH", "EPOCHS", "SUBSET", "IDX_DIR"])]
+    peer_mlp: Option<Vec<String>>,
+    /// With --peer-mlp: train with `Model::fit` instead of the PyTorch-style loop.
+    #[arg(long)]
+    fit: bool,
+    /// Instead: train the MNIST MLP STEPS steps on each device, printing speed and memory (a leak check).
+    #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "10000")]
+    soak: Option<usize>,
+}
+
 fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--gpu-suite") {
-        return gpu_suite::main(&args);
+    let args = Args::parse();
+    let quick = args.quick;
+    if args.gpu_suite.gpu_suite {
+        return gpu_suite::main(&args.gpu_suite, quick);
     }
-    if let Some(i) = args.iter().position(|a| a == "--peer-mlp") {
-        return peer_mlp::main(&args[i + 1..]);
+    if let Some(values) = &args.peer_mlp {
+        return peer_mlp::main(&peer_mlp::Args::from_values(values), args.fit);
     }
-    if let Some(i) = args.iter().position(|a| a == "--soak") {
-        let steps = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    if let Some(steps) = args.soak {
         soak(&Device::cpu(), steps)?;
         match Device::gpu() {
             Ok(gpu) => soak(&gpu, steps)?,
@@ -363,11 +394,7 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    // `--only OP`: just the rows of one op (matmul, train_step, lstm_step).
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
+    let only = args.only;
     let wanted = |op: &str| only.as_deref().is_none_or(|o| o == op);
     let budget = if quick {
         Budget {
@@ -461,7 +488,7 @@ fn main() -> Result<()> {
     println!("(train_step = mnist-mlp 784-128-10, relu, cross-entropy, Adam; GFLOP/s counts matmul flops only)");
     println!("(lstm_step = LSTM 64 -> h, batch 32, 50 steps, Linear head on the last output, MSE, Adam)");
     let mut torch_rows = Vec::new();
-    if std::env::args().any(|a| a == "--torch") {
+    if args.torch {
         match torch_lstm_ms() {
             Ok(torch) => {
                 torch_rows = torch.clone();
@@ -481,7 +508,7 @@ fn main() -> Result<()> {
             Err(e) => println!("  PyTorch comparison skipped: {e}"),
         }
     }
-    if let Some(path) = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)) {
+    if let Some(path) = &args.json {
         write_json(path, &cpu, gpu.as_ref(), &rows, &torch_rows)?;
         println!("wrote {path}");
     }

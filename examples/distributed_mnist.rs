@@ -17,6 +17,7 @@
 //! As root, add `--allow-run-as-root` to mpirun; `--mca btl self,tcp` forces TCP
 //! (loopback or network) instead of shared memory.
 
+use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,48 +29,27 @@ use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::train::{Callback, Control, FitConfig, Loss, Scores};
 use wgnn::{Device, Result, Tensor};
 
-struct Args {
-    device: Option<String>,
-    data: Option<PathBuf>,
-    epochs: usize,
-    batch: usize,
-    baseline: bool,
-}
+#[path = "common/device.rs"]
+mod device;
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        device: None,
-        data: None,
-        epochs: 3,
-        batch: 32,
-        baseline: true,
-    };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < raw.len() {
-        let value = raw.get(i + 1).cloned().unwrap_or_default();
-        let bad = |what: &str| -> ! {
-            eprintln!("distributed_mnist: {what} needs a value, got {value:?}");
-            std::process::exit(2)
-        };
-        match raw[i].as_str() {
-            "--device" => args.device = Some(value.clone()),
-            "--data" => args.data = Some(value.clone().into()),
-            "--epochs" => args.epochs = value.parse().unwrap_or_else(|_| bad("--epochs")),
-            "--batch" => args.batch = value.parse().unwrap_or_else(|_| bad("--batch")),
-            "--no-baseline" => {
-                args.baseline = false;
-                i += 1;
-                continue;
-            }
-            other => {
-                eprintln!("distributed_mnist: unknown argument {other:?}");
-                std::process::exit(2)
-            }
-        }
-        i += 2;
-    }
-    args
+/// The seed's MLP trained data-parallel over MPI (run under mpirun): throughput, scaling and accuracy.
+#[derive(Parser)]
+#[command(name = "distributed_mnist")]
+struct Args {
+    #[command(flatten)]
+    device: device::DeviceArg,
+    /// A folder of standard IDX files (e.g. /usr/share/datasets/fashion-mnist) instead of the committed subset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Rows per batch on each rank.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Skip the baseline run on rank 0 alone (and so the scaling efficiency).
+    #[arg(long = "no-baseline", action = clap::ArgAction::SetFalse)]
+    baseline: bool,
 }
 
 fn load(args: &Args) -> Result<(Dataset, Dataset, String)> {
@@ -156,11 +136,7 @@ fn time_all_reduce(world: &World, n: usize, reps: usize) -> Result<f64> {
 fn run(world: &World, args: &Args) -> Result<()> {
     let (rank, ranks) = (world.rank(), world.size());
     let lead = rank == 0;
-    let dev = match args.device.as_deref() {
-        Some("cpu") => Device::cpu(),
-        Some("gpu") => Device::gpu()?,
-        _ => Device::best(),
-    };
+    let dev = args.device.open()?;
     let (train_set, test_set, name) = load(args)?;
     let info = dev.info();
     println!(
@@ -235,7 +211,7 @@ fn run(world: &World, args: &Args) -> Result<()> {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = Args::parse();
     let world = match distributed::init() {
         Ok(world) => world,
         Err(e) => {

@@ -40,6 +40,8 @@ use wgnn::{Device, Error, Result, Tensor};
 
 #[path = "common/check.rs"]
 mod check;
+#[path = "common/device.rs"]
+mod device;
 
 const EMBED: usize = 32;
 const CLIP: f32 = 5.0;
@@ -51,9 +53,8 @@ struct Args {
     /// Fail when the validation bits per character are above it.
     #[arg(long)]
     max_bpc: Option<f64>,
-    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: device::DeviceArg,
     /// Training steps.
     #[arg(long, default_value_t = 1000)]
     steps: usize,
@@ -81,10 +82,6 @@ struct Args {
     /// Characters to sample (0: none).
     #[arg(long, default_value_t = 300)]
     chars: usize,
-}
-
-fn parse_args() -> Args {
-    Args::parse()
 }
 
 /// The novel as bytes (it is pure ASCII).
@@ -297,13 +294,8 @@ fn sample(logits: &[f32], temperature: f32, rng: &mut StdRng) -> u32 {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args();
-    let dev = match args.device.as_deref() {
-        Some("cpu") => Device::cpu(),
-        Some("gpu") => Device::gpu()?,
-        None => Device::best(),
-        Some(other) => return Err(Error::Invalid(format!("--device {other}: expected cpu or gpu"))),
-    };
+    let args = Args::parse();
+    let dev = args.device.open()?;
     println!("device: {}", dev.info());
     let text = load_text()?;
     let mut alphabet: Vec<u8> = text.clone();

@@ -48,6 +48,8 @@ use wgnn::{Device, Error, Result, Tensor};
 
 #[path = "common/check.rs"]
 mod check;
+#[path = "common/device.rs"]
+mod device;
 
 const BATCH: usize = 32;
 const LR: f32 = 5e-3;
@@ -61,9 +63,8 @@ struct Args {
     /// Fail when the LSTM's test RMSE is above it.
     #[arg(long)]
     max_rmse: Option<f64>,
-    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: device::DeviceArg,
     /// Training epochs.
     #[arg(long, default_value_t = 30)]
     epochs: usize,
@@ -79,10 +80,6 @@ struct Args {
     /// Folder the pictures are written to.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     out: PathBuf,
-}
-
-fn parse_args() -> Args {
-    Args::parse()
 }
 
 /// `(year + (month − 1)/12, sunspots)` for each month of `data/sunspots_monthly.csv`.
@@ -233,13 +230,8 @@ fn plot(path: &Path, years: &[f64], lines: &[(String, &[f64], RGBColor)]) -> Res
 }
 
 fn main() -> Result<()> {
-    let args = parse_args();
-    let dev = match args.device.as_deref() {
-        Some("cpu") => Device::cpu(),
-        Some("gpu") => Device::gpu()?,
-        None => Device::best(),
-        Some(other) => return Err(Error::Invalid(format!("--device {other}: expected cpu or gpu"))),
-    };
+    let args = Args::parse();
+    let dev = args.device.open()?;
     println!("device: {}", dev.info());
     let series = load_series()?;
     let n = series.len();

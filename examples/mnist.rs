@@ -30,6 +30,8 @@ use wgnn::{Device, Error, Result, Tensor};
 
 #[path = "common/check.rs"]
 mod check;
+#[path = "common/device.rs"]
+mod device;
 
 /// The MLP of the seed's practical chapter on MNIST: 784 → 128 (ReLU) → 10, trained with `fit`.
 #[derive(Parser)]
@@ -38,9 +40,8 @@ struct Args {
     /// Fail when the test accuracy is below it.
     #[arg(long)]
     min_accuracy: Option<f64>,
-    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: device::DeviceArg,
     /// A folder of standard IDX files (e.g. /usr/share/datasets/fashion-mnist) instead of the committed subset.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -71,10 +72,6 @@ struct Args {
     /// Write a training report (plots, summary.md) to this folder.
     #[arg(long)]
     report: Option<PathBuf>,
-}
-
-fn parse_args() -> Args {
-    Args::parse()
 }
 
 fn load(args: &Args) -> Result<(Dataset, Dataset, String)> {
@@ -120,12 +117,8 @@ fn tensors(set: &Dataset, dev: &Device) -> Result<(Tensor, Tensor)> {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args();
-    let dev = match args.device.as_deref() {
-        Some("cpu") => Device::cpu(),
-        Some("gpu") => Device::gpu()?,
-        _ => Device::best(),
-    };
+    let args = Args::parse();
+    let dev = args.device.open()?;
     let (train, test, name) = load(&args)?;
     println!(
         "data: {name}: {} train, {} test, {} features",

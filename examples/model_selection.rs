@@ -34,6 +34,8 @@ use wgnn::{Device, Error, Result};
 
 #[path = "common/check.rs"]
 mod check;
+#[path = "common/device.rs"]
+mod device;
 
 /// Rows of the 569 kept for training and model selection; the other 114 are the test set.
 const TRAIN_ROWS: usize = 455;
@@ -46,9 +48,8 @@ struct Args {
     /// Fail when the best trial's held-out test accuracy is below it.
     #[arg(long)]
     min_accuracy: Option<f64>,
-    /// The device: cpu or gpu (default: the GPU if one works, else the CPU).
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: device::DeviceArg,
     /// Random-search trials.
     #[arg(long, default_value_t = 8)]
     trials: usize,
@@ -61,10 +62,6 @@ struct Args {
     /// Seed of initialization, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-}
-
-fn parse_args() -> Args {
-    Args::parse()
 }
 
 /// The metrics logged for every fit; the search ranks by `F1`.
@@ -142,14 +139,10 @@ fn train_and_score(
 }
 
 fn main() -> Result<()> {
-    let args = parse_args();
+    let args = Args::parse();
     let started = Instant::now();
     wgnn::manual_seed(args.seed);
-    let dev = match args.device.as_deref() {
-        Some("cpu") => Device::cpu(),
-        Some("gpu") => Device::gpu()?,
-        _ => Device::best(),
-    };
+    let dev = args.device.open()?;
     println!("device: {}", dev.info());
 
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv");

@@ -3,25 +3,24 @@
 //!
 //! `cargo run --release --example xor [-- --device cpu|gpu]`
 
+use clap::Parser;
+
 use wgnn::nn::{self, Linear, Module, Sequential};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
-use wgnn::{Device, Result, Tensor};
+use wgnn::{Result, Tensor};
+
+#[path = "common/device.rs"]
+mod device;
 
 const INPUTS: [[f32; 2]; 4] = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]];
 const TARGETS: [f32; 4] = [0.0, 1.0, 1.0, 0.0];
 
-fn device_from_args() -> Result<Device> {
-    let args: Vec<String> = std::env::args().collect();
-    match args
-        .iter()
-        .position(|a| a == "--device")
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-    {
-        Some("cpu") => Ok(Device::cpu()),
-        Some("gpu") => Device::gpu(),
-        _ => Ok(Device::best()),
-    }
+/// XOR: a single-layer perceptron cannot learn it, a 2-3-1 MLP with a tanh hidden layer can.
+#[derive(Parser)]
+#[command(name = "xor")]
+struct Args {
+    #[command(flatten)]
+    device: device::DeviceArg,
 }
 
 /// Trains `model` (ending in a sigmoid) with binary cross-entropy and returns its
@@ -56,7 +55,7 @@ fn print_table(title: &str, outputs: &[f32]) -> usize {
 }
 
 fn main() -> Result<()> {
-    let dev = device_from_args()?;
+    let dev = Args::parse().device.open()?;
     println!("device: {}\n", dev.info());
     wgnn::manual_seed(0);
     let x = Tensor::from_vec(INPUTS.concat(), &[4, 2], &dev)?;

@@ -141,15 +141,26 @@ impl Results {
     }
 }
 
-/// Runs the suite (see the module doc); `args` are the process's arguments.
-pub fn main(args: &[String]) -> Result<()> {
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    let quick = has("--quick");
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .map(std::path::PathBuf::from);
+/// The suite's flags, flattened into `bench`'s.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Run the GPU-only suite of benches/gpu.sh instead of the table (with --quick: tiny sizes).
+    #[arg(long)]
+    pub gpu_suite: bool,
+    /// With --gpu-suite: write DIR/wgnn.json (rewritten after each section).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+    /// With --gpu-suite: run on a software adapter (e.g. llvmpipe) too.
+    #[arg(long)]
+    pub allow_software: bool,
+    /// With --gpu-suite: stop after the adapter section.
+    #[arg(long)]
+    pub adapter_only: bool,
+}
+
+/// Runs the suite (see the module doc); `quick` is `bench --quick`.
+pub fn main(options: &Options, quick: bool) -> Result<()> {
+    let out = options.out.clone();
     if let Some(dir) = &out {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.clone(),
@@ -183,14 +194,14 @@ pub fn main(args: &[String]) -> Result<()> {
             ("quick", text(quick.to_string())),
         ]),
     )?;
-    if info.device_type == "Cpu" && !has("--allow-software") {
+    if info.device_type == "Cpu" && !options.allow_software {
         return Err(Error::NoAdapter(format!(
             "the adapter is software ({}, type Cpu): these figures would say nothing about a GPU \
              (--allow-software, or WGNN_GPU_SH_ALLOW_SOFTWARE=1 for gpu.sh, to run anyway)",
             info.name
         )));
     }
-    if has("--adapter-only") {
+    if options.adapter_only {
         return Ok(());
     }
 

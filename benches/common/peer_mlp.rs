@@ -17,7 +17,7 @@ use wgnn::metrics::Metric;
 use wgnn::nn::{self, Module};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::train::{FitConfig, Loss};
-use wgnn::{Device, Error, Result, Tensor};
+use wgnn::{Device, Result, Tensor};
 
 use super::mnist_step::mlp;
 
@@ -41,21 +41,39 @@ impl SplitMix {
     }
 }
 
-/// Runs the mode; `args` are the program's arguments after `--peer-mlp`.
-pub fn main(args: &[String]) -> Result<()> {
-    let usage = || Error::Invalid("usage: bench --peer-mlp cpu|gpu BATCH EPOCHS [SUBSET] [IDX_DIR] [--fit]".into());
-    let fit = args.iter().any(|a| a == "--fit");
-    let args: Vec<&String> = args.iter().filter(|a| *a != "--fit").collect();
-    let dev = match args.first().map(|s| s.as_str()) {
-        Some("cpu") => Device::cpu(),
-        Some("gpu") => Device::gpu()?,
-        _ => return Err(usage()),
-    };
-    let number = |i: usize, default: usize| -> Result<usize> {
-        args.get(i).map_or(Ok(default), |s| s.parse().map_err(|_| usage()))
-    };
-    let (batch, epochs, subset) = (number(1, 32)?, number(2, 3)?, number(3, 0)?);
-    let dir = args.get(4).map_or("/usr/share/datasets/fashion-mnist", |s| s.as_str());
+/// The values of `--peer-mlp`, parsed (by [`Args::from_values`]) as a command line of their own.
+#[derive(clap::Parser)]
+#[command(name = "bench --peer-mlp")]
+pub struct Args {
+    /// The device.
+    #[arg(value_parser = ["cpu", "gpu"])]
+    device: String,
+    /// Rows per batch.
+    #[arg(default_value_t = 32)]
+    batch: usize,
+    /// Epochs, each timed.
+    #[arg(default_value_t = 3)]
+    epochs: usize,
+    /// Training images used (0: all).
+    #[arg(default_value_t = 0)]
+    subset: usize,
+    /// The folder of Fashion-MNIST's IDX files.
+    #[arg(default_value = "/usr/share/datasets/fashion-mnist")]
+    idx_dir: std::path::PathBuf,
+}
+
+impl Args {
+    /// Parses the values given to `--peer-mlp`; on an error, prints it with the usage
+    /// and exits with status 2, as clap does for `bench`'s own flags.
+    pub fn from_values(values: &[String]) -> Args {
+        <Args as clap::Parser>::parse_from(std::iter::once("bench --peer-mlp").chain(values.iter().map(String::as_str)))
+    }
+}
+
+/// Runs the mode; `fit` is `--fit`.
+pub fn main(args: &Args, fit: bool) -> Result<()> {
+    let dev = Device::from_name(&args.device)?;
+    let (batch, epochs, subset, dir) = (args.batch, args.epochs, args.subset, &args.idx_dir);
     let mut train = data::load_idx_dir(dir, "train")?;
     let test = data::load_idx_dir(dir, "t10k")?;
     if subset > 0 && subset < train.n {
