@@ -422,14 +422,7 @@ fn five_adam_and_adamw_steps_on_an_mlp_match_pytorchs_weights(dev: &Device) {
     let x = Tensor::from_vec(x, &x_shape, dev).unwrap();
     let target = Tensor::from_vec(target, &[5, 3], dev).unwrap();
     for (name, decoupled) in [("adam", false), ("adamw", true)] {
-        let mut model = Sequential::new()
-            .add(Linear::new(4, 8, dev))
-            .add(nn::Relu)
-            .add(Linear::new(8, 6, dev))
-            .add(nn::Tanh)
-            .add(Linear::new(6, 3, dev))
-            .add(nn::Sigmoid);
-        wgnn::io::load_safetensors(&mut model, common::fixture("mlp.safetensors")).unwrap();
+        let model = common::fixture_mlp(dev);
         let mut opt = adam_or_adamw(decoupled, model.parameters());
         for _ in 0..5 {
             let loss = nn::loss::mse(&model.forward(&x), &target);

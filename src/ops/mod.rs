@@ -25,9 +25,9 @@ pub(crate) mod gather;
 pub(crate) mod gru;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
-pub(crate) mod update;
 pub(crate) mod reduce;
 pub(crate) mod softmax_xent;
+pub(crate) mod update;
 
 use std::sync::Arc;
 
@@ -39,9 +39,9 @@ pub use gather::{IndexSelect, ScatterAddRows};
 pub use gru::{GruCell, GruCellGrad};
 pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
-pub use update::{UpdateKind, UpdateMany};
 pub use reduce::{ArgMax, MaxWithIndices, Reduce};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
+pub use update::{UpdateKind, UpdateMany};
 
 pub(crate) use crate::backend::kernel::Kernel;
 

@@ -343,26 +343,6 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// An optimizer for `params` (usually `model.parameters()`); device state is
-    /// created on the first step.
-    pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Sgd {
-        let (kind, settings) = Self::rule(&config);
-        Sgd {
-            core: Core::new(params, kind, kind.state_buffers(), &settings),
-        }
-    }
-
-    /// An optimizer for parameter groups, each with its own learning rate and weight
-    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
-    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
-    /// setting that is negative or not finite.
-    pub fn with_groups(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Sgd> {
-        let (kind, settings) = Self::rule(&config);
-        Ok(Sgd {
-            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
-        })
-    }
-
     /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
     fn rule(c: &SgdConfig) -> (UpdateKind, Vec<f32>) {
         let kind = UpdateKind::Sgd {
@@ -379,26 +359,6 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// An optimizer for `params` (usually `model.parameters()`); the moment buffers
-    /// are created on the device on the first step.
-    pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Adam {
-        let (kind, settings) = Self::rule(&config);
-        Adam {
-            core: Core::new(params, kind, kind.state_buffers(), &settings),
-        }
-    }
-
-    /// An optimizer for parameter groups, each with its own learning rate and weight
-    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
-    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
-    /// setting that is negative or not finite.
-    pub fn with_groups(groups: Vec<ParamGroup>, config: AdamConfig) -> Result<Adam> {
-        let (kind, settings) = Self::rule(&config);
-        Ok(Adam {
-            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
-        })
-    }
-
     /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
     fn rule(c: &AdamConfig) -> (UpdateKind, Vec<f32>) {
         let kind = UpdateKind::Adam { decoupled: false };
@@ -413,26 +373,6 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimizer for `params` (usually `model.parameters()`); the moment buffers
-    /// are created on the device on the first step.
-    pub fn new(params: Vec<Tensor>, config: AdamConfig) -> AdamW {
-        let (kind, settings) = Self::rule(&config);
-        AdamW {
-            core: Core::new(params, kind, kind.state_buffers(), &settings),
-        }
-    }
-
-    /// An optimizer for parameter groups, each with its own learning rate and weight
-    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
-    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
-    /// setting that is negative or not finite.
-    pub fn with_groups(groups: Vec<ParamGroup>, config: AdamConfig) -> Result<AdamW> {
-        let (kind, settings) = Self::rule(&config);
-        Ok(AdamW {
-            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
-        })
-    }
-
     /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
     fn rule(c: &AdamConfig) -> (UpdateKind, Vec<f32>) {
         let kind = UpdateKind::Adam { decoupled: true };
@@ -478,25 +418,6 @@ pub struct RmsProp {
 }
 
 impl RmsProp {
-    /// An optimizer for `params`; its state buffers are created on the first step.
-    pub fn new(params: Vec<Tensor>, config: RmsPropConfig) -> RmsProp {
-        let (kind, settings) = Self::rule(&config);
-        RmsProp {
-            core: Core::new(params, kind, kind.state_buffers(), &settings),
-        }
-    }
-
-    /// An optimizer for parameter groups, each with its own learning rate and weight
-    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
-    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
-    /// setting that is negative or not finite.
-    pub fn with_groups(groups: Vec<ParamGroup>, config: RmsPropConfig) -> Result<RmsProp> {
-        let (kind, settings) = Self::rule(&config);
-        Ok(RmsProp {
-            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
-        })
-    }
-
     /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
     fn rule(c: &RmsPropConfig) -> (UpdateKind, Vec<f32>) {
         let kind = UpdateKind::RmsProp {
@@ -542,25 +463,6 @@ pub struct Adagrad {
 }
 
 impl Adagrad {
-    /// An optimizer for `params`; its `sum` buffers are created on the first step.
-    pub fn new(params: Vec<Tensor>, config: AdagradConfig) -> Adagrad {
-        let (kind, settings) = Self::rule(&config);
-        Adagrad {
-            core: Core::new(params, kind, kind.state_buffers(), &settings),
-        }
-    }
-
-    /// An optimizer for parameter groups, each with its own learning rate and weight
-    /// decay where it sets them, `config`'s otherwise (PyTorch's `param_groups`; see
-    /// [`ParamGroup`]). An error for an empty group, a tensor in two groups, or a
-    /// setting that is negative or not finite.
-    pub fn with_groups(groups: Vec<ParamGroup>, config: AdagradConfig) -> Result<Adagrad> {
-        let (kind, settings) = Self::rule(&config);
-        Ok(Adagrad {
-            core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
-        })
-    }
-
     /// The update rule and its settings, in the order of [`UpdateKind::coefficients`].
     fn rule(c: &AdagradConfig) -> (UpdateKind, Vec<f32>) {
         let settings = vec![c.lr, c.lr_decay, c.weight_decay, c.initial_accumulator_value, c.eps];
@@ -568,8 +470,33 @@ impl Adagrad {
     }
 }
 
+/// The constructors and the `Optimizer` impl of an optimizer type over `Core`, from its
+/// config type and its `rule`.
 macro_rules! impl_optimizer {
-    ($t:ty) => {
+    ($t:ident, $config:ty) => {
+        impl $t {
+            /// An optimizer for `params` (usually `model.parameters()` or
+            /// `trainable_parameters()`); its state buffers are created on the device
+            /// on the first step.
+            pub fn new(params: Vec<Tensor>, config: $config) -> $t {
+                let (kind, settings) = Self::rule(&config);
+                $t {
+                    core: Core::new(params, kind, kind.state_buffers(), &settings),
+                }
+            }
+
+            /// An optimizer for parameter groups, each with its own learning rate and
+            /// weight decay where it sets them, `config`'s otherwise (PyTorch's
+            /// `param_groups`; see [`ParamGroup`]). An error for an empty group, a
+            /// tensor in two groups, or a setting that is negative or not finite.
+            pub fn with_groups(groups: Vec<ParamGroup>, config: $config) -> Result<$t> {
+                let (kind, settings) = Self::rule(&config);
+                Ok($t {
+                    core: Core::with_groups(groups, kind, kind.state_buffers(), &settings)?,
+                })
+            }
+        }
+
         impl Optimizer for $t {
             fn step(&mut self, grads: &Gradients) -> Result<()> {
                 self.core.step(grads)
@@ -592,8 +519,8 @@ macro_rules! impl_optimizer {
         }
     };
 }
-impl_optimizer!(Sgd);
-impl_optimizer!(Adam);
-impl_optimizer!(AdamW);
-impl_optimizer!(RmsProp);
-impl_optimizer!(Adagrad);
+impl_optimizer!(Sgd, SgdConfig);
+impl_optimizer!(Adam, AdamConfig);
+impl_optimizer!(AdamW, AdamConfig);
+impl_optimizer!(RmsProp, RmsPropConfig);
+impl_optimizer!(Adagrad, AdagradConfig);

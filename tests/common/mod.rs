@@ -86,6 +86,22 @@ pub fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// The MLP of `mlp.safetensors` (Linear 4→8, ReLU, Linear 8→6, Tanh, Linear 6→3,
+/// Sigmoid), with PyTorch's weights loaded: the model of the optimizer fixtures.
+#[allow(dead_code)]
+pub fn fixture_mlp(dev: &Device) -> wgnn::nn::Sequential {
+    use wgnn::nn::{self, Linear};
+    let mut model = nn::Sequential::new()
+        .add(Linear::new(4, 8, dev))
+        .add(nn::Relu)
+        .add(Linear::new(8, 6, dev))
+        .add(nn::Tanh)
+        .add(Linear::new(6, 3, dev))
+        .add(nn::Sigmoid);
+    wgnn::io::load_safetensors(&mut model, fixture("mlp.safetensors")).unwrap();
+    model
+}
+
 /// Reads a named f32 tensor from a safetensors file (test-side, independent of wgnn).
 #[allow(dead_code)]
 pub fn read_tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {

@@ -394,14 +394,7 @@ fn rmsprop_and_adagrad_match_pytorch_over_five_steps(dev: &Device) {
     let (_, w0) = crate::common::read_tensor(&adam, "quadratic.w0");
     let worst = |got: &[f32], want: &[f32]| got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     for name in ["rmsprop", "rmsprop_full", "adagrad", "adagrad_full"] {
-        let mut model = nn::Sequential::new()
-            .add(Linear::new(4, 8, dev))
-            .add(nn::Relu)
-            .add(Linear::new(8, 6, dev))
-            .add(nn::Tanh)
-            .add(Linear::new(6, 3, dev))
-            .add(nn::Sigmoid);
-        wgnn::io::load_safetensors(&mut model, crate::common::fixture("mlp.safetensors")).unwrap();
+        let model = crate::common::fixture_mlp(dev);
         let mut opt = make(name, model.parameters());
         for _ in 0..5 {
             let loss = nn::loss::mse(&model.forward(&x), &target);
@@ -533,14 +526,7 @@ fn param_groups_with_their_own_rates_and_decay_match_pytorch(dev: &Device) {
     let x = Tensor::from_vec(x, &x_shape, dev).unwrap();
     let target = Tensor::from_vec(crate::common::read_tensor(&adam, "target").1, &[5, 3], dev).unwrap();
     for (name, lr) in [("sgd", 0.05f32), ("adam", 1e-2)] {
-        let mut model = nn::Sequential::new()
-            .add(Linear::new(4, 8, dev))
-            .add(nn::Relu)
-            .add(Linear::new(8, 6, dev))
-            .add(nn::Tanh)
-            .add(Linear::new(6, 3, dev))
-            .add(nn::Sigmoid);
-        wgnn::io::load_safetensors(&mut model, crate::common::fixture("mlp.safetensors")).unwrap();
+        let model = crate::common::fixture_mlp(dev);
         let groups = vec![
             ParamGroup::new(model.parameters_under("0").unwrap()),
             ParamGroup::new(model.parameters_under("2").unwrap())
