@@ -847,3 +847,37 @@ fn param_groups_with_an_unknown_name_a_shared_tensor_or_no_tensor() {
         &["group 0 has lr = -1"],
     );
 }
+
+#[test]
+fn attention_whose_embedding_does_not_split_into_its_heads() {
+    use wgnn::nn::{MhaConfig, MultiheadAttention};
+    let dev = Device::cpu();
+    let err = MultiheadAttention::try_new(10, 3, MhaConfig::default(), &dev)
+        .err()
+        .expect("10 does not split in 3");
+    assert_says(
+        &err,
+        matches!(
+            err,
+            Error::InvalidSetting {
+                setting: "num_heads",
+                ..
+            }
+        ),
+        "InvalidSetting",
+        &["MultiheadAttention", "embed_dim 10", "num_heads 3"],
+    );
+    let dropout = MhaConfig {
+        dropout: 1.5,
+        ..Default::default()
+    };
+    let err = MultiheadAttention::try_new(8, 2, dropout, &dev)
+        .err()
+        .expect("a dropout above 1");
+    assert_says(
+        &err,
+        matches!(err, Error::InvalidSetting { .. }),
+        "InvalidSetting",
+        &["dropout 1.5"],
+    );
+}

@@ -2,8 +2,11 @@
 //! inputs, outputs, final states and gradients saved by
 //! `tests/fixtures/make_sequence_fixture.py` must be matched to 1e-5 on every device;
 //! truncated backpropagation through time; autoencoders trained with `fit` detect
-//! malignant tumours from benign-only training.
+//! malignant tumours from benign-only training. Attention against PyTorch
+//! (`sequence/attention.rs`).
 
+#[path = "sequence/attention.rs"]
+mod attention;
 mod common;
 #[path = "sequence/large_layers.rs"]
 mod large_layers;

@@ -1,12 +1,17 @@
 //! Layers as [`Module`]s with PyTorch's parameter layout and names, so a
 //! `state_dict()` saved by PyTorch loads here and gives the same outputs.
 
+mod attention;
 mod autoencoder;
 pub mod loss;
 mod normalize;
 mod perceptron;
 mod rnn;
 
+pub use attention::{
+    scaled_dot_product_attention, LearnedPositionalEmbedding, MhaConfig, MultiheadAttention,
+    SinusoidalPositionalEncoding,
+};
 pub use autoencoder::Autoencoder;
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;

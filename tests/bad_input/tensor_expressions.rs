@@ -75,3 +75,25 @@ fn a_linear_layer_on_an_input_without_its_features() {
     let x = Tensor::randn(&[2, 4, 5], 1, &dev).unwrap();
     assert_panics_saying(|| layer.forward(&x), &["linear", "[2, 4, 5]", "[2, 3]"]);
 }
+
+#[test]
+fn an_attention_mask_of_the_wrong_shape() {
+    let dev = Device::cpu();
+    let mha = wgnn::nn::MultiheadAttention::new(
+        8,
+        2,
+        wgnn::nn::MhaConfig {
+            batch_first: true,
+            ..Default::default()
+        },
+        &dev,
+    );
+    let x = Tensor::randn(&[2, 5, 8], 1, &dev).unwrap();
+    let mask = Tensor::zeros(&[4, 5], &dev);
+    assert_panics_saying(
+        || mha.attend_masked(&x, &x, &x, Some(&mask), false),
+        &["scaled_dot_product_attention", "mask of shape [4, 5]", "[2, 2, 5, 5]"],
+    );
+    let wide = Tensor::randn(&[2, 5, 6], 2, &dev).unwrap();
+    assert_panics_saying(|| mha.forward(&wide), &["MultiheadAttention", "[2, 5, 6]", "E = 8"]);
+}
