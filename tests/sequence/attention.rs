@@ -67,12 +67,12 @@ fn multihead_attention_matches_pytorch_self_causal_and_cross(dev: &Device) {
         close(&out, &format!("{case}.out"), 1e-5, dev);
         let grads = (&out * &load(&format!("g.{case}"), dev)).sum().backward().unwrap();
         let (input, name) = if case == "cross" { (&q, "q") } else { (&x, "q") };
-        close(&grads.get(input).unwrap(), &format!("{case}.grad.{name}"), 1e-5, dev);
+        close(grads.get(input).unwrap(), &format!("{case}.grad.{name}"), 1e-5, dev);
         if case == "cross" {
-            close(&grads.get(&kv).unwrap(), "cross.grad.kv", 1e-5, dev);
+            close(grads.get(&kv).unwrap(), "cross.grad.kv", 1e-5, dev);
         }
         for (key, p) in mha.named_parameters() {
-            close(&grads.get(&p).unwrap(), &format!("{case}.grad.{key}"), 1e-5, dev);
+            close(grads.get(&p).unwrap(), &format!("{case}.grad.{key}"), 1e-5, dev);
         }
     }
 }
