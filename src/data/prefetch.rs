@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::tensor::DType;
-use crate::{Device, Error, Result, Tensor};
+use crate::{Device, Result, Tensor};
 
 /// One batch: inputs, targets, and the rows' sample weights if the data has them.
 pub(crate) struct Batch {
@@ -106,12 +106,12 @@ pub(crate) fn prefetched<'a>(
         }
     });
     if let Err(e) = spawned {
-        let err = Error::Invalid(format!("DataLoader: cannot start the batching thread: {e}"));
+        let err = crate::Error::Invalid(format!("DataLoader: cannot start the batching thread: {e}"));
         return Box::new(std::iter::once(Err(err)));
     }
     Box::new((0..expected).map_while(move |i| match rx.recv() {
         Ok(picked) => Some(rows.upload(picked, device)),
-        Err(_) => Some(Err(Error::Invalid(format!(
+        Err(_) => Some(Err(crate::Error::Invalid(format!(
             "DataLoader: the batching thread stopped after {i} of {expected} batches"
         )))),
     }))
