@@ -1,7 +1,8 @@
 //! Checks of a data set's values before training: NaN or infinite values, labels
 //! not below the number of classes, bad sample weights. Host rows are scanned; rows
 //! on a device are checked there with one number read back, and read in full only to
-//! locate a value already known to be bad.
+//! locate a value already known to be bad. The device checks are async: a browser
+//! tab reads a GPU value only by awaiting it.
 
 use crate::tensor::DType;
 use crate::{Result, Tensor};
@@ -28,34 +29,39 @@ pub(super) fn first_non_finite_host(
 
 /// Whether `t` holds a NaN or an infinity, found on its device: `Σ 0·t` is NaN
 /// exactly then (one number read back).
-fn any_non_finite(t: &Tensor) -> Result<bool> {
-    Ok(t.mul_scalar(0.0).sum().item()?.is_nan())
+async fn any_non_finite(t: &Tensor) -> Result<bool> {
+    Ok(scalar(&t.mul_scalar(0.0).sum()).await?.is_nan())
+}
+
+/// The value of a one-element tensor, awaited.
+async fn scalar(t: &Tensor) -> Result<f32> {
+    Ok(t.to_vec_async().await?[0])
 }
 
 /// [`first_non_finite_host`] for rows on a device.
-pub(super) fn first_non_finite_device(
+pub(super) async fn first_non_finite_device(
     x: &Tensor,
     y: &Tensor,
     labels: bool,
 ) -> Result<Option<(&'static str, usize, usize, f32)>> {
     let row = |t: &Tensor| t.shape()[1..].to_vec();
-    if any_non_finite(x)? {
-        return Ok(first_in("features", &x.to_vec()?, &row(x)));
+    if any_non_finite(x).await? {
+        return Ok(first_in("features", &x.to_vec_async().await?, &row(x)));
     }
-    if !labels && y.dtype() == DType::F32 && any_non_finite(y)? {
-        return Ok(first_in("targets", &y.to_vec()?, &row(y)));
+    if !labels && y.dtype() == DType::F32 && any_non_finite(y).await? {
+        return Ok(first_in("targets", &y.to_vec_async().await?, &row(y)));
     }
     Ok(None)
 }
 
 /// The first label of `y` (on a device) not below `classes`: every label in range
 /// has a one in its one-hot row, so the ones sum to the rows exactly then.
-pub(super) fn first_label_out_of_range_device(y: &Tensor, classes: usize) -> Result<Option<(usize, u32)>> {
+pub(super) async fn first_label_out_of_range_device(y: &Tensor, classes: usize) -> Result<Option<(usize, u32)>> {
     let rows = y.shape()[0];
-    if y.one_hot(classes).sum().item()? == rows as f32 {
+    if scalar(&y.one_hot(classes).sum()).await? == rows as f32 {
         return Ok(None);
     }
-    let labels = y.to_labels()?;
+    let labels: Vec<u32> = y.to_vec_async().await?.into_iter().map(|l| l as u32).collect();
     Ok(labels
         .iter()
         .position(|&l| l as usize >= classes)

@@ -302,17 +302,17 @@ impl DataLoader {
     /// The first NaN or infinite value, inputs first, then f32 targets: `(what, row,
     /// column, value)`, the column counted within the row's values. Rows on a device
     /// are checked there (one number read back) and read only to locate a culprit.
-    pub(crate) fn first_non_finite(&self) -> Result<Option<(&'static str, usize, usize, f32)>> {
+    pub(crate) async fn first_non_finite(&self) -> Result<Option<(&'static str, usize, usize, f32)>> {
         let labels = self.y_dtype == DType::U32;
         Ok(match &self.rows {
             Rows::Host(h) => super::checks::first_non_finite_host(&h.x, &h.x_row, &h.y, &h.y_row, labels),
             Rows::Device { scan, .. } if scan.bad_value.is_some() => scan.bad_value.unwrap(),
-            Rows::Device { x, y, .. } => super::checks::first_non_finite_device(x, y, labels)?,
+            Rows::Device { x, y, .. } => super::checks::first_non_finite_device(x, y, labels).await?,
         })
     }
 
     /// The first label that is not below `classes`: `(row, label)`.
-    pub(crate) fn first_label_out_of_range(&self, classes: usize) -> Result<Option<(usize, u32)>> {
+    pub(crate) async fn first_label_out_of_range(&self, classes: usize) -> Result<Option<(usize, u32)>> {
         if self.y_dtype != DType::U32 {
             return Ok(None);
         }
@@ -324,7 +324,7 @@ impl DataLoader {
                 },
                 ..
             } => first_above(labels, classes),
-            Rows::Device { y, .. } => super::checks::first_label_out_of_range_device(y, classes)?,
+            Rows::Device { y, .. } => super::checks::first_label_out_of_range_device(y, classes).await?,
         })
     }
 

@@ -68,7 +68,7 @@ impl<M: Module> Model<M> {
     }
 
     async fn fit_steps(&mut self, all: DataLoader, mut config: FitConfig) -> Result<History> {
-        let mut run = self.prepare(all, &mut config)?;
+        let mut run = self.prepare(all, &mut config).await?;
         let mut history = self.history_header(&run);
         let start = self.begin(&mut run, &mut config, &mut history)?;
         for epoch in start..config.epochs {
@@ -82,19 +82,19 @@ impl<M: Module> Model<M> {
 
     /// Checks the data and the settings, splits off the validation rows, attaches
     /// the sample weights, and shuffles and shards the training rows.
-    fn prepare(&mut self, all: DataLoader, config: &mut FitConfig) -> Result<Run> {
+    async fn prepare(&mut self, all: DataLoader, config: &mut FitConfig) -> Result<Run> {
         if config.epochs == 0 {
             return Err(Error::InvalidSetting {
                 setting: "epochs",
                 message: "fit: epochs must be at least 1".into(),
             });
         }
-        self.check_data("fit", &all, true)?;
+        self.check_data("fit", &all, true).await?;
         let all = match &config.sample_weight {
             Some(w) => all.with_sample_weight(w)?,
             None => all,
         };
-        let (train, val) = self.split(all, config)?;
+        let (train, val) = self.split(all, config).await?;
         self.check_monitors(&config.callbacks, val.is_some())?;
         let comm = self.optimizer.collective();
         let mut train = train;
@@ -130,11 +130,11 @@ impl<M: Module> Model<M> {
 
     /// The training rows and the validation rows: `validation_data`, or the last
     /// `validation_split` of the rows (before shuffling, as Keras takes them).
-    fn split(&self, all: DataLoader, config: &mut FitConfig) -> Result<(DataLoader, Option<DataLoader>)> {
+    async fn split(&self, all: DataLoader, config: &mut FitConfig) -> Result<(DataLoader, Option<DataLoader>)> {
         let n = all.samples();
         if let Some((vx, vy)) = config.validation_data.take() {
             let val = self.loader(&vx, &vy, 1024)?;
-            self.check_data("fit (validation_data)", &val, true)?;
+            self.check_data("fit (validation_data)", &val, true).await?;
             return Ok((all, Some(val)));
         }
         if config.validation_split <= 0.0 {

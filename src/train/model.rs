@@ -157,8 +157,8 @@ impl<M: Module> Model<M> {
     /// error instead of a NaN model: shapes and types through [`Module::output_spec`],
     /// every value finite, class labels below the number of classes, metrics that
     /// the targets can give.
-    pub(crate) fn check_data(&self, op: &'static str, data: &DataLoader, with_targets: bool) -> Result<()> {
-        if let Some((what, row, column, value)) = data.first_non_finite()? {
+    pub(crate) async fn check_data(&self, op: &'static str, data: &DataLoader, with_targets: bool) -> Result<()> {
+        if let Some((what, row, column, value)) = data.first_non_finite().await? {
             return Err(Error::NonFiniteData {
                 op: op.into(),
                 what,
@@ -183,7 +183,7 @@ impl<M: Module> Model<M> {
             .check(&out, &y)
             .map_err(|why| shape_error(format!("the {:?} loss: {why}", self.loss)))?;
         if self.loss.softmax_classes() || (matches!(self.loss, Loss::Custom(_)) && out.shape.len() == 2) {
-            if let Some((index, label)) = data.first_label_out_of_range(out.shape[1])? {
+            if let Some((index, label)) = data.first_label_out_of_range(out.shape[1]).await? {
                 return Err(Error::LabelOutOfRange {
                     op,
                     label,
@@ -246,7 +246,7 @@ impl<M: Module> Model<M> {
         logs: &mut Scores,
     ) -> Result<Option<ConfusionMatrix>> {
         let mut loader = self.loader(x, y, 1024)?;
-        self.check_data("evaluate", &loader, true)?;
+        self.check_data("evaluate", &loader, true).await?;
         self.evaluate_loader(&mut loader, prefix, logs).await
     }
 
@@ -302,7 +302,7 @@ impl<M: Module> Model<M> {
     /// alone), rows in chunks of 1024.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         let mut loader = DataLoader::inputs(x, 1024)?;
-        self.check_data("predict", &loader, false)?;
+        wait(self.check_data("predict", &loader, false), "Model::predict", "Model::evaluate_async")?;
         let rows = x.shape()[0];
         if rows <= 1024 {
             let xb = loader.batch(&(0..rows).collect::<Vec<_>>(), &self.device)?.0;
