@@ -3,12 +3,14 @@
 
 mod autoencoder;
 pub mod loss;
+mod norm;
 mod normalize;
 mod perceptron;
 mod rnn;
 
 pub use autoencoder::Autoencoder;
 pub(crate) use normalize::column_stats;
+pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm};
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
