@@ -242,7 +242,12 @@ fn to_counts(dtype: Dtype, bytes: &[u8]) -> Option<Vec<u32>> {
             .chunks_exact(4)
             .map(|c| u32::try_from(i32::from_le_bytes(c.try_into().unwrap())).ok())
             .collect(),
-        Dtype::U32 => Some(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()),
+        Dtype::U32 => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
         _ => None,
     }
 }

@@ -9,8 +9,8 @@ mod perceptron;
 mod rnn;
 
 pub use autoencoder::Autoencoder;
-pub(crate) use normalize::column_stats;
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm};
+pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};

@@ -174,9 +174,10 @@ impl Rule for Norm {
                 let sums = (kernel(Pass::ChannelSums), vec![0, 1, 2, 3, 4], vec![1, 2]);
                 let outputs = vec![dims.c; 2];
                 match mode {
-                    NormMode::Groups(_) => {
-                        launches(outputs, vec![(kernel(Pass::RowsDx), vec![0, 1, 2, 3, 4], vec![0]), sums])
-                    }
+                    NormMode::Groups(_) => launches(
+                        outputs,
+                        vec![(kernel(Pass::RowsDx), vec![0, 1, 2, 3, 4], vec![0]), sums],
+                    ),
                     _ => {
                         // dx reads the per-channel sums written by the first launch.
                         let dx = (kernel(Pass::ChannelDx), vec![0, 1, 2, 3, 4], vec![0]);

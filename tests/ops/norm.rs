@@ -19,24 +19,15 @@ pub fn norm_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for n in [1, 7, 33, 300] {
         cases.extend([
-            case(
-                "layer_norm",
-                vec![vec![3, 2, n], vec![n], vec![n]],
-                Draw::Normal,
-                |x| x[0].layer_norm(&[x[1].numel()], Some(&x[1]), Some(&x[2]), 1e-5),
-            ),
-            case(
-                "group_norm",
-                vec![vec![2, 6, n], vec![6], vec![6]],
-                Draw::Normal,
-                |x| x[0].group_norm(3, Some(&x[1]), Some(&x[2]), 1e-5),
-            ),
-            case(
-                "batch_norm",
-                vec![vec![3, 5, n], vec![5], vec![5]],
-                Draw::Normal,
-                |x| x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-5),
-            ),
+            case("layer_norm", vec![vec![3, 2, n], vec![n], vec![n]], Draw::Normal, |x| {
+                x[0].layer_norm(&[x[1].numel()], Some(&x[1]), Some(&x[2]), 1e-5)
+            }),
+            case("group_norm", vec![vec![2, 6, n], vec![6], vec![6]], Draw::Normal, |x| {
+                x[0].group_norm(3, Some(&x[1]), Some(&x[2]), 1e-5)
+            }),
+            case("batch_norm", vec![vec![3, 5, n], vec![5], vec![5]], Draw::Normal, |x| {
+                x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-5)
+            }),
             case(
                 "batch_norm_eval",
                 vec![vec![3, 5, n], vec![5], vec![5]],
@@ -56,15 +47,24 @@ pub fn norm_cases() -> Vec<Case> {
         case("layer_norm_2d", vec![vec![4, 5, 7]], Draw::Normal, |x| {
             x[0].layer_norm(&[5, 7], None, None, 1e-5)
         }),
-        case("group_norm_instance", vec![vec![2, 4, 3, 5], vec![4], vec![4]], Draw::Normal, |x| {
-            x[0].group_norm(4, Some(&x[1]), Some(&x[2]), 1e-5)
-        }),
-        case("batch_norm_rows", vec![vec![9, 4], vec![4], vec![4]], Draw::Normal, |x| {
-            x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-5).tanh()
-        }),
-        case("batch_norm_2d", vec![vec![2, 3, 5, 7], vec![3], vec![3]], Draw::Normal, |x| {
-            x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-3)
-        }),
+        case(
+            "group_norm_instance",
+            vec![vec![2, 4, 3, 5], vec![4], vec![4]],
+            Draw::Normal,
+            |x| x[0].group_norm(4, Some(&x[1]), Some(&x[2]), 1e-5),
+        ),
+        case(
+            "batch_norm_rows",
+            vec![vec![9, 4], vec![4], vec![4]],
+            Draw::Normal,
+            |x| x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-5).tanh(),
+        ),
+        case(
+            "batch_norm_2d",
+            vec![vec![2, 3, 5, 7], vec![3], vec![3]],
+            Draw::Normal,
+            |x| x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-3),
+        ),
     ]);
     cases
 }
@@ -105,6 +105,9 @@ fn batch_norm_in_eval_mode_uses_the_given_statistics(dev: &Device) {
     let var = Tensor::new(&[4.0f32, 100.0], dev).unwrap();
     let w = Tensor::new(&[1.0f32, 2.0], dev).unwrap();
     let b = Tensor::new(&[0.5f32, -1.0], dev).unwrap();
-    let y = x.batch_norm_eval(&mean, &var, Some(&w), Some(&b), 0.0).to_vec2().unwrap();
+    let y = x
+        .batch_norm_eval(&mean, &var, Some(&w), Some(&b), 0.0)
+        .to_vec2()
+        .unwrap();
     assert_eq!(y, [[0.0, -3.0], [1.0, 1.0]]);
 }

@@ -37,7 +37,9 @@ fn assert_close(got: &Tensor, name: &str) {
 
 /// Sets a parameter to the fixture's values.
 fn set(param: &Tensor, name: &str) {
-    param.assign(&read_tensor(&fixture("norm.safetensors"), name).1).unwrap();
+    param
+        .assign(&read_tensor(&fixture("norm.safetensors"), name).1)
+        .unwrap();
 }
 
 /// Output, input gradient and parameter gradients of `layer` on `{name}.x` for the
@@ -89,7 +91,10 @@ fn batch_norm_steps(layer: &mut dyn Module, name: &str, dev: &Device) {
         assert_close(&t, &format!("{name}.{param}_after"));
     }
     layer.eval();
-    assert_close(&layer.forward(&get(&format!("{name}.eval_x"), dev)), &format!("{name}.eval_y"));
+    assert_close(
+        &layer.forward(&get(&format!("{name}.eval_x"), dev)),
+        &format!("{name}.eval_y"),
+    );
 }
 
 fn batch_norm_1d_matches_pytorch_over_three_training_steps_and_in_eval(dev: &Device) {
@@ -145,7 +150,11 @@ fn the_running_statistics_update_runs_in_the_optimizer_steps_plan(dev: &Device) 
     let before = dev.stats();
     opt.step(&grads).unwrap();
     let after = dev.stats();
-    assert_eq!(after.submits - before.submits, 1, "one plan, one submit for the whole step");
+    assert_eq!(
+        after.submits - before.submits,
+        1,
+        "one plan, one submit for the whole step"
+    );
     // Applied by that plan: batch means 3, 20; unbiased variances 4, 100.
     assert_eq!(bn.running_mean.to_vec().unwrap(), [0.3, 2.0]);
     assert_eq!(bn.running_var.to_vec().unwrap(), [0.9 + 0.4, 0.9 + 10.0]);

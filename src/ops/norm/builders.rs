@@ -10,7 +10,13 @@ use crate::Tensor;
 /// The weight and bias (or the statistics, named by `names`) of a normalization of
 /// `x`, of shape `shape`, flattened: the given ones, or ones and zeros.
 #[track_caller]
-fn affine(op: &str, x: &Tensor, shape: &[usize], [weight, bias]: [Option<&Tensor>; 2], names: [&str; 2]) -> [Tensor; 2] {
+fn affine(
+    op: &str,
+    x: &Tensor,
+    shape: &[usize],
+    [weight, bias]: [Option<&Tensor>; 2],
+    names: [&str; 2],
+) -> [Tensor; 2] {
     let channels = shape.iter().product();
     let pick = |t: Option<&Tensor>, what: &str, fill: f32| match t {
         Some(t) => {
@@ -158,19 +164,26 @@ impl Tensor {
         eps: f32,
     ) -> Tensor {
         let c = check_channels_first("batch_norm", self);
-        let [rm, rv] = affine("batch_norm", self, &[c], [Some(running_mean), Some(running_var)], ["running mean", "running variance"]);
+        let [rm, rv] = affine(
+            "batch_norm",
+            self,
+            &[c],
+            [Some(running_mean), Some(running_var)],
+            ["running mean", "running variance"],
+        );
         let [w, b] = affine("batch_norm", self, &[c], [weight, bias], WB);
-        Tensor::norm_forward(NormMode::BatchEval, eps, &[self.clone(), rm.detach(), rv.detach(), w, b]).swap_remove(0)
+        Tensor::norm_forward(
+            NormMode::BatchEval,
+            eps,
+            &[self.clone(), rm.detach(), rv.detach(), w, b],
+        )
+        .swap_remove(0)
     }
 
     /// The in-place update of batch norm's running statistics with a batch's mean
     /// and unbiased variance ([`Norm::RunningStats`]): an update node, run last in
     /// the plan that realizes it (`graph::realize_all`'s updates).
-    pub(crate) fn running_stats_update(
-        batch: [&Tensor; 2],
-        running: [&Tensor; 3],
-        momentum: f32,
-    ) -> Tensor {
+    pub(crate) fn running_stats_update(batch: [&Tensor; 2], running: [&Tensor; 3], momentum: f32) -> Tensor {
         let inputs = batch.into_iter().chain(running).cloned().collect();
         Tensor::from_node(Op::Norm(Norm::RunningStats { momentum }), inputs, vec![], DType::F32)
     }
