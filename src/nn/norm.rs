@@ -304,7 +304,7 @@ impl GroupNorm {
     /// If `num_groups` is 0 or does not divide `num_channels`, or the device cannot
     /// hold the parameters.
     pub fn try_new(num_groups: usize, num_channels: usize, device: &Device) -> Result<GroupNorm> {
-        if num_groups == 0 || num_channels % num_groups != 0 {
+        if num_groups == 0 || !num_channels.is_multiple_of(num_groups) {
             return Err(Error::Invalid(format!(
                 "GroupNorm::new: {num_channels} channels do not split into {num_groups} groups"
             )));

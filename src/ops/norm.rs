@@ -377,7 +377,7 @@ impl NormKernel {
                 let (i, c) = at(j);
                 dy[i] * w[c]
             };
-            let s1 = workgroup_sum(len, &gxh) / len as f32;
+            let s1 = workgroup_sum(len, gxh) / len as f32;
             let s2 = workgroup_sum(len, |j| gxh(j) * ((xs[at(j).0] - m) * r)) / len as f32;
             for j in 0..len {
                 let (i, _) = at(j);
@@ -391,14 +391,17 @@ impl NormKernel {
         let d = self.dims;
         let len = d.n * d.s;
         let (xs, a, b, dy) = (x[0], x[2], x[3], x[4]);
-        for c in 0..d.c {
+        let [dw, db] = out else {
+            unreachable!("channel sums write dweight and dbias")
+        };
+        for (c, (dw, db)) in dw.iter_mut().zip(db.iter_mut()).enumerate().take(d.c) {
             let at = |j: usize| ((j / d.s) * d.c + c) * d.s + j % d.s;
             let xhat = |j: usize| {
                 let (m, r) = self.stats(a, b, j / d.s, c);
                 (xs[at(j)] - m) * r
             };
-            out[0][c] = workgroup_sum(len, |j| dy[at(j)] * xhat(j));
-            out[1][c] = workgroup_sum(len, |j| dy[at(j)]);
+            *dw = workgroup_sum(len, |j| dy[at(j)] * xhat(j));
+            *db = workgroup_sum(len, |j| dy[at(j)]);
         }
     }
 

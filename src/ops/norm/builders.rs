@@ -97,7 +97,7 @@ impl Tensor {
     pub fn group_norm(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Tensor {
         let c = check_channels_first("group_norm", self);
         assert!(
-            groups > 0 && c % groups == 0,
+            groups > 0 && c.is_multiple_of(groups),
             "group_norm: {c} channels (input shape {:?}) do not split into {groups} groups",
             self.shape()
         );
