@@ -4,6 +4,8 @@
 #[path = "ops/batched.rs"]
 mod batched;
 mod common;
+#[path = "ops/norm.rs"]
+mod norm;
 
 use common::cases::*;
 use common::{devices, gpu, max_rel_diff, private};

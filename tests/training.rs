@@ -10,6 +10,8 @@ mod common;
 mod distributed;
 #[path = "training/first_week.rs"]
 mod first_week;
+#[path = "training/norm_layers.rs"]
+mod norm_layers;
 #[path = "training/objectives.rs"]
 mod objectives;
 

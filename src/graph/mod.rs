@@ -3,6 +3,7 @@
 
 pub(crate) mod autograd;
 pub(crate) mod debug;
+pub(crate) mod deferred;
 mod fuse;
 mod lower;
 pub(crate) mod plan;

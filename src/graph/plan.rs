@@ -220,10 +220,16 @@ impl Schedule {
 /// still holds), then applies `updates` in place, as one plan — on the GPU one command
 /// buffer, one submit. `Tensor::realize`/`to_vec`, the optimizers' steps, `fit`'s
 /// pass ends and the distributed optimizer all come through here.
+///
+/// The updates that forward passes queued on the device (`graph::deferred`: batch
+/// norm's running statistics) run after `updates`, in the same plan.
 pub(crate) fn realize_all(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
     let Some(device) = roots.iter().chain(updates).next().map(|t| t.device().clone()) else {
         return Ok(());
     };
+    let deferred = super::deferred::take(&device);
+    let updates: Vec<Tensor> = updates.iter().cloned().chain(deferred).collect();
+    let updates = &updates[..];
     let schedule = Schedule::build(roots, updates);
     if schedule.nodes.is_empty() && schedule.updates.is_empty() {
         return Ok(());

@@ -67,6 +67,8 @@ impl Tensor {
     }
 
     pub(crate) fn realized_storage(&self) -> Result<Storage> {
+        // A buffer that a queued running-statistics update writes is read after it.
+        super::deferred::flush_writing(self)?;
         if let Some(s) = self.0.storage.lock().unwrap().as_ref() {
             return Ok(s.clone());
         }
@@ -89,7 +91,7 @@ impl Tensor {
         }
         let moved = match self.dtype() {
             DType::F32 => Tensor::from_vec(self.to_vec()?, self.shape(), device)?,
-            DType::U32 => Tensor::from_labels(&self.to_labels()?, device)?.reshape(self.shape()),
+            DType::U32 => Tensor::from_labels_shaped(&self.to_labels()?, self.shape(), device)?,
         };
         if self.is_trainable() {
             moved.requires_grad()

@@ -96,7 +96,7 @@ pub(crate) fn save_checkpoint_with(
                 "save_checkpoint: parameter {name:?} starts with {OPTIMIZER:?} or {FIT:?}, which checkpoints reserve for their own state"
             )));
         }
-        tensors.push((name, t.shape().to_vec(), t.to_vec()?));
+        tensors.push((name, t.shape().to_vec(), super::Values::of(&t)?));
     }
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -117,7 +117,7 @@ pub(crate) fn save_checkpoint_with(
                 Some(p) if p.numel() == values.len() => p.shape().to_vec(),
                 _ => vec![values.len()],
             };
-            tensors.push((format!("{OPTIMIZER}{i}.{name}"), shape, values.clone()));
+            tensors.push((format!("{OPTIMIZER}{i}.{name}"), shape, values.clone().into()));
         }
     }
     let (seed, stream) = crate::rng::position();
@@ -126,7 +126,7 @@ pub(crate) fn save_checkpoint_with(
         meta.insert(format!("{FIT}{key}"), value.clone());
     }
     for (name, values) in &extra.arrays {
-        tensors.push((format!("{FIT}{name}"), vec![values.len()], values.clone()));
+        tensors.push((format!("{FIT}{name}"), vec![values.len()], values.clone().into()));
     }
     write_atomically(path, &serialize(path, &tensors, Some(meta))?)
 }

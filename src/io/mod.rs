@@ -16,7 +16,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::nn::Module;
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 /// The tensors a model file holds: every parameter, then every buffer (running
 /// statistics, a `Normalize` layer's mean and std), with `state_dict()` names.
@@ -26,15 +26,17 @@ pub(crate) fn state_tensors(module: &dyn Module) -> Vec<(String, Tensor)> {
     all
 }
 
-/// Writes every parameter and buffer of `module` (f32, names as `state_dict()`) to
-/// `path`.
+/// Writes every parameter and buffer of `module` (names as `state_dict()`) to
+/// `path`: f32 values as F32, integer buffers (batch norm's `num_batches_tracked`)
+/// as I64, PyTorch's dtype for them, so that `load_state_dict(strict=True)` gets
+/// the dtypes of its own `state_dict()`.
 /// The file is written to a temporary name, flushed to disk and renamed, so a crash
 /// never leaves a half-written file.
 pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let tensors = state_tensors(module)
         .into_iter()
-        .map(|(name, t)| Ok((name, t.shape().to_vec(), t.to_vec()?)))
+        .map(|(name, t)| Ok((name, t.shape().to_vec(), Values::of(&t)?)))
         .collect::<Result<Vec<_>>>()?;
     let bytes = serialize(path, &tensors, None)?;
     write_atomically(path, &bytes)
@@ -88,7 +90,9 @@ fn sync_folder(_: &Path) -> Result<()> {
 /// Tensors stored as F32, F64, F16 or BF16 load, converted to f32 (wgnn computes in
 /// f32): F16 and BF16 exactly, F64 rounded to the nearest f32 as PyTorch's
 /// `tensor.float()` does (beyond f32's range it becomes ±∞, below it 0 or a
-/// subnormal). Any other dtype is reported as a problem.
+/// subnormal). Integer buffers (batch norm's `num_batches_tracked`, u32 here) load
+/// from I64 (PyTorch's), I32 or U32 values in u32's range. Any other dtype is
+/// reported as a problem.
 pub fn load_safetensors(module: &mut dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -143,6 +147,14 @@ fn match_parameters(
                 view.shape(),
                 param.shape()
             )),
+            Some(view) if param.dtype() == DType::U32 => match to_counts(view.dtype(), view.data()) {
+                // Written as the u32 bits they are.
+                Some(data) => values.push((param.clone(), data.into_iter().map(f32::from_bits).collect())),
+                None => problems.push(format!(
+                    "tensor {name:?} is {:?}; an integer buffer loads from I64, I32 or U32 values in u32's range",
+                    view.dtype()
+                )),
+            },
             Some(view) => match to_f32(view.dtype(), view.data()) {
                 Some(data) => values.push((param.clone(), data)),
                 None => problems.push(format!(
@@ -170,10 +182,34 @@ fn f32_values(view: &TensorView<'_>) -> Vec<f32> {
         .collect()
 }
 
-/// Serializes named f32 tensors and string metadata into safetensors bytes.
+/// A tensor's values as a file stores them.
+pub(crate) enum Values {
+    /// f32 data (parameters, statistics, optimizer state).
+    F32(Vec<f32>),
+    /// Integer buffers (u32 here), stored as PyTorch's I64.
+    I64(Vec<i64>),
+}
+
+impl Values {
+    /// The values of `t` (read back once): an f32 tensor's as F32, a u32 one's as I64.
+    pub(crate) fn of(t: &Tensor) -> Result<Values> {
+        Ok(match t.dtype() {
+            DType::F32 => Values::F32(t.to_vec()?),
+            DType::U32 => Values::I64(t.to_labels()?.into_iter().map(i64::from).collect()),
+        })
+    }
+}
+
+impl From<Vec<f32>> for Values {
+    fn from(values: Vec<f32>) -> Values {
+        Values::F32(values)
+    }
+}
+
+/// Serializes named tensors and string metadata into safetensors bytes.
 fn serialize(
     path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    tensors: &[(String, Vec<usize>, Values)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
     let bad = |e: safetensors::SafeTensorError| Error::SafeTensors {
@@ -183,11 +219,37 @@ fn serialize(
     let views = tensors
         .iter()
         .map(|(name, shape, values)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(values)).map(|v| (name.clone(), v))
+            let (dtype, bytes) = match values {
+                Values::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
+                Values::I64(v) => (Dtype::I64, bytemuck::cast_slice(v)),
+            };
+            TensorView::new(dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(bad)?;
     safetensors::tensor::serialize(views, metadata).map_err(bad)
+}
+
+/// Little-endian integer `bytes` of `dtype` as u32 values, or `None` for another
+/// dtype or a value outside u32's range.
+fn to_counts(dtype: Dtype, bytes: &[u8]) -> Option<Vec<u32>> {
+    match dtype {
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .map(|c| u32::try_from(i64::from_le_bytes(c.try_into().unwrap())).ok())
+            .collect(),
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .map(|c| u32::try_from(i32::from_le_bytes(c.try_into().unwrap())).ok())
+            .collect(),
+        Dtype::U32 => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 /// Little-endian `bytes` of `dtype` as f32 values, or `None` for a dtype that does not

@@ -4,6 +4,7 @@
 mod attention;
 mod autoencoder;
 pub mod loss;
+mod norm;
 mod normalize;
 mod perceptron;
 mod rnn;
@@ -13,6 +14,7 @@ pub use attention::{
     SinusoidalPositionalEncoding,
 };
 pub use autoencoder::Autoencoder;
+pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm};
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;

@@ -258,6 +258,14 @@ impl Tensor {
     /// A 1-D tensor of class indices, for `cross_entropy` and metrics.
     #[track_caller]
     pub fn from_labels(labels: &[u32], device: &Device) -> Result<Tensor> {
+        Tensor::from_labels_shaped(labels, &[labels.len()], device)
+    }
+
+    /// A leaf of u32 values of any shape (`labels.len()` is its element count): a
+    /// label tensor, or an integer buffer such as batch norm's `num_batches_tracked`.
+    #[track_caller]
+    pub(crate) fn from_labels_shaped(labels: &[u32], shape: &[usize], device: &Device) -> Result<Tensor> {
+        debug_assert_eq!(labels.len(), numel(shape), "one label per element");
         let data: Vec<f32> = labels.iter().map(|&l| f32::from_bits(l)).collect();
         let storage = device.backend().stage(data)?;
         let max_label = labels
@@ -266,7 +274,7 @@ impl Tensor {
             .enumerate()
             .max_by_key(|&(i, l)| (l, std::cmp::Reverse(i)))
             .map(|(i, l)| (l, i));
-        Ok(Tensor::leaf(storage, vec![labels.len()], DType::U32, device, max_label))
+        Ok(Tensor::leaf(storage, shape.to_vec(), DType::U32, device, max_label))
     }
 
     /// A tensor filled with `value`, generated on the device (nothing is uploaded).

@@ -95,3 +95,26 @@ fn a_regression_csv_whose_target_is_not_a_number() {
         ],
     );
 }
+
+/// Eval-mode batch norm before any training is allowed, as in PyTorch (running
+/// statistics 0 and 1: the identity up to eps); what is wrong is data whose channels
+/// are not the layer's: an `Err` naming the layer and both counts, before any step.
+#[test]
+fn batch_norm_over_another_number_of_channels() {
+    let dev = Device::cpu();
+    let net = wgnn::nn::Sequential::new()
+        .add(wgnn::nn::BatchNorm1d::new(4, &dev))
+        .add(Linear::new(3, 2, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut model = Model::new(net, opt, Loss::CrossEntropy, &[]).unwrap();
+    let before = parameters(&model);
+    let err = model
+        .fit(&features(8, 3, &dev), &labels(8, &dev), quiet(4))
+        .unwrap_err();
+    println!("catalogue: {err}");
+    let text = err.to_string();
+    for needle in ["BatchNorm1d(4)", "C = 4 channels", "the data has shape [4, 3]"] {
+        assert!(text.contains(needle), "{needle:?} is not in: {text}");
+    }
+    assert_eq!(parameters(&model), before, "no step ran");
+}

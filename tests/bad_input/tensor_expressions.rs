@@ -96,4 +96,28 @@ fn an_attention_mask_of_the_wrong_shape() {
     );
     let wide = Tensor::randn(&[2, 5, 6], 2, &dev).unwrap();
     assert_panics_saying(|| mha.forward(&wide), &["MultiheadAttention", "[2, 5, 6]", "E = 8"]);
+
+fn normalizations_whose_shapes_do_not_fit() {
+    let dev = Device::cpu();
+    let x = Tensor::randn(&[2, 6, 5], 1, &dev).unwrap();
+    let w = Tensor::randn(&[4], 2, &dev).unwrap();
+    assert_panics_saying(
+        || x.group_norm(4, None, None, 1e-5),
+        &["group_norm", "6 channels", "4 groups"],
+    );
+    assert_panics_saying(
+        || x.batch_norm(Some(&w), None, 1e-5),
+        &["batch_norm", "weight has shape [4]", "[2, 6, 5]"],
+    );
+    assert_panics_saying(
+        || x.layer_norm(&[6], None, None, 1e-5),
+        &["layer_norm", "[6]", "[2, 6, 5]"],
+    );
+    let one = Tensor::randn(&[1, 6], 3, &dev).unwrap();
+    assert_panics_saying(
+        || one.batch_norm(None, None, 1e-5),
+        &["more than 1 value per channel", "[1, 6]"],
+    );
+    let bn = wgnn::nn::BatchNorm2d::new(3, &dev);
+    assert_panics_saying(|| bn.forward(&x), &["BatchNorm2d(3)", "[N, C, H, W]", "[2, 6, 5]"]);
 }

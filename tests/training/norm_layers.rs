@@ -1,0 +1,161 @@
+//! Normalization layers against PyTorch (tests/fixtures/make_norm_fixture.py):
+//! LayerNorm and GroupNorm outputs and gradients; BatchNorm1d/2d over three SGD
+//! steps — outputs, gradients, running statistics, then evaluation outputs — with
+//! the running-statistics update in the step's plan; and the buffers: loaded from
+//! a PyTorch `state_dict` (I64 `num_batches_tracked`) strictly, saved as PyTorch
+//! saves them, moved with `to`, never given to an optimizer.
+
+use super::common::{fixture, max_rel_diff, read_tensor};
+use wgnn::nn::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, Module};
+use wgnn::optim::{Optimizer, Sgd, SgdConfig};
+use wgnn::{Device, Tensor};
+
+crate::device_tests!(
+    layer_norm_and_group_norm_match_pytorch_outputs_and_gradients,
+    batch_norm_1d_matches_pytorch_over_three_training_steps_and_in_eval,
+    batch_norm_2d_matches_pytorch_over_three_training_steps_and_in_eval,
+    a_pytorch_batch_norm_state_dict_with_i64_count_loads_strictly_and_gives_its_outputs,
+    batch_norm_buffers_save_as_pytorch_move_with_to_and_are_not_parameters,
+    the_running_statistics_update_runs_in_the_optimizer_steps_plan,
+);
+
+/// PyTorch's numbers to 1e-5 (relative beyond 1).
+const TOL: f32 = 1e-5;
+
+fn get(name: &str, dev: &Device) -> Tensor {
+    let (shape, data) = read_tensor(&fixture("norm.safetensors"), name);
+    Tensor::from_vec(data, &shape, dev).unwrap()
+}
+
+#[track_caller]
+fn assert_close(got: &Tensor, name: &str) {
+    let (shape, want) = read_tensor(&fixture("norm.safetensors"), name);
+    assert_eq!(got.numel(), shape.iter().product::<usize>(), "{name}: size");
+    let d = max_rel_diff(&got.to_vec().unwrap(), &want);
+    assert!(d <= TOL, "{name}: differs from PyTorch by {d}");
+}
+
+/// Sets a parameter to the fixture's values.
+fn set(param: &Tensor, name: &str) {
+    param
+        .assign(&read_tensor(&fixture("norm.safetensors"), name).1)
+        .unwrap();
+}
+
+/// Output, input gradient and parameter gradients of `layer` on `{name}.x` for the
+/// readout `(y · r).sum()`, against the fixture's (`suffix` names the step).
+fn check_step(layer: &dyn Module, name: &str, suffix: &str, dev: &Device) -> wgnn::Gradients {
+    let x = get(&format!("{name}.x{suffix}"), dev).requires_grad().unwrap();
+    let y = layer.forward(&x);
+    let r = get(&format!("{name}.r{suffix}"), dev).reshape(y.shape());
+    let grads = (&y * &r).sum().backward().unwrap();
+    assert_close(&y, &format!("{name}.y{suffix}"));
+    assert_close(grads.get(&x).unwrap(), &format!("{name}.grad.x{suffix}"));
+    let params = layer.named_parameters();
+    for (param, t) in params {
+        assert_close(grads.get(&t).unwrap(), &format!("{name}.grad.{param}{suffix}"));
+    }
+    grads
+}
+
+fn layer_norm_and_group_norm_match_pytorch_outputs_and_gradients(dev: &Device) {
+    let ln = LayerNorm::new(&[5], dev);
+    let gn = GroupNorm::new(3, 6, dev);
+    for (layer, name) in [(&ln as &dyn Module, "ln"), (&gn, "gn")] {
+        for (param, t) in layer.named_parameters() {
+            set(&t, &format!("{name}.{param}"));
+        }
+        check_step(layer, name, "", dev);
+    }
+}
+
+/// Three SGD steps (lr 0.1) in training mode, then the buffers, the trained
+/// parameters and an evaluation-mode output, all against PyTorch.
+fn batch_norm_steps(layer: &mut dyn Module, name: &str, dev: &Device) {
+    for (param, t) in layer.named_parameters() {
+        set(&t, &format!("{name}.{param}"));
+    }
+    let config = SgdConfig {
+        lr: 0.1,
+        ..Default::default()
+    };
+    let mut opt = Sgd::new(layer.parameters(), config);
+    for k in 0..3 {
+        let grads = check_step(layer, name, &k.to_string(), dev);
+        opt.step(&grads).unwrap();
+    }
+    for (buffer, t) in layer.named_buffers() {
+        assert_close(&t, &format!("{name}.{buffer}"));
+    }
+    for (param, t) in layer.named_parameters() {
+        assert_close(&t, &format!("{name}.{param}_after"));
+    }
+    layer.eval();
+    assert_close(
+        &layer.forward(&get(&format!("{name}.eval_x"), dev)),
+        &format!("{name}.eval_y"),
+    );
+}
+
+fn batch_norm_1d_matches_pytorch_over_three_training_steps_and_in_eval(dev: &Device) {
+    batch_norm_steps(&mut BatchNorm1d::new(4, dev), "bn1d", dev);
+}
+
+fn batch_norm_2d_matches_pytorch_over_three_training_steps_and_in_eval(dev: &Device) {
+    batch_norm_steps(&mut BatchNorm2d::new(3, dev), "bn2d", dev);
+}
+
+fn a_pytorch_batch_norm_state_dict_with_i64_count_loads_strictly_and_gives_its_outputs(dev: &Device) {
+    let mut bn = BatchNorm2d::new(3, dev);
+    wgnn::io::load_safetensors(&mut bn, fixture("norm_bn2d_state.safetensors")).unwrap();
+    assert_eq!(bn.num_batches_tracked.to_vec().unwrap(), [3.0]);
+    bn.eval();
+    assert_close(&bn.forward(&get("bn2d.eval_x", dev)), "bn2d.eval_y");
+}
+
+fn batch_norm_buffers_save_as_pytorch_move_with_to_and_are_not_parameters(dev: &Device) {
+    let mut bn = BatchNorm2d::new(3, dev);
+    wgnn::io::load_safetensors(&mut bn, fixture("norm_bn2d_state.safetensors")).unwrap();
+    let names: Vec<String> = bn.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["running_mean", "running_var", "num_batches_tracked"]);
+    assert_eq!(bn.parameters().len(), 2, "only weight and bias are trainable");
+    // Saved with PyTorch's names and dtypes: the count as I64, shape [].
+    let path = std::env::temp_dir().join(format!("wgnn_bn_{}_{:?}.safetensors", std::process::id(), dev.kind()));
+    wgnn::io::save_safetensors(&bn, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header = String::from_utf8_lossy(&bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize])
+        .into_owned();
+    assert!(
+        header.contains(r#""num_batches_tracked":{"dtype":"I64","shape":[]"#),
+        "{header}"
+    );
+    let mut again = BatchNorm2d::new(3, dev);
+    wgnn::io::load_safetensors(&mut again, &path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // Moved to the CPU, the buffers keep their values (and the count stays an integer).
+    again.to(&Device::cpu()).unwrap();
+    for ((name, a), (_, b)) in again.named_buffers().iter().zip(bn.named_buffers()) {
+        assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap(), "{name}");
+        assert_eq!(a.dtype(), b.dtype(), "{name}");
+    }
+}
+
+fn the_running_statistics_update_runs_in_the_optimizer_steps_plan(dev: &Device) {
+    let dev = super::common::private(dev);
+    let bn = BatchNorm1d::new(2, &dev);
+    let x = Tensor::new(&[[1.0f32, 10.0], [3.0, 30.0], [5.0, 20.0]], &dev).unwrap();
+    let mut opt = Sgd::new(bn.parameters(), SgdConfig::default());
+    let loss = bn.forward(&x).square().mean();
+    let grads = loss.backward().unwrap();
+    let before = dev.stats();
+    opt.step(&grads).unwrap();
+    let after = dev.stats();
+    assert_eq!(
+        after.submits - before.submits,
+        1,
+        "one plan, one submit for the whole step"
+    );
+    // Applied by that plan: batch means 3, 20; unbiased variances 4, 100.
+    assert_eq!(bn.running_mean.to_vec().unwrap(), [0.3, 2.0]);
+    assert_eq!(bn.running_var.to_vec().unwrap(), [0.9 + 0.4, 0.9 + 10.0]);
+}
