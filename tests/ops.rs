@@ -3,6 +3,8 @@
 
 #[path = "ops/batched.rs"]
 mod batched;
+#[path = "ops/pool.rs"]
+mod pool;
 mod common;
 
 use common::cases::*;

@@ -5,13 +5,17 @@ mod autoencoder;
 pub mod loss;
 mod normalize;
 mod perceptron;
+mod pool;
 mod rnn;
+mod stateless;
 
 pub use autoencoder::Autoencoder;
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool1d, MaxPool2d};
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
+pub use stateless::{Flatten, Identity, Softmax, Unflatten};
 
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -502,8 +506,9 @@ activation!(
     Step, "Step", |x| x.step()
 );
 activation!(
-    /// Softmax over the last axis.
-    Softmax, "Softmax", |x| x.softmax(x.shape().len().saturating_sub(1))
+    /// GELU in its exact erf form, `x·Φ(x)`, as `nn.GELU()` (PyTorch's default
+    /// `approximate='none'`; [`Tensor::gelu_tanh`] is the tanh form).
+    Gelu, "GELU", |x| x.gelu()
 );
 
 /// Inverted dropout (Srivastava et al. 2014): in training each activation is zeroed

@@ -25,6 +25,7 @@ pub(crate) mod gather;
 pub(crate) mod gru;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 pub(crate) mod softmax_xent;
 pub(crate) mod update;
@@ -39,6 +40,7 @@ pub use gather::{IndexSelect, ScatterAddRows};
 pub use gru::{GruCell, GruCellGrad};
 pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
+pub use pool::Pool;
 pub use reduce::{ArgMax, MaxWithIndices, Reduce};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 pub use update::{UpdateKind, UpdateMany};
@@ -107,6 +109,8 @@ pub enum Op {
     GruCell(GruCell),
     /// Its backward: outputs the gradients of both projections and of h_prev.
     GruCellGrad(GruCellGrad),
+    /// Max or average pooling over the last two axes, or its gradient: one pass.
+    Pool(Pool),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -143,6 +147,7 @@ impl Op {
             Op::LstmCellGrad(l) => l,
             Op::GruCell(g) => g,
             Op::GruCellGrad(g) => g,
+            Op::Pool(p) => p,
             Op::Output(o) => o,
         }
     }
