@@ -670,6 +670,7 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
     let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
     let seq = Tensor::randn(&[5, 2, 3], 2, &dev).unwrap();
     let ids = Tensor::from_labels(&[1, 0, 4, 2, 3, 1], &dev).unwrap().reshape(&[2, 3]);
+    let planes = Tensor::randn(&[2, 3, 7, 5], 3, &dev).unwrap();
     let batch_first = RnnConfig {
         batch_first: true,
         num_layers: 2,
@@ -678,6 +679,15 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
     let cases: Vec<(Box<dyn Module>, &Tensor)> = vec![
         (Box::new(Linear::new(3, 6, &dev)), &x),
         (Box::new(nn::Softmax), &x),
+        (Box::new(nn::Softmax::new(0)), &x),
+        (Box::new(nn::Gelu), &x),
+        (Box::new(nn::Identity), &ids),
+        (Box::new(nn::Flatten), &seq),
+        (Box::new(nn::Unflatten::new(-1, &[1, 3])), &seq),
+        (Box::new(nn::MaxPool1d::new(2, 1).padding(1)), &seq),
+        (Box::new(nn::MaxPool2d::new(3, 2).padding(1)), &planes),
+        (Box::new(nn::AvgPool2d::new(2, 2)), &planes),
+        (Box::new(nn::AdaptiveAvgPool2d::new(3, 2)), &planes),
         (Box::new(Dropout::new(0.5)), &x),
         (Box::new(Lstm::new(3, 7, RnnConfig::default(), &dev)), &seq),
         (Box::new(Gru::new(3, 7, batch_first, &dev)), &seq),
@@ -698,6 +708,19 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
     let lstm = Lstm::new(4, 7, RnnConfig::default(), &dev);
     let why = lstm.output_spec(&TensorSpec::of(&seq)).unwrap_err();
     assert!(why.contains("expects 4 input features, the data has 3"), "{why}");
+    let pool = Sequential::new().add(nn::Flatten).add(nn::MaxPool2d::new(2, 2));
+    let why = pool.output_spec(&TensorSpec::of(&planes)).unwrap_err();
+    assert!(
+        why.contains("layer 1 `MaxPool2d(kernel_size=2, stride=2, padding=0)` max_pool2d: expects"),
+        "{why}"
+    );
+    let why = nn::AvgPool2d::new(9, 1)
+        .output_spec(&TensorSpec::of(&planes))
+        .unwrap_err();
+    assert!(
+        why.contains("kernel 9 is larger than the padded input (7 + 2·0 = 7)"),
+        "{why}"
+    );
     let why = Embedding::new(5, 4, &dev).output_spec(&TensorSpec::of(&x)).unwrap_err();
     assert!(why.contains("expects u32 labels"), "{why}");
     let ae = Autoencoder::new(Linear::new(3, 2, &dev), Linear::new(5, 3, &dev));

@@ -49,7 +49,10 @@ impl Module for Flatten {
 
     fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
         let shape = Flatten::shape(&input.shape)?;
-        Ok(Some(TensorSpec { shape, dtype: input.dtype }))
+        Ok(Some(TensorSpec {
+            shape,
+            dtype: input.dtype,
+        }))
     }
 }
 
@@ -101,7 +104,10 @@ impl Module for Unflatten {
 
     fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
         let shape = self.shape(&input.shape)?;
-        Ok(Some(TensorSpec { shape, dtype: input.dtype }))
+        Ok(Some(TensorSpec {
+            shape,
+            dtype: input.dtype,
+        }))
     }
 }
 

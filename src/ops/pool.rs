@@ -60,9 +60,7 @@ impl Span {
                 padding,
             } => {
                 if kernel == 0 || stride == 0 {
-                    return Err(format!(
-                        "{op}: kernel {kernel} and stride {stride} must be at least 1"
-                    ));
+                    return Err(format!("{op}: kernel {kernel} and stride {stride} must be at least 1"));
                 }
                 if 2 * padding > kernel {
                     return Err(format!(
@@ -77,9 +75,9 @@ impl Span {
                 }
                 Ok((padded - kernel) / stride + 1)
             }
-            Span::Adaptive { out } if out == 0 || len == 0 => Err(format!(
-                "{op}: {out} bins over {len} entries (both must be at least 1)"
-            )),
+            Span::Adaptive { out } if out == 0 || len == 0 => {
+                Err(format!("{op}: {out} bins over {len} entries (both must be at least 1)"))
+            }
             Span::Adaptive { out } => Ok(out),
         }
     }
@@ -175,13 +173,22 @@ impl Rule for Pool {
             output,
             spans: self.spans,
         };
-        Lowering::kernel(PoolKernel { pass: self.pass, geometry }, inputs.len())
+        Lowering::kernel(
+            PoolKernel {
+                pass: self.pass,
+                geometry,
+            },
+            inputs.len(),
+        )
     }
 
     fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         let x = &inputs[0];
         let node = |pass, ins: Vec<Tensor>, shape: &[usize]| {
-            let op = Op::Pool(Pool { pass, spans: self.spans });
+            let op = Op::Pool(Pool {
+                pass,
+                spans: self.spans,
+            });
             Tensor::from_node(op, ins, shape.to_vec(), DType::F32)
         };
         match self.pass {
@@ -381,13 +388,19 @@ impl Kernel for PoolKernel {
 pub(crate) fn pooled_shape(op: &str, shape: &[usize], spans: &[Span]) -> Result<Vec<usize>, String> {
     let dims = spans.len();
     if shape.len() != dims + 1 && shape.len() != dims + 2 {
-        let layout = if dims == 1 { "[N, C, L] or [C, L]" } else { "[N, C, H, W] or [C, H, W]" };
+        let layout = if dims == 1 {
+            "[N, C, L] or [C, L]"
+        } else {
+            "[N, C, H, W] or [C, H, W]"
+        };
         return Err(format!("{op}: expects an input {layout}, got shape {shape:?}"));
     }
     let mut out = shape.to_vec();
     for (k, span) in spans.iter().enumerate() {
         let axis = shape.len() - dims + k;
-        out[axis] = span.out_len(op, shape[axis]).map_err(|why| format!("{why}; input shape {shape:?}"))?;
+        out[axis] = span
+            .out_len(op, shape[axis])
+            .map_err(|why| format!("{why}; input shape {shape:?}"))?;
     }
     Ok(out)
 }

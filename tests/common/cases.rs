@@ -427,17 +427,33 @@ pub fn recurrent_cases() -> Vec<Case> {
 pub fn pool_cases() -> Vec<Case> {
     let (a, b, c) = (vec![vec![2, 3, 7, 9]], vec![vec![2, 3, 9, 11]], vec![vec![2, 3, 11, 7]]);
     vec![
-        case("max_pool2d_k2_s2", a.clone(), Draw::Distinct, |x| x[0].max_pool2d(2, 2, 0)),
-        case("max_pool2d_k3_s2_p1", b.clone(), Draw::Distinct, |x| x[0].max_pool2d(3, 2, 1)),
-        case("max_pool2d_k3_s1_p1", c.clone(), Draw::Distinct, |x| x[0].max_pool2d(3, 1, 1)),
-        case("max_pool2d_k2_s1_p1", a.clone(), Draw::Distinct, |x| x[0].max_pool2d(2, 1, 1)),
+        case("max_pool2d_k2_s2", a.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(2, 2, 0)
+        }),
+        case("max_pool2d_k3_s2_p1", b.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(3, 2, 1)
+        }),
+        case("max_pool2d_k3_s1_p1", c.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(3, 1, 1)
+        }),
+        case("max_pool2d_k2_s1_p1", a.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(2, 1, 1)
+        }),
         case("max_pool2d_unbatched", vec![vec![3, 9, 7]], Draw::Distinct, |x| {
             x[0].max_pool2d(3, 2, 1)
         }),
-        case("avg_pool2d_k2_s2", a.clone(), Draw::Normal, |x| x[0].avg_pool2d(2, 2, 0)),
-        case("avg_pool2d_k3_s2_p1", b.clone(), Draw::Normal, |x| x[0].avg_pool2d(3, 2, 1)),
-        case("avg_pool2d_k3_s1_p1", c.clone(), Draw::Normal, |x| x[0].avg_pool2d(3, 1, 1)),
-        case("avg_pool2d_k2_s1_p1", a.clone(), Draw::Normal, |x| x[0].avg_pool2d(2, 1, 1)),
+        case("avg_pool2d_k2_s2", a.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(2, 2, 0)
+        }),
+        case("avg_pool2d_k3_s2_p1", b.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(3, 2, 1)
+        }),
+        case("avg_pool2d_k3_s1_p1", c.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(3, 1, 1)
+        }),
+        case("avg_pool2d_k2_s1_p1", a.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(2, 1, 1)
+        }),
         case("adaptive_avg_pool2d_3x4", a.clone(), Draw::Normal, |x| {
             x[0].adaptive_avg_pool2d(3, 4)
         }),
@@ -450,9 +466,24 @@ pub fn pool_cases() -> Vec<Case> {
         case("max_pool1d_k3_s2_p1", vec![vec![2, 3, 11]], Draw::Distinct, |x| {
             x[0].max_pool1d(3, 2, 1)
         }),
-        case("max_pool1d_k2_s1", vec![vec![2, 3, 9]], Draw::Distinct, |x| x[0].max_pool1d(2, 1, 0)),
+        case("max_pool1d_k2_s1", vec![vec![2, 3, 9]], Draw::Distinct, |x| {
+            x[0].max_pool1d(2, 1, 0)
+        }),
         case("max_then_avg_pool", b, Draw::Distinct, |x| {
             x[0].max_pool2d(2, 1, 0).avg_pool2d(3, 2, 1)
         }),
+        // Second derivatives: each gradient pass is the other's adjoint.
+        case("max_pool2d_gradient", a.clone(), Draw::Distinct, |x| {
+            gradient_of(&x[0], |x| x.max_pool2d(3, 2, 1).square().sum())
+        }),
+        case("avg_pool2d_gradient", a, Draw::Normal, |x| {
+            gradient_of(&x[0], |x| x.avg_pool2d(3, 2, 1).square().sum())
+        }),
     ]
+}
+
+/// The gradient of `f` at `x`, as a graph that can be differentiated again.
+fn gradient_of(x: &Tensor, f: fn(&Tensor) -> Tensor) -> Tensor {
+    let x = x.clone().requires_grad().unwrap();
+    f(&x).backward().unwrap().get(&x).unwrap().clone()
 }

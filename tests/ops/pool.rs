@@ -42,7 +42,10 @@ fn pool_fixture(name: &str, dev: &Device) -> Tensor {
 fn assert_case_matches_pytorch(name: &str, dev: &Device, f: &dyn Fn(&Tensor) -> Tensor) {
     let x = pool_fixture(&format!("{name}.x"), dev).requires_grad().unwrap();
     let out = f(&x);
-    let grads = (&out * &pool_fixture(&format!("{name}.w"), dev)).sum().backward().unwrap();
+    let grads = (&out * &pool_fixture(&format!("{name}.w"), dev))
+        .sum()
+        .backward()
+        .unwrap();
     for (got, what) in [(&out, "out"), (grads.get(&x).unwrap(), "grad")] {
         let (shape, want) = read_tensor(&fixture("pool.safetensors"), &format!("{name}.{what}"));
         assert_eq!(got.shape(), &shape[..], "{name}.{what}: shape");
@@ -124,7 +127,10 @@ fn max_pool_ties_go_to_the_first_index_with_the_same_bits_on_every_device() {
     for (k, s, p) in [(3, 1, 1), (2, 2, 0), (3, 2, 1), (2, 1, 1)] {
         let mut seen: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)> = Vec::new();
         for dev in devices() {
-            let x = Tensor::from_vec(data.clone(), &[2, 3, h, w], &dev).unwrap().requires_grad().unwrap();
+            let x = Tensor::from_vec(data.clone(), &[2, 3, h, w], &dev)
+                .unwrap()
+                .requires_grad()
+                .unwrap();
             let (values, indices) = x.max_pool2d_with_indices(k, s, p);
             let g = wgnn::rng::normal(5, values.numel());
             let weights = Tensor::from_vec(g.clone(), values.shape(), &dev).unwrap();
@@ -140,7 +146,10 @@ fn max_pool_ties_go_to_the_first_index_with_the_same_bits_on_every_device() {
         assert!(seen.windows(2).all(|d| d[0] == d[1]), "k{k} s{s} p{p}: devices differ");
     }
     // The smallest tie: one window of four equal values passes its gradient to the first.
-    let x = Tensor::from_vec(vec![1.0; 4], &[1, 1, 2, 2], &Device::cpu()).unwrap().requires_grad().unwrap();
+    let x = Tensor::from_vec(vec![1.0; 4], &[1, 1, 2, 2], &Device::cpu())
+        .unwrap()
+        .requires_grad()
+        .unwrap();
     let grads = x.max_pool2d(2, 2, 0).mul_scalar(3.0).sum().backward().unwrap();
     assert_eq!(grads.get(&x).unwrap().to_vec().unwrap(), [3.0, 0.0, 0.0, 0.0]);
 }
@@ -162,7 +171,10 @@ fn pooling_layers_work_in_sequential_and_derived_modules_without_parameters(dev:
         .add(nn::Softmax);
     assert_eq!(net.parameters().len(), 2, "only the Linear's");
     let out = net.forward(&x);
-    assert_eq!(net.output_spec(&TensorSpec::of(&x)).unwrap(), Some(TensorSpec::of(&out)));
+    assert_eq!(
+        net.output_spec(&TensorSpec::of(&x)).unwrap(),
+        Some(TensorSpec::of(&out))
+    );
     let manual = x.max_pool2d(3, 2, 1).avg_pool2d(2, 2, 0).reshape(&[2, 18]);
     let manual = manual.linear(&weight, net.parameters().get(1)).gelu().softmax(-1);
     assert_eq!(out.to_vec().unwrap(), manual.to_vec().unwrap());
