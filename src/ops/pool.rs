@@ -274,7 +274,8 @@ struct PoolKernel {
 }
 
 impl PoolKernel {
-    /// `(window, rows, cols)` for every window, in output order.
+    /// `f(plane, row, column, rows, cols)` for every window in output order, with
+    /// the entries of the input it covers.
     fn each_window(&self, mut f: impl FnMut(usize, usize, usize, Range<usize>, Range<usize>)) {
         let g = &self.geometry;
         let [oh, ow] = g.output;
@@ -406,19 +407,20 @@ pub(crate) fn pooled_shape(op: &str, shape: &[usize], spans: &[Span]) -> Result<
 }
 
 impl Tensor {
-    /// One pooling pass over the last two axes, checked as `op`.
+    /// A pooling over the last two axes, checked as `op`: `Average`, or max
+    /// (`MaxIndices`: the indices, then the values picked at them). The values, and
+    /// the indices of a max.
     #[track_caller]
-    fn pool2d(&self, op: &str, pass: PoolPass, spans: [Span; 2]) -> Tensor {
+    fn pool2d(&self, op: &str, pass: PoolPass, spans: [Span; 2]) -> (Tensor, Option<Tensor>) {
         self.check_f32(op);
         let out = pooled_shape(op, self.shape(), &spans).unwrap_or_else(|why| panic!("{why}"));
         let node = |pass, inputs, dtype| Tensor::from_node(Op::Pool(Pool { pass, spans }), inputs, out.clone(), dtype);
-        match pass {
-            PoolPass::MaxIndices => {
-                let indices = node(PoolPass::MaxIndices, vec![self.clone()], DType::U32);
-                node(PoolPass::Pick, vec![self.clone(), indices], DType::F32)
-            }
-            _ => node(pass, vec![self.clone()], DType::F32),
+        if pass != PoolPass::MaxIndices {
+            return (node(pass, vec![self.clone()], DType::F32), None);
         }
+        let indices = node(PoolPass::MaxIndices, vec![self.clone()], DType::U32);
+        let values = node(PoolPass::Pick, vec![self.clone(), indices.clone()], DType::F32);
+        (values, Some(indices))
     }
 
     /// The same pooling over the last axis, as planes of height 1.
@@ -429,7 +431,7 @@ impl Tensor {
         let mut planes = self.shape().to_vec();
         planes.insert(planes.len() - 1, 1);
         let rows = Span::fixed(1, 1, 0);
-        self.reshape(&planes).pool2d(op, pass, [rows, span]).reshape(&out)
+        self.reshape(&planes).pool2d(op, pass, [rows, span]).0.reshape(&out)
     }
 
     /// Max pooling of `[N, C, H, W]` (or `[C, H, W]`) over `kernel`×`kernel` windows
@@ -445,17 +447,16 @@ impl Tensor {
     /// the kernel is larger than the padded input; the message names the numbers.
     #[track_caller]
     pub fn max_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Tensor {
-        let span = Span::fixed(kernel, stride, padding);
-        self.pool2d("max_pool2d", PoolPass::MaxIndices, [span, span])
+        self.max_pool2d_with_indices(kernel, stride, padding).0
     }
 
     /// [`Tensor::max_pool2d`] and the index `h·W + w` in its plane of each window's
     /// maximum (a label tensor shaped like the values), as `return_indices=True`.
     #[track_caller]
     pub fn max_pool2d_with_indices(&self, kernel: usize, stride: usize, padding: usize) -> (Tensor, Tensor) {
-        let values = self.max_pool2d(kernel, stride, padding);
-        let indices = values.0.inputs[1].clone();
-        (values, indices)
+        let span = Span::fixed(kernel, stride, padding);
+        let (values, indices) = self.pool2d("max_pool2d", PoolPass::MaxIndices, [span, span]);
+        (values, indices.expect("a max pooling has indices"))
     }
 
     /// Max pooling of `[N, C, L]` (or `[C, L]`) over windows of `kernel` every
@@ -478,7 +479,7 @@ impl Tensor {
     #[track_caller]
     pub fn avg_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Tensor {
         let span = Span::fixed(kernel, stride, padding);
-        self.pool2d("avg_pool2d", PoolPass::Average, [span, span])
+        self.pool2d("avg_pool2d", PoolPass::Average, [span, span]).0
     }
 
     /// Average pooling of `[N, C, H, W]` (or `[C, H, W]`) into `out_h`×`out_w` bins,
@@ -491,6 +492,6 @@ impl Tensor {
     #[track_caller]
     pub fn adaptive_avg_pool2d(&self, out_h: usize, out_w: usize) -> Tensor {
         let spans = [Span::Adaptive { out: out_h }, Span::Adaptive { out: out_w }];
-        self.pool2d("adaptive_avg_pool2d", PoolPass::Average, spans)
+        self.pool2d("adaptive_avg_pool2d", PoolPass::Average, spans).0
     }
 }
