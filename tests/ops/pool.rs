@@ -17,6 +17,7 @@ crate::device_tests!(
     pooling_matches_pytorch_forward_and_backward,
     flatten_unflatten_gelu_and_softmax_layers_match_pytorch,
     pooling_layers_work_in_sequential_and_derived_modules_without_parameters,
+    an_empty_batch_pools_to_an_empty_batch,
 );
 
 #[test]
@@ -208,4 +209,17 @@ fn pooling_layers_work_in_sequential_and_derived_modules_without_parameters(dev:
     let want = x.reshape(&[2, 27, 11]).max_pool1d(3, 2, 0).reshape(&[2, 3, 9, 5]);
     let want = want.adaptive_avg_pool2d(1, 1).softmax(1);
     assert_eq!(y.to_vec().unwrap(), want.to_vec().unwrap());
+}
+
+/// A batch of no images gives a batch of no pooled images, on every device.
+fn an_empty_batch_pools_to_an_empty_batch(dev: &Device) {
+    let x = Tensor::zeros(&[0, 3, 7, 9], dev);
+    for y in [
+        x.max_pool2d(3, 2, 1),
+        x.avg_pool2d(2, 2, 0),
+        x.adaptive_avg_pool2d(1, 1),
+    ] {
+        assert_eq!(y.shape()[..2], [0, 3]);
+        assert!(y.to_vec().unwrap().is_empty());
+    }
 }
