@@ -670,6 +670,7 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
     let x = Tensor::randn(&[4, 3], 1, &dev).unwrap();
     let seq = Tensor::randn(&[5, 2, 3], 2, &dev).unwrap();
     let ids = Tensor::from_labels(&[1, 0, 4, 2, 3, 1], &dev).unwrap().reshape(&[2, 3]);
+    let planes = Tensor::randn(&[2, 3, 7, 5], 3, &dev).unwrap();
     let batch_first = RnnConfig {
         batch_first: true,
         num_layers: 2,
@@ -678,6 +679,15 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
     let cases: Vec<(Box<dyn Module>, &Tensor)> = vec![
         (Box::new(Linear::new(3, 6, &dev)), &x),
         (Box::new(nn::Softmax), &x),
+        (Box::new(nn::Softmax::new(0)), &x),
+        (Box::new(nn::Gelu), &x),
+        (Box::new(nn::Identity), &ids),
+        (Box::new(nn::Flatten), &seq),
+        (Box::new(nn::Unflatten::new(-1, &[1, 3])), &seq),
+        (Box::new(nn::MaxPool1d::new(2, 1).padding(1)), &seq),
+        (Box::new(nn::MaxPool2d::new(3, 2).padding(1)), &planes),
+        (Box::new(nn::AvgPool2d::new(2, 2)), &planes),
+        (Box::new(nn::AdaptiveAvgPool2d::new(3, 2)), &planes),
         (Box::new(Dropout::new(0.5)), &x),
         (Box::new(Lstm::new(3, 7, RnnConfig::default(), &dev)), &seq),
         (Box::new(Gru::new(3, 7, batch_first, &dev)), &seq),

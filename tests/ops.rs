@@ -6,6 +6,8 @@ mod batched;
 mod common;
 #[path = "ops/norm.rs"]
 mod norm;
+#[path = "ops/pool.rs"]
+mod pool;
 
 use common::cases::*;
 use common::{devices, gpu, max_rel_diff, private};

@@ -119,6 +119,11 @@ async fn matmuls_match_the_cpu_including_odd_tile_edges() {
 }
 
 #[wasm_bindgen_test]
+async fn pooling_matches_the_cpu() {
+    assert_parity(&pool_cases(), POOL_TOL).await;
+}
+
+#[wasm_bindgen_test]
 async fn cross_entropy_matches_the_cpu() {
     let gpu = gpu().await;
     for (rows, classes) in [(1, 1), (7, 3), (33, 10), (129, 7), (1000, 10)] {

@@ -7,7 +7,9 @@ pub mod loss;
 mod norm;
 mod normalize;
 mod perceptron;
+mod pool;
 mod rnn;
+mod stateless;
 
 pub use attention::{
     scaled_dot_product_attention, LearnedPositionalEmbedding, MhaConfig, MultiheadAttention,
@@ -18,7 +20,9 @@ pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm};
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool1d, MaxPool2d};
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
+pub use stateless::{Flatten, Identity, Softmax, Unflatten};
 
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -509,8 +513,9 @@ activation!(
     Step, "Step", |x| x.step()
 );
 activation!(
-    /// Softmax over the last axis.
-    Softmax, "Softmax", |x| x.softmax(x.shape().len().saturating_sub(1))
+    /// GELU in its exact erf form, `x·Φ(x)`, as `nn.GELU()` (PyTorch's default
+    /// `approximate='none'`; [`Tensor::gelu_tanh`] is the tanh form).
+    Gelu, "GELU", |x| x.gelu()
 );
 
 /// Inverted dropout (Srivastava et al. 2014): in training each activation is zeroed

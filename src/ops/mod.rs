@@ -26,6 +26,7 @@ pub(crate) mod gru;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 pub(crate) mod softmax_xent;
 pub(crate) mod update;
@@ -41,6 +42,7 @@ pub use gru::{GruCell, GruCellGrad};
 pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
 pub use norm::Norm;
+pub use pool::Pool;
 pub use reduce::{ArgMax, MaxWithIndices, Reduce};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 pub use update::{UpdateKind, UpdateMany};
@@ -112,6 +114,8 @@ pub enum Op {
     /// Layer, group or batch normalization, its fused backward, or batch norm's
     /// in-place running-statistics update.
     Norm(Norm),
+    /// Max or average pooling over the last two axes, or its gradient: one pass.
+    Pool(Pool),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -149,6 +153,7 @@ impl Op {
             Op::GruCell(g) => g,
             Op::GruCellGrad(g) => g,
             Op::Norm(n) => n,
+            Op::Pool(p) => p,
             Op::Output(o) => o,
         }
     }

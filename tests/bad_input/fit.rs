@@ -1,11 +1,11 @@
 //! Bad input to the training API's newer settings: a callback monitoring a name
-//! `fit` does not log, class weights or sample weights that do not fit the data, and
-//! a regression CSV whose target is not a number. Each is an `Err` naming the cause,
-//! before any step runs.
+//! `fit` does not log, class weights or sample weights that do not fit the data, a
+//! regression CSV whose target is not a number, and images too small for a pooling
+//! window. Each is an `Err` naming the cause, before any step runs.
 
 use super::{assert_says, classifier, features, labels, parameters, quiet, scratch};
 use wgnn::data;
-use wgnn::nn::{Linear, Module};
+use wgnn::nn::{AvgPool2d, Flatten, Linear, MaxPool2d, Module, Sequential};
 use wgnn::optim::{Adam, AdamConfig};
 use wgnn::train::{EarlyStopping, Loss, Model};
 use wgnn::{Device, Error, Tensor};
@@ -117,4 +117,48 @@ fn batch_norm_over_another_number_of_channels() {
         assert!(text.contains(needle), "{needle:?} is not in: {text}");
     }
     assert_eq!(parameters(&model), before, "no step ran");
+}
+
+/// A pooling window larger than the padded images, or padding PyTorch refuses (more
+/// than half the kernel), found from the data's shape: an `Err` naming the layer
+/// and the numbers, with the model untouched.
+#[test]
+fn images_too_small_for_a_pooling_window() {
+    let dev = Device::cpu();
+    let net = Sequential::new()
+        .add(MaxPool2d::new(3, 3))
+        .add(Flatten)
+        .add(Linear::new(4, 3, &dev));
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let mut model = net.compile(opt, Loss::CrossEntropy, &[]).unwrap();
+    let before = parameters(&model);
+    let images = Tensor::from_vec(vec![0.5; 6 * 4], &[6, 1, 2, 2], &dev).unwrap();
+    let err = model.fit(&images, &labels(6, &dev), quiet(2)).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::DataShape { .. }),
+        "DataShape",
+        &[
+            "fit: layer 0 `MaxPool2d(kernel_size=3, stride=3, padding=0)`",
+            "max_pool2d: kernel 3 is larger than the padded input (2 + 2·0 = 2)",
+            "input shape [2, 1, 2, 2]", // the first batch, which fit checks
+        ],
+    );
+    assert_eq!(parameters(&model), before);
+    let padded = Sequential::new()
+        .add(AvgPool2d::new(2, 2).padding(2))
+        .add(Flatten)
+        .add(Linear::new(4, 3, &dev));
+    let opt = Adam::new(padded.parameters(), AdamConfig::default());
+    let model = padded.compile(opt, Loss::Mse, &[]).unwrap();
+    let err = model.predict(&images).unwrap_err();
+    assert_says(
+        &err,
+        matches!(err, Error::DataShape { .. }),
+        "DataShape",
+        &[
+            "predict: layer 0 `AvgPool2d(kernel_size=2, stride=2, padding=2)`",
+            "padding 2 is more than half the kernel 2",
+        ],
+    );
 }

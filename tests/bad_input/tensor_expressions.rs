@@ -121,3 +121,69 @@ fn normalizations_whose_shapes_do_not_fit() {
     let bn = wgnn::nn::BatchNorm2d::new(3, &dev);
     assert_panics_saying(|| bn.forward(&x), &["BatchNorm2d(3)", "[N, C, H, W]", "[2, 6, 5]"]);
 }
+
+#[test]
+fn a_pooling_kernel_larger_than_the_padded_input() {
+    let dev = Device::cpu();
+    let x = Tensor::randn(&[1, 2, 3, 4], 1, &dev).unwrap();
+    assert_panics_saying(
+        || x.max_pool2d(5, 1, 0),
+        &["max_pool2d", "kernel 5", "padded input (3 + 2·0 = 3)", "[1, 2, 3, 4]"],
+    );
+    assert_panics_saying(
+        || x.avg_pool2d(6, 2, 1),
+        &["avg_pool2d", "kernel 6", "padded input (3 + 2·1 = 5)", "[1, 2, 3, 4]"],
+    );
+    let seq = Tensor::randn(&[2, 3, 4], 2, &dev).unwrap();
+    assert_panics_saying(
+        || seq.max_pool1d(7, 1, 1),
+        &["max_pool1d", "kernel 7", "padded input (4 + 2·1 = 6)", "[2, 3, 4]"],
+    );
+}
+
+#[test]
+fn pooling_padding_more_than_half_the_kernel() {
+    let dev = Device::cpu();
+    let x = Tensor::randn(&[1, 2, 8, 8], 1, &dev).unwrap();
+    assert_panics_saying(
+        || x.max_pool2d(3, 1, 2),
+        &["max_pool2d", "padding 2 is more than half the kernel 3", "[1, 2, 8, 8]"],
+    );
+    assert_panics_saying(
+        || x.avg_pool2d(2, 2, 2),
+        &["avg_pool2d", "padding 2 is more than half the kernel 2"],
+    );
+}
+
+#[test]
+fn pooling_an_input_without_planes_or_with_no_windows() {
+    let dev = Device::cpu();
+    let x = Tensor::randn(&[6, 6], 1, &dev).unwrap();
+    assert_panics_saying(|| x.max_pool2d(2, 2, 0), &["max_pool2d", "[N, C, H, W]", "[6, 6]"]);
+    assert_panics_saying(
+        || x.reshape(&[36]).max_pool1d(2, 2, 0),
+        &["max_pool1d", "[N, C, L]", "[36]"],
+    );
+    let planes = Tensor::randn(&[1, 2, 6, 6], 1, &dev).unwrap();
+    assert_panics_saying(|| planes.max_pool2d(2, 0, 0), &["max_pool2d", "stride 0"]);
+    assert_panics_saying(
+        || planes.adaptive_avg_pool2d(0, 3),
+        &["adaptive_avg_pool2d", "0 bins over 6 entries"],
+    );
+}
+
+#[test]
+fn unflatten_sizes_that_do_not_split_the_axis() {
+    use wgnn::nn::Unflatten;
+    let dev = Device::cpu();
+    let x = Tensor::randn(&[2, 12], 1, &dev).unwrap();
+    assert_panics_saying(
+        || Unflatten::new(-1, &[5, 2]).forward(&x),
+        &["Unflatten", "[5, 2]", "product 10", "axis 1 of length 12", "[2, 12]"],
+    );
+    assert_panics_saying(
+        || Unflatten::new(2, &[12]).forward(&x),
+        &["Unflatten", "axis 2", "[2, 12]"],
+    );
+    assert_panics_saying(|| wgnn::nn::Flatten.forward(&x.reshape(&[24])), &["Flatten", "[24]"]);
+}

@@ -18,6 +18,9 @@ pub const RECURRENT_TOL: f32 = 1e-4;
 pub const MATMUL_TOL: f32 = 1e-3;
 /// Fused softmax + cross-entropy, forward and backward.
 pub const CROSS_ENTROPY_TOL: f32 = 1e-5;
+/// Pooling: max pooling picks and sums in one order (exact); averages divide once
+/// per window, and the GPU's division may round differently.
+pub const POOL_TOL: f32 = 1e-5;
 
 /// How inputs are drawn.
 #[derive(Clone, Copy)]
@@ -30,6 +33,9 @@ pub enum Draw {
     AwayFromZero,
     /// Uniform in (0.05, 0.95): probabilities.
     Probability,
+    /// A shuffle of evenly spaced values 0.01 apart: no two within a finite
+    /// difference's step, so a max pooling never changes its pick under one.
+    Distinct,
 }
 
 pub struct Case {
@@ -51,6 +57,15 @@ pub fn draw(draw: Draw, n: usize, seed: u64) -> Vec<f32> {
         Draw::Positive => unit.iter().map(|u| 0.5 + 1.5 * u).collect(),
         Draw::AwayFromZero => normal.iter().map(|v| v.signum() * (0.1 + v.abs())).collect(),
         Draw::Probability => unit.iter().map(|u| 0.05 + 0.9 * u).collect(),
+        Draw::Distinct => {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| unit[a].total_cmp(&unit[b]));
+            let mut out = vec![0.0; n];
+            for (rank, &i) in order.iter().enumerate() {
+                out[i] = (rank as f32 - n as f32 / 2.0) * 0.01;
+            }
+            out
+        }
     }
 }
 
@@ -404,4 +419,71 @@ pub fn recurrent_cases() -> Vec<Case> {
         ),
     ]);
     cases
+}
+
+/// Max, average and adaptive pooling of NCHW and NCL inputs at odd sizes (N = 2,
+/// C = 3, H and W of 7, 9, 11), kernels 2 and 3, strides 1 and 2, padding 0 and 1;
+/// max pooling on values without ties.
+pub fn pool_cases() -> Vec<Case> {
+    let (a, b, c) = (vec![vec![2, 3, 7, 9]], vec![vec![2, 3, 9, 11]], vec![vec![2, 3, 11, 7]]);
+    vec![
+        case("max_pool2d_k2_s2", a.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(2, 2, 0)
+        }),
+        case("max_pool2d_k3_s2_p1", b.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(3, 2, 1)
+        }),
+        case("max_pool2d_k3_s1_p1", c.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(3, 1, 1)
+        }),
+        case("max_pool2d_k2_s1_p1", a.clone(), Draw::Distinct, |x| {
+            x[0].max_pool2d(2, 1, 1)
+        }),
+        case("max_pool2d_unbatched", vec![vec![3, 9, 7]], Draw::Distinct, |x| {
+            x[0].max_pool2d(3, 2, 1)
+        }),
+        case("avg_pool2d_k2_s2", a.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(2, 2, 0)
+        }),
+        case("avg_pool2d_k3_s2_p1", b.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(3, 2, 1)
+        }),
+        case("avg_pool2d_k3_s1_p1", c.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(3, 1, 1)
+        }),
+        case("avg_pool2d_k2_s1_p1", a.clone(), Draw::Normal, |x| {
+            x[0].avg_pool2d(2, 1, 1)
+        }),
+        case("adaptive_avg_pool2d_3x4", a.clone(), Draw::Normal, |x| {
+            x[0].adaptive_avg_pool2d(3, 4)
+        }),
+        case("adaptive_avg_pool2d_global", b.clone(), Draw::Normal, |x| {
+            x[0].adaptive_avg_pool2d(1, 1)
+        }),
+        case("adaptive_avg_pool2d_upsampling", c, Draw::Normal, |x| {
+            x[0].adaptive_avg_pool2d(13, 5)
+        }),
+        case("max_pool1d_k3_s2_p1", vec![vec![2, 3, 11]], Draw::Distinct, |x| {
+            x[0].max_pool1d(3, 2, 1)
+        }),
+        case("max_pool1d_k2_s1", vec![vec![2, 3, 9]], Draw::Distinct, |x| {
+            x[0].max_pool1d(2, 1, 0)
+        }),
+        case("max_then_avg_pool", b, Draw::Distinct, |x| {
+            x[0].max_pool2d(2, 1, 0).avg_pool2d(3, 2, 1)
+        }),
+        // Second derivatives: each gradient pass is the other's adjoint.
+        case("max_pool2d_gradient", a.clone(), Draw::Distinct, |x| {
+            gradient_of(&x[0], |x| x.max_pool2d(3, 2, 1).square().sum())
+        }),
+        case("avg_pool2d_gradient", a, Draw::Normal, |x| {
+            gradient_of(&x[0], |x| x.avg_pool2d(3, 2, 1).square().sum())
+        }),
+    ]
+}
+
+/// The gradient of `f` at `x`, as a graph that can be differentiated again.
+fn gradient_of(x: &Tensor, f: fn(&Tensor) -> Tensor) -> Tensor {
+    let x = x.clone().requires_grad().unwrap();
+    f(&x).backward().unwrap().get(&x).unwrap().clone()
 }
