@@ -2,12 +2,14 @@
 //! `state_dict()` saved by PyTorch loads here and gives the same outputs.
 
 mod autoencoder;
+mod conv;
 pub mod loss;
 mod normalize;
 mod perceptron;
 mod rnn;
 
 pub use autoencoder::Autoencoder;
+pub use conv::{Conv1d, Conv2d, ConvConfig, ConvTranspose2d};
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;

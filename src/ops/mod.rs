@@ -17,6 +17,7 @@
 //!   (A family whose builders outgrow its file keeps them in a submodule beside it:
 //!   `matmul/builders.rs`, `torch.matmul`'s shape rules.)
 
+pub(crate) mod conv;
 pub(crate) mod copy;
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
@@ -31,6 +32,7 @@ pub(crate) mod update;
 
 use std::sync::Arc;
 
+pub use conv::{Conv, ConvArgs};
 pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 
 pub use dropout::Dropout;
@@ -107,6 +109,8 @@ pub enum Op {
     GruCell(GruCell),
     /// Its backward: outputs the gradients of both projections and of h_prev.
     GruCellGrad(GruCellGrad),
+    /// A convolution's forward, input gradient or weight gradient (an implicit GEMM).
+    Conv(Conv),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -143,6 +147,7 @@ impl Op {
             Op::LstmCellGrad(l) => l,
             Op::GruCell(g) => g,
             Op::GruCellGrad(g) => g,
+            Op::Conv(c) => c,
             Op::Output(o) => o,
         }
     }
