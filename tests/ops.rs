@@ -3,6 +3,8 @@
 
 #[path = "ops/batched.rs"]
 mod batched;
+#[path = "ops/conv.rs"]
+mod conv;
 mod common;
 
 use common::cases::*;

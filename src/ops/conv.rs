@@ -14,7 +14,8 @@
 //! A 1-D convolution is a 2-D one of height 1. The builders on [`Tensor`] and their
 //! shape rules are in `conv/builders.rs`.
 
-use super::{Lowering, Rule};
+use super::{Bind, Launch, Lowering, Rule};
+use std::sync::Arc;
 use crate::backend::cpu::sgemm::sgemm;
 use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use crate::Tensor;
@@ -178,11 +179,19 @@ impl Rule for Conv {
     }
 
     fn lower(&self, _: &[&[usize]], _: &[usize]) -> Lowering {
-        let inputs = match self.pass {
-            ConvPass::Forward { bias } => 2 + bias as usize,
-            _ => 2,
+        // Every pass binds the tensor that may be read as an image (x) second: the
+        // forward's weight comes first, so that `x_at` in the shader reads `in1`.
+        let mut bindings = match self.pass {
+            ConvPass::Forward { bias } => {
+                let mut b = vec![Bind::Input(1), Bind::Input(0)];
+                b.extend(bias.then_some(Bind::Input(2)));
+                b
+            }
+            _ => vec![Bind::Input(0), Bind::Input(1)],
         };
-        Lowering::kernel(ConvKernel(*self), inputs)
+        let kernel: Arc<dyn Kernel> = Arc::new(ConvKernel(*self));
+        bindings.push(Bind::Output(0));
+        Lowering::launches(vec![Launch { kernel, bindings }])
     }
 
     /// Each pass is bilinear in its two tensor inputs; its gradients are the other
@@ -209,7 +218,8 @@ impl Rule for Conv {
     }
 }
 
-/// One pass: reads [a, b, bias?] as its [`ConvPass`] lists them, writes [out].
+/// One pass: reads its [`ConvPass`]'s inputs (the forward's as [weight, x, bias?]),
+/// writes [out].
 #[derive(Debug)]
 struct ConvKernel(Conv);
 
@@ -319,7 +329,7 @@ impl Kernel for ConvKernel {
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let g = &self.0.geometry;
         match self.0.pass {
-            ConvPass::Forward { bias } => forward_cpu(g, x[0], x[1], bias.then(|| x[2]), out[0]),
+            ConvPass::Forward { bias } => forward_cpu(g, x[1], x[0], bias.then(|| x[2]), out[0]),
             ConvPass::InputGrad => input_grad_cpu(g, x[0], x[1], out[0]),
             ConvPass::WeightGrad => weight_grad_cpu(g, x[0], x[1], out[0]),
         }
