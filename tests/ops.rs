@@ -3,9 +3,9 @@
 
 #[path = "ops/batched.rs"]
 mod batched;
+mod common;
 #[path = "ops/conv.rs"]
 mod conv;
-mod common;
 
 use common::cases::*;
 use common::{devices, gpu, max_rel_diff, private};

@@ -71,10 +71,9 @@ fn init(
         return setting("kernel_size", message);
     }
     let g = config.groups;
-    if c_in % g != 0 || c_out % g != 0 {
-        let message = format!(
-            "{layer}: in_channels {c_in} and out_channels {c_out} must both be divisible by groups {g}"
-        );
+    if !c_in.is_multiple_of(g) || !c_out.is_multiple_of(g) {
+        let message =
+            format!("{layer}: in_channels {c_in} and out_channels {c_out} must both be divisible by groups {g}");
         return setting("groups", message);
     }
     let mut shape = if transposed {
@@ -96,7 +95,12 @@ fn init(
 }
 
 /// The spec of a layer's output, or why the input does not fit.
-fn spec(kind: ConvKind, input: &TensorSpec, weight: &Tensor, args: ConvArgs) -> std::result::Result<Option<TensorSpec>, String> {
+fn spec(
+    kind: ConvKind,
+    input: &TensorSpec,
+    weight: &Tensor,
+    args: ConvArgs,
+) -> std::result::Result<Option<TensorSpec>, String> {
     input.expect_f32()?;
     let (shape, _) = conv_output_shape(kind, &input.shape, weight.shape(), args)?;
     Ok(Some(TensorSpec::f32(&shape)))
@@ -110,7 +114,12 @@ fn describe(layer: &str, channels: (usize, usize), kernel: &[usize], config: &Co
     };
     let k: Vec<String> = kernel.iter().map(usize::to_string).collect();
     let one = if kernel.len() == 1 { "," } else { "" };
-    let mut s = format!("{layer}({}, {}, kernel_size=({}{one})", channels.0, channels.1, k.join(", "));
+    let mut s = format!(
+        "{layer}({}, {}, kernel_size=({}{one})",
+        channels.0,
+        channels.1,
+        k.join(", ")
+    );
     if config.stride != 1 {
         s += &format!(", stride={}", tuple(config.stride));
     }
@@ -146,7 +155,13 @@ impl Conv2d {
     /// A layer with a square `kernel_size × kernel_size` kernel. Panics on settings
     /// [`Conv2d::try_new`] rejects (the message names the layer and the numbers).
     #[track_caller]
-    pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize, config: ConvConfig, device: &Device) -> Conv2d {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        config: ConvConfig,
+        device: &Device,
+    ) -> Conv2d {
         Conv2d::try_new(in_channels, out_channels, [kernel_size; 2], config, device).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -159,7 +174,14 @@ impl Conv2d {
         config: ConvConfig,
         device: &Device,
     ) -> Result<Conv2d> {
-        let (weight, bias) = init("Conv2d", (in_channels, out_channels), &kernel_size, &config, false, device)?;
+        let (weight, bias) = init(
+            "Conv2d",
+            (in_channels, out_channels),
+            &kernel_size,
+            &config,
+            false,
+            device,
+        )?;
         Ok(Conv2d { weight, bias, config })
     }
 }
@@ -197,7 +219,13 @@ impl Conv1d {
     /// A layer with a kernel of `kernel_size` taps. Panics on settings
     /// [`Conv1d::try_new`] rejects (the message names the layer and the numbers).
     #[track_caller]
-    pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize, config: ConvConfig, device: &Device) -> Conv1d {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        config: ConvConfig,
+        device: &Device,
+    ) -> Conv1d {
         Conv1d::try_new(in_channels, out_channels, kernel_size, config, device).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -210,7 +238,14 @@ impl Conv1d {
         config: ConvConfig,
         device: &Device,
     ) -> Result<Conv1d> {
-        let (weight, bias) = init("Conv1d", (in_channels, out_channels), &[kernel_size], &config, false, device)?;
+        let (weight, bias) = init(
+            "Conv1d",
+            (in_channels, out_channels),
+            &[kernel_size],
+            &config,
+            false,
+            device,
+        )?;
         Ok(Conv1d { weight, bias, config })
     }
 }
@@ -314,6 +349,11 @@ impl Module for ConvTranspose2d {
 
     fn name(&self) -> String {
         let w = self.weight.shape();
-        describe("ConvTranspose2d", (w[0], w[1] * self.config.groups), &w[2..], &self.config)
+        describe(
+            "ConvTranspose2d",
+            (w[0], w[1] * self.config.groups),
+            &w[2..],
+            &self.config,
+        )
     }
 }

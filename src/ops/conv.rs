@@ -15,10 +15,10 @@
 //! shape rules are in `conv/builders.rs`.
 
 use super::{Bind, Launch, Lowering, Rule};
-use std::sync::Arc;
 use crate::backend::cpu::sgemm::sgemm;
 use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use crate::Tensor;
+use std::sync::Arc;
 
 mod builders;
 
@@ -198,7 +198,8 @@ impl Rule for Conv {
     /// two passes (the bias's is the output gradient summed per channel).
     fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         let geo = self.geometry;
-        let forward = |x: &Tensor, w: &Tensor| Conv::node(ConvPass::Forward { bias: false }, geo, vec![x.clone(), w.clone()]);
+        let forward =
+            |x: &Tensor, w: &Tensor| Conv::node(ConvPass::Forward { bias: false }, geo, vec![x.clone(), w.clone()]);
         let input_grad = |dy: &Tensor, w: &Tensor| Conv::node(ConvPass::InputGrad, geo, vec![dy.clone(), w.clone()]);
         let weight_grad = |dy: &Tensor, x: &Tensor| Conv::node(ConvPass::WeightGrad, geo, vec![dy.clone(), x.clone()]);
         let (a, b) = (&inputs[0], &inputs[1]);
@@ -309,10 +310,34 @@ struct Tile {
 /// 64×64, 32×64, 16×64 and 32×32 outputs per workgroup (at most 8 KiB of workgroup
 /// memory and 256 invocations: WebGPU's default limits).
 const TILES: [Tile; 4] = [
-    Tile { wx: 16, wy: 16, tm: 4, tn: 4, bk: 16 },
-    Tile { wx: 16, wy: 8, tm: 4, tn: 4, bk: 16 },
-    Tile { wx: 16, wy: 4, tm: 4, tn: 4, bk: 16 },
-    Tile { wx: 8, wy: 8, tm: 4, tn: 4, bk: 16 },
+    Tile {
+        wx: 16,
+        wy: 16,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
+    Tile {
+        wx: 16,
+        wy: 8,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
+    Tile {
+        wx: 16,
+        wy: 4,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
+    Tile {
+        wx: 8,
+        wy: 8,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
 ];
 
 /// Products below this many flops are not worth timing: the default tile runs.
@@ -380,7 +405,14 @@ impl Kernel for ConvKernel {
 
 /// The words of image `n`'s group `grp` in a `[batch, channels, pixels]` tensor whose
 /// groups have `per_group` channels.
-fn group_of(t: &[f32], n: usize, grp: usize, channels: usize, per_group: usize, pixels: usize) -> std::ops::Range<usize> {
+fn group_of(
+    t: &[f32],
+    n: usize,
+    grp: usize,
+    channels: usize,
+    per_group: usize,
+    pixels: usize,
+) -> std::ops::Range<usize> {
     let start = (n * channels + grp * per_group) * pixels;
     debug_assert!(start + per_group * pixels <= t.len());
     start..start + per_group * pixels

@@ -7,7 +7,7 @@ use wgnn::{Device, Tensor};
 
 /// Asserts that building `f` panics with a message containing every needle.
 #[track_caller]
-fn assert_panics_saying<T>(f: impl FnOnce() -> T, needles: &[&str]) {
+pub(crate) fn assert_panics_saying<T>(f: impl FnOnce() -> T, needles: &[&str]) {
     let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .err()
         .expect("the op panics");

@@ -34,46 +34,72 @@ fn args(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvAr
 fn conv_cases() -> Vec<Case> {
     let n = Draw::Normal;
     vec![
-        case("conv2d 3x3 pad 1", vec![vec![2, 3, 7, 7], vec![4, 3, 3, 3], vec![4]], n, |x| {
-            x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1))
-        }),
+        case(
+            "conv2d 3x3 pad 1",
+            vec![vec![2, 3, 7, 7], vec![4, 3, 3, 3], vec![4]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+        ),
         case("conv2d 1x1", vec![vec![2, 3, 9, 9], vec![5, 3, 1, 1]], n, |x| {
             x[0].conv2d(&x[1], None, ConvArgs::default())
         }),
-        case("conv2d 5x5 stride 2 pad 1", vec![vec![2, 3, 9, 9], vec![4, 3, 5, 5], vec![4]], n, |x| {
-            x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 1))
-        }),
+        case(
+            "conv2d 5x5 stride 2 pad 1",
+            vec![vec![2, 3, 9, 9], vec![4, 3, 5, 5], vec![4]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 1)),
+        ),
         case("conv2d dilation 2", vec![vec![2, 3, 9, 7], vec![4, 3, 3, 3]], n, |x| {
             x[0].conv2d(&x[1], None, args(1, 2, 2, 1))
         }),
-        case("conv2d groups 3", vec![vec![2, 6, 7, 9], vec![9, 2, 3, 3], vec![9]], n, |x| {
-            x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 3))
-        }),
-        case("conv2d depthwise", vec![vec![2, 3, 9, 9], vec![3, 1, 3, 3], vec![3]], n, |x| {
-            x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 3))
-        }),
+        case(
+            "conv2d groups 3",
+            vec![vec![2, 6, 7, 9], vec![9, 2, 3, 3], vec![9]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 3)),
+        ),
+        case(
+            "conv2d depthwise",
+            vec![vec![2, 3, 9, 9], vec![3, 1, 3, 3], vec![3]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 3)),
+        ),
         case("conv2d 3x2 kernel", vec![vec![1, 2, 7, 9], vec![3, 2, 3, 2]], n, |x| {
             x[0].conv2d(&x[1], None, args(2, 1, 1, 1))
         }),
-        case("conv2d ragged tiles", vec![vec![2, 16, 17, 17], vec![33, 16, 3, 3], vec![33]], n, |x| {
-            x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1))
-        }),
-        case("conv1d stride 2 pad 1", vec![vec![2, 3, 11], vec![4, 3, 3], vec![4]], n, |x| {
-            x[0].conv1d(&x[1], Some(&x[2]), args(2, 1, 1, 1))
-        }),
+        case(
+            "conv2d ragged tiles",
+            vec![vec![2, 16, 17, 17], vec![33, 16, 3, 3], vec![33]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+        ),
+        case(
+            "conv1d stride 2 pad 1",
+            vec![vec![2, 3, 11], vec![4, 3, 3], vec![4]],
+            n,
+            |x| x[0].conv1d(&x[1], Some(&x[2]), args(2, 1, 1, 1)),
+        ),
         case("conv1d dilation groups", vec![vec![2, 4, 13], vec![6, 2, 5]], n, |x| {
             x[0].conv1d(&x[1], None, args(1, 2, 2, 2))
         }),
-        case("conv_transpose2d stride 2", vec![vec![2, 4, 5, 5], vec![4, 3, 3, 3], vec![3]], n, |x| {
-            let a = ConvArgs {
-                output_padding: 1,
-                ..args(2, 1, 1, 1)
-            };
-            x[0].conv_transpose2d(&x[1], Some(&x[2]), a)
-        }),
-        case("conv_transpose2d groups dilation", vec![vec![2, 4, 4, 3], vec![4, 3, 3, 3]], n, |x| {
-            x[0].conv_transpose2d(&x[1], None, args(1, 0, 2, 2))
-        }),
+        case(
+            "conv_transpose2d stride 2",
+            vec![vec![2, 4, 5, 5], vec![4, 3, 3, 3], vec![3]],
+            n,
+            |x| {
+                let a = ConvArgs {
+                    output_padding: 1,
+                    ..args(2, 1, 1, 1)
+                };
+                x[0].conv_transpose2d(&x[1], Some(&x[2]), a)
+            },
+        ),
+        case(
+            "conv_transpose2d groups dilation",
+            vec![vec![2, 4, 4, 3], vec![4, 3, 3, 3]],
+            n,
+            |x| x[0].conv_transpose2d(&x[1], None, args(1, 0, 2, 2)),
+        ),
     ]
 }
 
@@ -215,9 +241,15 @@ fn conv_layers_work_in_sequential_and_derived_modules_with_pytorchs_names(dev: &
     let first = Conv2d::new(3, 4, 3, ConvConfig::default(), dev);
     let want = x.conv2d(&first.weight, first.bias.as_ref(), ConvArgs::default());
     assert_eq!(first.forward(&x).to_vec().unwrap(), want.to_vec().unwrap());
-    assert_eq!(net.audio.forward(&Tensor::randn(&[1, 2, 9], 2, dev).unwrap()).shape(), &[1, 3, 5]);
+    assert_eq!(
+        net.audio.forward(&Tensor::randn(&[1, 2, 9], 2, dev).unwrap()).shape(),
+        &[1, 3, 5]
+    );
     assert_eq!(first.name(), "Conv2d(3, 4, kernel_size=(3, 3))");
-    assert_eq!(net.upsample.name(), "ConvTranspose2d(4, 2, kernel_size=(2, 2), stride=(2, 2))");
+    assert_eq!(
+        net.upsample.name(),
+        "ConvTranspose2d(4, 2, kernel_size=(2, 2), stride=(2, 2))"
+    );
 }
 
 /// `conv_transpose2d(y, w)` is the gradient of `conv2d(·, w)` with respect to its

@@ -97,7 +97,7 @@ pub(crate) fn conv_output_shape(
     let c_in = x[1];
     // A transposed convolution's weight is [C_in, C_out / groups, ..].
     let c_out = if transposed { w[1] * groups } else { w[0] };
-    if c_in % groups != 0 || c_out % groups != 0 {
+    if !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
         return Err(format!(
             "{c_in} input channels and {c_out} output channels are not both divisible by groups {groups} \
              (input {x:?}, weight {w:?})"
