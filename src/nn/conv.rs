@@ -279,7 +279,7 @@ pub struct ConvTranspose2d {
     #[module(skip)]
     pub config: ConvConfig,
     /// Extra rows and columns on one side of the output (below the stride); 0 by
-    /// default, set with [`ConvTranspose2d::output_padding`].
+    /// default, set with [`ConvTranspose2d::with_output_padding`].
     #[module(skip)]
     pub output_padding: usize,
 }
@@ -321,7 +321,7 @@ impl ConvTranspose2d {
 
     /// The layer with this `output_padding` (PyTorch's argument of that name); `Err`
     /// unless it is below the stride.
-    pub fn output_padding(mut self, output_padding: usize) -> Result<ConvTranspose2d> {
+    pub fn with_output_padding(mut self, output_padding: usize) -> Result<ConvTranspose2d> {
         if output_padding >= self.config.stride {
             return Err(Error::InvalidSetting {
                 setting: "output_padding",

@@ -130,7 +130,7 @@ fn a_transposed_convolution_with_output_padding_not_below_the_stride() {
         ..Default::default()
     };
     let layer = ConvTranspose2d::new(2, 1, 3, stride, &dev);
-    let err = layer.output_padding(2).err().unwrap().to_string();
+    let err = layer.with_output_padding(2).err().unwrap().to_string();
     assert!(
         err.contains("ConvTranspose2d") && err.contains("output_padding 2"),
         "{err}"

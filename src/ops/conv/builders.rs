@@ -94,28 +94,7 @@ pub(crate) fn conv_output_shape(
         ));
     }
     let transposed = kind == ConvKind::ConvTranspose2d;
-    let c_in = x[1];
-    // A transposed convolution's weight is [C_in, C_out / groups, ..].
-    let c_out = if transposed { w[1] * groups } else { w[0] };
-    if !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
-        return Err(format!(
-            "{c_in} input channels and {c_out} output channels are not both divisible by groups {groups} \
-             (input {x:?}, weight {w:?})"
-        ));
-    }
-    if transposed && w[0] != c_in {
-        return Err(format!(
-            "weight {w:?} ([C_in, C_out / groups, ..]) is for {} input channels, the input {x:?} has {c_in}",
-            w[0]
-        ));
-    }
-    if !transposed && w[1] != c_in / groups {
-        return Err(format!(
-            "weight {w:?} expects {} input channels per group, the input {x:?} has {} ({c_in} in {groups} groups)",
-            w[1],
-            c_in / groups
-        ));
-    }
+    let (c_in, c_out) = (x[1], channels_out(transposed, x, w, groups)?);
     if transposed && output_padding >= stride {
         return Err(format!(
             "output_padding {output_padding} must be smaller than the stride {stride}"
@@ -190,6 +169,34 @@ pub(crate) fn conv_output_shape(
     let mut shape = vec![batch, c_out];
     shape.extend(if one_d { &out[1..] } else { &out[..] });
     Ok((shape, geometry))
+}
+
+/// The op's output channels, or why the channels of input, weight and groups do not
+/// fit together.
+fn channels_out(transposed: bool, x: &[usize], w: &[usize], groups: usize) -> std::result::Result<usize, String> {
+    let c_in = x[1];
+    // A transposed convolution's weight is [C_in, C_out / groups, ..].
+    let c_out = if transposed { w[1] * groups } else { w[0] };
+    if !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
+        return Err(format!(
+            "{c_in} input channels and {c_out} output channels are not both divisible by groups {groups} \
+             (input {x:?}, weight {w:?})"
+        ));
+    }
+    if transposed && w[0] != c_in {
+        return Err(format!(
+            "weight {w:?} ([C_in, C_out / groups, ..]) is for {} input channels, the input {x:?} has {c_in}",
+            w[0]
+        ));
+    }
+    if !transposed && w[1] != c_in / groups {
+        return Err(format!(
+            "weight {w:?} expects {} input channels per group, the input {x:?} has {} ({c_in} in {groups} groups)",
+            w[1],
+            c_in / groups
+        ));
+    }
+    Ok(c_out)
 }
 
 impl Tensor {
