@@ -6,6 +6,8 @@
 //! op and the shapes (`tensor_expressions`, in tests/bad_input/tensor_expressions.rs).
 
 mod common;
+#[path = "bad_input/conv.rs"]
+mod conv;
 #[path = "bad_input/fit.rs"]
 mod fit;
 #[path = "bad_input/fuzz.rs"]

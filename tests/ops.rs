@@ -4,6 +4,8 @@
 #[path = "ops/batched.rs"]
 mod batched;
 mod common;
+#[path = "ops/conv.rs"]
+mod conv;
 #[path = "ops/norm.rs"]
 mod norm;
 #[path = "ops/pool.rs"]

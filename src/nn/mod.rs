@@ -3,6 +3,7 @@
 
 mod attention;
 mod autoencoder;
+mod conv;
 pub mod loss;
 mod norm;
 mod normalize;
@@ -16,6 +17,7 @@ pub use attention::{
     SinusoidalPositionalEncoding,
 };
 pub use autoencoder::Autoencoder;
+pub use conv::{Conv1d, Conv2d, ConvConfig, ConvTranspose2d};
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm};
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;

@@ -17,6 +17,7 @@
 //!   (A family whose builders outgrow its file keeps them in a submodule beside it:
 //!   `matmul/builders.rs`, `torch.matmul`'s shape rules.)
 
+pub(crate) mod conv;
 pub(crate) mod copy;
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
@@ -33,6 +34,7 @@ pub(crate) mod update;
 
 use std::sync::Arc;
 
+pub use conv::{Conv, ConvArgs};
 pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 
 pub use dropout::Dropout;
@@ -116,6 +118,8 @@ pub enum Op {
     Norm(Norm),
     /// Max or average pooling over the last two axes, or its gradient: one pass.
     Pool(Pool),
+    /// A convolution's forward, input gradient or weight gradient (an implicit GEMM).
+    Conv(Conv),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -154,6 +158,7 @@ impl Op {
             Op::GruCellGrad(g) => g,
             Op::Norm(n) => n,
             Op::Pool(p) => p,
+            Op::Conv(c) => c,
             Op::Output(o) => o,
         }
     }

@@ -302,7 +302,11 @@ impl<M: Module> Model<M> {
     /// alone), rows in chunks of 1024.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         let mut loader = DataLoader::inputs(x, 1024)?;
-        wait(self.check_data("predict", &loader, false), "Model::predict", "Model::evaluate_async")?;
+        wait(
+            self.check_data("predict", &loader, false),
+            "Model::predict",
+            "Model::evaluate_async",
+        )?;
         let rows = x.shape()[0];
         if rows <= 1024 {
             let xb = loader.batch(&(0..rows).collect::<Vec<_>>(), &self.device)?.0;

@@ -7,7 +7,7 @@ use wgnn::{Device, Tensor};
 
 /// Asserts that building `f` panics with a message containing every needle.
 #[track_caller]
-fn assert_panics_saying<T>(f: impl FnOnce() -> T, needles: &[&str]) {
+pub(crate) fn assert_panics_saying<T>(f: impl FnOnce() -> T, needles: &[&str]) {
     let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .err()
         .expect("the op panics");
@@ -96,7 +96,9 @@ fn an_attention_mask_of_the_wrong_shape() {
     );
     let wide = Tensor::randn(&[2, 5, 6], 2, &dev).unwrap();
     assert_panics_saying(|| mha.forward(&wide), &["MultiheadAttention", "[2, 5, 6]", "E = 8"]);
+}
 
+#[test]
 fn normalizations_whose_shapes_do_not_fit() {
     let dev = Device::cpu();
     let x = Tensor::randn(&[2, 6, 5], 1, &dev).unwrap();

@@ -1,0 +1,359 @@
+//! Convolution layers with PyTorch's layouts, names and initialisation: `Conv1d`
+//! (`[N, C, L]`), `Conv2d` and `ConvTranspose2d` (`[N, C, H, W]`), each with
+//! parameters `weight` and `bias`. The ops are `Tensor::conv1d`, `Tensor::conv2d`
+//! and `Tensor::conv_transpose2d` (`src/ops/conv.rs`).
+
+use super::{Module, TensorSpec};
+use crate::ops::conv::{conv_output_shape, ConvKind};
+use crate::{ConvArgs, Device, Error, Result, Tensor};
+
+/// A convolution layer's settings; `Default` is PyTorch's: stride 1, padding 0,
+/// dilation 1, one group, with bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvConfig {
+    /// Step between output pixels (at least 1).
+    pub stride: usize,
+    /// Zeros added on both sides of each spatial axis (a transposed convolution
+    /// removes that many from its output, as PyTorch's).
+    pub padding: usize,
+    /// Step between kernel taps (at least 1).
+    pub dilation: usize,
+    /// Channel groups; both channel counts must divide by it (`groups == in ==
+    /// out` is a depthwise convolution).
+    pub groups: usize,
+    /// Whether the layer has a bias per output channel.
+    pub bias: bool,
+}
+
+impl Default for ConvConfig {
+    fn default() -> ConvConfig {
+        ConvConfig {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+impl ConvConfig {
+    fn args(&self, output_padding: usize) -> ConvArgs {
+        ConvArgs {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+            output_padding,
+        }
+    }
+}
+
+/// A layer's parameters, initialised as PyTorch's `_ConvNd.reset_parameters`:
+/// weight and bias uniform in ±1/√fan_in (kaiming_uniform with a = √5), fan_in =
+/// `weight.shape[1] · kernel taps`, from the global seed. `channels` are (in, out);
+/// the weight is `[out, in / groups, k…]`, or `[in, out / groups, k…]` transposed.
+fn init(
+    layer: &str,
+    channels: (usize, usize),
+    kernel: &[usize],
+    config: &ConvConfig,
+    transposed: bool,
+    device: &Device,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (c_in, c_out) = channels;
+    let setting = |setting, message| Err(Error::InvalidSetting { setting, message });
+    if config.stride == 0 || config.dilation == 0 || config.groups == 0 || kernel.contains(&0) {
+        let message = format!(
+            "{layer}: kernel {kernel:?}, stride {}, dilation {} and groups {} must all be at least 1",
+            config.stride, config.dilation, config.groups
+        );
+        return setting("kernel_size", message);
+    }
+    let g = config.groups;
+    if !c_in.is_multiple_of(g) || !c_out.is_multiple_of(g) {
+        let message =
+            format!("{layer}: in_channels {c_in} and out_channels {c_out} must both be divisible by groups {g}");
+        return setting("groups", message);
+    }
+    let mut shape = if transposed {
+        vec![c_in, c_out / g]
+    } else {
+        vec![c_out, c_in / g]
+    };
+    shape.extend(kernel);
+    let fan_in = shape[1..].iter().product::<usize>();
+    let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+    let weight = Tensor::rand(&shape, -bound, bound, crate::rng::next_seed(), device)?.requires_grad()?;
+    let bias = if config.bias {
+        let b = Tensor::rand(&[c_out], -bound, bound, crate::rng::next_seed(), device)?;
+        Some(b.requires_grad()?)
+    } else {
+        None
+    };
+    Ok((weight, bias))
+}
+
+/// The spec of a layer's output, or why the input does not fit.
+fn spec(
+    kind: ConvKind,
+    input: &TensorSpec,
+    weight: &Tensor,
+    args: ConvArgs,
+) -> std::result::Result<Option<TensorSpec>, String> {
+    input.expect_f32()?;
+    let (shape, _) = conv_output_shape(kind, &input.shape, weight.shape(), args)?;
+    Ok(Some(TensorSpec::f32(&shape)))
+}
+
+/// A layer's name as PyTorch prints it, e.g. `Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2))`.
+fn describe(layer: &str, channels: (usize, usize), kernel: &[usize], config: &ConvConfig) -> String {
+    let tuple = |v: usize| {
+        let parts: Vec<String> = kernel.iter().map(|_| v.to_string()).collect();
+        format!("({}{})", parts.join(", "), if kernel.len() == 1 { "," } else { "" })
+    };
+    let k: Vec<String> = kernel.iter().map(usize::to_string).collect();
+    let one = if kernel.len() == 1 { "," } else { "" };
+    let mut s = format!(
+        "{layer}({}, {}, kernel_size=({}{one})",
+        channels.0,
+        channels.1,
+        k.join(", ")
+    );
+    if config.stride != 1 {
+        s += &format!(", stride={}", tuple(config.stride));
+    }
+    if config.padding != 0 {
+        s += &format!(", padding={}", tuple(config.padding));
+    }
+    if config.dilation != 1 {
+        s += &format!(", dilation={}", tuple(config.dilation));
+    }
+    if config.groups != 1 {
+        s += &format!(", groups={}", config.groups);
+    }
+    if !config.bias {
+        s += ", bias=False";
+    }
+    s + ")"
+}
+
+/// PyTorch's `nn.Conv2d`: `[N, C_in, H, W] → [N, C_out, H_out, W_out]` with weight
+/// `[C_out, C_in / groups, kh, kw]` and bias `[C_out]` (see [`Tensor::conv2d`]).
+#[derive(Module)]
+pub struct Conv2d {
+    /// `[out_channels, in_channels / groups, kh, kw]`, trainable; `state_dict()` name `weight`.
+    pub weight: Tensor,
+    /// `[out_channels]`, trainable, if the layer has one; `state_dict()` name `bias`.
+    pub bias: Option<Tensor>,
+    /// Stride, padding, dilation, groups (`bias` says whether it was made with one).
+    #[module(skip)]
+    pub config: ConvConfig,
+}
+
+impl Conv2d {
+    /// A layer with a square `kernel_size × kernel_size` kernel. Panics on settings
+    /// [`Conv2d::try_new`] rejects (the message names the layer and the numbers).
+    #[track_caller]
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        config: ConvConfig,
+        device: &Device,
+    ) -> Conv2d {
+        Conv2d::try_new(in_channels, out_channels, [kernel_size; 2], config, device).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A layer with a `[kh, kw]` kernel; `Err` when a channel count does not divide
+    /// by `groups`, a size is 0, or the device cannot hold the parameters.
+    pub fn try_new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 2],
+        config: ConvConfig,
+        device: &Device,
+    ) -> Result<Conv2d> {
+        let (weight, bias) = init(
+            "Conv2d",
+            (in_channels, out_channels),
+            &kernel_size,
+            &config,
+            false,
+            device,
+        )?;
+        Ok(Conv2d { weight, bias, config })
+    }
+}
+
+impl Module for Conv2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv2d(&self.weight, self.bias.as_ref(), self.config.args(0))
+    }
+
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        spec(ConvKind::Conv2d, input, &self.weight, self.config.args(0))
+    }
+
+    fn name(&self) -> String {
+        let w = self.weight.shape();
+        describe("Conv2d", (w[1] * self.config.groups, w[0]), &w[2..], &self.config)
+    }
+}
+
+/// PyTorch's `nn.Conv1d`: `[N, C_in, L] → [N, C_out, L_out]` with weight `[C_out,
+/// C_in / groups, k]` and bias `[C_out]` (see [`Tensor::conv1d`]).
+#[derive(Module)]
+pub struct Conv1d {
+    /// `[out_channels, in_channels / groups, k]`, trainable; `state_dict()` name `weight`.
+    pub weight: Tensor,
+    /// `[out_channels]`, trainable, if the layer has one; `state_dict()` name `bias`.
+    pub bias: Option<Tensor>,
+    /// Stride, padding, dilation, groups.
+    #[module(skip)]
+    pub config: ConvConfig,
+}
+
+impl Conv1d {
+    /// A layer with a kernel of `kernel_size` taps. Panics on settings
+    /// [`Conv1d::try_new`] rejects (the message names the layer and the numbers).
+    #[track_caller]
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        config: ConvConfig,
+        device: &Device,
+    ) -> Conv1d {
+        Conv1d::try_new(in_channels, out_channels, kernel_size, config, device).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Conv1d::new`]; `Err` when a channel count does not divide by `groups`, a
+    /// size is 0, or the device cannot hold the parameters.
+    pub fn try_new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        config: ConvConfig,
+        device: &Device,
+    ) -> Result<Conv1d> {
+        let (weight, bias) = init(
+            "Conv1d",
+            (in_channels, out_channels),
+            &[kernel_size],
+            &config,
+            false,
+            device,
+        )?;
+        Ok(Conv1d { weight, bias, config })
+    }
+}
+
+impl Module for Conv1d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv1d(&self.weight, self.bias.as_ref(), self.config.args(0))
+    }
+
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        spec(ConvKind::Conv1d, input, &self.weight, self.config.args(0))
+    }
+
+    fn name(&self) -> String {
+        let w = self.weight.shape();
+        describe("Conv1d", (w[1] * self.config.groups, w[0]), &w[2..], &self.config)
+    }
+}
+
+/// PyTorch's `nn.ConvTranspose2d`: `[N, C_in, H, W] → [N, C_out, H_out, W_out]` with
+/// weight `[C_in, C_out / groups, kh, kw]` and bias `[C_out]` (see
+/// [`Tensor::conv_transpose2d`]); the upsampling half of a convolutional autoencoder.
+#[derive(Module)]
+pub struct ConvTranspose2d {
+    /// `[in_channels, out_channels / groups, kh, kw]`, trainable; `state_dict()` name `weight`.
+    pub weight: Tensor,
+    /// `[out_channels]`, trainable, if the layer has one; `state_dict()` name `bias`.
+    pub bias: Option<Tensor>,
+    /// Stride, padding, dilation, groups.
+    #[module(skip)]
+    pub config: ConvConfig,
+    /// Extra rows and columns on one side of the output (below the stride); 0 by
+    /// default, set with [`ConvTranspose2d::with_output_padding`].
+    #[module(skip)]
+    pub output_padding: usize,
+}
+
+impl ConvTranspose2d {
+    /// A layer with a square `kernel_size × kernel_size` kernel. Panics on settings
+    /// [`ConvTranspose2d::try_new`] rejects (the message names the layer and the
+    /// numbers).
+    #[track_caller]
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        config: ConvConfig,
+        device: &Device,
+    ) -> ConvTranspose2d {
+        ConvTranspose2d::try_new(in_channels, out_channels, [kernel_size; 2], config, device)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A layer with a `[kh, kw]` kernel; `Err` when a channel count does not divide
+    /// by `groups`, a size is 0, or the device cannot hold the parameters.
+    pub fn try_new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 2],
+        config: ConvConfig,
+        device: &Device,
+    ) -> Result<ConvTranspose2d> {
+        let channels = (in_channels, out_channels);
+        let (weight, bias) = init("ConvTranspose2d", channels, &kernel_size, &config, true, device)?;
+        Ok(ConvTranspose2d {
+            weight,
+            bias,
+            config,
+            output_padding: 0,
+        })
+    }
+
+    /// The layer with this `output_padding` (PyTorch's argument of that name); `Err`
+    /// unless it is below the stride.
+    pub fn with_output_padding(mut self, output_padding: usize) -> Result<ConvTranspose2d> {
+        if output_padding >= self.config.stride {
+            return Err(Error::InvalidSetting {
+                setting: "output_padding",
+                message: format!(
+                    "ConvTranspose2d: output_padding {output_padding} must be smaller than the stride {}",
+                    self.config.stride
+                ),
+            });
+        }
+        self.output_padding = output_padding;
+        Ok(self)
+    }
+}
+
+impl Module for ConvTranspose2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.config.args(self.output_padding))
+    }
+
+    fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
+        let args = self.config.args(self.output_padding);
+        spec(ConvKind::ConvTranspose2d, input, &self.weight, args)
+    }
+
+    fn name(&self) -> String {
+        let w = self.weight.shape();
+        describe(
+            "ConvTranspose2d",
+            (w[0], w[1] * self.config.groups),
+            &w[2..],
+            &self.config,
+        )
+    }
+}

@@ -1,0 +1,266 @@
+//! Convolutions (`conv1d`, `conv2d`, `conv_transpose2d`) and their layers: against
+//! PyTorch (tests/fixtures/make_conv_fixture.py), CPU-vs-GPU parity forward and
+//! backward at odd sizes (strides, padding, dilation, groups, depthwise, 1×1 and 5×5
+//! kernels, tiles with ragged edges), finite differences on each device, and the
+//! layers in `Sequential` and `#[derive(Module)]` structs.
+
+use super::common::cases::*;
+use super::common::{fixture, read_tensor};
+use super::{assert_parity, gradcheck};
+use wgnn::nn::{self, Conv1d, Conv2d, ConvConfig, ConvTranspose2d, Module};
+use wgnn::{ConvArgs, Device, Tensor};
+
+crate::device_tests!(
+    convolutions_match_pytorch_forward_and_backward,
+    convolutions_pass_a_finite_difference_gradient_check,
+    conv_layers_work_in_sequential_and_derived_modules_with_pytorchs_names,
+    a_transposed_convolution_is_the_input_gradient_of_a_convolution,
+);
+
+/// Sums of up to a few hundred products in another order (as matmuls).
+const CONV_TOL: f32 = 1e-3;
+
+fn args(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvArgs {
+    ConvArgs {
+        stride,
+        padding,
+        dilation,
+        groups,
+        output_padding: 0,
+    }
+}
+
+/// Inputs x, weight and (when there are three) bias of odd sizes.
+fn conv_cases() -> Vec<Case> {
+    let n = Draw::Normal;
+    vec![
+        case(
+            "conv2d 3x3 pad 1",
+            vec![vec![2, 3, 7, 7], vec![4, 3, 3, 3], vec![4]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+        ),
+        case("conv2d 1x1", vec![vec![2, 3, 9, 9], vec![5, 3, 1, 1]], n, |x| {
+            x[0].conv2d(&x[1], None, ConvArgs::default())
+        }),
+        case(
+            "conv2d 5x5 stride 2 pad 1",
+            vec![vec![2, 3, 9, 9], vec![4, 3, 5, 5], vec![4]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 1)),
+        ),
+        case("conv2d dilation 2", vec![vec![2, 3, 9, 7], vec![4, 3, 3, 3]], n, |x| {
+            x[0].conv2d(&x[1], None, args(1, 2, 2, 1))
+        }),
+        case(
+            "conv2d groups 3",
+            vec![vec![2, 6, 7, 9], vec![9, 2, 3, 3], vec![9]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 3)),
+        ),
+        case(
+            "conv2d depthwise",
+            vec![vec![2, 3, 9, 9], vec![3, 1, 3, 3], vec![3]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 3)),
+        ),
+        case("conv2d 3x2 kernel", vec![vec![1, 2, 7, 9], vec![3, 2, 3, 2]], n, |x| {
+            x[0].conv2d(&x[1], None, args(2, 1, 1, 1))
+        }),
+        case(
+            "conv2d ragged tiles",
+            vec![vec![2, 16, 17, 17], vec![33, 16, 3, 3], vec![33]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+        ),
+        case(
+            "conv1d stride 2 pad 1",
+            vec![vec![2, 3, 11], vec![4, 3, 3], vec![4]],
+            n,
+            |x| x[0].conv1d(&x[1], Some(&x[2]), args(2, 1, 1, 1)),
+        ),
+        case("conv1d dilation groups", vec![vec![2, 4, 13], vec![6, 2, 5]], n, |x| {
+            x[0].conv1d(&x[1], None, args(1, 2, 2, 2))
+        }),
+        case(
+            "conv_transpose2d stride 2",
+            vec![vec![2, 4, 5, 5], vec![4, 3, 3, 3], vec![3]],
+            n,
+            |x| {
+                let a = ConvArgs {
+                    output_padding: 1,
+                    ..args(2, 1, 1, 1)
+                };
+                x[0].conv_transpose2d(&x[1], Some(&x[2]), a)
+            },
+        ),
+        case(
+            "conv_transpose2d groups dilation",
+            vec![vec![2, 4, 4, 3], vec![4, 3, 3, 3]],
+            n,
+            |x| x[0].conv_transpose2d(&x[1], None, args(1, 0, 2, 2)),
+        ),
+    ]
+}
+
+#[test]
+fn convolutions_match_between_cpu_and_gpu_forward_and_backward() {
+    assert_parity(&conv_cases(), CONV_TOL);
+}
+
+fn convolutions_pass_a_finite_difference_gradient_check(dev: &Device) {
+    let small = |c: &Case| c.shapes.iter().all(|s| s.iter().product::<usize>() <= 5000);
+    for c in conv_cases().iter().filter(|c| small(c)) {
+        gradcheck(c, dev);
+    }
+}
+
+/// A tensor of tests/fixtures/conv.safetensors.
+fn conv_fixture(name: &str, dev: &Device) -> Tensor {
+    let (shape, data) = read_tensor(&fixture("conv.safetensors"), name);
+    Tensor::from_vec(data, &shape, dev).unwrap()
+}
+
+#[track_caller]
+fn assert_matches_fixture(got: &Tensor, name: &str) {
+    let (shape, want) = read_tensor(&fixture("conv.safetensors"), name);
+    assert_eq!(got.shape(), &shape[..], "{name}: shape");
+    let d = super::common::max_rel_diff(&got.to_vec().unwrap(), &want);
+    assert!(d <= 1e-5, "{name}: differs from PyTorch by {d}");
+}
+
+/// The cases of make_conv_fixture.py: (name, op, bias, stride, padding, dilation,
+/// groups, output_padding).
+const FIXTURE_CASES: [(&str, &str, bool, [usize; 5]); 11] = [
+    ("c1d", "conv1d", true, [2, 1, 1, 1, 0]),
+    ("c1d_dil", "conv1d", false, [1, 2, 2, 2, 0]),
+    ("c2d", "conv2d", true, [1, 1, 1, 1, 0]),
+    ("c2d_stride", "conv2d", true, [2, 1, 1, 1, 0]),
+    ("c2d_dil", "conv2d", false, [1, 2, 2, 1, 0]),
+    ("c2d_groups", "conv2d", true, [2, 0, 1, 3, 0]),
+    ("c2d_depthwise", "conv2d", true, [1, 2, 1, 3, 0]),
+    ("c2d_1x1", "conv2d", true, [1, 0, 1, 1, 0]),
+    ("ct2d", "conv_transpose2d", true, [2, 1, 1, 1, 1]),
+    ("ct2d_groups", "conv_transpose2d", false, [1, 0, 2, 2, 0]),
+    ("ct2d_k2", "conv_transpose2d", true, [2, 0, 1, 1, 0]),
+];
+
+/// `F.conv1d`, `F.conv2d` and `F.conv_transpose2d` over the fixture's configurations:
+/// outputs and the gradients of input, weight and bias to 1e-5.
+fn convolutions_match_pytorch_forward_and_backward(dev: &Device) {
+    for (case, op, has_bias, [stride, padding, dilation, groups, output_padding]) in FIXTURE_CASES {
+        let leaf = |x: &str| conv_fixture(&format!("{case}.{x}"), dev).requires_grad().unwrap();
+        let (x, w) = (leaf("x"), leaf("w"));
+        let b = has_bias.then(|| leaf("b"));
+        let a = ConvArgs {
+            stride,
+            padding,
+            dilation,
+            groups,
+            output_padding,
+        };
+        let out = match op {
+            "conv1d" => x.conv1d(&w, b.as_ref(), a),
+            "conv2d" => x.conv2d(&w, b.as_ref(), a),
+            _ => x.conv_transpose2d(&w, b.as_ref(), a),
+        };
+        assert_matches_fixture(&out, &format!("{case}.out"));
+        let r = conv_fixture(&format!("{case}.r"), dev);
+        let grads = (&out * &r).sum().backward().unwrap();
+        assert_matches_fixture(grads.get(&x).unwrap(), &format!("{case}.grad.x"));
+        assert_matches_fixture(grads.get(&w).unwrap(), &format!("{case}.grad.w"));
+        if let Some(b) = &b {
+            assert_matches_fixture(grads.get(b).unwrap(), &format!("{case}.grad.b"));
+        }
+    }
+}
+
+#[derive(Module)]
+struct TinyCnn {
+    features: nn::Sequential,
+    upsample: ConvTranspose2d,
+    audio: Conv1d,
+}
+
+impl Module for TinyCnn {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.upsample.forward(&self.features.forward(x))
+    }
+}
+
+/// Layers hold `weight` `[out, in / groups, k…]` (transposed: `[in, out / groups, k…]`)
+/// and `bias`, initialised in ±1/√fan_in; they compose in `Sequential` and derived
+/// structs, say their output shape without a graph, and compute the functional op.
+fn conv_layers_work_in_sequential_and_derived_modules_with_pytorchs_names(dev: &Device) {
+    let _guard = super::common::serial();
+    wgnn::manual_seed(3);
+    let depthwise = ConvConfig {
+        padding: 1,
+        groups: 4,
+        bias: false,
+        ..Default::default()
+    };
+    let strided = ConvConfig {
+        stride: 2,
+        ..Default::default()
+    };
+    let net = TinyCnn {
+        features: nn::Sequential::new()
+            .add(Conv2d::new(3, 4, 3, ConvConfig::default(), dev))
+            .add(nn::Relu)
+            .add(Conv2d::new(4, 4, 3, depthwise, dev)),
+        upsample: ConvTranspose2d::new(4, 2, 2, strided, dev),
+        audio: Conv1d::new(2, 3, 5, ConvConfig::default(), dev),
+    };
+    let names: Vec<(String, Vec<usize>)> = net
+        .named_parameters()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    let expect: Vec<(String, Vec<usize>)> = [
+        ("features.0.weight", vec![4, 3, 3, 3]),
+        ("features.0.bias", vec![4]),
+        ("features.2.weight", vec![4, 1, 3, 3]),
+        ("upsample.weight", vec![4, 2, 2, 2]),
+        ("upsample.bias", vec![2]),
+        ("audio.weight", vec![3, 2, 5]),
+        ("audio.bias", vec![3]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect();
+    assert_eq!(names, expect);
+    let bound = 1.0 / (27.0f32).sqrt();
+    let w = net.features.parameters()[0].to_vec().unwrap();
+    assert!(w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| v.abs() > bound / 2.0));
+    let x = Tensor::randn(&[2, 3, 9, 8], 1, dev).unwrap();
+    let spec = net.features.output_spec(&nn::TensorSpec::of(&x)).unwrap().unwrap();
+    assert_eq!(spec.shape, vec![2, 4, 7, 6]);
+    let y = net.forward(&x);
+    assert_eq!(y.shape(), &[2, 2, 14, 12]);
+    let first = Conv2d::new(3, 4, 3, ConvConfig::default(), dev);
+    let want = x.conv2d(&first.weight, first.bias.as_ref(), ConvArgs::default());
+    assert_eq!(first.forward(&x).to_vec().unwrap(), want.to_vec().unwrap());
+    assert_eq!(
+        net.audio.forward(&Tensor::randn(&[1, 2, 9], 2, dev).unwrap()).shape(),
+        &[1, 3, 5]
+    );
+    assert_eq!(first.name(), "Conv2d(3, 4, kernel_size=(3, 3))");
+    assert_eq!(
+        net.upsample.name(),
+        "ConvTranspose2d(4, 2, kernel_size=(2, 2), stride=(2, 2))"
+    );
+}
+
+/// `conv_transpose2d(y, w)` is the gradient of `conv2d(·, w)` with respect to its
+/// input at upstream gradient y (the definition PyTorch documents).
+fn a_transposed_convolution_is_the_input_gradient_of_a_convolution(dev: &Device) {
+    let a = args(2, 1, 1, 1);
+    let x = Tensor::randn(&[2, 3, 9, 9], 1, dev).unwrap().requires_grad().unwrap();
+    let w = Tensor::randn(&[4, 3, 3, 3], 2, dev).unwrap();
+    let y = x.conv2d(&w, None, a);
+    let g = Tensor::randn(y.shape(), 3, dev).unwrap();
+    let dx = (&y * &g).sum().backward().unwrap().get(&x).unwrap().to_vec().unwrap();
+    let t = g.conv_transpose2d(&w, None, a).to_vec().unwrap();
+    assert!(super::common::max_rel_diff(&t, &dx) < 1e-6);
+}
