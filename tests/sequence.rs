@@ -10,6 +10,8 @@ mod attention;
 mod common;
 #[path = "sequence/large_layers.rs"]
 mod large_layers;
+#[path = "sequence/transformer.rs"]
+mod transformer;
 
 use common::{fixture, private, read_tensor, serial};
 use wgnn::nn::{

@@ -11,6 +11,7 @@ mod perceptron;
 mod pool;
 mod rnn;
 mod stateless;
+mod transformer;
 
 pub use attention::{
     scaled_dot_product_attention, LearnedPositionalEmbedding, MhaConfig, MultiheadAttention,
@@ -25,6 +26,7 @@ pub use perceptron::Perceptron;
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool1d, MaxPool2d};
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 pub use stateless::{Flatten, Identity, Softmax, Unflatten};
+pub use transformer::{Activation, TransformerConfig, TransformerEncoderLayer};
 
 use crate::{DType, Device, Error, Result, Tensor};
 

@@ -32,7 +32,8 @@ pub struct TransformerConfig {
     pub batch_first: bool,
     /// Normalize before each block (pre-norm) instead of after (default false).
     pub norm_first: bool,
-    /// Biases in the linear layers and the layer norms (default true).
+    /// Biases in the linear layers and the layer norms (default true; false is not
+    /// supported yet and is an error).
     pub bias: bool,
 }
 
@@ -86,13 +87,28 @@ impl TransformerEncoderLayer {
     }
 
     /// As [`TransformerEncoderLayer::new`], with an error instead of a panic.
-    pub fn try_new(d_model: usize, heads: usize, c: TransformerConfig, device: &Device) -> Result<TransformerEncoderLayer> {
+    pub fn try_new(
+        d_model: usize,
+        heads: usize,
+        c: TransformerConfig,
+        device: &Device,
+    ) -> Result<TransformerEncoderLayer> {
         let mha = MhaConfig {
             batch_first: c.batch_first,
             dropout: c.dropout,
             bias: c.bias,
         };
-        let norm = || LayerNorm::try_new(&[d_model], c.layer_norm_eps, c.bias, device);
+        if !c.bias {
+            return Err(crate::Error::InvalidSetting {
+                setting: "bias",
+                message: "TransformerEncoderLayer: bias = false is not supported yet (LayerNorm has a bias)".into(),
+            });
+        }
+        let norm = || {
+            let mut n = LayerNorm::new(&[d_model], device);
+            n.eps = c.layer_norm_eps;
+            Ok::<_, crate::Error>(n)
+        };
         Ok(TransformerEncoderLayer {
             self_attn: MultiheadAttention::try_new(d_model, heads, mha, device)?,
             linear1: Linear::try_new(d_model, c.dim_feedforward, c.bias, device)?,
