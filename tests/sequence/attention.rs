@@ -39,7 +39,8 @@ fn multihead_attention_matches_pytorch_self_causal_and_cross(dev: &Device) {
         },
         dev,
     );
-    let path = std::env::temp_dir().join(format!("wgnn-mha-{}.safetensors", std::process::id()));
+    // One file per process and device: the cpu and gpu halves run in parallel.
+    let path = std::env::temp_dir().join(format!("wgnn-mha-{}-{:?}.safetensors", std::process::id(), dev.kind()));
     {
         // The fixture's `mha.*` tensors, renamed to the layer's own keys.
         let names = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"];
