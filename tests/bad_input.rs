@@ -678,6 +678,11 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
         num_layers: 2,
         ..Default::default()
     };
+    let bidirectional = RnnConfig {
+        bidirectional: true,
+        num_layers: 2,
+        ..Default::default()
+    };
     let cases: Vec<(Box<dyn Module>, &Tensor)> = vec![
         (Box::new(Linear::new(3, 6, &dev)), &x),
         (Box::new(nn::Softmax), &x),
@@ -694,6 +699,8 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
         (Box::new(Lstm::new(3, 7, RnnConfig::default(), &dev)), &seq),
         (Box::new(Gru::new(3, 7, batch_first, &dev)), &seq),
         (Box::new(Rnn::new(3, 7, RnnConfig::default(), &dev)), &seq),
+        (Box::new(Lstm::new(3, 7, bidirectional, &dev)), &seq),
+        (Box::new(Gru::new(3, 7, bidirectional, &dev)), &seq),
         (Box::new(Embedding::new(5, 4, &dev)), &ids),
         (
             Box::new(Autoencoder::new(
@@ -715,6 +722,61 @@ fn every_layer_states_its_output_shape_as_forward_gives_it() {
     let ae = Autoencoder::new(Linear::new(3, 2, &dev), Linear::new(5, 3, &dev));
     let why = ae.output_spec(&TensorSpec::of(&x)).unwrap_err();
     assert!(why.contains("decoder: expects 5 features, the data has 2"), "{why}");
+}
+
+/// A bidirectional stack's initial state has two rows per layer (layer 0 forward,
+/// layer 0 reverse, …): a state of `[layers, B, H]` is refused where it is given,
+/// naming the layer and the shape it wants.
+#[test]
+fn a_bidirectional_initial_state_of_the_wrong_first_dimension() {
+    use tensor_expressions::assert_panics_saying;
+    use wgnn::nn::{Gru, Lstm, LstmState, Rnn, RnnConfig};
+    let dev = Device::cpu();
+    let config = |layers| RnnConfig {
+        num_layers: layers,
+        bidirectional: true,
+        ..Default::default()
+    };
+    let x = Tensor::randn(&[5, 3, 2], 1, &dev).unwrap();
+    let lstm = Lstm::new(2, 4, config(2), &dev);
+    let one_per_layer = LstmState {
+        h: Tensor::zeros(&[2, 3, 4], &dev),
+        c: Tensor::zeros(&[2, 3, 4], &dev),
+    };
+    assert_panics_saying(
+        || lstm.forward_seq(&x, Some(&one_per_layer)),
+        &[
+            "LSTM(2, 4, num_layers=2, bidirectional=True)",
+            "the state must be [4, 3, 4]",
+            "[2·layers, B, H]",
+            "got [2, 3, 4]",
+        ],
+    );
+    let gru = Gru::new(2, 4, config(2), &dev);
+    let h0 = Tensor::zeros(&[3, 3, 4], &dev);
+    assert_panics_saying(
+        || gru.forward_seq(&x, Some(&h0)),
+        &[
+            "GRU(2, 4, num_layers=2, bidirectional=True)",
+            "[4, 3, 4]",
+            "[2·layers, B, H]",
+            "got [3, 3, 4]",
+        ],
+    );
+    let rnn = Rnn::new(2, 4, config(1), &dev);
+    let h0 = Tensor::zeros(&[1, 3, 4], &dev);
+    assert_panics_saying(
+        || rnn.forward_seq(&x, Some(&h0)),
+        &[
+            "RNN(2, 4, num_layers=1, bidirectional=True)",
+            "[2, 3, 4]",
+            "[2·layers, B, H]",
+            "got [1, 3, 4]",
+        ],
+    );
+    // The right shape runs.
+    let h0 = Tensor::zeros(&[2, 3, 4], &dev);
+    assert_eq!(rnn.forward_seq(&x, Some(&h0)).0.shape(), &[5, 3, 8]);
 }
 
 // ---- the first-week API ----------------------------------------------------------

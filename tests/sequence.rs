@@ -2,11 +2,14 @@
 //! inputs, outputs, final states and gradients saved by
 //! `tests/fixtures/make_sequence_fixture.py` must be matched to 1e-5 on every device;
 //! truncated backpropagation through time; autoencoders trained with `fit` detect
-//! malignant tumours from benign-only training. Attention against PyTorch
-//! (`sequence/attention.rs`).
+//! malignant tumours from benign-only training. Bidirectional recurrent layers
+//! (`sequence/bidirectional.rs`) and attention (`sequence/attention.rs`) against
+//! PyTorch.
 
 #[path = "sequence/attention.rs"]
 mod attention;
+#[path = "sequence/bidirectional.rs"]
+mod bidirectional;
 mod common;
 #[path = "sequence/large_layers.rs"]
 mod large_layers;

@@ -10,6 +10,13 @@
 //! (its structure is the unrolled graph): the first batch of a new length pays one
 //! compilation (shaders and pipelines are shared, so that is mostly scheduling), every
 //! later one of that length reuses it.
+//!
+//! A bidirectional stack (`RnnConfig::bidirectional`, PyTorch's `bidirectional=True`)
+//! has a second set of parameters per layer under PyTorch's `_reverse` names; that
+//! direction runs the same projection and cell kernels over the time steps taken
+//! last to first (the sequence is never copied reversed: the steps are visited in
+//! the other order and the outputs put back in time order), and each layer's output
+//! is both directions' outputs joined on the last axis, `[.., 2H]`.
 
 use super::{Member, MemberMut, Module, ModuleFields, TensorSpec};
 use crate::{Device, Result, Tensor};
@@ -26,6 +33,15 @@ pub struct RnnConfig {
     pub bias: bool,
     /// Dropout probability on the outputs of every layer but the last, in training only.
     pub dropout: f32,
+    /// Each layer also runs over the sequence from its last step to its first, as
+    /// PyTorch's `bidirectional=True`: parameters `weight_ih_l{k}_reverse`,
+    /// `weight_hh_l{k}_reverse`, `bias_ih_l{k}_reverse`, `bias_hh_l{k}_reverse` after
+    /// each layer's forward ones; outputs `[T, B, 2H]` (or `[B, T, 2H]`), the forward
+    /// direction's `H` features first, the reverse direction's after, and layer k > 0
+    /// reads those `2H` features; states (initial and final) `[2·layers, B, H]` in
+    /// PyTorch's order: layer 0 forward, layer 0 reverse, layer 1 forward, …
+    /// Default `false`.
+    pub bidirectional: bool,
 }
 
 impl Default for RnnConfig {
@@ -35,11 +51,24 @@ impl Default for RnnConfig {
             batch_first: false,
             bias: true,
             dropout: 0.0,
+            bidirectional: false,
         }
     }
 }
 
-/// The state of an LSTM stack: `h` and `c`, each `[layers, B, H]`.
+impl RnnConfig {
+    /// Directions per layer: 2 when bidirectional, else 1.
+    fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// The state of an LSTM stack: `h` and `c`, each `[layers, B, H]` (`[2·layers, B, H]`
+/// when bidirectional: layer 0 forward, layer 0 reverse, layer 1 forward, …).
 #[derive(Clone, Debug)]
 pub struct LstmState {
     /// Hidden states, the last time step's output of each layer.
@@ -89,30 +118,30 @@ impl Layer {
         })
     }
 
-    /// Layer `k`'s parameters with PyTorch's names (`weight_ih_l{k}`, …), in
-    /// `state_dict` order.
-    fn members<'a>(&'a self, k: usize, out: &mut Vec<(String, Member<'a>)>) {
-        out.push((format!("weight_ih_l{k}"), Member::Parameter(&self.weight_ih)));
-        out.push((format!("weight_hh_l{k}"), Member::Parameter(&self.weight_hh)));
+    /// Layer `k`'s parameters with PyTorch's names (`weight_ih_l{k}`, …, followed by
+    /// `suffix`: `""` or `"_reverse"`), in `state_dict` order.
+    fn members<'a>(&'a self, k: usize, suffix: &str, out: &mut Vec<(String, Member<'a>)>) {
+        out.push((format!("weight_ih_l{k}{suffix}"), Member::Parameter(&self.weight_ih)));
+        out.push((format!("weight_hh_l{k}{suffix}"), Member::Parameter(&self.weight_hh)));
         if let (Some(bi), Some(bh)) = (&self.bias_ih, &self.bias_hh) {
-            out.push((format!("bias_ih_l{k}"), Member::Parameter(bi)));
-            out.push((format!("bias_hh_l{k}"), Member::Parameter(bh)));
+            out.push((format!("bias_ih_l{k}{suffix}"), Member::Parameter(bi)));
+            out.push((format!("bias_hh_l{k}{suffix}"), Member::Parameter(bh)));
         }
     }
 
     /// [`Layer::members`], mutable.
-    fn members_mut<'a>(&'a mut self, k: usize, out: &mut Vec<(String, MemberMut<'a>)>) {
+    fn members_mut<'a>(&'a mut self, k: usize, suffix: &str, out: &mut Vec<(String, MemberMut<'a>)>) {
         let Layer {
             weight_ih,
             weight_hh,
             bias_ih,
             bias_hh,
         } = self;
-        out.push((format!("weight_ih_l{k}"), MemberMut::Parameter(weight_ih)));
-        out.push((format!("weight_hh_l{k}"), MemberMut::Parameter(weight_hh)));
+        out.push((format!("weight_ih_l{k}{suffix}"), MemberMut::Parameter(weight_ih)));
+        out.push((format!("weight_hh_l{k}{suffix}"), MemberMut::Parameter(weight_hh)));
         if let (Some(bi), Some(bh)) = (bias_ih, bias_hh) {
-            out.push((format!("bias_ih_l{k}"), MemberMut::Parameter(bi)));
-            out.push((format!("bias_hh_l{k}"), MemberMut::Parameter(bh)));
+            out.push((format!("bias_ih_l{k}{suffix}"), MemberMut::Parameter(bi)));
+            out.push((format!("bias_hh_l{k}{suffix}"), MemberMut::Parameter(bh)));
         }
     }
 }
@@ -158,6 +187,8 @@ impl Cell {
 /// share.
 struct Stack {
     cell: Cell,
+    /// Layer k's direction d (0 forward, 1 reverse) at `k·directions + d`: PyTorch's
+    /// order of parameters and of states.
     layers: Vec<Layer>,
     input_size: usize,
     hidden_size: usize,
@@ -167,9 +198,10 @@ struct Stack {
 
 impl Stack {
     fn new(cell: Cell, input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Result<Stack> {
-        let layers = (0..config.num_layers.max(1))
-            .map(|k| {
-                let input = if k == 0 { input_size } else { hidden_size };
+        let dirs = config.directions();
+        let layers = (0..config.num_layers.max(1) * dirs)
+            .map(|i| {
+                let input = if i < dirs { input_size } else { dirs * hidden_size };
                 Layer::new(cell.gates(), input, hidden_size, config.bias, device)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -183,13 +215,33 @@ impl Stack {
         })
     }
 
+    /// Directions per layer (1, or 2 when bidirectional).
+    fn directions(&self) -> usize {
+        self.config.directions()
+    }
+
+    /// Stacked layers (each of one or two directions).
+    fn num_layers(&self) -> usize {
+        self.layers.len() / self.directions()
+    }
+
+    /// Features of every output step: `H`, or `2H` when bidirectional.
+    fn output_size(&self) -> usize {
+        self.directions() * self.hidden_size
+    }
+
     fn name(&self) -> String {
         format!(
-            "{}({}, {}, num_layers={})",
+            "{}({}, {}, num_layers={}{})",
             self.cell.name(),
             self.input_size,
             self.hidden_size,
-            self.layers.len()
+            self.num_layers(),
+            if self.config.bidirectional {
+                ", bidirectional=True"
+            } else {
+                ""
+            }
         )
     }
 
@@ -212,7 +264,8 @@ impl Stack {
         }
     }
 
-    /// `[T, B, I]` (or `[B, T, I]`) f32 in, `[T, B, H]` (or `[B, T, H]`) out.
+    /// `[T, B, I]` (or `[B, T, I]`) f32 in, `[T, B, H]` (or `[B, T, H]`; `2H` when
+    /// bidirectional) out.
     fn output_spec(&self, input: &TensorSpec) -> std::result::Result<TensorSpec, String> {
         input.expect_f32()?;
         let order = if self.config.batch_first {
@@ -221,7 +274,7 @@ impl Stack {
             "[T, B, I]"
         };
         match input.shape[..] {
-            [a, b, i] if i == self.input_size => Ok(TensorSpec::f32(&[a, b, self.hidden_size])),
+            [a, b, i] if i == self.input_size => Ok(TensorSpec::f32(&[a, b, self.output_size()])),
             [_, _, i] => Err(format!("expects {} input features, the data has {i}", self.input_size)),
             _ => Err(format!(
                 "expects sequences {order} with I = {}, the data has shape {:?}",
@@ -234,36 +287,50 @@ impl Stack {
     fn check_state(&self, state: Option<&Tensor>, batch: usize) {
         let want = [self.layers.len(), batch, self.hidden_size];
         if let Some(t) = state {
+            let layout = if self.config.bidirectional {
+                "[2·layers, B, H]: layer 0 forward, layer 0 reverse, layer 1 forward, …"
+            } else {
+                "[layers, B, H]"
+            };
             assert!(
                 t.shape() == want,
-                "{}: the state must be {want:?}, got {:?}",
+                "{}: the state must be {want:?} ({layout}), got {:?}",
                 self.name(),
                 t.shape()
             );
         }
     }
 
-    /// The output sequence and the final h (and c for an LSTM) of every layer,
-    /// `[layers, B, H]`.
+    /// The output sequence and the final h (and c for an LSTM) of every layer and
+    /// direction, `[layers, B, H]` (`[2·layers, B, H]` when bidirectional).
     #[track_caller]
     fn run(&self, x: &Tensor, h0: Option<&Tensor>, c0: Option<&Tensor>) -> (Tensor, Tensor, Option<Tensor>) {
         let (hidden, batch) = (self.hidden_size, self.check_input(x));
         self.check_state(h0, batch);
         self.check_state(c0, batch);
         let zeros = || Tensor::zeros(&[batch, hidden], x.device());
-        let layers = self.layers.len();
+        let (layers, dirs) = (self.num_layers(), self.directions());
         let mut seq = if self.config.batch_first {
             x.transpose(0, 1)
         } else {
             x.clone()
         };
         let (mut hs, mut cs) = (Vec::new(), Vec::new());
-        for (k, layer) in self.layers.iter().enumerate() {
-            let h = h0.map_or_else(zeros, |s| s.select(0, k));
-            let c = c0.map_or_else(zeros, |s| s.select(0, k));
-            let (out, hn, cn) = layer.run(self.cell, &seq, h, c);
-            hs.push(hn);
-            cs.push(cn);
+        for (k, pair) in self.layers.chunks(dirs).enumerate() {
+            let mut outs = Vec::with_capacity(dirs);
+            for (d, layer) in pair.iter().enumerate() {
+                let i = k * dirs + d;
+                let h = h0.map_or_else(zeros, |s| s.select(0, i));
+                let c = c0.map_or_else(zeros, |s| s.select(0, i));
+                let (out, hn, cn) = layer.run(self.cell, &seq, h, c, d == 1);
+                outs.push(out);
+                hs.push(hn);
+                cs.push(cn);
+            }
+            let out = match &outs[..] {
+                [forward, reverse] => Tensor::cat(&[forward, reverse], 2),
+                _ => outs.pop().expect("one direction"),
+            };
             let between = k + 1 < layers && self.training && !super::inference_mode() && self.config.dropout > 0.0;
             seq = if between {
                 out.dropout(self.config.dropout, crate::rng::next_seed())
@@ -282,19 +349,24 @@ impl Stack {
     }
 }
 
+/// What PyTorch appends to the parameter names of direction d (0 forward, 1 reverse).
+const DIRECTION_SUFFIX: [&str; 2] = ["", "_reverse"];
+
 /// Every layer's parameters, named as PyTorch's recurrent modules name them.
 impl ModuleFields for Stack {
     fn members(&self) -> Vec<(String, Member<'_>)> {
+        let dirs = self.directions();
         let mut out = Vec::new();
-        for (k, layer) in self.layers.iter().enumerate() {
-            layer.members(k, &mut out);
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.members(i / dirs, DIRECTION_SUFFIX[i % dirs], &mut out);
         }
         out
     }
     fn members_mut(&mut self) -> Vec<(String, MemberMut<'_>)> {
+        let dirs = self.directions();
         let mut out = Vec::new();
-        for (k, layer) in self.layers.iter_mut().enumerate() {
-            layer.members_mut(k, &mut out);
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.members_mut(i / dirs, DIRECTION_SUFFIX[i % dirs], &mut out);
         }
         out
     }
@@ -302,8 +374,10 @@ impl ModuleFields for Stack {
 
 impl Layer {
     /// One layer over `[T, B, in]`: the output sequence `[T, B, H]` and the final h
-    /// and c (c is unused but by the LSTM).
-    fn run(&self, cell: Cell, seq: &Tensor, h0: Tensor, c0: Tensor) -> (Tensor, Tensor, Tensor) {
+    /// and c (c is unused but by the LSTM). With `reverse` the steps run from the last
+    /// to the first (the final state is the one after step 0) and the outputs are
+    /// still in time order.
+    fn run(&self, cell: Cell, seq: &Tensor, h0: Tensor, c0: Tensor, reverse: bool) -> (Tensor, Tensor, Tensor) {
         let (t, b, input) = (seq.shape()[0], seq.shape()[1], seq.shape()[2]);
         let gates = self.weight_hh.shape()[0];
         // Where the cell only uses xg + hg (not the GRU, whose n gate scales the
@@ -320,7 +394,11 @@ impl Layer {
             .reshape(&[t, b, gates]);
         let (mut h, mut c) = (h0, c0);
         let mut outs = Vec::with_capacity(t);
-        for xg in projected.unbind(0) {
+        let mut steps = projected.unbind(0);
+        if reverse {
+            steps.reverse();
+        }
+        for xg in steps {
             let hg = h.linear(&self.weight_hh, bias_h.as_ref());
             h = match cell {
                 Cell::Lstm => {
@@ -333,6 +411,9 @@ impl Layer {
                 Cell::Rnn(Nonlinearity::Relu) => (&xg + &hg).relu(),
             };
             outs.push(h.clone());
+        }
+        if reverse {
+            outs.reverse();
         }
         let out = Tensor::stack(&outs.iter().collect::<Vec<_>>(), 0);
         (out, h, c)
@@ -373,7 +454,8 @@ macro_rules! recurrent_module {
 
 /// A stack of LSTM layers, PyTorch's `nn.LSTM`: weights `weight_ih_l{k}` `[4H, I]`
 /// (`[4H, H]` for k > 0), `weight_hh_l{k}` `[4H, H]`, biases `bias_ih_l{k}`,
-/// `bias_hh_l{k}` `[4H]`, gates in the order i, f, g, o.
+/// `bias_hh_l{k}` `[4H]`, gates in the order i, f, g, o; bidirectional, the same
+/// again as `weight_ih_l{k}_reverse`, … (layer k > 0 reads `2H` features).
 pub struct Lstm(Stack);
 
 impl Lstm {
@@ -392,7 +474,9 @@ impl Lstm {
 
     /// Runs the sequence `x` (`[T, B, I]`, or `[B, T, I]` with `batch_first`) from
     /// `state` (zeros when `None`): the output sequence of the last layer (`[T, B, H]`
-    /// or `[B, T, H]`) and the final state of every layer.
+    /// or `[B, T, H]`; `2H` when bidirectional, the forward direction's features first)
+    /// and the final state of every layer (`[layers, B, H]`, or `[2·layers, B, H]` when
+    /// bidirectional, layer 0 forward, layer 0 reverse, …).
     ///
     /// # Panics
     /// If `x` is not 3-D with `I` features, or `state` has the wrong shape.
@@ -413,7 +497,7 @@ recurrent_module!(Lstm);
 
 /// A stack of GRU layers, PyTorch's `nn.GRU`: `weight_ih_l{k}` `[3H, I]`,
 /// `weight_hh_l{k}` `[3H, H]`, biases `[3H]`, gates r, z, n with
-/// `n = tanh(W_in x + b_in + r ∘ (W_hn h + b_hn))`.
+/// `n = tanh(W_in x + b_in + r ∘ (W_hn h + b_hn))`; bidirectional, `…_reverse` too.
 pub struct Gru(Stack);
 
 impl Gru {
@@ -429,8 +513,9 @@ impl Gru {
         Stack::new(Cell::Gru, input_size, hidden_size, config, device).map(Gru)
     }
 
-    /// Runs the sequence `x` from `h0` (`[layers, B, H]`, zeros when `None`): the
-    /// output sequence and the final hidden state of every layer.
+    /// Runs the sequence `x` from `h0` (`[layers, B, H]`, or `[2·layers, B, H]` when
+    /// bidirectional; zeros when `None`): the output sequence (`2H` features when
+    /// bidirectional) and the final hidden state of every layer and direction.
     ///
     /// # Panics
     /// If `x` is not 3-D with `I` features, or `h0` has the wrong shape.
@@ -444,7 +529,8 @@ impl Gru {
 recurrent_module!(Gru);
 
 /// A stack of plain (Elman) RNN layers, PyTorch's `nn.RNN`: `h = act(W_ih x + b_ih +
-/// W_hh h + b_hh)` with `weight_ih_l{k}` `[H, I]`, `weight_hh_l{k}` `[H, H]`.
+/// W_hh h + b_hh)` with `weight_ih_l{k}` `[H, I]`, `weight_hh_l{k}` `[H, H]`;
+/// bidirectional, `…_reverse` too.
 pub struct Rnn(Stack);
 
 impl Rnn {
@@ -466,8 +552,9 @@ impl Rnn {
         Stack::new(Cell::Rnn(nonlinearity), input_size, hidden_size, config, device).map(Rnn)
     }
 
-    /// Runs the sequence `x` from `h0` (`[layers, B, H]`, zeros when `None`): the
-    /// output sequence and the final hidden state of every layer.
+    /// Runs the sequence `x` from `h0` (`[layers, B, H]`, or `[2·layers, B, H]` when
+    /// bidirectional; zeros when `None`): the output sequence (`2H` features when
+    /// bidirectional) and the final hidden state of every layer and direction.
     ///
     /// # Panics
     /// If `x` is not 3-D with `I` features, or `h0` has the wrong shape.
