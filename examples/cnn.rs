@@ -1,6 +1,7 @@
 //! A small convolutional network — conv(3×3, 16) · batch norm · ReLU · max-pool,
 //! conv(3×3, 32) · batch norm · ReLU · max-pool, then a linear head — on 28×28
-//! MNIST-format images, trained with `compile` / `fit` (Adam), beside the seed's MLP
+//! MNIST-format images, trained with `compile` / `fit` (Adam, cosine-annealed learning
+//! rate), beside the seed's MLP
 //! (784 → 128 ReLU → 10, `examples/mnist.rs`) trained in the same run with the same
 //! epochs, batch size, learning rate and seed.
 //!
@@ -18,7 +19,7 @@
 //!
 //! ```text
 //! cargo run --release --example cnn -- [--device cpu|gpu] [--data DIR]
-//!     [--epochs 4] [--batch 64] [--lr 0.002] [--seed 0] [--limit N]
+//!     [--epochs 5] [--batch 64] [--lr 0.002] [--seed 0] [--limit N]
 //!     [--out DIR] [--no-mlp] [--min-accuracy A]
 //! ```
 //!
@@ -30,9 +31,10 @@ use std::path::PathBuf;
 use wgnn::data::{self, Dataset};
 use wgnn::metrics::{ConfusionMatrix, Metric};
 use wgnn::nn::{self, BatchNorm2d, Conv2d, ConvConfig, Flatten, Linear, MaxPool2d, Module, Sequential};
-use wgnn::optim::{Adam, AdamConfig};
+use wgnn::optim::lr::CosineAnnealingLr;
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::train::report::{write_report, Curve, ReportData};
-use wgnn::train::{FitConfig, History, Loss};
+use wgnn::train::{FitConfig, History, Loss, LrScheduler};
 use wgnn::{Device, Error, Result, Tensor};
 
 #[path = "common/check.rs"]
@@ -66,12 +68,12 @@ struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Training epochs (both models).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 5)]
     epochs: usize,
     /// Rows per batch (both models).
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Adam's learning rate (both models).
+    /// Adam's learning rate (both models), annealed to 1/100 of it by a cosine over the epochs.
     #[arg(long, default_value_t = 2e-3)]
     lr: f32,
     /// Seed of initialization, shuffling and the subset's split.
@@ -172,6 +174,8 @@ fn train(net: Sequential, image: bool, sets: (&Dataset, &Dataset), args: &Args, 
             ..Default::default()
         },
     );
+    let lr = opt.lr();
+    let cosine = CosineAnnealingLr::new(lr, args.epochs, lr / 100.0);
     let mut model = net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy])?;
     let (x, y) = tensors(sets.0, image, dev)?;
     let (tx, ty) = tensors(sets.1, image, dev)?;
@@ -183,6 +187,7 @@ fn train(net: Sequential, image: bool, sets: (&Dataset, &Dataset), args: &Args, 
             batch_size: args.batch,
             validation_data: Some((tx.clone(), ty.clone())),
             seed: Some(args.seed),
+            callbacks: vec![Box::new(LrScheduler::new(cosine))],
             ..Default::default()
         },
     )?;
@@ -235,7 +240,7 @@ fn main() -> Result<()> {
     wgnn::manual_seed(args.seed);
     let net = cnn(&dev);
     println!("{}", net.summary());
-    println!("CNN: {} epochs, batch {}, Adam lr {}", args.epochs, args.batch, args.lr);
+    println!("CNN: {} epochs, batch {}, Adam lr {} (cosine to 1/100)", args.epochs, args.batch, args.lr);
     let conv = train(net, true, sets, &args, &dev)?;
     let base = match args.no_mlp {
         true => None,
