@@ -240,7 +240,10 @@ fn main() -> Result<()> {
     wgnn::manual_seed(args.seed);
     let net = cnn(&dev);
     println!("{}", net.summary());
-    println!("CNN: {} epochs, batch {}, Adam lr {} (cosine to 1/100)", args.epochs, args.batch, args.lr);
+    println!(
+        "CNN: {} epochs, batch {}, Adam lr {} (cosine to 1/100)",
+        args.epochs, args.batch, args.lr
+    );
     let conv = train(net, true, sets, &args, &dev)?;
     let base = match args.no_mlp {
         true => None,
@@ -250,22 +253,36 @@ fn main() -> Result<()> {
             Some(train(mlp(&dev), false, sets, &args, &dev)?)
         }
     };
-    println!("\n{:<5} {:>13} {:>12} {:>10}", "model", "test accuracy", "s per epoch", "total s");
+    println!(
+        "\n{:<5} {:>13} {:>12} {:>10}",
+        "model", "test accuracy", "s per epoch", "total s"
+    );
     for (label, run) in [("CNN", Some(&conv)), ("MLP", base.as_ref())] {
         if let Some(r) = run {
             let acc = r.confusion.accuracy();
             println!("{label:<5} {acc:>13.4} {:>12.2} {:>10.1}", r.epoch_s, r.total_s);
         }
     }
-    println!("\nper-class test accuracy (recall):\n{:<12} {:>6} {:>6}", "class", "CNN", "MLP");
+    println!(
+        "\nper-class test accuracy (recall):\n{:<12} {:>6} {:>6}",
+        "class", "CNN", "MLP"
+    );
     let mlp_recall = base.as_ref().map(|r| r.confusion.recall_per_class());
     for (k, cnn_acc) in conv.confusion.recall_per_class().iter().enumerate() {
         let mlp_acc = mlp_recall.as_ref().map_or("-".into(), |r| format!("{:.3}", r[k]));
         println!("{:<12} {cnn_acc:>6.3} {mlp_acc:>6}", names[k]);
     }
-    println!("\nCNN confusion matrix (rows = truth, columns = prediction):\n{}", conv.confusion);
+    println!(
+        "\nCNN confusion matrix (rows = truth, columns = prediction):\n{}",
+        conv.confusion
+    );
     let summary = report(&conv, &format!("CNN on {name}"), &names, &args)?;
     println!("report: {} (confusion.png beside it)", summary.display());
-    check::at_least("CNN test accuracy", conv.confusion.accuracy(), args.min_accuracy, "--min-accuracy");
+    check::at_least(
+        "CNN test accuracy",
+        conv.confusion.accuracy(),
+        args.min_accuracy,
+        "--min-accuracy",
+    );
     Ok(())
 }
