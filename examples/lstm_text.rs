@@ -27,12 +27,10 @@
 //! use a short run, e.g. `--steps 20`.
 
 use clap::Parser;
-use std::io::Read;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use wgnn::nn::{self, Embedding, Linear, Lstm, LstmState, Module, RnnConfig};
 use wgnn::optim::lr::{CosineAnnealingLr, LrSchedule};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
@@ -42,6 +40,8 @@ use wgnn::{Device, Error, Result, Tensor};
 mod check;
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/text.rs"]
+mod text;
 
 const EMBED: usize = 32;
 const CLIP: f32 = 5.0;
@@ -82,19 +82,6 @@ struct Args {
     /// Characters to sample (0: none).
     #[arg(long, default_value_t = 300)]
     chars: usize,
-}
-
-/// The novel as bytes (it is pure ASCII).
-fn load_text() -> Result<Vec<u8>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/pride_and_prejudice.txt.gz");
-    let io = |source| Error::Io {
-        path: path.clone(),
-        source,
-    };
-    let file = std::fs::File::open(&path).map_err(io)?;
-    let mut text = Vec::new();
-    flate2::read::GzDecoder::new(file).read_to_end(&mut text).map_err(io)?;
-    Ok(text)
 }
 
 /// `batch` contiguous streams over `ids`, read `seq` characters at a time: the
@@ -141,30 +128,6 @@ impl Streams {
             (start + 1..=start + self.chunks * self.seq).map(move |i| (ids[i - 1], ids[i]))
         })
     }
-}
-
-/// Bits per character of the add-one unigram and bigram models of `train`, on the
-/// `(previous, target)` pairs of the validation set.
-fn baselines(train: &[u32], vocab: usize, pairs: impl Iterator<Item = (u32, u32)>) -> (f64, f64) {
-    let mut uni = vec![0f64; vocab];
-    let mut bi = vec![0f64; vocab * vocab];
-    let mut from = vec![0f64; vocab];
-    for &c in train {
-        uni[c as usize] += 1.0;
-    }
-    for w in train.windows(2) {
-        bi[w[0] as usize * vocab + w[1] as usize] += 1.0;
-        from[w[0] as usize] += 1.0;
-    }
-    let (n, v) = (train.len() as f64, vocab as f64);
-    let (mut bits_uni, mut bits_bi, mut count) = (0.0, 0.0, 0usize);
-    for (a, b) in pairs {
-        let (a, b) = (a as usize, b as usize);
-        bits_uni -= ((uni[b] + 1.0) / (n + v)).log2();
-        bits_bi -= ((bi[a * vocab + b] + 1.0) / (from[a] + v)).log2();
-        count += 1;
-    }
-    (bits_uni / count as f64, bits_bi / count as f64)
 }
 
 /// Embedding → LSTM → Linear; `#[derive(Module)]` gives it PyTorch's dotted
@@ -270,7 +233,7 @@ fn generate(
     let mut last = logits[(prompt.len() - 1) * model.vocab..].to_vec();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let next = sample(&last, temperature, rng);
+        let next = text::sample(&last, temperature, rng);
         out.push(next);
         let (logits, h2, c2) = run_chunk(model, &[next], None, (1, 1), (&h, &c), dev)?;
         (last, h, c) = (logits, h2, c2);
@@ -278,50 +241,13 @@ fn generate(
     Ok(out)
 }
 
-/// Draws an index from `softmax(logits / temperature)`.
-fn sample(logits: &[f32], temperature: f32, rng: &mut StdRng) -> u32 {
-    let t = temperature.max(1e-3);
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = logits.iter().map(|&l| f64::from((l - max) / t).exp()).collect();
-    let mut r = rng.random::<f64>() * weights.iter().sum::<f64>();
-    for (i, w) in weights.iter().enumerate() {
-        r -= w;
-        if r <= 0.0 {
-            return i as u32;
-        }
-    }
-    (weights.len() - 1) as u32
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let dev = args.device.open()?;
     println!("device: {}", dev.info());
-    let text = load_text()?;
-    let mut alphabet: Vec<u8> = text.clone();
-    alphabet.sort_unstable();
-    alphabet.dedup();
-    let vocab = alphabet.len();
-    let mut index = [u32::MAX; 256];
-    for (i, &ch) in alphabet.iter().enumerate() {
-        index[ch as usize] = i as u32;
-    }
-    let ids: Vec<u32> = text.iter().map(|&ch| index[ch as usize]).collect();
-    let split = ids.len() * 9 / 10;
-    let (train, val) = ids.split_at(split);
-    println!(
-        "data: Pride and Prejudice, {} characters, {vocab} distinct; train {} (first 90%), validation {} (last 10%)",
-        ids.len(),
-        train.len(),
-        val.len()
-    );
-    let prompt: Vec<u32> = args.prompt.bytes().map(|ch| index[ch as usize]).collect();
-    if prompt.is_empty() || prompt.contains(&u32::MAX) {
-        return Err(Error::Invalid(format!(
-            "--prompt {:?}: must be non-empty and use only characters of the novel",
-            args.prompt
-        )));
-    }
+    let corpus = text::Corpus::load()?;
+    let (train, val, vocab) = (corpus.train(), corpus.val(), corpus.vocab());
+    let prompt = corpus.encode_prompt(&args.prompt)?;
     if args.steps == 0 || args.hidden == 0 || args.seq == 0 || args.batch == 0 {
         return Err(Error::Invalid(
             "--steps, --hidden, --seq and --batch must be positive".into(),
@@ -330,7 +256,7 @@ fn main() -> Result<()> {
 
     let train_streams = Streams::new(train.len(), args.batch, args.seq)?;
     let val_streams = Streams::new(val.len(), args.batch, args.seq)?;
-    let (uni, bi) = baselines(train, vocab, val_streams.pairs(val));
+    let (uni, bi) = text::baselines(train, vocab, val_streams.pairs(val));
 
     wgnn::manual_seed(args.seed);
     let model = Model {
@@ -425,8 +351,12 @@ fn main() -> Result<()> {
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let sampled = generate(&model, &prompt, args.chars, args.temperature, &mut rng, &dev)?;
-    let sampled: String = sampled.iter().map(|&i| alphabet[i as usize] as char).collect();
-    println!("\nsample (temperature {}):\n{}{sampled}", args.temperature, args.prompt);
+    println!(
+        "\nsample (temperature {}):\n{}{}",
+        args.temperature,
+        args.prompt,
+        corpus.decode(&sampled)
+    );
     check::at_most("validation bpc", bpc, args.max_bpc, "--max-bpc");
     Ok(())
 }
