@@ -30,7 +30,6 @@ use clap::Parser;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
 use wgnn::nn::{self, Embedding, Linear, Lstm, LstmState, Module, RnnConfig};
 use wgnn::optim::lr::{CosineAnnealingLr, LrSchedule};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
@@ -50,11 +49,8 @@ const CLIP: f32 = 5.0;
 #[derive(Parser)]
 #[command(name = "lstm_text")]
 struct Args {
-    /// Fail when the validation bits per character are above it.
-    #[arg(long)]
-    max_bpc: Option<f64>,
     #[command(flatten)]
-    device: device::DeviceArg,
+    common: text::TextArgs,
     /// Training steps.
     #[arg(long, default_value_t = 1000)]
     steps: usize,
@@ -70,18 +66,6 @@ struct Args {
     /// Learning rate.
     #[arg(long, default_value_t = 1e-2)]
     lr: f32,
-    /// Seed of initialization, shuffling and dropout.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Text the sample starts from.
-    #[arg(long, default_value = "It is a truth")]
-    prompt: String,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Characters to sample (0: none).
-    #[arg(long, default_value_t = 300)]
-    chars: usize,
 }
 
 /// `batch` contiguous streams over `ids`, read `seq` characters at a time: the
@@ -243,11 +227,11 @@ fn generate(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let dev = args.device.open()?;
+    let dev = args.common.device.open()?;
     println!("device: {}", dev.info());
     let corpus = text::Corpus::load()?;
     let (train, val, vocab) = (corpus.train(), corpus.val(), corpus.vocab());
-    let prompt = corpus.encode_prompt(&args.prompt)?;
+    let prompt = corpus.encode_prompt(&args.common.prompt)?;
     if args.steps == 0 || args.hidden == 0 || args.seq == 0 || args.batch == 0 {
         return Err(Error::Invalid(
             "--steps, --hidden, --seq and --batch must be positive".into(),
@@ -258,7 +242,7 @@ fn main() -> Result<()> {
     let val_streams = Streams::new(val.len(), args.batch, args.seq)?;
     let (uni, bi) = text::baselines(train, vocab, val_streams.pairs(val));
 
-    wgnn::manual_seed(args.seed);
+    wgnn::manual_seed(args.common.seed);
     let model = Model {
         emb: Embedding::new(vocab, EMBED, &dev),
         lstm: Lstm::new(
@@ -329,14 +313,8 @@ fn main() -> Result<()> {
         schedule.step();
         opt.set_lr(schedule.lr());
         if (step + 1) % report_every == 0 || step + 1 == args.steps {
-            let n = (step % report_every + 1) as f64;
-            println!(
-                "step {:>5}  train {:.3} bpc  {:.0} ms/step  {:.0} s",
-                step + 1,
-                f64::from(recent.item()?) / n / std::f64::consts::LN_2,
-                started.elapsed().as_secs_f64() * 1e3 / (step + 1) as f64,
-                started.elapsed().as_secs_f64()
-            );
+            let n = step % report_every + 1;
+            text::print_progress(step + 1, recent.item()?, n, started.elapsed().as_secs_f64());
             recent = Tensor::zeros(&[1], &dev);
         }
     }
@@ -344,19 +322,10 @@ fn main() -> Result<()> {
 
     let bpc = evaluate(&model, val, &val_streams, &dev)?;
     let scored = val_streams.batch * val_streams.chunks * val_streams.seq;
-    println!("\nvalidation bits per character ({scored} characters of the last 10%):");
-    println!("  unigram, add-one smoothing   {uni:.3}");
-    println!("  bigram, add-one smoothing    {bi:.3}");
-    println!("  LSTM                         {bpc:.3}   ({train_secs:.0} s of training)");
+    let scored = format!("{scored} characters of the last 10%");
+    text::print_scores(&scored, (uni, bi), "LSTM", bpc, train_secs);
 
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let sampled = generate(&model, &prompt, args.chars, args.temperature, &mut rng, &dev)?;
-    println!(
-        "\nsample (temperature {}):\n{}{}",
-        args.temperature,
-        args.prompt,
-        corpus.decode(&sampled)
-    );
-    check::at_most("validation bpc", bpc, args.max_bpc, "--max-bpc");
-    Ok(())
+    args.common.sample_and_check(&corpus, bpc, |n, temperature, rng| {
+        generate(&model, &prompt, n, temperature, rng, &dev)
+    })
 }

@@ -21,7 +21,7 @@
 //! it irrelevant).
 //!
 //! ```text
-//! cargo run --release --example transformer_text -- [--device cpu|gpu] [--steps 600]
+//! cargo run --release --example transformer_text -- [--device cpu|gpu] [--steps 400]
 //!     [--layers 4] [--d-model 64] [--heads 4] [--seq 64] [--batch 32] [--lr 0.003]
 //!     [--seed 0] [--prompt "It is a truth"] [--temperature 0.8] [--chars 300] [--max-bpc B]
 //! ```
@@ -57,13 +57,10 @@ const EVAL_BATCH: usize = 32;
 #[derive(Parser)]
 #[command(name = "transformer_text")]
 struct Args {
-    /// Fail when the validation bits per character are above it.
-    #[arg(long)]
-    max_bpc: Option<f64>,
     #[command(flatten)]
-    device: device::DeviceArg,
+    common: text::TextArgs,
     /// Training steps.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 400)]
     steps: usize,
     /// Random windows per step.
     #[arg(long, default_value_t = 32)]
@@ -83,18 +80,6 @@ struct Args {
     /// Peak learning rate.
     #[arg(long, default_value_t = 3e-3)]
     lr: f32,
-    /// Seed of initialization, the windows and sampling.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Text the sample starts from.
-    #[arg(long, default_value = "It is a truth")]
-    prompt: String,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Characters to sample (0: none).
-    #[arg(long, default_value_t = 300)]
-    chars: usize,
 }
 
 /// Embedding + positions → causal pre-norm layers → LayerNorm → Linear, with
@@ -224,7 +209,9 @@ fn generate(
         let context = &all[all.len().saturating_sub(seq)..];
         let mut x = context.to_vec();
         x.resize(seq, 0);
-        let logits = model.forward(&Tensor::from_labels(&x, dev)?.reshape(&[1, seq])).to_vec()?;
+        let logits = model
+            .forward(&Tensor::from_labels(&x, dev)?.reshape(&[1, seq]))
+            .to_vec()?;
         let last = &logits[(context.len() - 1) * model.vocab..][..model.vocab];
         all.push(text::sample(last, temperature, rng));
     }
@@ -258,20 +245,17 @@ fn train_model(model: &Model, train: &[u32], args: &Args, dev: &Device, rng: &mu
         let loss = nn::loss::cross_entropy(&logits, &Tensor::from_labels(&y, dev)?);
         let total = &recent + &loss.reshape(&[1]);
         // One plan: forward, backward, clipping, the update and the running loss.
-        let grads = loss.backward()?.clip_norm(CLIP).with_outputs(std::slice::from_ref(&total));
+        let grads = loss
+            .backward()?
+            .clip_norm(CLIP)
+            .with_outputs(std::slice::from_ref(&total));
         opt.step(&grads)?;
         recent = total.detach();
         schedule.step();
         opt.set_lr(schedule.lr());
         if (step + 1) % report_every == 0 || step + 1 == args.steps {
-            let n = (step % report_every + 1) as f64;
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "step {:>5}  train {:.3} bpc  {:.0} ms/step  {secs:.0} s",
-                step + 1,
-                f64::from(recent.item()?) / n / std::f64::consts::LN_2,
-                secs * 1e3 / (step + 1) as f64,
-            );
+            let n = step % report_every + 1;
+            text::print_progress(step + 1, recent.item()?, n, started.elapsed().as_secs_f64());
             recent = Tensor::zeros(&[1], dev);
         }
     }
@@ -280,23 +264,26 @@ fn train_model(model: &Model, train: &[u32], args: &Args, dev: &Device, rng: &mu
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let dev = args.device.open()?;
+    let dev = args.common.device.open()?;
     println!("device: {}", dev.info());
     let corpus = text::Corpus::load()?;
     let (train, val, vocab) = (corpus.train(), corpus.val(), corpus.vocab());
-    let prompt = corpus.encode_prompt(&args.prompt)?;
+    let prompt = corpus.encode_prompt(&args.common.prompt)?;
     if [args.steps, args.batch, args.seq, args.layers, args.d_model, args.heads].contains(&0) {
         return Err(Error::Invalid(
             "--steps, --batch, --seq, --layers, --d-model and --heads must be positive".into(),
         ));
     }
     if val.len() <= args.seq + 1 {
-        return Err(Error::Invalid(format!("--seq {} is longer than the validation text", args.seq)));
+        return Err(Error::Invalid(format!(
+            "--seq {} is longer than the validation text",
+            args.seq
+        )));
     }
     let pairs = (1..val.len()).map(|i| (val[i - 1], val[i]));
     let (uni, bi) = text::baselines(train, vocab, pairs);
 
-    wgnn::manual_seed(args.seed);
+    wgnn::manual_seed(args.common.seed);
     let model = Model::new(&args, vocab, &dev)?;
     let n_params: usize = model.parameters().iter().map(Tensor::numel).sum();
     println!(
@@ -317,26 +304,17 @@ fn main() -> Result<()> {
         (args.steps * args.batch * args.seq) as f64 / train.len() as f64,
         args.lr
     );
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut rng = StdRng::seed_from_u64(args.common.seed);
     let train_secs = train_model(&model, train, &args, &dev, &mut rng)?;
 
     let (bpc, scored) = evaluate(&model, val, args.seq, &dev)?;
-    println!(
-        "\nvalidation bits per character ({scored} characters of the last 10%, each with ≥ {} of context):",
+    let scored = format!(
+        "{scored} characters of the last 10%, each with ≥ {} of context",
         args.seq / 2
     );
-    println!("  unigram, add-one smoothing   {uni:.3}");
-    println!("  bigram, add-one smoothing    {bi:.3}");
-    println!("  transformer                  {bpc:.3}   ({train_secs:.0} s of training)");
+    text::print_scores(&scored, (uni, bi), "transformer", bpc, train_secs);
 
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let sampled = generate(&model, &prompt, args.chars, args.seq, args.temperature, &mut rng, &dev)?;
-    println!(
-        "\nsample (temperature {}):\n{}{}",
-        args.temperature,
-        args.prompt,
-        corpus.decode(&sampled)
-    );
-    check::at_most("validation bpc", bpc, args.max_bpc, "--max-bpc");
-    Ok(())
+    args.common.sample_and_check(&corpus, bpc, |n, temperature, rng| {
+        generate(&model, &prompt, n, args.seq, temperature, rng, &dev)
+    })
 }

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use wgnn::{Error, Result};
 
 /// The novel as character ids: the first 90% is the training set, the last 10% the
@@ -133,4 +133,69 @@ pub fn sample(logits: &[f32], temperature: f32, rng: &mut StdRng) -> u32 {
         }
     }
     (weights.len() - 1) as u32
+}
+
+/// The flags both text examples take (flattened into an example's `Args`):
+/// `--max-bpc`, `--device`, `--seed` and the sampling flags `--prompt`,
+/// `--temperature`, `--chars`.
+#[derive(clap::Args)]
+pub struct TextArgs {
+    /// Fail when the validation bits per character are above it.
+    #[arg(long)]
+    pub max_bpc: Option<f64>,
+    #[command(flatten)]
+    pub device: super::device::DeviceArg,
+    /// Seed of initialization, the training batches, dropout and sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Text the sample starts from.
+    #[arg(long, default_value = "It is a truth")]
+    pub prompt: String,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Characters to sample (0: none).
+    #[arg(long, default_value_t = 300)]
+    pub chars: usize,
+}
+
+impl TextArgs {
+    /// Continues the prompt: `generate(chars, temperature, rng)` with an rng seeded
+    /// by `--seed`; prints the sample, then checks `bpc` against `--max-bpc`.
+    pub fn sample_and_check(
+        &self,
+        corpus: &Corpus,
+        bpc: f64,
+        generate: impl FnOnce(usize, f32, &mut StdRng) -> Result<Vec<u32>>,
+    ) -> Result<()> {
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let sampled = generate(self.chars, self.temperature, &mut rng)?;
+        println!(
+            "\nsample (temperature {}):\n{}{}",
+            self.temperature,
+            self.prompt,
+            corpus.decode(&sampled)
+        );
+        super::check::at_most("validation bpc", bpc, self.max_bpc, "--max-bpc");
+        Ok(())
+    }
+}
+
+/// Prints the training loss of a report: `sum` nats over the last `n` steps, after
+/// `step` steps and `secs` seconds.
+pub fn print_progress(step: usize, sum: f32, n: usize, secs: f64) {
+    println!(
+        "step {step:>5}  train {:.3} bpc  {:.0} ms/step  {secs:.0} s",
+        f64::from(sum) / n as f64 / std::f64::consts::LN_2,
+        secs * 1e3 / step as f64,
+    );
+}
+
+/// Prints the validation table: the baselines `(unigram, bigram)` and the model's
+/// bits per character, after `secs` seconds of training.
+pub fn print_scores(scored: &str, (uni, bi): (f64, f64), model: &str, bpc: f64, secs: f64) {
+    println!("\nvalidation bits per character ({scored}):");
+    println!("  unigram, add-one smoothing   {uni:.3}");
+    println!("  bigram, add-one smoothing    {bi:.3}");
+    println!("  {model:<29}{bpc:.3}   ({secs:.0} s of training)");
 }
