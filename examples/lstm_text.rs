@@ -27,12 +27,9 @@
 //! use a short run, e.g. `--steps 20`.
 
 use clap::Parser;
-use std::io::Read;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use wgnn::nn::{self, Embedding, Linear, Lstm, LstmState, Module, RnnConfig};
 use wgnn::optim::lr::{CosineAnnealingLr, LrSchedule};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
@@ -42,6 +39,8 @@ use wgnn::{Device, Error, Result, Tensor};
 mod check;
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/text.rs"]
+mod text;
 
 const EMBED: usize = 32;
 const CLIP: f32 = 5.0;
@@ -50,11 +49,8 @@ const CLIP: f32 = 5.0;
 #[derive(Parser)]
 #[command(name = "lstm_text")]
 struct Args {
-    /// Fail when the validation bits per character are above it.
-    #[arg(long)]
-    max_bpc: Option<f64>,
     #[command(flatten)]
-    device: device::DeviceArg,
+    common: text::TextArgs,
     /// Training steps.
     #[arg(long, default_value_t = 1000)]
     steps: usize,
@@ -70,31 +66,6 @@ struct Args {
     /// Learning rate.
     #[arg(long, default_value_t = 1e-2)]
     lr: f32,
-    /// Seed of initialization, shuffling and dropout.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Text the sample starts from.
-    #[arg(long, default_value = "It is a truth")]
-    prompt: String,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Characters to sample (0: none).
-    #[arg(long, default_value_t = 300)]
-    chars: usize,
-}
-
-/// The novel as bytes (it is pure ASCII).
-fn load_text() -> Result<Vec<u8>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/pride_and_prejudice.txt.gz");
-    let io = |source| Error::Io {
-        path: path.clone(),
-        source,
-    };
-    let file = std::fs::File::open(&path).map_err(io)?;
-    let mut text = Vec::new();
-    flate2::read::GzDecoder::new(file).read_to_end(&mut text).map_err(io)?;
-    Ok(text)
 }
 
 /// `batch` contiguous streams over `ids`, read `seq` characters at a time: the
@@ -141,30 +112,6 @@ impl Streams {
             (start + 1..=start + self.chunks * self.seq).map(move |i| (ids[i - 1], ids[i]))
         })
     }
-}
-
-/// Bits per character of the add-one unigram and bigram models of `train`, on the
-/// `(previous, target)` pairs of the validation set.
-fn baselines(train: &[u32], vocab: usize, pairs: impl Iterator<Item = (u32, u32)>) -> (f64, f64) {
-    let mut uni = vec![0f64; vocab];
-    let mut bi = vec![0f64; vocab * vocab];
-    let mut from = vec![0f64; vocab];
-    for &c in train {
-        uni[c as usize] += 1.0;
-    }
-    for w in train.windows(2) {
-        bi[w[0] as usize * vocab + w[1] as usize] += 1.0;
-        from[w[0] as usize] += 1.0;
-    }
-    let (n, v) = (train.len() as f64, vocab as f64);
-    let (mut bits_uni, mut bits_bi, mut count) = (0.0, 0.0, 0usize);
-    for (a, b) in pairs {
-        let (a, b) = (a as usize, b as usize);
-        bits_uni -= ((uni[b] + 1.0) / (n + v)).log2();
-        bits_bi -= ((bi[a * vocab + b] + 1.0) / (from[a] + v)).log2();
-        count += 1;
-    }
-    (bits_uni / count as f64, bits_bi / count as f64)
 }
 
 /// Embedding → LSTM → Linear; `#[derive(Module)]` gives it PyTorch's dotted
@@ -270,7 +217,7 @@ fn generate(
     let mut last = logits[(prompt.len() - 1) * model.vocab..].to_vec();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let next = sample(&last, temperature, rng);
+        let next = text::sample(&last, temperature, rng);
         out.push(next);
         let (logits, h2, c2) = run_chunk(model, &[next], None, (1, 1), (&h, &c), dev)?;
         (last, h, c) = (logits, h2, c2);
@@ -278,50 +225,13 @@ fn generate(
     Ok(out)
 }
 
-/// Draws an index from `softmax(logits / temperature)`.
-fn sample(logits: &[f32], temperature: f32, rng: &mut StdRng) -> u32 {
-    let t = temperature.max(1e-3);
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = logits.iter().map(|&l| f64::from((l - max) / t).exp()).collect();
-    let mut r = rng.random::<f64>() * weights.iter().sum::<f64>();
-    for (i, w) in weights.iter().enumerate() {
-        r -= w;
-        if r <= 0.0 {
-            return i as u32;
-        }
-    }
-    (weights.len() - 1) as u32
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
-    let dev = args.device.open()?;
+    let dev = args.common.device.open()?;
     println!("device: {}", dev.info());
-    let text = load_text()?;
-    let mut alphabet: Vec<u8> = text.clone();
-    alphabet.sort_unstable();
-    alphabet.dedup();
-    let vocab = alphabet.len();
-    let mut index = [u32::MAX; 256];
-    for (i, &ch) in alphabet.iter().enumerate() {
-        index[ch as usize] = i as u32;
-    }
-    let ids: Vec<u32> = text.iter().map(|&ch| index[ch as usize]).collect();
-    let split = ids.len() * 9 / 10;
-    let (train, val) = ids.split_at(split);
-    println!(
-        "data: Pride and Prejudice, {} characters, {vocab} distinct; train {} (first 90%), validation {} (last 10%)",
-        ids.len(),
-        train.len(),
-        val.len()
-    );
-    let prompt: Vec<u32> = args.prompt.bytes().map(|ch| index[ch as usize]).collect();
-    if prompt.is_empty() || prompt.contains(&u32::MAX) {
-        return Err(Error::Invalid(format!(
-            "--prompt {:?}: must be non-empty and use only characters of the novel",
-            args.prompt
-        )));
-    }
+    let corpus = text::Corpus::load()?;
+    let (train, val, vocab) = (corpus.train(), corpus.val(), corpus.vocab());
+    let prompt = corpus.encode_prompt(&args.common.prompt)?;
     if args.steps == 0 || args.hidden == 0 || args.seq == 0 || args.batch == 0 {
         return Err(Error::Invalid(
             "--steps, --hidden, --seq and --batch must be positive".into(),
@@ -330,9 +240,9 @@ fn main() -> Result<()> {
 
     let train_streams = Streams::new(train.len(), args.batch, args.seq)?;
     let val_streams = Streams::new(val.len(), args.batch, args.seq)?;
-    let (uni, bi) = baselines(train, vocab, val_streams.pairs(val));
+    let (uni, bi) = text::baselines(train, vocab, val_streams.pairs(val));
 
-    wgnn::manual_seed(args.seed);
+    wgnn::manual_seed(args.common.seed);
     let model = Model {
         emb: Embedding::new(vocab, EMBED, &dev),
         lstm: Lstm::new(
@@ -403,14 +313,8 @@ fn main() -> Result<()> {
         schedule.step();
         opt.set_lr(schedule.lr());
         if (step + 1) % report_every == 0 || step + 1 == args.steps {
-            let n = (step % report_every + 1) as f64;
-            println!(
-                "step {:>5}  train {:.3} bpc  {:.0} ms/step  {:.0} s",
-                step + 1,
-                f64::from(recent.item()?) / n / std::f64::consts::LN_2,
-                started.elapsed().as_secs_f64() * 1e3 / (step + 1) as f64,
-                started.elapsed().as_secs_f64()
-            );
+            let n = step % report_every + 1;
+            text::print_progress(step + 1, recent.item()?, n, started.elapsed().as_secs_f64());
             recent = Tensor::zeros(&[1], &dev);
         }
     }
@@ -418,15 +322,10 @@ fn main() -> Result<()> {
 
     let bpc = evaluate(&model, val, &val_streams, &dev)?;
     let scored = val_streams.batch * val_streams.chunks * val_streams.seq;
-    println!("\nvalidation bits per character ({scored} characters of the last 10%):");
-    println!("  unigram, add-one smoothing   {uni:.3}");
-    println!("  bigram, add-one smoothing    {bi:.3}");
-    println!("  LSTM                         {bpc:.3}   ({train_secs:.0} s of training)");
+    let scored = format!("{scored} characters of the last 10%");
+    text::print_scores(&scored, (uni, bi), "LSTM", bpc, train_secs);
 
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let sampled = generate(&model, &prompt, args.chars, args.temperature, &mut rng, &dev)?;
-    let sampled: String = sampled.iter().map(|&i| alphabet[i as usize] as char).collect();
-    println!("\nsample (temperature {}):\n{}{sampled}", args.temperature, args.prompt);
-    check::at_most("validation bpc", bpc, args.max_bpc, "--max-bpc");
-    Ok(())
+    args.common.sample_and_check(&corpus, bpc, |n, temperature, rng| {
+        generate(&model, &prompt, n, temperature, rng, &dev)
+    })
 }
