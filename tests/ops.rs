@@ -963,3 +963,8 @@ fn shadow_mode_names_the_node_whose_gpu_kernel_is_broken() {
         "the patch did not break the kernel: {wrong} vs {right}"
     );
 }
+
+#[test]
+fn attention_matches_between_cpu_and_gpu_forward_and_backward() {
+    assert_parity(&attention_cases(), ATTENTION_TOL);
+}

@@ -124,6 +124,21 @@ async fn pooling_matches_the_cpu() {
 }
 
 #[wasm_bindgen_test]
+async fn convolutions_match_the_cpu() {
+    assert_parity(&conv_cases(), CONV_TOL).await;
+}
+
+#[wasm_bindgen_test]
+async fn normalizations_match_the_cpu() {
+    assert_parity(&norm_cases(), NORM_TOL).await;
+}
+
+#[wasm_bindgen_test]
+async fn attention_matches_the_cpu() {
+    assert_parity(&attention_cases(), ATTENTION_TOL).await;
+}
+
+#[wasm_bindgen_test]
 async fn cross_entropy_matches_the_cpu() {
     let gpu = gpu().await;
     for (rows, classes) in [(1, 1), (7, 3), (33, 10), (129, 7), (1000, 10)] {

@@ -3,7 +3,7 @@
 //! small graph over random inputs of odd sizes.
 
 use wgnn::nn::loss;
-use wgnn::{Device, Tensor};
+use wgnn::{ConvArgs, Device, Tensor};
 
 /// Largest relative difference (see `max_rel_diff`) allowed between the GPU and the
 /// CPU: elementwise, reduction and shape ops (one rounding per op; `exp`/`log`
@@ -486,4 +486,184 @@ pub fn pool_cases() -> Vec<Case> {
 fn gradient_of(x: &Tensor, f: fn(&Tensor) -> Tensor) -> Tensor {
     let x = x.clone().requires_grad().unwrap();
     f(&x).backward().unwrap().get(&x).unwrap().clone()
+}
+
+/// Sums of up to a few hundred products in another order (as matmuls).
+pub const CONV_TOL: f32 = 1e-3;
+
+pub fn args(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvArgs {
+    ConvArgs {
+        stride,
+        padding,
+        dilation,
+        groups,
+        output_padding: 0,
+    }
+}
+
+/// Inputs x, weight and (when there are three) bias of odd sizes.
+pub fn conv_cases() -> Vec<Case> {
+    let n = Draw::Normal;
+    vec![
+        case(
+            "conv2d 3x3 pad 1",
+            vec![vec![2, 3, 7, 7], vec![4, 3, 3, 3], vec![4]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+        ),
+        case("conv2d 1x1", vec![vec![2, 3, 9, 9], vec![5, 3, 1, 1]], n, |x| {
+            x[0].conv2d(&x[1], None, ConvArgs::default())
+        }),
+        case(
+            "conv2d 5x5 stride 2 pad 1",
+            vec![vec![2, 3, 9, 9], vec![4, 3, 5, 5], vec![4]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 1)),
+        ),
+        case("conv2d dilation 2", vec![vec![2, 3, 9, 7], vec![4, 3, 3, 3]], n, |x| {
+            x[0].conv2d(&x[1], None, args(1, 2, 2, 1))
+        }),
+        case(
+            "conv2d groups 3",
+            vec![vec![2, 6, 7, 9], vec![9, 2, 3, 3], vec![9]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(2, 1, 1, 3)),
+        ),
+        case(
+            "conv2d depthwise",
+            vec![vec![2, 3, 9, 9], vec![3, 1, 3, 3], vec![3]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 3)),
+        ),
+        case("conv2d 3x2 kernel", vec![vec![1, 2, 7, 9], vec![3, 2, 3, 2]], n, |x| {
+            x[0].conv2d(&x[1], None, args(2, 1, 1, 1))
+        }),
+        case(
+            "conv2d ragged tiles",
+            vec![vec![2, 16, 17, 17], vec![33, 16, 3, 3], vec![33]],
+            n,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+        ),
+        case(
+            "conv1d stride 2 pad 1",
+            vec![vec![2, 3, 11], vec![4, 3, 3], vec![4]],
+            n,
+            |x| x[0].conv1d(&x[1], Some(&x[2]), args(2, 1, 1, 1)),
+        ),
+        case("conv1d dilation groups", vec![vec![2, 4, 13], vec![6, 2, 5]], n, |x| {
+            x[0].conv1d(&x[1], None, args(1, 2, 2, 2))
+        }),
+        case(
+            "conv_transpose2d stride 2",
+            vec![vec![2, 4, 5, 5], vec![4, 3, 3, 3], vec![3]],
+            n,
+            |x| {
+                let a = ConvArgs {
+                    output_padding: 1,
+                    ..args(2, 1, 1, 1)
+                };
+                x[0].conv_transpose2d(&x[1], Some(&x[2]), a)
+            },
+        ),
+        case(
+            "conv_transpose2d groups dilation",
+            vec![vec![2, 4, 4, 3], vec![4, 3, 3, 3]],
+            n,
+            |x| x[0].conv_transpose2d(&x[1], None, args(1, 0, 2, 2)),
+        ),
+    ]
+}
+
+/// Sums of up to a few thousand values in the same order on both backends; the GPU
+/// may contract `a · b + c` into one rounding.
+pub const NORM_TOL: f32 = 1e-4;
+
+/// Fused normalizations with their affine parameters as inputs (the readout weighs
+/// each output differently, so the gradients are not zero).
+pub fn norm_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for n in [1, 7, 33, 300] {
+        cases.extend([
+            case("layer_norm", vec![vec![3, 2, n], vec![n], vec![n]], Draw::Normal, |x| {
+                x[0].layer_norm(&[x[1].numel()], Some(&x[1]), Some(&x[2]), 1e-5)
+            }),
+            case("group_norm", vec![vec![2, 6, n], vec![6], vec![6]], Draw::Normal, |x| {
+                x[0].group_norm(3, Some(&x[1]), Some(&x[2]), 1e-5)
+            }),
+            case("batch_norm", vec![vec![3, 5, n], vec![5], vec![5]], Draw::Normal, |x| {
+                x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-5)
+            }),
+            case(
+                "batch_norm_eval",
+                vec![vec![3, 5, n], vec![5], vec![5]],
+                Draw::Normal,
+                |x| {
+                    // Fixed statistics (not inputs: no gradient flows to them).
+                    let dev = x[0].device();
+                    let mean = Tensor::from_vec(vec![0.5, -1.0, 0.0, 2.0, 0.25], &[5], dev).unwrap();
+                    let var = Tensor::from_vec(vec![1.5, 0.5, 2.0, 1.0, 0.75], &[5], dev).unwrap();
+                    x[0].batch_norm_eval(&mean, &var, Some(&x[1]), Some(&x[2]), 1e-5)
+                },
+            ),
+        ]);
+    }
+    cases.extend([
+        // Two normalized axes, no affine parameters; one channel per group (instance norm).
+        case("layer_norm_2d", vec![vec![4, 5, 7]], Draw::Normal, |x| {
+            x[0].layer_norm(&[5, 7], None, None, 1e-5)
+        }),
+        case(
+            "group_norm_instance",
+            vec![vec![2, 4, 3, 5], vec![4], vec![4]],
+            Draw::Normal,
+            |x| x[0].group_norm(4, Some(&x[1]), Some(&x[2]), 1e-5),
+        ),
+        case(
+            "batch_norm_rows",
+            vec![vec![9, 4], vec![4], vec![4]],
+            Draw::Normal,
+            |x| x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-5).tanh(),
+        ),
+        case(
+            "batch_norm_2d",
+            vec![vec![2, 3, 5, 7], vec![3], vec![3]],
+            Draw::Normal,
+            |x| x[0].batch_norm(Some(&x[1]), Some(&x[2]), 1e-3),
+        ),
+    ]);
+    cases
+}
+
+/// Attention composed of batched products, a masked row softmax and a second product.
+pub const ATTENTION_TOL: f32 = 1e-4;
+
+/// Scaled dot-product attention (`q`, `k`, `v` of odd sizes), plain, causal and with
+/// a float mask, and multi-head self-attention's shape dance (split, attend, merge).
+pub fn attention_cases() -> Vec<Case> {
+    let n = Draw::Normal;
+    vec![
+        case(
+            "sdpa",
+            vec![vec![2, 3, 5, 4], vec![2, 3, 7, 4], vec![2, 3, 7, 3]],
+            n,
+            |x| wgnn::nn::scaled_dot_product_attention(&x[0], &x[1], &x[2], None, false, 0.0),
+        ),
+        case(
+            "sdpa causal",
+            vec![vec![2, 6, 4], vec![2, 6, 4], vec![2, 6, 5]],
+            n,
+            |x| wgnn::nn::scaled_dot_product_attention(&x[0], &x[1], &x[2], None, true, 0.0),
+        ),
+        case(
+            "sdpa float mask",
+            vec![vec![3, 4, 6], vec![3, 5, 6], vec![3, 5, 2], vec![4, 5]],
+            n,
+            |x| wgnn::nn::scaled_dot_product_attention(&x[0], &x[1], &x[2], Some(&x[3]), false, 0.0),
+        ),
+        case("heads split and merged", vec![vec![2, 5, 6], vec![6, 6]], n, |x| {
+            let q = x[0].matmul(&x[1]).reshape(&[2, 5, 3, 2]).transpose(1, 2);
+            let a = wgnn::nn::scaled_dot_product_attention(&q, &q, &q, None, true, 0.0);
+            a.transpose(1, 2).reshape(&[2, 5, 6])
+        }),
+    ]
 }
