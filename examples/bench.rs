@@ -4,7 +4,9 @@
 //!
 //! `cargo run --release --example bench [-- --quick] [--torch] [--only OP] [--json PATH]`
 //! (`--torch` also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`,
-//! in the same run; `--only matmul|train_step|lstm_step` runs one op's rows; `--json`
+//! in the same run; `--only matmul|train_step|lstm_step|attention|conv2d` runs one op's rows
+//! (`benches/common/layers.rs`; with `--torch`, `benches/layers_torch.py` times the same
+//! layer steps in PyTorch); `--json`
 //! also writes the table, the devices and PyTorch's LSTM times to PATH)
 //!
 //! `bench --gpu-suite [--quick] [--out DIR]` instead runs the GPU-only suite of
@@ -55,6 +57,8 @@
 
 #[path = "../benches/common/gpu_suite.rs"]
 mod gpu_suite;
+#[path = "../benches/common/layers.rs"]
+mod layers;
 #[path = "../benches/common/lstm_step.rs"]
 mod lstm_step;
 #[path = "../benches/common/mnist_step.rs"]
@@ -156,6 +160,30 @@ fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing>
 fn time_lstm_step(hidden: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     let mut lstm = lstm_step::LstmStep::new(hidden, dev)?;
     measure(budget, || lstm.step_and_wait().map(|_| ()))
+}
+
+fn time_layer(case: layers::Case, dev: &Device, budget: Budget) -> Result<Timing> {
+    let mut step = layers::LayerStep::new(case, dev)?;
+    measure(budget, || step.step_and_wait())
+}
+
+/// PyTorch's CPU time for the same layer step (`benches/layers_torch.py`), or why it
+/// could not run.
+fn torch_layer_ms(case: &layers::Case) -> std::result::Result<f64, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/layers_torch.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(case.torch_args())
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms = text
+        .lines()
+        .find_map(|l| l.split("\"ms\": ").nth(1)?.split(',').next()?.trim().parse().ok());
+    ms.ok_or_else(|| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        err.lines().last().unwrap_or("no time printed").to_string()
+    })
 }
 
 /// PyTorch's CPU time for the same LSTM steps (`benches/lstm_torch.py`), by hidden
@@ -358,7 +386,7 @@ struct Args {
     #[arg(long)]
     torch: bool,
     /// Only the rows of one op.
-    #[arg(long, value_name = "OP", value_parser = ["matmul", "train_step", "lstm_step"])]
+    #[arg(long, value_name = "OP", value_parser = ["matmul", "train_step", "lstm_step", "attention", "conv2d"])]
     only: Option<String>,
     /// Also write the table, the devices and PyTorch's LSTM times as JSON to PATH.
     #[arg(long, value_name = "PATH")]
@@ -439,6 +467,7 @@ fn main() -> Result<()> {
     println!();
 
     let mut rows = Vec::new();
+    let mut torch_layers = Vec::new();
     let gpu_time = |what: &str, f: &dyn Fn(&Device) -> Result<Timing>| -> Result<Option<Timing>> {
         match &gpu {
             Some(g) => {
@@ -484,11 +513,49 @@ fn main() -> Result<()> {
             gpu: g,
         });
     }
+    for case in layers::ATTENTION
+        .into_iter()
+        .filter(|_| wanted("attention"))
+        .chain(layers::CONV2D.into_iter().filter(|_| wanted("conv2d")))
+    {
+        let name = case.name();
+        eprintln!("  {name} on cpu ...");
+        let c = time_layer(case, &cpu, budget)?;
+        let g = gpu_time(&name, &|d| time_layer(case, d, budget))?;
+        let op = if matches!(case, layers::Case::Conv2d { .. }) {
+            "conv2d"
+        } else {
+            "attention"
+        };
+        rows.push(Row {
+            op,
+            size: name,
+            flops: case.flops(),
+            cpu: c,
+            gpu: g,
+        });
+        if args.torch {
+            match torch_layer_ms(&case) {
+                Ok(ms) => torch_layers.push((case, ms)),
+                Err(e) => println!("  PyTorch comparison for {} skipped: {e}", case.name()),
+            }
+        }
+    }
     print_table(&rows);
+    for (case, ms) in &torch_layers {
+        if let Some(r) = rows.iter().find(|r| r.size == case.name()) {
+            println!(
+                "  {}: PyTorch CPU {ms:.3} ms, wgnn CPU {:.3} ms (wgnn/PyTorch {:.2})",
+                case.name(),
+                r.cpu.ms(),
+                r.cpu.ms() / ms
+            );
+        }
+    }
     println!("(train_step = mnist-mlp 784-128-10, relu, cross-entropy, Adam; GFLOP/s counts matmul flops only)");
     println!("(lstm_step = LSTM 64 -> h, batch 32, 50 steps, Linear head on the last output, MSE, Adam)");
     let mut torch_rows = Vec::new();
-    if args.torch {
+    if args.torch && wanted("lstm_step") {
         match torch_lstm_ms() {
             Ok(torch) => {
                 torch_rows = torch.clone();

@@ -25,7 +25,9 @@ pub enum FastPath {
     /// A recurrent cell's CPU pass (LSTM, GRU, forward and backward) over two
     /// threads, half of the batch rows each: from 4,096 batch × hidden units.
     CellSplit,
-    /// A CPU product in at least two parts on two threads: from 4 MFLOP (2·m·n·k).
+    /// A CPU product in at least two parts on two threads: from 4 MFLOP (2·m·n·k);
+    /// a batch of products (attention's, `torch.matmul`'s) is dealt out whole, half of
+    /// its products to each thread, from 4 MFLOP in all.
     GemmSplit,
     /// A two-part CPU product split by columns instead of rows: when it is wider than
     /// tall (m < n) and n ≥ 32. Forced on, every split product with n ≥ 32 is.

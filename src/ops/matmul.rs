@@ -9,7 +9,7 @@
 
 use super::elementwise::UnaryOp;
 use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
-use crate::backend::cpu::sgemm::sgemm;
+use crate::backend::cpu::sgemm::{sgemm, sgemm_batch};
 use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
 use crate::Tensor;
@@ -179,10 +179,8 @@ impl Kernel for MatMulKernel {
                 1
             }
             Some(batch) => {
-                for z in 0..batch.count() {
-                    let (oa, ob) = batch.offsets(z);
-                    sgemm(m, k, n, ta, tb, &x[0][oa..], &x[1][ob..], &mut out[0][z * m * n..]);
-                }
+                let offsets: Vec<_> = (0..batch.count()).map(|z| batch.offsets(z)).collect();
+                sgemm_batch(m, k, n, ta, tb, x[0], x[1], &offsets, out[0]);
                 batch.count()
             }
         };

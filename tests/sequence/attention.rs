@@ -116,3 +116,41 @@ fn attention_passes_a_finite_difference_check(dev: &Device) {
         );
     }
 }
+
+/// The CPU's batched products (attention's `[B, heads, T, T]` scores and the products
+/// of their gradients) dealt out whole to two threads, or to four, give the same bits
+/// as one thread, above the 4 MFLOP threshold (taken automatically) and below it.
+#[test]
+fn attention_with_its_batched_products_split_over_threads_gives_the_same_bits() {
+    use wgnn::fast_path::{self, FastPath};
+    let dev = Device::cpu_private();
+    // [b, heads, t, d]: 16 products of 2·128·128·32 flops (16.8 MFLOP), and 2 tiny ones.
+    for (shape, above) in [([2usize, 8, 128, 32], true), ([1, 2, 8, 4], false)] {
+        let run = || {
+            let leaf = |seed| Tensor::randn(&shape, seed, &dev).unwrap().requires_grad().unwrap();
+            let (q, k, v) = (leaf(1), leaf(2), leaf(3));
+            let y = nn::scaled_dot_product_attention(&q, &k, &v, None, true, 0.0);
+            let grads = y.square().sum().backward().unwrap();
+            let mut bits: Vec<u32> = y.to_vec().unwrap().iter().map(|x| x.to_bits()).collect();
+            for t in [&q, &k, &v] {
+                bits.extend(grads.get(t).unwrap().to_vec().unwrap().iter().map(|x| x.to_bits()));
+            }
+            bits
+        };
+        let before = fast_path::taken(FastPath::GemmSplit);
+        let auto = run();
+        assert_eq!(
+            fast_path::taken(FastPath::GemmSplit) > before,
+            above,
+            "{shape:?}: the automatic split"
+        );
+        for (split, threads) in [(false, false), (true, false), (true, true)] {
+            let _split = fast_path::force(FastPath::GemmSplit, split);
+            let _threads = fast_path::force(FastPath::GemmThreads, threads);
+            assert!(
+                run() == auto,
+                "{shape:?}: split {split}, threads {threads} changes the bits"
+            );
+        }
+    }
+}

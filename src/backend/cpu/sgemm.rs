@@ -61,6 +61,74 @@ pub(crate) fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32],
     sgemm_parts(parts, m, k, n, (a, rsa, csa), (b, rsb, csb), out)
 }
 
+/// A batch of products `out[z] = op(A[z])·op(B[z])`, each `[m, n]` and stored one
+/// after the other in `out`; `offsets[z]` are the words of A and B before product z's
+/// operands. From the same size as one product's split ([`FastPath::GemmSplit`], 4
+/// MFLOP in all), the products are dealt out whole to two threads (more with
+/// [`FastPath::GemmThreads`]), each computed by one sgemm call: the same bits as
+/// one after the other, and one hand-over per batch instead of one per product.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_batch(
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    a: &[f32],
+    b: &[f32],
+    offsets: &[(usize, usize)],
+    out: &mut [f32],
+) {
+    let count = offsets.len();
+    if count <= 1 || m == 0 || n == 0 || k == 0 {
+        for (z, &(oa, ob)) in offsets.iter().enumerate() {
+            sgemm(m, k, n, ta, tb, &a[oa..], &b[ob..], &mut out[z * m * n..]);
+        }
+        return;
+    }
+    let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+    let run = |offsets: &[(usize, usize)], out: &mut [f32]| {
+        for (&(oa, ob), out) in offsets.iter().zip(out.chunks_mut(m * n)) {
+            gemm_block(m, k, n, (&a[oa..], rsa, csa), (&b[ob..], rsb, csb), out);
+        }
+    };
+    let flops = 2 * m * n * k * count;
+    let auto = if flops >= FLOPS_PER_THREAD * 2 {
+        cpu_threads().min(flops / FLOPS_PER_THREAD)
+    } else if flops >= FLOPS_FOR_TWO {
+        cpu_threads().min(2)
+    } else {
+        1
+    };
+    let parts = if !fast_path::choose(FastPath::GemmSplit, auto > 1) {
+        1
+    } else if fast_path::choose(FastPath::GemmThreads, auto > 2) {
+        auto.max(4)
+    } else {
+        2
+    }
+    .min(count);
+    let out = &mut out[..count * m * n];
+    if parts == 1 {
+        return run(offsets, out);
+    }
+    let per = count.div_ceil(parts);
+    if parts == 2 {
+        let (first, second) = out.split_at_mut(per * m * n);
+        let (o1, o2) = offsets.split_at(per);
+        return super::helper_thread::join(|| run(o2, second), || run(o1, first));
+    }
+    std::thread::scope(|scope| {
+        let mut blocks = out.chunks_mut(per * m * n).zip(offsets.chunks(per));
+        let (first, o1) = blocks.next().expect("count > 1");
+        for (block, o) in blocks {
+            scope.spawn(move || run(o, block));
+        }
+        run(o1, first);
+    });
+}
+
 /// [`sgemm`] split into at most `parts` row blocks of whole 8-row panels.
 fn sgemm_parts(
     parts: usize,
