@@ -56,9 +56,15 @@ pub enum FastPath {
     /// wherever their rows are a multiple of 4 long. Forced off: one word at a time
     /// (same bits). Decided when a plan is compiled, as [`FastPath::SplitK`].
     Vec4,
+    /// Scaled-dot-product attention as one fused op (`ops/attention.rs`: an online
+    /// softmax, the weights recomputed in the backward) instead of products, a
+    /// softmax and a mask composed: wherever it applies — no dropout, q, k and v with
+    /// the same leading axes, heads of at most 128, a mask that is not trained.
+    /// Forced off: the composed ops (other sums, other rounding).
+    FusedAttention,
 }
 
-const PATHS: usize = 9;
+const PATHS: usize = 10;
 
 impl FastPath {
     /// Every fast path.
@@ -72,6 +78,7 @@ impl FastPath {
         FastPath::Fusion,
         FastPath::SplitK,
         FastPath::Vec4,
+        FastPath::FusedAttention,
     ];
 
     fn index(self) -> usize {

@@ -3,9 +3,11 @@
 //! `in_proj_bias`, `out_proj.weight`, `out_proj.bias`), and positional encodings
 //! ([`SinusoidalPositionalEncoding`], [`LearnedPositionalEmbedding`]).
 //!
-//! Attention is composed from the batched matmul (one launch per product on the GPU),
-//! the row softmax and dropout, so it runs, differentiates and matches the CPU
-//! reference wherever those do; a fused kernel is a later optimization.
+//! Attention runs as one fused op (`ops/attention.rs`: an online softmax, no
+//! `[Tq, Tk]` weights kept for the backward, which recomputes them) wherever that
+//! applies — no dropout, q, k and v with the same leading axes, heads of at most 128,
+//! a mask that is not trained ([`FastPath::FusedAttention`](crate::fast_path::FastPath)) —
+//! and otherwise is composed from the batched matmul, the row softmax and dropout.
 
 use super::{Dropout, Linear, Module};
 use crate::{Device, Error, Result, Tensor};
@@ -34,6 +36,9 @@ pub fn scaled_dot_product_attention(
         .last()
         .expect("scaled_dot_product_attention: q must have rank ≥ 2");
     let scale = 1.0 / (d as f32).sqrt();
+    if let Some(y) = fused(q, k, v, mask, causal, dropout, scale) {
+        return y;
+    }
     let mut scores = q.matmul_t(k, false, true).mul_scalar(scale);
     let (tq, tk) = (q.shape()[q.shape().len() - 2], k.shape()[k.shape().len() - 2]);
     if let Some(mask) = mask {
@@ -50,6 +55,51 @@ pub fn scaled_dot_product_attention(
     weights.matmul(v)
 }
 
+/// The fused op's output, where it applies (module doc) and is not forced off.
+#[track_caller]
+fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, dropout: f32, scale: f32) -> Option<Tensor> {
+    use crate::fast_path::{self, FastPath};
+    use crate::ops::attention::{Attention, Shape, MAX_HEAD_DIM};
+    let ([ql @ .., tq, d], [kl @ .., tk, dk], [vl @ .., tv, dv]) = (q.shape(), k.shape(), v.shape()) else {
+        return None;
+    };
+    let applies = dropout == 0.0
+        && ql == kl
+        && kl == vl
+        && d == dk
+        && tk == tv
+        && *d <= MAX_HEAD_DIM
+        && *dv <= MAX_HEAD_DIM
+        && mask.is_none_or(|m| !m.is_trainable());
+    if !fast_path::choose(FastPath::FusedAttention, applies) {
+        return None;
+    }
+    let z = ql.iter().product();
+    let shape = Shape {
+        z,
+        tq: *tq,
+        tk: *tk,
+        d: *d,
+        dv: *dv,
+    };
+    let mut inputs = vec![q.reshape(&[z, *tq, *d]), k.reshape(&[z, *tk, *d]), v.reshape(&[z, *tk, *dv])];
+    if let Some(m) = mask {
+        let full: Vec<usize> = ql.iter().chain([tq, tk]).copied().collect();
+        check_mask(m, &full);
+        inputs.push(m.expand(&full).reshape(&[z, *tq, *tk]));
+    }
+    let op = Attention {
+        shape,
+        scale,
+        causal,
+        masked: mask.is_some(),
+        backward: false,
+    };
+    let [o, _lse] = Tensor::attention_forward(op, &inputs);
+    let out: Vec<usize> = ql.iter().chain([tq, dv]).copied().collect();
+    Some(o.reshape(&out))
+}
+
 /// Panics unless `mask` broadcasts to the scores' shape `[.., Tq, Tk]`.
 #[track_caller]
 fn check_mask(mask: &Tensor, scores: &[usize]) {
@@ -62,8 +112,8 @@ fn check_mask(mask: &Tensor, scores: &[usize]) {
     );
 }
 
-/// The additive causal mask `[tq, tk]`: 0 where key `j ≤ i + (tk − tq)`, `-inf` after
-/// (PyTorch's `is_causal`, aligned to the top left when `tq == tk`).
+/// The additive causal mask `[tq, tk]`: 0 where key `j ≤ i`, `-inf` after (PyTorch's
+/// `is_causal`: aligned to the top left, also when `tq ≠ tk`).
 fn causal_mask(tq: usize, tk: usize, device: &Device) -> Tensor {
     let data = (0..tq)
         .flat_map(|i| (0..tk).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))

@@ -17,6 +17,7 @@
 //!   (A family whose builders outgrow its file keeps them in a submodule beside it:
 //!   `matmul/builders.rs`, `torch.matmul`'s shape rules.)
 
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod copy;
 pub(crate) mod dropout;
@@ -120,6 +121,8 @@ pub enum Op {
     Pool(Pool),
     /// A convolution's forward, input gradient or weight gradient (an implicit GEMM).
     Conv(Conv),
+    /// Fused scaled-dot-product attention or its gradient.
+    Attention(attention::Attention),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -159,6 +162,7 @@ impl Op {
             Op::Norm(n) => n,
             Op::Pool(p) => p,
             Op::Conv(c) => c,
+            Op::Attention(a) => a,
             Op::Output(o) => o,
         }
     }

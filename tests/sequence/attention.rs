@@ -11,6 +11,7 @@ crate::device_tests!(
     multihead_attention_matches_pytorch_self_causal_and_cross,
     scaled_dot_product_attention_with_a_float_mask_matches_pytorch,
     attention_passes_a_finite_difference_check,
+    fused_attention_matches_the_composed_one,
 );
 
 fn load(name: &str, dev: &Device) -> Tensor {
@@ -118,14 +119,19 @@ fn attention_passes_a_finite_difference_check(dev: &Device) {
 }
 
 /// The CPU's batched products (attention's `[B, heads, T, T]` scores and the products
-/// of their gradients) dealt out whole to two threads, or to four, give the same bits
-/// as one thread, above the 4 MFLOP threshold (taken automatically) and below it.
+/// of their gradients), and the fused attention's slices, dealt out whole to two
+/// threads, or to four, give the same bits as one thread, above the 4 MFLOP
+/// threshold (taken automatically) and below it.
 #[test]
 fn attention_with_its_batched_products_split_over_threads_gives_the_same_bits() {
     use wgnn::fast_path::{self, FastPath};
     let dev = Device::cpu_private();
     // [b, heads, t, d]: 16 products of 2·128·128·32 flops (16.8 MFLOP), and 2 tiny ones.
-    for (shape, above) in [([2usize, 8, 128, 32], true), ([1, 2, 8, 4], false)] {
+    for ((shape, above), fused) in [([2usize, 8, 128, 32], true), ([1, 2, 8, 4], false)]
+        .into_iter()
+        .flat_map(|case| [(case, false), (case, true)])
+    {
+        let _fused = fast_path::force(FastPath::FusedAttention, fused);
         let run = || {
             let leaf = |seed| Tensor::randn(&shape, seed, &dev).unwrap().requires_grad().unwrap();
             let (q, k, v) = (leaf(1), leaf(2), leaf(3));
@@ -151,6 +157,60 @@ fn attention_with_its_batched_products_split_over_threads_gives_the_same_bits() 
                 run() == auto,
                 "{shape:?}: split {split}, threads {threads} changes the bits"
             );
+        }
+    }
+}
+
+/// The fused attention (one op, online softmax, weights recomputed in the backward)
+/// against the composed one (products, softmax) on the CPU: outputs and the
+/// gradients of q, k and v, on each device, for causal masks with fewer queries than
+/// keys, float masks that broadcast ([Tq, Tk], a padding mask [B, 1, 1, Tk] with
+/// −∞), value heads of another size than the keys', rank 3 and rank 4 — and the
+/// fused op is the one that ran.
+fn fused_attention_matches_the_composed_one(dev: &Device) {
+    use wgnn::fast_path::{self, FastPath};
+    let cpu = Device::cpu();
+    // (q shape, k shape, v shape, causal, mask shape)
+    type Case = (Vec<usize>, Vec<usize>, Vec<usize>, bool, Option<Vec<usize>>);
+    let cases: Vec<Case> = vec![
+        (vec![2, 3, 7, 8], vec![2, 3, 7, 8], vec![2, 3, 7, 8], false, None),
+        (vec![2, 3, 5, 8], vec![2, 3, 9, 8], vec![2, 3, 9, 4], true, None),
+        (vec![3, 6, 4], vec![3, 11, 4], vec![3, 11, 6], false, Some(vec![6, 11])),
+        (vec![2, 2, 6, 4], vec![2, 2, 6, 4], vec![2, 2, 6, 4], true, Some(vec![2, 1, 1, 6])),
+        (vec![1, 70, 16], vec![1, 70, 16], vec![1, 70, 16], true, None),
+    ];
+    for (n, (qs, ks, vs, causal, ms)) in cases.into_iter().enumerate() {
+        let data = |shape: &[usize], seed: u64| Tensor::randn(shape, seed, &cpu).unwrap().to_vec().unwrap();
+        let (qd, kd, vd) = (data(&qs, 1 + n as u64), data(&ks, 2), data(&vs, 3));
+        // A padding mask hides the last two keys of the second batch entry.
+        let md = ms.as_ref().map(|m| {
+            let mut d = data(m, 4);
+            if m.len() == 4 {
+                d.iter_mut().for_each(|x| *x = 0.0);
+                d[m[3] * 2 - 1] = f32::NEG_INFINITY;
+                d[m[3] * 2 - 2] = f32::NEG_INFINITY;
+            }
+            d
+        });
+        let run = |on: &Device, fused: bool| {
+            let _forced = fast_path::force(FastPath::FusedAttention, fused);
+            let leaf = |d: &[f32], s: &[usize]| Tensor::from_vec(d.to_vec(), s, on).unwrap().requires_grad().unwrap();
+            let (q, k, v) = (leaf(&qd, &qs), leaf(&kd, &ks), leaf(&vd, &vs));
+            let mask = md.as_ref().map(|d| Tensor::from_vec(d.clone(), ms.as_ref().unwrap(), on).unwrap());
+            let before = fast_path::taken(FastPath::FusedAttention);
+            let y = nn::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), causal, 0.0);
+            assert_eq!(fast_path::taken(FastPath::FusedAttention) > before, fused, "case {n}: fused {fused}");
+            let w = Tensor::randn(y.shape(), 5, on).unwrap();
+            let grads = (&y * &w).sum().backward().unwrap();
+            let mut all = vec![y.to_vec().unwrap()];
+            all.extend([&q, &k, &v].map(|t| grads.get(t).unwrap().to_vec().unwrap()));
+            all
+        };
+        let want = run(&cpu, false);
+        let got = run(dev, true);
+        for (what, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+            let worst = g.iter().zip(w).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0f32, f32::max);
+            assert!(worst <= 2e-5, "{dev}: case {n}: fused {what} is {worst:e} from the composed one");
         }
     }
 }

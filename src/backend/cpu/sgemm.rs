@@ -61,6 +61,22 @@ pub(crate) fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32],
     sgemm_parts(parts, m, k, n, (a, rsa, csa), (b, rsb, csb), out)
 }
 
+/// `op(A)·op(B)` as one sgemm call on this thread (for kernels that deal out their
+/// own work to threads).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_serial(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32], b: &[f32], out: &mut [f32]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
+    let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+    gemm_block(m, k, n, (a, rsa, csa), (b, rsb, csb), &mut out[..m * n]);
+}
+
 /// A batch of products `out[z] = op(A[z])·op(B[z])`, each `[m, n]` and stored one
 /// after the other in `out`; `offsets[z]` are the words of A and B before product z's
 /// operands. From the same size as one product's split ([`FastPath::GemmSplit`], 4

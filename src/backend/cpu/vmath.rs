@@ -108,6 +108,14 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// `e^(v − shift)` of every element, in place, for `v ≤ shift` (a softmax's
+    /// shifted scores; −∞ gives 0).
+    pub(crate) fn exp_shifted_in_place(v: &mut [f32], shift: f32) {
+        v.iter_mut().for_each(|x| *x = exp_nonpositive(*x - shift));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
