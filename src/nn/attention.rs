@@ -3,11 +3,13 @@
 //! `in_proj_bias`, `out_proj.weight`, `out_proj.bias`), and positional encodings
 //! ([`SinusoidalPositionalEncoding`], [`LearnedPositionalEmbedding`]).
 //!
-//! Attention runs as one fused op (`ops/attention.rs`: an online softmax, no
-//! `[Tq, Tk]` weights kept for the backward, which recomputes them) wherever that
-//! applies — no dropout, q, k and v with the same leading axes, heads of at most 128,
-//! a mask that is not trained ([`FastPath::FusedAttention`](crate::fast_path::FastPath)) —
-//! and otherwise is composed from the batched matmul, the row softmax and dropout.
+//! On the CPU backend attention runs as one fused op (`ops/attention.rs`: an online
+//! softmax, no `[Tq, Tk]` weights kept for the backward, which recomputes them)
+//! wherever that applies — no dropout, q, k and v with the same leading axes, heads
+//! of at most 128, a mask that is not trained
+//! ([`FastPath::FusedAttention`](crate::fast_path::FastPath)); otherwise, and on the
+//! GPU unless forced, it is composed from the batched matmul, the row softmax and
+//! dropout.
 
 use super::{Dropout, Linear, Module};
 use crate::{Device, Error, Result, Tensor};
@@ -63,7 +65,12 @@ fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool
     let ([ql @ .., tq, d], [kl @ .., tk, dk], [vl @ .., tv, dv]) = (q.shape(), k.shape(), v.shape()) else {
         return None;
     };
-    let applies = dropout == 0.0
+    // On the GPU the fused kernels (one invocation per query or key row, the head's
+    // accumulator in private memory) are correct everywhere but not yet tuned on a
+    // real GPU; on lavapipe they ran 4–5× slower than the composed products, so the
+    // GPU takes them only when forced.
+    let applies = q.device().kind() == crate::DeviceKind::Cpu
+        && dropout == 0.0
         && ql == kl
         && kl == vl
         && d == dk
