@@ -26,8 +26,9 @@ pub enum FastPath {
     /// threads, half of the batch rows each: from 4,096 batch × hidden units.
     CellSplit,
     /// A CPU product in at least two parts on two threads: from 4 MFLOP (2·m·n·k);
-    /// a batch of products (attention's, `torch.matmul`'s) is dealt out whole, half of
-    /// its products to each thread, from 4 MFLOP in all.
+    /// a batch of products (attention's, `torch.matmul`'s), the fused attention's
+    /// slices and a convolution's images are dealt out whole, half to each thread,
+    /// from 4 MFLOP in all.
     GemmSplit,
     /// A two-part CPU product split by columns instead of rows: when it is wider than
     /// tall (m < n) and n ≥ 32. Forced on, every split product with n ≥ 32 is.

@@ -59,7 +59,15 @@ pub fn scaled_dot_product_attention(
 
 /// The fused op's output, where it applies (module doc) and is not forced off.
 #[track_caller]
-fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, dropout: f32, scale: f32) -> Option<Tensor> {
+fn fused(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    dropout: f32,
+    scale: f32,
+) -> Option<Tensor> {
     use crate::fast_path::{self, FastPath};
     use crate::ops::attention::{Attention, Shape, MAX_HEAD_DIM};
     let ([ql @ .., tq, d], [kl @ .., tk, dk], [vl @ .., tv, dv]) = (q.shape(), k.shape(), v.shape()) else {
@@ -89,7 +97,11 @@ fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool
         d: *d,
         dv: *dv,
     };
-    let mut inputs = vec![q.reshape(&[z, *tq, *d]), k.reshape(&[z, *tk, *d]), v.reshape(&[z, *tk, *dv])];
+    let mut inputs = vec![
+        q.reshape(&[z, *tq, *d]),
+        k.reshape(&[z, *tk, *d]),
+        v.reshape(&[z, *tk, *dv]),
+    ];
     if let Some(m) = mask {
         let full: Vec<usize> = ql.iter().chain([tq, tk]).copied().collect();
         check_mask(m, &full);

@@ -150,8 +150,14 @@ impl Rule for Attention {
             (vec![s.z, s.tk, s.d], DType::F32),
             (vec![s.z, s.tk, s.dv], DType::F32),
         ];
-        let op = Op::Attention(Attention { backward: true, ..*self });
-        let mut grads: Vec<Option<Tensor>> = Tensor::from_node_outputs(op, all, outputs).into_iter().map(Some).collect();
+        let op = Op::Attention(Attention {
+            backward: true,
+            ..*self
+        });
+        let mut grads: Vec<Option<Tensor>> = Tensor::from_node_outputs(op, all, outputs)
+            .into_iter()
+            .map(Some)
+            .collect();
         if self.masked {
             grads.push(None); // the mask is a constant here (a trainable one runs the composed path)
         }
@@ -257,13 +263,30 @@ impl AttentionKernel {
             let after = 3 + masked; // o, lse, dO, δ in the backward
             match self.pass {
                 Pass::Forward => {
-                    let [o, lse] = out else { unreachable!("the forward writes o and lse") };
+                    let [o, lse] = out else {
+                        unreachable!("the forward writes o and lse")
+                    };
                     self.weights(&slice, None, Some(&mut lse[z * tq..(z + 1) * tq]), &mut p);
-                    sgemm_serial(tq, tk, dv, false, false, &p, slice.v, &mut o[z * tq * dv..(z + 1) * tq * dv]);
+                    sgemm_serial(
+                        tq,
+                        tk,
+                        dv,
+                        false,
+                        false,
+                        &p,
+                        slice.v,
+                        &mut o[z * tq * dv..(z + 1) * tq * dv],
+                    );
                 }
                 Pass::QueryRows => {
-                    let (o, lse, d_out) = (cut(x[after], z, tq * dv), cut(x[after + 1], z, tq), cut(x[after + 2], z, tq * dv));
-                    let [dq, delta] = out else { unreachable!("the query rows write dq and δ") };
+                    let (o, lse, d_out) = (
+                        cut(x[after], z, tq * dv),
+                        cut(x[after + 1], z, tq),
+                        cut(x[after + 2], z, tq * dv),
+                    );
+                    let [dq, delta] = out else {
+                        unreachable!("the query rows write dq and δ")
+                    };
                     let delta = &mut delta[z * tq..(z + 1) * tq];
                     for (i, delta) in delta.iter_mut().enumerate() {
                         let row = i * dv..(i + 1) * dv;
@@ -271,15 +294,48 @@ impl AttentionKernel {
                     }
                     self.weights(&slice, Some(lse), None, &mut p);
                     self.score_grads(&slice, d_out, delta, &mut p, &mut scratch);
-                    sgemm_serial(tq, tk, d, false, false, &p, slice.k, &mut dq[z * tq * d..(z + 1) * tq * d]);
+                    sgemm_serial(
+                        tq,
+                        tk,
+                        d,
+                        false,
+                        false,
+                        &p,
+                        slice.k,
+                        &mut dq[z * tq * d..(z + 1) * tq * d],
+                    );
                 }
                 Pass::KeyRows => {
-                    let (lse, d_out, delta) = (cut(x[after + 1], z, tq), cut(x[after + 2], z, tq * dv), cut(x[after + 3], z, tq));
-                    let [dk, dvs] = out else { unreachable!("the key rows write dk and dv") };
+                    let (lse, d_out, delta) = (
+                        cut(x[after + 1], z, tq),
+                        cut(x[after + 2], z, tq * dv),
+                        cut(x[after + 3], z, tq),
+                    );
+                    let [dk, dvs] = out else {
+                        unreachable!("the key rows write dk and dv")
+                    };
                     self.weights(&slice, Some(lse), None, &mut p);
-                    sgemm_serial(tk, tq, dv, true, false, &p, d_out, &mut dvs[z * tk * dv..(z + 1) * tk * dv]);
+                    sgemm_serial(
+                        tk,
+                        tq,
+                        dv,
+                        true,
+                        false,
+                        &p,
+                        d_out,
+                        &mut dvs[z * tk * dv..(z + 1) * tk * dv],
+                    );
                     self.score_grads(&slice, d_out, delta, &mut p, &mut scratch);
-                    sgemm_serial(tk, tq, d, true, false, &p, slice.q, &mut dk[z * tk * d..(z + 1) * tk * d]);
+                    sgemm_serial(
+                        tk,
+                        tq,
+                        d,
+                        true,
+                        false,
+                        &p,
+                        slice.q,
+                        &mut dk[z * tk * d..(z + 1) * tk * d],
+                    );
                 }
             }
         }
@@ -317,7 +373,9 @@ impl Kernel for AttentionKernel {
         let flops = 4 * z * tq * tk * d.max(dv);
         let (x_width, out_width) = self.widths();
         if fast_path::choose(FastPath::GemmSplit, flops >= 1 << 22 && z >= 2) {
-            join_rows(z, (x, &x_width), (out, &out_width), |rows, x, out| self.slices(rows, x, out));
+            join_rows(z, (x, &x_width), (out, &out_width), |rows, x, out| {
+                self.slices(rows, x, out)
+            });
         } else {
             self.slices(z, x, out);
         }

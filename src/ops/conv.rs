@@ -9,14 +9,19 @@
 //! On the GPU each is an implicit GEMM: the tiled product reads the image through
 //! the convolution's index arithmetic, no column matrix is materialized. The CPU
 //! twin builds the column matrix of one image and group at a time (im2col) and
-//! multiplies with the crate's SGEMM, which threads large products.
+//! multiplies with the crate's SGEMM; from 4 MFLOP a pass deals its images out to
+//! two threads ([`FastPath::GemmSplit`]; the weight gradient sums two fixed halves
+//! of the batch, so its bits do not depend on the split), and a single image's large
+//! product is split by the SGEMM itself.
 //!
 //! A 1-D convolution is a 2-D one of height 1. The builders on [`Tensor`] and their
 //! shape rules are in `conv/builders.rs`.
 
 use super::{Bind, Launch, Lowering, Rule};
-use crate::backend::cpu::sgemm::sgemm;
+use crate::backend::cpu::helper_thread::join;
+use crate::backend::cpu::sgemm::{sgemm, sgemm_serial};
 use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
+use crate::fast_path::{self, FastPath};
 use crate::Tensor;
 use std::sync::Arc;
 
@@ -418,17 +423,45 @@ fn group_of(
     start..start + per_group * pixels
 }
 
+/// Whether a pass over `batch` images of `flops` in all deals the images out to two
+/// threads ([`FastPath::GemmSplit`]'s threshold, 4 MFLOP); each image's products
+/// then run on one thread. A single image keeps the SGEMM's own split.
+fn split_images(batch: usize, flops: usize) -> bool {
+    fast_path::choose(FastPath::GemmSplit, batch >= 2 && flops >= 1 << 22)
+}
+
+/// `pass(images, out)` over all images, or over two halves on two threads (`out`
+/// holds `words` words per image).
+fn over_images(
+    g: &ConvGeometry,
+    words: usize,
+    out: &mut [f32],
+    pass: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    let flops = 2 * g.batch * g.c_out * g.depth() * g.pixels();
+    if !split_images(g.batch, flops) {
+        return pass(0..g.batch, out);
+    }
+    let cut = g.batch / 2;
+    let (first, second) = out.split_at_mut(cut * words);
+    join(|| pass(cut..g.batch, second), || pass(0..cut, first));
+}
+
 /// `y = W·im2col(x) + b`, one image and group at a time.
 fn forward_cpu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (og, depth, p) = (g.og(), g.depth(), g.pixels());
-    let mut cols = vec![0.0; depth * p];
-    for n in 0..g.batch {
-        for grp in 0..g.groups {
-            g.im2col(&x[group_of(x, n, grp, g.c_in, g.cg(), g.in_pixels())], &mut cols);
-            let out = group_of(y, n, grp, g.c_out, og, p);
-            sgemm(og, depth, p, false, false, &w[grp * og * depth..], &cols, &mut y[out]);
+    let words = g.c_out * p;
+    over_images(g, words, y, |images, y| {
+        let mut cols = vec![0.0; depth * p];
+        let first = images.start;
+        for n in images {
+            for grp in 0..g.groups {
+                g.im2col(&x[group_of(x, n, grp, g.c_in, g.cg(), g.in_pixels())], &mut cols);
+                let out = &mut y[(n - first) * words + grp * og * p..][..og * p];
+                gemm(g.batch, og, depth, p, false, false, &w[grp * og * depth..], &cols, out);
+            }
         }
-    }
+    });
     if let Some(bias) = bias {
         for (channel, row) in y.chunks_mut(p.max(1)).enumerate() {
             let b = bias[channel % g.c_out];
@@ -440,30 +473,69 @@ fn forward_cpu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: 
 /// `dx = col2im(Wᵀ·dy)`, one image and group at a time.
 fn input_grad_cpu(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (og, depth, p) = (g.og(), g.depth(), g.pixels());
-    let mut cols = vec![0.0; depth * p];
-    for n in 0..g.batch {
-        for grp in 0..g.groups {
-            let rows = &dy[group_of(dy, n, grp, g.c_out, og, p)];
-            sgemm(depth, og, p, true, false, &w[grp * og * depth..], rows, &mut cols);
-            let out = group_of(dx, n, grp, g.c_in, g.cg(), g.in_pixels());
-            g.col2im(&cols, &mut dx[out]);
+    let words = g.c_in * g.in_pixels();
+    over_images(g, words, dx, |images, dx| {
+        let mut cols = vec![0.0; depth * p];
+        let first = images.start;
+        for n in images {
+            for grp in 0..g.groups {
+                let rows = &dy[group_of(dy, n, grp, g.c_out, og, p)];
+                gemm(
+                    g.batch,
+                    depth,
+                    og,
+                    p,
+                    true,
+                    false,
+                    &w[grp * og * depth..],
+                    rows,
+                    &mut cols,
+                );
+                let out = &mut dx[(n - first) * words + grp * g.cg() * g.in_pixels()..][..g.cg() * g.in_pixels()];
+                g.col2im(&cols, out);
+            }
         }
-    }
+    });
 }
 
-/// `dW = Σ_n dy·im2col(x)ᵀ`, one image and group at a time, added in image order.
+/// `dW = Σ_n dy·im2col(x)ᵀ`: the images in two halves (the first ⌊N/2⌋ and the
+/// rest), each summed in image order, then the second half's sum added to the
+/// first's — the same order whether the halves run on one thread or two.
 fn weight_grad_cpu(g: &ConvGeometry, dy: &[f32], x: &[f32], dw: &mut [f32]) {
     let (og, depth, p) = (g.og(), g.depth(), g.pixels());
-    let mut cols = vec![0.0; depth * p];
-    let mut part = vec![0.0; og * depth];
-    dw.fill(0.0);
-    for n in 0..g.batch {
-        for grp in 0..g.groups {
-            g.im2col(&x[group_of(x, n, grp, g.c_in, g.cg(), g.in_pixels())], &mut cols);
-            let rows = &dy[group_of(dy, n, grp, g.c_out, og, p)];
-            sgemm(og, p, depth, false, true, rows, &cols, &mut part);
-            let sum = &mut dw[grp * og * depth..][..og * depth];
-            sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+    let half = |images: std::ops::Range<usize>, sum: &mut [f32]| {
+        let mut cols = vec![0.0; depth * p];
+        let mut part = vec![0.0; og * depth];
+        sum.fill(0.0);
+        for n in images {
+            for grp in 0..g.groups {
+                g.im2col(&x[group_of(x, n, grp, g.c_in, g.cg(), g.in_pixels())], &mut cols);
+                let rows = &dy[group_of(dy, n, grp, g.c_out, og, p)];
+                gemm(g.batch, og, p, depth, false, true, rows, &cols, &mut part);
+                let sum = &mut sum[grp * og * depth..][..og * depth];
+                sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+            }
         }
+    };
+    let cut = g.batch / 2;
+    let mut second = vec![0.0; dw.len()];
+    let flops = 2 * g.batch * g.c_out * g.depth() * g.pixels();
+    if split_images(g.batch, flops) {
+        join(|| half(cut..g.batch, &mut second), || half(0..cut, dw));
+    } else {
+        half(0..cut, dw);
+        half(cut..g.batch, &mut second);
+    }
+    dw.iter_mut().zip(&second).for_each(|(s, v)| *s += v);
+}
+
+/// One product of a pass over `batch` images: on this thread when the images are
+/// dealt out to threads, else the SGEMM (which splits a large product itself).
+#[allow(clippy::too_many_arguments)]
+fn gemm(batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32], b: &[f32], out: &mut [f32]) {
+    if batch >= 2 {
+        sgemm_serial(m, k, n, ta, tb, a, b, out)
+    } else {
+        sgemm(m, k, n, ta, tb, a, b, out)
     }
 }

@@ -178,3 +178,55 @@ fn a_transposed_convolution_is_the_input_gradient_of_a_convolution(dev: &Device)
     let t = g.conv_transpose2d(&w, None, a).to_vec().unwrap();
     assert!(super::common::max_rel_diff(&t, &dx) < 1e-6);
 }
+
+/// The CPU's convolutions with their images dealt out to two threads, or all on one,
+/// give the same bits — forward, input gradient and weight gradient, grouped and
+/// not — above the 4 MFLOP threshold (where the split is taken by itself) and below.
+#[test]
+fn cpu_convolutions_give_the_same_bits_with_and_without_the_image_split() {
+    use wgnn::fast_path::{self, FastPath};
+    let dev = Device::cpu_private();
+    // (batch, c_in, c_out, size, groups, split automatically)
+    for (batch, cin, cout, size, groups, above) in [
+        (6, 8, 16, 20, 1, true),
+        (5, 16, 16, 24, 2, true),
+        (3, 2, 4, 6, 1, false),
+    ] {
+        let run = || {
+            let x = Tensor::randn(&[batch, cin, size, size], 1, &dev)
+                .unwrap()
+                .requires_grad()
+                .unwrap();
+            let w = Tensor::randn(&[cout, cin / groups, 3, 3], 2, &dev)
+                .unwrap()
+                .requires_grad()
+                .unwrap();
+            let args = wgnn::ConvArgs {
+                padding: 1,
+                groups,
+                ..Default::default()
+            };
+            let y = x.conv2d(&w, None, args);
+            let grads = y.square().sum().backward().unwrap();
+            let mut bits: Vec<u32> = y.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();
+            for t in [&x, &w] {
+                bits.extend(grads.get(t).unwrap().to_vec().unwrap().iter().map(|v| v.to_bits()));
+            }
+            bits
+        };
+        let before = fast_path::taken(FastPath::GemmSplit);
+        let auto = run();
+        assert_eq!(
+            fast_path::taken(FastPath::GemmSplit) > before,
+            above,
+            "batch {batch}: the automatic split"
+        );
+        for on in [false, true] {
+            let _forced = fast_path::force(FastPath::GemmSplit, on);
+            assert!(
+                run() == auto,
+                "batch {batch}, groups {groups}: the split forced {on} changes the bits"
+            );
+        }
+    }
+}

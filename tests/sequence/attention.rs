@@ -176,7 +176,13 @@ fn fused_attention_matches_the_composed_one(dev: &Device) {
         (vec![2, 3, 7, 8], vec![2, 3, 7, 8], vec![2, 3, 7, 8], false, None),
         (vec![2, 3, 5, 8], vec![2, 3, 9, 8], vec![2, 3, 9, 4], true, None),
         (vec![3, 6, 4], vec![3, 11, 4], vec![3, 11, 6], false, Some(vec![6, 11])),
-        (vec![2, 2, 6, 4], vec![2, 2, 6, 4], vec![2, 2, 6, 4], true, Some(vec![2, 1, 1, 6])),
+        (
+            vec![2, 2, 6, 4],
+            vec![2, 2, 6, 4],
+            vec![2, 2, 6, 4],
+            true,
+            Some(vec![2, 1, 1, 6]),
+        ),
         (vec![1, 70, 16], vec![1, 70, 16], vec![1, 70, 16], true, None),
     ];
     for (n, (qs, ks, vs, causal, ms)) in cases.into_iter().enumerate() {
@@ -196,10 +202,16 @@ fn fused_attention_matches_the_composed_one(dev: &Device) {
             let _forced = fast_path::force(FastPath::FusedAttention, fused);
             let leaf = |d: &[f32], s: &[usize]| Tensor::from_vec(d.to_vec(), s, on).unwrap().requires_grad().unwrap();
             let (q, k, v) = (leaf(&qd, &qs), leaf(&kd, &ks), leaf(&vd, &vs));
-            let mask = md.as_ref().map(|d| Tensor::from_vec(d.clone(), ms.as_ref().unwrap(), on).unwrap());
+            let mask = md
+                .as_ref()
+                .map(|d| Tensor::from_vec(d.clone(), ms.as_ref().unwrap(), on).unwrap());
             let before = fast_path::taken(FastPath::FusedAttention);
             let y = nn::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), causal, 0.0);
-            assert_eq!(fast_path::taken(FastPath::FusedAttention) > before, fused, "case {n}: fused {fused}");
+            assert_eq!(
+                fast_path::taken(FastPath::FusedAttention) > before,
+                fused,
+                "case {n}: fused {fused}"
+            );
             let w = Tensor::randn(y.shape(), 5, on).unwrap();
             let grads = (&y * &w).sum().backward().unwrap();
             let mut all = vec![y.to_vec().unwrap()];
@@ -209,8 +221,15 @@ fn fused_attention_matches_the_composed_one(dev: &Device) {
         let want = run(&cpu, false);
         let got = run(dev, true);
         for (what, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
-            let worst = g.iter().zip(w).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0f32, f32::max);
-            assert!(worst <= 2e-5, "{dev}: case {n}: fused {what} is {worst:e} from the composed one");
+            let worst = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 2e-5,
+                "{dev}: case {n}: fused {what} is {worst:e} from the composed one"
+            );
         }
     }
 }
