@@ -8,7 +8,8 @@
 // - conv_weight_grad: dw[o, c, kk] = Σ_(n,p) dy[n, o, p] · x[n, c, tap(p, kk)]
 // Geometry (named uniforms): batch, c_in, c_out, cg (= c_in / groups), og (= c_out /
 // groups), h, w (input), oh, ow (output), kh, kw, stride/padding/dilation per axis
-// (sy, sx, py, px, dy, dx). The tile constants WX, WY, TM, TN, BK and `bias_at(o)`
+// (sy, sx, py, px, dy, dx). The tile constants WX, WY, TM, TN, BK, `bias_at(o)` and
+// `epilogue(x)` (the forward's activation)
 // are generated. Every output is one chain of fma over k in ascending order from
 // 0.0 (a tile's zero padding past k adds +0.0), so every tile gives the same bits.
 
@@ -90,7 +91,7 @@ fn load_b(g: u32, k: u32, col: u32) -> f32 {
 fn store(g: u32, row: u32, col: u32, v: f32) {
     let pixels = params.oh * params.ow;
     let o = g * params.og + row;
-    out0[((col / pixels) * params.c_out + o) * pixels + col % pixels] = v + bias_at(o);
+    out0[((col / pixels) * params.c_out + o) * pixels + col % pixels] = epilogue(v + bias_at(o));
 }
 
 @compute @workgroup_size(WX, WY)

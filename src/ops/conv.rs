@@ -22,6 +22,7 @@ use crate::backend::cpu::helper_thread::join;
 use crate::backend::cpu::sgemm::{sgemm, sgemm_serial};
 use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
+use crate::ops::elementwise::UnaryOp;
 use crate::Tensor;
 use std::sync::Arc;
 
@@ -139,12 +140,15 @@ impl ConvGeometry {
 }
 
 /// Which of the family's three products a node computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ConvPass {
     /// Inputs x, weight (and bias): y.
     Forward {
         /// A bias per output channel is the third input.
         bias: bool,
+        /// An activation applied in the epilogue, after the bias (a ReLU, GELU, …
+        /// that followed the convolution, taken in as `Linear`'s products take theirs).
+        act: Option<UnaryOp>,
     },
     /// Inputs dy, weight: dx (also the transposed convolution of dy).
     InputGrad,
@@ -153,7 +157,7 @@ pub enum ConvPass {
 }
 
 /// A convolution node: one pass over one geometry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conv {
     /// Which product.
     pub pass: ConvPass,
@@ -187,7 +191,7 @@ impl Rule for Conv {
         // Every pass binds the tensor that may be read as an image (x) second: the
         // forward's weight comes first, so that `x_at` in the shader reads `in1`.
         let mut bindings = match self.pass {
-            ConvPass::Forward { bias } => {
+            ConvPass::Forward { bias, .. } => {
                 let mut b = vec![Bind::Input(1), Bind::Input(0)];
                 b.extend(bias.then_some(Bind::Input(2)));
                 b
@@ -201,15 +205,30 @@ impl Rule for Conv {
 
     /// Each pass is bilinear in its two tensor inputs; its gradients are the other
     /// two passes (the bias's is the output gradient summed per channel).
-    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         let geo = self.geometry;
-        let forward =
-            |x: &Tensor, w: &Tensor| Conv::node(ConvPass::Forward { bias: false }, geo, vec![x.clone(), w.clone()]);
+        let plain = ConvPass::Forward { bias: false, act: None };
+        let forward = |x: &Tensor, w: &Tensor| Conv::node(plain, geo, vec![x.clone(), w.clone()]);
+        // The gradient before the epilogue's activation: from its output where the
+        // map allows (ReLU), else from the convolution recomputed without it.
+        let g = &match self.pass {
+            ConvPass::Forward { bias, act: Some(act) } => match act.grad_from_output(y, g) {
+                Some(gp) => gp,
+                None => {
+                    let pre = Conv::node(ConvPass::Forward { bias, act: None }, geo, inputs.to_vec());
+                    match act.grad(&pre, y, g) {
+                        Some(gp) => gp,
+                        None => return vec![None; inputs.len()],
+                    }
+                }
+            },
+            _ => g.clone(),
+        };
         let input_grad = |dy: &Tensor, w: &Tensor| Conv::node(ConvPass::InputGrad, geo, vec![dy.clone(), w.clone()]);
         let weight_grad = |dy: &Tensor, x: &Tensor| Conv::node(ConvPass::WeightGrad, geo, vec![dy.clone(), x.clone()]);
         let (a, b) = (&inputs[0], &inputs[1]);
         match self.pass {
-            ConvPass::Forward { bias } => {
+            ConvPass::Forward { bias, .. } => {
                 let mut out = vec![Some(input_grad(g, b)), Some(weight_grad(g, a))];
                 if bias {
                     out.push(Some(g.sum_axis(3, false).sum_axis(2, false).sum_axis(0, false)));
@@ -278,13 +297,20 @@ impl ConvKernel {
     fn pass(&self, tile: Tile) -> Wgsl {
         let (m, _, n) = self.mkn();
         let Tile { wx, wy, tm, tn, bk } = tile;
-        let bias = match self.0.pass {
-            ConvPass::Forward { bias: true } => "fn bias_at(o: u32) -> f32 { return in2[o]; }\n",
-            _ => "fn bias_at(o: u32) -> f32 { return 0.0; }\n",
+        let (bias, act) = match self.0.pass {
+            ConvPass::Forward { bias, act } => (bias, act),
+            _ => (false, None),
         };
+        let bias = match bias {
+            true => "fn bias_at(o: u32) -> f32 { return in2[o]; }\n",
+            false => "fn bias_at(o: u32) -> f32 { return 0.0; }\n",
+        };
+        let helpers = act.map_or("", UnaryOp::wgsl_helpers);
+        let act = act.map_or("x".to_string(), UnaryOp::wgsl);
         let defs = format!(
             "const WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\nconst TM: u32 = {tm}u;\n\
-             const TN: u32 = {tn}u;\nconst BK: u32 = {bk}u;\n{bias}"
+             const TN: u32 = {tn}u;\nconst BK: u32 = {bk}u;\n{bias}{helpers}\
+             fn epilogue(x: f32) -> f32 {{ return {act}; }}\n"
         );
         let grid = Grid::Tiles(n.div_ceil(wx * tn), m.div_ceil(wy * tm), self.0.geometry.groups);
         Wgsl::new(SHADER, self.entry(), self.uniforms(), grid).defs(defs)
@@ -351,7 +377,7 @@ const TUNE_FLOPS: usize = 1 << 20;
 impl Kernel for ConvKernel {
     fn reads(&self) -> usize {
         match self.0.pass {
-            ConvPass::Forward { bias } => 2 + bias as usize,
+            ConvPass::Forward { bias, .. } => 2 + bias as usize,
             _ => 2,
         }
     }
@@ -359,7 +385,7 @@ impl Kernel for ConvKernel {
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let g = &self.0.geometry;
         match self.0.pass {
-            ConvPass::Forward { bias } => forward_cpu(g, x[1], x[0], bias.then(|| x[2]), out[0]),
+            ConvPass::Forward { bias, act } => forward_cpu(g, x[1], x[0], bias.then(|| x[2]), act, out[0]),
             ConvPass::InputGrad => input_grad_cpu(g, x[0], x[1], out[0]),
             ConvPass::WeightGrad => weight_grad_cpu(g, x[0], x[1], out[0]),
         }
@@ -448,7 +474,7 @@ fn over_images(
 }
 
 /// `y = W·im2col(x) + b`, one image and group at a time.
-fn forward_cpu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+fn forward_cpu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Option<UnaryOp>, y: &mut [f32]) {
     let (og, depth, p) = (g.og(), g.depth(), g.pixels());
     let words = g.c_out * p;
     over_images(g, words, y, |images, y| {
@@ -467,6 +493,9 @@ fn forward_cpu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: 
             let b = bias[channel % g.c_out];
             row.iter_mut().for_each(|v| *v += b);
         }
+    }
+    if let Some(act) = act {
+        act.map_in_place(y);
     }
 }
 

@@ -15,6 +15,7 @@ crate::device_tests!(
     convolutions_pass_a_finite_difference_gradient_check,
     conv_layers_work_in_sequential_and_derived_modules_with_pytorchs_names,
     a_transposed_convolution_is_the_input_gradient_of_a_convolution,
+    an_activation_after_a_convolution_joins_its_epilogue,
 );
 
 #[test]
@@ -226,6 +227,58 @@ fn cpu_convolutions_give_the_same_bits_with_and_without_the_image_split() {
             assert!(
                 run() == auto,
                 "batch {batch}, groups {groups}: the split forced {on} changes the bits"
+            );
+        }
+    }
+}
+
+/// A ReLU, sigmoid or tanh after a convolution joins its epilogue, as after `Linear`:
+/// one launch for the forward (bias included), the same values as the map applied to
+/// the realized convolution, and the same gradients of x, the weight and the bias.
+fn an_activation_after_a_convolution_joins_its_epilogue(shared: &Device) {
+    let dev = &super::common::private(shared);
+    let leaf = |shape: &[usize], seed| Tensor::randn(shape, seed, dev).unwrap().requires_grad().unwrap();
+    let (x, w, b) = (leaf(&[2, 3, 9, 7], 1), leaf(&[5, 3, 3, 3], 2), leaf(&[5], 3));
+    for (name, act) in [
+        ("relu", Tensor::relu as fn(&Tensor) -> Tensor),
+        ("sigmoid", Tensor::sigmoid),
+        ("tanh", Tensor::tanh),
+    ] {
+        let args = ConvArgs {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let fused = act(&x.conv2d(&w, Some(&b), args));
+        let before = dev.stats();
+        fused.realize().unwrap();
+        assert_eq!(
+            (dev.stats() - before).dispatches,
+            1,
+            "{name}: convolution and map in one launch"
+        );
+        let pre = x.conv2d(&w, Some(&b), args);
+        pre.realize().unwrap();
+        let apart = act(&pre);
+        let g = Tensor::randn(fused.shape(), 4, dev).unwrap();
+        let grads = |y: &Tensor| {
+            let gr = (y * &g).sum().backward().unwrap();
+            let mut all = vec![y.to_vec().unwrap()];
+            all.extend([&x, &w, &b].map(|t| gr.get(t).unwrap().to_vec().unwrap()));
+            all
+        };
+        for (what, (f, a)) in ["y", "dx", "dw", "db"]
+            .iter()
+            .zip(grads(&fused).iter().zip(&grads(&apart)))
+        {
+            let worst = f
+                .iter()
+                .zip(a)
+                .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-6,
+                "{dev}: {name}: fused {what} is {worst:e} from the map applied apart"
             );
         }
     }

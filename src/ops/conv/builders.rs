@@ -279,7 +279,10 @@ impl Tensor {
             _ => {
                 let mut inputs = vec![x, w];
                 inputs.extend(bias.cloned());
-                let pass = ConvPass::Forward { bias: bias.is_some() };
+                let pass = ConvPass::Forward {
+                    bias: bias.is_some(),
+                    act: None,
+                };
                 Conv::node(pass, geometry, inputs)
             }
         };

@@ -5,6 +5,7 @@
 
 use super::{Batch, MatMul};
 use crate::backend::kernel::MAX_RANK;
+use crate::ops::conv::{Conv, ConvPass};
 use crate::ops::elementwise::UnaryOp;
 use crate::ops::{broadcast_shapes, Op};
 use crate::tensor::{numel, DType};
@@ -201,9 +202,9 @@ impl Tensor {
         }
     }
 
-    /// This unrealized matmul (or an unrealized reshape of one: `linear` on `[.., in]`)
-    /// with `act` as its epilogue, when it has none yet (built where the activation
-    /// was asked for).
+    /// This unrealized matmul or convolution forward (or an unrealized reshape of a
+    /// matmul: `linear` on `[.., in]`) with `act` as its epilogue, when it has none
+    /// yet (built where the activation was asked for).
     #[track_caller]
     pub(crate) fn with_epilogue(&self, act: UnaryOp) -> Option<Tensor> {
         if self.0.storage.lock().unwrap().is_some() {
@@ -211,6 +212,15 @@ impl Tensor {
         }
         let op = match self.0.op {
             Op::MatMul(op @ MatMul { act: None, .. }) => op,
+            Op::Conv(
+                conv @ Conv {
+                    pass: ConvPass::Forward { bias, act: None },
+                    ..
+                },
+            ) => {
+                let pass = ConvPass::Forward { bias, act: Some(act) };
+                return Some(Conv::node(pass, conv.geometry, self.0.inputs.clone()));
+            }
             Op::Reshape => {
                 let fused = self.0.inputs[0].with_epilogue(act)?;
                 return Some(fused.reshape(self.shape()));
