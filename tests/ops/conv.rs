@@ -5,7 +5,7 @@
 //! layers in `Sequential` and `#[derive(Module)]` structs.
 
 use super::common::cases::*;
-use super::common::{fixture, read_tensor};
+use super::common::{fixture, max_rel_diff, read_tensor};
 use super::{assert_parity, gradcheck};
 use wgnn::nn::{self, Conv1d, Conv2d, ConvConfig, ConvTranspose2d, Module};
 use wgnn::{ConvArgs, Device, Tensor};
@@ -20,6 +20,84 @@ crate::device_tests!(
 #[test]
 fn convolutions_match_between_cpu_and_gpu_forward_and_backward() {
     assert_parity(&conv_cases(), CONV_TOL);
+}
+
+/// The implicit GEMM's tiles (`src/ops/conv.rs`'s `TILES`: outputs per workgroup),
+/// by the names the autotune gives them.
+const CONV_TILES: [&str; 4] = ["64x64", "32x64", "16x64", "32x32"];
+
+/// Every tile the GPU autotune can pick for a convolution gives the same bits as
+/// every other, in all three passes (forward, input gradient, weight gradient), so
+/// that a timing never changes a result, and matches the CPU to `CONV_TOL`: every
+/// case of the parity test (strides, dilation, groups, depthwise, 1×1, 5×5,
+/// ragged edges, 1-D, transposed) and the second convolution of examples/cnn.rs
+/// (16 → 32 channels, 14×14, batch 4), whose GEMMs span several tiles each way.
+/// Each tile is forced with `Device::debug_kernel_variant`; the profiler confirms
+/// that every convolution launch ran it.
+#[test]
+fn every_conv_tile_gives_the_same_bits_in_all_three_passes_and_matches_the_cpu() {
+    let Some(shared) = super::gpu() else { return };
+    let gpu = super::private(&shared);
+    gpu.set_profile(true);
+    let mut cases = conv_cases();
+    cases.push(case(
+        "conv2d of examples/cnn.rs",
+        vec![vec![4, 16, 14, 14], vec![32, 16, 3, 3], vec![32]],
+        Draw::Normal,
+        |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+    ));
+    let bits = |(out, grads): &(Vec<f32>, Vec<Vec<f32>>)| -> Vec<u32> {
+        out.iter().chain(grads.iter().flatten()).map(|v| v.to_bits()).collect()
+    };
+    for (i, c) in cases.iter().enumerate() {
+        let seed = 300 + i as u64;
+        gpu.reset_profile();
+        let (out_c, grads_c) = super::evaluate(c, &Device::cpu(), seed);
+        let mut first: Option<Vec<u32>> = None;
+        for tile in CONV_TILES {
+            gpu.clear_plan_cache();
+            gpu.debug_kernel_variant(Some(tile));
+            let got = super::evaluate(c, &gpu, seed);
+            let report = gpu.profile_report();
+            gpu.reset_profile();
+            let passes: Vec<(&str, &str)> = report
+                .plans
+                .iter()
+                .flat_map(|p| &p.launches)
+                .filter(|l| l.kernel.starts_with("conv"))
+                .map(|l| (l.kernel.as_str(), l.variant.as_str()))
+                .collect();
+            assert!(
+                passes.len() >= 3 && passes.iter().all(|(_, v)| *v == tile),
+                "{}: tile {tile} forced, the launches ran {passes:?}",
+                c.name
+            );
+            let d = max_rel_diff(&got.0, &out_c);
+            assert!(
+                d <= CONV_TOL,
+                "{}, tile {tile}: forward differs from the CPU by {d}",
+                c.name
+            );
+            for (j, (g, want)) in got.1.iter().zip(&grads_c).enumerate() {
+                let d = max_rel_diff(g, want);
+                assert!(
+                    d <= CONV_TOL,
+                    "{}, tile {tile}: gradient of input {j} differs from the CPU by {d}",
+                    c.name
+                );
+            }
+            match &first {
+                None => first = Some(bits(&got)),
+                Some(f) => assert!(
+                    *f == bits(&got),
+                    "{}: tile {tile} gives other bits than {}",
+                    c.name,
+                    CONV_TILES[0]
+                ),
+            }
+        }
+    }
+    gpu.debug_kernel_variant(None);
 }
 
 fn convolutions_pass_a_finite_difference_gradient_check(dev: &Device) {
@@ -39,7 +117,7 @@ fn conv_fixture(name: &str, dev: &Device) -> Tensor {
 fn assert_matches_fixture(got: &Tensor, name: &str) {
     let (shape, want) = read_tensor(&fixture("conv.safetensors"), name);
     assert_eq!(got.shape(), &shape[..], "{name}: shape");
-    let d = super::common::max_rel_diff(&got.to_vec().unwrap(), &want);
+    let d = max_rel_diff(&got.to_vec().unwrap(), &want);
     assert!(d <= 1e-5, "{name}: differs from PyTorch by {d}");
 }
 
