@@ -584,6 +584,20 @@ pub fn conv_cases() -> Vec<Case> {
             x[0].conv2d(&x[1], None, args(2, 1, 1, 1))
         }),
         case(
+            "conv2d per-axis stride, padding, dilation",
+            vec![vec![2, 3, 9, 8], vec![4, 3, 3, 2], vec![4]],
+            n,
+            |x| {
+                let a = wgnn::Conv2dArgs {
+                    stride: [2, 1],
+                    padding: [1, 0],
+                    dilation: [1, 2],
+                    ..Default::default()
+                };
+                x[0].conv2d_with(&x[1], Some(&x[2]), a)
+            },
+        ),
+        case(
             "conv2d ragged tiles",
             vec![vec![2, 16, 17, 17], vec![33, 16, 3, 3], vec![33]],
             n,

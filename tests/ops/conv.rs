@@ -8,10 +8,11 @@ use super::common::cases::*;
 use super::common::{fixture, max_rel_diff, read_tensor};
 use super::{assert_parity, gradcheck};
 use wgnn::nn::{self, Conv1d, Conv2d, ConvConfig, ConvTranspose2d, Module};
-use wgnn::{ConvArgs, Device, Tensor};
+use wgnn::{Conv2dArgs, ConvArgs, Device, Tensor};
 
 crate::device_tests!(
     convolutions_match_pytorch_forward_and_backward,
+    convolutions_with_per_axis_stride_padding_and_dilation_match_pytorch,
     convolutions_pass_a_finite_difference_gradient_check,
     conv_layers_work_in_sequential_and_derived_modules_with_pytorchs_names,
     a_transposed_convolution_is_the_input_gradient_of_a_convolution,
@@ -165,6 +166,88 @@ fn convolutions_match_pytorch_forward_and_backward(dev: &Device) {
             assert_matches_fixture(grads.get(b).unwrap(), &format!("{case}.grad.b"));
         }
     }
+}
+
+/// The `*_rect` cases of make_conv_fixture.py (PyTorch's tuple arguments): (name,
+/// transposed, bias, stride, padding, dilation, groups, output_padding).
+#[allow(clippy::type_complexity)]
+const RECT_CASES: [(&str, bool, bool, [usize; 2], [usize; 2], [usize; 2], usize, [usize; 2]); 3] = [
+    ("c2d_rect", false, true, [2, 1], [1, 2], [1, 2], 1, [0, 0]),
+    ("c2d_rect_groups", false, false, [1, 2], [0, 1], [2, 1], 2, [0, 0]),
+    ("ct2d_rect", true, true, [2, 3], [1, 0], [1, 1], 1, [1, 2]),
+];
+
+/// `F.conv2d` / `F.conv_transpose2d` with (height, width) pairs for stride, padding,
+/// dilation and output padding (`Tensor::conv2d_with`, `conv_transpose2d_with`):
+/// outputs and gradients to 1e-5; and `Conv2d::with_args` holding the fixture's
+/// weights gives the op's output, the shape `output_spec` predicts and PyTorch's
+/// `repr`.
+fn convolutions_with_per_axis_stride_padding_and_dilation_match_pytorch(dev: &Device) {
+    for (case, transposed, has_bias, stride, padding, dilation, groups, output_padding) in RECT_CASES {
+        let leaf = |x: &str| conv_fixture(&format!("{case}.{x}"), dev).requires_grad().unwrap();
+        let (x, w) = (leaf("x"), leaf("w"));
+        let b = has_bias.then(|| leaf("b"));
+        let a = Conv2dArgs {
+            stride,
+            padding,
+            dilation,
+            groups,
+            output_padding,
+        };
+        let out = match transposed {
+            false => x.conv2d_with(&w, b.as_ref(), a),
+            true => x.conv_transpose2d_with(&w, b.as_ref(), a),
+        };
+        assert_matches_fixture(&out, &format!("{case}.out"));
+        let r = conv_fixture(&format!("{case}.r"), dev);
+        let grads = (&out * &r).sum().backward().unwrap();
+        assert_matches_fixture(grads.get(&x).unwrap(), &format!("{case}.grad.x"));
+        assert_matches_fixture(grads.get(&w).unwrap(), &format!("{case}.grad.w"));
+        if let Some(b) = &b {
+            assert_matches_fixture(grads.get(b).unwrap(), &format!("{case}.grad.b"));
+        }
+        if transposed {
+            continue;
+        }
+        let ws = w.shape().to_vec();
+        let layer = Conv2d::with_args(ws[1] * groups, ws[0], [ws[2], ws[3]], a, has_bias, dev);
+        layer.weight.assign(&w.to_vec().unwrap()).unwrap();
+        if let (Some(p), Some(b)) = (&layer.bias, &b) {
+            p.assign(&b.to_vec().unwrap()).unwrap();
+        }
+        let y = layer.forward(&x);
+        assert_eq!(y.to_vec().unwrap(), out.to_vec().unwrap(), "{case}: the layer");
+        let spec = layer.output_spec(&nn::TensorSpec::of(&x)).unwrap().unwrap();
+        assert_eq!(spec.shape, y.shape(), "{case}: output_spec");
+        assert_eq!(layer.args(), a, "{case}");
+    }
+    let d = Device::cpu();
+    let names = RECT_CASES[..2]
+        .iter()
+        .map(|&(_, _, bias, stride, padding, dilation, groups, _)| {
+            let args = Conv2dArgs {
+                stride,
+                padding,
+                dilation,
+                groups,
+                output_padding: [0; 2],
+            };
+            Conv2d::with_args(2 * groups, 3 * groups, [2, 3], args, bias, &d).name()
+        });
+    // PyTorch's repr of the same layers.
+    assert_eq!(
+        names.collect::<Vec<_>>(),
+        [
+            "Conv2d(2, 3, kernel_size=(2, 3), stride=(2, 1), padding=(1, 2), dilation=(1, 2))",
+            "Conv2d(4, 6, kernel_size=(2, 3), stride=(1, 2), padding=(0, 1), dilation=(2, 1), groups=2, bias=False)",
+        ]
+    );
+    let zero = Conv2dArgs {
+        stride: [1, 0],
+        ..Default::default()
+    };
+    let err = Conv2d::try_with_args(2, 3, [3, 3], zero, true, &d).err().unwrap();
+    assert!(err.to_string().contains("Conv2d: stride [1, 0]"), "{err}");
 }
 
 #[derive(Module)]
