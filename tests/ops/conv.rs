@@ -170,8 +170,17 @@ fn convolutions_match_pytorch_forward_and_backward(dev: &Device) {
 
 /// The `*_rect` cases of make_conv_fixture.py (PyTorch's tuple arguments): (name,
 /// transposed, bias, stride, padding, dilation, groups, output_padding).
-#[allow(clippy::type_complexity)]
-const RECT_CASES: [(&str, bool, bool, [usize; 2], [usize; 2], [usize; 2], usize, [usize; 2]); 3] = [
+type RectCase = (
+    &'static str,
+    bool,
+    bool,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    usize,
+    [usize; 2],
+);
+const RECT_CASES: [RectCase; 3] = [
     ("c2d_rect", false, true, [2, 1], [1, 2], [1, 2], 1, [0, 0]),
     ("c2d_rect_groups", false, false, [1, 2], [0, 1], [2, 1], 2, [0, 0]),
     ("ct2d_rect", true, true, [2, 3], [1, 0], [1, 1], 1, [1, 2]),

@@ -86,7 +86,16 @@ fn pooling_matches_pytorch_forward_and_backward(dev: &Device) {
 
 /// The cases of make_pool_fixture.py's `OPTION_CASES`: (name, op, kernel, stride,
 /// padding, ceil_mode, count_include_pad); 1-D cases use the second entries.
-const OPTION_CASES: [(&str, &str, [usize; 2], [usize; 2], [usize; 2], bool, bool); 15] = [
+type OptionCase = (
+    &'static str,
+    &'static str,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    bool,
+    bool,
+);
+const OPTION_CASES: [OptionCase; 15] = [
     ("max2d_ceil_k2s2p0", "max2d", [2, 2], [2, 2], [0, 0], true, true),
     ("max2d_ceil_k3s2p1", "max2d", [3, 3], [2, 2], [1, 1], true, true),
     ("max2d_ceil_k2s3p1", "max2d", [2, 2], [3, 3], [1, 1], true, true),
@@ -113,7 +122,7 @@ const OPTION_CASES: [(&str, &str, [usize; 2], [usize; 2], [usize; 2], bool, bool
 ];
 
 /// The window of an `OPTION_CASES` row.
-fn option_window(row: &(&str, &str, [usize; 2], [usize; 2], [usize; 2], bool, bool)) -> PoolWindow {
+fn option_window(row: &OptionCase) -> PoolWindow {
     let &(_, _, kernel, stride, padding, ceil_mode, count_include_pad) = row;
     PoolWindow {
         kernel,
