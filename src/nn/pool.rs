@@ -7,10 +7,11 @@ use crate::ops::pool::{pooled_shape, PoolWindow, Span};
 use crate::Tensor;
 
 /// A pooling layer over fixed windows: its type, the `Tensor` method it applies
-/// (taking a [`PoolWindow`]), how many trailing axes it pools and how a window of
+/// (taking a [`PoolWindow`]) and the op's name in messages, how many trailing axes
+/// it pools and how a window of
 /// that many axes is made from `(kernel, stride, padding)`.
 macro_rules! fixed_window_pool {
-    ($(#[$doc:meta])* $ty:ident, $op:ident, $dims:literal, $make:path) => {
+    ($(#[$doc:meta])* $ty:ident, $op:ident, $op_name:literal, $dims:literal, $make:path) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Module)]
         pub struct $ty {
@@ -91,7 +92,7 @@ macro_rules! fixed_window_pool {
             fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
                 input.expect_f32()?;
                 let spans: [Span; 2] = self.window.spans();
-                let shape = pooled_shape(stringify!($op), &input.shape, &spans[2 - $dims..])?;
+                let shape = pooled_shape($op_name, &input.shape, &spans[2 - $dims..])?;
                 Ok(Some(TensorSpec::f32(&shape)))
             }
         }
@@ -137,7 +138,7 @@ fixed_window_pool!(
     /// assert_eq!(net.forward(&x).shape(), &[2, 3 * 4 * 4]);
     /// assert!(net.parameters().is_empty());
     /// ```
-    MaxPool2d, max_pool2d_with, 2, PoolWindow::square
+    MaxPool2d, max_pool2d_with, "max_pool2d", 2, PoolWindow::square
 );
 window_2d!(MaxPool2d, "nn.MaxPool2d");
 fixed_window_pool!(
@@ -145,7 +146,7 @@ fixed_window_pool!(
     /// `[C, H, W]`), as `nn.AvgPool2d(kernel, stride)`; `.padding(p)` pads with zeros
     /// that count in the divisor (PyTorch's `count_include_pad=True`; see
     /// [`AvgPool2d::count_include_pad`]).
-    AvgPool2d, avg_pool2d_with, 2, PoolWindow::square
+    AvgPool2d, avg_pool2d_with, "avg_pool2d", 2, PoolWindow::square
 );
 window_2d!(AvgPool2d, "nn.AvgPool2d");
 
@@ -164,7 +165,7 @@ impl AvgPool2d {
 fixed_window_pool!(
     /// Max pooling over windows of `kernel` entries of `[N, C, L]` (or `[C, L]`), as
     /// `nn.MaxPool1d(kernel, stride)`; `.padding(p)` pads with −∞.
-    MaxPool1d, max_pool1d_with, 1, PoolWindow::line
+    MaxPool1d, max_pool1d_with, "max_pool1d", 1, PoolWindow::line
 );
 
 /// Average pooling of `[N, C, H, W]` (or `[C, H, W]`) into `out_h`×`out_w` bins
