@@ -181,6 +181,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     out0[i] = in1[c] * st.y * (in4[i] - in6[c] / m - xhat * in5[c] / m);
 }
 
+//#kernel running_stats_cumulative
+// As running_stats with PyTorch's momentum=None: momentum = 1 / (count + 1), one
+// workgroup looping over the channels, which all read the count before invocation 0
+// increments it (after the barrier).
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let m = 1.0 / (f32(bitcast<u32>(out2[0])) + 1.0);
+    let keep = 1.0 - m;
+    for (var i = lid.x; i < params.channels; i += 256u) {
+        out0[i] = m * in0[i] + keep * out0[i];
+        out1[i] = m * in1[i] + keep * out1[i];
+    }
+    storageBarrier();
+    if (lid.x == 0u) {
+        out2[0] = bitcast<f32>(bitcast<u32>(out2[0]) + 1u);
+    }
+}
+
 //#kernel running_stats
 // reads [batch mean, batch var], writes [running_mean, running_var, count] in place:
 // running = momentum · batch + (1 − momentum) · running; count + 1 (u32 bits).

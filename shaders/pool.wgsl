@@ -38,11 +38,20 @@ fn inside(win: vec2<i32>, n_in: u32) -> vec2<u32> {
     return vec2<u32>(u32(max(win.x, 0)), min(u32(max(win.y, 0)), n_in));
 }
 
-// Average pooling's divisor: the window's whole area, padding included.
+// Average pooling's divisor along an axis: the window up to the end of the padded
+// axis (count_pad, PyTorch's count_include_pad), else its entries inside the input.
+fn divisor_len(win: vec2<i32>, n_in: u32, p: u32, count_pad: u32) -> i32 {
+    if (count_pad != 0u) {
+        return min(win.y, i32(n_in + p)) - win.x;
+    }
+    return min(win.y, i32(n_in)) - max(win.x, 0);
+}
+
+// Average pooling's divisor of a window (src/ops/pool.rs's `area`).
 fn area(oh: u32, ow: u32) -> f32 {
-    let h = window_h(oh);
-    let w = window_w(ow);
-    return f32((h.y - h.x) * (w.y - w.x));
+    let h = divisor_len(window_h(oh), params.in_h, params.p_h, params.count_pad_h);
+    let w = divisor_len(window_w(ow), params.in_w, params.p_w, params.count_pad_w);
+    return f32(h * w);
 }
 
 fn is_nan_f(v: f32) -> bool {

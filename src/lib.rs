@@ -59,6 +59,7 @@ pub use device::profile::{LaunchProfile, PlanProfile, ProfileReport};
 pub use device::{Device, Stats, Tolerance};
 pub use error::{Error, Result};
 pub use graph::autograd::Gradients;
-pub use ops::ConvArgs;
+pub use ops::pool::PoolWindow;
+pub use ops::{Conv2dArgs, ConvArgs};
 pub use rng::manual_seed;
 pub use tensor::{Axis, DType, Tensor, TensorData};

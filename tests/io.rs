@@ -2,6 +2,8 @@
 //! (including one written by PyTorch), and data files.
 
 mod common;
+#[path = "io/pytorch_models.rs"]
+mod pytorch_models;
 
 use common::{fixture, gpu, max_rel_diff, private, read_tensor, serial};
 use wgnn::nn::{self, Linear, Module, Sequential};

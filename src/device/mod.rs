@@ -446,10 +446,12 @@ impl Device {
     }
 
     /// Makes every kernel this GPU device compiles from now on that offers variants
-    /// (the GEMM's tiles) run the one whose name starts with `prefix` (e.g.
-    /// `"32x32k16"`), when it has one, instead of the autotune's choice; `None`
-    /// restores the autotune. For tests that every variant is right and gives the
-    /// same bits (cached plans keep theirs: clear the cache first). No-op on the CPU.
+    /// (the GEMM's tiles, e.g. `"32x32k16"`; the convolution's, e.g. `"16x64"`; the
+    /// one-launch or per-input forms of joins and optimizer updates) run the one
+    /// whose name starts with `prefix`, when it has one, instead of the autotune's
+    /// choice; `None` restores the autotune. For tests that every variant is right
+    /// and gives the same bits (cached plans keep theirs: clear the cache first).
+    /// No-op on the CPU.
     #[doc(hidden)]
     pub fn debug_kernel_variant(&self, prefix: Option<&str>) {
         self.0.backend.debug_kernel_variant(prefix);

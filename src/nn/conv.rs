@@ -4,8 +4,8 @@
 //! and `Tensor::conv_transpose2d` (`src/ops/conv.rs`).
 
 use super::{Module, TensorSpec};
-use crate::ops::conv::{conv_output_shape, ConvKind};
-use crate::{ConvArgs, Device, Error, Result, Tensor};
+use crate::ops::conv::{conv_output_shape, conv_output_shape_2d, ConvKind};
+use crate::{Conv2dArgs, ConvArgs, Device, Error, Result, Tensor};
 
 /// A convolution layer's settings; `Default` is PyTorch's: stride 1, padding 0,
 /// dilation 1, one group, with bias.
@@ -108,26 +108,37 @@ fn spec(
 
 /// A layer's name as PyTorch prints it, e.g. `Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2))`.
 fn describe(layer: &str, channels: (usize, usize), kernel: &[usize], config: &ConvConfig) -> String {
-    let tuple = |v: usize| {
-        let parts: Vec<String> = kernel.iter().map(|_| v.to_string()).collect();
-        format!("({}{})", parts.join(", "), if kernel.len() == 1 { "," } else { "" })
-    };
-    let k: Vec<String> = kernel.iter().map(usize::to_string).collect();
-    let one = if kernel.len() == 1 { "," } else { "" };
-    let mut s = format!(
-        "{layer}({}, {}, kernel_size=({}{one})",
-        channels.0,
-        channels.1,
-        k.join(", ")
+    let per_axis = |v: usize| vec![v; kernel.len()];
+    let (stride, padding, dilation) = (
+        per_axis(config.stride),
+        per_axis(config.padding),
+        per_axis(config.dilation),
     );
-    if config.stride != 1 {
-        s += &format!(", stride={}", tuple(config.stride));
+    describe_axes(layer, channels, kernel, [&stride, &padding, &dilation], config)
+}
+
+/// [`describe`] with stride, padding and dilation given per spatial axis (the
+/// config's groups and bias).
+fn describe_axes(
+    layer: &str,
+    channels: (usize, usize),
+    kernel: &[usize],
+    [stride, padding, dilation]: [&[usize]; 3],
+    config: &ConvConfig,
+) -> String {
+    let tuple = |v: &[usize]| {
+        let parts: Vec<String> = v.iter().map(usize::to_string).collect();
+        format!("({}{})", parts.join(", "), if v.len() == 1 { "," } else { "" })
+    };
+    let mut s = format!("{layer}({}, {}, kernel_size={}", channels.0, channels.1, tuple(kernel));
+    if stride.iter().any(|&v| v != 1) {
+        s += &format!(", stride={}", tuple(stride));
     }
-    if config.padding != 0 {
-        s += &format!(", padding={}", tuple(config.padding));
+    if padding.iter().any(|&v| v != 0) {
+        s += &format!(", padding={}", tuple(padding));
     }
-    if config.dilation != 1 {
-        s += &format!(", dilation={}", tuple(config.dilation));
+    if dilation.iter().any(|&v| v != 1) {
+        s += &format!(", dilation={}", tuple(dilation));
     }
     if config.groups != 1 {
         s += &format!(", groups={}", config.groups);
@@ -147,8 +158,15 @@ pub struct Conv2d {
     /// `[out_channels]`, trainable, if the layer has one; `state_dict()` name `bias`.
     pub bias: Option<Tensor>,
     /// Stride, padding, dilation, groups (`bias` says whether it was made with one).
+    /// For a layer made by [`Conv2d::with_args`] with different values along the
+    /// height and the width, its stride, padding and dilation are the height's and
+    /// only `groups` is read from here: [`Conv2d::args`] has both axes.
     #[module(skip)]
     pub config: ConvConfig,
+    /// Per-axis stride, padding and dilation ([`Conv2d::with_args`]), else `None`:
+    /// `config`'s along both axes.
+    #[module(skip)]
+    axes: Option<Conv2dArgs>,
 }
 
 impl Conv2d {
@@ -182,23 +200,109 @@ impl Conv2d {
             false,
             device,
         )?;
-        Ok(Conv2d { weight, bias, config })
+        Ok(Conv2d {
+            weight,
+            bias,
+            config,
+            axes: None,
+        })
+    }
+
+    /// PyTorch's `nn.Conv2d(in_channels, out_channels, (kh, kw), stride=(sh, sw),
+    /// padding=(ph, pw), dilation=(dh, dw), groups, bias)`: a `[kh, kw]` kernel and a
+    /// (height, width) pair for each setting (`args.output_padding` is not used).
+    /// Panics on what [`Conv2d::try_with_args`] rejects.
+    ///
+    /// ```
+    /// use wgnn::nn::{Conv2d, Module};
+    /// use wgnn::{Conv2dArgs, Device, Tensor};
+    ///
+    /// let dev = Device::cpu();
+    /// let args = Conv2dArgs { stride: [1, 2], padding: [1, 2], ..Default::default() };
+    /// let conv = Conv2d::with_args(3, 8, [3, 5], args, true, &dev);
+    /// let x = Tensor::randn(&[2, 3, 7, 9], 0, &dev).unwrap();
+    /// assert_eq!(conv.forward(&x).shape(), &[2, 8, 7, 5]);
+    /// assert_eq!(conv.name(), "Conv2d(3, 8, kernel_size=(3, 5), stride=(1, 2), padding=(1, 2))");
+    /// ```
+    #[track_caller]
+    pub fn with_args(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 2],
+        args: Conv2dArgs,
+        bias: bool,
+        device: &Device,
+    ) -> Conv2d {
+        Conv2d::try_with_args(in_channels, out_channels, kernel_size, args, bias, device)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Conv2d::with_args`]; `Err` when a stride or dilation is 0, or for what
+    /// [`Conv2d::try_new`] rejects.
+    pub fn try_with_args(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 2],
+        args: Conv2dArgs,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Conv2d> {
+        if args.stride.contains(&0) || args.dilation.contains(&0) {
+            return Err(Error::InvalidSetting {
+                setting: "stride",
+                message: format!(
+                    "Conv2d: stride {:?} and dilation {:?} must be at least 1 along both axes",
+                    args.stride, args.dilation
+                ),
+            });
+        }
+        let config = ConvConfig {
+            stride: args.stride[0],
+            padding: args.padding[0],
+            dilation: args.dilation[0],
+            groups: args.groups,
+            bias,
+        };
+        let layer = Conv2d::try_new(in_channels, out_channels, kernel_size, config, device)?;
+        let args = Conv2dArgs {
+            output_padding: [0; 2],
+            ..args
+        };
+        Ok(Conv2d {
+            axes: Some(args),
+            ..layer
+        })
+    }
+
+    /// The stride, padding, dilation (per axis) and groups the layer convolves with.
+    pub fn args(&self) -> Conv2dArgs {
+        match self.axes {
+            Some(axes) => Conv2dArgs {
+                groups: self.config.groups,
+                ..axes
+            },
+            None => self.config.args(0).into(),
+        }
     }
 }
 
 impl Module for Conv2d {
     #[track_caller]
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, self.bias.as_ref(), self.config.args(0))
+        x.conv2d_with(&self.weight, self.bias.as_ref(), self.args())
     }
 
     fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
-        spec(ConvKind::Conv2d, input, &self.weight, self.config.args(0))
+        input.expect_f32()?;
+        let (shape, _) = conv_output_shape_2d(ConvKind::Conv2d, &input.shape, self.weight.shape(), self.args())?;
+        Ok(Some(TensorSpec::f32(&shape)))
     }
 
     fn name(&self) -> String {
         let w = self.weight.shape();
-        describe("Conv2d", (w[1] * self.config.groups, w[0]), &w[2..], &self.config)
+        let a = self.args();
+        let axes = [&a.stride[..], &a.padding[..], &a.dilation[..]];
+        describe_axes("Conv2d", (w[1] * self.config.groups, w[0]), &w[2..], axes, &self.config)
     }
 }
 

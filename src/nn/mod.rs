@@ -19,7 +19,7 @@ pub use attention::{
 };
 pub use autoencoder::Autoencoder;
 pub use conv::{Conv1d, Conv2d, ConvConfig, ConvTranspose2d};
-pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm};
+pub use norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm, LayerNorm};
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;

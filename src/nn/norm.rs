@@ -12,7 +12,7 @@
 //! read of a buffer (`crate::graph::deferred`). In evaluation mode (or inside
 //! [`super::inference`]) it normalizes with the running statistics.
 
-use super::{inference_mode, Module, TensorSpec};
+use super::{inference_mode, Member, MemberMut, Module, ModuleFields, TensorSpec};
 use crate::{Device, Error, Result, Tensor};
 
 /// PyTorch's default `eps` of every normalization layer.
@@ -32,32 +32,81 @@ fn expect_fit(layer: &dyn Module, x: &Tensor) {
     }
 }
 
+/// The options of PyTorch's `nn.BatchNorm1d` / `nn.BatchNorm2d` after
+/// `num_features`; `Default` is PyTorch's: eps 1e-5, momentum 0.1, affine, tracking
+/// running statistics.
+///
+/// ```
+/// use wgnn::nn::{BatchNorm1d, BatchNormConfig, Module};
+/// use wgnn::{Device, Tensor};
+///
+/// # fn main() -> wgnn::Result<()> {
+/// let dev = Device::cpu();
+/// let config = BatchNormConfig { momentum: None, affine: false, ..Default::default() };
+/// let bn = BatchNorm1d::with_config(2, config, &dev);
+/// assert!(bn.parameters().is_empty()); // no weight or bias, as affine=False
+/// bn.forward(&Tensor::new(&[[1.0f32, 10.0], [3.0, 30.0]], &dev)?).to_vec()?;
+/// bn.forward(&Tensor::new(&[[5.0f32, 10.0], [7.0, 30.0]], &dev)?).to_vec()?;
+/// // momentum None: the plain average of the batches' means (2 and 6)
+/// assert_eq!(bn.running_mean.to_vec()?, [4.0, 20.0]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance before the square root (PyTorch's 1e-5).
+    pub eps: f32,
+    /// Weight of each batch in the running statistics (PyTorch's 0.1); `None` is
+    /// PyTorch's `momentum=None`, a cumulative moving average (batch `k` weighs
+    /// `1 / k`).
+    pub momentum: Option<f32>,
+    /// PyTorch's `affine`: a trainable `weight` and `bias` per channel. Without,
+    /// the layer has no parameters (the `weight` and `bias` fields hold the
+    /// constants 1 and 0, outside `parameters()` and the `state_dict`).
+    pub affine: bool,
+    /// PyTorch's `track_running_stats`: keep `running_mean`, `running_var` and
+    /// `num_batches_tracked`. Without, the layer has no buffers and normalizes with
+    /// the batch's statistics in evaluation mode too (the buffer fields keep their
+    /// initial values, outside the `state_dict`).
+    pub track_running_stats: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> BatchNormConfig {
+        BatchNormConfig {
+            eps: EPS,
+            momentum: Some(0.1),
+            affine: true,
+            track_running_stats: true,
+        }
+    }
+}
+
 /// The two batch norm layers: the same members and code, different input ranks.
 macro_rules! batch_norm {
     ($(#[$doc:meta])* $ty:ident, $torch:literal, $ranks:expr, $layout:literal) => {
         $(#[$doc])*
-        #[derive(Module)]
         pub struct $ty {
-            /// `[C]`, trainable, initialized to 1; `state_dict()` name `weight`.
+            /// `[C]`, trainable, initialized to 1; `state_dict()` name `weight`
+            /// (without `affine`: the constant 1, not a parameter).
             pub weight: Tensor,
-            /// `[C]`, trainable, initialized to 0; `state_dict()` name `bias`.
+            /// `[C]`, trainable, initialized to 0; `state_dict()` name `bias`
+            /// (without `affine`: the constant 0, not a parameter).
             pub bias: Tensor,
             /// `[C]` buffer, initialized to 0.
-            #[module(buffer)]
             pub running_mean: Tensor,
             /// `[C]` buffer, initialized to 1.
-            #[module(buffer)]
             pub running_var: Tensor,
             /// `[]` buffer of u32 (saved as PyTorch's I64): training batches seen.
-            #[module(buffer)]
             pub num_batches_tracked: Tensor,
-            /// Weight of each batch in the running statistics (PyTorch's 0.1).
-            #[module(skip)]
+            /// Weight of each batch in the running statistics (PyTorch's 0.1); not
+            /// read by a layer made with `momentum: None` ([`BatchNormConfig`]).
             pub momentum: f32,
             /// Added to the variance before the square root (PyTorch's 1e-5).
-            #[module(skip)]
             pub eps: f32,
-            #[module(skip)]
+            /// PyTorch's `momentum=None`: a cumulative moving average.
+            cumulative: bool,
+            affine: bool,
+            track_running_stats: bool,
             training: bool,
         }
 
@@ -72,16 +121,44 @@ macro_rules! batch_norm {
 
             /// As `new`, with a failing device as an error.
             pub fn try_new(num_features: usize, device: &Device) -> Result<$ty> {
+                $ty::try_with_config(num_features, BatchNormConfig::default(), device)
+            }
+
+            #[doc = concat!("`", $torch, "(num_features, eps, momentum, affine, track_running_stats)`,")]
+            /// in training mode. Panics only if the device cannot hold the tensors.
+            #[track_caller]
+            pub fn with_config(num_features: usize, config: BatchNormConfig, device: &Device) -> $ty {
+                $ty::try_with_config(num_features, config, device)
+                    .unwrap_or_else(|e| panic!("{}::with_config({num_features}): {e}", stringify!($ty)))
+            }
+
+            /// As `with_config`; `Err` for a momentum outside [0, 1], or a failing device.
+            pub fn try_with_config(num_features: usize, config: BatchNormConfig, device: &Device) -> Result<$ty> {
+                if let Some(m) = config.momentum.filter(|m| !(0.0..=1.0).contains(m)) {
+                    return Err(Error::InvalidSetting {
+                        setting: "momentum",
+                        message: format!("{}: momentum {m} is outside [0, 1]", stringify!($ty)),
+                    });
+                }
                 let zeros = Tensor::from_vec(vec![0.0; num_features], &[num_features], device)?;
                 let ones = Tensor::from_vec(vec![1.0; num_features], &[num_features], device)?;
+                let constant = |t: &Tensor| -> Result<Tensor> {
+                    match config.affine {
+                        true => t.clone().requires_grad(),
+                        false => Ok(t.clone()),
+                    }
+                };
                 Ok($ty {
-                    weight: filled(&[num_features], 1.0, device)?,
-                    bias: filled(&[num_features], 0.0, device)?,
+                    weight: constant(&Tensor::from_vec(vec![1.0; num_features], &[num_features], device)?)?,
+                    bias: constant(&Tensor::from_vec(vec![0.0; num_features], &[num_features], device)?)?,
                     running_mean: zeros,
                     running_var: ones,
                     num_batches_tracked: Tensor::from_labels_shaped(&[0], &[], device)?,
-                    momentum: 0.1,
-                    eps: EPS,
+                    momentum: config.momentum.unwrap_or(0.1),
+                    eps: config.eps,
+                    cumulative: config.momentum.is_none(),
+                    affine: config.affine,
+                    track_running_stats: config.track_running_stats,
                     training: true,
                 })
             }
@@ -90,29 +167,93 @@ macro_rules! batch_norm {
             pub fn num_features(&self) -> usize {
                 self.weight.shape()[0]
             }
+
+            /// The layer's options (`momentum` and `eps` as the fields hold them now).
+            pub fn config(&self) -> BatchNormConfig {
+                BatchNormConfig {
+                    eps: self.eps,
+                    momentum: (!self.cumulative).then_some(self.momentum),
+                    affine: self.affine,
+                    track_running_stats: self.track_running_stats,
+                }
+            }
+        }
+
+        /// `weight`, `bias` (with `affine`), then the buffers (with
+        /// `track_running_stats`): PyTorch's `state_dict` order.
+        impl ModuleFields for $ty {
+            fn members(&self) -> Vec<(String, Member<'_>)> {
+                let mut out = Vec::new();
+                if self.affine {
+                    out.push(("weight".to_string(), Member::Parameter(&self.weight)));
+                    out.push(("bias".to_string(), Member::Parameter(&self.bias)));
+                }
+                if self.track_running_stats {
+                    out.push(("running_mean".to_string(), Member::Buffer(&self.running_mean)));
+                    out.push(("running_var".to_string(), Member::Buffer(&self.running_var)));
+                    out.push(("num_batches_tracked".to_string(), Member::Buffer(&self.num_batches_tracked)));
+                }
+                out
+            }
+
+            fn members_mut(&mut self) -> Vec<(String, MemberMut<'_>)> {
+                let mut out = Vec::new();
+                if self.affine {
+                    out.push(("weight".to_string(), MemberMut::Parameter(&mut self.weight)));
+                    out.push(("bias".to_string(), MemberMut::Parameter(&mut self.bias)));
+                }
+                if self.track_running_stats {
+                    out.push(("running_mean".to_string(), MemberMut::Buffer(&mut self.running_mean)));
+                    out.push(("running_var".to_string(), MemberMut::Buffer(&mut self.running_var)));
+                    out.push(("num_batches_tracked".to_string(), MemberMut::Buffer(&mut self.num_batches_tracked)));
+                }
+                out
+            }
+        }
+
+        impl $ty {
+            /// Whether a forward now normalizes with the batch's statistics.
+            fn batch_statistics(&self) -> bool {
+                (self.training && !inference_mode()) || !self.track_running_stats
+            }
         }
 
         impl Module for $ty {
             #[track_caller]
             fn forward(&self, x: &Tensor) -> Tensor {
                 expect_fit(self, x);
-                let (w, b) = (Some(&self.weight), Some(&self.bias));
+                let (w, b) = match self.affine {
+                    true => (Some(&self.weight), Some(&self.bias)),
+                    false => (None, None),
+                };
                 let running = [&self.running_mean, &self.running_var, &self.num_batches_tracked];
-                if self.training && !inference_mode() {
-                    batch_norm_train(x, w, b, self.eps, self.momentum, running)
-                } else {
-                    batch_norm_eval(x, w, b, self.eps, running)
+                if !self.batch_statistics() {
+                    return batch_norm_eval(x, w, b, self.eps, running);
                 }
+                let momentum = (!self.cumulative).then_some(self.momentum);
+                // Without running statistics (or outside training) nothing is updated.
+                let update = (self.track_running_stats && self.training && !inference_mode()).then_some(running);
+                batch_norm_train(x, w, b, self.eps, momentum, update)
             }
 
             fn name(&self) -> String {
-                format!("{}({})", stringify!($ty), self.num_features())
+                let mut out = format!("{}({}", stringify!($ty), self.num_features());
+                if self.cumulative {
+                    out += ", momentum=None";
+                }
+                if !self.affine {
+                    out += ", affine=False";
+                }
+                if !self.track_running_stats {
+                    out += ", track_running_stats=False";
+                }
+                out + ")"
             }
 
             fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
                 input.expect_f32()?;
-                let training = self.training && !inference_mode();
-                batch_norm_spec(input, self.num_features(), &$ranks, $layout, training).map(Some)
+                let batch = self.batch_statistics();
+                batch_norm_spec(input, self.num_features(), &$ranks, $layout, batch).map(Some)
             }
 
             fn set_training(&mut self, training: bool) {
@@ -157,18 +298,22 @@ batch_norm!(
     BatchNorm2d, "torch.nn.BatchNorm2d", [4], "[N, C, H, W]"
 );
 
-/// Training-mode batch norm: the batch's statistics, and the queued update of the
-/// running ones (`crate::graph::deferred`).
+/// Batch norm with the batch's statistics and, where `running` is given, the queued
+/// update of the running ones (`crate::graph::deferred`); `momentum` `None` is a
+/// cumulative average.
 #[track_caller]
 fn batch_norm_train(
     x: &Tensor,
     w: Option<&Tensor>,
     b: Option<&Tensor>,
     eps: f32,
-    momentum: f32,
-    running: [&Tensor; 3],
+    momentum: Option<f32>,
+    running: Option<[&Tensor; 3]>,
 ) -> Tensor {
     let (y, mean, var) = x.batch_norm_stats(w, b, eps);
+    let Some(running) = running else {
+        return y;
+    };
     // In-place updates need resident buffers (a loaded or moved buffer is staged on
     // the host); a device that cannot hold them fails the plan with that error.
     for buffer in running {

@@ -3,64 +3,120 @@
 //! [`Tensor::max_pool2d`] and its kin, which hold the kernels and the gradients.
 
 use super::{Module, TensorSpec};
-use crate::ops::pool::{pooled_shape, Span};
+use crate::ops::pool::{pooled_shape, PoolWindow, Span};
 use crate::Tensor;
 
-/// A pooling layer over fixed windows: its type, PyTorch's name, the `Tensor`
-/// method it applies and how many trailing axes it pools.
+/// A pooling layer over fixed windows: its type, the `Tensor` method it applies
+/// (taking a [`PoolWindow`]) and the op's name in messages, how many trailing axes
+/// it pools and how a window of
+/// that many axes is made from `(kernel, stride, padding)`.
 macro_rules! fixed_window_pool {
-    ($(#[$doc:meta])* $ty:ident, $op:ident, $dims:literal) => {
+    ($(#[$doc:meta])* $ty:ident, $op:ident, $op_name:literal, $dims:literal, $make:path) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Module)]
         pub struct $ty {
             #[module(skip)]
-            kernel: usize,
-            #[module(skip)]
-            stride: usize,
-            #[module(skip)]
-            padding: usize,
+            window: PoolWindow,
         }
 
         impl $ty {
             /// Windows of `kernel` entries every `stride` entries (per pooled axis),
             /// without padding.
             pub fn new(kernel: usize, stride: usize) -> $ty {
-                $ty { kernel, stride, padding: 0 }
+                $ty {
+                    window: $make(kernel, stride, 0),
+                }
             }
 
             /// The same layer with `padding` entries added at both ends of each pooled
             /// axis (at most half the kernel, as PyTorch).
             pub fn padding(self, padding: usize) -> $ty {
-                $ty { padding, ..self }
+                let w = self.window;
+                $ty {
+                    window: PoolWindow {
+                        padding: $make(w.kernel[1], w.stride[1], padding).padding,
+                        ..w
+                    },
+                }
             }
 
-            /// `(kernel, stride, padding)`.
+            /// The same layer with PyTorch's `ceil_mode`: a last, partial window where
+            /// the input (with its left padding) leaves one.
+            pub fn ceil_mode(self, ceil_mode: bool) -> $ty {
+                $ty {
+                    window: PoolWindow { ceil_mode, ..self.window },
+                }
+            }
+
+            /// `(kernel, stride, padding)` along the last axis (for a square window,
+            /// along every pooled axis); [`Self::window`] has all of them.
             pub fn config(&self) -> (usize, usize, usize) {
-                (self.kernel, self.stride, self.padding)
+                let w = &self.window;
+                (w.kernel[1], w.stride[1], w.padding[1])
+            }
+
+            /// The whole window: kernel, stride and padding per axis, and the options.
+            pub fn window(&self) -> PoolWindow {
+                self.window
             }
         }
 
         impl Module for $ty {
             #[track_caller]
             fn forward(&self, x: &Tensor) -> Tensor {
-                x.$op(self.kernel, self.stride, self.padding)
+                x.$op(self.window)
             }
 
             fn name(&self) -> String {
-                format!(
-                    "{}(kernel_size={}, stride={}, padding={})",
+                let w = &self.window;
+                let pair = |v: [usize; 2]| match $dims == 1 || v[0] == v[1] {
+                    true => v[1].to_string(),
+                    false => format!("({}, {})", v[0], v[1]),
+                };
+                let mut out = format!(
+                    "{}(kernel_size={}, stride={}, padding={}",
                     stringify!($ty),
-                    self.kernel,
-                    self.stride,
-                    self.padding
-                )
+                    pair(w.kernel),
+                    pair(w.stride),
+                    pair(w.padding)
+                );
+                if w.ceil_mode {
+                    out += ", ceil_mode=True";
+                }
+                if !w.count_include_pad {
+                    out += ", count_include_pad=False";
+                }
+                out + ")"
             }
 
             fn output_spec(&self, input: &TensorSpec) -> std::result::Result<Option<TensorSpec>, String> {
                 input.expect_f32()?;
-                let spans = [Span::fixed(self.kernel, self.stride, self.padding); $dims];
-                let shape = pooled_shape(stringify!($op), &input.shape, &spans)?;
+                let spans: [Span; 2] = self.window.spans();
+                let shape = pooled_shape($op_name, &input.shape, &spans[2 - $dims..])?;
                 Ok(Some(TensorSpec::f32(&shape)))
+            }
+        }
+    };
+}
+
+/// The 2-D layers also take any [`PoolWindow`].
+macro_rules! window_2d {
+    ($ty:ident, $torch:literal) => {
+        impl $ty {
+            #[doc = concat!("`", $torch, "` over any [`PoolWindow`]: non-square kernel, stride and")]
+            /// padding (`(kh, kw)`), `ceil_mode`, `count_include_pad`.
+            ///
+            /// ```
+            #[doc = concat!("use wgnn::nn::{Module, ", stringify!($ty), "};")]
+            /// use wgnn::{Device, PoolWindow, Tensor};
+            ///
+            /// let x = Tensor::randn(&[1, 2, 7, 9], 0, &Device::cpu()).unwrap();
+            /// let window = PoolWindow { kernel: [3, 2], stride: [2, 1], ..PoolWindow::square(2, 2, 0) };
+            #[doc = concat!("let pool = ", stringify!($ty), "::with_window(window);")]
+            /// assert_eq!(pool.forward(&x).shape(), &[1, 2, 3, 8]);
+            /// ```
+            pub fn with_window(window: PoolWindow) -> $ty {
+                $ty { window }
             }
         }
     };
@@ -82,18 +138,34 @@ fixed_window_pool!(
     /// assert_eq!(net.forward(&x).shape(), &[2, 3 * 4 * 4]);
     /// assert!(net.parameters().is_empty());
     /// ```
-    MaxPool2d, max_pool2d, 2
+    MaxPool2d, max_pool2d_with, "max_pool2d", 2, PoolWindow::square
 );
+window_2d!(MaxPool2d, "nn.MaxPool2d");
 fixed_window_pool!(
     /// Average pooling over `kernel`×`kernel` windows of `[N, C, H, W]` (or
     /// `[C, H, W]`), as `nn.AvgPool2d(kernel, stride)`; `.padding(p)` pads with zeros
-    /// that count in the divisor (PyTorch's `count_include_pad=True`).
-    AvgPool2d, avg_pool2d, 2
+    /// that count in the divisor (PyTorch's `count_include_pad=True`; see
+    /// [`AvgPool2d::count_include_pad`]).
+    AvgPool2d, avg_pool2d_with, "avg_pool2d", 2, PoolWindow::square
 );
+window_2d!(AvgPool2d, "nn.AvgPool2d");
+
+impl AvgPool2d {
+    /// The same layer with PyTorch's `count_include_pad`: `false` divides each
+    /// window's sum by the number of input entries in it, not counting the padding.
+    pub fn count_include_pad(self, count_include_pad: bool) -> AvgPool2d {
+        AvgPool2d {
+            window: PoolWindow {
+                count_include_pad,
+                ..self.window
+            },
+        }
+    }
+}
 fixed_window_pool!(
     /// Max pooling over windows of `kernel` entries of `[N, C, L]` (or `[C, L]`), as
     /// `nn.MaxPool1d(kernel, stride)`; `.padding(p)` pads with −∞.
-    MaxPool1d, max_pool1d, 1
+    MaxPool1d, max_pool1d_with, "max_pool1d", 1, PoolWindow::line
 );
 
 /// Average pooling of `[N, C, H, W]` (or `[C, H, W]`) into `out_h`×`out_w` bins

@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 mod builders;
 
-pub use builders::ConvArgs;
-pub(crate) use builders::{conv_output_shape, ConvKind};
+pub(crate) use builders::{conv_output_shape, conv_output_shape_2d, ConvKind};
+pub use builders::{Conv2dArgs, ConvArgs};
 
 const SHADER: &str = include_str!("../../shaders/conv.wgsl");
 

@@ -35,7 +35,7 @@ pub(crate) mod update;
 
 use std::sync::Arc;
 
-pub use conv::{Conv, ConvArgs};
+pub use conv::{Conv, Conv2dArgs, ConvArgs};
 pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 
 pub use dropout::Dropout;

@@ -79,6 +79,9 @@ pub enum Norm {
     RunningStats {
         /// PyTorch's `momentum`.
         momentum: f32,
+        /// PyTorch's `momentum=None`: a cumulative average, `momentum` being
+        /// `1 / (count + 1)` with the count before this update.
+        cumulative: bool,
     },
 }
 
@@ -185,10 +188,11 @@ impl Rule for Norm {
                     }
                 }
             }
-            Norm::RunningStats { momentum } => {
+            Norm::RunningStats { momentum, cumulative } => {
                 let kernel = RunningStatsKernel {
                     channels: inputs[0].iter().product(),
                     momentum,
+                    cumulative,
                 };
                 Lowering::in_place(kernel, 5)
             }
@@ -457,11 +461,13 @@ impl Kernel for NormKernel {
 }
 
 /// reads [batch mean, batch var], writes [running_mean, running_var, count] in
-/// place: one invocation per channel.
+/// place: one invocation per channel; a cumulative average runs as one workgroup
+/// (every channel reads the count before it is incremented).
 #[derive(Debug)]
 struct RunningStatsKernel {
     channels: usize,
     momentum: f32,
+    cumulative: bool,
 }
 
 impl RunningStatsKernel {
@@ -477,7 +483,14 @@ impl Kernel for RunningStatsKernel {
     }
 
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (m, keep) = (self.momentum, self.keep());
+        let (m, keep) = match self.cumulative {
+            // As the shader: 1 / (count + 1) and 1 − that, in f32.
+            true => {
+                let m = 1.0 / (out[2][0].to_bits() as f32 + 1.0);
+                (m, 1.0 - m)
+            }
+            false => (self.momentum, self.keep()),
+        };
         for (which, batch) in x.iter().enumerate() {
             for (r, &v) in out[which][..self.channels].iter_mut().zip(*batch) {
                 *r = m * v + keep * *r;
@@ -491,7 +504,11 @@ impl Kernel for RunningStatsKernel {
             .u32("channels", self.channels)
             .f32("momentum", self.momentum)
             .f32("keep", self.keep());
-        Wgsl::new(SHADER, "running_stats", u, Grid::Threads(self.channels)).defs("const MODE: u32 = 0u;\n")
+        let (entry, grid) = match self.cumulative {
+            true => ("running_stats_cumulative", Grid::Groups(1)),
+            false => ("running_stats", Grid::Threads(self.channels)),
+        };
+        Wgsl::new(SHADER, entry, u, grid).defs("const MODE: u32 = 0u;\n")
     }
 }
 

@@ -19,11 +19,82 @@ use crate::Tensor;
 
 const SHADER: &str = include_str!("../../shaders/pool.wgsl");
 
+/// A 2-D pooling window as PyTorch's `nn.MaxPool2d` / `nn.AvgPool2d` take it:
+/// kernel, stride and padding per axis (height, width), `ceil_mode` and
+/// `count_include_pad`. [`PoolWindow::square`] is the usual square window; a 1-D
+/// pooling runs as a 2-D one over planes of height 1 ([`PoolWindow::line`]).
+///
+/// ```
+/// use wgnn::{Device, PoolWindow, Tensor};
+///
+/// let x = Tensor::randn(&[1, 2, 7, 9], 0, &Device::cpu()).unwrap();
+/// let w = PoolWindow { kernel: [3, 2], stride: [2, 1], ..PoolWindow::square(2, 2, 0) };
+/// assert_eq!(x.max_pool2d_with(w).shape(), &[1, 2, 3, 8]);
+/// let ceil = PoolWindow { ceil_mode: true, ..PoolWindow::square(2, 2, 0) };
+/// assert_eq!(x.avg_pool2d_with(ceil).shape(), &[1, 2, 4, 5]); // floor mode: 3 × 4
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolWindow {
+    /// Window size along (height, width).
+    pub kernel: [usize; 2],
+    /// Entries between the starts of neighbouring windows along (height, width).
+    pub stride: [usize; 2],
+    /// Implicit entries added at both ends of each axis (−∞ for max pooling, 0 for
+    /// average pooling); at most half the kernel, as PyTorch.
+    pub padding: [usize; 2],
+    /// PyTorch's `ceil_mode`: a last, partial window where the input (with its left
+    /// padding) leaves one, rather than only whole windows.
+    pub ceil_mode: bool,
+    /// PyTorch's `count_include_pad` (average pooling only): divide by the window's
+    /// size with the padding in it (`true`, PyTorch's default) or by the number of
+    /// input entries in it (`false`).
+    pub count_include_pad: bool,
+}
+
+impl PoolWindow {
+    /// `kernel`×`kernel` windows every `stride` along both axes, padded by
+    /// `padding`: PyTorch's defaults otherwise (`ceil_mode=False`,
+    /// `count_include_pad=True`).
+    pub fn square(kernel: usize, stride: usize, padding: usize) -> PoolWindow {
+        PoolWindow {
+            kernel: [kernel; 2],
+            stride: [stride; 2],
+            padding: [padding; 2],
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+
+    /// A 1-D window (`max_pool1d`): `kernel` entries every `stride` along the last
+    /// axis, padded by `padding`; the height's entries are 1, 1, 0.
+    pub fn line(kernel: usize, stride: usize, padding: usize) -> PoolWindow {
+        PoolWindow {
+            kernel: [1, kernel],
+            stride: [1, stride],
+            padding: [0, padding],
+            ..PoolWindow::square(1, 1, 0)
+        }
+    }
+
+    /// How the window cuts the rows, then the columns.
+    pub(crate) fn spans(&self) -> [Span; 2] {
+        [0, 1].map(|axis| Span::Fixed {
+            kernel: self.kernel[axis],
+            stride: self.stride[axis],
+            padding: self.padding[axis],
+            ceil_mode: self.ceil_mode,
+            count_pad: self.count_include_pad,
+        })
+    }
+}
+
 /// How one axis is cut into windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Span {
     /// Windows of `kernel` entries every `stride` entries, over the axis padded by
-    /// `padding` on both sides; only whole windows (PyTorch's `ceil_mode=False`).
+    /// `padding` on both sides: only whole windows, or with `ceil_mode` a last
+    /// partial one (PyTorch's rule: it must start inside the input or its left
+    /// padding).
     Fixed {
         /// Entries per window.
         kernel: usize,
@@ -31,6 +102,11 @@ pub enum Span {
         stride: usize,
         /// Implicit entries added at each end (−∞ for max, 0 for average).
         padding: usize,
+        /// PyTorch's `ceil_mode`.
+        ceil_mode: bool,
+        /// PyTorch's `count_include_pad`: average pooling's divisor counts the
+        /// padding inside a window (not what lies past the padded axis).
+        count_pad: bool,
     },
     /// `out` bins as PyTorch's adaptive pooling: bin `i` of an axis of `len` entries
     /// is `⌊i·len/out⌋ .. ⌈(i+1)·len/out⌉`.
@@ -41,15 +117,6 @@ pub enum Span {
 }
 
 impl Span {
-    /// Windows of `kernel` every `stride` over the axis padded by `padding`.
-    pub fn fixed(kernel: usize, stride: usize, padding: usize) -> Span {
-        Span::Fixed {
-            kernel,
-            stride,
-            padding,
-        }
-    }
-
     /// How many windows an axis of `len` entries has, or why the span does not fit
     /// it (the message names `op` and the numbers).
     pub(crate) fn out_len(self, op: &str, len: usize) -> Result<usize, String> {
@@ -58,6 +125,8 @@ impl Span {
                 kernel,
                 stride,
                 padding,
+                ceil_mode,
+                ..
             } => {
                 if kernel == 0 || stride == 0 {
                     return Err(format!("{op}: kernel {kernel} and stride {stride} must be at least 1"));
@@ -73,7 +142,16 @@ impl Span {
                         "{op}: kernel {kernel} is larger than the padded input ({len} + 2·{padding} = {padded})"
                     ));
                 }
-                Ok((padded - kernel) / stride + 1)
+                if !ceil_mode {
+                    return Ok((padded - kernel) / stride + 1);
+                }
+                let out = (padded - kernel).div_ceil(stride) + 1;
+                // The last window must start inside the input or its left padding.
+                Ok(if (out - 1) * stride >= len + padding {
+                    out - 1
+                } else {
+                    out
+                })
             }
             Span::Adaptive { out } if out == 0 || len == 0 => {
                 Err(format!("{op}: {out} bins over {len} entries (both must be at least 1)"))
@@ -90,11 +168,27 @@ impl Span {
                 kernel,
                 stride,
                 padding,
+                ..
             } => {
                 let start = (o * stride) as isize - padding as isize;
                 (start, start + kernel as isize)
             }
             Span::Adaptive { out } => ((o * len / out) as isize, ((o + 1) * len).div_ceil(out) as isize),
+        }
+    }
+
+    /// Average pooling's divisor along this axis for window `o`: the window's
+    /// entries up to the end of the padded axis (with `count_pad`, PyTorch's
+    /// `count_include_pad`), else those inside the input.
+    fn divisor_len(self, o: usize, len: usize) -> isize {
+        let (start, end) = self.window(o, len);
+        match self {
+            Span::Fixed {
+                padding,
+                count_pad: true,
+                ..
+            } => end.min((len + padding) as isize) - start,
+            _ => end.min(len as isize) - start.max(0),
         }
     }
 
@@ -106,6 +200,7 @@ impl Span {
                 kernel,
                 stride,
                 padding,
+                ..
             } => {
                 let at = i + padding;
                 let lo = if at >= kernel { (at - kernel) / stride + 1 } else { 0 };
@@ -234,24 +329,28 @@ impl Geometry {
         self.spans[axis].covering(i, self.input[axis], self.output[axis])
     }
 
-    /// Average pooling's divisor of window `(oh, ow)`: its whole area, padding in.
+    /// Average pooling's divisor of window `(oh, ow)`: its area, padding in or not
+    /// (see [`Span::divisor_len`]).
     fn area(&self, oh: usize, ow: usize) -> f32 {
-        let ((h0, h1), (w0, w1)) = (self.window(0, oh), self.window(1, ow));
-        ((h1 - h0) * (w1 - w0)) as f32
+        let h = self.spans[0].divisor_len(oh, self.input[0]);
+        let w = self.spans[1].divisor_len(ow, self.input[1]);
+        (h * w) as f32
     }
 
-    /// The shared uniforms: sizes, then each axis's span as `k`, `s`, `p` and
-    /// `adaptive` (1 for adaptive bins, whose count is `out_*`).
+    /// The shared uniforms: sizes, then each axis's span as `k`, `s`, `p`,
+    /// `adaptive` (1 for adaptive bins, whose count is `out_*`) and `count_pad`.
     fn uniforms(&self, n: usize) -> Uniforms {
         let mut u = Uniforms::new().u32("n", n);
         for axis in 0..2 {
-            let (k, s, p, adaptive) = match self.spans[axis] {
+            let (k, s, p, adaptive, count_pad) = match self.spans[axis] {
                 Span::Fixed {
                     kernel,
                     stride,
                     padding,
-                } => (kernel, stride, padding, 0),
-                Span::Adaptive { .. } => (1, 1, 0, 1),
+                    count_pad,
+                    ..
+                } => (kernel, stride, padding, 0, count_pad),
+                Span::Adaptive { .. } => (1, 1, 0, 1, true),
             };
             u = u
                 .u32(["in_h", "in_w"][axis], self.input[axis])
@@ -259,7 +358,8 @@ impl Geometry {
                 .u32(["k_h", "k_w"][axis], k)
                 .u32(["s_h", "s_w"][axis], s)
                 .u32(["p_h", "p_w"][axis], p)
-                .u32(["adaptive_h", "adaptive_w"][axis], adaptive);
+                .u32(["adaptive_h", "adaptive_w"][axis], adaptive)
+                .u32(["count_pad_h", "count_pad_w"][axis], count_pad as usize);
         }
         u
     }
@@ -423,14 +523,22 @@ impl Tensor {
         (values, Some(indices))
     }
 
-    /// The same pooling over the last axis, as planes of height 1.
+    /// The same pooling over the last axis, as planes of height 1 (the window's
+    /// height must be 1, 1, 0: [`PoolWindow::line`]).
     #[track_caller]
-    fn pool1d(&self, op: &str, pass: PoolPass, span: Span) -> Tensor {
+    fn pool1d(&self, op: &str, pass: PoolPass, window: PoolWindow) -> Tensor {
         self.check_f32(op);
+        if (window.kernel[0], window.stride[0], window.padding[0]) != (1, 1, 0) {
+            panic!(
+                "{op}: a 1-D window has kernel, stride and padding 1, 1, 0 along the height \
+                 (PoolWindow::line), got {}, {}, {}",
+                window.kernel[0], window.stride[0], window.padding[0]
+            );
+        }
+        let [rows, span] = window.spans();
         let out = pooled_shape(op, self.shape(), &[span]).unwrap_or_else(|why| panic!("{why}"));
         let mut planes = self.shape().to_vec();
         planes.insert(planes.len() - 1, 1);
-        let rows = Span::fixed(1, 1, 0);
         self.reshape(&planes).pool2d(op, pass, [rows, span]).0.reshape(&out)
     }
 
@@ -447,15 +555,32 @@ impl Tensor {
     /// the kernel is larger than the padded input; the message names the numbers.
     #[track_caller]
     pub fn max_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Tensor {
-        self.max_pool2d_with_indices(kernel, stride, padding).0
+        self.max_pool2d_with(PoolWindow::square(kernel, stride, padding))
+    }
+
+    /// [`Tensor::max_pool2d`] over any [`PoolWindow`]: non-square kernel, stride
+    /// and padding, `ceil_mode` (`count_include_pad` plays no part), as
+    /// `torch.nn.functional.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=…)`.
+    ///
+    /// # Panics
+    /// As [`Tensor::max_pool2d`], per axis.
+    #[track_caller]
+    pub fn max_pool2d_with(&self, window: PoolWindow) -> Tensor {
+        self.max_pool2d_window_with_indices(window).0
     }
 
     /// [`Tensor::max_pool2d`] and the index `h·W + w` in its plane of each window's
     /// maximum (a label tensor shaped like the values), as `return_indices=True`.
     #[track_caller]
     pub fn max_pool2d_with_indices(&self, kernel: usize, stride: usize, padding: usize) -> (Tensor, Tensor) {
-        let span = Span::fixed(kernel, stride, padding);
-        let (values, indices) = self.pool2d("max_pool2d", PoolPass::MaxIndices, [span, span]);
+        self.max_pool2d_window_with_indices(PoolWindow::square(kernel, stride, padding))
+    }
+
+    /// [`Tensor::max_pool2d_with`] and the indices of the maxima, as
+    /// [`Tensor::max_pool2d_with_indices`].
+    #[track_caller]
+    pub fn max_pool2d_window_with_indices(&self, window: PoolWindow) -> (Tensor, Tensor) {
+        let (values, indices) = self.pool2d("max_pool2d", PoolPass::MaxIndices, window.spans());
         (values, indices.expect("a max pooling has indices"))
     }
 
@@ -467,7 +592,17 @@ impl Tensor {
     /// As [`Tensor::max_pool2d`], for rank 2 or 3.
     #[track_caller]
     pub fn max_pool1d(&self, kernel: usize, stride: usize, padding: usize) -> Tensor {
-        self.pool1d("max_pool1d", PoolPass::MaxIndices, Span::fixed(kernel, stride, padding))
+        self.max_pool1d_with(PoolWindow::line(kernel, stride, padding))
+    }
+
+    /// [`Tensor::max_pool1d`] over a [`PoolWindow::line`] (its width entries; with
+    /// `ceil_mode` as PyTorch's).
+    ///
+    /// # Panics
+    /// As [`Tensor::max_pool1d`], and if the window's height is not 1, 1, 0.
+    #[track_caller]
+    pub fn max_pool1d_with(&self, window: PoolWindow) -> Tensor {
+        self.pool1d("max_pool1d", PoolPass::MaxIndices, window)
     }
 
     /// Average pooling of `[N, C, H, W]` (or `[C, H, W]`) over `kernel`×`kernel`
@@ -478,8 +613,20 @@ impl Tensor {
     /// As [`Tensor::max_pool2d`].
     #[track_caller]
     pub fn avg_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Tensor {
-        let span = Span::fixed(kernel, stride, padding);
-        self.pool2d("avg_pool2d", PoolPass::Average, [span, span]).0
+        self.avg_pool2d_with(PoolWindow::square(kernel, stride, padding))
+    }
+
+    /// [`Tensor::avg_pool2d`] over any [`PoolWindow`]: non-square kernel, stride and
+    /// padding, `ceil_mode` and `count_include_pad`, as
+    /// `torch.nn.functional.avg_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode,
+    /// count_include_pad)`. A window's divisor is its size up to the end of the
+    /// padded input (with `count_include_pad`) or the number of input entries in it.
+    ///
+    /// # Panics
+    /// As [`Tensor::max_pool2d`], per axis.
+    #[track_caller]
+    pub fn avg_pool2d_with(&self, window: PoolWindow) -> Tensor {
+        self.pool2d("avg_pool2d", PoolPass::Average, window.spans()).0
     }
 
     /// Average pooling of `[N, C, H, W]` (or `[C, H, W]`) into `out_h`×`out_w` bins,

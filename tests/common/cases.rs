@@ -422,8 +422,9 @@ pub fn recurrent_cases() -> Vec<Case> {
 }
 
 /// Max, average and adaptive pooling of NCHW and NCL inputs at odd sizes (N = 2,
-/// C = 3, H and W of 7, 9, 11), kernels 2 and 3, strides 1 and 2, padding 0 and 1;
-/// max pooling on values without ties.
+/// C = 3, H and W of 7, 9, 11), kernels 2 and 3, strides 1 and 2, padding 0 and 1,
+/// and PyTorch's options (`ceil_mode`, `count_include_pad=False`, non-square
+/// windows); max pooling on values without ties.
 pub fn pool_cases() -> Vec<Case> {
     let (a, b, c) = (vec![vec![2, 3, 7, 9]], vec![vec![2, 3, 9, 11]], vec![vec![2, 3, 11, 7]]);
     vec![
@@ -466,6 +467,50 @@ pub fn pool_cases() -> Vec<Case> {
         case("max_pool1d_k3_s2_p1", vec![vec![2, 3, 11]], Draw::Distinct, |x| {
             x[0].max_pool1d(3, 2, 1)
         }),
+        case("max_pool2d_ceil_mode_k2x3_s3x2_p1x1", b.clone(), Draw::Distinct, |x| {
+            let window = wgnn::PoolWindow {
+                kernel: [2, 3],
+                stride: [3, 2],
+                padding: [1, 1],
+                ceil_mode: true,
+                count_include_pad: true,
+            };
+            x[0].max_pool2d_with(window)
+        }),
+        case("avg_pool2d_ceil_mode_k3_s2_p1", a.clone(), Draw::Normal, |x| {
+            let window = wgnn::PoolWindow {
+                ceil_mode: true,
+                ..wgnn::PoolWindow::square(3, 2, 1)
+            };
+            x[0].avg_pool2d_with(window)
+        }),
+        case(
+            "avg_pool2d_no_pad_count_ceil_k3x2_s2x1_p1x1",
+            b.clone(),
+            Draw::Normal,
+            |x| {
+                let window = wgnn::PoolWindow {
+                    kernel: [3, 2],
+                    stride: [2, 1],
+                    padding: [1, 1],
+                    ceil_mode: true,
+                    count_include_pad: false,
+                };
+                x[0].avg_pool2d_with(window)
+            },
+        ),
+        case(
+            "max_pool1d_ceil_mode_k2_s2",
+            vec![vec![2, 3, 11]],
+            Draw::Distinct,
+            |x| {
+                let window = wgnn::PoolWindow {
+                    ceil_mode: true,
+                    ..wgnn::PoolWindow::line(2, 2, 0)
+                };
+                x[0].max_pool1d_with(window)
+            },
+        ),
         case("max_pool1d_k2_s1", vec![vec![2, 3, 9]], Draw::Distinct, |x| {
             x[0].max_pool1d(2, 1, 0)
         }),
@@ -538,6 +583,20 @@ pub fn conv_cases() -> Vec<Case> {
         case("conv2d 3x2 kernel", vec![vec![1, 2, 7, 9], vec![3, 2, 3, 2]], n, |x| {
             x[0].conv2d(&x[1], None, args(2, 1, 1, 1))
         }),
+        case(
+            "conv2d per-axis stride, padding, dilation",
+            vec![vec![2, 3, 9, 8], vec![4, 3, 3, 2], vec![4]],
+            n,
+            |x| {
+                let a = wgnn::Conv2dArgs {
+                    stride: [2, 1],
+                    padding: [1, 0],
+                    dilation: [1, 2],
+                    ..Default::default()
+                };
+                x[0].conv2d_with(&x[1], Some(&x[2]), a)
+            },
+        ),
         case(
             "conv2d ragged tiles",
             vec![vec![2, 16, 17, 17], vec![33, 16, 3, 3], vec![33]],

@@ -127,3 +127,27 @@ pub fn read_tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>)
             .collect(),
     )
 }
+
+/// The CNN of examples/cnn.rs (and of tests/fixtures/make_cnn_fixture.py):
+/// Conv2d(1, 16, 3, padding 1), BatchNorm2d, ReLU, MaxPool2d(2), Conv2d(16, 32, 3,
+/// padding 1), BatchNorm2d, ReLU, MaxPool2d(2), Flatten, Linear(32·7·7, 10), whose
+/// names are PyTorch's `nn.Sequential` ones (`0.weight`, `1.running_mean`, …).
+#[allow(dead_code)]
+pub fn example_cnn(dev: &Device) -> wgnn::nn::Sequential {
+    use wgnn::nn::{self, BatchNorm2d, Conv2d, ConvConfig, Flatten, Linear, MaxPool2d};
+    let same = ConvConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    nn::Sequential::new()
+        .add(Conv2d::new(1, 16, 3, same, dev))
+        .add(BatchNorm2d::new(16, dev))
+        .add(nn::Relu)
+        .add(MaxPool2d::new(2, 2))
+        .add(Conv2d::new(16, 32, 3, same, dev))
+        .add(BatchNorm2d::new(32, dev))
+        .add(nn::Relu)
+        .add(MaxPool2d::new(2, 2))
+        .add(Flatten)
+        .add(Linear::new(32 * 7 * 7, 10, dev))
+}

@@ -5,13 +5,14 @@
 //! layers in `Sequential` and `#[derive(Module)]` structs.
 
 use super::common::cases::*;
-use super::common::{fixture, read_tensor};
+use super::common::{fixture, max_rel_diff, read_tensor};
 use super::{assert_parity, gradcheck};
 use wgnn::nn::{self, Conv1d, Conv2d, ConvConfig, ConvTranspose2d, Module};
-use wgnn::{ConvArgs, Device, Tensor};
+use wgnn::{Conv2dArgs, ConvArgs, Device, Tensor};
 
 crate::device_tests!(
     convolutions_match_pytorch_forward_and_backward,
+    convolutions_with_per_axis_stride_padding_and_dilation_match_pytorch,
     convolutions_pass_a_finite_difference_gradient_check,
     conv_layers_work_in_sequential_and_derived_modules_with_pytorchs_names,
     a_transposed_convolution_is_the_input_gradient_of_a_convolution,
@@ -21,6 +22,84 @@ crate::device_tests!(
 #[test]
 fn convolutions_match_between_cpu_and_gpu_forward_and_backward() {
     assert_parity(&conv_cases(), CONV_TOL);
+}
+
+/// The implicit GEMM's tiles (`src/ops/conv.rs`'s `TILES`: outputs per workgroup),
+/// by the names the autotune gives them.
+const CONV_TILES: [&str; 4] = ["64x64", "32x64", "16x64", "32x32"];
+
+/// Every tile the GPU autotune can pick for a convolution gives the same bits as
+/// every other, in all three passes (forward, input gradient, weight gradient), so
+/// that a timing never changes a result, and matches the CPU to `CONV_TOL`: every
+/// case of the parity test (strides, dilation, groups, depthwise, 1×1, 5×5,
+/// ragged edges, 1-D, transposed) and the second convolution of examples/cnn.rs
+/// (16 → 32 channels, 14×14, batch 4), whose GEMMs span several tiles each way.
+/// Each tile is forced with `Device::debug_kernel_variant`; the profiler confirms
+/// that every convolution launch ran it.
+#[test]
+fn every_conv_tile_gives_the_same_bits_in_all_three_passes_and_matches_the_cpu() {
+    let Some(shared) = super::gpu() else { return };
+    let gpu = super::private(&shared);
+    gpu.set_profile(true);
+    let mut cases = conv_cases();
+    cases.push(case(
+        "conv2d of examples/cnn.rs",
+        vec![vec![4, 16, 14, 14], vec![32, 16, 3, 3], vec![32]],
+        Draw::Normal,
+        |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
+    ));
+    let bits = |(out, grads): &(Vec<f32>, Vec<Vec<f32>>)| -> Vec<u32> {
+        out.iter().chain(grads.iter().flatten()).map(|v| v.to_bits()).collect()
+    };
+    for (i, c) in cases.iter().enumerate() {
+        let seed = 300 + i as u64;
+        gpu.reset_profile();
+        let (out_c, grads_c) = super::evaluate(c, &Device::cpu(), seed);
+        let mut first: Option<Vec<u32>> = None;
+        for tile in CONV_TILES {
+            gpu.clear_plan_cache();
+            gpu.debug_kernel_variant(Some(tile));
+            let got = super::evaluate(c, &gpu, seed);
+            let report = gpu.profile_report();
+            gpu.reset_profile();
+            let passes: Vec<(&str, &str)> = report
+                .plans
+                .iter()
+                .flat_map(|p| &p.launches)
+                .filter(|l| l.kernel.starts_with("conv"))
+                .map(|l| (l.kernel.as_str(), l.variant.as_str()))
+                .collect();
+            assert!(
+                passes.len() >= 3 && passes.iter().all(|(_, v)| *v == tile),
+                "{}: tile {tile} forced, the launches ran {passes:?}",
+                c.name
+            );
+            let d = max_rel_diff(&got.0, &out_c);
+            assert!(
+                d <= CONV_TOL,
+                "{}, tile {tile}: forward differs from the CPU by {d}",
+                c.name
+            );
+            for (j, (g, want)) in got.1.iter().zip(&grads_c).enumerate() {
+                let d = max_rel_diff(g, want);
+                assert!(
+                    d <= CONV_TOL,
+                    "{}, tile {tile}: gradient of input {j} differs from the CPU by {d}",
+                    c.name
+                );
+            }
+            match &first {
+                None => first = Some(bits(&got)),
+                Some(f) => assert!(
+                    *f == bits(&got),
+                    "{}: tile {tile} gives other bits than {}",
+                    c.name,
+                    CONV_TILES[0]
+                ),
+            }
+        }
+    }
+    gpu.debug_kernel_variant(None);
 }
 
 fn convolutions_pass_a_finite_difference_gradient_check(dev: &Device) {
@@ -40,7 +119,7 @@ fn conv_fixture(name: &str, dev: &Device) -> Tensor {
 fn assert_matches_fixture(got: &Tensor, name: &str) {
     let (shape, want) = read_tensor(&fixture("conv.safetensors"), name);
     assert_eq!(got.shape(), &shape[..], "{name}: shape");
-    let d = super::common::max_rel_diff(&got.to_vec().unwrap(), &want);
+    let d = max_rel_diff(&got.to_vec().unwrap(), &want);
     assert!(d <= 1e-5, "{name}: differs from PyTorch by {d}");
 }
 
@@ -88,6 +167,97 @@ fn convolutions_match_pytorch_forward_and_backward(dev: &Device) {
             assert_matches_fixture(grads.get(b).unwrap(), &format!("{case}.grad.b"));
         }
     }
+}
+
+/// The `*_rect` cases of make_conv_fixture.py (PyTorch's tuple arguments): (name,
+/// transposed, bias, stride, padding, dilation, groups, output_padding).
+type RectCase = (
+    &'static str,
+    bool,
+    bool,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    usize,
+    [usize; 2],
+);
+const RECT_CASES: [RectCase; 3] = [
+    ("c2d_rect", false, true, [2, 1], [1, 2], [1, 2], 1, [0, 0]),
+    ("c2d_rect_groups", false, false, [1, 2], [0, 1], [2, 1], 2, [0, 0]),
+    ("ct2d_rect", true, true, [2, 3], [1, 0], [1, 1], 1, [1, 2]),
+];
+
+/// `F.conv2d` / `F.conv_transpose2d` with (height, width) pairs for stride, padding,
+/// dilation and output padding (`Tensor::conv2d_with`, `conv_transpose2d_with`):
+/// outputs and gradients to 1e-5; and `Conv2d::with_args` holding the fixture's
+/// weights gives the op's output, the shape `output_spec` predicts and PyTorch's
+/// `repr`.
+fn convolutions_with_per_axis_stride_padding_and_dilation_match_pytorch(dev: &Device) {
+    for (case, transposed, has_bias, stride, padding, dilation, groups, output_padding) in RECT_CASES {
+        let leaf = |x: &str| conv_fixture(&format!("{case}.{x}"), dev).requires_grad().unwrap();
+        let (x, w) = (leaf("x"), leaf("w"));
+        let b = has_bias.then(|| leaf("b"));
+        let a = Conv2dArgs {
+            stride,
+            padding,
+            dilation,
+            groups,
+            output_padding,
+        };
+        let out = match transposed {
+            false => x.conv2d_with(&w, b.as_ref(), a),
+            true => x.conv_transpose2d_with(&w, b.as_ref(), a),
+        };
+        assert_matches_fixture(&out, &format!("{case}.out"));
+        let r = conv_fixture(&format!("{case}.r"), dev);
+        let grads = (&out * &r).sum().backward().unwrap();
+        assert_matches_fixture(grads.get(&x).unwrap(), &format!("{case}.grad.x"));
+        assert_matches_fixture(grads.get(&w).unwrap(), &format!("{case}.grad.w"));
+        if let Some(b) = &b {
+            assert_matches_fixture(grads.get(b).unwrap(), &format!("{case}.grad.b"));
+        }
+        if transposed {
+            continue;
+        }
+        let ws = w.shape().to_vec();
+        let layer = Conv2d::with_args(ws[1] * groups, ws[0], [ws[2], ws[3]], a, has_bias, dev);
+        layer.weight.assign(&w.to_vec().unwrap()).unwrap();
+        if let (Some(p), Some(b)) = (&layer.bias, &b) {
+            p.assign(&b.to_vec().unwrap()).unwrap();
+        }
+        let y = layer.forward(&x);
+        assert_eq!(y.to_vec().unwrap(), out.to_vec().unwrap(), "{case}: the layer");
+        let spec = layer.output_spec(&nn::TensorSpec::of(&x)).unwrap().unwrap();
+        assert_eq!(spec.shape, y.shape(), "{case}: output_spec");
+        assert_eq!(layer.args(), a, "{case}");
+    }
+    let d = Device::cpu();
+    let names = RECT_CASES[..2]
+        .iter()
+        .map(|&(_, _, bias, stride, padding, dilation, groups, _)| {
+            let args = Conv2dArgs {
+                stride,
+                padding,
+                dilation,
+                groups,
+                output_padding: [0; 2],
+            };
+            Conv2d::with_args(2 * groups, 3 * groups, [2, 3], args, bias, &d).name()
+        });
+    // PyTorch's repr of the same layers.
+    assert_eq!(
+        names.collect::<Vec<_>>(),
+        [
+            "Conv2d(2, 3, kernel_size=(2, 3), stride=(2, 1), padding=(1, 2), dilation=(1, 2))",
+            "Conv2d(4, 6, kernel_size=(2, 3), stride=(1, 2), padding=(0, 1), dilation=(2, 1), groups=2, bias=False)",
+        ]
+    );
+    let zero = Conv2dArgs {
+        stride: [1, 0],
+        ..Default::default()
+    };
+    let err = Conv2d::try_with_args(2, 3, [3, 3], zero, true, &d).err().unwrap();
+    assert!(err.to_string().contains("Conv2d: stride [1, 0]"), "{err}");
 }
 
 #[derive(Module)]

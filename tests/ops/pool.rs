@@ -10,11 +10,13 @@ use wgnn::nn::{
     self, AdaptiveAvgPool2d, AvgPool2d, Flatten, Gelu, Identity, Linear, MaxPool1d, MaxPool2d, Module, Sequential,
     Softmax, TensorSpec, Unflatten,
 };
-use wgnn::{Device, Tensor};
+use wgnn::{Device, PoolWindow, Tensor};
 
 crate::device_tests!(
     pooling_passes_a_finite_difference_gradient_check,
     pooling_matches_pytorch_forward_and_backward,
+    pooling_with_ceil_mode_count_include_pad_false_and_non_square_windows_matches_pytorch,
+    pooling_layers_with_pytorchs_options_give_the_ops_values_and_shapes,
     flatten_unflatten_gelu_and_softmax_layers_match_pytorch,
     pooling_layers_work_in_sequential_and_derived_modules_without_parameters,
     an_empty_batch_pools_to_an_empty_batch,
@@ -41,14 +43,21 @@ fn pool_fixture(name: &str, dev: &Device) -> Tensor {
 /// readout against PyTorch's, to 1e-5.
 #[track_caller]
 fn assert_case_matches_pytorch(name: &str, dev: &Device, f: &dyn Fn(&Tensor) -> Tensor) {
-    let x = pool_fixture(&format!("{name}.x"), dev).requires_grad().unwrap();
+    assert_file_case_matches_pytorch("pool.safetensors", name, dev, f);
+}
+
+/// As `assert_case_matches_pytorch`, for a case of fixture `file`.
+#[track_caller]
+fn assert_file_case_matches_pytorch(file: &str, name: &str, dev: &Device, f: &dyn Fn(&Tensor) -> Tensor) {
+    let get = |what: &str| {
+        let (shape, data) = read_tensor(&fixture(file), &format!("{name}.{what}"));
+        Tensor::from_vec(data, &shape, dev).unwrap()
+    };
+    let x = get("x").requires_grad().unwrap();
     let out = f(&x);
-    let grads = (&out * &pool_fixture(&format!("{name}.w"), dev))
-        .sum()
-        .backward()
-        .unwrap();
+    let grads = (&out * &get("w")).sum().backward().unwrap();
     for (got, what) in [(&out, "out"), (grads.get(&x).unwrap(), "grad")] {
-        let (shape, want) = read_tensor(&fixture("pool.safetensors"), &format!("{name}.{what}"));
+        let (shape, want) = read_tensor(&fixture(file), &format!("{name}.{what}"));
         assert_eq!(got.shape(), &shape[..], "{name}.{what}: shape");
         let d = max_rel_diff(&got.to_vec().unwrap(), &want);
         assert!(d <= 1e-5, "{name}.{what}: differs from PyTorch by {d}");
@@ -73,6 +82,130 @@ fn pooling_matches_pytorch_forward_and_backward(dev: &Device) {
     for (k, s, p) in [(3, 2, 1), (2, 1, 0), (4, 3, 2)] {
         assert_case_matches_pytorch(&format!("max1d.k{k}s{s}p{p}"), dev, &|x| x.max_pool1d(k, s, p));
     }
+}
+
+/// The cases of make_pool_fixture.py's `OPTION_CASES`: (name, op, kernel, stride,
+/// padding, ceil_mode, count_include_pad); 1-D cases use the second entries.
+type OptionCase = (
+    &'static str,
+    &'static str,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    bool,
+    bool,
+);
+const OPTION_CASES: [OptionCase; 15] = [
+    ("max2d_ceil_k2s2p0", "max2d", [2, 2], [2, 2], [0, 0], true, true),
+    ("max2d_ceil_k3s2p1", "max2d", [3, 3], [2, 2], [1, 1], true, true),
+    ("max2d_ceil_k2s3p1", "max2d", [2, 2], [3, 3], [1, 1], true, true),
+    ("max2d_k3x2_s2x1_p1x0", "max2d", [3, 2], [2, 1], [1, 0], false, true),
+    ("max2d_ceil_k2x3_s3x2_p1x1", "max2d", [2, 3], [3, 2], [1, 1], true, true),
+    ("avg2d_ceil_k2s2p0", "avg2d", [2, 2], [2, 2], [0, 0], true, true),
+    ("avg2d_ceil_k3s2p1", "avg2d", [3, 3], [2, 2], [1, 1], true, true),
+    ("avg2d_ceil_k2s3p1", "avg2d", [2, 2], [3, 3], [1, 1], true, true),
+    ("avg2d_nopad_k3s2p1", "avg2d", [3, 3], [2, 2], [1, 1], false, false),
+    ("avg2d_nopad_k3s1p1", "avg2d", [3, 3], [1, 1], [1, 1], false, false),
+    ("avg2d_nopad_ceil_k3s2p1", "avg2d", [3, 3], [2, 2], [1, 1], true, false),
+    ("avg2d_k3x2_s2x2_p1x1", "avg2d", [3, 2], [2, 2], [1, 1], false, true),
+    (
+        "avg2d_nopad_ceil_k2x3_s1x2_p1x1",
+        "avg2d",
+        [2, 3],
+        [1, 2],
+        [1, 1],
+        true,
+        false,
+    ),
+    ("max1d_ceil_k2s2p0", "max1d", [1, 2], [1, 2], [0, 0], true, true),
+    ("max1d_ceil_k3s2p1", "max1d", [1, 3], [1, 2], [0, 1], true, true),
+];
+
+/// The window of an `OPTION_CASES` row.
+fn option_window(row: &OptionCase) -> PoolWindow {
+    let &(_, _, kernel, stride, padding, ceil_mode, count_include_pad) = row;
+    PoolWindow {
+        kernel,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+    }
+}
+
+/// PyTorch's `ceil_mode=True` (a last partial window, and its rule that the last
+/// window starts inside the input or its left padding), `count_include_pad=False`
+/// and `(kh, kw)` kernels, strides and paddings: outputs and gradients to 1e-5
+/// (tests/fixtures/pool_options.safetensors).
+fn pooling_with_ceil_mode_count_include_pad_false_and_non_square_windows_matches_pytorch(dev: &Device) {
+    for row in &OPTION_CASES {
+        let window = option_window(row);
+        let f: &dyn Fn(&Tensor) -> Tensor = match row.1 {
+            "max2d" => &|x| x.max_pool2d_with(window),
+            "avg2d" => &|x| x.avg_pool2d_with(window),
+            _ => &|x| x.max_pool1d_with(window),
+        };
+        assert_file_case_matches_pytorch("pool_options.safetensors", row.0, dev, f);
+    }
+}
+
+/// The layers' builders (`ceil_mode`, `count_include_pad`, `with_window`) give the
+/// ops' values, the shape `output_spec` predicts and PyTorch's `repr`.
+fn pooling_layers_with_pytorchs_options_give_the_ops_values_and_shapes(dev: &Device) {
+    let x = Tensor::randn(&[2, 3, 8, 10], 4, dev).unwrap();
+    let rect = PoolWindow {
+        kernel: [2, 3],
+        stride: [1, 2],
+        padding: [1, 1],
+        ceil_mode: true,
+        count_include_pad: false,
+    };
+    let layers: [(Box<dyn Module>, Tensor, &str); 4] = [
+        (
+            Box::new(MaxPool2d::new(2, 3).padding(1).ceil_mode(true)),
+            x.max_pool2d_with(PoolWindow {
+                ceil_mode: true,
+                ..PoolWindow::square(2, 3, 1)
+            }),
+            "MaxPool2d(kernel_size=2, stride=3, padding=1, ceil_mode=True)",
+        ),
+        (
+            Box::new(AvgPool2d::new(3, 2).padding(1).count_include_pad(false)),
+            x.avg_pool2d_with(PoolWindow {
+                count_include_pad: false,
+                ..PoolWindow::square(3, 2, 1)
+            }),
+            "AvgPool2d(kernel_size=3, stride=2, padding=1, count_include_pad=False)",
+        ),
+        (
+            Box::new(AvgPool2d::with_window(rect)),
+            x.avg_pool2d_with(rect),
+            "AvgPool2d(kernel_size=(2, 3), stride=(1, 2), padding=1, ceil_mode=True, count_include_pad=False)",
+        ),
+        (
+            Box::new(MaxPool1d::new(2, 2).ceil_mode(true)),
+            x.reshape(&[2, 24, 10]).max_pool1d_with(PoolWindow {
+                ceil_mode: true,
+                ..PoolWindow::line(2, 2, 0)
+            }),
+            "MaxPool1d(kernel_size=2, stride=2, padding=0, ceil_mode=True)",
+        ),
+    ];
+    for (layer, want, name) in &layers {
+        let input = if layer.name().starts_with("MaxPool1d") {
+            x.reshape(&[2, 24, 10])
+        } else {
+            x.clone()
+        };
+        let got = layer.forward(&input);
+        assert_eq!(layer.name(), *name);
+        assert_eq!(got.to_vec().unwrap(), want.to_vec().unwrap(), "{name}");
+        let said = layer.output_spec(&TensorSpec::of(&input)).unwrap();
+        assert_eq!(said, Some(TensorSpec::of(&got)), "{name}: output_spec");
+    }
+    // The old accessor keeps its meaning for square windows.
+    assert_eq!(MaxPool2d::new(3, 2).padding(1).config(), (3, 2, 1));
+    assert_eq!(MaxPool1d::new(4, 3).padding(2).config(), (4, 3, 2));
 }
 
 fn flatten_unflatten_gelu_and_softmax_layers_match_pytorch(dev: &Device) {

@@ -6,7 +6,7 @@
 //! saves them, moved with `to`, never given to an optimizer.
 
 use super::common::{fixture, max_rel_diff, read_tensor};
-use wgnn::nn::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, Module};
+use wgnn::nn::{BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm, LayerNorm, Module};
 use wgnn::optim::{Optimizer, Sgd, SgdConfig};
 use wgnn::{Device, Tensor};
 
@@ -14,6 +14,8 @@ crate::device_tests!(
     layer_norm_and_group_norm_match_pytorch_outputs_and_gradients,
     batch_norm_1d_matches_pytorch_over_three_training_steps_and_in_eval,
     batch_norm_2d_matches_pytorch_over_three_training_steps_and_in_eval,
+    batch_norm_with_momentum_none_affine_false_or_no_running_stats_matches_pytorch,
+    batch_norm_options_give_pytorchs_state_dict_keys_and_names,
     a_pytorch_batch_norm_state_dict_with_i64_count_loads_strictly_and_gives_its_outputs,
     batch_norm_buffers_save_as_pytorch_move_with_to_and_are_not_parameters,
     the_running_statistics_update_runs_in_the_optimizer_steps_plan,
@@ -103,6 +105,76 @@ fn batch_norm_1d_matches_pytorch_over_three_training_steps_and_in_eval(dev: &Dev
 
 fn batch_norm_2d_matches_pytorch_over_three_training_steps_and_in_eval(dev: &Device) {
     batch_norm_steps(&mut BatchNorm2d::new(3, dev), "bn2d", dev);
+}
+
+fn options(momentum: Option<f32>, affine: bool, track_running_stats: bool) -> BatchNormConfig {
+    BatchNormConfig {
+        momentum,
+        affine,
+        track_running_stats,
+        ..Default::default()
+    }
+}
+
+/// PyTorch's `momentum=None` (cumulative moving average), `affine=False` and
+/// `track_running_stats=False` (batch statistics in evaluation too), alone and
+/// together: three training steps (outputs, gradients, SGD on what parameters there
+/// are), the buffers there are, and the evaluation output, to 1e-5.
+fn batch_norm_with_momentum_none_affine_false_or_no_running_stats_matches_pytorch(dev: &Device) {
+    batch_norm_steps(
+        &mut BatchNorm2d::with_config(3, options(None, true, true), dev),
+        "bn2d_cma",
+        dev,
+    );
+    let mut bn = BatchNorm1d::with_config(4, options(Some(0.1), false, true), dev);
+    batch_norm_steps(&mut bn, "bn1d_noaffine", dev);
+    let mut bn = BatchNorm2d::with_config(3, options(Some(0.1), true, false), dev);
+    batch_norm_steps(&mut bn, "bn2d_notrack", dev);
+    let mut bn = BatchNorm1d::with_config(4, options(None, false, true), dev);
+    batch_norm_steps(&mut bn, "bn1d_cma_noaffine", dev);
+    assert_eq!(bn.num_batches_tracked.to_vec().unwrap(), [3.0], "{dev}");
+}
+
+/// Each option's `state_dict` keys are PyTorch's (what `strict=True` checks), the
+/// layer names its options as PyTorch's arguments, and a bad momentum is an error.
+fn batch_norm_options_give_pytorchs_state_dict_keys_and_names(dev: &Device) {
+    let keys = |m: &dyn Module| -> Vec<String> {
+        let mut all = m.named_parameters();
+        all.extend(m.named_buffers());
+        all.into_iter().map(|(n, _)| n).collect()
+    };
+    let all = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"];
+    let cases = [
+        (options(None, true, true), &all[..], "BatchNorm2d(3, momentum=None)"),
+        (
+            options(Some(0.1), false, true),
+            &all[2..],
+            "BatchNorm2d(3, affine=False)",
+        ),
+        (
+            options(Some(0.1), true, false),
+            &all[..2],
+            "BatchNorm2d(3, track_running_stats=False)",
+        ),
+        (
+            options(Some(0.1), false, false),
+            &all[..0],
+            "BatchNorm2d(3, affine=False, track_running_stats=False)",
+        ),
+    ];
+    for (config, want, name) in cases {
+        let bn = BatchNorm2d::with_config(3, config, dev);
+        assert_eq!(keys(&bn), want, "{name}");
+        assert_eq!(bn.name(), name);
+        assert_eq!(bn.config(), config);
+    }
+    let err = BatchNorm1d::try_with_config(2, options(Some(1.5), true, true), dev)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("BatchNorm1d: momentum 1.5 is outside [0, 1]"),
+        "{err}"
+    );
 }
 
 fn a_pytorch_batch_norm_state_dict_with_i64_count_loads_strictly_and_gives_its_outputs(dev: &Device) {

@@ -39,6 +39,66 @@ impl Default for ConvArgs {
     }
 }
 
+/// [`ConvArgs`] with a (height, width) pair for each spatial setting: PyTorch's
+/// tuple arguments of `F.conv2d` / `F.conv_transpose2d` (`stride=(2, 1)`, …).
+/// `Default` is PyTorch's; `From<ConvArgs>` repeats each value along both axes.
+///
+/// ```
+/// use wgnn::{Conv2dArgs, Device, Tensor};
+///
+/// let dev = Device::cpu();
+/// let x = Tensor::randn(&[1, 2, 7, 9], 0, &dev).unwrap();
+/// let w = Tensor::randn(&[4, 2, 3, 5], 1, &dev).unwrap();
+/// let args = Conv2dArgs { stride: [2, 1], padding: [1, 2], ..Default::default() };
+/// assert_eq!(x.conv2d_with(&w, None, args).shape(), &[1, 4, 4, 9]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dArgs {
+    /// Step between output pixels along (height, width), in input pixels (at least 1).
+    pub stride: [usize; 2],
+    /// Zeros added on both sides of the height and of the width (a transposed
+    /// convolution: removed from its output).
+    pub padding: [usize; 2],
+    /// Step between kernel taps along (height, width) (at least 1).
+    pub dilation: [usize; 2],
+    /// Channel groups, as [`ConvArgs::groups`].
+    pub groups: usize,
+    /// Transposed convolution only: extra rows and columns on one side of the
+    /// output, each below its axis's stride.
+    pub output_padding: [usize; 2],
+}
+
+impl Default for Conv2dArgs {
+    fn default() -> Conv2dArgs {
+        ConvArgs::default().into()
+    }
+}
+
+impl From<ConvArgs> for Conv2dArgs {
+    fn from(a: ConvArgs) -> Conv2dArgs {
+        Conv2dArgs {
+            stride: [a.stride; 2],
+            padding: [a.padding; 2],
+            dilation: [a.dilation; 2],
+            groups: a.groups,
+            output_padding: [a.output_padding; 2],
+        }
+    }
+}
+
+impl Conv2dArgs {
+    /// A 1-D convolution's arguments as those of a 2-D one of height 1.
+    fn line(a: ConvArgs) -> Conv2dArgs {
+        Conv2dArgs {
+            stride: [1, a.stride],
+            padding: [0, a.padding],
+            dilation: [1, a.dilation],
+            groups: a.groups,
+            output_padding: [0, a.output_padding],
+        }
+    }
+}
+
 /// Which of the family's public ops a shape check is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ConvKind {
@@ -74,6 +134,21 @@ pub(crate) fn conv_output_shape(
     w: &[usize],
     args: ConvArgs,
 ) -> std::result::Result<(Vec<usize>, ConvGeometry), String> {
+    let args = match kind {
+        ConvKind::Conv1d => Conv2dArgs::line(args),
+        _ => args.into(),
+    };
+    conv_output_shape_2d(kind, x, w, args)
+}
+
+/// [`conv_output_shape`] with per-axis arguments (a 1-D convolution's as
+/// [`Conv2dArgs::line`] makes them).
+pub(crate) fn conv_output_shape_2d(
+    kind: ConvKind,
+    x: &[usize],
+    w: &[usize],
+    args: Conv2dArgs,
+) -> std::result::Result<(Vec<usize>, ConvGeometry), String> {
     let rank = 2 + kind.spatial();
     if x.len() != rank || w.len() != rank {
         let layout = if rank == 3 { "[N, C, L]" } else { "[N, C, H, W]" };
@@ -81,23 +156,33 @@ pub(crate) fn conv_output_shape(
             "expects an input {layout} and a weight of rank {rank}, got input {x:?} and weight {w:?}"
         ));
     }
-    let ConvArgs {
+    let one_d = rank == 3;
+    // Square settings print as one number, as they always did.
+    let show = |v: [usize; 2]| match one_d || v[0] == v[1] {
+        true => v[1].to_string(),
+        false => format!("{v:?}"),
+    };
+    let Conv2dArgs {
         stride,
         padding,
         dilation,
         groups,
         output_padding,
     } = args;
-    if stride == 0 || dilation == 0 || groups == 0 {
+    if stride.contains(&0) || dilation.contains(&0) || groups == 0 {
         return Err(format!(
-            "stride ({stride}), dilation ({dilation}) and groups ({groups}) must be at least 1"
+            "stride ({}), dilation ({}) and groups ({groups}) must be at least 1",
+            show(stride),
+            show(dilation)
         ));
     }
     let transposed = kind == ConvKind::ConvTranspose2d;
     let (c_in, c_out) = (x[1], channels_out(transposed, x, w, groups)?);
-    if transposed && output_padding >= stride {
+    if transposed && (0..2).any(|a| output_padding[a] >= stride[a]) {
         return Err(format!(
-            "output_padding {output_padding} must be smaller than the stride {stride}"
+            "output_padding {} must be smaller than the stride {}",
+            show(output_padding),
+            show(stride)
         ));
     }
     // Pad the 1-D case to 2-D with a height of 1.
@@ -109,14 +194,11 @@ pub(crate) fn conv_output_shape(
         }
     };
     let (size, kernel) = (spatial(x), spatial(w));
-    let one_d = rank == 3;
-    let per_axis = |v: usize, identity: usize| if one_d { [identity, v] } else { [v, v] };
-    let (stride, padding, dilation) = (per_axis(stride, 1), per_axis(padding, 0), per_axis(dilation, 1));
     let mut out = [0; 2];
     for a in 0..2 {
         let span = dilation[a] * (kernel[a].max(1) - 1) + 1;
         if transposed {
-            let full = (size[a].max(1) - 1) * stride[a] + span + output_padding;
+            let full = (size[a].max(1) - 1) * stride[a] + span + output_padding[a];
             out[a] = full.checked_sub(2 * padding[a]).filter(|&o| o > 0).ok_or_else(|| {
                 format!(
                     "input {x:?} with weight {w:?}, stride {}, padding {}, dilation {} gives no output",
@@ -212,6 +294,21 @@ impl Tensor {
     /// not `[C_out]`; the message names `conv2d` and the shapes.
     #[track_caller]
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, args: ConvArgs) -> Tensor {
+        self.conv_op(ConvKind::Conv2d, weight, bias, args.into())
+    }
+
+    /// [`Tensor::conv2d`] with a (height, width) pair for stride, padding and
+    /// dilation, as PyTorch's `F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw),
+    /// dilation=(dh, dw), groups)`; `output_padding` is ignored.
+    ///
+    /// # Panics
+    /// As [`Tensor::conv2d`], per axis.
+    #[track_caller]
+    pub fn conv2d_with(&self, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Tensor {
+        let args = Conv2dArgs {
+            output_padding: [0; 2],
+            ..args
+        };
         self.conv_op(ConvKind::Conv2d, weight, bias, args)
     }
 
@@ -222,7 +319,7 @@ impl Tensor {
     /// As [`Tensor::conv2d`], naming `conv1d`.
     #[track_caller]
     pub fn conv1d(&self, weight: &Tensor, bias: Option<&Tensor>, args: ConvArgs) -> Tensor {
-        self.conv_op(ConvKind::Conv1d, weight, bias, args)
+        self.conv_op(ConvKind::Conv1d, weight, bias, Conv2dArgs::line(args))
     }
 
     /// PyTorch's `F.conv_transpose2d`: `x [N, C_in, H, W]`, `weight [C_in, C_out /
@@ -238,16 +335,26 @@ impl Tensor {
     /// and the shapes.
     #[track_caller]
     pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, args: ConvArgs) -> Tensor {
+        self.conv_op(ConvKind::ConvTranspose2d, weight, bias, args.into())
+    }
+
+    /// [`Tensor::conv_transpose2d`] with a (height, width) pair for stride, padding,
+    /// dilation and output padding, as PyTorch's tuple arguments.
+    ///
+    /// # Panics
+    /// As [`Tensor::conv_transpose2d`], per axis.
+    #[track_caller]
+    pub fn conv_transpose2d_with(&self, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Tensor {
         self.conv_op(ConvKind::ConvTranspose2d, weight, bias, args)
     }
 
     #[track_caller]
-    fn conv_op(&self, kind: ConvKind, weight: &Tensor, bias: Option<&Tensor>, args: ConvArgs) -> Tensor {
+    fn conv_op(&self, kind: ConvKind, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Tensor {
         let name = kind.name();
         self.check_f32(name);
         weight.check_f32(name);
         self.check_same_device(weight, name);
-        let (shape, geometry) = conv_output_shape(kind, self.shape(), weight.shape(), args)
+        let (shape, geometry) = conv_output_shape_2d(kind, self.shape(), weight.shape(), args)
             .unwrap_or_else(|reason| panic!("{name}: {reason}"));
         let c_out = shape[1];
         if let Some(b) = bias {

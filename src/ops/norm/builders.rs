@@ -183,8 +183,13 @@ impl Tensor {
     /// The in-place update of batch norm's running statistics with a batch's mean
     /// and unbiased variance ([`Norm::RunningStats`]): an update node, run last in
     /// the plan that realizes it (`graph::realize_all`'s updates).
-    pub(crate) fn running_stats_update(batch: [&Tensor; 2], running: [&Tensor; 3], momentum: f32) -> Tensor {
+    /// `momentum` `None` is PyTorch's cumulative moving average.
+    pub(crate) fn running_stats_update(batch: [&Tensor; 2], running: [&Tensor; 3], momentum: Option<f32>) -> Tensor {
         let inputs = batch.into_iter().chain(running).cloned().collect();
-        Tensor::from_node(Op::Norm(Norm::RunningStats { momentum }), inputs, vec![], DType::F32)
+        let op = Norm::RunningStats {
+            momentum: momentum.unwrap_or(0.0),
+            cumulative: momentum.is_none(),
+        };
+        Tensor::from_node(Op::Norm(op), inputs, vec![], DType::F32)
     }
 }
