@@ -17,6 +17,7 @@ crate::device_tests!(
     conv_layers_work_in_sequential_and_derived_modules_with_pytorchs_names,
     a_transposed_convolution_is_the_input_gradient_of_a_convolution,
     an_activation_after_a_convolution_joins_its_epilogue,
+    a_batch_norm_in_evaluation_folds_into_the_convolution_before_it,
 );
 
 #[test]
@@ -452,4 +453,63 @@ fn an_activation_after_a_convolution_joins_its_epilogue(shared: &Device) {
             );
         }
     }
+}
+
+/// `fuse_conv_bn_eval` (PyTorch's `fuse_conv_bn_eval`): after training steps that
+/// moved the running statistics, the fused convolution gives the evaluation-mode
+/// pair's outputs within 1e-5 relative, with and without a conv bias and with
+/// strides; a batch norm of other channels, or one without running statistics, is
+/// an `Err` naming it.
+fn a_batch_norm_in_evaluation_folds_into_the_convolution_before_it(dev: &Device) {
+    use wgnn::nn::{BatchNorm2d, BatchNormConfig};
+    for bias in [true, false] {
+        wgnn::manual_seed(7);
+        let cfg = ConvConfig {
+            stride: 2,
+            padding: 1,
+            bias,
+            ..Default::default()
+        };
+        let conv = Conv2d::new(3, 6, 3, cfg, dev);
+        let mut bn = BatchNorm2d::new(6, dev);
+        for step in 0..3 {
+            let x = Tensor::randn(&[4, 3, 10, 10], 10 + step, dev)
+                .unwrap()
+                .mul_scalar(2.0)
+                .add_scalar(0.5);
+            bn.forward(&conv.forward(&x)).realize().unwrap();
+        }
+        bn.weight.assign(&[0.5, 1.5, -1.0, 2.0, 0.25, 1.0]).unwrap();
+        bn.bias.assign(&[0.1, -0.2, 0.3, 0.0, 1.0, -1.0]).unwrap();
+        bn.eval();
+        let fused = nn::fuse_conv_bn_eval(&conv, &bn).unwrap();
+        let x = Tensor::randn(&[2, 3, 10, 10], 99, dev).unwrap();
+        let want = bn.forward(&conv.forward(&x)).to_vec().unwrap();
+        let got = fused.forward(&x).to_vec().unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{dev}: bias {bias}: the folded convolution is {worst:e} from conv + eval BN"
+        );
+    }
+    let conv = Conv2d::new(3, 6, 3, ConvConfig::default(), dev);
+    let err = |r: wgnn::Result<Conv2d>| r.err().expect("an error").to_string();
+    let err5 = err(nn::fuse_conv_bn_eval(&conv, &BatchNorm2d::new(5, dev)));
+    assert!(
+        err5.contains("5 channels") && err5.contains("6 output channels"),
+        "{err5}"
+    );
+    let untracked = BatchNormConfig {
+        track_running_stats: false,
+        ..Default::default()
+    };
+    let err6 = err(nn::fuse_conv_bn_eval(
+        &conv,
+        &BatchNorm2d::with_config(6, untracked, dev),
+    ));
+    assert!(err6.contains("track_running_stats"), "{err6}");
 }
