@@ -4,7 +4,9 @@
 //!
 //! `cargo run --release --example bench [-- --quick] [--torch] [--only OP] [--json PATH]`
 //! (`--torch` also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`,
-//! in the same run; `--only matmul|train_step|lstm_step|attention|conv2d` runs one op's rows
+//! in the same run; `--only matmul|train_step|lstm_step|attention|conv2d|cnn_step|transformer_step`
+//! runs one op's rows (`cnn_step`, `transformer_step`: a training step of the `cnn` and
+//! `transformer_text` examples' models, `benches/common/model_steps.rs`)
 //! (`benches/common/layers.rs`; with `--torch`, `benches/layers_torch.py` times the same
 //! layer steps in PyTorch); `--json`
 //! also writes the table, the devices and PyTorch's LSTM times to PATH)
@@ -61,6 +63,8 @@ mod gpu_suite;
 mod layers;
 #[path = "../benches/common/lstm_step.rs"]
 mod lstm_step;
+#[path = "../benches/common/model_steps.rs"]
+mod model_steps;
 #[path = "../benches/common/mnist_step.rs"]
 mod mnist_step;
 #[path = "../benches/common/peer_mlp.rs"]
@@ -160,6 +164,11 @@ fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing>
 fn time_lstm_step(hidden: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     let mut lstm = lstm_step::LstmStep::new(hidden, dev)?;
     measure(budget, || lstm.step_and_wait().map(|_| ()))
+}
+
+fn time_model(which: model_steps::Which, dev: &Device, budget: Budget) -> Result<Timing> {
+    let mut step = model_steps::ModelStep::new(which, dev)?;
+    measure(budget, || step.step_and_wait())
 }
 
 fn time_layer(case: layers::Case, dev: &Device, budget: Budget) -> Result<Timing> {
@@ -386,7 +395,7 @@ struct Args {
     #[arg(long)]
     torch: bool,
     /// Only the rows of one op.
-    #[arg(long, value_name = "OP", value_parser = ["matmul", "train_step", "lstm_step", "attention", "conv2d"])]
+    #[arg(long, value_name = "OP", value_parser = ["matmul", "train_step", "lstm_step", "attention", "conv2d", "cnn_step", "transformer_step"])]
     only: Option<String>,
     /// Also write the table, the devices and PyTorch's LSTM times as JSON to PATH.
     #[arg(long, value_name = "PATH")]
@@ -541,7 +550,34 @@ fn main() -> Result<()> {
             }
         }
     }
+    for (op, which, size) in [
+        ("cnn_step", model_steps::Which::Cnn, "cnn b64"),
+        ("transformer_step", model_steps::Which::Transformer, "4x d64 t64 b32"),
+    ] {
+        if !wanted(op) {
+            continue;
+        }
+        eprintln!("  {op} on cpu ...");
+        let c = time_model(which, &cpu, budget)?;
+        let g = gpu_time(op, &|d| time_model(which, d, budget))?;
+        rows.push(Row {
+            op,
+            size: size.to_string(),
+            flops: 0.0,
+            cpu: c,
+            gpu: g,
+        });
+    }
     print_table(&rows);
+    if let Some(r) = rows.iter().find(|r| r.op == "cnn_step") {
+        let epoch = |t: Timing| t.ms() * model_steps::CNN_STEPS_PER_EPOCH as f64 / 1e3;
+        println!(
+            "  cnn epoch ({} steps of 64, the committed subset's 4000 images): CPU {:.1} s{}",
+            model_steps::CNN_STEPS_PER_EPOCH,
+            epoch(r.cpu),
+            r.gpu.map_or(String::new(), |g| format!(", GPU {:.1} s", epoch(g)))
+        );
+    }
     for (case, ms) in &torch_layers {
         if let Some(r) = rows.iter().find(|r| r.size == case.name()) {
             println!(
