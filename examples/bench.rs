@@ -63,10 +63,10 @@ mod gpu_suite;
 mod layers;
 #[path = "../benches/common/lstm_step.rs"]
 mod lstm_step;
-#[path = "../benches/common/model_steps.rs"]
-mod model_steps;
 #[path = "../benches/common/mnist_step.rs"]
 mod mnist_step;
+#[path = "../benches/common/model_steps.rs"]
+mod model_steps;
 #[path = "../benches/common/peer_mlp.rs"]
 mod peer_mlp;
 

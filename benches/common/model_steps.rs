@@ -49,7 +49,18 @@ impl ModelStep {
         let mut blocks = Vec::new();
         let (layers, x, y): (Vec<Box<dyn Module>>, Tensor, Tensor) = match which {
             Which::Cnn => {
-                let conv = |i, o| Conv2d::try_new(i, o, [3, 3], ConvConfig { padding: 1, ..Default::default() }, dev);
+                let conv = |i, o| {
+                    Conv2d::try_new(
+                        i,
+                        o,
+                        [3, 3],
+                        ConvConfig {
+                            padding: 1,
+                            ..Default::default()
+                        },
+                        dev,
+                    )
+                };
                 let net = Sequential::new()
                     .add(conv(1, 16)?)
                     .add(BatchNorm2d::try_new(16, dev)?)
@@ -84,7 +95,8 @@ impl ModelStep {
                 for _ in 0..n {
                     blocks.push(TransformerEncoderLayer::try_new(d, heads, config, dev)?);
                 }
-                let ids = |seed: u32| -> Vec<u32> { (0..(b * t) as u32).map(|i| (i * 7 + seed) % vocab as u32).collect() };
+                let ids =
+                    |seed: u32| -> Vec<u32> { (0..(b * t) as u32).map(|i| (i * 7 + seed) % vocab as u32).collect() };
                 let x = Tensor::from_labels(&ids(1), dev)?.reshape(&[b, t]);
                 (layers, x, Tensor::from_labels(&ids(2), dev)?)
             }

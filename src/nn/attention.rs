@@ -263,7 +263,25 @@ impl MultiheadAttention {
             let b = self.in_proj_bias.as_ref().map(|b| b.narrow(0, i * e, e));
             self.split_heads(&x.linear(&w, b.as_ref()))
         };
-        let (qh, kh, vh) = (project(&q, 0), project(&k, 1), project(&v, 2));
+        let same = q.id() == k.id() && k.id() == v.id();
+        let (qh, kh, vh) = if same {
+            // Self-attention: one product with the stacked [3E, E] weight, split into
+            // q, k and v heads by one permutation and one unbind.
+            let [b, t, _] = q.shape()[..] else {
+                unreachable!("checked rank 3")
+            };
+            let (h, dh) = (self.heads, e / self.heads);
+            let qkv = q.linear(&self.in_proj_weight, self.in_proj_bias.as_ref());
+            let mut parts = qkv
+                .reshape(&[b, t, 3, h, dh])
+                .permute(&[2, 0, 3, 1, 4])
+                .unbind(0)
+                .into_iter();
+            let mut next = || parts.next().expect("q, k and v");
+            (next(), next(), next())
+        } else {
+            (project(&q, 0), project(&k, 1), project(&v, 2))
+        };
         let p = if self.dropout.is_training() {
             self.dropout.p()
         } else {
