@@ -32,8 +32,21 @@
 //! ```text
 //! cargo run --release --example speech_digits -- [--device cpu|gpu] [--epochs 12]
 //!     [--batch 32] [--lr 0.003] [--hidden 64] [--seed 0] [--out DIR] [--min-accuracy A]
+//!     [--held-out-variants m3,f2,klatt3] [--held-out-accents en-gb-scotland]
 //! cargo run --release --example speech_digits -- --make-features WAVDIR   # see data/speech_digits/README.md
 //! ```
+//!
+//! The defaults train in about 10 s on two idle CPU cores (30 s while other builds
+//! shared them) and reach **0.978** held-out-voice accuracy (seeds 0, 1, 2: 0.978,
+//! 0.982, 0.977), against 0.100 for chance, 0.100 for the majority class (the classes
+//! are balanced) and 0.364 for the nearest class-mean spectrogram. New variants in
+//! known accents: 0.998–1.000; the new accent: 0.94–0.96, its errors nearly all "two"
+//! heard as "eight" (or "six"). Holding out the whole Klatt synthesizer instead
+//! (`--held-out-variants klatt,klatt2,klatt3 --held-out-accents en-gb-x-rp`): 0.934.
+//! PyTorch's twin, `benches/speech_digits_torch.py`, reaches 0.969–0.977 on the same
+//! split. On a software GPU (lavapipe) use a short run: `--epochs 3` gives 0.943 in
+//! 78 s there (the CPU backend, same command: 0.955 in 9 s). Figures in
+//! `benches/README.md`.
 //!
 //! What it shows and what it does not: eSpeak's voices are one rule-based synthesizer
 //! with different pitch, formant and roughness settings, not people. High accuracy on
@@ -668,7 +681,7 @@ fn report(history: &History, confusion: &ConfusionMatrix, out: &Path) -> Result<
     let mut meta = history.meta.clone();
     meta.push((
         "validation rows".into(),
-        "the held-out voices (watched, never used to choose)".into(),
+        "the held-out voices (watched each epoch; no early stopping or selection on them)".into(),
     ));
     let data = ReportData {
         title: "speech_digits: Conv1d + GRU on eSpeak NG digits, held-out voices".into(),
