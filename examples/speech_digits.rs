@@ -40,8 +40,8 @@
 //! shared them) and reach **0.978** held-out-voice accuracy (seeds 0, 1, 2: 0.978,
 //! 0.982, 0.977), against 0.100 for chance, 0.100 for the majority class (the classes
 //! are balanced) and 0.364 for the nearest class-mean spectrogram. New variants in
-//! known accents: 0.998–1.000; the new accent: 0.94–0.96, its errors nearly all "two"
-//! heard as "eight" (or "six"). Holding out the whole Klatt synthesizer instead
+//! known accents: 0.998–1.000; the new accent: 0.94–0.96, its errors mostly "two"
+//! heard as "eight". Holding out the whole Klatt synthesizer instead
 //! (`--held-out-variants klatt,klatt2,klatt3 --held-out-accents en-gb-x-rp`): 0.934.
 //! PyTorch's twin, `benches/speech_digits_torch.py`, reaches 0.969–0.977 on the same
 //! split. On a software GPU (lavapipe) use a short run: `--epochs 3` gives 0.943 in
