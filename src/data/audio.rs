@@ -146,6 +146,18 @@ impl Default for MelConfig {
 
 /// A log-mel spectrogram transform: its window, filters and FFT plan, made once by
 /// [`LogMel::new`] and applied to any number of signals with [`LogMel::compute`].
+///
+/// ```
+/// use wgnn::data::audio::{LogMel, MelConfig};
+///
+/// // 16 kHz, 25 ms frames every 10 ms, 40 filters over 0–8000 Hz.
+/// let mel = LogMel::new(MelConfig::default())?;
+/// let second: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.3).sin()).collect();
+/// let db = mel.compute(&second)?; // [frames, 40], row-major
+/// assert_eq!(mel.frames(second.len()), 98);
+/// assert_eq!(db.len(), 98 * 40);
+/// # Ok::<(), wgnn::Error>(())
+/// ```
 pub struct LogMel {
     config: MelConfig,
     window: Vec<f32>,
