@@ -597,7 +597,7 @@ fn nearest_mean(clips: &Clips, train: &[usize], test: &[usize]) -> Vec<u32> {
         .collect()
 }
 
-/// The share of `idx` whose prediction (`pred`, aligned with `test`) is right.
+/// The accuracy of `pred` (aligned with `test`) on the test clips `keep` picks, and how many it picked.
 fn accuracy_of(clips: &Clips, test: &[usize], pred: &[u32], keep: impl Fn(usize) -> bool) -> (f64, usize) {
     let picked: Vec<bool> = test
         .iter()
