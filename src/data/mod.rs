@@ -1,6 +1,6 @@
 //! Loading data sets into memory.
 //!
-//! Everything here produces a [`Dataset`]: row-major `f32` features plus one target
+//! The loaders here produce a [`Dataset`]: row-major `f32` features plus one target
 //! per row, a `u32` class label (`Dataset`, the default) or an `f32` value for a
 //! regression (`Dataset<f32>`). Readers are provided for
 //!
@@ -10,6 +10,9 @@
 //! - plain numeric CSV files whose last column is the label ([`load_csv_labelled`]),
 //!   or a float target for a regression ([`load_csv_regression`], a `Dataset<f32>`).
 //!
+//! [`audio`] reads 16-bit PCM WAV files and computes log-mel spectrograms (speech
+//! features) with an FFT.
+//!
 //! [`Dataset::shuffle_split`] shuffles with a small built-in PRNG, so a given seed gives
 //! the same split on every platform and with every version of every dependency, and
 //! [`standardize`] scales feature columns with statistics taken from one set only.
@@ -18,6 +21,7 @@
 //! Errors name the file, and for malformed contents the byte offset where the problem
 //! was found; for a gzipped file that offset counts bytes of the decompressed stream.
 
+pub mod audio;
 mod checks;
 mod csv;
 mod loader;
