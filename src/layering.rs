@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["io", "distributed"],
     &["data"],
     &["train"],
+    // Trust: privacy accounting (and, as it grows, DP-SGD over `train`).
+    &["privacy"],
 ];
 
 /// Upward uses that exist today, as (file, module used): each is a debt of the

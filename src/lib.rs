@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod nn;
 pub(crate) mod ops;
 pub mod optim;
+pub mod privacy;
 pub mod rng;
 mod tensor;
 pub mod train;

@@ -14,6 +14,8 @@ mod first_week;
 mod norm_layers;
 #[path = "training/objectives.rs"]
 mod objectives;
+#[path = "training/privacy.rs"]
+mod privacy;
 #[path = "training/pytorch_cnn.rs"]
 mod pytorch_cnn;
 
