@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Opens the web page (built by build.sh) in headless Chromium through chromedriver,
-waits until it has trained both models, prints what the page shows, saves a
-screenshot and fails unless XOR is solved and the MNIST test accuracy reaches the
-threshold. Standard library only: serves the crate root with http.server and speaks
-WebDriver over HTTP.
+waits until it has trained XOR and the MNIST model asked for (the MLP or the CNN),
+prints what the page shows and each MNIST epoch's time, saves a screenshot and fails
+unless XOR is solved and the MNIST test accuracy reaches the threshold. Standard
+library only: serves the crate root with http.server and speaks WebDriver over HTTP.
 
-    examples/web/check.py [--device cpu] [--epochs 10] [--min-accuracy 0.9] [--screenshot FILE] [--no-webgpu]
+    examples/web/check.py [--model mlp|cnn] [--device cpu] [--epochs N] [--limit N]
+        [--batch N] [--min-accuracy 0.9] [--screenshot FILE] [--no-webgpu]
+
+By default the MLP trains 10 epochs in batches of 32 on the 4000 training images, the
+CNN 5 epochs in batches of 64 (the native examples' defaults); --limit trains on the
+first N images only.
 """
 import argparse
 import base64
@@ -46,13 +51,23 @@ def wait_for_port(port, seconds=20):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="the MNIST model")
     parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
-    parser.add_argument("--epochs", type=int, default=10, help="MNIST epochs")
+    parser.add_argument("--epochs", type=int, help="MNIST epochs (default: 10 for the MLP, 5 for the CNN)")
+    parser.add_argument("--limit", type=int, default=4000, help="MNIST training images (of 4000)")
+    parser.add_argument("--batch", type=int, help="MNIST batch size (default: 32 for the MLP, 64 for the CNN)")
     parser.add_argument("--min-accuracy", type=float, default=0.9)
-    parser.add_argument("--screenshot", default=os.path.join(ROOT, "target", "web.png"))
+    parser.add_argument("--screenshot", help="default: target/web.png (MLP), target/web-cnn.png (CNN)")
     parser.add_argument("--no-webgpu", action="store_true", help="leave out --enable-unsafe-webgpu")
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
+    if args.epochs is None:
+        args.epochs = {"mlp": 10, "cnn": 5}[args.model]
+    if args.batch is None:
+        args.batch = {"mlp": 32, "cnn": 64}[args.model]
+    if args.screenshot is None:
+        name = "web.png" if args.model == "mlp" else f"web-{args.model}.png"
+        args.screenshot = os.path.join(ROOT, "target", name)
 
     http_port, driver_port = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(http_port), "--bind", "127.0.0.1"],
@@ -70,7 +85,7 @@ def main():
             "browserName": "chrome", "goog:chromeOptions": {"args": chrome_args}}}})["sessionId"]
         s = f"/session/{session}"
         call(base, "POST", s + "/window/rect", {"width": 1200, "height": 760})
-        query = f"?device={args.device}&epochs={args.epochs}"
+        query = f"?model={args.model}&device={args.device}&epochs={args.epochs}&limit={args.limit}&batch={args.batch}"
         started = time.time()
         call(base, "POST", s + "/url", {"url": f"http://127.0.0.1:{http_port}/examples/web/{query}"})
         title = ""
@@ -81,8 +96,9 @@ def main():
             time.sleep(1)
         seconds = time.time() - started
         shown = call(base, "POST", s + "/execute/sync", {"script": (
-            "return ['device', 'xor-status', 'mnist-status']"
+            "return ['device', 'xor-status', 'mnist-title', 'mnist-status']"
             ".map(id => id + ': ' + document.getElementById(id).textContent)"), "args": []})
+        epoch_ms = call(base, "POST", s + "/execute/sync", {"script": "return window.wgnnEpochMs || []", "args": []})
         os.makedirs(os.path.dirname(args.screenshot), exist_ok=True)
         with open(args.screenshot, "wb") as f:
             f.write(base64.b64decode(call(base, "GET", s + "/screenshot")))
@@ -91,14 +107,18 @@ def main():
         driver.terminate()
         server.terminate()
     print("\n".join(shown))
+    print("MNIST epochs (s, with the test pass):", " ".join(f"{ms / 1000:.1f}" for ms in epoch_ms))
     print(f"title: {title}\n({seconds:.0f} s; screenshot {args.screenshot})")
     if not title.startswith("wgnn: done"):
         sys.exit("the page did not finish training")
     words = title.split()
     xor_accuracy = float(words[words.index("accuracy") + 1].rstrip(";"))
+    model = words[words.index("mnist") + 1]
     mnist_accuracy = float(words[-1])
+    if model != args.model:
+        sys.exit(f"the page trained the {model}, not the {args.model}")
     if xor_accuracy != 1.0 or mnist_accuracy < args.min_accuracy:
-        sys.exit(f"XOR accuracy {xor_accuracy} (needs 1), MNIST test accuracy {mnist_accuracy} "
+        sys.exit(f"XOR accuracy {xor_accuracy} (needs 1), MNIST {model} test accuracy {mnist_accuracy} "
                  f"(needs {args.min_accuracy})")
 
 

@@ -1,8 +1,9 @@
 //! The engine of the web page in this folder: wgnn compiled to wasm32 trains the XOR
-//! MLP and the MNIST-subset MLP of the native examples in a browser tab, on the
-//! browser's WebGPU, or on the CPU backend compiled to wasm when the browser has no
-//! WebGPU (or the page asks for `?device=cpu`). `index.html` fetches the data from its
-//! own origin, calls these functions and draws the curves that `on_epoch` reports.
+//! MLP of `examples/xor.rs`, and on the MNIST subset the MLP of `examples/mnist.rs` or
+//! the CNN of `examples/cnn.rs`, in a browser tab, on the browser's WebGPU, or on the
+//! CPU backend compiled to wasm when the browser has no WebGPU (or the page asks for
+//! `?device=cpu`). `index.html` fetches the data from its own origin, calls these
+//! functions and draws the curves that `on_epoch` reports.
 //! Build with `examples/web/build.sh`; on native targets this file compiles to nothing.
 #![cfg(target_arch = "wasm32")]
 
@@ -10,8 +11,10 @@ use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wgnn::data;
+use wgnn::data::Dataset;
 use wgnn::metrics::Metric;
-use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::nn::{self, BatchNorm2d, Conv2d, ConvConfig, Flatten, Linear, MaxPool2d, Module, Sequential};
+use wgnn::optim::lr::{CosineAnnealingLr, LrSchedule};
 use wgnn::optim::{Adam, AdamConfig};
 use wgnn::train::{FitConfig, Loss, Model};
 use wgnn::{Device, Tensor};
@@ -50,16 +53,24 @@ pub async fn device_info(want_gpu: bool) -> String {
 /// `on_epoch(epoch, loss, accuracy, val_accuracy, samples_per_sec)` after each and
 /// awaiting the promise it returns (so the page repaints between epochs, on the CPU
 /// backend too); returns the last epoch's logs as `[loss, accuracy, val_accuracy]`.
+/// A `schedule` sets the optimizer's learning rate before each epoch, as `fit`'s
+/// `LrScheduler` callback would over the whole run.
 async fn fit_with_curves(
     model: &mut Model,
     (x, y): (&Tensor, &Tensor),
     validation: Option<(Tensor, Tensor)>,
-    epochs: usize,
-    batch_size: usize,
+    (epochs, batch_size): (usize, usize),
+    mut schedule: Option<Box<dyn LrSchedule>>,
     on_epoch: &Function,
 ) -> Result<Vec<f64>, JsValue> {
     let mut last = Vec::new();
     for epoch in 0..epochs {
+        if let Some(s) = &mut schedule {
+            if epoch > 0 {
+                s.step();
+            }
+            model.optimizer.set_lr(s.lr());
+        }
         let config = FitConfig {
             epochs: 1,
             batch_size,
@@ -114,23 +125,35 @@ pub async fn train_xor(want_gpu: bool, epochs: usize, on_epoch: Function) -> Res
         .map_err(js_error)?;
     let x = Tensor::from_vec(vec![0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2], &dev).map_err(js_error)?;
     let y = Tensor::from_vec(vec![0., 1., 1., 0.], &[4, 1], &dev).map_err(js_error)?;
-    fit_with_curves(&mut model, (&x, &y), None, epochs, 4, &on_epoch).await
+    fit_with_curves(&mut model, (&x, &y), None, (epochs, 4), None, &on_epoch).await
+}
+
+/// The MNIST subset (`csv_gz`: the bytes of `data/mnist_5k.csv.gz`) shuffled with
+/// seed 0 and split 4000 train / 1000 test, as the native examples split it; with
+/// `limit` > 0, the first `limit` training images only (the test set stays whole).
+fn mnist_sets(csv_gz: &[u8], limit: usize) -> Result<(Dataset, Dataset), JsValue> {
+    let all = data::parse_mnist_csv_gz(csv_gz, "mnist_5k.csv.gz").map_err(js_error)?;
+    let (mut train, test) = all.shuffle_split(0, 4000);
+    if limit > 0 && limit < train.n {
+        train = train.select(&(0..limit).collect::<Vec<_>>());
+    }
+    Ok((train, test))
 }
 
 /// The MLP of `examples/mnist.rs` on the same data and split: 784 → 128 ReLU → 10,
-/// Adam(1e-3), batch 32, on the 5000-image subset (`csv_gz`: the bytes of
-/// `data/mnist_5k.csv.gz`) shuffled with seed 0 and split 4000 train / 1000 test,
-/// the test set as validation data.
+/// Adam(1e-3), on [`mnist_sets`] in batches of `batch` (the page's default: 32, as
+/// `examples/mnist.rs`), the test set as validation data.
 #[wasm_bindgen]
 pub async fn train_mnist(
     want_gpu: bool,
     csv_gz: Vec<u8>,
     epochs: usize,
+    limit: usize,
+    batch: usize,
     on_epoch: Function,
 ) -> Result<Vec<f64>, JsValue> {
     let dev = device(want_gpu).await.0;
-    let all = data::parse_mnist_csv_gz(&csv_gz, "mnist_5k.csv.gz").map_err(js_error)?;
-    let (train, test) = all.shuffle_split(0, 4000);
+    let (train, test) = mnist_sets(&csv_gz, limit)?;
     wgnn::manual_seed(0);
     let net = Sequential::new()
         .add(Linear::new(train.dim, 128, &dev))
@@ -146,5 +169,67 @@ pub async fn train_mnist(
         .map_err(js_error)?;
     let (x, y) = train.tensors(&dev).map_err(js_error)?;
     let validation = test.tensors(&dev).map_err(js_error)?;
-    fit_with_curves(&mut model, (&x, &y), Some(validation), epochs, 32, &on_epoch).await
+    fit_with_curves(&mut model, (&x, &y), Some(validation), (epochs, batch), None, &on_epoch).await
+}
+
+/// Images as `[n, 1, 28, 28]` and their labels.
+fn images(set: &Dataset, dev: &Device) -> Result<(Tensor, Tensor), JsValue> {
+    let x = Tensor::from_vec(set.features.clone(), &[set.n, 1, 28, 28], dev).map_err(js_error)?;
+    Ok((x, Tensor::from_labels(&set.labels, dev).map_err(js_error)?))
+}
+
+/// The CNN of `examples/cnn.rs`: conv(3×3, 16) · batch norm · ReLU · max-pool 2,
+/// conv(3×3, 32) · batch norm · ReLU · max-pool 2, flatten, 32·7·7 → 10; Adam(2e-3)
+/// cosine-annealed to 1/100 of it over the epochs, on [`mnist_sets`] as
+/// `[n, 1, 28, 28]` images in batches of `batch` (the page's default: 64, as
+/// `examples/cnn.rs`), the test set as validation data.
+#[wasm_bindgen]
+pub async fn train_cnn(
+    want_gpu: bool,
+    csv_gz: Vec<u8>,
+    epochs: usize,
+    limit: usize,
+    batch: usize,
+    on_epoch: Function,
+) -> Result<Vec<f64>, JsValue> {
+    let dev = device(want_gpu).await.0;
+    let (train, test) = mnist_sets(&csv_gz, limit)?;
+    wgnn::manual_seed(0);
+    let same = ConvConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let net = Sequential::new()
+        .add(Conv2d::new(1, 16, 3, same, &dev))
+        .add(BatchNorm2d::new(16, &dev))
+        .add(nn::Relu)
+        .add(MaxPool2d::new(2, 2))
+        .add(Conv2d::new(16, 32, 3, same, &dev))
+        .add(BatchNorm2d::new(32, &dev))
+        .add(nn::Relu)
+        .add(MaxPool2d::new(2, 2))
+        .add(Flatten)
+        .add(Linear::new(32 * 7 * 7, 10, &dev));
+    let lr = 2e-3;
+    let config = AdamConfig {
+        lr,
+        ..Default::default()
+    };
+    let opt = Adam::new(net.parameters(), config);
+    let mut model = net
+        .compile(opt, Loss::CrossEntropy, &[Metric::Accuracy])
+        .map_err(js_error)?;
+    let (x, y) = images(&train, &dev)?;
+    let validation = images(&test, &dev)?;
+    let cosine = CosineAnnealingLr::new(lr as f64, epochs.max(1), lr as f64 / 100.0);
+    let schedule: Option<Box<dyn LrSchedule>> = Some(Box::new(cosine));
+    fit_with_curves(
+        &mut model,
+        (&x, &y),
+        Some(validation),
+        (epochs, batch),
+        schedule,
+        &on_epoch,
+    )
+    .await
 }
