@@ -26,8 +26,9 @@ const LAYERS: &[&[&str]] = &[
     &["io", "distributed"],
     &["data"],
     &["train"],
-    // Trust: privacy accounting (and, as it grows, DP-SGD over `train`).
-    &["privacy"],
+    // Trust: privacy accounting and group fairness (and, as they grow, DP-SGD and
+    // mitigations over `train`).
+    &["privacy", "fairness"],
 ];
 
 /// Upward uses that exist today, as (file, module used): each is a debt of the

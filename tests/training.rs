@@ -8,6 +8,8 @@ mod common;
 #[cfg(all(feature = "mpi", unix))]
 #[path = "training/distributed.rs"]
 mod distributed;
+#[path = "training/fairness.rs"]
+mod fairness;
 #[path = "training/first_week.rs"]
 mod first_week;
 #[path = "training/norm_layers.rs"]
