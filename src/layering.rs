@@ -26,9 +26,9 @@ const LAYERS: &[&[&str]] = &[
     &["io", "distributed"],
     &["data"],
     &["train"],
-    // Trust: privacy accounting and group fairness (and, as they grow, DP-SGD and
+    // Trust: privacy accounting, group fairness, explanations (and, as they grow, DP-SGD and
     // mitigations over `train`).
-    &["privacy", "fairness"],
+    &["privacy", "fairness", "explain"],
 ];
 
 /// Upward uses that exist today, as (file, module used): each is a debt of the

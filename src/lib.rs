@@ -40,6 +40,7 @@ pub mod data;
 mod device;
 pub mod distributed;
 mod error;
+pub mod explain;
 pub mod fairness;
 pub mod fast_path;
 mod graph;

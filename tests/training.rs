@@ -8,6 +8,8 @@ mod common;
 #[cfg(all(feature = "mpi", unix))]
 #[path = "training/distributed.rs"]
 mod distributed;
+#[path = "training/explain.rs"]
+mod explain;
 #[path = "training/fairness.rs"]
 mod fairness;
 #[path = "training/first_week.rs"]

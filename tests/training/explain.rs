@@ -1,0 +1,88 @@
+//! `wgnn::explain` against Captum 0.9 (`tests/fixtures/make_explain_fixture.py`): on a
+//! 6 → 8 tanh → 3 MLP with PyTorch's weights, saliency, gradient × input, and
+//! integrated gradients by the trapezoid rule (Captum's, rescaled: see the test) and
+//! Gauss–Legendre with their completeness gaps, on each device; and bad input.
+
+use crate::common::{fixture, read_tensor};
+use wgnn::explain::{self, IgRule};
+use wgnn::nn::{self, Linear, Module, Sequential};
+use wgnn::{Device, Tensor};
+
+crate::device_tests!(explanations_match_captum,);
+
+fn get(name: &str) -> Vec<f32> {
+    read_tensor(&fixture("explain.safetensors"), name).1
+}
+
+fn close(got: &[f32], name: &str, tol: f32, dev: &Device) {
+    let want = get(name);
+    assert_eq!(got.len(), want.len(), "{name}");
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    assert!(worst <= tol, "{dev}: {name} is {worst:e} from Captum's");
+}
+
+fn explanations_match_captum(dev: &Device) {
+    let model = Sequential::new()
+        .add(Linear::new(6, 8, dev))
+        .add(nn::Tanh)
+        .add(Linear::new(8, 3, dev));
+    for (name, p) in model.named_parameters() {
+        p.assign(&get(&name)).unwrap();
+    }
+    let x = Tensor::from_vec(get("x"), &[4, 6], dev).unwrap();
+    let target: Vec<u32> = get("target").iter().map(|&t| t as u32).collect();
+    let s = explain::saliency(&model, &x, &target).unwrap().to_vec().unwrap();
+    close(&s, "saliency", 1e-6, dev);
+    let gx = explain::gradient_x_input(&model, &x, &target)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    close(&gx, "input_x_gradient", 1e-6, dev);
+    let zero = Tensor::zeros(&[1, 6], dev);
+    // Captum's `riemann_trapezoid` weighs its n points by 1/n, not 1/(n − 1) (the ends
+    // halved), so its attributions are (n − 1)/n of the trapezoid rule's, and its
+    // convergence delta carries that 1/n error; wgnn applies the rule itself.
+    let ig = explain::integrated_gradients(&model, &x, &zero, &target, 20).unwrap();
+    let scaled: Vec<f32> = ig
+        .attributions
+        .to_vec()
+        .unwrap()
+        .iter()
+        .map(|a| a * 20.0 / 21.0)
+        .collect();
+    close(&scaled, "ig_trapezoid", 1e-5, dev);
+    let captum_gap = get("ig_trapezoid_delta").into_iter().fold(0.0f32, f32::max);
+    let finer = explain::integrated_gradients(&model, &x, &zero, &target, 80).unwrap();
+    assert!(
+        finer.completeness_gap < ig.completeness_gap && ig.completeness_gap < captum_gap,
+        "{dev}: completeness gaps: 80 steps {}, 20 steps {}, Captum's 21 points {captum_gap}",
+        finer.completeness_gap,
+        ig.completeness_gap
+    );
+    let gl = explain::integrated_gradients_with(&model, &x, &zero, &target, 8, IgRule::GaussLegendre).unwrap();
+    close(&gl.attributions.to_vec().unwrap(), "ig_gauss", 1e-5, dev);
+    assert!(
+        gl.completeness_gap < 1e-5,
+        "{dev}: 8 Gauss-Legendre nodes close the gap: {}",
+        gl.completeness_gap
+    );
+
+    let says = |r: wgnn::Result<Tensor>, what: &str| {
+        let e = r.err().expect("an error").to_string();
+        assert!(e.contains(what), "{e}");
+    };
+    says(
+        explain::saliency(&model, &x, &[0, 1]),
+        "inputs of shape [4, 6] and 2 targets",
+    );
+    says(explain::saliency(&model, &x, &[0, 1, 3, 0]), "target class 3 of row 2");
+    let wide = Tensor::zeros(&[1, 5], dev);
+    let e = explain::integrated_gradients(&model, &x, &wide, &target, 4)
+        .err()
+        .expect("an error");
+    assert!(e.to_string().contains("baseline of shape [1, 5]"), "{e}");
+}
