@@ -11,6 +11,13 @@
 //!   result reports its **completeness gap**, `|Σ attributions − (y(x) − y(x₀))|`,
 //!   which shrinks as the integral gets more points.
 //!
+//! * [`smoothgrad`] — the mean saliency over `samples` copies of `x` with seeded
+//!   Gaussian noise (Captum's `NoiseTunnel` with `smoothgrad` over `Saliency`), all
+//!   copies in one batch;
+//! * [`occlusion`] — per feature, the mean drop of the score when a sliding window
+//!   containing it is set to a baseline value (Captum's `Occlusion`: windows every
+//!   `stride` from 0, the last ones cut at the edge), all windows in one batch.
+//!
 //! Each takes `x` `[N, …]` and one target class per row; the model must give
 //! `[N, classes]` scores (logits or probabilities; attributions are of the value it
 //! gives). Put the model in evaluation mode first (`model.eval()`): dropout and batch
@@ -148,6 +155,130 @@ pub fn integrated_gradients_with(
         row_gaps,
         completeness_gap,
     })
+}
+
+/// SmoothGrad: the mean over `samples` noisy copies `x + N(0, sigma²)` (noise from
+/// `seed`, so a run repeats) of [`saliency`]; all copies in one batch (one plan).
+/// `Err` as [`saliency`], and for 0 samples or a negative `sigma`.
+pub fn smoothgrad(
+    model: &dyn Module,
+    x: &Tensor,
+    target: &[u32],
+    samples: usize,
+    sigma: f32,
+    seed: u64,
+) -> Result<Tensor> {
+    let n = rows(x, target)?;
+    if samples == 0 || !(sigma >= 0.0) {
+        return Err(invalid(format!(
+            "smoothgrad: {samples} samples at noise σ {sigma} (at least one sample, σ ≥ 0)"
+        )));
+    }
+    let xs = x.to_vec()?;
+    let mut shape = x.shape().to_vec();
+    shape[0] = samples * n;
+    let noise = Tensor::randn(&shape, seed, &crate::Device::cpu())?.to_vec()?;
+    let noisy: Vec<f32> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, e)| xs[i % xs.len()] + sigma * e)
+        .collect();
+    let targets: Vec<u32> = (0..samples).flat_map(|_| target.iter().copied()).collect();
+    let g = saliency(model, &Tensor::from_vec(noisy, &shape, x.device())?, &targets)?.to_vec()?;
+    let mut mean = vec![0.0f32; xs.len()];
+    for (i, v) in g.iter().enumerate() {
+        mean[i % xs.len()] += v / samples as f32;
+    }
+    Tensor::from_vec(mean, x.shape(), x.device())
+}
+
+/// Occlusion: for each window of shape `window` (one size per axis after the
+/// batch's) placed every `strides` along each axis from 0 (the last windows of an
+/// axis cut at its edge, as Captum's), the drop of each row's target score when the
+/// window's features are set to `baseline`; each feature's attribution is the mean
+/// drop over the windows that contain it. All windows of all rows run as one batch.
+/// `Err` as [`saliency`], and for a window or stride of another rank, a zero, a
+/// window larger than its axis or a stride larger than the window.
+pub fn occlusion(
+    model: &dyn Module,
+    x: &Tensor,
+    target: &[u32],
+    window: &[usize],
+    strides: &[usize],
+    baseline: f32,
+) -> Result<Tensor> {
+    let n = rows(x, target)?;
+    let dims = &x.shape()[1..];
+    let fits = window.len() == dims.len()
+        && strides.len() == dims.len()
+        && window
+            .iter()
+            .zip(strides)
+            .zip(dims)
+            .all(|((&w, &s), &d)| w >= 1 && s >= 1 && w <= d && s <= w);
+    if !fits {
+        return Err(invalid(format!(
+            "occlusion: window {window:?} with strides {strides:?} over features {dims:?} (one size per axis;              1 ≤ stride ≤ window ≤ axis)"
+        )));
+    }
+    // Window starts per axis: k·stride for k ≤ ⌈(d − w)/s⌉.
+    let starts: Vec<Vec<usize>> = dims
+        .iter()
+        .zip(window)
+        .zip(strides)
+        .map(|((&d, &w), &s)| (0..=(d - w).div_ceil(s)).map(|k| k * s).collect())
+        .collect();
+    let width: usize = dims.iter().product();
+    let mut windows: Vec<Vec<bool>> = Vec::new();
+    let count: usize = starts.iter().map(Vec::len).product();
+    for mut k in 0..count {
+        let mut at = vec![0usize; dims.len()];
+        for (a, s) in at.iter_mut().zip(&starts) {
+            *a = s[k % s.len()];
+            k /= s.len();
+        }
+        let inside: Vec<bool> = (0..width)
+            .map(|mut f| {
+                let mut inside = true;
+                for ax in (0..dims.len()).rev() {
+                    let c = f % dims[ax];
+                    f /= dims[ax];
+                    inside &= c >= at[ax] && c < at[ax] + window[ax];
+                }
+                inside
+            })
+            .collect();
+        windows.push(inside);
+    }
+    let xs = x.to_vec()?;
+    // Rows: the inputs themselves, then each window over every row.
+    let mut batch = xs.clone();
+    for inside in &windows {
+        for i in 0..n {
+            batch.extend((0..width).map(|f| if inside[f] { baseline } else { xs[i * width + f] }));
+        }
+    }
+    let mut shape = x.shape().to_vec();
+    shape[0] = (windows.len() + 1) * n;
+    let targets: Vec<u32> = (0..=windows.len()).flat_map(|_| target.iter().copied()).collect();
+    let leaf = Tensor::from_vec(batch, &shape, x.device())?;
+    let scores = pick(model, &leaf, &targets)?.1.to_vec()?;
+    let mut sum = vec![0.0f64; n * width];
+    let mut covered = vec![0usize; width];
+    for (w, inside) in windows.iter().enumerate() {
+        for f in (0..width).filter(|&f| inside[f]) {
+            covered[f] += 1;
+            for i in 0..n {
+                sum[i * width + f] += f64::from(scores[i] - scores[(w + 1) * n + i]);
+            }
+        }
+    }
+    let attributions = sum
+        .iter()
+        .enumerate()
+        .map(|(k, s)| (s / covered[k % width] as f64) as f32)
+        .collect();
+    Tensor::from_vec(attributions, x.shape(), x.device())
 }
 
 /// The points α in [0, 1] and weights of a rule with `steps` intervals or nodes.

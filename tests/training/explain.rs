@@ -71,6 +71,35 @@ fn explanations_match_captum(dev: &Device) {
         gl.completeness_gap
     );
 
+    let o = explain::occlusion(&model, &x, &target, &[2], &[1], 0.0)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    close(&o, "occlusion_w2_s1", 1e-5, dev);
+    let o = explain::occlusion(&model, &x, &target, &[3], &[2], 0.5)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    close(&o, "occlusion_w3_s2", 1e-5, dev);
+    // SmoothGrad: no noise is saliency; the same seed repeats; another seed differs.
+    let sal = explain::saliency(&model, &x, &target).unwrap().to_vec().unwrap();
+    let sg0 = explain::smoothgrad(&model, &x, &target, 3, 0.0, 1)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert!(
+        sg0.iter().zip(&sal).all(|(a, b)| (a - b).abs() <= 1e-6),
+        "{dev}: σ 0 is saliency"
+    );
+    let sg = |seed| {
+        explain::smoothgrad(&model, &x, &target, 16, 0.3, seed)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    };
+    assert_eq!(sg(5), sg(5), "{dev}: seeded");
+    assert_ne!(sg(5), sg(6), "{dev}: another seed, other noise");
+
     let says = |r: wgnn::Result<Tensor>, what: &str| {
         let e = r.err().expect("an error").to_string();
         assert!(e.contains(what), "{e}");
@@ -80,6 +109,8 @@ fn explanations_match_captum(dev: &Device) {
         "inputs of shape [4, 6] and 2 targets",
     );
     says(explain::saliency(&model, &x, &[0, 1, 3, 0]), "target class 3 of row 2");
+    says(explain::occlusion(&model, &x, &target, &[2], &[3], 0.0), "strides [3]");
+    says(explain::smoothgrad(&model, &x, &target, 0, 0.1, 1), "0 samples");
     let wide = Tensor::zeros(&[1, 5], dev);
     let e = explain::integrated_gradients(&model, &x, &wide, &target, 4)
         .err()
