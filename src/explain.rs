@@ -18,6 +18,10 @@
 //!   containing it is set to a baseline value (Captum's `Occlusion`: windows every
 //!   `stride` from 0, the last ones cut at the edge), all windows in one batch.
 //!
+//! * [`permutation_importance`] — for tabular models, the drop in accuracy when one
+//!   column is shuffled (scikit-learn's `permutation_importance` with accuracy),
+//!   repeated with seeded shuffles; every shuffled copy in one batch.
+//!
 //! Each takes `x` `[N, …]` and one target class per row; the model must give
 //! `[N, classes]` scores (logits or probabilities; attributions are of the value it
 //! gives). Put the model in evaluation mode first (`model.eval()`): dropout and batch
@@ -279,6 +283,86 @@ pub fn occlusion(
         .map(|(k, s)| (s / covered[k % width] as f64) as f32)
         .collect();
     Tensor::from_vec(attributions, x.shape(), x.device())
+}
+
+/// The importance of one feature column: the mean and standard deviation over the
+/// repeats of the accuracy drop when it is shuffled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Importance {
+    /// Mean accuracy drop (positive: the model relies on the column).
+    pub mean: f64,
+    /// Population standard deviation of the drops (scikit-learn's `importances_std`).
+    pub std: f64,
+}
+
+/// Permutation feature importance of a classifier on `x` `[N, F]` with true
+/// `labels`: for each column, `repeats` times, the rows' values of that column are
+/// shuffled (a seeded Fisher–Yates permutation per column and repeat) and the drop
+/// of the accuracy (of the arg-max class) from the unshuffled accuracy is taken.
+/// All `F · repeats` shuffled copies are scored in one batch. `Err` when the shapes
+/// do not fit (labels per row, a rank-2 `x`), or `repeats` is 0.
+pub fn permutation_importance(
+    model: &dyn Module,
+    x: &Tensor,
+    labels: &[u32],
+    repeats: usize,
+    seed: u64,
+) -> Result<Vec<Importance>> {
+    let n = rows(x, labels)?;
+    let [_, f] = x.shape()[..] else {
+        return Err(invalid(format!(
+            "permutation_importance: inputs of shape {:?}; it needs [rows, features]",
+            x.shape()
+        )));
+    };
+    if repeats == 0 {
+        return Err(invalid("permutation_importance: 0 repeats (at least 1)".into()));
+    }
+    let xs = x.to_vec()?;
+    let mut batch = xs.clone();
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for col in 0..f {
+        for _ in 0..repeats {
+            let mut perm: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                perm.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            for i in 0..n {
+                batch.extend((0..f).map(|j| if j == col { xs[perm[i] * f + j] } else { xs[i * f + j] }));
+            }
+        }
+    }
+    let copies = 1 + f * repeats;
+    let scores = model.forward(&Tensor::from_vec(batch, &[copies * n, f], x.device())?);
+    if scores.shape().len() != 2 || scores.shape()[0] != copies * n {
+        return Err(invalid(format!(
+            "permutation_importance: the model gives {:?} for {} rows; it needs [rows, classes]",
+            scores.shape(),
+            copies * n
+        )));
+    }
+    let predicted = scores.argmax(1).to_labels()?;
+    let accuracy = |copy: usize| {
+        let hits = (0..n).filter(|&i| predicted[copy * n + i] == labels[i]).count();
+        hits as f64 / n as f64
+    };
+    let base = accuracy(0);
+    Ok((0..f)
+        .map(|col| {
+            let drops: Vec<f64> = (0..repeats).map(|r| base - accuracy(1 + col * repeats + r)).collect();
+            let mean = drops.iter().sum::<f64>() / repeats as f64;
+            let var = drops.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / repeats as f64;
+            Importance { mean, std: var.sqrt() }
+        })
+        .collect())
 }
 
 /// The points α in [0, 1] and weights of a rule with `steps` intervals or nodes.

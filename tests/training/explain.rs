@@ -100,6 +100,28 @@ fn explanations_match_captum(dev: &Device) {
     assert_eq!(sg(5), sg(5), "{dev}: seeded");
     assert_ne!(sg(5), sg(6), "{dev}: another seed, other noise");
 
+    // Permutation importance: a column the model never reads has none; with the model
+    // reading only column 0, shuffling it costs accuracy and the rest cost nothing.
+    let probe = Sequential::new().add(Linear::new(6, 2, dev));
+    let mut w = vec![0.0f32; 12];
+    (w[0], w[6]) = (1.0, -1.0);
+    probe.named_parameters()[0].1.assign(&w).unwrap();
+    probe.named_parameters()[1].1.assign(&[0.0, 0.0]).unwrap();
+    let rows: Vec<f32> = (0..40 * 6).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+    let tab = Tensor::from_vec(rows.clone(), &[40, 6], dev).unwrap();
+    let labels: Vec<u32> = (0..40).map(|i| u32::from(rows[i * 6] < 0.0)).collect();
+    let imp = explain::permutation_importance(&probe, &tab, &labels, 5, 3).unwrap();
+    assert!(imp[0].mean > 0.2, "{dev}: the column read: {:?}", imp[0]);
+    assert!(
+        imp[1..].iter().all(|i| i.mean == 0.0 && i.std == 0.0),
+        "{dev}: columns not read: {imp:?}"
+    );
+    assert_eq!(
+        imp,
+        explain::permutation_importance(&probe, &tab, &labels, 5, 3).unwrap(),
+        "{dev}: seeded"
+    );
+
     let says = |r: wgnn::Result<Tensor>, what: &str| {
         let e = r.err().expect("an error").to_string();
         assert!(e.contains(what), "{e}");
