@@ -108,3 +108,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     out0[i] = epilogue(s + bias_at(i % params.n));
 }
+
+//#kernel matmul_flat
+// The GEMM for adapters that are CPUs (llvmpipe): no workgroup memory, no barrier.
+// A workgroup is WX invocations side by side along n, all on the same TM rows, so
+// every read of A has the same index in every invocation of the workgroup; each
+// invocation keeps TM vec4 accumulators (TM rows × 4 columns) in registers and walks
+// its K slice one k at a time: A's TM words of column k (`load_a1`), B's four words
+// of row k (`load_b14`), TM fma. The same chain of fma over k in order as `matmul`.
+@compute @workgroup_size(WX)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tile = enter_tile(wid);
+    let row0 = tile.x * TM;
+    let col = 4u * (wid.x * WX + lid.x);
+    let k_begin = tile.y * params.kc;
+    let k_end = min(params.k, k_begin + params.kc);
+    var acc: array<vec4<f32>, TM>;
+    for (var k = k_begin; k < k_end; k++) {
+        let b = load_b14(k, col);
+        for (var i = 0u; i < TM; i++) {
+            acc[i] = fma(vec4<f32>(load_a1(row0 + i, k)), b, acc[i]);
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        let r = row0 + i;
+        if (r >= params.m) { break; }
+        store4(r, col, tile.y, acc[i]);
+    }
+}
