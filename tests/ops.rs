@@ -183,7 +183,7 @@ fn every_flat_gemm_tile_gives_the_bits_of_the_tiled_gemm() {
     let gpu = private(&shared);
     gpu.set_profile(true);
     let sizes = [1, 3, 5, 127, 129, 784];
-    let tiles = ["32x32k16", "flat2x32", "flat3x32", "flat2x64", "flat3x64"];
+    let tiles = ["32x32k16", "flat3x32", "flat4x32", "flat6x32", "flat4x64"];
     let mut cases = Vec::new();
     for m in sizes {
         for k in sizes {
@@ -229,7 +229,7 @@ fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch(
         ..Default::default()
     };
     let devices = [private(&shared), Device::gpu_with(&options).unwrap()];
-    let tiles = ["32x32k16", "64x64k16", "flat2x32", "flat3x32", "flat2x64", "flat3x64"];
+    let tiles = ["32x32k16", "64x64k16", "flat3x32", "flat4x32", "flat6x32", "flat4x64"];
     let run = |dev: &Device, (m, k, n): (usize, usize, usize), ta: bool, tb: bool| {
         let leaf = |shape: [usize; 2], seed| Tensor::randn(&shape, seed, dev).unwrap().requires_grad().unwrap();
         let a = leaf(if ta { [k, m] } else { [m, k] }, 1);
