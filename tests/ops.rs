@@ -13,6 +13,7 @@ mod pool;
 
 use common::cases::*;
 use common::{devices, gpu, max_rel_diff, private};
+use wgnn::fast_path::{self, FastPath};
 use wgnn::nn::loss;
 use wgnn::{DType, Device, Error, Tensor};
 
@@ -166,6 +167,144 @@ fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
         }
     }
     gpu.debug_kernel_variant(None);
+}
+
+/// The flat GEMM tiles (no workgroup memory, no barrier), offered only where the
+/// adapter is a CPU (lavapipe), give the bits of the tiled GEMM: every m, n, k in
+/// {1, 3, 5, 127, 129, 784} in all four transposes (vec4 loads where rows allow,
+/// ragged edges, a K split where K is long and the output small), each tile forced
+/// and the profiler confirming it ran. Elsewhere they are not offered.
+#[test]
+fn every_flat_gemm_tile_gives_the_bits_of_the_tiled_gemm() {
+    let Some(shared) = gpu() else { return };
+    if shared.info().device_type != "Cpu" {
+        return; // not offered on this adapter
+    }
+    let gpu = private(&shared);
+    gpu.set_profile(true);
+    let sizes = [1, 3, 5, 127, 129, 784];
+    let tiles = ["32x32k16", "flat3x32", "flat4x32", "flat6x32", "flat4x64"];
+    let mut cases = Vec::new();
+    for m in sizes {
+        for k in sizes {
+            for n in sizes {
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    cases.push((m, k, n, ta, tb));
+                }
+            }
+        }
+    }
+    for (i, (m, k, n, ta, tb)) in cases.into_iter().enumerate() {
+        let what = format!("{m}x{k}x{n} ta {ta} tb {tb}");
+        let a = Tensor::randn(&if ta { [k, m] } else { [m, k] }, 2 * i as u64, &gpu).unwrap();
+        let b = Tensor::randn(&if tb { [n, k] } else { [k, n] }, 2 * i as u64 + 1, &gpu).unwrap();
+        let mut first: Option<Vec<u32>> = None;
+        for tile in tiles {
+            gpu.clear_plan_cache();
+            gpu.debug_kernel_variant(Some(tile));
+            let got = a.matmul_t(&b, ta, tb).to_vec().unwrap();
+            assert_ran(&gpu, tile, &what);
+            let bits: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert!(*f == bits, "{what}: tile {tile} gives other bits than {}", tiles[0]),
+            }
+        }
+    }
+    gpu.debug_kernel_variant(None);
+}
+
+/// The flat GEMM tiles with a bias and ReLU epilogue, backward (products of other
+/// shapes and transposes again), a K split forced on and off, scalar loads forced
+/// (`FastPath::Vec4` off) and subgroups off: the same bits as the tiled GEMM, and
+/// the CPU's values.
+#[test]
+fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch() {
+    let Some(shared) = gpu() else { return };
+    if shared.info().device_type != "Cpu" {
+        return;
+    }
+    let options = wgnn::GpuOptions {
+        disable_subgroups: true,
+        ..Default::default()
+    };
+    let devices = [private(&shared), Device::gpu_with(&options).unwrap()];
+    let tiles = ["32x32k16", "64x64k16", "flat3x32", "flat4x32", "flat6x32", "flat4x64"];
+    let run = |dev: &Device, (m, k, n): (usize, usize, usize), ta: bool, tb: bool| {
+        let leaf = |shape: [usize; 2], seed| Tensor::randn(&shape, seed, dev).unwrap().requires_grad().unwrap();
+        let a = leaf(if ta { [k, m] } else { [m, k] }, 1);
+        let b = leaf(if tb { [n, k] } else { [k, n] }, 2);
+        let bias_leaf = leaf([1, n], 3);
+        let bias = bias_leaf.reshape(&[n]);
+        let out = if tb && !ta {
+            a.linear(&b, Some(&bias)).relu()
+        } else {
+            (a.matmul_t(&b, ta, tb) + bias).relu()
+        };
+        let grads = readout(&out, 4).backward().unwrap();
+        let mut values = vec![out.to_vec().unwrap()];
+        for x in [&a, &b, &bias_leaf] {
+            values.push(grads.get(x).unwrap().to_vec().unwrap());
+        }
+        values
+    };
+    let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let switches = [
+        None,
+        Some((FastPath::SplitK, true)),
+        Some((FastPath::SplitK, false)),
+        Some((FastPath::Vec4, false)),
+    ];
+    for gpu in &devices {
+        gpu.set_profile(true);
+        for shape in [(32, 784, 128), (37, 70, 13), (5, 129, 3), (128, 256, 64)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let cpu = run(&Device::cpu(), shape, ta, tb);
+                for switch in switches {
+                    let _forced = switch.map(|(path, on)| fast_path::force(path, on));
+                    let what = format!("{shape:?} ta {ta} tb {tb} {switch:?}");
+                    let mut first: Option<Vec<u32>> = None;
+                    for tile in tiles {
+                        gpu.clear_plan_cache();
+                        gpu.debug_kernel_variant(Some(tile));
+                        let got = run(gpu, shape, ta, tb);
+                        assert_ran(gpu, tile, &what);
+                        for (g, c) in got.iter().zip(&cpu) {
+                            let d = max_rel_diff(g, c);
+                            assert!(d <= MATMUL_TOL, "{what}, tile {tile}: differs from the CPU by {d}");
+                        }
+                        match &first {
+                            None => first = Some(bits(&got)),
+                            Some(f) => assert!(
+                                *f == bits(&got),
+                                "{what}: tile {tile} gives other bits than {}",
+                                tiles[0]
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        gpu.debug_kernel_variant(None);
+    }
+}
+
+/// Every GEMM launch `dev` profiled since the last call ran `tile` (with a K split
+/// or not); the profile is reset.
+fn assert_ran(dev: &Device, tile: &str, what: &str) {
+    let report = dev.profile_report();
+    dev.reset_profile();
+    let ran: Vec<String> = report
+        .plans
+        .iter()
+        .flat_map(|p| &p.launches)
+        .filter(|l| l.kernel.starts_with("matmul") && !l.variant.is_empty())
+        .map(|l| l.variant.clone())
+        .collect();
+    assert!(
+        !ran.is_empty() && ran.iter().all(|v| v.starts_with(tile)),
+        "{what}: tile {tile} forced, the GEMMs ran {ran:?}"
+    );
 }
 
 /// Row reductions take the subgroup path where the adapter has `SUBGROUP` (lavapipe

@@ -58,6 +58,10 @@ pub(crate) struct Tune {
     pub variants: Vec<Variant>,
     /// Whether the launch is large enough to be worth timing.
     pub worth_timing: bool,
+    /// More candidates, offered only on adapters that are CPUs (llvmpipe: device
+    /// type `Cpu` in [`DeviceInfo`](crate::backend::info::DeviceInfo)), after
+    /// `variants`; the same bits as the others.
+    pub cpu_adapter: Vec<Variant>,
 }
 
 impl Tune {
@@ -91,6 +95,7 @@ impl Tune {
             key: format!("{family} p{parts} n{}", words.next_power_of_two()),
             variants,
             worth_timing: parts > 1 && words >= 1 << 14,
+            cpu_adapter: Vec::new(),
         }
     }
 }

@@ -435,6 +435,7 @@ impl Kernel for ConvKernel {
             key,
             variants,
             worth_timing: 2 * m * k * n * groups >= TUNE_FLOPS,
+            cpu_adapter: Vec::new(),
         })
     }
 }

@@ -6,6 +6,15 @@
 //! GEMM: one launch with the batch on the grid's z axis, each operand's matrix found
 //! through its own batch strides (zero along the axes it broadcasts); on the CPU, one
 //! sgemm per matrix. A plain 2-D product takes the path it always took.
+//!
+//! On adapters that are CPUs the autotune also times flat tiles (`matmul_flat`, no
+//! workgroup memory or barrier), because of how Mesa's gallivm (`lp_bld_nir_soa.c`,
+//! read at 21.3 and 23.x) compiles a shader: a storage or shared load whose address
+//! is not provably uniform is a loop over the 8 lanes of a 256-bit row, each an
+//! extract, a bounds compare and a scalar load (a uniform address is one load and a
+//! broadcast, but only for constants, push constants and their arithmetic before the
+//! divergence-based test of recent Mesa); a barrier suspends the lane row's coroutine
+//! and resumes the next. So there, loads per fma count and barriers cost switches.
 
 use super::elementwise::UnaryOp;
 use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
@@ -234,10 +243,12 @@ impl Kernel for MatMulKernel {
             .chain(TILES.into_iter().filter(|t| *t != default))
             .map(|tile| self.variant(tile, splits))
             .collect();
+        let cpu_adapter = FLAT_TILES.into_iter().map(|t| self.flat_variant(t, splits)).collect();
         Some(Tune {
             key,
             variants,
             worth_timing: 2 * self.m * self.n * self.k * self.count() >= TUNE_FLOPS,
+            cpu_adapter,
         })
     }
 }
@@ -319,6 +330,33 @@ const TILES: [Tile; 5] = [
     },
 ];
 
+/// A tile of the GEMM for adapters that are CPUs (`matmul_flat`): `wx` invocations
+/// side by side along n, each computing `tm` rows × 4 columns, no workgroup memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlatTile {
+    wx: usize,
+    tm: usize,
+}
+
+impl FlatTile {
+    const fn cols(self) -> usize {
+        4 * self.wx
+    }
+}
+
+/// The flat tiles offered where the adapter is a CPU: 3, 4 or 6 rows by 8 or 16
+/// invocations (one or two of llvmpipe's 8-wide SIMD rows). Rows are cheap (their
+/// words of A have one address per workgroup) and each row reuses B's four loaded
+/// columns, so more rows win on llvmpipe even past its 16 vector registers (6 rows
+/// are 24 accumulators); small blocks keep even a 128×128 output at 64 workgroups
+/// or more, at least two for each of llvmpipe's threads (one per core).
+const FLAT_TILES: [FlatTile; 4] = [
+    FlatTile { wx: 8, tm: 3 },
+    FlatTile { wx: 8, tm: 4 },
+    FlatTile { wx: 8, tm: 6 },
+    FlatTile { wx: 16, tm: 4 },
+];
+
 /// Every tile's BK divides this, so K slices of a multiple of it split whole tiles.
 const SPLIT_ALIGN: usize = 16;
 
@@ -392,12 +430,17 @@ impl MatMulKernel {
     }
 
     fn variant(&self, tile: Tile, splits: usize) -> Variant {
-        let mut passes: Vec<Wgsl> = (0..self.count())
-            .step_by(MAX_BATCH_GROUPS)
-            .map(|z0| self.gemm_pass(tile, splits, z0))
-            .collect();
+        self.variant_of(
+            |z0| self.gemm_pass(tile, splits, z0),
+            format!("{}x{}k{}", tile.rows(), tile.cols(), tile.bk),
+            splits,
+        )
+    }
+
+    /// The passes `pass(z0)` over the batch, then split-K's slice sum where `splits > 1`.
+    fn variant_of(&self, pass: impl Fn(usize) -> Wgsl, mut name: String, splits: usize) -> Variant {
+        let mut passes: Vec<Wgsl> = (0..self.count()).step_by(MAX_BATCH_GROUPS).map(pass).collect();
         let mut scratch = 0;
-        let mut name = format!("{}x{}k{}", tile.rows(), tile.cols(), tile.bk);
         if splits > 1 {
             scratch = splits * self.m * self.n;
             name += &format!("s{splits}");
@@ -412,6 +455,16 @@ impl MatMulKernel {
             passes.push(sum);
         }
         Variant { name, passes, scratch }
+    }
+
+    /// [`MatMulKernel::variant`] for a flat tile, named e.g. `flat3x32` (3 rows × 32
+    /// columns per workgroup).
+    fn flat_variant(&self, tile: FlatTile, splits: usize) -> Variant {
+        self.variant_of(
+            |z0| self.flat_pass(tile, splits, z0),
+            format!("flat{}x{}", tile.tm, tile.cols()),
+            splits,
+        )
     }
 
     /// The sizes; for a batch also its axes (`bdims`), each operand's batch strides
@@ -520,6 +573,148 @@ impl MatMulKernel {
             .types(types)
             .in_bounds()
     }
+}
+
+impl MatMulKernel {
+    /// The flat product (`matmul_flat`), as [`MatMulKernel::gemm_pass`] for a tile:
+    /// `load_a1(row, k)` is one word of op(A), `load_b14(k, col)` words col..col+4 of
+    /// row k of op(B); K is walked word by word, so it has no edge.
+    fn flat_pass(&self, tile: FlatTile, splits: usize, z0: usize) -> Wgsl {
+        let MatMul { ta, tb, bias, .. } = self.op;
+        let (va, vb, vo) = self.vectors();
+        let edge_m = !self.m.is_multiple_of(tile.tm) || self.m == 0;
+        let edge_n = !self.n.is_multiple_of(tile.cols()) || self.n == 0;
+        let FlatTile { wx, tm } = tile;
+        let mut defs = format!("const WX: u32 = {wx}u;\nconst TM: u32 = {tm}u;\n");
+        let batched = self.batch.is_some();
+        let base = |part: &'static str| if batched { part } else { "" };
+        let a = ("in0", base("base.x + "));
+        let b = ("in1", base("base.y + "));
+        defs += self.tile_defs();
+        // op(A)[row, k], A stored m×k (k×m when transposed); four k of a row where
+        // A is not transposed (k a multiple of 4, k + 4 ≤ K).
+        defs += &if ta {
+            word_loader("load_a", a, va, "k", "m", (false, edge_m))
+                + "fn load_a1(row: u32, k: u32) -> f32 { return load_a(k, row); }\n"
+        } else {
+            word_loader("load_a1", a, va, "m", "k", (edge_m, false))
+                + &loader("load_a4", a, va, "m", "k", (edge_m, false))
+        };
+        // op(B)[k, col..col+4], B stored k×n (n×k when transposed: four stored rows,
+        // four k of each in `flat_step4`).
+        defs += &if tb {
+            word_loader("load_b", b, vb, "n", "k", (edge_n, false))
+                + &loader("load_b4", b, vb, "n", "k", (edge_n, false))
+                + "fn load_b14(k: u32, c: u32) -> vec4<f32> {\n\
+                   \x20   return vec4<f32>(load_b(c, k), load_b(c + 1u, k), load_b(c + 2u, k), load_b(c + 3u, k));\n}\n"
+        } else {
+            loader("load_b14", b, vb, "k", "n", (false, edge_n))
+        };
+        defs += &flat_steps(tm, ta, tb, edge_m);
+        defs += &self.epilogue_defs();
+        defs += &storer(splits > 1, vo, edge_n, base("base.z + "));
+        let vec = |v: bool| if v { "vec4<f32>" } else { "f32" };
+        let mut types = vec![vec(va), vec(vb)];
+        if bias {
+            types.push("f32");
+        }
+        types.push(vec(vo));
+        if splits > 1 {
+            types.push(vec(vo));
+        }
+        let z = match self.batch {
+            None => splits,
+            Some(_) => (self.count() - z0).min(MAX_BATCH_GROUPS),
+        };
+        let grid = Grid::Tiles(self.n.div_ceil(tile.cols()), self.m.div_ceil(tm), z);
+        Wgsl::new(SHADER, "matmul_flat", self.uniforms(splits, z0), grid)
+            .defs(defs)
+            .types(types)
+            .in_bounds()
+    }
+}
+
+/// The straight-line body of `matmul_flat` for `tm` rows: `struct Acc` (one vec4 of
+/// four columns per row), `flat_step(acc, k, row0, col)` (one k),
+/// `flat_step4(acc, k, row0, col)` (k..k+4, each row's four words of A and B's four
+/// rows loaded first, then the fma in k order) and `flat_store(acc, row0, col, z)`.
+fn flat_steps(tm: usize, ta: bool, tb: bool, edge_m: bool) -> String {
+    let rows = 0..tm;
+    let mut s = String::from("struct Acc {\n");
+    for i in rows.clone() {
+        s += &format!("    r{i}: vec4<f32>,\n");
+    }
+    s += "}\nfn flat_step(acc: Acc, k: u32, row0: u32, col: u32) -> Acc {\n\
+          \x20   var r = acc;\n    let b = load_b14(k, col);\n";
+    for i in rows.clone() {
+        s += &format!("    r.r{i} = fma(vec4<f32>(load_a1(row0 + {i}u, k)), b, r.r{i});\n");
+    }
+    s += "    return r;\n}\nfn flat_step4(acc: Acc, k: u32, row0: u32, col: u32) -> Acc {\n    var r = acc;\n";
+    for i in rows.clone() {
+        s += &if ta {
+            format!(
+                "    let a{i} = vec4<f32>(load_a1(row0 + {i}u, k), load_a1(row0 + {i}u, k + 1u), \
+                 load_a1(row0 + {i}u, k + 2u), load_a1(row0 + {i}u, k + 3u));\n"
+            )
+        } else {
+            format!("    let a{i} = load_a4(row0 + {i}u, k);\n")
+        };
+    }
+    if tb {
+        for j in 0..4 {
+            s += &format!("    let c{j} = load_b4(col + {j}u, k);\n");
+        }
+        for e in ["x", "y", "z", "w"] {
+            s += &format!("    let b{e} = vec4<f32>(c0.{e}, c1.{e}, c2.{e}, c3.{e});\n");
+        }
+    } else {
+        for (kk, e) in ["x", "y", "z", "w"].iter().enumerate() {
+            s += &format!("    let b{e} = load_b14(k + {kk}u, col);\n");
+        }
+    }
+    for e in ["x", "y", "z", "w"] {
+        for i in rows.clone() {
+            s += &format!("    r.r{i} = fma(vec4<f32>(a{i}.{e}), b{e}, r.r{i});\n");
+        }
+    }
+    s += "    return r;\n}\nfn flat_store(acc: Acc, row0: u32, col: u32, z: u32) {\n";
+    for i in rows {
+        s += &if edge_m {
+            format!("    if (row0 + {i}u < params.m) {{ store4(row0 + {i}u, col, z, acc.r{i}); }}\n")
+        } else {
+            format!("    store4(row0 + {i}u, col, z, acc.r{i});\n")
+        };
+    }
+    s + "}\n"
+}
+
+/// `fn name(row, col) -> f32`: the word at stored row `row`, column `col` of the
+/// `rows × cols` matrix in `binding` (from `base`, as for [`loader`]), zero outside
+/// it, checking only the edges the shape has (`edges`: rows, cols).
+fn word_loader(
+    name: &str,
+    (binding, base): (&str, &str),
+    vector: bool,
+    rows: &str,
+    cols: &str,
+    edges: (bool, bool),
+) -> String {
+    let mut out = Vec::new();
+    if edges.0 {
+        out.push(format!("row >= params.{rows}"));
+    }
+    if edges.1 {
+        out.push(format!("col >= params.{cols}"));
+    }
+    let check = if out.is_empty() {
+        String::new()
+    } else {
+        format!("    if ({}) {{ return 0.0; }}\n", out.join(" || "))
+    };
+    let read = if vector { "[w / 4u][w % 4u]" } else { "[w]" };
+    format!(
+        "fn {name}(row: u32, col: u32) -> f32 {{\n{check}\x20   let w = {base}row * params.{cols} + col;\n\x20   return {binding}{read};\n}}\n"
+    )
 }
 
 /// `fn name(row, col) -> vec4<f32>`: words col..col+4 of stored row `row` (col a

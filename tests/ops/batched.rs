@@ -258,7 +258,10 @@ fn panic_message<T>(f: impl FnOnce() -> T) -> String {
 fn every_gemm_tile_gives_a_batched_product_the_same_bits() {
     let Some(shared) = gpu() else { return };
     let gpu = private(&shared);
-    let tiles = ["64x64k16", "128x64k8", "128x128k8", "32x64k16", "32x32k16"];
+    let mut tiles = vec!["64x64k16", "128x64k8", "128x128k8", "32x64k16", "32x32k16"];
+    if gpu.info().device_type == "Cpu" {
+        tiles.extend(["flat3x32", "flat4x32", "flat6x32", "flat4x64"]); // lavapipe's own
+    }
     let run = |dev: &Device, (m, k, n): (usize, usize, usize), tb: bool| {
         let leaf = |shape: &[usize], seed| Tensor::randn(shape, seed, dev).unwrap().requires_grad().unwrap();
         let a = leaf(&[2, 1, k, m], 1);
@@ -276,7 +279,7 @@ fn every_gemm_tile_gives_a_batched_product_the_same_bits() {
         for tb in [false, true] {
             let cpu = run(&Device::cpu(), shape, tb);
             let mut first: Option<Vec<u32>> = None;
-            for tile in tiles {
+            for &tile in &tiles {
                 gpu.clear_plan_cache();
                 gpu.debug_kernel_variant(Some(tile));
                 let got = run(&gpu, shape, tb);

@@ -7,6 +7,9 @@ impl Shared {
     /// The variant of `tune` to run `step` with: the cached choice for its shape
     /// class, else the fastest when timed, else the first.
     pub(super) fn choose(&self, mut tune: Tune, step: &Step) -> Result<Variant> {
+        if self.info.device_type == "Cpu" {
+            tune.variants.append(&mut tune.cpu_adapter);
+        }
         let forced = self.forced.lock().unwrap().clone();
         if let Some(i) = forced.and_then(|p| tune.variants.iter().position(|v| v.name.starts_with(&p))) {
             return Ok(tune.variants.swap_remove(i));
