@@ -173,7 +173,7 @@ pub fn smoothgrad(
     seed: u64,
 ) -> Result<Tensor> {
     let n = rows(x, target)?;
-    if samples == 0 || !(sigma >= 0.0) {
+    if samples == 0 || sigma.is_nan() || sigma < 0.0 {
         return Err(invalid(format!(
             "smoothgrad: {samples} samples at noise σ {sigma} (at least one sample, σ ≥ 0)"
         )));

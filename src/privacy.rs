@@ -54,7 +54,7 @@ pub fn rdp_epsilon_with_orders(
     orders: &[f64],
 ) -> Result<(f64, f64)> {
     check(noise_multiplier, sample_rate, delta)?;
-    if orders.is_empty() || orders.iter().any(|&a| !(a > 1.0) || !a.is_finite()) {
+    if orders.is_empty() || orders.iter().any(|&a| a <= 1.0 || !a.is_finite()) {
         return Err(invalid(
             "orders",
             format!("RDP orders must be finite and above 1, got {orders:?}"),
@@ -78,7 +78,7 @@ pub fn noise_multiplier_for(
     epsilon_tolerance: f64,
 ) -> Result<f64> {
     check(0.0, sample_rate, delta)?;
-    if !(target_epsilon > 0.0) || !(epsilon_tolerance > 0.0) {
+    if target_epsilon.is_nan() || target_epsilon <= 0.0 || epsilon_tolerance.is_nan() || epsilon_tolerance <= 0.0 {
         return Err(invalid(
             "target_epsilon",
             format!(
@@ -126,7 +126,7 @@ fn check(noise_multiplier: f64, sample_rate: f64, delta: f64) -> Result<()> {
             format!("sample rate {sample_rate} is outside [0, 1]"),
         ));
     }
-    if !(noise_multiplier >= 0.0) {
+    if noise_multiplier.is_nan() || noise_multiplier < 0.0 {
         return Err(invalid(
             "noise_multiplier",
             format!("noise multiplier {noise_multiplier} is negative or not a number"),
