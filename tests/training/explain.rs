@@ -123,7 +123,7 @@ fn explanations_match_captum(dev: &Device) {
     );
 
     let says = |r: wgnn::Result<Tensor>, what: &str| {
-        let e = r.err().expect("an error").to_string();
+        let e = r.expect_err("an error").to_string();
         assert!(e.contains(what), "{e}");
     };
     says(
@@ -134,8 +134,6 @@ fn explanations_match_captum(dev: &Device) {
     says(explain::occlusion(&model, &x, &target, &[2], &[3], 0.0), "strides [3]");
     says(explain::smoothgrad(&model, &x, &target, 0, 0.1, 1), "0 samples");
     let wide = Tensor::zeros(&[1, 5], dev);
-    let e = explain::integrated_gradients(&model, &x, &wide, &target, 4)
-        .err()
-        .expect("an error");
+    let e = explain::integrated_gradients(&model, &x, &wide, &target, 4).expect_err("an error");
     assert!(e.to_string().contains("baseline of shape [1, 5]"), "{e}");
 }
