@@ -28,10 +28,10 @@ pub fn default_orders() -> Vec<f64> {
 /// `noise_multiplier` (σ, in units of the clipping norm) and sampling rate
 /// `sample_rate` (q, the chance that an example is in a batch), at `delta` — the
 /// number Opacus' `RDPAccountant` gives for that history (`get_epsilon(delta)`).
-/// No noise gives ∞, no sampling or no step 0.
+/// No noise gives ∞, no step 0.
 ///
 /// # Panics
-/// If `sample_rate` is outside [0, 1], `noise_multiplier` is negative or `delta` is
+/// If `sample_rate` is outside (0, 1], `noise_multiplier` is negative or `delta` is
 /// outside (0, 1) (see [`try_rdp_epsilon`] for an error instead).
 #[track_caller]
 pub fn rdp_epsilon(noise_multiplier: f64, sample_rate: f64, steps: usize, delta: f64) -> f64 {
@@ -120,10 +120,10 @@ fn invalid(setting: &'static str, message: String) -> Error {
 }
 
 fn check(noise_multiplier: f64, sample_rate: f64, delta: f64) -> Result<()> {
-    if !(0.0..=1.0).contains(&sample_rate) {
+    if sample_rate.is_nan() || sample_rate <= 0.0 || sample_rate > 1.0 {
         return Err(invalid(
             "sample_rate",
-            format!("sample rate {sample_rate} is outside [0, 1]"),
+            format!("sample rate {sample_rate} is outside (0, 1] (the chance that an example is in a batch)"),
         ));
     }
     if noise_multiplier.is_nan() || noise_multiplier < 0.0 {
@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn without_sampling_the_rdp_is_that_of_the_gaussian_mechanism() {
         assert_eq!(rdp(1.0, 2.0, 3.0), 3.0 / 8.0);
-        assert_eq!(rdp(0.0, 2.0, 3.0), 0.0);
+        assert_eq!(rdp(0.0, 2.0, 3.0), 0.0); // Opacus' rule; the public functions refuse q = 0
         assert_eq!(rdp(0.5, 0.0, 3.0), f64::INFINITY);
         let (eps, a) = epsilon(2.0, 1.0, 1, 1e-5, &[2.0, 4.0, 8.0]);
         let want = |a: f64| a / 8.0 - (1e-5f64.ln() + a.ln()) / (a - 1.0) + ((a - 1.0) / a).ln();

@@ -56,6 +56,10 @@ fn privacy_settings_out_of_range_are_named() {
         assert!(e.contains(what), "{e}");
     };
     says(privacy::try_rdp_epsilon(1.0, 1.5, 10, 1e-5), "sample rate 1.5");
+    says(
+        privacy::try_rdp_epsilon(1.0, 0.0, 10, 1e-5),
+        "sample rate 0 is outside (0, 1]",
+    );
     says(privacy::try_rdp_epsilon(-1.0, 0.1, 10, 1e-5), "noise multiplier -1");
     says(privacy::try_rdp_epsilon(1.0, 0.1, 10, 0.0), "δ 0");
     says(privacy::noise_multiplier_for(0.0, 1e-5, 0.1, 10, 0.01), "target ε 0");
