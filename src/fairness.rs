@@ -7,7 +7,9 @@
 //! (no positives for the TPR, no negatives for the FPR, no predicted positives for
 //! precision) is 0, as scikit-learn's confusion matrices give it to Fairlearn.
 //!
-//! [`reweighing`] is Kamiran and Calders' (2012) mitigation: per-sample weights
+//! Mitigations: [`group_thresholds`] post-processes scores with a threshold per group
+//! (demographic parity or equal opportunity, deterministic); [`reweighing`] is
+//! Kamiran and Calders' (2012) pre-processing: per-sample weights
 //! `P(group) · P(label) / P(group, label)` that make label and group independent in
 //! the weighted data, for `FitConfig::sample_weight`.
 //!
@@ -210,4 +212,95 @@ pub fn reweighing(y_true: &[u32], group: &[u32]) -> Result<Vec<f32>> {
         .zip(group)
         .map(|(&y, &g)| (by_group[&g] as f64 * by_label[&y] as f64 / (n * joint[&(g, y)] as f64)) as f32)
         .collect())
+}
+
+/// What [`group_thresholds`] equalizes across groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parity {
+    /// The selection rate, `P(ŷ = 1 | group)` (demographic parity).
+    Selection,
+    /// The true positive rate, `P(ŷ = 1 | y = 1, group)` (equal opportunity).
+    TruePositives,
+}
+
+/// Post-processing: one score threshold per group (`(group, threshold)`, in
+/// increasing id) such that predicting `score ≥ threshold` gives each group the rate
+/// `target` (in [0, 1]) of what `parity` equalizes, as nearly as its size allows:
+/// within a group, the `round(target · n)` highest scores (of its positives, for
+/// [`Parity::TruePositives`]) are selected and the threshold sits halfway between the
+/// last selected and the next score. Deterministic, unlike Fairlearn's
+/// `ThresholdOptimizer`, which randomizes between two thresholds to hit a rate
+/// exactly; the gap left is at most one sample's share of the smallest group.
+///
+/// `Err` when the lengths differ, there are no samples, `target` is outside [0, 1],
+/// a label is not 0 or 1, or (for true positives) a group has no positive sample.
+pub fn group_thresholds(
+    scores: &[f32],
+    y_true: &[u32],
+    group: &[u32],
+    parity: Parity,
+    target: f64,
+) -> Result<Vec<(u32, f32)>> {
+    let invalid = |message: String| Error::InvalidSetting {
+        setting: "fairness::group_thresholds",
+        message,
+    };
+    if scores.len() != group.len() || y_true.len() != group.len() || group.is_empty() {
+        return Err(invalid(format!(
+            "fairness::group_thresholds: {} scores, {} labels and {} group ids (one of each per sample, at least one)",
+            scores.len(),
+            y_true.len(),
+            group.len()
+        )));
+    }
+    if !(0.0..=1.0).contains(&target) {
+        return Err(invalid(format!(
+            "fairness::group_thresholds: target rate {target} is outside [0, 1]"
+        )));
+    }
+    if let Some((i, v)) = y_true.iter().enumerate().find(|(_, &v)| v > 1) {
+        return Err(invalid(format!(
+            "fairness::group_thresholds: label {v} at sample {i}; they are 0 or 1"
+        )));
+    }
+    let mut ids: Vec<u32> = group.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter()
+        .map(|&g| {
+            let mut s: Vec<f32> = (0..group.len())
+                .filter(|&i| group[i] == g && (parity == Parity::Selection || y_true[i] == 1))
+                .map(|i| scores[i])
+                .collect();
+            if s.is_empty() {
+                return Err(invalid(format!(
+                    "fairness::group_thresholds: group {g} has no positive sample, so no true positive rate"
+                )));
+            }
+            s.sort_by(|a, b| b.total_cmp(a));
+            let k = (target * s.len() as f64).round() as usize;
+            let threshold = match k {
+                0 => s[0] + (s[0].abs() + 1.0) * f32::EPSILON * 4.0,
+                k if k >= s.len() => s[s.len() - 1],
+                k => (s[k - 1] + s[k]) / 2.0,
+            };
+            Ok((g, threshold))
+        })
+        .collect()
+}
+
+/// Predictions `score ≥ threshold of the sample's group` (thresholds from
+/// [`group_thresholds`]); `Err` naming a group without a threshold.
+pub fn apply_thresholds(scores: &[f32], group: &[u32], thresholds: &[(u32, f32)]) -> Result<Vec<u32>> {
+    scores
+        .iter()
+        .zip(group)
+        .map(|(&s, g)| match thresholds.iter().find(|(id, _)| id == g) {
+            Some(&(_, t)) => Ok(u32::from(s >= t)),
+            None => Err(Error::InvalidSetting {
+                setting: "fairness::apply_thresholds",
+                message: format!("fairness::apply_thresholds: no threshold for group {g}"),
+            }),
+        })
+        .collect()
 }

@@ -127,3 +127,34 @@ fn bad_fairness_input_is_named() {
         "2 labels and 1 group ids",
     );
 }
+
+/// Group thresholds close the demographic-parity gap (to one sample's share of the
+/// smallest group) and the equal-opportunity gap of scores biased by group, where one
+/// shared threshold leaves large gaps.
+#[test]
+fn group_thresholds_close_the_gaps_a_shared_threshold_leaves() {
+    use fairness::Parity;
+    let c = &cases()[0];
+    // Scores that favour group 2 and penalize group 0, loosely tied to the label.
+    let scores: Vec<f32> = (0..c.y.len())
+        .map(|i| 0.3 * c.y[i] as f32 + 0.2 * c.g[i] as f32 + ((i * 37 % 101) as f32) / 200.0)
+        .collect();
+    let shared: Vec<u32> = scores.iter().map(|&s| u32::from(s >= 0.6)).collect();
+    let before = fairness::report(&c.y, &shared, &c.g).unwrap();
+    let smallest = before.groups.iter().map(|g| g.count).min().unwrap() as f64;
+    let t = fairness::group_thresholds(&scores, &c.y, &c.g, Parity::Selection, before.overall.selection_rate).unwrap();
+    let after = fairness::report(&c.y, &fairness::apply_thresholds(&scores, &c.g, &t).unwrap(), &c.g).unwrap();
+    assert!(before.demographic_parity_difference() > 0.3, "{}", before.to_markdown());
+    assert!(
+        after.demographic_parity_difference() <= 1.0 / smallest + 1e-12,
+        "{}",
+        after.to_markdown()
+    );
+    let t = fairness::group_thresholds(&scores, &c.y, &c.g, Parity::TruePositives, 0.8).unwrap();
+    let after = fairness::report(&c.y, &fairness::apply_thresholds(&scores, &c.g, &t).unwrap(), &c.g).unwrap();
+    assert!(after.equal_opportunity_difference() < 0.05, "{}", after.to_markdown());
+    let e = fairness::group_thresholds(&scores, &c.y, &c.g, Parity::Selection, 1.5).unwrap_err();
+    assert!(e.to_string().contains("target rate 1.5"), "{e}");
+    let e = fairness::apply_thresholds(&[0.5], &[7], &t).unwrap_err();
+    assert!(e.to_string().contains("no threshold for group 7"), "{e}");
+}
