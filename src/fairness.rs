@@ -183,6 +183,29 @@ impl FairnessReport {
     }
 }
 
+impl FairnessReport {
+    /// Writes the per-group rates (selection rate, accuracy, TPR, FPR, precision) as
+    /// grouped bars, `{stem}.png` and `{stem}.svg` in `dir`, with `name` naming the
+    /// groups (e.g. `|g| ["female", "male"][g as usize].into()`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn write_png(&self, dir: impl AsRef<std::path::Path>, stem: &str, name: impl Fn(u32) -> String) -> Result<()> {
+        let categories: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| format!("{} ({})", name(g.group), g.count))
+            .collect();
+        let column = |f: fn(&GroupMetrics) -> f64| self.groups.iter().map(f).collect::<Vec<f64>>();
+        let series = vec![
+            ("selection rate".to_string(), column(|g| g.selection_rate)),
+            ("accuracy".to_string(), column(|g| g.accuracy)),
+            ("TPR".to_string(), column(|g| g.true_positive_rate)),
+            ("FPR".to_string(), column(|g| g.false_positive_rate)),
+            ("precision".to_string(), column(|g| g.precision)),
+        ];
+        crate::train::report::write_bars(dir, stem, "rate per group", &categories, &series)
+    }
+}
+
 /// Kamiran–Calders reweighing: the weight of each sample,
 /// `P(group) · P(label) / P(group, label)` from the data's own frequencies (any
 /// labels, not only binary), so that in the weighted data the label does not depend

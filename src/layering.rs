@@ -26,9 +26,9 @@ const LAYERS: &[&[&str]] = &[
     &["io", "distributed"],
     &["data"],
     &["train"],
-    // Trust: privacy accounting, group fairness, explanations (and, as they grow, DP-SGD and
-    // mitigations over `train`).
-    &["privacy", "fairness", "explain"],
+    // Trust: privacy accounting, group fairness, explanations, federated learning (and, as
+    // they grow, DP-SGD and mitigations over `train`).
+    &["privacy", "fairness", "explain", "federated"],
 ];
 
 /// Upward uses that exist today, as (file, module used): each is a debt of the

@@ -43,6 +43,7 @@ mod error;
 pub mod explain;
 pub mod fairness;
 pub mod fast_path;
+pub mod federated;
 mod graph;
 pub mod io;
 #[cfg(test)]

@@ -14,6 +14,10 @@
 //! `tests/fixtures/make_privacy_fixture.py` records Opacus' numbers; the tests hold
 //! these functions to them. All arithmetic is f64 on the host.
 
+mod dp_sgd;
+
+pub use dp_sgd::{poisson_batch, DpConfig, DpSgd, DpTape};
+
 use crate::{Error, Result};
 
 /// Opacus' `RDPAccountant.DEFAULT_ALPHAS`: 1.1 to 10.9 by 0.1, then 12 to 63.

@@ -8,10 +8,14 @@ mod common;
 #[cfg(all(feature = "mpi", unix))]
 #[path = "training/distributed.rs"]
 mod distributed;
+#[path = "training/dp_sgd.rs"]
+mod dp_sgd;
 #[path = "training/explain.rs"]
 mod explain;
 #[path = "training/fairness.rs"]
 mod fairness;
+#[path = "training/federated.rs"]
+mod federated;
 #[path = "training/first_week.rs"]
 mod first_week;
 #[path = "training/norm_layers.rs"]

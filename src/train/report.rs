@@ -68,10 +68,75 @@ type Series<'a> = (&'a str, &'a [f64], RGBColor);
 
 /// A picture, drawn the same way on the PNG and the SVG backend.
 enum Figure<'a> {
-    /// Title (also the y label), series, log y axis, legend at the top (else at the bottom).
-    Lines(&'a str, Vec<Series<'a>>, bool, bool),
+    /// Title (also the y label), series, log y axis, legend at the top (else at the
+    /// bottom), the x label.
+    Lines(&'a str, Vec<Series<'a>>, bool, bool, &'a str),
     /// Classes, counts, class names for the ticks.
     Confusion(usize, &'a [u64], Vec<String>),
+    /// Title (also the y label), category names, then per series its name and one
+    /// value per category: grouped bars.
+    Bars(&'a str, &'a [String], &'a [(String, Vec<f64>)]),
+}
+
+/// Writes a grouped bar chart as `{stem}.png` and `{stem}.svg` in `dir` (created if
+/// missing): one group of bars per category, one bar per series, a legend (used for
+/// the fairness report's per-group rates and the explanations' feature importances).
+/// `Err` when a series has not one value per category.
+pub fn write_bars(
+    dir: impl AsRef<Path>,
+    stem: &str,
+    title: &str,
+    categories: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<()> {
+    let dir = dir.as_ref();
+    if let Some((name, v)) = series.iter().find(|(_, v)| v.len() != categories.len()) {
+        let msg = format!(
+            "report: series {name} has {} values for {} categories",
+            v.len(),
+            categories.len()
+        );
+        return Err(Error::Invalid(msg));
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    save(dir, stem, LINE_SIZE, &Figure::Bars(title, categories, series))
+}
+
+/// Writes line curves as `{stem}.png` and `{stem}.svg` in `dir` (created if
+/// missing): one line per series over the steps 1, 2, … (e.g. the test accuracy per
+/// round of federated runs, `x_label` "round"), `title` also the y label, a legend.
+/// Non-finite values
+/// are left out.
+pub fn write_lines(
+    dir: impl AsRef<Path>,
+    stem: &str,
+    title: &str,
+    x_label: &str,
+    series: &[(String, Vec<f64>)],
+) -> Result<()> {
+    let dir = dir.as_ref();
+    const PALETTE: [RGBColor; 8] = [
+        TRAIN,
+        VAL,
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    let lines: Vec<Series> = series
+        .iter()
+        .enumerate()
+        .map(|(k, (name, v))| (name.as_str(), v.as_slice(), PALETTE[k % PALETTE.len()]))
+        .collect();
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    save(
+        dir,
+        stem,
+        LINE_SIZE,
+        &Figure::Lines(title, lines, false, false, x_label),
+    )
 }
 
 /// Writes the report into `dir` (created if missing) and returns the path of its `summary.md`.
@@ -137,7 +202,12 @@ fn curves_section(md: &mut String, dir: &Path, data: &ReportData) -> Result<()> 
         if has_val {
             series.push(("validation", c.val.as_slice(), VAL));
         }
-        save(dir, &stem, LINE_SIZE, &Figure::Lines(&c.name, series, false, lower))?;
+        save(
+            dir,
+            &stem,
+            LINE_SIZE,
+            &Figure::Lines(&c.name, series, false, lower, "epoch"),
+        )?;
         let _ = writeln!(images, "![{}]({stem}.png)\n", one_line(&c.name));
     }
     if rows.is_empty() {
@@ -160,7 +230,12 @@ fn lr_section(md: &mut String, dir: &Path, data: &ReportData) -> Result<()> {
     if lo <= hi {
         let series = vec![("learning rate", data.lr.as_slice(), TRAIN)];
         let log = lo > 0.0 && hi > 10.0 * lo;
-        save(dir, "lr", LINE_SIZE, &Figure::Lines("learning rate", series, log, true))?;
+        save(
+            dir,
+            "lr",
+            LINE_SIZE,
+            &Figure::Lines("learning rate", series, log, true, "epoch"),
+        )?;
         md.push_str("![learning rate](lr.png)\n\n");
     } else {
         md.push_str("No learning rate was recorded.\n\n");
@@ -401,9 +476,10 @@ fn font(px: u32, h: HPos, v: VPos) -> TextStyle<'static> {
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> DrawResult<DB> {
     root.fill(&WHITE)?;
-    let (title, series, log_y, legend_top) = match fig {
-        Figure::Lines(title, series, log_y, legend_top) => (*title, series, *log_y, *legend_top),
+    let (title, series, log_y, legend_top, x_label) = match fig {
+        Figure::Lines(title, series, log_y, legend_top, x) => (*title, series, *log_y, *legend_top, *x),
         Figure::Confusion(n, counts, names) => return draw_grid(root, *n, counts, names),
+        Figure::Bars(title, categories, series) => return draw_bars(root, title, categories, series),
     };
     let n = series.iter().map(|s| s.1.len()).max().unwrap_or(0) as i32;
     let ok = |v: &&f64| v.is_finite() && (!log_y || **v > 0.0);
@@ -414,17 +490,74 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Draw
     b.x_label_area_size(50).y_label_area_size(90);
     if log_y {
         let chart = b.build_cartesian_2d(0..n + 1, (lo / 1.3..hi * 1.3).log_scale())?;
-        draw_lines(chart, title, series, n, log_y, legend_top)
+        draw_lines(chart, title, x_label, series, n, log_y, legend_top)
     } else {
         let pad = 0.06 * if hi > lo { hi - lo } else { lo.abs().max(1.0) };
         let chart = b.build_cartesian_2d(0..n + 1, lo - pad..hi + pad)?;
-        draw_lines(chart, title, series, n, log_y, legend_top)
+        draw_lines(chart, title, x_label, series, n, log_y, legend_top)
     }
+}
+
+/// Grouped bars: category `c`, series `k` of `m` at x from `c + k/(m+1)`, width
+/// `1/(m+1)`; the y axis from 0 (or the smallest value, when negative).
+fn draw_bars<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    categories: &[String],
+    series: &[(String, Vec<f64>)],
+) -> DrawResult<DB> {
+    let values = series.iter().flat_map(|s| s.1.iter()).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((0.0f64, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let pad = 0.08 * (hi - lo).max(1e-9);
+    let n = categories.len() as f64;
+    let mut b = ChartBuilder::on(root);
+    b.caption(title, ("sans-serif", 26)).margin(18);
+    b.x_label_area_size(50).y_label_area_size(90);
+    let mut chart = b.build_cartesian_2d(0.0..n, lo - if lo < 0.0 { pad } else { 0.0 }..hi + pad)?;
+    let scale = lo.abs().max(hi.abs());
+    let yfmt = |y: &f64| tick(*y, scale);
+    let xfmt = |x: &f64| {
+        let c = x.floor() as usize;
+        if (x - c as f64 - 0.5).abs() < 1e-6 && c < categories.len() {
+            categories[c].clone()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .y_desc(title)
+        .x_labels(categories.len() * 2 + 1)
+        .x_label_formatter(&xfmt)
+        .y_label_formatter(&yfmt)
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 14))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .disable_x_mesh()
+        .draw()?;
+    let m = series.len() as f64;
+    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, RGBColor(230, 150, 0), BLACK];
+    for (k, (name, v)) in series.iter().enumerate() {
+        let color = palette[k % palette.len()].mix(0.8);
+        let bars = v.iter().enumerate().filter(|(_, y)| y.is_finite()).map(move |(c, &y)| {
+            let x0 = c as f64 + (k as f64 + 0.5) / (m + 1.0);
+            Rectangle::new([(x0, 0.0), (x0 + 1.0 / (m + 1.0), y)], color.filled())
+        });
+        let swatch = move |(x, y): (i32, i32)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled());
+        chart.draw_series(bars)?.label(name.as_str()).legend(swatch);
+    }
+    let mut legend = chart.configure_series_labels();
+    legend.position(UpperRight).label_font(("sans-serif", 16)).margin(12);
+    legend.background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4));
+    legend.draw()?;
+    Ok(())
 }
 
 fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
     mut chart: ChartContext<'a, DB, Cartesian2d<RangedCoordi32, Y>>,
     y_desc: &str,
+    x_desc: &str,
     series: &[Series],
     n: i32,
     log_y: bool,
@@ -435,7 +568,7 @@ fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64> + ValueFor
     let yfmt = |y: &f64| tick(*y, scale);
     chart
         .configure_mesh()
-        .x_desc("epoch")
+        .x_desc(x_desc)
         .y_desc(y_desc)
         .x_label_formatter(&xfmt)
         .y_label_formatter(&yfmt)

@@ -167,6 +167,17 @@ fn two_ranks_stay_bit_identical_every_step_repeat_bit_for_bit_and_match_one_proc
         .parse()
         .unwrap();
     assert!(accuracy > 0.9, "validation accuracy {accuracy} after distributed fit");
+
+    // Federated learning with the clients spread over 2 ranks, and over 1: the same
+    // bits on every rank as the simulated run in this process.
+    let simulated = federated_run(None, &breast_cancer(), &Device::cpu());
+    assert_eq!(
+        read(&a, "rank0.federated"),
+        simulated,
+        "2 ranks vs the simulated federated run"
+    );
+    assert_eq!(read(&a, "rank1.federated"), simulated);
+    assert_eq!(read(&one, "rank0.federated"), simulated, "1 rank vs the simulated run");
     for dir in [a, b, one] {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -381,4 +392,58 @@ fn rank_child() {
     world.barrier().unwrap(); // rank 0 has written the checkpoint
     let resumed = fit(4, &out.join("resumed.ckpt"), Some(&ckpt));
     std::fs::write(out.join(format!("rank{rank}.resumed")), resumed).unwrap();
+
+    std::fs::write(
+        out.join(format!("rank{rank}.federated")),
+        federated_run(Some(&world), &data, &dev),
+    )
+    .unwrap();
+}
+
+/// FedProx with DP noise over 6 Dirichlet clients of the breast-cancer rows, 5 per
+/// round (on 2 ranks: 3 and 2), 3 rounds: the final weights' bits and each round's
+/// clients and test accuracy. `comm` spreads the clients over its ranks; each rank
+/// starts from other weights (rank 0's are broadcast).
+fn federated_run(comm: Option<&dyn Collective>, data: &wgnn::data::Dataset, dev: &Device) -> String {
+    use wgnn::federated::{fed_avg, fed_avg_on, split_dirichlet, DpNoise, FedConfig};
+    wgnn::manual_seed(21 + comm.map_or(0, |c| c.rank() as u64));
+    let model = net(dev);
+    let clients = split_dirichlet(&data.labels, 6, 1.0, 2).unwrap();
+    let config = FedConfig {
+        rounds: 3,
+        clients_per_round: 5,
+        local_epochs: 2,
+        batch_size: 16,
+        lr: 0.1,
+        mu: 0.05,
+        dp: Some(DpNoise { clip: 2.0, sigma: 0.05 }),
+        shuffle: true,
+        seed: 4,
+    };
+    let reports = match comm {
+        Some(c) => fed_avg_on(c, &model, data, &clients, Some(data), &config),
+        None => fed_avg(&model, data, &clients, Some(data), &config),
+    }
+    .unwrap();
+    let mut text = String::new();
+    for r in &reports {
+        writeln!(
+            text,
+            "round {} clients {:?} accuracy {:?}",
+            r.round, r.clients, r.test_accuracy
+        )
+        .unwrap();
+    }
+    let weights = all_weights(&model);
+    writeln!(
+        text,
+        "{}",
+        weights
+            .iter()
+            .map(|w| w.to_bits().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+    .unwrap();
+    text
 }

@@ -78,6 +78,12 @@ fn the_fairness_report_is_fairlearns_metric_frame_and_gaps() {
         for (k, (a, b)) in gaps.iter().zip(&c.gaps).enumerate() {
             assert!((a - b).abs() <= 1e-12, "case {n}: gap {k} is {a}, Fairlearn {b}");
         }
+        let dir = std::env::temp_dir().join(format!("wgnn-fairness-{}-{n}", std::process::id()));
+        r.write_png(&dir, "groups", |g| format!("group {g}")).unwrap();
+        let png = std::fs::read(dir.join("groups.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG", "a PNG");
+        assert!(std::fs::metadata(dir.join("groups.svg")).unwrap().len() > 1000);
+        std::fs::remove_dir_all(&dir).ok();
         let table = r.to_markdown();
         assert!(
             table.contains("| all |") && table.contains("demographic parity difference"),
