@@ -26,9 +26,9 @@ const LAYERS: &[&[&str]] = &[
     &["io", "distributed"],
     &["data"],
     &["train"],
-    // Trust: privacy accounting, group fairness, explanations, federated learning (and, as
-    // they grow, DP-SGD and mitigations over `train`).
-    &["privacy", "fairness", "explain", "federated"],
+    // Trust and efficiency: privacy (accounting, DP-SGD), group fairness, explanations,
+    // federated learning, pruning.
+    &["privacy", "fairness", "explain", "federated", "prune"],
 ];
 
 /// Upward uses that exist today, as (file, module used): each is a debt of the

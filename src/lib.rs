@@ -53,6 +53,7 @@ pub mod nn;
 pub(crate) mod ops;
 pub mod optim;
 pub mod privacy;
+pub mod prune;
 pub mod rng;
 mod tensor;
 pub mod train;

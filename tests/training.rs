@@ -10,6 +10,8 @@ mod common;
 mod distributed;
 #[path = "training/dp_sgd.rs"]
 mod dp_sgd;
+#[path = "training/efficiency.rs"]
+mod efficiency;
 #[path = "training/explain.rs"]
 mod explain;
 #[path = "training/fairness.rs"]

@@ -130,3 +130,68 @@ fn penalty(name: &str, params: &[Tensor], lambda: f32, term: impl Fn(&Tensor) ->
     let first = terms.next().unwrap();
     terms.fold(first, |acc, t| &acc + &t).mul_scalar(lambda)
 }
+
+/// Knowledge distillation (Hinton, Vinyals and Dean 2015): a student learns from a
+/// teacher's softened outputs and the true labels,
+///
+/// `α · T² · KL(softmax(teacher / T) ‖ softmax(student / T)) + (1 − α) · CE(student, labels)`,
+///
+/// the KL divergence averaged over the batch (PyTorch's `F.kl_div(log_softmax(s / T),
+/// softmax(t / T), reduction="batchmean")`), `T²` keeping its gradients the size of
+/// the hard loss's as `T` grows. The teacher's logits are detached: no gradient
+/// reaches the teacher. Run the teacher on the same device (e.g. in
+/// [`crate::nn::inference`]).
+///
+/// `Err` naming both shapes when the teacher's and the student's logits differ in
+/// shape (another number of classes) or are not `[batch, classes]`, when the labels
+/// are not one per row, for a temperature that is not positive and finite, or an
+/// `alpha` outside `[0, 1]`.
+pub fn distillation(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &Tensor,
+    temperature: f32,
+    alpha: f32,
+) -> crate::Result<Tensor> {
+    use crate::Error;
+    if student.shape().len() != 2 || teacher.shape() != student.shape() {
+        return Err(Error::Invalid(format!(
+            "distillation: the student's logits {:?} and the teacher's {:?} must both be [batch, classes] with the \
+             same number of classes",
+            student.shape(),
+            teacher.shape()
+        )));
+    }
+    if labels.dtype() != DType::U32 || labels.shape() != [student.shape()[0]] {
+        return Err(Error::Invalid(format!(
+            "distillation: labels must be a label tensor of shape [{}], got {:?} {:?}",
+            student.shape()[0],
+            labels.dtype(),
+            labels.shape()
+        )));
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(Error::InvalidSetting {
+            setting: "temperature",
+            message: format!("distillation: temperature {temperature} must be positive and finite"),
+        });
+    }
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(Error::InvalidSetting {
+            setting: "alpha",
+            message: format!("distillation: alpha {alpha} is outside [0, 1] (the soft loss's weight)"),
+        });
+    }
+    let inv_t = 1.0 / temperature;
+    let soft_teacher = teacher.detach().mul_scalar(inv_t);
+    let log_p_teacher = soft_teacher.log_softmax(1);
+    let p_teacher = log_p_teacher.exp();
+    let log_p_student = student.mul_scalar(inv_t).log_softmax(1);
+    let batch = student.shape()[0] as f32;
+    let kl = (&p_teacher * &(&log_p_teacher - &log_p_student)).sum() / batch;
+    let soft = kl.mul_scalar(alpha * temperature * temperature);
+    if alpha == 1.0 {
+        return Ok(soft);
+    }
+    Ok(&soft + &cross_entropy(student, labels).mul_scalar(1.0 - alpha))
+}
