@@ -258,17 +258,47 @@ fn a_90_percent_pruned_mnist_mlp_fine_tuned_is_within_1_percent_of_dense() {
             opt.step(&pruning.map_or(grads.clone(), |p| p.mask(&grads))).unwrap();
         }
     };
-    for e in 0..5 {
+    // Dense to convergence (the test accuracy flat from about epoch 10 on).
+    let base = 15;
+    for e in 0..base {
+        epoch(&mut opt, None, e);
+    }
+    let at_pruning = accuracy();
+    // The reference: the dense model trained as long as the pruned one in all.
+    let trained: Vec<Vec<f32>> = model.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    let state = opt.state().unwrap();
+    for e in base..base + 4 {
         epoch(&mut opt, None, e);
     }
     let dense = accuracy();
-    let weights: Vec<Tensor> = prune::prunable(&model).into_iter().map(|(_, p)| p).collect();
-    let pruning = Pruning::magnitude(&weights, 0.9, Scope::Global).unwrap();
-    pruning.zero_optimizer_state(&mut opt).unwrap();
-    let pruned = accuracy();
-    for e in 5..7 {
-        epoch(&mut opt, Some(&pruning), e);
+    for (p, w) in model.parameters().iter().zip(&trained) {
+        p.assign(w).unwrap();
     }
+    opt.load_state(&state).unwrap();
+    // Zhu and Gupta's gradual schedule over the first half of the fine-tuning.
+    let weights: Vec<Tensor> = prune::prunable(&model).into_iter().map(|(_, p)| p).collect();
+    let schedule = GradualSchedule {
+        initial: 0.0,
+        final_sparsity: 0.9,
+        start: 0,
+        end: 250,
+        every: 25,
+    };
+    let scope = Scope::Global;
+    let mut pruning = Pruning::magnitude(&weights, 0.0, scope).unwrap();
+    let mut step = 0;
+    for e in base..base + 4 {
+        for rows in wgnn::data::permutation(train.n, e).chunks(32) {
+            if schedule.prunes_at(step) {
+                pruning.grow(schedule.sparsity_at(step), scope, Some(&mut opt)).unwrap();
+            }
+            let (x, y) = train.select(rows).tensors(&dev).unwrap();
+            let grads = loss::cross_entropy(&model.forward(&x), &y).backward().unwrap();
+            opt.step(&pruning.mask(&grads)).unwrap();
+            step += 1;
+        }
+    }
+    let pruned = pruning.sparsity();
     let tuned = accuracy();
     let report = prune::sparsity_report(&model).unwrap();
     let zeros: usize = report
@@ -276,9 +306,10 @@ fn a_90_percent_pruned_mnist_mlp_fine_tuned_is_within_1_percent_of_dense() {
         .filter(|r| r.name.ends_with("weight"))
         .map(|r| r.zeros)
         .sum();
-    eprintln!("dense {dense}, 90 % pruned {pruned}, fine-tuned {tuned}; {report:?}");
+    eprintln!("dense {at_pruning} when pruned, {dense} trained as long; pruned to {pruned}, fine-tuned {tuned}; {report:?}");
     assert_eq!(zeros, ((784 * 128 + 128 * 10) as f64 * 0.9).round() as usize);
-    assert!(tuned >= dense - 0.01, "dense {dense}, pruned and fine-tuned {tuned}");
+    let best = at_pruning.max(dense);
+    assert!(tuned >= best - 0.01, "dense {at_pruning} / {dense}, pruned and fine-tuned {tuned}");
 }
 
 #[test]

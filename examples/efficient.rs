@@ -1,0 +1,312 @@
+//! Smaller models and what they cost, on the committed MNIST subset (4000 training,
+//! 1000 test images) with the seed's MLP (784 → 128 ReLU → 10, Adam, batch 32):
+//!
+//! * **dense**: trained `--epochs` epochs, and the same trained `--tune-epochs` more
+//!   (the reference for the pruned models, which get those epochs as fine-tuning);
+//! * **magnitude-pruned** at 50, 80 and 90 % (one global threshold over both weight
+//!   matrices, `wgnn::prune`) gradually (Zhu and Gupta's cubic schedule over the first
+//!   half of `--tune-epochs` of fine-tuning from the dense weights), the masks applied
+//!   to the gradients in each step's plan, so the pruned weights stay exactly zero;
+//! * **structured**: the 32 hidden units with the largest incoming weights kept
+//!   (`prune::shrink_hidden`: a 784 → 32 → 10 model), fine-tuned the same way;
+//! * **distilled**: a 784 → 32 → 10 student trained from scratch for `--epochs` with
+//!   the dense model as teacher (`nn::loss::distillation`, `--temperature` 4, `--alpha` 0.7), beside the
+//!   same student trained on the labels alone.
+//!
+//! For each: test accuracy, nonzero weights, the safetensors file's bytes and a
+//! sparse encoding's (value + 32-bit index per nonzero weight, biases dense),
+//! multiply-adds per image counting only nonzero weights (the work a sparse kernel
+//! would do; wgnn's dense kernels still multiply the zeros), and the inference
+//! latency of the model as stored at batch 1 and 256 and its training step at batch
+//! 32 on `--device`. Writes `accuracy_vs_size.png` (and `.svg`) in `--out`.
+//!
+//! ```text
+//! cargo run --release --example efficient -- [--device cpu|gpu] [--epochs 15] [--tune-epochs 4]
+//!     [--out DIR] [--max-drop-90 0.01]
+//! ```
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use wgnn::data::{self, Dataset};
+use wgnn::nn::{self, loss, Linear, Module, Sequential};
+use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::prune::{self, GradualSchedule, Pruning, Scope};
+use wgnn::{Device, Error, Result, Tensor};
+
+#[path = "common/check.rs"]
+mod check;
+#[path = "common/device.rs"]
+mod device;
+
+/// Pruning and distillation of the MNIST MLP: accuracy against size and time.
+#[derive(Parser)]
+#[command(name = "efficient")]
+struct Args {
+    #[command(flatten)]
+    device: device::DeviceArg,
+    /// Epochs of the dense model and of the students.
+    #[arg(long, default_value_t = 15)]
+    epochs: usize,
+    /// Fine-tuning epochs after pruning.
+    #[arg(long, default_value_t = 4)]
+    tune_epochs: usize,
+    /// Distillation temperature T.
+    #[arg(long, default_value_t = 4.0)]
+    temperature: f32,
+    /// Distillation: the soft loss's weight α.
+    #[arg(long, default_value_t = 0.7)]
+    alpha: f32,
+    /// Where the picture goes.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("wgnn-efficient"))]
+    out: PathBuf,
+    /// Fail unless the 90 % pruned, fine-tuned model is at most this far below dense.
+    #[arg(long)]
+    max_drop_90: Option<f64>,
+}
+
+/// One row of the table.
+struct Row {
+    name: String,
+    accuracy: f64,
+    nonzero: usize,
+    file_bytes: u64,
+    sparse_bytes: usize,
+    macs: usize,
+    latency_1_ms: f64,
+    latency_256_ms: f64,
+    step_ms: f64,
+}
+
+fn mlp(hidden: usize, dev: &Device) -> Sequential {
+    Sequential::new()
+        .add(Linear::new(784, hidden, dev))
+        .add(nn::Relu)
+        .add(Linear::new(hidden, 10, dev))
+}
+
+/// One epoch of Adam at batch 32, the gradients masked by `pruning`, the loss from
+/// `objective(logits, rows)`.
+fn epoch(
+    model: &Sequential,
+    opt: &mut Adam,
+    train: &Dataset,
+    seed: u64,
+    pruning: Option<&Pruning>,
+    objective: &dyn Fn(&Tensor, &Tensor, &[usize]) -> Result<Tensor>,
+    dev: &Device,
+) -> Result<()> {
+    for rows in data::permutation(train.n, seed).chunks(32) {
+        let (x, y) = train.select(rows).tensors(dev)?;
+        let grads = objective(&model.forward(&x), &y, rows)?.backward()?;
+        opt.step(&match pruning {
+            Some(p) => p.mask(&grads),
+            None => grads,
+        })?;
+    }
+    Ok(())
+}
+
+fn hard(logits: &Tensor, y: &Tensor, _: &[usize]) -> Result<Tensor> {
+    Ok(loss::cross_entropy(logits, y))
+}
+
+fn accuracy(model: &Sequential, test: &Dataset, dev: &Device) -> Result<f64> {
+    let (x, _) = test.tensors(dev)?;
+    let predicted = nn::inference(|| model.forward(&x)).argmax(1).to_labels()?;
+    Ok(predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count() as f64 / test.n as f64)
+}
+
+/// Median milliseconds of `f` over `runs` runs after two warm-ups.
+fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    f()?;
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        f()?;
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[runs / 2])
+}
+
+fn measure(name: &str, model: &Sequential, train: &Dataset, test: &Dataset, out: &std::path::Path, dev: &Device) -> Result<Row> {
+    let accuracy = accuracy(model, test, dev)?;
+    let path = out.join(format!("{}.safetensors", name.replace([' ', '%', ','], "_")));
+    wgnn::io::save_safetensors(model, &path)?;
+    let file_bytes = std::fs::metadata(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?.len();
+    let report = prune::sparsity_report(model)?;
+    let (mut nonzero, mut sparse_bytes, mut macs) = (0, 0, 0);
+    for r in &report {
+        let nz = r.numel - r.zeros;
+        nonzero += nz;
+        if r.shape.len() == 2 {
+            sparse_bytes += 8 * nz;
+            macs += nz;
+        } else {
+            sparse_bytes += 4 * r.numel;
+        }
+    }
+    let x1 = Tensor::from_vec(test.features[..784].to_vec(), &[1, 784], dev)?;
+    let x256 = Tensor::from_vec(test.features[..256 * 784].to_vec(), &[256, 784], dev)?;
+    let latency_1_ms = median_ms(21, || nn::inference(|| model.forward(&x1)).to_vec().map(|_| ()))?;
+    let latency_256_ms = median_ms(11, || nn::inference(|| model.forward(&x256)).to_vec().map(|_| ()))?;
+    // A training step on a copy of the weights (the measured model stays as it is).
+    let copy = mlp(model.parameters()[0].shape()[0], dev);
+    for (c, p) in copy.parameters().iter().zip(model.parameters()) {
+        c.assign(&p.to_vec()?)?;
+    }
+    let mut opt = Adam::new(copy.parameters(), AdamConfig::default());
+    let (x, y) = train.select(&(0..32).collect::<Vec<_>>()).tensors(dev)?;
+    let step_ms = median_ms(11, || {
+        opt.step(&loss::cross_entropy(&copy.forward(&x), &y).backward()?)?;
+        opt.parameters()[0].to_vec().map(|_| ())
+    })?;
+    Ok(Row {
+        name: name.into(),
+        accuracy,
+        nonzero,
+        file_bytes,
+        sparse_bytes,
+        macs,
+        latency_1_ms,
+        latency_256_ms,
+        step_ms,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dev = args.device.open()?;
+    println!("device: {}", dev.info());
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::Io {
+        path: args.out.clone(),
+        source: e,
+    })?;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist_5k.csv.gz");
+    let (train, test) = data::load_mnist_csv_gz(&path)?.shuffle_split(0, 4000);
+    let mut rows = Vec::new();
+
+    wgnn::manual_seed(0);
+    let dense = mlp(128, &dev);
+    let mut opt = Adam::new(dense.parameters(), AdamConfig::default());
+    for e in 0..args.epochs {
+        epoch(&dense, &mut opt, &train, e as u64, None, &hard, &dev)?;
+    }
+    rows.push(measure("dense", &dense, &train, &test, &args.out, &dev)?);
+    let dense_weights: Vec<Vec<f32>> = dense.parameters().iter().map(Tensor::to_vec).collect::<Result<_>>()?;
+
+    // The same number of epochs as the pruned models get in all: the fair reference.
+    let longer = mlp(128, &dev);
+    for (p, w) in longer.parameters().iter().zip(&dense_weights) {
+        p.assign(w)?;
+    }
+    let mut longer_opt = Adam::new(longer.parameters(), AdamConfig::default());
+    for e in 0..args.tune_epochs {
+        epoch(&longer, &mut longer_opt, &train, 100 + e as u64, None, &hard, &dev)?;
+    }
+    rows.push(measure(&format!("dense, +{} epochs", args.tune_epochs), &longer, &train, &test, &args.out, &dev)?);
+
+    for sparsity in [0.5f32, 0.8, 0.9] {
+        let model = mlp(128, &dev);
+        for (p, w) in model.parameters().iter().zip(&dense_weights) {
+            p.assign(w)?;
+        }
+        let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+        let weights: Vec<Tensor> = prune::prunable(&model).into_iter().map(|(_, p)| p).collect();
+        // Zhu and Gupta: from 0 to the sparsity over the first half of the fine-tuning.
+        let steps = args.tune_epochs * train.n.div_ceil(32);
+        let schedule = GradualSchedule {
+            initial: 0.0,
+            final_sparsity: sparsity,
+            start: 0,
+            end: steps / 2,
+            every: (steps / 20).max(1),
+        };
+        schedule.check()?;
+        let mut pruning = Pruning::magnitude(&weights, 0.0, Scope::Global)?;
+        let mut step = 0;
+        for e in 0..args.tune_epochs {
+            for rows in data::permutation(train.n, 100 + e as u64).chunks(32) {
+                if schedule.prunes_at(step) {
+                    pruning.grow(schedule.sparsity_at(step), Scope::Global, Some(&mut opt))?;
+                }
+                let (x, y) = train.select(rows).tensors(&dev)?;
+                let grads = loss::cross_entropy(&model.forward(&x), &y).backward()?;
+                opt.step(&pruning.mask(&grads))?;
+                step += 1;
+            }
+        }
+        let name = format!("pruned {:.0}%", sparsity * 100.0);
+        rows.push(measure(&name, &model, &train, &test, &args.out, &dev)?);
+    }
+
+    let layers: Vec<Linear> = (0..2)
+        .map(|k| {
+            let (w, b) = (&dense_weights[2 * k], &dense_weights[2 * k + 1]);
+            let (out, inp) = if k == 0 { (128, 784) } else { (10, 128) };
+            let l = Linear::new(inp, out, &dev);
+            l.weight.assign(w)?;
+            l.bias.as_ref().expect("a bias").assign(b)?;
+            Ok(l)
+        })
+        .collect::<Result<_>>()?;
+    let (small1, small2) = prune::shrink_hidden(&layers[0], &layers[1], 32)?;
+    let structured = Sequential::new().add(small1).add(nn::Relu).add(small2);
+    let mut opt = Adam::new(structured.parameters(), AdamConfig::default());
+    for e in 0..args.tune_epochs {
+        epoch(&structured, &mut opt, &train, 200 + e as u64, None, &hard, &dev)?;
+    }
+    rows.push(measure("structured 128→32", &structured, &train, &test, &args.out, &dev)?);
+
+    // The teacher's logits for every training image, once.
+    let (xall, _) = train.tensors(&dev)?;
+    let teacher_logits = nn::inference(|| dense.forward(&xall)).to_vec()?;
+    let soft = |logits: &Tensor, y: &Tensor, rows: &[usize]| {
+        let t: Vec<f32> = rows.iter().flat_map(|&r| teacher_logits[r * 10..r * 10 + 10].to_vec()).collect();
+        let teacher = Tensor::from_vec(t, &[rows.len(), 10], &dev)?;
+        loss::distillation(logits, &teacher, y, args.temperature, args.alpha)
+    };
+    for (name, distilled) in [("student 32, labels only", false), ("student 32, distilled", true)] {
+        wgnn::manual_seed(1);
+        let student = mlp(32, &dev);
+        let mut opt = Adam::new(student.parameters(), AdamConfig::default());
+        for e in 0..args.epochs {
+            let objective: &dyn Fn(&Tensor, &Tensor, &[usize]) -> Result<Tensor> = if distilled { &soft } else { &hard };
+            epoch(&student, &mut opt, &train, 300 + e as u64, None, objective, &dev)?;
+        }
+        rows.push(measure(name, &student, &train, &test, &args.out, &dev)?);
+    }
+
+    println!();
+    println!("| model | test accuracy | nonzero weights | file bytes | sparse bytes | MACs per image | inference ms, batch 1 | batch 256 | train step ms, batch 32 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} |",
+            r.name, r.accuracy, r.nonzero, r.file_bytes, r.sparse_bytes, r.macs, r.latency_1_ms, r.latency_256_ms, r.step_ms
+        );
+    }
+    // The smaller of the two encodings, against the dense file.
+    let stored = |r: &Row| (r.file_bytes as f64).min(r.sparse_bytes as f64) / rows[0].file_bytes as f64;
+    let series: Vec<(String, Vec<f64>)> = vec![
+        ("test accuracy".into(), rows.iter().map(|r| r.accuracy).collect()),
+        ("bytes (dense or sparse, the smaller) / dense".into(), rows.iter().map(stored).collect()),
+    ];
+    let short = |name: &str| match name {
+        n if n.starts_with("dense,") => "dense, longer".to_string(),
+        n if n.starts_with("structured") => "128→32".to_string(),
+        n if n.ends_with("labels only") => "student".to_string(),
+        n if n.ends_with("distilled") => "distilled".to_string(),
+        n => n.replace("pruned ", "pruned\u{a0}"),
+    };
+    let names: Vec<String> = rows.iter().map(|r| short(&r.name)).collect();
+    wgnn::train::report::write_bars(&args.out, "accuracy_vs_size", "accuracy and size", &names, &series)?;
+    println!("wrote {}", args.out.join("accuracy_vs_size.png").display());
+    let drop = rows[1].accuracy - rows[4].accuracy;
+    println!("the 90 % pruned MLP {:.4} against the dense one trained as long {:.4}", rows[4].accuracy, rows[1].accuracy);
+    check::at_most("accuracy drop of the 90 % pruned, fine-tuned MLP", drop, args.max_drop_90, "--max-drop-90");
+    Ok(())
+}
