@@ -86,6 +86,9 @@ fn mlp(hidden: usize, dev: &Device) -> Sequential {
         .add(Linear::new(hidden, 10, dev))
 }
 
+/// A training loss from the logits, the labels and the batch's row indices.
+type Objective<'a> = dyn Fn(&Tensor, &Tensor, &[usize]) -> Result<Tensor> + 'a;
+
 /// One epoch of Adam at batch 32, the gradients masked by `pruning`, the loss from
 /// `objective(logits, rows)`.
 fn epoch(
@@ -94,7 +97,7 @@ fn epoch(
     train: &Dataset,
     seed: u64,
     pruning: Option<&Pruning>,
-    objective: &dyn Fn(&Tensor, &Tensor, &[usize]) -> Result<Tensor>,
+    objective: &Objective,
     dev: &Device,
 ) -> Result<()> {
     for rows in data::permutation(train.n, seed).chunks(32) {
@@ -132,11 +135,23 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[runs / 2])
 }
 
-fn measure(name: &str, model: &Sequential, train: &Dataset, test: &Dataset, out: &std::path::Path, dev: &Device) -> Result<Row> {
+fn measure(
+    name: &str,
+    model: &Sequential,
+    train: &Dataset,
+    test: &Dataset,
+    out: &std::path::Path,
+    dev: &Device,
+) -> Result<Row> {
     let accuracy = accuracy(model, test, dev)?;
     let path = out.join(format!("{}.safetensors", name.replace([' ', '%', ','], "_")));
     wgnn::io::save_safetensors(model, &path)?;
-    let file_bytes = std::fs::metadata(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?.len();
+    let file_bytes = std::fs::metadata(&path)
+        .map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?
+        .len();
     let report = prune::sparsity_report(model)?;
     let (mut nonzero, mut sparse_bytes, mut macs) = (0, 0, 0);
     for r in &report {
@@ -207,7 +222,14 @@ fn main() -> Result<()> {
     for e in 0..args.tune_epochs {
         epoch(&longer, &mut longer_opt, &train, 100 + e as u64, None, &hard, &dev)?;
     }
-    rows.push(measure(&format!("dense, +{} epochs", args.tune_epochs), &longer, &train, &test, &args.out, &dev)?);
+    rows.push(measure(
+        &format!("dense, +{} epochs", args.tune_epochs),
+        &longer,
+        &train,
+        &test,
+        &args.out,
+        &dev,
+    )?);
 
     for sparsity in [0.5f32, 0.8, 0.9] {
         let model = mlp(128, &dev);
@@ -259,13 +281,23 @@ fn main() -> Result<()> {
     for e in 0..args.tune_epochs {
         epoch(&structured, &mut opt, &train, 200 + e as u64, None, &hard, &dev)?;
     }
-    rows.push(measure("structured 128→32", &structured, &train, &test, &args.out, &dev)?);
+    rows.push(measure(
+        "structured 128→32",
+        &structured,
+        &train,
+        &test,
+        &args.out,
+        &dev,
+    )?);
 
     // The teacher's logits for every training image, once.
     let (xall, _) = train.tensors(&dev)?;
     let teacher_logits = nn::inference(|| dense.forward(&xall)).to_vec()?;
     let soft = |logits: &Tensor, y: &Tensor, rows: &[usize]| {
-        let t: Vec<f32> = rows.iter().flat_map(|&r| teacher_logits[r * 10..r * 10 + 10].to_vec()).collect();
+        let t: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| teacher_logits[r * 10..r * 10 + 10].to_vec())
+            .collect();
         let teacher = Tensor::from_vec(t, &[rows.len(), 10], &dev)?;
         loss::distillation(logits, &teacher, y, args.temperature, args.alpha)
     };
@@ -274,7 +306,7 @@ fn main() -> Result<()> {
         let student = mlp(32, &dev);
         let mut opt = Adam::new(student.parameters(), AdamConfig::default());
         for e in 0..args.epochs {
-            let objective: &dyn Fn(&Tensor, &Tensor, &[usize]) -> Result<Tensor> = if distilled { &soft } else { &hard };
+            let objective: &Objective = if distilled { &soft } else { &hard };
             epoch(&student, &mut opt, &train, 300 + e as u64, None, objective, &dev)?;
         }
         rows.push(measure(name, &student, &train, &test, &args.out, &dev)?);
@@ -286,14 +318,25 @@ fn main() -> Result<()> {
     for r in &rows {
         println!(
             "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} |",
-            r.name, r.accuracy, r.nonzero, r.file_bytes, r.sparse_bytes, r.macs, r.latency_1_ms, r.latency_256_ms, r.step_ms
+            r.name,
+            r.accuracy,
+            r.nonzero,
+            r.file_bytes,
+            r.sparse_bytes,
+            r.macs,
+            r.latency_1_ms,
+            r.latency_256_ms,
+            r.step_ms
         );
     }
     // The smaller of the two encodings, against the dense file.
     let stored = |r: &Row| (r.file_bytes as f64).min(r.sparse_bytes as f64) / rows[0].file_bytes as f64;
     let series: Vec<(String, Vec<f64>)> = vec![
         ("test accuracy".into(), rows.iter().map(|r| r.accuracy).collect()),
-        ("bytes (dense or sparse, the smaller) / dense".into(), rows.iter().map(stored).collect()),
+        (
+            "bytes (dense or sparse, the smaller) / dense".into(),
+            rows.iter().map(stored).collect(),
+        ),
     ];
     let short = |name: &str| match name {
         n if n.starts_with("dense,") => "dense, longer".to_string(),
@@ -306,7 +349,15 @@ fn main() -> Result<()> {
     wgnn::train::report::write_bars(&args.out, "accuracy_vs_size", "accuracy and size", &names, &series)?;
     println!("wrote {}", args.out.join("accuracy_vs_size.png").display());
     let drop = rows[1].accuracy - rows[4].accuracy;
-    println!("the 90 % pruned MLP {:.4} against the dense one trained as long {:.4}", rows[4].accuracy, rows[1].accuracy);
-    check::at_most("accuracy drop of the 90 % pruned, fine-tuned MLP", drop, args.max_drop_90, "--max-drop-90");
+    println!(
+        "the 90 % pruned MLP {:.4} against the dense one trained as long {:.4}",
+        rows[4].accuracy, rows[1].accuracy
+    );
+    check::at_most(
+        "accuracy drop of the 90 % pruned, fine-tuned MLP",
+        drop,
+        args.max_drop_90,
+        "--max-drop-90",
+    );
     Ok(())
 }

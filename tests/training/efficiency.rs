@@ -306,10 +306,15 @@ fn a_90_percent_pruned_mnist_mlp_fine_tuned_is_within_1_percent_of_dense() {
         .filter(|r| r.name.ends_with("weight"))
         .map(|r| r.zeros)
         .sum();
-    eprintln!("dense {at_pruning} when pruned, {dense} trained as long; pruned to {pruned}, fine-tuned {tuned}; {report:?}");
+    eprintln!(
+        "dense {at_pruning} when pruned, {dense} trained as long; pruned to {pruned}, fine-tuned {tuned}; {report:?}"
+    );
     assert_eq!(zeros, ((784 * 128 + 128 * 10) as f64 * 0.9).round() as usize);
     let best = at_pruning.max(dense);
-    assert!(tuned >= best - 0.01, "dense {at_pruning} / {dense}, pruned and fine-tuned {tuned}");
+    assert!(
+        tuned >= best - 0.01,
+        "dense {at_pruning} / {dense}, pruned and fine-tuned {tuned}"
+    );
 }
 
 #[test]

@@ -174,7 +174,10 @@ fn integrated_gradients_add_up_within_one_percent_at_64_steps_on_the_mnist_mlp()
         .map(|i| (at_x[i * 10 + target[i] as usize] - at_b[target[i] as usize]).abs())
         .collect();
     let (gaps, total): (f32, f32) = (ig.row_gaps.iter().sum(), diffs.iter().sum());
-    eprintln!("completeness gaps {:?} against score differences {diffs:?}", ig.row_gaps);
+    eprintln!(
+        "completeness gaps {:?} against score differences {diffs:?}",
+        ig.row_gaps
+    );
     assert!(
         gaps <= 0.01 * total,
         "completeness gaps {:?} sum to {gaps}, {:.2} % of the score differences {diffs:?}",
