@@ -27,8 +27,8 @@ const LAYERS: &[&[&str]] = &[
     &["data"],
     &["train"],
     // Trust and efficiency: privacy (accounting, DP-SGD), group fairness, explanations,
-    // federated learning, pruning.
-    &["privacy", "fairness", "explain", "federated", "prune"],
+    // federated learning, pruning, int8 quantization.
+    &["privacy", "fairness", "explain", "federated", "prune", "quantize"],
 ];
 
 /// Upward uses that exist today, as (file, module used): each is a debt of the

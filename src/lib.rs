@@ -54,6 +54,7 @@ pub(crate) mod ops;
 pub mod optim;
 pub mod privacy;
 pub mod prune;
+pub mod quantize;
 pub mod rng;
 mod tensor;
 pub mod train;

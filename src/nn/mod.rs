@@ -628,6 +628,12 @@ impl Sequential {
         &self.layers
     }
 
+    /// The layers, taken out of the stack (e.g. to rebuild it with some replaced, as
+    /// `quantize::QuantizedSequential` does).
+    pub fn into_layers(self) -> Vec<Box<dyn Module>> {
+        self.layers
+    }
+
     /// One line per layer with its parameter count, and the total, as Keras'
     /// `model.summary()`.
     pub fn summary(&self) -> String {

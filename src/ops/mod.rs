@@ -29,6 +29,7 @@ pub(crate) mod lstm;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod pool;
+pub(crate) mod quant;
 pub(crate) mod reduce;
 pub(crate) mod softmax_xent;
 pub(crate) mod update;
@@ -46,6 +47,7 @@ pub use lstm::{LstmCell, LstmCellGrad};
 pub use matmul::MatMul;
 pub use norm::Norm;
 pub use pool::Pool;
+pub use quant::Quant;
 pub use reduce::{ArgMax, MaxWithIndices, Reduce};
 pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
 pub use update::{UpdateKind, UpdateMany};
@@ -123,6 +125,8 @@ pub enum Op {
     Conv(Conv),
     /// Fused scaled-dot-product attention or its gradient.
     Attention(attention::Attention),
+    /// Int8 quantization of rows or the int8 GEMM (inference only).
+    Quant(Quant),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -163,6 +167,7 @@ impl Op {
             Op::Pool(p) => p,
             Op::Conv(c) => c,
             Op::Attention(a) => a,
+            Op::Quant(q) => q,
             Op::Output(o) => o,
         }
     }

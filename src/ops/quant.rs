@@ -1,0 +1,211 @@
+//! Int8 family (`shaders/quant.wgsl`): symmetric int8 quantization of rows packed
+//! four to a 32-bit word, and the int8 × int8 → i32 GEMM over such words with a
+//! dequantizing epilogue. Integer arithmetic, so the GPU and the CPU twin give the
+//! same accumulators, bit for bit. Inference only: no gradient flows through them.
+//!
+//! The GEMM uses WGSL's `dot4I8Packed` (four products and their sum per word); naga
+//! emits SPIR-V's `OpSDot` where the adapter has the integer dot product and an
+//! exact polyfill (sign-extending bit-field extracts) where it does not.
+
+use super::{Lowering, Op, Rule};
+use crate::backend::kernel::{Cost, Grid, Kernel, Uniforms, Wgsl};
+use crate::tensor::DType;
+use crate::Tensor;
+
+const SHADER: &str = include_str!("../../shaders/quant.wgsl");
+
+/// The int8 ops.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Quant {
+    /// `[m, k]` f32 → `[m, ⌈k/4⌉]` words: each value times `inv_scale`, rounded
+    /// half to even, clamped to ±127, packed little-end first (zero padding).
+    QuantizeRows {
+        /// `1 / scale` (multiplied, so both sides round the same).
+        inv_scale: f32,
+    },
+    /// Packed `x [m, w]` and `weights [n, w]` (words), per-row weight scales `[n]`
+    /// and a bias `[n]` → `[m, n]`: `acc · (x_scale · w_scale[j]) + bias[j]` with
+    /// `acc = Σ x_q · w_q` in i32; with `raw`, the accumulators' bits instead.
+    Matmul {
+        /// The input's scale.
+        x_scale: f32,
+        /// Write the i32 accumulators (as bits) instead of the dequantized values.
+        raw: bool,
+    },
+}
+
+impl Rule for Quant {
+    fn name(&self) -> &'static str {
+        match self {
+            Quant::QuantizeRows { .. } => "quantize_rows",
+            Quant::Matmul { .. } => "int8_matmul",
+        }
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
+        match *self {
+            Quant::QuantizeRows { inv_scale } => {
+                let (m, k) = (inputs[0][0], inputs[0][1]);
+                Lowering::kernel(QuantizeKernel { m, k, inv_scale }, 1)
+            }
+            Quant::Matmul { x_scale, raw } => {
+                let kernel = Int8MatmulKernel {
+                    m: out[0],
+                    n: out[1],
+                    words: inputs[0][1],
+                    x_scale,
+                    raw,
+                };
+                Lowering::kernel(kernel, 4)
+            }
+        }
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        vec![None; inputs.len()]
+    }
+}
+
+/// Rounds half to even and clamps to ±127: one value's int8 code.
+fn code(v: f32, inv_scale: f32) -> i32 {
+    (v * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i32
+}
+
+/// reads [x], writes [packed words]
+#[derive(Debug)]
+struct QuantizeKernel {
+    m: usize,
+    k: usize,
+    inv_scale: f32,
+}
+
+impl Kernel for QuantizeKernel {
+    fn reads(&self) -> usize {
+        1
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let w = self.k.div_ceil(4);
+        for i in 0..self.m {
+            for t in 0..w {
+                let mut word = 0u32;
+                for b in 0..4 {
+                    let col = 4 * t + b;
+                    if col < self.k {
+                        let q = code(x[0][i * self.k + col], self.inv_scale);
+                        word |= ((q as u32) & 0xff) << (8 * b);
+                    }
+                }
+                out[0][i * w + t] = f32::from_bits(word);
+            }
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        let u = Uniforms::new()
+            .u32("m", self.m)
+            .u32("k", self.k)
+            .u32("words", self.k.div_ceil(4))
+            .f32("inv_scale", self.inv_scale);
+        Wgsl::new(SHADER, "quantize_rows", u, Grid::Threads(self.m * self.k.div_ceil(4))).types(vec!["f32", "u32"])
+    }
+}
+
+/// reads [x words, weight words, weight scales, bias], writes [out]
+#[derive(Debug)]
+struct Int8MatmulKernel {
+    m: usize,
+    n: usize,
+    words: usize,
+    x_scale: f32,
+    raw: bool,
+}
+
+/// The sum of the four products of two packed words.
+fn dot4(a: u32, b: u32) -> i32 {
+    (0..4)
+        .map(|k| i32::from((a >> (8 * k)) as u8 as i8) * i32::from((b >> (8 * k)) as u8 as i8))
+        .sum()
+}
+
+impl Kernel for Int8MatmulKernel {
+    fn reads(&self) -> usize {
+        4
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let w = self.words;
+        for i in 0..self.m {
+            let row = &x[0][i * w..(i + 1) * w];
+            for j in 0..self.n {
+                let col = &x[1][j * w..(j + 1) * w];
+                let acc: i32 = row.iter().zip(col).map(|(a, b)| dot4(a.to_bits(), b.to_bits())).sum();
+                out[0][i * self.n + j] = if self.raw {
+                    f32::from_bits(acc as u32)
+                } else {
+                    (acc as f32) * (self.x_scale * x[2][j]) + x[3][j]
+                };
+            }
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        let u = Uniforms::new()
+            .u32("m", self.m)
+            .u32("n", self.n)
+            .u32("words", self.words)
+            .f32("x_scale", self.x_scale);
+        let (entry, out) = if self.raw {
+            ("int8_matmul_raw", "u32")
+        } else {
+            ("int8_matmul", "f32")
+        };
+        let types = vec!["u32", "u32", "f32", "f32", out];
+        Wgsl::new(SHADER, entry, u, Grid::Threads(self.m * self.n)).types(types)
+    }
+    fn cost(&self, words: &[usize]) -> Cost {
+        let mut c = Cost::moved(words);
+        c.flops = 2 * (self.m * self.n * 4 * self.words) as u64;
+        c
+    }
+}
+
+impl Tensor {
+    /// Symmetric int8 codes of a `[m, k]` f32 tensor, `round(x / scale)` clamped to
+    /// ±127, packed four to a u32 word per row (`[m, ⌈k/4⌉]`, zero-padded).
+    #[track_caller]
+    pub(crate) fn quantize_rows(&self, scale: f32) -> Tensor {
+        self.check_f32("quantize_rows");
+        assert!(
+            self.shape().len() == 2,
+            "quantize_rows: [m, k] expected, got {:?}",
+            self.shape()
+        );
+        assert!(scale > 0.0 && scale.is_finite(), "quantize_rows: scale {scale}");
+        let shape = vec![self.shape()[0], self.shape()[1].div_ceil(4)];
+        let op = Op::Quant(Quant::QuantizeRows { inv_scale: 1.0 / scale });
+        Tensor::from_node(op, vec![self.clone()], shape, DType::U32)
+    }
+
+    /// The int8 GEMM of packed rows `self [m, w]` and packed weight rows
+    /// `weights [n, w]` (see [`Quant::Matmul`]); `[m, n]` f32, or with `raw` the i32
+    /// accumulators as u32 words.
+    #[track_caller]
+    pub(crate) fn int8_matmul(
+        &self,
+        weights: &Tensor,
+        w_scale: &Tensor,
+        bias: &Tensor,
+        x_scale: f32,
+        raw: bool,
+    ) -> Tensor {
+        let (m, w) = (self.shape()[0], self.shape()[1]);
+        let n = weights.shape()[0];
+        assert!(
+            weights.shape() == [n, w] && w_scale.shape() == [n] && bias.shape() == [n],
+            "int8_matmul: x words {:?}, weight words {:?}, scales {:?}, bias {:?}",
+            self.shape(),
+            weights.shape(),
+            w_scale.shape(),
+            bias.shape()
+        );
+        let op = Op::Quant(Quant::Matmul { x_scale, raw });
+        let inputs = vec![self.clone(), weights.clone(), w_scale.clone(), bias.clone()];
+        let dtype = if raw { DType::U32 } else { DType::F32 };
+        Tensor::from_node(op, inputs, vec![m, n], dtype)
+    }
+}

@@ -1,0 +1,364 @@
+//! Int8 post-training quantization of `Linear` layers: weights per output channel,
+//! symmetric (`w ≈ s_w[o] · q`, `q ∈ [−127, 127]`, `s_w[o] = max|w[o, :]| / 127`),
+//! activations per tensor with a scale calibrated on sample data ([`Calibration`]:
+//! the largest magnitude, or a percentile of the magnitudes that ignores outliers),
+//! and an int8 × int8 → i32 GEMM with the dequantization and the bias in its
+//! epilogue (`src/ops/quant.rs`: the same integers on the CPU and the GPU).
+//!
+//! [`QuantizedSequential::quantize`] turns a trained [`Sequential`] whose trainable
+//! layers are all `Linear` (activations, dropout, flatten… between them) into an
+//! int8 model for inference; [`QuantizedSequential::save`] writes its codes as
+//! safetensors I8 (a quarter of the f32 file) and [`QuantizedSequential::load`]
+//! reads them into the same architecture.
+//!
+//! Error bound: with `|x| ≤ 127·s_x` (no clipping), each output differs from the
+//! f32 layer's by at most `½·s_x·Σ|w| + ½·Σ|x|·s_w + ¼·k·s_x·s_w` (the rounding of
+//! each code by at most half a step), which the tests check against an f64
+//! reference.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::nn::{Linear, Module, Sequential};
+use crate::tensor::DType;
+use crate::{Device, Error, Result, Tensor};
+
+/// How an activation scale is chosen from calibration data.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Calibration {
+    /// `max|x| / 127`: nothing is clipped.
+    MinMax,
+    /// The given percentile (in `(0, 100]`) of `|x|`, over 127: the rare largest
+    /// values are clipped, the rest resolved more finely.
+    Percentile(f32),
+}
+
+/// The activation scale of `values` by `method`. `Err` for no values, a percentile
+/// outside `(0, 100]`, or non-finite values. All zeros give scale 1.
+pub fn activation_scale(values: &[f32], method: Calibration) -> Result<f32> {
+    if values.is_empty() {
+        return Err(Error::Invalid(
+            "quantize: no calibration data (an activation scale needs sample inputs)".into(),
+        ));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "quantize: calibration value {i} is {}",
+            values[i]
+        )));
+    }
+    let mut mags: Vec<f32> = values.iter().map(|v| v.abs()).collect();
+    let top = match method {
+        Calibration::MinMax => mags.iter().copied().fold(0.0, f32::max),
+        Calibration::Percentile(p) => {
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(Error::InvalidSetting {
+                    setting: "percentile",
+                    message: format!("quantize: percentile {p} is outside (0, 100]"),
+                });
+            }
+            mags.sort_by(f32::total_cmp);
+            let rank = ((f64::from(p) / 100.0) * mags.len() as f64).ceil() as usize;
+            mags[rank.clamp(1, mags.len()) - 1]
+        }
+    };
+    Ok(if top > 0.0 { top / 127.0 } else { 1.0 })
+}
+
+/// A `Linear` layer in int8 (see the module doc).
+pub struct QuantizedLinear {
+    /// Packed codes, `[out, ⌈in/4⌉]` u32 words, four int8 codes each.
+    weight: Tensor,
+    /// Per output channel, `[out]`.
+    weight_scale: Tensor,
+    /// `[out]` (zeros for a layer without bias).
+    bias: Tensor,
+    /// The input's scale.
+    input_scale: f32,
+    in_features: usize,
+    /// The codes on the host, `[out, in]`, for saving.
+    codes: Vec<i8>,
+}
+
+impl QuantizedLinear {
+    /// Quantizes `layer`'s weights per output channel; inputs will be quantized with
+    /// `input_scale` (from [`activation_scale`]). `Err` for a scale that is not
+    /// positive and finite, or a device error.
+    pub fn new(layer: &Linear, input_scale: f32) -> Result<QuantizedLinear> {
+        let (out, inp) = (layer.weight.shape()[0], layer.weight.shape()[1]);
+        let w = layer.weight.to_vec()?;
+        let scales: Vec<f32> = (0..out)
+            .map(|o| {
+                let m = w[o * inp..(o + 1) * inp].iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                if m > 0.0 {
+                    m / 127.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let codes: Vec<i8> = (0..out * inp)
+            .map(|i| (w[i] / scales[i / inp]).round_ties_even().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let bias = match &layer.bias {
+            Some(b) => b.to_vec()?,
+            None => vec![0.0; out],
+        };
+        QuantizedLinear::from_codes(codes, scales, bias, input_scale, inp, layer.weight.device())
+    }
+
+    fn from_codes(
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+        bias: Vec<f32>,
+        input_scale: f32,
+        in_features: usize,
+        device: &Device,
+    ) -> Result<QuantizedLinear> {
+        if !(input_scale > 0.0 && input_scale.is_finite()) {
+            return Err(Error::InvalidSetting {
+                setting: "input_scale",
+                message: format!("QuantizedLinear: input scale {input_scale} must be positive and finite"),
+            });
+        }
+        let out = scales.len();
+        let words = in_features.div_ceil(4);
+        let mut packed = vec![0f32; out * words];
+        for o in 0..out {
+            for t in 0..words {
+                let mut word = 0u32;
+                for b in 0..4 {
+                    let col = 4 * t + b;
+                    if col < in_features {
+                        word |= u32::from(codes[o * in_features + col] as u8) << (8 * b);
+                    }
+                }
+                packed[o * words + t] = f32::from_bits(word);
+            }
+        }
+        let storage = device.backend().stage(packed)?;
+        let weight = Tensor::leaf(storage, vec![out, words], DType::U32, device, None);
+        Ok(QuantizedLinear {
+            weight,
+            weight_scale: Tensor::from_vec(scales, &[out], device)?,
+            bias: Tensor::from_vec(bias, &[out], device)?,
+            input_scale,
+            in_features,
+            codes,
+        })
+    }
+
+    /// The layer on `x` (`[batch, in]`): quantize, int8 GEMM, dequantize, bias.
+    #[track_caller]
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        assert!(
+            x.shape().len() == 2 && x.shape()[1] == self.in_features,
+            "QuantizedLinear: input {:?}, the layer takes [batch, {}]",
+            x.shape(),
+            self.in_features
+        );
+        let q = x.quantize_rows(self.input_scale);
+        q.int8_matmul(&self.weight, &self.weight_scale, &self.bias, self.input_scale, false)
+    }
+
+    /// The i32 accumulators `Σ x_q · w_q` of `x` (`[batch, out]`, as u32 words):
+    /// the integer part of [`QuantizedLinear::forward`], to compare exactly.
+    pub fn accumulators(&self, x: &Tensor) -> Result<Vec<i32>> {
+        let q = x.quantize_rows(self.input_scale);
+        let raw = q.int8_matmul(&self.weight, &self.weight_scale, &self.bias, self.input_scale, true);
+        Ok(raw.to_labels()?.into_iter().map(|w| w as i32).collect())
+    }
+
+    /// The weight codes, `[out, in]` row-major.
+    pub fn codes(&self) -> &[i8] {
+        &self.codes
+    }
+
+    /// The per-channel weight scales.
+    pub fn weight_scales(&self) -> Result<Vec<f32>> {
+        self.weight_scale.to_vec()
+    }
+
+    /// The input scale.
+    pub fn input_scale(&self) -> f32 {
+        self.input_scale
+    }
+}
+
+/// One layer of a [`QuantizedSequential`].
+enum Layer {
+    Int8(QuantizedLinear),
+    Float(Box<dyn Module>),
+}
+
+/// A [`Sequential`] with every `Linear` in int8 (see the module doc).
+pub struct QuantizedSequential {
+    layers: Vec<Layer>,
+}
+
+fn is_linear(layer: &dyn Module) -> bool {
+    layer.name().starts_with("Linear(")
+}
+
+/// The `Linear` named `layer`'s weight and bias, rebuilt from its parameters.
+fn as_linear(layer: &dyn Module) -> Linear {
+    let params: HashMap<String, Tensor> = layer.named_parameters().into_iter().collect();
+    Linear {
+        weight: params["weight"].clone(),
+        bias: params.get("bias").cloned(),
+    }
+}
+
+impl QuantizedSequential {
+    /// Quantizes every `Linear` of `model`, each input scale calibrated by `method`
+    /// on what reaches that layer when the float model runs on `calibration`
+    /// (`[samples, features]`, a few hundred rows of training data). `Err` when the
+    /// calibration data is empty, when a layer other than `Linear` has trainable
+    /// parameters (naming it: it would stay f32 — not covered), or for a bad
+    /// percentile.
+    pub fn quantize(model: Sequential, calibration: &Tensor, method: Calibration) -> Result<QuantizedSequential> {
+        if calibration.shape().first().copied().unwrap_or(0) == 0 {
+            return Err(Error::Invalid(format!(
+                "quantize: the calibration data has shape {:?}: no samples to calibrate the activation scales on",
+                calibration.shape()
+            )));
+        }
+        if let Some((i, l)) = model
+            .layers()
+            .iter()
+            .enumerate()
+            .find(|(_, l)| !is_linear(&***l) && !l.parameters().is_empty())
+        {
+            return Err(Error::Invalid(format!(
+                "quantize: layer {i} `{}` has parameters and is not a Linear; only Linear layers are quantized",
+                l.name()
+            )));
+        }
+        let inputs: Vec<Tensor> = {
+            let trace = crate::nn::inference(|| model.trace(calibration));
+            std::iter::once(calibration.clone()).chain(trace).collect()
+        };
+        let mut layers = Vec::new();
+        for (i, layer) in model.into_layers().into_iter().enumerate() {
+            if is_linear(&*layer) {
+                let scale = activation_scale(&inputs[i].to_vec()?, method)?;
+                layers.push(Layer::Int8(QuantizedLinear::new(&as_linear(&*layer), scale)?));
+            } else {
+                layers.push(Layer::Float(layer));
+            }
+        }
+        Ok(QuantizedSequential { layers })
+    }
+
+    /// The model on `x`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.layers.iter().fold(x.clone(), |h, l| match l {
+            Layer::Int8(q) => q.forward(&h),
+            Layer::Float(f) => f.forward(&h),
+        })
+    }
+
+    /// The quantized layers, in order.
+    pub fn quantized_layers(&self) -> Vec<&QuantizedLinear> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Int8(q) => Some(q),
+                Layer::Float(_) => None,
+            })
+            .collect()
+    }
+
+    /// Writes the quantized layers to `path` as safetensors: for layer `i`,
+    /// `{i}.weight` I8 `[out, in]`, `{i}.weight_scale` and `{i}.bias` F32 `[out]`,
+    /// `{i}.input_scale` F32 `[1]` (written atomically, as `io::save_safetensors`).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let Layer::Int8(q) = l else { continue };
+            let scales = q.weight_scales()?;
+            let out = scales.len();
+            let f32_bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+            owned.push((
+                format!("{i}.weight"),
+                Dtype::I8,
+                vec![out, q.in_features],
+                bytemuck::cast_slice(&q.codes).to_vec(),
+            ));
+            owned.push((format!("{i}.weight_scale"), Dtype::F32, vec![out], f32_bytes(&scales)));
+            owned.push((format!("{i}.bias"), Dtype::F32, vec![out], f32_bytes(&q.bias.to_vec()?)));
+            owned.push((
+                format!("{i}.input_scale"),
+                Dtype::F32,
+                vec![1],
+                f32_bytes(&[q.input_scale]),
+            ));
+        }
+        let bad = |e: safetensors::SafeTensorError| Error::SafeTensors {
+            path: path.into(),
+            reason: e.to_string(),
+        };
+        let views = owned
+            .iter()
+            .map(|(name, dtype, shape, bytes)| TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let meta = HashMap::from([("format".to_string(), "wgnn int8".to_string())]);
+        let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(bad)?;
+        crate::io::write_atomically(path, &bytes)
+    }
+
+    /// Reads a file written by [`QuantizedSequential::save`] into `model`'s
+    /// architecture (its `Linear` layers are replaced by the file's; their f32
+    /// weights are not used). `Err` naming the tensor for a missing one, another
+    /// shape or dtype, or a file that is not safetensors.
+    pub fn load(model: Sequential, path: impl AsRef<Path>) -> Result<QuantizedSequential> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::SafeTensors {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        let wrong = |name: &str, why: String| Error::SafeTensors {
+            path: path.into(),
+            reason: format!("tensor {name:?}: {why}"),
+        };
+        let get = |name: &str, dtype: Dtype, shape: &[usize]| {
+            let view = file.tensor(name).map_err(|_| wrong(name, "missing".into()))?;
+            if view.dtype() != dtype || view.shape() != shape {
+                return Err(wrong(
+                    name,
+                    format!("{:?} {:?}, expected {dtype:?} {shape:?}", view.dtype(), view.shape()),
+                ));
+            }
+            Ok(view.data().to_vec())
+        };
+        let f32s = |b: Vec<u8>| -> Vec<f32> {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let mut layers = Vec::new();
+        for (i, layer) in model.into_layers().into_iter().enumerate() {
+            if !is_linear(&*layer) {
+                layers.push(Layer::Float(layer));
+                continue;
+            }
+            let lin = as_linear(&*layer);
+            let (out, inp) = (lin.weight.shape()[0], lin.weight.shape()[1]);
+            let codes: Vec<i8> = get(&format!("{i}.weight"), Dtype::I8, &[out, inp])?
+                .into_iter()
+                .map(|b| b as i8)
+                .collect();
+            let scales = f32s(get(&format!("{i}.weight_scale"), Dtype::F32, &[out])?);
+            let bias = f32s(get(&format!("{i}.bias"), Dtype::F32, &[out])?);
+            let input_scale = f32s(get(&format!("{i}.input_scale"), Dtype::F32, &[1])?)[0];
+            let q = QuantizedLinear::from_codes(codes, scales, bias, input_scale, inp, lin.weight.device())?;
+            layers.push(Layer::Int8(q));
+        }
+        Ok(QuantizedSequential { layers })
+    }
+}
