@@ -391,7 +391,7 @@ fn int8_gemm_gives_the_host_integers_exactly_and_stays_within_the_error_bound(de
         let b = layer.bias.as_ref().unwrap().to_vec().unwrap();
         let sw = q.weight_scales().unwrap();
         let got = q.forward(&x).to_vec().unwrap();
-        for i in 0..m * n {
+        for (i, &value) in got.iter().enumerate() {
             let (r, j) = (i / n, i % n);
             let exact: f64 = (0..k)
                 .map(|c| f64::from(xs[r * k + c]) * f64::from(w[j * k + c]))
@@ -401,7 +401,7 @@ fn int8_gemm_gives_the_host_integers_exactly_and_stays_within_the_error_bound(de
             let abs_x: f64 = (0..k).map(|c| f64::from(xs[r * k + c].abs())).sum();
             let (sx, swj) = (f64::from(sx), f64::from(sw[j]));
             let bound = 0.5 * sx * abs_w + 0.5 * abs_x * swj + 0.25 * k as f64 * sx * swj;
-            let err = (f64::from(got[i]) - exact).abs();
+            let err = (f64::from(value) - exact).abs();
             assert!(
                 err <= bound * (1.0 + 1e-5) + 1e-5,
                 "{dev}: k {k}, output {i}: error {err} above the bound {bound}"
