@@ -13,9 +13,14 @@
 //!   the dense model as teacher (`nn::loss::distillation`, `--temperature` 4, `--alpha` 0.7), beside the
 //!   same student trained on the labels alone.
 //!
+//! * **int8**: the dense model quantized after training (`wgnn::quantize`: per-channel
+//!   int8 weights, activation scales calibrated on 256 training images by min-max or
+//!   the 99.99th percentile, the int8 GEMM), saved as I8 safetensors.
+//!
 //! For each: test accuracy, nonzero weights, the safetensors file's bytes and a
 //! sparse encoding's (value + 32-bit index per nonzero weight, biases dense),
-//! multiply-adds per image counting only nonzero weights (the work a sparse kernel
+//! multiply-adds per image counting only nonzero weights (int8 ones for the int8 models;
+//! their "sparse bytes" column holds the codes and scales) (the work a sparse kernel
 //! would do; wgnn's dense kernels still multiply the zeros), and the inference
 //! latency of the model as stored at batch 1 and 256 and its training step at batch
 //! 32 on `--device`. Writes `accuracy_vs_size.png` (and `.svg`) in `--out`.
@@ -33,6 +38,7 @@ use wgnn::data::{self, Dataset};
 use wgnn::nn::{self, loss, Linear, Module, Sequential};
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::prune::{self, GradualSchedule, Pruning, Scope};
+use wgnn::quantize::{Calibration, QuantizedSequential};
 use wgnn::{Device, Error, Result, Tensor};
 
 #[path = "common/check.rs"]
@@ -76,7 +82,8 @@ struct Row {
     macs: usize,
     latency_1_ms: f64,
     latency_256_ms: f64,
-    step_ms: f64,
+    /// None: not trainable (int8).
+    step_ms: Option<f64>,
 }
 
 fn mlp(hidden: usize, dev: &Device) -> Sequential {
@@ -188,7 +195,56 @@ fn measure(
         macs,
         latency_1_ms,
         latency_256_ms,
-        step_ms,
+        step_ms: Some(step_ms),
+    })
+}
+
+/// The dense model in int8 (`wgnn::quantize`), its activation scales calibrated by
+/// `method` on 256 training images.
+fn measure_int8(
+    name: &str,
+    dense: &Sequential,
+    train: &Dataset,
+    test: &Dataset,
+    method: Calibration,
+    out: &std::path::Path,
+    dev: &Device,
+) -> Result<Row> {
+    let copy = mlp(128, dev);
+    for (c, p) in copy.parameters().iter().zip(dense.parameters()) {
+        c.assign(&p.to_vec()?)?;
+    }
+    let (calibration, _) = train.select(&(0..256).collect::<Vec<_>>()).tensors(dev)?;
+    let q = QuantizedSequential::quantize(copy, &calibration, method)?;
+    let (x, _) = test.tensors(dev)?;
+    let predicted = q.forward(&x).argmax(1).to_labels()?;
+    let accuracy = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count() as f64 / test.n as f64;
+    let path = out.join(format!(
+        "{}.safetensors",
+        name.replace([' ', '%', ',', '(', ')', '.'], "_")
+    ));
+    q.save(&path)?;
+    let file_bytes = std::fs::metadata(&path)
+        .map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?
+        .len();
+    let x1 = Tensor::from_vec(test.features[..784].to_vec(), &[1, 784], dev)?;
+    let x256 = Tensor::from_vec(test.features[..256 * 784].to_vec(), &[256, 784], dev)?;
+    let latency_1_ms = median_ms(21, || q.forward(&x1).to_vec().map(|_| ()))?;
+    let latency_256_ms = median_ms(11, || q.forward(&x256).to_vec().map(|_| ()))?;
+    let weights = 784 * 128 + 128 * 10;
+    Ok(Row {
+        name: name.into(),
+        accuracy,
+        nonzero: weights + 138,
+        file_bytes,
+        sparse_bytes: weights + 4 * (2 * 138 + 2),
+        macs: weights,
+        latency_1_ms,
+        latency_256_ms,
+        step_ms: None,
     })
 }
 
@@ -290,6 +346,13 @@ fn main() -> Result<()> {
         &dev,
     )?);
 
+    for (name, method) in [
+        ("int8, min-max", Calibration::MinMax),
+        ("int8, 99.99th pct", Calibration::Percentile(99.99)),
+    ] {
+        rows.push(measure_int8(name, &dense, &train, &test, method, &args.out, &dev)?);
+    }
+
     // The teacher's logits for every training image, once.
     let (xall, _) = train.tensors(&dev)?;
     let teacher_logits = nn::inference(|| dense.forward(&xall)).to_vec()?;
@@ -317,7 +380,7 @@ fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} | {} |",
             r.name,
             r.accuracy,
             r.nonzero,
@@ -326,7 +389,7 @@ fn main() -> Result<()> {
             r.macs,
             r.latency_1_ms,
             r.latency_256_ms,
-            r.step_ms
+            r.step_ms.map_or("–".to_string(), |s| format!("{s:.3}"))
         );
     }
     // The smaller of the two encodings, against the dense file.
@@ -343,6 +406,8 @@ fn main() -> Result<()> {
         n if n.starts_with("structured") => "128→32".to_string(),
         n if n.ends_with("labels only") => "student".to_string(),
         n if n.ends_with("distilled") => "distilled".to_string(),
+        n if n.starts_with("int8, min") => "int8".to_string(),
+        n if n.starts_with("int8, 99") => "int8 pct".to_string(),
         n => n.replace("pruned ", "pruned\u{a0}"),
     };
     let names: Vec<String> = rows.iter().map(|r| short(&r.name)).collect();
