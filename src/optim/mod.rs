@@ -8,9 +8,11 @@
 
 mod groups;
 pub mod lr;
+mod scaler;
 mod state;
 
 pub use groups::ParamGroup;
+pub use scaler::{GradScaler, GradScalerConfig};
 pub use state::OptimizerState;
 
 use groups::GroupSettings;

@@ -9,7 +9,7 @@
 
 use crate::common::{fixture, read_tensor, serial};
 use wgnn::nn::{self, loss, Linear, Module, Sequential};
-use wgnn::optim::{Adam, AdamConfig, AdamW, Optimizer, Sgd, SgdConfig};
+use wgnn::optim::{Adam, AdamConfig, AdamW, GradScaler, GradScalerConfig, Optimizer, Sgd, SgdConfig};
 use wgnn::prune::{self, GradualSchedule, Pruning, Scope};
 use wgnn::quantize::{activation_scale, Calibration, QuantizedLinear, QuantizedSequential};
 use wgnn::{Device, Error, Tensor};
@@ -18,6 +18,7 @@ crate::device_tests!(
     pruned_weights_stay_exactly_zero_through_training_with_every_optimizer,
     distillation_is_pytorchs_loss_and_gradient,
     int8_gemm_gives_the_host_integers_exactly_and_stays_within_the_error_bound,
+    loss_scaling_skips_an_overflowing_step_backs_off_and_grows_again,
 );
 
 fn mlp(dev: &Device, hidden: usize) -> Sequential {
@@ -495,4 +496,76 @@ fn quantization_refuses_what_it_cannot_do() {
         .to_string();
     assert!(m.contains("no samples"), "{m}");
     assert!(QuantizedLinear::new(&Linear::new(4, 2, &dev), 0.0).is_err());
+}
+
+fn loss_scaling_skips_an_overflowing_step_backs_off_and_grows_again(dev: &Device) {
+    let _serial = serial();
+    let x = Tensor::randn(&[8, 6], 4, dev).unwrap();
+    let labels: Vec<u32> = (0..8).map(|i| i % 3).collect();
+    let y = Tensor::from_labels(&labels, dev).unwrap();
+    let config = GradScalerConfig {
+        growth_interval: 3,
+        ..Default::default()
+    };
+    let run = |scaled: bool| {
+        wgnn::manual_seed(7);
+        let model = mlp(dev, 5);
+        let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+        let mut scaler = GradScaler::new(config).unwrap();
+        let mut log = Vec::new();
+        for step in 0..8 {
+            let mut l = loss::cross_entropy(&model.forward(&x), &y);
+            if step == 2 {
+                // An injected overflow: 1e35 · 65536 is beyond f32.
+                l = &l + &model.parameters()[0].sum().mul_scalar(1e35);
+            }
+            if scaled {
+                let before: Vec<Vec<f32>> = model.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+                let applied = scaler.step(&mut opt, &scaler.scale(&l).backward().unwrap()).unwrap();
+                let after: Vec<Vec<f32>> = model.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+                assert_eq!(applied, step != 2, "{dev}: step {step}");
+                assert_eq!(
+                    before == after,
+                    step == 2,
+                    "{dev}: step {step} changed the weights: {applied}"
+                );
+                log.push(scaler.current_scale());
+            } else if step != 2 {
+                opt.step(&l.backward().unwrap()).unwrap();
+            }
+        }
+        assert_eq!(scaler.skipped_steps(), usize::from(scaled));
+        let bits: Vec<u32> = model
+            .parameters()
+            .iter()
+            .flat_map(|p| p.to_vec().unwrap())
+            .map(f32::to_bits)
+            .collect();
+        (bits, log)
+    };
+    let (scaled, scales) = run(true);
+    // PyTorch's update(): halved at the overflow, doubled after every 3 clean steps.
+    assert_eq!(
+        scales,
+        vec![65536.0, 65536.0, 32768.0, 32768.0, 32768.0, 65536.0, 65536.0, 65536.0]
+    );
+    // A power-of-two scale divides out exactly: the same bits as unscaled training
+    // that skips the same step.
+    let (plain, _) = run(false);
+    assert_eq!(scaled, plain, "{dev}: scaled and unscaled training differ");
+    assert!(GradScaler::new(GradScalerConfig {
+        backoff_factor: 1.0,
+        ..config
+    })
+    .is_err());
+    assert!(GradScaler::new(GradScalerConfig {
+        init_scale: 0.0,
+        ..config
+    })
+    .is_err());
+    assert!(GradScaler::new(GradScalerConfig {
+        growth_interval: 0,
+        ..config
+    })
+    .is_err());
 }

@@ -81,6 +81,12 @@ impl Tensor {
     pub fn sign(&self) -> Tensor {
         self.unary(UnaryOp::Sign)
     }
+    /// 1 where the value is an infinity or a NaN, else 0 (from the bits; zero
+    /// gradient): `non_finite().sum()` counts them, e.g. to skip an overflowing step.
+    #[track_caller]
+    pub fn non_finite(&self) -> Tensor {
+        self.unary(UnaryOp::NonFinite)
+    }
     /// Square root.
     #[track_caller]
     pub fn sqrt(&self) -> Tensor {

@@ -67,6 +67,9 @@ pub enum UnaryOp {
     Gelu,
     /// GELU with PyTorch's tanh approximation (`nn.GELU(approximate='tanh')`).
     GeluTanh,
+    /// 1 where x is an infinity or a NaN (its exponent bits all set), else 0: read
+    /// from the bits, so shader compilers that assume finite math cannot fold it.
+    NonFinite,
 }
 
 /// √(2/π), the tanh-GELU's scale.
@@ -106,6 +109,7 @@ impl UnaryOp {
             UnaryOp::Erf => erf(x),
             UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
             UnaryOp::GeluTanh => 0.5 * x * (1.0 + (GELU_TANH_K * (x + GELU_TANH_C * x * x * x)).tanh()),
+            UnaryOp::NonFinite => (x.to_bits() & 0x7f80_0000 == 0x7f80_0000) as u32 as f32,
         }
     }
 
@@ -135,6 +139,7 @@ impl UnaryOp {
             Erf => each.run(|x| Erf.cpu(x)),
             Gelu => each.run(|x| Gelu.cpu(x)),
             GeluTanh => each.run(|x| GeluTanh.cpu(x)),
+            NonFinite => each.run(|x| NonFinite.cpu(x)),
         }
     }
 
@@ -190,6 +195,7 @@ impl UnaryOp {
                 wgsl_f32(GELU_TANH_K),
                 wgsl_f32(GELU_TANH_C)
             ),
+            UnaryOp::NonFinite => "select(0.0, 1.0, (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u)".into(),
         }
     }
 
