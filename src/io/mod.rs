@@ -188,6 +188,46 @@ pub(crate) enum Values {
     F32(Vec<f32>),
     /// Integer buffers (u32 here), stored as PyTorch's I64.
     I64(Vec<i64>),
+    /// f32 data rounded to IEEE binary16 (bits).
+    F16(Vec<u16>),
+    /// f32 data rounded to bfloat16 (bits).
+    BF16(Vec<u16>),
+}
+
+/// The float format [`save_safetensors_as`] writes f32 values in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatFormat {
+    /// As they are (what [`save_safetensors`] writes).
+    F32,
+    /// IEEE half precision, rounded to nearest (ties to even): half the bytes;
+    /// values beyond ±65504 become ±∞, below 6e-8 zero.
+    F16,
+    /// bfloat16 (f32's range, 8 bits of mantissa), rounded to nearest (ties to even).
+    BF16,
+}
+
+/// [`save_safetensors`] with every f32 parameter and buffer rounded to `format`
+/// (integer buffers stay I64): a file of about half the size that PyTorch loads as
+/// `float16`/`bfloat16` tensors and [`load_safetensors`] reads back into f32.
+pub fn save_safetensors_as(module: &dyn Module, path: impl AsRef<Path>, format: FloatFormat) -> Result<()> {
+    let path = path.as_ref();
+    let tensors = state_tensors(module)
+        .into_iter()
+        .map(|(name, t)| {
+            let values = match (Values::of(&t)?, format) {
+                (Values::F32(v), FloatFormat::F16) => {
+                    Values::F16(v.into_iter().map(|x| half::f16::from_f32(x).to_bits()).collect())
+                }
+                (Values::F32(v), FloatFormat::BF16) => {
+                    Values::BF16(v.into_iter().map(|x| half::bf16::from_f32(x).to_bits()).collect())
+                }
+                (values, _) => values,
+            };
+            Ok((name, t.shape().to_vec(), values))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = serialize(path, &tensors, None)?;
+    write_atomically(path, &bytes)
 }
 
 impl Values {
@@ -222,6 +262,8 @@ fn serialize(
             let (dtype, bytes) = match values {
                 Values::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
                 Values::I64(v) => (Dtype::I64, bytemuck::cast_slice(v)),
+                Values::F16(v) => (Dtype::F16, bytemuck::cast_slice(v)),
+                Values::BF16(v) => (Dtype::BF16, bytemuck::cast_slice(v)),
             };
             TensorView::new(dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
         })

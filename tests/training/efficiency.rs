@@ -569,3 +569,50 @@ fn loss_scaling_skips_an_overflowing_step_backs_off_and_grows_again(dev: &Device
     })
     .is_err());
 }
+
+#[test]
+fn a_model_saved_in_f16_or_bf16_is_half_the_file_and_loads_the_rounded_values() {
+    let dev = Device::cpu();
+    wgnn::manual_seed(12);
+    let model = mlp(&dev, 40);
+    let big = Tensor::from_vec(vec![1e5, -2.0e-8, 1.0 / 3.0], &[3], &dev).unwrap();
+    model.parameters()[1]
+        .assign(&{
+            let mut b = model.parameters()[1].to_vec().unwrap();
+            b[..3].copy_from_slice(&big.to_vec().unwrap());
+            b
+        })
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("wgnn-half-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let original: Vec<Vec<f32>> = model.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    wgnn::io::save_safetensors(&model, dir.join("f32.safetensors")).unwrap();
+    let f32_bytes = std::fs::metadata(dir.join("f32.safetensors")).unwrap().len();
+    for (format, name) in [
+        (wgnn::io::FloatFormat::F16, "f16"),
+        (wgnn::io::FloatFormat::BF16, "bf16"),
+    ] {
+        let path = dir.join(format!("{name}.safetensors"));
+        wgnn::io::save_safetensors_as(&model, &path, format).unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(bytes * 10 < f32_bytes * 6, "{name}: {bytes} bytes against {f32_bytes}");
+        let mut loaded = mlp(&dev, 40);
+        wgnn::io::load_safetensors(&mut loaded, &path).unwrap();
+        for (p, want) in loaded.parameters().iter().zip(&original) {
+            let round = |x: f32| match format {
+                wgnn::io::FloatFormat::F16 => half::f16::from_f32(x).to_f32(),
+                _ => half::bf16::from_f32(x).to_f32(),
+            };
+            let want: Vec<u32> = want.iter().map(|&x| round(x).to_bits()).collect();
+            let got: Vec<u32> = p.to_vec().unwrap().iter().map(|x| x.to_bits()).collect();
+            assert_eq!(got, want, "{name}");
+        }
+        let b = loaded.parameters()[1].to_vec().unwrap();
+        match format {
+            // Beyond f16's range: ∞; below half its smallest subnormal: -0.
+            wgnn::io::FloatFormat::F16 => assert_eq!((b[0], b[1]), (f32::INFINITY, -0.0)),
+            _ => assert!((b[0] - 1e5).abs() < 1e3 && b[1] < 0.0),
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
