@@ -23,7 +23,8 @@
 //! their "sparse bytes" column holds the codes and scales) (the work a sparse kernel
 //! would do; wgnn's dense kernels still multiply the zeros), and the inference
 //! latency of the model as stored at batch 1 and 256 and its training step at batch
-//! 32 on `--device`. Writes `accuracy_vs_size.png` (and `.svg`) in `--out`.
+//! 32 on `--device`, and an energy proxy: the profiler's count of arithmetic
+//! operations and bytes moved by one batch-1 inference. Writes `accuracy_vs_size.png` (and `.svg`) in `--out`.
 //!
 //! ```text
 //! cargo run --release --example efficient -- [--device cpu|gpu] [--epochs 15] [--tune-epochs 4]
@@ -84,6 +85,22 @@ struct Row {
     latency_256_ms: f64,
     /// None: not trainable (int8).
     step_ms: Option<f64>,
+    /// The profiler's count of one batch-1 inference: arithmetic (f32 or int8
+    /// operations, as the kernels do them: zeros included) and bytes moved.
+    flops: u64,
+    bytes: u64,
+}
+
+/// The profiler's flops and bytes of one run of `f` on `dev` (the energy proxy).
+fn energy(dev: &Device, f: impl FnOnce() -> Result<()>) -> Result<(u64, u64)> {
+    dev.reset_profile();
+    dev.set_profile(true);
+    let result = f();
+    dev.set_profile(false);
+    result?;
+    let report = dev.profile_report();
+    let launches = report.plans.iter().flat_map(|p| &p.launches);
+    Ok(launches.fold((0, 0), |(f, b), l| (f + l.flops, b + l.bytes)))
 }
 
 fn mlp(hidden: usize, dev: &Device) -> Sequential {
@@ -174,6 +191,7 @@ fn measure(
     let x1 = Tensor::from_vec(test.features[..784].to_vec(), &[1, 784], dev)?;
     let x256 = Tensor::from_vec(test.features[..256 * 784].to_vec(), &[256, 784], dev)?;
     let latency_1_ms = median_ms(21, || nn::inference(|| model.forward(&x1)).to_vec().map(|_| ()))?;
+    let (flops, bytes) = energy(dev, || nn::inference(|| model.forward(&x1)).to_vec().map(|_| ()))?;
     let latency_256_ms = median_ms(11, || nn::inference(|| model.forward(&x256)).to_vec().map(|_| ()))?;
     // A training step on a copy of the weights (the measured model stays as it is).
     let copy = mlp(model.parameters()[0].shape()[0], dev);
@@ -196,6 +214,8 @@ fn measure(
         latency_1_ms,
         latency_256_ms,
         step_ms: Some(step_ms),
+        flops,
+        bytes,
     })
 }
 
@@ -233,6 +253,7 @@ fn measure_int8(
     let x1 = Tensor::from_vec(test.features[..784].to_vec(), &[1, 784], dev)?;
     let x256 = Tensor::from_vec(test.features[..256 * 784].to_vec(), &[256, 784], dev)?;
     let latency_1_ms = median_ms(21, || q.forward(&x1).to_vec().map(|_| ()))?;
+    let (flops, bytes) = energy(dev, || q.forward(&x1).to_vec().map(|_| ()))?;
     let latency_256_ms = median_ms(11, || q.forward(&x256).to_vec().map(|_| ()))?;
     let weights = 784 * 128 + 128 * 10;
     Ok(Row {
@@ -245,6 +266,8 @@ fn measure_int8(
         latency_1_ms,
         latency_256_ms,
         step_ms: None,
+        flops,
+        bytes,
     })
 }
 
@@ -376,11 +399,13 @@ fn main() -> Result<()> {
     }
 
     println!();
-    println!("| model | test accuracy | nonzero weights | file bytes | sparse bytes | MACs per image | inference ms, batch 1 | batch 256 | train step ms, batch 32 |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| model | test accuracy | nonzero weights | file bytes | sparse bytes | MACs per image | inference ms, batch 1 | batch 256 | train step ms, batch 32 | ops, batch 1 | bytes moved, batch 1 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} | {} |",
+            "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
             r.name,
             r.accuracy,
             r.nonzero,
@@ -389,7 +414,9 @@ fn main() -> Result<()> {
             r.macs,
             r.latency_1_ms,
             r.latency_256_ms,
-            r.step_ms.map_or("–".to_string(), |s| format!("{s:.3}"))
+            r.step_ms.map_or("–".to_string(), |s| format!("{s:.3}")),
+            r.flops,
+            r.bytes
         );
     }
     // The smaller of the two encodings, against the dense file.
