@@ -13,6 +13,8 @@
 //!   the dense model as teacher (`nn::loss::distillation`, `--temperature` 4, `--alpha` 0.7), beside the
 //!   same student trained on the labels alone.
 //!
+//! * **f16 weights**: the dense model's weights rounded to half precision (f32
+//!   arithmetic), saved as F16 safetensors;
 //! * **int8**: the dense model quantized after training (`wgnn::quantize`: per-channel
 //!   int8 weights, activation scales calibrated on 256 training images by min-max or
 //!   the 99.99th percentile, the int8 GEMM), saved as I8 safetensors.
@@ -219,14 +221,14 @@ fn measure(
     })
 }
 
-/// The dense model in int8 (`wgnn::quantize`), its activation scales calibrated by
-/// `method` on 256 training images.
-fn measure_int8(
+/// The dense model in reduced precision (`wgnn::quantize`): `method` calibrates int8
+/// activation scales on 256 training images; `None` gives f16 weights.
+fn measure_reduced(
     name: &str,
     dense: &Sequential,
     train: &Dataset,
     test: &Dataset,
-    method: Calibration,
+    method: Option<Calibration>,
     out: &std::path::Path,
     dev: &Device,
 ) -> Result<Row> {
@@ -234,8 +236,13 @@ fn measure_int8(
     for (c, p) in copy.parameters().iter().zip(dense.parameters()) {
         c.assign(&p.to_vec()?)?;
     }
-    let (calibration, _) = train.select(&(0..256).collect::<Vec<_>>()).tensors(dev)?;
-    let q = QuantizedSequential::quantize(copy, &calibration, method)?;
+    let q = match method {
+        Some(method) => {
+            let (calibration, _) = train.select(&(0..256).collect::<Vec<_>>()).tensors(dev)?;
+            QuantizedSequential::quantize(copy, &calibration, method)?
+        }
+        None => QuantizedSequential::half(copy)?,
+    };
     let (x, _) = test.tensors(dev)?;
     let predicted = q.forward(&x).argmax(1).to_labels()?;
     let accuracy = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count() as f64 / test.n as f64;
@@ -256,12 +263,17 @@ fn measure_int8(
     let (flops, bytes) = energy(dev, || q.forward(&x1).to_vec().map(|_| ()))?;
     let latency_256_ms = median_ms(11, || q.forward(&x256).to_vec().map(|_| ()))?;
     let weights = 784 * 128 + 128 * 10;
+    // Codes (1 byte) or halves (2 bytes) per weight, f32 biases (and int8 scales).
+    let stored = match method {
+        Some(_) => weights + 4 * (2 * 138 + 2),
+        None => 2 * weights + 4 * 138,
+    };
     Ok(Row {
         name: name.into(),
         accuracy,
         nonzero: weights + 138,
         file_bytes,
-        sparse_bytes: weights + 4 * (2 * 138 + 2),
+        sparse_bytes: stored,
         macs: weights,
         latency_1_ms,
         latency_256_ms,
@@ -369,11 +381,13 @@ fn main() -> Result<()> {
         &dev,
     )?);
 
-    for (name, method) in [
-        ("int8, min-max", Calibration::MinMax),
-        ("int8, 99.99th pct", Calibration::Percentile(99.99)),
-    ] {
-        rows.push(measure_int8(name, &dense, &train, &test, method, &args.out, &dev)?);
+    let reduced = [
+        ("f16 weights", None),
+        ("int8, min-max", Some(Calibration::MinMax)),
+        ("int8, 99.99th pct", Some(Calibration::Percentile(99.99))),
+    ];
+    for (name, method) in reduced {
+        rows.push(measure_reduced(name, &dense, &train, &test, method, &args.out, &dev)?);
     }
 
     // The teacher's logits for every training image, once.
@@ -434,6 +448,7 @@ fn main() -> Result<()> {
         n if n.ends_with("labels only") => "student".to_string(),
         n if n.ends_with("distilled") => "distilled".to_string(),
         n if n.starts_with("int8, min") => "int8".to_string(),
+        n if n.starts_with("f16") => "f16".to_string(),
         n if n.starts_with("int8, 99") => "int8 pct".to_string(),
         n => n.replace("pruned ", "pruned\u{a0}"),
     };

@@ -53,3 +53,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     out0[i] = bitcast<u32>(acc);
 }
+
+//#kernel f16_matmul
+// One output per invocation: f32 x times half-precision weights (two per word, low
+// half first, widened by the core `unpack2x16float`), summed in f32 in order of k,
+// plus the bias.
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(gid, groups);
+    if (i >= params.m * params.n) { return; }
+    let r = i / params.n;
+    let j = i % params.n;
+    var acc = 0.0;
+    for (var t = 0u; t < params.words; t++) {
+        let w = unpack2x16float(in1[j * params.words + t]);
+        let c = 2u * t;
+        acc += in0[r * params.k + c] * w.x;
+        if (c + 1u < params.k) {
+            acc += in0[r * params.k + c + 1u] * w.y;
+        }
+    }
+    out0[i] = acc + in2[j];
+}

@@ -7,9 +7,11 @@
 //!
 //! [`QuantizedSequential::quantize`] turns a trained [`Sequential`] whose trainable
 //! layers are all `Linear` (activations, dropout, flatten… between them) into an
-//! int8 model for inference; [`QuantizedSequential::save`] writes its codes as
-//! safetensors I8 (a quarter of the f32 file) and [`QuantizedSequential::load`]
-//! reads them into the same architecture.
+//! int8 model for inference; [`QuantizedSequential::half`] into one with
+//! half-precision weights ([`HalfLinear`]: f16 storage, f32 arithmetic);
+//! [`QuantizedSequential::save`] writes its codes as safetensors I8 (a quarter of the
+//! f32 file) or F16 (half), and [`QuantizedSequential::load`] reads them into the same
+//! architecture.
 //!
 //! Error bound: with `|x| ≤ 127·s_x` (no clipping), each output differs from the
 //! f32 layer's by at most `½·s_x·Σ|w| + ½·Σ|x|·s_w + ¼·k·s_x·s_w` (the rounding of
@@ -187,9 +189,80 @@ impl QuantizedLinear {
     }
 }
 
+/// A `Linear` layer with half-precision weights (IEEE binary16, rounded to nearest
+/// even) packed two to a word: half the weight bytes, inputs and accumulation in
+/// f32, on every adapter (WGSL's core `unpack2x16float`, no `SHADER_F16` needed).
+pub struct HalfLinear {
+    /// `[out, ⌈in/2⌉]` u32 words.
+    weight: Tensor,
+    bias: Tensor,
+    in_features: usize,
+    /// The f16 bits, `[out, in]`, for saving.
+    halves: Vec<u16>,
+}
+
+impl HalfLinear {
+    /// `layer` with its weights rounded to f16. `Err` for a device error.
+    pub fn new(layer: &Linear) -> Result<HalfLinear> {
+        let halves: Vec<u16> = layer
+            .weight
+            .to_vec()?
+            .into_iter()
+            .map(|w| half::f16::from_f32(w).to_bits())
+            .collect();
+        let bias = match &layer.bias {
+            Some(b) => b.to_vec()?,
+            None => vec![0.0; layer.weight.shape()[0]],
+        };
+        HalfLinear::from_halves(halves, bias, layer.weight.shape()[1], layer.weight.device())
+    }
+
+    fn from_halves(halves: Vec<u16>, bias: Vec<f32>, in_features: usize, device: &Device) -> Result<HalfLinear> {
+        let out = bias.len();
+        let words = in_features.div_ceil(2);
+        let mut packed = vec![0f32; out * words];
+        for o in 0..out {
+            for t in 0..words {
+                let lo = u32::from(halves[o * in_features + 2 * t]);
+                let hi = if 2 * t + 1 < in_features {
+                    u32::from(halves[o * in_features + 2 * t + 1])
+                } else {
+                    0
+                };
+                packed[o * words + t] = f32::from_bits(lo | (hi << 16));
+            }
+        }
+        let storage = device.backend().stage(packed)?;
+        Ok(HalfLinear {
+            weight: Tensor::leaf(storage, vec![out, words], DType::U32, device, None),
+            bias: Tensor::from_vec(bias, &[out], device)?,
+            in_features,
+            halves,
+        })
+    }
+
+    /// The layer on `x` (`[batch, in]`).
+    #[track_caller]
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        assert!(
+            x.shape().len() == 2 && x.shape()[1] == self.in_features,
+            "HalfLinear: input {:?}, the layer takes [batch, {}]",
+            x.shape(),
+            self.in_features
+        );
+        x.half_matmul(&self.weight, &self.bias)
+    }
+
+    /// The weights as f32 (each exactly its f16 value), `[out, in]` row-major.
+    pub fn weights(&self) -> Vec<f32> {
+        self.halves.iter().map(|&h| half::f16::from_bits(h).to_f32()).collect()
+    }
+}
+
 /// One layer of a [`QuantizedSequential`].
 enum Layer {
     Int8(QuantizedLinear),
+    Half(HalfLinear),
     Float(Box<dyn Module>),
 }
 
@@ -200,6 +273,22 @@ pub struct QuantizedSequential {
 
 fn is_linear(layer: &dyn Module) -> bool {
     layer.name().starts_with("Linear(")
+}
+
+/// `Err` naming the first layer with parameters that is not a `Linear`.
+fn only_linear_parameters(model: &Sequential) -> Result<()> {
+    match model
+        .layers()
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !is_linear(&***l) && !l.parameters().is_empty())
+    {
+        Some((i, l)) => Err(Error::Invalid(format!(
+            "quantize: layer {i} `{}` has parameters and is not a Linear; only Linear layers are quantized",
+            l.name()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The `Linear` named `layer`'s weight and bias, rebuilt from its parameters.
@@ -225,17 +314,7 @@ impl QuantizedSequential {
                 calibration.shape()
             )));
         }
-        if let Some((i, l)) = model
-            .layers()
-            .iter()
-            .enumerate()
-            .find(|(_, l)| !is_linear(&***l) && !l.parameters().is_empty())
-        {
-            return Err(Error::Invalid(format!(
-                "quantize: layer {i} `{}` has parameters and is not a Linear; only Linear layers are quantized",
-                l.name()
-            )));
-        }
+        only_linear_parameters(&model)?;
         let inputs: Vec<Tensor> = {
             let trace = crate::nn::inference(|| model.trace(calibration));
             std::iter::once(calibration.clone()).chain(trace).collect()
@@ -252,32 +331,78 @@ impl QuantizedSequential {
         Ok(QuantizedSequential { layers })
     }
 
+    /// `model` with every `Linear` in half precision ([`HalfLinear`]); the other
+    /// layers as they are. `Err` as [`QuantizedSequential::quantize`] for a layer with
+    /// parameters that is not a `Linear`.
+    pub fn half(model: Sequential) -> Result<QuantizedSequential> {
+        only_linear_parameters(&model)?;
+        let mut layers = Vec::new();
+        for layer in model.into_layers() {
+            if is_linear(&*layer) {
+                layers.push(Layer::Half(HalfLinear::new(&as_linear(&*layer))?));
+            } else {
+                layers.push(Layer::Float(layer));
+            }
+        }
+        Ok(QuantizedSequential { layers })
+    }
+
     /// The model on `x`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         self.layers.iter().fold(x.clone(), |h, l| match l {
             Layer::Int8(q) => q.forward(&h),
+            Layer::Half(q) => q.forward(&h),
             Layer::Float(f) => f.forward(&h),
         })
     }
 
-    /// The quantized layers, in order.
+    /// The int8 layers, in order.
     pub fn quantized_layers(&self) -> Vec<&QuantizedLinear> {
         self.layers
             .iter()
             .filter_map(|l| match l {
                 Layer::Int8(q) => Some(q),
-                Layer::Float(_) => None,
+                _ => None,
             })
             .collect()
     }
 
-    /// Writes the quantized layers to `path` as safetensors: for layer `i`,
+    /// The half-precision layers, in order.
+    pub fn half_layers(&self) -> Vec<&HalfLinear> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Half(h) => Some(h),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Writes the quantized layers to `path` as safetensors: for an int8 layer `i`,
     /// `{i}.weight` I8 `[out, in]`, `{i}.weight_scale` and `{i}.bias` F32 `[out]`,
-    /// `{i}.input_scale` F32 `[1]` (written atomically, as `io::save_safetensors`).
+    /// `{i}.input_scale` F32 `[1]`; for a half-precision one `{i}.weight` F16 and
+    /// `{i}.bias` F32 (written atomically, as `io::save_safetensors`).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
+            if let Layer::Half(h) = l {
+                let out = h.halves.len() / h.in_features;
+                owned.push((
+                    format!("{i}.weight"),
+                    Dtype::F16,
+                    vec![out, h.in_features],
+                    bytemuck::cast_slice(&h.halves).to_vec(),
+                ));
+                let bias = h.bias.to_vec()?;
+                owned.push((
+                    format!("{i}.bias"),
+                    Dtype::F32,
+                    vec![out],
+                    bytemuck::cast_slice::<f32, u8>(&bias).to_vec(),
+                ));
+                continue;
+            }
             let Layer::Int8(q) = l else { continue };
             let scales = q.weight_scales()?;
             let out = scales.len();
@@ -349,6 +474,22 @@ impl QuantizedSequential {
             }
             let lin = as_linear(&*layer);
             let (out, inp) = (lin.weight.shape()[0], lin.weight.shape()[1]);
+            let weight_name = format!("{i}.weight");
+            if file.tensor(&weight_name).is_ok_and(|v| v.dtype() == Dtype::F16) {
+                let bytes = get(&weight_name, Dtype::F16, &[out, inp])?;
+                let halves: Vec<u16> = bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                let bias = f32s(get(&format!("{i}.bias"), Dtype::F32, &[out])?);
+                layers.push(Layer::Half(HalfLinear::from_halves(
+                    halves,
+                    bias,
+                    inp,
+                    lin.weight.device(),
+                )?));
+                continue;
+            }
             let codes: Vec<i8> = get(&format!("{i}.weight"), Dtype::I8, &[out, inp])?
                 .into_iter()
                 .map(|b| b as i8)

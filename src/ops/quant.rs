@@ -1,7 +1,9 @@
-//! Int8 family (`shaders/quant.wgsl`): symmetric int8 quantization of rows packed
-//! four to a 32-bit word, and the int8 × int8 → i32 GEMM over such words with a
-//! dequantizing epilogue. Integer arithmetic, so the GPU and the CPU twin give the
-//! same accumulators, bit for bit. Inference only: no gradient flows through them.
+//! Reduced-precision family (`shaders/quant.wgsl`): symmetric int8 quantization of
+//! rows packed four to a 32-bit word, the int8 × int8 → i32 GEMM over such words with
+//! a dequantizing epilogue (integer arithmetic, so the GPU and the CPU twin give the
+//! same accumulators, bit for bit), and a GEMM with half-precision weights packed two
+//! to a word, accumulated in f32 (the same values up to the GPU compiler's freedom to
+//! fuse a multiply and an add). Inference only: no gradient flows through them.
 //!
 //! The GEMM uses WGSL's `dot4I8Packed` (four products and their sum per word); naga
 //! emits SPIR-V's `OpSDot` where the adapter has the integer dot product and an
@@ -32,6 +34,10 @@ pub enum Quant {
         /// Write the i32 accumulators (as bits) instead of the dequantized values.
         raw: bool,
     },
+    /// f32 `x [m, k]` times half-precision weights packed two to a word
+    /// (`[n, ⌈k/2⌉]`, low half first) plus a bias `[n]` → `[m, n]`, accumulated in
+    /// f32 in order of k (WGSL's core `unpack2x16float`: no `SHADER_F16` needed).
+    HalfMatmul,
 }
 
 impl Rule for Quant {
@@ -39,6 +45,7 @@ impl Rule for Quant {
         match self {
             Quant::QuantizeRows { .. } => "quantize_rows",
             Quant::Matmul { .. } => "int8_matmul",
+            Quant::HalfMatmul => "f16_matmul",
         }
     }
     fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
@@ -56,6 +63,14 @@ impl Rule for Quant {
                     raw,
                 };
                 Lowering::kernel(kernel, 4)
+            }
+            Quant::HalfMatmul => {
+                let kernel = HalfMatmulKernel {
+                    m: out[0],
+                    n: out[1],
+                    k: inputs[0][1],
+                };
+                Lowering::kernel(kernel, 3)
             }
         }
     }
@@ -168,7 +183,84 @@ impl Kernel for Int8MatmulKernel {
     }
 }
 
+/// reads [x, half weight words, bias], writes [out]
+#[derive(Debug)]
+struct HalfMatmulKernel {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+impl Kernel for HalfMatmulKernel {
+    fn reads(&self) -> usize {
+        3
+    }
+    fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
+        let words = self.k.div_ceil(2);
+        // The weights widened once (exactly: every f16 is an f32), then each output an
+        // f32 sum in order of k, as the shader's loop.
+        let w: Vec<f32> = x[1][..self.n * words]
+            .iter()
+            .flat_map(|v| {
+                let b = v.to_bits();
+                [
+                    half::f16::from_bits(b as u16).to_f32(),
+                    half::f16::from_bits((b >> 16) as u16).to_f32(),
+                ]
+            })
+            .collect();
+        for i in 0..self.m {
+            let row = &x[0][i * self.k..(i + 1) * self.k];
+            for j in 0..self.n {
+                let col = &w[j * 2 * words..j * 2 * words + self.k];
+                let mut acc = 0.0f32;
+                for (a, b) in row.iter().zip(col) {
+                    acc += a * b;
+                }
+                out[0][i * self.n + j] = acc + x[2][j];
+            }
+        }
+    }
+    fn wgsl(&self) -> Wgsl {
+        let u = Uniforms::new()
+            .u32("m", self.m)
+            .u32("n", self.n)
+            .u32("k", self.k)
+            .u32("words", self.k.div_ceil(2));
+        let types = vec!["f32", "u32", "f32", "f32"];
+        Wgsl::new(SHADER, "f16_matmul", u, Grid::Threads(self.m * self.n)).types(types)
+    }
+    fn cost(&self, words: &[usize]) -> Cost {
+        let mut c = Cost::moved(words);
+        c.flops = 2 * (self.m * self.n * self.k) as u64;
+        c
+    }
+}
+
 impl Tensor {
+    /// `self [m, k]` times half-precision weights packed two to a word
+    /// (`[n, ⌈k/2⌉]`), plus `bias [n]`: `[m, n]` f32 (see [`Quant::HalfMatmul`]).
+    #[track_caller]
+    pub(crate) fn half_matmul(&self, weights: &Tensor, bias: &Tensor) -> Tensor {
+        self.check_f32("half_matmul");
+        let (m, k) = (self.shape()[0], self.shape()[1]);
+        let n = weights.shape()[0];
+        assert!(
+            weights.shape() == [n, k.div_ceil(2)] && bias.shape() == [n],
+            "half_matmul: x {:?}, weight words {:?}, bias {:?}",
+            self.shape(),
+            weights.shape(),
+            bias.shape()
+        );
+        let op = Op::Quant(Quant::HalfMatmul);
+        Tensor::from_node(
+            op,
+            vec![self.clone(), weights.clone(), bias.clone()],
+            vec![m, n],
+            DType::F32,
+        )
+    }
+
     /// Symmetric int8 codes of a `[m, k]` f32 tensor, `round(x / scale)` clamped to
     /// ±127, packed four to a u32 word per row (`[m, ⌈k/4⌉]`, zero-padded).
     #[track_caller]

@@ -11,7 +11,7 @@ use crate::common::{fixture, read_tensor, serial};
 use wgnn::nn::{self, loss, Linear, Module, Sequential};
 use wgnn::optim::{Adam, AdamConfig, AdamW, GradScaler, GradScalerConfig, Optimizer, Sgd, SgdConfig};
 use wgnn::prune::{self, GradualSchedule, Pruning, Scope};
-use wgnn::quantize::{activation_scale, Calibration, QuantizedLinear, QuantizedSequential};
+use wgnn::quantize::{activation_scale, Calibration, HalfLinear, QuantizedLinear, QuantizedSequential};
 use wgnn::{Device, Error, Tensor};
 
 crate::device_tests!(
@@ -19,6 +19,7 @@ crate::device_tests!(
     distillation_is_pytorchs_loss_and_gradient,
     int8_gemm_gives_the_host_integers_exactly_and_stays_within_the_error_bound,
     loss_scaling_skips_an_overflowing_step_backs_off_and_grows_again,
+    half_precision_weights_give_the_f32_product_of_the_rounded_weights,
 );
 
 fn mlp(dev: &Device, hidden: usize) -> Sequential {
@@ -457,9 +458,26 @@ fn an_int8_mnist_mlp_is_within_1_percent_of_f32_and_saves_to_a_quarter_of_the_fi
         let (a, b) = (q.forward(&xt).to_vec().unwrap(), loaded.forward(&xt).to_vec().unwrap());
         assert!(a == b, "{method:?}: the loaded model computes other values");
     }
+    // Half-precision weights: the same accuracy within 0.5 %, half the file.
+    let copy = make();
+    for (c, p) in copy.parameters().iter().zip(model.parameters()) {
+        c.assign(&p.to_vec().unwrap()).unwrap();
+    }
+    let h = QuantizedSequential::half(copy).unwrap();
+    let half_acc = accuracy(h.forward(&xt));
+    eprintln!("f16 weights: f32 {f32_acc}, f16 {half_acc}");
+    assert!(
+        (half_acc - f32_acc).abs() <= 0.005,
+        "f32 {f32_acc}, f16 weights {half_acc}"
+    );
+    h.save(dir.join("f16.safetensors")).unwrap();
+    let loaded = QuantizedSequential::load(make(), dir.join("f16.safetensors")).unwrap();
+    assert!(h.forward(&xt).to_vec().unwrap() == loaded.forward(&xt).to_vec().unwrap());
     let size = |name: &str| std::fs::metadata(dir.join(name)).unwrap().len();
     let (f, i) = (size("f32.safetensors"), size("int8.safetensors"));
     assert!(i * 10 < f * 3, "int8 file {i} bytes, f32 {f}");
+    let half_bytes = size("f16.safetensors");
+    assert!(half_bytes * 10 < f * 6, "f16 file {half_bytes} bytes, f32 {f}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -615,4 +633,41 @@ fn a_model_saved_in_f16_or_bf16_is_half_the_file_and_loads_the_rounded_values() 
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn half_precision_weights_give_the_f32_product_of_the_rounded_weights(dev: &Device) {
+    let _serial = serial();
+    for (k, n, m) in [(1, 3, 2), (3, 5, 4), (5, 1, 3), (127, 13, 9), (129, 7, 5), (784, 10, 6)] {
+        wgnn::manual_seed(k as u64 + 50);
+        let layer = Linear::new(k, n, dev);
+        let xs: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0)
+            .collect();
+        let x = Tensor::from_vec(xs.clone(), &[m, k], dev).unwrap();
+        let h = HalfLinear::new(&layer).unwrap();
+        let w = h.weights();
+        let original = layer.weight.to_vec().unwrap();
+        for (a, b) in w.iter().zip(&original) {
+            assert_eq!(*a, half::f16::from_f32(*b).to_f32());
+        }
+        let b = layer.bias.as_ref().unwrap().to_vec().unwrap();
+        let got = h.forward(&x).to_vec().unwrap();
+        for (i, &value) in got.iter().enumerate() {
+            let (r, j) = (i / n, i % n);
+            let exact: f64 = (0..k)
+                .map(|c| f64::from(xs[r * k + c]) * f64::from(w[j * k + c]))
+                .sum::<f64>()
+                + f64::from(b[j]);
+            let scale: f64 = (0..k)
+                .map(|c| f64::from((xs[r * k + c] * w[j * k + c]).abs()))
+                .sum::<f64>()
+                + f64::from(b[j].abs());
+            // f32 accumulation in order of k: k roundings of at most 2^-24 of the running sum.
+            let bound = (k as f64 + 1.0) * 6e-8 * scale + 1e-7;
+            assert!(
+                (f64::from(value) - exact).abs() <= bound,
+                "{dev}: k {k}, output {i}: {value} against {exact}"
+            );
+        }
+    }
 }
