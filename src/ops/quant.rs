@@ -196,28 +196,48 @@ impl Kernel for HalfMatmulKernel {
         3
     }
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let words = self.k.div_ceil(2);
-        // The weights widened once (exactly: every f16 is an f32), then each output an
-        // f32 sum in order of k, as the shader's loop.
-        let w: Vec<f32> = x[1][..self.n * words]
-            .iter()
-            .flat_map(|v| {
-                let b = v.to_bits();
-                [
-                    half::f16::from_bits(b as u16).to_f32(),
-                    half::f16::from_bits((b >> 16) as u16).to_f32(),
-                ]
-            })
-            .collect();
-        for i in 0..self.m {
-            let row = &x[0][i * self.k..(i + 1) * self.k];
-            for j in 0..self.n {
-                let col = &w[j * 2 * words..j * 2 * words + self.k];
-                let mut acc = 0.0f32;
-                for (a, b) in row.iter().zip(col) {
-                    acc += a * b;
+        let (k, n, words) = (self.k, self.n, self.k.div_ceil(2));
+        let widen = |word: f32, high: bool| {
+            let b = word.to_bits();
+            half::f16::from_bits(if high { (b >> 16) as u16 } else { b as u16 }).to_f32()
+        };
+        if self.m < 8 {
+            // A few rows: each output's sum straight from the packed weights.
+            for i in 0..self.m {
+                let row = &x[0][i * k..(i + 1) * k];
+                for j in 0..n {
+                    let mut acc = 0.0f32;
+                    for (c, &a) in row.iter().enumerate() {
+                        acc += a * widen(x[1][j * words + c / 2], c % 2 == 1);
+                    }
+                    out[0][i * n + j] = acc + x[2][j];
                 }
-                out[0][i * self.n + j] = acc + x[2][j];
+            }
+            return;
+        }
+        // Many rows: the weights widened once (exactly: every f16 is an f32) into
+        // `[k, n]`, so that each output's f32 sum still runs in order of k — the same
+        // bits as above and as the shader's loop up to fused multiply-adds — while the
+        // loop over the outputs vectorizes.
+        let mut wt = vec![0.0f32; k * n];
+        for j in 0..n {
+            for t in 0..words {
+                wt[2 * t * n + j] = widen(x[1][j * words + t], false);
+                if 2 * t + 1 < k {
+                    wt[(2 * t + 1) * n + j] = widen(x[1][j * words + t], true);
+                }
+            }
+        }
+        let mut acc = vec![0.0f32; n];
+        for i in 0..self.m {
+            acc.fill(0.0);
+            for (c, &a) in x[0][i * k..(i + 1) * k].iter().enumerate() {
+                for (s, &w) in acc.iter_mut().zip(&wt[c * n..(c + 1) * n]) {
+                    *s += a * w;
+                }
+            }
+            for (o, (s, b)) in out[0][i * n..(i + 1) * n].iter_mut().zip(acc.iter().zip(&x[2][..n])) {
+                *o = s + b;
             }
         }
     }

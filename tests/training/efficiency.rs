@@ -669,5 +669,20 @@ fn half_precision_weights_give_the_f32_product_of_the_rounded_weights(dev: &Devi
                 "{dev}: k {k}, output {i}: {value} against {exact}"
             );
         }
+        // The CPU twin's two loops (under 8 rows: per output; from 8: transposed
+        // weights, vectorized over the outputs) sum in the same order: the same bits
+        // row by row as in a batch.
+        let one_by_one: Vec<u32> = (0..m)
+            .flat_map(|r| {
+                let row = Tensor::from_vec(xs[r * k..(r + 1) * k].to_vec(), &[1, k], dev).unwrap();
+                h.forward(&row).to_vec().unwrap()
+            })
+            .map(f32::to_bits)
+            .collect();
+        let batch: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(
+            one_by_one, batch,
+            "{dev}: k {k}, m {m}: rows alone and in a batch differ"
+        );
     }
 }
