@@ -443,14 +443,14 @@ fn main() -> Result<()> {
         ),
     ];
     let short = |name: &str| match name {
-        n if n.starts_with("dense,") => "dense, longer".to_string(),
+        n if n.starts_with("dense,") => "longer".to_string(),
         n if n.starts_with("structured") => "128→32".to_string(),
         n if n.ends_with("labels only") => "student".to_string(),
         n if n.ends_with("distilled") => "distilled".to_string(),
         n if n.starts_with("int8, min") => "int8".to_string(),
+        n if n.starts_with("int8, 99") => "int8 p".to_string(),
         n if n.starts_with("f16") => "f16".to_string(),
-        n if n.starts_with("int8, 99") => "int8 pct".to_string(),
-        n => n.replace("pruned ", "pruned\u{a0}"),
+        n => n.replace("pruned ", ""),
     };
     let names: Vec<String> = rows.iter().map(|r| short(&r.name)).collect();
     wgnn::train::report::write_bars(&args.out, "accuracy_vs_size", "accuracy and size", &names, &series)?;
