@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use wgnn::data::{self, Dataset};
 use wgnn::metrics::{ConfusionMatrix, Metric};
-use wgnn::nn::{self, BatchNorm2d, Conv2d, ConvConfig, Flatten, Linear, MaxPool2d, Module, Sequential};
+use wgnn::nn::{self, Linear, Module, Sequential};
 use wgnn::optim::lr::CosineAnnealingLr;
 use wgnn::optim::{Adam, AdamConfig, Optimizer};
 use wgnn::train::report::{write_report, Curve, ReportData};
@@ -41,6 +41,10 @@ use wgnn::{Device, Error, Result, Tensor};
 mod check;
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/digits_cnn.rs"]
+mod digits_cnn;
+
+use digits_cnn::cnn;
 
 const FASHION: [&str; 10] = [
     "T-shirt/top",
@@ -126,25 +130,6 @@ fn tensors(set: &Dataset, image: bool, dev: &Device) -> Result<(Tensor, Tensor)>
         Tensor::from_vec(set.features.clone(), shape, dev)?,
         Tensor::from_labels(&set.labels, dev)?,
     ))
-}
-
-/// conv-BN-ReLU-maxpool ×2 (1 → 16 → 32 channels, 3×3, padding 1), then 32·7·7 → 10.
-fn cnn(dev: &Device) -> Sequential {
-    let same = ConvConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    Sequential::new()
-        .add(Conv2d::new(1, 16, 3, same, dev))
-        .add(BatchNorm2d::new(16, dev))
-        .add(nn::Relu)
-        .add(MaxPool2d::new(2, 2))
-        .add(Conv2d::new(16, 32, 3, same, dev))
-        .add(BatchNorm2d::new(32, dev))
-        .add(nn::Relu)
-        .add(MaxPool2d::new(2, 2))
-        .add(Flatten)
-        .add(Linear::new(32 * 7 * 7, 10, dev))
 }
 
 /// The seed's MLP: 784 → 128 (ReLU) → 10.

@@ -28,7 +28,7 @@ use plotters::style::{register_font, FontStyle};
 use wgnn::data;
 use wgnn::explain::{self, Importance};
 use wgnn::metrics::Metric;
-use wgnn::nn::{self, BatchNorm2d, Conv2d, ConvConfig, Flatten, Linear, MaxPool2d, Module, Normalize, Sequential};
+use wgnn::nn::{self, Linear, Module, Normalize, Sequential};
 use wgnn::optim::{Adam, AdamConfig};
 use wgnn::train::{FitConfig, Loss};
 use wgnn::{Device, Error, Result, Tensor};
@@ -37,6 +37,10 @@ use wgnn::{Device, Error, Result, Tensor};
 mod check;
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/digits_cnn.rs"]
+mod digits_cnn;
+
+use digits_cnn::cnn;
 
 static FONT: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/DejaVuSans.ttf"));
 
@@ -101,26 +105,6 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-}
-
-/// The `cnn` example's model: conv-BN-ReLU-maxpool ×2 (1 → 16 → 32 channels), then
-/// 32·7·7 → 10; it takes `[n, 1, 28, 28]` images.
-fn cnn(dev: &Device) -> Sequential {
-    let same = ConvConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    Sequential::new()
-        .add(Conv2d::new(1, 16, 3, same, dev))
-        .add(BatchNorm2d::new(16, dev))
-        .add(nn::Relu)
-        .add(MaxPool2d::new(2, 2))
-        .add(Conv2d::new(16, 32, 3, same, dev))
-        .add(BatchNorm2d::new(32, dev))
-        .add(nn::Relu)
-        .add(MaxPool2d::new(2, 2))
-        .add(Flatten)
-        .add(Linear::new(32 * 7 * 7, 10, dev))
 }
 
 /// Which digit model to explain.

@@ -1,0 +1,26 @@
+//! The small digit CNN of the `cnn` and `explain` examples (and the browser page's):
+//! conv-BN-ReLU-maxpool ×2 (1 → 16 → 32 channels, 3×3, padding 1), then
+//! 32·7·7 → 10, on `[n, 1, 28, 28]` images. Included with
+//! `#[path = "common/digits_cnn.rs"] mod digits_cnn;`.
+
+use wgnn::nn::{self, BatchNorm2d, Conv2d, ConvConfig, Flatten, Linear, MaxPool2d, Sequential};
+use wgnn::Device;
+
+/// The model, with fresh weights from the global stream.
+pub fn cnn(dev: &Device) -> Sequential {
+    let same = ConvConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    Sequential::new()
+        .add(Conv2d::new(1, 16, 3, same, dev))
+        .add(BatchNorm2d::new(16, dev))
+        .add(nn::Relu)
+        .add(MaxPool2d::new(2, 2))
+        .add(Conv2d::new(16, 32, 3, same, dev))
+        .add(BatchNorm2d::new(32, dev))
+        .add(nn::Relu)
+        .add(MaxPool2d::new(2, 2))
+        .add(Flatten)
+        .add(Linear::new(32 * 7 * 7, 10, dev))
+}
