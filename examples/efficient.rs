@@ -147,6 +147,35 @@ fn accuracy(model: &Sequential, test: &Dataset, dev: &Device) -> Result<f64> {
     Ok(predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count() as f64 / test.n as f64)
 }
 
+/// The file a model is saved to in `out`, named after its row.
+fn file_for(out: &std::path::Path, name: &str) -> PathBuf {
+    out.join(format!(
+        "{}.safetensors",
+        name.replace([' ', '%', ',', '(', ')', '.'], "_")
+    ))
+}
+
+/// The size of `path` in bytes.
+fn file_bytes(path: &std::path::Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    Ok(meta.len())
+}
+
+/// Inference of `forward` on the first test images: median ms at batch 1 and 256,
+/// and the profiler's operations and bytes at batch 1.
+fn inference_costs(test: &Dataset, dev: &Device, forward: impl Fn(&Tensor) -> Tensor) -> Result<(f64, f64, u64, u64)> {
+    let x1 = Tensor::from_vec(test.features[..784].to_vec(), &[1, 784], dev)?;
+    let x256 = Tensor::from_vec(test.features[..256 * 784].to_vec(), &[256, 784], dev)?;
+    let run = |x: &Tensor| nn::inference(|| forward(x)).to_vec().map(|_| ());
+    let latency_1 = median_ms(21, || run(&x1))?;
+    let (flops, bytes) = energy(dev, || run(&x1))?;
+    let latency_256 = median_ms(11, || run(&x256))?;
+    Ok((latency_1, latency_256, flops, bytes))
+}
+
 /// Median milliseconds of `f` over `runs` runs after two warm-ups.
 fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -170,14 +199,9 @@ fn measure(
     dev: &Device,
 ) -> Result<Row> {
     let accuracy = accuracy(model, test, dev)?;
-    let path = out.join(format!("{}.safetensors", name.replace([' ', '%', ','], "_")));
+    let path = file_for(out, name);
     wgnn::io::save_safetensors(model, &path)?;
-    let file_bytes = std::fs::metadata(&path)
-        .map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?
-        .len();
+    let file_bytes = file_bytes(&path)?;
     let report = prune::sparsity_report(model)?;
     let (mut nonzero, mut sparse_bytes, mut macs) = (0, 0, 0);
     for r in &report {
@@ -190,11 +214,7 @@ fn measure(
             sparse_bytes += 4 * r.numel;
         }
     }
-    let x1 = Tensor::from_vec(test.features[..784].to_vec(), &[1, 784], dev)?;
-    let x256 = Tensor::from_vec(test.features[..256 * 784].to_vec(), &[256, 784], dev)?;
-    let latency_1_ms = median_ms(21, || nn::inference(|| model.forward(&x1)).to_vec().map(|_| ()))?;
-    let (flops, bytes) = energy(dev, || nn::inference(|| model.forward(&x1)).to_vec().map(|_| ()))?;
-    let latency_256_ms = median_ms(11, || nn::inference(|| model.forward(&x256)).to_vec().map(|_| ()))?;
+    let (latency_1_ms, latency_256_ms, flops, bytes) = inference_costs(test, dev, |x| model.forward(x))?;
     // A training step on a copy of the weights (the measured model stays as it is).
     let copy = mlp(model.parameters()[0].shape()[0], dev);
     for (c, p) in copy.parameters().iter().zip(model.parameters()) {
@@ -246,22 +266,10 @@ fn measure_reduced(
     let (x, _) = test.tensors(dev)?;
     let predicted = q.forward(&x).argmax(1).to_labels()?;
     let accuracy = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count() as f64 / test.n as f64;
-    let path = out.join(format!(
-        "{}.safetensors",
-        name.replace([' ', '%', ',', '(', ')', '.'], "_")
-    ));
+    let path = file_for(out, name);
     q.save(&path)?;
-    let file_bytes = std::fs::metadata(&path)
-        .map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?
-        .len();
-    let x1 = Tensor::from_vec(test.features[..784].to_vec(), &[1, 784], dev)?;
-    let x256 = Tensor::from_vec(test.features[..256 * 784].to_vec(), &[256, 784], dev)?;
-    let latency_1_ms = median_ms(21, || q.forward(&x1).to_vec().map(|_| ()))?;
-    let (flops, bytes) = energy(dev, || q.forward(&x1).to_vec().map(|_| ()))?;
-    let latency_256_ms = median_ms(11, || q.forward(&x256).to_vec().map(|_| ()))?;
+    let file_bytes = file_bytes(&path)?;
+    let (latency_1_ms, latency_256_ms, flops, bytes) = inference_costs(test, dev, |x| q.forward(x))?;
     let weights = 784 * 128 + 128 * 10;
     // Codes (1 byte) or halves (2 bytes) per weight, f32 biases (and int8 scales).
     let stored = match method {
