@@ -125,21 +125,8 @@ impl QuantizedLinear {
                 message: format!("QuantizedLinear: input scale {input_scale} must be positive and finite"),
             });
         }
-        let out = scales.len();
-        let words = in_features.div_ceil(4);
-        let mut packed = vec![0f32; out * words];
-        for o in 0..out {
-            for t in 0..words {
-                let mut word = 0u32;
-                for b in 0..4 {
-                    let col = 4 * t + b;
-                    if col < in_features {
-                        word |= u32::from(codes[o * in_features + col] as u8) << (8 * b);
-                    }
-                }
-                packed[o * words + t] = f32::from_bits(word);
-            }
-        }
+        let (out, words) = (scales.len(), in_features.div_ceil(4));
+        let packed = crate::ops::quant::pack_codes(&codes, in_features);
         let storage = device.backend().stage(packed)?;
         let weight = Tensor::leaf(storage, vec![out, words], DType::U32, device, None);
         Ok(QuantizedLinear {

@@ -84,6 +84,24 @@ fn code(v: f32, inv_scale: f32) -> i32 {
     (v * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i32
 }
 
+/// Rows of `cols` int8 codes packed four to a word (low byte first, zero-padded),
+/// as f32 bit patterns: the layout of [`Quant::QuantizeRows`] and of the weights of
+/// [`Quant::Matmul`].
+pub(crate) fn pack_codes(codes: &[i8], cols: usize) -> Vec<f32> {
+    codes
+        .chunks(cols)
+        .flat_map(|row| {
+            row.chunks(4).map(|four| {
+                let word = four
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |w, (b, &c)| w | (u32::from(c as u8) << (8 * b)));
+                f32::from_bits(word)
+            })
+        })
+        .collect()
+}
+
 /// reads [x], writes [packed words]
 #[derive(Debug)]
 struct QuantizeKernel {
@@ -97,20 +115,11 @@ impl Kernel for QuantizeKernel {
         1
     }
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let w = self.k.div_ceil(4);
-        for i in 0..self.m {
-            for t in 0..w {
-                let mut word = 0u32;
-                for b in 0..4 {
-                    let col = 4 * t + b;
-                    if col < self.k {
-                        let q = code(x[0][i * self.k + col], self.inv_scale);
-                        word |= ((q as u32) & 0xff) << (8 * b);
-                    }
-                }
-                out[0][i * w + t] = f32::from_bits(word);
-            }
-        }
+        let codes: Vec<i8> = x[0][..self.m * self.k]
+            .iter()
+            .map(|&v| code(v, self.inv_scale) as i8)
+            .collect();
+        out[0][..self.m * self.k.div_ceil(4)].copy_from_slice(&pack_codes(&codes, self.k));
     }
     fn wgsl(&self) -> Wgsl {
         let u = Uniforms::new()
