@@ -35,6 +35,7 @@ pub struct ReadmeDoctests;
 // `#[derive(Module)]` names `::wgnn` paths, also inside this crate.
 extern crate self as wgnn;
 
+pub mod amp;
 mod backend;
 pub mod data;
 mod device;

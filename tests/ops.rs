@@ -6,6 +6,8 @@ mod batched;
 mod common;
 #[path = "ops/conv.rs"]
 mod conv;
+#[path = "ops/half.rs"]
+mod half;
 #[path = "ops/norm.rs"]
 mod norm;
 #[path = "ops/pool.rs"]

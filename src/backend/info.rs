@@ -40,6 +40,10 @@ pub struct DeviceInfo {
     /// `max_storage_buffers_per_shader_stage`; unbounded on the CPU): it sets how many
     /// parameters one optimizer launch updates.
     pub max_storage_buffers_per_shader_stage: u32,
+    /// Whether kernels may use half-precision floats (wgpu's `SHADER_F16`, unless
+    /// [`GpuOptions::disable_f16`]): mixed precision ([`crate::amp`]) runs in f16
+    /// only then, else in f32. Always on the CPU, whose twins round the same way.
+    pub shader_f16: bool,
 }
 
 impl std::fmt::Display for DeviceInfo {
@@ -69,4 +73,7 @@ pub struct GpuOptions {
     /// Never use subgroup operations, even where the adapter has `SUBGROUP`
     /// (reductions then combine through workgroup memory only).
     pub disable_subgroups: bool,
+    /// Never use half-precision floats in kernels, even where the adapter has
+    /// `SHADER_F16`: [`crate::amp::autocast`] then runs in f32 (and says so once).
+    pub disable_f16: bool,
 }

@@ -111,7 +111,7 @@ impl DataLoader {
         same_rows(x, y)?;
         let y_words = match y.dtype() {
             DType::U32 => y.to_labels()?.into_iter().map(f32::from_bits).collect(),
-            DType::F32 => y.to_vec()?,
+            DType::F32 | DType::F16 => y.to_vec()?,
         };
         DataLoader::from_parts(x.to_vec()?, x.shape(), y_words, y.shape(), y.dtype(), batch_size)
     }
@@ -170,7 +170,7 @@ impl DataLoader {
         let targets = data.labels.iter().map(|&l| l.word()).collect();
         let y_shape: &[usize] = match T::DTYPE {
             DType::U32 => &[data.n],
-            DType::F32 => &[data.n, 1],
+            DType::F32 | DType::F16 => &[data.n, 1],
         };
         DataLoader::from_parts(
             data.features.clone(),

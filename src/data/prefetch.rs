@@ -73,7 +73,7 @@ impl HostRows {
         let x = Tensor::from_vec(x.0, &x.1, device)?;
         let y = match self.y_dtype {
             DType::U32 => Tensor::from_labels(&y.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), device)?,
-            DType::F32 => Tensor::from_vec(y.0, &y.1, device)?,
+            DType::F32 | DType::F16 => Tensor::from_vec(y.0, &y.1, device)?,
         };
         let w = match w {
             Some(w) => {

@@ -325,6 +325,7 @@ fn joinable_product(term: &Tensor) -> Option<(bool, bool)> {
         Op::MatMul(m)
             if !m.bias
                 && m.act.is_none()
+                && !m.half
                 && term.0.inputs.iter().all(|t| t.shape().len() == 2)
                 && term.0.storage.lock().unwrap().is_none() =>
         {

@@ -114,7 +114,7 @@ impl<'a> Shadow<'a> {
         let cpu = &mut self.arena[slot][..probe.words];
         let result = match node.dtype() {
             DType::F32 => self.tolerance.check(gpu, cpu),
-            DType::U32 => exact(gpu, cpu),
+            DType::U32 | DType::F16 => exact(gpu, cpu),
         };
         if let Some(d) = result {
             return Err(Error::Divergence {

@@ -28,7 +28,7 @@ impl Schedule {
         self.lower_updates(&lowerer.slot_of, &mut program);
         program.kept = (0..self.nodes.len())
             .filter(|&i| self.kept[i])
-            .map(|i| (lowerer.slot_of[i], numel(self.nodes[i].shape())))
+            .map(|i| (lowerer.slot_of[i], self.nodes[i].words()))
             .collect();
         program
     }
@@ -38,7 +38,7 @@ impl Schedule {
         self.externals
             .iter()
             .map(|e| ExternalSpec {
-                words: e.numel(),
+                words: e.words(),
                 host: e.0.storage.lock().unwrap().as_ref().is_some_and(Storage::is_host),
             })
             .collect()
@@ -68,7 +68,7 @@ impl Schedule {
                     words: launch
                         .bindings
                         .iter()
-                        .map(|b| update.0.inputs[input(b)].numel())
+                        .map(|b| update.0.inputs[input(b)].words())
                         .collect(),
                     kernel: launch.kernel,
                     node: n + u,
@@ -255,7 +255,7 @@ impl<'s> Lowerer<'s> {
                 node: i,
                 after: program.steps.len(),
                 slot: out,
-                words: numel(self.schedule.nodes[i].shape()),
+                words: self.schedule.nodes[i].words(),
             });
         }
         self.release(i, bound);
@@ -278,7 +278,7 @@ impl<'s> Lowerer<'s> {
             }
             None => {
                 let input_shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
-                let words = node.0.inputs.iter().map(|t| t.numel()).collect();
+                let words = node.0.inputs.iter().map(|t| t.words()).collect();
                 let lowering = node.0.op.rule().lower(&input_shapes, node.shape());
                 (lowering, self.schedule.inputs[i].clone(), words)
             }
@@ -288,7 +288,7 @@ impl<'s> Lowerer<'s> {
     /// Where node `i`'s value, scratch buffers and other outputs go, and its launches.
     fn place(&mut self, i: usize, lowering: Lowering, inputs: Vec<(Slot, usize)>) -> (Bound, Vec<Launch>) {
         let node = &self.schedule.nodes[i];
-        let words = node.numel();
+        let words = node.words();
         let no_launch = |inputs, out| {
             let bound = Bound {
                 inputs,
@@ -316,7 +316,7 @@ impl<'s> Lowerer<'s> {
                 launches,
             } => {
                 let arena = &mut self.arena;
-                let out = (arena.take(numel(node.shape()).max(1)), words);
+                let out = (arena.take(words.max(1)), words);
                 let temps = temps.iter().map(|&w| (arena.take(w.max(1)), w)).collect();
                 let outputs = outputs.iter().map(|&w| (arena.take(w.max(1)), w)).collect();
                 (

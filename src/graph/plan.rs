@@ -182,10 +182,10 @@ impl Schedule {
         .into_iter()
         .min_by_key(|&(limit, _)| limit)
         .expect("two limits");
-        match self.nodes.iter().find(|t| t.numel() as u64 * 4 > limit) {
+        match self.nodes.iter().find(|t| t.words() as u64 * 4 > limit) {
             Some(t) => Err(Error::DeviceLimit {
                 what: format!("the value of {:?} {:?} built at {}", t.0.op, t.shape(), t.0.origin),
-                needed: t.numel() as u64 * 4,
+                needed: t.words() as u64 * 4,
                 limit,
                 limit_name,
             }),

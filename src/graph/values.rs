@@ -23,10 +23,11 @@ impl Tensor {
     pub async fn to_vec_async(&self) -> Result<Vec<f32>> {
         let storage = self.realized_storage()?;
         let mut words = self.0.device.backend().read(&storage).await?;
-        words.truncate(self.numel());
+        words.truncate(self.words());
         Ok(match self.0.dtype {
             DType::F32 => words,
             DType::U32 => words.into_iter().map(|w| w.to_bits() as f32).collect(),
+            DType::F16 => crate::ops::cast::unpack_halves(&words, self.numel()),
         })
     }
 
@@ -92,6 +93,7 @@ impl Tensor {
         let moved = match self.dtype() {
             DType::F32 => Tensor::from_vec(self.to_vec()?, self.shape(), device)?,
             DType::U32 => Tensor::from_labels_shaped(&self.to_labels()?, self.shape(), device)?,
+            DType::F16 => Tensor::from_vec(self.to_vec()?, self.shape(), device)?.half(),
         };
         if self.is_trainable() {
             moved.requires_grad()

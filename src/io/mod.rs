@@ -234,7 +234,7 @@ impl Values {
     /// The values of `t` (read back once): an f32 tensor's as F32, a u32 one's as I64.
     pub(crate) fn of(t: &Tensor) -> Result<Values> {
         Ok(match t.dtype() {
-            DType::F32 => Values::F32(t.to_vec()?),
+            DType::F32 | DType::F16 => Values::F32(t.to_vec()?),
             DType::U32 => Values::I64(t.to_labels()?.into_iter().map(i64::from).collect()),
         })
     }

@@ -128,6 +128,10 @@ impl TensorSpec {
                 "expects f32 values, the data are u32 labels of shape {:?}",
                 self.shape
             )),
+            DType::F16 => Err(format!(
+                "expects f32 values, the data are f16 of shape {:?} (`float()` widens them)",
+                self.shape
+            )),
         }
     }
 }

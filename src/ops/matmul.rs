@@ -16,6 +16,7 @@
 //! divergence-based test of recent Mesa); a barrier suspends the lane row's coroutine
 //! and resumes the next. So there, loads per fma count and barriers cost switches.
 
+use super::cast::unpack_halves;
 use super::elementwise::UnaryOp;
 use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
 use crate::backend::cpu::sgemm::{sgemm, sgemm_batch};
@@ -38,6 +39,9 @@ pub struct MatMul {
     pub bias: bool,
     /// The map applied to each result, from the elementwise table.
     pub act: Option<UnaryOp>,
+    /// A and B are f16 ([`crate::DType::F16`], packed two to a word): read as halves,
+    /// multiplied and summed in f32 (mixed precision, [`crate::amp`]).
+    pub half: bool,
 }
 
 impl Rule for MatMul {
@@ -181,15 +185,22 @@ impl Kernel for MatMulKernel {
     }
 
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let (m, k, n, MatMul { ta, tb, .. }) = (self.m, self.k, self.n, self.op);
+        let (m, k, n, MatMul { ta, tb, half, .. }) = (self.m, self.k, self.n, self.op);
+        // f16 operands widened first (exactly), so the sums are the f32 GEMM's of the
+        // rounded values.
+        let widened = half.then(|| [0, 1].map(|i| unpack_halves(x[i], 2 * x[i].len())));
+        let (a, b) = match &widened {
+            Some([a, b]) => (&a[..], &b[..]),
+            None => (x[0], x[1]),
+        };
         let count = match &self.batch {
             None => {
-                sgemm(m, k, n, ta, tb, x[0], x[1], out[0]);
+                sgemm(m, k, n, ta, tb, a, b, out[0]);
                 1
             }
             Some(batch) => {
                 let offsets: Vec<_> = (0..batch.count()).map(|z| batch.offsets(z)).collect();
-                sgemm_batch(m, k, n, ta, tb, x[0], x[1], &offsets, out[0]);
+                sgemm_batch(m, k, n, ta, tb, a, b, &offsets, out[0]);
                 batch.count()
             }
         };
@@ -237,6 +248,9 @@ impl Kernel for MatMulKernel {
         );
         if self.batch.is_some() {
             key += &format!(" b{}", bucket(self.count()));
+        }
+        if self.op.half {
+            key += " f16";
         }
         let default = self.default_tile();
         let variants = std::iter::once(default)
@@ -550,18 +564,18 @@ impl MatMulKernel {
         let batched = self.batch.is_some();
         let base = |part: &'static str| if batched { part } else { "" };
         defs += self.tile_defs();
-        defs += &loader("load_a4", ("in0", base("base.x + ")), va, a_rows, a_cols, a_edge);
-        defs += &loader("load_b4", ("in1", base("base.y + ")), vb, b_rows, b_cols, b_edge);
+        let half = self.op.half;
+        defs += &loader("load_a4", ("in0", base("base.x + "), half), va, a_rows, a_cols, a_edge);
+        defs += &loader("load_b4", ("in1", base("base.y + "), half), vb, b_rows, b_cols, b_edge);
         defs += &self.epilogue_defs();
         defs += &storer(splits > 1, vo, edge_n, base("base.z + "));
-        let vec = |v: bool| if v { "vec4<f32>" } else { "f32" };
-        let mut types = vec![vec(va), vec(vb)];
+        let mut types = operand_types(va, vb, half);
         if bias {
             types.push("f32");
         }
-        types.push(vec(vo));
+        types.push(vec4_or_f32(vo));
         if splits > 1 {
-            types.push(vec(vo));
+            types.push(vec4_or_f32(vo));
         }
         let z = match self.batch {
             None => splits,
@@ -588,8 +602,9 @@ impl MatMulKernel {
         let mut defs = format!("const WX: u32 = {wx}u;\nconst TM: u32 = {tm}u;\n");
         let batched = self.batch.is_some();
         let base = |part: &'static str| if batched { part } else { "" };
-        let a = ("in0", base("base.x + "));
-        let b = ("in1", base("base.y + "));
+        let half = self.op.half;
+        let a = ("in0", base("base.x + "), half);
+        let b = ("in1", base("base.y + "), half);
         defs += self.tile_defs();
         // op(A)[row, k], A stored m×k (k×m when transposed); four k of a row where
         // A is not transposed (k a multiple of 4, k + 4 ≤ K).
@@ -613,14 +628,13 @@ impl MatMulKernel {
         defs += &flat_steps(tm, ta, tb, edge_m);
         defs += &self.epilogue_defs();
         defs += &storer(splits > 1, vo, edge_n, base("base.z + "));
-        let vec = |v: bool| if v { "vec4<f32>" } else { "f32" };
-        let mut types = vec![vec(va), vec(vb)];
+        let mut types = operand_types(va, vb, half);
         if bias {
             types.push("f32");
         }
-        types.push(vec(vo));
+        types.push(vec4_or_f32(vo));
         if splits > 1 {
-            types.push(vec(vo));
+            types.push(vec4_or_f32(vo));
         }
         let z = match self.batch {
             None => splits,
@@ -693,7 +707,7 @@ fn flat_steps(tm: usize, ta: bool, tb: bool, edge_m: bool) -> String {
 /// it, checking only the edges the shape has (`edges`: rows, cols).
 fn word_loader(
     name: &str,
-    (binding, base): (&str, &str),
+    (binding, base, half): (&str, &str, bool),
     vector: bool,
     rows: &str,
     cols: &str,
@@ -712,8 +726,9 @@ fn word_loader(
         format!("    if ({}) {{ return 0.0; }}\n", out.join(" || "))
     };
     let read = if vector { "[w / 4u][w % 4u]" } else { "[w]" };
+    let (open, close) = if half { ("f32(", ")") } else { ("", "") };
     format!(
-        "fn {name}(row: u32, col: u32) -> f32 {{\n{check}\x20   let w = {base}row * params.{cols} + col;\n\x20   return {binding}{read};\n}}\n"
+        "fn {name}(row: u32, col: u32) -> f32 {{\n{check}\x20   let w = {base}row * params.{cols} + col;\n\x20   return {open}{binding}{read}{close};\n}}\n"
     )
 }
 
@@ -723,12 +738,17 @@ fn word_loader(
 /// only the edges the shape has (`edges`: rows, cols). One vec4 load when `vector`.
 fn loader(
     name: &str,
-    (binding, base): (&str, &str),
+    (binding, base, half): (&str, &str, bool),
     vector: bool,
     rows: &str,
     cols: &str,
     edges: (bool, bool),
 ) -> String {
+    let (open4, open, close) = if half {
+        ("vec4<f32>(", "f32(", ")")
+    } else {
+        ("", "", "")
+    };
     let row_out = if edges.0 {
         format!("row >= params.{rows}")
     } else {
@@ -743,7 +763,7 @@ fn loader(
         format!(
             "fn {name}(row: u32, col: u32) -> vec4<f32> {{\n\
              \x20   if ({row_out} || {col_out}) {{ return vec4<f32>(); }}\n\
-             \x20   return {binding}[({base}row * params.{cols} + col) / 4u];\n}}\n"
+             \x20   return {open4}{binding}[({base}row * params.{cols} + col) / 4u]{close};\n}}\n"
         )
     } else {
         let col_in = if edges.1 {
@@ -756,10 +776,31 @@ fn loader(
              \x20   var v = vec4<f32>();\n\
              \x20   if ({row_out}) {{ return v; }}\n\
              \x20   for (var e = 0u; e < 4u; e++) {{\n\
-             \x20       if ({col_in}) {{ v[e] = {binding}[{base}row * params.{cols} + col + e]; }}\n\
+             \x20       if ({col_in}) {{ v[e] = {open}{binding}[{base}row * params.{cols} + col + e]{close}; }}\n\
              \x20   }}\n\
              \x20   return v;\n}}\n"
         )
+    }
+}
+
+/// The binding types of A and B: four words at a time where vectorized, halves when
+/// `half` (read through the loaders' widening).
+fn operand_types(va: bool, vb: bool, half: bool) -> Vec<&'static str> {
+    let ty = |v: bool| match (v, half) {
+        (true, false) => "vec4<f32>",
+        (false, false) => "f32",
+        (true, true) => "vec4<f16>",
+        (false, true) => "f16",
+    };
+    vec![ty(va), ty(vb)]
+}
+
+/// `vec4<f32>` or `f32`.
+fn vec4_or_f32(vector: bool) -> &'static str {
+    if vector {
+        "vec4<f32>"
+    } else {
+        "f32"
     }
 }
 
@@ -809,6 +850,7 @@ mod tests {
             tb: true,
             bias: true,
             act: Some(UnaryOp::Gelu),
+            half: false,
         };
         let inputs = vec![a.clone(), b.clone(), bias.clone()];
         let fused = Tensor::from_node(Op::MatMul(op), inputs, vec![3, 5], DType::F32);

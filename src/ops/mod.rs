@@ -18,6 +18,7 @@
 //!   `matmul/builders.rs`, `torch.matmul`'s shape rules.)
 
 pub(crate) mod attention;
+pub(crate) mod cast;
 pub(crate) mod conv;
 pub(crate) mod copy;
 pub(crate) mod dropout;
@@ -36,6 +37,7 @@ pub(crate) mod update;
 
 use std::sync::Arc;
 
+pub use cast::Cast;
 pub use conv::{Conv, Conv2dArgs, ConvArgs};
 pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 
@@ -127,6 +129,8 @@ pub enum Op {
     Attention(attention::Attention),
     /// Int8 quantization of rows or the int8 GEMM (inference only).
     Quant(Quant),
+    /// f32 ↔ f16 (packed two to a word).
+    Cast(Cast),
     /// Output `index` (≥ 1) of the op with several outputs that is its input (the
     /// first output is that node itself); its kernel wrote it, so this is an alias.
     Output(Output),
@@ -168,6 +172,7 @@ impl Op {
             Op::Conv(c) => c,
             Op::Attention(a) => a,
             Op::Quant(q) => q,
+            Op::Cast(c) => c,
             Op::Output(o) => o,
         }
     }

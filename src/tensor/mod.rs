@@ -21,6 +21,20 @@ pub enum DType {
     F32,
     /// Class indices (stored as 32-bit words like f32 data).
     U32,
+    /// Half-precision floats (IEEE binary16), packed two to a 32-bit word, the lower
+    /// half first: the inputs of mixed-precision GEMMs ([`Tensor::half`],
+    /// [`crate::amp`]). Only [`Tensor::float`], matmuls, reshapes and reads take them.
+    F16,
+}
+
+impl DType {
+    /// The 32-bit words `numel` elements of this type take.
+    pub(crate) fn words(self, numel: usize) -> usize {
+        match self {
+            DType::F32 | DType::U32 => numel,
+            DType::F16 => numel.div_ceil(2),
+        }
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -167,6 +181,15 @@ impl Tensor {
 
     #[track_caller]
     pub(crate) fn new_node(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType, device: Device) -> Tensor {
+        if let Some(t) = inputs.iter().find(|t| t.dtype() == DType::F16) {
+            assert!(
+                matches!(op, Op::MatMul(_) | Op::Cast(_) | Op::Reshape | Op::Detach),
+                "{}: expects f32 data, got an f16 tensor of shape {:?} (only matmul, reshape and \
+                 `float()` take f16)",
+                op.name(),
+                t.shape()
+            );
+        }
         let requires_grad = inputs.iter().any(|t| t.is_trainable());
         let input_versions = inputs
             .iter()
@@ -397,6 +420,11 @@ impl Tensor {
         self.0.dtype
     }
 
+    /// The 32-bit words the value takes (the element count, half of it for f16).
+    pub(crate) fn words(&self) -> usize {
+        self.0.dtype.words(self.numel())
+    }
+
     /// The device the tensor lives on.
     pub fn device(&self) -> &Device {
         &self.0.device
@@ -443,8 +471,18 @@ impl Tensor {
     pub(crate) fn check_f32(&self, op: &str) {
         assert!(
             self.dtype() == DType::F32,
-            "{op}: expects f32 data, got a label tensor of shape {:?}",
-            self.shape()
+            "{op}: expects f32 data, got {} of shape {:?}{}",
+            if self.dtype() == DType::F16 {
+                "an f16 tensor"
+            } else {
+                "a label tensor"
+            },
+            self.shape(),
+            if self.dtype() == DType::F16 {
+                " (only matmul, reshape and `float()` take f16)"
+            } else {
+                ""
+            }
         );
     }
 

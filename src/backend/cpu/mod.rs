@@ -134,6 +134,7 @@ impl super::Backend for CpuBackend {
             max_compute_invocations_per_workgroup: parallelism(),
             max_compute_workgroups_per_dimension: u32::MAX,
             max_storage_buffers_per_shader_stage: u32::MAX,
+            shader_f16: true,
         }
     }
 

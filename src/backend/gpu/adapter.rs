@@ -20,7 +20,8 @@ impl GpuBackend {
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
         let disk_cache = DiskCache::open(&device, &a);
-        let info = device_info(&a, &limits);
+        let mut info = device_info(&a, &limits);
+        info.shader_f16 = device.features().contains(wgpu::Features::SHADER_F16);
         let tune = TuneCache::open(&format!("{} {} {}", info.name, info.backend, info.driver));
         let faults = watch_faults(&device);
         Ok(GpuBackend(Arc::new(Shared {
@@ -68,7 +69,7 @@ async fn find_adapter(backends: &str) -> Result<wgpu::Adapter> {
 }
 
 /// A device on `adapter` with `limits`, and with timestamp queries (the profiler's
-/// clock), subgroups and the pipeline cache where the adapter has them; a device that
+/// clock), subgroups, half-precision shaders and the pipeline cache where the adapter has them; a device that
 /// refuses those is made without.
 async fn open_device(
     adapter: &wgpu::Adapter,
@@ -88,6 +89,9 @@ async fn open_device(
     // does not parse yet: the plain kernels run there.
     if !options.disable_subgroups && !cfg!(target_arch = "wasm32") {
         wanted |= wgpu::Features::SUBGROUP;
+    }
+    if !options.disable_f16 {
+        wanted |= wgpu::Features::SHADER_F16;
     }
     let optional = (adapter.features() & wanted) | DiskCache::feature(adapter);
     let made = match request(optional).await {
@@ -114,6 +118,7 @@ fn device_info(a: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> DeviceInfo {
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
         max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+        shader_f16: false,
     }
 }
 

@@ -172,6 +172,11 @@ pub(super) fn fold(n: usize, max: u32) -> (u32, u32, u32) {
 pub(super) fn launch(w: &Wgsl, reads: usize, writes: usize, max_groups: u32) -> Launch {
     let mut source = String::new();
     let ty = |i: usize| w.types.get(i).copied().unwrap_or(w.element);
+    // Half-precision bindings need the extension (only built where the device has
+    // `SHADER_F16`).
+    if w.types.iter().any(|t| t.contains("f16")) {
+        source += "enable f16;\n";
+    }
     for i in 0..reads {
         source += &format!(
             "@group(0) @binding({}) var<storage, read> in{i}: array<{}>;\n",

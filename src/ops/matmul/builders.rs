@@ -104,8 +104,6 @@ impl Tensor {
     /// The node of a 2-D product, with a bias row when given.
     #[track_caller]
     pub(super) fn matmul_node(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, ta: bool, tb: bool) -> Tensor {
-        a.check_f32("matmul");
-        b.check_f32("matmul");
         a.check_same_device(b, "matmul");
         assert!(
             a.shape().len() == 2 && b.shape().len() == 2,
@@ -116,6 +114,7 @@ impl Tensor {
         // Fold explicit transposes into the kernel's flags.
         let (a, ta) = a.untransposed(ta);
         let (b, tb) = b.untransposed(tb);
+        let (a, b, half) = mixed_precision(a, b);
         let (m, ka) = if ta {
             (a.shape()[1], a.shape()[0])
         } else {
@@ -148,6 +147,7 @@ impl Tensor {
             tb,
             bias: bias.is_some(),
             act: None,
+            half,
         };
         Tensor::from_node(Op::MatMul(op), inputs, vec![m, n], DType::F32)
     }
@@ -157,11 +157,10 @@ impl Tensor {
     /// matrix and A is not transposed (A's batch is then just more rows).
     #[track_caller]
     fn batched_matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Tensor {
-        a.check_f32("matmul");
-        b.check_f32("matmul");
         a.check_same_device(b, "matmul");
         let (a, ta) = a.untransposed(ta);
         let (b, tb) = b.untransposed(tb);
+        let (a, b, half) = mixed_precision(a, b);
         let (sa, sb) = (a.shape(), b.shape());
         let (ra, rb) = (sa.len(), sb.len());
         let batch = broadcast_shapes(&sa[..ra - 2], &sb[..rb - 2]).unwrap_or_else(|| {
@@ -189,6 +188,7 @@ impl Tensor {
             tb,
             bias: false,
             act: None,
+            half,
         };
         Tensor::from_node(Op::MatMul(op), vec![a, b], out, DType::F32)
     }
@@ -234,6 +234,24 @@ impl Tensor {
             self.shape().to_vec(),
             DType::F32,
         ))
+    }
+}
+
+/// The operands of a product as it computes them, and whether in f16: both cast to
+/// f16 when either already is (the backward products of a mixed-precision GEMM) or
+/// autocast is on for their device ([`crate::amp`]); else both f32 as they are. On a
+/// device without half-precision shaders, f16 operands are widened (exactly) and the
+/// f32 GEMM runs: the same values. Label tensors panic (at the caller).
+#[track_caller]
+fn mixed_precision(a: Tensor, b: Tensor) -> (Tensor, Tensor, bool) {
+    let given = a.dtype() == DType::F16 || b.dtype() == DType::F16;
+    if crate::amp::casting(a.device()) || (given && crate::amp::f16_supported(a.device())) {
+        (a.half(), b.half(), true)
+    } else {
+        let (a, b) = (a.float(), b.float());
+        a.check_f32("matmul");
+        b.check_f32("matmul");
+        (a, b, false)
     }
 }
 
