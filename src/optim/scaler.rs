@@ -114,10 +114,22 @@ impl GradScaler {
     /// Checking costs one scalar read back per step (as `GradScaler` in PyTorch,
     /// whose `step` synchronizes on `found_inf`).
     pub fn step(&mut self, optimizer: &mut dyn Optimizer, grads: &Gradients) -> Result<bool> {
+        let unscaled = self.unscale(grads);
+        self.step_unscaled(optimizer, &unscaled)
+    }
+
+    /// The gradients of the scaled loss divided by the scale (lazily), as PyTorch's
+    /// `unscale_`: to clip them before [`GradScaler::step_unscaled`].
+    pub fn unscale(&self, grads: &Gradients) -> Gradients {
         let inv = 1.0 / self.scale;
-        let pairs: Vec<(Tensor, Tensor)> = grads.iter().map(|(p, g)| (p.clone(), g.mul_scalar(inv))).collect();
+        grads.with_values(grads.iter().map(|(p, g)| (p.clone(), g.mul_scalar(inv))).collect())
+    }
+
+    /// [`GradScaler::step`] for gradients already unscaled ([`GradScaler::unscale`],
+    /// then e.g. `clip_norm`): skipped when any is inf or NaN, the scale updated.
+    pub fn step_unscaled(&mut self, optimizer: &mut dyn Optimizer, grads: &Gradients) -> Result<bool> {
         // How many gradient values are inf or NaN (read from their bits).
-        let found_inf = pairs
+        let found_inf = grads
             .iter()
             .map(|(_, g)| g.non_finite().sum())
             .reduce(|a, b| &a + &b)
@@ -130,7 +142,7 @@ impl GradScaler {
             self.skipped += 1;
             return Ok(false);
         }
-        optimizer.step(&grads.with_values(pairs))?;
+        optimizer.step(grads)?;
         self.clean_steps += 1;
         if self.clean_steps == self.config.growth_interval {
             let grown = self.scale * self.config.growth_factor;
