@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release --example bench [-- --quick] [--torch] [--only OP] [--json PATH]`
 //! (`--torch` also times the LSTM step in PyTorch on the CPU, `benches/lstm_torch.py`,
-//! in the same run; `--only matmul|train_step|lstm_step|attention|conv2d|cnn_step|transformer_step`
+//! in the same run; `--only matmul|matmul_f16|train_step|lstm_step|attention|conv2d|cnn_step|transformer_step`
 //! runs one op's rows (`cnn_step`, `transformer_step`: a training step of the `cnn` and
 //! `transformer_text` examples' models, `benches/common/model_steps.rs`)
 //! (`benches/common/layers.rs`; with `--torch`, `benches/layers_torch.py` times the same
@@ -137,9 +137,16 @@ fn measure(budget: Budget, mut run: impl FnMut() -> Result<()>) -> Result<Timing
 }
 
 /// Median time of an `n×n · n×n` matmul on `dev`, each run realized and waited for.
-fn time_matmul(n: usize, dev: &Device, budget: Budget) -> Result<Timing> {
-    let a = Tensor::randn(&[n, n], 1, dev)?;
-    let b = Tensor::randn(&[n, n], 2, dev)?;
+/// `n³` products; with `half`, of f16 operands (rounded once, before timing: the
+/// mixed-precision GEMM alone, f32 accumulation).
+fn time_matmul(n: usize, dev: &Device, budget: Budget, half: bool) -> Result<Timing> {
+    let mut a = Tensor::randn(&[n, n], 1, dev)?;
+    let mut b = Tensor::randn(&[n, n], 2, dev)?;
+    if half {
+        (a, b) = (a.half(), b.half());
+        a.realize()?;
+        b.realize()?;
+    }
     let fence = fence(dev)?;
     measure(budget, || {
         let c = a.matmul(&b);
@@ -395,7 +402,7 @@ struct Args {
     #[arg(long)]
     torch: bool,
     /// Only the rows of one op.
-    #[arg(long, value_name = "OP", value_parser = ["matmul", "train_step", "lstm_step", "attention", "conv2d", "cnn_step", "transformer_step"])]
+    #[arg(long, value_name = "OP", value_parser = ["matmul", "matmul_f16", "train_step", "lstm_step", "attention", "conv2d", "cnn_step", "transformer_step"])]
     only: Option<String>,
     /// Also write the table, the devices and PyTorch's LSTM times as JSON to PATH.
     #[arg(long, value_name = "PATH")]
@@ -486,17 +493,19 @@ fn main() -> Result<()> {
             None => Ok(None),
         }
     };
-    for n in MATMUL_SIZES.into_iter().filter(|_| wanted("matmul")) {
-        eprintln!("  matmul {n} on cpu ...");
-        let c = time_matmul(n, &cpu, budget)?;
-        let g = gpu_time(&format!("matmul {n}"), &|d| time_matmul(n, d, budget))?;
-        rows.push(Row {
-            op: "matmul",
-            size: format!("{n}"),
-            flops: 2.0 * (n as f64).powi(3),
-            cpu: c,
-            gpu: g,
-        });
+    for (op, half) in [("matmul", false), ("matmul_f16", true)] {
+        for n in MATMUL_SIZES.into_iter().filter(|_| wanted(op)) {
+            eprintln!("  {op} {n} on cpu ...");
+            let c = time_matmul(n, &cpu, budget, half)?;
+            let g = gpu_time(&format!("{op} {n}"), &|d| time_matmul(n, d, budget, half))?;
+            rows.push(Row {
+                op,
+                size: format!("{n}"),
+                flops: 2.0 * (n as f64).powi(3),
+                cpu: c,
+                gpu: g,
+            });
+        }
     }
     for batch in TRAIN_BATCHES.into_iter().filter(|_| wanted("train_step")) {
         eprintln!("  train_step b{batch} on cpu ...");

@@ -13,8 +13,10 @@
 //! cargo run --release --example mnist -- [--device cpu|gpu] [--data DIR]
 //!     [--epochs 10] [--batch 32] [--lr 0.001] [--seed 0]
 //!     [--dropout 0.2] [--l2 1e-4] [--schedule step|exp|cosine|plateau]
-//!     [--patience 3] [--report DIR] [--min-accuracy A]
+//!     [--patience 3] [--report DIR] [--min-accuracy A] [--amp]
 //! ```
+//!
+//! `--amp` trains in mixed precision (`Model::mixed_precision`, `wgnn::amp`).
 
 use clap::Parser;
 use std::io::IsTerminal;
@@ -24,7 +26,7 @@ use wgnn::data::{self, Dataset};
 use wgnn::metrics::Metric;
 use wgnn::nn::{self, Dropout, Linear, Module, Sequential};
 use wgnn::optim::lr::{CosineAnnealingLr, ExponentialLr, PlateauConfig, ReduceLrOnPlateau, StepLr};
-use wgnn::optim::{Adam, AdamConfig, Optimizer};
+use wgnn::optim::{Adam, AdamConfig, GradScalerConfig, Optimizer};
 use wgnn::train::{Callback, Control, EarlyStopping, FitConfig, Loss, LrScheduler, Penalty, Scores};
 use wgnn::{Device, Error, Result, Tensor};
 
@@ -72,6 +74,10 @@ struct Args {
     /// Write a training report (plots, summary.md) to this folder.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Mixed precision (`Model::mixed_precision`): f16 inputs to the GEMMs, f32
+    /// accumulation, weights and Adam state, dynamic loss scaling.
+    #[arg(long)]
+    amp: bool,
 }
 
 fn load(args: &Args) -> Result<(Dataset, Dataset, String)> {
@@ -144,6 +150,18 @@ fn main() -> Result<()> {
     if args.l2 > 0.0 {
         model = model.penalty(Penalty::L2(args.l2));
     }
+    if args.amp {
+        model = model.mixed_precision(GradScalerConfig::default())?;
+        let f16 = wgnn::amp::f16_supported(&dev);
+        println!(
+            "precision: {}",
+            if f16 {
+                "mixed (f16 GEMM inputs, f32 accumulation, dynamic loss scaling)"
+            } else {
+                "f32 (the device has no f16)"
+            }
+        );
+    }
     let tty = std::io::stdout().is_terminal();
     let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
     if !tty {
@@ -202,6 +220,13 @@ fn main() -> Result<()> {
     let (tx, ty) = tensors(&test, &dev)?;
     let scores = model.evaluate(&tx, &ty)?;
     println!("test: loss {:.4}, accuracy {:.4}", scores["loss"], scores["accuracy"]);
+    if let Some(scaler) = model.grad_scaler() {
+        println!(
+            "loss scale {} at the end, {} steps skipped for overflow",
+            scaler.current_scale(),
+            scaler.skipped_steps()
+        );
+    }
     if let Some(dir) = &args.report {
         let summary = history.write_report(dir, &format!("MLP on {name}"))?;
         println!("report: {}", summary.display());

@@ -9,6 +9,8 @@
 //! never stored in f16 outside a GEMM's inputs): widening is exact, and rounding is
 //! differentiated as the identity, as PyTorch does for `.half()`.
 
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+
 use super::{Lowering, Op, Rule};
 use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::tensor::DType;
@@ -41,9 +43,11 @@ impl Rule for Cast {
     }
 }
 
-/// The binary16 bits of `v`: the shader's `f32_to_f16_bits`, step for step (and the
-/// `half` crate's rounding).
-pub(crate) fn f16_bits(v: f32) -> u16 {
+/// The binary16 bits of `v`: the shader's `f32_to_f16_bits`, step for step, written
+/// out here so that the tests hold it to the `half` crate's rounding (which the CPU
+/// twin uses, through its vectorized slice conversion).
+#[cfg(test)]
+fn f16_bits(v: f32) -> u16 {
     let x = v.to_bits();
     let sign = (x & 0x8000_0000) >> 16;
     let exp = x & 0x7f80_0000;
@@ -73,32 +77,37 @@ pub(crate) fn f16_bits(v: f32) -> u16 {
     round(sign | ((half_exp as u32) << 10) | (man >> 13), man, 0x1000) as u16
 }
 
-/// The f32 of binary16 bits (exact).
-pub(crate) fn f16_value(h: u16) -> f32 {
-    half::f16::from_bits(h).to_f32()
+/// `values` packed two to a word into `out` (f32 bit patterns, the layout of an f16
+/// tensor; a half-empty last word is zero above). The `half` crate's slice
+/// conversion: the CPU's F16C instructions where it has them (round to nearest even,
+/// as [`f16_bits`]), else its software path.
+pub(crate) fn pack_halves_into(values: &[f32], out: &mut [f32]) {
+    let words: &mut [u32] = bytemuck::cast_slice_mut(&mut out[..values.len().div_ceil(2)]);
+    if values.len() % 2 == 1 {
+        *words.last_mut().expect("an odd length has a last word") = 0;
+    }
+    let halves: &mut [u16] = bytemuck::cast_slice_mut(words);
+    let halves: &mut [half::f16] = halves[..values.len()].reinterpret_cast_mut();
+    // Words are little-endian on every target wgnn builds for: element 2i is the low half.
+    halves.convert_from_f32_slice(values);
 }
 
-/// `values` packed two to a word (as f32 bit patterns, the layout of an f16 tensor).
+/// [`pack_halves_into`] a new vector.
+#[cfg(test)]
 pub(crate) fn pack_halves(values: &[f32]) -> Vec<f32> {
-    values
-        .chunks(2)
-        .map(|p| {
-            let high = p.get(1).map_or(0, |&v| u32::from(f16_bits(v)));
-            f32::from_bits(u32::from(f16_bits(p[0])) | high << 16)
-        })
-        .collect()
+    let mut out = vec![0.0; values.len().div_ceil(2)];
+    pack_halves_into(values, &mut out);
+    out
 }
 
-/// The first `n` values of an f16 tensor's words.
+/// The first `n` values of an f16 tensor's words (exact).
 pub(crate) fn unpack_halves(words: &[f32], n: usize) -> Vec<f32> {
-    let mut out: Vec<f32> = words
-        .iter()
-        .flat_map(|w| {
-            let b = w.to_bits();
-            [f16_value(b as u16), f16_value((b >> 16) as u16)]
-        })
-        .collect();
-    out.truncate(n);
+    let n = n.min(2 * words.len());
+    let halves: &[u16] = bytemuck::cast_slice(words);
+    let mut out = vec![0.0; n];
+    halves[..n]
+        .reinterpret_cast::<half::f16>()
+        .convert_to_f32_slice(&mut out);
     out
 }
 
@@ -116,7 +125,7 @@ impl Kernel for CastKernel {
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let words = self.n.div_ceil(2);
         match self.cast {
-            Cast::ToF16 => out[0][..words].copy_from_slice(&pack_halves(&x[0][..self.n])),
+            Cast::ToF16 => pack_halves_into(&x[0][..self.n], &mut out[0][..words]),
             Cast::ToF32 => out[0][..self.n].copy_from_slice(&unpack_halves(&x[0][..words], self.n)),
         }
     }
@@ -199,8 +208,18 @@ mod tests {
     }
 
     #[test]
-    fn packing_round_trips_odd_lengths() {
+    fn packing_round_trips_odd_lengths_and_matches_the_scalar_rounding() {
         let v = [1.5f32, -2.0, 3.25];
         assert_eq!(unpack_halves(&pack_halves(&v), 3), v);
+        let many: Vec<f32> = (0..100_001u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(42_949)))
+            .collect();
+        let packed = pack_halves(&many);
+        for (i, &x) in many.iter().enumerate() {
+            let h = (packed[i / 2].to_bits() >> (16 * (i % 2))) as u16;
+            if !x.is_nan() {
+                assert_eq!(h, f16_bits(x), "{x:e}");
+            }
+        }
     }
 }

@@ -346,7 +346,7 @@ impl<M: Module> Model<M> {
     /// One training step on `batch`: forward, loss (with penalties), backward,
     /// clipping, the update, and the running sums, in one plan.
     fn step(&mut self, batch: &crate::data::Batch, tally: &mut Tally) -> Result<()> {
-        let out = self.net.forward(&batch.x);
+        let out = self.forward(&batch.x);
         let data_loss = self.loss.of(&out, &batch.y, batch.w.as_ref())?;
         let mut objective = data_loss.clone();
         for (penalty, params) in &self.penalties {
@@ -357,7 +357,10 @@ impl<M: Module> Model<M> {
                 };
         }
         let (loss_sum, counts) = tally.add(&self.loss, &out, &batch.y, &data_loss);
-        let mut grads = objective.backward()?;
+        let mut grads = match &self.scaler {
+            Some(scaler) => scaler.unscale(&scaler.scale(&objective).backward()?),
+            None => objective.backward()?,
+        };
         grads = match self.clip {
             Some(Clip::Norm(c)) => grads.clip_norm(c),
             Some(Clip::Value(c)) => grads.clip_value(c),
@@ -365,7 +368,13 @@ impl<M: Module> Model<M> {
         };
         let mut outputs = vec![loss_sum.clone()];
         outputs.extend(counts.iter().cloned());
-        self.optimizer.step(&grads.with_outputs(&outputs))?;
+        let grads = grads.with_outputs(&outputs);
+        match &mut self.scaler {
+            Some(scaler) => {
+                scaler.step_unscaled(&mut *self.optimizer, &grads)?;
+            }
+            None => self.optimizer.step(&grads)?,
+        }
         tally.commit(batch.x.shape()[0], loss_sum, counts);
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::backend::wait::wait;
 use crate::data::DataLoader;
 use crate::metrics::{ConfusionMatrix, Metric};
 use crate::nn::{Autoencoder, Module, Sequential};
-use crate::optim::Optimizer;
+use crate::optim::{GradScaler, GradScalerConfig, Optimizer};
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// A penalty added to the loss: `λ Σ|w|` or `λ Σw²`.
@@ -43,6 +43,8 @@ pub struct Model<M = Sequential> {
     pub(crate) penalties: Vec<(Penalty, Vec<Tensor>)>,
     pub(crate) clip: Option<Clip>,
     pub(crate) device: Device,
+    /// Mixed precision ([`Model::mixed_precision`]): the loss scaler.
+    pub(crate) scaler: Option<GradScaler>,
 }
 
 impl Sequential {
@@ -100,6 +102,7 @@ impl<M: Module> Model<M> {
             metrics: metrics.iter().copied().filter(|m| *m != Metric::Loss).collect(),
             penalties: Vec::new(),
             clip: None,
+            scaler: None,
             device: first.device().clone(),
         })
     }
@@ -145,6 +148,28 @@ impl<M: Module> Model<M> {
     pub fn clip_gradients(mut self, clip: Clip) -> Model<M> {
         self.clip = Some(clip);
         self
+    }
+
+    /// Trains and evaluates in mixed precision (Keras' `mixed_float16` policy, PyTorch's
+    /// AMP recipe): forward passes under [`crate::amp::autocast`] (f16 inputs to every
+    /// GEMM, f32 accumulation; f32 where the device has no f16), the loss scaled by a
+    /// [`GradScaler`] with `config`, the gradients unscaled before clipping, and a step
+    /// whose gradients overflow skipped (the scaler's state is not checkpointed: a
+    /// resumed run starts from `config.init_scale`). Errors for an invalid `config`.
+    pub fn mixed_precision(mut self, config: GradScalerConfig) -> Result<Model<M>> {
+        self.scaler = Some(GradScaler::new(config)?);
+        Ok(self)
+    }
+
+    /// The loss scaler of a mixed-precision model (its scale, its skipped steps).
+    pub fn grad_scaler(&self) -> Option<&GradScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// `forward` of the network, under autocast when the model is mixed-precision.
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+        let _amp = self.scaler.is_some().then(|| crate::amp::autocast(&self.device));
+        self.net.forward(x)
     }
 
     /// The device the parameters live on.
@@ -261,7 +286,7 @@ impl<M: Module> Model<M> {
         let device = self.device.clone();
         for batch in loader.batches(&device) {
             let batch = batch?;
-            let out = crate::nn::inference(|| self.net.forward(&batch.x));
+            let out = crate::nn::inference(|| self.forward(&batch.x));
             let data_loss = self.loss.of(&out, &batch.y, batch.w.as_ref())?;
             let (loss_sum, counts) = tally.add(&self.loss, &out, &batch.y, &data_loss);
             let mut roots = vec![loss_sum.clone()];
@@ -310,14 +335,14 @@ impl<M: Module> Model<M> {
         let rows = x.shape()[0];
         if rows <= 1024 {
             let xb = loader.batch(&(0..rows).collect::<Vec<_>>(), &self.device)?.0;
-            let out = crate::nn::inference(|| self.net.forward(&xb));
+            let out = crate::nn::inference(|| self.forward(&xb));
             out.realize()?;
             return Ok(out);
         }
         let (mut values, mut shape) = (Vec::new(), Vec::new());
         for batch in loader.epoch(&self.device.clone()) {
             let xb = batch?.0;
-            let out = crate::nn::inference(|| self.net.forward(&xb));
+            let out = crate::nn::inference(|| self.forward(&xb));
             shape = out.shape().to_vec();
             values.extend(out.to_vec()?);
         }
