@@ -23,6 +23,7 @@ crate::device_tests!(
     half_precision_weights_give_the_f32_product_of_the_rounded_weights,
     mixed_precision_trains_the_mnist_mlp_to_the_f32_accuracy,
     mixed_precision_trains_an_lstm_language_model_to_the_f32_bpc,
+    fit_in_mixed_precision_follows_the_f32_run,
 );
 
 fn mlp(dev: &Device, hidden: usize) -> Sequential {
@@ -817,4 +818,59 @@ fn mixed_precision_trains_an_lstm_language_model_to_the_f32_bpc(dev: &Device) {
         (mixed_bpc - f32_bpc).abs() <= 0.02,
         "{dev}: f32 {f32_bpc} bpc, mixed precision {mixed_bpc}"
     );
+}
+
+/// `Model::mixed_precision` makes `fit` and `evaluate` run under autocast with loss
+/// scaling: from the same weights the epoch losses follow the f32 run's closely (not
+/// exactly: the GEMM inputs are rounded), the accuracy holds, an invalid scaler
+/// configuration is refused.
+fn fit_in_mixed_precision_follows_the_f32_run(dev: &Device) {
+    use wgnn::metrics::Metric;
+    use wgnn::train::{FitConfig, Loss};
+    let _serial = serial();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
+    let (train, test) = wgnn::data::load_mnist_csv_gz(path).unwrap().shuffle_split(0, 2000);
+    let (x, y) = train.tensors(dev).unwrap();
+    let (xt, yt) = test.tensors(dev).unwrap();
+    let run = |mixed: bool| {
+        wgnn::manual_seed(5);
+        let net = mlp_784(dev);
+        let opt = Adam::new(net.parameters(), AdamConfig::default());
+        let mut model = net.compile(opt, Loss::CrossEntropy, &[Metric::Accuracy]).unwrap();
+        if mixed {
+            model = model.mixed_precision(GradScalerConfig::default()).unwrap();
+        }
+        let config = FitConfig {
+            epochs: 2,
+            batch_size: 64,
+            seed: Some(1),
+            ..Default::default()
+        };
+        let history = model.fit(&x, &y, config).unwrap();
+        let scores = model.evaluate(&xt, &yt).unwrap();
+        assert_eq!(model.grad_scaler().is_some(), mixed);
+        (history.history["loss"].clone(), scores["accuracy"])
+    };
+    let ((l32, a32), (l16, a16)) = (run(false), run(true));
+    eprintln!("{dev}: f32 losses {l32:?} accuracy {a32}; mixed {l16:?} {a16}");
+    for (p, q) in l32.iter().zip(&l16) {
+        assert!((p - q).abs() <= 0.01 * p, "{dev}: epoch losses {l32:?} against {l16:?}");
+    }
+    assert!(l16 != l32, "{dev}: the mixed run computed in f32");
+    assert!((a16 - a32).abs() <= 0.01, "{dev}: accuracy f32 {a32}, mixed {a16}");
+    let net = mlp_784(dev);
+    let opt = Adam::new(net.parameters(), AdamConfig::default());
+    let model = net.compile(opt, Loss::CrossEntropy, &[]).unwrap();
+    let bad = GradScalerConfig {
+        growth_factor: 0.5,
+        ..Default::default()
+    };
+    assert!(model.mixed_precision(bad).is_err());
+}
+
+fn mlp_784(dev: &Device) -> Sequential {
+    Sequential::new()
+        .add(Linear::new(784, 64, dev))
+        .add(nn::Relu)
+        .add(Linear::new(64, 10, dev))
 }
