@@ -347,7 +347,19 @@ impl<M: Module> Model<M> {
     /// clipping, the update, and the running sums, in one plan.
     fn step(&mut self, batch: &crate::data::Batch, tally: &mut Tally) -> Result<()> {
         let out = self.forward(&batch.x);
-        let data_loss = self.loss.of(&out, &batch.y, batch.w.as_ref())?;
+        let data_loss = match &self.teacher {
+            None => self.loss.of(&out, &batch.y, batch.w.as_ref())?,
+            Some(_) if batch.w.is_some() => {
+                return Err(Error::Invalid(
+                    "fit: sample weights are not supported with distillation (distill_from)".into(),
+                ));
+            }
+            Some(t) => {
+                let _amp = self.scaler.is_some().then(|| crate::amp::autocast(&self.device));
+                let soft = crate::nn::inference(|| t.net.forward(&batch.x)).detach();
+                loss::distillation(&out, &soft, &batch.y, t.temperature, t.alpha)?
+            }
+        };
         let mut objective = data_loss.clone();
         for (penalty, params) in &self.penalties {
             objective = objective

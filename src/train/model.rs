@@ -45,6 +45,15 @@ pub struct Model<M = Sequential> {
     pub(crate) device: Device,
     /// Mixed precision ([`Model::mixed_precision`]): the loss scaler.
     pub(crate) scaler: Option<GradScaler>,
+    /// Knowledge distillation ([`Model::distill_from`]): the teacher.
+    pub(crate) teacher: Option<Teacher>,
+}
+
+/// A teacher for [`Model::distill_from`] and its loss's settings.
+pub(crate) struct Teacher {
+    pub(crate) net: Box<dyn Module>,
+    pub(crate) temperature: f32,
+    pub(crate) alpha: f32,
 }
 
 impl Sequential {
@@ -103,6 +112,7 @@ impl<M: Module> Model<M> {
             penalties: Vec::new(),
             clip: None,
             scaler: None,
+            teacher: None,
             device: first.device().clone(),
         })
     }
@@ -158,6 +168,49 @@ impl<M: Module> Model<M> {
     /// resumed run starts from `config.init_scale`). Errors for an invalid `config`.
     pub fn mixed_precision(mut self, config: GradScalerConfig) -> Result<Model<M>> {
         self.scaler = Some(GradScaler::new(config)?);
+        Ok(self)
+    }
+
+    /// Trains by knowledge distillation from `teacher` (Hinton et al.): each training
+    /// batch's loss is [`crate::nn::loss::distillation`] of the network's logits, the
+    /// teacher's (computed on the same batch, in inference mode, no gradient) at
+    /// `temperature`, and the labels with weight `1 − alpha` — the epoch loss `fit`
+    /// logs is that loss; validation and `evaluate` score the plain cross-entropy.
+    /// `Err` unless the loss is [`Loss::CrossEntropy`], the teacher's parameters live
+    /// on the model's device, `temperature` is positive and finite and `alpha` in
+    /// `[0, 1]`; a teacher with another number of outputs fails the first step, naming
+    /// both shapes.
+    pub fn distill_from(mut self, teacher: impl Module + 'static, temperature: f32, alpha: f32) -> Result<Model<M>> {
+        if self.loss != Loss::CrossEntropy {
+            return Err(Error::Invalid(format!(
+                "distill_from: distillation needs Loss::CrossEntropy (logits and labels), the model has {:?}",
+                self.loss
+            )));
+        }
+        if let Some(p) = teacher.parameters().iter().find(|p| !p.device().same(&self.device)) {
+            return Err(Error::Invalid(format!(
+                "distill_from: the teacher's parameters are on {}, the student's on {}: move it with `to`",
+                p.device().info(),
+                self.device.info()
+            )));
+        }
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::InvalidSetting {
+                setting: "temperature",
+                message: format!("distill_from: temperature {temperature} must be positive and finite"),
+            });
+        }
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(Error::InvalidSetting {
+                setting: "alpha",
+                message: format!("distill_from: alpha {alpha} must be in [0, 1]"),
+            });
+        }
+        self.teacher = Some(Teacher {
+            net: Box::new(teacher),
+            temperature,
+            alpha,
+        });
         Ok(self)
     }
 

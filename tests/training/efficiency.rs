@@ -24,6 +24,7 @@ crate::device_tests!(
     mixed_precision_trains_the_mnist_mlp_to_the_f32_accuracy,
     mixed_precision_trains_an_lstm_language_model_to_the_f32_bpc,
     fit_in_mixed_precision_follows_the_f32_run,
+    fit_distills_from_a_teacher_on_the_same_device,
 );
 
 fn mlp(dev: &Device, hidden: usize) -> Sequential {
@@ -873,4 +874,90 @@ fn mlp_784(dev: &Device) -> Sequential {
         .add(Linear::new(784, 64, dev))
         .add(nn::Relu)
         .add(Linear::new(64, 10, dev))
+}
+
+/// `Model::distill_from` puts Hinton's loss inside `fit`: with α = 0 the soft term
+/// weighs nothing and the student ends with exactly the weights of plain
+/// cross-entropy training; with α = 0.7 the teacher moves it; a teacher with another
+/// number of outputs, on another device, a non-classification loss and bad settings
+/// are refused by name.
+fn fit_distills_from_a_teacher_on_the_same_device(dev: &Device) {
+    use wgnn::train::{FitConfig, Loss};
+    let _serial = serial();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
+    let (train, _) = wgnn::data::load_mnist_csv_gz(path).unwrap().shuffle_split(0, 1000);
+    let (x, y) = train.tensors(dev).unwrap();
+    wgnn::manual_seed(8);
+    let teacher = mlp_784(dev);
+    let student = |teacher: Option<(Sequential, f32)>| {
+        wgnn::manual_seed(9);
+        let net = mlp_784(dev);
+        let opt = Adam::new(net.parameters(), AdamConfig::default());
+        let mut model = net.compile(opt, Loss::CrossEntropy, &[]).unwrap();
+        if let Some((t, alpha)) = teacher {
+            model = model.distill_from(t, 4.0, alpha).unwrap();
+        }
+        let config = FitConfig {
+            epochs: 1,
+            batch_size: 100,
+            seed: Some(2),
+            ..Default::default()
+        };
+        let history = model.fit(&x, &y, config).unwrap();
+        let weights: Vec<u32> = model
+            .net
+            .parameters()
+            .iter()
+            .flat_map(|p| p.to_vec().unwrap())
+            .map(f32::to_bits)
+            .collect();
+        (weights, history.history["loss"][0])
+    };
+    let copy = || {
+        let t = mlp_784(dev);
+        for (c, p) in t.parameters().iter().zip(teacher.parameters()) {
+            c.assign(&p.to_vec().unwrap()).unwrap();
+        }
+        t
+    };
+    let (plain, plain_loss) = student(None);
+    let (alpha0, alpha0_loss) = student(Some((copy(), 0.0)));
+    assert!(plain == alpha0, "{dev}: α = 0 must be plain cross-entropy training");
+    assert_eq!(plain_loss, alpha0_loss);
+    let (soft, soft_loss) = student(Some((copy(), 0.7)));
+    assert!(
+        soft != plain && soft_loss.is_finite(),
+        "{dev}: the teacher changed nothing"
+    );
+
+    // Refusals.
+    let compile = |loss: Loss| {
+        let net = mlp_784(dev);
+        let opt = Adam::new(net.parameters(), AdamConfig::default());
+        net.compile(opt, loss, &[]).unwrap()
+    };
+    let five = Sequential::new().add(Linear::new(784, 5, dev));
+    let mut wrong = compile(Loss::CrossEntropy).distill_from(five, 2.0, 0.5).unwrap();
+    let err = wrong.fit(&x, &y, FitConfig::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("distillation") && err.contains(", 10]") && err.contains(", 5]"),
+        "{err}"
+    );
+    let err = compile(Loss::Mse)
+        .distill_from(copy(), 2.0, 0.5)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("CrossEntropy"), "{err}");
+    assert!(compile(Loss::CrossEntropy).distill_from(copy(), 0.0, 0.5).is_err());
+    assert!(compile(Loss::CrossEntropy).distill_from(copy(), 2.0, 1.5).is_err());
+    if dev.kind() == wgnn::DeviceKind::Gpu {
+        let elsewhere = mlp_784(&Device::cpu());
+        let err = compile(Loss::CrossEntropy)
+            .distill_from(elsewhere, 2.0, 0.5)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("teacher"), "{err}");
+    }
 }
