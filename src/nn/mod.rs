@@ -24,6 +24,7 @@ pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;
 pub use perceptron::Perceptron;
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool1d, MaxPool2d};
+pub(crate) use rnn::GateProducts;
 pub use rnn::{Embedding, Gru, Lstm, LstmState, Nonlinearity, Rnn, RnnConfig};
 pub use stateless::{Flatten, Identity, Softmax, Unflatten};
 pub use transformer::{Activation, TransformerConfig, TransformerEncoderLayer};

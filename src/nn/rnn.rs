@@ -305,6 +305,36 @@ impl Stack {
     /// direction, `[layers, B, H]` (`[2·layers, B, H]` when bidirectional).
     #[track_caller]
     fn run(&self, x: &Tensor, h0: Option<&Tensor>, c0: Option<&Tensor>) -> (Tensor, Tensor, Option<Tensor>) {
+        let products: Vec<&dyn GateProducts> = self.layers.iter().map(|l| l as &dyn GateProducts).collect();
+        self.run_with(x, h0, c0, &products)
+    }
+
+    /// Each layer's (and direction's, PyTorch's order) `(weight_ih, weight_hh)`, and
+    /// whether it reads the stack's input (else the layer below's hidden states).
+    fn gate_weights(&self) -> Vec<(Tensor, Tensor, bool)> {
+        let dirs = self.directions();
+        let layers = self.layers.iter().enumerate();
+        layers
+            .map(|(i, l)| (l.weight_ih.clone(), l.weight_hh.clone(), i < dirs))
+            .collect()
+    }
+
+    /// [`Stack::run`] with layer `i`'s (PyTorch's order) gate products by
+    /// `products[i]`.
+    #[track_caller]
+    fn run_with(
+        &self,
+        x: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        products: &[&dyn GateProducts],
+    ) -> (Tensor, Tensor, Option<Tensor>) {
+        assert_eq!(
+            products.len(),
+            self.layers.len(),
+            "{}: one product form per layer",
+            self.name()
+        );
         let (hidden, batch) = (self.hidden_size, self.check_input(x));
         self.check_state(h0, batch);
         self.check_state(c0, batch);
@@ -322,7 +352,7 @@ impl Stack {
                 let i = k * dirs + d;
                 let h = h0.map_or_else(zeros, |s| s.select(0, i));
                 let c = c0.map_or_else(zeros, |s| s.select(0, i));
-                let (out, hn, cn) = layer.run(self.cell, &seq, h, c, d == 1);
+                let (out, hn, cn) = layer.run(self.cell, &seq, (h, c), d == 1, products[i]);
                 outs.push(out);
                 hs.push(hn);
                 cs.push(cn);
@@ -372,12 +402,40 @@ impl ModuleFields for Stack {
     }
 }
 
+/// How one layer (one direction) computes its two gate products, `x·W_ihᵀ + b` for
+/// all steps at once and `h·W_hhᵀ + b` per step: in f32 through `linear` (a
+/// [`Layer`]; f16 inputs under [`crate::amp::autocast`]) or in int8
+/// (`crate::quantize::QuantizedRecurrent`). The recurrence around them is shared.
+pub(crate) trait GateProducts {
+    /// `x [rows, in]` times the input weights, plus `bias` (`[G·H]`) when given.
+    fn input_product(&self, x: &Tensor, bias: Option<&Tensor>) -> Tensor;
+    /// `h [B, H]` times the hidden weights, plus `bias` when given.
+    fn hidden_product(&self, h: &Tensor, bias: Option<&Tensor>) -> Tensor;
+}
+
+impl GateProducts for Layer {
+    fn input_product(&self, x: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        x.linear(&self.weight_ih, bias)
+    }
+    fn hidden_product(&self, h: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        h.linear(&self.weight_hh, bias)
+    }
+}
+
 impl Layer {
     /// One layer over `[T, B, in]`: the output sequence `[T, B, H]` and the final h
-    /// and c (c is unused but by the LSTM). With `reverse` the steps run from the last
-    /// to the first (the final state is the one after step 0) and the outputs are
-    /// still in time order.
-    fn run(&self, cell: Cell, seq: &Tensor, h0: Tensor, c0: Tensor, reverse: bool) -> (Tensor, Tensor, Tensor) {
+    /// and c (c is unused but by the LSTM), the products by `products` (this layer's
+    /// weights, or another form of them), the biases this layer's. With `reverse` the
+    /// steps run from the last to the first (the final state is the one after step 0)
+    /// and the outputs are still in time order.
+    fn run(
+        &self,
+        cell: Cell,
+        seq: &Tensor,
+        (h0, c0): (Tensor, Tensor),
+        reverse: bool,
+        products: &dyn GateProducts,
+    ) -> (Tensor, Tensor, Tensor) {
         let (t, b, input) = (seq.shape()[0], seq.shape()[1], seq.shape()[2]);
         let gates = self.weight_hh.shape()[0];
         // Where the cell only uses xg + hg (not the GRU, whose n gate scales the
@@ -388,9 +446,8 @@ impl Layer {
             (Some(b_ih), Some(b_hh)) if cell != Cell::Gru => (Some(b_ih + b_hh), None),
             (b_ih, b_hh) => (b_ih.clone(), b_hh.clone()),
         };
-        let projected = seq
-            .reshape(&[t * b, input])
-            .linear(&self.weight_ih, bias_x.as_ref())
+        let projected = products
+            .input_product(&seq.reshape(&[t * b, input]), bias_x.as_ref())
             .reshape(&[t, b, gates]);
         let (mut h, mut c) = (h0, c0);
         let mut outs = Vec::with_capacity(t);
@@ -399,7 +456,7 @@ impl Layer {
             steps.reverse();
         }
         for xg in steps {
-            let hg = h.linear(&self.weight_hh, bias_h.as_ref());
+            let hg = products.hidden_product(&h, bias_h.as_ref());
             h = match cell {
                 Cell::Lstm => {
                     let (h, c_next) = Tensor::lstm_cell(&xg, &hg, &c);
@@ -495,6 +552,26 @@ impl Lstm {
 
 recurrent_module!(Lstm);
 
+impl Lstm {
+    /// Each layer's `(weight_ih, weight_hh)` and whether it reads the input.
+    pub(crate) fn gate_weights(&self) -> Vec<(Tensor, Tensor, bool)> {
+        self.0.gate_weights()
+    }
+
+    /// [`Lstm::forward_seq`] with other forms of the gate products (one per layer).
+    #[track_caller]
+    pub(crate) fn forward_seq_with(
+        &self,
+        x: &Tensor,
+        state: Option<&LstmState>,
+        products: &[&dyn GateProducts],
+    ) -> (Tensor, LstmState) {
+        let (out, h, c) = self.0.run_with(x, state.map(|s| &s.h), state.map(|s| &s.c), products);
+        let c = c.expect("an LSTM has a cell state");
+        (out, LstmState { h, c })
+    }
+}
+
 /// A stack of GRU layers, PyTorch's `nn.GRU`: `weight_ih_l{k}` `[3H, I]`,
 /// `weight_hh_l{k}` `[3H, H]`, biases `[3H]`, gates r, z, n with
 /// `n = tanh(W_in x + b_in + r ∘ (W_hn h + b_hn))`; bidirectional, `…_reverse` too.
@@ -527,6 +604,25 @@ impl Gru {
 }
 
 recurrent_module!(Gru);
+
+impl Gru {
+    /// Each layer's `(weight_ih, weight_hh)` and whether it reads the input.
+    pub(crate) fn gate_weights(&self) -> Vec<(Tensor, Tensor, bool)> {
+        self.0.gate_weights()
+    }
+
+    /// [`Gru::forward_seq`] with other forms of the gate products (one per layer).
+    #[track_caller]
+    pub(crate) fn forward_seq_with(
+        &self,
+        x: &Tensor,
+        h0: Option<&Tensor>,
+        products: &[&dyn GateProducts],
+    ) -> (Tensor, Tensor) {
+        let (out, h, _) = self.0.run_with(x, h0, None, products);
+        (out, h)
+    }
+}
 
 /// A stack of plain (Elman) RNN layers, PyTorch's `nn.RNN`: `h = act(W_ih x + b_ih +
 /// W_hh h + b_hh)` with `weight_ih_l{k}` `[H, I]`, `weight_hh_l{k}` `[H, H]`;

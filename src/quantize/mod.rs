@@ -18,6 +18,10 @@
 //! each code by at most half a step), which the tests check against an f64
 //! reference.
 
+mod recurrent;
+
+pub use recurrent::{QuantizedGru, QuantizedLstm};
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -89,8 +93,13 @@ impl QuantizedLinear {
     /// `input_scale` (from [`activation_scale`]). `Err` for a scale that is not
     /// positive and finite, or a device error.
     pub fn new(layer: &Linear, input_scale: f32) -> Result<QuantizedLinear> {
-        let (out, inp) = (layer.weight.shape()[0], layer.weight.shape()[1]);
-        let w = layer.weight.to_vec()?;
+        QuantizedLinear::from_weight(&layer.weight, layer.bias.as_ref(), input_scale)
+    }
+
+    /// [`QuantizedLinear::new`] for a weight matrix `[out, in]` and an optional bias.
+    pub(crate) fn from_weight(weight: &Tensor, bias: Option<&Tensor>, input_scale: f32) -> Result<QuantizedLinear> {
+        let (out, inp) = (weight.shape()[0], weight.shape()[1]);
+        let w = weight.to_vec()?;
         let scales: Vec<f32> = (0..out)
             .map(|o| {
                 let m = w[o * inp..(o + 1) * inp].iter().fold(0.0f32, |a, v| a.max(v.abs()));
@@ -104,11 +113,11 @@ impl QuantizedLinear {
         let codes: Vec<i8> = (0..out * inp)
             .map(|i| (w[i] / scales[i / inp]).round_ties_even().clamp(-127.0, 127.0) as i8)
             .collect();
-        let bias = match &layer.bias {
+        let bias = match bias {
             Some(b) => b.to_vec()?,
             None => vec![0.0; out],
         };
-        QuantizedLinear::from_codes(codes, scales, bias, input_scale, inp, layer.weight.device())
+        QuantizedLinear::from_codes(codes, scales, bias, input_scale, inp, weight.device())
     }
 
     fn from_codes(
@@ -148,8 +157,14 @@ impl QuantizedLinear {
             x.shape(),
             self.in_features
         );
+        self.product(x, None)
+    }
+
+    /// `x` through the int8 GEMM plus `bias` (`[out]`; the layer's own when `None`).
+    pub(crate) fn product(&self, x: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let q = x.quantize_rows(self.input_scale);
-        q.int8_matmul(&self.weight, &self.weight_scale, &self.bias, self.input_scale, false)
+        let bias = bias.unwrap_or(&self.bias);
+        q.int8_matmul(&self.weight, &self.weight_scale, bias, self.input_scale, false)
     }
 
     /// The i32 accumulators `Σ x_q · w_q` of `x` (`[batch, out]`, as u32 words):
@@ -173,6 +188,11 @@ impl QuantizedLinear {
     /// The input scale.
     pub fn input_scale(&self) -> f32 {
         self.input_scale
+    }
+
+    /// Output features (weight rows).
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
     }
 }
 
