@@ -31,9 +31,13 @@
 //! 32 on `--device`, and an energy proxy: the profiler's count of arithmetic
 //! operations and bytes moved by one batch-1 inference. Writes `accuracy_vs_size.png` (and `.svg`) in `--out`.
 //!
+//! Then (unless `--lm-steps 0`) the same for the character-level LSTM language model
+//! of `lstm_text` in bits per character: f32, mixed-precision training, f16 weights,
+//! int8 gate products and head, pruned 50/80/90 % (`common/efficient_lm.rs`).
+//!
 //! ```text
 //! cargo run --release --example efficient -- [--device cpu|gpu] [--epochs 15] [--tune-epochs 4]
-//!     [--out DIR] [--max-drop-90 0.01]
+//!     [--out DIR] [--max-drop-90 0.01] [--lm-steps 300] [--max-lm-gap 0.05]
 //! ```
 
 use clap::Parser;
@@ -51,6 +55,11 @@ use wgnn::{Device, Error, Result, Tensor};
 mod check;
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/efficient_lm.rs"]
+mod lm;
+#[allow(dead_code)] // the corpus only: sampling and the baselines are `lstm_text`'s
+#[path = "common/text.rs"]
+mod text;
 
 /// Pruning and distillation of the MNIST MLP: accuracy against size and time.
 #[derive(Parser)]
@@ -76,6 +85,13 @@ struct Args {
     /// Fail unless the 90 % pruned, fine-tuned model is at most this far below dense.
     #[arg(long)]
     max_drop_90: Option<f64>,
+    /// Training steps of the LSTM language model's table (0: no LSTM table).
+    #[arg(long, default_value_t = 300)]
+    lm_steps: usize,
+    /// Fail unless the language model trained in mixed precision and its int8 form
+    /// are each at most this many bits per character above f32.
+    #[arg(long)]
+    max_lm_gap: Option<f64>,
 }
 
 /// One row of the table.
@@ -519,5 +535,27 @@ fn main() -> Result<()> {
         args.max_drop_90,
         "--max-drop-90",
     );
+    if args.lm_steps > 0 {
+        let corpus = text::Corpus::load()?;
+        let rows = lm::rows(&corpus, args.lm_steps, &args.out, &dev)?;
+        lm::print(&rows);
+        let gap = |name: &str| {
+            let row = rows.iter().find(|r| r.name.starts_with(name)).expect("the row exists");
+            row.bpc - rows[0].bpc
+        };
+        let worst = gap("mixed").max(gap("int8"));
+        println!(
+            "the LSTM LM: mixed precision {:+.4} bpc, int8 {:+.4} bpc against f32 {:.4}",
+            gap("mixed"),
+            gap("int8"),
+            rows[0].bpc
+        );
+        check::at_most(
+            "bpc gap of mixed precision and int8 to f32",
+            worst,
+            args.max_lm_gap,
+            "--max-lm-gap",
+        );
+    }
     Ok(())
 }

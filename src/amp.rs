@@ -20,6 +20,7 @@
 //! autocast: the per-model switch.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Once;
 
@@ -29,6 +30,11 @@ use crate::{Device, Tensor};
 thread_local! {
     /// The devices of the active guards on this thread (a stack: guards nest).
     static ACTIVE: RefCell<Vec<Device>> = const { RefCell::new(Vec::new()) };
+    /// The f16 casts of leaves (weights) made under the active guards, by leaf and
+    /// version: a weight used by many products (a recurrent layer's at every step) is
+    /// cast once, as PyTorch's autocast caches them; an in-place update (a new
+    /// version) gets a new cast. Emptied when the last guard drops.
+    static CASTS: RefCell<HashMap<(u64, u64), Tensor>> = RefCell::new(HashMap::new());
 }
 
 /// While alive, GEMMs built on this thread for its device take f16 inputs (see the
@@ -80,8 +86,30 @@ impl Autocast {
 impl Drop for Autocast {
     fn drop(&mut self) {
         if self.active {
-            ACTIVE.with(|a| a.borrow_mut().pop());
+            let last = ACTIVE.with(|a| {
+                let mut a = a.borrow_mut();
+                a.pop();
+                a.is_empty()
+            });
+            if last {
+                CASTS.with(|c| c.borrow_mut().clear());
+            }
         }
+    }
+}
+
+/// `t` in f16 for a product built under autocast: a leaf's cast is made once per
+/// version while the guards last.
+#[track_caller]
+pub(crate) fn half_of(t: &Tensor) -> Tensor {
+    match t.leaf_version() {
+        Some(version) => CASTS.with(|c| {
+            c.borrow_mut()
+                .entry((t.id(), version))
+                .or_insert_with(|| t.half())
+                .clone()
+        }),
+        None => t.half(),
     }
 }
 

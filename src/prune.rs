@@ -226,14 +226,17 @@ impl Pruning {
     }
 }
 
-/// The weights of `model` worth pruning: named parameters ending in `weight` with
-/// two or more axes (linear and convolution kernels, recurrent weight matrices;
-/// not biases or normalization scales), with their names.
+/// The weights of `model` worth pruning: named parameters whose own name (after the
+/// last dot) holds `weight`, with two or more axes — linear and convolution kernels,
+/// recurrent weight matrices (`weight_ih_l0`, `weight_hh_l0_reverse`, …), attention's
+/// `in_proj_weight`, embedding tables; not biases or normalization scales — with
+/// their names.
 pub fn prunable(model: &dyn Module) -> Vec<(String, Tensor)> {
+    let own = |name: &str| name.rsplit('.').next().unwrap_or(name).contains("weight");
     model
         .named_parameters()
         .into_iter()
-        .filter(|(name, p)| name.ends_with("weight") && p.shape().len() >= 2)
+        .filter(|(name, p)| own(name) && p.shape().len() >= 2)
         .collect()
 }
 

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::fast_path::{self, FastPath};
-use crate::ops::Op;
+use crate::ops::{Cast, Op};
 use crate::{Error, Result, Tensor};
 
 /// Gradients of the trainable tensors a loss depends on, keyed by tensor identity.
@@ -217,10 +217,10 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
 /// through `joins` with the rest of the pass. ([`FastPath::JoinedGradients`]: off,
 /// every term is added as it is.)
 fn sum_terms(terms: Vec<Tensor>, joins: &mut Joins) -> Tensor {
-    let forms: Vec<Option<(bool, bool)>> = terms.iter().map(joinable_product).collect();
-    let group = |form: Option<(bool, bool)>| form.is_some() && forms.iter().filter(|f| **f == form).count() > 1;
+    let forms: Vec<Option<Form>> = terms.iter().map(joinable_product).collect();
+    let group = |form: Option<Form>| form.is_some() && forms.iter().filter(|f| **f == form).count() > 1;
     let joining = forms.iter().any(|&f| group(f)) && fast_path::choose(FastPath::JoinedGradients, true);
-    let shared = |form: Option<(bool, bool)>| joining && group(form);
+    let shared = |form: Option<Form>| joining && group(form);
     let mut summed: Vec<Tensor> = Vec::new();
     for (k, term) in terms.iter().enumerate() {
         let form = forms[k];
@@ -238,12 +238,26 @@ fn sum_terms(terms: Vec<Tensor>, joins: &mut Joins) -> Tensor {
                 .map(|(t, _)| t)
                 .rev()
                 .collect();
-            let (ta, tb) = form.expect("shared forms are products");
+            let (ta, tb, half) = form.expect("shared forms are products");
             // The inner dimension is A's axis 1 (axis 0 when A is stored transposed)
-            // and B's axis 0 (axis 1 when B is stored transposed).
+            // and B's axis 0 (axis 1 when B is stored transposed). Mixed-precision
+            // operands are joined before their cast to f16 (rounding is elementwise:
+            // the same halves) and cast once.
             let mut join = |chunk: &[&Tensor], k: usize, axis: usize| {
-                let parts: Vec<&Tensor> = chunk.iter().map(|t| &t.0.inputs[k]).collect();
-                joins.reuse(Tensor::cat(&parts, axis))
+                let source = |t: &&Tensor| {
+                    if half {
+                        t.0.inputs[k].0.inputs[0].clone()
+                    } else {
+                        t.0.inputs[k].clone()
+                    }
+                };
+                let parts: Vec<Tensor> = chunk.iter().map(source).collect();
+                let joined = joins.reuse(Tensor::cat(&parts.iter().collect::<Vec<_>>(), axis));
+                if half {
+                    joined.half()
+                } else {
+                    joined
+                }
             };
             for chunk in joinable_chunks(&group) {
                 let product = join(chunk, 0, 1 - ta as usize).matmul_t(&join(chunk, 1, tb as usize), ta, tb);
@@ -318,18 +332,24 @@ fn joinable_chunks<'a>(group: &'a [&'a Tensor]) -> Vec<&'a [&'a Tensor]> {
     chunks
 }
 
-/// `(ta, tb)` of a term that is an unrealized plain 2-D product, or `None`. (Terms of
-/// one node all have its shape, so the form decides which can be joined.)
-fn joinable_product(term: &Tensor) -> Option<(bool, bool)> {
+/// A joinable product's form: `(ta, tb, half)`.
+type Form = (bool, bool, bool);
+
+/// The form of a term that is an unrealized plain 2-D product — in f16, only when
+/// both operands are casts of f32 values, which can be joined before the cast — or
+/// `None`. (Terms of one node all have its shape, so the form decides which can be
+/// joined.)
+fn joinable_product(term: &Tensor) -> Option<Form> {
+    let cast = |t: &Tensor| t.0.op == Op::Cast(Cast::ToF16);
     match &term.0.op {
         Op::MatMul(m)
             if !m.bias
                 && m.act.is_none()
-                && !m.half
+                && (!m.half || term.0.inputs.iter().all(cast))
                 && term.0.inputs.iter().all(|t| t.shape().len() == 2)
                 && term.0.storage.lock().unwrap().is_none() =>
         {
-            Some((m.ta, m.tb))
+            Some((m.ta, m.tb, m.half))
         }
         _ => None,
     }
@@ -348,7 +368,7 @@ mod tests {
         let rows = 1 << 22;
         let term = || Tensor::full(&[rows, 2], 1.0, &dev).matmul_t(&Tensor::full(&[rows, 1], 1.0, &dev), true, false);
         let (a, b, c) = (term(), term(), term());
-        assert_eq!(joinable_product(&a), Some((true, false)));
+        assert_eq!(joinable_product(&a), Some((true, false, false)));
         let group = [&a, &b, &c];
         let sizes: Vec<usize> = joinable_chunks(&group).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, [2, 1]);

@@ -420,6 +420,11 @@ impl Tensor {
         self.0.dtype
     }
 
+    /// A leaf's version (bumped by every in-place update), `None` for other nodes.
+    pub(crate) fn leaf_version(&self) -> Option<u64> {
+        (self.0.op == Op::Leaf).then(|| self.0.version.load(Ordering::Acquire))
+    }
+
     /// The 32-bit words the value takes (the element count, half of it for f16).
     pub(crate) fn words(&self) -> usize {
         self.0.dtype.words(self.numel())

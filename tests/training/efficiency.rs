@@ -1085,3 +1085,26 @@ fn fit_distills_from_a_teacher_on_the_same_device(dev: &Device) {
         assert!(err.contains("teacher"), "{err}");
     }
 }
+
+#[test]
+fn prunable_lists_every_weight_matrix_recurrent_ones_included_and_no_bias() {
+    let dev = Device::cpu();
+    let config = nn::RnnConfig {
+        bidirectional: true,
+        ..Default::default()
+    };
+    let model = Sequential::new()
+        .add(nn::Lstm::new(3, 4, config, &dev))
+        .add(Linear::new(8, 2, &dev));
+    let names: Vec<String> = prune::prunable(&model).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "0.weight_ih_l0",
+            "0.weight_hh_l0",
+            "0.weight_ih_l0_reverse",
+            "0.weight_hh_l0_reverse",
+            "1.weight"
+        ]
+    );
+}

@@ -245,7 +245,9 @@ impl Tensor {
 #[track_caller]
 fn mixed_precision(a: Tensor, b: Tensor) -> (Tensor, Tensor, bool) {
     let given = a.dtype() == DType::F16 || b.dtype() == DType::F16;
-    if crate::amp::casting(a.device()) || (given && crate::amp::f16_supported(a.device())) {
+    if crate::amp::casting(a.device()) {
+        (crate::amp::half_of(&a), crate::amp::half_of(&b), true)
+    } else if given && crate::amp::f16_supported(a.device()) {
         (a.half(), b.half(), true)
     } else {
         let (a, b) = (a.float(), b.float());
