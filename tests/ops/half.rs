@@ -46,7 +46,7 @@ fn casts_round_to_nearest_even_exactly_as_the_half_crate(dev: &Device) {
         1e-10,
     ];
     v.extend((0..4001u32).map(|i| f32::from_bits(i * 1_070_000 + 12_345)));
-    assert!(v.len() % 2 == 0);
+    assert!(v.len().is_multiple_of(2));
     v.push(0.1); // an odd length: the last word half empty
     let x = Tensor::from_vec(v.clone(), &[v.len()], dev).unwrap();
     let h = x.half();
