@@ -19,23 +19,11 @@
 //! [`Mixed`] wraps a model so that its forward passes (and so `fit`'s) run under
 //! autocast: the per-model switch.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Once;
 
 use crate::nn::{Member, MemberMut, Module, ModuleFields};
 use crate::{Device, Tensor};
-
-thread_local! {
-    /// The devices of the active guards on this thread (a stack: guards nest).
-    static ACTIVE: RefCell<Vec<Device>> = const { RefCell::new(Vec::new()) };
-    /// The f16 casts of leaves (weights) made under the active guards, by leaf and
-    /// version: a weight used by many products (a recurrent layer's at every step) is
-    /// cast once, as PyTorch's autocast caches them; an in-place update (a new
-    /// version) gets a new cast. Emptied when the last guard drops.
-    static CASTS: RefCell<HashMap<(u64, u64), Tensor>> = RefCell::new(HashMap::new());
-}
 
 /// While alive, GEMMs built on this thread for its device take f16 inputs (see the
 /// [module docs](self)). Made by [`autocast`]; not `Send` (it is a thread's state).
@@ -51,7 +39,7 @@ pub struct Autocast {
 pub fn autocast(device: &Device) -> Autocast {
     let active = f16_supported(device);
     if active {
-        ACTIVE.with(|a| a.borrow_mut().push(device.clone()));
+        crate::ops::cast::enter_autocast(device);
     } else {
         static SAID: Once = Once::new();
         SAID.call_once(|| {
@@ -86,36 +74,9 @@ impl Autocast {
 impl Drop for Autocast {
     fn drop(&mut self) {
         if self.active {
-            let last = ACTIVE.with(|a| {
-                let mut a = a.borrow_mut();
-                a.pop();
-                a.is_empty()
-            });
-            if last {
-                CASTS.with(|c| c.borrow_mut().clear());
-            }
+            crate::ops::cast::leave_autocast();
         }
     }
-}
-
-/// `t` in f16 for a product built under autocast: a leaf's cast is made once per
-/// version while the guards last.
-#[track_caller]
-pub(crate) fn half_of(t: &Tensor) -> Tensor {
-    match t.leaf_version() {
-        Some(version) => CASTS.with(|c| {
-            c.borrow_mut()
-                .entry((t.id(), version))
-                .or_insert_with(|| t.half())
-                .clone()
-        }),
-        None => t.half(),
-    }
-}
-
-/// Whether a GEMM built now on this thread for `device` takes f16 inputs.
-pub(crate) fn casting(device: &Device) -> bool {
-    ACTIVE.with(|a| a.borrow().iter().any(|d| d.same(device)))
 }
 
 /// A model whose forward passes run under [`autocast`] on their input's device: the

@@ -22,7 +22,8 @@ const LAYERS: &[&[&str]] = &[
     // Autograd, fusion and planning, and the `Tensor` methods that run them.
     &["graph"],
     &["optim"],
-    &["nn"],
+    // Layers and models; mixed precision's guards and `Mixed` wrapper of a model.
+    &["nn", "amp"],
     &["io", "distributed"],
     &["data"],
     &["train"],

@@ -138,6 +138,42 @@ async fn attention_matches_the_cpu() {
     assert_parity(&attention_cases(), ATTENTION_TOL).await;
 }
 
+/// The smaller models in the browser: an int8 layer (`wgnn::quantize`, its weights
+/// read back awaited) on WebGPU gives the CPU's outputs (the integers are exact, the
+/// dequantization to 1e-6), `half()` rounds as the CPU does bit for bit, and a
+/// product under autocast gives the CPU's mixed-precision values where the browser's
+/// adapter has `shader-f16`, else (the f32 fallback) the CPU's f32 values.
+#[wasm_bindgen_test]
+async fn int8_layers_f16_casts_and_autocast_match_the_cpu() {
+    use wgnn::quantize::QuantizedLinear;
+    let gpu = gpu().await;
+    let f16 = wgnn::amp::f16_supported(&gpu);
+    let mut results = Vec::new();
+    for dev in [&Device::cpu(), &gpu] {
+        let layer = Linear {
+            weight: Tensor::randn(&[13, 37], 1, dev).unwrap(),
+            bias: Some(Tensor::randn(&[13], 2, dev).unwrap()),
+        };
+        let x = Tensor::randn(&[9, 37], 3, dev).unwrap();
+        let q = QuantizedLinear::new_async(&layer, 3.0 / 127.0).await.unwrap();
+        let mixed = {
+            let _amp = (f16 || dev.kind() == DeviceKind::Gpu).then(|| wgnn::amp::autocast(dev));
+            x.linear(&layer.weight, layer.bias.as_ref())
+        };
+        results.push([read(&q.forward(&x)).await, read(&x.half()).await, read(&mixed).await]);
+    }
+    let [cpu, web] = [&results[0], &results[1]];
+    let d = max_rel_diff(&web[0], &cpu[0]);
+    assert!(d <= 1e-6, "int8 layer: WebGPU differs from the CPU by {d}");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&web[1]), bits(&cpu[1]), "f16 casts");
+    let d = max_rel_diff(&web[2], &cpu[2]);
+    assert!(
+        d <= 1e-5,
+        "autocast product (shader-f16: {f16}): WebGPU differs from the CPU by {d}"
+    );
+}
+
 #[wasm_bindgen_test]
 async fn cross_entropy_matches_the_cpu() {
     let gpu = gpu().await;

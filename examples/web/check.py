@@ -57,6 +57,8 @@ def main():
     parser.add_argument("--limit", type=int, default=4000, help="MNIST training images (of 4000)")
     parser.add_argument("--batch", type=int, help="MNIST batch size (default: 32 for the MLP, 64 for the CNN)")
     parser.add_argument("--min-accuracy", type=float, default=0.9)
+    parser.add_argument("--max-int8-drop", type=float,
+                        help="the MLP: fail unless its int8 form (quantized in the page) is at most this far below f32")
     parser.add_argument("--screenshot", help="default: target/web.png (MLP), target/web-cnn.png (CNN)")
     parser.add_argument("--no-webgpu", action="store_true", help="leave out --enable-unsafe-webgpu")
     parser.add_argument("--timeout", type=float, default=900)
@@ -120,6 +122,13 @@ def main():
     if xor_accuracy != 1.0 or mnist_accuracy < args.min_accuracy:
         sys.exit(f"XOR accuracy {xor_accuracy} (needs 1), MNIST {model} test accuracy {mnist_accuracy} "
                  f"(needs {args.min_accuracy})")
+    if args.max_int8_drop is not None:
+        if "int8" not in words:
+            sys.exit("the page reported no int8 accuracy")
+        int8_accuracy = float(words[words.index("int8") + 1].rstrip(";"))
+        print(f"int8 test accuracy {int8_accuracy} against f32 {mnist_accuracy}")
+        if int8_accuracy < mnist_accuracy - args.max_int8_drop:
+            sys.exit(f"int8 test accuracy {int8_accuracy} is more than {args.max_int8_drop} below f32's {mnist_accuracy}")
 
 
 if __name__ == "__main__":

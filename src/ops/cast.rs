@@ -5,16 +5,23 @@
 //! even, subnormal halves kept, overflow to ±inf, NaN kept NaN — the `half` crate's
 //! conversion, which the tests hold these to.
 //!
+//! The thread's autocast state lives here too (`crate::amp`'s guards set it, the
+//! GEMM builders read it): which devices' products take f16 inputs, and the casts
+//! of weights made under it.
+//!
 //! The gradient of a cast is the incoming gradient itself, in f32 (gradients are
 //! never stored in f16 outside a GEMM's inputs): widening is exact, and rounding is
 //! differentiated as the identity, as PyTorch does for `.half()`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 use super::{Lowering, Op, Rule};
 use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
 use crate::tensor::DType;
-use crate::Tensor;
+use crate::{Device, Tensor};
 
 const SHADER: &str = include_str!("../../shaders/cast.wgsl");
 
@@ -136,6 +143,55 @@ impl Kernel for CastKernel {
             Cast::ToF32 => ("to_f32", self.n, vec!["u32", "f32"]),
         };
         Wgsl::new(SHADER, entry, u, Grid::Threads(threads)).types(types)
+    }
+}
+
+thread_local! {
+    /// The devices of the active autocast guards on this thread (a stack: guards
+    /// nest); `crate::amp` pushes and pops them, the GEMM builders ask.
+    static AUTOCAST: RefCell<Vec<Device>> = const { RefCell::new(Vec::new()) };
+    /// The f16 casts of leaves (weights) made under the active guards, by leaf and
+    /// version: a weight used by many products (a recurrent layer's at every step) is
+    /// cast once, as PyTorch's autocast caches them; an in-place update (a new
+    /// version) gets a new cast. Emptied when the last guard leaves.
+    static LEAF_CASTS: RefCell<HashMap<(u64, u64), Tensor>> = RefCell::new(HashMap::new());
+}
+
+/// GEMMs built on this thread for `device` take f16 inputs until the matching
+/// [`leave_autocast`].
+pub(crate) fn enter_autocast(device: &Device) {
+    AUTOCAST.with(|a| a.borrow_mut().push(device.clone()));
+}
+
+/// Ends the innermost [`enter_autocast`].
+pub(crate) fn leave_autocast() {
+    let last = AUTOCAST.with(|a| {
+        let mut a = a.borrow_mut();
+        a.pop();
+        a.is_empty()
+    });
+    if last {
+        LEAF_CASTS.with(|c| c.borrow_mut().clear());
+    }
+}
+
+/// Whether a GEMM built now on this thread for `device` takes f16 inputs.
+pub(crate) fn autocasting(device: &Device) -> bool {
+    AUTOCAST.with(|a| a.borrow().iter().any(|d| d.same(device)))
+}
+
+/// `t` in f16 for a product built under autocast: a leaf's cast is made once per
+/// version while the guards last.
+#[track_caller]
+pub(crate) fn autocast_half(t: &Tensor) -> Tensor {
+    match t.leaf_version() {
+        Some(version) => LEAF_CASTS.with(|c| {
+            c.borrow_mut()
+                .entry((t.id(), version))
+                .or_insert_with(|| t.half())
+                .clone()
+        }),
+        None => t.half(),
     }
 }
 

@@ -27,6 +27,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::backend::wait::wait;
 use crate::nn::{Linear, Module, Sequential};
 use crate::tensor::DType;
 use crate::{Device, Error, Result, Tensor};
@@ -96,10 +97,21 @@ impl QuantizedLinear {
         QuantizedLinear::from_weight(&layer.weight, layer.bias.as_ref(), input_scale)
     }
 
+    /// Async form of [`QuantizedLinear::new`] (the weights are read back awaited, as
+    /// a browser needs).
+    pub async fn new_async(layer: &Linear, input_scale: f32) -> Result<QuantizedLinear> {
+        QuantizedLinear::from_weight_async(&layer.weight, layer.bias.as_ref(), input_scale).await
+    }
+
     /// [`QuantizedLinear::new`] for a weight matrix `[out, in]` and an optional bias.
     pub(crate) fn from_weight(weight: &Tensor, bias: Option<&Tensor>, input_scale: f32) -> Result<QuantizedLinear> {
+        let made = QuantizedLinear::from_weight_async(weight, bias, input_scale);
+        wait(made, "QuantizedLinear::new", "QuantizedLinear::new_async")
+    }
+
+    async fn from_weight_async(weight: &Tensor, bias: Option<&Tensor>, input_scale: f32) -> Result<QuantizedLinear> {
         let (out, inp) = (weight.shape()[0], weight.shape()[1]);
-        let w = weight.to_vec()?;
+        let w = weight.to_vec_async().await?;
         let scales: Vec<f32> = (0..out)
             .map(|o| {
                 let m = w[o * inp..(o + 1) * inp].iter().fold(0.0f32, |a, v| a.max(v.abs()));
@@ -114,7 +126,7 @@ impl QuantizedLinear {
             .map(|i| (w[i] / scales[i / inp]).round_ties_even().clamp(-127.0, 127.0) as i8)
             .collect();
         let bias = match bias {
-            Some(b) => b.to_vec()?,
+            Some(b) => b.to_vec_async().await?,
             None => vec![0.0; out],
         };
         QuantizedLinear::from_codes(codes, scales, bias, input_scale, inp, weight.device())
@@ -315,6 +327,21 @@ impl QuantizedSequential {
     /// parameters (naming it: it would stay f32 — not covered), or for a bad
     /// percentile.
     pub fn quantize(model: Sequential, calibration: &Tensor, method: Calibration) -> Result<QuantizedSequential> {
+        let made = QuantizedSequential::quantize_async(model, calibration, method);
+        wait(
+            made,
+            "QuantizedSequential::quantize",
+            "QuantizedSequential::quantize_async",
+        )
+    }
+
+    /// Async form of [`QuantizedSequential::quantize`]: the calibration activations
+    /// and the weights are read back awaited (in a browser, on WebGPU).
+    pub async fn quantize_async(
+        model: Sequential,
+        calibration: &Tensor,
+        method: Calibration,
+    ) -> Result<QuantizedSequential> {
         if calibration.shape().first().copied().unwrap_or(0) == 0 {
             return Err(Error::Invalid(format!(
                 "quantize: the calibration data has shape {:?}: no samples to calibrate the activation scales on",
@@ -329,8 +356,10 @@ impl QuantizedSequential {
         let mut layers = Vec::new();
         for (i, layer) in model.into_layers().into_iter().enumerate() {
             if is_linear(&*layer) {
-                let scale = activation_scale(&inputs[i].to_vec()?, method)?;
-                layers.push(Layer::Int8(QuantizedLinear::new(&as_linear(&*layer), scale)?));
+                let scale = activation_scale(&inputs[i].to_vec_async().await?, method)?;
+                layers.push(Layer::Int8(
+                    QuantizedLinear::new_async(&as_linear(&*layer), scale).await?,
+                ));
             } else {
                 layers.push(Layer::Float(layer));
             }

@@ -5,6 +5,7 @@
 
 use super::{Batch, MatMul};
 use crate::backend::kernel::MAX_RANK;
+use crate::ops::cast::{autocast_half, autocasting};
 use crate::ops::conv::{Conv, ConvPass};
 use crate::ops::elementwise::UnaryOp;
 use crate::ops::{broadcast_shapes, Op};
@@ -245,9 +246,9 @@ impl Tensor {
 #[track_caller]
 fn mixed_precision(a: Tensor, b: Tensor) -> (Tensor, Tensor, bool) {
     let given = a.dtype() == DType::F16 || b.dtype() == DType::F16;
-    if crate::amp::casting(a.device()) {
-        (crate::amp::half_of(&a), crate::amp::half_of(&b), true)
-    } else if given && crate::amp::f16_supported(a.device()) {
+    if autocasting(a.device()) {
+        (autocast_half(&a), autocast_half(&b), true)
+    } else if given && a.device().info().shader_f16 {
         (a.half(), b.half(), true)
     } else {
         let (a, b) = (a.float(), b.float());
