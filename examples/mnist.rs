@@ -13,10 +13,11 @@
 //! cargo run --release --example mnist -- [--device cpu|gpu] [--data DIR]
 //!     [--epochs 10] [--batch 32] [--lr 0.001] [--seed 0]
 //!     [--dropout 0.2] [--l2 1e-4] [--schedule step|exp|cosine|plateau]
-//!     [--patience 3] [--report DIR] [--min-accuracy A] [--amp]
+//!     [--patience 3] [--report DIR] [--min-accuracy A] [--amp] [--int8 [--max-int8-drop D]]
 //! ```
 //!
-//! `--amp` trains in mixed precision (`Model::mixed_precision`, `wgnn::amp`).
+//! `--amp` trains in mixed precision (`Model::mixed_precision`, `wgnn::amp`); `--int8`
+//! then quantizes the trained MLP (`wgnn::quantize`) and scores it on the test set.
 
 use clap::Parser;
 use std::io::IsTerminal;
@@ -27,6 +28,7 @@ use wgnn::metrics::Metric;
 use wgnn::nn::{self, Dropout, Linear, Module, Sequential};
 use wgnn::optim::lr::{CosineAnnealingLr, ExponentialLr, PlateauConfig, ReduceLrOnPlateau, StepLr};
 use wgnn::optim::{Adam, AdamConfig, GradScalerConfig, Optimizer};
+use wgnn::quantize::{Calibration, QuantizedSequential};
 use wgnn::train::{Callback, Control, EarlyStopping, FitConfig, Loss, LrScheduler, Penalty, Scores};
 use wgnn::{Device, Error, Result, Tensor};
 
@@ -78,6 +80,13 @@ struct Args {
     /// accumulation, weights and Adam state, dynamic loss scaling.
     #[arg(long)]
     amp: bool,
+    /// After training, quantize the MLP to int8 (`wgnn::quantize`, activation scales
+    /// calibrated on 256 training images) and report its test accuracy.
+    #[arg(long)]
+    int8: bool,
+    /// With --int8: fail unless int8 is at most this far below f32.
+    #[arg(long)]
+    max_int8_drop: Option<f64>,
 }
 
 fn load(args: &Args) -> Result<(Dataset, Dataset, String)> {
@@ -232,5 +241,20 @@ fn main() -> Result<()> {
         println!("report: {}", summary.display());
     }
     check::at_least("test accuracy", scores["accuracy"], args.min_accuracy, "--min-accuracy");
+    if args.int8 {
+        let rows: Vec<usize> = (0..256.min(train.n)).collect();
+        let (calibration, _) = tensors(&train.select(&rows), &dev)?;
+        let q = QuantizedSequential::quantize(model.net, &calibration, Calibration::MinMax)?;
+        let predicted = q.forward(&tx).argmax(1).to_labels()?;
+        let right = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
+        let int8 = right as f64 / test.n as f64;
+        println!("int8 (per-channel weights, min-max calibration on 256 images): test accuracy {int8:.4}");
+        check::at_most(
+            "accuracy drop of int8",
+            scores["accuracy"] - int8,
+            args.max_int8_drop,
+            "--max-int8-drop",
+        );
+    }
     Ok(())
 }

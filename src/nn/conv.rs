@@ -287,6 +287,10 @@ impl Conv2d {
 }
 
 impl Module for Conv2d {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     #[track_caller]
     fn forward(&self, x: &Tensor) -> Tensor {
         x.conv2d_with(&self.weight, self.bias.as_ref(), self.args())

@@ -294,6 +294,14 @@ pub trait Module: ModuleFields {
         self.parameters().iter().try_for_each(|p| p.set_requires_grad(true))
     }
 
+    /// The layer as [`std::any::Any`], for code that rebuilds layers of known types
+    /// (`quantize` turns a `Linear` or a `Conv2d` into its int8 form and folds a
+    /// `BatchNorm2d` into the convolution before it): `None` by default; `Linear`,
+    /// `Conv2d`, `BatchNorm1d` and `BatchNorm2d` return themselves.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// A short name for summaries and reports, e.g. `Linear(784, 128)` or `ReLU`.
     fn name(&self) -> String {
         let full = std::any::type_name::<Self>();
@@ -468,6 +476,10 @@ impl Linear {
 }
 
 impl Module for Linear {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     #[track_caller]
     fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())

@@ -263,6 +263,10 @@ macro_rules! batch_norm {
             fn is_training(&self) -> bool {
                 self.training
             }
+
+            fn as_any(&self) -> Option<&dyn std::any::Any> {
+                Some(self)
+            }
         }
     };
 }

@@ -6,8 +6,11 @@
 //! epilogue (`src/ops/quant.rs`: the same integers on the CPU and the GPU).
 //!
 //! [`QuantizedSequential::quantize`] turns a trained [`Sequential`] whose trainable
-//! layers are all `Linear` (activations, dropout, flatten… between them) into an
-//! int8 model for inference; [`QuantizedSequential::half`] into one with
+//! layers are `Linear` and ungrouped `Conv2d` ones ([`QuantizedConv2d`]: the int8 GEMM
+//! of the unfolded input; a `BatchNorm2d` right after a convolution is folded into it
+//! first), with activations, pooling, dropout, flatten… between them, into an int8
+//! model for inference; [`QuantizedLstm`] and [`QuantizedGru`] run a recurrent
+//! layer's gate products in int8; [`QuantizedSequential::half`] into one with
 //! half-precision weights ([`HalfLinear`]: f16 storage, f32 arithmetic);
 //! [`QuantizedSequential::save`] writes its codes as safetensors I8 (a quarter of the
 //! f32 file) or F16 (half), and [`QuantizedSequential::load`] reads them into the same
@@ -18,8 +21,10 @@
 //! each code by at most half a step), which the tests check against an f64
 //! reference.
 
+mod conv;
 mod recurrent;
 
+pub use conv::QuantizedConv2d;
 pub use recurrent::{QuantizedGru, QuantizedLstm};
 
 use std::collections::HashMap;
@@ -28,7 +33,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::backend::wait::wait;
-use crate::nn::{Linear, Module, Sequential};
+use crate::nn::{BatchNorm2d, Conv2d, Linear, Module, Sequential};
 use crate::tensor::DType;
 use crate::{Device, Error, Result, Tensor};
 
@@ -281,8 +286,12 @@ impl HalfLinear {
 /// One layer of a [`QuantizedSequential`].
 enum Layer {
     Int8(QuantizedLinear),
+    Int8Conv(QuantizedConv2d),
     Half(HalfLinear),
     Float(Box<dyn Module>),
+    /// A `BatchNorm2d` folded into the int8 convolution before it: the identity
+    /// (kept so that layer indices stay the model's).
+    Folded,
 }
 
 /// A [`Sequential`] with every `Linear` in int8 (see the module doc).
@@ -290,42 +299,47 @@ pub struct QuantizedSequential {
     layers: Vec<Layer>,
 }
 
-fn is_linear(layer: &dyn Module) -> bool {
-    layer.name().starts_with("Linear(")
+/// `layer` as a `T` of wgnn's, if it is one.
+fn as_layer<T: 'static>(layer: &dyn Module) -> Option<&T> {
+    layer.as_any().and_then(|a| a.downcast_ref::<T>())
 }
 
-/// `Err` naming the first layer with parameters that is not a `Linear`.
-fn only_linear_parameters(model: &Sequential) -> Result<()> {
-    match model
-        .layers()
-        .iter()
-        .enumerate()
-        .find(|(_, l)| !is_linear(&***l) && !l.parameters().is_empty())
-    {
+/// Whether layer `i` of `layers` is a `BatchNorm2d` right after a `Conv2d` (folded
+/// into it when quantizing).
+fn folds_into_conv(layers: &[Box<dyn Module>], i: usize) -> bool {
+    i > 0 && as_layer::<BatchNorm2d>(&*layers[i]).is_some() && as_layer::<Conv2d>(&*layers[i - 1]).is_some()
+}
+
+/// `Err` naming the first layer with parameters that is not one of `what`.
+fn only_parameters_of(model: &Sequential, convs: bool) -> Result<()> {
+    let layers = model.layers();
+    let covered = |i: usize, l: &dyn Module| {
+        as_layer::<Linear>(l).is_some()
+            || (convs && (as_layer::<Conv2d>(l).is_some() || folds_into_conv(layers, i)))
+            || l.parameters().is_empty()
+    };
+    let what = if convs {
+        "Linear and ungrouped Conv2d layers (a BatchNorm2d right after a Conv2d folded into it)"
+    } else {
+        "Linear layers"
+    };
+    match layers.iter().enumerate().find(|(i, l)| !covered(*i, &***l)) {
         Some((i, l)) => Err(Error::Invalid(format!(
-            "quantize: layer {i} `{}` has parameters and is not a Linear; only Linear layers are quantized",
+            "quantize: layer {i} `{}` has parameters and is not covered; only {what} are converted",
             l.name()
         ))),
         None => Ok(()),
     }
 }
 
-/// The `Linear` named `layer`'s weight and bias, rebuilt from its parameters.
-fn as_linear(layer: &dyn Module) -> Linear {
-    let params: HashMap<String, Tensor> = layer.named_parameters().into_iter().collect();
-    Linear {
-        weight: params["weight"].clone(),
-        bias: params.get("bias").cloned(),
-    }
-}
-
 impl QuantizedSequential {
     /// Quantizes every `Linear` of `model`, each input scale calibrated by `method`
     /// on what reaches that layer when the float model runs on `calibration`
-    /// (`[samples, features]`, a few hundred rows of training data). `Err` when the
-    /// calibration data is empty, when a layer other than `Linear` has trainable
-    /// parameters (naming it: it would stay f32 — not covered), or for a bad
-    /// percentile.
+    /// (`[samples, …]`, a few hundred rows of training data). Each `Conv2d` becomes a
+    /// [`QuantizedConv2d`], a `BatchNorm2d` right after it folded into it (its running
+    /// statistics: put the model in eval mode's terms). `Err` when the calibration
+    /// data is empty, when another layer has trainable parameters (naming it: it would
+    /// stay f32 — not covered), for a grouped convolution, or a bad percentile.
     pub fn quantize(model: Sequential, calibration: &Tensor, method: Calibration) -> Result<QuantizedSequential> {
         let made = QuantizedSequential::quantize_async(model, calibration, method);
         wait(
@@ -348,22 +362,39 @@ impl QuantizedSequential {
                 calibration.shape()
             )));
         }
-        only_linear_parameters(&model)?;
+        only_parameters_of(&model, true)?;
         let inputs: Vec<Tensor> = {
             let trace = crate::nn::inference(|| model.trace(calibration));
             std::iter::once(calibration.clone()).chain(trace).collect()
         };
-        let mut layers = Vec::new();
-        for (i, layer) in model.into_layers().into_iter().enumerate() {
-            if is_linear(&*layer) {
-                let scale = activation_scale(&inputs[i].to_vec_async().await?, method)?;
-                layers.push(Layer::Int8(
-                    QuantizedLinear::new_async(&as_linear(&*layer), scale).await?,
-                ));
+        let all = model.into_layers();
+        // Each layer's converted form (`None`: it stays as it is).
+        let mut converted = Vec::with_capacity(all.len());
+        for (i, layer) in all.iter().enumerate() {
+            let scale = || async { activation_scale(&inputs[i].to_vec_async().await?, method) };
+            converted.push(if let Some(linear) = as_layer::<Linear>(&**layer) {
+                Some(Layer::Int8(QuantizedLinear::new_async(linear, scale().await?).await?))
+            } else if let Some(conv) = as_layer::<Conv2d>(&**layer) {
+                let folded = match all.get(i + 1).filter(|_| folds_into_conv(&all, i + 1)) {
+                    Some(bn) => Some(crate::nn::fuse_conv_bn_eval(
+                        conv,
+                        as_layer(&**bn).expect("a BatchNorm2d"),
+                    )?),
+                    None => None,
+                };
+                let conv = folded.as_ref().unwrap_or(conv);
+                Some(Layer::Int8Conv(QuantizedConv2d::new_async(conv, scale().await?).await?))
+            } else if folds_into_conv(&all, i) {
+                Some(Layer::Folded)
             } else {
-                layers.push(Layer::Float(layer));
-            }
+                None
+            });
         }
+        let layers = all
+            .into_iter()
+            .zip(converted)
+            .map(|(layer, c)| c.unwrap_or(Layer::Float(layer)))
+            .collect();
         Ok(QuantizedSequential { layers })
     }
 
@@ -371,13 +402,12 @@ impl QuantizedSequential {
     /// layers as they are. `Err` as [`QuantizedSequential::quantize`] for a layer with
     /// parameters that is not a `Linear`.
     pub fn half(model: Sequential) -> Result<QuantizedSequential> {
-        only_linear_parameters(&model)?;
+        only_parameters_of(&model, false)?;
         let mut layers = Vec::new();
         for layer in model.into_layers() {
-            if is_linear(&*layer) {
-                layers.push(Layer::Half(HalfLinear::new(&as_linear(&*layer))?));
-            } else {
-                layers.push(Layer::Float(layer));
+            match as_layer::<Linear>(&*layer) {
+                Some(linear) => layers.push(Layer::Half(HalfLinear::new(linear)?)),
+                None => layers.push(Layer::Float(layer)),
             }
         }
         Ok(QuantizedSequential { layers })
@@ -387,8 +417,10 @@ impl QuantizedSequential {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         self.layers.iter().fold(x.clone(), |h, l| match l {
             Layer::Int8(q) => q.forward(&h),
+            Layer::Int8Conv(q) => q.forward(&h),
             Layer::Half(q) => q.forward(&h),
             Layer::Float(f) => f.forward(&h),
+            Layer::Folded => h,
         })
     }
 
@@ -398,6 +430,17 @@ impl QuantizedSequential {
             .iter()
             .filter_map(|l| match l {
                 Layer::Int8(q) => Some(q),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The int8 convolutions, in order.
+    pub fn quantized_convs(&self) -> Vec<&QuantizedConv2d> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Int8Conv(q) => Some(q),
                 _ => None,
             })
             .collect()
@@ -439,7 +482,11 @@ impl QuantizedSequential {
                 ));
                 continue;
             }
-            let Layer::Int8(q) = l else { continue };
+            let q = match l {
+                Layer::Int8(q) => q,
+                Layer::Int8Conv(c) => c.gemm(),
+                _ => continue,
+            };
             let scales = q.weight_scales()?;
             let out = scales.len();
             let f32_bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
@@ -502,13 +549,33 @@ impl QuantizedSequential {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect()
         };
-        let mut layers = Vec::new();
-        for (i, layer) in model.into_layers().into_iter().enumerate() {
-            if !is_linear(&*layer) {
-                layers.push(Layer::Float(layer));
+        let int8 = |i: usize, out: usize, inp: usize, device: &Device| -> Result<QuantizedLinear> {
+            let codes: Vec<i8> = get(&format!("{i}.weight"), Dtype::I8, &[out, inp])?
+                .into_iter()
+                .map(|b| b as i8)
+                .collect();
+            let scales = f32s(get(&format!("{i}.weight_scale"), Dtype::F32, &[out])?);
+            let bias = f32s(get(&format!("{i}.bias"), Dtype::F32, &[out])?);
+            let input_scale = f32s(get(&format!("{i}.input_scale"), Dtype::F32, &[1])?)[0];
+            QuantizedLinear::from_codes(codes, scales, bias, input_scale, inp, device)
+        };
+        let all = model.into_layers();
+        let mut converted = Vec::with_capacity(all.len());
+        for (i, layer) in all.iter().enumerate() {
+            if let Some(conv) = as_layer::<Conv2d>(&**layer) {
+                let w = conv.weight.shape();
+                let gemm = int8(i, w[0], w[1] * w[2] * w[3], conv.weight.device())?;
+                converted.push(Some(Layer::Int8Conv(QuantizedConv2d::from_parts(gemm, conv)?)));
                 continue;
             }
-            let lin = as_linear(&*layer);
+            if folds_into_conv(&all, i) {
+                converted.push(Some(Layer::Folded));
+                continue;
+            }
+            let Some(lin) = as_layer::<Linear>(&**layer) else {
+                converted.push(None);
+                continue;
+            };
             let (out, inp) = (lin.weight.shape()[0], lin.weight.shape()[1]);
             let weight_name = format!("{i}.weight");
             if file.tensor(&weight_name).is_ok_and(|v| v.dtype() == Dtype::F16) {
@@ -518,24 +585,17 @@ impl QuantizedSequential {
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect();
                 let bias = f32s(get(&format!("{i}.bias"), Dtype::F32, &[out])?);
-                layers.push(Layer::Half(HalfLinear::from_halves(
-                    halves,
-                    bias,
-                    inp,
-                    lin.weight.device(),
-                )?));
+                let half = HalfLinear::from_halves(halves, bias, inp, lin.weight.device())?;
+                converted.push(Some(Layer::Half(half)));
                 continue;
             }
-            let codes: Vec<i8> = get(&format!("{i}.weight"), Dtype::I8, &[out, inp])?
-                .into_iter()
-                .map(|b| b as i8)
-                .collect();
-            let scales = f32s(get(&format!("{i}.weight_scale"), Dtype::F32, &[out])?);
-            let bias = f32s(get(&format!("{i}.bias"), Dtype::F32, &[out])?);
-            let input_scale = f32s(get(&format!("{i}.input_scale"), Dtype::F32, &[1])?)[0];
-            let q = QuantizedLinear::from_codes(codes, scales, bias, input_scale, inp, lin.weight.device())?;
-            layers.push(Layer::Int8(q));
+            converted.push(Some(Layer::Int8(int8(i, out, inp, lin.weight.device())?)));
         }
+        let layers = all
+            .into_iter()
+            .zip(converted)
+            .map(|(layer, c)| c.unwrap_or(Layer::Float(layer)))
+            .collect();
         Ok(QuantizedSequential { layers })
     }
 }
