@@ -31,13 +31,16 @@
 //! 32 on `--device`, and an energy proxy: the profiler's count of arithmetic
 //! operations and bytes moved by one batch-1 inference. Writes `accuracy_vs_size.png` (and `.svg`) in `--out`.
 //!
-//! Then (unless `--lm-steps 0`) the same for the character-level LSTM language model
+//! Then (unless `--cnn-epochs 0`) the digit CNN of `cnn` the same ways — f32, f16
+//! weights, int8 convolutions with their batch norms folded in, pruned 50/80/90 %
+//! (`common/efficient_cnn.rs`) — and (unless `--lm-steps 0`) the character-level LSTM language model
 //! of `lstm_text` in bits per character: f32, mixed-precision training, f16 weights,
 //! int8 gate products and head, pruned 50/80/90 % (`common/efficient_lm.rs`).
 //!
 //! ```text
 //! cargo run --release --example efficient -- [--device cpu|gpu] [--epochs 15] [--tune-epochs 4]
-//!     [--out DIR] [--max-drop-90 0.01] [--lm-steps 300] [--max-lm-gap 0.05]
+//!     [--out DIR] [--max-drop-90 0.01] [--cnn-epochs 2] [--max-cnn-int8-drop 0.01]
+//!     [--lm-steps 300] [--max-lm-gap 0.05]
 //! ```
 
 use clap::Parser;
@@ -53,8 +56,12 @@ use wgnn::{Device, Error, Result, Tensor};
 
 #[path = "common/check.rs"]
 mod check;
+#[path = "common/efficient_cnn.rs"]
+mod cnn_table;
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/digits_cnn.rs"]
+mod digits_cnn;
 #[path = "common/efficient_lm.rs"]
 mod lm;
 #[allow(dead_code)] // the corpus only: sampling and the baselines are `lstm_text`'s
@@ -85,6 +92,12 @@ struct Args {
     /// Fail unless the 90 % pruned, fine-tuned model is at most this far below dense.
     #[arg(long)]
     max_drop_90: Option<f64>,
+    /// Epochs of the CNN's table (0: no CNN table).
+    #[arg(long, default_value_t = 2)]
+    cnn_epochs: usize,
+    /// Fail unless the int8 CNN is at most this far below f32.
+    #[arg(long)]
+    max_cnn_int8_drop: Option<f64>,
     /// Training steps of the LSTM language model's table (0: no LSTM table).
     #[arg(long, default_value_t = 300)]
     lm_steps: usize,
@@ -535,6 +548,21 @@ fn main() -> Result<()> {
         args.max_drop_90,
         "--max-drop-90",
     );
+    if args.cnn_epochs > 0 {
+        let rows = cnn_table::rows(&train, &test, args.cnn_epochs, &args.out, &dev)?;
+        cnn_table::print(&rows);
+        let drop = rows[0].accuracy - rows[3].accuracy;
+        println!(
+            "the CNN: int8 {:.4} against f32 {:.4}",
+            rows[3].accuracy, rows[0].accuracy
+        );
+        check::at_most(
+            "accuracy drop of the int8 CNN",
+            drop,
+            args.max_cnn_int8_drop,
+            "--max-cnn-int8-drop",
+        );
+    }
     if args.lm_steps > 0 {
         let corpus = text::Corpus::load()?;
         let rows = lm::rows(&corpus, args.lm_steps, &args.out, &dev)?;
