@@ -183,7 +183,7 @@ fn accuracy(model: &Sequential, test: &Dataset, dev: &Device) -> Result<f64> {
 fn file_for(out: &std::path::Path, name: &str) -> PathBuf {
     out.join(format!(
         "{}.safetensors",
-        name.replace([' ', '%', ',', '(', ')', '.'], "_")
+        name.replace([' ', '%', ',', '(', ')', '.', '/'], "_")
     ))
 }
 

@@ -7,7 +7,9 @@
 //! * **int8**: both convolutions (`QuantizedConv2d`, each batch norm folded in) and
 //!   the head in int8, activation scales calibrated on 256 training images;
 //! * **pruned** 50, 80 and 90 % (one global magnitude threshold over the kernels and
-//!   the head, Zhu and Gupta's schedule over the first half of one fine-tuning epoch).
+//!   the head, Zhu and Gupta's schedule over the first half of one fine-tuning epoch);
+//! * **student**: the same CNN with 4 and 8 channels (a tenth of the weights) trained
+//!   `--cnn-epochs` on the labels, and distilled from the f32 CNN (T 4, α 0.7).
 //!
 //! Mixed precision is not a row: under autocast only the head's GEMM takes f16 inputs
 //! (wgnn's convolutions stay f32). Included by `efficient` as
@@ -23,7 +25,7 @@ use wgnn::prune::{self, GradualSchedule, Pruning, Scope};
 use wgnn::quantize::{Calibration, QuantizedSequential};
 use wgnn::{Device, Result, Tensor};
 
-use super::digits_cnn::cnn;
+use super::digits_cnn::{cnn, cnn_with};
 use super::{energy, file_bytes, file_for, median_ms};
 
 const BATCH: usize = 64;
@@ -50,14 +52,24 @@ fn images(set: &Dataset, dev: &Device) -> Result<(Tensor, Tensor)> {
     ))
 }
 
+/// Builds a fresh CNN of one architecture.
+type Make = fn(&Device) -> Sequential;
+
+/// The student: 4 and 8 channels.
+fn student(dev: &Device) -> Sequential {
+    cnn_with((4, 8), dev)
+}
+
 /// One epoch of Adam over `train` (shuffled by `seed`), the gradients masked by
-/// `pruning` grown on `schedule` (its steps counted from 0 in this epoch).
+/// `pruning` grown on `schedule` (its steps counted from 0 in this epoch); with a
+/// `teacher`, on the distillation loss.
 fn epoch(
     model: &Sequential,
     opt: &mut Adam,
     train: &Dataset,
     seed: u64,
     mut pruning: Option<(&mut Pruning, &GradualSchedule)>,
+    teacher: Option<&Sequential>,
     dev: &Device,
 ) -> Result<()> {
     for (step, rows) in data::permutation(train.n, seed).chunks(BATCH).enumerate() {
@@ -67,7 +79,12 @@ fn epoch(
             }
         }
         let (x, y) = images(&train.select(rows), dev)?;
-        let grads = loss::cross_entropy(&model.forward(&x), &y).backward()?;
+        let logits = model.forward(&x);
+        let objective = match teacher {
+            Some(t) => loss::distillation(&logits, &nn::inference(|| t.forward(&x)), &y, 4.0, 0.7)?,
+            None => loss::cross_entropy(&logits, &y),
+        };
+        let grads = objective.backward()?;
         opt.step(&match &pruning {
             Some((p, _)) => p.mask(&grads),
             None => grads,
@@ -76,10 +93,10 @@ fn epoch(
     Ok(())
 }
 
-/// A copy of `model`'s parameters and batch-norm statistics in a fresh CNN, in eval
-/// mode (rounded to f16 when `half`).
-fn copy(model: &Sequential, half: bool, dev: &Device) -> Result<Sequential> {
-    let mut fresh = cnn(dev);
+/// A copy of `model`'s parameters and batch-norm statistics in a fresh model of its
+/// architecture (`make`), in eval mode (rounded to f16 when `half`).
+fn copy(model: &Sequential, make: Make, half: bool, dev: &Device) -> Result<Sequential> {
+    let mut fresh = make(dev);
     let pairs = fresh.parameters().into_iter().zip(model.parameters());
     // The running statistics (not the u32 batch counts, unused in eval mode).
     let buffers = fresh.named_buffers().into_iter().zip(model.named_buffers());
@@ -106,7 +123,7 @@ fn measure(
     test: &Dataset,
     forward: &dyn Fn(&Tensor) -> Tensor,
     (nonzero, file_bytes): (usize, u64),
-    trainable: Option<(&Sequential, &Dataset)>,
+    trainable: Option<(&Sequential, Make, &Dataset)>,
     dev: &Device,
 ) -> Result<CnnRow> {
     let (x, _) = images(test, dev)?;
@@ -119,8 +136,8 @@ fn measure(
     let (flops, bytes) = energy(dev, || run(&x1))?;
     let latency_256_ms = median_ms(5, || run(&x256))?;
     let step_ms = match trainable {
-        Some((model, train)) => {
-            let mut copy = copy(model, false, dev)?;
+        Some((model, make, train)) => {
+            let mut copy = copy(model, make, false, dev)?;
             copy.set_training(true);
             let mut opt = adam(&copy);
             let (xb, yb) = images(&train.select(&(0..BATCH).collect::<Vec<_>>()), dev)?;
@@ -161,7 +178,7 @@ pub fn rows(train: &Dataset, test: &Dataset, epochs: usize, out: &Path, dev: &De
     let mut dense = cnn(dev);
     let mut opt = adam(&dense);
     for e in 0..epochs {
-        epoch(&dense, &mut opt, train, 400 + e as u64, None, dev)?;
+        epoch(&dense, &mut opt, train, 400 + e as u64, None, None, dev)?;
     }
     let state = opt.state()?;
     dense.set_training(false);
@@ -171,16 +188,16 @@ pub fn rows(train: &Dataset, test: &Dataset, epochs: usize, out: &Path, dev: &De
         test,
         &|x| dense.forward(x),
         size,
-        Some((&dense, train)),
+        Some((&dense, cnn, train)),
         dev,
     )?);
 
     // One epoch more: the reference of the pruned models.
-    let mut longer = copy(&dense, false, dev)?;
+    let mut longer = copy(&dense, cnn, false, dev)?;
     longer.set_training(true);
     let mut longer_opt = adam(&longer);
     longer_opt.load_state(&state)?;
-    epoch(&longer, &mut longer_opt, train, 500, None, dev)?;
+    epoch(&longer, &mut longer_opt, train, 500, None, None, dev)?;
     longer.set_training(false);
     let size = (nonzero(&longer)?, saved(&longer, "cnn f32 longer", FloatFormat::F32)?);
     rows.push(measure(
@@ -188,16 +205,16 @@ pub fn rows(train: &Dataset, test: &Dataset, epochs: usize, out: &Path, dev: &De
         test,
         &|x| longer.forward(x),
         size,
-        Some((&longer, train)),
+        Some((&longer, cnn, train)),
         dev,
     )?);
 
-    let half = copy(&dense, true, dev)?;
+    let half = copy(&dense, cnn, true, dev)?;
     let size = (nonzero(&half)?, saved(&half, "cnn f16", FloatFormat::F16)?);
     rows.push(measure("f16 weights", test, &|x| half.forward(x), size, None, dev)?);
 
     let (calibration, _) = images(&train.select(&(0..256).collect::<Vec<_>>()), dev)?;
-    let q = QuantizedSequential::quantize(copy(&dense, false, dev)?, &calibration, Calibration::MinMax)?;
+    let q = QuantizedSequential::quantize(copy(&dense, cnn, false, dev)?, &calibration, Calibration::MinMax)?;
     let path = file_for(out, "cnn int8");
     q.save(&path)?;
     let size = (nonzero(&dense)?, file_bytes(&path)?);
@@ -211,7 +228,7 @@ pub fn rows(train: &Dataset, test: &Dataset, epochs: usize, out: &Path, dev: &De
     )?);
 
     for sparsity in [0.5f32, 0.8, 0.9] {
-        let mut model = copy(&dense, false, dev)?;
+        let mut model = copy(&dense, cnn, false, dev)?;
         model.set_training(true);
         let mut opt = adam(&model);
         opt.load_state(&state)?;
@@ -226,7 +243,7 @@ pub fn rows(train: &Dataset, test: &Dataset, epochs: usize, out: &Path, dev: &De
         };
         schedule.check()?;
         let mut pruning = Pruning::magnitude(&weights, 0.0, Scope::Global)?;
-        epoch(&model, &mut opt, train, 500, Some((&mut pruning, &schedule)), dev)?;
+        epoch(&model, &mut opt, train, 500, Some((&mut pruning, &schedule)), None, dev)?;
         model.set_training(false);
         let name = format!("pruned {:.0}%", sparsity * 100.0);
         let size = (
@@ -238,7 +255,32 @@ pub fn rows(train: &Dataset, test: &Dataset, epochs: usize, out: &Path, dev: &De
             test,
             &|x| model.forward(x),
             size,
-            Some((&model, train)),
+            Some((&model, cnn, train)),
+            dev,
+        )?);
+    }
+
+    for (name, teacher) in [
+        ("student 4/8, labels only", None),
+        ("student 4/8, distilled", Some(&dense)),
+    ] {
+        wgnn::manual_seed(1);
+        let mut small = student(dev);
+        let mut opt = adam(&small);
+        for e in 0..epochs {
+            epoch(&small, &mut opt, train, 600 + e as u64, None, teacher, dev)?;
+        }
+        small.set_training(false);
+        let size = (
+            nonzero(&small)?,
+            saved(&small, &format!("cnn {name}"), FloatFormat::F32)?,
+        );
+        rows.push(measure(
+            name,
+            test,
+            &|x| small.forward(x),
+            size,
+            Some((&small, student, train)),
             dev,
         )?);
     }

@@ -12,7 +12,9 @@
 //! * **pruned** 50, 80 and 90 % (one global magnitude threshold over the LSTM's and the
 //!   head's weight matrices, Zhu and Gupta's schedule over the first half of
 //!   `--lm-steps / 3` fine-tuning steps from the f32 weights), beside the f32 model
-//!   trained as many steps more (their fair reference).
+//!   trained as many steps more (their fair reference);
+//! * **student**: an LSTM of 48 units (a third of the weights) trained `--lm-steps` on
+//!   the text, and distilled from the f32 model (T 2, α 0.5).
 //!
 //! Latency: one held-out chunk (32 × 64 characters) and one generation step (batch
 //! 1, one character); the energy proxy is the profiler's count for the generation
@@ -57,33 +59,39 @@ struct CharLm {
     emb: Embedding,
     lstm: Lstm,
     head: Linear,
+    #[module(skip)]
+    hidden: usize,
 }
+
+/// The student's hidden units.
+const STUDENT: usize = 48;
 
 impl Module for CharLm {
     /// Logits `[b·t, vocab]` for ids `[b, t]`, from a zero state.
     fn forward(&self, ids: &Tensor) -> Tensor {
         let (b, t) = (ids.shape()[0], ids.shape()[1]);
-        self.head
-            .forward(&self.lstm.forward(&self.emb.forward(ids)).reshape(&[b * t, HIDDEN]))
+        let h = self.lstm.forward(&self.emb.forward(ids));
+        self.head.forward(&h.reshape(&[b * t, self.hidden]))
     }
 }
 
 impl CharLm {
-    fn new(vocab: usize, dev: &Device) -> CharLm {
+    fn new(vocab: usize, hidden: usize, dev: &Device) -> CharLm {
         let config = RnnConfig {
             batch_first: true,
             ..Default::default()
         };
         CharLm {
             emb: Embedding::new(vocab, EMBED, dev),
-            lstm: Lstm::new(EMBED, HIDDEN, config, dev),
-            head: Linear::new(HIDDEN, vocab, dev),
+            lstm: Lstm::new(EMBED, hidden, config, dev),
+            head: Linear::new(hidden, vocab, dev),
+            hidden,
         }
     }
 
     /// A copy of `self`'s weights in a new model (rounded to f16 when `half`).
     fn copy(&self, vocab: usize, half: bool, dev: &Device) -> Result<CharLm> {
-        let copy = CharLm::new(vocab, dev);
+        let copy = CharLm::new(vocab, self.hidden, dev);
         for (c, p) in copy.parameters().iter().zip(self.parameters()) {
             let p = if half { p.half().float() } else { p };
             c.assign(&p.to_vec()?)?;
@@ -108,16 +116,24 @@ fn chunk(ids: &[u32], k: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
     ))
 }
 
-/// Trains `model` `steps` steps from chunk `first` on; in mixed precision with loss
-/// scaling when `mixed`; the gradients masked by `pruning` (grown on `schedule`).
-fn train(
-    model: &CharLm,
-    corpus: &Corpus,
-    (first, steps): (usize, usize),
+/// How a training run goes beyond plain f32 steps.
+#[derive(Default)]
+struct Recipe<'a> {
+    /// Mixed precision with loss scaling.
     mixed: bool,
-    mut pruning: Option<(&mut Pruning, &GradualSchedule)>,
-    dev: &Device,
-) -> Result<()> {
+    /// The gradients masked, the mask grown on the schedule.
+    pruning: Option<(&'a mut Pruning, &'a GradualSchedule)>,
+    /// Distillation from this teacher.
+    teacher: Option<&'a CharLm>,
+}
+
+/// Trains `model` `steps` steps from chunk `first` on, by `recipe`.
+fn train(model: &CharLm, corpus: &Corpus, (first, steps): (usize, usize), recipe: Recipe, dev: &Device) -> Result<()> {
+    let Recipe {
+        mixed,
+        mut pruning,
+        teacher,
+    } = recipe;
     let mut opt = Adam::new(
         model.parameters(),
         AdamConfig {
@@ -137,7 +153,10 @@ fn train(
             let _amp = mixed.then(|| wgnn::amp::autocast(dev));
             model.forward(&x)
         };
-        let l = loss::cross_entropy(&logits, &y);
+        let l = match teacher {
+            Some(t) => loss::distillation(&logits, &nn::inference(|| t.forward(&x)), &y, 2.0, 0.5)?,
+            None => loss::cross_entropy(&logits, &y),
+        };
         let grads = if mixed {
             scaler.unscale(&scaler.scale(&l).backward()?)
         } else {
@@ -189,7 +208,11 @@ fn measure(
         Some((model, mixed)) => {
             let copy = model.copy(corpus.vocab(), false, dev)?;
             Some(median_ms(5, || {
-                train(&copy, corpus, (0, 1), mixed, None, dev)?;
+                let recipe = Recipe {
+                    mixed,
+                    ..Default::default()
+                };
+                train(&copy, corpus, (0, 1), recipe, dev)?;
                 copy.head.weight.to_vec().map(|_| ()) // waits for the GPU
             })?)
         }
@@ -224,15 +247,19 @@ pub fn rows(corpus: &Corpus, steps: usize, out: &Path, dev: &Device) -> Result<V
     };
 
     wgnn::manual_seed(0);
-    let dense = CharLm::new(vocab, dev);
+    let dense = CharLm::new(vocab, HIDDEN, dev);
     let initial = dense.copy(vocab, false, dev)?;
-    train(&dense, corpus, (0, steps), false, None, dev)?;
+    train(&dense, corpus, (0, steps), Recipe::default(), dev)?;
     let size = (nonzero(&dense)?, saved(&dense, "lm f32", FloatFormat::F32)?);
     let f32_logits = |x: &Tensor| dense.forward(x);
     rows.push(measure("f32", corpus, &f32_logits, size, Some((&dense, false)), dev)?);
 
     let mixed = initial;
-    train(&mixed, corpus, (0, steps), true, None, dev)?;
+    let recipe = Recipe {
+        mixed: true,
+        ..Default::default()
+    };
+    train(&mixed, corpus, (0, steps), recipe, dev)?;
     let mixed_logits = |x: &Tensor| {
         let _amp = wgnn::amp::autocast(dev);
         mixed.forward(x)
@@ -254,7 +281,7 @@ pub fn rows(corpus: &Corpus, steps: usize, out: &Path, dev: &Device) -> Result<V
     let copy = dense.copy(vocab, false, dev)?;
     let (xc, _) = chunk(corpus.train(), 0, dev)?;
     let calibration = nn::inference(|| copy.emb.forward(&xc));
-    let CharLm { emb, lstm, head } = copy;
+    let CharLm { emb, lstm, head, .. } = copy;
     let q_lstm = QuantizedLstm::quantize(lstm, &calibration, Calibration::MinMax)?;
     let q_head = QuantizedLinear::new(&head, 1.0 / 127.0)?;
     let int8_logits = |x: &Tensor| {
@@ -270,7 +297,7 @@ pub fn rows(corpus: &Corpus, steps: usize, out: &Path, dev: &Device) -> Result<V
     // The reference for the pruned models: the f32 model trained as many steps more.
     let tune = (steps / 3).max(1);
     let longer = dense.copy(vocab, false, dev)?;
-    train(&longer, corpus, (steps, tune), false, None, dev)?;
+    train(&longer, corpus, (steps, tune), Recipe::default(), dev)?;
     let size = (nonzero(&longer)?, saved(&longer, "lm f32 longer", FloatFormat::F32)?);
     let name = format!("f32, +{tune} steps");
     rows.push(measure(
@@ -297,14 +324,11 @@ pub fn rows(corpus: &Corpus, steps: usize, out: &Path, dev: &Device) -> Result<V
         };
         schedule.check()?;
         let mut pruning = Pruning::magnitude(&weights, 0.0, Scope::Global)?;
-        train(
-            &model,
-            corpus,
-            (steps, tune),
-            false,
-            Some((&mut pruning, &schedule)),
-            dev,
-        )?;
+        let recipe = Recipe {
+            pruning: Some((&mut pruning, &schedule)),
+            ..Default::default()
+        };
+        train(&model, corpus, (steps, tune), recipe, dev)?;
         let name = format!("pruned {:.0}%", sparsity * 100.0);
         let size = (
             nonzero(&model)?,
@@ -316,6 +340,31 @@ pub fn rows(corpus: &Corpus, steps: usize, out: &Path, dev: &Device) -> Result<V
             &|x| model.forward(x),
             size,
             Some((&model, false)),
+            dev,
+        )?);
+    }
+
+    for (name, teacher) in [
+        ("student 48, labels only", None),
+        ("student 48, distilled", Some(&dense)),
+    ] {
+        wgnn::manual_seed(1);
+        let small = CharLm::new(vocab, STUDENT, dev);
+        let recipe = Recipe {
+            teacher,
+            ..Default::default()
+        };
+        train(&small, corpus, (0, steps), recipe, dev)?;
+        let size = (
+            nonzero(&small)?,
+            saved(&small, &format!("lm {name}"), FloatFormat::F32)?,
+        );
+        rows.push(measure(
+            name,
+            corpus,
+            &|x| small.forward(x),
+            size,
+            Some((&small, false)),
             dev,
         )?);
     }
