@@ -19,6 +19,11 @@
 //! MLP on Fashion-MNIST under the protocol of the peer programs (Burn, Candle,
 //! PyTorch), for `benches/peers.sh` (`benches/common/peer_mlp.rs`).
 //!
+//! `bench --tune` instead fills the GPU autotune's cache file ahead of time: it runs
+//! every workload of the table on the GPU (the first run of each new GEMM shape
+//! class times its variants) and prints the cache's size and path, so that a later
+//! process's first epoch pays no timing.
+//!
 //! `cargo run --release --example bench -- --soak STEPS` instead trains the MNIST MLP
 //! for STEPS steps on each device (a fresh batch of 32 uploaded every step, Adam, the
 //! loss read at each report) and prints, ten times along the way, the steps per
@@ -390,6 +395,61 @@ fn soak(dev: &Device, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// `bench --tune`: every workload of the table run twice on the GPU (the first run
+/// times the GEMM variants of each new shape class; the choices are saved to the
+/// cache file at once), then the cache's size and file.
+fn tune() -> Result<()> {
+    let gpu = Device::gpu()?;
+    println!("tuning on {}", gpu.info());
+    let (before, _) = gpu.autotune_cache();
+    let started = Instant::now();
+    let run = |what: String, mut step: Box<dyn FnMut() -> Result<()>>| -> Result<()> {
+        let t = Instant::now();
+        step()?;
+        step()?;
+        println!("  {what:<24} {:>8.2} s", t.elapsed().as_secs_f64());
+        Ok(())
+    };
+    for batch in TRAIN_BATCHES {
+        let mut mlp = MlpStep::new(batch, &gpu)?;
+        run(
+            format!("mlp b{batch}"),
+            Box::new(move || mlp.step_and_wait().map(|_| ())),
+        )?;
+    }
+    for hidden in LSTM_HIDDEN {
+        let mut lstm = lstm_step::LstmStep::new(hidden, &gpu)?;
+        run(
+            format!("lstm h{hidden}"),
+            Box::new(move || lstm.step_and_wait().map(|_| ())),
+        )?;
+    }
+    for (name, which) in [
+        ("cnn", model_steps::Which::Cnn),
+        ("transformer", model_steps::Which::Transformer),
+    ] {
+        let mut step = model_steps::ModelStep::new(which, &gpu)?;
+        run(format!("{name} step"), Box::new(move || step.step_and_wait()))?;
+    }
+    for n in MATMUL_SIZES {
+        let (a, b) = (Tensor::randn(&[n, n], 1, &gpu)?, Tensor::randn(&[n, n], 2, &gpu)?);
+        run(
+            format!("matmul {n}"),
+            Box::new(move || a.matmul(&b).to_vec().map(|_| ())),
+        )?;
+    }
+    let (after, path) = gpu.autotune_cache();
+    let place = path.map_or("memory only (WGNN_CACHE_DIR=off or no cache folder)".into(), |p| {
+        p.display().to_string()
+    });
+    println!(
+        "autotune cache: {after} choices ({} new) in {place}; {:.1} s",
+        after - before,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// GPU vs CPU: matmul, an MNIST MLP's training step and an LSTM step timed on both devices, then
 /// one epoch by a hand-written loop and by `fit` (or one of the other modes below).
 #[derive(Parser)]
@@ -416,6 +476,11 @@ struct Args {
     /// With --peer-mlp: train with `Model::fit` instead of the PyTorch-style loop.
     #[arg(long)]
     fit: bool,
+    /// Instead: fill the GPU autotune's cache ahead of time (the GEMMs of the MLP at
+    /// batch 32 and 128, the LSTM steps, the CNN and transformer steps, the square
+    /// products of the table) and print how many choices it holds and where.
+    #[arg(long)]
+    tune: bool,
     /// Instead: train the MNIST MLP STEPS steps on each device, printing speed and memory (a leak check).
     #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "10000")]
     soak: Option<usize>,
@@ -429,6 +494,9 @@ fn main() -> Result<()> {
     }
     if let Some(values) = &args.peer_mlp {
         return peer_mlp::main(&peer_mlp::Args::from_values(values), args.fit);
+    }
+    if args.tune {
+        return tune();
     }
     if let Some(steps) = args.soak {
         soak(&Device::cpu(), steps)?;

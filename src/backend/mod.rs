@@ -162,6 +162,10 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A compute backend.
 pub(crate) trait Backend: Send + Sync {
     fn info(&self) -> DeviceInfo;
+    /// The autotune's choices held, and the file they are saved to (none on the CPU).
+    fn autotune_cache(&self) -> (usize, Option<std::path::PathBuf>) {
+        (0, None)
+    }
     /// Takes ownership of host data for a new leaf.
     fn stage(&self, data: Vec<f32>) -> Result<Storage>;
     /// Moves a value into a resident buffer that optimizers can update in place.

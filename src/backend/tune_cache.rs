@@ -61,6 +61,11 @@ impl TuneCache {
         }
     }
 
+    /// Choices held, and the file they are saved to.
+    pub(crate) fn summary(&self) -> (usize, Option<PathBuf>) {
+        (self.chosen.lock().unwrap().len(), self.path.clone())
+    }
+
     /// Whether kernels may be timed (`WGNN_AUTOTUNE` is not `0`).
     pub(crate) fn timing(&self) -> bool {
         self.timing

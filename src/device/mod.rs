@@ -321,6 +321,14 @@ impl Device {
         self.0.backend.info()
     }
 
+    /// The GPU autotune's cache: how many kernel shape classes have a chosen variant,
+    /// and the file the choices are kept in across processes (`WGNN_CACHE_DIR`; `None`
+    /// in memory only, or on the CPU, which has no autotune). `bench --tune` fills it
+    /// ahead of time.
+    pub fn autotune_cache(&self) -> (usize, Option<std::path::PathBuf>) {
+        self.0.backend.autotune_cache()
+    }
+
     /// CPU or GPU.
     pub fn kind(&self) -> DeviceKind {
         self.info().kind

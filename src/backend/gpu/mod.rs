@@ -72,6 +72,10 @@ impl super::Backend for GpuBackend {
         self.0.info.clone()
     }
 
+    fn autotune_cache(&self) -> (usize, Option<std::path::PathBuf>) {
+        self.0.tune.summary()
+    }
+
     fn stage(&self, data: Vec<f32>) -> Result<Storage> {
         self.0.check_size("a tensor", data.len())?;
         Ok(Storage::Host(Arc::new(data)))
