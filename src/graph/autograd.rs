@@ -4,7 +4,7 @@
 //! products of one form become one product ([`sum_terms`]), and a concatenation of
 //! parts already concatenated in this pass is reused ([`Joins`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::fast_path::{self, FastPath};
 use crate::ops::{Cast, Op};
@@ -15,7 +15,10 @@ use crate::{Error, Result, Tensor};
 /// computes them.
 #[derive(Clone, Default)]
 pub struct Gradients {
-    by_id: HashMap<u64, (Tensor, Tensor)>,
+    /// By parameter id: iterated in parameter-creation order, so that any graph built
+    /// from the pairs (a norm, a count of non-finite values, clipped sums) has the same
+    /// structure every step and its plan is found in the cache.
+    by_id: BTreeMap<u64, (Tensor, Tensor)>,
     /// The loss they came from: an optimizer step computes it in the same plan, so
     /// reading it afterwards is a download, and it keeps its pre-step value.
     loss: Option<Tensor>,
@@ -29,7 +32,8 @@ impl Gradients {
         self.by_id.get(&param.id()).map(|(_, g)| g)
     }
 
-    /// `(parameter, gradient)` pairs.
+    /// `(parameter, gradient)` pairs, in parameter-creation order (the same every
+    /// step).
     pub fn iter(&self) -> impl Iterator<Item = (&Tensor, &Tensor)> {
         self.by_id.values().map(|(p, g)| (p, g))
     }
@@ -74,9 +78,7 @@ impl Gradients {
     /// The global L2 norm of all gradients, `sqrt(Σ‖g‖²)`, as a lazy scalar (summed
     /// in parameter-creation order, so it is the same number every run).
     pub fn global_norm(&self) -> Tensor {
-        let mut pairs: Vec<_> = self.by_id.iter().collect();
-        pairs.sort_by_key(|(id, _)| **id);
-        let mut squares = pairs.iter().map(|(_, (_, g))| g.square().sum());
+        let mut squares = self.by_id.values().map(|(_, g)| g.square().sum());
         let first = squares.next().expect("global_norm: no gradients");
         squares.fold(first, |acc, s| &acc + &s).sqrt()
     }

@@ -27,6 +27,7 @@ crate::device_tests!(
     fit_distills_from_a_teacher_on_the_same_device,
     int8_recurrent_gate_products_stay_close_to_f32,
     int8_convolutions_follow_f32_with_padding_stride_and_dilation,
+    loss_scaled_mixed_precision_steps_reuse_their_plans,
 );
 
 fn mlp(dev: &Device, hidden: usize) -> Sequential {
@@ -1238,4 +1239,31 @@ fn an_int8_mnist_cnn_with_folded_batch_norms_is_within_1_percent_of_f32() {
     eprintln!("CNN files: f32 {f} bytes, int8 {i}");
     assert!(i * 10 < f * 4, "int8 file {i} bytes, f32 {f}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Steps with loss scaling (its check for non-finite gradients is a graph over every
+/// gradient) build the same graphs every step: after the first, no plan is compiled
+/// — the gradients are iterated in parameter order, not a hash map's (which gave a
+/// new plan every step, and a slower one as the cache grew).
+fn loss_scaled_mixed_precision_steps_reuse_their_plans(dev: &Device) {
+    let _serial = serial();
+    let dev = crate::common::private(dev);
+    let x = Tensor::randn(&[8, 6], 4, &dev).unwrap();
+    let y = Tensor::from_labels(&(0..8).map(|i| i % 3).collect::<Vec<u32>>(), &dev).unwrap();
+    wgnn::manual_seed(7);
+    let model = wgnn::amp::Mixed(mlp(&dev, 5));
+    let mut opt = Adam::new(model.parameters(), AdamConfig::default());
+    let mut scaler = GradScaler::new(GradScalerConfig::default()).unwrap();
+    let mut compiled = Vec::new();
+    for _ in 0..6 {
+        let before = dev.stats().plan_cache_misses;
+        let l = loss::cross_entropy(&model.forward(&x), &y);
+        let grads = scaler.unscale(&scaler.scale(&l).backward().unwrap()).clip_norm(1.0);
+        scaler.step_unscaled(&mut opt, &grads).unwrap();
+        compiled.push(dev.stats().plan_cache_misses - before);
+    }
+    assert!(
+        compiled[2..].iter().all(|&n| n == 0),
+        "{dev}: plans compiled per step {compiled:?}"
+    );
 }
