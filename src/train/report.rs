@@ -509,7 +509,7 @@ fn draw_bars<DB: DrawingBackend>(
     let values = series.iter().flat_map(|s| s.1.iter()).filter(|v| v.is_finite());
     let (lo, hi) = values.fold((0.0f64, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
     // Room above the bars for the legend (upper right).
-    let pad = 0.08 * (hi - lo).max(1e-9) + 0.03 * (hi - lo).max(1e-9) * series.len() as f64;
+    let pad = 0.10 * (hi - lo).max(1e-9) + 0.06 * (hi - lo).max(1e-9) * series.len() as f64;
     let n = categories.len() as f64;
     let mut b = ChartBuilder::on(root);
     b.caption(title, ("sans-serif", 26)).margin(18);
