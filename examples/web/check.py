@@ -58,7 +58,7 @@ def main():
     parser.add_argument("--batch", type=int, help="MNIST batch size (default: 32 for the MLP, 64 for the CNN)")
     parser.add_argument("--min-accuracy", type=float, default=0.9)
     parser.add_argument("--max-int8-drop", type=float,
-                        help="the MLP: fail unless its int8 form (quantized in the page) is at most this far below f32")
+                        help="fail unless the model's int8 form (quantized in the page) is at most this far below f32")
     parser.add_argument("--screenshot", help="default: target/web.png (MLP), target/web-cnn.png (CNN)")
     parser.add_argument("--no-webgpu", action="store_true", help="leave out --enable-unsafe-webgpu")
     parser.add_argument("--timeout", type=float, default=900)

@@ -479,6 +479,13 @@ impl Module for ConvTranspose2d {
 /// convolution's output channels, or when it keeps no running statistics
 /// (`track_running_stats: false` normalizes with each batch's own).
 pub fn fuse_conv_bn_eval(conv: &Conv2d, bn: &super::BatchNorm2d) -> Result<Conv2d> {
+    let fused = fuse_conv_bn_eval_async(conv, bn);
+    crate::backend::wait::wait(fused, "fuse_conv_bn_eval", "fuse_conv_bn_eval_async")
+}
+
+/// Async form of [`fuse_conv_bn_eval`]: the layers' values are read back awaited (in
+/// a browser, on WebGPU).
+pub async fn fuse_conv_bn_eval_async(conv: &Conv2d, bn: &super::BatchNorm2d) -> Result<Conv2d> {
     let out = conv.weight.shape()[0];
     if bn.num_features() != out {
         return Err(Error::InvalidSetting {
@@ -496,11 +503,14 @@ pub fn fuse_conv_bn_eval(conv: &Conv2d, bn: &super::BatchNorm2d) -> Result<Conv2
                 .into(),
         });
     }
-    let [w, mean, var, gamma, beta] = [&conv.weight, &bn.running_mean, &bn.running_var, &bn.weight, &bn.bias]
-        .map(|t| t.to_vec().map(|v| v.into_iter().map(f64::from).collect::<Vec<_>>()));
-    let (w, mean, var, gamma, beta) = (w?, mean?, var?, gamma?, beta?);
+    let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+    let w = wide(conv.weight.to_vec_async().await?);
+    let mean = wide(bn.running_mean.to_vec_async().await?);
+    let var = wide(bn.running_var.to_vec_async().await?);
+    let gamma = wide(bn.weight.to_vec_async().await?);
+    let beta = wide(bn.bias.to_vec_async().await?);
     let b = match &conv.bias {
-        Some(b) => b.to_vec()?.into_iter().map(f64::from).collect(),
+        Some(b) => wide(b.to_vec_async().await?),
         None => vec![0.0; out],
     };
     let scale: Vec<f64> = (0..out)

@@ -18,7 +18,7 @@ pub use attention::{
     SinusoidalPositionalEncoding,
 };
 pub use autoencoder::Autoencoder;
-pub use conv::{fuse_conv_bn_eval, Conv1d, Conv2d, ConvConfig, ConvTranspose2d};
+pub use conv::{fuse_conv_bn_eval, fuse_conv_bn_eval_async, Conv1d, Conv2d, ConvConfig, ConvTranspose2d};
 pub use norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm, LayerNorm};
 pub(crate) use normalize::column_stats;
 pub use normalize::Normalize;

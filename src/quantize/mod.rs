@@ -376,10 +376,10 @@ impl QuantizedSequential {
                 Some(Layer::Int8(QuantizedLinear::new_async(linear, scale().await?).await?))
             } else if let Some(conv) = as_layer::<Conv2d>(&**layer) {
                 let folded = match all.get(i + 1).filter(|_| folds_into_conv(&all, i + 1)) {
-                    Some(bn) => Some(crate::nn::fuse_conv_bn_eval(
-                        conv,
-                        as_layer(&**bn).expect("a BatchNorm2d"),
-                    )?),
+                    Some(bn) => {
+                        let bn = as_layer(&**bn).expect("a BatchNorm2d");
+                        Some(crate::nn::fuse_conv_bn_eval_async(conv, bn).await?)
+                    }
                     None => None,
                 };
                 let conv = folded.as_ref().unwrap_or(conv);
