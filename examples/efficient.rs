@@ -187,6 +187,18 @@ fn file_for(out: &std::path::Path, name: &str) -> PathBuf {
     ))
 }
 
+/// Nonzero parameters of `model`.
+fn nonzero(model: &dyn Module) -> Result<usize> {
+    Ok(prune::sparsity_report(model)?.iter().map(|r| r.numel - r.zeros).sum())
+}
+
+/// `model` saved in `out` (the file named after `name`) in `format`: the file's bytes.
+fn saved_as(model: &dyn Module, out: &std::path::Path, name: &str, format: wgnn::io::FloatFormat) -> Result<u64> {
+    let path = file_for(out, name);
+    wgnn::io::save_safetensors_as(model, &path, format)?;
+    file_bytes(&path)
+}
+
 /// The size of `path` in bytes.
 fn file_bytes(path: &std::path::Path) -> Result<u64> {
     let meta = std::fs::metadata(path).map_err(|e| Error::Io {

@@ -61,7 +61,7 @@ pub fn autocast(device: &Device) -> Autocast {
 /// Whether `device` runs f16 kernels: always on the CPU; on a GPU where it has
 /// `SHADER_F16` and [`crate::GpuOptions::disable_f16`] was not set.
 pub fn f16_supported(device: &Device) -> bool {
-    device.info().shader_f16
+    device.shader_f16()
 }
 
 impl Autocast {

@@ -26,7 +26,7 @@ use wgnn::quantize::{Calibration, QuantizedSequential};
 use wgnn::{Device, Result, Tensor};
 
 use super::digits_cnn::{cnn, cnn_with};
-use super::{energy, file_bytes, file_for, median_ms};
+use super::{energy, file_bytes, file_for, median_ms, nonzero, saved_as};
 
 const BATCH: usize = 64;
 
@@ -161,18 +161,9 @@ fn measure(
     })
 }
 
-/// Nonzero parameters of `model`.
-fn nonzero(model: &dyn Module) -> Result<usize> {
-    Ok(prune::sparsity_report(model)?.iter().map(|r| r.numel - r.zeros).sum())
-}
-
 /// The rows of the table (see the module doc).
 pub fn rows(train: &Dataset, test: &Dataset, epochs: usize, out: &Path, dev: &Device) -> Result<Vec<CnnRow>> {
-    let saved = |model: &dyn Module, name: &str, format| -> Result<u64> {
-        let path = file_for(out, name);
-        wgnn::io::save_safetensors_as(model, &path, format)?;
-        file_bytes(&path)
-    };
+    let saved = |model: &dyn Module, name: &str, format| saved_as(model, out, name, format);
     let mut rows = Vec::new();
     wgnn::manual_seed(0);
     let mut dense = cnn(dev);

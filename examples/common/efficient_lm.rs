@@ -31,7 +31,7 @@ use wgnn::quantize::{Calibration, QuantizedLinear, QuantizedLstm};
 use wgnn::{Device, Result, Tensor};
 
 use super::text::Corpus;
-use super::{energy, file_bytes, file_for, median_ms};
+use super::{energy, median_ms, nonzero, saved_as};
 
 const EMBED: usize = 32;
 const HIDDEN: usize = 128;
@@ -243,20 +243,11 @@ fn measure(
     })
 }
 
-/// Nonzero parameters of `model`.
-fn nonzero(model: &dyn Module) -> Result<usize> {
-    Ok(prune::sparsity_report(model)?.iter().map(|r| r.numel - r.zeros).sum())
-}
-
 /// The rows of the table (see the module doc).
 pub fn rows(corpus: &Corpus, steps: usize, out: &Path, dev: &Device) -> Result<Vec<LmRow>> {
     let vocab = corpus.vocab();
     let mut rows = Vec::new();
-    let saved = |model: &dyn Module, name: &str, format| -> Result<u64> {
-        let path = file_for(out, name);
-        wgnn::io::save_safetensors_as(model, &path, format)?;
-        file_bytes(&path)
-    };
+    let saved = |model: &dyn Module, name: &str, format| saved_as(model, out, name, format);
 
     wgnn::manual_seed(0);
     let dense = CharLm::new(vocab, HIDDEN, dev);

@@ -162,6 +162,11 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A compute backend.
 pub(crate) trait Backend: Send + Sync {
     fn info(&self) -> DeviceInfo;
+    /// Whether kernels may use half-precision floats ([`DeviceInfo::shader_f16`],
+    /// without copying the whole description).
+    fn shader_f16(&self) -> bool {
+        self.info().shader_f16
+    }
     /// The autotune's choices held, and the file they are saved to (none on the CPU).
     fn autotune_cache(&self) -> (usize, Option<std::path::PathBuf>) {
         (0, None)

@@ -321,6 +321,12 @@ impl Device {
         self.0.backend.info()
     }
 
+    /// Whether kernels may use half-precision floats: [`DeviceInfo::shader_f16`],
+    /// asked without copying the whole description (the GEMM builders ask it).
+    pub(crate) fn shader_f16(&self) -> bool {
+        self.0.backend.shader_f16()
+    }
+
     /// The GPU autotune's cache: how many kernel shape classes have a chosen variant,
     /// and the file the choices are kept in across processes (`WGNN_CACHE_DIR`; `None`
     /// in memory only, or on the CPU, which has no autotune). `bench --tune` fills it

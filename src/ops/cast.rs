@@ -150,11 +150,12 @@ thread_local! {
     /// The devices of the active autocast guards on this thread (a stack: guards
     /// nest); `crate::amp` pushes and pops them, the GEMM builders ask.
     static AUTOCAST: RefCell<Vec<Device>> = const { RefCell::new(Vec::new()) };
-    /// The f16 casts of leaves (weights) made under the active guards, by leaf and
-    /// version: a weight used by many products (a recurrent layer's at every step) is
-    /// cast once, as PyTorch's autocast caches them; an in-place update (a new
-    /// version) gets a new cast. Emptied when the last guard leaves.
-    static LEAF_CASTS: RefCell<HashMap<(u64, u64), Tensor>> = RefCell::new(HashMap::new());
+    /// The f16 cast of each leaf (weight) made under the active guards, by leaf, with
+    /// the version it was made from: a weight used by many products (a recurrent
+    /// layer's at every step) is cast once, as PyTorch's autocast caches them; an
+    /// in-place update (a new version) replaces the cast, so a guard held across many
+    /// optimizer steps keeps one cast per weight. Emptied when the last guard leaves.
+    static LEAF_CASTS: RefCell<HashMap<u64, (u64, Tensor)>> = RefCell::new(HashMap::new());
 }
 
 /// GEMMs built on this thread for `device` take f16 inputs until the matching
@@ -184,15 +185,20 @@ pub(crate) fn autocasting(device: &Device) -> bool {
 /// version while the guards last.
 #[track_caller]
 pub(crate) fn autocast_half(t: &Tensor) -> Tensor {
-    match t.leaf_version() {
-        Some(version) => LEAF_CASTS.with(|c| {
-            c.borrow_mut()
-                .entry((t.id(), version))
-                .or_insert_with(|| t.half())
-                .clone()
-        }),
-        None => t.half(),
-    }
+    let Some(version) = t.leaf_version() else {
+        return t.half();
+    };
+    LEAF_CASTS.with(|c| {
+        let mut casts = c.borrow_mut();
+        match casts.get(&t.id()) {
+            Some((made_from, cast)) if *made_from == version => cast.clone(),
+            _ => {
+                let cast = t.half();
+                casts.insert(t.id(), (version, cast.clone()));
+                cast
+            }
+        }
+    })
 }
 
 impl Tensor {

@@ -140,6 +140,9 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// What the panic for f16 data given to another op adds.
+const F16_TAKERS: &str = " (only matmul, reshape and `float()` take f16)";
+
 pub(crate) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -184,8 +187,7 @@ impl Tensor {
         if let Some(t) = inputs.iter().find(|t| t.dtype() == DType::F16) {
             assert!(
                 matches!(op, Op::MatMul(_) | Op::Cast(_) | Op::Reshape | Op::Detach),
-                "{}: expects f32 data, got an f16 tensor of shape {:?} (only matmul, reshape and \
-                 `float()` take f16)",
+                "{}: expects f32 data, got an f16 tensor of shape {:?}{F16_TAKERS}",
                 op.name(),
                 t.shape()
             );
@@ -483,11 +485,7 @@ impl Tensor {
                 "a label tensor"
             },
             self.shape(),
-            if self.dtype() == DType::F16 {
-                " (only matmul, reshape and `float()` take f16)"
-            } else {
-                ""
-            }
+            if self.dtype() == DType::F16 { F16_TAKERS } else { "" }
         );
     }
 

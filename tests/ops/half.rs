@@ -14,6 +14,7 @@ crate::device_tests!(
     a_mixed_precision_product_is_the_f32_product_of_the_rounded_inputs,
     backward_products_take_the_incoming_gradient_rounded_to_f16,
     a_mixed_model_keeps_its_names_and_computes_what_autocast_does,
+    an_unrolled_lstm_under_autocast_joins_its_weight_gradients,
 );
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -250,4 +251,49 @@ fn without_half_precision_shaders_autocast_runs_in_f32() {
 fn an_elementwise_op_on_f16_data_panics_naming_it() {
     let x = Tensor::zeros(&[2, 3], &Device::cpu()).half();
     let _ = x.relu();
+}
+
+/// An unrolled LSTM under autocast: the gradient of a weight used at every step is
+/// one joined GEMM over the steps (the f16 operands joined before their cast) with
+/// `FastPath::JoinedGradients` on, one product per step added in order with it off —
+/// fewer launches joined, the same gradients up to f32 summation order, and both
+/// within f16's precision of the f32 gradients.
+fn an_unrolled_lstm_under_autocast_joins_its_weight_gradients(dev: &Device) {
+    use wgnn::fast_path::{self, FastPath};
+    let _serial = crate::common::serial();
+    let dev = private(dev);
+    wgnn::manual_seed(2);
+    let lstm = nn::Lstm::new(5, 8, nn::RnnConfig::default(), &dev);
+    let x = Tensor::randn(&[6, 3, 5], 4, &dev).unwrap();
+    let r = Tensor::randn(&[6, 3, 8], 9, &dev).unwrap();
+    let run = |joined: bool, mixed: bool| {
+        let _forced = fast_path::force(FastPath::JoinedGradients, joined);
+        let before = dev.stats().dispatches;
+        let out = {
+            let _amp = mixed.then(|| amp::autocast(&dev));
+            lstm.forward(&x)
+        };
+        let grads = (&out * &r).sum().backward().unwrap();
+        let values: Vec<Vec<f32>> = lstm
+            .parameters()
+            .iter()
+            .map(|p| grads.get(p).unwrap().to_vec().unwrap())
+            .collect();
+        (values, dev.stats().dispatches - before)
+    };
+    let ((joined, joined_launches), (apart, apart_launches)) = (run(true, true), run(false, true));
+    let (f32_grads, _) = run(true, false);
+    assert!(
+        joined_launches < apart_launches,
+        "{dev}: joined {joined_launches} launches, apart {apart_launches}"
+    );
+    for (k, ((j, a), f)) in joined.iter().zip(&apart).zip(&f32_grads).enumerate() {
+        let d = max_rel_diff(j, a);
+        assert!(d <= 1e-5, "{dev}: parameter {k}: joined and apart differ by {d}");
+        let d = max_rel_diff(j, f);
+        assert!(
+            d <= 1e-2,
+            "{dev}: parameter {k}: mixed precision off the f32 gradient by {d}"
+        );
+    }
 }

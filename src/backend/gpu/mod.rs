@@ -76,6 +76,10 @@ impl super::Backend for GpuBackend {
         self.0.tune.summary()
     }
 
+    fn shader_f16(&self) -> bool {
+        self.0.info.shader_f16
+    }
+
     fn stage(&self, data: Vec<f32>) -> Result<Storage> {
         self.0.check_size("a tensor", data.len())?;
         Ok(Storage::Host(Arc::new(data)))

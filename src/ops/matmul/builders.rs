@@ -248,7 +248,7 @@ fn mixed_precision(a: Tensor, b: Tensor) -> (Tensor, Tensor, bool) {
     let given = a.dtype() == DType::F16 || b.dtype() == DType::F16;
     if autocasting(a.device()) {
         (autocast_half(&a), autocast_half(&b), true)
-    } else if given && a.device().info().shader_f16 {
+    } else if given && a.device().shader_f16() {
         (a.half(), b.half(), true)
     } else {
         let (a, b) = (a.float(), b.float());
