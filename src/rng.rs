@@ -1,6 +1,7 @@
 //! Counter-based random numbers (Philox4x32-10): value `i` of a stream depends only
 //! on the seed and `i`, so results never depend on order, thread or device.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const M0: u32 = 0xD251_1F53;
@@ -99,38 +100,55 @@ pub(crate) fn dropout_keeps(key: u64, i: u64, threshold: u32) -> bool {
     word(key, i) >> 8 >= threshold
 }
 
-static SEED: AtomicU64 = AtomicU64::new(0x5EED);
-static STREAM: AtomicU64 = AtomicU64::new(0);
+/// The seed the last [`manual_seed`] gave, anywhere in the process: where a thread's
+/// stream starts when the thread has not seeded its own.
+static DEFAULT_SEED: AtomicU64 = AtomicU64::new(0x5EED);
 
-/// Seeds everything random that follows (parameter init, shuffling), as
-/// `torch.manual_seed` does.
+thread_local! {
+    /// This thread's stream: its seed and how many seeds it has handed out, or `None`
+    /// until the thread first seeds or draws.
+    static STREAM: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+}
+
+/// This thread's stream, started from the process's last seed when it has none yet.
+fn stream() -> (u64, u64) {
+    STREAM
+        .with(|s| s.get())
+        .unwrap_or((DEFAULT_SEED.load(Ordering::SeqCst), 0))
+}
+
+/// Seeds everything random that follows on this thread (parameter init, shuffling,
+/// dropout keys), as `torch.manual_seed` does. Each thread draws from its own stream,
+/// so models built on two threads at once never take each other's draws (tests run in
+/// parallel threads, and so may a user's jobs); a thread that never called
+/// `manual_seed` starts from the seed the last call gave anywhere in the process.
 pub fn manual_seed(seed: u64) {
-    SEED.store(seed, Ordering::SeqCst);
-    STREAM.store(0, Ordering::SeqCst);
+    DEFAULT_SEED.store(seed, Ordering::SeqCst);
+    STREAM.with(|s| s.set(Some((seed, 0))));
 }
 
-/// The seed last given to [`manual_seed`] (or the default), for reports.
+/// The seed this thread's stream runs from (the last [`manual_seed`], or the
+/// default), for reports.
 pub fn seed() -> u64 {
-    SEED.load(Ordering::SeqCst)
+    stream().0
 }
 
-/// Where the global random stream stands: its seed and how many seeds
+/// Where this thread's random stream stands: its seed and how many seeds
 /// [`next_seed`] has handed out since. A checkpoint stores it, so a resumed run draws
 /// the same dropout keys, init and shuffling seeds as the run it continues.
 pub(crate) fn position() -> (u64, u64) {
-    (SEED.load(Ordering::SeqCst), STREAM.load(Ordering::SeqCst))
+    stream()
 }
 
-/// Puts the global random stream back where [`position`] found it.
-pub(crate) fn set_position((seed, stream): (u64, u64)) {
-    SEED.store(seed, Ordering::SeqCst);
-    STREAM.store(stream, Ordering::SeqCst);
+/// Puts this thread's random stream back where [`position`] found it.
+pub(crate) fn set_position(position: (u64, u64)) {
+    STREAM.with(|s| s.set(Some(position)));
 }
 
-/// A fresh seed for the next random tensor: the global seed mixed with a counter.
+/// A fresh seed for the next random tensor: this thread's seed mixed with its counter.
 pub fn next_seed() -> u64 {
-    let n = STREAM.fetch_add(1, Ordering::SeqCst);
-    let s = SEED.load(Ordering::SeqCst);
+    let (s, n) = stream();
+    STREAM.with(|cell| cell.set(Some((s, n + 1))));
     let b = philox4x32([n as u32, (n >> 32) as u32, 0x6e6e, 0], [s as u32, (s >> 32) as u32]);
     ((b[0] as u64) << 32) | b[1] as u64
 }
@@ -144,6 +162,26 @@ mod tests {
         // Random123 kat_vectors: philox4x32 10 rounds, ctr and key all ones.
         let out = philox4x32([0xffff_ffff; 4], [0xffff_ffff; 2]);
         assert_eq!(out, [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]);
+    }
+
+    #[test]
+    fn each_thread_draws_from_its_own_stream() {
+        manual_seed(11);
+        let first = next_seed();
+        manual_seed(11);
+        // Another thread seeding and drawing meanwhile takes nothing from this one.
+        std::thread::spawn(|| {
+            manual_seed(12);
+            next_seed();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(next_seed(), first);
+        // A thread that never seeded starts from the last seed given anywhere.
+        manual_seed(13);
+        let here = next_seed();
+        let there = std::thread::spawn(next_seed).join().unwrap();
+        assert_eq!(here, there);
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl ConvConfig {
 
 /// A layer's parameters, initialised as PyTorch's `_ConvNd.reset_parameters`:
 /// weight and bias uniform in ±1/√fan_in (kaiming_uniform with a = √5), fan_in =
-/// `weight.shape[1] · kernel taps`, from the global seed. `channels` are (in, out);
+/// `weight.shape[1] · kernel taps`, from the thread's seed stream (`wgnn::manual_seed`). `channels` are (in, out);
 /// the weight is `[out, in / groups, k…]`, or `[in, out / groups, k…]` transposed.
 fn init(
     layer: &str,

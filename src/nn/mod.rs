@@ -441,7 +441,7 @@ fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> impl Iterator<Item = 
 }
 
 /// `y = x·Wᵀ + b` with weight `[out, in]` and bias `[out]`, initialised as PyTorch's
-/// `nn.Linear` (uniform in ±1/√in), from the global seed (`wgnn::manual_seed`). As
+/// `nn.Linear` (uniform in ±1/√in), from the thread's seed stream (`wgnn::manual_seed`). As
 /// there, `x` may have any rank from 1: `[.., in]` gives `[.., out]` (the leading axes
 /// are rows of one product).
 #[derive(Module)]

@@ -516,7 +516,7 @@ macro_rules! recurrent_module {
 pub struct Lstm(Stack);
 
 impl Lstm {
-    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
+    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the thread's seed stream (`wgnn::manual_seed`).
     /// Panics only if the device cannot hold the parameters; [`Lstm::try_new`] returns
     /// that as an error.
     pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Lstm {
@@ -578,7 +578,7 @@ impl Lstm {
 pub struct Gru(Stack);
 
 impl Gru {
-    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
+    /// A stack initialised as PyTorch's (uniform in ±1/√H) from the thread's seed stream (`wgnn::manual_seed`).
     /// Panics only if the device cannot hold the parameters.
     pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Gru {
         Gru::try_new(input_size, hidden_size, config, device)
@@ -630,7 +630,7 @@ impl Gru {
 pub struct Rnn(Stack);
 
 impl Rnn {
-    /// A tanh stack initialised as PyTorch's (uniform in ±1/√H) from the global seed.
+    /// A tanh stack initialised as PyTorch's (uniform in ±1/√H) from the thread's seed stream (`wgnn::manual_seed`).
     /// Panics only if the device cannot hold the parameters.
     pub fn new(input_size: usize, hidden_size: usize, config: RnnConfig, device: &Device) -> Rnn {
         Rnn::try_with(input_size, hidden_size, Nonlinearity::Tanh, config, device)
@@ -674,7 +674,7 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// A table initialised as PyTorch's (standard normal) from the global seed.
+    /// A table initialised as PyTorch's (standard normal) from the thread's seed stream (`wgnn::manual_seed`).
     /// Panics only if the device cannot hold it; [`Embedding::try_new`] returns that
     /// as an error.
     pub fn new(num_embeddings: usize, embedding_dim: usize, device: &Device) -> Embedding {

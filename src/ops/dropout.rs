@@ -73,7 +73,7 @@ impl Tensor {
     /// scaled by `1 / (1 − p)`, so the expected value is unchanged. The mask is a pure
     /// function of `seed` and the element index (Philox4x32-10), identical on the CPU
     /// and the GPU, and the backward pass regenerates it. `nn::Dropout` draws a fresh
-    /// seed per call from the global stream (`wgnn::manual_seed`).
+    /// seed per call from the thread's seed stream (`wgnn::manual_seed`).
     ///
     /// # Panics
     /// If `p` is not in `[0, 1]`.

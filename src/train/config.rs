@@ -80,7 +80,7 @@ pub struct FitConfig {
     pub validation_data: Option<(Tensor, Tensor)>,
     /// Reshuffle the training rows every epoch.
     pub shuffle: bool,
-    /// Seed of the shuffling (default: drawn from the global seed).
+    /// Seed of the shuffling (default: drawn from the thread's seed stream).
     pub seed: Option<u64>,
     /// Called after every epoch, in order (early stopping, schedules, checkpoints).
     pub callbacks: Vec<Box<dyn Callback>>,
