@@ -6,8 +6,9 @@
 // - the loaders `load_a4(row, col)` / `load_b4(row, col)`: four consecutive words of a
 //   stored row of A / B (col a multiple of 4), one vec4 load where the row length is a
 //   multiple of 4, zero outside the matrix where the shape needs edge checks;
-// - `store4(r, c, z, v)`: four results of row r from column c, with bias and epilogue,
-//   or (split-K) the raw partial sums of K slice z into the scratch buffer;
+// - `store4(r, c, z, v)`: four results of row r from column c, with bias and
+//   `epilogue(x, i)` (the activation, then any maps a plan fused after the product,
+//   reading their other inputs at output index i), or (split-K) the raw partial sums of K slice z into the scratch buffer;
 // - TA, TB (operands stored transposed), EDGE_K (K not a multiple of BK);
 // - `enter_tile(wid)`: the workgroup's row tile and K slice (wid.y, wid.z); a batched
 //   launch (operands with leading axes) has the product on z instead, and sets the
@@ -106,7 +107,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var z = 1u; z < params.splits; z++) {
         s += out1[z * mn + i];
     }
-    out0[i] = epilogue(s + bias_at(i % params.n));
+    out0[i] = epilogue(s + bias_at(i % params.n), i);
 }
 
 //#kernel matmul_flat

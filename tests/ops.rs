@@ -17,6 +17,7 @@ use common::cases::*;
 use common::{devices, gpu, max_rel_diff, private};
 use wgnn::fast_path::{self, FastPath};
 use wgnn::nn::loss;
+use wgnn::optim::{Optimizer, Sgd, SgdConfig};
 use wgnn::{DType, Device, Error, Tensor};
 
 device_tests!(
@@ -31,6 +32,9 @@ device_tests!(
     gelu_follows_the_exact_erf_and_pytorchs_tanh_form,
     an_op_with_two_outputs_computes_both_in_one_launch,
     a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain,
+    a_product_computes_the_maps_that_read_it_in_its_epilogue,
+    an_mlp_training_step_is_nine_launches_before_the_update,
+    cross_entropy_is_one_launch_each_way_with_the_values_of_the_per_row_mean,
     values_a_plan_hands_out_and_their_aliases_read_right_run_after_run,
     the_outputs_of_a_realized_op_stay_readable_in_any_order,
     the_gradient_of_max_with_indices_goes_to_the_first_maximum_only,
@@ -819,6 +823,219 @@ fn a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain
         .iter()
         .zip(&o)
         .all(|(h, o)| (h.exp() - o).abs() <= 1e-6 * o.abs().max(1.0)));
+}
+
+/// A graph built anew on each call.
+type Graph<'a> = Box<dyn Fn() -> Tensor + 'a>;
+
+/// A 2-D product read only by elementwise maps of its shape computes them as it
+/// stores its results (ReLU's gradient `g · step(y)`, a
+/// scaled difference, an exp), one launch instead of two or more, with the unfused
+/// graph's values: bit for bit on the CPU, to rounding on a GPU (whose compiler may
+/// contract). Shapes with vec4 and scalar loads, ragged edges and a split K (long K,
+/// small output, forced on and off); on the GPU every tile forced gives the same
+/// bits (on CPU adapters the flat tiles too). A held product, a batched one or a
+/// map that broadcasts a row is not fused.
+fn a_product_computes_the_maps_that_read_it_in_its_epilogue(shared: &Device) {
+    let dev = &common::private(shared);
+    let shapes = [(37, 70, 13), (128, 256, 128), (20, 1030, 12), (4, 8, 4), (3, 5, 1)];
+    for (m, k, n) in shapes {
+        let what = format!("{dev}: {m}x{k}x{n}");
+        let a = Tensor::randn(&[m, k], 1, dev).unwrap();
+        let w = Tensor::randn(&[n, k], 2, dev).unwrap();
+        let bias = Tensor::randn(&[n], 3, dev).unwrap();
+        let y = Tensor::randn(&[m, n], 4, dev).unwrap();
+        let s = Tensor::from_vec(vec![0.25], &[1], dev).unwrap();
+        let at = Tensor::randn(&[k, m], 8, dev).unwrap();
+        let graphs: [(&str, Graph); 3] = [
+            ("relu gradient", Box::new(|| &a.matmul_t(&w, false, true) * &y.step())),
+            (
+                "linear, relu, scaled difference",
+                Box::new(|| (&(&a.linear(&w, Some(&bias)).relu() - &y) * &s).mul_scalar(3.0)),
+            ),
+            (
+                "exp of a product of stored transposes",
+                Box::new(|| at.matmul_t(&w, true, true).exp()),
+            ),
+        ];
+        for (name, graph) in &graphs {
+            let run = |fused: bool| {
+                dev.set_check_nan(!fused);
+                let before = dev.stats();
+                let out = graph().to_vec().unwrap();
+                let launches = (dev.stats() - before).dispatches;
+                dev.set_check_nan(false);
+                (out, launches)
+            };
+            for split in [None, Some(false), Some(true)] {
+                // (A K split changes the order of the sums: both runs under the same.)
+                let _split = split.map(|on| fast_path::force(FastPath::SplitK, on));
+                dev.clear_plan_cache();
+                let (plain, plain_launches) = run(false);
+                let (fused, launches) = run(true);
+                assert!(
+                    launches < plain_launches,
+                    "{what}, {name}: {launches} launches fused, {plain_launches} not"
+                );
+                match dev.kind() {
+                    wgnn::DeviceKind::Cpu => assert!(
+                        fused.iter().zip(&plain).all(|(f, p)| f.to_bits() == p.to_bits()),
+                        "{what}, {name}"
+                    ),
+                    wgnn::DeviceKind::Gpu => {
+                        let d = max_rel_diff(&fused, &plain);
+                        assert!(d < 1e-6, "{what}, {name}: {d}");
+                    }
+                }
+            }
+        }
+        if dev.kind() == wgnn::DeviceKind::Gpu {
+            let mut tiles = vec!["64x64k16", "128x128k8", "32x32k16"];
+            if dev.info().device_type == "Cpu" {
+                tiles.extend(["flat3x32", "flat6x32", "flat4x64"]);
+            }
+            let (_, graph) = &graphs[1];
+            let mut first: Option<Vec<u32>> = None;
+            for tile in tiles {
+                dev.clear_plan_cache();
+                dev.debug_kernel_variant(Some(tile));
+                let bits: Vec<u32> = graph().to_vec().unwrap().iter().map(|x| x.to_bits()).collect();
+                match &first {
+                    None => first = Some(bits),
+                    Some(f) => assert!(*f == bits, "{what}: tile {tile} gives other bits"),
+                }
+            }
+            dev.debug_kernel_variant(None);
+        }
+    }
+    // Not fused: a product someone holds (computed and kept: two launches), and a
+    // map that adds a broadcast row (one launch each).
+    let a = Tensor::randn(&[8, 6], 5, dev).unwrap();
+    let b = Tensor::randn(&[6, 4], 6, dev).unwrap();
+    let held = a.matmul(&b);
+    let out = held.exp();
+    let before = dev.stats();
+    out.realize().unwrap();
+    assert_eq!((dev.stats() - before).dispatches, 2);
+    let (h, o) = (held.to_vec().unwrap(), out.to_vec().unwrap());
+    assert!(h
+        .iter()
+        .zip(&o)
+        .all(|(h, o)| (h.exp() - o).abs() <= 1e-6 * o.abs().max(1.0)));
+    let row = Tensor::randn(&[4], 7, dev).unwrap();
+    let before = dev.stats();
+    (&a.matmul(&b) + &row).realize().unwrap();
+    assert_eq!(
+        (dev.stats() - before).dispatches,
+        2,
+        "a broadcast row is not read at the output's index"
+    );
+}
+
+/// The seed's MLP (784-128-10, ReLU, cross-entropy) trained by Adam: the forward and
+/// backward of a step are nine launches — two products forward (ReLU in the first's
+/// epilogue), the mean cross-entropy, its gradient, the hidden gradient product with
+/// ReLU's gradient in its epilogue, the weight gradients' products and the bias
+/// gradients' sums — and backward's seed is no launch. (Unfused, as the debugging
+/// modes compile it, there are more.)
+fn an_mlp_training_step_is_nine_launches_before_the_update(shared: &Device) {
+    let dev = &common::private(shared);
+    let param = |shape: &[usize], bound: f32, seed| {
+        Tensor::rand(shape, -bound, bound, seed, dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap()
+    };
+    let (w1, b1) = (param(&[128, 784], 0.035, 1), param(&[128], 0.035, 2));
+    let (w2, b2) = (param(&[10, 128], 0.088, 3), param(&[10], 0.088, 4));
+    let x = Tensor::rand(&[32, 784], 0.0, 1.0, 3, dev).unwrap();
+    let y = Tensor::from_labels(&(0..32).map(|i| i % 10).collect::<Vec<u32>>(), dev).unwrap();
+    let mut opt = Sgd::new(
+        vec![w1.clone(), b1.clone(), w2.clone(), b2.clone()],
+        SgdConfig::default(),
+    );
+    let mut step = || {
+        dev.reset_profile();
+        let h = x.linear(&w1, Some(&b1)).relu();
+        let loss = loss::cross_entropy(&h.linear(&w2, Some(&b2)), &y);
+        opt.step(&loss.backward().unwrap()).unwrap();
+        assert!(loss.item().unwrap().is_finite(), "{dev}");
+        let report = dev.profile_report();
+        let launches: Vec<String> = report.plans[0]
+            .launches
+            .iter()
+            .filter(|l| l.kernel != "sgd")
+            .map(|l| l.kernel.clone())
+            .collect();
+        launches
+    };
+    dev.set_profile(true);
+    // The count without K splits (a split product is one launch of two passes).
+    let _unsplit = fast_path::force(FastPath::SplitK, false);
+    let fused = step();
+    assert_eq!(fused.len(), 9, "{dev}: an MLP step's forward and backward: {fused:?}");
+    assert!(!fused.iter().any(|k| k == "fill"), "{dev}: {fused:?}");
+    let unfused = {
+        let _off = fast_path::force(FastPath::Fusion, false);
+        step()
+    };
+    assert!(unfused.len() > 9, "{dev}: unfused {unfused:?}");
+    dev.set_profile(false);
+}
+
+/// `cross_entropy` is one kernel forward (the rows' losses and their mean) and one
+/// backward (seeded by no launch): the values of the per-row losses' mean and its
+/// gradient — bit for bit on the CPU, where both sum in the same order — for batches
+/// below and above the kernel's 256 partial sums, and a label out of range is still
+/// the typed error.
+fn cross_entropy_is_one_launch_each_way_with_the_values_of_the_per_row_mean(shared: &Device) {
+    let dev = &common::private(shared);
+    for (rows, classes) in [(1, 3), (37, 10), (300, 7), (1000, 2)] {
+        let logits = Tensor::rand(&[rows, classes], -4.0, 4.0, rows as u64, dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let labels: Vec<u32> = (0..rows).map(|i| (i * 7 % classes) as u32).collect();
+        let y = Tensor::from_labels(&labels, dev).unwrap();
+        let fused = loss::cross_entropy(&logits, &y);
+        let before = dev.stats();
+        let value = fused.item().unwrap();
+        assert_eq!((dev.stats() - before).dispatches, 1, "{dev}: {rows} rows forward");
+        let grad = fused.backward().unwrap().get(&logits).unwrap().clone();
+        let before = dev.stats();
+        let g = grad.to_vec().unwrap();
+        assert_eq!((dev.stats() - before).dispatches, 1, "{dev}: {rows} rows backward");
+        let plain = loss::cross_entropy_per_row(&logits, &y).mean();
+        let want = plain.item().unwrap();
+        let want_g = plain.backward().unwrap().get(&logits).unwrap().to_vec().unwrap();
+        match dev.kind() {
+            wgnn::DeviceKind::Cpu => {
+                assert_eq!(value.to_bits(), want.to_bits(), "{rows} rows");
+                assert!(
+                    g.iter().zip(&want_g).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{rows} rows"
+                );
+            }
+            wgnn::DeviceKind::Gpu => {
+                assert!(
+                    (value - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{dev}: {value} vs {want}"
+                );
+                assert!(max_rel_diff(&g, &want_g) < 1e-6, "{dev}: {rows} rows");
+            }
+        }
+    }
+    let logits = Tensor::randn(&[2, 3], 9, dev).unwrap();
+    let y = Tensor::from_labels(&[0, 3], dev).unwrap();
+    match loss::cross_entropy(&logits, &y).item() {
+        Err(Error::LabelOutOfRange {
+            label: 3,
+            index: 1,
+            classes: 3,
+            ..
+        }) => {}
+        other => panic!("{dev}: expected LabelOutOfRange, got {other:?}"),
+    }
 }
 
 /// A plan hands the values someone holds out of its scratch memory (the CPU moves

@@ -13,7 +13,7 @@ use profile::Profiler;
 
 use crate::backend::info::{DeviceInfo, DeviceKind, GpuOptions};
 use crate::backend::wait::{wait, CAN_BLOCK};
-use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters};
+use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, Counters, Storage};
 use crate::{Error, Result};
 
 /// Counters of what a device has done, for checking that a training step is one
@@ -119,6 +119,8 @@ pub(crate) struct DeviceInner {
     backend: Box<dyn Backend>,
     counters: Arc<Counters>,
     plans: Mutex<HashMap<String, Arc<CompiledPlan>>>,
+    /// A resident 1.0, made once: the seed of every backward pass.
+    one: OnceLock<Storage>,
     debug: DebugModes,
     profiler: Profiler,
 }
@@ -144,6 +146,7 @@ impl Device {
             backend,
             counters,
             plans: Mutex::new(HashMap::new()),
+            one: OnceLock::new(),
             debug: DebugModes::from_env(),
             profiler: Profiler::from_env(),
         }))
@@ -481,6 +484,17 @@ impl Device {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.0.counters
+    }
+
+    /// A 1.0 in a resident buffer made once per device (nothing ever writes it):
+    /// backward's seed is an input of the step's plan, not a fill launch per step.
+    pub(crate) fn one(&self) -> Result<Storage> {
+        if let Some(storage) = self.0.one.get() {
+            return Ok(storage.clone());
+        }
+        let backend = self.backend();
+        let made = backend.make_resident(backend.stage(vec![1.0])?)?;
+        Ok(self.0.one.get_or_init(|| made).clone())
     }
 
     pub(crate) fn plan_cache(&self) -> &Mutex<HashMap<String, Arc<CompiledPlan>>> {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::fast_path::{self, FastPath};
 use crate::ops::{Cast, Op};
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 /// Gradients of the trainable tensors a loss depends on, keyed by tensor identity.
 /// The values are lazy graph nodes: reading one, or applying an optimizer step,
@@ -158,7 +158,15 @@ pub(crate) fn backward(loss: &Tensor) -> Result<Gradients> {
     let mut joins = Joins::default();
     // Every gradient term of a node, summed when the node's own backward runs.
     let mut grads: HashMap<u64, Vec<Tensor>> = HashMap::new();
-    grads.insert(loss.id(), vec![Tensor::ones(loss.shape(), loss.device())]);
+    // The seed: a resident 1.0 the device keeps (no launch).
+    let one = Tensor::leaf(
+        loss.device().one()?,
+        loss.shape().to_vec(),
+        DType::F32,
+        loss.device(),
+        None,
+    );
+    grads.insert(loss.id(), vec![one]);
     let mut out = Gradients {
         loss: Some(loss.clone()),
         ..Gradients::default()

@@ -2,11 +2,14 @@
 //! other elementwise node of the same shape reads (and nobody outside the plan
 //! holds) is computed inside that consumer's kernel instead of on its own, so chains
 //! such as `g · step(y)` (ReLU's gradient) or an LSTM cell's gate arithmetic become
-//! one launch that never writes the intermediates (`src/ops/fused.rs`). The
-//! debugging modes, which read every node's value, compile plans unfused.
+//! one launch that never writes the intermediates (`src/ops/fused.rs`). A 2-D
+//! product read only by such a tree (or by one map) computes the tree in its
+//! epilogue instead (`matmul::Tail`): ReLU's gradient `(g·W)·step(y)` is one GEMM
+//! launch. The debugging modes, which read every node's value, compile plans unfused.
 
 use super::plan::Ref;
 use crate::ops::fused::{Expr, MAX_INPUTS, MAX_MAPS};
+use crate::ops::matmul::Tail;
 use crate::ops::Op;
 use crate::tensor::DType;
 use crate::Tensor;
@@ -22,7 +25,25 @@ pub(super) struct Fusion {
     pub absorbed: Vec<bool>,
     /// For each node that absorbed others: its tree.
     pub trees: Vec<Option<Tree>>,
+    /// For each elementwise node computed in a product's epilogue: that product
+    /// (absorbed) and the maps.
+    pub tails: Vec<Option<ProductTail>>,
 }
+
+/// An elementwise node computed in the epilogue of the product it reads.
+#[derive(Clone)]
+pub(super) struct ProductTail {
+    /// The product's node.
+    pub product: usize,
+    /// The maps, over the product's value (input 0) and `extras`.
+    pub tail: Tail,
+    /// The maps' other inputs, each with its shape.
+    pub extras: Vec<(Ref, Vec<usize>)>,
+}
+
+/// Most inputs of a product's tail besides the product: with the product's three
+/// and its output and split-K scratch, WebGPU's default eight storage buffers.
+const MAX_TAIL_INPUTS: usize = 3;
 
 impl Fusion {
     /// Plans the fusion of `nodes` (in schedule order) given each node's and update's
@@ -98,6 +119,73 @@ impl Fusion {
                 *tree = None;
             }
         }
-        Fusion { absorbed, trees }
+        // Products whose one reader is a tree (or a single map) of their shape
+        // compute it in their epilogue.
+        let product = |i: usize, shape: &[usize]| {
+            matches!(nodes[i].0.op, Op::MatMul(_))
+                && nodes[i].shape() == shape
+                && shape.len() == 2
+                && nodes[i].dtype() == DType::F32
+                && uses[i] == 1
+                && !kept[i]
+        };
+        let mut tails: Vec<Option<ProductTail>> = vec![None; n];
+        let roots: Vec<usize> = (0..n).filter(|&j| elementwise(j) && !absorbed[j]).collect();
+        for j in roots {
+            let shape = nodes[j].shape();
+            let (expr, leaves) = trees[j].clone().unwrap_or_else(|| single(&nodes[j], &inputs[j]));
+            let Some(p) = leaves
+                .iter()
+                .position(|(r, _)| matches!(r, Ref::Node(i) if product(*i, shape)))
+            else {
+                continue;
+            };
+            let extras: Vec<(Ref, Vec<usize>)> = leaves
+                .iter()
+                .enumerate()
+                .filter(|&(q, _)| q != p)
+                .map(|(_, leaf)| leaf.clone())
+                .collect();
+            let fits = extras.len() <= MAX_TAIL_INPUTS
+                && extras
+                    .iter()
+                    .all(|(r, s)| *r != leaves[p].0 && (s.as_slice() == shape || s.iter().product::<usize>() == 1));
+            if !fits {
+                continue;
+            }
+            let Ref::Node(i) = leaves[p].0 else {
+                unreachable!("a product is a node")
+            };
+            // The product is input 0, the other leaves follow in order.
+            let expr = expr.remapped(&|k| match k.cmp(&p) {
+                std::cmp::Ordering::Equal => 0,
+                std::cmp::Ordering::Less => k + 1,
+                std::cmp::Ordering::Greater => k,
+            });
+            let same = extras.iter().map(|(_, s)| s.as_slice() == shape).collect();
+            absorbed[i] = true;
+            trees[j] = None;
+            tails[j] = Some(ProductTail {
+                product: i,
+                tail: Tail { expr, same },
+                extras,
+            });
+        }
+        Fusion { absorbed, trees, tails }
     }
+}
+
+/// The tree of one unfused map: its op over its inputs.
+fn single(node: &Tensor, refs: &[Ref]) -> Tree {
+    let leaves = refs
+        .iter()
+        .zip(&node.0.inputs)
+        .map(|(r, t)| (*r, t.shape().to_vec()))
+        .collect();
+    let expr = match node.0.op {
+        Op::Unary(op) => Expr::Unary(op, Box::new(Expr::Input(0))),
+        Op::Binary(op) => Expr::Binary(op, Box::new(Expr::Input(0)), Box::new(Expr::Input(1))),
+        _ => unreachable!("elementwise"),
+    };
+    (expr, leaves)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::fuse::Fusion;
+use super::fuse::{Fusion, ProductTail};
 use super::plan::{Ref, Schedule};
 use crate::backend::{ExternalSpec, Probe, Program, Slot, Step, Storage};
 use crate::ops::fused::FusedKernel;
@@ -265,6 +265,19 @@ impl<'s> Lowerer<'s> {
     /// tree when fusion absorbed its producers, else its op's own lowering.
     fn lowering_of(&self, i: usize) -> (Lowering, Vec<Ref>, Vec<usize>) {
         let node = &self.schedule.nodes[i];
+        if let Some(ProductTail { product, tail, extras }) = self.fusion.tails.get(i).and_then(Option::as_ref) {
+            let product_node = &self.schedule.nodes[*product];
+            let Op::MatMul(op) = product_node.0.op else {
+                unreachable!("a tail follows a product")
+            };
+            let shapes: Vec<&[usize]> = product_node.0.inputs.iter().map(|t| t.shape()).collect();
+            let lowering = op.lower_with_tail(&shapes, product_node.shape(), tail.clone());
+            let mut refs = self.schedule.inputs[*product].clone();
+            refs.extend(extras.iter().map(|(r, _)| *r));
+            let mut words: Vec<usize> = product_node.0.inputs.iter().map(|t| t.words()).collect();
+            words.extend(extras.iter().map(|(_, shape)| numel(shape)));
+            return (lowering, refs, words);
+        }
         match self.fusion.trees.get(i).and_then(Option::as_ref) {
             Some((expr, leaves)) => {
                 let strides: Vec<Vec<usize>> = leaves

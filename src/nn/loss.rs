@@ -64,12 +64,20 @@ pub fn binary_cross_entropy_with_logits_elements(z: &Tensor, target: &Tensor) ->
 /// out of range are reported as `Error::LabelOutOfRange` when the loss is computed.
 #[track_caller]
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
-    cross_entropy_per_row(logits, labels).mean()
+    check_cross_entropy(logits, labels);
+    Tensor::cross_entropy_mean(logits, labels)
 }
 
 /// [`cross_entropy`] of each row, `[batch]` (`reduction='none'`).
 #[track_caller]
 pub fn cross_entropy_per_row(logits: &Tensor, labels: &Tensor) -> Tensor {
+    check_cross_entropy(logits, labels);
+    Tensor::cross_entropy_rows(logits, labels)
+}
+
+/// Logits `[batch, classes]` and labels `[batch]`, or a panic naming both.
+#[track_caller]
+fn check_cross_entropy(logits: &Tensor, labels: &Tensor) {
     assert!(
         logits.shape().len() == 2,
         "cross_entropy: logits must be [batch, classes], got {:?}",
@@ -82,7 +90,6 @@ pub fn cross_entropy_per_row(logits: &Tensor, labels: &Tensor) -> Tensor {
         labels.dtype(),
         labels.shape()
     );
-    Tensor::cross_entropy_rows(logits, labels)
 }
 
 /// Softmax cross-entropy with a weight per class (`weights`, `[classes]`), as

@@ -48,6 +48,15 @@ impl Expr {
         }
     }
 
+    /// The tree with input `k` renamed `to(k)`.
+    pub(crate) fn remapped(self, to: &dyn Fn(usize) -> usize) -> Expr {
+        match self {
+            Expr::Input(k) => Expr::Input(to(k)),
+            Expr::Unary(op, x) => Expr::Unary(op, Box::new(x.remapped(to))),
+            Expr::Binary(op, a, b) => Expr::Binary(op, Box::new(a.remapped(to)), Box::new(b.remapped(to))),
+        }
+    }
+
     /// Post-order instructions, each writing the next register.
     fn program(&self, out: &mut Vec<Inst>) -> usize {
         let inst = match self {
@@ -196,8 +205,7 @@ impl Kernel for FusedKernel {
             .dims("shape", &self.shape);
         const NAMES: [&str; MAX_INPUTS] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6"];
         let mut defs = String::new();
-        let mut helpers: Vec<&str> = Vec::new();
-        let mut body = String::new();
+        let mut loads = Vec::new();
         for (k, strides) in self.strides.iter().enumerate() {
             // Index of input k at output index i: i itself, 0, or through its strides.
             let index = if self.reads[k] == Read::Same {
@@ -214,33 +222,52 @@ impl Kernel for FusedKernel {
                 );
                 format!("index{k}(i)")
             };
-            body += &format!("    let x{k} = in{k}[{index}];\n");
+            loads.push(format!("in{k}[{index}]"));
         }
-        for (r, inst) in self.program.iter().enumerate() {
-            let value = match *inst {
-                Inst::Load(k) => format!("x{k}"),
-                Inst::Unary(op, a) => {
-                    if !helpers.contains(&op.wgsl_helpers()) {
-                        helpers.push(op.wgsl_helpers());
-                    }
-                    defs += &format!("fn map{r}(x: f32) -> f32 {{ return {}; }}\n", op.wgsl());
-                    format!("map{r}(t{a})")
-                }
-                Inst::Binary(op, a, b) => {
-                    defs += &format!("fn map{r}(a: f32, b: f32) -> f32 {{ return {}; }}\n", op.wgsl());
-                    format!("map{r}(t{a}, t{b})")
-                }
-            };
-            body += &format!("    let t{r} = {value};\n");
-        }
-        defs += &format!(
-            "fn fused_at(i: u32) -> f32 {{\n{body}    return t{};\n}}\n",
-            self.program.len() - 1
-        );
-        Wgsl::new(SHADER, "fused", u, Grid::Threads(n))
-            .defs(helpers.concat())
-            .defs(defs)
+        defs += &program_fn(&self.program, "fused_at(i: u32)", &loads, &[]);
+        Wgsl::new(SHADER, "fused", u, Grid::Threads(n)).defs(defs)
     }
+}
+
+/// WGSL `fn {signature} -> f32` that evaluates `expr`, input k read by the WGSL
+/// expression `loads[k]`, map by map as [`FusedKernel`]'s shader does (each map a
+/// function of its own, named after the function); the unary maps' helpers come
+/// first, except those in `have` (already in the shader).
+pub(crate) fn expr_fn(expr: &Expr, signature: &str, loads: &[String], have: &[&str]) -> String {
+    let mut program = Vec::new();
+    expr.program(&mut program);
+    program_fn(&program, signature, loads, have)
+}
+
+/// [`expr_fn`] of a program.
+fn program_fn(program: &[Inst], signature: &str, loads: &[String], have: &[&str]) -> String {
+    let name = signature.split('(').next().unwrap_or(signature);
+    let mut helpers: Vec<&str> = Vec::new();
+    let mut defs = String::new();
+    let mut body = String::new();
+    for (r, inst) in program.iter().enumerate() {
+        let value = match *inst {
+            Inst::Load(k) => loads[k].clone(),
+            Inst::Unary(op, a) => {
+                let helper = op.wgsl_helpers();
+                if !helpers.contains(&helper) && !have.contains(&helper) {
+                    helpers.push(helper);
+                }
+                defs += &format!("fn {name}_map{r}(x: f32) -> f32 {{ return {}; }}\n", op.wgsl());
+                format!("{name}_map{r}(t{a})")
+            }
+            Inst::Binary(op, a, b) => {
+                defs += &format!("fn {name}_map{r}(a: f32, b: f32) -> f32 {{ return {}; }}\n", op.wgsl());
+                format!("{name}_map{r}(t{a}, t{b})")
+            }
+        };
+        body += &format!("    let t{r} = {value};\n");
+    }
+    format!(
+        "{}{defs}fn {signature} -> f32 {{\n{body}    return t{};\n}}\n",
+        helpers.concat(),
+        program.len() - 1
+    )
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 
 use super::cast::unpack_halves;
 use super::elementwise::UnaryOp;
+use super::fused::{expr_fn, Expr, FusedKernel};
 use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
 use crate::backend::cpu::sgemm::{sgemm, sgemm_batch};
 use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
@@ -50,23 +51,7 @@ impl Rule for MatMul {
     }
 
     fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering {
-        let a = inputs[0];
-        let mut mkn = (
-            out[out.len() - 2],
-            a[a.len() - 2 + !self.ta as usize],
-            out[out.len() - 1],
-        );
-        if out.len() > 2 && out.contains(&0) {
-            mkn = (0, 0, 0); // an empty batch: a launch that loads and stores nothing
-        }
-        let kernel = MatMulKernel {
-            m: mkn.0,
-            k: mkn.1,
-            n: mkn.2,
-            op: *self,
-            batch: Batch::of(a, inputs[1], out),
-        };
-        Lowering::kernel(kernel, 2 + self.bias as usize)
+        Lowering::kernel(self.kernel(inputs, out, None), 2 + self.bias as usize)
     }
 
     fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
@@ -120,6 +105,51 @@ struct MatMulKernel {
     op: MatMul,
     /// The batch of a product with leading axes; `None`: one 2-D product.
     batch: Option<Batch>,
+    /// Elementwise maps a plan fused after the epilogue.
+    tail: Option<Tail>,
+}
+
+/// Elementwise maps that a plan fused after a 2-D product's epilogue
+/// (`src/graph/fuse.rs`), so that e.g. ReLU's gradient `g · step(y)` is applied as
+/// the product `g` is stored: `expr` over input 0, the product's value after bias and
+/// activation, and inputs 1.. (bound after the product's own), each read at the
+/// output's index (`true`: it has the output's shape) or at 0 (one word). Each map is
+/// evaluated as its own kernel would (`FusedKernel`), so the values are the unfused
+/// graph's.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Tail {
+    pub expr: Expr,
+    pub same: Vec<bool>,
+}
+
+impl MatMul {
+    /// The kernel of this product of `inputs` (stored shapes) into `out`.
+    fn kernel(&self, inputs: &[&[usize]], out: &[usize], tail: Option<Tail>) -> MatMulKernel {
+        let a = inputs[0];
+        let mut mkn = (
+            out[out.len() - 2],
+            a[a.len() - 2 + !self.ta as usize],
+            out[out.len() - 1],
+        );
+        if out.len() > 2 && out.contains(&0) {
+            mkn = (0, 0, 0); // an empty batch: a launch that loads and stores nothing
+        }
+        MatMulKernel {
+            m: mkn.0,
+            k: mkn.1,
+            n: mkn.2,
+            op: *self,
+            batch: Batch::of(a, inputs[1], out),
+            tail,
+        }
+    }
+
+    /// This 2-D product with `tail` applied to its results: one launch (or split-K's
+    /// two) binding the product's inputs, then the tail's.
+    pub(crate) fn lower_with_tail(&self, inputs: &[&[usize]], out: &[usize], tail: Tail) -> Lowering {
+        let reads = 2 + self.bias as usize + tail.same.len();
+        Lowering::kernel(self.kernel(inputs, out, Some(tail)), reads)
+    }
 }
 
 /// The batch of a product whose operands have leading axes: the output's batch axes
@@ -181,7 +211,7 @@ const MAX_BATCH_GROUPS: usize = 65_535;
 
 impl Kernel for MatMulKernel {
     fn reads(&self) -> usize {
-        2 + self.op.bias as usize
+        2 + self.op.bias as usize + self.tail.as_ref().map_or(0, |t| t.same.len())
     }
 
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
@@ -205,10 +235,19 @@ impl Kernel for MatMulKernel {
             }
         };
         let bias = if self.op.bias { Some(x[2]) } else { None };
-        if bias.is_none() && self.op.act.is_none() {
-            return;
+        if bias.is_some() || self.op.act.is_some() {
+            epilogue_cpu(&mut out[0][..count * m * n], n, bias, self.op.act);
         }
-        epilogue_cpu(&mut out[0][..count * m * n], n, bias, self.op.act);
+        if let Some(tail) = &self.tail {
+            // The maps' own CPU pass, over the product's values and the tail's inputs.
+            let product = out[0][..m * n].to_vec();
+            let mut strides = vec![vec![n, 1]];
+            strides.extend(tail.same.iter().map(|&same| if same { vec![n, 1] } else { vec![0, 0] }));
+            let maps = FusedKernel::new(&tail.expr, &[m, n], &strides);
+            let mut reads = vec![&product[..]];
+            reads.extend(&x[2 + self.op.bias as usize..]);
+            maps.cpu(&reads, &mut [&mut out[0][..m * n]]);
+        }
     }
 
     /// The default tile without a K split (for a batch, its first launch); the GPU
@@ -251,6 +290,9 @@ impl Kernel for MatMulKernel {
         }
         if self.op.half {
             key += " f16";
+        }
+        if let Some(tail) = &self.tail {
+            key += &format!(" t{}", tail.same.len());
         }
         let default = self.default_tile();
         let variants = std::iter::once(default)
@@ -522,16 +564,33 @@ impl MatMulKernel {
          \x20   return vec2<u32>(wid.y, 0u);\n}\n"
     }
 
-    /// `bias_at(c)` and `epilogue(x)`.
+    /// `bias_at(c)` and `epilogue(x, i)`: the activation of `x` (bias added), then the
+    /// tail's maps with its inputs read at output index `i`.
     fn epilogue_defs(&self) -> String {
         let mut defs = String::from(if self.op.bias {
             "fn bias_at(c: u32) -> f32 { return in2[c]; }\n"
         } else {
             "fn bias_at(c: u32) -> f32 { return 0.0; }\n"
         });
-        defs += self.op.act.map_or("", UnaryOp::wgsl_helpers);
+        let helpers = self.op.act.map_or("", UnaryOp::wgsl_helpers);
+        defs += helpers;
         let act = self.op.act.map_or("x".to_string(), UnaryOp::wgsl);
-        defs + &format!("fn epilogue(x: f32) -> f32 {{ return {act}; }}\n")
+        defs += &format!("fn epilogue_act(x: f32) -> f32 {{ return {act}; }}\n");
+        match &self.tail {
+            None => defs + "fn epilogue(x: f32, i: u32) -> f32 { return epilogue_act(x); }\n",
+            Some(tail) => {
+                let first = 2 + self.op.bias as usize;
+                let loads: Vec<String> = std::iter::once("epilogue_act(x)".to_string())
+                    .chain(
+                        tail.same
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &same)| format!("in{}[{}]", first + k, if same { "i" } else { "0u" })),
+                    )
+                    .collect();
+                defs + &expr_fn(&tail.expr, "epilogue(x: f32, i: u32)", &loads, &[helpers])
+            }
+        }
     }
 
     /// The tiled product: with `splits > 1`, partial sums of each K slice into the
@@ -573,6 +632,7 @@ impl MatMulKernel {
         if bias {
             types.push("f32");
         }
+        types.extend(self.tail.iter().flat_map(|t| t.same.iter().map(|_| "f32")));
         types.push(vec4_or_f32(vo));
         if splits > 1 {
             types.push(vec4_or_f32(vo));
@@ -632,6 +692,7 @@ impl MatMulKernel {
         if bias {
             types.push("f32");
         }
+        types.extend(self.tail.iter().flat_map(|t| t.same.iter().map(|_| "f32")));
         types.push(vec4_or_f32(vo));
         if splits > 1 {
             types.push(vec4_or_f32(vo));
@@ -813,12 +874,14 @@ fn storer(split: bool, vector: bool, edge_n: bool, base: &str) -> String {
     match (split, vector) {
         (false, true) => format!(
             "{head}{}    let x = v + vec4<f32>(bias_at(c), bias_at(c + 1u), bias_at(c + 2u), bias_at(c + 3u));\n\
-             \x20   out0[({base}r * params.n + c) / 4u] = vec4<f32>(epilogue(x.x), epilogue(x.y), epilogue(x.z), epilogue(x.w));\n}}\n",
+             \x20   let i = {base}r * params.n + c;\n\
+             \x20   out0[i / 4u] = vec4<f32>(epilogue(x.x, i), epilogue(x.y, i + 1u), epilogue(x.z, i + 2u), epilogue(x.w, i + 3u));\n}}\n",
             if edge_n { "    if (c >= params.n) { return; }\n" } else { "" }
         ),
         (false, false) => format!(
             "{head}    for (var e = 0u; e < 4u; e++) {{\n\
-             \x20       if (c + e < params.n) {{ out0[{base}r * params.n + c + e] = epilogue(v[e] + bias_at(c + e)); }}\n\
+             \x20       let i = {base}r * params.n + c + e;\n\
+             \x20       if (c + e < params.n) {{ out0[i] = epilogue(v[e] + bias_at(c + e), i); }}\n\
              \x20   }}\n}}\n"
         ),
         (true, true) => format!(

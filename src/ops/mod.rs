@@ -51,7 +51,7 @@ pub use norm::Norm;
 pub use pool::Pool;
 pub use quant::Quant;
 pub use reduce::{ArgMax, MaxWithIndices, Reduce};
-pub use softmax_xent::{CrossEntropyRows, CrossEntropyRowsGrad};
+pub use softmax_xent::{CrossEntropyMean, CrossEntropyMeanGrad, CrossEntropyRows, CrossEntropyRowsGrad};
 pub use update::{UpdateKind, UpdateMany};
 
 pub(crate) use crate::backend::kernel::Kernel;
@@ -102,6 +102,10 @@ pub enum Op {
     CrossEntropyRows(CrossEntropyRows),
     /// Gradient of `CrossEntropyRows`: `(softmax(logits) - onehot) * g[row]`.
     CrossEntropyRowsGrad(CrossEntropyRowsGrad),
+    /// The batch mean of `CrossEntropyRows`, a scalar, from one kernel.
+    CrossEntropyMean(CrossEntropyMean),
+    /// Gradient of `CrossEntropyMean`: `(softmax(logits) - onehot) * g / B`.
+    CrossEntropyMeanGrad(CrossEntropyMeanGrad),
     /// In-place optimizer updates of several parameters in one launch (multi-tensor
     /// apply); inputs: gradient 0, coefficients, gradients 1…, then each parameter
     /// followed by its state buffers.
@@ -160,6 +164,8 @@ impl Op {
             Op::ScatterAddRows(s) => s,
             Op::CrossEntropyRows(x) => x,
             Op::CrossEntropyRowsGrad(x) => x,
+            Op::CrossEntropyMean(x) => x,
+            Op::CrossEntropyMeanGrad(x) => x,
             Op::UpdateMany(u) => u,
             Op::Dropout(d) => d,
             Op::OneHot(o) => o,

@@ -1,5 +1,7 @@
 //! Softmax cross-entropy family (`shaders/softmax_xent.wgsl`): fused per-row
-//! log-softmax + negative log-likelihood, and its backward `(softmax − onehot)·g`.
+//! log-softmax + negative log-likelihood, and its backward `(softmax − onehot)·g`;
+//! and the same with the batch mean taken in the kernel (`nn::loss::cross_entropy`),
+//! so a classifier's loss is one launch forward and one backward.
 
 use super::{Lowering, Op, Rule};
 use crate::backend::kernel::{Grid, Kernel, Uniforms, Wgsl};
@@ -16,6 +18,17 @@ pub struct CrossEntropyRows;
 /// logits, labels, g `[B]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CrossEntropyRowsGrad;
+
+/// The batch mean of [`CrossEntropyRows`], a scalar: the rows' losses summed in the
+/// order of a full `sum()` (256 strided partial sums, then a tree), times `1 / B`;
+/// inputs logits `[B, C]`, labels `[B]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrossEntropyMean;
+
+/// Gradient of [`CrossEntropyMean`]: `(softmax(logits) - onehot) · (g · (1 / B))`;
+/// inputs logits, labels, g (one element).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrossEntropyMeanGrad;
 
 /// Labels not below the class count are an error before anything runs (the kernels
 /// would give NaN, never a fault).
@@ -45,7 +58,7 @@ impl Rule for CrossEntropyRows {
             XentKernel {
                 rows,
                 classes,
-                grad: false,
+                pass: Pass::Rows,
             },
             2,
         )
@@ -68,7 +81,7 @@ impl Rule for CrossEntropyRowsGrad {
             XentKernel {
                 rows,
                 classes,
-                grad: true,
+                pass: Pass::RowsGrad,
             },
             3,
         )
@@ -81,58 +94,181 @@ impl Rule for CrossEntropyRowsGrad {
     }
 }
 
-/// Forward: reads [logits, labels], writes [loss per row]. Backward (`grad`): reads
+impl Rule for CrossEntropyMean {
+    fn name(&self) -> &'static str {
+        "cross_entropy_mean"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        Lowering::kernel(XentKernel::new(inputs[0], Pass::Mean), 2)
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
+        let grad = Tensor::from_node(
+            Op::CrossEntropyMeanGrad(CrossEntropyMeanGrad),
+            vec![inputs[0].clone(), inputs[1].clone(), g.clone()],
+            inputs[0].shape().to_vec(),
+            DType::F32,
+        );
+        vec![Some(grad), None]
+    }
+    fn validate(&self, inputs: &[Tensor]) -> Result<()> {
+        check_labels(inputs)
+    }
+}
+
+impl Rule for CrossEntropyMeanGrad {
+    fn name(&self) -> &'static str {
+        "cross_entropy_mean_grad"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
+        Lowering::kernel(XentKernel::new(inputs[0], Pass::MeanGrad), 3)
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
+        vec![None, None, None]
+    }
+    fn validate(&self, inputs: &[Tensor]) -> Result<()> {
+        check_labels(inputs)
+    }
+}
+
+/// Which of the family's kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// The loss of each row.
+    Rows,
+    /// Each row's gradient times its `g`.
+    RowsGrad,
+    /// The mean loss.
+    Mean,
+    /// The gradient of the mean loss times the one `g`.
+    MeanGrad,
+}
+
+/// Forward: reads [logits, labels], writes [loss per row] (or [mean]). Backward (`grad`): reads
 /// [logits, labels, g], writes [grad logits].
 #[derive(Debug)]
 struct XentKernel {
     rows: usize,
     classes: usize,
-    grad: bool,
+    pass: Pass,
+}
+
+/// Invocations of the mean's one workgroup (and partial sums of its CPU twin).
+const MEAN_LANES: usize = 256;
+
+impl XentKernel {
+    fn new(logits: &[usize], pass: Pass) -> XentKernel {
+        XentKernel {
+            rows: logits[0],
+            classes: logits[1],
+            pass,
+        }
+    }
+
+    /// `1 / B` as `mean()` takes it.
+    fn scale(&self) -> f32 {
+        1.0 / self.rows.max(1) as f32
+    }
+}
+
+/// Row `r`'s largest logit, `Σ exp(x − max)` and label.
+fn row_stats<'a>(logits: &'a [f32], labels: &[f32], classes: usize, r: usize) -> (&'a [f32], f32, f32, usize) {
+    let row = &logits[r * classes..(r + 1) * classes];
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+    (row, max, sum, labels[r].to_bits() as usize)
+}
+
+/// Row `r`'s loss: `log Σe^(x−m) − (x_label − m)` (x_label − m is exact or nearly,
+/// where `(log Σ + m) − x_label` would round log Σ to the ulp of m); NaN for a label
+/// out of range.
+fn row_loss(logits: &[f32], labels: &[f32], classes: usize, r: usize) -> f32 {
+    let (row, max, sum, label) = row_stats(logits, labels, classes, r);
+    if label < classes {
+        sum.ln() - (row[label] - max)
+    } else {
+        f32::NAN
+    }
 }
 
 impl Kernel for XentKernel {
     fn reads(&self) -> usize {
-        2 + self.grad as usize
+        match self.pass {
+            Pass::Rows | Pass::Mean => 2,
+            Pass::RowsGrad | Pass::MeanGrad => 3,
+        }
     }
 
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let classes = self.classes;
-        for r in 0..self.rows {
-            let row = &x[0][r * classes..(r + 1) * classes];
-            let label = x[1][r].to_bits() as usize;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
-            if self.grad {
-                let g = x[2][r];
-                for c in 0..classes {
-                    let p = (row[c] - max).exp() / sum;
-                    out[0][r * classes + c] = (p - (c == label) as u32 as f32) * g;
+        match self.pass {
+            Pass::Rows => {
+                for (r, loss) in out[0][..self.rows].iter_mut().enumerate() {
+                    *loss = row_loss(x[0], x[1], classes, r);
                 }
-            } else {
-                out[0][r] = if label < classes {
-                    // log Σe^(x−m) − (x_label − m): x_label − m is exact or nearly, where
-                    // (log Σ + m) − x_label would round log Σ to the ulp of m.
-                    sum.ln() - (row[label] - max)
-                } else {
-                    f32::NAN
-                };
+            }
+            Pass::Mean => {
+                // The kernel's order: strided partial sums, then a tree.
+                let mut partial = [0f32; MEAN_LANES];
+                for r in 0..self.rows {
+                    partial[r % MEAN_LANES] += row_loss(x[0], x[1], classes, r);
+                }
+                let mut s = MEAN_LANES / 2;
+                while s > 0 {
+                    for i in 0..s {
+                        partial[i] += partial[i + s];
+                    }
+                    s /= 2;
+                }
+                out[0][0] = partial[0] * self.scale();
+            }
+            Pass::RowsGrad | Pass::MeanGrad => {
+                for r in 0..self.rows {
+                    let (row, max, sum, label) = row_stats(x[0], x[1], classes, r);
+                    let g = match self.pass {
+                        Pass::RowsGrad => x[2][r],
+                        _ => x[2][0] * self.scale(),
+                    };
+                    for c in 0..classes {
+                        let p = (row[c] - max).exp() / sum;
+                        out[0][r * classes + c] = (p - (c == label) as u32 as f32) * g;
+                    }
+                }
             }
         }
     }
 
     fn wgsl(&self) -> Wgsl {
-        let u = Uniforms::new().u32("rows", self.rows).u32("classes", self.classes);
-        let entry = if self.grad { "xent_rows_grad" } else { "xent_rows" };
-        Wgsl::new(SHADER, entry, u, Grid::Threads(self.rows))
+        let u = Uniforms::new()
+            .u32("rows", self.rows)
+            .u32("classes", self.classes)
+            .f32("scale", self.scale());
+        let (entry, grid) = match self.pass {
+            Pass::Rows => ("xent_rows", Grid::Threads(self.rows)),
+            Pass::RowsGrad => ("xent_rows_grad", Grid::Threads(self.rows)),
+            Pass::Mean => ("xent_mean", Grid::Groups(1)),
+            Pass::MeanGrad => ("xent_mean_grad", Grid::Threads(self.rows)),
+        };
+        Wgsl::new(SHADER, entry, u, grid)
     }
 }
 
 impl Tensor {
+    #[track_caller]
     pub(crate) fn cross_entropy_rows(logits: &Tensor, labels: &Tensor) -> Tensor {
         Tensor::from_node(
             Op::CrossEntropyRows(CrossEntropyRows),
             vec![logits.clone(), labels.clone()],
             vec![logits.shape()[0]],
+            DType::F32,
+        )
+    }
+
+    #[track_caller]
+    pub(crate) fn cross_entropy_mean(logits: &Tensor, labels: &Tensor) -> Tensor {
+        Tensor::from_node(
+            Op::CrossEntropyMean(CrossEntropyMean),
+            vec![logits.clone(), labels.clone()],
+            Vec::new(),
             DType::F32,
         )
     }
