@@ -135,3 +135,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     flat_store(acc, row0, col, tile.y);
 }
+
+//#kernel matmul_flat_shuffle
+// matmul_flat where the workgroup is one subgroup of eight lanes (llvmpipe): eight k at
+// a time, each lane loads one word of A per row and `flat_step8` shuffles each k's
+// word from its lane to all (A's words cost one load per lane per eight k instead of
+// one per k). The same chain of fma over k in order.
+@compute @workgroup_size(WX)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let tile = enter_tile(wid);
+    let row0 = tile.x * TM;
+    let col = 4u * (wid.x * WX + lid.x);
+    let k_begin = tile.y * params.kc;
+    let k_end = min(params.k, k_begin + params.kc);
+    var acc: Acc;
+    var k = k_begin;
+    for (; k + 8u <= k_end; k += 8u) {
+        acc = flat_step8(acc, k, row0, col, lane);
+    }
+    for (; k < k_end; k++) {
+        acc = flat_step(acc, k, row0, col);
+    }
+    flat_store(acc, row0, col, tile.y);
+}

@@ -176,7 +176,8 @@ fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
 }
 
 /// The flat GEMM tiles (no workgroup memory, no barrier), offered only where the
-/// adapter is a CPU (lavapipe), give the bits of the tiled GEMM: every m, n, k in
+/// adapter is a CPU (lavapipe), and their subgroup-shuffle form (where its
+/// subgroups are 8 lanes), give the bits of the tiled GEMM: every m, n, k in
 /// {1, 3, 5, 127, 129, 784} in all four transposes (vec4 loads where rows allow,
 /// ragged edges, a K split where K is long and the output small), each tile forced
 /// and the profiler confirming it ran. Elsewhere they are not offered.
@@ -189,7 +190,10 @@ fn every_flat_gemm_tile_gives_the_bits_of_the_tiled_gemm() {
     let gpu = private(&shared);
     gpu.set_profile(true);
     let sizes = [1, 3, 5, 127, 129, 784];
-    let tiles = ["32x32k16", "flat3x32", "flat4x32", "flat6x32", "flat4x64"];
+    let mut tiles = vec!["32x32k16", "flat3x32", "flat4x32", "flat6x32", "flat4x64"];
+    if shuffles_offered(&gpu) {
+        tiles.extend(["shuf8x32", "shuf16x32", "shuf32x32", "shuf48x32"]);
+    }
     let mut cases = Vec::new();
     for m in sizes {
         for k in sizes {
@@ -205,7 +209,7 @@ fn every_flat_gemm_tile_gives_the_bits_of_the_tiled_gemm() {
         let a = Tensor::randn(&if ta { [k, m] } else { [m, k] }, 2 * i as u64, &gpu).unwrap();
         let b = Tensor::randn(&if tb { [n, k] } else { [k, n] }, 2 * i as u64 + 1, &gpu).unwrap();
         let mut first: Option<Vec<u32>> = None;
-        for tile in tiles {
+        for &tile in &tiles {
             gpu.clear_plan_cache();
             gpu.debug_kernel_variant(Some(tile));
             let got = a.matmul_t(&b, ta, tb).to_vec().unwrap();
@@ -220,10 +224,10 @@ fn every_flat_gemm_tile_gives_the_bits_of_the_tiled_gemm() {
     gpu.debug_kernel_variant(None);
 }
 
-/// The flat GEMM tiles with a bias and ReLU epilogue, backward (products of other
-/// shapes and transposes again), a K split forced on and off, scalar loads forced
-/// (`FastPath::Vec4` off) and subgroups off: the same bits as the tiled GEMM, and
-/// the CPU's values.
+/// The flat GEMM tiles (and, where subgroups are on, the shuffle tiles) with a bias
+/// and ReLU epilogue, backward (products of other shapes and transposes again), a K
+/// split forced on and off, scalar loads forced (`FastPath::Vec4` off) and subgroups
+/// off: the same bits as the tiled GEMM, and the CPU's values.
 #[test]
 fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch() {
     let Some(shared) = gpu() else { return };
@@ -270,7 +274,9 @@ fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch(
                     let _forced = switch.map(|(path, on)| fast_path::force(path, on));
                     let what = format!("{shape:?} ta {ta} tb {tb} {switch:?}");
                     let mut first: Option<Vec<u32>> = None;
-                    for tile in tiles {
+                    let shuffles = ["shuf8x32", "shuf16x32", "shuf32x32", "shuf48x32"];
+                    let offered = if shuffles_offered(gpu) { &shuffles[..] } else { &[] };
+                    for &tile in tiles.iter().chain(offered) {
                         gpu.clear_plan_cache();
                         gpu.debug_kernel_variant(Some(tile));
                         let got = run(gpu, shape, ta, tb);
@@ -297,6 +303,13 @@ fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch(
 
 /// Every GEMM launch `dev` profiled since the last call ran `tile` (with a K split
 /// or not); the profile is reset.
+/// Whether the adapter is offered the subgroup-shuffle flat tiles: a CPU adapter
+/// whose subgroups are eight lanes (llvmpipe on AVX2), subgroups on.
+pub(crate) fn shuffles_offered(dev: &Device) -> bool {
+    let info = dev.info();
+    info.device_type == "Cpu" && info.subgroups && info.subgroup_sizes == (8, 8)
+}
+
 fn assert_ran(dev: &Device, tile: &str, what: &str) {
     let report = dev.profile_report();
     dev.reset_profile();
@@ -893,6 +906,9 @@ fn a_product_computes_the_maps_that_read_it_in_its_epilogue(shared: &Device) {
             let mut tiles = vec!["64x64k16", "128x128k8", "32x32k16"];
             if dev.info().device_type == "Cpu" {
                 tiles.extend(["flat3x32", "flat6x32", "flat4x64"]);
+            }
+            if shuffles_offered(dev) {
+                tiles.extend(["shuf8x32", "shuf48x32"]);
             }
             let (_, graph) = &graphs[1];
             let mut first: Option<Vec<u32>> = None;

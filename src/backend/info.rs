@@ -44,6 +44,12 @@ pub struct DeviceInfo {
     /// [`GpuOptions::disable_f16`]): mixed precision ([`crate::amp`]) runs in f16
     /// only then, else in f32. Always on the CPU, whose twins round the same way.
     pub shader_f16: bool,
+    /// Whether kernels may use subgroup operations (wgpu's `SUBGROUP`, unless
+    /// [`GpuOptions::disable_subgroups`]; never on the CPU backend or in a browser).
+    pub subgroups: bool,
+    /// The adapter's smallest and largest subgroup, in invocations ((0, 0) on the CPU
+    /// backend).
+    pub subgroup_sizes: (u32, u32),
 }
 
 impl std::fmt::Display for DeviceInfo {

@@ -62,6 +62,10 @@ pub(crate) struct Tune {
     /// type `Cpu` in [`DeviceInfo`](crate::backend::info::DeviceInfo)), after
     /// `variants`; the same bits as the others.
     pub cpu_adapter: Vec<Variant>,
+    /// More candidates for CPU adapters whose subgroups are exactly eight lanes, one
+    /// SIMD row (llvmpipe on AVX2), where subgroup operations are allowed; they may
+    /// assume the subgroup is the eight neighbouring invocations along x.
+    pub cpu_subgroups8: Vec<Variant>,
 }
 
 impl Tune {
@@ -96,6 +100,7 @@ impl Tune {
             variants,
             worth_timing: parts > 1 && words >= 1 << 14,
             cpu_adapter: Vec::new(),
+            cpu_subgroups8: Vec::new(),
         }
     }
 }

@@ -436,6 +436,7 @@ impl Kernel for ConvKernel {
             variants,
             worth_timing: 2 * m * k * n * groups >= TUNE_FLOPS,
             cpu_adapter: Vec::new(),
+            cpu_subgroups8: Vec::new(),
         })
     }
 }

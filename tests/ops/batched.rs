@@ -262,6 +262,9 @@ fn every_gemm_tile_gives_a_batched_product_the_same_bits() {
     if gpu.info().device_type == "Cpu" {
         tiles.extend(["flat3x32", "flat4x32", "flat6x32", "flat4x64"]); // lavapipe's own
     }
+    if crate::shuffles_offered(&gpu) {
+        tiles.extend(["shuf8x32", "shuf48x32"]);
+    }
     let run = |dev: &Device, (m, k, n): (usize, usize, usize), tb: bool| {
         let leaf = |shape: &[usize], seed| Tensor::randn(shape, seed, dev).unwrap().requires_grad().unwrap();
         let a = leaf(&[2, 1, k, m], 1);

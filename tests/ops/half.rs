@@ -96,6 +96,9 @@ fn a_mixed_precision_product_is_the_f32_product_of_the_rounded_inputs(dev: &Devi
         if dev.info().device_type == "Cpu" {
             tiles.extend(["flat3x32", "flat6x32", "flat4x64"].map(Some));
         }
+        if crate::shuffles_offered(&dev) {
+            tiles.extend(["shuf8x32", "shuf48x32"].map(Some));
+        }
     }
     for (s, shape) in SHAPES.into_iter().enumerate() {
         for t in TRANSPOSES {

@@ -135,6 +135,8 @@ impl super::Backend for CpuBackend {
             max_compute_workgroups_per_dimension: u32::MAX,
             max_storage_buffers_per_shader_stage: u32::MAX,
             shader_f16: true,
+            subgroups: false,
+            subgroup_sizes: (0, 0),
         }
     }
 

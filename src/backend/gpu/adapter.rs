@@ -22,6 +22,7 @@ impl GpuBackend {
         let disk_cache = DiskCache::open(&device, &a);
         let mut info = device_info(&a, &limits);
         info.shader_f16 = device.features().contains(wgpu::Features::SHADER_F16);
+        info.subgroups = subgroups;
         let tune = TuneCache::open(&format!("{} {} {}", info.name, info.backend, info.driver));
         let faults = watch_faults(&device);
         Ok(GpuBackend(Arc::new(Shared {
@@ -119,6 +120,8 @@ fn device_info(a: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> DeviceInfo {
         max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
         shader_f16: false,
+        subgroups: false,
+        subgroup_sizes: (a.subgroup_min_size, a.subgroup_max_size),
     }
 }
 

@@ -9,6 +9,9 @@ impl Shared {
     pub(super) fn choose(&self, mut tune: Tune, step: &Step) -> Result<Variant> {
         if self.info.device_type == "Cpu" {
             tune.variants.append(&mut tune.cpu_adapter);
+            if self.info.subgroups && self.info.subgroup_sizes == (8, 8) {
+                tune.variants.append(&mut tune.cpu_subgroups8);
+            }
         }
         let forced = self.forced.lock().unwrap().clone();
         if let Some(i) = forced.and_then(|p| tune.variants.iter().position(|v| v.name.starts_with(&p))) {
