@@ -430,12 +430,13 @@ const FLAT_TILES: [FlatTile; 4] = [
 /// A that cheap, B's loads set the pace: more rows reuse each, and spilled
 /// accumulators cost less than those loads (forced one at a time on lavapipe, 2
 /// cores, 1024³: 8 rows 14.7 GFLOP/s, 16 rows 17.8, 32 rows 23.5, 48 rows 26.1, 64
-/// rows 24.5; the tiled 128×128 GEMM 10.9 and the plain flat tiles 7–8.5).
+/// rows 24.5; the tiled 128×128 GEMM 10.9 and the plain flat tiles 7–8.5). Largest
+/// first: the autotune's budget may stop before the last on a large product.
 const SHUFFLE_TILES: [FlatTile; 4] = [
-    FlatTile { wx: 8, tm: 8 },
-    FlatTile { wx: 8, tm: 16 },
-    FlatTile { wx: 8, tm: 32 },
     FlatTile { wx: 8, tm: 48 },
+    FlatTile { wx: 8, tm: 32 },
+    FlatTile { wx: 8, tm: 16 },
+    FlatTile { wx: 8, tm: 8 },
 ];
 
 /// Every tile's BK divides this, so K slices of a multiple of it split whole tiles.

@@ -8,10 +8,15 @@ impl Shared {
     /// class, else the fastest when timed, else the first.
     pub(super) fn choose(&self, mut tune: Tune, step: &Step) -> Result<Variant> {
         if self.info.device_type == "Cpu" {
-            tune.variants.append(&mut tune.cpu_adapter);
+            // The adapter's own forms right after the untimed default, so that a
+            // timing cut short by its budget (a large product) still tries them.
+            let mut own = Vec::new();
             if self.info.subgroups && self.info.subgroup_sizes == (8, 8) {
-                tune.variants.append(&mut tune.cpu_subgroups8);
+                own.append(&mut tune.cpu_subgroups8);
             }
+            own.append(&mut tune.cpu_adapter);
+            let at = tune.variants.len().min(1);
+            tune.variants.splice(at..at, own);
         }
         let forced = self.forced.lock().unwrap().clone();
         if let Some(i) = forced.and_then(|p| tune.variants.iter().position(|v| v.name.starts_with(&p))) {
