@@ -173,6 +173,25 @@ fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing>
     measure(budget, || mlp.step_and_wait().map(|_| ()))
 }
 
+/// The host's share of the GPU train step at `batch`: microseconds per launch that
+/// recording and submitting a replayed plan cost (`Stats::record_ns` over 20 steps'
+/// dispatches), and the milliseconds a new plan's first step spends compiling
+/// (`Stats::compile_ns`, the plan cache cleared first).
+fn host_costs(batch: usize, dev: &Device) -> Result<(f64, f64)> {
+    dev.clear_plan_cache();
+    let mut mlp = MlpStep::new(batch, dev)?;
+    let before = dev.stats();
+    mlp.step_and_wait()?;
+    let first = dev.stats() - before;
+    let before = dev.stats();
+    for _ in 0..20 {
+        mlp.step_and_wait()?;
+    }
+    let replay = dev.stats() - before;
+    let per_launch = replay.record_ns as f64 / 1e3 / replay.dispatches.max(1) as f64;
+    Ok((per_launch, first.compile_ns as f64 / 1e6))
+}
+
 fn time_lstm_step(hidden: usize, dev: &Device, budget: Budget) -> Result<Timing> {
     let mut lstm = lstm_step::LstmStep::new(hidden, dev)?;
     measure(budget, || lstm.step_and_wait().map(|_| ()))
@@ -575,10 +594,18 @@ fn main() -> Result<()> {
             });
         }
     }
+    let mut host_lines = Vec::new();
     for batch in TRAIN_BATCHES.into_iter().filter(|_| wanted("train_step")) {
         eprintln!("  train_step b{batch} on cpu ...");
         let c = time_train_step(batch, &cpu, budget)?;
         let g = gpu_time(&format!("train_step b{batch}"), &|d| time_train_step(batch, d, budget))?;
+        if let (Some(dev), Some(_)) = (&gpu, g) {
+            let (per_launch, compile) = host_costs(batch, dev)?;
+            host_lines.push(format!(
+                "host cost, gpu train_step b{batch}: {per_launch:.2} µs per launch in plan replay (inputs bound, \
+                 launches recorded, submit); a new plan's first step {compile:.1} ms to compile (autotune cache warm)"
+            ));
+        }
         rows.push(Row {
             op: "train_step",
             size: format!("mlp b{batch}"),
@@ -666,6 +693,9 @@ fn main() -> Result<()> {
         }
     }
     println!("(train_step = mnist-mlp 784-128-10, relu, cross-entropy, Adam; GFLOP/s counts matmul flops only)");
+    for line in &host_lines {
+        println!("{line}");
+    }
     println!("(lstm_step = LSTM 64 -> h, batch 32, 50 steps, Linear head on the last output, MSE, Adam)");
     let mut torch_rows = Vec::new();
     if args.torch && wanted("lstm_step") {

@@ -6,22 +6,26 @@
 // the generated `update_group(group, lane)` picks the parameter by workgroup, the same
 // branch for every invocation of a workgroup, and applies the step function below.
 
+// The coefficients are read into `coef` (generated `load_coefficients`) at the top of
+// each kernel, outside every branch; `update_group` applies the step function to one
+// word, or to each of four words loaded as a vec4 where the parameter's length allows.
+
 // SGD: in1 = lr, momentum, 1 - dampening, weight_decay, nesterov, first step.
 fn sgd_step(grad: f32, param: f32) -> f32 {
-    let g = grad + in1[3] * param;
-    return param - in1[0] * g;
+    let g = grad + coef[3] * param;
+    return param - coef[0] * g;
 }
 
 // SGD with a momentum buffer: the new parameter and buffer.
 fn sgd_momentum_step(grad: f32, param: f32, buffer: f32) -> vec2<f32> {
-    let lr = in1[0];
-    let momentum = in1[1];
-    var g = grad + in1[3] * param;
+    let lr = coef[0];
+    let momentum = coef[1];
+    var g = grad + coef[3] * param;
     var buf = g;
-    if (in1[5] == 0.0) {
-        buf = momentum * buffer + in1[2] * g;
+    if (coef[5] == 0.0) {
+        buf = momentum * buffer + coef[2] * g;
     }
-    if (in1[4] != 0.0) {
+    if (coef[4] != 0.0) {
         g = g + momentum * buf;
     } else {
         g = buf;
@@ -36,14 +40,14 @@ fn adam_step(grad: f32, param_in: f32, m_in: f32, v_in: f32) -> vec3<f32> {
     var param = param_in;
     var g = grad;
     if (DECOUPLED) {
-        param = param * in1[5];
+        param = param * coef[5];
     } else {
-        g = g + in1[4] * param;
+        g = g + coef[4] * param;
     }
-    let m = m_in + in1[0] * (g - m_in);
-    let v = v_in * in1[1] + in1[2] * g * g;
-    let denom = sqrt(v) / in1[7] + in1[3];
-    return vec3<f32>(param + in1[6] * m / denom, m, v);
+    let m = m_in + coef[0] * (g - m_in);
+    let v = v_in * coef[1] + coef[2] * g * g;
+    let denom = sqrt(v) / coef[7] + coef[3];
+    return vec3<f32>(param + coef[6] * m / denom, m, v);
 }
 
 // RMSprop: in1 = lr, alpha, 1 - alpha, eps, weight_decay, momentum. PyTorch's order of
@@ -51,57 +55,73 @@ fn adam_step(grad: f32, param_in: f32, m_in: f32, v_in: f32) -> vec3<f32> {
 // square_avg, momentum_buffer and grad_avg (the last two unused unless MOMENTUM,
 // CENTERED).
 fn rmsprop_step(grad: f32, param: f32, sa_in: f32, mb_in: f32, ga_in: f32) -> vec4<f32> {
-    let g = grad + in1[4] * param;
-    let sa = sa_in * in1[1] + in1[2] * g * g;
+    let g = grad + coef[4] * param;
+    let sa = sa_in * coef[1] + coef[2] * g * g;
     var ga = ga_in;
     var avg = 0.0;
     if (CENTERED) {
-        ga = ga_in + in1[2] * (g - ga_in);
-        avg = sqrt(sa - ga * ga) + in1[3];
+        ga = ga_in + coef[2] * (g - ga_in);
+        avg = sqrt(sa - ga * ga) + coef[3];
     } else {
-        avg = sqrt(sa) + in1[3];
+        avg = sqrt(sa) + coef[3];
     }
     if (MOMENTUM) {
-        let mb = mb_in * in1[5] + g / avg;
-        return vec4<f32>(param + -in1[0] * mb, sa, mb, ga);
+        let mb = mb_in * coef[5] + g / avg;
+        return vec4<f32>(param + -coef[0] * mb, sa, mb, ga);
     }
-    return vec4<f32>(param + -in1[0] * (g / avg), sa, mb_in, ga);
+    return vec4<f32>(param + -coef[0] * (g / avg), sa, mb_in, ga);
+}
+
+// rmsprop_step without the state buffers a configuration does not keep.
+fn rmsprop_plain_step(grad: f32, param: f32, sa: f32) -> vec4<f32> {
+    return rmsprop_step(grad, param, sa, 0.0, 0.0);
+}
+fn rmsprop_momentum_step(grad: f32, param: f32, sa: f32, mb: f32) -> vec4<f32> {
+    return rmsprop_step(grad, param, sa, mb, 0.0);
+}
+fn rmsprop_centered_step(grad: f32, param: f32, sa: f32, ga: f32) -> vec4<f32> {
+    return rmsprop_step(grad, param, sa, 0.0, ga);
 }
 
 // Adagrad: in1 = lr / (1 + (t - 1) lr_decay), weight_decay, eps. The new parameter and
 // sum.
 fn adagrad_step(grad: f32, param: f32, sum_in: f32) -> vec2<f32> {
-    let g = grad + in1[1] * param;
+    let g = grad + coef[1] * param;
     let sum = sum_in + g * g;
-    return vec2<f32>(param + -in1[0] * (g / (sqrt(sum) + in1[2])), sum);
+    return vec2<f32>(param + -coef[0] * (g / (sqrt(sum) + coef[2])), sum);
 }
 
 //#kernel sgd
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    load_coefficients();
     update_group(wid.x + wid.y * groups.x, lid.x);
 }
 
 //#kernel sgd_momentum
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    load_coefficients();
     update_group(wid.x + wid.y * groups.x, lid.x);
 }
 
 //#kernel adam
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    load_coefficients();
     update_group(wid.x + wid.y * groups.x, lid.x);
 }
 
 //#kernel rmsprop
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    load_coefficients();
     update_group(wid.x + wid.y * groups.x, lid.x);
 }
 
 //#kernel adagrad
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    load_coefficients();
     update_group(wid.x + wid.y * groups.x, lid.x);
 }

@@ -35,7 +35,7 @@ use wgnn::data::{self, Dataset};
 use wgnn::metrics::{Average, ConfusionMatrix, Metric};
 use wgnn::nn::{self, Dropout, Linear, Module, Perceptron, Sequential};
 use wgnn::optim::lr::{PlateauConfig, ReduceLrOnPlateau};
-use wgnn::optim::{Adam, AdamConfig, AdamW, Optimizer, Sgd, SgdConfig};
+use wgnn::optim::{Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig};
 use wgnn::train::{EarlyStopping, FitConfig, Loss, LrScheduler, ModelCheckpoint, Penalty};
 use wgnn::{Device, Error, Tensor};
 
@@ -68,8 +68,9 @@ device_tests!(
 /// as few launches as the device can bind (each parameter binds its gradient, itself
 /// and its state, the coefficients are shared: `(max_storage_buffers − 1) / (2 +
 /// state)` parameters per launch, one launch on the CPU), for plain SGD, SGD with
-/// momentum and Adam; three steps on the GPU end where three on the CPU do, with
-/// the same bits whether the GPU runs the parameters in one dispatch or one each.
+/// momentum, Adam, RMSprop (momentum, centered) and Adagrad; three steps on the GPU
+/// end where three on the CPU do, with the same bits whether the GPU runs the
+/// parameters in one dispatch or one each, and four words per invocation or one.
 #[test]
 fn an_optimizer_step_updates_many_parameters_per_launch_with_the_cpus_values() {
     let _serial = serial();
@@ -93,7 +94,17 @@ fn an_optimizer_step_updates_many_parameters_per_launch_with_the_cpus_values() {
                 };
                 (Box::new(Sgd::new(params, config)), 1)
             }
-            _ => (Box::new(Adam::new(params, AdamConfig::default())), 2),
+            2 => (Box::new(Adam::new(params, AdamConfig::default())), 2),
+            3 => {
+                let config = RmsPropConfig {
+                    momentum: 0.9,
+                    centered: true,
+                    weight_decay: 0.01,
+                    ..RmsPropConfig::default()
+                };
+                (Box::new(RmsProp::new(params, config)), 3)
+            }
+            _ => (Box::new(Adagrad::new(params, AdagradConfig::default())), 1),
         };
         let x = Tensor::from_vec((0..20).map(|i| (i as f32 * 0.37).sin()).collect(), &[4, 5], &dev).unwrap();
         let y = Tensor::from_labels(&[0, 1, 1, 0], &dev).unwrap();
@@ -103,7 +114,7 @@ fn an_optimizer_step_updates_many_parameters_per_launch_with_the_cpus_values() {
             opt.step(&loss.backward().unwrap()).unwrap();
         }
         let report = dev.profile_report();
-        let kernel = ["sgd", "sgd_momentum", "adam"][which];
+        let kernel = ["sgd", "sgd_momentum", "adam", "rmsprop", "adagrad"][which];
         let launches = report.plans[0].launches.iter().filter(|l| l.kernel == kernel).count();
         let bindings = dev.info().max_storage_buffers_per_shader_stage as usize;
         let per_launch = ((bindings - 1) / (2 + state)).clamp(1, 32);
@@ -115,13 +126,24 @@ fn an_optimizer_step_updates_many_parameters_per_launch_with_the_cpus_values() {
         let weights: Vec<f32> = model.parameters().iter().flat_map(|p| p.to_vec().unwrap()).collect();
         weights
     };
-    for which in 0..3 {
+    for which in 0..5 {
         let cpu = run(&Device::cpu(), which, None);
         if let Some(gpu) = common::gpu() {
             // Both GPU forms of the update, all parameters in one launch or one
-            // launch each (the autotune picks per adapter), give the same bits.
+            // launch each (the autotune picks per adapter), give the same bits; and
+            // so do four words per invocation (the 12-word weight) and one.
             let one = run(&gpu, which, Some("one launch"));
             let each = run(&gpu, which, Some("per parameter"));
+            let scalar = {
+                let _words = wgnn::fast_path::force(wgnn::fast_path::FastPath::Vec4, false);
+                run(&gpu, which, Some("one launch"))
+            };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&one),
+                bits(&scalar),
+                "optimizer {which}: vec4 and scalar words differ"
+            );
             assert!(
                 common::max_rel_diff(&one, &cpu) < 1e-5,
                 "optimizer {which}: GPU and CPU differ"

@@ -200,6 +200,8 @@ pub(crate) struct Counters {
     pub live_buffer_bytes: AtomicU64,
     pub plan_cache_hits: AtomicU64,
     pub plan_cache_misses: AtomicU64,
+    pub record_ns: AtomicU64,
+    pub compile_ns: AtomicU64,
 }
 
 impl Counters {

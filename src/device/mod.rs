@@ -34,6 +34,14 @@ pub struct Stats {
     pub plan_cache_hits: u64,
     /// Plans compiled (first run of a graph shape) and added to the cache.
     pub plan_cache_misses: u64,
+    /// Host nanoseconds spent recording and submitting plan runs on a GPU (binding
+    /// the inputs, encoding every launch, the submit; not waiting for the GPU), from
+    /// which the host cost per launch (`record_ns / dispatches`); on the CPU backend,
+    /// the plans' whole run time.
+    pub record_ns: u64,
+    /// Nanoseconds spent compiling new plans (scheduling, fusion, lowering, building
+    /// the kernels and the autotune's timing): the first-step cost of a new graph.
+    pub compile_ns: u64,
 }
 
 impl std::ops::Sub for Stats {
@@ -48,6 +56,8 @@ impl std::ops::Sub for Stats {
             live_buffer_bytes: self.live_buffer_bytes.wrapping_sub(earlier.live_buffer_bytes),
             plan_cache_hits: self.plan_cache_hits - earlier.plan_cache_hits,
             plan_cache_misses: self.plan_cache_misses - earlier.plan_cache_misses,
+            record_ns: self.record_ns - earlier.record_ns,
+            compile_ns: self.compile_ns - earlier.compile_ns,
         }
     }
 }
@@ -355,6 +365,8 @@ impl Device {
             live_buffer_bytes: get(&c.live_buffer_bytes),
             plan_cache_hits: get(&c.plan_cache_hits),
             plan_cache_misses: get(&c.plan_cache_misses),
+            record_ns: get(&c.record_ns),
+            compile_ns: get(&c.compile_ns),
         }
     }
 

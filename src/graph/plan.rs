@@ -257,8 +257,10 @@ pub(crate) fn realize_all(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
             None => {
                 Counters::add(&device.counters().plan_cache_misses, 1);
                 schedule.check_limits(&device)?;
+                let start = web_time::Instant::now();
                 let program = schedule.lower(fuse);
                 let exec = device.backend().compile(program.clone())?;
+                Counters::add(&device.counters().compile_ns, start.elapsed().as_nanos() as u64);
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();
                 let plan = Arc::new(CompiledPlan::new(exec, program, kept_nodes));
                 device.plan_cache().lock().unwrap().insert(key, plan.clone());
@@ -278,7 +280,10 @@ pub(crate) fn realize_all(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
         let plan_id = (plan.id, &plan.labels);
         super::profile::run(&*plan.exec, &plan.program, plan_id, &nodes, &externals, &device)?
     } else {
-        plan.exec.run(&externals, None)?
+        let start = web_time::Instant::now();
+        let kept = plan.exec.run(&externals, None)?;
+        Counters::add(&device.counters().record_ns, start.elapsed().as_nanos() as u64);
+        kept
     };
     for (&i, storage) in plan.kept_nodes.iter().zip(kept) {
         *schedule.nodes[i].0.storage.lock().unwrap() = Some(storage);

@@ -6,6 +6,7 @@
 
 use super::{Lowering, Op, Rule};
 use crate::backend::kernel::{Grid, Kernel, Tune, Uniforms, Wgsl};
+use crate::fast_path::{self, FastPath};
 use crate::tensor::DType;
 use crate::Tensor;
 
@@ -285,7 +286,10 @@ impl UpdateKernel {
     /// function.
     fn pass(&self, which: &[usize]) -> Wgsl {
         let total: usize = which.iter().map(|&j| self.sizes[j]).sum();
-        let groups: usize = which.iter().map(|&j| self.sizes[j].div_ceil(256)).sum();
+        let groups: usize = which
+            .iter()
+            .map(|&j| self.sizes[j].div_ceil(if self.vector(j) { 1024 } else { 256 }))
+            .sum();
         let u = Uniforms::new().u32("n", total);
         let (entry, decoupled) = match self.kind {
             UpdateKind::Sgd { momentum: false } => ("sgd", false),
@@ -302,57 +306,153 @@ impl UpdateKernel {
             "const DECOUPLED: bool = {decoupled};\nconst MOMENTUM: bool = {momentum};\nconst CENTERED: bool = {centered};\n"
         );
         let per = 1 + self.kind.state_buffers();
-        defs += "fn update_group(group: u32, lane: u32) {\n";
+        // The coefficients, read once at the kernel's top level (outside every branch:
+        // there llvmpipe loads a word all invocations share once, not once per lane).
+        let count = self.kind.coefficient_count();
+        // (Eight words whatever the rule: every rule's step function is in the shader.)
+        defs += "var<private> coef: array<f32, 8>;\nfn load_coefficients() {\n";
+        for k in 0..count {
+            defs += &format!("    coef[{k}] = in1[{k}];\n");
+        }
+        defs += "}\nfn update_group(group: u32, lane: u32) {\n";
         let mut start = 0;
         for &j in which {
             let n = self.sizes[j];
             let g = if j == 0 { 0 } else { j + 1 };
             let o = j * per;
-            let body = match self.kind {
-                UpdateKind::Sgd { momentum: false } => format!("out{o}[w] = sgd_step(in{g}[w], out{o}[w]);"),
-                UpdateKind::Sgd { momentum: true } => format!(
-                    "let r = sgd_momentum_step(in{g}[w], out{o}[w], out{}[w]); out{o}[w] = r.x; out{}[w] = r.y;",
-                    o + 1,
-                    o + 1
-                ),
-                UpdateKind::Adam { .. } => format!(
-                    "let r = adam_step(in{g}[w], out{o}[w], out{m}[w], out{v}[w]); \
-                     out{o}[w] = r.x; out{m}[w] = r.y; out{v}[w] = r.z;",
-                    m = o + 1,
-                    v = o + 2
-                ),
-                UpdateKind::RmsProp { momentum, centered } => {
-                    let (b, a) = (o + 2, o + 2 + momentum as usize);
-                    let read = |on: bool, k: usize| if on { format!("out{k}[w]") } else { "0.0".into() };
-                    let mut body = format!(
-                        "let r = rmsprop_step(in{g}[w], out{o}[w], out{s}[w], {mb}, {ga}); out{o}[w] = r.x; out{s}[w] = r.y;",
-                        s = o + 1,
-                        mb = read(momentum, b),
-                        ga = read(centered, a)
-                    );
-                    if momentum {
-                        body += &format!(" out{b}[w] = r.z;");
-                    }
-                    if centered {
-                        body += &format!(" out{a}[w] = r.w;");
-                    }
-                    body
+            let (step, reads, writes) = self.kind.step_call(g, o);
+            let vector = self.vector(j);
+            let (words, per_group) = if vector { (n / 4, 1024) } else { (n, 256) };
+            let body = if vector {
+                // Four words per invocation: vec4 loads and stores, the scalar step
+                // function on each word (the same operations as the scalar form).
+                let mut b = String::new();
+                for (i, r) in reads.iter().enumerate() {
+                    b += &format!("let l{i} = {r}[w]; ");
                 }
-                UpdateKind::Adagrad => format!(
-                    "let r = adagrad_step(in{g}[w], out{o}[w], out{s}[w]); out{o}[w] = r.x; out{s}[w] = r.y;",
-                    s = o + 1
-                ),
+                for e in ["x", "y", "z", "w"] {
+                    let args: Vec<String> = (0..reads.len()).map(|i| format!("l{i}.{e}")).collect();
+                    b += &format!("let r{e} = {step}({}); ", args.join(", "));
+                }
+                for (buffer, part) in &writes {
+                    let part = |e: &str| {
+                        if part.is_empty() {
+                            format!("r{e}")
+                        } else {
+                            format!("r{e}.{part}")
+                        }
+                    };
+                    b += &format!(
+                        "{buffer}[w] = vec4<f32>({}, {}, {}, {}); ",
+                        part("x"),
+                        part("y"),
+                        part("z"),
+                        part("w")
+                    );
+                }
+                b
+            } else {
+                let args: Vec<String> = reads.iter().map(|r| format!("{r}[w]")).collect();
+                let mut b = format!("let r = {step}({}); ", args.join(", "));
+                for (buffer, part) in &writes {
+                    b += &if part.is_empty() {
+                        format!("{buffer}[w] = r; ")
+                    } else {
+                        format!("{buffer}[w] = r.{part}; ")
+                    };
+                }
+                b
             };
+            let groups = n.div_ceil(per_group);
             defs += &format!(
-                "    if (group < {end}u) {{ let w = (group - {start}u) * 256u + lane; if (w < {n}u) {{ {body} }} return; }}\n",
-                end = start + n.div_ceil(256)
+                "    if (group < {end}u) {{ let w = (group - {start}u) * 256u + lane; if (w < {words}u) {{ {body}}} return; }}\n",
+                end = start + groups
             );
-            start += n.div_ceil(256);
+            start += groups;
         }
         defs += "}\n";
         // Indices: word w < n_j of parameter j, whose buffers hold n_j words;
         // coefficients 0..8.
-        Wgsl::new(SHADER, entry, u, Grid::Groups(groups)).defs(defs).in_bounds()
+        // Binding types: parameter j's gradient, value and state four words at a time
+        // where it is vectorized.
+        let k = self.sizes.len();
+        let mut types = vec!["f32"; 1 + k + k * per];
+        for j in 0..k {
+            if self.vector(j) {
+                types[if j == 0 { 0 } else { j + 1 }] = "vec4<f32>";
+                for b in 0..per {
+                    types[1 + k + j * per + b] = "vec4<f32>";
+                }
+            }
+        }
+        Wgsl::new(SHADER, entry, u, Grid::Groups(groups))
+            .defs(defs)
+            .types(types)
+            .in_bounds()
+    }
+
+    /// Whether parameter j is updated four words per invocation: its length is a
+    /// multiple of 4. ([`FastPath::Vec4`] forced off: one word.)
+    fn vector(&self, j: usize) -> bool {
+        self.sizes[j] % 4 == 0 && fast_path::forced(FastPath::Vec4) != Some(false)
+    }
+}
+
+impl UpdateKind {
+    /// Words of the coefficient buffer ([`UpdateKind::coefficients`]).
+    fn coefficient_count(&self) -> usize {
+        match self {
+            UpdateKind::Sgd { .. } => 6,
+            UpdateKind::Adam { .. } => 8,
+            UpdateKind::RmsProp { .. } => 6,
+            UpdateKind::Adagrad => 3,
+        }
+    }
+
+    /// The WGSL step function of the rule for gradient binding `in{g}` and
+    /// parameter binding `out{o}` (state after it): its name, the buffers it reads
+    /// (in argument order) and each buffer it writes with the component of the result
+    /// (empty: the result itself).
+    fn step_call(&self, g: usize, o: usize) -> (&'static str, Vec<String>, Vec<(String, &'static str)>) {
+        let (grad, out) = (format!("in{g}"), |k: usize| format!("out{k}"));
+        match *self {
+            UpdateKind::Sgd { momentum: false } => ("sgd_step", vec![grad, out(o)], vec![(out(o), "")]),
+            UpdateKind::Sgd { momentum: true } => (
+                "sgd_momentum_step",
+                vec![grad, out(o), out(o + 1)],
+                vec![(out(o), "x"), (out(o + 1), "y")],
+            ),
+            UpdateKind::Adam { .. } => (
+                "adam_step",
+                vec![grad, out(o), out(o + 1), out(o + 2)],
+                vec![(out(o), "x"), (out(o + 1), "y"), (out(o + 2), "z")],
+            ),
+            UpdateKind::RmsProp { momentum, centered } => {
+                let (b, a) = (o + 2, o + 2 + momentum as usize);
+                let name = match (momentum, centered) {
+                    (false, false) => "rmsprop_plain_step",
+                    (true, false) => "rmsprop_momentum_step",
+                    (false, true) => "rmsprop_centered_step",
+                    (true, true) => "rmsprop_step",
+                };
+                let mut reads = vec![grad, out(o), out(o + 1)];
+                let mut writes = vec![(out(o), "x"), (out(o + 1), "y")];
+                if momentum {
+                    reads.push(out(b));
+                    writes.push((out(b), "z"));
+                }
+                if centered {
+                    reads.push(out(a));
+                    writes.push((out(a), "w"));
+                }
+                (name, reads, writes)
+            }
+            UpdateKind::Adagrad => (
+                "adagrad_step",
+                vec![grad, out(o), out(o + 1)],
+                vec![(out(o), "x"), (out(o + 1), "y")],
+            ),
+        }
     }
 }
 
