@@ -394,7 +394,7 @@ impl UpdateKernel {
     /// Whether parameter j is updated four words per invocation: its length is a
     /// multiple of 4. ([`FastPath::Vec4`] forced off: one word.)
     fn vector(&self, j: usize) -> bool {
-        self.sizes[j] % 4 == 0 && fast_path::forced(FastPath::Vec4) != Some(false)
+        self.sizes[j].is_multiple_of(4) && fast_path::forced(FastPath::Vec4) != Some(false)
     }
 }
 
