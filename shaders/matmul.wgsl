@@ -162,3 +162,132 @@ fn main(
     }
     flat_store(acc, row0, col, tile.y);
 }
+
+//#kernel matmul_db
+// The tiled GEMM in two stages, for GPUs: the K slice after the current one is loaded
+// from memory into registers while the current one is multiplied from workgroup
+// memory (`mac`, generated with the k loop unrolled), then stored to the other stage;
+// one barrier per slice. Rows of the stages are padded by one vec4 (AS, BS) against
+// bank conflicts; workgroups take their tiles in groups of GROUP row tiles (each
+// group sweeps the column tiles), so neighbouring workgroups share rows of A and
+// columns of B in cache. The same chain of fma over k in order as `matmul`.
+const BM: u32 = WY * TM;
+const BN: u32 = WX * TN;
+const BM4: u32 = BM / 4u;
+const BN4: u32 = BN / 4u;
+const TM4: u32 = TM / 4u;
+const TN4: u32 = TN / 4u;
+const BK4: u32 = BK / 4u;
+const THREADS: u32 = WX * WY;
+const AS: u32 = BM4 + 1u;
+const BS: u32 = BN4 + 1u;
+const A_QUADS: u32 = (BM * BK4 + THREADS - 1u) / THREADS; // quads of A each invocation moves per slice
+const B_QUADS: u32 = (BN * BK4 + THREADS - 1u) / THREADS;
+const GROUP: u32 = 8u;
+
+var<workgroup> a_tile: array<vec4<f32>, 2u * BK * AS>; // two stages of [BK][BM (+4)]
+var<workgroup> b_tile: array<vec4<f32>, 2u * BK * BS>; // two stages of [BK][BN (+4)]
+var<private> acc: array<vec4<f32>, TM * TN4>;
+var<private> ra: array<vec4<f32>, A_QUADS>;
+var<private> rb: array<vec4<f32>, B_QUADS>;
+
+// Quad q of the slice at k0: A's (TA: along m; else along k of one row), B's.
+fn fetch(k0: u32, row0: u32, col0: u32, tid: u32) {
+    for (var t = 0u; t < A_QUADS; t++) {
+        let q = tid + t * THREADS;
+        if (q >= BM * BK4) { break; }
+        if (TA) {
+            ra[t] = load_a4(k0 + q / BM4, row0 + 4u * (q % BM4));
+        } else {
+            ra[t] = load_a4(row0 + q / BK4, k0 + 4u * (q % BK4));
+        }
+    }
+    for (var t = 0u; t < B_QUADS; t++) {
+        let q = tid + t * THREADS;
+        if (q >= BN * BK4) { break; }
+        if (TB) {
+            rb[t] = load_b4(col0 + q / BK4, k0 + 4u * (q % BK4));
+        } else {
+            rb[t] = load_b4(k0 + q / BN4, col0 + 4u * (q % BN4));
+        }
+    }
+}
+
+// The fetched quads into stage `stage` ([k][m] and [k][n], transposed where stored
+// the other way).
+fn stash(stage: u32, tid: u32) {
+    let a0 = stage * BK * AS;
+    let b0 = stage * BK * BS;
+    for (var t = 0u; t < A_QUADS; t++) {
+        let q = tid + t * THREADS;
+        if (q >= BM * BK4) { break; }
+        if (TA) {
+            a_tile[a0 + (q / BM4) * AS + q % BM4] = ra[t];
+        } else {
+            let r = q / BK4;
+            let kk = 4u * (q % BK4);
+            for (var e = 0u; e < 4u; e++) {
+                a_tile[a0 + (kk + e) * AS + r / 4u][r % 4u] = ra[t][e];
+            }
+        }
+    }
+    for (var t = 0u; t < B_QUADS; t++) {
+        let q = tid + t * THREADS;
+        if (q >= BN * BK4) { break; }
+        if (TB) {
+            let c = q / BK4;
+            let kk = 4u * (q % BK4);
+            for (var e = 0u; e < 4u; e++) {
+                b_tile[b0 + (kk + e) * BS + c / 4u][c % 4u] = rb[t][e];
+            }
+        } else {
+            b_tile[b0 + (q / BN4) * BS + q % BN4] = rb[t];
+        }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let tile = enter_tile(wid);
+    // Grouped order: GROUP row tiles sweep the column tiles together.
+    let pid = tile.x * groups.x + wid.x;
+    let per_group = GROUP * groups.x;
+    let first = (pid / per_group) * GROUP;
+    let size = min(groups.y - first, GROUP);
+    let row_tile = first + (pid % per_group) % size;
+    let col_tile = (pid % per_group) / size;
+    let row0 = row_tile * BM;
+    let col0 = col_tile * BN;
+    let k_begin = tile.y * params.kc;
+    let k_end = min(params.k, k_begin + params.kc);
+    let tid = lid.y * WX + lid.x;
+
+    var stage = 0u;
+    if (k_begin < k_end) {
+        fetch(k_begin, row0, col0, tid);
+        stash(0u, tid);
+    }
+    workgroupBarrier();
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+        let more = k0 + BK < k_end;
+        if (more) { fetch(k0 + BK, row0, col0, tid); }
+        var kn = BK;
+        if (EDGE_K) { kn = min(BK, k_end - k0); }
+        mac(stage * BK * AS, stage * BK * BS, kn, lid.y, lid.x);
+        if (more) { stash(1u - stage, tid); }
+        stage = 1u - stage;
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < TM; i++) {
+        let r = row0 + lid.y * TM + i;
+        if (r >= params.m) { break; }
+        for (var j = 0u; j < TN4; j++) {
+            store4(r, col0 + 4u * (lid.x + j * WX), tile.y, acc[i * TN4 + j]);
+        }
+    }
+}

@@ -66,6 +66,9 @@ pub(crate) struct Tune {
     /// SIMD row (llvmpipe on AVX2), where subgroup operations are allowed; they may
     /// assume the subgroup is the eight neighbouring invocations along x.
     pub cpu_subgroups8: Vec<Variant>,
+    /// More candidates offered only where the adapter is not a CPU (discrete and
+    /// integrated GPUs), after `variants`; the same bits as the others.
+    pub gpu_adapter: Vec<Variant>,
 }
 
 impl Tune {
@@ -101,6 +104,7 @@ impl Tune {
             worth_timing: parts > 1 && words >= 1 << 14,
             cpu_adapter: Vec::new(),
             cpu_subgroups8: Vec::new(),
+            gpu_adapter: Vec::new(),
         }
     }
 }

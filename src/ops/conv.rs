@@ -437,6 +437,7 @@ impl Kernel for ConvKernel {
             worth_timing: 2 * m * k * n * groups >= TUNE_FLOPS,
             cpu_adapter: Vec::new(),
             cpu_subgroups8: Vec::new(),
+            gpu_adapter: Vec::new(),
         })
     }
 }

@@ -253,7 +253,7 @@ impl Kernel for MatMulKernel {
     /// The default tile without a K split (for a batch, its first launch); the GPU
     /// backend runs [`Kernel::tune`]'s variants instead.
     fn wgsl(&self) -> Wgsl {
-        self.gemm_pass(self.default_tile(), 1, 0)
+        self.gemm_pass(self.default_tile(), 1, 0, false)
     }
 
     /// `2·m·n·k` per product (the epilogue's bias and activation not counted).
@@ -303,6 +303,10 @@ impl Kernel for MatMulKernel {
             .into_iter()
             .map(|t| self.flat_variant(t, splits, false))
             .collect();
+        let gpu_adapter = DOUBLE_TILES
+            .into_iter()
+            .map(|t| self.double_variant(t, splits))
+            .collect();
         let cpu_subgroups8 = SHUFFLE_TILES
             .into_iter()
             .map(|t| self.flat_variant(t, splits, true))
@@ -313,6 +317,7 @@ impl Kernel for MatMulKernel {
             worth_timing: 2 * self.m * self.n * self.k * self.count() >= TUNE_FLOPS,
             cpu_adapter,
             cpu_subgroups8,
+            gpu_adapter,
         })
     }
 }
@@ -387,6 +392,36 @@ const TILES: [Tile; 5] = [
     },
     Tile {
         wx: 8,
+        wy: 8,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    },
+];
+
+/// The two-stage tiles offered where the adapter is a GPU (`matmul_db`): two stages of
+/// workgroup memory (the next K slice loaded into registers while the current one is
+/// multiplied, then stored to the other stage: one barrier per slice), rows padded by
+/// one vec4 against bank conflicts, workgroups taken in groups of rows for cache reuse,
+/// the k loop unrolled. Written to published practice for discrete GPUs (CUTLASS's
+/// two-stage mainloop, Triton's grouped order); within 16 KiB of workgroup memory.
+const DOUBLE_TILES: [Tile; 3] = [
+    Tile {
+        wx: 16,
+        wy: 16,
+        tm: 8,
+        tn: 4,
+        bk: 8,
+    },
+    Tile {
+        wx: 16,
+        wy: 16,
+        tm: 4,
+        tn: 4,
+        bk: 8,
+    },
+    Tile {
+        wx: 16,
         wy: 8,
         tm: 4,
         tn: 4,
@@ -513,8 +548,18 @@ impl MatMulKernel {
 
     fn variant(&self, tile: Tile, splits: usize) -> Variant {
         self.variant_of(
-            |z0| self.gemm_pass(tile, splits, z0),
+            |z0| self.gemm_pass(tile, splits, z0, false),
             format!("{}x{}k{}", tile.rows(), tile.cols(), tile.bk),
+            splits,
+        )
+    }
+
+    /// [`MatMulKernel::variant`] in the two-stage form (`matmul_db`), named e.g.
+    /// `db128x64k8`.
+    fn double_variant(&self, tile: Tile, splits: usize) -> Variant {
+        self.variant_of(
+            |z0| self.gemm_pass(tile, splits, z0, true),
+            format!("db{}x{}k{}", tile.rows(), tile.cols(), tile.bk),
             splits,
         )
     }
@@ -624,7 +669,7 @@ impl MatMulKernel {
     /// The tiled product: with `splits > 1`, partial sums of each K slice into the
     /// scratch buffer (`out1`), else the finished output; for a batch, products `z0..`
     /// (at most [`MAX_BATCH_GROUPS`]).
-    fn gemm_pass(&self, tile: Tile, splits: usize, z0: usize) -> Wgsl {
+    fn gemm_pass(&self, tile: Tile, splits: usize, z0: usize, double: bool) -> Wgsl {
         let MatMul { ta, tb, bias, .. } = self.op;
         let (va, vb, vo) = self.vectors();
         // An empty dimension counts as an edge: then nothing is loaded or stored.
@@ -670,11 +715,48 @@ impl MatMulKernel {
             Some(_) => (self.count() - z0).min(MAX_BATCH_GROUPS),
         };
         let grid = Grid::Tiles(self.n.div_ceil(tile.cols()), self.m.div_ceil(tile.rows()), z);
-        Wgsl::new(SHADER, "matmul", self.uniforms(splits, z0), grid)
+        let entry = if double {
+            defs += &double_mac(tile);
+            "matmul_db"
+        } else {
+            "matmul"
+        };
+        Wgsl::new(SHADER, entry, self.uniforms(splits, z0), grid)
             .defs(defs)
             .types(types)
             .in_bounds()
     }
+}
+
+/// `fn mac(sa, sb, kn, ly, lx)` of `matmul_db`: the BK steps over one stage of the
+/// tiles (A's stage from `sa`, B's from `sb`, rows `AS`/`BS` vec4s apart), unrolled
+/// (WGSL compilers do not unroll), each invocation's TM × TN products per k, k in
+/// order, steps at or past `kn` skipped (a ragged last slice).
+fn double_mac(tile: Tile) -> String {
+    let Tile { tm, tn, bk, .. } = tile;
+    let (tm4, tn4) = (tm / 4, tn / 4);
+    let mut s = String::from("fn mac(sa: u32, sb: u32, kn: u32, ly: u32, lx: u32) {\n");
+    for kk in 0..bk {
+        s += &format!("    if (!EDGE_K || {kk}u < kn) {{\n");
+        for i in 0..tm4 {
+            s += &format!("        let a{i} = a_tile[sa + {kk}u * AS + ly * TM4 + {i}u];\n");
+        }
+        for j in 0..tn4 {
+            s += &format!("        let b{j} = b_tile[sb + {kk}u * BS + lx + {j}u * WX];\n");
+        }
+        for i in 0..tm {
+            for j in 0..tn4 {
+                let e = ["x", "y", "z", "w"][i % 4];
+                s += &format!(
+                    "        acc[{at}] = fma(vec4<f32>(a{q}.{e}), b{j}, acc[{at}]);\n",
+                    at = i * tn4 + j,
+                    q = i / 4
+                );
+            }
+        }
+        s += "    }\n";
+    }
+    s + "}\n"
 }
 
 impl MatMulKernel {

@@ -258,7 +258,15 @@ fn panic_message<T>(f: impl FnOnce() -> T) -> String {
 fn every_gemm_tile_gives_a_batched_product_the_same_bits() {
     let Some(shared) = gpu() else { return };
     let gpu = private(&shared);
-    let mut tiles = vec!["64x64k16", "128x64k8", "128x128k8", "32x64k16", "32x32k16"];
+    let mut tiles = vec![
+        "64x64k16",
+        "128x64k8",
+        "128x128k8",
+        "32x64k16",
+        "32x32k16",
+        "db128x64k8",
+        "db32x64k16",
+    ];
     if gpu.info().device_type == "Cpu" {
         tiles.extend(["flat3x32", "flat4x32", "flat6x32", "flat4x64"]); // lavapipe's own
     }

@@ -17,10 +17,23 @@ impl Shared {
             own.append(&mut tune.cpu_adapter);
             let at = tune.variants.len().min(1);
             tune.variants.splice(at..at, own);
+        } else {
+            tune.variants.append(&mut tune.gpu_adapter);
         }
         let forced = self.forced.lock().unwrap().clone();
-        if let Some(i) = forced.and_then(|p| tune.variants.iter().position(|v| v.name.starts_with(&p))) {
-            return Ok(tune.variants.swap_remove(i));
+        if let Some(prefix) = forced {
+            if let Some(i) = tune.variants.iter().position(|v| v.name.starts_with(&prefix)) {
+                return Ok(tune.variants.swap_remove(i));
+            }
+            // Tests may also force a form this adapter is not offered, where it can
+            // run it (the shuffle tiles need 8-lane subgroups).
+            let mut others: Vec<Variant> = tune.gpu_adapter.drain(..).chain(tune.cpu_adapter.drain(..)).collect();
+            if self.info.subgroups && self.info.subgroup_sizes == (8, 8) {
+                others.append(&mut tune.cpu_subgroups8);
+            }
+            if let Some(i) = others.iter().position(|v| v.name.starts_with(&prefix)) {
+                return Ok(others.swap_remove(i));
+            }
         }
         let named = |name: &str| tune.variants.iter().position(|v| v.name == name);
         if let Some(i) = self.tune.get(&tune.key).and_then(|n| named(&n)) {
@@ -35,7 +48,8 @@ impl Shared {
     }
 
     /// Times each variant on scratch buffers of the step's sizes (the contents do
-    /// not matter: every variant does the same work) and returns the fastest. A
+    /// not matter: every variant does the same work) and returns the fastest, or the
+    /// first (the default) unless another is 10 % faster. A
     /// variant the adapter cannot build is skipped; after about two seconds of
     /// timing (a huge product on a slow adapter) the rest are not tried.
     pub(super) fn fastest(&self, variants: &[Variant], step: &Step) -> Result<usize> {
@@ -54,7 +68,11 @@ impl Shared {
         const LONG_RUN: f64 = 0.05;
         /// Past this many seconds, the variants not yet timed are not tried.
         const TIME_BUDGET: f64 = 2.0;
+        /// Another variant replaces the default (the first) only when it is this much
+        /// faster: timing noise alone never moves a choice off it.
+        const MARGIN: f64 = 1.1;
         let mut best = (f64::INFINITY, 0);
+        let mut default = f64::INFINITY;
         let mut spent = 0.0;
         for (i, v) in variants.iter().enumerate() {
             if spent > TIME_BUDGET {
@@ -112,11 +130,14 @@ impl Shared {
                 spent += times.iter().sum::<f64>();
                 times.into_iter().fold(f64::INFINITY, f64::min) / reps as f64
             };
+            if i == 0 {
+                default = seconds;
+            }
             if seconds < best.0 {
                 best = (seconds, i);
             }
         }
         self.faults.check("timing kernel variants")?;
-        Ok(best.1)
+        Ok(if best.0 * MARGIN > default { 0 } else { best.1 })
     }
 }
