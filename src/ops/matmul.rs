@@ -273,7 +273,7 @@ impl Kernel for MatMulKernel {
         // Counted here, once per launch compiled (`fast_path::taken`).
         fast_path::choose(FastPath::SplitK, splits > 1);
         fast_path::choose(FastPath::Vec4, va || vb || vo);
-        let bucket = |d: usize| d.next_power_of_two();
+        let bucket = shape_bucket;
         let mut key = format!(
             "matmul {}{} m{} k{} n{} v{}{}{} s{splits}",
             if self.op.ta { 't' } else { 'n' },
@@ -473,6 +473,18 @@ const SHUFFLE_TILES: [FlatTile; 4] = [
     FlatTile { wx: 8, tm: 16 },
     FlatTile { wx: 8, tm: 8 },
 ];
+
+/// The size class of a dimension in the autotune's keys: the next power of two or
+/// three quarters of it, whichever comes first (784 and 1000 tune apart, and 700 with
+/// 784).
+fn shape_bucket(d: usize) -> usize {
+    let p = d.next_power_of_two();
+    if p >= 4 && d <= p / 4 * 3 {
+        p / 4 * 3
+    } else {
+        p
+    }
+}
 
 /// Every tile's BK divides this, so K slices of a multiple of it split whole tiles.
 const SPLIT_ALIGN: usize = 16;
