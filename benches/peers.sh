@@ -3,13 +3,17 @@
 # after the other in one run on this machine, with the ratios that the performance
 # targets are stated in (only ratios from one run count: machines differ day to day).
 #
-#   benches/peers.sh [cpu|lavapipe|all] [EPOCHS]        (default: cpu 3)
+#   benches/peers.sh [cpu|lavapipe|gemm|all] [EPOCHS]   (default: cpu 3)
 #
 # cpu:      60,000 images per epoch at batch 32 and 128: wgnn's PyTorch-style loop
 #           and `fit`, PyTorch CPU, Candle, Burn `flex` (median epoch of EPOCHS).
 # lavapipe: 6,000 images per epoch at batch 32 and 128: wgnn's GPU backend and Burn's
 #           wgpu backend on the same adapter (median of EPOCHS, so the first,
 #           cold epoch does not count when EPOCHS >= 3).
+# gemm:     square products 512, 1024, 2048 on the default adapter: Burn's wgpu
+#           matmul (benches/peers/burn_gemm, built like the peers into
+#           $PEERS_TARGET) and wgnn's `bench --only matmul` (tune cache off),
+#           alternated for two rounds; each product followed by a 1-element readback.
 #
 # Needs `apt-get install dataset-fashion-mnist` and the peers built as
 # ../shared/peers/README.md says (binaries in $PEERS_TARGET/release, default
@@ -73,6 +77,18 @@ if [ "$what" = lavapipe ] || [ "$what" = all ]; then
         w=$(median "$bench" --peer-mlp gpu "$b" "$epochs" 6000)
         burn=$(median "$peers/burn_mlp" wgpu "$b" "$epochs" 6000)
         printf '%-6s %10s %10s   %s\n' "$b" "$w" "$burn" "$(ratio "$w" "$burn")"
+    done
+fi
+if [ "$what" = gemm ] || [ "$what" = all ]; then
+    echo
+    echo "GEMM on the default adapter, GFLOP/s (two rounds, alternated)"
+    for round in 1 2; do
+        if [ -x "$peers/burn_gemm" ]; then
+            "$peers/burn_gemm" 512 1024 2048 2>&1 | tee -a "$log" | sed -n "s/^gemm \([0-9]*\): .*, \([0-9.]*\) GFLOP.*/round $round burn \1 \2/p"
+        else
+            echo "round $round burn n/a (build benches/peers/burn_gemm into $peers)"
+        fi
+        WGNN_CACHE_DIR=off "$bench" --only matmul 2>&1 | tee -a "$log" | awk -v r="$round" '$1 == "matmul" && $2 >= 512 && $6 ~ /^[0-9.]+$/ { print "round " r " wgnn " $2 " " $6 }'
     done
 fi
 echo
