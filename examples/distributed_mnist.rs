@@ -3,9 +3,12 @@
 //! averaged over the ranks each step (`wgnn::distributed`). Needs the `mpi` feature.
 //!
 //! It first times the all-reduce of the model's gradients, then (with more than one
-//! rank) trains on rank 0 alone for a baseline while the others wait, then trains on
-//! every rank, and prints per-rank and global throughput, the scaling efficiency
-//! (global throughput / (ranks × one rank's)) and the test accuracy.
+//! rank) trains on rank 0 alone with all the host's cores for a baseline while the
+//! others wait, then every rank trains a model of its own at the same time with its
+//! share of the cores (the machine's ceiling for that many processes), then trains
+//! data-parallel on every rank, and prints per-rank and global throughput, the
+//! ceiling, the scaling efficiency (global throughput / (ranks × one rank's)) and the
+//! test accuracy.
 //!
 //! ```text
 //! cargo build --release --features mpi --example distributed_mnist
@@ -168,16 +171,33 @@ fn run(world: &World, args: &Args) -> Result<()> {
 
     let (x, y) = train_set.tensors(&dev)?;
     let mut single = None;
+    let mut ceiling = None;
     if args.baseline && ranks > 1 {
+        // `distributed::init` gave each rank its share of the host's cores; the
+        // baseline runs alone, with all of them.
+        let per_rank_threads = wgnn::get_num_threads();
         if lead {
             println!("baseline: rank 0 alone, 2 epochs");
+            wgnn::set_num_threads(0);
             wgnn::manual_seed(0);
             let net = mlp(&dev);
             let opt = Adam::new(net.parameters(), AdamConfig::default());
             let (_, seconds) = train(net, opt, (&x, &y), args.batch, 2, true)?;
             single = Some(train_set.n as f64 / seconds);
+            wgnn::set_num_threads(per_rank_threads);
         }
         world.barrier()?; // the other ranks sleep here meanwhile
+                          // The machine's ceiling: every rank trains a model of its own at the same
+                          // time, with its share of the cores and no collective between them.
+        if lead {
+            println!("ceiling: {ranks} independent runs at once, {per_rank_threads} thread(s) each, 2 epochs");
+        }
+        wgnn::manual_seed(rank as u64);
+        let net = mlp(&dev);
+        let opt = Adam::new(net.parameters(), AdamConfig::default());
+        let (_, seconds) = train(net, opt, (&x, &y), args.batch, 2, false)?;
+        let rates = distributed::all_gather(world, &[(train_set.n as f64 / seconds) as f32])?;
+        ceiling = Some(rates.iter().map(|r| f64::from(r[0])).sum::<f64>());
     }
 
     if lead {
@@ -199,6 +219,12 @@ fn run(world: &World, args: &Args) -> Result<()> {
         println!("global: {global:.0} samples/s over {ranks} ranks");
         if let Some(one) = single {
             println!("one rank alone: {one:.0} samples/s");
+            if let Some(all) = ceiling {
+                println!(
+                    "ceiling: {ranks} independent runs, {all:.0} samples/s in all ({:.2}x one rank alone)",
+                    all / one
+                );
+            }
             println!(
                 "scaling efficiency 1 -> {ranks} ranks: {:.0}% (speed-up {:.2}x)",
                 100.0 * global / (ranks as f64 * one),

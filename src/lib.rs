@@ -60,6 +60,7 @@ pub mod rng;
 mod tensor;
 pub mod train;
 
+pub use backend::cpu::threads::{get_num_threads, set_num_threads};
 pub use backend::info::{DeviceInfo, DeviceKind, GpuOptions};
 pub use backend::Clock;
 pub use device::profile::{LaunchProfile, PlanProfile, ProfileReport};

@@ -1,6 +1,6 @@
 //! [`World`]: the MPI processes of a job (`MPI_COMM_WORLD`), as a [`Collective`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,22 +10,35 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Count;
 
+use super::shared_window::SharedWindow;
 use super::Collective;
 use crate::{Error, Result};
 
 /// Initializes MPI and returns the world: every process `mpirun` started, or this
 /// process alone (a world of 1) when it was started without `mpirun`. MPI can be
 /// initialized once per process: a second call is an error.
+///
+/// Ranks that share a machine share its cores: unless the program called
+/// [`crate::set_num_threads`] first, each rank's CPU backend is limited to the host's
+/// cores divided by the ranks on it (at least one), so that two ranks on two cores
+/// run one thread each instead of four threads fighting for two cores.
 pub fn init() -> Result<World> {
     let universe = mpi::initialize()
         .ok_or_else(|| Error::Distributed("init: MPI is already initialized in this process".into()))?;
     let comm = universe.world();
+    let on_host = comm.split_shared(comm.rank()).size().max(1) as usize;
+    let cores = crate::backend::cpu::threads::parallelism();
+    crate::backend::cpu::threads::set_default_num_threads((cores / on_host).max(1));
     Ok(World(Rc::new(Inner {
         rank: comm.rank() as usize,
         size: comm.size() as usize,
+        on_one_host: on_host == comm.size() as usize,
         comm,
         failure: RefCell::new(None),
         gathered: RefCell::new(Vec::new()),
+        sums: RefCell::new(Vec::new()),
+        shared_memory: Cell::new(true),
+        window: RefCell::new(None),
         _universe: Some(universe),
     })))
 }
@@ -46,6 +59,15 @@ struct Inner {
     /// The gathered values of the last all-reduce, kept so that every step does not
     /// allocate (and fault in) a fresh buffer.
     gathered: RefCell<Vec<f32>>,
+    /// The sums of the last `all_reduce_sum_f32`, kept for the same reason.
+    sums: RefCell<Vec<f32>>,
+    /// Whether every rank runs on this host (so they can share memory).
+    on_one_host: bool,
+    /// Whether value exchanges go through a shared-memory window where they can.
+    shared_memory: Cell<bool>,
+    /// The shared-memory window, once an exchange made it (freed before MPI is
+    /// finalized: declared before `_universe`).
+    window: RefCell<Option<SharedWindow>>,
     /// Finalizes MPI when dropped (after `comm`).
     _universe: Option<Universe>,
 }
@@ -92,18 +114,52 @@ impl World {
         stop_job(&self.0.comm)
     }
 
-    /// Every rank's `mine` (all of one length, checked first) into `all`, in rank order.
-    fn gather_equal(&self, mine: &[f32], all: &mut [f32]) -> Result<()> {
+    /// Whether exchanges of f32 values (the gradients' all-reduce) between ranks that
+    /// all run on one host go through an MPI shared-memory window — every rank writes
+    /// its values once and reads the others' in place — (true, the default) or
+    /// through MPI's all-gather, which copies them (false; always so when the ranks
+    /// span hosts). The sums are taken in rank order either way: the same bits. Every
+    /// rank must call it, with the same value, between the same collectives.
+    pub fn set_shared_memory(&self, on: bool) {
+        self.0.shared_memory.set(on);
+    }
+
+    /// Whether exchanges go through shared memory (see [`World::set_shared_memory`]):
+    /// set so, and every rank on this host.
+    pub fn shares_memory(&self) -> bool {
+        self.0.shared_memory.get() && self.0.on_one_host
+    }
+
+    /// Checks that every rank gives `len` values (one small all-gather, which also
+    /// means every rank has finished with the values of the last exchange).
+    fn agree_length(&self, len: usize) -> Result<()> {
         self.check()?;
-        let comm = &self.0.comm;
         let mut lengths = vec![0u64; self.size()];
-        comm.all_gather_into(&(mine.len() as u64), &mut lengths[..]);
-        if let Some((rank, &n)) = lengths.iter().enumerate().find(|(_, &n)| n != mine.len() as u64) {
-            return Err(super::out_of_step(rank, n as usize, mine.len()));
+        self.0.comm.all_gather_into(&(len as u64), &mut lengths[..]);
+        if let Some((rank, &n)) = lengths.iter().enumerate().find(|(_, &n)| n != len as u64) {
+            return Err(super::out_of_step(rank, n as usize, len));
         }
-        count(mine.len() * 4, "an all-gather part")?;
-        comm.all_gather_into(mine, all);
-        Ok(())
+        count(len * 4, "an all-gather part").map(|_| ())
+    }
+
+    /// Every rank's `mine` (all of one length, checked first), in rank order, handed
+    /// to `use_parts`: read in place from the shared-memory window where the ranks
+    /// share memory, else all-gathered into the kept buffer.
+    fn exchange<T>(&self, mine: &[f32], use_parts: impl FnOnce(&[&[f32]]) -> T) -> Result<T> {
+        self.agree_length(mine.len())?;
+        if self.shares_memory() {
+            let mut window = self.0.window.borrow_mut();
+            if window.as_ref().is_none_or(|w| w.capacity < mine.len()) {
+                *window = None; // every rank frees it: the lengths agreed
+                *window = Some(SharedWindow::new(&self.0.comm, mine.len().next_power_of_two())?);
+            }
+            let window = window.as_mut().expect("made above");
+            return Ok(use_parts(&window.exchange(&self.0.comm, self.rank(), mine)));
+        }
+        let mut all = self.0.gathered.borrow_mut();
+        all.resize(mine.len() * self.size(), 0.0);
+        self.0.comm.all_gather_into(mine, &mut all[..]);
+        Ok(use_parts(&all.chunks(mine.len().max(1)).collect::<Vec<_>>()))
     }
 
     fn check(&self) -> Result<()> {
@@ -163,16 +219,19 @@ impl Collective for World {
     }
 
     fn all_gather_f32(&self, mine: &[f32]) -> Result<Vec<f32>> {
-        let mut all = vec![0f32; mine.len() * self.size()];
-        self.gather_equal(mine, &mut all)?;
-        Ok(all)
+        self.exchange(mine, |parts| parts.concat())
+    }
+
+    fn all_gather_f32_with(&self, mine: &[f32], use_gathered: &mut dyn FnMut(&[&[f32]])) -> Result<()> {
+        self.exchange(mine, use_gathered)
     }
 
     fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
-        let mut all = self.0.gathered.borrow_mut();
-        all.resize(values.len() * self.size(), 0.0);
-        self.gather_equal(values, &mut all)?;
-        super::sum_in_rank_order(&all.chunks(values.len().max(1)).collect::<Vec<_>>(), values)
+        let mut sums = self.0.sums.borrow_mut();
+        sums.resize(values.len(), 0.0);
+        self.exchange(values, |parts| super::sum_in_rank_order(parts, &mut sums))??;
+        values.copy_from_slice(&sums);
+        Ok(())
     }
 
     fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<()> {

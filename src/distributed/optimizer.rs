@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::{all_reduce_sum, broadcast, Collective};
+use super::{broadcast, Collective};
 use crate::graph::realize_all;
 use crate::optim::{Optimizer, OptimizerState};
 use crate::{Error, Gradients, Result, Tensor};
@@ -17,6 +17,12 @@ use crate::{Error, Gradients, Result, Tensor};
 pub struct DistributedOptimizer<O: Optimizer> {
     inner: O,
     comm: Rc<dyn Collective>,
+    /// The mean gradients of the last step, all parameters one after the other (kept
+    /// so that a step does not allocate and fault in a fresh buffer).
+    mean: Vec<f32>,
+    /// The averaged gradients handed to the wrapped optimizer, one per parameter with
+    /// a gradient, overwritten each step.
+    grads: Vec<Tensor>,
 }
 
 impl<O: Optimizer> DistributedOptimizer<O> {
@@ -26,7 +32,12 @@ impl<O: Optimizer> DistributedOptimizer<O> {
     pub fn new(inner: O, comm: impl Collective + 'static) -> Result<DistributedOptimizer<O>> {
         let comm: Rc<dyn Collective> = Rc::new(comm);
         broadcast_parameters(inner.parameters(), &*comm)?;
-        Ok(DistributedOptimizer { inner, comm })
+        Ok(DistributedOptimizer {
+            inner,
+            comm,
+            mean: Vec::new(),
+            grads: Vec::new(),
+        })
     }
 
     /// The wrapped optimizer.
@@ -66,22 +77,31 @@ impl<O: Optimizer> DistributedOptimizer<O> {
         let mut roots = grads.step_roots();
         roots.push(packed.clone());
         realize_all(&roots, &[])?;
-        let mut sums = packed.to_vec()?;
-        all_reduce_sum(&*self.comm, &mut sums)?;
-        let ranks = self.comm.size() as f32;
-        sums.iter_mut().for_each(|v| *v /= ranks);
-        let total = sums.len();
-        let mean = Tensor::from_vec(sums, &[total], &device)?;
+        let values = packed.to_vec()?;
+        // The mean gradients, summed in rank order into a buffer kept from step to
+        // step, are written into gradient tensors the optimizer keeps (no allocation,
+        // no narrow copies in the update's plan).
+        self.mean.resize(values.len(), 0.0);
+        super::all_reduce_mean_into(&*self.comm, &values, &mut self.mean)?;
+        let reuse = self.grads.len() == pairs.len()
+            && self
+                .grads
+                .iter()
+                .zip(&pairs)
+                .all(|(g, (p, _))| g.shape() == p.shape() && g.device().same(&device));
+        if !reuse {
+            self.grads = pairs
+                .iter()
+                .map(|(param, _)| Tensor::from_vec(vec![0.0; param.numel()], param.shape(), &device))
+                .collect::<Result<_>>()?;
+        }
         let mut offset = 0;
-        let averaged = pairs
-            .into_iter()
-            .map(|(param, grad)| {
-                let n = grad.numel();
-                let g = mean.narrow(0, offset, n).reshape(param.shape());
-                offset += n;
-                (param, g)
-            })
-            .collect();
+        let mut averaged = Vec::with_capacity(pairs.len());
+        for ((param, _), grad) in pairs.into_iter().zip(&self.grads) {
+            grad.assign(&self.mean[offset..offset + param.numel()])?;
+            offset += param.numel();
+            averaged.push((param, grad.clone()));
+        }
         self.inner.step(&grads.with_values(averaged))
     }
 }

@@ -57,6 +57,7 @@ fn mpirun_on(
         .env(OUT, &out)
         .env("WGNN_RANK_BATCH", batch.to_string())
         .env("WGNN_RANK_DEVICE", device)
+        .env("WGNN_RANK_SHARED", if tag == "b" { "0" } else { "1" })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(fail) = fail {
@@ -127,7 +128,10 @@ fn two_ranks_stay_bit_identical_every_step_repeat_bit_for_bit_and_match_one_proc
     assert_eq!(rank0.lines().count(), STEPS);
     assert_eq!(rank0, read(&a, "rank1.steps"), "the ranks' weights differ at some step");
     assert_eq!(read(&a, "rank0.weights"), read(&a, "rank1.weights"));
-    // Two runs of 2 ranks: the same bits.
+    // Two runs of 2 ranks, the first exchanging the gradients through a shared-memory
+    // window, the second through MPI's all-gather: the same bits.
+    assert_eq!(read(&a, "rank0.shared"), "true");
+    assert_eq!(read(&b, "rank0.shared"), "false");
     assert_eq!(rank0, read(&b, "rank0.steps"), "two 2-rank runs differ");
     assert_eq!(read(&a, "rank0.weights"), read(&b, "rank0.weights"));
     assert_eq!(read(&a, "rank0.fit"), read(&b, "rank0.fit"));
@@ -258,6 +262,19 @@ fn rank_child() {
     let fail = std::env::var(FAIL).ok();
     let world = distributed::init().unwrap();
     let (rank, ranks) = (world.rank(), world.size());
+    // The ranks on this host share its cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        wgnn::get_num_threads(),
+        (cores / ranks).max(1),
+        "rank {rank}'s CPU threads"
+    );
+    world.set_shared_memory(std::env::var("WGNN_RANK_SHARED").as_deref() != Ok("0"));
+    std::fs::write(
+        out.join(format!("rank{rank}.shared")),
+        world.shares_memory().to_string(),
+    )
+    .unwrap();
     let dev = match std::env::var("WGNN_RANK_DEVICE").as_deref() {
         Ok("gpu") => Device::gpu().unwrap(),
         _ => Device::cpu(),

@@ -130,10 +130,13 @@ impl Helper {
 /// Runs `first` and `second` at the same time, `first` on the helper thread, and
 /// returns when both are done (also when either panics: this thread unwinds only
 /// after the helper's half ended). Where there is no helper (wasm32, a thread that
-/// could not be made, one that panicked) or it is busy with another caller's job,
-/// runs both on this thread.
+/// could not be made, one that panicked), it is busy with another caller's job, or
+/// the process limits the CPU backend to one thread (`wgnn::set_num_threads`), runs
+/// both on this thread.
 pub(crate) fn join(first: impl FnOnce() + Send, second: impl FnOnce()) {
-    let helper = helper()
+    let helper = (super::threads::get_num_threads() > 1)
+        .then(helper)
+        .flatten()
         .filter(|h| h.alive.load(SeqCst))
         .and_then(|h| match h.busy.try_lock() {
             Ok(busy) => Some((h, busy)),

@@ -3,6 +3,7 @@
 
 pub(crate) mod helper_thread;
 pub(crate) mod sgemm;
+pub(crate) mod threads;
 pub(crate) mod vmath;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -113,13 +114,6 @@ impl CpuBackend {
     }
 }
 
-/// The machine's available parallelism, read once (it reads cgroup files on Linux:
-/// too slow to ask for every `Device::info`).
-fn parallelism() -> u32 {
-    static THREADS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
-}
-
 impl super::Backend for CpuBackend {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -131,7 +125,7 @@ impl super::Backend for CpuBackend {
             max_storage_buffer_binding_size: u64::MAX,
             max_buffer_size: u64::MAX,
             max_compute_workgroup_storage_size: 0,
-            max_compute_invocations_per_workgroup: parallelism(),
+            max_compute_invocations_per_workgroup: threads::get_num_threads() as u32,
             max_compute_workgroups_per_dimension: u32::MAX,
             max_storage_buffers_per_shader_stage: u32::MAX,
             shader_f16: true,

@@ -18,14 +18,9 @@ const FLOPS_PER_THREAD: usize = 1 << 26;
 /// (AMD EPYC), paired runs: 0.86× the time at batch 32, 0.84× at batch 128.
 const FLOPS_FOR_TWO: usize = 1 << 22;
 
-/// The threads a product may use: the machine's parallelism, read once; one in a
-/// browser tab (wasm32 without atomics has no threads).
+/// The threads a product may use ([`super::threads::get_num_threads`]).
 fn cpu_threads() -> usize {
-    if cfg!(target_arch = "wasm32") {
-        return 1;
-    }
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    super::threads::get_num_threads()
 }
 
 /// `op(A)·op(B)` through `matrixmultiply`, transposes expressed as strides; a large
