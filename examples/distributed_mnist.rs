@@ -13,7 +13,7 @@
 //! ```text
 //! cargo build --release --features mpi --example distributed_mnist
 //! mpirun -np 2 target/release/examples/distributed_mnist [--device cpu|gpu]
-//!     [--epochs 3] [--batch 32] [--data DIR] [--no-baseline]
+//!     [--epochs 3] [--batch 32] [--data DIR] [--no-baseline] [--no-shared-memory]
 //! ```
 //! `--batch` is per rank; `--data DIR` reads IDX files (e.g. Fashion-MNIST in
 //! `/usr/share/datasets/fashion-mnist`), else the committed 5000-image MNIST subset.
@@ -50,6 +50,10 @@ struct Args {
     /// Rows per batch on each rank.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Exchange the gradients through MPI's all-gather even where the ranks share a
+    /// host (by default they read each other's in a shared-memory window).
+    #[arg(long = "no-shared-memory", action = clap::ArgAction::SetFalse)]
+    shared_memory: bool,
     /// Skip the baseline run on rank 0 alone (and so the scaling efficiency).
     #[arg(long = "no-baseline", action = clap::ArgAction::SetFalse)]
     baseline: bool,
@@ -139,6 +143,7 @@ fn time_all_reduce(world: &World, n: usize, reps: usize) -> Result<f64> {
 fn run(world: &World, args: &Args) -> Result<()> {
     let (rank, ranks) = (world.rank(), world.size());
     let lead = rank == 0;
+    world.set_shared_memory(args.shared_memory);
     let dev = args.device.open()?;
     let (train_set, test_set, name) = load(args)?;
     let info = dev.info();

@@ -66,9 +66,12 @@ pub enum FastPath {
     /// GPU; on lavapipe they are slower than the composed products). Forced off: the
     /// composed ops (other sums, other rounding).
     FusedAttention,
+    /// An optimizer's CPU update of one parameter over two threads, half of its words
+    /// each: from 32,768 words (each word's update is independent: the same bits).
+    UpdateSplit,
 }
 
-const PATHS: usize = 10;
+const PATHS: usize = 11;
 
 impl FastPath {
     /// Every fast path.
@@ -83,6 +86,7 @@ impl FastPath {
         FastPath::SplitK,
         FastPath::Vec4,
         FastPath::FusedAttention,
+        FastPath::UpdateSplit,
     ];
 
     fn index(self) -> usize {

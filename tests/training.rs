@@ -128,6 +128,22 @@ fn an_optimizer_step_updates_many_parameters_per_launch_with_the_cpus_values() {
     };
     for which in 0..5 {
         let cpu = run(&Device::cpu(), which, None);
+        // The CPU update of a parameter over two threads, half of its words each
+        // (automatic from 32 Ki words; forced here on these small ones): the same bits.
+        let split = {
+            use wgnn::fast_path::{self, FastPath};
+            let _split = fast_path::force(FastPath::UpdateSplit, true);
+            let before = fast_path::taken(FastPath::UpdateSplit);
+            let weights = run(&Device::cpu(), which, None);
+            assert!(fast_path::taken(FastPath::UpdateSplit) > before, "the split update ran");
+            weights
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&split),
+            bits(&cpu),
+            "optimizer {which}: the split CPU update differs"
+        );
         if let Some(gpu) = common::gpu() {
             // Both GPU forms of the update, all parameters in one launch or one
             // launch each (the autotune picks per adapter), give the same bits; and

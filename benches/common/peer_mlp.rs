@@ -118,7 +118,7 @@ fn loop_epochs(
     let mut opt = Adam::new(net.parameters(), AdamConfig::default());
     let mut rng = SplitMix(0x5EED);
     let mut order: Vec<usize> = (0..train.n).collect();
-    let (mut xb, mut yb) = (Vec::with_capacity(batch * train.dim), Vec::with_capacity(batch));
+    let mut yb = Vec::with_capacity(batch);
     let mut times = Vec::new();
     for epoch in 1..=epochs {
         rng.shuffle(&mut order);
@@ -126,13 +126,15 @@ fn loop_epochs(
         let started = Instant::now();
         let mut last = None;
         for rows in order.chunks(batch) {
-            xb.clear();
+            // The batch's rows gathered into a fresh Vec that the tensor takes over
+            // (one copy, as PyTorch's `x[idx]`).
+            let mut xb = Vec::with_capacity(rows.len() * train.dim);
             yb.clear();
             for &r in rows {
                 xb.extend_from_slice(&train.features[r * train.dim..(r + 1) * train.dim]);
                 yb.push(train.labels[r]);
             }
-            let x = Tensor::from_vec(xb.clone(), &[rows.len(), train.dim], dev)?;
+            let x = Tensor::from_vec(xb, &[rows.len(), train.dim], dev)?;
             let y = Tensor::from_labels(&yb, dev)?;
             let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
             opt.step(&loss.backward()?)?;
