@@ -964,14 +964,14 @@ fn a_product_computes_the_maps_that_read_it_in_its_epilogue(shared: &Device) {
 /// epilogue), the mean cross-entropy, its gradient, the hidden gradient product with
 /// ReLU's gradient in its epilogue, the weight gradients' products and the bias
 /// gradients' sums — and backward's seed is no launch. (Unfused, as the debugging
-/// modes compile it, there are more.)
+/// modes compile it, there are more.) The fused step's loss and updated weights are
+/// the unfused step's.
 fn an_mlp_training_step_is_nine_launches_before_the_update(shared: &Device) {
     let dev = &common::private(shared);
+    // Leaves (from host values), so that a step can be undone with `assign`.
     let param = |shape: &[usize], bound: f32, seed| {
-        Tensor::rand(shape, -bound, bound, seed, dev)
-            .unwrap()
-            .requires_grad()
-            .unwrap()
+        let values = Tensor::rand(shape, -bound, bound, seed, dev).unwrap().to_vec().unwrap();
+        Tensor::from_vec(values, shape, dev).unwrap().requires_grad().unwrap()
     };
     let (w1, b1) = (param(&[128, 784], 0.035, 1), param(&[128], 0.035, 2));
     let (w2, b2) = (param(&[10, 128], 0.088, 3), param(&[10], 0.088, 4));
@@ -981,12 +981,18 @@ fn an_mlp_training_step_is_nine_launches_before_the_update(shared: &Device) {
         vec![w1.clone(), b1.clone(), w2.clone(), b2.clone()],
         SgdConfig::default(),
     );
+    let params = [w1.clone(), b1.clone(), w2.clone(), b2.clone()];
+    let start: Vec<Vec<f32>> = params.iter().map(|p| p.to_vec().unwrap()).collect();
+    // One SGD step from the starting weights: its launches, then the loss and the
+    // updated weights, all bits.
     let mut step = || {
+        for (p, v) in params.iter().zip(&start) {
+            p.assign(v).unwrap();
+        }
         dev.reset_profile();
         let h = x.linear(&w1, Some(&b1)).relu();
         let loss = loss::cross_entropy(&h.linear(&w2, Some(&b2)), &y);
         opt.step(&loss.backward().unwrap()).unwrap();
-        assert!(loss.item().unwrap().is_finite(), "{dev}");
         let report = dev.profile_report();
         let launches: Vec<String> = report.plans[0]
             .launches
@@ -994,20 +1000,34 @@ fn an_mlp_training_step_is_nine_launches_before_the_update(shared: &Device) {
             .filter(|l| l.kernel != "sgd")
             .map(|l| l.kernel.clone())
             .collect();
-        launches
+        let mut values = vec![loss.item().unwrap()];
+        values.extend(params.iter().flat_map(|p| p.to_vec().unwrap()));
+        (launches, values)
     };
     dev.set_profile(true);
     // The count without K splits (a split product is one launch of two passes).
     let _unsplit = fast_path::force(FastPath::SplitK, false);
-    let fused = step();
+    let (fused, fused_values) = step();
     assert_eq!(fused.len(), 9, "{dev}: an MLP step's forward and backward: {fused:?}");
     assert!(!fused.iter().any(|k| k == "fill"), "{dev}: {fused:?}");
-    let unfused = {
+    let (unfused, unfused_values) = {
         let _off = fast_path::force(FastPath::Fusion, false);
         step()
     };
     assert!(unfused.len() > 9, "{dev}: unfused {unfused:?}");
     dev.set_profile(false);
+    // The whole step, fused and not: the same loss and weights — bit for bit on the
+    // CPU (each fused kernel runs the unfused kernels' operations in their order),
+    // within float rounding on the GPU (a shader compiler may contract a product
+    // tail into an fma).
+    assert!(fused_values[0].is_finite(), "{dev}");
+    if dev.kind() == wgnn::DeviceKind::Cpu {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&fused_values) == bits(&unfused_values), "{dev}: the fused step differs");
+    } else {
+        let diff = common::max_rel_diff(&fused_values, &unfused_values);
+        assert!(diff < 1e-5, "{dev}: the fused step differs by {diff}");
+    }
 }
 
 /// `cross_entropy` is one kernel forward (the rows' losses and their mean) and one
