@@ -1023,7 +1023,10 @@ fn an_mlp_training_step_is_nine_launches_before_the_update(shared: &Device) {
     assert!(fused_values[0].is_finite(), "{dev}");
     if dev.kind() == wgnn::DeviceKind::Cpu {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert!(bits(&fused_values) == bits(&unfused_values), "{dev}: the fused step differs");
+        assert!(
+            bits(&fused_values) == bits(&unfused_values),
+            "{dev}: the fused step differs"
+        );
     } else {
         let diff = common::max_rel_diff(&fused_values, &unfused_values);
         assert!(diff < 1e-5, "{dev}: the fused step differs by {diff}");

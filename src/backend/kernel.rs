@@ -53,22 +53,12 @@ pub(crate) struct Tune {
     /// The shape class the choice holds for, e.g. `matmul nt m64 k1024 n128`: the
     /// key of the tune cache, together with the adapter.
     pub key: String,
-    /// The candidates; the first is the one used untimed (autotune off, or work too
-    /// small to be worth timing).
+    /// The candidates, each tagged with the adapters it is offered on; the first
+    /// (offered everywhere) is the one used untimed (autotune off, or work too small
+    /// to be worth timing). All give the same bits.
     pub variants: Vec<Variant>,
     /// Whether the launch is large enough to be worth timing.
     pub worth_timing: bool,
-    /// More candidates, offered only on adapters that are CPUs (llvmpipe: device
-    /// type `Cpu` in [`DeviceInfo`](crate::backend::info::DeviceInfo)), after
-    /// `variants`; the same bits as the others.
-    pub cpu_adapter: Vec<Variant>,
-    /// More candidates for CPU adapters whose subgroups are exactly eight lanes, one
-    /// SIMD row (llvmpipe on AVX2), where subgroup operations are allowed; they may
-    /// assume the subgroup is the eight neighbouring invocations along x.
-    pub cpu_subgroups8: Vec<Variant>,
-    /// More candidates offered only where the adapter is not a CPU (discrete and
-    /// integrated GPUs), after `variants`; the same bits as the others.
-    pub gpu_adapter: Vec<Variant>,
 }
 
 impl Tune {
@@ -85,26 +75,15 @@ impl Tune {
         pass: impl Fn(&[usize]) -> Wgsl,
     ) -> Tune {
         let all: Vec<usize> = (0..parts).collect();
-        let one = Variant {
-            name: "one launch".into(),
-            passes: vec![pass(&all)],
-            scratch: 0,
-        };
+        let one = Variant::new("one launch", vec![pass(&all)], 0);
         let mut variants = vec![one];
         if parts > 1 {
-            variants.push(Variant {
-                name: each.into(),
-                passes: all.iter().map(|&j| pass(&[j])).collect(),
-                scratch: 0,
-            });
+            variants.push(Variant::new(each, all.iter().map(|&j| pass(&[j])).collect(), 0));
         }
         Tune {
             key: format!("{family} p{parts} n{}", words.next_power_of_two()),
             variants,
             worth_timing: parts > 1 && words >= 1 << 14,
-            cpu_adapter: Vec::new(),
-            cpu_subgroups8: Vec::new(),
-            gpu_adapter: Vec::new(),
         }
     }
 }
@@ -117,6 +96,41 @@ pub(crate) struct Variant {
     pub name: String,
     pub passes: Vec<Wgsl>,
     pub scratch: usize,
+    /// The adapters the autotune offers it on.
+    pub offer: Offer,
+}
+
+impl Variant {
+    /// A variant offered on every adapter.
+    pub(crate) fn new(name: impl Into<String>, passes: Vec<Wgsl>, scratch: usize) -> Variant {
+        Variant {
+            name: name.into(),
+            passes,
+            scratch,
+            offer: Offer::Everywhere,
+        }
+    }
+
+    /// This variant, offered only on `offer`'s adapters.
+    pub(crate) fn offered(self, offer: Offer) -> Variant {
+        Variant { offer, ..self }
+    }
+}
+
+/// The adapters a [`Variant`] is offered on, by class
+/// ([`DeviceInfo`](crate::backend::info::DeviceInfo)'s device type and subgroups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Every adapter.
+    Everywhere,
+    /// Adapters that are CPUs (llvmpipe, SwiftShader, WARP: device type `Cpu`).
+    CpuAdapter,
+    /// CPU adapters whose subgroups are exactly eight lanes, one SIMD row (llvmpipe
+    /// on AVX2), where subgroup operations are allowed: the variant may assume the
+    /// subgroup is the eight neighbouring invocations along x.
+    CpuSubgroups8,
+    /// Adapters that are not CPUs (discrete and integrated GPUs).
+    GpuAdapter,
 }
 
 /// What one launch computes and moves, for the profiler's GFLOP/s and GB/s.

@@ -425,19 +425,18 @@ impl Kernel for ConvKernel {
         let default = self.default_tile();
         let variants = std::iter::once(default)
             .chain(TILES.into_iter().filter(|t| *t != default))
-            .map(|tile| Variant {
-                name: format!("{}x{}", tile.wy * tile.tm, tile.wx * tile.tn),
-                passes: vec![self.pass(tile)],
-                scratch: 0,
+            .map(|tile| {
+                Variant::new(
+                    format!("{}x{}", tile.wy * tile.tm, tile.wx * tile.tn),
+                    vec![self.pass(tile)],
+                    0,
+                )
             })
             .collect();
         Some(Tune {
             key,
             variants,
             worth_timing: 2 * m * k * n * groups >= TUNE_FLOPS,
-            cpu_adapter: Vec::new(),
-            cpu_subgroups8: Vec::new(),
-            gpu_adapter: Vec::new(),
         })
     }
 }

@@ -21,7 +21,7 @@ use super::elementwise::UnaryOp;
 use super::fused::{expr_fn, Expr, FusedKernel};
 use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
 use crate::backend::cpu::sgemm::{sgemm, sgemm_batch};
-use crate::backend::kernel::{Cost, Grid, Kernel, Tune, Uniforms, Variant, Wgsl};
+use crate::backend::kernel::{Cost, Grid, Kernel, Offer, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
 use crate::Tensor;
 
@@ -295,29 +295,31 @@ impl Kernel for MatMulKernel {
             key += &format!(" t{}", tail.same.len());
         }
         let default = self.default_tile();
+        // The tiled forms everywhere (the default first), the flat and shuffle forms
+        // on CPU adapters, the two-stage forms on GPUs.
         let variants = std::iter::once(default)
             .chain(TILES.into_iter().filter(|t| *t != default))
             .map(|tile| self.variant(tile, splits))
-            .collect();
-        let cpu_adapter = FLAT_TILES
-            .into_iter()
-            .map(|t| self.flat_variant(t, splits, false))
-            .collect();
-        let gpu_adapter = DOUBLE_TILES
-            .into_iter()
-            .map(|t| self.double_variant(t, splits))
-            .collect();
-        let cpu_subgroups8 = SHUFFLE_TILES
-            .into_iter()
-            .map(|t| self.flat_variant(t, splits, true))
+            .chain(
+                FLAT_TILES
+                    .into_iter()
+                    .map(|t| self.flat_variant(t, splits, false).offered(Offer::CpuAdapter)),
+            )
+            .chain(
+                SHUFFLE_TILES
+                    .into_iter()
+                    .map(|t| self.flat_variant(t, splits, true).offered(Offer::CpuSubgroups8)),
+            )
+            .chain(
+                DOUBLE_TILES
+                    .into_iter()
+                    .map(|t| self.double_variant(t, splits).offered(Offer::GpuAdapter)),
+            )
             .collect();
         Some(Tune {
             key,
             variants,
             worth_timing: 2 * self.m * self.n * self.k * self.count() >= TUNE_FLOPS,
-            cpu_adapter,
-            cpu_subgroups8,
-            gpu_adapter,
         })
     }
 }
@@ -593,7 +595,7 @@ impl MatMulKernel {
             .in_bounds();
             passes.push(sum);
         }
-        Variant { name, passes, scratch }
+        Variant::new(name, passes, scratch)
     }
 
     /// [`MatMulKernel::variant`] for a flat tile, named e.g. `flat3x32` (3 rows × 32

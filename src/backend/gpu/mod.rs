@@ -30,7 +30,7 @@ use super::tune_cache::TuneCache;
 use super::wait::{blocking_mode, wait, CAN_BLOCK};
 use super::{BoxFuture, Clock, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
 use super::{DeviceInfo, DeviceKind, GpuOptions};
-use crate::backend::kernel::{Grid, Tune, Variant, Wgsl};
+use crate::backend::kernel::{Grid, Offer, Tune, Variant, Wgsl};
 use crate::{Error, Result};
 
 struct Shared {

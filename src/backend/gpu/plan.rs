@@ -85,16 +85,8 @@ impl GpuBackend {
             };
             let variant = match (step.kernel.tune(), subgroup_form) {
                 (Some(tune), _) => s.choose(tune, step)?,
-                (None, Some(w)) => Variant {
-                    name: "subgroups".into(),
-                    passes: vec![w],
-                    scratch: 0,
-                },
-                (None, None) => Variant {
-                    name: String::new(),
-                    passes: vec![step.kernel.wgsl()],
-                    scratch: 0,
-                },
+                (None, Some(w)) => Variant::new("subgroups", vec![w], 0),
+                (None, None) => Variant::new("", vec![step.kernel.wgsl()], 0),
             };
             let mut bindings = step.bindings.clone();
             if variant.scratch > 0 {

@@ -6,45 +6,48 @@ use super::*;
 impl Shared {
     /// The variant of `tune` to run `step` with: the cached choice for its shape
     /// class, else the fastest when timed, else the first.
-    pub(super) fn choose(&self, mut tune: Tune, step: &Step) -> Result<Variant> {
-        if self.info.device_type == "Cpu" {
-            // The adapter's own forms right after the untimed default, so that a
-            // timing cut short by its budget (a large product) still tries them.
-            let mut own = Vec::new();
-            if self.info.subgroups && self.info.subgroup_sizes == (8, 8) {
-                own.append(&mut tune.cpu_subgroups8);
-            }
-            own.append(&mut tune.cpu_adapter);
-            let at = tune.variants.len().min(1);
-            tune.variants.splice(at..at, own);
-        } else {
-            tune.variants.append(&mut tune.gpu_adapter);
-        }
+    pub(super) fn choose(&self, tune: Tune, step: &Step) -> Result<Variant> {
+        let cpu = self.info.device_type == "Cpu";
+        let subgroups8 = self.info.subgroups && self.info.subgroup_sizes == (8, 8);
+        let mut variants = tune.variants;
         let forced = self.forced.lock().unwrap().clone();
         if let Some(prefix) = forced {
-            if let Some(i) = tune.variants.iter().position(|v| v.name.starts_with(&prefix)) {
-                return Ok(tune.variants.swap_remove(i));
-            }
-            // Tests may also force a form this adapter is not offered, where it can
-            // run it (the shuffle tiles need 8-lane subgroups).
-            let mut others: Vec<Variant> = tune.gpu_adapter.drain(..).chain(tune.cpu_adapter.drain(..)).collect();
-            if self.info.subgroups && self.info.subgroup_sizes == (8, 8) {
-                others.append(&mut tune.cpu_subgroups8);
-            }
-            if let Some(i) = others.iter().position(|v| v.name.starts_with(&prefix)) {
-                return Ok(others.swap_remove(i));
+            // Tests may force any form this adapter can run, offered here or not (the
+            // shuffle tiles need 8-lane subgroups).
+            let runs = |v: &Variant| v.offer != Offer::CpuSubgroups8 || subgroups8;
+            if let Some(i) = variants.iter().position(|v| v.name.starts_with(&prefix) && runs(v)) {
+                return Ok(variants.swap_remove(i));
             }
         }
-        let named = |name: &str| tune.variants.iter().position(|v| v.name == name);
+        // The variants offered on this adapter, in the order they are timed: on a CPU
+        // adapter its own forms right after the untimed default, so that a timing
+        // cut short by its budget (a large product) still tries them; on a GPU the
+        // two-stage forms last.
+        let order = |i: usize, v: &Variant| match (v.offer, cpu) {
+            (_, _) if i == 0 => Some(0),
+            (Offer::CpuSubgroups8, true) if subgroups8 => Some(1),
+            (Offer::CpuAdapter, true) => Some(2),
+            (Offer::Everywhere, _) => Some(3),
+            (Offer::GpuAdapter, false) => Some(4),
+            _ => None,
+        };
+        let mut offered: Vec<(usize, Variant)> = variants
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| order(i, &v).map(|rank| (rank, v)))
+            .collect();
+        offered.sort_by_key(|(rank, _)| *rank); // stable: each class keeps its order
+        let mut variants: Vec<Variant> = offered.into_iter().map(|(_, v)| v).collect();
+        let named = |name: &str| variants.iter().position(|v| v.name == name);
         if let Some(i) = self.tune.get(&tune.key).and_then(|n| named(&n)) {
-            return Ok(tune.variants.swap_remove(i));
+            return Ok(variants.swap_remove(i));
         }
-        if !(CAN_BLOCK && self.tune.timing() && tune.worth_timing && tune.variants.len() > 1) {
-            return Ok(tune.variants.swap_remove(0));
+        if !(CAN_BLOCK && self.tune.timing() && tune.worth_timing && variants.len() > 1) {
+            return Ok(variants.swap_remove(0));
         }
-        let best = self.fastest(&tune.variants, step)?;
-        self.tune.set(&tune.key, &tune.variants[best].name);
-        Ok(tune.variants.swap_remove(best))
+        let best = self.fastest(&variants, step)?;
+        self.tune.set(&tune.key, &variants[best].name);
+        Ok(variants.swap_remove(best))
     }
 
     /// Times each variant on scratch buffers of the step's sizes (the contents do
