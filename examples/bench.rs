@@ -174,10 +174,11 @@ fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing>
 }
 
 /// The host's share of the GPU train step at `batch`: microseconds per launch that
-/// recording and submitting a replayed plan cost (`Stats::record_ns` over 20 steps'
-/// dispatches), and the milliseconds a new plan's first step spends compiling
-/// (`Stats::compile_ns`, the plan cache cleared first).
-fn host_costs(batch: usize, dev: &Device) -> Result<(f64, f64)> {
+/// recording and submitting a replayed plan cost (`Stats::record_ns` less
+/// `Stats::upload_ns` over 20 steps' dispatches), microseconds per step copying the
+/// host batch in (`upload_ns` per submit), and the milliseconds a new plan's first
+/// step spends compiling (`Stats::compile_ns`, the plan cache cleared first).
+fn host_costs(batch: usize, dev: &Device) -> Result<(f64, f64, f64)> {
     dev.clear_plan_cache();
     let mut mlp = MlpStep::new(batch, dev)?;
     let before = dev.stats();
@@ -188,8 +189,9 @@ fn host_costs(batch: usize, dev: &Device) -> Result<(f64, f64)> {
         mlp.step_and_wait()?;
     }
     let replay = dev.stats() - before;
-    let per_launch = replay.record_ns as f64 / 1e3 / replay.dispatches.max(1) as f64;
-    Ok((per_launch, first.compile_ns as f64 / 1e6))
+    let per_launch = (replay.record_ns - replay.upload_ns) as f64 / 1e3 / replay.dispatches.max(1) as f64;
+    let upload = replay.upload_ns as f64 / 1e3 / replay.submits.max(1) as f64;
+    Ok((per_launch, upload, first.compile_ns as f64 / 1e6))
 }
 
 fn time_lstm_step(hidden: usize, dev: &Device, budget: Budget) -> Result<Timing> {
@@ -600,10 +602,11 @@ fn main() -> Result<()> {
         let c = time_train_step(batch, &cpu, budget)?;
         let g = gpu_time(&format!("train_step b{batch}"), &|d| time_train_step(batch, d, budget))?;
         if let (Some(dev), Some(_)) = (&gpu, g) {
-            let (per_launch, compile) = host_costs(batch, dev)?;
+            let (per_launch, upload, compile) = host_costs(batch, dev)?;
             host_lines.push(format!(
-                "host cost, gpu train_step b{batch}: {per_launch:.2} µs per launch in plan replay (inputs bound, \
-                 launches recorded, submit); a new plan's first step {compile:.1} ms to compile (autotune cache warm)"
+                "host cost, gpu train_step b{batch}: {per_launch:.2} µs per launch in plan replay (launches \
+                 recorded, submit), {upload:.1} µs per step uploading the host batch; a new plan's first step \
+                 {compile:.1} ms to compile (autotune cache warm)"
             ));
         }
         rows.push(Row {

@@ -36,9 +36,13 @@ pub struct Stats {
     pub plan_cache_misses: u64,
     /// Host nanoseconds spent recording and submitting plan runs on a GPU (binding
     /// the inputs, encoding every launch, the submit; not waiting for the GPU), from
-    /// which the host cost per launch (`record_ns / dispatches`); on the CPU backend,
+    /// which the host cost per launch (`(record_ns − upload_ns) / dispatches`); on the CPU backend,
     /// the plans' whole run time.
     pub record_ns: u64,
+    /// The part of `record_ns` spent copying host data into a GPU plan's input
+    /// buffers (a batch made on the host): `record_ns − upload_ns` is the recording
+    /// of the launches and the submit. Zero on the CPU backend.
+    pub upload_ns: u64,
     /// Nanoseconds spent compiling new plans (scheduling, fusion, lowering, building
     /// the kernels and the autotune's timing): the first-step cost of a new graph.
     pub compile_ns: u64,
@@ -57,6 +61,7 @@ impl std::ops::Sub for Stats {
             plan_cache_hits: self.plan_cache_hits - earlier.plan_cache_hits,
             plan_cache_misses: self.plan_cache_misses - earlier.plan_cache_misses,
             record_ns: self.record_ns - earlier.record_ns,
+            upload_ns: self.upload_ns - earlier.upload_ns,
             compile_ns: self.compile_ns - earlier.compile_ns,
         }
     }
@@ -366,6 +371,7 @@ impl Device {
             plan_cache_hits: get(&c.plan_cache_hits),
             plan_cache_misses: get(&c.plan_cache_misses),
             record_ns: get(&c.record_ns),
+            upload_ns: get(&c.upload_ns),
             compile_ns: get(&c.compile_ns),
         }
     }

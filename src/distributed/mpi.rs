@@ -119,7 +119,8 @@ impl World {
     /// its values once and reads the others' in place — (true, the default) or
     /// through MPI's all-gather, which copies them (false; always so when the ranks
     /// span hosts). The sums are taken in rank order either way: the same bits. Every
-    /// rank must call it, with the same value, between the same collectives.
+    /// rank must call it, with the same value, between the same collectives: the next
+    /// exchange fails on every rank, naming two that disagree, if they do not.
     pub fn set_shared_memory(&self, on: bool) {
         self.0.shared_memory.set(on);
     }
@@ -130,14 +131,26 @@ impl World {
         self.0.shared_memory.get() && self.0.on_one_host
     }
 
-    /// Checks that every rank gives `len` values (one small all-gather, which also
-    /// means every rank has finished with the values of the last exchange).
+    /// Checks that every rank gives `len` values and takes the same way
+    /// ([`World::shares_memory`]) — one small all-gather, which also means every rank
+    /// has finished with the values of the last exchange.
     fn agree_length(&self, len: usize) -> Result<()> {
         self.check()?;
-        let mut lengths = vec![0u64; self.size()];
-        self.0.comm.all_gather_into(&(len as u64), &mut lengths[..]);
-        if let Some((rank, &n)) = lengths.iter().enumerate().find(|(_, &n)| n != len as u64) {
-            return Err(super::out_of_step(rank, n as usize, len));
+        let mine = [len as u64, u64::from(self.shares_memory())];
+        let mut all = vec![0u64; 2 * self.size()];
+        self.0.comm.all_gather_into(&mine[..], &mut all[..]);
+        for (rank, theirs) in all.chunks(2).enumerate() {
+            if theirs[0] != mine[0] {
+                return Err(super::out_of_step(rank, theirs[0] as usize, len));
+            }
+            if theirs[1] != mine[1] {
+                return Err(Error::Distributed(format!(
+                    "rank {rank} exchanges values {} and rank {} {}: call World::set_shared_memory with the same value on every rank",
+                    if theirs[1] == 1 { "in shared memory" } else { "by all-gather" },
+                    self.rank(),
+                    if mine[1] == 1 { "in shared memory" } else { "by all-gather" },
+                )));
+            }
         }
         count(len * 4, "an all-gather part").map(|_| ())
     }

@@ -18,7 +18,8 @@ use wgnn::Device;
 
 /// Where a rank writes its results (set by the parent test).
 const OUT: &str = "WGNN_RANK_OUT";
-/// A failure a rank simulates: `kill`, `panic` or `poison`, by rank 1 at step 20.
+/// A failure a rank simulates: `kill`, `panic`, `poison` or `disagree` (on the
+/// shared-memory setting), by rank 1 at step 20.
 const FAIL: &str = "WGNN_RANK_FAIL";
 const STEPS: usize = 200;
 /// Parameters of [`net`].
@@ -221,6 +222,12 @@ fn a_rank_that_dies_or_fails_stops_the_whole_job_with_a_message_instead_of_hangi
         ("kill", "exited on signal"),
         ("panic", "rank 1 of 2 failed: it panicked"),
         ("poison", "rank 1 of 2 failed: simulated failure at step 20"),
+        // Rank 1 leaves the shared-memory window for the all-gather alone: the next
+        // exchange fails on both ranks, naming the setting, instead of hanging.
+        (
+            "disagree",
+            "call World::set_shared_memory with the same value on every rank",
+        ),
     ] {
         let (dir, output) = mpirun(2, 16, fail, Some(fail));
         let _ = std::fs::remove_dir_all(dir);
@@ -346,6 +353,7 @@ fn rank_child() {
                         world.poison("simulated failure at step 20");
                         return; // dropping the world stops the job
                     }
+                    Some("disagree") => world.set_shared_memory(false),
                     _ => {}
                 }
             }

@@ -286,7 +286,9 @@ impl Executable for GpuPlan {
         if watch.is_some() && !CAN_BLOCK {
             return Err(blocking_mode("NaN-check and shadow modes"));
         }
+        let started = web_time::Instant::now();
         let ext = self.bind_externals(externals)?;
+        Counters::add(&s.counters.upload_ns, started.elapsed().as_nanos() as u64);
         let kept = self.kept_buffers()?;
         let mut encoder = self.new_encoder();
         let mut done = 0;
