@@ -185,6 +185,63 @@ fn mnist_subset() -> (Dataset, Dataset) {
     .clone()
 }
 
+/// Adam steps of the seed's MLP on the CPU, on MNIST rows: its 784×128 weight (100,352
+/// words) is above the split update's threshold and every other parameter below it.
+/// Taken as it comes (the big weight's update on two threads), with the split forced
+/// off, with it forced on for every parameter, and with the CPU backend limited to one
+/// thread: the same loss and weights, bit for bit, after every step.
+#[test]
+fn adam_steps_of_the_mlp_have_the_same_bits_with_the_update_split_on_or_off_and_on_one_thread() {
+    use wgnn::fast_path::{self, FastPath};
+    let _serial = serial();
+    let (train, _) = mnist_subset();
+    let run = || {
+        let dev = Device::cpu_private();
+        wgnn::manual_seed(5);
+        let net = mlp(&dev);
+        let mut opt = Adam::new(net.parameters(), AdamConfig::default());
+        let mut out = Vec::new();
+        for step in 0..4 {
+            let rows: Vec<usize> = (step * 64..(step + 1) * 64).collect();
+            let (x, y) = batch(&train, &rows, &dev);
+            let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
+            opt.step(&loss.backward().unwrap()).unwrap();
+            out.push(loss.item().unwrap().to_bits());
+            for p in net.parameters() {
+                out.extend(p.to_vec().unwrap().iter().map(|v| v.to_bits()));
+            }
+        }
+        out
+    };
+    let before = fast_path::taken(FastPath::UpdateSplit);
+    let automatic = run();
+    assert!(
+        fast_path::taken(FastPath::UpdateSplit) > before,
+        "the big weight's update was not split"
+    );
+    let off = {
+        let _off = fast_path::force(FastPath::UpdateSplit, false);
+        let before = fast_path::taken(FastPath::UpdateSplit);
+        let out = run();
+        assert_eq!(
+            fast_path::taken(FastPath::UpdateSplit),
+            before,
+            "split while forced off"
+        );
+        out
+    };
+    let on = {
+        let _on = fast_path::force(FastPath::UpdateSplit, true);
+        run()
+    };
+    wgnn::set_num_threads(1);
+    let one_thread = run();
+    wgnn::set_num_threads(0);
+    assert!(automatic == off, "the split update changed the steps");
+    assert!(automatic == on, "splitting every parameter changed the steps");
+    assert!(automatic == one_thread, "one thread changed the steps");
+}
+
 fn mlp(dev: &Device) -> Sequential {
     Sequential::new()
         .add(Linear::new(784, 128, dev))

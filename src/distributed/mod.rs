@@ -30,8 +30,9 @@
 //! # Determinism
 //! The sum over ranks is taken in rank order (0, 1, …, N−1) on every rank, from every
 //! rank's gradients (read in shared memory or all-gathered with MPI), never in
-//! whatever order a library's reduction tree happens to use. So every rank holds the same bits after every step, and a run
-//! with N ranks gives the same bits every time it is run. N ranks with batch `b` each
+//! whatever order a library's reduction tree happens to use. So every rank holds the
+//! same bits after every step, and a run with N ranks gives the same bits every time
+//! it is run. N ranks with batch `b` each
 //! equal one process with batch `N·b` up to float rounding (a mean of N means instead
 //! of one mean).
 //!
