@@ -69,9 +69,18 @@ pub enum FastPath {
     /// An optimizer's CPU update of one parameter over two threads, half of its words
     /// each: from 32,768 words (each word's update is independent: the same bits).
     UpdateSplit,
+    /// A CPU product whose B is an input of the plan that no launch before the
+    /// updates writes, read by at least two products of the plan of the same form
+    /// with at most 64 rows of A (an unrolled RNN's recurrent weight, forward and
+    /// backward): B packed once per plan run and every such product computed from
+    /// the packed panels (`backend/cpu/packed_gemm.rs`), on a CPU with FMA. Forced on:
+    /// every plain f32 product whose B is such an input, whatever its rows and
+    /// readers. Each output is one fma chain over k in order (other sums, other
+    /// rounding than `matrixmultiply`'s).
+    PackedOperand,
 }
 
-const PATHS: usize = 11;
+const PATHS: usize = 12;
 
 impl FastPath {
     /// Every fast path.
@@ -87,6 +96,7 @@ impl FastPath {
         FastPath::Vec4,
         FastPath::FusedAttention,
         FastPath::UpdateSplit,
+        FastPath::PackedOperand,
     ];
 
     fn index(self) -> usize {

@@ -46,6 +46,37 @@ pub(crate) trait Kernel: fmt::Debug + Send + Sync {
     fn tune(&self) -> Option<Tune> {
         None
     }
+
+    /// CPU: the B operand this launch can read packed once per plan run instead of
+    /// packing it itself (`backend/cpu/packed_gemm.rs`, [`crate::fast_path::FastPath::PackedOperand`]);
+    /// `None` (the default) for every launch but a plain f32 product.
+    fn packable(&self) -> Option<Packable> {
+        None
+    }
+
+    /// CPU: the twin given B [`packable`](Kernel::packable) names already packed
+    /// (`packed`), the read bindings `x` still including B's own. Called only where
+    /// `packable` is `Some`.
+    fn cpu_packed(&self, x: &[&[f32]], packed: &[f32], out: &mut [&mut [f32]]) {
+        let _ = packed;
+        self.cpu(x, out)
+    }
+}
+
+/// A product's B operand that the CPU backend may pack once for several products
+/// ([`Kernel::packable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Packable {
+    /// Which read binding is B.
+    pub input: usize,
+    /// B's rows (the product's inner dimension).
+    pub k: usize,
+    /// B's columns.
+    pub n: usize,
+    /// B is stored transposed.
+    pub tb: bool,
+    /// Rows of A (not part of the packed form).
+    pub m: usize,
 }
 
 /// Interchangeable GPU launches of one kernel (see [`Kernel::tune`]).

@@ -105,7 +105,7 @@ impl<'a> Shadow<'a> {
     fn compare(&mut self, probe: &Probe, node: &Tensor, gpu: &[f32]) -> Result<()> {
         let externals: Vec<&RwLock<Vec<f32>>> = self.externals.iter().collect();
         for step in &self.steps[self.done..probe.after] {
-            cpu::run_step(step, &mut self.arena, &externals);
+            cpu::run_step_plain(step, &mut self.arena, &externals);
         }
         self.done = probe.after;
         let Slot::Arena(slot) = probe.slot else {

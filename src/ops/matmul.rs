@@ -20,8 +20,9 @@ use super::cast::unpack_halves;
 use super::elementwise::UnaryOp;
 use super::fused::{expr_fn, Expr, FusedKernel};
 use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
+use crate::backend::cpu::packed_gemm;
 use crate::backend::cpu::sgemm::{sgemm, sgemm_batch};
-use crate::backend::kernel::{Cost, Grid, Kernel, Offer, Tune, Uniforms, Variant, Wgsl};
+use crate::backend::kernel::{Cost, Grid, Kernel, Offer, Packable, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
 use crate::Tensor;
 
@@ -214,6 +215,21 @@ impl Kernel for MatMulKernel {
         2 + self.op.bias as usize + self.tail.as_ref().map_or(0, |t| t.same.len())
     }
 
+    fn packable(&self) -> Option<Packable> {
+        (self.batch.is_none() && !self.op.half).then_some(Packable {
+            input: 1,
+            k: self.k,
+            n: self.n,
+            tb: self.op.tb,
+            m: self.m,
+        })
+    }
+
+    fn cpu_packed(&self, x: &[&[f32]], packed: &[f32], out: &mut [&mut [f32]]) {
+        packed_gemm::gemm(self.m, self.k, self.n, self.op.ta, x[0], packed, out[0]);
+        self.finish_cpu(x, 1, out);
+    }
+
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let (m, k, n, MatMul { ta, tb, half, .. }) = (self.m, self.k, self.n, self.op);
         // f16 operands widened first (exactly), so the sums are the f32 GEMM's of the
@@ -234,20 +250,7 @@ impl Kernel for MatMulKernel {
                 batch.count()
             }
         };
-        let bias = if self.op.bias { Some(x[2]) } else { None };
-        if bias.is_some() || self.op.act.is_some() {
-            epilogue_cpu(&mut out[0][..count * m * n], n, bias, self.op.act);
-        }
-        if let Some(tail) = &self.tail {
-            // The maps' own CPU pass, over the product's values and the tail's inputs.
-            let product = out[0][..m * n].to_vec();
-            let mut strides = vec![vec![n, 1]];
-            strides.extend(tail.same.iter().map(|&same| if same { vec![n, 1] } else { vec![0, 0] }));
-            let maps = FusedKernel::new(&tail.expr, &[m, n], &strides);
-            let mut reads = vec![&product[..]];
-            reads.extend(&x[2 + self.op.bias as usize..]);
-            maps.cpu(&reads, &mut [&mut out[0][..m * n]]);
-        }
+        self.finish_cpu(x, count, out);
     }
 
     /// The default tile without a K split (for a batch, its first launch); the GPU
@@ -495,6 +498,25 @@ const SPLIT_ALIGN: usize = 16;
 const TUNE_FLOPS: usize = 1 << 20;
 
 impl MatMulKernel {
+    /// The CPU twin after its `count` products: the bias and map, then the fused tail.
+    fn finish_cpu(&self, x: &[&[f32]], count: usize, out: &mut [&mut [f32]]) {
+        let (m, n) = (self.m, self.n);
+        let bias = if self.op.bias { Some(x[2]) } else { None };
+        if bias.is_some() || self.op.act.is_some() {
+            epilogue_cpu(&mut out[0][..count * m * n], n, bias, self.op.act);
+        }
+        if let Some(tail) = &self.tail {
+            // The maps' own CPU pass, over the product's values and the tail's inputs.
+            let product = out[0][..m * n].to_vec();
+            let mut strides = vec![vec![n, 1]];
+            strides.extend(tail.same.iter().map(|&same| if same { vec![n, 1] } else { vec![0, 0] }));
+            let maps = FusedKernel::new(&tail.expr, &[m, n], &strides);
+            let mut reads = vec![&product[..]];
+            reads.extend(&x[2 + self.op.bias as usize..]);
+            maps.cpu(&reads, &mut [&mut out[0][..m * n]]);
+        }
+    }
+
     /// The untimed choice: the largest tile that still gives the GPU enough
     /// workgroups (for a batch: over all its products, among the tiles no larger than
     /// one product's output rounded up to a power of two).

@@ -328,6 +328,56 @@ fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
     }
 }
 
+/// The recurrent weights packed once per plan run (`FastPath::PackedOperand`, whose
+/// products sum each output as one fma chain, not as `matrixmultiply` does): taken by
+/// itself in every fixture case (at most 64 rows per step), and through each case
+/// forced on, forced off and automatic the layers match PyTorch; above 64 rows it is
+/// not taken by itself (the same bits as forced off), and forced on there it agrees
+/// with the unpacked products.
+#[test]
+fn recurrent_weights_packed_once_per_run_match_pytorch_on_both_sides_of_the_threshold() {
+    let _serial = serial();
+    let dev = Device::cpu_private();
+    let path = FastPath::PackedOperand;
+    let run = |case: &Case, on: Option<bool>| {
+        let _forced = on.map(|on| fast_path::force(path, on));
+        let before = fast_path::taken(path);
+        let results = run_case(case, &dev);
+        (results, fast_path::taken(path) > before)
+    };
+    for case in &CASES {
+        for on in [None, Some(false), Some(true)] {
+            let (results, taken) = run(case, on);
+            assert_eq!(taken, on != Some(false), "{}: packed {on:?} taken", case.prefix);
+            assert_matches_pytorch(&results, &format!("{} with packed weights {on:?}", case.prefix));
+        }
+    }
+    // 72 rows a step: above the threshold.
+    let tall = Case {
+        prefix: "L",
+        batch: 72,
+        steps: 3,
+        ..CASES[0]
+    };
+    let (auto, taken) = run(&tall, None);
+    assert!(!taken, "packed above 64 rows");
+    let (off, _) = run(&tall, Some(false));
+    assert!(
+        bits(&auto) == bits(&off),
+        "the automatic choice above 64 rows is not the unpacked one"
+    );
+    let (on, taken) = run(&tall, Some(true));
+    assert!(taken, "packed forced on was not taken");
+    for ((name, on), (_, off)) in on.iter().zip(&off) {
+        for (i, (a, b)) in on.iter().zip(off).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
+                "{name}[{i}]: {a} packed, {b} not"
+            );
+        }
+    }
+}
+
 /// On the GPU, whole recurrent layers with their products in K slices or not, with
 /// vec4 loads or scalar ones, with each GEMM tile, fused or unfused, and row
 /// reductions with subgroups or without, all match PyTorch; the choices meant to give

@@ -2,6 +2,8 @@
 //! truth that the WGSL kernels in `shaders/` are tested against.
 
 pub(crate) mod helper_thread;
+pub(crate) mod packed_gemm;
+mod plan_packs;
 pub(crate) mod sgemm;
 pub(crate) mod threads;
 pub(crate) mod vmath;
@@ -164,7 +166,9 @@ impl super::Backend for CpuBackend {
                 Slot::External(_) => false,
             })
             .collect();
+        let packs = plan_packs::PlanPacks::new(&program.steps, &self.counters);
         Ok(Box::new(CpuPlan {
+            packs,
             program,
             arena: Mutex::new(arena),
             counters: self.counters.clone(),
@@ -184,6 +188,8 @@ struct CpuPlan {
     /// Per kept value: its arena slot is handed out (replaced by pool memory)
     /// rather than copied.
     movable: Vec<bool>,
+    /// The products that read a B packed once per run.
+    packs: plan_packs::PlanPacks,
 }
 
 impl Drop for CpuPlan {
@@ -221,11 +227,11 @@ impl CpuPlan {
         mut watch: Option<Watch<'_>>,
         mut times: Option<&mut Vec<f64>>,
     ) -> Result<Vec<Storage>> {
-        let mut run_step = |step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]| match times.as_mut() {
-            None => run_step(step, arena, ext),
-            Some(times) => {
-                let start = Instant::now();
-                run_step(step, arena, ext);
+        let mut packed = self.packs.fresh_run();
+        let mut run_step = |i: usize, step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]| {
+            let start = times.is_some().then(Instant::now);
+            self.packs.run_step(i, step, arena, ext, &mut packed);
+            if let (Some(times), Some(start)) = (times.as_mut(), start) {
                 times.push(start.elapsed().as_secs_f64());
             }
         };
@@ -242,7 +248,7 @@ impl CpuPlan {
         let mut arena = self.arena.lock().unwrap();
         let mut probe = 0;
         for (done, step) in (1..).zip(&self.program.steps) {
-            run_step(step, &mut arena, &ext_data);
+            run_step(done - 1, step, &mut arena, &ext_data);
             if let Some(w) = watch.as_mut() {
                 while let Some(p) = w.probes.get(probe).filter(|p| p.after == done) {
                     match p.slot {
@@ -267,7 +273,11 @@ impl CpuPlan {
             })
             .collect();
         for step in &self.program.updates {
-            run_step(step, &mut arena, &ext_data);
+            let start = times.is_some().then(Instant::now);
+            run_step_plain(step, &mut arena, &ext_data);
+            if let (Some(times), Some(start)) = (times.as_mut(), start) {
+                times.push(start.elapsed().as_secs_f64());
+            }
         }
         for ((value, &(slot, words)), _) in kept.iter_mut().zip(&self.program.kept).zip(&self.movable) {
             if let (None, Slot::Arena(s)) = (&value, slot) {
@@ -299,7 +309,13 @@ impl CpuPlan {
 /// to exactly its value's words (`Step::words`): an arena slot reused by liveness may
 /// be longer than the value it holds now, and a kernel may derive row lengths from
 /// its slices. (Also the CPU half of shadow mode, `src/graph/debug.rs`.)
-pub(crate) fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]) {
+pub(crate) fn run_step_plain(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]) {
+    run_step(step, arena, ext, None)
+}
+
+/// [`run_step_plain`], or with B already `packed` ([`plan_packs`]): the kernel's
+/// [`cpu_packed`](super::kernel::Kernel::cpu_packed) twin.
+fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>], packed: Option<&[f32]>) {
     let reads = step.kernel.reads();
     let mut taken: Vec<(usize, Vec<f32>)> = Vec::new();
     let mut ext_guards = Vec::new();
@@ -339,7 +355,10 @@ pub(crate) fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f
                 Slot::External(_) => &mut ext_out.next().expect("locked per external write")[..words],
             })
             .collect();
-        step.kernel.cpu(&inputs, &mut outputs);
+        match packed {
+            Some(packed) => step.kernel.cpu_packed(&inputs, packed, &mut outputs),
+            None => step.kernel.cpu(&inputs, &mut outputs),
+        }
     }
     for (s, v) in taken {
         arena[s] = v;

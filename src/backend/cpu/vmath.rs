@@ -15,7 +15,8 @@ fn exp_nonpositive(x0: f32) -> f32 {
     // Round x·log2(e) to the nearest integer without a rounding instruction: adding
     // and subtracting 1.5·2^23 leaves the integer part (|x·log2 e| < 2^22).
     const SHIFT: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = shifted - SHIFT;
     // r = x − n·ln 2 in two parts (ln 2 = C1 + C2, C1 exact in few bits).
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4;
@@ -25,7 +26,11 @@ fn exp_nonpositive(x0: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scaled = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n as an integer from the bits of `shifted` (1.5·2^23 + n: its low mantissa bits
+    // hold n), the same value as `n as i32` but without a saturating conversion, which
+    // the compiler cannot vectorize.
+    let n_int = shifted.to_bits() as i32 - SHIFT.to_bits() as i32;
+    let scaled = y * f32::from_bits(((n_int + 127) as u32) << 23);
     if x0 < -87.0 {
         0.0
     } else {
@@ -143,5 +148,19 @@ mod tests {
         let mut v = xs.clone();
         tanh_in_place(&mut v);
         assert!(v.iter().zip(&xs).all(|(a, &x)| a.to_bits() == tanh(x).to_bits()));
+    }
+
+    /// The exponent taken from the bits of the shifted value is `n as i32` for every
+    /// x the function sees (every 61st f32 from −87 to 0, and both ends).
+    #[test]
+    fn the_exponent_from_the_shifted_bits_is_the_rounded_integer() {
+        const SHIFT: f32 = 12_582_912.0;
+        let (lo, hi) = ((-87.0f32).to_bits(), (-0.0f32).to_bits());
+        for bits in (hi..=lo).step_by(61).chain([lo, hi, 0]) {
+            let x = f32::from_bits(bits);
+            let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+            let n = shifted - SHIFT;
+            assert_eq!(shifted.to_bits() as i32 - SHIFT.to_bits() as i32, n as i32, "x = {x}");
+        }
     }
 }
