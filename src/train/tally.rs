@@ -192,11 +192,15 @@ impl Tally {
         Ok(Some(cm))
     }
 
-    /// Takes the totals of a realized batch.
+    /// Takes the totals of a realized batch, detached: the sums carried to the next
+    /// batch hold their values only, not the graph of the step that made them (the
+    /// batch's outputs and loss, and through them its inputs and gradients), which a
+    /// running sum would otherwise keep alive for a whole epoch — every step's
+    /// buffers then new memory instead of the ones the step before gave back.
     pub(crate) fn commit(&mut self, rows: usize, loss_sum: Tensor, counts: Option<Tensor>) {
         self.rows += rows;
-        self.loss_sum = loss_sum;
-        self.counts = counts;
+        self.loss_sum = loss_sum.detach();
+        self.counts = counts.map(|c| c.detach());
     }
 
     /// Keeps a batch's scores and binary targets for ROC-AUC.

@@ -8,7 +8,7 @@ use wgnn::data::{self, DataLoader, Dataset};
 use wgnn::metrics::Metric;
 use wgnn::nn::{self, Linear, Module, Normalize, Sequential};
 use wgnn::optim::{Adam, AdamConfig};
-use wgnn::train::{FitConfig, Loss, Model};
+use wgnn::train::{Callback, Control, FitConfig, Loss, Model, Scores};
 use wgnn::{Device, Tensor};
 
 /// `rows` rows of `dim` features in three classes, deterministic.
@@ -104,6 +104,50 @@ fn fit_on_device_tensors_gathers_batches_there_and_never_reads_the_data_back(dev
             "{dev}: host batches uploaded only {up} B"
         );
     }
+}
+
+crate::device_tests!(fit_keeps_device_memory_flat_from_batch_to_batch_within_an_epoch);
+
+/// Records the device's live buffer bytes after every batch.
+struct LiveBytes {
+    dev: Device,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Callback for LiveBytes {
+    fn on_epoch_end(&mut self, _: usize, _: &Scores, _: &mut Control<'_>) -> wgnn::Result<()> {
+        Ok(())
+    }
+    fn on_batch_end(&mut self, _: &mut Control<'_>) -> wgnn::Result<()> {
+        self.seen.lock().unwrap().push(self.dev.stats().live_buffer_bytes);
+        Ok(())
+    }
+}
+
+/// The running loss and accuracy sums that `fit` carries from batch to batch hold
+/// their values only: once they held every earlier batch's graph (its inputs,
+/// outputs and gradients) until the epoch ended, so each step's buffers were new
+/// memory.
+fn fit_keeps_device_memory_flat_from_batch_to_batch_within_an_epoch(dev: &Device) {
+    let _serial = serial();
+    let dev = crate::common::private(dev);
+    let data = blobs(2000, 64);
+    let (x, y) = data.tensors(&dev).unwrap();
+    wgnn::manual_seed(1);
+    let mut model = classifier(64, &dev);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut config = quiet(1);
+    config.callbacks.push(Box::new(LiveBytes {
+        dev: dev.clone(),
+        seen: seen.clone(),
+    }));
+    model.fit(&x, &y, config).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 40, "{dev}: batches");
+    assert_eq!(
+        seen[39], seen[4],
+        "{dev}: live buffer bytes after batch 40 against batch 5: {seen:?}"
+    );
 }
 
 crate::device_tests!(host_batches_from_a_background_thread_train_as_device_batches_bit_for_bit);
