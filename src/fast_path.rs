@@ -78,9 +78,13 @@ pub enum FastPath {
     /// readers. Each output is one fma chain over k in order (other sums, other
     /// rounding than `matrixmultiply`'s).
     PackedOperand,
+    /// A gather's CPU pass (`index_select`, `fit`'s batches picked from a data set on
+    /// the device, embedding lookups) over two threads, half of the output rows each:
+    /// from 16,384 output words (each row a copy: the same bits).
+    GatherSplit,
 }
 
-const PATHS: usize = 12;
+const PATHS: usize = 13;
 
 impl FastPath {
     /// Every fast path.
@@ -97,6 +101,7 @@ impl FastPath {
         FastPath::FusedAttention,
         FastPath::UpdateSplit,
         FastPath::PackedOperand,
+        FastPath::GatherSplit,
     ];
 
     fn index(self) -> usize {

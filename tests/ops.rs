@@ -1376,3 +1376,57 @@ fn shadow_mode_names_the_node_whose_gpu_kernel_is_broken() {
 fn attention_matches_between_cpu_and_gpu_forward_and_backward() {
     assert_parity(&attention_cases(), ATTENTION_TOL);
 }
+
+/// An embedding lookup's gather over two threads (`FastPath::GatherSplit`, from
+/// 16 Ki output words): forward and the table's gradient have the same bits with the
+/// split forced on, forced off and automatic, above and below the threshold, and
+/// index_select along a middle axis (rows of several outer blocks) too.
+#[test]
+fn a_gather_split_over_two_threads_gives_the_same_bits_on_both_sides_of_its_threshold() {
+    use wgnn::nn::Module as _;
+    let dev = Device::cpu_private();
+    let path = FastPath::GatherSplit;
+    let lookup = |batch: usize, on: Option<bool>| {
+        let _forced = on.map(|on| fast_path::force(path, on));
+        wgnn::manual_seed(9);
+        let table = wgnn::nn::Embedding::new(300, 16, &dev);
+        let ids: Vec<u32> = (0..batch * 40).map(|i| (i * 131 % 300) as u32).collect();
+        let ids = Tensor::from_labels(&ids, &dev).unwrap().reshape(&[batch, 40]);
+        let out = table.forward(&ids);
+        let weights = Tensor::randn(out.shape(), 4, &dev).unwrap();
+        let grads = (&out * &weights).sum().backward().unwrap();
+        let before = fast_path::taken(path);
+        let values = [
+            out.to_vec().unwrap(),
+            grads.get(&table.weight).unwrap().to_vec().unwrap(),
+        ]
+        .concat();
+        (values, fast_path::taken(path) > before)
+    };
+    // 64 × 40 lookups of 16 words: 40 Ki words; 4 × 40: 2.5 Ki.
+    for (batch, above) in [(64, true), (4, false)] {
+        let (auto, taken) = lookup(batch, None);
+        assert_eq!(taken, above, "batch {batch}: split taken");
+        for on in [false, true] {
+            let (values, taken) = lookup(batch, Some(on));
+            assert_eq!(taken, on, "batch {batch}: forced {on} taken");
+            assert!(values == auto, "batch {batch}: forced {on} changes the bits");
+        }
+    }
+    // A middle axis: [3, 50, 200] picking 60 of the 50 (36 Ki words), rows of three outer blocks.
+    let x = Tensor::randn(&[3, 50, 200], 5, &dev).unwrap();
+    let idx: Vec<u32> = (0..60).map(|i| (i * 7 % 50) as u32).collect();
+    let idx = Tensor::from_labels(&idx, &dev).unwrap();
+    let host = x.to_vec().unwrap();
+    let expected: Vec<f32> = (0..3)
+        .flat_map(|o| (0..60).flat_map(move |m| (0..200).map(move |i| (o, m, i))))
+        .map(|(o, m, i)| host[(o * 50 + (m * 7 % 50)) * 200 + i])
+        .collect();
+    for on in [false, true] {
+        let _forced = fast_path::force(path, on);
+        assert!(
+            x.index_select(1, &idx).to_vec().unwrap() == expected,
+            "middle axis, split {on}"
+        );
+    }
+}
