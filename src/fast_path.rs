@@ -73,10 +73,10 @@ pub enum FastPath {
     /// updates writes, read by at least two products of the plan of the same form
     /// with at most 64 rows of A (an unrolled RNN's recurrent weight, forward and
     /// backward): B packed once per plan run and every such product computed from
-    /// the packed panels (`backend/cpu/packed_gemm.rs`), on a CPU with FMA. Forced on:
-    /// every plain f32 product whose B is such an input, whatever its rows and
-    /// readers. Each output is one fma chain over k in order (other sums, other
-    /// rounding than `matrixmultiply`'s).
+    /// the packed panels (`backend/cpu/packed_gemm.rs`), on an x86-64 CPU with
+    /// AVX-512, or AVX2 and FMA. Forced on: every plain f32 product whose B is such an
+    /// input, whatever its rows and readers, on any CPU. Each output is one fma chain
+    /// over k in order (other sums, other rounding than `matrixmultiply`'s).
     PackedOperand,
     /// A gather's CPU pass (`index_select`, `fit`'s batches picked from a data set on
     /// the device, embedding lookups) over two threads, half of the output rows each:

@@ -162,8 +162,10 @@ impl Isa {
     }
 }
 
-/// Whether the automatic choice may pack (a CPU with fused multiply-add: without
-/// one, every `mul_add` of the plain tile is a library call).
+/// Whether the automatic choice may pack: where one of the SIMD tiles runs (AVX-512,
+/// or AVX2 with FMA). Elsewhere the plain tile is there for forced runs and tests
+/// only (without FMA every `mul_add` is a library call; on other architectures it
+/// has not been measured against `matrixmultiply`).
 pub(crate) fn worth_packing() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -172,7 +174,7 @@ pub(crate) fn worth_packing() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        cfg!(target_feature = "fma") || cfg!(target_arch = "aarch64")
+        false
     }
 }
 
