@@ -173,25 +173,54 @@ fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing>
     measure(budget, || mlp.step_and_wait().map(|_| ()))
 }
 
-/// The host's share of the GPU train step at `batch`: microseconds per launch that
-/// recording and submitting a replayed plan cost (`Stats::record_ns` less
-/// `Stats::upload_ns` over 20 steps' dispatches), microseconds per step copying the
-/// host batch in (`upload_ns` per submit), and the milliseconds a new plan's first
+/// The host's share of a GPU step (`step` runs one and waits for it; its model is
+/// made, its plan not yet compiled): microseconds per launch that recording and
+/// submitting a replayed plan cost (`Stats::record_ns` less `Stats::upload_ns` over
+/// `replays` steps' dispatches), launches per step, microseconds per step copying
+/// host data in (`upload_ns` per submit), and the milliseconds a new plan's first
 /// step spends compiling (`Stats::compile_ns`, the plan cache cleared first).
-fn host_costs(batch: usize, dev: &Device) -> Result<(f64, f64, f64)> {
+fn host_costs(dev: &Device, replays: usize, step: &mut dyn FnMut() -> Result<()>) -> Result<HostCosts> {
     dev.clear_plan_cache();
-    let mut mlp = MlpStep::new(batch, dev)?;
     let before = dev.stats();
-    mlp.step_and_wait()?;
+    step()?;
     let first = dev.stats() - before;
     let before = dev.stats();
-    for _ in 0..20 {
-        mlp.step_and_wait()?;
+    for _ in 0..replays {
+        step()?;
     }
     let replay = dev.stats() - before;
-    let per_launch = (replay.record_ns - replay.upload_ns) as f64 / 1e3 / replay.dispatches.max(1) as f64;
-    let upload = replay.upload_ns as f64 / 1e3 / replay.submits.max(1) as f64;
-    Ok((per_launch, upload, first.compile_ns as f64 / 1e6))
+    let submits = replay.submits.max(1) as f64;
+    Ok(HostCosts {
+        per_launch: (replay.record_ns - replay.upload_ns) as f64 / 1e3 / replay.dispatches.max(1) as f64,
+        launches: replay.dispatches as f64 / submits,
+        upload: replay.upload_ns as f64 / 1e3 / submits,
+        compile: first.compile_ns as f64 / 1e6,
+    })
+}
+
+/// What [`host_costs`] measured.
+struct HostCosts {
+    per_launch: f64,
+    launches: f64,
+    upload: f64,
+    compile: f64,
+}
+
+impl HostCosts {
+    /// The report line for `what`.
+    fn line(&self, what: &str) -> String {
+        let HostCosts {
+            per_launch,
+            launches,
+            upload,
+            compile,
+        } = self;
+        format!(
+            "host cost, gpu {what}: {per_launch:.2} µs per launch in plan replay ({launches:.0} launches a step \
+             recorded, submit), {upload:.1} µs per step uploading host data; a new plan's first step \
+             {compile:.1} ms to compile (autotune cache warm)"
+        )
+    }
 }
 
 fn time_lstm_step(hidden: usize, dev: &Device, budget: Budget) -> Result<Timing> {
@@ -602,12 +631,9 @@ fn main() -> Result<()> {
         let c = time_train_step(batch, &cpu, budget)?;
         let g = gpu_time(&format!("train_step b{batch}"), &|d| time_train_step(batch, d, budget))?;
         if let (Some(dev), Some(_)) = (&gpu, g) {
-            let (per_launch, upload, compile) = host_costs(batch, dev)?;
-            host_lines.push(format!(
-                "host cost, gpu train_step b{batch}: {per_launch:.2} µs per launch in plan replay (launches \
-                 recorded, submit), {upload:.1} µs per step uploading the host batch; a new plan's first step \
-                 {compile:.1} ms to compile (autotune cache warm)"
-            ));
+            let mut mlp = MlpStep::new(batch, dev)?;
+            let costs = host_costs(dev, 20, &mut || mlp.step_and_wait().map(|_| ()))?;
+            host_lines.push(costs.line(&format!("train_step b{batch}")));
         }
         rows.push(Row {
             op: "train_step",
@@ -621,6 +647,13 @@ fn main() -> Result<()> {
         eprintln!("  lstm_step h{hidden} on cpu ...");
         let c = time_lstm_step(hidden, &cpu, budget)?;
         let g = gpu_time(&format!("lstm_step h{hidden}"), &|d| time_lstm_step(hidden, d, budget))?;
+        if let (Some(dev), Some(_), 128) = (&gpu, g, hidden) {
+            // Hundreds of launches a step: the per-launch cost apart from each
+            // submit's fixed one.
+            let mut lstm = lstm_step::LstmStep::new(hidden, dev)?;
+            let costs = host_costs(dev, 3, &mut || lstm.step_and_wait().map(|_| ()))?;
+            host_lines.push(costs.line(&format!("lstm_step h{hidden}")));
+        }
         rows.push(Row {
             op: "lstm_step",
             size: format!("h{hidden}"),
