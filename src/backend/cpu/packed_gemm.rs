@@ -30,8 +30,13 @@ pub(crate) fn packed_words(k: usize, n: usize) -> usize {
     n.div_ceil(PANEL) * k * PANEL
 }
 
+/// Words of B from which [`pack`] packs half of the panels on the helper thread.
+const PACK_WORDS_FOR_TWO: usize = 1 << 16;
+
 /// Packs B `[k, n]` (stored transposed, `[n, k]`, when `tb`) into `out`'s first
-/// [`packed_words`] words, half of the panels on the helper thread when B is large.
+/// [`packed_words`] words; from [`PACK_WORDS_FOR_TWO`] words of B
+/// ([`FastPath::GemmSplit`]), the second half of the panels on the helper thread —
+/// the half of the panels that thread multiplies in [`gemm`].
 pub(crate) fn pack(k: usize, n: usize, tb: bool, b: &[f32], out: &mut [f32]) {
     assert!(b.len() >= k * n, "pack: B holds {} words, not {k}×{n}", b.len());
     if k == 0 {
@@ -44,7 +49,7 @@ pub(crate) fn pack(k: usize, n: usize, tb: bool, b: &[f32], out: &mut [f32]) {
             pack_panel(k, n, tb, b, p, panel);
         }
     };
-    if panels >= 2 && k * n >= 1 << 16 {
+    if panels >= 2 && fast_path::choose(FastPath::GemmSplit, k * n >= PACK_WORDS_FOR_TWO) {
         let (first, second) = out.split_at_mut(panels / 2 * k * PANEL);
         return super::helper_thread::join(
             || pack_range(panels / 2..panels, second),
@@ -83,7 +88,6 @@ fn pack_panel(k: usize, n: usize, tb: bool, b: &[f32], p: usize, panel: &mut [f3
 /// `out[m, n] = op(A)·B` with B [`pack`]ed (`packed`: its panels), A `[m, k]` (stored
 /// transposed, `[k, m]`, when `ta`). From [`FLOPS_FOR_TWO`] the panels are split in
 /// two halves, one on the helper thread ([`FastPath::GemmSplit`]): the same bits.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(m: usize, k: usize, n: usize, ta: bool, a: &[f32], packed: &[f32], out: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
@@ -133,23 +137,26 @@ enum Isa {
 }
 
 impl Isa {
-    /// AVX-512, else AVX2 with FMA, where the CPU has them and [`FastPath::Simd`] is not
-    /// forced off.
-    fn detect() -> Isa {
+    /// The SIMD tile this CPU has: AVX-512, else AVX2 with FMA; `None` elsewhere.
+    fn simd() -> Option<Isa> {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx512 = x86::AVX512 && std::arch::is_x86_feature_detected!("avx512f");
-            let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-            if fast_path::choose(FastPath::Simd, avx512 || avx2) {
-                if avx512 {
-                    return Isa::Avx512;
-                }
-                if avx2 {
-                    return Isa::Avx2;
-                }
+            if x86::AVX512 && std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Isa::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Some(Isa::Avx2);
             }
         }
-        Isa::Plain
+        None
+    }
+
+    /// [`Isa::simd`] unless [`FastPath::Simd`] is forced off; else the plain tile.
+    fn detect() -> Isa {
+        match Isa::simd() {
+            Some(isa) if fast_path::choose(FastPath::Simd, true) => isa,
+            _ => Isa::Plain,
+        }
     }
 
     /// Rows of A per register tile.
@@ -162,20 +169,12 @@ impl Isa {
     }
 }
 
-/// Whether the automatic choice may pack: where one of the SIMD tiles runs (AVX-512,
-/// or AVX2 with FMA). Elsewhere the plain tile is there for forced runs and tests
-/// only (without FMA every `mul_add` is a library call; on other architectures it
-/// has not been measured against `matrixmultiply`).
+/// Whether the automatic choice may pack: where one of the SIMD tiles runs. Elsewhere
+/// the plain tile is there for forced runs and tests only (without FMA every
+/// `mul_add` is a library call; on other architectures it has not been measured
+/// against `matrixmultiply`).
 pub(crate) fn worth_packing() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        (x86::AVX512 && std::arch::is_x86_feature_detected!("avx512f"))
-            || (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::simd().is_some()
 }
 
 /// One product's operands as raw pointers, for the two threads that write disjoint
@@ -419,11 +418,11 @@ mod tests {
             let b = crate::rng::uniform(4, k * n, -1.0, 1.0);
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let want = reference(m, k, n, ta, tb, &a, &b);
-                let mut packed = vec![f32::NAN; packed_words(k, n)];
-                pack(k, n, tb, &b, &mut packed);
                 for (simd, split) in [(true, true), (true, false), (false, true), (false, false)] {
                     let _simd = fast_path::force(FastPath::Simd, simd);
                     let _split = fast_path::force(FastPath::GemmSplit, split);
+                    let mut packed = vec![f32::NAN; packed_words(k, n)];
+                    pack(k, n, tb, &b, &mut packed);
                     let mut out = vec![f32::NAN; m * n];
                     gemm(m, k, n, ta, &a, &packed, &mut out);
                     let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
