@@ -1,6 +1,8 @@
 //! Matmul family (`shaders/matmul.wgsl`): `epilogue(op(A)·op(B) + bias)` where `op`
 //! reads an operand transposed in place (no copy) and the epilogue is any map of
-//! the elementwise table. The CPU twin is `matrixmultiply`'s sgemm.
+//! the elementwise table. The CPU twin is `matrixmultiply`'s sgemm, or, for a B that
+//! the CPU backend packed once for several products of a plan (an RNN's `W_hh`,
+//! [`Kernel::packable`]), wgnn's own register tiles (`backend/cpu/packed_gemm.rs`).
 //!
 //! Operands with leading batch axes (`torch.matmul`'s broadcasting) are one batched
 //! GEMM: one launch with the batch on the grid's z axis, each operand's matrix found
