@@ -228,7 +228,8 @@ impl CpuPlan {
         mut times: Option<&mut Vec<f64>>,
     ) -> Result<Vec<Storage>> {
         let mut packed = self.packs.fresh_run();
-        let mut run_step = |i: usize, step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]| {
+        // `i`: the step's index, `None` for an update.
+        let mut run_step = |i: Option<usize>, step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>]| {
             let start = times.is_some().then(Instant::now);
             self.packs.run_step(i, step, arena, ext, &mut packed);
             if let (Some(times), Some(start)) = (times.as_mut(), start) {
@@ -248,7 +249,7 @@ impl CpuPlan {
         let mut arena = self.arena.lock().unwrap();
         let mut probe = 0;
         for (done, step) in (1..).zip(&self.program.steps) {
-            run_step(done - 1, step, &mut arena, &ext_data);
+            run_step(Some(done - 1), step, &mut arena, &ext_data);
             if let Some(w) = watch.as_mut() {
                 while let Some(p) = w.probes.get(probe).filter(|p| p.after == done) {
                     match p.slot {
@@ -273,11 +274,7 @@ impl CpuPlan {
             })
             .collect();
         for step in &self.program.updates {
-            let start = times.is_some().then(Instant::now);
-            run_step_plain(step, &mut arena, &ext_data);
-            if let (Some(times), Some(start)) = (times.as_mut(), start) {
-                times.push(start.elapsed().as_secs_f64());
-            }
+            run_step(None, step, &mut arena, &ext_data);
         }
         for ((value, &(slot, words)), _) in kept.iter_mut().zip(&self.program.kept).zip(&self.movable) {
             if let (None, Slot::Arena(s)) = (&value, slot) {

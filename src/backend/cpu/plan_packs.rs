@@ -80,17 +80,17 @@ impl PlanPacks {
         vec![false; self.packs.len()]
     }
 
-    /// Runs step `i` from its packed B where it takes the path (packing B first if
-    /// this run has not yet), else as [`super::run_step`] does.
+    /// Runs step `i` (`None`: an update) from its packed B where it takes the path
+    /// (packing B first if this run has not yet), else as [`super::run_step`] does.
     pub(super) fn run_step(
         &self,
-        i: usize,
+        i: Option<usize>,
         step: &Step,
         arena: &mut [Vec<f32>],
         ext: &[&RwLock<Vec<f32>>],
         packed: &mut [bool],
     ) {
-        let Some((pack, auto)) = self.of_step[i] else {
+        let Some((pack, auto)) = i.and_then(|i| self.of_step[i]) else {
             return super::run_step(step, arena, ext, None);
         };
         if !fast_path::choose(FastPath::PackedOperand, auto) {
