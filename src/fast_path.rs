@@ -82,9 +82,16 @@ pub enum FastPath {
     /// the device, embedding lookups) over two threads, half of the output rows each:
     /// from 16,384 output words (each row a copy: the same bits).
     GatherSplit,
+    /// The planner's views: a narrow along the leading axes and every entry of an
+    /// unbind along them (an unrolled RNN's time steps, their gradients' parts) bind
+    /// their input's buffer at an offset instead of copying their range out of it,
+    /// wherever the offset is a multiple of the backend's alignment (any on the CPU,
+    /// the adapter's `min_storage_buffer_offset_alignment` on a GPU). Forced off: a
+    /// copy each (the same bits). Part of the plan's cache key.
+    Views,
 }
 
-const PATHS: usize = 13;
+const PATHS: usize = 14;
 
 impl FastPath {
     /// Every fast path.
@@ -102,6 +109,7 @@ impl FastPath {
         FastPath::UpdateSplit,
         FastPath::PackedOperand,
         FastPath::GatherSplit,
+        FastPath::Views,
     ];
 
     fn index(self) -> usize {

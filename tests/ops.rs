@@ -31,6 +31,7 @@ device_tests!(
     an_index_past_the_table_is_a_typed_error_before_anything_runs,
     gelu_follows_the_exact_erf_and_pytorchs_tanh_form,
     an_op_with_two_outputs_computes_both_in_one_launch,
+    views_give_the_bits_of_copies_without_their_launches,
     a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain,
     a_product_computes_the_maps_that_read_it_in_its_epilogue,
     an_mlp_training_step_is_nine_launches_before_the_update,
@@ -788,6 +789,56 @@ fn scatter_add_gives_the_same_bits_on_cpu_and_gpu() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&c), bits(&g), "m = {m}, rows = {rows}, inner = {inner}");
     }
+}
+
+/// Views (`FastPath::Views`): the entries of an unbind along the leading axis and
+/// narrows along leading axes (at offsets of 4 and 9 words: on a GPU whose alignment
+/// is larger, a copy), read by products, kept, and differentiated (their gradients'
+/// joins are unbinds and narrows of the output's gradient too): the host's values,
+/// the same bits with views forced off, and fewer launches with them on.
+fn views_give_the_bits_of_copies_without_their_launches(shared: &Device) {
+    let dev = &common::private(shared);
+    let run = |on: bool| {
+        let _forced = fast_path::force(FastPath::Views, on);
+        let x = Tensor::randn(&[5, 64, 4], 3, dev).unwrap().requires_grad().unwrap();
+        let w = Tensor::randn(&[4, 3], 4, dev).unwrap().requires_grad().unwrap();
+        x.realize().unwrap();
+        let host = x.to_vec().unwrap();
+        let entries = x.unbind(0);
+        let flat = x.reshape(&[320, 4]);
+        let (four, nine) = (flat.narrow(0, 1, 7), flat.reshape(&[1280]).narrow(0, 9, 60));
+        let mut outs: Vec<Tensor> = entries.iter().map(|e| e.matmul(&w).tanh()).collect();
+        outs.push(four.matmul(&w));
+        let out = Tensor::stack(&outs[..5].iter().collect::<Vec<_>>(), 0);
+        let loss = out.sum() + outs[5].sum() * 0.5 + (&nine * &nine).sum();
+        let before = dev.stats();
+        let grads = loss.backward().unwrap();
+        for t in [&entries[2], &four, &nine, &out] {
+            t.realize().unwrap();
+        }
+        let launches = (dev.stats() - before).dispatches;
+        assert_eq!(
+            entries[2].to_vec().unwrap(),
+            host[2 * 256..3 * 256],
+            "{dev}: views {on}: entry 2"
+        );
+        assert_eq!(four.to_vec().unwrap(), host[4..32], "{dev}: views {on}: rows 1..8");
+        assert_eq!(nine.to_vec().unwrap(), host[9..69], "{dev}: views {on}: words 9..69");
+        let values = [
+            out.to_vec().unwrap(),
+            grads.get(&x).unwrap().to_vec().unwrap(),
+            grads.get(&w).unwrap().to_vec().unwrap(),
+        ]
+        .concat();
+        (values, launches)
+    };
+    let (copies, copy_launches) = run(false);
+    let (views, view_launches) = run(true);
+    assert!(views == copies, "{dev}: views change the bits");
+    assert!(
+        view_launches + 5 <= copy_launches,
+        "{dev}: {view_launches} launches with views, {copy_launches} with copies"
+    );
 }
 
 fn an_op_with_two_outputs_computes_both_in_one_launch(shared: &Device) {

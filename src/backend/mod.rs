@@ -52,6 +52,23 @@ pub(crate) enum Slot {
     External(usize),
 }
 
+/// Where a binding or a kept value lies: from word `offset` of `slot`. The offset is
+/// 0 but for a view: a node whose value is a contiguous range of another's buffer
+/// ([`crate::ops::Rule::views`]), which binds that buffer there instead of copying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub slot: Slot,
+    /// In words.
+    pub offset: usize,
+}
+
+impl Place {
+    /// The whole of `slot`, from its first word.
+    pub(crate) fn start_of(slot: Slot) -> Place {
+        Place { slot, offset: 0 }
+    }
+}
+
 /// An input of a program that comes from outside it.
 #[derive(Clone, Debug)]
 pub(crate) struct ExternalSpec {
@@ -64,7 +81,7 @@ pub(crate) struct ExternalSpec {
 #[derive(Clone, Debug)]
 pub(crate) struct Step {
     pub kernel: Arc<dyn Kernel>,
-    pub bindings: Vec<Slot>,
+    pub bindings: Vec<Place>,
     /// Words of each binding that the launch uses (the profiler's bytes moved).
     pub words: Vec<usize>,
     /// The node it computes: its index in the plan's schedule, updates after the
@@ -83,7 +100,7 @@ pub(crate) struct Program {
     /// In-place updates, run after `kept` values are copied out.
     pub updates: Vec<Step>,
     /// Values copied into fresh buffers for the nodes that outlive the plan.
-    pub kept: Vec<(Slot, usize)>,
+    pub kept: Vec<(Place, usize)>,
     /// For each node of the plan that launches kernels: where its value is complete
     /// (the numbers of the debugging modes, `src/graph/debug.rs`).
     pub probes: Vec<Probe>,
@@ -180,6 +197,12 @@ pub(crate) trait Backend: Send + Sync {
     /// Reads a value back to the host.
     fn read<'a>(&'a self, storage: &'a Storage) -> BoxFuture<'a, Result<Vec<f32>>>;
     fn compile(&self, program: Program) -> Result<Box<dyn Executable>>;
+    /// The word offsets a view may start at are multiples of this (the GPU's
+    /// `min_storage_buffer_offset_alignment`, in words; 1 on the CPU). A view that
+    /// would start elsewhere is a copy.
+    fn view_alignment(&self) -> usize {
+        1
+    }
     /// Destroys the device as a driver reset would (tests of device loss; GPU only).
     fn debug_destroy(&self) {}
     /// Replaces `from` with `to` in kernel sources compiled from now on (tests of

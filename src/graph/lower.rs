@@ -1,26 +1,29 @@
 //! Lowering a schedule to a backend [`Program`]: each node's launches in order, fused
 //! elementwise trees as one launch, arena buffers assigned by liveness (a slot is free
-//! again once its last reader has run and nobody keeps its value), and the optimizer
+//! again once its last reader has run and nobody keeps its value), views where a
+//! node's value is a contiguous range of its input's buffer (no launch: its readers
+//! bind that buffer at an offset, and their reads keep it alive), and the optimizer
 //! updates last, in place.
 
 use std::collections::{HashMap, HashSet};
 
 use super::fuse::{Fusion, ProductTail};
 use super::plan::{Ref, Schedule};
-use crate::backend::{ExternalSpec, Probe, Program, Slot, Step, Storage};
+use crate::backend::{ExternalSpec, Place, Probe, Program, Slot, Step, Storage};
 use crate::ops::fused::FusedKernel;
 use crate::ops::{Bind, Launch, Lowering, Op};
 use crate::tensor::numel;
 
 impl Schedule {
     /// Lowers to a program: one step per kernel, arena slots reused by liveness; with
-    /// `fuse`, chains of elementwise nodes as one kernel each (`fuse.rs`).
-    pub(super) fn lower(&self, fuse: bool) -> Program {
+    /// `fuse`, chains of elementwise nodes as one kernel each (`fuse.rs`); with
+    /// `view_alignment` (in words), views wherever their offset is a multiple of it.
+    pub(super) fn lower(&self, fuse: bool, view_alignment: Option<usize>) -> Program {
         let mut program = Program {
             externals: self.external_specs(),
             ..Program::default()
         };
-        let mut lowerer = Lowerer::new(self, fuse);
+        let mut lowerer = Lowerer::new(self, fuse, view_alignment);
         for i in 0..self.nodes.len() {
             lowerer.node(i, &mut program);
         }
@@ -46,7 +49,7 @@ impl Schedule {
 
     /// The optimizer updates' launches, after every node: they bind their inputs only
     /// (the parameters and state they write in place among them).
-    fn lower_updates(&self, slot_of: &[Slot], program: &mut Program) {
+    fn lower_updates(&self, slot_of: &[Place], program: &mut Program) {
         let n = self.nodes.len();
         for (u, update) in self.updates.iter().enumerate() {
             let refs = &self.inputs[n + u];
@@ -78,11 +81,11 @@ impl Schedule {
     }
 }
 
-/// The slot a reference reads.
-fn resolve(r: &Ref, slot_of: &[Slot]) -> Slot {
+/// Where a reference's value lies.
+fn resolve(r: &Ref, slot_of: &[Place]) -> Place {
     match r {
         Ref::Node(i) => slot_of[*i],
-        Ref::External(e) => Slot::External(*e),
+        Ref::External(e) => Place::start_of(Slot::External(*e)),
     }
 }
 
@@ -159,14 +162,16 @@ impl Arena {
 /// Where a node's launches bind: its inputs, scratch buffers, first output and the
 /// others, with each one's size in words.
 struct Bound {
-    inputs: Vec<(Slot, usize)>,
-    temps: Vec<(Slot, usize)>,
-    out: (Slot, usize),
-    outputs: Vec<(Slot, usize)>,
+    inputs: Vec<(Place, usize)>,
+    temps: Vec<(Place, usize)>,
+    out: (Place, usize),
+    outputs: Vec<(Place, usize)>,
+    /// The outputs are views of input 0: nothing of their own to free.
+    views: bool,
 }
 
 impl Bound {
-    fn get(&self, bind: Bind) -> (Slot, usize) {
+    fn get(&self, bind: Bind) -> (Place, usize) {
         match bind {
             Bind::Input(k) => self.inputs[k],
             Bind::Temp(k) => self.temps[k],
@@ -185,14 +190,17 @@ struct Lowerer<'s> {
     /// The (node, output ≥ 1) pairs that an `Op::Output` node of the plan reads.
     read_outputs: HashSet<(usize, usize)>,
     /// Where each node's outputs after the first were put.
-    outputs_of: HashMap<usize, Vec<Slot>>,
+    outputs_of: HashMap<usize, Vec<Place>>,
     /// Where each lowered node's value is.
-    slot_of: Vec<Slot>,
+    slot_of: Vec<Place>,
     arena: Arena,
+    /// Views are made where their offset (in words) is a multiple of this; `None`:
+    /// never.
+    view_alignment: Option<usize>,
 }
 
 impl<'s> Lowerer<'s> {
-    fn new(schedule: &'s Schedule, fuse: bool) -> Lowerer<'s> {
+    fn new(schedule: &'s Schedule, fuse: bool, view_alignment: Option<usize>) -> Lowerer<'s> {
         let n = schedule.nodes.len();
         let mut uses = vec![0usize; n];
         for r in schedule.inputs.iter().flatten() {
@@ -219,6 +227,7 @@ impl<'s> Lowerer<'s> {
             outputs_of: HashMap::new(),
             slot_of: Vec::with_capacity(n),
             arena: Arena::default(),
+            view_alignment,
         }
     }
 
@@ -227,38 +236,59 @@ impl<'s> Lowerer<'s> {
     fn node(&mut self, i: usize, program: &mut Program) {
         if self.fusion.absorbed.get(i).copied().unwrap_or(false) {
             // Computed inside its consumer's kernel; nothing ever reads this slot.
-            self.slot_of.push(Slot::External(usize::MAX));
+            self.slot_of.push(Place::start_of(Slot::External(usize::MAX)));
             return;
         }
         let (lowering, refs, input_words) = self.lowering_of(i);
-        let inputs: Vec<(Slot, usize)> = refs
+        let inputs: Vec<(Place, usize)> = refs
             .iter()
             .map(|r| resolve(r, &self.slot_of))
             .zip(input_words)
             .collect();
-        let computed = !matches!(lowering, Lowering::Alias);
+        let lowering = self.views_of(i, &inputs).unwrap_or(lowering);
+        let computed = matches!(lowering, Lowering::Launches { .. });
         let (bound, launches) = self.place(i, lowering, inputs);
         let out = bound.out.0;
         self.slot_of.push(out);
-        self.arena.hold(out, self.uses[i], self.schedule.kept[i]);
+        self.arena.hold(out.slot, self.uses[i], self.schedule.kept[i]);
         for Launch { kernel, bindings } in launches {
-            let (slots, words) = bindings.iter().map(|&b| bound.get(b)).unzip();
+            let (places, words) = bindings.iter().map(|&b| bound.get(b)).unzip();
             program.steps.push(Step {
                 kernel,
-                bindings: slots,
+                bindings: places,
                 words,
                 node: i,
             });
         }
         if computed {
+            debug_assert_eq!(out.offset, 0, "a computed value starts its slot");
             program.probes.push(Probe {
                 node: i,
                 after: program.steps.len(),
-                slot: out,
+                slot: out.slot,
                 words: self.schedule.nodes[i].words(),
             });
         }
         self.release(i, bound);
+    }
+
+    /// Node `i`'s outputs as views of its input 0, where its op's rule says each is a
+    /// contiguous range of it, views are on, and every offset meets the alignment.
+    fn views_of(&self, i: usize, inputs: &[(Place, usize)]) -> Option<Lowering> {
+        let align = self.view_alignment?;
+        let fused = self.fusion.tails.get(i).is_some_and(Option::is_some)
+            || self.fusion.trees.get(i).is_some_and(Option::is_some);
+        if fused {
+            return None;
+        }
+        let node = &self.schedule.nodes[i];
+        let shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
+        let offsets = node.0.op.rule().views(&shapes, node.shape())?;
+        let base = inputs[0].0.offset;
+        offsets
+            .iter()
+            .all(|o| (base + o) % align == 0)
+            .then_some(Lowering::Views(offsets))
     }
 
     /// How node `i` is computed, what it reads, and the sizes of those reads: its fused
@@ -299,7 +329,7 @@ impl<'s> Lowerer<'s> {
     }
 
     /// Where node `i`'s value, scratch buffers and other outputs go, and its launches.
-    fn place(&mut self, i: usize, lowering: Lowering, inputs: Vec<(Slot, usize)>) -> (Bound, Vec<Launch>) {
+    fn place(&mut self, i: usize, lowering: Lowering, inputs: Vec<(Place, usize)>) -> (Bound, Vec<Launch>) {
         let node = &self.schedule.nodes[i];
         let words = node.words();
         let no_launch = |inputs, out| {
@@ -308,6 +338,7 @@ impl<'s> Lowerer<'s> {
                 temps: Vec::new(),
                 out,
                 outputs: Vec::new(),
+                views: false,
             };
             (bound, Vec::new())
         };
@@ -316,6 +347,25 @@ impl<'s> Lowerer<'s> {
             Lowering::Alias => {
                 let first = inputs[0].0;
                 no_launch(inputs, (first, words))
+            }
+            // Ranges of the input's buffer: every output has the node's size.
+            Lowering::Views(offsets) => {
+                let base = inputs[0].0;
+                let at = |offset: usize| {
+                    let place = Place {
+                        slot: base.slot,
+                        offset: base.offset + offset,
+                    };
+                    (place, words)
+                };
+                let bound = Bound {
+                    out: at(offsets[0]),
+                    outputs: offsets[1..].iter().map(|&o| at(o)).collect(),
+                    inputs,
+                    temps: Vec::new(),
+                    views: true,
+                };
+                (bound, Vec::new())
             }
             Lowering::OutputOf(k) => {
                 let Ref::Node(parent) = self.schedule.inputs[i][0] else {
@@ -329,15 +379,17 @@ impl<'s> Lowerer<'s> {
                 launches,
             } => {
                 let arena = &mut self.arena;
-                let out = (arena.take(words.max(1)), words);
-                let temps = temps.iter().map(|&w| (arena.take(w.max(1)), w)).collect();
-                let outputs = outputs.iter().map(|&w| (arena.take(w.max(1)), w)).collect();
+                let mut take = |w: usize| (Place::start_of(arena.take(w.max(1))), w);
+                let out = take(words);
+                let temps = temps.iter().map(|&w| take(w)).collect();
+                let outputs = outputs.iter().map(|&w| take(w)).collect();
                 (
                     Bound {
                         inputs,
                         temps,
                         out,
                         outputs,
+                        views: false,
                     },
                     launches,
                 )
@@ -348,20 +400,20 @@ impl<'s> Lowerer<'s> {
     /// After node `i`: its other outputs are remembered (those an `Op::Output` reads) or
     /// scratch; scratch buffers and inputs nobody reads any more are free again.
     fn release(&mut self, i: usize, bound: Bound) {
-        for &(slot, _) in &bound.outputs {
-            self.outputs_of.entry(i).or_default().push(slot);
+        for &(place, _) in &bound.outputs {
+            self.outputs_of.entry(i).or_default().push(place);
         }
-        for &(slot, _) in &bound.temps {
-            self.arena.release(slot);
+        for &(place, _) in &bound.temps {
+            self.arena.release(place.slot);
         }
-        for (k, &(slot, _)) in bound.outputs.iter().enumerate() {
-            if !self.read_outputs.contains(&(i, k + 1)) {
-                self.arena.release(slot);
+        for (k, &(place, _)) in bound.outputs.iter().enumerate() {
+            if !bound.views && !self.read_outputs.contains(&(i, k + 1)) {
+                self.arena.release(place.slot);
             }
         }
-        for &(slot, _) in &bound.inputs {
-            self.arena.read_done(slot);
+        for &(place, _) in &bound.inputs {
+            self.arena.read_done(place.slot);
         }
-        self.arena.free_if_unread(bound.out.0);
+        self.arena.free_if_unread(bound.out.0.slot);
     }
 }

@@ -246,7 +246,13 @@ pub(crate) fn realize_all(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
     schedule.validate()?;
     // The debugging modes read every node's value: their plans are not fused.
     let fuse = !device.debug_modes().any() && fast_path::choose(FastPath::Fusion, true);
-    let key = format!("{}{}", if fuse { "F;" } else { "U;" }, schedule.key());
+    let view_alignment = fast_path::choose(FastPath::Views, true).then(|| device.backend().view_alignment());
+    let key = format!(
+        "{}{}{}",
+        if fuse { "F;" } else { "U;" },
+        if view_alignment.is_some() { "V;" } else { "C;" },
+        schedule.key()
+    );
     let plan = {
         let cached = device.plan_cache().lock().unwrap().get(&key).cloned();
         match cached {
@@ -258,7 +264,7 @@ pub(crate) fn realize_all(roots: &[Tensor], updates: &[Tensor]) -> Result<()> {
                 Counters::add(&device.counters().plan_cache_misses, 1);
                 schedule.check_limits(&device)?;
                 let start = web_time::Instant::now();
-                let program = schedule.lower(fuse);
+                let program = schedule.lower(fuse, view_alignment);
                 let exec = device.backend().compile(program.clone())?;
                 Counters::add(&device.counters().compile_ns, start.elapsed().as_nanos() as u64);
                 let kept_nodes = (0..schedule.nodes.len()).filter(|&i| schedule.kept[i]).collect();

@@ -105,6 +105,10 @@ impl Rule for Slice {
         let strides = contiguous_strides(inputs[0]);
         Lowering::kernel(Strided::new(out, &strides, self.start * inner), 1)
     }
+    fn views(&self, inputs: &[&[usize]], _: &[usize]) -> Option<Vec<usize>> {
+        let (outer, _, inner) = split_axis(inputs[0], self.axis);
+        (outer == 1).then(|| vec![self.start * inner])
+    }
     fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         let full = inputs[0].shape()[self.axis];
         vec![Some(g.pad(self.axis, self.start, full - self.start - self.len))]
@@ -232,6 +236,10 @@ impl Rule for Unbind {
             outputs: vec![words; entries - 1],
             launches,
         }
+    }
+    fn views(&self, inputs: &[&[usize]], _: &[usize]) -> Option<Vec<usize>> {
+        let (outer, entries, inner) = split_axis(inputs[0], self.axis);
+        (outer == 1).then(|| (0..entries).map(|k| k * inner).collect())
     }
     fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         let entries = inputs[0].shape()[self.axis];

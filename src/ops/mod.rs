@@ -210,6 +210,15 @@ pub(crate) trait Rule {
     /// The launches computing the op for inputs of these shapes into `out`.
     fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Lowering;
 
+    /// Where every output of the op is a contiguous range of input 0's words (a
+    /// narrow along the leading axes, the entries of an unbind along them): each
+    /// output's first word in input 0 (output 0 first), so that the plan binds input
+    /// 0's buffer there instead of copying (`FastPath::Views`). `None`: the op
+    /// copies, as [`Rule::lower`] says.
+    fn views(&self, _inputs: &[&[usize]], _out: &[usize]) -> Option<Vec<usize>> {
+        None
+    }
+
     /// Gradients of each input (`None`: no gradient flows there), given the node `y`
     /// and the gradient `g` flowing into it, written as graph ops.
     fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>>;
@@ -299,6 +308,9 @@ pub(crate) enum Lowering {
     Alias,
     /// No kernel: the node's value is output `k` of input 0 (`Op::Output`).
     OutputOf(usize),
+    /// No kernel: output `k` of the node is input 0's buffer from word `offsets[k]`
+    /// on (the planner's choice where [`Rule::views`] allows it).
+    Views(Vec<usize>),
     /// Launches in order; `temps` are scratch buffers (in words) private to the node,
     /// `outputs` the sizes (in words) of its outputs after the first.
     Launches {

@@ -157,12 +157,15 @@ impl super::Backend for CpuBackend {
         let arena = program.arena.iter().map(|&w| vec![0.0; w]).collect();
         let bytes: usize = program.arena.iter().sum::<usize>() * 4;
         Counters::add(&self.counters.live_buffer_bytes, bytes as u64);
-        // An arena slot that holds one kept value only is handed out whole.
+        // An arena slot that holds one kept value only, from its start, is handed out
+        // whole.
         let movable = program
             .kept
             .iter()
-            .map(|(slot, _)| match slot {
-                Slot::Arena(_) => program.kept.iter().filter(|(s, _)| s == slot).count() == 1,
+            .map(|(place, _)| match place.slot {
+                Slot::Arena(_) => {
+                    place.offset == 0 && program.kept.iter().filter(|(p, _)| p.slot == place.slot).count() == 1
+                }
                 Slot::External(_) => false,
             })
             .collect();
@@ -267,17 +270,20 @@ impl CpuPlan {
             .kept
             .iter()
             .zip(&self.movable)
-            .map(|(&(slot, words), &movable)| match slot {
-                _ if movable => None,
-                Slot::Arena(s) => Some(arena[s][..words].to_vec()),
-                Slot::External(e) => Some(ext_data[e].read().unwrap()[..words].to_vec()),
+            .map(|(&(place, words), &movable)| {
+                let range = place.offset..place.offset + words;
+                match place.slot {
+                    _ if movable => None,
+                    Slot::Arena(s) => Some(arena[s][range].to_vec()),
+                    Slot::External(e) => Some(ext_data[e].read().unwrap()[range].to_vec()),
+                }
             })
             .collect();
         for step in &self.program.updates {
             run_step(None, step, &mut arena, &ext_data);
         }
-        for ((value, &(slot, words)), _) in kept.iter_mut().zip(&self.program.kept).zip(&self.movable) {
-            if let (None, Slot::Arena(s)) = (&value, slot) {
+        for ((value, &(place, words)), _) in kept.iter_mut().zip(&self.program.kept).zip(&self.movable) {
+            if let (None, Slot::Arena(s)) = (&value, place.slot) {
                 let fresh = self.pool.take(self.program.arena[s]);
                 let mut data = std::mem::replace(&mut arena[s], fresh);
                 data.truncate(words);
@@ -316,8 +322,8 @@ fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>], pack
     let reads = step.kernel.reads();
     let mut taken: Vec<(usize, Vec<f32>)> = Vec::new();
     let mut ext_guards = Vec::new();
-    for slot in &step.bindings[reads..] {
-        match *slot {
+    for place in &step.bindings[reads..] {
+        match place.slot {
             Slot::Arena(s) => taken.push((s, std::mem::take(&mut arena[s]))),
             Slot::External(e) => ext_guards.push(ext[e].write().unwrap()),
         }
@@ -325,7 +331,7 @@ fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>], pack
     {
         let read_guards: Vec<_> = step.bindings[..reads]
             .iter()
-            .map(|slot| match *slot {
+            .map(|place| match place.slot {
                 Slot::External(e) => Some(ext[e].read().unwrap()),
                 Slot::Arena(_) => None,
             })
@@ -334,10 +340,13 @@ fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>], pack
             .iter()
             .zip(&read_guards)
             .zip(&step.words)
-            .map(|((slot, guard), &words)| match (slot, guard) {
-                (_, Some(g)) => &g[..words],
-                (Slot::Arena(s), None) => &arena[*s][..words],
-                _ => unreachable!(),
+            .map(|((place, guard), &words)| {
+                let range = place.offset..place.offset + words;
+                match (place.slot, guard) {
+                    (_, Some(g)) => &g[range],
+                    (Slot::Arena(s), None) => &arena[s][range],
+                    _ => unreachable!(),
+                }
             })
             .collect();
         // The written bindings in binding order: arena slots and externals may
@@ -347,9 +356,12 @@ fn run_step(step: &Step, arena: &mut [Vec<f32>], ext: &[&RwLock<Vec<f32>>], pack
         let mut outputs: Vec<&mut [f32]> = step.bindings[reads..]
             .iter()
             .zip(&step.words[reads..])
-            .map(|(slot, &words)| match slot {
-                Slot::Arena(_) => &mut arena_out.next().expect("taken per arena write").1[..words],
-                Slot::External(_) => &mut ext_out.next().expect("locked per external write")[..words],
+            .map(|(place, &words)| {
+                let range = place.offset..place.offset + words;
+                match place.slot {
+                    Slot::Arena(_) => &mut arena_out.next().expect("taken per arena write").1[range],
+                    Slot::External(_) => &mut ext_out.next().expect("locked per external write")[range],
+                }
             })
             .collect();
         match packed {

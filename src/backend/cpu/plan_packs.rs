@@ -36,7 +36,7 @@ impl PlanPacks {
         let written: Vec<usize> = steps
             .iter()
             .flat_map(|s| &s.bindings[s.kernel.reads()..])
-            .filter_map(|slot| match *slot {
+            .filter_map(|place| match place.slot {
                 Slot::External(e) => Some(e),
                 Slot::Arena(_) => None,
             })
@@ -48,7 +48,8 @@ impl PlanPacks {
             .iter()
             .map(|step| {
                 let form = step.kernel.packable()?;
-                let Slot::External(e) = step.bindings[form.input] else {
+                let b = step.bindings[form.input];
+                let (Slot::External(e), 0) = (b.slot, b.offset) else {
                     return None;
                 };
                 if written.contains(&e) {

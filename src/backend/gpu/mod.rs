@@ -28,7 +28,7 @@ use web_time::Instant;
 use super::pipeline_cache::DiskCache;
 use super::tune_cache::TuneCache;
 use super::wait::{blocking_mode, wait, CAN_BLOCK};
-use super::{BoxFuture, Clock, Counters, Executable, Program, Slot, Step, Storage, Timings, Watch};
+use super::{BoxFuture, Clock, Counters, Executable, Place, Program, Slot, Step, Storage, Timings, Watch};
 use super::{DeviceInfo, DeviceKind, GpuOptions};
 use crate::backend::kernel::{Grid, Offer, Tune, Variant, Wgsl};
 use crate::{Error, Result};
@@ -122,6 +122,10 @@ impl super::Backend for GpuBackend {
             let mut values = s.readback(encoder, &[(source.raw(), source.raw().size())]).await?;
             Ok(values.pop().expect("one buffer read"))
         })
+    }
+
+    fn view_alignment(&self) -> usize {
+        (self.0.device.limits().min_storage_buffer_offset_alignment as usize / 4).max(1)
     }
 
     fn debug_destroy(&self) {

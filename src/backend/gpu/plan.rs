@@ -11,8 +11,9 @@ pub(super) struct GpuStep {
     pub(super) variant: String,
     pub(super) passes: Vec<GpuPass>,
     pub(super) layout: Arc<wgpu::BindGroupLayout>,
-    /// The kernel's buffers, then its variant's scratch buffer if it has one.
-    pub(super) bindings: Vec<Slot>,
+    /// The kernel's buffers, then its variant's scratch buffer if it has one, each
+    /// with its words (a view binds that many from its offset).
+    pub(super) bindings: Vec<(Place, usize)>,
     /// The bind group of each pass, with the ids of the external buffers they were
     /// built for.
     pub(super) bind_groups: Mutex<Option<(Vec<u64>, Vec<wgpu::BindGroup>)>>,
@@ -32,7 +33,7 @@ pub(super) struct GpuPlan {
     pub(super) host_inputs: Vec<Option<wgpu::Buffer>>,
     pub(super) steps: Vec<GpuStep>,
     pub(super) updates: Vec<GpuStep>,
-    pub(super) kept: Vec<(Slot, usize)>,
+    pub(super) kept: Vec<(Place, usize)>,
     pub(super) bytes: u64,
 }
 
@@ -88,9 +89,13 @@ impl GpuBackend {
                 (None, Some(w)) => Variant::new("subgroups", vec![w], 0),
                 (None, None) => Variant::new("", vec![step.kernel.wgsl()], 0),
             };
-            let mut bindings = step.bindings.clone();
+            let mut bindings: Vec<(Place, usize)> =
+                step.bindings.iter().copied().zip(step.words.iter().copied()).collect();
             if variant.scratch > 0 {
-                bindings.push(Slot::Arena(arena.len() + scratch.len()));
+                bindings.push((
+                    Place::start_of(Slot::Arena(arena.len() + scratch.len())),
+                    variant.scratch,
+                ));
                 scratch.push(make(variant.scratch, "wgnn scratch")?);
                 writes += 1;
             }
@@ -147,14 +152,18 @@ impl GpuPlan {
         let ids: Vec<u64> = step
             .bindings
             .iter()
-            .map(|s| match s {
-                Slot::External(e) if self.host_inputs[*e].is_none() => ext[*e].map_or(0, |b| b.id),
+            .map(|(place, _)| match place.slot {
+                Slot::External(e) if self.host_inputs[e].is_none() => ext[e].map_or(0, |b| b.id),
                 _ => 0,
             })
             .collect();
         let mut cached = step.bind_groups.lock().unwrap();
         if cached.as_ref().is_none_or(|(have, _)| *have != ids) {
-            let buffers: Vec<&wgpu::Buffer> = step.bindings.iter().map(|slot| self.buffer(*slot, ext)).collect();
+            let buffers: Vec<wgpu::BufferBinding<'_>> = step
+                .bindings
+                .iter()
+                .map(|&(place, words)| binding(self.buffer(place.slot, ext), place.offset, words))
+                .collect();
             let groups = step
                 .passes
                 .iter()
@@ -170,12 +179,25 @@ impl GpuPlan {
     }
 }
 
+/// A binding of `buffer` from word `offset` on: the whole buffer where the offset
+/// is 0 (or the value empty), else a view of `words` words.
+fn binding(buffer: &wgpu::Buffer, offset: usize, words: usize) -> wgpu::BufferBinding<'_> {
+    match (offset, wgpu::BufferSize::new(words as u64 * 4)) {
+        (0, _) | (_, None) => buffer.as_entire_buffer_binding(),
+        (offset, size) => wgpu::BufferBinding {
+            buffer,
+            offset: offset as u64 * 4,
+            size,
+        },
+    }
+}
+
 /// The bind group of one pass: its uniforms, then `buffers`.
 pub(super) fn bind_group(
     device: &wgpu::Device,
     layout: &wgpu::BindGroupLayout,
     params: &wgpu::Buffer,
-    buffers: &[&wgpu::Buffer],
+    buffers: &[wgpu::BufferBinding<'_>],
 ) -> wgpu::BindGroup {
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
@@ -184,7 +206,7 @@ pub(super) fn bind_group(
     for (i, b) in buffers.iter().enumerate() {
         entries.push(wgpu::BindGroupEntry {
             binding: 1 + i as u32,
-            resource: b.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(b.clone()),
         });
     }
     device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -259,13 +281,15 @@ impl GpuPlan {
         ext: &[Option<&Arc<GpuBuffer>>],
         kept: &[Arc<GpuBuffer>],
     ) {
-        for (&(slot, words), dst) in self.kept.iter().zip(kept) {
+        for (&(place, words), dst) in self.kept.iter().zip(kept) {
+            let source = self.buffer(place.slot, ext);
+            let offset = place.offset as u64 * 4;
             encoder.copy_buffer_to_buffer(
-                self.buffer(slot, ext),
-                0,
+                source,
+                offset,
                 dst.raw(),
                 0,
-                buffer_bytes(words).min(dst.raw().size()),
+                buffer_bytes(words).min(dst.raw().size()).min(source.size() - offset),
             );
         }
     }

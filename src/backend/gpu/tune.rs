@@ -90,7 +90,11 @@ impl Shared {
                 .collect();
             let Ok(passes) = built else { continue };
             let layout = self.layout(reads, writes);
-            let refs: Vec<&wgpu::Buffer> = buffers.iter().chain(&scratch).collect();
+            let refs: Vec<wgpu::BufferBinding<'_>> = buffers
+                .iter()
+                .chain(&scratch)
+                .map(wgpu::Buffer::as_entire_buffer_binding)
+                .collect();
             let groups: Vec<wgpu::BindGroup> = passes
                 .iter()
                 .map(|p| bind_group(&self.device, &layout, &p.params, &refs))
