@@ -287,7 +287,7 @@ impl<'s> Lowerer<'s> {
         let base = inputs[0].0.offset;
         offsets
             .iter()
-            .all(|o| (base + o) % align == 0)
+            .all(|o| (base + o).is_multiple_of(align))
             .then_some(Lowering::Views(offsets))
     }
 
