@@ -32,6 +32,7 @@ device_tests!(
     gelu_follows_the_exact_erf_and_pytorchs_tanh_form,
     an_op_with_two_outputs_computes_both_in_one_launch,
     views_give_the_bits_of_copies_without_their_launches,
+    joins_written_in_place_give_the_bits_of_copies,
     a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain,
     a_product_computes_the_maps_that_read_it_in_its_epilogue,
     an_mlp_training_step_is_nine_launches_before_the_update,
@@ -838,6 +839,63 @@ fn views_give_the_bits_of_copies_without_their_launches(shared: &Device) {
     assert!(
         view_launches + 5 <= copy_launches,
         "{dev}: {view_launches} launches with views, {copy_launches} with copies"
+    );
+}
+
+/// Joins written in place (`FastPath::Views`, fused plans): a stack of products'
+/// activations (one of them kept) is no launch, while a chain whose parts read each
+/// other, a part joined twice, a join of joins and a join with a leaf in it stay
+/// correct; values and gradients with the bits of copies (views forced off).
+fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
+    let dev = &common::private(shared);
+    let run = |on: bool| {
+        let _forced = fast_path::force(FastPath::Views, on);
+        let leaf = |shape: &[usize], seed| Tensor::randn(shape, seed, dev).unwrap().requires_grad().unwrap();
+        let w = leaf(&[64, 64], 1);
+        let xs: Vec<Tensor> = (0..4).map(|i| leaf(&[4, 64], 10 + i)).collect();
+        let acts: Vec<Tensor> = xs.iter().map(|x| x.matmul(&w).tanh()).collect();
+        let joined = Tensor::stack(&acts.iter().collect::<Vec<_>>(), 0);
+        let mut chain = vec![xs[0].clone()];
+        for _ in 0..3 {
+            let next = chain.last().unwrap().matmul(&w).tanh();
+            chain.push(next);
+        }
+        let chained = Tensor::stack(&chain[1..].iter().collect::<Vec<_>>(), 0);
+        let twice = Tensor::cat(&[&acts[0], &acts[0]], 0);
+        let of_joins = Tensor::cat(
+            &[
+                &Tensor::stack(&[&acts[1], &acts[2]], 0),
+                &Tensor::stack(&[&chain[1], &acts[3]], 0),
+            ],
+            0,
+        );
+        let with_leaf = Tensor::cat(&[&xs[1], &acts[2]], 0);
+        let all = [&joined, &chained, &twice, &of_joins, &with_leaf];
+        let loss = all
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t * *t).sum() * (i as f32 + 1.0))
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let before = dev.stats();
+        let grads = loss.backward().unwrap();
+        for t in all.iter().copied().chain([&acts[1]]) {
+            t.realize().unwrap();
+        }
+        let launches = (dev.stats() - before).dispatches;
+        let mut values: Vec<f32> = all.iter().flat_map(|t| t.to_vec().unwrap()).collect();
+        values.extend(acts[1].to_vec().unwrap());
+        for p in xs.iter().chain([&w]) {
+            values.extend(grads.get(p).unwrap().to_vec().unwrap());
+        }
+        (values, launches)
+    };
+    let (copies, copy_launches) = run(false);
+    let (joins, join_launches) = run(true);
+    assert!(joins == copies, "{dev}: joins change the bits");
+    assert!(
+        join_launches < copy_launches,
+        "{dev}: {join_launches} launches with joins, {copy_launches} with copies"
     );
 }
 

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::fuse::{Fusion, ProductTail};
+use super::joins::Joins;
 use super::plan::{Ref, Schedule};
 use crate::backend::{ExternalSpec, Place, Probe, Program, Slot, Step, Storage};
 use crate::ops::fused::FusedKernel;
@@ -17,7 +18,8 @@ use crate::tensor::numel;
 impl Schedule {
     /// Lowers to a program: one step per kernel, arena slots reused by liveness; with
     /// `fuse`, chains of elementwise nodes as one kernel each (`fuse.rs`); with
-    /// `view_alignment` (in words), views wherever their offset is a multiple of it.
+    /// `view_alignment` (in words), views wherever their offset is a multiple of it,
+    /// and in fused plans joins written in place (`joins.rs`).
     pub(super) fn lower(&self, fuse: bool, view_alignment: Option<usize>) -> Program {
         let mut program = Program {
             externals: self.external_specs(),
@@ -197,6 +199,10 @@ struct Lowerer<'s> {
     /// Views are made where their offset (in words) is a multiple of this; `None`:
     /// never.
     view_alignment: Option<usize>,
+    /// The joins written in place, and the buffer of each once its first part has
+    /// been placed.
+    joins: Joins,
+    join_slots: HashMap<usize, Slot>,
 }
 
 impl<'s> Lowerer<'s> {
@@ -219,7 +225,7 @@ impl<'s> Lowerer<'s> {
         } else {
             Fusion::default()
         };
-        Lowerer {
+        let mut lowerer = Lowerer {
             schedule,
             fusion,
             uses,
@@ -228,7 +234,45 @@ impl<'s> Lowerer<'s> {
             slot_of: Vec::with_capacity(n),
             arena: Arena::default(),
             view_alignment,
+            joins: Joins::default(),
+            join_slots: HashMap::new(),
+        };
+        if let (true, Some(alignment)) = (fuse, view_alignment) {
+            lowerer.joins = Joins::plan(schedule, alignment, |i| lowerer.launch_reads(i));
         }
+        lowerer
+    }
+
+    /// What node `i`'s launches read, where it is computed by launches of its own
+    /// into a buffer of its own: not absorbed, not a view, not an alias.
+    fn launch_reads(&self, i: usize) -> Option<Vec<Ref>> {
+        if self.fusion.absorbed.get(i).copied().unwrap_or(false) {
+            return None;
+        }
+        let node = &self.schedule.nodes[i];
+        let shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
+        if !self.fused(i) && node.0.op.rule().views(&shapes, node.shape()).is_some() {
+            return None;
+        }
+        let (lowering, refs, _) = self.lowering_of(i);
+        matches!(lowering, Lowering::Launches { .. }).then_some(refs)
+    }
+
+    /// Whether node `i` is computed by a fused kernel (a tree or a product's tail).
+    fn fused(&self, i: usize) -> bool {
+        self.fusion.tails.get(i).is_some_and(Option::is_some) || self.fusion.trees.get(i).is_some_and(Option::is_some)
+    }
+
+    /// The buffer of join `c`, taken when its first part is placed and held until
+    /// each part has been written.
+    fn join_slot(&mut self, c: usize) -> Slot {
+        if let Some(&slot) = self.join_slots.get(&c) {
+            return slot;
+        }
+        let slot = self.arena.take(self.schedule.nodes[c].words().max(1));
+        self.arena.hold(slot, self.joins.parts[&c], false);
+        self.join_slots.insert(c, slot);
+        slot
     }
 
     /// Lowers node `i`: places its value, appends its launches and its probe, and
@@ -245,14 +289,27 @@ impl<'s> Lowerer<'s> {
             .map(|r| resolve(r, &self.slot_of))
             .zip(input_words)
             .collect();
-        let lowering = self.views_of(i, &inputs).unwrap_or(lowering);
+        let lowering = if self.joins.parts.contains_key(&i) {
+            Lowering::Joined
+        } else {
+            self.views_of(i, &inputs).unwrap_or(lowering)
+        };
         let computed = matches!(lowering, Lowering::Launches { .. });
         let (bound, launches) = self.place(i, lowering, inputs);
         let out = bound.out.0;
         self.slot_of.push(out);
         self.arena.hold(out.slot, self.uses[i], self.schedule.kept[i]);
+        if self.joins.part_of.contains_key(&i) {
+            // This part's write into its join's buffer, which held it, is placed.
+            self.arena.read_done(out.slot);
+        }
         for Launch { kernel, bindings } in launches {
-            let (places, words) = bindings.iter().map(|&b| bound.get(b)).unzip();
+            let (places, words): (Vec<Place>, _) = bindings.iter().map(|&b| bound.get(b)).unzip();
+            let (reads, writes) = places.split_at(kernel.reads());
+            debug_assert!(
+                writes.iter().all(|w| reads.iter().all(|r| r.slot != w.slot)),
+                "a launch of node {i} would read and write one buffer"
+            );
             program.steps.push(Step {
                 kernel,
                 bindings: places,
@@ -260,8 +317,9 @@ impl<'s> Lowerer<'s> {
                 node: i,
             });
         }
-        if computed {
-            debug_assert_eq!(out.offset, 0, "a computed value starts its slot");
+        // (A part of a join placed past its buffer's start has no probe: the
+        // debugging modes, which read probes, run unfused plans, without joins.)
+        if computed && out.offset == 0 {
             program.probes.push(Probe {
                 node: i,
                 after: program.steps.len(),
@@ -276,9 +334,7 @@ impl<'s> Lowerer<'s> {
     /// contiguous range of it, views are on, and every offset meets the alignment.
     fn views_of(&self, i: usize, inputs: &[(Place, usize)]) -> Option<Lowering> {
         let align = self.view_alignment?;
-        let fused = self.fusion.tails.get(i).is_some_and(Option::is_some)
-            || self.fusion.trees.get(i).is_some_and(Option::is_some);
-        if fused {
+        if self.fused(i) {
             return None;
         }
         let node = &self.schedule.nodes[i];
@@ -367,6 +423,18 @@ impl<'s> Lowerer<'s> {
                 };
                 (bound, Vec::new())
             }
+            // A join whose parts were computed into its buffer.
+            Lowering::Joined => {
+                let out = (Place::start_of(self.join_slots[&i]), words);
+                let bound = Bound {
+                    out,
+                    outputs: Vec::new(),
+                    inputs,
+                    temps: Vec::new(),
+                    views: true,
+                };
+                (bound, Vec::new())
+            }
             Lowering::OutputOf(k) => {
                 let Ref::Node(parent) = self.schedule.inputs[i][0] else {
                     unreachable!("validated: an output's node is in the plan")
@@ -378,9 +446,15 @@ impl<'s> Lowerer<'s> {
                 outputs,
                 launches,
             } => {
+                let out = match self.joins.part_of.get(&i) {
+                    Some(&(join, offset)) => {
+                        let slot = self.join_slot(join);
+                        (Place { slot, offset }, words)
+                    }
+                    None => (Place::start_of(self.arena.take(words.max(1))), words),
+                };
                 let arena = &mut self.arena;
                 let mut take = |w: usize| (Place::start_of(arena.take(w.max(1))), w);
-                let out = take(words);
                 let temps = temps.iter().map(|&w| take(w)).collect();
                 let outputs = outputs.iter().map(|&w| take(w)).collect();
                 (

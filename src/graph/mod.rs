@@ -5,6 +5,7 @@ pub(crate) mod autograd;
 pub(crate) mod debug;
 pub(crate) mod deferred;
 mod fuse;
+mod joins;
 mod lower;
 pub(crate) mod plan;
 pub(crate) mod profile;

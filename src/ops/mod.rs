@@ -311,6 +311,9 @@ pub(crate) enum Lowering {
     /// No kernel: output `k` of the node is input 0's buffer from word `offsets[k]`
     /// on (the planner's choice where [`Rule::views`] allows it).
     Views(Vec<usize>),
+    /// No kernel: the node is a join whose parts were computed into its buffer (the
+    /// planner's choice, `graph/joins.rs`).
+    Joined,
     /// Launches in order; `temps` are scratch buffers (in words) private to the node,
     /// `outputs` the sizes (in words) of its outputs after the first.
     Launches {

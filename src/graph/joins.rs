@@ -1,0 +1,111 @@
+//! Joins written in place ([`FastPath::Views`](crate::fast_path::FastPath::Views),
+//! fused plans): a `cat` (or `stack`) along its leading axes whose every part is the
+//! value of a launch of the plan (through reshapes) gets its buffer before the first
+//! of those launches runs, and each of them writes its value straight into its range
+//! of it; the join is then no launch, and its parts are views of its buffer. An
+//! unrolled RNN's output sequence and its gradients' joins (the time steps' gate
+//! gradients, joined for the weight gradient) are copied no more.
+//!
+//! A part qualifies when its launch is its own (not absorbed by fusion, not a view,
+//! not a second output, not a join written in place itself), no other join has
+//! claimed it, and it appears once. A join
+//! is made only where every part qualifies, every offset meets the backend's
+//! alignment, and no part's launch reads another part of the same join (a launch
+//! never reads and writes one buffer): else it stays a copy, as before.
+
+use std::collections::{HashMap, HashSet};
+
+use super::plan::{Ref, Schedule};
+use crate::ops::{split_axis, Op};
+
+/// The joins of a plan that are written in place.
+#[derive(Default)]
+pub(super) struct Joins {
+    /// Per part: its join and the word offset of its range there.
+    pub(super) part_of: HashMap<usize, (usize, usize)>,
+    /// Per join: its number of parts.
+    pub(super) parts: HashMap<usize, usize>,
+}
+
+impl Joins {
+    /// The joins of `schedule` to write in place, with offsets that are multiples of
+    /// `alignment` words. `launch_reads(i)`: what node `i`'s launches read, where it
+    /// is computed by launches of its own into a buffer of its own (else `None`).
+    pub(super) fn plan(
+        schedule: &Schedule,
+        alignment: usize,
+        launch_reads: impl Fn(usize) -> Option<Vec<Ref>>,
+    ) -> Joins {
+        let mut joins = Joins::default();
+        for (c, node) in schedule.nodes.iter().enumerate() {
+            let Op::Cat(cat) = &node.0.op else { continue };
+            if split_axis(node.shape(), cat.axis).0 != 1 {
+                continue;
+            }
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            for (r, input) in schedule.inputs[c].iter().zip(&node.0.inputs) {
+                let Ref::Node(x) = *r else { break };
+                let part = through_reshapes(schedule, x);
+                let fits = schedule.nodes[part].words() == input.words()
+                    && offset % alignment == 0
+                    && !joins.part_of.contains_key(&part)
+                    && !joins.parts.contains_key(&part)
+                    && !parts.iter().any(|&(p, _, _)| p == part);
+                let Some(reads) = launch_reads(part).filter(|_| fits) else {
+                    break;
+                };
+                parts.push((part, offset, reads));
+                offset += input.words();
+            }
+            if parts.len() != node.0.inputs.len() {
+                continue;
+            }
+            let members: HashSet<usize> = parts.iter().map(|&(p, _, _)| p).collect();
+            let reads_a_part = parts.iter().flat_map(|(_, _, reads)| reads).any(|r| match *r {
+                Ref::Node(x) => members.contains(&buffer_of(schedule, x)),
+                Ref::External(_) => false,
+            });
+            if reads_a_part {
+                continue;
+            }
+            joins.parts.insert(c, parts.len());
+            for (part, offset, _) in parts {
+                joins.part_of.insert(part, (c, offset));
+            }
+        }
+        joins
+    }
+}
+
+/// The node whose buffer `x`'s value is, through reshapes and detaches (the same
+/// words).
+fn through_reshapes(schedule: &Schedule, mut x: usize) -> usize {
+    while matches!(schedule.nodes[x].0.op, Op::Reshape | Op::Detach) {
+        match schedule.inputs[x][0] {
+            Ref::Node(input) => x = input,
+            Ref::External(_) => break,
+        }
+    }
+    x
+}
+
+/// The node whose buffer `x`'s value may lie in: through reshapes, detaches, narrows
+/// and unbinds (which may be views of their input), but not other ops' second
+/// outputs (buffers of their own).
+fn buffer_of(schedule: &Schedule, mut x: usize) -> usize {
+    loop {
+        let next = match &schedule.nodes[x].0.op {
+            Op::Reshape | Op::Detach | Op::Slice(_) | Op::Unbind(_) => schedule.inputs[x][0],
+            Op::Output(_) => match schedule.inputs[x][0] {
+                Ref::Node(parent) if matches!(schedule.nodes[parent].0.op, Op::Unbind(_)) => Ref::Node(parent),
+                _ => return x,
+            },
+            _ => return x,
+        };
+        match next {
+            Ref::Node(input) => x = input,
+            Ref::External(_) => return x,
+        }
+    }
+}
