@@ -33,6 +33,7 @@ device_tests!(
     an_op_with_two_outputs_computes_both_in_one_launch,
     views_give_the_bits_of_copies_without_their_launches,
     joins_written_in_place_give_the_bits_of_copies,
+    a_range_of_a_permutation_copies_only_the_range,
     a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain,
     a_product_computes_the_maps_that_read_it_in_its_epilogue,
     an_mlp_training_step_is_nine_launches_before_the_update,
@@ -897,6 +898,33 @@ fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
         join_launches < copy_launches,
         "{dev}: {join_launches} launches with joins, {copy_launches} with copies"
     );
+}
+
+/// `narrow` of a permutation not yet computed narrows its input and permutes the
+/// range (a batch-first sequence's last step); a permutation that moves axes of one
+/// entry only is a reshape: no launch, and the values and gradients of the
+/// permutation computed first.
+fn a_range_of_a_permutation_copies_only_the_range(shared: &Device) {
+    let dev = &common::private(shared);
+    let x = Tensor::randn(&[6, 4, 5], 3, dev).unwrap().requires_grad().unwrap();
+    let weights = Tensor::randn(&[4, 2, 5], 4, dev).unwrap();
+    let last = |computed_first: bool| {
+        let batch_first = x.permute(&[1, 0, 2]);
+        if computed_first {
+            batch_first.realize().unwrap();
+        }
+        let range = batch_first.narrow(1, 3, 2);
+        let grads = (&range * &weights).sum().backward().unwrap();
+        (range.to_vec().unwrap(), grads.get(&x).unwrap().to_vec().unwrap())
+    };
+    assert_eq!(last(false), last(true), "{dev}: narrow of a permutation");
+    let step = x.narrow(0, 5, 1);
+    step.realize().unwrap();
+    let before = dev.stats();
+    let moved = step.permute(&[1, 0, 2]);
+    assert_eq!(moved.shape(), &[4, 1, 5]);
+    assert_eq!(moved.to_vec().unwrap(), step.to_vec().unwrap(), "{dev}: an axis of one moved");
+    assert_eq!((dev.stats() - before).dispatches, 0, "{dev}: moving an axis of one copies nothing");
 }
 
 fn an_op_with_two_outputs_computes_both_in_one_launch(shared: &Device) {

@@ -514,7 +514,12 @@ impl Tensor {
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return self.clone();
         }
-        let shape = perm.iter().map(|&p| self.shape()[p]).collect();
+        let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
+        // Axes of one entry moved among the others leave every word where it was.
+        let longer: Vec<usize> = perm.iter().copied().filter(|&p| self.shape()[p] != 1).collect();
+        if longer.windows(2).all(|w| w[0] < w[1]) {
+            return self.reshape(&shape);
+        }
         Tensor::from_node(
             Op::Permute(Permute(perm.to_vec())),
             vec![self.clone()],
@@ -573,6 +578,14 @@ impl Tensor {
         );
         if start == 0 && len == shape[axis] {
             return self.clone();
+        }
+        // A range of a permutation not yet computed is the permutation of the range
+        // of its input: only the range is copied (a batch-first sequence's last step
+        // is not the whole sequence permuted, then narrowed), or none of it, where
+        // the range is a view.
+        let pending = self.0.storage.lock().unwrap().is_none();
+        if let (Op::Permute(Permute(perm)), true) = (&self.0.op, pending) {
+            return self.0.inputs[0].narrow(perm[axis], start, len).permute(perm);
         }
         let mut out = shape.to_vec();
         out[axis] = len;
