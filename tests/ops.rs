@@ -923,8 +923,16 @@ fn a_range_of_a_permutation_copies_only_the_range(shared: &Device) {
     let before = dev.stats();
     let moved = step.permute(&[1, 0, 2]);
     assert_eq!(moved.shape(), &[4, 1, 5]);
-    assert_eq!(moved.to_vec().unwrap(), step.to_vec().unwrap(), "{dev}: an axis of one moved");
-    assert_eq!((dev.stats() - before).dispatches, 0, "{dev}: moving an axis of one copies nothing");
+    assert_eq!(
+        moved.to_vec().unwrap(),
+        step.to_vec().unwrap(),
+        "{dev}: an axis of one moved"
+    );
+    assert_eq!(
+        (dev.stats() - before).dispatches,
+        0,
+        "{dev}: moving an axis of one copies nothing"
+    );
 }
 
 fn an_op_with_two_outputs_computes_both_in_one_launch(shared: &Device) {
