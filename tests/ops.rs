@@ -844,9 +844,10 @@ fn views_give_the_bits_of_copies_without_their_launches(shared: &Device) {
 }
 
 /// Joins written in place (`FastPath::Views`, fused plans): a stack of products'
-/// activations (one of them kept) is no launch, while a chain whose parts read each
-/// other, a part joined twice, a join of joins and a join with a leaf in it stay
-/// correct; values and gradients with the bits of copies (views forced off).
+/// activations (one of them kept) is no launch, and the join of its entries a view
+/// of it, while a chain whose parts read each other, a part joined twice, a join of
+/// joins and a join with a leaf copied in stay correct; values and gradients with
+/// the bits of copies (views forced off).
 fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
     let dev = &common::private(shared);
     let run = |on: bool| {
@@ -871,7 +872,9 @@ fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
             0,
         );
         let with_leaf = Tensor::cat(&[&xs[1], &acts[2]], 0);
-        let all = [&joined, &chained, &twice, &of_joins, &with_leaf];
+        // The entries of a join written in place, joined again: a view of it.
+        let rejoined = Tensor::cat(&joined.unbind(0).iter().collect::<Vec<_>>(), 0);
+        let all = [&joined, &chained, &twice, &of_joins, &with_leaf, &rejoined];
         let loss = all
             .iter()
             .enumerate()
@@ -903,7 +906,8 @@ fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
 /// `narrow` of a permutation not yet computed narrows its input and permutes the
 /// range (a batch-first sequence's last step); a permutation that moves axes of one
 /// entry only is a reshape: no launch, and the values and gradients of the
-/// permutation computed first.
+/// permutation computed first; the gradient of a range of a range is the direct
+/// range's.
 fn a_range_of_a_permutation_copies_only_the_range(shared: &Device) {
     let dev = &common::private(shared);
     let x = Tensor::randn(&[6, 4, 5], 3, dev).unwrap().requires_grad().unwrap();
@@ -918,6 +922,19 @@ fn a_range_of_a_permutation_copies_only_the_range(shared: &Device) {
         (range.to_vec().unwrap(), grads.get(&x).unwrap().to_vec().unwrap())
     };
     assert_eq!(last(false), last(true), "{dev}: narrow of a permutation");
+    // A range of a range: its gradient (zeros around zeros around g) is one pad.
+    let nested = x.narrow(0, 1, 5).narrow(0, 3, 2);
+    let direct = x.narrow(0, 4, 2);
+    let weights = Tensor::randn(&[2, 4, 5], 6, dev).unwrap();
+    let grad_of = |range: &Tensor| {
+        let grads = (range * &weights).sum().backward().unwrap();
+        grads.get(&x).unwrap().to_vec().unwrap()
+    };
+    assert_eq!(
+        grad_of(&nested),
+        grad_of(&direct),
+        "{dev}: gradient of a range of a range"
+    );
     let step = x.narrow(0, 5, 1);
     step.realize().unwrap();
     let before = dev.stats();

@@ -1,30 +1,35 @@
 //! Joins written in place ([`FastPath::Views`](crate::fast_path::FastPath::Views),
-//! fused plans): a `cat` (or `stack`) along its leading axes whose every part is the
-//! value of a launch of the plan (through reshapes) gets its buffer before the first
-//! of those launches runs, and each of them writes its value straight into its range
+//! fused plans): a `cat` (or `stack`) along its leading axes whose parts are values
+//! of launches of the plan (through reshapes) gets its buffer before the first of
+//! those launches runs, and each of them writes its value straight into its range
 //! of it; the join is then no launch, and its parts are views of its buffer. An
 //! unrolled RNN's output sequence and its gradients' joins (the time steps' gate
 //! gradients, joined for the weight gradient) are copied no more.
 //!
-//! A part qualifies when its launch is its own (not absorbed by fusion, not a view,
-//! not a second output, not a join written in place itself), no other join has
-//! claimed it, and it appears once. A join
-//! is made only where every part qualifies, every offset meets the backend's
-//! alignment, and no part's launch reads another part of the same join (a launch
-//! never reads and writes one buffer): else it stays a copy, as before.
+//! A part is written in place when its launch is its own (not absorbed by fusion,
+//! not a view, not a second output, not a join written in place itself), no other
+//! join has claimed it, and it appears once; the others (a plan's input, say) are
+//! copied in by a launch each when the join is reached. A join is made where at
+//! least one part is written in place, no more are copied than the plain join has
+//! launches, every offset meets the backend's alignment, and no launch reads a
+//! part of the join it writes (a launch never reads and writes one buffer): else it
+//! stays a copy, as before.
 
 use std::collections::{HashMap, HashSet};
 
 use super::plan::{Ref, Schedule};
-use crate::ops::{split_axis, Op};
+use crate::ops::{split_axis, Op, CAT_INPUTS};
 
 /// The joins of a plan that are written in place.
 #[derive(Default)]
 pub(super) struct Joins {
     /// Per part: its join and the word offset of its range there.
     pub(super) part_of: HashMap<usize, (usize, usize)>,
-    /// Per join: its number of parts.
+    /// Per join: its number of parts written in place.
     pub(super) parts: HashMap<usize, usize>,
+    /// Per join with parts copied in (the others): each one's input index and
+    /// offset.
+    pub(super) copied: HashMap<usize, Vec<(usize, usize)>>,
 }
 
 impl Joins {
@@ -43,35 +48,52 @@ impl Joins {
                 continue;
             }
             let mut parts = Vec::new();
+            let mut copied = Vec::new();
             let mut offset = 0;
-            for (r, input) in schedule.inputs[c].iter().zip(&node.0.inputs) {
-                let Ref::Node(x) = *r else { break };
-                let part = through_reshapes(schedule, x);
-                let fits = schedule.nodes[part].words() == input.words()
-                    && offset % alignment == 0
-                    && !joins.part_of.contains_key(&part)
-                    && !joins.parts.contains_key(&part)
-                    && !parts.iter().any(|&(p, _, _)| p == part);
-                let Some(reads) = launch_reads(part).filter(|_| fits) else {
-                    break;
+            for (k, (r, input)) in schedule.inputs[c].iter().zip(&node.0.inputs).enumerate() {
+                let in_place = match *r {
+                    Ref::Node(x) => {
+                        let part = through_reshapes(schedule, x);
+                        let fits = schedule.nodes[part].words() == input.words()
+                            && !joins.part_of.contains_key(&part)
+                            && !joins.parts.contains_key(&part)
+                            && !parts.iter().any(|&(p, _, _)| p == part);
+                        launch_reads(part).filter(|_| fits).map(|reads| (part, reads))
+                    }
+                    Ref::External(_) => None,
                 };
-                parts.push((part, offset, reads));
+                match in_place {
+                    Some((part, reads)) => parts.push((part, offset, reads)),
+                    None => copied.push((k, offset)),
+                }
                 offset += input.words();
             }
-            if parts.len() != node.0.inputs.len() {
+            let aligned = parts
+                .iter()
+                .map(|&(_, o, _)| o)
+                .chain(copied.iter().map(|&(_, o)| o))
+                .all(|o| o.is_multiple_of(alignment));
+            // Never more launches than the plain join's.
+            let few_copies = copied.len() <= node.0.inputs.len().div_ceil(CAT_INPUTS);
+            if parts.is_empty() || !aligned || !few_copies {
                 continue;
             }
             let members: HashSet<usize> = parts.iter().map(|&(p, _, _)| p).collect();
-            let reads_a_part = parts.iter().flat_map(|(_, _, reads)| reads).any(|r| match *r {
+            let in_members = |r: &Ref| match *r {
                 Ref::Node(x) => members.contains(&buffer_of(schedule, x)),
                 Ref::External(_) => false,
-            });
-            if reads_a_part {
+            };
+            let reads_a_part = parts.iter().flat_map(|(_, _, reads)| reads).any(in_members);
+            let copies_a_part = copied.iter().any(|&(k, _)| in_members(&schedule.inputs[c][k]));
+            if reads_a_part || copies_a_part {
                 continue;
             }
             joins.parts.insert(c, parts.len());
             for (part, offset, _) in parts {
                 joins.part_of.insert(part, (c, offset));
+            }
+            if !copied.is_empty() {
+                joins.copied.insert(c, copied);
             }
         }
         joins

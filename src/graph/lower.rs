@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::arena::Arena;
 use super::fuse::{Fusion, ProductTail};
 use super::joins::Joins;
 use super::plan::{Ref, Schedule};
@@ -88,76 +89,6 @@ fn resolve(r: &Ref, slot_of: &[Place]) -> Place {
     match r {
         Ref::Node(i) => slot_of[*i],
         Ref::External(e) => Place::start_of(Slot::External(*e)),
-    }
-}
-
-/// The arena as lowering fills it.
-#[derive(Default)]
-struct Arena {
-    /// Each slot's size in words.
-    sizes: Vec<usize>,
-    /// Reads of each slot still to come (aliases' reads included).
-    uses_left: Vec<usize>,
-    /// Slots whose value is kept after the plan (never reused).
-    pinned: Vec<bool>,
-    free: Vec<usize>,
-}
-
-impl Arena {
-    /// The smallest free slot of at least `words`, or a new one.
-    fn take(&mut self, words: usize) -> Slot {
-        let best = self
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, &s)| self.sizes[s] >= words)
-            .min_by_key(|(_, &s)| self.sizes[s]);
-        match best {
-            Some((pos, &s)) => {
-                self.free.swap_remove(pos);
-                Slot::Arena(s)
-            }
-            None => {
-                self.sizes.push(words);
-                self.uses_left.push(0);
-                self.pinned.push(false);
-                Slot::Arena(self.sizes.len() - 1)
-            }
-        }
-    }
-
-    /// `slot` now holds a value that will be read `uses` more times (and kept if `kept`).
-    fn hold(&mut self, slot: Slot, uses: usize, kept: bool) {
-        if let Slot::Arena(s) = slot {
-            self.uses_left[s] += uses;
-            self.pinned[s] |= kept;
-        }
-    }
-
-    /// A scratch slot is free again.
-    fn release(&mut self, slot: Slot) {
-        if let Slot::Arena(s) = slot {
-            self.free.push(s);
-        }
-    }
-
-    /// One read of `slot` has run: free once its last reader has, unless kept.
-    fn read_done(&mut self, slot: Slot) {
-        if let Slot::Arena(s) = slot {
-            self.uses_left[s] -= 1;
-            if self.uses_left[s] == 0 && !self.pinned[s] {
-                self.free.push(s);
-            }
-        }
-    }
-
-    /// A value nobody reads or keeps is free as soon as it is written.
-    fn free_if_unread(&mut self, slot: Slot) {
-        if let Slot::Arena(s) = slot {
-            if self.uses_left[s] == 0 && !self.pinned[s] && !self.free.contains(&s) {
-                self.free.push(s);
-            }
-        }
     }
 }
 
@@ -317,6 +248,19 @@ impl<'s> Lowerer<'s> {
                 node: i,
             });
         }
+        if let Some(copied) = self.joins.copied.get(&i) {
+            // The parts of a join written in place that no launch of theirs wrote.
+            let slot = out.slot;
+            for &(k, offset) in copied {
+                let (from, words) = bound.inputs[k];
+                program.steps.push(Step {
+                    kernel: crate::ops::plain_copy(words),
+                    bindings: vec![from, Place { slot, offset }],
+                    words: vec![words, words],
+                    node: i,
+                });
+            }
+        }
         // (A part of a join placed past its buffer's start has no probe: the
         // debugging modes, which read probes, run unfused plans, without joins.)
         if computed && out.offset == 0 {
@@ -338,6 +282,19 @@ impl<'s> Lowerer<'s> {
             return None;
         }
         let node = &self.schedule.nodes[i];
+        if let Op::Cat(cat) = &node.0.op {
+            // Parts that lie one after the other in one buffer (a sequence's steps
+            // from a join written in place) are already their join.
+            let first = inputs[0].0;
+            let mut next = first.offset;
+            let consecutive = inputs.iter().all(|&(place, words)| {
+                let here = place.slot == first.slot && place.offset == next;
+                next += words;
+                here
+            });
+            let leading = crate::ops::split_axis(node.shape(), cat.axis).0 == 1;
+            return (consecutive && leading).then(|| Lowering::Views(vec![0]));
+        }
         let shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
         let offsets = node.0.op.rule().views(&shapes, node.shape())?;
         let base = inputs[0].0.offset;

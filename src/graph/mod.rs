@@ -1,6 +1,7 @@
 //! The lazy graph: autograd, fusion and plans, and the `Tensor` methods that run them
 //! (`values.rs`); the op table is `crate::ops`, the tensor handle `crate::tensor`.
 
+mod arena;
 pub(crate) mod autograd;
 pub(crate) mod debug;
 pub(crate) mod deferred;

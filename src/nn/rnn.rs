@@ -449,6 +449,11 @@ impl Layer {
         let projected = products
             .input_product(&seq.reshape(&[t * b, input]), bias_x.as_ref())
             .reshape(&[t, b, gates]);
+        // Forward, with a step of whole multiples of 64 words (every adapter's view
+        // alignment), the output is a range of the states h0, h1, … hT joined: their
+        // join for W_hh's gradient (autograd's joined products read h0 … hT−1) is then
+        // a range of the same buffer, no copy (`graph/joins.rs`).
+        let states_first = (!reverse && (b * h0.shape()[1]).is_multiple_of(64)).then(|| h0.clone());
         let (mut h, mut c) = (h0, c0);
         let mut outs = Vec::with_capacity(t);
         let mut steps = projected.unbind(0);
@@ -472,7 +477,13 @@ impl Layer {
         if reverse {
             outs.reverse();
         }
-        let out = Tensor::stack(&outs.iter().collect::<Vec<_>>(), 0);
+        let out = match states_first {
+            Some(h0) => {
+                let states: Vec<&Tensor> = std::iter::once(&h0).chain(&outs).collect();
+                Tensor::stack(&states, 0).narrow(0, 1, t)
+            }
+            None => Tensor::stack(&outs.iter().collect::<Vec<_>>(), 0),
+        };
         (out, h, c)
     }
 }

@@ -264,6 +264,12 @@ impl Rule for Unbind {
     }
 }
 
+/// A launch copying `words` words as they are: a part of a join written in place
+/// that its own launch does not write (`graph/joins.rs`).
+pub(crate) fn plain_copy(words: usize) -> Arc<dyn Kernel> {
+    Arc::new(Strided::new(&[words], &[1], 0))
+}
+
 /// reads [x], writes [out]: `out[i] = x[offset + Σ idx_d · in_strides_d]`.
 #[derive(Debug)]
 struct Strided {
@@ -371,7 +377,7 @@ impl Kernel for PadKernel {
 }
 
 /// Most inputs one cat launch reads.
-const CAT_INPUTS: usize = 7;
+pub(crate) const CAT_INPUTS: usize = 7;
 
 /// One input of a cat launch, viewed as [outer, len, inner], and where it goes along
 /// the output's middle axis.
@@ -617,6 +623,14 @@ impl Tensor {
     pub(crate) fn pad(&self, axis: usize, before: usize, after: usize) -> Tensor {
         if before == 0 && after == 0 {
             return self.clone();
+        }
+        // Zeros around zeros around x along one axis: one pad of x (the gradient of a
+        // range of a range: a sequence's last step of a range of its states).
+        let pending = self.0.storage.lock().unwrap().is_none();
+        if let (Op::Pad(inner), true) = (&self.0.op, pending) {
+            if inner.axis == axis {
+                return self.0.inputs[0].pad(axis, before + inner.before, after + inner.after);
+            }
         }
         let mut out = self.shape().to_vec();
         out[axis] += before + after;

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 pub use cast::Cast;
 pub use conv::{Conv, Conv2dArgs, ConvArgs};
+pub(crate) use copy::{plain_copy, CAT_INPUTS};
 pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 
 pub use dropout::Dropout;
