@@ -796,8 +796,9 @@ fn scatter_add_gives_the_same_bits_on_cpu_and_gpu() {
 /// Views (`FastPath::Views`): the entries of an unbind along the leading axis and
 /// narrows along leading axes (at offsets of 4 and 9 words: on a GPU whose alignment
 /// is larger, a copy), read by products, kept, and differentiated (their gradients'
-/// joins are unbinds and narrows of the output's gradient too): the host's values,
-/// the same bits with views forced off, and fewer launches with them on.
+/// joins are unbinds and narrows of the output's gradient too, and the narrows'
+/// gradients pads written in place): the host's values, the same bits with views
+/// forced off, and fewer launches with them on.
 fn views_give_the_bits_of_copies_without_their_launches(shared: &Device) {
     let dev = &common::private(shared);
     let run = |on: bool| {

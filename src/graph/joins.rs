@@ -4,7 +4,9 @@
 //! those launches runs, and each of them writes its value straight into its range
 //! of it; the join is then no launch, and its parts are views of its buffer. An
 //! unrolled RNN's output sequence and its gradients' joins (the time steps' gate
-//! gradients, joined for the weight gradient) are copied no more.
+//! gradients, joined for the weight gradient) are copied no more. A `pad` along the
+//! leading axes (the gradient of a range: of a sequence's steps) is a join of its
+//! input and zeros: the input's launch writes into it, and the zeros are filled.
 //!
 //! A part is written in place when its launch is its own (not absorbed by fusion,
 //! not a view, not a second output, not a join written in place itself), no other
@@ -30,6 +32,9 @@ pub(super) struct Joins {
     /// Per join with parts copied in (the others): each one's input index and
     /// offset.
     pub(super) copied: HashMap<usize, Vec<(usize, usize)>>,
+    /// Per pad written in place: the ranges of zeros around its input (offset and
+    /// words).
+    pub(super) zeros: HashMap<usize, Vec<(usize, usize)>>,
 }
 
 impl Joins {
@@ -43,13 +48,26 @@ impl Joins {
     ) -> Joins {
         let mut joins = Joins::default();
         for (c, node) in schedule.nodes.iter().enumerate() {
-            let Op::Cat(cat) = &node.0.op else { continue };
-            if split_axis(node.shape(), cat.axis).0 != 1 {
+            // A pad is a join of its input and zeros.
+            let (axis, pad) = match &node.0.op {
+                Op::Cat(cat) => (cat.axis, None),
+                Op::Pad(pad) => (pad.axis, Some(pad)),
+                _ => continue,
+            };
+            let (outer, _, inner) = split_axis(node.shape(), axis);
+            if outer != 1 {
                 continue;
+            }
+            let mut zeros = Vec::new();
+            if let Some(pad) = pad {
+                let input = node.0.inputs[0].words();
+                zeros.push((0, pad.before * inner));
+                zeros.push((pad.before * inner + input, pad.after * inner));
+                zeros.retain(|&(_, words)| words > 0);
             }
             let mut parts = Vec::new();
             let mut copied = Vec::new();
-            let mut offset = 0;
+            let mut offset = pad.map_or(0, |p| p.before * inner);
             for (k, (r, input)) in schedule.inputs[c].iter().zip(&node.0.inputs).enumerate() {
                 let in_place = match *r {
                     Ref::Node(x) => {
@@ -72,9 +90,13 @@ impl Joins {
                 .iter()
                 .map(|&(_, o, _)| o)
                 .chain(copied.iter().map(|&(_, o)| o))
+                .chain(zeros.iter().map(|&(o, _)| o))
                 .all(|o| o.is_multiple_of(alignment));
-            // Never more launches than the plain join's.
-            let few_copies = copied.len() <= node.0.inputs.len().div_ceil(CAT_INPUTS);
+            // Never more launches than the plain join's (a pad's: one).
+            let few_copies = match pad {
+                Some(_) => copied.is_empty(),
+                None => copied.len() <= node.0.inputs.len().div_ceil(CAT_INPUTS),
+            };
             if parts.is_empty() || !aligned || !few_copies {
                 continue;
             }
@@ -94,6 +116,9 @@ impl Joins {
             }
             if !copied.is_empty() {
                 joins.copied.insert(c, copied);
+            }
+            if !zeros.is_empty() {
+                joins.zeros.insert(c, zeros);
             }
         }
         joins

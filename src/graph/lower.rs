@@ -261,6 +261,17 @@ impl<'s> Lowerer<'s> {
                 });
             }
         }
+        if let Some(zeros) = self.joins.zeros.get(&i) {
+            // The zeros around a pad written in place.
+            for &(offset, words) in zeros {
+                program.steps.push(Step {
+                    kernel: crate::ops::zero_fill(words),
+                    bindings: vec![Place { slot: out.slot, offset }],
+                    words: vec![words],
+                    node: i,
+                });
+            }
+        }
         // (A part of a join placed past its buffer's start has no probe: the
         // debugging modes, which read probes, run unfused plans, without joins.)
         if computed && out.offset == 0 {

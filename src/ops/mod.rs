@@ -43,6 +43,7 @@ pub(crate) use copy::{plain_copy, CAT_INPUTS};
 pub use copy::{Cat, Pad, Permute, Slice, Unbind};
 
 pub use dropout::Dropout;
+pub(crate) use elementwise::zero_fill;
 pub use elementwise::{BinaryOp, Fill, OneHot, UnaryOp};
 pub use gather::{IndexSelect, ScatterAddRows};
 pub use gru::{GruCell, GruCellGrad};

@@ -3,6 +3,8 @@
 //! template), its gradient and its `Tensor` method, side by side — plus constant
 //! fills and one-hot rows. Adding a map touches this file only.
 
+use std::sync::Arc;
+
 use super::{broadcast_strides, simplify, Lowering, Op, Rule};
 use crate::backend::cpu::vmath;
 use crate::backend::kernel::{wgsl_f32, Grid, Kernel, Uniforms, Wgsl, MAX_RANK};
@@ -455,6 +457,12 @@ impl Rule for OneHot {
     fn backward(&self, _: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
         vec![None]
     }
+}
+
+/// A launch writing `words` zeros: the zeros around a pad written in place
+/// (`graph/joins.rs`).
+pub(crate) fn zero_fill(words: usize) -> Arc<dyn Kernel> {
+    Arc::new(FillKernel { n: words, value: 0.0 })
 }
 
 /// writes [out]
