@@ -29,12 +29,19 @@ pub(super) struct Joins {
     pub(super) part_of: HashMap<usize, (usize, usize)>,
     /// Per join: its number of parts written in place.
     pub(super) parts: HashMap<usize, usize>,
-    /// Per join with parts copied in (the others): each one's input index and
-    /// offset.
-    pub(super) copied: HashMap<usize, Vec<(usize, usize)>>,
-    /// Per pad written in place: the ranges of zeros around its input (offset and
-    /// words).
-    pub(super) zeros: HashMap<usize, Vec<(usize, usize)>>,
+    /// Per join: the ranges of its buffer that no part's launch writes, filled when
+    /// the join is reached.
+    pub(super) fills: HashMap<usize, Vec<RangeFill>>,
+}
+
+/// A range of a join's buffer filled by a launch of the join's own.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RangeFill {
+    /// The first word and the words.
+    pub(super) offset: usize,
+    pub(super) words: usize,
+    /// The join's input copied there; `None`: zeros (around a pad's input).
+    pub(super) from: Option<usize>,
 }
 
 impl Joins {
@@ -58,15 +65,20 @@ impl Joins {
             if outer != 1 {
                 continue;
             }
-            let mut zeros = Vec::new();
+            let mut fills = Vec::new();
             if let Some(pad) = pad {
                 let input = node.0.inputs[0].words();
-                zeros.push((0, pad.before * inner));
-                zeros.push((pad.before * inner + input, pad.after * inner));
-                zeros.retain(|&(_, words)| words > 0);
+                let zeros = |offset, words| RangeFill {
+                    offset,
+                    words,
+                    from: None,
+                };
+                fills.push(zeros(0, pad.before * inner));
+                fills.push(zeros(pad.before * inner + input, pad.after * inner));
+                fills.retain(|f| f.words > 0);
             }
             let mut parts = Vec::new();
-            let mut copied = Vec::new();
+            let mut copied = 0;
             let mut offset = pad.map_or(0, |p| p.before * inner);
             for (k, (r, input)) in schedule.inputs[c].iter().zip(&node.0.inputs).enumerate() {
                 let in_place = match *r {
@@ -82,20 +94,27 @@ impl Joins {
                 };
                 match in_place {
                     Some((part, reads)) => parts.push((part, offset, reads)),
-                    None => copied.push((k, offset)),
+                    None => {
+                        let words = input.words();
+                        fills.push(RangeFill {
+                            offset,
+                            words,
+                            from: Some(k),
+                        });
+                        copied += 1;
+                    }
                 }
                 offset += input.words();
             }
             let aligned = parts
                 .iter()
                 .map(|&(_, o, _)| o)
-                .chain(copied.iter().map(|&(_, o)| o))
-                .chain(zeros.iter().map(|&(o, _)| o))
+                .chain(fills.iter().map(|f| f.offset))
                 .all(|o| o.is_multiple_of(alignment));
             // Never more launches than the plain join's (a pad's: one).
             let few_copies = match pad {
-                Some(_) => copied.is_empty(),
-                None => copied.len() <= node.0.inputs.len().div_ceil(CAT_INPUTS),
+                Some(_) => copied == 0,
+                None => copied <= node.0.inputs.len().div_ceil(CAT_INPUTS),
             };
             if parts.is_empty() || !aligned || !few_copies {
                 continue;
@@ -106,7 +125,10 @@ impl Joins {
                 Ref::External(_) => false,
             };
             let reads_a_part = parts.iter().flat_map(|(_, _, reads)| reads).any(in_members);
-            let copies_a_part = copied.iter().any(|&(k, _)| in_members(&schedule.inputs[c][k]));
+            let copies_a_part = fills
+                .iter()
+                .filter_map(|f| f.from)
+                .any(|k| in_members(&schedule.inputs[c][k]));
             if reads_a_part || copies_a_part {
                 continue;
             }
@@ -114,11 +136,8 @@ impl Joins {
             for (part, offset, _) in parts {
                 joins.part_of.insert(part, (c, offset));
             }
-            if !copied.is_empty() {
-                joins.copied.insert(c, copied);
-            }
-            if !zeros.is_empty() {
-                joins.zeros.insert(c, zeros);
+            if !fills.is_empty() {
+                joins.fills.insert(c, fills);
             }
         }
         joins

@@ -248,29 +248,24 @@ impl<'s> Lowerer<'s> {
                 node: i,
             });
         }
-        if let Some(copied) = self.joins.copied.get(&i) {
-            // The parts of a join written in place that no launch of theirs wrote.
-            let slot = out.slot;
-            for &(k, offset) in copied {
-                let (from, words) = bound.inputs[k];
-                program.steps.push(Step {
-                    kernel: crate::ops::plain_copy(words),
-                    bindings: vec![from, Place { slot, offset }],
-                    words: vec![words, words],
-                    node: i,
-                });
-            }
-        }
-        if let Some(zeros) = self.joins.zeros.get(&i) {
-            // The zeros around a pad written in place.
-            for &(offset, words) in zeros {
-                program.steps.push(Step {
-                    kernel: crate::ops::zero_fill(words),
-                    bindings: vec![Place { slot: out.slot, offset }],
-                    words: vec![words],
-                    node: i,
-                });
-            }
+        for fill in self.joins.fills.get(&i).into_iter().flatten() {
+            // What no part's launch wrote into a join written in place: parts copied
+            // in, a pad's zeros.
+            let to = Place {
+                slot: out.slot,
+                offset: fill.offset,
+            };
+            let (kernel, bindings) = match fill.from {
+                Some(k) => (crate::ops::plain_copy(fill.words), vec![bound.inputs[k].0, to]),
+                None => (crate::ops::zero_fill(fill.words), vec![to]),
+            };
+            let words = vec![fill.words; bindings.len()];
+            program.steps.push(Step {
+                kernel,
+                bindings,
+                words,
+                node: i,
+            });
         }
         // (A part of a join placed past its buffer's start has no probe: the
         // debugging modes, which read probes, run unfused plans, without joins.)

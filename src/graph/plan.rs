@@ -32,10 +32,6 @@ pub(super) enum Ref {
     External(usize),
 }
 
-fn is_pending(t: &Tensor) -> bool {
-    t.0.op != Op::Leaf && t.0.storage.lock().unwrap().is_none()
-}
-
 impl Schedule {
     fn build(roots: &[Tensor], updates: &[Tensor]) -> Schedule {
         let mut s = Schedule {
@@ -95,7 +91,7 @@ impl Schedule {
         if index.contains_key(&start.id()) {
             return;
         }
-        if !is_pending(start) {
+        if !start.is_pending() {
             index.insert(start.id(), Ref::External(self.externals.len()));
             self.externals.push(start.clone());
             return;
@@ -108,7 +104,7 @@ impl Schedule {
                 if index.contains_key(&child.id()) {
                     continue;
                 }
-                if is_pending(&child) {
+                if child.is_pending() {
                     stack.push((child, 0));
                 } else {
                     index.insert(child.id(), Ref::External(self.externals.len()));
@@ -123,7 +119,7 @@ impl Schedule {
                 // The other outputs of its kernel come with it, so they exist whenever
                 // it does (see `kept`).
                 for other in others.into_iter().flatten() {
-                    if !index.contains_key(&other.id()) && is_pending(&other) {
+                    if !index.contains_key(&other.id()) && other.is_pending() {
                         index.insert(other.id(), Ref::Node(self.nodes.len()));
                         self.inputs.push(vec![Ref::Node(at)]);
                         self.nodes.push(other);
@@ -147,7 +143,7 @@ impl Schedule {
             }
             node.0.op.rule().validate(&node.0.inputs)?;
             if let Op::Output(o) = &node.0.op {
-                if !is_pending(&node.0.inputs[0]) {
+                if !node.0.inputs[0].is_pending() {
                     return Err(Error::Invalid(format!(
                         "output {} of a realized {} node was not kept",
                         o.index,

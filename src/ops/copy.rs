@@ -589,8 +589,7 @@ impl Tensor {
         // of its input: only the range is copied (a batch-first sequence's last step
         // is not the whole sequence permuted, then narrowed), or none of it, where
         // the range is a view.
-        let pending = self.0.storage.lock().unwrap().is_none();
-        if let (Op::Permute(Permute(perm)), true) = (&self.0.op, pending) {
+        if let (Op::Permute(Permute(perm)), true) = (&self.0.op, self.is_pending()) {
             return self.0.inputs[0].narrow(perm[axis], start, len).permute(perm);
         }
         let mut out = shape.to_vec();
@@ -626,8 +625,7 @@ impl Tensor {
         }
         // Zeros around zeros around x along one axis: one pad of x (the gradient of a
         // range of a range: a sequence's last step of a range of its states).
-        let pending = self.0.storage.lock().unwrap().is_none();
-        if let (Op::Pad(inner), true) = (&self.0.op, pending) {
+        if let (Op::Pad(inner), true) = (&self.0.op, self.is_pending()) {
             if inner.axis == axis {
                 return self.0.inputs[0].pad(axis, before + inner.before, after + inner.after);
             }

@@ -422,6 +422,12 @@ impl Tensor {
         self.0.dtype
     }
 
+    /// Whether this is a node whose value is not computed yet (never a leaf): what a
+    /// plan computes, and what a builder may still rewrite.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.0.op != Op::Leaf && self.0.storage.lock().unwrap().is_none()
+    }
+
     /// A leaf's version (bumped by every in-place update), `None` for other nodes.
     pub(crate) fn leaf_version(&self) -> Option<u64> {
         (self.0.op == Op::Leaf).then(|| self.0.version.load(Ordering::Acquire))
