@@ -19,6 +19,7 @@ crate::device_tests!(
     a_pytorch_batch_norm_state_dict_with_i64_count_loads_strictly_and_gives_its_outputs,
     batch_norm_buffers_save_as_pytorch_move_with_to_and_are_not_parameters,
     the_running_statistics_update_runs_in_the_optimizer_steps_plan,
+    batch_norms_trained_on_two_threads_at_once_end_as_each_trained_alone,
 );
 
 /// PyTorch's numbers to 1e-5 (relative beyond 1).
@@ -230,4 +231,48 @@ fn the_running_statistics_update_runs_in_the_optimizer_steps_plan(dev: &Device) 
     // Applied by that plan: batch means 3, 20; unbiased variances 4, 100.
     assert_eq!(bn.running_mean.to_vec().unwrap(), [0.3, 2.0]);
     assert_eq!(bn.running_var.to_vec().unwrap(), [0.9 + 0.4, 0.9 + 10.0]);
+}
+
+/// Two batch norms trained at once on one device, each on its own thread, end with
+/// the running statistics and weights each reaches alone, bit for bit: a queued
+/// running-statistics update belongs to the thread that queued it, so a plan on the
+/// other thread neither runs it late (after a later update of the same buffer) nor
+/// leaves its own thread reading the buffer before it; and the two threads run the
+/// same cached plans on inputs of their own (on the GPU, one run's upload of its
+/// host inputs must not land before the other's submit).
+fn batch_norms_trained_on_two_threads_at_once_end_as_each_trained_alone(dev: &Device) {
+    let train = |seed: usize| -> Vec<f32> {
+        let bn = BatchNorm1d::new(4, dev);
+        let mut opt = Sgd::new(
+            bn.parameters(),
+            SgdConfig {
+                lr: 0.1,
+                ..Default::default()
+            },
+        );
+        for step in 0..30 {
+            let x: Vec<f32> = (0..24)
+                .map(|i| ((i * 7 + step * 3 + seed * 11) % 13) as f32 - 5.0)
+                .collect();
+            let x = Tensor::from_vec(x, &[6, 4], dev).unwrap();
+            let y = bn.forward(&x);
+            let r: Vec<f32> = (0..24).map(|i| ((i * 5 + seed) % 7) as f32 * 0.1 - 0.3).collect();
+            let loss = (&y * &Tensor::from_vec(r, &[6, 4], dev).unwrap()).sum();
+            // A plan of its own for the loss, then the step's.
+            loss.to_vec().unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        let mut out = bn.running_mean.to_vec().unwrap();
+        out.extend(bn.running_var.to_vec().unwrap());
+        out.extend(bn.weight.to_vec().unwrap());
+        out
+    };
+    let alone = [train(1), train(2)];
+    for _ in 0..3 {
+        let together = std::thread::scope(|s| {
+            let other = s.spawn(|| train(2));
+            [train(1), other.join().unwrap()]
+        });
+        assert_eq!(together, alone, "{dev}");
+    }
 }

@@ -35,6 +35,11 @@ pub(super) struct GpuPlan {
     pub(super) updates: Vec<GpuStep>,
     pub(super) kept: Vec<(Place, usize)>,
     pub(super) bytes: u64,
+    /// Held from the upload of the host inputs to the submit: a cached plan run by
+    /// two threads at once would otherwise have both uploads land before the first
+    /// submit (queue writes run at the next submit), one run computing on the
+    /// other's inputs.
+    pub(super) running: Mutex<()>,
 }
 
 impl Drop for GpuPlan {
@@ -133,6 +138,7 @@ impl GpuBackend {
             updates,
             kept: program.kept,
             bytes,
+            running: Mutex::new(()),
         }))
     }
 }
@@ -310,6 +316,7 @@ impl Executable for GpuPlan {
         if watch.is_some() && !CAN_BLOCK {
             return Err(blocking_mode("NaN-check and shadow modes"));
         }
+        let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let started = web_time::Instant::now();
         let ext = self.bind_externals(externals)?;
         Counters::add(&s.counters.upload_ns, started.elapsed().as_nanos() as u64);
@@ -356,6 +363,7 @@ impl Executable for GpuPlan {
         if !CAN_BLOCK {
             return Err(blocking_mode("profile mode"));
         }
+        let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let ext = self.bind_externals(externals)?;
         let kept = self.kept_buffers()?;
         let (clock, seconds) = if s.timestamps {
