@@ -2,8 +2,9 @@
 //! once computed the second half of an LSTM's or GRU's rows from the wrong words: whole
 //! layers forward and backward against PyTorch (`make_large_sequence_fixture.py`), with
 //! each CPU fast path forced on and off (`wgnn::fast_path`) demanding the same bits,
-//! the GPU's product variants and subgroup reductions through the same layers, and a
-//! property test of random layer shapes across the thresholds, CPU against GPU.
+//! the GPU's product variants, subgroup reductions and views (forced on and off)
+//! through the same layers, and a property test of random layer shapes across the
+//! thresholds, CPU against GPU.
 
 use proptest::prelude::*;
 
@@ -439,6 +440,42 @@ fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
     let no_subgroups = Device::gpu_with(&options).unwrap();
     let results = run_case(&case, &no_subgroups);
     assert_matches_pytorch(&results, "GPU without subgroups");
+}
+
+/// On the GPU, whole recurrent layers (an LSTM stack and a GRU stack, each with a
+/// state) with their ranges and joins as views of one buffer and written in place
+/// (`FastPath::Views`) or copied: the same bits either way and as the automatic
+/// choice, PyTorch's numbers, the path taken exactly when forced on, and fewer
+/// launches with it.
+#[test]
+fn views_and_joins_in_place_give_the_same_bits_through_whole_recurrent_layers_on_the_gpu() {
+    let _serial = serial();
+    let Some(shared) = gpu() else { return };
+    let gpu = private(&shared);
+    for case in [CASES[0], CASES[2]] {
+        gpu.clear_plan_cache();
+        let auto = bits(&run_case(&case, &gpu));
+        let mut launches = [0; 2];
+        for on in [false, true] {
+            gpu.clear_plan_cache();
+            let _forced = fast_path::force(FastPath::Views, on);
+            let before = fast_path::taken(FastPath::Views);
+            let dispatches = gpu.stats().dispatches;
+            let results = run_case(&case, &gpu);
+            launches[on as usize] = gpu.stats().dispatches - dispatches;
+            let what = format!("{} on the GPU, views forced {on}", case.prefix);
+            assert_eq!(fast_path::taken(FastPath::Views) > before, on, "{what}: taken");
+            assert_matches_pytorch(&results, &what);
+            assert!(bits(&results) == auto, "{what}: other bits than the automatic choice");
+        }
+        assert!(
+            launches[1] < launches[0],
+            "{}: {} launches with views, {} without",
+            case.prefix,
+            launches[1],
+            launches[0]
+        );
+    }
 }
 
 /// Training steps of a two-layer LSTM with a linear head (ten parameters: more than
