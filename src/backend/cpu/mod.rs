@@ -272,10 +272,16 @@ impl CpuPlan {
             .zip(&self.movable)
             .map(|(&(place, words), &movable)| {
                 let range = place.offset..place.offset + words;
+                // Into pool memory (a dropped value's): no fresh pages each run.
+                let copy = |from: &[f32]| {
+                    let mut to = self.pool.take(words);
+                    to.copy_from_slice(&from[range.clone()]);
+                    to
+                };
                 match place.slot {
                     _ if movable => None,
-                    Slot::Arena(s) => Some(arena[s][range].to_vec()),
-                    Slot::External(e) => Some(ext_data[e].read().unwrap()[range].to_vec()),
+                    Slot::Arena(s) => Some(copy(&arena[s])),
+                    Slot::External(e) => Some(copy(&ext_data[e].read().unwrap())),
                 }
             })
             .collect();
