@@ -32,6 +32,7 @@ device_tests!(
     gelu_follows_the_exact_erf_and_pytorchs_tanh_form,
     an_op_with_two_outputs_computes_both_in_one_launch,
     views_give_the_bits_of_copies_without_their_launches,
+    a_value_and_ranges_of_it_kept_by_one_plan_keep_their_values_over_runs,
     joins_written_in_place_give_the_bits_of_copies,
     a_range_of_a_permutation_copies_only_the_range,
     a_chain_of_elementwise_ops_is_one_launch_with_the_values_of_the_unfused_chain,
@@ -842,6 +843,36 @@ fn views_give_the_bits_of_copies_without_their_launches(shared: &Device) {
         view_launches + 5 <= copy_launches,
         "{dev}: {view_launches} launches with views, {copy_launches} with copies"
     );
+}
+
+/// A product and two ranges of it (views of its buffer), all held, are kept by one
+/// plan (the CPU hands the product's buffer out and copies the ranges first), run
+/// three times on new inputs: each run's values are the product alone computes,
+/// the ranges are its rows, and the values handed out by a run stay as they were
+/// while later runs write the plan's buffers.
+fn a_value_and_ranges_of_it_kept_by_one_plan_keep_their_values_over_runs(shared: &Device) {
+    let dev = &common::private(shared);
+    let w = Tensor::randn(&[8, 64], 2, dev).unwrap();
+    let x = Tensor::randn(&[6, 8], 1, dev).unwrap();
+    let mut runs = Vec::new();
+    for seed in 0..3 {
+        x.assign(&Tensor::randn(&[6, 8], 10 + seed, dev).unwrap().to_vec().unwrap())
+            .unwrap();
+        let y = x.matmul(&w);
+        let (head, row) = (y.narrow(0, 0, 2), y.narrow(0, 3, 1));
+        (head.sum() + row.sum()).realize().unwrap();
+        let alone = x.matmul(&w).to_vec().unwrap();
+        let got = [y.to_vec().unwrap(), head.to_vec().unwrap(), row.to_vec().unwrap()];
+        assert_eq!(got[0], alone, "{dev}: run {seed}: the product");
+        assert_eq!(got[1], alone[..128], "{dev}: run {seed}: rows 0..2");
+        assert_eq!(got[2], alone[192..256], "{dev}: run {seed}: row 3");
+        runs.push(([y, head, row], got));
+    }
+    for (k, (tensors, got)) in runs.iter().enumerate() {
+        for (t, want) in tensors.iter().zip(got) {
+            assert_eq!(&t.to_vec().unwrap(), want, "{dev}: run {k}'s values changed");
+        }
+    }
 }
 
 /// Joins written in place (`FastPath::Views`, fused plans): a stack of products'

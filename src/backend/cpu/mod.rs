@@ -157,16 +157,20 @@ impl super::Backend for CpuBackend {
         let arena = program.arena.iter().map(|&w| vec![0.0; w]).collect();
         let bytes: usize = program.arena.iter().sum::<usize>() * 4;
         Counters::add(&self.counters.live_buffer_bytes, bytes as u64);
-        // An arena slot that holds one kept value only, from its start, is handed out
-        // whole.
-        let movable = program
-            .kept
-            .iter()
-            .map(|(place, _)| match place.slot {
-                Slot::Arena(_) => {
-                    place.offset == 0 && program.kept.iter().filter(|(p, _)| p.slot == place.slot).count() == 1
-                }
-                Slot::External(_) => false,
+        // Per arena slot, the largest kept value from its start (the first of equals)
+        // is handed out whole; the slot's other kept values (views: ranges of it, or
+        // of what it held before) are copied out first.
+        let kept = &program.kept;
+        let movable = (0..kept.len())
+            .map(|i| {
+                let (place, words) = kept[i];
+                let starts = |j: usize| kept[j].0.slot == place.slot && kept[j].0.offset == 0 && j != i;
+                matches!(place.slot, Slot::Arena(_))
+                    && place.offset == 0
+                    && (0..kept.len()).filter(|&j| starts(j)).all(|j| {
+                        let other = kept[j].1;
+                        other < words || (other == words && j > i)
+                    })
             })
             .collect();
         let packs = plan_packs::PlanPacks::new(&program.steps, &self.counters);
