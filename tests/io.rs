@@ -330,8 +330,9 @@ fn pipeline_cache_child() {
 /// choice to `tune-<adapter>.txt` in `$WGNN_CACHE_DIR`, and a later process runs the
 /// tile the file names without timing again (the file is edited here to name
 /// another tile, which the later process must then run, with the same bits: every
-/// tile gives the same values). `WGNN_AUTOTUNE=0` runs the default tile and writes
-/// no file. Each run is a child process (`autotune_child`).
+/// tile gives the same values); a choice saved for another set of variants is timed
+/// again. `WGNN_AUTOTUNE=0` runs the default tile and writes no file. Each run is a
+/// child process (`autotune_child`).
 #[test]
 fn the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process() {
     if gpu().is_none() {
@@ -383,6 +384,20 @@ fn the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process() {
     let other = ["32x32k16", "64x64k16"].into_iter().find(|t| *t != chosen).unwrap();
     std::fs::write(&files[0], text.replace(&format!("\t{chosen}"), &format!("\t{other}"))).unwrap();
     assert_eq!(run(true), (other.to_string(), values));
+    // A choice saved for another set of variants (here: a key without the set's
+    // fingerprint, as older versions wrote) is not used: the product is timed again
+    // and its choice saved under its own key.
+    let key = line.split('\t').next().unwrap();
+    let (bare, _) = key
+        .split_once(" #")
+        .unwrap_or_else(|| panic!("no fingerprint in {key:?}"));
+    std::fs::write(&files[0], format!("{bare}\t{other}\n")).unwrap();
+    run(true);
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with(key)),
+        "not timed again for its own variants: {text}"
+    );
     assert!(!untuned.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }

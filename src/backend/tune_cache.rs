@@ -34,8 +34,8 @@ fn read(path: &PathBuf) -> HashMap<String, String> {
         .collect()
 }
 
-/// FNV-1a, for a short, stable file name.
-fn fnv1a(text: &str) -> u64 {
+/// FNV-1a, for a short, stable file name and the variant sets' fingerprints.
+pub(crate) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })

@@ -38,15 +38,18 @@ impl Shared {
             .collect();
         offered.sort_by_key(|(rank, _)| *rank); // stable: each class keeps its order
         let mut variants: Vec<Variant> = offered.into_iter().map(|(_, v)| v).collect();
+        // A choice holds for the variants it was timed among: another set (a variant
+        // added, a kernel's code changed) is timed again.
+        let key = format!("{} #{:016x}", tune.key, fingerprint(&variants));
         let named = |name: &str| variants.iter().position(|v| v.name == name);
-        if let Some(i) = self.tune.get(&tune.key).and_then(|n| named(&n)) {
+        if let Some(i) = self.tune.get(&key).and_then(|n| named(&n)) {
             return Ok(variants.swap_remove(i));
         }
         if !(CAN_BLOCK && self.tune.timing() && tune.worth_timing && variants.len() > 1) {
             return Ok(variants.swap_remove(0));
         }
         let best = self.fastest(&variants, step)?;
-        self.tune.set(&tune.key, &variants[best].name);
+        self.tune.set(&key, &variants[best].name);
         Ok(variants.swap_remove(best))
     }
 
@@ -147,4 +150,31 @@ impl Shared {
         self.faults.check("timing kernel variants")?;
         Ok(if best.0 * MARGIN > default { 0 } else { best.1 })
     }
+}
+
+/// A fingerprint of the variants offered, in their order: each one's name, and its
+/// passes' kernels (the shader file, the entry, the generated definitions).
+fn fingerprint(variants: &[Variant]) -> u64 {
+    let mut text = String::new();
+    for v in variants {
+        text += &v.name;
+        for pass in &v.passes {
+            text += &format!("|{:016x}|{}|{}", shader_hash(pass.shader), pass.entry, pass.defs);
+        }
+        text.push('\n');
+    }
+    crate::backend::tune_cache::fnv1a(&text)
+}
+
+/// The FNV-1a hash of a shader file, computed once per file.
+fn shader_hash(shader: &'static str) -> u64 {
+    static HASHES: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+    let at = shader.as_ptr() as usize;
+    let mut hashes = HASHES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, h)) = hashes.iter().find(|(p, _)| *p == at) {
+        return h;
+    }
+    let h = crate::backend::tune_cache::fnv1a(shader);
+    hashes.push((at, h));
+    h
 }
