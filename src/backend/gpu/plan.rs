@@ -155,16 +155,17 @@ impl GpuPlan {
     }
 
     pub(super) fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &GpuStep, ext: &[Option<&Arc<GpuBuffer>>]) {
-        let ids: Vec<u64> = step
-            .bindings
-            .iter()
-            .map(|(place, _)| match place.slot {
+        // The ids of the external buffers bound (0 for the plan's own): compared with
+        // the cached bind groups' without allocating, on every replay.
+        let ids = || {
+            step.bindings.iter().map(|(place, _)| match place.slot {
                 Slot::External(e) if self.host_inputs[e].is_none() => ext[e].map_or(0, |b| b.id),
                 _ => 0,
             })
-            .collect();
+        };
         let mut cached = step.bind_groups.lock().unwrap();
-        if cached.as_ref().is_none_or(|(have, _)| *have != ids) {
+        if cached.as_ref().is_none_or(|(have, _)| !have.iter().copied().eq(ids())) {
+            let ids: Vec<u64> = ids().collect();
             let buffers: Vec<wgpu::BufferBinding<'_>> = step
                 .bindings
                 .iter()
