@@ -878,8 +878,9 @@ fn a_value_and_ranges_of_it_kept_by_one_plan_keep_their_values_over_runs(shared:
 /// Joins written in place (`FastPath::Views`, fused plans): a stack of products'
 /// activations (one of them kept) is no launch, and the join of its entries a view
 /// of it, while a chain whose parts read each other, a part joined twice, a join of
-/// joins and a join with a leaf copied in stay correct; values and gradients with
-/// the bits of copies (views forced off).
+/// joins, a join with a leaf copied in and a join of second outputs (two of one
+/// LSTM cell, one of another) stay correct; values and gradients with the bits of
+/// copies (views forced off).
 fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
     let dev = &common::private(shared);
     let run = |on: bool| {
@@ -906,7 +907,14 @@ fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
         let with_leaf = Tensor::cat(&[&xs[1], &acts[2]], 0);
         // The entries of a join written in place, joined again: a view of it.
         let rejoined = Tensor::cat(&joined.unbind(0).iter().collect::<Vec<_>>(), 0);
-        let all = [&joined, &chained, &twice, &of_joins, &with_leaf, &rejoined];
+        // Second outputs as parts (an LSTM cell's h and c, after its activations):
+        // two outputs of one cell (one written in place, one copied) and another's.
+        let (wg, c0) = (leaf(&[64, 256], 2), leaf(&[4, 64], 3));
+        let gates: Vec<Tensor> = xs.iter().map(|x| x.matmul(&wg)).collect();
+        let (h_a, c_a) = Tensor::lstm_cell(&gates[0], &gates[1], &c0);
+        let (h_b, _) = Tensor::lstm_cell(&gates[2], &gates[3], &c0);
+        let cells = Tensor::stack(&[&h_a, &c_a, &h_b], 0);
+        let all = [&joined, &chained, &twice, &of_joins, &with_leaf, &rejoined, &cells];
         let loss = all
             .iter()
             .enumerate()
@@ -921,7 +929,7 @@ fn joins_written_in_place_give_the_bits_of_copies(shared: &Device) {
         let launches = (dev.stats() - before).dispatches;
         let mut values: Vec<f32> = all.iter().flat_map(|t| t.to_vec().unwrap()).collect();
         values.extend(acts[1].to_vec().unwrap());
-        for p in xs.iter().chain([&w]) {
+        for p in xs.iter().chain([&w, &wg, &c0]) {
             values.extend(grads.get(p).unwrap().to_vec().unwrap());
         }
         (values, launches)

@@ -9,13 +9,14 @@
 //! input and zeros: the input's launch writes into it, and the zeros are filled.
 //!
 //! A part is written in place when its launch is its own (not absorbed by fusion,
-//! not a view, not a second output, not a join written in place itself), no other
-//! join has claimed it, and it appears once; the others (a plan's input, say) are
-//! copied in by a launch each when the join is reached. A join is made where at
-//! least one part is written in place, no more are copied than the plain join has
-//! launches, every offset meets the backend's alignment, and no launch reads a
-//! part of the join it writes (a launch never reads and writes one buffer): else it
-//! stays a copy, as before.
+//! not a view, not a join written in place itself; a second output's launch is its
+//! node's), no other join has claimed it, and no other part of the join is written
+//! by the same launch (a part twice, two outputs of one node); the others (a plan's
+//! input, say) are copied in by a launch each when the join is reached. A join is
+//! made where at least one part is written in place, no more are copied than the
+//! plain join has launches, every offset meets the backend's alignment, and no
+//! launch reads a part of the join it writes (a launch never reads and writes one
+//! buffer): else it stays a copy, as before.
 
 use std::collections::{HashMap, HashSet};
 
@@ -78,6 +79,9 @@ impl Joins {
                 fills.retain(|f| f.words > 0);
             }
             let mut parts = Vec::new();
+            // The node whose launch writes each part in place: one range of the join
+            // per launch (a launch never writes two ranges of one buffer).
+            let mut writers = HashSet::new();
             let mut copied = 0;
             let mut offset = pad.map_or(0, |p| p.before * inner);
             for (k, (r, input)) in schedule.inputs[c].iter().zip(&node.0.inputs).enumerate() {
@@ -87,8 +91,12 @@ impl Joins {
                         let fits = schedule.nodes[part].words() == input.words()
                             && !joins.part_of.contains_key(&part)
                             && !joins.parts.contains_key(&part)
-                            && !parts.iter().any(|&(p, _, _)| p == part);
-                        launch_reads(part).filter(|_| fits).map(|reads| (part, reads))
+                            && !writers.contains(&writer(schedule, part));
+                        let in_place = launch_reads(part).filter(|_| fits).map(|reads| (part, reads));
+                        if in_place.is_some() {
+                            writers.insert(writer(schedule, part));
+                        }
+                        in_place
                     }
                     Ref::External(_) => None,
                 };
@@ -141,6 +149,14 @@ impl Joins {
             }
         }
         joins
+    }
+}
+
+/// The node whose launch writes `x`: its own, or for a second output its node's.
+fn writer(schedule: &Schedule, x: usize) -> usize {
+    match (&schedule.nodes[x].0.op, schedule.inputs[x].first()) {
+        (Op::Output(_), Some(&Ref::Node(parent))) => parent,
+        _ => x,
     }
 }
 

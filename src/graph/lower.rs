@@ -122,6 +122,8 @@ struct Lowerer<'s> {
     uses: Vec<usize>,
     /// The (node, output ≥ 1) pairs that an `Op::Output` node of the plan reads.
     read_outputs: HashSet<(usize, usize)>,
+    /// The `Op::Output` node of each such pair.
+    output_nodes: HashMap<(usize, usize), usize>,
     /// Where each node's outputs after the first were put.
     outputs_of: HashMap<usize, Vec<Place>>,
     /// Where each lowered node's value is.
@@ -145,12 +147,13 @@ impl<'s> Lowerer<'s> {
                 uses[*i] += 1;
             }
         }
-        let read_outputs = (0..n)
+        let output_nodes: HashMap<(usize, usize), usize> = (0..n)
             .filter_map(|i| match (&schedule.nodes[i].0.op, schedule.inputs[i].first()) {
-                (Op::Output(o), Some(&Ref::Node(parent))) => Some((parent, o.index)),
+                (Op::Output(o), Some(&Ref::Node(parent))) => Some(((parent, o.index), i)),
                 _ => None,
             })
             .collect();
+        let read_outputs = output_nodes.keys().copied().collect();
         let fusion = if fuse {
             Fusion::plan(&schedule.nodes, &schedule.inputs, &uses, &schedule.kept)
         } else {
@@ -161,6 +164,7 @@ impl<'s> Lowerer<'s> {
             fusion,
             uses,
             read_outputs,
+            output_nodes,
             outputs_of: HashMap::new(),
             slot_of: Vec::with_capacity(n),
             arena: Arena::default(),
@@ -176,11 +180,21 @@ impl<'s> Lowerer<'s> {
 
     /// What node `i`'s launches read, where it is computed by launches of its own
     /// into a buffer of its own: not absorbed, not a view, not an alias.
+    /// A second output (`Op::Output`) is its node's: it is in a buffer of its own,
+    /// written by that node's launches.
     fn launch_reads(&self, i: usize) -> Option<Vec<Ref>> {
         if self.fusion.absorbed.get(i).copied().unwrap_or(false) {
             return None;
         }
         let node = &self.schedule.nodes[i];
+        if let (Op::Output(o), Some(&Ref::Node(parent))) = (&node.0.op, self.schedule.inputs[i].first()) {
+            let (lowering, refs, _) = self.lowering_of(parent);
+            let own = match lowering {
+                Lowering::Launches { outputs, .. } => outputs.len() >= o.index,
+                _ => false,
+            };
+            return own.then(|| self.launch_reads(parent).map(|_| refs)).flatten();
+        }
         let shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
         if !self.fused(i) && node.0.op.rule().views(&shapes, node.shape()).is_some() {
             return None;
@@ -416,10 +430,28 @@ impl<'s> Lowerer<'s> {
                     }
                     None => (Place::start_of(self.arena.take(words.max(1))), words),
                 };
-                let arena = &mut self.arena;
-                let mut take = |w: usize| (Place::start_of(arena.take(w.max(1))), w);
-                let temps = temps.iter().map(|&w| take(w)).collect();
-                let outputs = outputs.iter().map(|&w| take(w)).collect();
+                let temps = temps
+                    .iter()
+                    .map(|&w| (Place::start_of(self.arena.take(w.max(1))), w))
+                    .collect();
+                // A second output that is a part of a join written in place goes to
+                // its range of the join's buffer.
+                let outputs = (1..)
+                    .zip(outputs)
+                    .map(|(k, w)| {
+                        let part = self.output_nodes.get(&(i, k)).and_then(|x| self.joins.part_of.get(x));
+                        match part {
+                            Some(&(join, offset)) => (
+                                Place {
+                                    slot: self.join_slot(join),
+                                    offset,
+                                },
+                                w,
+                            ),
+                            None => (Place::start_of(self.arena.take(w.max(1))), w),
+                        }
+                    })
+                    .collect();
                 (
                     Bound {
                         inputs,

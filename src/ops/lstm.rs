@@ -8,9 +8,11 @@
 //! c = f·c_prev + i·g     h = o·tanh(c)
 //! ```
 //!
-//! Both ops have two outputs (h and c; the gates' and the previous cell state's
-//! gradients), written by one kernel. The backward recomputes the gates from `a`
-//! (cheaper than storing them). No second derivative: the backward op has none.
+//! The forward writes the gates' activations `[B, 4H]` (its first output, kept for
+//! the backward: `h` and `c`, its other outputs, hold it), h and c; the backward
+//! reads them instead of the two projections, and recomputes only `tanh(c)` — one
+//! transcendental a unit instead of five, half the words read. One kernel each
+//! way. No second derivative: the backward op has none.
 
 use super::{Bind, Launch, Lowering, Op, Rule};
 use crate::backend::cpu::helper_thread::join_rows;
@@ -23,24 +25,25 @@ use std::sync::Arc;
 
 const SHADER: &str = include_str!("../../shaders/lstm.wgsl");
 
-/// One LSTM step. Inputs: xg `[B, 4H]`, hg `[B, 4H]`, c_prev `[B, H]`. Outputs: h
-/// `[B, H]`, then c `[B, H]`.
+/// One LSTM step. Inputs: xg `[B, 4H]`, hg `[B, 4H]`, c_prev `[B, H]`. Outputs: the
+/// gates' activations `[B, 4H]` (i, f, g, o), then h `[B, H]`, then c `[B, H]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LstmCell;
 
-/// The backward of [`LstmCell`]. Inputs: xg, hg, c_prev, dh, dc. Outputs: the
-/// gradient of the gate pre-activations `[B, 4H]`, then of c_prev `[B, H]`.
+/// The backward of [`LstmCell`]. Inputs: the gates' activations, c_prev, dh, dc.
+/// Outputs: the gradient of the gate pre-activations `[B, 4H]`, then of c_prev
+/// `[B, H]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LstmCellGrad;
 
-/// One kernel reading `inputs` inputs and writing the node's output and a second
-/// output of `second` words.
-fn two_outputs(kernel: LstmKernel, inputs: usize, second: usize) -> Lowering {
+/// One kernel reading `inputs` inputs and writing the node's output and `others`
+/// more outputs of `words` words each.
+fn one_launch(kernel: LstmKernel, inputs: usize, others: usize, words: usize) -> Lowering {
     let mut bindings: Vec<Bind> = (0..inputs).map(Bind::Input).collect();
-    bindings.extend([Bind::Output(0), Bind::Output(1)]);
+    bindings.extend((0..=others).map(Bind::Output));
     Lowering::Launches {
         temps: Vec::new(),
-        outputs: vec![second],
+        outputs: vec![words; others],
         launches: vec![Launch {
             kernel: Arc::new(kernel),
             bindings,
@@ -59,23 +62,30 @@ impl Rule for LstmCell {
             hidden,
             backward: false,
         };
-        two_outputs(kernel, 3, batch * hidden)
+        one_launch(kernel, 3, 2, batch * hidden)
     }
     fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
-        self.backward_outputs(inputs, &[Some(y.clone()), None], &[Some(g.clone()), None])
+        self.backward_outputs(inputs, &[Some(y.clone()), None, None], &[Some(g.clone()), None, None])
     }
+    /// The gradients reaching h and c (the activations are internal: none reaches
+    /// them) through the activations, which the node's own value holds.
     fn backward_outputs(
         &self,
         inputs: &[Tensor],
-        _: &[Option<Tensor>],
+        outputs: &[Option<Tensor>],
         grads: &[Option<Tensor>],
     ) -> Vec<Option<Tensor>> {
+        let (Some(act), [_, dh, dc]) = (&outputs[0], grads) else {
+            unreachable!("an LSTM cell's backward has its activations and three gradients")
+        };
+        if dh.is_none() && dc.is_none() {
+            return vec![None; inputs.len()];
+        }
         let c_prev = &inputs[2];
         let zeros = || Tensor::zeros(c_prev.shape(), c_prev.device());
-        let dh = grads[0].clone().unwrap_or_else(zeros);
-        let dc = grads.get(1).cloned().flatten().unwrap_or_else(zeros);
-        let mut all = inputs.to_vec();
-        all.extend([dh, dc]);
+        let dh = dh.clone().unwrap_or_else(zeros);
+        let dc = dc.clone().unwrap_or_else(zeros);
+        let all = vec![act.clone(), c_prev.clone(), dh, dc];
         let outputs = vec![
             (inputs[0].shape().to_vec(), DType::F32),
             (c_prev.shape().to_vec(), DType::F32),
@@ -91,21 +101,21 @@ impl Rule for LstmCellGrad {
         "lstm_cell_grad"
     }
     fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Lowering {
-        let (batch, hidden) = (inputs[2][0], inputs[2][1]);
+        let (batch, hidden) = (inputs[1][0], inputs[1][1]);
         let kernel = LstmKernel {
             batch,
             hidden,
             backward: true,
         };
-        two_outputs(kernel, 5, batch * hidden)
+        one_launch(kernel, 4, 1, batch * hidden)
     }
     fn backward(&self, inputs: &[Tensor], _: &Tensor, _: &Tensor) -> Vec<Option<Tensor>> {
         vec![None; inputs.len()]
     }
 }
 
-/// Forward: reads [xg, hg, c_prev], writes [h, c]. Backward: reads [xg, hg, c_prev,
-/// dh, dc], writes [da, dc_prev]. One invocation per (row, unit).
+/// Forward: reads [xg, hg, c_prev], writes [act, h, c]. Backward: reads [act,
+/// c_prev, dh, dc], writes [da, dc_prev]. One invocation per (row, unit).
 #[derive(Debug)]
 struct LstmKernel {
     batch: usize,
@@ -116,7 +126,7 @@ struct LstmKernel {
 impl Kernel for LstmKernel {
     fn reads(&self) -> usize {
         if self.backward {
-            5
+            4
         } else {
             3
         }
@@ -129,9 +139,9 @@ impl Kernel for LstmKernel {
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         // Words per row of each binding, in units of `hidden`.
         let (x_units, out_units): (&[usize], &[usize]) = if self.backward {
-            (&[4, 4, 1, 1, 1], &[4, 1])
+            (&[4, 1, 1, 1], &[4, 1])
         } else {
-            (&[4, 4, 1], &[1, 1])
+            (&[4, 4, 1], &[4, 1, 1])
         };
         let rows = (self.batch, self.hidden);
         cell_rows(rows, (x, x_units), (out, out_units), |rows, x, out| {
@@ -169,40 +179,54 @@ pub(crate) fn cell_rows(
     }
 }
 
+/// `c = f·c_prev + i·g` and `tanh(c)` of one row's units, from its activations.
+#[inline(always)]
+fn cell_state(act: &[f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32]) {
+    let h = c.len();
+    let (i, f, g) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h]);
+    for (((c, &f), &cp), (&i, &g)) in c.iter_mut().zip(f).zip(c_prev).zip(i.iter().zip(g)) {
+        *c = f * cp + i * g;
+    }
+    for (t, &c) in tc.iter_mut().zip(&*c) {
+        *t = vmath::tanh(c);
+    }
+}
+
 vmath::simd_fn! {
     /// [`LstmKernel`]'s CPU pass over `batch` rows (`lstm_cell_grad`'s when
     /// `backward`).
     fn lstm_cpu(h: usize, backward: bool, batch: usize, x: &[&[f32]], out: &mut [&mut [f32]]) {
-        let mut act = vec![0f32; 4 * h];
         let mut c = vec![0f32; h];
         let mut tc = vec![0f32; h];
         for b in 0..batch {
             let rows = b * 4 * h..(b + 1) * 4 * h;
-            for ((a, &p), &q) in act.iter_mut().zip(&x[0][rows.clone()]).zip(&x[1][rows.clone()]) {
-                *a = p + q;
-            }
-            let (ifg, o) = act.split_at_mut(3 * h);
-            let (if_, g) = ifg.split_at_mut(2 * h);
-            if_.iter_mut().for_each(|v| *v = vmath::sigmoid(*v));
-            o.iter_mut().for_each(|v| *v = vmath::sigmoid(*v));
-            g.iter_mut().for_each(|v| *v = vmath::tanh(*v));
-            let (i, f, g, o) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
             let units = b * h..(b + 1) * h;
-            let c_prev = &x[2][units.clone()];
-            for (((c, &f), &cp), (&i, &g)) in c.iter_mut().zip(f).zip(c_prev).zip(i.iter().zip(g)) {
-                *c = f * cp + i * g;
-            }
-            for (t, &c) in tc.iter_mut().zip(&c) {
-                *t = vmath::tanh(c);
-            }
             if !backward {
-                for ((out, &o), &t) in out[0][units.clone()].iter_mut().zip(o).zip(&tc) {
+                let [act, h_out, c_out] = out else {
+                    unreachable!("lstm_cell writes act, h, c")
+                };
+                // The activations, written where the backward reads them.
+                let act = &mut act[rows.clone()];
+                for ((a, &p), &q) in act.iter_mut().zip(&x[0][rows.clone()]).zip(&x[1][rows.clone()]) {
+                    *a = p + q;
+                }
+                let (ifg, o) = act.split_at_mut(3 * h);
+                let (if_, g) = ifg.split_at_mut(2 * h);
+                if_.iter_mut().for_each(|v| *v = vmath::sigmoid(*v));
+                o.iter_mut().for_each(|v| *v = vmath::sigmoid(*v));
+                g.iter_mut().for_each(|v| *v = vmath::tanh(*v));
+                cell_state(act, &x[2][units.clone()], &mut c, &mut tc);
+                for ((out, &o), &t) in h_out[units.clone()].iter_mut().zip(&act[3 * h..]).zip(&tc) {
                     *out = o * t;
                 }
-                out[1][units].copy_from_slice(&c);
+                c_out[units].copy_from_slice(&c);
                 continue;
             }
-            let (dh, dc) = (&x[3][units.clone()], &x[4][units.clone()]);
+            let act = &x[0][rows.clone()];
+            let c_prev = &x[1][units.clone()];
+            cell_state(act, c_prev, &mut c, &mut tc);
+            let (i, f, g, o) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
+            let (dh, dc) = (&x[2][units.clone()], &x[3][units.clone()]);
             let [da, dc_prev] = out else {
                 unreachable!("lstm_cell_grad writes da, dc_prev")
             };
@@ -243,9 +267,16 @@ impl Tensor {
             hg.shape(),
             s
         );
-        let outputs = vec![(s.to_vec(), DType::F32), (s.to_vec(), DType::F32)];
+        // The activations first: h and c hold them (an output holds its node) for
+        // the backward.
+        let outputs = vec![
+            (xg.shape().to_vec(), DType::F32),
+            (s.to_vec(), DType::F32),
+            (s.to_vec(), DType::F32),
+        ];
         let inputs = vec![xg.clone(), hg.clone(), c_prev.clone()];
-        let mut hc = Tensor::from_node_outputs(Op::LstmCell(LstmCell), inputs, outputs).into_iter();
-        (hc.next().unwrap(), hc.next().unwrap())
+        let mut all = Tensor::from_node_outputs(Op::LstmCell(LstmCell), inputs, outputs).into_iter();
+        let _activations = all.next();
+        (all.next().unwrap(), all.next().unwrap())
     }
 }
