@@ -25,7 +25,8 @@ pub enum FastPath {
     /// A recurrent cell's CPU pass (LSTM, GRU, forward and backward) over two
     /// threads, half of the batch rows each: from 4,096 batch × hidden units.
     CellSplit,
-    /// A CPU product in at least two parts on two threads: from 4 MFLOP (2·m·n·k);
+    /// A CPU product in at least two parts on two threads: from 4 MFLOP (2·m·n·k),
+    /// its bias and activation epilogue in two halves of its rows with it;
     /// a batch of products (attention's, `torch.matmul`'s), the fused attention's
     /// slices and a convolution's images are dealt out whole, half to each thread,
     /// from 4 MFLOP in all.

@@ -22,8 +22,9 @@ use super::cast::unpack_halves;
 use super::elementwise::UnaryOp;
 use super::fused::{expr_fn, Expr, FusedKernel};
 use super::{broadcast_strides, contiguous_strides, simplify, Lowering, Rule};
+use crate::backend::cpu::helper_thread;
 use crate::backend::cpu::packed_gemm;
-use crate::backend::cpu::sgemm::{sgemm, sgemm_batch};
+use crate::backend::cpu::sgemm::{self, sgemm, sgemm_batch};
 use crate::backend::kernel::{Cost, Grid, Kernel, Offer, Packable, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
 use crate::Tensor;
@@ -493,6 +494,11 @@ fn shape_bucket(d: usize) -> usize {
     }
 }
 
+/// A split product's epilogue (bias, activation) is split with it from this many
+/// output words (~16 µs of work alone; handing half to the helper thread ~2 µs): an
+/// LSTM's input projection of 50 steps at h512, 3.3 M words, 0.8 → 0.4 ms.
+const EPILOGUE_SPLIT_WORDS: usize = 1 << 16;
+
 /// Every tile's BK divides this, so K slices of a multiple of it split whole tiles.
 const SPLIT_ALIGN: usize = 16;
 
@@ -504,8 +510,19 @@ impl MatMulKernel {
     fn finish_cpu(&self, x: &[&[f32]], count: usize, out: &mut [&mut [f32]]) {
         let (m, n) = (self.m, self.n);
         let bias = if self.op.bias { Some(x[2]) } else { None };
-        if bias.is_some() || self.op.act.is_some() {
-            epilogue_cpu(&mut out[0][..count * m * n], n, bias, self.op.act);
+        let act = self.op.act;
+        if bias.is_some() || act.is_some() {
+            let values = &mut out[0][..count * m * n];
+            if count == 1 && values.len() >= EPILOGUE_SPLIT_WORDS && sgemm::splits(m, self.k, n) {
+                // Split with the product: half of the rows on the helper thread.
+                let (top, bottom) = values.split_at_mut(m / 2 * n);
+                helper_thread::join(
+                    || epilogue_cpu(bottom, n, bias, act),
+                    || epilogue_cpu(top, n, bias, act),
+                );
+            } else {
+                epilogue_cpu(values, n, bias, act);
+            }
         }
         if let Some(tail) = &self.tail {
             // The maps' own CPU pass, over the product's values and the tail's inputs.

@@ -56,6 +56,13 @@ pub(crate) fn sgemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, a: &[f32],
     sgemm_parts(parts, m, k, n, (a, rsa, csa), (b, rsb, csb), out)
 }
 
+/// Whether a product of `m·k·n` splits over two threads or more
+/// ([`FastPath::GemmSplit`]): its epilogue (bias, activation) splits with it.
+pub(crate) fn splits(m: usize, k: usize, n: usize) -> bool {
+    let flops = 2 * m * n * k;
+    cpu_threads() > 1 && m >= 2 && fast_path::choose(FastPath::GemmSplit, flops >= FLOPS_FOR_TWO)
+}
+
 /// `op(A)·op(B)` as one sgemm call on this thread (for kernels that deal out their
 /// own work to threads).
 #[allow(clippy::too_many_arguments)]
