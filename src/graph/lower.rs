@@ -5,7 +5,7 @@
 //! bind that buffer at an offset, and their reads keep it alive), and the optimizer
 //! updates last, in place.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::arena::Arena;
 use super::fuse::{Fusion, ProductTail};
@@ -120,9 +120,7 @@ struct Lowerer<'s> {
     fusion: Fusion,
     /// Reads of each node's value within the plan.
     uses: Vec<usize>,
-    /// The (node, output ≥ 1) pairs that an `Op::Output` node of the plan reads.
-    read_outputs: HashSet<(usize, usize)>,
-    /// The `Op::Output` node of each such pair.
+    /// The `Op::Output` node of the plan that reads each (node, output ≥ 1) pair.
     output_nodes: HashMap<(usize, usize), usize>,
     /// Where each node's outputs after the first were put.
     outputs_of: HashMap<usize, Vec<Place>>,
@@ -153,7 +151,6 @@ impl<'s> Lowerer<'s> {
                 _ => None,
             })
             .collect();
-        let read_outputs = output_nodes.keys().copied().collect();
         let fusion = if fuse {
             Fusion::plan(&schedule.nodes, &schedule.inputs, &uses, &schedule.kept)
         } else {
@@ -163,7 +160,6 @@ impl<'s> Lowerer<'s> {
             schedule,
             fusion,
             uses,
-            read_outputs,
             output_nodes,
             outputs_of: HashMap::new(),
             slot_of: Vec::with_capacity(n),
@@ -187,13 +183,8 @@ impl<'s> Lowerer<'s> {
             return None;
         }
         let node = &self.schedule.nodes[i];
-        if let (Op::Output(o), Some(&Ref::Node(parent))) = (&node.0.op, self.schedule.inputs[i].first()) {
-            let (lowering, refs, _) = self.lowering_of(parent);
-            let own = match lowering {
-                Lowering::Launches { outputs, .. } => outputs.len() >= o.index,
-                _ => false,
-            };
-            return own.then(|| self.launch_reads(parent).map(|_| refs)).flatten();
+        if let (Op::Output(_), Some(&Ref::Node(parent))) = (&node.0.op, self.schedule.inputs[i].first()) {
+            return self.launch_reads(parent);
         }
         let shapes: Vec<&[usize]> = node.0.inputs.iter().map(|t| t.shape()).collect();
         if !self.fused(i) && node.0.op.rule().views(&shapes, node.shape()).is_some() {
@@ -218,6 +209,19 @@ impl<'s> Lowerer<'s> {
         self.arena.hold(slot, self.joins.parts[&c], false);
         self.join_slots.insert(c, slot);
         slot
+    }
+
+    /// Where a launch writes `words` words of `node`'s value (`None`: scratch): its
+    /// range of a join written in place if it is a part of one, else a buffer of its
+    /// own.
+    fn buffer_for(&mut self, node: Option<usize>, words: usize) -> (Place, usize) {
+        match node.and_then(|x| self.joins.part_of.get(&x)) {
+            Some(&(join, offset)) => {
+                let slot = self.join_slot(join);
+                (Place { slot, offset }, words)
+            }
+            None => (Place::start_of(self.arena.take(words.max(1))), words),
+        }
     }
 
     /// Lowers node `i`: places its value, appends its launches and its probe, and
@@ -423,34 +427,11 @@ impl<'s> Lowerer<'s> {
                 outputs,
                 launches,
             } => {
-                let out = match self.joins.part_of.get(&i) {
-                    Some(&(join, offset)) => {
-                        let slot = self.join_slot(join);
-                        (Place { slot, offset }, words)
-                    }
-                    None => (Place::start_of(self.arena.take(words.max(1))), words),
-                };
-                let temps = temps
-                    .iter()
-                    .map(|&w| (Place::start_of(self.arena.take(w.max(1))), w))
-                    .collect();
-                // A second output that is a part of a join written in place goes to
-                // its range of the join's buffer.
+                let out = self.buffer_for(Some(i), words);
+                let temps = temps.iter().map(|&w| self.buffer_for(None, w)).collect();
                 let outputs = (1..)
                     .zip(outputs)
-                    .map(|(k, w)| {
-                        let part = self.output_nodes.get(&(i, k)).and_then(|x| self.joins.part_of.get(x));
-                        match part {
-                            Some(&(join, offset)) => (
-                                Place {
-                                    slot: self.join_slot(join),
-                                    offset,
-                                },
-                                w,
-                            ),
-                            None => (Place::start_of(self.arena.take(w.max(1))), w),
-                        }
-                    })
+                    .map(|(k, w)| self.buffer_for(self.output_nodes.get(&(i, k)).copied(), w))
                     .collect();
                 (
                     Bound {
@@ -476,7 +457,7 @@ impl<'s> Lowerer<'s> {
             self.arena.release(place.slot);
         }
         for (k, &(place, _)) in bound.outputs.iter().enumerate() {
-            if !bound.views && !self.read_outputs.contains(&(i, k + 1)) {
+            if !bound.views && !self.output_nodes.contains_key(&(i, k + 1)) {
                 self.arena.release(place.slot);
             }
         }
