@@ -90,9 +90,13 @@ pub enum FastPath {
     /// the adapter's `min_storage_buffer_offset_alignment` on a GPU). Forced off: a
     /// copy each (the same bits). Part of the plan's cache key.
     Views,
+    /// A column sum or maximum of one outer block on the CPU (a bias gradient's
+    /// column sum) over two threads, half of the columns each: from 65,536 words read
+    /// and 32 columns (each column reduced in the same order: the same bits).
+    ReduceSplit,
 }
 
-const PATHS: usize = 14;
+const PATHS: usize = 15;
 
 impl FastPath {
     /// Every fast path.
@@ -111,6 +115,7 @@ impl FastPath {
         FastPath::PackedOperand,
         FastPath::GatherSplit,
         FastPath::Views,
+        FastPath::ReduceSplit,
     ];
 
     fn index(self) -> usize {

@@ -277,6 +277,7 @@ fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
         FastPath::Simd,
         FastPath::Fusion,
         FastPath::Views,
+        FastPath::ReduceSplit,
     ];
     // Above every threshold (L, G), and below the cell split (16 × 64 units).
     let small = Case {
