@@ -161,9 +161,9 @@ impl super::Backend for CpuBackend {
         // is handed out whole where it fills at least half of the slot; the slot's
         // other kept values (views: ranges of it, or of what it held before) are
         // copied out first, and so is a value too small for its slot (an LSTM's
-        // 512 KB input-weight gradient handed out with the 13 MB slot of the input
-        // projection before it held 13 MB, and left the projection of the next run
-        // writing memory fresh from the pool: h512 steps 65.5–67.4 → 61.7–64.3 ms,
+        // 512 KB input-weight gradient, handed out with the 13 MB slot of the input
+        // projection, held 13 MB, and the slot's replacement from the pool was
+        // zero-filled back to 13 MB each run: h512 steps 65.5–67.4 → 61.7–64.3 ms,
         // alternated, profiled).
         let kept = &program.kept;
         let movable = (0..kept.len())
