@@ -10,6 +10,13 @@
 // each kernel, outside every branch; `update_group` applies the step function to one
 // word, or to each of four words loaded as a vec4 where the parameter's length allows.
 
+// x, or 0 where |x| is below the smallest normal f32: how every optimizer stores a
+// state value (see `flush_subnormal` in src/ops/update.rs; a GPU may flush subnormals
+// itself, this makes every adapter and the CPU agree).
+fn flush_subnormal(x: f32) -> f32 {
+    return select(x, 0.0, abs(x) < 1.17549435e-38);
+}
+
 // SGD: in1 = lr, momentum, 1 - dampening, weight_decay, nesterov, first step.
 fn sgd_step(grad: f32, param: f32) -> f32 {
     let g = grad + coef[3] * param;
@@ -25,6 +32,7 @@ fn sgd_momentum_step(grad: f32, param: f32, buffer: f32) -> vec2<f32> {
     if (coef[5] == 0.0) {
         buf = momentum * buffer + coef[2] * g;
     }
+    buf = flush_subnormal(buf);
     if (coef[4] != 0.0) {
         g = g + momentum * buf;
     } else {
@@ -44,8 +52,8 @@ fn adam_step(grad: f32, param_in: f32, m_in: f32, v_in: f32) -> vec3<f32> {
     } else {
         g = g + coef[4] * param;
     }
-    let m = m_in + coef[0] * (g - m_in);
-    let v = v_in * coef[1] + coef[2] * g * g;
+    let m = flush_subnormal(m_in + coef[0] * (g - m_in));
+    let v = flush_subnormal(v_in * coef[1] + coef[2] * g * g);
     let denom = sqrt(v) / coef[7] + coef[3];
     return vec3<f32>(param + coef[6] * m / denom, m, v);
 }
@@ -56,17 +64,17 @@ fn adam_step(grad: f32, param_in: f32, m_in: f32, v_in: f32) -> vec3<f32> {
 // CENTERED).
 fn rmsprop_step(grad: f32, param: f32, sa_in: f32, mb_in: f32, ga_in: f32) -> vec4<f32> {
     let g = grad + coef[4] * param;
-    let sa = sa_in * coef[1] + coef[2] * g * g;
+    let sa = flush_subnormal(sa_in * coef[1] + coef[2] * g * g);
     var ga = ga_in;
     var avg = 0.0;
     if (CENTERED) {
-        ga = ga_in + coef[2] * (g - ga_in);
+        ga = flush_subnormal(ga_in + coef[2] * (g - ga_in));
         avg = sqrt(sa - ga * ga) + coef[3];
     } else {
         avg = sqrt(sa) + coef[3];
     }
     if (MOMENTUM) {
-        let mb = mb_in * coef[5] + g / avg;
+        let mb = flush_subnormal(mb_in * coef[5] + g / avg);
         return vec4<f32>(param + -coef[0] * mb, sa, mb, ga);
     }
     return vec4<f32>(param + -coef[0] * (g / avg), sa, mb_in, ga);

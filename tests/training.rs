@@ -50,6 +50,7 @@ device_tests!(
     sgd_and_adam_match_torch_optim_on_a_quadratic,
     five_adam_and_adamw_steps_on_an_mlp_match_pytorchs_weights,
     five_adam_and_adamw_steps_on_a_quadratic_match_pytorch_to_the_last_bits,
+    optimizer_state_that_decays_below_the_normal_range_is_stored_as_zero,
     the_same_seed_gives_bit_identical_losses_with_dropout_on_each_device,
     dropout_is_the_identity_in_eval_mode_and_scales_in_training,
     clip_norm_bounds_the_global_norm_and_clip_value_each_element,
@@ -579,6 +580,82 @@ fn five_adam_and_adamw_steps_on_a_quadratic_match_pytorch_to_the_last_bits(dev: 
         assert!(
             worst <= 3e-8,
             "{dev}: quadratic {name}: weights {worst:e} from PyTorch's"
+        );
+    }
+}
+
+/// Where a gradient stays zero, a momentum buffer, Adam's moments and RMSprop's
+/// averages decay geometrically; a value that falls below the smallest normal f32 is
+/// stored as zero (each operation on a subnormal costs an x86 core a microcode
+/// assist: the seed MLP's epochs ran 1.4× slower once its dead units' moments got
+/// there). One step with a gradient on every word, then 900 with a gradient on the
+/// first half only, decay 0.9 (a state of 0.1 or 1 crosses into the subnormals after
+/// 810–830 steps and would reach zero only after 950–970): the second half's state
+/// is exactly zero, no state value is subnormal, and the first half's is the
+/// constant gradient's fixed point, normal.
+fn optimizer_state_that_decays_below_the_normal_range_is_stored_as_zero(dev: &Device) {
+    let n = 300;
+    let half: Vec<f32> = (0..n).map(|i| if i < n / 2 { 1.0 } else { 0.0 }).collect();
+    let half = Tensor::from_vec(half, &[n], dev).unwrap();
+    type Make = fn(Vec<Tensor>) -> Box<dyn Optimizer>;
+    let optimizers: [(&str, Make); 3] = [
+        ("SGD with momentum", |p| {
+            Box::new(Sgd::new(
+                p,
+                SgdConfig {
+                    lr: 1e-3,
+                    momentum: 0.9,
+                    ..Default::default()
+                },
+            ))
+        }),
+        ("Adam", |p| {
+            Box::new(Adam::new(
+                p,
+                AdamConfig {
+                    lr: 1e-3,
+                    beta1: 0.9,
+                    beta2: 0.9,
+                    ..Default::default()
+                },
+            ))
+        }),
+        ("RMSprop", |p| {
+            Box::new(RmsProp::new(
+                p,
+                RmsPropConfig {
+                    lr: 1e-3,
+                    alpha: 0.9,
+                    momentum: 0.9,
+                    ..Default::default()
+                },
+            ))
+        }),
+    ];
+    for (name, make) in optimizers {
+        let w = Tensor::from_vec((0..n).map(|i| i as f32 / n as f32).collect(), &[n], dev)
+            .unwrap()
+            .requires_grad()
+            .unwrap();
+        let mut opt = make(vec![w.clone()]);
+        opt.step(&w.sum().backward().unwrap()).unwrap();
+        for _ in 0..900 {
+            opt.step(&(&w * &half).sum().backward().unwrap()).unwrap();
+        }
+        let state = opt.state().unwrap();
+        for (buffer, values) in &state.buffers[0] {
+            let what = format!("{name} {buffer} on {dev:?}");
+            assert!(values.iter().all(|v| !v.is_subnormal()), "{what}: a subnormal value");
+            assert!(
+                values[n / 2..].iter().all(|v| v.to_bits() == 0),
+                "{what}: the decayed half is not zero: {:?}",
+                &values[n / 2..n / 2 + 3]
+            );
+            assert!(values[..n / 2].iter().all(|v| v.is_normal()), "{what}: the live half");
+        }
+        assert!(
+            w.to_vec().unwrap().iter().all(|v| v.is_finite()),
+            "{name}: finite weights"
         );
     }
 }
