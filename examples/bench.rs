@@ -176,8 +176,9 @@ fn time_train_step(batch: usize, dev: &Device, budget: Budget) -> Result<Timing>
 /// The host's share of a GPU step (`step` runs one and waits for it; its model is
 /// made, its plan not yet compiled): microseconds per launch that recording and
 /// submitting a replayed plan cost (`Stats::record_ns` less `Stats::upload_ns` over
-/// `replays` steps' dispatches), launches per step, microseconds per step copying
-/// host data in (`upload_ns` per submit), and the milliseconds a new plan's first
+/// `replays` steps' dispatches), split into wgnn's recording and wgpu's finish and
+/// submit (`Stats::submit_ns`), launches per step, microseconds per step copying
+/// host data in (`upload_ns` per step), and the milliseconds a new plan's first
 /// step spends compiling (`Stats::compile_ns`, the plan cache cleared first).
 fn host_costs(dev: &Device, replays: usize, step: &mut dyn FnMut() -> Result<()>) -> Result<HostCosts> {
     dev.clear_plan_cache();
@@ -189,11 +190,14 @@ fn host_costs(dev: &Device, replays: usize, step: &mut dyn FnMut() -> Result<()>
         step()?;
     }
     let replay = dev.stats() - before;
-    let submits = replay.submits.max(1) as f64;
+    // Per step, not per submit: each step's fence read is a submit of its own.
+    let steps = replays.max(1) as f64;
+    let per_launch = |ns: u64| ns as f64 / 1e3 / replay.dispatches.max(1) as f64;
     Ok(HostCosts {
-        per_launch: (replay.record_ns - replay.upload_ns) as f64 / 1e3 / replay.dispatches.max(1) as f64,
-        launches: replay.dispatches as f64 / submits,
-        upload: replay.upload_ns as f64 / 1e3 / submits,
+        per_launch: per_launch(replay.record_ns - replay.upload_ns),
+        wgpu: per_launch(replay.submit_ns),
+        launches: replay.dispatches as f64 / steps,
+        upload: replay.upload_ns as f64 / 1e3 / steps,
         compile: first.compile_ns as f64 / 1e6,
     })
 }
@@ -201,6 +205,8 @@ fn host_costs(dev: &Device, replays: usize, step: &mut dyn FnMut() -> Result<()>
 /// What [`host_costs`] measured.
 struct HostCosts {
     per_launch: f64,
+    /// The part of `per_launch` spent in wgpu's `CommandEncoder::finish` and `Queue::submit`.
+    wgpu: f64,
     launches: f64,
     upload: f64,
     compile: f64,
@@ -211,14 +217,16 @@ impl HostCosts {
     fn line(&self, what: &str) -> String {
         let HostCosts {
             per_launch,
+            wgpu,
             launches,
             upload,
             compile,
         } = self;
         format!(
             "host cost, gpu {what}: {per_launch:.2} µs per launch in plan replay ({launches:.0} launches a step \
-             recorded, submit), {upload:.1} µs per step uploading host data; a new plan's first step \
-             {compile:.1} ms to compile (autotune cache warm)"
+             recorded, submit: wgnn's recording {:.2}, wgpu's finish and submit {wgpu:.2}), {upload:.1} µs per \
+             step uploading host data; a new plan's first step {compile:.1} ms to compile (autotune cache warm)",
+            per_launch - wgpu
         )
     }
 }

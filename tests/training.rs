@@ -339,6 +339,13 @@ fn a_training_step_in_steady_state_is_one_submit_with_no_readback_and_flat_memor
         // Only the batch crosses the bus (32 images and 32 labels), and Adam's eight
         // coefficients of this step (its bias corrections, computed on the host).
         assert_eq!(one.bytes_uploaded, (32 * 784 + 32 + 8) * 4, "{dev}");
+        // The host's time: the batch's upload and wgpu's finish and submit are parts
+        // of the whole, and each took some.
+        assert!(one.upload_ns > 0 && one.submit_ns > 0, "{dev}: {one:?}");
+        assert!(one.upload_ns + one.submit_ns <= one.record_ns, "{dev}: {one:?}");
+    } else {
+        assert!(one.record_ns > 0, "{dev}: {one:?}");
+        assert_eq!((one.upload_ns, one.submit_ns), (0, 0), "{dev}");
     }
     let live = dev.stats().live_buffer_bytes;
     for i in 4..104 {

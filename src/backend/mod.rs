@@ -225,6 +225,7 @@ pub(crate) struct Counters {
     pub plan_cache_misses: AtomicU64,
     pub record_ns: AtomicU64,
     pub upload_ns: AtomicU64,
+    pub submit_ns: AtomicU64,
     pub compile_ns: AtomicU64,
 }
 

@@ -43,6 +43,12 @@ pub struct Stats {
     /// buffers (a batch made on the host): `record_ns − upload_ns` is the recording
     /// of the launches and the submit. Zero on the CPU backend.
     pub upload_ns: u64,
+    /// The part of `record_ns` spent in the GPU API after wgnn has recorded a plan's
+    /// launches: `CommandEncoder::finish` (wgpu's validation, resource-state tracking
+    /// and barriers, the driver's own recording) and `Queue::submit` (with wgpu's
+    /// recycling of finished command buffers). `record_ns − upload_ns − submit_ns` is
+    /// wgnn's own recording of the launches. Zero on the CPU backend.
+    pub submit_ns: u64,
     /// Nanoseconds spent compiling new plans (scheduling, fusion, lowering, building
     /// the kernels and the autotune's timing): the first-step cost of a new graph.
     pub compile_ns: u64,
@@ -62,6 +68,7 @@ impl std::ops::Sub for Stats {
             plan_cache_misses: self.plan_cache_misses - earlier.plan_cache_misses,
             record_ns: self.record_ns - earlier.record_ns,
             upload_ns: self.upload_ns - earlier.upload_ns,
+            submit_ns: self.submit_ns - earlier.submit_ns,
             compile_ns: self.compile_ns - earlier.compile_ns,
         }
     }
@@ -372,6 +379,7 @@ impl Device {
             plan_cache_misses: get(&c.plan_cache_misses),
             record_ns: get(&c.record_ns),
             upload_ns: get(&c.upload_ns),
+            submit_ns: get(&c.submit_ns),
             compile_ns: get(&c.compile_ns),
         }
     }

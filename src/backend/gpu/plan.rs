@@ -348,7 +348,9 @@ impl Executable for GpuPlan {
         self.encode_pass(&mut encoder, "wgnn compute", &self.steps[done..], &ext);
         self.copy_kept(&mut encoder, &ext, &kept);
         self.encode_pass(&mut encoder, "wgnn update", &self.updates, &ext);
+        let finishing = web_time::Instant::now();
         s.queue.submit([encoder.finish()]);
+        Counters::add(&s.counters.submit_ns, finishing.elapsed().as_nanos() as u64);
         Counters::add(&s.counters.submits, 1);
         Counters::add(
             &s.counters.dispatches,
