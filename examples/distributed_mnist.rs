@@ -12,9 +12,14 @@
 //!
 //! ```text
 //! cargo build --release --features mpi --example distributed_mnist
-//! mpirun -np 2 target/release/examples/distributed_mnist [--device cpu|gpu]
+//! mpirun --bind-to none -np 2 target/release/examples/distributed_mnist [--device cpu|gpu]
 //!     [--epochs 3] [--batch 32] [--data DIR] [--no-baseline] [--no-shared-memory]
 //! ```
+//! Open MPI binds each of up to two ranks to one core by default, which leaves the
+//! baseline (rank 0 alone, meant to have every core) one core: `--bind-to none` gives
+//! it all of them, and the example says so when rank 0 may use fewer CPUs than the
+//! host has online. The data-parallel run is unchanged by it (`distributed::init`
+//! gives each rank its share of the cores either way).
 //! `--batch` is per rank; `--data DIR` reads IDX files (e.g. Fashion-MNIST in
 //! `/usr/share/datasets/fashion-mnist`), else the committed 5000-image MNIST subset.
 //! As root, add `--allow-run-as-root` to mpirun; `--mca btl self,tcp` forces TCP
@@ -127,6 +132,19 @@ fn train(
     Ok((model, x.shape()[0] as f64 / rate))
 }
 
+/// The CPUs the host has online (Linux's `/sys/devices/system/cpu/online`, e.g.
+/// `0-1`), whatever this process is bound to; `None` where that cannot be read.
+fn online_cpus() -> Option<usize> {
+    let list = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    list.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((first, last)) => Some(last.parse::<usize>().ok()? + 1 - first.parse::<usize>().ok()?),
+            None => range.parse::<usize>().ok().map(|_| 1),
+        })
+        .sum()
+}
+
 /// Seconds per all-reduce of `n` floats (the median of `reps`).
 fn time_all_reduce(world: &World, n: usize, reps: usize) -> Result<f64> {
     let mut values = vec![1.0f32; n];
@@ -182,8 +200,18 @@ fn run(world: &World, args: &Args) -> Result<()> {
         // baseline runs alone, with all of them.
         let per_rank_threads = wgnn::get_num_threads();
         if lead {
-            println!("baseline: rank 0 alone, 2 epochs");
             wgnn::set_num_threads(0);
+            println!(
+                "baseline: rank 0 alone, 2 epochs, {} thread(s)",
+                wgnn::get_num_threads()
+            );
+            if let Some(online) = online_cpus().filter(|&cpus| cpus > wgnn::get_num_threads()) {
+                println!(
+                    "  (rank 0 may run on {} of the host's {online} CPUs: mpirun bound it to fewer; \
+                     run mpirun with --bind-to none for a baseline on all of them)",
+                    wgnn::get_num_threads()
+                );
+            }
             wgnn::manual_seed(0);
             let net = mlp(&dev);
             let opt = Adam::new(net.parameters(), AdamConfig::default());
