@@ -243,6 +243,61 @@ fn adam_steps_of_the_mlp_have_the_same_bits_with_the_update_split_on_or_off_and_
     assert!(automatic == one_thread, "one thread changed the steps");
 }
 
+/// The MLP's weights packed once per step for its products (`FastPath::PackedOperand`,
+/// one fma chain per output: other rounding than `matrixmultiply`'s): at batch 128,
+/// the threshold, taken by itself where a SIMD tile runs (then the bits of forced
+/// on), at 136 not (the bits of forced off); forced on and off taken exactly as
+/// forced, and the two close after four Adam steps on both sides.
+#[test]
+fn mlp_steps_with_weights_packed_once_match_the_unpacked_ones_on_both_sides_of_the_threshold() {
+    use wgnn::fast_path::{self, FastPath};
+    let _serial = serial();
+    let (train, _) = mnist_subset();
+    let path = FastPath::PackedOperand;
+    let run = |rows_per_step: usize, on: Option<bool>| {
+        let _forced = on.map(|on| fast_path::force(path, on));
+        let before = fast_path::taken(path);
+        let dev = Device::cpu_private();
+        wgnn::manual_seed(5);
+        let net = mlp(&dev);
+        let mut opt = Adam::new(net.parameters(), AdamConfig::default());
+        let mut out = Vec::new();
+        for step in 0..4 {
+            let rows: Vec<usize> = (step * rows_per_step..(step + 1) * rows_per_step).collect();
+            let (x, y) = batch(&train, &rows, &dev);
+            let loss = nn::loss::cross_entropy(&net.forward(&x), &y);
+            opt.step(&loss.backward().unwrap()).unwrap();
+            out.push(loss.item().unwrap());
+            for p in net.parameters() {
+                out.extend(p.to_vec().unwrap());
+            }
+        }
+        (out, fast_path::taken(path) > before)
+    };
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::arch::is_x86_feature_detected!("avx512f")
+        || (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"));
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (rows, packs) in [(128, simd), (136, false)] {
+        let (auto, taken) = run(rows, None);
+        assert_eq!(taken, packs, "batch {rows}: packed automatically");
+        let (off, taken) = run(rows, Some(false));
+        assert!(!taken, "batch {rows}: packed while forced off");
+        let (on, taken) = run(rows, Some(true));
+        assert!(taken, "batch {rows}: not packed while forced on");
+        let same = if packs { &on } else { &off };
+        assert!(bits(&auto) == bits(same), "batch {rows}: the automatic choice's bits");
+        for (i, (a, b)) in on.iter().zip(&off).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 + 1e-3 * b.abs(),
+                "batch {rows}, value {i}: {a} packed, {b} not"
+            );
+        }
+    }
+}
+
 fn mlp(dev: &Device) -> Sequential {
     Sequential::new()
         .add(Linear::new(784, 128, dev))

@@ -333,9 +333,9 @@ fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
 
 /// The recurrent weights packed once per plan run (`FastPath::PackedOperand`, whose
 /// products sum each output as one fma chain, not as `matrixmultiply` does): taken by
-/// itself in every fixture case (at most 64 rows per step) on a CPU with its SIMD
+/// itself in every fixture case (at most 128 rows per step) on a CPU with its SIMD
 /// tiles, and through each case
-/// forced on, forced off and automatic the layers match PyTorch; above 64 rows it is
+/// forced on, forced off and automatic the layers match PyTorch; above 128 rows it is
 /// not taken by itself (the same bits as forced off), and forced on there it agrees
 /// with the unpacked products.
 #[test]
@@ -362,19 +362,19 @@ fn recurrent_weights_packed_once_per_run_match_pytorch_on_both_sides_of_the_thre
             assert_matches_pytorch(&results, &format!("{} with packed weights {on:?}", case.prefix));
         }
     }
-    // 72 rows a step: above the threshold.
+    // 136 rows a step: above the threshold.
     let tall = Case {
         prefix: "L",
-        batch: 72,
+        batch: 136,
         steps: 3,
         ..CASES[0]
     };
     let (auto, taken) = run(&tall, None);
-    assert!(!taken, "packed above 64 rows");
+    assert!(!taken, "packed above 128 rows");
     let (off, _) = run(&tall, Some(false));
     assert!(
         bits(&auto) == bits(&off),
-        "the automatic choice above 64 rows is not the unpacked one"
+        "the automatic choice above 128 rows is not the unpacked one"
     );
     let (on, taken) = run(&tall, Some(true));
     assert!(taken, "packed forced on was not taken");
