@@ -71,14 +71,14 @@ pub enum FastPath {
     /// each: from 32,768 words (each word's update is independent: the same bits).
     UpdateSplit,
     /// A CPU product whose B is an input of the plan that no launch before the
-    /// updates writes (a parameter), with at most 128 rows of A, where B is read by
-    /// two products of the plan or more (an unrolled RNN's recurrent weight, at every
-    /// time step) or read transposed (a layer's weight in `x·Wᵀ`): B packed once per
-    /// plan run and every such product computed from the packed panels
-    /// (`backend/cpu/packed_gemm.rs`), on an x86-64 CPU with AVX-512, or AVX2 and
-    /// FMA. Forced on: every plain f32 product whose B is such an input, whatever its
-    /// rows, on any CPU. Each output is one fma chain
-    /// over k in order (other sums, other rounding than `matrixmultiply`'s).
+    /// updates writes (a parameter, or a batch made on the host), with at most 128
+    /// rows of A, where B is read by two products of the plan or more (an unrolled
+    /// RNN's recurrent weight, at every time step) or read transposed (a layer's
+    /// weight in `x·Wᵀ`): B packed once per plan run and every such product computed
+    /// from the packed panels (`backend/cpu/packed_gemm.rs`), on an x86-64 CPU with
+    /// AVX-512, or AVX2 and FMA. Forced on: every plain f32 product whose B is such an
+    /// input, whatever its rows, on any CPU. Each output is one fma chain over k in
+    /// order (other sums, other rounding than `matrixmultiply`'s).
     PackedOperand,
     /// A gather's CPU pass (`index_select`, `fit`'s batches picked from a data set on
     /// the device, embedding lookups) over two threads, half of the output rows each:
