@@ -274,11 +274,7 @@ fn mlp_steps_with_weights_packed_once_match_the_unpacked_ones_on_both_sides_of_t
         }
         (out, fast_path::taken(path) > before)
     };
-    #[cfg(target_arch = "x86_64")]
-    let simd = std::arch::is_x86_feature_detected!("avx512f")
-        || (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"));
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
+    let simd = common::packed_tiles_run();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (rows, packs) in [(128, simd), (136, false)] {
         let (auto, taken) = run(rows, None);

@@ -39,6 +39,18 @@ pub fn private(dev: &Device) -> Device {
     }
 }
 
+/// Whether the CPU backend's packed products run one of their SIMD tiles here
+/// (AVX-512, or AVX2 with FMA): where they take `FastPath::PackedOperand` by
+/// themselves.
+#[allow(dead_code)]
+pub fn packed_tiles_run() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f")
+        || (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"));
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 /// Largest absolute difference, scaled by max(1, |expected|).
 #[allow(dead_code)]
 pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {

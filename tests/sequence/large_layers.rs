@@ -8,7 +8,7 @@
 
 use proptest::prelude::*;
 
-use crate::common::{fixture, gpu, private, read_tensor, serial};
+use crate::common::{fixture, gpu, packed_tiles_run, private, read_tensor, serial};
 use wgnn::fast_path::{self, FastPath};
 use wgnn::nn::{Gru, Lstm, LstmState, Module, Rnn, RnnConfig};
 use wgnn::{Device, GpuOptions, Tensor};
@@ -350,11 +350,7 @@ fn recurrent_weights_packed_once_per_run_match_pytorch_on_both_sides_of_the_thre
         (results, fast_path::taken(path) > before)
     };
     // Taken by itself where one of its SIMD tiles runs.
-    #[cfg(target_arch = "x86_64")]
-    let simd = std::arch::is_x86_feature_detected!("avx512f")
-        || (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"));
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
+    let simd = packed_tiles_run();
     for case in &CASES {
         for on in [None, Some(false), Some(true)] {
             let (results, taken) = run(case, on);

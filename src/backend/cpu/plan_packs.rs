@@ -74,11 +74,8 @@ impl PlanPacks {
             })
             .collect();
         let fma = packed_gemm::worth_packing();
-        for (step, slot) in steps.iter().zip(of_step.iter_mut()) {
-            if let Some((pack, auto)) = slot {
-                let transposed = step.kernel.packable().is_some_and(|form| form.tb);
-                *auto &= fma && (readers[*pack] >= 2 || transposed);
-            }
+        for (pack, auto) in of_step.iter_mut().flatten() {
+            *auto &= fma && (readers[*pack] >= 2 || packs[*pack].1.tb);
         }
         PlanPacks {
             of_step,
