@@ -725,7 +725,7 @@ impl MatMulKernel {
     /// scratch buffer (`out1`), else the finished output; for a batch, products `z0..`
     /// (at most [`MAX_BATCH_GROUPS`]).
     fn gemm_pass(&self, tile: Tile, splits: usize, z0: usize, double: bool) -> Wgsl {
-        let MatMul { ta, tb, bias, .. } = self.op;
+        let MatMul { ta, tb, .. } = self.op;
         let (va, vb, vo) = self.vectors();
         // An empty dimension counts as an edge: then nothing is loaded or stored.
         let edge_m = !self.m.is_multiple_of(tile.rows()) || self.m == 0;
@@ -756,8 +756,29 @@ impl MatMulKernel {
         defs += &loader("load_b4", ("in1", base("base.y + "), half), vb, b_rows, b_cols, b_edge);
         defs += &self.epilogue_defs();
         defs += &storer(splits > 1, vo, edge_n, base("base.z + "));
-        let mut types = operand_types(va, vb, half);
-        if bias {
+        let entry = if double {
+            defs += &double_mac(tile);
+            "matmul_db"
+        } else {
+            "matmul"
+        };
+        self.pass_wgsl(entry, defs, (tile.rows(), tile.cols()), splits, z0)
+    }
+
+    /// A pass of `entry` with `defs`, its workgroups one per `rows × cols` tile of the
+    /// output (per K slice, or per product of a batch from `z0`), its bindings' types:
+    /// A and B, the bias, the epilogue's tail, the output, the split scratch.
+    fn pass_wgsl(
+        &self,
+        entry: &'static str,
+        defs: String,
+        (rows, cols): (usize, usize),
+        splits: usize,
+        z0: usize,
+    ) -> Wgsl {
+        let (va, vb, vo) = self.vectors();
+        let mut types = operand_types(va, vb, self.op.half);
+        if self.op.bias {
             types.push("f32");
         }
         types.extend(self.tail.iter().flat_map(|t| t.same.iter().map(|_| "f32")));
@@ -769,13 +790,7 @@ impl MatMulKernel {
             None => splits,
             Some(_) => (self.count() - z0).min(MAX_BATCH_GROUPS),
         };
-        let grid = Grid::Tiles(self.n.div_ceil(tile.cols()), self.m.div_ceil(tile.rows()), z);
-        let entry = if double {
-            defs += &double_mac(tile);
-            "matmul_db"
-        } else {
-            "matmul"
-        };
+        let grid = Grid::Tiles(self.n.div_ceil(cols), self.m.div_ceil(rows), z);
         Wgsl::new(SHADER, entry, self.uniforms(splits, z0), grid)
             .defs(defs)
             .types(types)
@@ -819,7 +834,7 @@ impl MatMulKernel {
     /// `load_a1(row, k)` is one word of op(A), `load_b14(k, col)` words col..col+4 of
     /// row k of op(B); K is walked word by word, so it has no edge.
     fn flat_pass(&self, tile: FlatTile, splits: usize, z0: usize, shuffle: bool) -> Wgsl {
-        let MatMul { ta, tb, bias, .. } = self.op;
+        let MatMul { ta, tb, .. } = self.op;
         let (va, vb, vo) = self.vectors();
         let edge_m = !self.m.is_multiple_of(tile.tm) || self.m == 0;
         let edge_n = !self.n.is_multiple_of(tile.cols()) || self.n == 0;
@@ -856,25 +871,8 @@ impl MatMulKernel {
         }
         defs += &self.epilogue_defs();
         defs += &storer(splits > 1, vo, edge_n, base("base.z + "));
-        let mut types = operand_types(va, vb, half);
-        if bias {
-            types.push("f32");
-        }
-        types.extend(self.tail.iter().flat_map(|t| t.same.iter().map(|_| "f32")));
-        types.push(vec4_or_f32(vo));
-        if splits > 1 {
-            types.push(vec4_or_f32(vo));
-        }
-        let z = match self.batch {
-            None => splits,
-            Some(_) => (self.count() - z0).min(MAX_BATCH_GROUPS),
-        };
-        let grid = Grid::Tiles(self.n.div_ceil(tile.cols()), self.m.div_ceil(tm), z);
         let entry = if shuffle { "matmul_flat_shuffle" } else { "matmul_flat" };
-        Wgsl::new(SHADER, entry, self.uniforms(splits, z0), grid)
-            .defs(defs)
-            .types(types)
-            .in_bounds()
+        self.pass_wgsl(entry, defs, (tm, tile.cols()), splits, z0)
     }
 }
 
