@@ -16,8 +16,8 @@
 #                            time limit, then benches/gpu_report.py, then the test suite
 #                            on that adapter (as `test` below). Output goes to stdout and
 #                            to $OUT (default target/gpu-out): log.txt, wgnn.json,
-#                            torch.json, summary.md, tests.md and test-*.txt. Under 9
-#                            minutes.
+#                            torch.json, summary.md, tests.md and test-*.txt. The limits
+#                            add up to 9.5 minutes; 2-4 expected.
 #   bash target/gpu-bundle/gpu.sh test
 #                            the test suite alone: every test binary with
 #                            WGNN_REQUIRE_GPU=1 on the machine's adapter (the same checks
