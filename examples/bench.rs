@@ -455,7 +455,7 @@ fn soak(dev: &Device, steps: usize) -> Result<()> {
 
 /// `bench --tune`: every workload of the table run twice on the GPU (the first run
 /// times the GEMM variants of each new shape class; the choices are saved to the
-/// cache file at once), then the cache's size and file.
+/// cache file at once, those timed steadily), then the cache's size and file.
 fn tune() -> Result<()> {
     let gpu = Device::gpu()?;
     println!("tuning on {}", gpu.info());
@@ -501,7 +501,8 @@ fn tune() -> Result<()> {
         p.display().to_string()
     });
     println!(
-        "autotune cache: {after} choices ({} new) in {place}; {:.1} s",
+        "autotune cache: {after} choices ({} new) in {place}; {:.1} s \
+         (a choice timed while the machine's speed changed is not saved: run --tune again on a quiet machine)",
         after - before,
         started.elapsed().as_secs_f64()
     );

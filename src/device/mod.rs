@@ -352,10 +352,11 @@ impl Device {
         self.0.backend.shader_f16()
     }
 
-    /// The GPU autotune's cache: how many kernel shape classes have a chosen variant,
-    /// and the file the choices are kept in across processes (`WGNN_CACHE_DIR`; `None`
-    /// in memory only, or on the CPU, which has no autotune). `bench --tune` fills it
-    /// ahead of time.
+    /// The GPU autotune's cache: how many kernel shape classes have a chosen variant
+    /// kept across processes (a choice whose timing was unsteady holds for this
+    /// process only and is not counted), and the file the choices are kept in
+    /// (`WGNN_CACHE_DIR`; `None` in memory only, or on the CPU, which has no
+    /// autotune). `bench --tune` fills it ahead of time.
     pub fn autotune_cache(&self) -> (usize, Option<std::path::PathBuf>) {
         self.0.backend.autotune_cache()
     }

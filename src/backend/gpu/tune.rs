@@ -48,8 +48,8 @@ impl Shared {
         if !(CAN_BLOCK && self.tune.timing() && tune.worth_timing && variants.len() > 1) {
             return Ok(variants.swap_remove(0));
         }
-        let best = self.fastest(&variants, step)?;
-        self.tune.set(&key, &variants[best].name);
+        let (best, steady) = self.fastest(&variants, step)?;
+        self.tune.set(&key, &variants[best].name, steady);
         Ok(variants.swap_remove(best))
     }
 
@@ -57,8 +57,11 @@ impl Shared {
     /// not matter: every variant does the same work) and returns the fastest, or the
     /// first (the default) unless another is 10 % faster. A
     /// variant the adapter cannot build is skipped; after about two seconds of
-    /// timing (a huge product on a slow adapter) the rest are not tried.
-    pub(super) fn fastest(&self, variants: &[Variant], step: &Step) -> Result<usize> {
+    /// timing (a huge product on a slow adapter) the rest are not tried. With it,
+    /// whether the timing was steady ([`steady`]): the default and the choice each
+    /// timed once more at the end, within 25 % of what they measured before, and
+    /// their repeated runs within 25 % of each other.
+    pub(super) fn fastest(&self, variants: &[Variant], step: &Step) -> Result<(usize, bool)> {
         let raw = |words: usize| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgnn autotune"),
@@ -80,6 +83,9 @@ impl Shared {
         let mut best = (f64::INFINITY, 0);
         let mut default = f64::INFINITY;
         let mut spent = 0.0;
+        // Per variant timed: its passes, bind groups and repetitions per run, for the
+        // recheck, and its runs' seconds (per repetition).
+        let mut timed: Vec<Option<Timed>> = (0..variants.len()).map(|_| None).collect();
         for (i, v) in variants.iter().enumerate() {
             if spent > TIME_BUDGET {
                 break;
@@ -102,44 +108,25 @@ impl Shared {
                 .iter()
                 .map(|p| bind_group(&self.device, &layout, &p.params, &refs))
                 .collect();
-            let run = |reps: usize| -> Result<f64> {
-                let mut encoder = self.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = encoder.begin_compute_pass(&Default::default());
-                    for _ in 0..reps {
-                        for (p, g) in passes.iter().zip(&groups) {
-                            pass.set_pipeline(&p.pipeline);
-                            pass.set_bind_group(0, g, &[]);
-                            pass.dispatch_workgroups(p.groups.0, p.groups.1, p.groups.2);
-                        }
-                    }
-                }
-                let start = Instant::now();
-                self.queue.submit([encoder.finish()]);
-                self.device
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .map_err(|e| Error::Gpu {
-                        context: "timing kernel variants".into(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(start.elapsed().as_secs_f64())
-            };
+            let run = |reps: usize| self.time_passes(&passes, &groups, reps);
             // One run first: a variant three times slower than the best so far is
             // out; a long kernel (a huge product on a slow adapter) is judged on it.
             let first = run(1)?;
             spent += first;
-            let seconds = if first > 3.0 * best.0 {
+            let (seconds, reps, runs) = if first > 3.0 * best.0 {
                 continue;
             } else if first > LONG_RUN {
-                first
+                (first, 1, vec![first])
             } else {
                 // Enough repetitions for about 20 ms of work (submission overhead
                 // amortized), best of three.
                 let reps = ((0.02 / first.max(1e-6)).ceil() as usize).clamp(2, 200);
                 let times = [run(reps)?, run(reps)?, run(reps)?];
                 spent += times.iter().sum::<f64>();
-                times.into_iter().fold(f64::INFINITY, f64::min) / reps as f64
+                let runs: Vec<f64> = times.iter().map(|t| t / reps as f64).collect();
+                (runs.iter().copied().fold(f64::INFINITY, f64::min), reps, runs)
             };
+            timed[i] = Some((passes, groups, reps, runs));
             if i == 0 {
                 default = seconds;
             }
@@ -147,9 +134,65 @@ impl Shared {
                 best = (seconds, i);
             }
         }
+        let chosen = if best.0 * MARGIN > default { 0 } else { best.1 };
+        // The default and the choice timed once more, after all the others.
+        let mut checks = Vec::new();
+        for i in [0, chosen] {
+            if let Some((passes, groups, reps, runs)) = &timed[i] {
+                let again = self.time_passes(passes, groups, *reps)? / *reps as f64;
+                checks.push((runs.clone(), again));
+            }
+            if chosen == 0 {
+                break;
+            }
+        }
         self.faults.check("timing kernel variants")?;
-        Ok(if best.0 * MARGIN > default { 0 } else { best.1 })
+        Ok((chosen, steady(&checks)))
     }
+
+    /// Seconds to run `passes` (with their bind `groups`) `reps` times over, in one
+    /// submit, waited for.
+    fn time_passes(&self, passes: &[GpuPass], groups: &[wgpu::BindGroup], reps: usize) -> Result<f64> {
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                for (p, g) in passes.iter().zip(groups) {
+                    pass.set_pipeline(&p.pipeline);
+                    pass.set_bind_group(0, g, &[]);
+                    pass.dispatch_workgroups(p.groups.0, p.groups.1, p.groups.2);
+                }
+            }
+        }
+        let start = Instant::now();
+        self.queue.submit([encoder.finish()]);
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                context: "timing kernel variants".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+}
+
+/// A variant as timed: its passes, their bind groups, the repetitions in one run,
+/// and each run's seconds per repetition.
+type Timed = (Vec<GpuPass>, Vec<wgpu::BindGroup>, usize, Vec<f64>);
+
+/// Whether a timing was steady, from the variants that decided it (the default and
+/// the choice): each one's runs (seconds per repetition) and its time when run once
+/// more at the end. Steady when, for each, the slowest of its runs and the recheck
+/// are within 25 % of its fastest run, and the recheck is not 25 % faster than it:
+/// the machine ran at one speed throughout.
+pub(crate) fn steady(checks: &[(Vec<f64>, f64)]) -> bool {
+    const SPREAD: f64 = 1.25;
+    !checks.is_empty()
+        && checks.iter().all(|(runs, again)| {
+            let fastest = runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let slowest = runs.iter().copied().fold(*again, f64::max);
+            fastest.is_finite() && slowest <= SPREAD * fastest && again * SPREAD >= fastest
+        })
 }
 
 /// A fingerprint of the variants offered, in their order: each one's name, and its
@@ -177,4 +220,32 @@ fn shader_hash(shader: &'static str) -> u64 {
     let h = crate::backend::tune_cache::fnv1a(shader);
     hashes.push((at, h));
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steady;
+
+    #[test]
+    fn a_timing_is_steady_only_when_every_run_and_the_recheck_agree_within_a_quarter() {
+        // The default alone (it was chosen): three runs and a recheck.
+        assert!(steady(&[(vec![1.0, 1.1, 1.05], 1.2)]));
+        assert!(!steady(&[(vec![1.0, 1.4, 1.05], 1.0)]), "a slow run among the three");
+        assert!(
+            !steady(&[(vec![1.0, 1.1, 1.05], 1.3)]),
+            "the recheck slower: the machine slowed"
+        );
+        assert!(
+            !steady(&[(vec![1.0, 1.1, 1.05], 0.7)]),
+            "the recheck faster: the runs were slow"
+        );
+        // A long variant, run once, and its recheck.
+        assert!(steady(&[(vec![0.2], 0.22)]));
+        assert!(!steady(&[(vec![0.2], 0.3)]));
+        // The default and another choice: both must agree.
+        assert!(steady(&[(vec![1.0, 1.0, 1.0], 1.1), (vec![0.5, 0.52, 0.5], 0.55)]));
+        assert!(!steady(&[(vec![1.0, 1.0, 1.0], 1.1), (vec![0.5, 0.52, 0.5], 0.7)]));
+        // Nothing timed (no variant could be built): nothing to save.
+        assert!(!steady(&[]));
+    }
 }
