@@ -30,6 +30,18 @@ impl Drop for GpuBuffer {
 }
 
 impl Shared {
+    /// Waits until the queue has run everything submitted; a lost device is an
+    /// error naming `context` (what was waited for).
+    pub(super) fn wait_idle(&self, context: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu {
+                context: context.into(),
+                reason: e.to_string(),
+            })
+    }
+
     /// Refuses, before anything is created or dispatched, a storage buffer the
     /// device cannot create or bind.
     pub(super) fn check_size(&self, what: &str, words: usize) -> Result<()> {
@@ -97,12 +109,7 @@ impl Shared {
                 rx
             })
             .collect();
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu {
-                context: "waiting for a readback".into(),
-                reason: e.to_string(),
-            })?;
+        self.wait_idle("waiting for a readback")?;
         self.faults.check("waiting for a readback")?;
         let mut out = Vec::with_capacity(staging.len());
         for (b, rx) in staging.iter().zip(receivers) {

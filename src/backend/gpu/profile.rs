@@ -76,12 +76,7 @@ impl GpuPlan {
             let start = Instant::now();
             s.queue.submit([encoder.finish()]);
             Counters::add(&s.counters.submits, 1);
-            s.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu {
-                    context: "waiting for a profiled launch".into(),
-                    reason: e.to_string(),
-                })?;
+            s.wait_idle("waiting for a profiled launch")?;
             s.faults.check("running a profiled launch")?;
             Ok(start.elapsed().as_secs_f64())
         };

@@ -166,12 +166,7 @@ impl Shared {
         }
         let start = Instant::now();
         self.queue.submit([encoder.finish()]);
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu {
-                context: "timing kernel variants".into(),
-                reason: e.to_string(),
-            })?;
+        self.wait_idle("timing kernel variants")?;
         Ok(start.elapsed().as_secs_f64())
     }
 }
