@@ -331,7 +331,8 @@ fn pipeline_cache_child() {
 /// tile the file names without timing again (the file is edited here to name
 /// another tile, which the later process must then run, with the same bits: every
 /// tile gives the same values); a choice saved for another set of variants is timed
-/// again. `WGNN_AUTOTUNE=0` runs the default tile and writes no file. Each run is a
+/// again; a product of the same size class with a ragged edge takes the class's
+/// choice. `WGNN_AUTOTUNE=0` runs the default tile and writes no file. Each run is a
 /// child process (`autotune_child`).
 #[test]
 fn the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process() {
@@ -340,10 +341,11 @@ fn the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process() {
     }
     let dir = std::env::temp_dir().join(format!("wgnn-autotune-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let run = |autotune: bool| {
+    let run_rows = |autotune: bool, rows: usize| {
         let output = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "autotune_child", "--nocapture", "--test-threads=1"])
             .env("WGNN_AUTOTUNE_CHILD", "1")
+            .env("WGNN_AUTOTUNE_ROWS", rows.to_string())
             .env("WGNN_CACHE_DIR", &dir)
             // `keep`: saved even when a busy machine made the timing unsteady.
             .env("WGNN_AUTOTUNE", if autotune { "keep" } else { "0" })
@@ -361,6 +363,7 @@ fn the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process() {
         };
         (field("variant: "), field("values: "))
     };
+    let run = |autotune: bool| run_rows(autotune, 256);
     let tune_files = || -> Vec<std::path::PathBuf> {
         std::fs::read_dir(&dir)
             .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
@@ -399,6 +402,21 @@ fn the_autotune_choice_is_saved_per_adapter_and_used_by_a_later_process() {
         text.lines().any(|l| l.starts_with(key)),
         "not timed again for its own variants: {text}"
     );
+    // A product of 240 rows is of the same size class (m256): it takes the class's
+    // choice, though its tiles' code differs (a ragged edge), and times nothing.
+    let choice = text
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap()
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (ragged, _) = run_rows(true, 240);
+    assert_eq!(ragged, choice, "the ragged product did not take its class's choice");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let class = text.lines().filter(|l| l.starts_with(&format!("{bare} #"))).count();
+    assert_eq!(class, 1, "the ragged product was timed as a class of its own: {text}");
     assert!(!untuned.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -412,7 +430,8 @@ fn autotune_child() {
     }
     let dev = Device::gpu().unwrap();
     dev.set_profile(true);
-    let a = Tensor::randn(&[256, 512], 1, &dev).unwrap();
+    let rows = std::env::var("WGNN_AUTOTUNE_ROWS").map_or(256, |r| r.parse().unwrap());
+    let a = Tensor::randn(&[rows, 512], 1, &dev).unwrap();
     let b = Tensor::randn(&[512, 256], 2, &dev).unwrap();
     let y = a.matmul(&b);
     let bits: Vec<u32> = y.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();

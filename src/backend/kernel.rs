@@ -90,6 +90,11 @@ pub(crate) struct Tune {
     pub variants: Vec<Variant>,
     /// Whether the launch is large enough to be worth timing.
     pub worth_timing: bool,
+    /// The same candidates built for the shape class's own sizes, where the code of
+    /// `variants` depends on more than the class (a GEMM's ragged edges within a size
+    /// bucket): the choice's fingerprint is taken from these, so that every shape of
+    /// the class shares one choice. `None`: from `variants`.
+    pub canonical: Option<Vec<Variant>>,
 }
 
 impl Tune {
@@ -115,6 +120,7 @@ impl Tune {
             key: format!("{family} p{parts} n{}", words.next_power_of_two()),
             variants,
             worth_timing: parts > 1 && words >= 1 << 14,
+            canonical: None,
         }
     }
 }

@@ -437,6 +437,7 @@ impl Kernel for ConvKernel {
             key,
             variants,
             worth_timing: 2 * m * k * n * groups >= TUNE_FLOPS,
+            canonical: None,
         })
     }
 }

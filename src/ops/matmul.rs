@@ -300,10 +300,35 @@ impl Kernel for MatMulKernel {
         if let Some(tail) = &self.tail {
             key += &format!(" t{}", tail.same.len());
         }
+        // A 2-D product's variants for the bucket's own sizes: the fingerprint of the
+        // choice, the same for every shape of the bucket (their edges differ).
+        let canonical = self.batch.is_none().then(|| {
+            let class = MatMulKernel {
+                m: bucket(self.m),
+                k: bucket(self.k),
+                n: bucket(self.n),
+                op: self.op,
+                batch: None,
+                tail: self.tail.clone(),
+            };
+            class.variants(splits)
+        });
+        Some(Tune {
+            key,
+            variants: self.variants(splits),
+            worth_timing: 2 * self.m * self.n * self.k * self.count() >= TUNE_FLOPS,
+            canonical,
+        })
+    }
+}
+
+impl MatMulKernel {
+    /// Every form of this product with `splits` K slices: the tiled forms everywhere
+    /// (the default first), the flat and shuffle forms on CPU adapters, the
+    /// two-stage forms on GPUs.
+    fn variants(&self, splits: usize) -> Vec<Variant> {
         let default = self.default_tile();
-        // The tiled forms everywhere (the default first), the flat and shuffle forms
-        // on CPU adapters, the two-stage forms on GPUs.
-        let variants = std::iter::once(default)
+        std::iter::once(default)
             .chain(TILES.into_iter().filter(|t| *t != default))
             .map(|tile| self.variant(tile, splits))
             .chain(
@@ -321,12 +346,7 @@ impl Kernel for MatMulKernel {
                     .into_iter()
                     .map(|t| self.double_variant(t, splits).offered(Offer::GpuAdapter)),
             )
-            .collect();
-        Some(Tune {
-            key,
-            variants,
-            worth_timing: 2 * self.m * self.n * self.k * self.count() >= TUNE_FLOPS,
-        })
+            .collect()
     }
 }
 

@@ -31,16 +31,24 @@ impl Shared {
             (Offer::GpuAdapter, false) => Some(4),
             _ => None,
         };
-        let mut offered: Vec<(usize, Variant)> = variants
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, v)| order(i, &v).map(|rank| (rank, v)))
-            .collect();
-        offered.sort_by_key(|(rank, _)| *rank); // stable: each class keeps its order
-        let mut variants: Vec<Variant> = offered.into_iter().map(|(_, v)| v).collect();
+        let offered = |variants: Vec<Variant>| -> Vec<Variant> {
+            let mut offered: Vec<(usize, Variant)> = variants
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| order(i, &v).map(|rank| (rank, v)))
+                .collect();
+            offered.sort_by_key(|(rank, _)| *rank); // stable: each class keeps its order
+            offered.into_iter().map(|(_, v)| v).collect()
+        };
+        let mut variants = offered(variants);
         // A choice holds for the variants it was timed among: another set (a variant
-        // added, a kernel's code changed) is timed again.
-        let key = format!("{} #{:016x}", tune.key, fingerprint(&variants));
+        // added, a kernel's code changed) is timed again. The fingerprint is the
+        // shape class's (its canonical variants') where the kernel gives them.
+        let print = match tune.canonical {
+            Some(canonical) => fingerprint(&offered(canonical)),
+            None => fingerprint(&variants),
+        };
+        let key = format!("{} #{print:016x}", tune.key);
         let named = |name: &str| variants.iter().position(|v| v.name == name);
         if let Some(i) = self.tune.get(&key).and_then(|n| named(&n)) {
             return Ok(variants.swap_remove(i));
