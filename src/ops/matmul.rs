@@ -301,8 +301,10 @@ impl Kernel for MatMulKernel {
             key += &format!(" t{}", tail.same.len());
         }
         // A 2-D product's variants for the bucket's own sizes: the fingerprint of the
-        // choice, the same for every shape of the bucket (their edges differ).
-        let canonical = self.batch.is_none().then(|| {
+        // choice, the same for every shape of the bucket (their edges differ); not
+        // built again for a product of those sizes.
+        let of_class = (bucket(self.m), bucket(self.k), bucket(self.n)) == (self.m, self.k, self.n);
+        let canonical = (self.batch.is_none() && !of_class).then(|| {
             let class = MatMulKernel {
                 m: bucket(self.m),
                 k: bucket(self.k),

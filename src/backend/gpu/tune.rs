@@ -188,7 +188,7 @@ type Timed = (Vec<GpuPass>, Vec<wgpu::BindGroup>, usize, Vec<f64>);
 /// more at the end. Steady when, for each, the slowest of its runs and the recheck
 /// are within 25 % of its fastest run, and the recheck is not 25 % faster than it:
 /// the machine ran at one speed throughout.
-pub(crate) fn steady(checks: &[(Vec<f64>, f64)]) -> bool {
+fn steady(checks: &[(Vec<f64>, f64)]) -> bool {
     const SPREAD: f64 = 1.25;
     !checks.is_empty()
         && checks.iter().all(|(runs, again)| {
