@@ -189,8 +189,9 @@ fn mnist_subset() -> (Dataset, Dataset) {
 /// Adam steps of the seed's MLP on the CPU, on MNIST rows: its 784×128 weight (100,352
 /// words) is above the split update's threshold and every other parameter below it.
 /// Taken as it comes (the big weight's update on two threads), with the split forced
-/// off, with it forced on for every parameter, and with the CPU backend limited to one
-/// thread: the same loss and weights, bit for bit, after every step.
+/// off, with it forced on for every parameter, with the AVX2 builds of the loops
+/// instead of the AVX-512 ones, and with the CPU backend limited to one thread: the
+/// same loss and weights, bit for bit, after every step.
 #[test]
 fn adam_steps_of_the_mlp_have_the_same_bits_with_the_update_split_on_or_off_and_on_one_thread() {
     use wgnn::fast_path::{self, FastPath};
@@ -235,9 +236,16 @@ fn adam_steps_of_the_mlp_have_the_same_bits_with_the_update_split_on_or_off_and_
         let _on = fast_path::force(FastPath::UpdateSplit, true);
         run()
     };
+    // The AVX2 builds of the loops (Adam's, the epilogues', the loss's) and tiles
+    // instead of the AVX-512 ones, where the CPU has AVX-512.
+    let avx2 = {
+        let _avx2 = fast_path::force(FastPath::Simd512, false);
+        run()
+    };
     wgnn::set_num_threads(1);
     let one_thread = run();
     wgnn::set_num_threads(0);
+    assert!(automatic == avx2, "the AVX2 builds changed the steps");
     assert!(automatic == off, "the split update changed the steps");
     assert!(automatic == on, "splitting every parameter changed the steps");
     assert!(automatic == one_thread, "one thread changed the steps");

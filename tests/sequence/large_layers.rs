@@ -275,6 +275,7 @@ fn every_cpu_fast_path_gives_the_same_bits_through_whole_recurrent_layers() {
         FastPath::GemmColumns,
         FastPath::GemmThreads,
         FastPath::Simd,
+        FastPath::Simd512,
         FastPath::Fusion,
         FastPath::Views,
         FastPath::ReduceSplit,

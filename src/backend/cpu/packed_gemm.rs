@@ -144,17 +144,32 @@ impl Isa {
             if x86::AVX512 && std::arch::is_x86_feature_detected!("avx512f") {
                 return Some(Isa::Avx512);
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if Isa::avx2_fma() {
                 return Some(Isa::Avx2);
             }
         }
         None
     }
 
-    /// [`Isa::simd`] unless [`FastPath::Simd`] is forced off; else the plain tile.
+    /// Whether this CPU runs the AVX2 tile (AVX2 and FMA).
+    fn avx2_fma() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// [`Isa::simd`] unless [`FastPath::Simd`] is forced off (then the plain tile);
+    /// the AVX2 tile instead of the AVX-512 one where [`FastPath::Simd512`] is.
     fn detect() -> Isa {
         match Isa::simd() {
-            Some(isa) if fast_path::choose(FastPath::Simd, true) => isa,
+            Some(isa) if fast_path::choose(FastPath::Simd, true) => {
+                if isa == Isa::Avx512 && !fast_path::choose(FastPath::Simd512, true) && Isa::avx2_fma() {
+                    Isa::Avx2
+                } else {
+                    isa
+                }
+            }
             _ => Isa::Plain,
         }
     }
@@ -415,7 +430,7 @@ mod tests {
     }
 
     /// Ragged rows and columns, every transpose, one thread and two, with the SIMD
-    /// tiles and without: the reference's bits.
+    /// tiles (AVX-512 and AVX2) and without: the reference's bits.
     #[test]
     fn a_packed_product_is_one_fma_chain_per_output_on_every_path() {
         for (m, k, n) in [
@@ -433,15 +448,25 @@ mod tests {
             let b = crate::rng::uniform(4, k * n, -1.0, 1.0);
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let want = reference(m, k, n, ta, tb, &a, &b);
-                for (simd, split) in [(true, true), (true, false), (false, true), (false, false)] {
+                for (simd, wide, split) in [
+                    (true, true, true),
+                    (true, false, true),
+                    (true, true, false),
+                    (false, true, true),
+                    (false, false, false),
+                ] {
                     let _simd = fast_path::force(FastPath::Simd, simd);
+                    let _wide = fast_path::force(FastPath::Simd512, wide);
                     let _split = fast_path::force(FastPath::GemmSplit, split);
                     let mut packed = vec![f32::NAN; packed_words(k, n)];
                     pack(k, n, tb, &b, &mut packed);
                     let mut out = vec![f32::NAN; m * n];
                     gemm(m, k, n, ta, &a, &packed, &mut out);
                     let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
-                    assert_eq!(got, want, "{m}×{k}×{n} ta {ta} tb {tb} simd {simd} split {split}");
+                    assert_eq!(
+                        got, want,
+                        "{m}×{k}×{n} ta {ta} tb {tb} simd {simd} 512 {wide} split {split}"
+                    );
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! SIMD on the CPU backend. `simd_fn!` builds a function twice, for AVX2 and for
-//! plain x86-64, and runs the AVX2 build where the CPU has it (the elementwise,
+//! SIMD on the CPU backend. `simd_fn!` builds a function three times, for AVX-512,
+//! AVX2 and plain x86-64, and runs the widest build the CPU has (the elementwise,
 //! fused, epilogue, optimizer and recurrent-cell loops use it). And vectorizable
 //! sigmoid and tanh for the recurrent cells (`lstm.rs`, `gru.rs`): the formulas of
 //! `shaders/common.wgsl`'s `sigmoid_f` and `tanh_f` (both through e^(−|x|), which
@@ -67,13 +67,15 @@ pub(crate) fn tanh(x: f32) -> f32 {
     }
 }
 
-/// Defines a function whose body is compiled twice, for AVX2 and as is, and which
-/// runs the AVX2 build where the CPU has it (checked once, then a cached flag) and
-/// [`FastPath::Simd`](crate::fast_path::FastPath::Simd) is not forced off: the
-/// loops in the body then vectorize 8 lanes wide instead of SSE2's 4. No FMA is
-/// enabled, so both builds give the same bits. Everything the body calls on the way
-/// to its loops must be `#[inline(always)]` (a function that is not inlined is
-/// compiled without AVX2); arguments are plain `name: type` pairs.
+/// Defines a function whose body is compiled three times, for AVX-512, for AVX2 and
+/// as is, and which runs the widest build the CPU has (checked once, then a cached
+/// flag) unless [`FastPath::Simd512`](crate::fast_path::FastPath::Simd512) or
+/// [`FastPath::Simd`](crate::fast_path::FastPath::Simd) is forced off: the loops in
+/// the body then vectorize 16 or 8 lanes wide instead of SSE2's 4. No build contracts
+/// a multiply and an add into an FMA, so all give the same bits. Everything the body
+/// calls on the way to its loops must be `#[inline(always)]` (a function that is not
+/// inlined is compiled without the wider instructions); arguments are plain
+/// `name: type` pairs.
 macro_rules! simd_fn {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -86,6 +88,20 @@ macro_rules! simd_fn {
                 std::arch::is_x86_feature_detected!("avx2"),
             ) && std::arch::is_x86_feature_detected!("avx2")
             {
+                #[rustversion::since(1.89)]
+                #[clippy::msrv = "1.89"]
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[rustversion::before(1.89)]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if $crate::backend::cpu::vmath::take_avx512() {
+                    // SAFETY: the CPU has AVX-512F (`take_avx512`).
+                    return unsafe { avx512($($arg),*) };
+                }
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) {
                     body($($arg),*)
@@ -98,6 +114,28 @@ macro_rules! simd_fn {
     };
 }
 pub(crate) use simd_fn;
+
+/// Whether this build has AVX-512 code (the compiler's AVX-512 target feature is
+/// stable from Rust 1.89; an older one builds AVX2 and plain code only).
+#[rustversion::since(1.89)]
+pub(crate) const AVX512_BUILD: bool = true;
+/// Whether this build has AVX-512 code (not before Rust 1.89).
+#[rustversion::before(1.89)]
+pub(crate) const AVX512_BUILD: bool = false;
+
+/// Whether a SIMD loop or tile runs its AVX-512 build: the build has one, the CPU
+/// has AVX-512F and [`FastPath::Simd512`](crate::fast_path::FastPath::Simd512) is
+/// not forced off (counted as taken where chosen).
+#[inline]
+pub(crate) fn take_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = AVX512_BUILD && std::arch::is_x86_feature_detected!("avx512f");
+        crate::fast_path::choose(crate::fast_path::FastPath::Simd512, has) && has
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 simd_fn! {
     /// [`sigmoid`] of every element, in place.
@@ -142,12 +180,45 @@ mod tests {
             );
             assert!(((tanh(x) as f64 - t).abs() as f32) <= tol(t), "tanh({x}) = {}", tanh(x));
         }
-        let mut v = xs.clone();
+        // Every build (AVX-512, AVX2, plain) gives the scalar function's bits.
+        use crate::fast_path::{self, FastPath};
+        for (simd, wide) in [(true, true), (true, false), (false, false)] {
+            let _simd = fast_path::force(FastPath::Simd, simd);
+            let _wide = fast_path::force(FastPath::Simd512, wide);
+            let mut v = xs.clone();
+            sigmoid_in_place(&mut v);
+            assert!(v.iter().zip(&xs).all(|(a, &x)| a.to_bits() == sigmoid(x).to_bits()));
+            let mut v = xs.clone();
+            tanh_in_place(&mut v);
+            assert!(v.iter().zip(&xs).all(|(a, &x)| a.to_bits() == tanh(x).to_bits()));
+            let mut v = xs.iter().map(|x| x.min(0.0)).collect::<Vec<_>>();
+            exp_shifted_in_place(&mut v, 0.0);
+            assert!(v
+                .iter()
+                .zip(&xs)
+                .all(|(a, &x)| a.to_bits() == exp_nonpositive(x.min(0.0)).to_bits()));
+        }
+    }
+
+    /// Where the CPU has AVX-512F, the loops run their AVX-512 build unless it is
+    /// forced off (the automatic choice counts it as taken).
+    #[test]
+    fn the_avx512_build_runs_where_the_cpu_has_it() {
+        use crate::fast_path::{self, FastPath};
+        #[cfg(target_arch = "x86_64")]
+        let has = AVX512_BUILD
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        let mut v = vec![0.5f32; 64];
+        let before = fast_path::taken(FastPath::Simd512);
         sigmoid_in_place(&mut v);
-        assert!(v.iter().zip(&xs).all(|(a, &x)| a.to_bits() == sigmoid(x).to_bits()));
-        let mut v = xs.clone();
-        tanh_in_place(&mut v);
-        assert!(v.iter().zip(&xs).all(|(a, &x)| a.to_bits() == tanh(x).to_bits()));
+        assert_eq!(fast_path::taken(FastPath::Simd512) > before, has);
+        let _off = fast_path::force(FastPath::Simd512, false);
+        let before = fast_path::taken(FastPath::Simd512);
+        sigmoid_in_place(&mut v);
+        assert_eq!(fast_path::taken(FastPath::Simd512), before);
     }
 
     /// The exponent taken from the bits of the shifted value is `n as i32` for every
