@@ -75,13 +75,11 @@ fn pack_panel(k: usize, n: usize, (tb, blocks): (bool, bool), b: &[f32], p: usiz
     // B's columns are rows of the stored Bᵀ: a transpose. Word by word it took 21 µs
     // for the seed MLP's 784 × 128 weight on two Zen 4 cores (its product 28 µs);
     // in 8 × 8 register blocks, k's last k % 8 rows word by word.
-    let mut k_done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if blocks && width == PANEL {
-        k_done = k / 8 * 8;
-        // SAFETY: `blocks` says the CPU has AVX2.
-        unsafe { x86::transpose_panel(k, &b[c0 * k..(c0 + PANEL) * k], panel) };
-    }
+    let k_done = if blocks && width == PANEL {
+        transpose_panel(k, &b[c0 * k..(c0 + PANEL) * k], panel)
+    } else {
+        0
+    };
     // Elsewhere in blocks of 16 k, so that both sides stay within a few cache lines.
     if width < PANEL {
         panel.fill(0.0);
@@ -94,6 +92,23 @@ fn pack_panel(k: usize, n: usize, (tb, blocks): (bool, bool), b: &[f32], p: usiz
                 panel[(k0 + kk) * PANEL + j] = v;
             }
         }
+    }
+}
+
+/// Packs the first `k / 8 · 8` rows of a whole panel of a transposed B from its 32
+/// columns (`rows`, the stored Bᵀ's rows) in 8 × 8 register blocks, where the CPU
+/// has AVX2 (the caller's check); returns the rows packed.
+fn transpose_panel(k: usize, rows: &[f32], panel: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the caller saw AVX2 on this CPU.
+        unsafe { x86::transpose_panel(k, rows, panel) };
+        k / 8 * 8
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, rows, panel);
+        0
     }
 }
 

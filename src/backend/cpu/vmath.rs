@@ -117,24 +117,22 @@ pub(crate) use simd_fn;
 
 /// Whether this build has AVX-512 code (the compiler's AVX-512 target feature is
 /// stable from Rust 1.89; an older one builds AVX2 and plain code only).
+#[cfg(target_arch = "x86_64")]
 #[rustversion::since(1.89)]
 pub(crate) const AVX512_BUILD: bool = true;
 /// Whether this build has AVX-512 code (not before Rust 1.89).
+#[cfg(target_arch = "x86_64")]
 #[rustversion::before(1.89)]
 pub(crate) const AVX512_BUILD: bool = false;
 
 /// Whether a SIMD loop or tile runs its AVX-512 build: the build has one, the CPU
 /// has AVX-512F and [`FastPath::Simd512`](crate::fast_path::FastPath::Simd512) is
 /// not forced off (counted as taken where chosen).
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn take_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let has = AVX512_BUILD && std::arch::is_x86_feature_detected!("avx512f");
-        crate::fast_path::choose(crate::fast_path::FastPath::Simd512, has) && has
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    let has = AVX512_BUILD && std::arch::is_x86_feature_detected!("avx512f");
+    crate::fast_path::choose(crate::fast_path::FastPath::Simd512, has) && has
 }
 
 simd_fn! {
