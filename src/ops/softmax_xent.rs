@@ -170,19 +170,30 @@ impl XentKernel {
     }
 }
 
-/// Row `r`'s largest logit, `Σ exp(x − max)` and label.
-fn row_stats<'a>(logits: &'a [f32], labels: &[f32], classes: usize, r: usize) -> (&'a [f32], f32, f32, usize) {
+/// Row `r`'s largest logit, `Σ exp(x − max)` and label; the terms `exp(x − max)` left
+/// in `exps` (`classes` words), so that the backward divides them by the sum instead
+/// of computing each a second time.
+fn row_stats<'a>(
+    logits: &'a [f32],
+    labels: &[f32],
+    classes: usize,
+    r: usize,
+    exps: &mut [f32],
+) -> (&'a [f32], f32, f32, usize) {
     let row = &logits[r * classes..(r + 1) * classes];
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+    for (e, &v) in exps.iter_mut().zip(row) {
+        *e = (v - max).exp();
+    }
+    let sum: f32 = exps[..classes].iter().sum();
     (row, max, sum, labels[r].to_bits() as usize)
 }
 
 /// Row `r`'s loss: `log Σe^(x−m) − (x_label − m)` (x_label − m is exact or nearly,
 /// where `(log Σ + m) − x_label` would round log Σ to the ulp of m); NaN for a label
 /// out of range.
-fn row_loss(logits: &[f32], labels: &[f32], classes: usize, r: usize) -> f32 {
-    let (row, max, sum, label) = row_stats(logits, labels, classes, r);
+fn row_loss(logits: &[f32], labels: &[f32], classes: usize, r: usize, exps: &mut [f32]) -> f32 {
+    let (row, max, sum, label) = row_stats(logits, labels, classes, r, exps);
     if label < classes {
         sum.ln() - (row[label] - max)
     } else {
@@ -200,17 +211,18 @@ impl Kernel for XentKernel {
 
     fn cpu(&self, x: &[&[f32]], out: &mut [&mut [f32]]) {
         let classes = self.classes;
+        let mut exps = vec![0f32; classes];
         match self.pass {
             Pass::Rows => {
                 for (r, loss) in out[0][..self.rows].iter_mut().enumerate() {
-                    *loss = row_loss(x[0], x[1], classes, r);
+                    *loss = row_loss(x[0], x[1], classes, r, &mut exps);
                 }
             }
             Pass::Mean => {
                 // The kernel's order: strided partial sums, then a tree.
                 let mut partial = [0f32; MEAN_LANES];
                 for r in 0..self.rows {
-                    partial[r % MEAN_LANES] += row_loss(x[0], x[1], classes, r);
+                    partial[r % MEAN_LANES] += row_loss(x[0], x[1], classes, r, &mut exps);
                 }
                 let mut s = MEAN_LANES / 2;
                 while s > 0 {
@@ -223,14 +235,14 @@ impl Kernel for XentKernel {
             }
             Pass::RowsGrad | Pass::MeanGrad => {
                 for r in 0..self.rows {
-                    let (row, max, sum, label) = row_stats(x[0], x[1], classes, r);
+                    let (_, _, sum, label) = row_stats(x[0], x[1], classes, r, &mut exps);
                     let g = match self.pass {
                         Pass::RowsGrad => x[2][r],
                         _ => x[2][0] * self.scale(),
                     };
-                    for c in 0..classes {
-                        let p = (row[c] - max).exp() / sum;
-                        out[0][r * classes + c] = (p - (c == label) as u32 as f32) * g;
+                    let grads = &mut out[0][r * classes..(r + 1) * classes];
+                    for (c, (d, &e)) in grads.iter_mut().zip(&exps).enumerate() {
+                        *d = (e / sum - (c == label) as u32 as f32) * g;
                     }
                 }
             }
