@@ -533,7 +533,9 @@ mod tests {
     }
 
     /// Ragged rows and columns, every transpose, one thread and two, with the SIMD
-    /// tiles (AVX-512 and AVX2) and without: the reference's bits.
+    /// tiles (AVX-512 and AVX2) and without, a transposed B packed in register blocks
+    /// (whole panels; k below 8, a multiple of 8 and past one) and word by word: the
+    /// reference's bits.
     #[test]
     fn a_packed_product_is_one_fma_chain_per_output_on_every_path() {
         for (m, k, n) in [
@@ -545,6 +547,7 @@ mod tests {
             (6, 784, 33),
             (70, 64, 96),
             (16, 300, 64),
+            (5, 3, 64),
             (4, 0, 5),
         ] {
             let a = crate::rng::uniform(3, m * k, -1.0, 1.0);
