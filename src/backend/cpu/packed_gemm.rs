@@ -76,7 +76,7 @@ fn pack_panel(k: usize, n: usize, (tb, blocks): (bool, bool), b: &[f32], p: usiz
     // for the seed MLP's 784 × 128 weight on two Zen 4 cores (its product 28 µs);
     // in 8 × 8 register blocks, k's last k % 8 rows word by word.
     let k_done = if blocks && width == PANEL {
-        transpose_panel(k, &b[c0 * k..(c0 + PANEL) * k], panel)
+        transpose_blocks(k, &b[c0 * k..(c0 + PANEL) * k], panel)
     } else {
         0
     };
@@ -98,7 +98,7 @@ fn pack_panel(k: usize, n: usize, (tb, blocks): (bool, bool), b: &[f32], p: usiz
 /// Packs the first `k / 8 · 8` rows of a whole panel of a transposed B from its 32
 /// columns (`rows`, the stored Bᵀ's rows) in 8 × 8 register blocks, where the CPU
 /// has AVX2 (the caller's check); returns the rows packed.
-fn transpose_panel(k: usize, rows: &[f32], panel: &mut [f32]) -> usize {
+fn transpose_blocks(k: usize, rows: &[f32], panel: &mut [f32]) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: the caller saw AVX2 on this CPU.
@@ -189,7 +189,7 @@ impl Isa {
     /// Whether this CPU runs the AVX2 tile (AVX2 and FMA).
     fn avx2_fma() -> bool {
         #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        return Isa::avx2() && std::arch::is_x86_feature_detected!("fma");
         #[cfg(not(target_arch = "x86_64"))]
         false
     }
