@@ -121,16 +121,7 @@ fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
     let Some(shared) = gpu() else { return };
     let gpu = private(&shared);
     // (The two-stage tiles are offered to GPUs that are not CPUs; forced here.)
-    let tiles = [
-        "64x64k16",
-        "128x64k8",
-        "128x128k8",
-        "32x64k16",
-        "32x32k16",
-        "db128x64k8",
-        "db64x64k8",
-        "db32x64k16",
-    ];
+    let tiles = GEMM_TILES;
     let shapes = [
         (128, 256, 128),
         (37, 70, 13),

@@ -118,6 +118,73 @@ async fn matmuls_match_the_cpu_including_odd_tile_edges() {
     assert_parity(&matmul_cases(), MATMUL_TOL).await;
 }
 
+/// Every GEMM tile forced one at a time on the browser's adapter — the workgroup
+/// tiles, the two-stage tiles written for GPUs and the flat tiles for CPU adapters —
+/// gives the bits of the first tile and the CPU's values, forward and backward, in
+/// every transpose and with a bias and ReLU epilogue, on ragged, vec4, split-K and
+/// tiny shapes. Natively they only ever ran on lavapipe (naga's SPIR-V, llvmpipe's
+/// 8-lane lock-step workgroups); here Tint compiles them and SwiftShader runs them:
+/// a missing barrier or a race on workgroup memory would give other bits. (The
+/// browser autotunes nothing, so it otherwise runs only each kernel's default; that
+/// a forced name runs is checked natively, where profile mode can see it.)
+#[wasm_bindgen_test]
+async fn every_gemm_tile_gives_the_same_bits_and_the_cpus_values() {
+    let gpu = Device::gpu_with_async(&wgnn::GpuOptions::default()).await.unwrap();
+    let cpu = Device::cpu();
+    async fn run(dev: &Device, (m, k, n): (usize, usize, usize), ta: bool, tb: bool, linear: bool) -> Vec<Vec<f32>> {
+        let leaf = |shape: [usize; 2], seed| Tensor::randn(&shape, seed, dev).unwrap().requires_grad().unwrap();
+        let a = leaf(if ta { [k, m] } else { [m, k] }, 1);
+        let b = leaf(if tb { [n, k] } else { [k, n] }, 2);
+        let bias = leaf([1, n], 3).reshape(&[n]);
+        let out = if linear {
+            a.linear(&b, Some(&bias)).relu()
+        } else {
+            a.matmul_t(&b, ta, tb)
+        };
+        let grads = readout(&out, 4).backward().unwrap();
+        let mut values = vec![read(&out).await];
+        for x in [&a, &b] {
+            values.push(read(grads.get(x).unwrap()).await);
+        }
+        values
+    }
+    let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let tiles: Vec<&str> = GEMM_TILES.iter().chain(&FLAT_GEMM_TILES).copied().collect();
+    // Each run's backward takes two more products in other transposes: these six
+    // cover every transpose on ragged edges, the vec4 path, a split K and a tiny
+    // product (SwiftShader compiles each tile for each shape, ~0.5 s a pipeline:
+    // ~100 s in all on 2 cores).
+    for (shape, ta, tb, linear) in [
+        ((37, 70, 13), false, false, false),
+        ((37, 70, 13), true, true, false),
+        ((37, 70, 13), false, true, true),
+        ((32, 96, 64), false, true, true),
+        ((20, 1030, 12), false, false, false),
+        ((4, 8, 4), true, false, false),
+    ] {
+        let what = format!("{shape:?} ta {ta} tb {tb} linear {linear}");
+        let expected = run(&cpu, shape, ta, tb, linear).await;
+        let mut first: Option<Vec<u32>> = None;
+        for &tile in &tiles {
+            gpu.clear_plan_cache();
+            gpu.debug_kernel_variant(Some(tile));
+            let got = run(&gpu, shape, ta, tb, linear).await;
+            for (g, c) in got.iter().zip(&expected) {
+                let d = max_rel_diff(g, c);
+                assert!(d <= MATMUL_TOL, "{what}, tile {tile}: differs from the CPU by {d}");
+            }
+            match &first {
+                None => first = Some(bits(&got)),
+                Some(f) => assert!(
+                    *f == bits(&got),
+                    "{what}: tile {tile} gives other bits than {}",
+                    tiles[0]
+                ),
+            }
+        }
+    }
+}
+
 #[wasm_bindgen_test]
 async fn pooling_matches_the_cpu() {
     assert_parity(&pool_cases(), POOL_TOL).await;

@@ -22,6 +22,23 @@ pub const CROSS_ENTROPY_TOL: f32 = 1e-5;
 /// per window, and the GPU's division may round differently.
 pub const POOL_TOL: f32 = 1e-5;
 
+/// The GEMM tiles the GPU autotune picks among on every adapter class: the
+/// workgroup tiles, and the two-stage (double-buffered) `db` tiles offered to GPUs
+/// that are not CPUs. Tests force each one (`Device::debug_kernel_variant`).
+pub const GEMM_TILES: [&str; 8] = [
+    "64x64k16",
+    "128x64k8",
+    "128x128k8",
+    "32x64k16",
+    "32x32k16",
+    "db128x64k8",
+    "db64x64k8",
+    "db32x64k16",
+];
+/// The flat GEMM tiles (no workgroup memory, no barrier), offered only where the
+/// adapter is a CPU (lavapipe, SwiftShader).
+pub const FLAT_GEMM_TILES: [&str; 4] = ["flat3x32", "flat4x32", "flat6x32", "flat4x64"];
+
 /// How inputs are drawn.
 #[derive(Clone, Copy)]
 pub enum Draw {
