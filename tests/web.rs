@@ -195,6 +195,59 @@ async fn convolutions_match_the_cpu() {
     assert_parity(&conv_cases(), CONV_TOL).await;
 }
 
+/// Every convolution tile forced one at a time on the browser's adapter (Tint,
+/// SwiftShader) gives the bits of the first and the CPU's values in all three
+/// passes, on ragged tiles, groups, a 5×5 stride and a transposed convolution —
+/// as `every_gemm_tile_gives_the_same_bits_and_the_cpus_values` does for products.
+#[wasm_bindgen_test]
+async fn every_conv_tile_gives_the_same_bits_and_the_cpus_values() {
+    let gpu = Device::gpu_with_async(&wgnn::GpuOptions::default()).await.unwrap();
+    let picked = [
+        "conv2d ragged tiles",
+        "conv2d groups 3",
+        "conv2d 5x5 stride 2 pad 1",
+        "conv_transpose2d stride 2",
+    ];
+    let cases: Vec<Case> = conv_cases().into_iter().filter(|c| picked.contains(&c.name)).collect();
+    assert_eq!(cases.len(), picked.len(), "a picked case is missing from conv_cases");
+    let bits = |(out, grads): &(Vec<f32>, Vec<Vec<f32>>)| -> Vec<u32> {
+        out.iter().chain(grads.iter().flatten()).map(|v| v.to_bits()).collect()
+    };
+    for (i, c) in cases.iter().enumerate() {
+        let seed = 300 + i as u64;
+        let (out_c, grads_c) = evaluate(c, &Device::cpu(), seed).await;
+        let mut first: Option<Vec<u32>> = None;
+        for tile in CONV_TILES {
+            gpu.clear_plan_cache();
+            gpu.debug_kernel_variant(Some(tile));
+            let got = evaluate(c, &gpu, seed).await;
+            let d = max_rel_diff(&got.0, &out_c);
+            assert!(
+                d <= CONV_TOL,
+                "{}, tile {tile}: forward differs from the CPU by {d}",
+                c.name
+            );
+            for (j, (g, want)) in got.1.iter().zip(&grads_c).enumerate() {
+                let d = max_rel_diff(g, want);
+                assert!(
+                    d <= CONV_TOL,
+                    "{}, tile {tile}: gradient of input {j} differs by {d}",
+                    c.name
+                );
+            }
+            match &first {
+                None => first = Some(bits(&got)),
+                Some(f) => assert!(
+                    *f == bits(&got),
+                    "{}: tile {tile} gives other bits than {}",
+                    c.name,
+                    CONV_TILES[0]
+                ),
+            }
+        }
+    }
+}
+
 #[wasm_bindgen_test]
 async fn normalizations_match_the_cpu() {
     assert_parity(&norm_cases(), NORM_TOL).await;

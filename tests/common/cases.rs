@@ -553,6 +553,11 @@ fn gradient_of(x: &Tensor, f: fn(&Tensor) -> Tensor) -> Tensor {
 /// Sums of up to a few hundred products in another order (as matmuls).
 pub const CONV_TOL: f32 = 1e-3;
 
+/// The convolution tiles the GPU autotune picks among (`src/ops/conv.rs`'s `TILES`
+/// by the names the autotune gives them: the implicit GEMM's outputs per
+/// workgroup), the default first.
+pub const CONV_TILES: [&str; 4] = ["64x64", "32x64", "16x64", "32x32"];
+
 pub fn args(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvArgs {
     ConvArgs {
         stride,

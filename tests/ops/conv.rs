@@ -25,10 +25,6 @@ fn convolutions_match_between_cpu_and_gpu_forward_and_backward() {
     assert_parity(&conv_cases(), CONV_TOL);
 }
 
-/// The implicit GEMM's tiles (`src/ops/conv.rs`'s `TILES`: outputs per workgroup),
-/// by the names the autotune gives them.
-const CONV_TILES: [&str; 4] = ["64x64", "32x64", "16x64", "32x32"];
-
 /// Every tile the GPU autotune can pick for a convolution gives the same bits as
 /// every other, in all three passes (forward, input gradient, weight gradient), so
 /// that a timing never changes a result, and matches the CPU to `CONV_TOL`: every
