@@ -14,7 +14,7 @@ mod norm;
 mod pool;
 
 use common::cases::*;
-use common::{devices, gpu, max_rel_diff, private};
+use common::{check_variant, devices, gpu, max_rel_diff, private};
 use wgnn::fast_path::{self, FastPath};
 use wgnn::nn::loss;
 use wgnn::optim::{Optimizer, Sgd, SgdConfig};
@@ -131,23 +131,12 @@ fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
         (4, 8, 4),
     ];
     let run = |dev: &Device, m: usize, k: usize, n: usize, ta: bool, tb: bool, linear: bool| {
-        let leaf = |shape: [usize; 2], seed| Tensor::randn(&shape, seed, dev).unwrap().requires_grad().unwrap();
-        let a = leaf(if ta { [k, m] } else { [m, k] }, 1);
-        let b = leaf(if tb { [n, k] } else { [k, n] }, 2);
-        let bias = leaf([1, n], 3).reshape(&[n]);
-        let out = if linear {
-            a.linear(&b, Some(&bias)).relu()
-        } else {
-            a.matmul_t(&b, ta, tb)
-        };
+        let (out, inputs) = gemm_case(dev, (m, k, n), ta, tb, linear);
         let grads = readout(&out, 4).backward().unwrap();
         let mut values = vec![out.to_vec().unwrap()];
-        for x in [&a, &b] {
-            values.push(grads.get(x).unwrap().to_vec().unwrap());
-        }
+        values.extend(inputs.iter().map(|x| grads.get(x).unwrap().to_vec().unwrap()));
         values
     };
-    let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (m, k, n) in shapes {
         for (ta, tb, linear) in [
             (false, false, false),
@@ -158,23 +147,12 @@ fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
         ] {
             let what = format!("{m}x{k}x{n} ta {ta} tb {tb} linear {linear}");
             let cpu = run(&Device::cpu(), m, k, n, ta, tb, linear);
-            let mut first: Option<Vec<u32>> = None;
+            let mut first = None;
             for tile in tiles {
                 gpu.clear_plan_cache();
                 gpu.debug_kernel_variant(Some(tile));
                 let got = run(&gpu, m, k, n, ta, tb, linear);
-                for (g, c) in got.iter().zip(&cpu) {
-                    let d = max_rel_diff(g, c);
-                    assert!(d <= MATMUL_TOL, "{what}, tile {tile}: differs from the CPU by {d}");
-                }
-                match &first {
-                    None => first = Some(bits(&got)),
-                    Some(f) => assert!(
-                        *f == bits(&got),
-                        "{what}: tile {tile} gives other bits than {}",
-                        tiles[0]
-                    ),
-                }
+                check_variant(&what, tile, &got, &cpu, MATMUL_TOL, &mut first);
             }
         }
     }
@@ -264,7 +242,6 @@ fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch(
         }
         values
     };
-    let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     let switches = [
         None,
         Some((FastPath::SplitK, true)),
@@ -279,7 +256,7 @@ fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch(
                 for switch in switches {
                     let _forced = switch.map(|(path, on)| fast_path::force(path, on));
                     let what = format!("{shape:?} ta {ta} tb {tb} {switch:?}");
-                    let mut first: Option<Vec<u32>> = None;
+                    let mut first = None;
                     let shuffles = ["shuf8x32", "shuf16x32", "shuf32x32", "shuf48x32"];
                     let offered = if shuffles_offered(gpu) { &shuffles[..] } else { &[] };
                     for &tile in tiles.iter().chain(offered) {
@@ -287,18 +264,7 @@ fn flat_gemm_tiles_give_the_same_bits_with_epilogues_gradients_and_every_switch(
                         gpu.debug_kernel_variant(Some(tile));
                         let got = run(gpu, shape, ta, tb);
                         assert_ran(gpu, tile, &what);
-                        for (g, c) in got.iter().zip(&cpu) {
-                            let d = max_rel_diff(g, c);
-                            assert!(d <= MATMUL_TOL, "{what}, tile {tile}: differs from the CPU by {d}");
-                        }
-                        match &first {
-                            None => first = Some(bits(&got)),
-                            Some(f) => assert!(
-                                *f == bits(&got),
-                                "{what}: tile {tile} gives other bits than {}",
-                                tiles[0]
-                            ),
-                        }
+                        check_variant(&what, tile, &got, &cpu, MATMUL_TOL, &mut first);
                     }
                 }
             }

@@ -18,7 +18,7 @@
 mod common;
 
 use common::cases::*;
-use common::max_rel_diff;
+use common::{check_variant, joined, max_rel_diff};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use wgnn::metrics::Metric;
 use wgnn::nn::{self, loss, Linear, Module, Sequential};
@@ -131,24 +131,15 @@ async fn matmuls_match_the_cpu_including_odd_tile_edges() {
 async fn every_gemm_tile_gives_the_same_bits_and_the_cpus_values() {
     let gpu = Device::gpu_with_async(&wgnn::GpuOptions::default()).await.unwrap();
     let cpu = Device::cpu();
-    async fn run(dev: &Device, (m, k, n): (usize, usize, usize), ta: bool, tb: bool, linear: bool) -> Vec<Vec<f32>> {
-        let leaf = |shape: [usize; 2], seed| Tensor::randn(&shape, seed, dev).unwrap().requires_grad().unwrap();
-        let a = leaf(if ta { [k, m] } else { [m, k] }, 1);
-        let b = leaf(if tb { [n, k] } else { [k, n] }, 2);
-        let bias = leaf([1, n], 3).reshape(&[n]);
-        let out = if linear {
-            a.linear(&b, Some(&bias)).relu()
-        } else {
-            a.matmul_t(&b, ta, tb)
-        };
+    async fn run(dev: &Device, shape: (usize, usize, usize), ta: bool, tb: bool, linear: bool) -> Vec<Vec<f32>> {
+        let (out, inputs) = gemm_case(dev, shape, ta, tb, linear);
         let grads = readout(&out, 4).backward().unwrap();
         let mut values = vec![read(&out).await];
-        for x in [&a, &b] {
+        for x in &inputs {
             values.push(read(grads.get(x).unwrap()).await);
         }
         values
     }
-    let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     let tiles: Vec<&str> = GEMM_TILES.iter().chain(&FLAT_GEMM_TILES).copied().collect();
     // Each run's backward takes two more products in other transposes: these six
     // cover every transpose on ragged edges, the vec4 path, a split K and a tiny
@@ -164,23 +155,12 @@ async fn every_gemm_tile_gives_the_same_bits_and_the_cpus_values() {
     ] {
         let what = format!("{shape:?} ta {ta} tb {tb} linear {linear}");
         let expected = run(&cpu, shape, ta, tb, linear).await;
-        let mut first: Option<Vec<u32>> = None;
+        let mut first = None;
         for &tile in &tiles {
             gpu.clear_plan_cache();
             gpu.debug_kernel_variant(Some(tile));
             let got = run(&gpu, shape, ta, tb, linear).await;
-            for (g, c) in got.iter().zip(&expected) {
-                let d = max_rel_diff(g, c);
-                assert!(d <= MATMUL_TOL, "{what}, tile {tile}: differs from the CPU by {d}");
-            }
-            match &first {
-                None => first = Some(bits(&got)),
-                Some(f) => assert!(
-                    *f == bits(&got),
-                    "{what}: tile {tile} gives other bits than {}",
-                    tiles[0]
-                ),
-            }
+            check_variant(&what, tile, &got, &expected, MATMUL_TOL, &mut first);
         }
     }
 }
@@ -210,40 +190,15 @@ async fn every_conv_tile_gives_the_same_bits_and_the_cpus_values() {
     ];
     let cases: Vec<Case> = conv_cases().into_iter().filter(|c| picked.contains(&c.name)).collect();
     assert_eq!(cases.len(), picked.len(), "a picked case is missing from conv_cases");
-    let bits = |(out, grads): &(Vec<f32>, Vec<Vec<f32>>)| -> Vec<u32> {
-        out.iter().chain(grads.iter().flatten()).map(|v| v.to_bits()).collect()
-    };
     for (i, c) in cases.iter().enumerate() {
         let seed = 300 + i as u64;
-        let (out_c, grads_c) = evaluate(c, &Device::cpu(), seed).await;
-        let mut first: Option<Vec<u32>> = None;
+        let expected = joined(evaluate(c, &Device::cpu(), seed).await);
+        let mut first = None;
         for tile in CONV_TILES {
             gpu.clear_plan_cache();
             gpu.debug_kernel_variant(Some(tile));
-            let got = evaluate(c, &gpu, seed).await;
-            let d = max_rel_diff(&got.0, &out_c);
-            assert!(
-                d <= CONV_TOL,
-                "{}, tile {tile}: forward differs from the CPU by {d}",
-                c.name
-            );
-            for (j, (g, want)) in got.1.iter().zip(&grads_c).enumerate() {
-                let d = max_rel_diff(g, want);
-                assert!(
-                    d <= CONV_TOL,
-                    "{}, tile {tile}: gradient of input {j} differs by {d}",
-                    c.name
-                );
-            }
-            match &first {
-                None => first = Some(bits(&got)),
-                Some(f) => assert!(
-                    *f == bits(&got),
-                    "{}: tile {tile} gives other bits than {}",
-                    c.name,
-                    CONV_TILES[0]
-                ),
-            }
+            let got = joined(evaluate(c, &gpu, seed).await);
+            check_variant(c.name, tile, &got, &expected, CONV_TOL, &mut first);
         }
     }
 }

@@ -39,6 +39,28 @@ pub const GEMM_TILES: [&str; 8] = [
 /// adapter is a CPU (lavapipe, SwiftShader).
 pub const FLAT_GEMM_TILES: [&str; 4] = ["flat3x32", "flat4x32", "flat6x32", "flat4x64"];
 
+/// The product the GEMM-tile tests run on `dev`: `a·b` with A and/or B stored
+/// transposed, or (`linear`) `relu(a·bᵀ + bias)` through `Tensor::linear`; the output
+/// and the two inputs whose gradients (of `readout`, seed 4) the tests read.
+pub fn gemm_case(
+    dev: &Device,
+    (m, k, n): (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+    linear: bool,
+) -> (Tensor, [Tensor; 2]) {
+    let leaf = |shape: [usize; 2], seed| Tensor::randn(&shape, seed, dev).unwrap().requires_grad().unwrap();
+    let a = leaf(if ta { [k, m] } else { [m, k] }, 1);
+    let b = leaf(if tb { [n, k] } else { [k, n] }, 2);
+    let bias = leaf([1, n], 3).reshape(&[n]);
+    let out = if linear {
+        a.linear(&b, Some(&bias)).relu()
+    } else {
+        a.matmul_t(&b, ta, tb)
+    };
+    (out, [a, b])
+}
+
 /// How inputs are drawn.
 #[derive(Clone, Copy)]
 pub enum Draw {

@@ -61,6 +61,46 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// One forced kernel variant's results (the output, then the gradients of the
+/// inputs) checked against the CPU's, `expected`, to `tol`, and against the bits
+/// of the first variant checked: `first` keeps its name and bits.
+#[allow(dead_code)]
+#[track_caller]
+pub fn check_variant(
+    what: &str,
+    variant: &str,
+    got: &[Vec<f32>],
+    expected: &[Vec<f32>],
+    tol: f32,
+    first: &mut Option<(String, Vec<u32>)>,
+) {
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{what}, {variant}: not the CPU's number of values"
+    );
+    for (i, (g, c)) in got.iter().zip(expected).enumerate() {
+        let d = max_rel_diff(g, c);
+        let which = match i {
+            0 => "the output".to_string(),
+            i => format!("the gradient of input {}", i - 1),
+        };
+        assert!(d <= tol, "{what}, {variant}: {which} differs from the CPU by {d}");
+    }
+    let bits: Vec<u32> = got.iter().flatten().map(|x| x.to_bits()).collect();
+    match first {
+        None => *first = Some((variant.to_string(), bits)),
+        Some((name, f)) => assert!(*f == bits, "{what}: {variant} gives other bits than {name}"),
+    }
+}
+
+/// An output's values and its inputs' gradients as one list, the output first (as
+/// [`check_variant`] takes them).
+#[allow(dead_code)]
+pub fn joined((out, grads): (Vec<f32>, Vec<Vec<f32>>)) -> Vec<Vec<f32>> {
+    std::iter::once(out).chain(grads).collect()
+}
+
 /// Serializes tests that use the global random stream (`manual_seed`, layer init,
 /// dropout), so a seed gives the same numbers whatever else runs at the same time.
 #[allow(dead_code)]

@@ -5,7 +5,7 @@
 //! ops run with the others, from `batched_matmul_cases` in tests/common/cases.rs.)
 
 use super::common::cases::*;
-use super::common::{self, fixture, gpu, max_rel_diff, private, read_tensor};
+use super::common::{self, check_variant, fixture, gpu, max_rel_diff, private, read_tensor};
 use super::gradcheck;
 use wgnn::{Device, Tensor};
 
@@ -258,17 +258,9 @@ fn panic_message<T>(f: impl FnOnce() -> T) -> String {
 fn every_gemm_tile_gives_a_batched_product_the_same_bits() {
     let Some(shared) = gpu() else { return };
     let gpu = private(&shared);
-    let mut tiles = vec![
-        "64x64k16",
-        "128x64k8",
-        "128x128k8",
-        "32x64k16",
-        "32x32k16",
-        "db128x64k8",
-        "db32x64k16",
-    ];
+    let mut tiles = GEMM_TILES.to_vec();
     if gpu.info().device_type == "Cpu" {
-        tiles.extend(["flat3x32", "flat4x32", "flat6x32", "flat4x64"]); // lavapipe's own
+        tiles.extend(FLAT_GEMM_TILES); // lavapipe's own
     }
     if crate::shuffles_offered(&gpu) {
         tiles.extend(["shuf8x32", "shuf48x32"]);
@@ -285,26 +277,15 @@ fn every_gemm_tile_gives_a_batched_product_the_same_bits() {
         }
         values
     };
-    let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     for shape in [(37, 70, 13), (64, 32, 128), (4, 8, 4)] {
         for tb in [false, true] {
             let cpu = run(&Device::cpu(), shape, tb);
-            let mut first: Option<Vec<u32>> = None;
+            let mut first = None;
             for &tile in &tiles {
                 gpu.clear_plan_cache();
                 gpu.debug_kernel_variant(Some(tile));
                 let got = run(&gpu, shape, tb);
-                for (g, c) in got.iter().zip(&cpu) {
-                    let d = max_rel_diff(g, c);
-                    assert!(
-                        d <= MATMUL_TOL,
-                        "{shape:?} tb {tb}, tile {tile}: differs from the CPU by {d}"
-                    );
-                }
-                match &first {
-                    None => first = Some(bits(&got)),
-                    Some(f) => assert!(*f == bits(&got), "{shape:?} tb {tb}: tile {tile} gives other bits"),
-                }
+                check_variant(&format!("{shape:?} tb {tb}"), tile, &got, &cpu, MATMUL_TOL, &mut first);
             }
         }
     }

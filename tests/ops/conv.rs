@@ -5,7 +5,7 @@
 //! layers in `Sequential` and `#[derive(Module)]` structs.
 
 use super::common::cases::*;
-use super::common::{fixture, max_rel_diff, read_tensor};
+use super::common::{check_variant, fixture, joined, max_rel_diff, read_tensor};
 use super::{assert_parity, gradcheck};
 use wgnn::nn::{self, Conv1d, Conv2d, ConvConfig, ConvTranspose2d, Module};
 use wgnn::{Conv2dArgs, ConvArgs, Device, Tensor};
@@ -45,18 +45,15 @@ fn every_conv_tile_gives_the_same_bits_in_all_three_passes_and_matches_the_cpu()
         Draw::Normal,
         |x| x[0].conv2d(&x[1], Some(&x[2]), args(1, 1, 1, 1)),
     ));
-    let bits = |(out, grads): &(Vec<f32>, Vec<Vec<f32>>)| -> Vec<u32> {
-        out.iter().chain(grads.iter().flatten()).map(|v| v.to_bits()).collect()
-    };
     for (i, c) in cases.iter().enumerate() {
         let seed = 300 + i as u64;
         gpu.reset_profile();
-        let (out_c, grads_c) = super::evaluate(c, &Device::cpu(), seed);
-        let mut first: Option<Vec<u32>> = None;
+        let expected = joined(super::evaluate(c, &Device::cpu(), seed));
+        let mut first = None;
         for tile in CONV_TILES {
             gpu.clear_plan_cache();
             gpu.debug_kernel_variant(Some(tile));
-            let got = super::evaluate(c, &gpu, seed);
+            let got = joined(super::evaluate(c, &gpu, seed));
             let report = gpu.profile_report();
             gpu.reset_profile();
             let passes: Vec<(&str, &str)> = report
@@ -71,29 +68,7 @@ fn every_conv_tile_gives_the_same_bits_in_all_three_passes_and_matches_the_cpu()
                 "{}: tile {tile} forced, the launches ran {passes:?}",
                 c.name
             );
-            let d = max_rel_diff(&got.0, &out_c);
-            assert!(
-                d <= CONV_TOL,
-                "{}, tile {tile}: forward differs from the CPU by {d}",
-                c.name
-            );
-            for (j, (g, want)) in got.1.iter().zip(&grads_c).enumerate() {
-                let d = max_rel_diff(g, want);
-                assert!(
-                    d <= CONV_TOL,
-                    "{}, tile {tile}: gradient of input {j} differs from the CPU by {d}",
-                    c.name
-                );
-            }
-            match &first {
-                None => first = Some(bits(&got)),
-                Some(f) => assert!(
-                    *f == bits(&got),
-                    "{}: tile {tile} gives other bits than {}",
-                    c.name,
-                    CONV_TILES[0]
-                ),
-            }
+            check_variant(c.name, tile, &got, &expected, CONV_TOL, &mut first);
         }
     }
     gpu.debug_kernel_variant(None);
