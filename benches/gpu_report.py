@@ -84,6 +84,21 @@ def main() -> None:
         if shape == (4096, 4096, 4096):
             targets.append(("GEMM 4096³ ≥ 0.5× cuBLAS f32 (wall)", rw, rw is not None and rw >= 0.5))
 
+    tiles = rows(w, "gemm_tiles")
+    if tiles:
+        names = [c["tile"] for c in tiles[0]["tiles"]]
+        chosen = {
+            (r["m"], r["k"], r["n"]): ", ".join(sorted({l.get("variant", "?") for l in r.get("plan", {}).get("launches", []) if l["kernel"].startswith("matmul")}))
+            for r in rows(w, "gemm")
+        }
+        lines += ["", "## GEMM tiles, each forced (wgnn kernel GFLOP/s; the autotune's choice from the GEMM table)", ""]
+        lines.append("| m×k×n | " + " | ".join(names) + " | autotune chose |")
+        lines.append("| --- | " + " | ".join("---:" for _ in names) + " | --- |")
+        for r in tiles:
+            shape = (r["m"], r["k"], r["n"])
+            cells = " | ".join(fmt(c.get("kernel_gflops"), ".0f") for c in r["tiles"])
+            lines.append(f"| {'×'.join(map(str, shape))} | {cells} | {chosen.get(shape, 'n/a')} |")
+
     lines += ["", "## MLP training step (784-128-10, Adam), ms per step", ""]
     lines.append("| batch | wgnn waited | torch synchronized | ratio | wgnn back to back | torch back to back | ratio | wgnn first step | torch first step |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -167,6 +167,7 @@ fn main(
 // The tiled GEMM in two stages, for GPUs: the K slice after the current one is loaded
 // from memory into registers while the current one is multiplied from workgroup
 // memory (`mac`, generated with the k loop unrolled), then stored to the other stage;
+// `place(lid, tid)`, generated too, says which TM × TN outputs each invocation owns.
 // one barrier per slice. Rows of the stages are padded by one vec4 (AS, BS) against
 // bank conflicts; workgroups take their tiles in groups of GROUP row tiles (each
 // group sweeps the column tiles), so neighbouring workgroups share rows of A and
@@ -265,6 +266,7 @@ fn main(
     let k_begin = tile.y * params.kc;
     let k_end = min(params.k, k_begin + params.kc);
     let tid = lid.y * WX + lid.x;
+    let at = place(lid, tid);
 
     var stage = 0u;
     if (k_begin < k_end) {
@@ -277,17 +279,17 @@ fn main(
         if (more) { fetch(k0 + BK, row0, col0, tid); }
         var kn = BK;
         if (EDGE_K) { kn = min(BK, k_end - k0); }
-        mac(stage * BK * AS, stage * BK * BS, kn, lid.y, lid.x);
+        mac(stage * BK * AS, stage * BK * BS, kn, at.y, at.x);
         if (more) { stash(1u - stage, tid); }
         stage = 1u - stage;
         workgroupBarrier();
     }
 
     for (var i = 0u; i < TM; i++) {
-        let r = row0 + lid.y * TM + i;
+        let r = row0 + at.y * TM + i;
         if (r >= params.m) { break; }
         for (var j = 0u; j < TN4; j++) {
-            store4(r, col0 + 4u * (lid.x + j * WX), tile.y, acc[i * TN4 + j]);
+            store4(r, col0 + 4u * (at.x + j * WX), tile.y, acc[i * TN4 + j]);
         }
     }
 }

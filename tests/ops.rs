@@ -1073,7 +1073,14 @@ fn a_product_computes_the_maps_that_read_it_in_its_epilogue(shared: &Device) {
             }
         }
         if dev.kind() == wgnn::DeviceKind::Gpu {
-            let mut tiles = vec!["64x64k16", "128x128k8", "32x32k16", "db128x64k8", "db64x64k8"];
+            let mut tiles = vec![
+                "64x64k16",
+                "128x128k8",
+                "32x32k16",
+                "db128x64k8",
+                "db64x64k8",
+                "wt128x64k8",
+            ];
             if dev.info().device_type == "Cpu" {
                 tiles.extend(["flat3x32", "flat6x32", "flat4x64"]);
             }

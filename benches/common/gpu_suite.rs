@@ -20,6 +20,10 @@
 //!   the plan's GB/s on its ideal bytes (each input read once, each output written
 //!   once) — what a fused kernel would move.
 //! * `profile`: the `WGNN_PROFILE` table of one MLP step at batch 32 and 128.
+//! * `gemm_tiles`: every GEMM tile the autotune offers on the adapter (the two-stage
+//!   and warp-tiled forms on a GPU: `Device::debug_gemm_tiles`) forced one at a
+//!   time at a few sizes, with its kernel time — the data to set a GPU's defaults
+//!   from, where the autotune's own choice (in `gemm`'s launches) is one tile.
 //!
 //! `--quick` uses tiny sizes and budgets (a check of the script on lavapipe).
 
@@ -77,6 +81,8 @@ pub fn text(s: impl Into<String>) -> J {
 /// Sizes and budgets of one run.
 struct Sizes {
     gemm: Vec<(usize, usize, usize)>,
+    /// The products `gemm_tiles` times every tile at.
+    tiles: Vec<(usize, usize, usize)>,
     batches: [usize; 2],
     elements: usize,
     /// Time spent per timed cell.
@@ -89,6 +95,7 @@ impl Sizes {
         if quick {
             Sizes {
                 gemm: vec![(64, 64, 64), (32, 784, 128)],
+                tiles: vec![(64, 64, 64)],
                 batches: [32, 128],
                 elements: 1 << 14,
                 time: Duration::from_millis(100),
@@ -104,6 +111,7 @@ impl Sizes {
                     (128, 784, 128),
                     (128, 32, 784),
                 ],
+                tiles: vec![(4096, 4096, 4096), (1024, 1024, 1024), (128, 784, 128)],
                 batches: [32, 128],
                 elements: 1 << 25,
                 time: Duration::from_secs(1),
@@ -215,6 +223,8 @@ pub fn main(options: &Options, quick: bool) -> Result<()> {
     results.add_or_error("bandwidth", bandwidth)?;
     let profile = profile(&dev, &sizes);
     results.add_or_error("profile", profile)?;
+    let tiles = gemm_tiles(&dev, &sizes);
+    results.add_or_error("gemm_tiles", tiles)?;
     println!("wgnn gpu suite took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -314,6 +324,7 @@ fn main_plan(report: &wgnn::ProfileReport) -> Option<(f64, J)> {
                 ("kernel", text(&l.kernel)),
                 ("op", text(&l.op)),
                 ("shape", text(format!("{:?}", l.shape))),
+                ("variant", text(&l.variant)),
                 ("us", num(l.seconds * 1e6)),
                 ("bytes", num(l.bytes as f64)),
                 ("gbs", num(l.gbytes_per_second().unwrap_or(f64::NAN))),
@@ -393,6 +404,48 @@ fn gemm(dev: &Device, sizes: &Sizes) -> Result<J> {
             ("plan", launches),
         ]));
     }
+    Ok(J::Arr(rows))
+}
+
+/// Every GEMM tile offered on `dev`'s adapter forced in turn at each of `sizes.tiles`:
+/// its kernel GFLOP/s (GPU timestamps, profile mode), largest products first.
+fn gemm_tiles(dev: &Device, sizes: &Sizes) -> Result<J> {
+    let names = dev.debug_gemm_tiles();
+    println!("gemm tiles, each forced (kernel GFLOP/s):");
+    println!(
+        "  {:>16} {}",
+        "m x k x n",
+        names.iter().map(|n| format!("{n:>11}")).collect::<String>()
+    );
+    let mut rows = Vec::new();
+    for &(m, k, n) in &sizes.tiles {
+        let a = Tensor::randn(&[m, k], 1, dev)?;
+        let b = Tensor::randn(&[k, n], 2, dev)?;
+        let fence = crate::mnist_step::fence(dev)?;
+        let mut line = format!("  {:>16}", format!("{m}x{k}x{n}"));
+        let mut cells = Vec::new();
+        for name in &names {
+            dev.clear_plan_cache();
+            dev.debug_kernel_variant(Some(name));
+            let timed = profiled(dev, sizes.profiled_runs, || {
+                a.matmul(&b).realize()?;
+                fence.to_vec().map(|_| ())
+            });
+            dev.debug_kernel_variant(None);
+            let (kernel_s, _) = main_plan(&timed?).ok_or_else(|| Error::Invalid("no plan profiled".into()))?;
+            let gflops = 2.0 * (m * k * n) as f64 / kernel_s * 1e-9;
+            let _ = write!(line, " {gflops:>11.1}");
+            cells.push(J::Obj(vec![("tile", text(name)), ("kernel_gflops", num(gflops))]));
+        }
+        println!("{line}");
+        rows.push(J::Obj(vec![
+            ("m", num(m as f64)),
+            ("k", num(k as f64)),
+            ("n", num(n as f64)),
+            ("tiles", J::Arr(cells)),
+        ]));
+    }
+    dev.clear_plan_cache();
     Ok(J::Arr(rows))
 }
 

@@ -259,7 +259,7 @@ impl Kernel for MatMulKernel {
     /// The default tile without a K split (for a batch, its first launch); the GPU
     /// backend runs [`Kernel::tune`]'s variants instead.
     fn wgsl(&self) -> Wgsl {
-        self.gemm_pass(self.default_tile(), 1, 0, false)
+        self.gemm_pass(self.default_tile(), 1, 0, Stages::One)
     }
 
     /// `2·m·n·k` per product (the epilogue's bias and activation not counted).
@@ -348,6 +348,11 @@ impl MatMulKernel {
                     .into_iter()
                     .map(|t| self.double_variant(t, splits).offered(Offer::GpuAdapter)),
             )
+            .chain(
+                WARP_TILES
+                    .into_iter()
+                    .map(|t| self.warp_variant(t, splits).offered(Offer::GpuAdapter)),
+            )
             .collect()
     }
 }
@@ -385,6 +390,26 @@ impl Tile {
     const fn cols(self) -> usize {
         self.wx * self.tn
     }
+    /// The variant's name, e.g. `db128x64k8` for `prefix` "db".
+    fn name(self, prefix: &str) -> String {
+        format!("{prefix}{}x{}k{}", self.rows(), self.cols(), self.bk)
+    }
+}
+
+/// The names of the GEMM tiles the autotune offers on a CPU adapter (`cpu_adapter`)
+/// or a GPU, for benchmarks that time each one forced
+/// ([`Device::debug_gemm_tiles`](crate::Device::debug_gemm_tiles)): the tiled forms,
+/// then the flat ones (CPU) or the two-stage and warp-tiled ones (GPU). The
+/// subgroup-shuffle tiles, which need 8-lane subgroups, are left out.
+pub(crate) fn tile_names(cpu_adapter: bool) -> Vec<String> {
+    let mut names: Vec<String> = TILES.iter().map(|t| t.name("")).collect();
+    if cpu_adapter {
+        names.extend(FLAT_TILES.iter().map(|t| t.name("flat")));
+    } else {
+        names.extend(DOUBLE_TILES.iter().map(|t| t.name("db")));
+        names.extend(WARP_TILES.iter().map(|t| t.name("wt")));
+    }
+    names
 }
 
 /// The tiles the GPU autotune chooses from (after [`MatMulKernel::default_tile`]):
@@ -459,6 +484,39 @@ const DOUBLE_TILES: [Tile; 3] = [
     },
 ];
 
+/// The two-stage tiles also offered warp-tiled (`wt128x64k8`, [`Stages::TwoWarpTiled`]).
+const WARP_TILES: [Tile; 2] = [DOUBLE_TILES[0], DOUBLE_TILES[1]];
+
+/// Lanes along n of a warp-tiled form's 32-invocation block: 4 rows × 8 columns of
+/// invocations, so that a warp of 32 reads 4 · TM/4 + 8 · TN/4 distinct vec4s of
+/// each k step's stages where the row-major order (2 × 16 on a 16-wide workgroup)
+/// reads 2 · TM/4 + 16 · TN/4: for TM 8, TN 4, 16 against 20.
+const WARP_X: usize = 8;
+
+// Warp tiling places 32-invocation blocks of 4 × 8 over the workgroup.
+const _: () = {
+    let mut i = 0;
+    while i < WARP_TILES.len() {
+        let t = WARP_TILES[i];
+        assert!(t.wx.is_multiple_of(WARP_X) && t.wy.is_multiple_of(32 / WARP_X) && (t.wx * t.wy).is_multiple_of(32));
+        i += 1;
+    }
+};
+
+/// How a tiled pass runs: `matmul`'s one stage of workgroup memory, or `matmul_db`'s
+/// two, with each invocation's output tile where its id puts it (row-major over the
+/// workgroup) or warp-tiled: every 32 consecutive invocations (a warp on NVIDIA, a
+/// wave on RDNA and Apple's SIMD-groups) cover a compact 4 × 8 block of invocation
+/// tiles (CUTLASS's warp tile), blocks row-major over the workgroup. Only where each
+/// output is computed moves: the same fma chains, the same bits, whatever the
+/// adapter's subgroup size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stages {
+    One,
+    Two,
+    TwoWarpTiled,
+}
+
 /// A tile of the GEMM for adapters that are CPUs (`matmul_flat`): `wx` invocations
 /// side by side along n, each computing `tm` rows × 4 columns, no workgroup memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -470,6 +528,10 @@ struct FlatTile {
 impl FlatTile {
     const fn cols(self) -> usize {
         4 * self.wx
+    }
+    /// The variant's name, e.g. `flat3x32` for `family` "flat".
+    fn name(self, family: &str) -> String {
+        format!("{family}{}x{}", self.tm, self.cols())
     }
 }
 
@@ -625,8 +687,8 @@ impl MatMulKernel {
 
     fn variant(&self, tile: Tile, splits: usize) -> Variant {
         self.variant_of(
-            |z0| self.gemm_pass(tile, splits, z0, false),
-            format!("{}x{}k{}", tile.rows(), tile.cols(), tile.bk),
+            |z0| self.gemm_pass(tile, splits, z0, Stages::One),
+            tile.name(""),
             splits,
         )
     }
@@ -635,8 +697,18 @@ impl MatMulKernel {
     /// `db128x64k8`.
     fn double_variant(&self, tile: Tile, splits: usize) -> Variant {
         self.variant_of(
-            |z0| self.gemm_pass(tile, splits, z0, true),
-            format!("db{}x{}k{}", tile.rows(), tile.cols(), tile.bk),
+            |z0| self.gemm_pass(tile, splits, z0, Stages::Two),
+            tile.name("db"),
+            splits,
+        )
+    }
+
+    /// [`MatMulKernel::double_variant`] warp-tiled ([`Stages::TwoWarpTiled`]), named
+    /// e.g. `wt128x64k8`.
+    fn warp_variant(&self, tile: Tile, splits: usize) -> Variant {
+        self.variant_of(
+            |z0| self.gemm_pass(tile, splits, z0, Stages::TwoWarpTiled),
+            tile.name("wt"),
             splits,
         )
     }
@@ -668,7 +740,7 @@ impl MatMulKernel {
         let family = if shuffle { "shuf" } else { "flat" };
         self.variant_of(
             |z0| self.flat_pass(tile, splits, z0, shuffle),
-            format!("{family}{}x{}", tile.tm, tile.cols()),
+            tile.name(family),
             splits,
         )
     }
@@ -746,7 +818,7 @@ impl MatMulKernel {
     /// The tiled product: with `splits > 1`, partial sums of each K slice into the
     /// scratch buffer (`out1`), else the finished output; for a batch, products `z0..`
     /// (at most [`MAX_BATCH_GROUPS`]).
-    fn gemm_pass(&self, tile: Tile, splits: usize, z0: usize, double: bool) -> Wgsl {
+    fn gemm_pass(&self, tile: Tile, splits: usize, z0: usize, stages: Stages) -> Wgsl {
         let MatMul { ta, tb, .. } = self.op;
         let (va, vb, vo) = self.vectors();
         // An empty dimension counts as an edge: then nothing is loaded or stored.
@@ -778,11 +850,13 @@ impl MatMulKernel {
         defs += &loader("load_b4", ("in1", base("base.y + "), half), vb, b_rows, b_cols, b_edge);
         defs += &self.epilogue_defs();
         defs += &storer(splits > 1, vo, edge_n, base("base.z + "));
-        let entry = if double {
-            defs += &double_mac(tile);
-            "matmul_db"
-        } else {
-            "matmul"
+        let entry = match stages {
+            Stages::One => "matmul",
+            Stages::Two | Stages::TwoWarpTiled => {
+                defs += &double_mac(tile);
+                defs += &place(stages == Stages::TwoWarpTiled);
+                "matmul_db"
+            }
         };
         self.pass_wgsl(entry, defs, (tile.rows(), tile.cols()), splits, z0)
     }
@@ -818,6 +892,23 @@ impl MatMulKernel {
             .types(types)
             .in_bounds()
     }
+}
+
+/// `fn place(lid, tid) -> vec2<u32>` of `matmul_db`: which invocation tile (x along
+/// n, y along m; each TM × TN outputs) invocation `lid` (`tid` in the workgroup)
+/// computes: `lid` itself, or (`warp_tiled`) each 32 consecutive invocations a
+/// (32 / WARP_X) × WARP_X block of them, the blocks row-major over the workgroup — a
+/// permutation of the WX × WY invocation tiles (WARP_TILES are checked to divide).
+fn place(warp_tiled: bool) -> String {
+    if !warp_tiled {
+        return "fn place(lid: vec3<u32>, tid: u32) -> vec2<u32> { return lid.xy; }\n".into();
+    }
+    let (x, y) = (WARP_X, 32 / WARP_X);
+    format!(
+        "fn place(lid: vec3<u32>, tid: u32) -> vec2<u32> {{\n    \
+         let warp = tid / 32u;\n    let lane = tid % 32u;\n    let per_row = WX / {x}u;\n    \
+         return vec2<u32>((warp % per_row) * {x}u + lane % {x}u, (warp / per_row) * {y}u + lane / {x}u);\n}}\n"
+    )
 }
 
 /// `fn mac(sa, sb, kn, ly, lx)` of `matmul_db`: the BK steps over one stage of the

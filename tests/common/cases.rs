@@ -23,9 +23,10 @@ pub const CROSS_ENTROPY_TOL: f32 = 1e-5;
 pub const POOL_TOL: f32 = 1e-5;
 
 /// The GEMM tiles the GPU autotune picks among on every adapter class: the
-/// workgroup tiles, and the two-stage (double-buffered) `db` tiles offered to GPUs
-/// that are not CPUs. Tests force each one (`Device::debug_kernel_variant`).
-pub const GEMM_TILES: [&str; 8] = [
+/// workgroup tiles, and the two-stage (double-buffered) `db` tiles and their
+/// warp-tiled forms `wt` offered to GPUs that are not CPUs. Tests force each one
+/// (`Device::debug_kernel_variant`).
+pub const GEMM_TILES: [&str; 10] = [
     "64x64k16",
     "128x64k8",
     "128x128k8",
@@ -34,6 +35,8 @@ pub const GEMM_TILES: [&str; 8] = [
     "db128x64k8",
     "db64x64k8",
     "db32x64k16",
+    "wt128x64k8",
+    "wt64x64k8",
 ];
 /// The flat GEMM tiles (no workgroup memory, no barrier), offered only where the
 /// adapter is a CPU (lavapipe, SwiftShader).

@@ -92,7 +92,17 @@ fn a_mixed_precision_product_is_the_f32_product_of_the_rounded_inputs(dev: &Devi
     let dev = private(dev);
     let mut tiles = vec![None];
     if dev.kind() == wgnn::DeviceKind::Gpu {
-        tiles.extend(["64x64k16", "128x128k8", "32x32k16", "db128x64k8", "db32x64k16"].map(Some));
+        tiles.extend(
+            [
+                "64x64k16",
+                "128x128k8",
+                "32x32k16",
+                "db128x64k8",
+                "db32x64k16",
+                "wt128x64k8",
+            ]
+            .map(Some),
+        );
         if dev.info().device_type == "Cpu" {
             tiles.extend(["flat3x32", "flat6x32", "flat4x64"].map(Some));
         }
