@@ -167,11 +167,12 @@ fn main(
 // The tiled GEMM in two stages, for GPUs: the K slice after the current one is loaded
 // from memory into registers while the current one is multiplied from workgroup
 // memory (`mac`, generated with the k loop unrolled), then stored to the other stage;
-// `place(lid, tid)`, generated too, says which TM × TN outputs each invocation owns.
-// one barrier per slice. Rows of the stages are padded by one vec4 (AS, BS) against
-// bank conflicts; workgroups take their tiles in groups of GROUP row tiles (each
-// group sweeps the column tiles), so neighbouring workgroups share rows of A and
-// columns of B in cache. The same chain of fma over k in order as `matmul`.
+// one barrier per slice. Which TM × TN outputs an invocation owns, `place(lid, tid)`
+// (generated too) says: its own place, or warp-tiled. Rows of the stages are padded
+// by one vec4 (AS, BS) against bank conflicts; workgroups take their tiles in groups
+// of GROUP row tiles (each group sweeps the column tiles), so neighbouring workgroups
+// share rows of A and columns of B in cache. The same chain of fma over k in order as
+// `matmul`.
 const BM: u32 = WY * TM;
 const BN: u32 = WX * TN;
 const BM4: u32 = BM / 4u;
