@@ -110,12 +110,13 @@ fn matmuls_match_between_cpu_and_gpu_including_odd_tile_edges() {
     assert_parity(&matmul_cases(), MATMUL_TOL);
 }
 
-/// Every GEMM tile the GPU autotune can pick (the two-stage `db` tiles, offered to
-/// GPUs that are not CPUs, forced here) gives the same bits as every other, so a
-/// timing never changes a result, and matches the CPU: on shapes that take the
-/// vec4 path without edges, ragged edges in each dimension, scalar loads (rows not a
-/// multiple of 4), a split K (long K, small output) and every transpose, forward and
-/// backward (whose products have other shapes again), with a bias and ReLU epilogue.
+/// Every GEMM tile the GPU autotune can pick (the two-stage `db` tiles and their
+/// warp-tiled `wt` forms, offered to GPUs that are not CPUs, forced here) gives the
+/// same bits as every other, so a timing never changes a result, and matches the
+/// CPU: on shapes that take the vec4 path without edges, ragged edges in each
+/// dimension, scalar loads (rows not a multiple of 4), a split K (long K, small
+/// output) and every transpose, forward and backward (whose products have other
+/// shapes again), with a bias and ReLU epilogue.
 #[test]
 fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
     let Some(shared) = gpu() else { return };
