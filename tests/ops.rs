@@ -160,22 +160,29 @@ fn every_gemm_tile_gives_the_same_bits_and_matches_the_cpu() {
     gpu.debug_kernel_variant(None);
 }
 
-/// The flat GEMM tiles (no workgroup memory, no barrier), offered only where the
-/// adapter is a CPU (lavapipe), and their subgroup-shuffle form (where its
-/// subgroups are 8 lanes), give the bits of the tiled GEMM: every m, n, k in
-/// {1, 3, 5, 127, 129, 784} in all four transposes (vec4 loads where rows allow,
-/// ragged edges, a K split where K is long and the output small), each tile forced
-/// and the profiler confirming it ran. Elsewhere they are not offered.
+/// The two-stage GEMM tiles and their warp-tiled forms (offered to GPUs, forced on
+/// any adapter), and where the adapter is a CPU its flat tiles (no workgroup memory,
+/// no barrier) and, where its subgroups are 8 lanes, their subgroup-shuffle form,
+/// give the bits of the tiled GEMM: every m, n, k in {1, 3, 5, 127, 129, 784} in all
+/// four transposes (vec4 loads where rows allow, ragged edges, a K split where K is
+/// long and the output small), each tile forced and the profiler confirming it ran.
 #[test]
-fn every_flat_gemm_tile_gives_the_bits_of_the_tiled_gemm() {
+fn every_gemm_tile_gives_the_bits_of_the_tiled_gemm_for_every_size() {
     let Some(shared) = gpu() else { return };
-    if shared.info().device_type != "Cpu" {
-        return; // not offered on this adapter
-    }
     let gpu = private(&shared);
     gpu.set_profile(true);
     let sizes = [1, 3, 5, 127, 129, 784];
-    let mut tiles = vec!["32x32k16", "flat3x32", "flat4x32", "flat6x32", "flat4x64"];
+    let mut tiles = vec![
+        "32x32k16",
+        "db128x64k8",
+        "db64x64k8",
+        "db32x64k16",
+        "wt128x64k8",
+        "wt64x64k8",
+    ];
+    if gpu.info().device_type == "Cpu" {
+        tiles.extend(FLAT_GEMM_TILES);
+    }
     if shuffles_offered(&gpu) {
         tiles.extend(["shuf8x32", "shuf16x32", "shuf32x32", "shuf48x32"]);
     }

@@ -501,15 +501,6 @@ impl Device {
         self.0.backend.debug_kernel_variant(prefix);
     }
 
-    /// The names of the GEMM tiles the autotune offers on this device's adapter (for
-    /// a CPU adapter its flat tiles, for a GPU its two-stage and warp-tiled ones; not
-    /// the subgroup-shuffle tiles), each to be forced with
-    /// [`Device::debug_kernel_variant`]: for benchmarks that time every tile.
-    #[doc(hidden)]
-    pub fn debug_gemm_tiles(&self) -> Vec<String> {
-        crate::ops::matmul::tile_names(self.info().device_type == "Cpu")
-    }
-
     pub(crate) fn debug_modes(&self) -> &DebugModes {
         &self.0.debug
     }

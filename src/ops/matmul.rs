@@ -27,7 +27,7 @@ use crate::backend::cpu::packed_gemm;
 use crate::backend::cpu::sgemm::{self, sgemm, sgemm_batch};
 use crate::backend::kernel::{Cost, Grid, Kernel, Offer, Packable, Tune, Uniforms, Variant, Wgsl};
 use crate::fast_path::{self, FastPath};
-use crate::Tensor;
+use crate::{Device, Tensor};
 
 mod builders;
 
@@ -396,20 +396,23 @@ impl Tile {
     }
 }
 
-/// The names of the GEMM tiles the autotune offers on a CPU adapter (`cpu_adapter`)
-/// or a GPU, for benchmarks that time each one forced
-/// ([`Device::debug_gemm_tiles`](crate::Device::debug_gemm_tiles)): the tiled forms,
-/// then the flat ones (CPU) or the two-stage and warp-tiled ones (GPU). The
-/// subgroup-shuffle tiles, which need 8-lane subgroups, are left out.
-pub(crate) fn tile_names(cpu_adapter: bool) -> Vec<String> {
-    let mut names: Vec<String> = TILES.iter().map(|t| t.name("")).collect();
-    if cpu_adapter {
-        names.extend(FLAT_TILES.iter().map(|t| t.name("flat")));
-    } else {
-        names.extend(DOUBLE_TILES.iter().map(|t| t.name("db")));
-        names.extend(WARP_TILES.iter().map(|t| t.name("wt")));
+impl Device {
+    /// The names of the GEMM tiles the autotune offers on this device's adapter: the
+    /// tiled forms, then for a CPU adapter its flat tiles, for a GPU its two-stage
+    /// and warp-tiled ones (not the subgroup-shuffle tiles, which need 8-lane
+    /// subgroups), each to be forced with [`Device::debug_kernel_variant`]: for
+    /// benchmarks that time every tile.
+    #[doc(hidden)]
+    pub fn debug_gemm_tiles(&self) -> Vec<String> {
+        let mut names: Vec<String> = TILES.iter().map(|t| t.name("")).collect();
+        if self.info().device_type == "Cpu" {
+            names.extend(FLAT_TILES.iter().map(|t| t.name("flat")));
+        } else {
+            names.extend(DOUBLE_TILES.iter().map(|t| t.name("db")));
+            names.extend(WARP_TILES.iter().map(|t| t.name("wt")));
+        }
+        names
     }
-    names
 }
 
 /// The tiles the GPU autotune chooses from (after [`MatMulKernel::default_tile`]):
