@@ -144,7 +144,7 @@ async fn every_gemm_tile_gives_the_same_bits_and_the_cpus_values() {
     // Each run's backward takes two more products in other transposes: these six
     // cover every transpose on ragged edges, the vec4 path, a split K and a tiny
     // product (SwiftShader compiles each tile for each shape, ~0.5 s a pipeline:
-    // ~2.5 minutes in all on 2 cores).
+    // ~2 minutes in all on 2 cores).
     for (shape, ta, tb, linear) in [
         ((37, 70, 13), false, false, false),
         ((37, 70, 13), true, true, false),
