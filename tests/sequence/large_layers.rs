@@ -386,7 +386,8 @@ fn recurrent_weights_packed_once_per_run_match_pytorch_on_both_sides_of_the_thre
 }
 
 /// On the GPU, whole recurrent layers with their products in K slices or not, with
-/// vec4 loads or scalar ones, with each GEMM tile, fused or unfused, and row
+/// vec4 loads or scalar ones, with each GEMM tile (the GPUs' two-stage and
+/// warp-tiled forms forced too), fused or unfused, and row
 /// reductions with subgroups or without, all match PyTorch; the choices meant to give
 /// the same bits (tiles, vec4) do, and a forced path is taken exactly when forced on.
 #[test]
@@ -417,7 +418,7 @@ fn every_gpu_product_variant_matches_pytorch_through_whole_recurrent_layers() {
             runs.push((format!("{path:?} {on}"), bits(&results)));
         }
     }
-    for tile in ["64x64k16", "128x64k8", "32x32k16"] {
+    for tile in ["64x64k16", "128x64k8", "32x32k16", "db128x64k8", "wt128x64k8"] {
         gpu.clear_plan_cache();
         gpu.debug_kernel_variant(Some(tile));
         let results = run_case(&case, &gpu);
